@@ -1,0 +1,66 @@
+/*  =========================================================================
+    bus/service.h - a service instance answering requests through busd
+
+    A service registers with busd under its name by sending heartbeats (the
+    first heartbeat is the registration, so an instance re-registers by
+    itself after busd restarts). Any number of instances of one name share
+    the requests; busd drops an instance that stops heartbeating. Handlers
+    are registered per method; "health" and "stats" are built in.
+
+    The instance is driven by its owner's loop: either bus_service_poll(),
+    or poll bus_service_sock() together with other sockets and call
+    bus_service_handle() when it is readable and bus_service_tick() at least
+    every heartbeat interval.
+    =========================================================================
+*/
+#ifndef BUS_SERVICE_H_INCLUDED
+#define BUS_SERVICE_H_INCLUDED
+
+#include "bus/conn.h"
+#include "bus/msg.h"
+#include "bus/stats.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct bus_service bus_service_t;
+
+/* A handler fills reply (an empty map) and returns 0, or calls bus_service_error() and returns
+   -1. req is borrowed for the call. */
+typedef int(bus_handler_fn)(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply,
+                            void *arg);
+/* Adds service-specific keys to the health reply (e.g. "redis": true); returns whether the
+   instance is healthy. */
+typedef bool(bus_health_fn)(bus_service_t *svc, bus_val_t *health, void *arg);
+
+/* A new instance of service name connected to cfg->req_endpoint. The instance id is
+   "<name>-<host>-<pid>-<4 hex>". NULL with *err on failure. */
+bus_service_t *bus_service_new(const bus_conn_cfg_t *cfg, const char *name, const char **err);
+/* Says goodbye to busd (so it stops routing here at once) and closes. */
+void bus_service_destroy(bus_service_t **self_p);
+
+int bus_service_on(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg);
+void bus_service_set_health(bus_service_t *self, bus_health_fn *fn, void *arg);
+/* For handlers: set the error reply (code, message) and return -1. */
+int bus_service_error(bus_service_t *self, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Handle requests and heartbeats for up to timeout_ms (returns after the first batch of
+   requests handled, or at the timeout). Returns the number of requests handled, -1 when
+   interrupted (SIGINT/SIGTERM through czmq, or the context is terminating). */
+int bus_service_poll(bus_service_t *self, int timeout_ms);
+/* Handle every request waiting now (non-blocking); returns how many, -1 on interruption. */
+int bus_service_handle(bus_service_t *self);
+/* Send a heartbeat if one is due. */
+void bus_service_tick(bus_service_t *self);
+
+zsock_t *bus_service_sock(bus_service_t *self);
+const char *bus_service_name(bus_service_t *self);
+const char *bus_service_instance(bus_service_t *self);
+bus_stats_t *bus_service_stats(bus_service_t *self);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,92 @@
+#!/bin/bash
+# Run the whole posbus system locally, without Docker: a private redis-server, busd and every
+# service that exists, all under var/demo. Shows their health, then waits; Ctrl-C stops
+# everything cleanly in reverse order. Usage: scripts/demo.sh [BUILD_DIR]
+#   POSBUS_DEMO_SECONDS=N  stop by itself after N seconds (for unattended runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+BIN="$PWD/$BUILD/bin"
+VAR="$PWD/var/demo"
+KEYS="$VAR/keys"
+LOGS="$VAR/log"
+mkdir -p "$VAR" "$LOGS"
+chmod 700 "$VAR"
+
+PIDS=()
+stop_all() {
+    trap - INT TERM EXIT
+    echo
+    echo "== stopping (reverse order)"
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${PIDS[$i]}" 2>/dev/null || true
+        wait "${PIDS[$i]}" 2>/dev/null || true
+    done
+    echo "== stopped; logs in $LOGS"
+}
+trap stop_all INT TERM EXIT
+
+# Ports: fixed defaults, overridable, all on 127.0.0.1.
+REDIS_PORT=${POSBUS_DEMO_REDIS_PORT:-6390}
+PUB="tcp://127.0.0.1:${POSBUS_DEMO_PUB_PORT:-5560}"
+SUB="tcp://127.0.0.1:${POSBUS_DEMO_SUB_PORT:-5561}"
+REQ="tcp://127.0.0.1:${POSBUS_DEMO_REQ_PORT:-5562}"
+
+echo "== certificates in $KEYS"
+[ -f "$KEYS/busd.cert_secret" ] || "$BIN/posctl" keygen "$KEYS" >/dev/null
+for name in posctl; do
+    [ -f "$KEYS/$name.cert_secret" ] || "$BIN/posctl" keygen "$KEYS" "$name" >/dev/null
+done
+
+echo "== redis-server on 127.0.0.1:$REDIS_PORT (data in $VAR/redis, password in $VAR/redis.pass)"
+mkdir -p "$VAR/redis"
+[ -f "$VAR/redis.pass" ] || { head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$VAR/redis.pass"; chmod 600 "$VAR/redis.pass"; }
+REDIS_PASS=$(cat "$VAR/redis.pass")
+cat > "$VAR/redis.conf" <<CONF
+bind 127.0.0.1
+port $REDIS_PORT
+dir $VAR/redis
+appendonly yes
+appendfsync everysec
+requirepass $REDIS_PASS
+CONF
+chmod 600 "$VAR/redis.conf"
+redis-server "$VAR/redis.conf" > "$LOGS/redis.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do
+    REDISCLI_AUTH="$REDIS_PASS" redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+REDISCLI_AUTH="$REDIS_PASS" redis-cli -p "$REDIS_PORT" ping >/dev/null
+
+echo "== busd on $PUB $SUB $REQ (CURVE)"
+"$BIN/busd" --pub-bind "$PUB" --sub-bind "$SUB" --req-bind "$REQ" \
+    --cert "$KEYS/busd.cert_secret" --clients-dir "$KEYS/clients" > "$LOGS/busd.log" 2>&1 &
+PIDS+=($!)
+
+CLIENT=(--pub-endpoint "$PUB" --sub-endpoint "$SUB" --req-endpoint "$REQ"
+        --cert "$KEYS/posctl.cert_secret" --server-cert "$KEYS/busd.cert")
+export POSBUS_REDIS_PASSWORD_FILE="$VAR/redis.pass"
+
+# Services that exist join here as they are built (each with its own enrolled certificate).
+EXPECT=""
+
+echo "== health"
+ok=0
+for _ in $(seq 50); do
+    if "$BIN/posctl" "${CLIENT[@]}" --expect "$EXPECT" ping > "$VAR/ping.out" 2>&1; then ok=1; break; fi
+    sleep 0.2
+done
+cat "$VAR/ping.out"
+echo "redis: $(REDISCLI_AUTH="$REDIS_PASS" redis-cli -p "$REDIS_PORT" ping)"
+[ "$ok" = 1 ] || { echo "demo: something is not healthy; see $LOGS" >&2; exit 1; }
+
+echo
+echo "posbus is running. Try:  $BIN/posctl ${CLIENT[*]} ping"
+echo "                         $BIN/posctl ${CLIENT[*]} tail"
+if [ -n "${POSBUS_DEMO_SECONDS:-}" ]; then
+    sleep "$POSBUS_DEMO_SECONDS"
+else
+    echo "Ctrl-C stops everything."
+    while true; do sleep 3600; done
+fi

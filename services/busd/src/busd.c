@@ -1,0 +1,616 @@
+/*  =========================================================================
+    busd - the posbus bus daemon
+
+    Two jobs, no business state:
+    1. An XSUB/XPUB proxy for events. Publishers connect to the XSUB side,
+       subscribers to the XPUB side; subscriptions flow upstream so a
+       publisher only sends what somebody wants.
+    2. A request router. Clients and service instances connect DEALER
+       sockets to one ROUTER (bus/proto.h has the frames). Instances
+       register by heartbeating; busd spreads requests over the live
+       instances of a service round-robin, drops an instance that misses
+       heartbeats or whose connection is gone (ROUTER_MANDATORY tells at
+       once), and answers "no_service" when none is left.
+
+    Everything runs on one thread around one zmq_poll: busd's work per
+    message is a hash lookup and a few frame moves, so one core forwards
+    hundreds of thousands of messages a second, and there are no locks.
+    Restarting busd loses only in-flight messages: clients resend requests
+    after their timeout, instances re-register with their next heartbeat,
+    subscribers reconnect and re-send subscriptions by themselves.
+    =========================================================================
+*/
+#include <bus/bus.h>
+
+#define S_PROGRAM         "busd"
+#define S_PROXY_BURST     1000 /* messages moved per socket per poll, as zmq_proxy does */
+#define S_PURGE_EVERY_MS  250
+#define S_ID_HEX_MAX      (2 * 256 + 1)
+#define S_FRAMES_MAX      8
+
+static const bus_opt_t s_options[] = {
+    {"pub-bind", BUS_OPT_STR, BUS_DEFAULT_PUB_ENDPOINT, 0, 0,
+     "endpoint publishers connect to (XSUB); comma-separated for several"},
+    {"sub-bind", BUS_OPT_STR, BUS_DEFAULT_SUB_ENDPOINT, 0, 0,
+     "endpoint subscribers connect to (XPUB); comma-separated for several"},
+    {"req-bind", BUS_OPT_STR, BUS_DEFAULT_REQ_ENDPOINT, 0, 0,
+     "endpoint clients and service instances connect to (ROUTER); comma-separated"},
+    {"cert", BUS_OPT_STR, NULL, 0, 0, "busd's secret CURVE certificate (for tcp:// endpoints)"},
+    {"clients-dir", BUS_OPT_STR, NULL, 0, 0,
+     "directory of allowed client public certificates; remove a file to revoke"},
+    {"insecure", BUS_OPT_BOOL, "false", 0, 0,
+     "plaintext tcp:// (development only; logs a warning)"},
+    {"heartbeat-ms", BUS_OPT_INT, "1000", 50, 60000, "ZMTP heartbeat interval"},
+    {"heartbeat-timeout-ms", BUS_OPT_INT, "3000", 100, 600000,
+     "a service instance or peer silent this long is dropped"},
+    {"hwm", BUS_OPT_INT, "100000", 100, 10000000,
+     "per-peer high-water mark; a subscriber further behind loses events"},
+    {"linger-ms", BUS_OPT_INT, "1000", 0, 60000, "on shutdown, time to flush queued messages"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+typedef struct s_service s_service_t;
+
+typedef struct {
+    zframe_t *identity;
+    char key[S_ID_HEX_MAX];
+    char instance[BUS_INSTANCE_MAX + 1];
+    s_service_t *service;
+    int64_t expiry;
+    int64_t last_seen;
+} s_worker_t;
+
+struct s_service {
+    char name[BUS_SERVICE_NAME_MAX + 1];
+    zlistx_t *workers; /* s_worker_t*, rotated for round-robin */
+};
+
+typedef struct {
+    zsock_t *xsub, *xpub, *router;
+    bus_auth_t *auth;
+    zhashx_t *services; /* name -> s_service_t */
+    zhashx_t *workers;  /* identity hex -> s_worker_t */
+    int heartbeat_timeout_ms;
+    int64_t started;
+    char instance[BUS_INSTANCE_MAX];
+    int64_t seq;
+    bus_stats_t *stats;
+    int64_t *c_events, *c_subs, *c_unsubs, *c_requests, *c_replies, *c_no_service;
+    int64_t *c_bad_frames, *c_expired, *c_lost_replies, *c_registered, *c_byes;
+    bus_codec_stats_t codec;
+    bus_buf_t buf;
+} s_busd_t;
+
+static void s_service_free(void **item)
+{
+    s_service_t *svc = *item;
+    if (svc) {
+        zlistx_destroy(&svc->workers);
+        free(svc);
+        *item = NULL;
+    }
+}
+
+static void s_worker_free(void **item)
+{
+    s_worker_t *w = *item;
+    if (w) {
+        zframe_destroy(&w->identity);
+        free(w);
+        *item = NULL;
+    }
+}
+
+static void s_hex(const zframe_t *frame, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t n = zframe_size((zframe_t *)frame);
+    const byte *d = zframe_data((zframe_t *)frame);
+    if (n > (S_ID_HEX_MAX - 1) / 2)
+        n = (S_ID_HEX_MAX - 1) / 2;
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[d[i] >> 4];
+        out[2 * i + 1] = digits[d[i] & 0xf];
+    }
+    out[2 * n] = '\0';
+}
+
+static void s_worker_remove(s_busd_t *self, s_worker_t *w, const char *why)
+{
+    bus_info("busd.instance.removed", "service=%s instance=%s reason=%s", w->service->name,
+             w->instance, why);
+    s_service_t *svc = w->service;
+    void *handle = zlistx_find(svc->workers, w);
+    if (handle)
+        zlistx_delete(svc->workers, handle);
+    zhashx_delete(self->workers, w->key); /* frees w */
+}
+
+/*  Send a multipart message built from frames to a ROUTER peer. Returns 0, or -1 when the peer is
+    gone (EHOSTUNREACH with ROUTER_MANDATORY) or the send failed. The frames are not consumed. */
+static int s_route(s_busd_t *self, zframe_t *to, const void *const *data, const size_t *len,
+                   int count)
+{
+    void *h = zsock_resolve(self->router);
+    if (zmq_send(h, zframe_data(to), zframe_size(to), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -1;
+    for (int i = 0; i < count; i++)
+        if (zmq_send(h, data[i], len[i], (i + 1 < count ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0)
+            return -1;
+    return 0;
+}
+
+static void s_reply_client(s_busd_t *self, zframe_t *client, zframe_t *corr, bus_msg_t *msg)
+{
+    bus_buf_reset(&self->buf);
+    if (bus_msg_encode(msg, &self->buf) != 0)
+        return;
+    const void *data[] = {BUS_PROTO_CLIENT, BUS_CMD_REP, zframe_data(corr), self->buf.data};
+    size_t len[] = {strlen(BUS_PROTO_CLIENT), strlen(BUS_CMD_REP), zframe_size(corr),
+                    self->buf.len};
+    if (s_route(self, client, data, len, 4) != 0)
+        (*self->c_lost_replies)++;
+}
+
+static void s_reply_error(s_busd_t *self, zframe_t *client, zframe_t *corr, const char *code,
+                          const char *fmt, ...)
+{
+    char text[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    bus_msg_t *msg = bus_msg_new("error", self->instance, ++self->seq);
+    if (!msg)
+        return;
+    bus_val_map_set_str(bus_msg_body(msg), "code", code);
+    bus_val_map_set_str(bus_msg_body(msg), "message", text);
+    s_reply_client(self, client, corr, msg);
+    bus_msg_destroy(&msg);
+}
+
+/*  busd's own methods: health, stats, services. */
+static void s_self_request(s_busd_t *self, zframe_t *client, zframe_t *corr, zframe_t *payload)
+{
+    bus_msg_t *req =
+        bus_msg_decode(zframe_data(payload), zframe_size(payload), NULL, &self->codec, NULL);
+    if (!req) {
+        s_reply_error(self, client, corr, BUS_ERR_BAD_REQUEST, "request rejected");
+        return;
+    }
+    const char *method = bus_msg_type(req);
+    bus_msg_t *rep = bus_msg_new("reply", self->instance, ++self->seq);
+    bus_val_t *body = rep ? bus_msg_body(rep) : NULL;
+    if (!body) {
+        bus_msg_destroy(&req);
+        return;
+    }
+    if (streq(method, "health")) {
+        bus_val_map_set_str(body, "name", S_PROGRAM);
+        bus_val_map_set_str(body, "version", BUS_VERSION);
+        bus_val_map_set_str(body, "instance", self->instance);
+        bus_val_map_set_int(body, "pid", getpid());
+        bus_val_map_set_int(body, "uptime_ms", bus_mono_ms() - self->started);
+        bus_val_map_set_int(body, "instances", (int64_t)zhashx_size(self->workers));
+        bus_val_map_set_bool(body, "healthy", true);
+    }
+    else if (streq(method, "stats")) {
+        bus_stats_set(self->stats, "instances", (int64_t)zhashx_size(self->workers));
+        bus_stats_set(self->stats, "services", (int64_t)zhashx_size(self->services));
+        bus_val_t *counters = bus_stats_to_val(self->stats);
+        bus_val_map_set_str(body, "instance", self->instance);
+        bus_val_map_set(body, "counters", &counters);
+    }
+    else if (streq(method, "services")) {
+        bus_val_t *list = bus_val_new_arr();
+        int64_t now = bus_mono_ms();
+        for (s_service_t *svc = zhashx_first(self->services); svc && list;
+             svc = zhashx_next(self->services)) {
+            for (s_worker_t *w = zlistx_first(svc->workers); w; w = zlistx_next(svc->workers)) {
+                bus_val_t *item = bus_val_new_map();
+                if (!item)
+                    continue;
+                bus_val_map_set_str(item, "service", svc->name);
+                bus_val_map_set_str(item, "instance", w->instance);
+                bus_val_map_set_int(item, "last_heartbeat_ms", now - w->last_seen);
+                bus_val_arr_push(list, &item);
+            }
+        }
+        bus_val_map_set(body, "instances", &list);
+    }
+    else {
+        s_reply_error(self, client, corr, BUS_ERR_UNKNOWN_METHOD, "busd has no method '%s'",
+                      method);
+        bus_msg_destroy(&rep);
+        bus_msg_destroy(&req);
+        return;
+    }
+    s_reply_client(self, client, corr, rep);
+    bus_msg_destroy(&rep);
+    bus_msg_destroy(&req);
+}
+
+/*  Pick the instance for a request: round-robin over the service's live instances, or the one
+    named after '@'. Sends to it; an instance whose connection is gone is removed and the next
+    one tried. */
+static void s_client_request(s_busd_t *self, zframe_t *client, zmsg_t *msg)
+{
+    zframe_t *service_f = zmsg_next(msg);
+    zframe_t *corr = zmsg_next(msg);
+    zframe_t *payload = zmsg_next(msg);
+    char target[BUS_SERVICE_NAME_MAX + BUS_INSTANCE_MAX + 2];
+    size_t tlen = zframe_size(service_f);
+    if (tlen == 0 || tlen >= sizeof(target)) {
+        (*self->c_bad_frames)++;
+        return;
+    }
+    memcpy(target, zframe_data(service_f), tlen);
+    target[tlen] = '\0';
+    (*self->c_requests)++;
+    char *instance = strchr(target, '@');
+    if (instance)
+        *instance++ = '\0';
+    if (streq(target, BUS_BROKER_SERVICE)) {
+        s_self_request(self, client, corr, payload);
+        return;
+    }
+    s_service_t *svc = zhashx_lookup(self->services, target);
+    const void *data[] = {BUS_PROTO_WORKER, BUS_CMD_REQ, zframe_data(client), zframe_data(corr),
+                          zframe_data(payload)};
+    size_t len[] = {strlen(BUS_PROTO_WORKER), strlen(BUS_CMD_REQ), zframe_size(client),
+                    zframe_size(corr), zframe_size(payload)};
+    while (svc && zlistx_size(svc->workers) > 0) {
+        s_worker_t *w = NULL;
+        if (instance) {
+            for (w = zlistx_first(svc->workers); w && !streq(w->instance, instance);
+                 w = zlistx_next(svc->workers))
+                ;
+            if (!w)
+                break;
+        }
+        else {
+            w = zlistx_first(svc->workers);
+            zlistx_move_end(svc->workers, zlistx_cursor(svc->workers));
+        }
+        if (s_route(self, w->identity, data, len, 5) == 0)
+            return;
+        s_worker_remove(self, w, "disconnected");
+    }
+    (*self->c_no_service)++;
+    s_reply_error(self, client, corr, BUS_ERR_NO_SERVICE, "no instance of '%s%s%s' is registered",
+                  target, instance ? "@" : "", instance ? instance : "");
+}
+
+static void s_worker_heartbeat(s_busd_t *self, zframe_t *identity, const char *key,
+                               zframe_t *name_f, zframe_t *instance_f)
+{
+    char name[BUS_SERVICE_NAME_MAX + 1];
+    char instance[BUS_INSTANCE_MAX + 1];
+    size_t nlen = zframe_size(name_f), ilen = zframe_size(instance_f);
+    bool ok = nlen > 0 && ilen > 0 && nlen <= BUS_SERVICE_NAME_MAX && ilen <= BUS_INSTANCE_MAX;
+    s_worker_t *w = NULL;
+    if (!ok) {
+        (*self->c_bad_frames)++;
+        return;
+    }
+    memcpy(name, zframe_data(name_f), nlen);
+    name[nlen] = '\0';
+    memcpy(instance, zframe_data(instance_f), ilen);
+    instance[ilen] = '\0';
+    w = zhashx_lookup(self->workers, key);
+    if (!w) {
+        s_service_t *svc = zhashx_lookup(self->services, name);
+        if (!svc) {
+            svc = calloc(1, sizeof(*svc));
+            if (svc) {
+                snprintf(svc->name, sizeof(svc->name), "%s", name);
+                svc->workers = zlistx_new();
+                zhashx_insert(self->services, name, svc);
+            }
+        }
+        w = svc ? calloc(1, sizeof(*w)) : NULL;
+        if (w) {
+            w->identity = zframe_dup(identity);
+            snprintf(w->key, sizeof(w->key), "%s", key);
+            snprintf(w->instance, sizeof(w->instance), "%s", instance);
+            w->service = svc;
+            zhashx_insert(self->workers, key, w);
+            zlistx_add_end(svc->workers, w);
+            (*self->c_registered)++;
+            bus_info("busd.instance.registered", "service=%s instance=%s", name, instance);
+        }
+    }
+    if (w) {
+        w->last_seen = bus_mono_ms();
+        w->expiry = w->last_seen + self->heartbeat_timeout_ms;
+        const void *data[] = {BUS_PROTO_WORKER, BUS_CMD_HB};
+        size_t len[] = {strlen(BUS_PROTO_WORKER), strlen(BUS_CMD_HB)};
+        s_route(self, identity, data, len, 2);
+    }
+}
+
+static void s_worker_message(s_busd_t *self, zframe_t *identity, zmsg_t *msg)
+{
+    char key[S_ID_HEX_MAX];
+    s_hex(identity, key);
+    zframe_t *cmd = zmsg_next(msg);
+    if (zframe_streq(cmd, BUS_CMD_REP) && zmsg_size(msg) == 6) {
+        zframe_t *client = zmsg_next(msg);
+        zframe_t *corr = zmsg_next(msg);
+        zframe_t *payload = zmsg_next(msg);
+        const void *data[] = {BUS_PROTO_CLIENT, BUS_CMD_REP, zframe_data(corr),
+                              zframe_data(payload)};
+        size_t len[] = {strlen(BUS_PROTO_CLIENT), strlen(BUS_CMD_REP), zframe_size(corr),
+                        zframe_size(payload)};
+        (*self->c_replies)++;
+        if (s_route(self, client, data, len, 4) != 0)
+            (*self->c_lost_replies)++;
+        s_worker_t *w = zhashx_lookup(self->workers, key);
+        if (w) {
+            w->last_seen = bus_mono_ms();
+            w->expiry = w->last_seen + self->heartbeat_timeout_ms;
+        }
+    }
+    else if (zframe_streq(cmd, BUS_CMD_HB) && zmsg_size(msg) == 5) {
+        zframe_t *name = zmsg_next(msg);
+        zframe_t *instance = zmsg_next(msg);
+        s_worker_heartbeat(self, identity, key, name, instance);
+    }
+    else if (zframe_streq(cmd, BUS_CMD_BYE)) {
+        s_worker_t *w = zhashx_lookup(self->workers, key);
+        (*self->c_byes)++;
+        if (w)
+            s_worker_remove(self, w, "goodbye");
+    }
+    else
+        (*self->c_bad_frames)++;
+}
+
+static void s_router_input(s_busd_t *self)
+{
+    for (int n = 0; n < S_PROXY_BURST; n++) {
+        zmsg_t *msg = zmsg_recv_nowait(self->router);
+        if (!msg)
+            return;
+        zframe_t *identity = zmsg_first(msg);
+        zframe_t *proto = zmsg_next(msg);
+        if (zmsg_size(msg) > S_FRAMES_MAX || !proto)
+            (*self->c_bad_frames)++;
+        else if (zframe_streq(proto, BUS_PROTO_CLIENT) && zmsg_size(msg) == 6 &&
+                 zframe_streq(zmsg_next(msg), BUS_CMD_REQ))
+            s_client_request(self, identity, msg);
+        else if (zframe_streq(proto, BUS_PROTO_WORKER) && zmsg_size(msg) >= 3)
+            s_worker_message(self, identity, msg);
+        else
+            (*self->c_bad_frames)++;
+        zmsg_destroy(&msg);
+    }
+}
+
+/*  Move up to a burst of whole messages from one socket to the other without copying. Counts
+    forwarded messages in *counter (NULL: not counted). */
+static void s_forward(void *from, void *to, int64_t *counter)
+{
+    zmq_msg_t part;
+    for (int n = 0; n < S_PROXY_BURST; n++) {
+        int more = 1;
+        bool first = true;
+        while (more) {
+            zmq_msg_init(&part);
+            if (zmq_msg_recv(&part, from, first ? ZMQ_DONTWAIT : 0) < 0) {
+                zmq_msg_close(&part);
+                return;
+            }
+            first = false;
+            more = zmq_msg_more(&part);
+            if (zmq_msg_send(&part, to, more ? ZMQ_SNDMORE : 0) < 0)
+                zmq_msg_close(&part);
+        }
+        if (counter)
+            (*counter)++;
+    }
+}
+
+/*  Subscriptions flow XPUB -> XSUB; count them on the way (first byte 1 subscribe, 0 cancel). */
+static void s_forward_subscriptions(s_busd_t *self)
+{
+    void *from = zsock_resolve(self->xpub);
+    void *to = zsock_resolve(self->xsub);
+    zmq_msg_t part;
+    for (int n = 0; n < S_PROXY_BURST; n++) {
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, from, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&part);
+            return;
+        }
+        if (zmq_msg_size(&part) > 0) {
+            if (((const byte *)zmq_msg_data(&part))[0] == 1)
+                (*self->c_subs)++;
+            else
+                (*self->c_unsubs)++;
+        }
+        if (zmq_msg_send(&part, to, 0) < 0)
+            zmq_msg_close(&part);
+    }
+}
+
+static void s_purge(s_busd_t *self)
+{
+    int64_t now = bus_mono_ms();
+    zlistx_t *expired = zlistx_new();
+    for (s_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
+        if (now > w->expiry)
+            zlistx_add_end(expired, w);
+    for (s_worker_t *w = zlistx_first(expired); w; w = zlistx_next(expired)) {
+        (*self->c_expired)++;
+        s_worker_remove(self, w, "heartbeat timeout");
+    }
+    zlistx_destroy(&expired);
+}
+
+/*  Bind sock to each comma-separated endpoint; tcp:// gets CURVE unless insecure. */
+static int s_bind(zsock_t *sock, const char *endpoints, bus_config_t *config)
+{
+    char *copy = strdup(endpoints);
+    int rc = 0;
+    char *save = NULL;
+    for (char *ep = strtok_r(copy, ",", &save); ep && rc == 0; ep = strtok_r(NULL, ",", &save)) {
+        if (bus_endpoint_is_tcp(ep) && !bus_config_bool(config, "insecure")) {
+            const char *cert = bus_config_str(config, "cert");
+            if (!cert || bus_curve_server(sock, cert) != 0) {
+                bus_error("busd.cert", "cannot use server certificate '%s' for %s",
+                          cert ? cert : "(none: set --cert)", ep);
+                rc = -1;
+                break;
+            }
+        }
+        if (zsock_bind(sock, "%s", ep) < 0) {
+            bus_error("busd.bind", "cannot bind %s: %s", ep, zmq_strerror(zmq_errno()));
+            rc = -1;
+        }
+        else
+            bus_info("busd.listening", "endpoint=%s", ep);
+    }
+    free(copy);
+    return rc;
+}
+
+static void s_busd_destroy(s_busd_t **self_p)
+{
+    s_busd_t *self = *self_p;
+    if (!self)
+        return;
+    zsock_destroy(&self->router);
+    zsock_destroy(&self->xpub);
+    zsock_destroy(&self->xsub);
+    bus_auth_destroy(&self->auth);
+    zhashx_destroy(&self->workers);
+    zhashx_destroy(&self->services);
+    bus_stats_destroy(&self->stats);
+    bus_buf_free(&self->buf);
+    free(self);
+    *self_p = NULL;
+}
+
+static s_busd_t *s_busd_new(bus_config_t *config)
+{
+    s_busd_t *self = calloc(1, sizeof(*self));
+    if (!self)
+        return NULL;
+    bus_conn_cfg_t policy;
+    bus_conn_cfg_defaults(&policy);
+    policy.heartbeat_ms = (int)bus_config_int(config, "heartbeat-ms");
+    policy.heartbeat_timeout_ms = (int)bus_config_int(config, "heartbeat-timeout-ms");
+    policy.hwm = (int)bus_config_int(config, "hwm");
+    policy.linger_ms = (int)bus_config_int(config, "linger-ms");
+    self->heartbeat_timeout_ms = policy.heartbeat_timeout_ms;
+    self->started = bus_mono_ms();
+    char id[BUS_MSG_ID_LEN + 1];
+    bus_new_id(id);
+    snprintf(self->instance, sizeof(self->instance), "busd-%d-%.4s", (int)getpid(), id);
+    self->services = zhashx_new();
+    self->workers = zhashx_new();
+    self->stats = bus_stats_new();
+    self->xsub = zsock_new(ZMQ_XSUB);
+    self->xpub = zsock_new(ZMQ_XPUB);
+    self->router = zsock_new(ZMQ_ROUTER);
+    if (!self->services || !self->workers || !self->stats || !self->xsub || !self->xpub ||
+        !self->router)
+        goto out_destroy;
+    zhashx_set_destructor(self->services, s_service_free);
+    zhashx_set_destructor(self->workers, s_worker_free);
+    self->c_events = bus_stats_counter(self->stats, "events_forwarded");
+    self->c_subs = bus_stats_counter(self->stats, "subscriptions");
+    self->c_unsubs = bus_stats_counter(self->stats, "unsubscriptions");
+    self->c_requests = bus_stats_counter(self->stats, "requests");
+    self->c_replies = bus_stats_counter(self->stats, "replies");
+    self->c_no_service = bus_stats_counter(self->stats, "no_service");
+    self->c_bad_frames = bus_stats_counter(self->stats, "bad_frames");
+    self->c_expired = bus_stats_counter(self->stats, "instances_expired");
+    self->c_lost_replies = bus_stats_counter(self->stats, "replies_undeliverable");
+    self->c_registered = bus_stats_counter(self->stats, "instances_registered");
+    self->c_byes = bus_stats_counter(self->stats, "instances_goodbye");
+
+    if (bus_config_bool(config, "insecure"))
+        bus_warn("busd.insecure", "plaintext tcp:// enabled: anyone who reaches these ports can "
+                                  "publish and call services");
+    else if (bus_config_str(config, "clients-dir")) {
+        self->auth = bus_auth_new(bus_config_str(config, "clients-dir"));
+        if (!self->auth) {
+            bus_error("busd.auth", "cannot start authentication over %s",
+                      bus_config_str(config, "clients-dir"));
+            goto out_destroy;
+        }
+    }
+    bus__socket_policy(self->xsub, &policy);
+    bus__socket_policy(self->xpub, &policy);
+    bus__socket_policy(self->router, &policy);
+    zsock_set_router_mandatory(self->router, 1);
+    if (s_bind(self->xsub, bus_config_str(config, "pub-bind"), config) != 0 ||
+        s_bind(self->xpub, bus_config_str(config, "sub-bind"), config) != 0 ||
+        s_bind(self->router, bus_config_str(config, "req-bind"), config) != 0)
+        goto out_destroy;
+    return self;
+
+out_destroy:
+    s_busd_destroy(&self);
+    return NULL;
+}
+
+static void s_busd_run(s_busd_t *self)
+{
+    zmq_pollitem_t items[] = {{zsock_resolve(self->xsub), 0, ZMQ_POLLIN, 0},
+                              {zsock_resolve(self->xpub), 0, ZMQ_POLLIN, 0},
+                              {zsock_resolve(self->router), 0, ZMQ_POLLIN, 0}};
+    int64_t next_purge = bus_mono_ms() + S_PURGE_EVERY_MS;
+    while (!bus_program_stopping()) {
+        int rc = zmq_poll(items, 3, S_PURGE_EVERY_MS);
+        if (rc < 0) {
+            if (errno == EINTR)
+                continue;
+            bus_error("busd.poll", "poll failed: %s", zmq_strerror(errno));
+            break;
+        }
+        if (items[0].revents & ZMQ_POLLIN)
+            s_forward(items[0].socket, items[1].socket, self->c_events);
+        if (items[1].revents & ZMQ_POLLIN)
+            s_forward_subscriptions(self);
+        if (items[2].revents & ZMQ_POLLIN)
+            s_router_input(self);
+        if (bus_mono_ms() >= next_purge) {
+            s_purge(self);
+            next_purge = bus_mono_ms() + S_PURGE_EVERY_MS;
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    bus_config_t *config = bus_config_new(S_PROGRAM, s_options);
+    if (!config || bus_config_add(config, bus_program_opts) != 0)
+        return 2;
+    int rc = bus_config_load(config, argc, argv);
+    if (rc == 1) {
+        printf("usage: busd [--config FILE] [options]\n");
+        bus_config_usage(config, stdout);
+        bus_config_destroy(&config);
+        return 0;
+    }
+    if (rc != 0 || bus_program_log_init(config, S_PROGRAM) != 0) {
+        fprintf(stderr, "busd: %s\n", rc != 0 ? bus_config_error(config) : "bad --log-level");
+        bus_config_destroy(&config);
+        return 2;
+    }
+    bus_program_signals();
+    s_busd_t *busd = s_busd_new(config);
+    if (!busd) {
+        bus_config_destroy(&config);
+        return 1;
+    }
+    bus_info("busd.started", "version=%s instance=%s", BUS_VERSION, busd->instance);
+    s_busd_run(busd);
+    bus_info("busd.stopping", "events=%" PRId64 " requests=%" PRId64, *busd->c_events,
+             *busd->c_requests);
+    s_busd_destroy(&busd);
+    bus_config_destroy(&config);
+    return 0;
+}

@@ -1,0 +1,260 @@
+/*  =========================================================================
+    posctl - the operator's command line
+
+    posctl ping                 health of busd and every registered service instance;
+                                exit 1 if any is unhealthy, silent, or --expect'ed but missing
+    posctl stats TARGET         counters of busd, a service, or one "service@instance"
+    posctl tail [PREFIX]        decoded events as JSON lines (one per event)
+    posctl keygen DIR [NAME..]  busd's certificate (if missing) and an enrolled client
+                                certificate for each NAME
+
+    Output goes to stdout; diagnostics to stderr; exit 0 ok, 1 failure, 2 usage.
+    =========================================================================
+*/
+#include <bus/bus.h>
+
+#define S_PROGRAM       "posctl"
+#define S_TOPIC_MAX     (BUS_TOPIC_MAX + 1)
+#define S_SERVER_NAME   "busd"
+#define S_EXIT_OK       0
+#define S_EXIT_FAIL     1
+#define S_EXIT_USAGE    2
+
+static const bus_opt_t s_options[] = {
+    {"timeout-ms", BUS_OPT_INT, "2000", 10, 600000, "per-request timeout"},
+    {"retries", BUS_OPT_INT, "1", 0, 100, "resends after a request times out"},
+    {"expect", BUS_OPT_STR, "", 0, 0,
+     "ping: comma-separated services that must have at least one healthy instance"},
+    {"count", BUS_OPT_INT, "0", 0, INT64_MAX, "tail: stop after this many events (0 = never)"},
+    {"idle-ms", BUS_OPT_INT, "0", 0, INT64_MAX,
+     "tail: stop after this long without an event (0 = never)"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+static void s_usage(bus_config_t *config)
+{
+    printf("usage: posctl [options] COMMAND [ARGS]\n"
+           "  ping                     health of busd and every service instance\n"
+           "  stats TARGET             counters of busd, a service or service@instance\n"
+           "  tail [PREFIX]            print events as JSON lines\n"
+           "  keygen DIR [NAME...]     create busd's and enrolled client certificates\n"
+           "options:\n");
+    bus_config_usage(config, stdout);
+}
+
+static bus_client_t *s_client(bus_config_t *config, const bus_conn_cfg_t *cfg)
+{
+    const char *err = NULL;
+    bus_client_t *client = bus_client_new(cfg, S_PROGRAM, &err);
+    if (!client) {
+        fprintf(stderr, "posctl: cannot reach busd: %s\n", err);
+        return NULL;
+    }
+    bus_client_set_timeout(client, (int)bus_config_int(config, "timeout-ms"));
+    bus_client_set_retries(client, (int)bus_config_int(config, "retries"));
+    return client;
+}
+
+/*  Print one health line; returns whether the instance is healthy. */
+static bool s_print_health(const char *service, const char *instance, bus_msg_t *reply,
+                           const char *error)
+{
+    if (!reply) {
+        printf("%-12s %-48s %-9s %s\n", service, instance, "DOWN", error);
+        return false;
+    }
+    bus_val_t *body = bus_msg_body(reply);
+    bool healthy = false;
+    int64_t uptime = 0;
+    bus_val_map_get_bool(body, "healthy", &healthy);
+    bus_val_map_get_int(body, "uptime_ms", &uptime);
+    const char *version = bus_val_map_get_str(body, "version");
+    bus_buf_t extra = {0};
+    bus_val_to_json(body, &extra);
+    printf("%-12s %-48s %-9s version=%s uptime=%" PRId64 "s %s\n", service, instance,
+           healthy ? "OK" : "UNHEALTHY", version ? version : "?", uptime / 1000,
+           extra.data ? (const char *)extra.data : "");
+    bus_buf_free(&extra);
+    return healthy;
+}
+
+static int s_ping(bus_config_t *config, const bus_conn_cfg_t *cfg)
+{
+    bus_client_t *client = s_client(config, cfg);
+    if (!client)
+        return S_EXIT_FAIL;
+    int rc = S_EXIT_OK;
+    bus_msg_t *reply = bus_client_request(client, BUS_BROKER_SERVICE, "health", NULL);
+    if (!s_print_health(BUS_BROKER_SERVICE, reply ? bus_val_map_get_str(bus_msg_body(reply), "instance") : "-",
+                        reply, bus_client_errstr(client))) {
+        bus_msg_destroy(&reply);
+        bus_client_destroy(&client);
+        return S_EXIT_FAIL;
+    }
+    bus_msg_destroy(&reply);
+    bus_msg_t *list = bus_client_request(client, BUS_BROKER_SERVICE, "services", NULL);
+    bus_val_t *instances = list ? bus_val_map_get(bus_msg_body(list), "instances") : NULL;
+    zhashx_t *healthy = zhashx_new();
+    for (size_t i = 0; i < bus_val_size(instances); i++) {
+        bus_val_t *item = bus_val_arr_get(instances, i);
+        const char *service = bus_val_map_get_str(item, "service");
+        const char *instance = bus_val_map_get_str(item, "instance");
+        if (!service || !instance)
+            continue;
+        char target[BUS_SERVICE_NAME_MAX + BUS_INSTANCE_MAX + 2];
+        snprintf(target, sizeof(target), "%s@%s", service, instance);
+        bus_msg_t *health = bus_client_request(client, target, "health", NULL);
+        if (s_print_health(service, instance, health, bus_client_errstr(client)))
+            zhashx_update(healthy, service, (void *)1);
+        else
+            rc = S_EXIT_FAIL;
+        bus_msg_destroy(&health);
+    }
+    char *expect = strdup(bus_config_str(config, "expect"));
+    char *save = NULL;
+    for (char *name = strtok_r(expect, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        if (!zhashx_lookup(healthy, name)) {
+            printf("%-12s %-48s %-9s %s\n", name, "-", "MISSING", "no healthy instance");
+            rc = S_EXIT_FAIL;
+        }
+    }
+    free(expect);
+    zhashx_destroy(&healthy);
+    if (!list) {
+        fprintf(stderr, "posctl: cannot list services: %s\n", bus_client_errstr(client));
+        rc = S_EXIT_FAIL;
+    }
+    bus_msg_destroy(&list);
+    bus_client_destroy(&client);
+    return rc;
+}
+
+static int s_stats(bus_config_t *config, const bus_conn_cfg_t *cfg, const char *target)
+{
+    bus_client_t *client = s_client(config, cfg);
+    if (!client)
+        return S_EXIT_FAIL;
+    bus_msg_t *reply = bus_client_request(client, target, "stats", NULL);
+    int rc = S_EXIT_FAIL;
+    if (reply) {
+        bus_buf_t out = {0};
+        if (bus_val_to_json(bus_msg_body(reply), &out) == 0) {
+            printf("%s\n", (const char *)out.data);
+            rc = S_EXIT_OK;
+        }
+        bus_buf_free(&out);
+    }
+    else
+        fprintf(stderr, "posctl: %s\n", bus_client_errstr(client));
+    bus_msg_destroy(&reply);
+    bus_client_destroy(&client);
+    return rc;
+}
+
+static int s_tail(bus_config_t *config, const bus_conn_cfg_t *cfg, const char *prefix)
+{
+    const char *err = NULL;
+    bus_sub_t *sub = bus_sub_new(cfg, &err);
+    if (!sub) {
+        fprintf(stderr, "posctl: cannot subscribe: %s\n", err);
+        return S_EXIT_FAIL;
+    }
+    bus_sub_subscribe(sub, prefix);
+    int64_t count = bus_config_int(config, "count");
+    int64_t idle = bus_config_int(config, "idle-ms");
+    int64_t seen = 0;
+    char topic[S_TOPIC_MAX];
+    bus_buf_t out = {0};
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    while (!bus_program_stopping() && (count == 0 || seen < count)) {
+        bus_msg_t *msg = bus_sub_recv(sub, idle > 0 ? (int)idle : 500, topic, sizeof(topic));
+        if (!msg) {
+            if (idle > 0)
+                break;
+            continue;
+        }
+        bus_buf_reset(&out);
+        bus_val_t *t = bus_val_new_str(topic);
+        bus_buf_t tj = {0};
+        if (bus_val_to_json(t, &tj) == 0 && bus_msg_to_json(msg, &out) == 0)
+            printf("{\"topic\":%s,\"msg\":%s}\n", (const char *)tj.data, (const char *)out.data);
+        bus_buf_free(&tj);
+        bus_val_destroy(&t);
+        bus_msg_destroy(&msg);
+        seen++;
+    }
+    if (bus_sub_gaps(sub) > 0)
+        fprintf(stderr, "posctl: %" PRIu64 " events were missed (sequence gaps)\n",
+                bus_sub_gaps(sub));
+    bus_buf_free(&out);
+    bus_sub_destroy(&sub);
+    return S_EXIT_OK;
+}
+
+static int s_keygen(bus_config_t *config)
+{
+    int argc = bus_config_argc(config);
+    if (argc < 2) {
+        fprintf(stderr, "posctl: usage: keygen DIR [NAME...]\n");
+        return S_EXIT_USAGE;
+    }
+    const char *dir = bus_config_arg(config, 1);
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s.cert_secret", dir, S_SERVER_NAME);
+    if (access(path, F_OK) != 0) {
+        if (bus_keygen(dir, S_SERVER_NAME, false) != 0) {
+            fprintf(stderr, "posctl: cannot create %s: %s\n", path, strerror(errno));
+            return S_EXIT_FAIL;
+        }
+        printf("created %s/%s.cert (busd's public certificate; give it to every client)\n", dir,
+               S_SERVER_NAME);
+    }
+    for (int i = 2; i < argc; i++) {
+        const char *name = bus_config_arg(config, i);
+        if (bus_keygen(dir, name, true) != 0) {
+            fprintf(stderr, "posctl: cannot create certificate '%s' in %s: %s\n", name, dir,
+                    errno == EEXIST ? "it exists already" : strerror(errno));
+            return S_EXIT_FAIL;
+        }
+        printf("created %s/%s.cert_secret and enrolled %s/clients/%s.cert\n", dir, name, dir,
+               name);
+    }
+    return S_EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    bus_config_t *config = bus_config_new(S_PROGRAM, s_options);
+    if (!config || bus_config_add(config, bus_conn_opts) != 0 ||
+        bus_config_add(config, bus_program_opts) != 0)
+        return S_EXIT_USAGE;
+    int rc = bus_config_load(config, argc, argv);
+    if (rc == 1 || (rc == 0 && bus_config_argc(config) == 0)) {
+        s_usage(config);
+        bus_config_destroy(&config);
+        return rc == 1 ? S_EXIT_OK : S_EXIT_USAGE;
+    }
+    if (rc != 0 || bus_program_log_init(config, S_PROGRAM) != 0) {
+        fprintf(stderr, "posctl: %s\n", rc != 0 ? bus_config_error(config) : "bad --log-level");
+        bus_config_destroy(&config);
+        return S_EXIT_USAGE;
+    }
+    bus_program_signals();
+    bus_conn_cfg_t cfg;
+    bus_conn_cfg_from_config(&cfg, config);
+    const char *cmd = bus_config_arg(config, 0);
+    if (streq(cmd, "ping"))
+        rc = s_ping(config, &cfg);
+    else if (streq(cmd, "stats") && bus_config_argc(config) == 2)
+        rc = s_stats(config, &cfg, bus_config_arg(config, 1));
+    else if (streq(cmd, "tail"))
+        rc = s_tail(config, &cfg, bus_config_argc(config) > 1 ? bus_config_arg(config, 1) : "");
+    else if (streq(cmd, "keygen"))
+        rc = s_keygen(config);
+    else {
+        fprintf(stderr, "posctl: unknown command '%s'\n", cmd);
+        s_usage(config);
+        rc = S_EXIT_USAGE;
+    }
+    bus_config_destroy(&config);
+    return rc;
+}
