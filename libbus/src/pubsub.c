@@ -13,7 +13,7 @@
 struct bus_pub {
     zsock_t *sock;
     char *src;
-    int64_t seq;
+    zhashx_t *seqs; /* topic -> int64 last seq used on that topic */
     bus_buf_t buf;
 };
 
@@ -44,10 +44,12 @@ bus_pub_t *bus_pub_new(const bus_conn_cfg_t *cfg, const char *src, const char **
     }
     self->src = strdup(src ? src : "");
     self->sock = zsock_new(ZMQ_PUB);
-    if (!self->src || !self->sock) {
+    self->seqs = zhashx_new();
+    if (!self->src || !self->sock || !self->seqs) {
         *err = "cannot create socket";
         goto out_destroy;
     }
+    zhashx_set_destructor(self->seqs, (zhashx_destructor_fn *)zstr_free);
     if (bus_conn_connect(self->sock, cfg->pub_endpoint, cfg, err) != 0)
         goto out_destroy;
     return self;
@@ -63,6 +65,7 @@ void bus_pub_destroy(bus_pub_t **self_p)
         return;
     bus_pub_t *self = *self_p;
     zsock_destroy(&self->sock);
+    zhashx_destroy(&self->seqs);
     bus_buf_free(&self->buf);
     free(self->src);
     free(self);
@@ -91,7 +94,20 @@ int bus_pub_send(bus_pub_t *self, const char *topic, const bus_msg_t *msg)
 
 int64_t bus_pub_publish(bus_pub_t *self, const char *topic, const char *type, bus_val_t **body_p)
 {
-    int64_t seq = self->seq + 1;
+    if (!s_topic_ok(topic)) {
+        bus_val_destroy(body_p);
+        return -1;
+    }
+    int64_t *last = zhashx_lookup(self->seqs, topic);
+    if (!last) {
+        last = calloc(1, sizeof(*last));
+        if (!last || zhashx_insert(self->seqs, topic, last) != 0) {
+            free(last);
+            bus_val_destroy(body_p);
+            return -1;
+        }
+    }
+    int64_t seq = *last + 1;
     bus_msg_t *msg = bus_msg_new(type, self->src, seq);
     if (!msg) {
         bus_val_destroy(body_p);
@@ -105,7 +121,7 @@ int64_t bus_pub_publish(bus_pub_t *self, const char *topic, const char *type, bu
     bus_msg_destroy(&msg);
     if (rc != 0)
         return -1;
-    self->seq = seq;
+    *last = seq;
     return seq;
 }
 
@@ -166,11 +182,12 @@ void bus_sub_set_limits(bus_sub_t *self, const bus_limits_t *limits)
     self->limits = *limits;
 }
 
-/*  Count events missing between two consecutive events of one source. A seq that goes
-    backwards means the source restarted (new numbering): start again from it. */
-static void s_track_gap(bus_sub_t *self, const bus_msg_t *msg)
+/*  Count events missing between two consecutive events of one source on one topic. A seq that
+    goes backwards means the source restarted (new numbering): start again from it. */
+static void s_track_gap(bus_sub_t *self, const char *topic, const bus_msg_t *msg)
 {
-    const char *src = bus_msg_src(msg);
+    char src[BUS_TOPIC_MAX * 2 + 2];
+    snprintf(src, sizeof(src), "%s|%s", bus_msg_src(msg), topic);
     int64_t seq = bus_msg_seq(msg);
     int64_t *last = zhashx_lookup(self->last_seq, src);
     if (!last) {
@@ -233,24 +250,23 @@ bus_msg_t *bus_sub_recv(bus_sub_t *self, int timeout_ms, char *topic, size_t top
         if (n <= 0)
             return NULL;
         bus_msg_t *msg = NULL;
+        char got_topic[BUS_TOPIC_MAX + 1];
         if (n == 2 && zmq_msg_size(&parts[0]) <= BUS_TOPIC_MAX) {
             bus_reject_t reason;
             msg = bus_msg_decode(zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]), &self->limits,
                                  &self->codec, &reason);
-            if (msg && topic && topic_size > 0) {
-                size_t len = zmq_msg_size(&parts[0]);
-                if (len >= topic_size)
-                    len = topic_size - 1;
-                memcpy(topic, zmq_msg_data(&parts[0]), len);
-                topic[len] = '\0';
-            }
+            size_t len = zmq_msg_size(&parts[0]);
+            memcpy(got_topic, zmq_msg_data(&parts[0]), len);
+            got_topic[len] = '\0';
+            if (msg && topic && topic_size > 0)
+                snprintf(topic, topic_size, "%s", got_topic);
         }
         else
             self->bad_frames++;
         for (int i = 0; i < n && i < 2; i++)
             zmq_msg_close(&parts[i]);
         if (msg) {
-            s_track_gap(self, msg);
+            s_track_gap(self, got_topic, msg);
             return msg;
         }
         if (deadline >= 0 && bus_mono_ms() >= deadline)

@@ -125,6 +125,10 @@ int main(void)
     s_publish(client, "sale.completed", 5, 0);
     bus_sub_subscribe(sub, "sale.");
     CHECK(s_wait_flowing(client, sub, "sale.warmup"), "resubscribed");
+    s_publish(client, "sale.completed", 1, 0);
+    bus_msg_t *after = bus_sub_recv(sub, 2000, NULL, 0);
+    CHECK(after != NULL, "next sale.completed received after the gap");
+    bus_msg_destroy(&after);
     CHECK(bus_sub_gaps(sub) >= gaps_before + 5, "missed events are seen as a gap (%" PRIu64
           " -> %" PRIu64 ")", gaps_before, bus_sub_gaps(sub));
 

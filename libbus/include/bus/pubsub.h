@@ -14,7 +14,8 @@
     messages to that peer are dropped. busd's XPUB drops for a subscriber
     that falls behind by more than its mark, so one slow consumer cannot
     stall the bus or grow busd's memory without bound. Each publisher stamps
-    a per-source `seq`, so a subscriber sees a drop as a gap (counted here).
+    `seq` counting its events on each topic (from 1), so a subscriber, which
+    sees whole topics, notices a drop as a gap (counted here).
 
     Publishers and subscribers reconnect by themselves after busd restarts;
     ZMTP heartbeats detect a dead busd even without a TCP reset, and libzmq
@@ -36,7 +37,7 @@ extern "C" {
 typedef struct bus_pub bus_pub_t;
 typedef struct bus_sub bus_sub_t;
 
-/* A publisher connected to cfg->pub_endpoint, stamping src and its own seq (from 1).
+/* A publisher connected to cfg->pub_endpoint, stamping src and a seq per topic (from 1).
    NULL on failure with *err set to a reason (err may be NULL). */
 bus_pub_t *bus_pub_new(const bus_conn_cfg_t *cfg, const char *src, const char **err);
 void bus_pub_destroy(bus_pub_t **self_p);
@@ -66,7 +67,7 @@ bus_msg_t *bus_sub_recv(bus_sub_t *self, int timeout_ms, char *topic, size_t top
 zsock_t *bus_sub_sock(bus_sub_t *self);
 const bus_codec_stats_t *bus_sub_codec_stats(bus_sub_t *self);
 uint64_t bus_sub_bad_frames(bus_sub_t *self); /* wrong frame count or oversize topic */
-uint64_t bus_sub_gaps(bus_sub_t *self);       /* events missing between two of one source */
+uint64_t bus_sub_gaps(bus_sub_t *self);       /* events missing between two of one source+topic */
 
 #ifdef __cplusplus
 }
