@@ -1,0 +1,6 @@
+#!/bin/bash
+# Run every benchmark in bench/ against an optimised build; prints `name: value` lines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+"$BUILD/bin/bench_bus" "${POSBUS_BENCH_EVENTS:-300000}" "${POSBUS_BENCH_ROUND_TRIPS:-20000}"
