@@ -40,7 +40,7 @@ static char h_tmp[PATH_MAX];
         fflush(stdout);                                                                           \
     } while (0)
 
-static void h_kill_all(void)
+static inline void h_kill_all(void)
 {
     for (int i = 0; i < H_CHILDREN_MAX; i++)
         if (h_children[i] > 0) {
@@ -50,7 +50,7 @@ static void h_kill_all(void)
         }
 }
 
-static void h_cleanup(void)
+static inline void h_cleanup(void)
 {
     h_kill_all();
     if (h_tmp[0] && !getenv("POSBUS_KEEP_TMP")) {
@@ -61,7 +61,7 @@ static void h_cleanup(void)
     }
 }
 
-static void h_on_signal(int sig)
+static inline void h_on_signal(int sig)
 {
     h_kill_all();
     signal(sig, SIG_DFL);
@@ -69,7 +69,7 @@ static void h_on_signal(int sig)
 }
 
 /*  Start the test: temp dir, cleanup at exit, czmq's signal handling off. */
-static void h_init(const char *name)
+static inline void h_init(const char *name)
 {
     h_name = name;
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -86,14 +86,14 @@ static void h_init(const char *name)
     srandom((unsigned)getpid());
 }
 
-static int h_finish(void)
+static inline int h_finish(void)
 {
     printf("%s: %d passed, %d failed\n", h_name, h_passed, h_failed);
     return h_failed == 0 ? 0 : 1;
 }
 
 /*  A free TCP port on 127.0.0.1 (bound then released; fine for tests). */
-static int h_free_port(void)
+static inline int h_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
@@ -108,7 +108,7 @@ static int h_free_port(void)
     return ntohs(addr.sin_port);
 }
 
-static const char *h_bin(void)
+static inline const char *h_bin(void)
 {
     const char *bin = getenv("POSBUS_BIN");
     return bin ? bin : "build/bin";
@@ -116,7 +116,7 @@ static const char *h_bin(void)
 
 /*  Spawn argv[0] (a program name under POSBUS_BIN unless it contains '/'); output to
     TMP/<logname>.log. Returns the pid, remembered for cleanup. */
-static pid_t h_spawn(const char *logname, char *const argv[])
+static inline pid_t h_spawn(const char *logname, char *const argv[])
 {
     char path[PATH_MAX];
     if (strchr(argv[0], '/'))
@@ -145,7 +145,7 @@ static pid_t h_spawn(const char *logname, char *const argv[])
 }
 
 /*  Signal a child and wait for it; returns its wait status. */
-static int h_stop(pid_t pid, int sig)
+static inline int h_stop(pid_t pid, int sig)
 {
     int status = 0;
     if (pid <= 0)
@@ -159,7 +159,7 @@ static int h_stop(pid_t pid, int sig)
 }
 
 /*  Run a program to completion, capturing stdout into out (NUL-terminated). Returns exit code. */
-static int h_run(char *const argv[], char *out, size_t out_size)
+static inline int h_run(char *const argv[], char *out, size_t out_size)
 {
     char path[PATH_MAX];
     if (strchr(argv[0], '/'))
@@ -212,7 +212,7 @@ typedef struct {
     pid_t busd;
 } h_bus_t;
 
-static void h_bus_init(h_bus_t *bus)
+static inline void h_bus_init(h_bus_t *bus)
 {
     bus->pub_port = h_free_port();
     bus->sub_port = h_free_port();
@@ -227,18 +227,18 @@ static void h_bus_init(h_bus_t *bus)
 }
 
 /*  Create certificates with posctl keygen: busd's and one enrolled per name. */
-static int h_keygen(h_bus_t *bus, const char *name)
+static inline int h_keygen(h_bus_t *bus, const char *name)
 {
     char *argv[] = {"posctl", "keygen", bus->keys, (char *)name, NULL};
     return h_run(argv, NULL, 0);
 }
 
-static void h_cert_path(h_bus_t *bus, const char *name, char *out, size_t size)
+static inline void h_cert_path(h_bus_t *bus, const char *name, char *out, size_t size)
 {
     snprintf(out, size, "%s/%s.cert_secret", bus->keys, name);
 }
 
-static pid_t h_start_busd(h_bus_t *bus)
+static inline pid_t h_start_busd(h_bus_t *bus)
 {
     char *argv[] = {"busd",           "--pub-bind",     bus->pub, "--sub-bind",
                     bus->sub,         "--req-bind",     bus->req, "--cert",
@@ -250,7 +250,7 @@ static pid_t h_start_busd(h_bus_t *bus)
 }
 
 /*  Connection settings for an in-test client using certificate `name`. */
-static void h_conn(h_bus_t *bus, const char *name, bus_conn_cfg_t *cfg, char *cert,
+static inline void h_conn(h_bus_t *bus, const char *name, bus_conn_cfg_t *cfg, char *cert,
                    size_t cert_size)
 {
     bus_conn_cfg_defaults(cfg);
@@ -265,7 +265,7 @@ static void h_conn(h_bus_t *bus, const char *name, bus_conn_cfg_t *cfg, char *ce
 }
 
 /*  Start the echo test service with certificate `name`. */
-static pid_t h_start_echo(h_bus_t *bus, const char *logname, const char *name)
+static inline pid_t h_start_echo(h_bus_t *bus, const char *logname, const char *name)
 {
     char cert[PATH_MAX];
     h_cert_path(bus, name, cert, sizeof(cert));
@@ -277,7 +277,7 @@ static pid_t h_start_echo(h_bus_t *bus, const char *logname, const char *name)
 }
 
 /*  Wait until busd answers health (up to timeout_ms). */
-static bool h_wait_busd(bus_client_t *client, int timeout_ms)
+static inline bool h_wait_busd(bus_client_t *client, int timeout_ms)
 {
     int64_t deadline = bus_mono_ms() + timeout_ms;
     while (bus_mono_ms() < deadline) {
@@ -291,7 +291,7 @@ static bool h_wait_busd(bus_client_t *client, int timeout_ms)
 }
 
 /*  Count registered instances of service (via busd "services"); -1 if busd did not answer. */
-static int h_instances(bus_client_t *client, const char *service)
+static inline int h_instances(bus_client_t *client, const char *service)
 {
     bus_msg_t *rep = bus_client_request(client, BUS_BROKER_SERVICE, "services", NULL);
     if (!rep)
@@ -308,7 +308,7 @@ static int h_instances(bus_client_t *client, const char *service)
 }
 
 /*  Wait until service has exactly n instances registered. */
-static bool h_wait_instances(bus_client_t *client, const char *service, int n, int timeout_ms)
+static inline bool h_wait_instances(bus_client_t *client, const char *service, int n, int timeout_ms)
 {
     int64_t deadline = bus_mono_ms() + timeout_ms;
     while (bus_mono_ms() < deadline) {
