@@ -365,24 +365,109 @@ static void s_worker_message(s_busd_t *self, zframe_t *identity, zmsg_t *msg)
         (*self->c_bad_frames)++;
 }
 
+/*  Fast path for the two messages that carry traffic: a client's REQ and an instance's REP are
+    forwarded by moving the received parts (zmq_msg_send), so payloads are never copied and
+    nothing is allocated per request. Returns true if the message was handled here. */
+static bool s_fast_path(s_busd_t *self, zmq_msg_t *parts, int n)
+{
+    if (n != 6 || zmq_msg_size(&parts[2]) != strlen(BUS_CMD_REQ) ||
+        zmq_msg_size(&parts[1]) != strlen(BUS_PROTO_CLIENT))
+        return false;
+    const char *proto = zmq_msg_data(&parts[1]);
+    const char *cmd = zmq_msg_data(&parts[2]);
+    void *h = zsock_resolve(self->router);
+    if (memcmp(proto, BUS_PROTO_WORKER, 5) == 0 && memcmp(cmd, BUS_CMD_REP, 3) == 0) {
+        /* [worker] BUS1W REP <client> <corr> <payload> -> [client] BUS1C REP <corr> <payload> */
+        (*self->c_replies)++;
+        if (zmq_msg_send(&parts[3], h, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+            (*self->c_lost_replies)++;
+            return true;
+        }
+        zmq_send(h, BUS_PROTO_CLIENT, strlen(BUS_PROTO_CLIENT), ZMQ_SNDMORE);
+        zmq_send(h, BUS_CMD_REP, strlen(BUS_CMD_REP), ZMQ_SNDMORE);
+        zmq_msg_send(&parts[4], h, ZMQ_SNDMORE);
+        zmq_msg_send(&parts[5], h, 0);
+        return true;
+    }
+    if (memcmp(proto, BUS_PROTO_CLIENT, 5) != 0 || memcmp(cmd, BUS_CMD_REQ, 3) != 0)
+        return false;
+    /* [client] BUS1C REQ <service> <corr> <payload>: only plain service names here; targeted
+       ("name@instance") and busd's own requests take the general path */
+    size_t slen = zmq_msg_size(&parts[3]);
+    const char *sname = zmq_msg_data(&parts[3]);
+    char name[BUS_SERVICE_NAME_MAX + 1];
+    if (slen == 0 || slen > BUS_SERVICE_NAME_MAX || memchr(sname, '@', slen))
+        return false;
+    memcpy(name, sname, slen);
+    name[slen] = '\0';
+    s_service_t *svc = zhashx_lookup(self->services, name);
+    if (!svc || zlistx_size(svc->workers) == 0)
+        return false;
+    (*self->c_requests)++;
+    while (zlistx_size(svc->workers) > 0) {
+        s_worker_t *w = zlistx_first(svc->workers);
+        zlistx_move_end(svc->workers, zlistx_cursor(svc->workers));
+        /* with ROUTER_MANDATORY a gone peer fails on the first frame, before anything is sent */
+        if (zmq_send(h, zframe_data(w->identity), zframe_size(w->identity),
+                     ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+            s_worker_remove(self, w, "disconnected");
+            continue;
+        }
+        zmq_send(h, BUS_PROTO_WORKER, strlen(BUS_PROTO_WORKER), ZMQ_SNDMORE);
+        zmq_send(h, BUS_CMD_REQ, strlen(BUS_CMD_REQ), ZMQ_SNDMORE);
+        zmq_msg_send(&parts[0], h, ZMQ_SNDMORE);
+        zmq_msg_send(&parts[4], h, ZMQ_SNDMORE);
+        zmq_msg_send(&parts[5], h, 0);
+        return true;
+    }
+    (*self->c_requests)--; /* counted again on the general path, which answers no_service */
+    return false;
+}
+
 static void s_router_input(s_busd_t *self)
 {
-    for (int n = 0; n < S_PROXY_BURST; n++) {
-        zmsg_t *msg = zmsg_recv_nowait(self->router);
-        if (!msg)
-            return;
-        zframe_t *identity = zmsg_first(msg);
-        zframe_t *proto = zmsg_next(msg);
-        if (zmsg_size(msg) > S_FRAMES_MAX || !proto)
+    void *h = zsock_resolve(self->router);
+    for (int burst = 0; burst < S_PROXY_BURST; burst++) {
+        zmq_msg_t parts[S_FRAMES_MAX];
+        int n = 0, more = 1;
+        bool too_many = false;
+        while (more) {
+            zmq_msg_t scratch;
+            zmq_msg_t *part = n < S_FRAMES_MAX ? &parts[n] : &scratch;
+            zmq_msg_init(part);
+            if (zmq_msg_recv(part, h, n == 0 && !too_many ? ZMQ_DONTWAIT : 0) < 0) {
+                zmq_msg_close(part);
+                for (int i = 0; i < n; i++)
+                    zmq_msg_close(&parts[i]);
+                return;
+            }
+            more = zmq_msg_more(part);
+            if (part == &scratch) {
+                zmq_msg_close(part);
+                too_many = true;
+            }
+            else
+                n++;
+        }
+        if (too_many || n < 3)
             (*self->c_bad_frames)++;
-        else if (zframe_streq(proto, BUS_PROTO_CLIENT) && zmsg_size(msg) == 6 &&
-                 zframe_streq(zmsg_next(msg), BUS_CMD_REQ))
-            s_client_request(self, identity, msg);
-        else if (zframe_streq(proto, BUS_PROTO_WORKER) && zmsg_size(msg) >= 3)
-            s_worker_message(self, identity, msg);
-        else
-            (*self->c_bad_frames)++;
-        zmsg_destroy(&msg);
+        else if (!s_fast_path(self, parts, n)) {
+            zmsg_t *msg = zmsg_new();
+            for (int i = 0; i < n; i++)
+                zmsg_addmem(msg, zmq_msg_data(&parts[i]), zmq_msg_size(&parts[i]));
+            zframe_t *identity = zmsg_first(msg);
+            zframe_t *proto = zmsg_next(msg);
+            if (zframe_streq(proto, BUS_PROTO_CLIENT) && zmsg_size(msg) == 6 &&
+                zframe_streq(zmsg_next(msg), BUS_CMD_REQ))
+                s_client_request(self, identity, msg);
+            else if (zframe_streq(proto, BUS_PROTO_WORKER))
+                s_worker_message(self, identity, msg);
+            else
+                (*self->c_bad_frames)++;
+            zmsg_destroy(&msg);
+        }
+        for (int i = 0; i < n; i++)
+            zmq_msg_close(&parts[i]);
     }
 }
 
