@@ -1,0 +1,232 @@
+/*  test_val - typed values and the strict MessagePack codec */
+#include <bus/val.h>
+#include <stdlib.h>
+#include <string.h>
+#include "testutil.h"
+
+static bus_val_t *s_roundtrip(const bus_val_t *v, size_t *encoded_len)
+{
+    bus_buf_t buf = {0};
+    if (bus_val_encode(v, &buf) != 0)
+        return NULL;
+    if (encoded_len)
+        *encoded_len = buf.len;
+    bus_reject_t why;
+    bus_val_t *back = bus_val_decode(buf.data, buf.len, NULL, &why);
+    bus_buf_free(&buf);
+    return back;
+}
+
+static bool s_encodes_to(const bus_val_t *v, const uint8_t *expect, size_t len)
+{
+    bus_buf_t buf = {0};
+    bool ok = bus_val_encode(v, &buf) == 0 && buf.len == len && memcmp(buf.data, expect, len) == 0;
+    bus_buf_free(&buf);
+    return ok;
+}
+
+static bus_reject_t s_reject(const uint8_t *data, size_t len)
+{
+    bus_reject_t why = BUS_REJ_NONE;
+    bus_val_t *v = bus_val_decode(data, len, NULL, &why);
+    bus_val_destroy(&v);
+    return why;
+}
+
+static void s_test_ints(void)
+{
+    static const int64_t cases[] = {INT64_MIN, -2147483649LL, -2147483648LL, -32769, -32768,
+                                    -129, -128, -33, -32, -1, 0, 1, 127, 128, 255, 256, 65535,
+                                    65536, 4294967295LL, 4294967296LL, INT64_MAX};
+    int ok = 0;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bus_val_t *v = bus_val_new_int(cases[i]);
+        bus_val_t *back = s_roundtrip(v, NULL);
+        int64_t got;
+        if (back && bus_val_get_int(back, &got) && got == cases[i])
+            ok++;
+        bus_val_destroy(&v);
+        bus_val_destroy(&back);
+    }
+    CHECK(ok == (int)(sizeof(cases) / sizeof(cases[0])), "int boundaries round-trip (%d)", ok);
+    bus_val_t *v = bus_val_new_int(-32);
+    CHECK(s_encodes_to(v, (const uint8_t[]){0xe0}, 1), "-32 is a negative fixint");
+    bus_val_destroy(&v);
+    v = bus_val_new_int(128);
+    CHECK(s_encodes_to(v, (const uint8_t[]){0xcc, 0x80}, 2), "128 is uint8");
+    bus_val_destroy(&v);
+}
+
+static void s_test_strings(void)
+{
+    static const size_t lens[] = {0, 31, 32, 255, 256, 65535, 65536};
+    static const size_t head[] = {1, 1, 2, 2, 3, 3, 5};
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        char *s = malloc(lens[i] + 1);
+        memset(s, 'a' + (int)(i % 26), lens[i]);
+        s[lens[i]] = '\0';
+        bus_val_t *v = bus_val_new_str(s);
+        size_t enc = 0;
+        bus_val_t *back = s_roundtrip(v, &enc);
+        size_t len = 0;
+        const char *got = bus_val_get_str(back, &len);
+        CHECK(got && len == lens[i] && memcmp(got, s, len) == 0 && enc == lens[i] + head[i],
+              "str of %zu bytes round-trips with a %zu-byte header", lens[i], head[i]);
+        bus_val_destroy(&v);
+        bus_val_destroy(&back);
+        free(s);
+    }
+    uint8_t bin[300];
+    for (size_t i = 0; i < sizeof(bin); i++)
+        bin[i] = (uint8_t)i;
+    bus_val_t *v = bus_val_new_bin(bin, sizeof(bin));
+    bus_val_t *back = s_roundtrip(v, NULL);
+    size_t len;
+    const void *got = bus_val_get_bin(back, &len);
+    CHECK(got && len == sizeof(bin) && memcmp(got, bin, len) == 0, "bin round-trips");
+    CHECK(bus_val_get_str(back, NULL) == NULL, "bin is not a str");
+    bus_val_destroy(&v);
+    bus_val_destroy(&back);
+}
+
+static void s_test_containers(void)
+{
+    static const size_t sizes[] = {0, 15, 16, 65535, 65536};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        bus_val_t *arr = bus_val_new_arr();
+        bus_val_t *map = bus_val_new_map();
+        for (size_t k = 0; k < sizes[i]; k++) {
+            bus_val_t *item = bus_val_new_int((int64_t)k);
+            bus_val_arr_push(arr, &item);
+        }
+        /* maps: keep the big ones to the key counts that stay fast to build */
+        size_t mapn = sizes[i] > 20000 ? 20000 : sizes[i];
+        for (size_t k = 0; k < mapn; k++) {
+            char key[32];
+            snprintf(key, sizeof(key), "k%zu", k);
+            bus_val_t *item = bus_val_new_int((int64_t)k);
+            bus_val_map_set(map, key, &item);
+        }
+        bus_val_t *arr2 = s_roundtrip(arr, NULL);
+        bus_val_t *map2 = s_roundtrip(map, NULL);
+        CHECK(bus_val_equal(arr, arr2) && bus_val_size(arr2) == sizes[i],
+              "array of %zu round-trips", sizes[i]);
+        CHECK(bus_val_equal(map, map2) && bus_val_size(map2) == mapn, "map of %zu round-trips",
+              mapn);
+        bus_val_destroy(&arr);
+        bus_val_destroy(&arr2);
+        bus_val_destroy(&map);
+        bus_val_destroy(&map2);
+    }
+    bus_val_t *m = bus_val_new_map();
+    bus_val_map_set_int(m, "a", 1);
+    CHECK(s_encodes_to(m, (const uint8_t[]){0x81, 0xa1, 'a', 0x01}, 4), "{a:1} = 81 a1 61 01");
+    bus_val_map_set_int(m, "a", 2);
+    int64_t a = 0;
+    CHECK(bus_val_size(m) == 1 && bus_val_map_get_int(m, "a", &a) && a == 2,
+          "set replaces an existing key in place");
+    bus_val_t *inner = bus_val_new_map();
+    bus_val_map_set_str(inner, "name", "苹果");
+    bus_val_map_set_bool(inner, "ok", true);
+    bus_val_t *nil = bus_val_new_nil();
+    bus_val_map_set(inner, "none", &nil);
+    bus_val_map_set(m, "inner", &inner);
+    bus_val_t *back = s_roundtrip(m, NULL);
+    bool ok = false;
+    CHECK(bus_val_equal(m, back) &&
+              strcmp(bus_val_map_get_str(bus_val_map_get(back, "inner"), "name"), "苹果") == 0 &&
+              bus_val_map_get_bool(bus_val_map_get(back, "inner"), "ok", &ok) && ok,
+          "nested maps with UTF-8, bool and nil round-trip");
+    CHECK(!bus_val_map_get_int(back, "inner", &a), "typed getter refuses a map");
+    bus_val_t *dup = bus_val_dup(m);
+    CHECK(bus_val_equal(dup, m), "dup is equal");
+    bus_val_destroy(&dup);
+    bus_val_destroy(&back);
+    bus_val_destroy(&m);
+}
+
+static void s_test_hostile(void)
+{
+    CHECK(s_reject((const uint8_t[]){0xc1}, 1) == BUS_REJ_MALFORMED, "0xc1 is malformed");
+    CHECK(s_reject((const uint8_t[]){0xca, 0, 0, 0, 0}, 5) == BUS_REJ_UNSUPPORTED,
+          "float32 unsupported");
+    CHECK(s_reject((const uint8_t[]){0xcb, 0, 0, 0, 0, 0, 0, 0, 0}, 9) == BUS_REJ_UNSUPPORTED,
+          "float64 unsupported");
+    CHECK(s_reject((const uint8_t[]){0xd4, 1, 2}, 3) == BUS_REJ_UNSUPPORTED, "ext unsupported");
+    CHECK(s_reject((const uint8_t[]){0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 9) ==
+              BUS_REJ_UNSUPPORTED,
+          "uint64 above INT64_MAX unsupported");
+    CHECK(s_reject((const uint8_t[]){0xdd, 0xff, 0xff, 0xff, 0xff}, 5) == BUS_REJ_TRUNCATED,
+          "array32 claiming 4e9 elements in 5 bytes: truncated, nothing allocated");
+    CHECK(s_reject((const uint8_t[]){0xdf, 0xff, 0xff, 0xff, 0xff}, 5) == BUS_REJ_TRUNCATED,
+          "map32 claiming 4e9 entries: truncated");
+    CHECK(s_reject((const uint8_t[]){0xdb, 0xff, 0xff, 0xff, 0xff, 'a'}, 6) == BUS_REJ_TRUNCATED,
+          "str32 claiming 4 GiB: truncated");
+    CHECK(s_reject((const uint8_t[]){0x81, 0x01, 0x02}, 3) == BUS_REJ_BAD_KEY, "int key refused");
+    CHECK(s_reject((const uint8_t[]){0x82, 0xa1, 'a', 1, 0xa1, 'a', 2}, 7) == BUS_REJ_BAD_KEY,
+          "duplicate key refused");
+    CHECK(s_reject((const uint8_t[]){0x01, 0x02}, 2) == BUS_REJ_TRAILING, "trailing byte refused");
+    CHECK(s_reject(NULL, 0) == BUS_REJ_TRUNCATED, "empty input truncated");
+
+    uint8_t deep[40];
+    for (int i = 0; i < 17; i++)
+        deep[i] = 0x91; /* array of one */
+    deep[17] = 0x01;
+    CHECK(s_reject(deep, 18) == BUS_REJ_TOO_DEEP, "17 levels deep refused (limit 16)");
+    bus_reject_t why;
+    bus_val_t *ok16 = bus_val_decode(deep + 1, 17, NULL, &why);
+    CHECK(ok16 != NULL, "16 levels accepted");
+    bus_val_destroy(&ok16);
+
+    bus_limits_t small = {.max_size = 4, .max_depth = 0};
+    bus_val_t *v = bus_val_decode((const uint8_t[]){0xa5, 'h', 'e', 'l', 'l', 'o'}, 6, &small,
+                                  &why);
+    CHECK(!v && why == BUS_REJ_OVERSIZE, "payload above the size limit refused");
+
+    /* every proper prefix of a valid encoding is truncated */
+    bus_val_t *m = bus_val_new_map();
+    bus_val_map_set_str(m, "store", "S001");
+    bus_val_map_set_int(m, "total", 123456789);
+    bus_val_t *arr = bus_val_new_arr();
+    bus_val_t *x = bus_val_new_str("line");
+    bus_val_arr_push(arr, &x);
+    bus_val_map_set(m, "lines", &arr);
+    bus_buf_t buf = {0};
+    bus_val_encode(m, &buf);
+    size_t truncated = 0;
+    for (size_t len = 0; len < buf.len; len++)
+        if (s_reject(buf.data, len) == BUS_REJ_TRUNCATED)
+            truncated++;
+    CHECK(truncated == buf.len, "all %zu proper prefixes rejected as truncated (%zu)", buf.len,
+          truncated);
+    bus_buf_free(&buf);
+    bus_val_destroy(&m);
+}
+
+static void s_test_json(void)
+{
+    bus_val_t *m = bus_val_new_map();
+    bus_val_map_set_str(m, "s", "a\"b\\c\nd\x01");
+    bus_val_map_set_int(m, "n", -5);
+    bus_val_t *bin = bus_val_new_bin("\x00\xff", 2);
+    bus_val_map_set(m, "b", &bin);
+    bus_val_t *bad = bus_val_new_strn("\xff" "ok", 3);
+    bus_val_map_set(m, "u", &bad);
+    bus_buf_t buf = {0};
+    bus_val_to_json(m, &buf);
+    const char *expect =
+        "{\"s\":\"a\\\"b\\\\c\\nd\\u0001\",\"n\":-5,\"b\":\"base64:AP8=\",\"u\":\"\\ufffdok\"}";
+    CHECK(strcmp((const char *)buf.data, expect) == 0, "JSON escaping: %s", (const char *)buf.data);
+    bus_buf_free(&buf);
+    bus_val_destroy(&m);
+}
+
+int main(void)
+{
+    s_test_ints();
+    s_test_strings();
+    s_test_containers();
+    s_test_hostile();
+    s_test_json();
+    return FINISH("test_val");
+}
