@@ -8,6 +8,7 @@
 */
 #include "bus/service.h"
 #include "bus/proto.h"
+#include "bus/redis.h"
 
 #define S_DEFAULT_HEARTBEAT_MS 1000
 #define S_BATCH_MAX            256 /* requests handled before the loop looks at heartbeats */
@@ -27,6 +28,7 @@ struct bus_service {
     zhashx_t *handlers; /* method -> s_handler_t */
     bus_health_fn *health_fn;
     void *health_arg;
+    bus_redis_t *redis;
     int heartbeat_ms;
     int64_t next_heartbeat;
     int64_t started_mono;
@@ -141,6 +143,11 @@ void bus_service_set_health(bus_service_t *self, bus_health_fn *fn, void *arg)
     self->health_arg = arg;
 }
 
+void bus_service_watch_redis(bus_service_t *self, struct bus_redis *redis)
+{
+    self->redis = redis;
+}
+
 int bus_service_error(bus_service_t *self, const char *code, const char *fmt, ...)
 {
     snprintf(self->err_code, sizeof(self->err_code), "%s", code);
@@ -161,8 +168,16 @@ static int s_health(bus_service_t *self, const bus_msg_t *req, bus_val_t *reply,
     bus_val_map_set_str(reply, "instance", self->instance);
     bus_val_map_set_int(reply, "pid", getpid());
     bus_val_map_set_int(reply, "uptime_ms", bus_mono_ms() - self->started_mono);
-    if (self->health_fn)
-        healthy = self->health_fn(self, reply, self->health_arg);
+    if (self->redis) {
+        bool up = bus_redis_ping(self->redis) == 0;
+        bus_val_map_set_bool(reply, "redis", up);
+        if (!up) {
+            bus_val_map_set_str(reply, "redis_error", bus_redis_errstr(self->redis));
+            healthy = false;
+        }
+    }
+    if (self->health_fn && !self->health_fn(self, reply, self->health_arg))
+        healthy = false;
     bus_val_map_set_bool(reply, "healthy", healthy);
     return 0;
 }

@@ -66,6 +66,7 @@ int main(int argc, char **argv)
     bus_config_t *config = bus_config_new(S_PROGRAM, opts);
     bus_config_add(config, bus_conn_opts);
     bus_config_add(config, bus_program_opts);
+    bus_config_add(config, bus_redis_opts);
     if (bus_config_load(config, argc, argv) != 0) {
         fprintf(stderr, "bus_echo: %s\n", bus_config_error(config));
         return 2;
@@ -81,6 +82,16 @@ int main(int argc, char **argv)
         bus_error("echo.start", "cannot start: %s", err);
         return 1;
     }
+    /* with --redis-port set, health reports Redis reachability like a real service */
+    bus_redis_t *redis = NULL;
+    if (strcmp(bus_config_source(config, "redis-port"), "default") != 0) {
+        redis = bus_redis_new_from_config(config, &err);
+        if (!redis) {
+            bus_error("echo.redis", "cannot set up Redis: %s", err);
+            return 1;
+        }
+        bus_service_watch_redis(svc, redis);
+    }
     bus_service_on(svc, "echo", s_echo, NULL);
     bus_service_on(svc, "sleep", s_sleep, NULL);
     bus_service_on(svc, "publish", s_publish, NULL);
@@ -90,6 +101,7 @@ int main(int argc, char **argv)
     bus_info("echo.stopping", "instance=%s", bus_service_instance(svc));
     bus_pub_destroy(&s_pub);
     bus_service_destroy(&svc);
+    bus_redis_destroy(&redis);
     bus_config_destroy(&config);
     return 0;
 }

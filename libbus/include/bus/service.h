@@ -42,6 +42,11 @@ void bus_service_destroy(bus_service_t **self_p);
 
 int bus_service_on(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg);
 void bus_service_set_health(bus_service_t *self, bus_health_fn *fn, void *arg);
+/* Report Redis reachability in health: adds "redis": bool (a PING per health request) and the
+   instance is unhealthy while Redis is unreachable. redis stays owned by the caller. */
+struct bus_redis;
+void bus_service_watch_redis(bus_service_t *self, struct bus_redis *redis);
+
 /* For handlers: set the error reply (code, message) and return -1. */
 int bus_service_error(bus_service_t *self, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
