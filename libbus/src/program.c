@@ -10,6 +10,8 @@
 const bus_opt_t bus_program_opts[] = {
     {"log-level", BUS_OPT_STR, "info", 0, 0, "error, warn, info or debug"},
     {"log-json", BUS_OPT_BOOL, "false", 0, 0, "log JSON lines instead of text"},
+    {"example-config", BUS_OPT_BOOL, "false", 0, 0,
+     "print an annotated example configuration file and exit"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 static volatile sig_atomic_t s_stop;

@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-/* log-level (error|warn|info|debug) and log-json. */
+/* log-level (error|warn|info|debug), log-json, example-config. */
 extern const bus_opt_t bus_program_opts[];
 
 /* Set up logging from a loaded configuration that includes bus_program_opts. -1 on a bad level. */

@@ -685,6 +685,11 @@ int main(int argc, char **argv)
         bus_config_destroy(&config);
         return 2;
     }
+    if (bus_config_bool(config, "example-config")) {
+        bus_config_write_example(config, stdout);
+        bus_config_destroy(&config);
+        return 0;
+    }
     bus_program_signals();
     s_busd_t *busd = s_busd_new(config);
     if (!busd) {

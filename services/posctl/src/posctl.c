@@ -228,6 +228,11 @@ int main(int argc, char **argv)
         bus_config_add(config, bus_program_opts) != 0)
         return S_EXIT_USAGE;
     int rc = bus_config_load(config, argc, argv);
+    if (rc == 0 && bus_config_bool(config, "example-config")) {
+        bus_config_write_example(config, stdout);
+        bus_config_destroy(&config);
+        return S_EXIT_OK;
+    }
     if (rc == 1 || (rc == 0 && bus_config_argc(config) == 0)) {
         s_usage(config);
         bus_config_destroy(&config);
