@@ -64,8 +64,15 @@ echo "== busd on $PUB $SUB $REQ (CURVE)"
     --cert "$KEYS/busd.cert_secret" --clients-dir "$KEYS/clients" > "$LOGS/busd.log" 2>&1 &
 PIDS+=($!)
 
-CLIENT=(--pub-endpoint "$PUB" --sub-endpoint "$SUB" --req-endpoint "$REQ"
-        --cert "$KEYS/posctl.cert_secret" --server-cert "$KEYS/busd.cert")
+# posctl's settings in a file, so the commands to try stay short
+cat > "$VAR/posctl.conf" <<CONF
+pub-endpoint = $PUB
+sub-endpoint = $SUB
+req-endpoint = $REQ
+cert = $KEYS/posctl.cert_secret
+server-cert = $KEYS/busd.cert
+CONF
+CLIENT=(--config "$VAR/posctl.conf")
 export POSBUS_REDIS_PASSWORD_FILE="$VAR/redis.pass"
 
 # Services that exist join here as they are built (each with its own enrolled certificate).
@@ -82,8 +89,10 @@ echo "redis: $(REDISCLI_AUTH="$REDIS_PASS" redis-cli -p "$REDIS_PORT" ping)"
 [ "$ok" = 1 ] || { echo "demo: something is not healthy; see $LOGS" >&2; exit 1; }
 
 echo
-echo "posbus is running. Try:  $BIN/posctl ${CLIENT[*]} ping"
-echo "                         $BIN/posctl ${CLIENT[*]} tail"
+echo "posbus is running. Try, in another terminal:"
+echo "  $BIN/posctl ${CLIENT[*]} ping          # health of every instance"
+echo "  $BIN/posctl ${CLIENT[*]} stats busd    # busd's counters"
+echo "  $BIN/posctl ${CLIENT[*]} tail          # every event as a JSON line"
 if [ -n "${POSBUS_DEMO_SECONDS:-}" ]; then
     sleep "$POSBUS_DEMO_SECONDS"
 else
