@@ -84,6 +84,10 @@ int main(void)
                     "sale.", count, NULL};
     pid_t py = h_spawn("consumer", argv);
     CHECK(py > 0, "python consumer started");
+    /* posctl tail beside it, stopping by itself after 5 events */
+    char *tail_argv[] = {"posctl", "--sub-endpoint", bus.sub, "--cert", cert, "--server-cert",
+                         bus.server_public, "--count", "5", "tail", "sale.", NULL};
+    pid_t tail = h_spawn("tail", tail_argv);
 
     /* publish in small batches until the consumer has printed S_EVENTS lines and exited */
     char out_path[PATH_MAX];
@@ -125,6 +129,33 @@ int main(void)
     CHECK(text && !strstr(text, "stock.low"), "consumer saw only its prefix");
     CHECK(text && !strstr(text, "rejected"), "consumer rejected nothing");
     free(text);
+
+    int tail_status = -1;
+    int64_t tail_deadline = bus_mono_ms() + 10000;
+    while (bus_mono_ms() < tail_deadline && waitpid(tail, &tail_status, WNOHANG) != tail) {
+        bus_val_t *body = bus_val_new_map();
+        bus_val_map_set_str(body, "topic", "sale.completed");
+        bus_val_map_set_int(body, "count", 1);
+        bus_msg_t *rep = bus_client_request(client, "echo", "publish", &body);
+        bus_msg_destroy(&rep);
+        zclock_sleep(50);
+    }
+    char tail_path[PATH_MAX];
+    snprintf(tail_path, sizeof(tail_path), "%s/tail.log", h_tmp);
+    CHECK(WIFEXITED(tail_status) && WEXITSTATUS(tail_status) == 0 &&
+              s_count_lines(tail_path) == 5,
+          "posctl tail --count 5 printed 5 lines and exited (%d lines)", s_count_lines(tail_path));
+    f = fopen(tail_path, "r");
+    char first[4096] = "";
+    if (f) {
+        if (!fgets(first, sizeof(first), f))
+            first[0] = '\0';
+        fclose(f);
+    }
+    CHECK(strncmp(first, "{\"topic\":\"sale.completed\",\"msg\":{\"v\":1,", 39) == 0 &&
+              strstr(first, "\"type\":\"test.event\"") &&
+              strstr(first, "\"store\":\"S001\""),
+          "posctl tail prints one decoded JSON object per event: %s", first);
     bus_client_destroy(&client);
     return h_finish();
 }
