@@ -21,5 +21,6 @@
 #include "bus/service.h"
 #include "bus/redis.h"
 #include "bus/program.h"
+#include "bus/stream.h"
 
 #endif

@@ -1,0 +1,185 @@
+/*  =========================================================================
+    stream.c - Redis Streams consumer groups with pending recovery
+    =========================================================================
+*/
+#include <stdlib.h>
+#include <string.h>
+#include "bus/msg.h"
+#include "bus/stream.h"
+
+#define S_CLAIM_IDLE_MS   5000
+#define S_CLAIM_EVERY_MS  1000
+#define S_NAME_MAX        128
+
+struct bus_stream_reader {
+    bus_redis_t *redis;
+    char stream[S_NAME_MAX], group[S_NAME_MAX], consumer[S_NAME_MAX];
+    bool group_ready;
+    bool own_pending_done;
+    char claim_cursor[BUS_STREAM_ID_MAX];
+    int claim_idle_ms;
+    int64_t next_claim;
+};
+
+bus_stream_reader_t *bus_stream_reader_new(bus_redis_t *redis, const char *stream,
+                                           const char *group, const char *consumer)
+{
+    bus_stream_reader_t *self = calloc(1, sizeof(*self));
+    if (!self)
+        return NULL;
+    self->redis = redis;
+    snprintf(self->stream, sizeof(self->stream), "%s", stream);
+    snprintf(self->group, sizeof(self->group), "%s", group);
+    snprintf(self->consumer, sizeof(self->consumer), "%s", consumer);
+    strcpy(self->claim_cursor, "0-0");
+    self->claim_idle_ms = S_CLAIM_IDLE_MS;
+    return self;
+}
+
+void bus_stream_reader_destroy(bus_stream_reader_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    free(*self_p);
+    *self_p = NULL;
+}
+
+void bus_stream_reader_set_claim_idle(bus_stream_reader_t *self, int ms)
+{
+    self->claim_idle_ms = ms > 0 ? ms : S_CLAIM_IDLE_MS;
+}
+
+static int s_ensure_group(bus_stream_reader_t *self)
+{
+    if (self->group_ready)
+        return 0;
+    redisReply *r = bus_redis_command(self->redis, "XGROUP CREATE %s %s 0 MKSTREAM", self->stream,
+                                      self->group);
+    if (!r)
+        return -1;
+    bool ok = r->type != REDIS_REPLY_ERROR || strstr(r->str, "BUSYGROUP");
+    freeReplyObject(r);
+    self->group_ready = ok;
+    return ok ? 0 : -1;
+}
+
+/*  Apply the entries of an array reply [[id, [f, v, ...]], ...]; ack each applied one. Entries
+    whose fields are nil (trimmed away) are acknowledged and skipped. */
+static int s_apply(bus_stream_reader_t *self, redisReply *entries, bus_stream_fn *fn, void *arg)
+{
+    int applied = 0;
+    for (size_t i = 0; entries && entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++) {
+        redisReply *e = entries->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        const char *id = e->element[0]->str;
+        redisReply *f = e->element[1];
+        int rc = 0;
+        if (f->type == REDIS_REPLY_ARRAY) {
+            int n = (int)f->elements / 2;
+            const char **names = calloc((size_t)n + 1, sizeof(*names));
+            const char **values = calloc((size_t)n + 1, sizeof(*values));
+            size_t *lens = calloc((size_t)n + 1, sizeof(*lens));
+            for (int k = 0; k < n; k++) {
+                names[k] = f->element[2 * k]->str;
+                values[k] = f->element[2 * k + 1]->str;
+                lens[k] = f->element[2 * k + 1]->len;
+            }
+            rc = fn(id, n, names, values, lens, arg);
+            free(names);
+            free(values);
+            free(lens);
+        }
+        if (rc == 0) {
+            redisReply *ack = bus_redis_command(self->redis, "XACK %s %s %s", self->stream,
+                                                self->group, id);
+            if (!ack)
+                return -1;
+            freeReplyObject(ack);
+            applied++;
+        }
+    }
+    return applied;
+}
+
+/*  XREADGROUP reply: [[stream, [[id, fields], ...]]] or nil. */
+static redisReply *s_entries(redisReply *r)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+        return NULL;
+    redisReply *s = r->element[0];
+    if (s->type != REDIS_REPLY_ARRAY || s->elements != 2)
+        return NULL;
+    return s->element[1];
+}
+
+int bus_stream_reader_poll(bus_stream_reader_t *self, int count, int block_ms, bus_stream_fn *fn,
+                           void *arg)
+{
+    if (s_ensure_group(self) != 0)
+        return -1;
+    int applied = 0;
+    if (!self->own_pending_done) {
+        /* our own entries delivered before a restart, not yet acknowledged */
+        redisReply *r = bus_redis_command(self->redis,
+                                          "XREADGROUP GROUP %s %s COUNT %d STREAMS %s 0",
+                                          self->group, self->consumer, count, self->stream);
+        if (!r)
+            return -1;
+        redisReply *entries = s_entries(r);
+        int n = s_apply(self, entries, fn, arg);
+        bool done = !entries || entries->elements == 0;
+        freeReplyObject(r);
+        if (n < 0)
+            return -1;
+        if (done)
+            self->own_pending_done = true;
+        return n;
+    }
+    if (bus_mono_ms() >= self->next_claim) {
+        self->next_claim = bus_mono_ms() + S_CLAIM_EVERY_MS;
+        redisReply *r = bus_redis_command(
+            self->redis, "XAUTOCLAIM %s %s %s %d %s COUNT %d", self->stream, self->group,
+            self->consumer, self->claim_idle_ms, self->claim_cursor, count);
+        if (!r)
+            return -1;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2) {
+            snprintf(self->claim_cursor, sizeof(self->claim_cursor), "%s", r->element[0]->str);
+            int n = s_apply(self, r->element[1], fn, arg);
+            if (n < 0) {
+                freeReplyObject(r);
+                return -1;
+            }
+            applied += n;
+        }
+        freeReplyObject(r);
+    }
+    redisReply *r;
+    if (block_ms > 0)
+        r = bus_redis_command(self->redis,
+                              "XREADGROUP GROUP %s %s COUNT %d BLOCK %d STREAMS %s >",
+                              self->group, self->consumer, count, block_ms, self->stream);
+    else
+        r = bus_redis_command(self->redis, "XREADGROUP GROUP %s %s COUNT %d STREAMS %s >",
+                              self->group, self->consumer, count, self->stream);
+    if (!r)
+        return -1;
+    if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "NOGROUP"))
+        self->group_ready = false; /* the stream was deleted: recreate next time */
+    int n = s_apply(self, s_entries(r), fn, arg);
+    freeReplyObject(r);
+    return n < 0 ? -1 : applied + n;
+}
+
+int bus_stream_id_cmp(const char *a, const char *b)
+{
+    unsigned long long ams = 0, aseq = 0, bms = 0, bseq = 0;
+    sscanf(a ? a : "0-0", "%llu-%llu", &ams, &aseq);
+    sscanf(b ? b : "0-0", "%llu-%llu", &bms, &bseq);
+    if (ams != bms)
+        return ams < bms ? -1 : 1;
+    if (aseq != bseq)
+        return aseq < bseq ? -1 : 1;
+    return 0;
+}
