@@ -294,7 +294,7 @@ static int s_evalsha_args(bus_redis_t *self, int script, int nkeys, int argc, co
 {
     if (script < 0 || script >= self->nscripts)
         return -1;
-    static char nk[16];
+    char nk[16]; /* per call: two threads may each drive their own connection */
     snprintf(nk, sizeof(nk), "%d", nkeys);
     const char **a = malloc((size_t)(argc + 3) * sizeof(*a));
     size_t *l = malloc((size_t)(argc + 3) * sizeof(*l));

@@ -2,7 +2,9 @@
     stream.c - Redis Streams consumer groups with pending recovery
     =========================================================================
 */
+#include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include "bus/msg.h"
 #include "bus/stream.h"
@@ -182,4 +184,83 @@ int bus_stream_id_cmp(const char *a, const char *b)
     if (aseq != bseq)
         return aseq < bseq ? -1 : 1;
     return 0;
+}
+
+#define S_ERROR_PAUSE_MS 200
+
+struct bus_stream_worker {
+    pthread_t thread;
+    bus_stream_reader_t *reader;
+    bus_redis_t *redis;
+    int batch, block_ms;
+    bus_stream_fn *fn;
+    void *arg;
+    volatile int stop;
+    int64_t applied, errors;
+};
+
+static void *s_worker_main(void *data)
+{
+    bus_stream_worker_t *self = data;
+    while (!__atomic_load_n(&self->stop, __ATOMIC_ACQUIRE)) {
+        int n = bus_stream_reader_poll(self->reader, self->batch, self->block_ms, self->fn,
+                                       self->arg);
+        if (n > 0)
+            __atomic_add_fetch(&self->applied, n, __ATOMIC_RELAXED);
+        else if (n < 0) {
+            __atomic_add_fetch(&self->errors, 1, __ATOMIC_RELAXED);
+            struct timespec ts = {0, S_ERROR_PAUSE_MS * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+bus_stream_worker_t *bus_stream_worker_start(bus_redis_t *redis, const char *stream,
+                                             const char *group, const char *consumer, int batch,
+                                             int block_ms, int claim_idle_ms, bus_stream_fn *fn,
+                                             void *arg)
+{
+    bus_stream_worker_t *self = calloc(1, sizeof(*self));
+    if (!self)
+        return NULL;
+    self->reader = bus_stream_reader_new(redis, stream, group, consumer);
+    if (!self->reader) {
+        free(self);
+        return NULL;
+    }
+    bus_stream_reader_set_claim_idle(self->reader, claim_idle_ms);
+    self->redis = redis;
+    self->batch = batch > 0 ? batch : 1;
+    self->block_ms = block_ms;
+    self->fn = fn;
+    self->arg = arg;
+    if (pthread_create(&self->thread, NULL, s_worker_main, self) != 0) {
+        bus_stream_reader_destroy(&self->reader);
+        free(self);
+        return NULL;
+    }
+    return self;
+}
+
+void bus_stream_worker_stop(bus_stream_worker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    bus_stream_worker_t *self = *self_p;
+    __atomic_store_n(&self->stop, 1, __ATOMIC_RELEASE);
+    pthread_join(self->thread, NULL);
+    bus_stream_reader_destroy(&self->reader);
+    free(self);
+    *self_p = NULL;
+}
+
+int64_t bus_stream_worker_applied(bus_stream_worker_t *self)
+{
+    return __atomic_load_n(&self->applied, __ATOMIC_RELAXED);
+}
+
+int64_t bus_stream_worker_errors(bus_stream_worker_t *self)
+{
+    return __atomic_load_n(&self->errors, __ATOMIC_RELAXED);
 }

@@ -42,6 +42,20 @@ void bus_stream_reader_set_claim_idle(bus_stream_reader_t *self, int ms);
 int bus_stream_reader_poll(bus_stream_reader_t *self, int count, int block_ms, bus_stream_fn *fn,
                            void *arg);
 
+/* A thread that runs a reader until stopped: it owns redis (and whatever arg holds) from the start
+   on; fn runs on that thread. A Redis error pauses the loop briefly and it carries on, so a Redis
+   restart is survived. batch entries at most per read, blocking up to block_ms for new ones. */
+typedef struct bus_stream_worker bus_stream_worker_t;
+bus_stream_worker_t *bus_stream_worker_start(bus_redis_t *redis, const char *stream,
+                                             const char *group, const char *consumer, int batch,
+                                             int block_ms, int claim_idle_ms, bus_stream_fn *fn,
+                                             void *arg);
+/* Stop (within block_ms), join, and destroy; redis is handed back to the caller. */
+void bus_stream_worker_stop(bus_stream_worker_t **self_p);
+/* Entries applied and Redis errors so far (read from any thread). */
+int64_t bus_stream_worker_applied(bus_stream_worker_t *self);
+int64_t bus_stream_worker_errors(bus_stream_worker_t *self);
+
 /* Compare two stream ids ("ms-seq"): <0, 0, >0. Malformed ids compare as 0-0. */
 int bus_stream_id_cmp(const char *a, const char *b);
 

@@ -1,0 +1,507 @@
+/*  =========================================================================
+    reporting - sales aggregates, X and Z reports, exact to the fen
+
+    A worker thread follows the `sales` stream through the consumer group
+    "reporting" and adds each committed sale to per store and business day
+    aggregates with one Lua script that also marks the sale as applied, so
+    every sale is counted exactly once however many instances run and
+    whichever of them dies. Reports are read from those aggregates, so they
+    always equal the sum of the committed sales that have been applied; a Z
+    report first waits until every sale committed before the day closed has
+    been applied, and records per register the first and last sequence and
+    the number of records, which proves the day has no holes.
+    =========================================================================
+*/
+#include <bus/bus.h>
+#include <time.h>
+#include "apply_lua.h"
+
+#define S_PROGRAM       "reporting"
+#define S_STREAM        "sales:stream"
+#define S_GROUP         "reporting"
+#define S_KEY_MAX       256
+#define S_ID_MAX        16
+#define S_PAIR_SKUS_MAX "20" /* distinct SKUs of one sale counted for basket pairs */
+#define S_TOP_DEFAULT   10
+#define S_TOP_MAX       1000
+
+static const bus_opt_t s_options[] = {
+    {"service-name", BUS_OPT_STR, "reporting", 0, 0, "name this service registers under"},
+    {"consumer-name", BUS_OPT_STR, NULL, 0, 0,
+     "consumer name in the stream group (default: the instance id)"},
+    {"batch", BUS_OPT_INT, "100", 1, 10000, "stream entries read at once"},
+    {"claim-idle-ms", BUS_OPT_INT, "5000", 100, 3600000,
+     "take over entries another instance left unacknowledged this long"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+typedef struct {
+    bus_service_t *svc;
+    bus_redis_t *redis;  /* main thread: queries */
+    bus_redis_t *wredis; /* worker thread: applying */
+    int apply;           /* script handle on wredis */
+    bus_stream_worker_t *worker;
+    int64_t *c_applied, *c_bad;
+} s_reporting_t;
+
+static bool s_id_ok(const char *id)
+{
+    size_t len = id ? strlen(id) : 0;
+    if (len == 0 || len > S_ID_MAX)
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_')
+            return false;
+    return true;
+}
+
+static bool s_day_ok(const char *day)
+{
+    int y, m, d;
+    return day && strlen(day) == 10 && sscanf(day, "%4d-%2d-%2d", &y, &m, &d) == 3;
+}
+
+/* ---- applying sales (worker thread) ------------------------------------ */
+
+static int s_apply(const char *id, int n, const char **names, const char **values,
+                   const size_t *lens, void *arg)
+{
+    s_reporting_t *self = arg;
+    const char *sale_id = NULL, *store = NULL, *bday = NULL, *payload = NULL;
+    size_t plen = 0;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(names[i], "sale_id") == 0)
+            sale_id = values[i];
+        else if (strcmp(names[i], "store") == 0)
+            store = values[i];
+        else if (strcmp(names[i], "bday") == 0)
+            bday = values[i];
+        else if (strcmp(names[i], "payload") == 0) {
+            payload = values[i];
+            plen = lens[i];
+        }
+    }
+    bus_val_t *sale = payload ? bus_val_decode(payload, plen, NULL, NULL) : NULL;
+    int64_t ts = 0;
+    if (!sale || !sale_id || !s_id_ok(store) || !s_day_ok(bday) ||
+        !bus_val_map_get_int(sale, "ts", &ts)) {
+        /* not something sales commits: count it and move on, never block the stream */
+        __atomic_add_fetch(self->c_bad, 1, __ATOMIC_RELAXED);
+        bus_error("reporting.bad_entry", "stream entry %s is not a sale; skipped", id);
+        bus_val_destroy(&sale);
+        return 0;
+    }
+    bus_val_destroy(&sale);
+    time_t secs = (time_t)(ts / 1000);
+    struct tm tm;
+    localtime_r(&secs, &tm);
+    char hour[4];
+    snprintf(hour, sizeof(hour), "%02d", tm.tm_hour);
+    static const char *const suffix[] = {"", ":hours", ":items", ":cats", ":regs",
+                                         ":cashiers", ":tenders", ":tax", ":pairs"};
+    char keys[11][S_KEY_MAX];
+    snprintf(keys[0], S_KEY_MAX, "sale:{%s}:%s", store, sale_id);
+    for (int k = 0; k < 9; k++)
+        snprintf(keys[1 + k], S_KEY_MAX, "rep:{%s}:%s%s", store, bday, suffix[k]);
+    snprintf(keys[10], S_KEY_MAX, "rep:{%s}:days", store);
+    const char *argv[15];
+    size_t alen[15];
+    for (int k = 0; k < 11; k++) {
+        argv[k] = keys[k];
+        alen[k] = strlen(keys[k]);
+    }
+    argv[11] = payload;
+    alen[11] = plen;
+    argv[12] = bday;
+    alen[12] = strlen(bday);
+    argv[13] = hour;
+    alen[13] = strlen(hour);
+    argv[14] = S_PAIR_SKUS_MAX;
+    alen[14] = strlen(S_PAIR_SKUS_MAX);
+    redisReply *r = bus_redis_evalsha(self->wredis, self->apply, 11, 15, argv, alen);
+    if (!r)
+        return -1; /* Redis trouble: stays pending, retried */
+    int rc = r->type == REDIS_REPLY_INTEGER ? 0 : -1;
+    if (rc != 0)
+        bus_error("reporting.apply", "sale %s: %s", sale_id,
+                  r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    else if (r->integer == 1)
+        __atomic_add_fetch(self->c_applied, 1, __ATOMIC_RELAXED);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* ---- reading reports (main thread) ------------------------------------- */
+
+static int s_redis_down(s_reporting_t *self, bus_service_t *svc)
+{
+    return bus_service_error(svc, BUS_ERR_UNAVAILABLE, "storage unavailable, retry: %s",
+                             bus_redis_errstr(self->redis));
+}
+
+/*  HGETALL key as a map of ints; with nested, "a:b" fields become {a: {b: n}}. NULL on error. */
+static bus_val_t *s_hash(s_reporting_t *self, const char *key, bool nested)
+{
+    redisReply *r = bus_redis_command(self->redis, "HGETALL %s", key);
+    if (!r)
+        return NULL;
+    bus_val_t *map = bus_val_new_map();
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        const char *field = r->element[i]->str;
+        int64_t v = strtoll(r->element[i + 1]->str, NULL, 10);
+        const char *colon = nested ? strchr(field, ':') : NULL;
+        if (!colon) {
+            bus_val_map_set_int(map, field, v);
+            continue;
+        }
+        char outer[S_KEY_MAX];
+        snprintf(outer, sizeof(outer), "%.*s", (int)(colon - field), field);
+        bus_val_t *inner = bus_val_map_get(map, outer);
+        if (!inner) {
+            bus_val_t *fresh = bus_val_new_map();
+            bus_val_map_set(map, outer, &fresh);
+            inner = bus_val_map_get(map, outer);
+        }
+        bus_val_map_set_int(inner, colon + 1, v);
+    }
+    freeReplyObject(r);
+    return map;
+}
+
+/*  Store and day from a request; day defaults to the store's current business day. */
+static int s_store_day(s_reporting_t *self, bus_service_t *svc, const bus_msg_t *req,
+                       const char **store, char *day, size_t size)
+{
+    *store = bus_val_map_get_str(bus_msg_body(req), "store");
+    const char *d = bus_val_map_get_str(bus_msg_body(req), "day");
+    if (!s_id_ok(*store))
+        return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store required");
+    if (d) {
+        if (!s_day_ok(d))
+            return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "day must be YYYY-MM-DD");
+        snprintf(day, size, "%s", d);
+        return 0;
+    }
+    redisReply *r = bus_redis_command(self->redis, "GET bday:{%s}", *store);
+    if (!r)
+        return s_redis_down(self, svc);
+    if (r->type == REDIS_REPLY_STRING)
+        snprintf(day, size, "%s", r->str);
+    else {
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(day, size, "%Y-%m-%d", &tm);
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+static int64_t s_get(const bus_val_t *map, const char *key)
+{
+    int64_t v = 0;
+    bus_val_map_get_int(map, key, &v);
+    return v;
+}
+
+/*  The whole day: totals, tenders, tax by rate, registers, cashiers, expected cash. */
+static int s_fill_day(s_reporting_t *self, bus_service_t *svc, const char *store,
+                      const char *day, bus_val_t *reply)
+{
+    char key[S_KEY_MAX];
+    static const struct {
+        const char *suffix, *name;
+        bool nested;
+    } parts[] = {{"", "totals", false},         {":tenders", "tenders", false},
+                 {":tax", "tax", true},         {":regs", "registers", true},
+                 {":cashiers", "cashiers", true}, {":cats", "categories", true}};
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        snprintf(key, sizeof(key), "rep:{%s}:%s%s", store, day, parts[i].suffix);
+        bus_val_t *v = s_hash(self, key, parts[i].nested);
+        if (!v)
+            return s_redis_down(self, svc);
+        bus_val_map_set(reply, parts[i].name, &v);
+    }
+    bus_val_t *totals = bus_val_map_get(reply, "totals");
+    int64_t cash = s_get(bus_val_map_get(reply, "tenders"), "cash");
+    bus_val_map_set_int(reply, "expected_cash", cash - s_get(totals, "change"));
+    bus_val_t *tax = bus_val_map_get(reply, "tax");
+    for (size_t i = 0; i < bus_val_size(tax); i++) {
+        bus_val_t *row = bus_val_map_value(tax, i);
+        bus_val_map_set_int(row, "net", s_get(row, "gross") - s_get(row, "tax"));
+    }
+    /* per register: do the records cover first..last without a hole? */
+    bus_val_t *regs = bus_val_map_get(reply, "registers");
+    for (size_t i = 0; i < bus_val_size(regs); i++) {
+        bus_val_t *r = bus_val_map_value(regs, i);
+        int64_t first = s_get(r, "first"), last = s_get(r, "last"), n = s_get(r, "records");
+        bus_val_map_set_bool(r, "complete", first > 0 && last - first + 1 == n);
+    }
+    bus_val_map_set_str(reply, "store", store);
+    bus_val_map_set_str(reply, "day", day);
+    return 0;
+}
+
+static int s_day(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_reporting_t *self = arg;
+    const char *store;
+    char day[16];
+    if (s_store_day(self, svc, req, &store, day, sizeof(day)) != 0)
+        return -1;
+    return s_fill_day(self, svc, store, day, reply);
+}
+
+static int s_x(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_reporting_t *self = arg;
+    const char *store;
+    char day[16];
+    const char *reg = bus_val_map_get_str(bus_msg_body(req), "register");
+    if (s_store_day(self, svc, req, &store, day, sizeof(day)) != 0)
+        return -1;
+    if (!s_id_ok(reg))
+        return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "register required");
+    bus_val_t *all = bus_val_new_map();
+    int rc = s_fill_day(self, svc, store, day, all);
+    if (rc == 0) {
+        bus_val_t *mine = bus_val_dup(bus_val_map_get(bus_val_map_get(all, "registers"), reg));
+        if (!mine)
+            mine = bus_val_new_map();
+        bus_val_map_set_str(reply, "store", store);
+        bus_val_map_set_str(reply, "day", day);
+        bus_val_map_set_str(reply, "register", reg);
+        bus_val_t *tenders = bus_val_new_map();
+        for (size_t i = 0; i < bus_val_size(mine); i++)
+            if (strncmp(bus_val_map_key(mine, i), "tender:", 7) == 0)
+                bus_val_map_set_int(tenders, bus_val_map_key(mine, i) + 7,
+                                    s_get(mine, bus_val_map_key(mine, i)));
+        bus_val_map_set_int(reply, "expected_cash", s_get(tenders, "cash") - s_get(mine, "change"));
+        bus_val_map_set(reply, "tenders", &tenders);
+        bus_val_map_set(reply, "shift", &mine);
+    }
+    bus_val_destroy(&all);
+    return rc;
+}
+
+/*  Has the group applied every entry up to upto? */
+static int s_caught_up(s_reporting_t *self, const char *upto, bool *ready)
+{
+    *ready = false;
+    redisReply *r = bus_redis_command(self->redis, "XINFO GROUPS %s", S_STREAM);
+    if (!r)
+        return -1;
+    const char *delivered = NULL;
+    for (size_t g = 0; r->type == REDIS_REPLY_ARRAY && g < r->elements; g++) {
+        redisReply *grp = r->element[g];
+        bool mine = false;
+        const char *last = NULL;
+        for (size_t k = 0; grp->type == REDIS_REPLY_ARRAY && k + 1 < grp->elements; k += 2) {
+            if (strcmp(grp->element[k]->str, "name") == 0)
+                mine = strcmp(grp->element[k + 1]->str, S_GROUP) == 0;
+            else if (strcmp(grp->element[k]->str, "last-delivered-id") == 0)
+                last = grp->element[k + 1]->str;
+        }
+        if (mine)
+            delivered = last;
+    }
+    bool delivered_ok = delivered && bus_stream_id_cmp(delivered, upto) >= 0;
+    freeReplyObject(r);
+    if (strcmp(upto, "0-0") == 0) {
+        *ready = true;
+        return 0;
+    }
+    if (!delivered_ok)
+        return 0;
+    r = bus_redis_command(self->redis, "XPENDING %s %s - %s 1", S_STREAM, S_GROUP, upto);
+    if (!r)
+        return -1;
+    *ready = r->type == REDIS_REPLY_ARRAY && r->elements == 0;
+    freeReplyObject(r);
+    return 0;
+}
+
+static int s_z(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_reporting_t *self = arg;
+    const char *store = bus_val_map_get_str(bus_msg_body(req), "store");
+    const char *day = bus_val_map_get_str(bus_msg_body(req), "day");
+    if (!s_id_ok(store) || !s_day_ok(day))
+        return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store and closed day required");
+    redisReply *r = bus_redis_command(self->redis, "HGET dayclose:{%s} %s", store, day);
+    if (!r)
+        return s_redis_down(self, svc);
+    char upto[BUS_STREAM_ID_MAX] = "";
+    if (r->type == REDIS_REPLY_STRING)
+        snprintf(upto, sizeof(upto), "%s", r->str);
+    freeReplyObject(r);
+    if (!upto[0])
+        return bus_service_error(svc, "not_closed", "day %s of store %s is not closed (close it "
+                                 "with the sales service's day.close first)", day, store);
+    bool ready;
+    if (s_caught_up(self, upto, &ready) != 0)
+        return s_redis_down(self, svc);
+    if (!ready)
+        return bus_service_error(svc, "not_ready", "sales up to %s are still being applied; "
+                                 "retry in a moment", upto);
+    if (s_fill_day(self, svc, store, day, reply) != 0)
+        return -1;
+    bus_val_map_set_str(reply, "covers_upto", upto);
+    bus_val_map_set_str(reply, "report", "Z");
+    return 0;
+}
+
+/*  A sorted top list from a hash of "name:field" ints. */
+static int s_cmp_desc(const void *a, const void *b)
+{
+    const int64_t *x = *(int64_t *const *)a, *y = *(int64_t *const *)b;
+    return x[0] < y[0] ? 1 : x[0] > y[0] ? -1 : 0;
+}
+
+static int s_top(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg,
+                 const char *suffix, const char *by, bool nested)
+{
+    s_reporting_t *self = arg;
+    const char *store;
+    char day[16], key[S_KEY_MAX];
+    if (s_store_day(self, svc, req, &store, day, sizeof(day)) != 0)
+        return -1;
+    int64_t top = S_TOP_DEFAULT;
+    bus_val_map_get_int(bus_msg_body(req), "top", &top);
+    if (top < 1 || top > S_TOP_MAX)
+        top = S_TOP_DEFAULT;
+    snprintf(key, sizeof(key), "rep:{%s}:%s%s", store, day, suffix);
+    bus_val_t *all = s_hash(self, key, nested);
+    if (!all)
+        return s_redis_down(self, svc);
+    size_t n = bus_val_size(all);
+    int64_t **order = calloc(n ? n : 1, sizeof(*order));
+    int64_t *cells = calloc(n ? n * 2 : 2, sizeof(*cells));
+    for (size_t i = 0; i < n; i++) {
+        bus_val_t *v = bus_val_map_value(all, i);
+        cells[2 * i] = nested ? s_get(v, by) : 0;
+        if (!nested)
+            bus_val_get_int(v, &cells[2 * i]);
+        cells[2 * i + 1] = (int64_t)i;
+        order[i] = &cells[2 * i];
+    }
+    qsort(order, n, sizeof(*order), s_cmp_desc);
+    bus_val_t *list = bus_val_new_arr();
+    for (size_t i = 0; i < n && (int64_t)i < top; i++) {
+        size_t idx = (size_t)order[i][1];
+        bus_val_t *row = nested ? bus_val_dup(bus_val_map_value(all, idx)) : bus_val_new_map();
+        bus_val_map_set_str(row, "key", bus_val_map_key(all, idx));
+        if (!nested)
+            bus_val_map_set_int(row, by, order[i][0]);
+        bus_val_arr_push(list, &row);
+    }
+    free(order);
+    free(cells);
+    bus_val_destroy(&all);
+    bus_val_map_set_str(reply, "store", store);
+    bus_val_map_set_str(reply, "day", day);
+    bus_val_map_set(reply, "rows", &list);
+    return 0;
+}
+
+static int s_items(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    return s_top(svc, req, reply, arg, ":items", "amount", true);
+}
+
+static int s_baskets(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    return s_top(svc, req, reply, arg, ":pairs", "count", false);
+}
+
+static int s_hours(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_reporting_t *self = arg;
+    const char *store;
+    char day[16], key[S_KEY_MAX];
+    if (s_store_day(self, svc, req, &store, day, sizeof(day)) != 0)
+        return -1;
+    snprintf(key, sizeof(key), "rep:{%s}:%s:hours", store, day);
+    bus_val_t *all = s_hash(self, key, false);
+    if (!all)
+        return s_redis_down(self, svc);
+    bus_val_t *list = bus_val_new_arr();
+    for (int h = 0; h < 24; h++) {
+        char hour[4];
+        snprintf(hour, sizeof(hour), "%02d", h);
+        bus_val_t *row = bus_val_new_map();
+        bus_val_map_set_str(row, "key", hour);
+        bus_val_map_set_int(row, "total", s_get(all, hour));
+        bus_val_arr_push(list, &row);
+    }
+    bus_val_destroy(&all);
+    bus_val_map_set_str(reply, "store", store);
+    bus_val_map_set_str(reply, "day", day);
+    bus_val_map_set(reply, "rows", &list);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    bus_config_t *config = bus_config_new(S_PROGRAM, s_options);
+    if (!config || bus_config_add(config, bus_conn_opts) || bus_config_add(config, bus_redis_opts) ||
+        bus_config_add(config, bus_program_opts))
+        return 2;
+    int rc = bus_config_load(config, argc, argv);
+    if (rc == 1) {
+        printf("usage: reporting [--config FILE] [options]\n");
+        bus_config_usage(config, stdout);
+        return 0;
+    }
+    if (rc != 0 || bus_program_log_init(config, S_PROGRAM) != 0) {
+        fprintf(stderr, "reporting: %s\n", rc ? bus_config_error(config) : "bad --log-level");
+        return 2;
+    }
+    if (bus_config_bool(config, "example-config")) {
+        bus_config_write_example(config, stdout);
+        return 0;
+    }
+    bus_program_signals();
+    bus_conn_cfg_t cfg;
+    bus_conn_cfg_from_config(&cfg, config);
+    s_reporting_t self;
+    memset(&self, 0, sizeof(self));
+    const char *err = "";
+    self.redis = bus_redis_new_from_config(config, &err);
+    self.wredis = self.redis ? bus_redis_new_from_config(config, &err) : NULL;
+    self.svc = self.wredis ? bus_service_new(&cfg, bus_config_str(config, "service-name"), &err)
+                           : NULL;
+    if (!self.svc) {
+        bus_error("reporting.start", "cannot start: %s", err);
+        return 1;
+    }
+    self.apply = bus_redis_script(self.wredis, apply_lua);
+    bus_stats_t *stats = bus_service_stats(self.svc);
+    self.c_applied = bus_stats_counter(stats, "sales_applied");
+    self.c_bad = bus_stats_counter(stats, "bad_stream_entries");
+    bus_service_watch_redis(self.svc, self.redis);
+    bus_service_on(self.svc, "report.day", s_day, &self);
+    bus_service_on(self.svc, "report.x", s_x, &self);
+    bus_service_on(self.svc, "report.z", s_z, &self);
+    bus_service_on(self.svc, "report.items", s_items, &self);
+    bus_service_on(self.svc, "report.hours", s_hours, &self);
+    bus_service_on(self.svc, "report.baskets", s_baskets, &self);
+    const char *consumer = bus_config_str(config, "consumer-name");
+    self.worker = bus_stream_worker_start(
+        self.wredis, S_STREAM, S_GROUP, consumer ? consumer : bus_service_instance(self.svc),
+        (int)bus_config_int(config, "batch"), 500, (int)bus_config_int(config, "claim-idle-ms"),
+        s_apply, &self);
+    if (!self.worker) {
+        bus_error("reporting.start", "cannot start the stream worker");
+        return 1;
+    }
+    bus_info("reporting.started", "instance=%s", bus_service_instance(self.svc));
+    while (!bus_program_stopping())
+        bus_service_poll(self.svc, 500);
+    bus_stream_worker_stop(&self.worker);
+    bus_info("reporting.stopping", "applied=%" PRId64, *self.c_applied);
+    bus_service_destroy(&self.svc);
+    bus_redis_destroy(&self.wredis);
+    bus_redis_destroy(&self.redis);
+    bus_config_destroy(&config);
+    return 0;
+}
