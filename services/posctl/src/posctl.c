@@ -7,11 +7,17 @@
     posctl tail [PREFIX]        decoded events as JSON lines (one per event)
     posctl keygen DIR [NAME..]  busd's certificate (if missing) and an enrolled client
                                 certificate for each NAME
+    posctl store add STORE [NAME]
+    posctl catalog import FILE.csv | catalog get BARCODE|SKU
+    posctl stock get|history|reorder|receive|count|adjust|transfer --store S ...
+    posctl report x|z|day|items|hours|baskets --store S [--date D] [--format table|csv|json]
+    posctl sim --store S [--registers N] [--sales N] [--seed N]   (a register simulator)
 
     Output goes to stdout; diagnostics to stderr; exit 0 ok, 1 failure, 2 usage.
     =========================================================================
 */
 #include <bus/bus.h>
+#include "posctl.h"
 
 #define S_PROGRAM       "posctl"
 #define S_TOPIC_MAX     (BUS_TOPIC_MAX + 1)
@@ -37,6 +43,15 @@ static void s_usage(bus_config_t *config)
            "  stats TARGET             counters of busd, a service or service@instance\n"
            "  tail [PREFIX]            print events as JSON lines\n"
            "  keygen DIR [NAME...]     create busd's and enrolled client certificates\n"
+           "  store add STORE [NAME]   register a store\n"
+           "  catalog import FILE.csv  import items (sku,barcode,name,price,tax_rate,unit,category)\n"
+           "  catalog get CODE         one item by SKU or barcode\n"
+           "  stock SUB --store S ...  get [SKU], history SKU, reorder, receive SKU QTY --ref R,\n"
+           "                           count SKU QTY, adjust SKU DELTA --reason R,\n"
+           "                           transfer SKU QTY --to STORE\n"
+           "  report KIND --store S    x (--register R), z, day, items, hours, baskets\n"
+           "  sim --store S            ring up simulated tickets (--registers, --sales, --seed)\n"
+           "  tail PREFIX --from ID    replay committed sales after ID, then follow live\n"
            "options:\n");
     bus_config_usage(config, stdout);
 }
@@ -225,6 +240,7 @@ int main(int argc, char **argv)
 {
     bus_config_t *config = bus_config_new(S_PROGRAM, s_options);
     if (!config || bus_config_add(config, bus_conn_opts) != 0 ||
+        bus_config_add(config, posctl_retail_opts) != 0 ||
         bus_config_add(config, bus_program_opts) != 0)
         return S_EXIT_USAGE;
     int rc = bus_config_load(config, argc, argv);
@@ -251,8 +267,22 @@ int main(int argc, char **argv)
         rc = s_ping(config, &cfg);
     else if (streq(cmd, "stats") && bus_config_argc(config) == 2)
         rc = s_stats(config, &cfg, bus_config_arg(config, 1));
+    else if (streq(cmd, "tail") && bus_config_str(config, "from"))
+        rc = posctl_tail_from(config, &cfg,
+                              bus_config_argc(config) > 1 ? bus_config_arg(config, 1) : "sale.",
+                              bus_config_str(config, "from"));
     else if (streq(cmd, "tail"))
         rc = s_tail(config, &cfg, bus_config_argc(config) > 1 ? bus_config_arg(config, 1) : "");
+    else if (streq(cmd, "store"))
+        rc = posctl_store(config, &cfg);
+    else if (streq(cmd, "catalog"))
+        rc = posctl_catalog(config, &cfg);
+    else if (streq(cmd, "stock"))
+        rc = posctl_stock(config, &cfg);
+    else if (streq(cmd, "report"))
+        rc = posctl_report(config, &cfg);
+    else if (streq(cmd, "sim"))
+        rc = posctl_sim(config, &cfg);
     else if (streq(cmd, "keygen"))
         rc = s_keygen(config);
     else {

@@ -1,0 +1,555 @@
+/*  =========================================================================
+    retail.c - posctl's back-office commands: stores, catalog, stock, reports
+
+    Each command is a thin request to a service; everything is validated and
+    applied by the service, so these commands and any other client behave
+    alike. Movement commands send an idempotency key (printed, and settable
+    with --move-id) so a command repeated after a timeout cannot move stock
+    twice.
+    =========================================================================
+*/
+#include <unistd.h>
+#include "posctl.h"
+
+#define S_BATCH_ROWS  1000
+#define S_LINE_MAX    65536
+#define S_FIELDS_MAX  32
+#define S_Z_WAIT_MS   30000
+#define S_BAR_WIDTH   40
+
+const bus_opt_t posctl_retail_opts[] = {
+    {"store", BUS_OPT_STR, NULL, 0, 0, "store id for stock, report and sim commands"},
+    {"to", BUS_OPT_STR, NULL, 0, 0, "stock transfer: destination store"},
+    {"ref", BUS_OPT_STR, NULL, 0, 0, "stock receive: supplier reference (delivery note)"},
+    {"reason", BUS_OPT_STR, NULL, 0, 0, "stock adjust: damaged, lost, expired, found, other"},
+    {"move-id", BUS_OPT_STR, NULL, 0, 0,
+     "stock movements: idempotency key (default: a new one; reuse it to retry safely)"},
+    {"date", BUS_OPT_STR, NULL, 0, 0, "report: business day YYYY-MM-DD (default: current)"},
+    {"register", BUS_OPT_STR, NULL, 0, 0, "report x: the register"},
+    {"top", BUS_OPT_INT, "10", 1, 1000, "report items/baskets: rows"},
+    {"format", BUS_OPT_STR, "table", 0, 0, "report output: table, csv or json"},
+    {"from", BUS_OPT_STR, NULL, 0, 0, "tail: replay committed sales after this stream id first"},
+    {"registers", BUS_OPT_INT, "3", 1, 999, "sim: registers to simulate"},
+    {"sales", BUS_OPT_INT, "100", 0, 100000000, "sim: tickets to ring up"},
+    {"seed", BUS_OPT_INT, "1", 0, INT64_MAX, "sim: random seed"},
+    {"returns-pct", BUS_OPT_INT, "5", 0, 100, "sim: share of tickets that are returns"},
+    {"first-seq", BUS_OPT_INT, "1", 1, INT64_MAX, "sim: first sequence number per register"},
+    {"repeat", BUS_OPT_INT, "1", 1, 10, "sim: upload every sale this many times"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+bus_client_t *posctl_client(bus_config_t *config, const bus_conn_cfg_t *cfg)
+{
+    const char *err = NULL;
+    bus_client_t *client = bus_client_new(cfg, "posctl", &err);
+    if (!client) {
+        fprintf(stderr, "posctl: cannot reach busd: %s\n", err);
+        return NULL;
+    }
+    bus_client_set_timeout(client, (int)bus_config_int(config, "timeout-ms"));
+    bus_client_set_retries(client, (int)bus_config_int(config, "retries"));
+    return client;
+}
+
+bus_msg_t *posctl_call(bus_client_t *client, const char *service, const char *method,
+                       bus_val_t **body_p)
+{
+    bus_msg_t *reply = bus_client_request(client, service, method, body_p);
+    if (!reply)
+        fprintf(stderr, "posctl: %s\n", bus_client_errstr(client));
+    return reply;
+}
+
+/*  Flatten nested maps into "a.b.c" = value rows. */
+static void s_flatten(const bus_val_t *v, const char *prefix, bool csv)
+{
+    if (bus_val_type(v) == BUS_VAL_MAP) {
+        for (size_t i = 0; i < bus_val_size(v); i++) {
+            char key[512];
+            snprintf(key, sizeof(key), "%s%s%s", prefix, *prefix ? "." : "",
+                     bus_val_map_key(v, i));
+            s_flatten(bus_val_map_value(v, i), key, csv);
+        }
+        return;
+    }
+    bus_buf_t out = {0};
+    bus_val_to_json(v, &out);
+    if (csv)
+        printf("%s,%s\n", prefix, (const char *)out.data);
+    else
+        printf("%-40s %s\n", prefix, (const char *)out.data);
+    bus_buf_free(&out);
+}
+
+void posctl_print(const bus_val_t *body, const char *format)
+{
+    bool csv = strcmp(format, "csv") == 0;
+    if (strcmp(format, "json") == 0) {
+        bus_buf_t out = {0};
+        bus_val_to_json(body, &out);
+        printf("%s\n", (const char *)out.data);
+        bus_buf_free(&out);
+        return;
+    }
+    bus_val_t *rows = bus_val_map_get(body, "rows");
+    if (bus_val_type(rows) == BUS_VAL_ARR) {
+        /* a table: columns from the first row */
+        bus_val_t *first = bus_val_arr_get(rows, 0);
+        for (size_t c = 0; c < bus_val_size(first); c++)
+            printf(csv ? "%s%s" : "%s%-16s", c && csv ? "," : "", bus_val_map_key(first, c));
+        printf("\n");
+        for (size_t r = 0; r < bus_val_size(rows); r++) {
+            bus_val_t *row = bus_val_arr_get(rows, r);
+            for (size_t c = 0; c < bus_val_size(first); c++) {
+                bus_buf_t cell = {0};
+                bus_val_t *v = bus_val_map_get(row, bus_val_map_key(first, c));
+                const char *s = bus_val_get_str(v, NULL);
+                if (s)
+                    bus_buf_append(&cell, s, strlen(s));
+                else
+                    bus_val_to_json(v, &cell);
+                printf(csv ? "%s%s" : "%s%-16s", c && csv ? "," : "",
+                       cell.data ? (const char *)cell.data : "");
+                bus_buf_free(&cell);
+            }
+            printf("\n");
+        }
+        return;
+    }
+    s_flatten(body, "", csv);
+}
+
+static const char *s_arg(bus_config_t *config, int i)
+{
+    return bus_config_arg(config, i);
+}
+
+static const char *s_need_store(bus_config_t *config)
+{
+    const char *store = bus_config_str(config, "store");
+    if (!store)
+        fprintf(stderr, "posctl: --store is required\n");
+    return store;
+}
+
+/*  Call and print the whole reply as JSON (or the chosen format); exit code. */
+static int s_call_print(bus_config_t *config, bus_client_t *client, const char *service,
+                        const char *method, bus_val_t **body_p)
+{
+    bus_msg_t *reply = posctl_call(client, service, method, body_p);
+    if (!reply)
+        return POSCTL_EXIT_FAIL;
+    posctl_print(bus_msg_body(reply), bus_config_str(config, "format"));
+    bus_msg_destroy(&reply);
+    return POSCTL_EXIT_OK;
+}
+
+int posctl_store(bus_config_t *config, const bus_conn_cfg_t *cfg)
+{
+    if (bus_config_argc(config) < 3 || strcmp(s_arg(config, 1), "add") != 0) {
+        fprintf(stderr, "posctl: usage: store add STORE [NAME]\n");
+        return POSCTL_EXIT_USAGE;
+    }
+    bus_client_t *client = posctl_client(config, cfg);
+    if (!client)
+        return POSCTL_EXIT_FAIL;
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_str(body, "store", s_arg(config, 2));
+    if (bus_config_argc(config) > 3)
+        bus_val_map_set_str(body, "name", s_arg(config, 3));
+    int rc = s_call_print(config, client, "inventory", "store.add", &body);
+    bus_client_destroy(&client);
+    return rc;
+}
+
+/* ---- CSV ----------------------------------------------------------------- */
+
+/*  Split one CSV record (RFC 4180: quotes, doubled quotes, commas and newlines inside quotes)
+    read from f into fields (pointers into buf). Returns the field count, 0 at end of file, -1 on
+    an unterminated quote or an over-long record. *lines counts physical lines consumed. */
+static int s_csv_record(FILE *f, char *buf, size_t size, char **fields, int max, int *lines)
+{
+    size_t used = 0;
+    int n = 0, c;
+    bool quoted = false, any = false;
+    fields[n++] = buf;
+    while ((c = fgetc(f)) != EOF) {
+        any = true;
+        if (quoted) {
+            if (c == '"') {
+                int next = fgetc(f);
+                if (next == '"')
+                    c = '"';
+                else {
+                    quoted = false;
+                    if (next != EOF)
+                        ungetc(next, f);
+                    continue;
+                }
+            }
+            else if (c == '\n')
+                (*lines)++;
+        }
+        else if (c == '"') {
+            quoted = true;
+            continue;
+        }
+        else if (c == ',') {
+            if (used + 1 >= size || n == max)
+                return -1;
+            buf[used++] = '\0';
+            fields[n++] = buf + used;
+            continue;
+        }
+        else if (c == '\n') {
+            (*lines)++;
+            break;
+        }
+        else if (c == '\r')
+            continue;
+        if (used + 1 >= size)
+            return -1;
+        buf[used++] = (char)c;
+    }
+    if (!any)
+        return 0;
+    if (quoted)
+        return -1;
+    buf[used] = '\0';
+    return n;
+}
+
+static void s_progress(long done, long total_bytes, long at_byte, bool tty)
+{
+    if (!tty)
+        return;
+    int filled = total_bytes > 0 ? (int)((double)at_byte / (double)total_bytes * S_BAR_WIDTH) : 0;
+    if (filled > S_BAR_WIDTH)
+        filled = S_BAR_WIDTH;
+    fprintf(stderr, "\r[%.*s%*s] %ld rows", filled, "########################################",
+            S_BAR_WIDTH - filled, "", done);
+    fflush(stderr);
+}
+
+static int s_send_batch(bus_client_t *client, bus_val_t **rows_p, long *applied, long *changed,
+                        long *rejected, FILE *report)
+{
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set(body, "rows", rows_p);
+    bus_msg_t *reply = posctl_call(client, "inventory", "catalog.import", &body);
+    *rows_p = bus_val_new_arr();
+    if (!reply)
+        return -1;
+    int64_t a = 0, c = 0;
+    bus_val_map_get_int(bus_msg_body(reply), "applied", &a);
+    bus_val_map_get_int(bus_msg_body(reply), "changed", &c);
+    bus_val_t *bad = bus_val_map_get(bus_msg_body(reply), "rejected");
+    for (size_t i = 0; i < bus_val_size(bad); i++) {
+        int64_t line = 0;
+        bus_val_map_get_int(bus_val_arr_get(bad, i), "line", &line);
+        fprintf(report, "line %" PRId64 ": %s\n", line,
+                bus_val_map_get_str(bus_val_arr_get(bad, i), "reason"));
+    }
+    *applied += a;
+    *changed += c;
+    *rejected += (long)bus_val_size(bad);
+    bus_msg_destroy(&reply);
+    return 0;
+}
+
+static int s_catalog_import(bus_config_t *config, bus_client_t *client, const char *path)
+{
+    static const char *const required[] = {"sku", "barcode", "name", "price", "tax_rate",
+                                           "unit", "category"};
+    static const char *const optional[] = {"supplier", "threshold", "member_price", "active"};
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "posctl: cannot read %s: %s\n", path, strerror(errno));
+        return POSCTL_EXIT_FAIL;
+    }
+    (void)config;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    rewind(f);
+    char *buf = malloc(S_LINE_MAX);
+    char *fields[S_FIELDS_MAX], *header[S_FIELDS_MAX];
+    int lines = 0;
+    int ncols = s_csv_record(f, buf, S_LINE_MAX, fields, S_FIELDS_MAX, &lines);
+    char *hdr = NULL;
+    if (ncols > 0) {
+        /* keep the header names: buf is reused for every record */
+        size_t hl = 0;
+        for (int i = 0; i < ncols; i++)
+            hl += strlen(fields[i]) + 1;
+        hdr = malloc(hl);
+        char *p = hdr;
+        for (int i = 0; i < ncols; i++) {
+            strcpy(p, fields[i]);
+            header[i] = p;
+            p += strlen(p) + 1;
+            /* tolerate a UTF-8 byte order mark and spaces around names */
+            if (i == 0 && (unsigned char)header[0][0] == 0xef)
+                header[0] += 3;
+        }
+    }
+    for (size_t r = 0; ncols > 0 && r < sizeof(required) / sizeof(required[0]); r++) {
+        bool found = false;
+        for (int i = 0; i < ncols; i++)
+            found = found || strcmp(header[i], required[r]) == 0;
+        if (!found) {
+            fprintf(stderr, "posctl: %s: header lacks the column '%s' (needs sku,barcode,name,"
+                            "price,tax_rate,unit,category)\n", path, required[r]);
+            ncols = -2;
+        }
+    }
+    if (ncols <= 0) {
+        if (ncols != -2)
+            fprintf(stderr, "posctl: %s: no header line\n", path);
+        free(buf);
+        free(hdr);
+        fclose(f);
+        return POSCTL_EXIT_FAIL;
+    }
+    bool tty = isatty(STDERR_FILENO);
+    long rows_read = 0, applied = 0, changed = 0, rejected = 0, local_bad = 0;
+    bus_val_t *batch = bus_val_new_arr();
+    int rc = POSCTL_EXIT_OK;
+    while (true) {
+        int record_line = lines + 1;
+        int n = s_csv_record(f, buf, S_LINE_MAX, fields, S_FIELDS_MAX, &lines);
+        if (n == 0)
+            break;
+        rows_read++;
+        if (n == 1 && fields[0][0] == '\0')
+            continue; /* blank line */
+        if (n != ncols) {
+            printf("line %d: %s\n", record_line,
+                   n < 0 ? "unterminated quote or record too long"
+                         : "wrong number of fields for the header");
+            local_bad++;
+            if (n < 0)
+                break;
+            continue;
+        }
+        bus_val_t *row = bus_val_new_map();
+        bus_val_map_set_int(row, "line", record_line);
+        for (int i = 0; i < ncols; i++) {
+            bool known = false;
+            for (size_t k = 0; k < sizeof(required) / sizeof(required[0]); k++)
+                known = known || strcmp(header[i], required[k]) == 0;
+            for (size_t k = 0; k < sizeof(optional) / sizeof(optional[0]); k++)
+                known = known || strcmp(header[i], optional[k]) == 0;
+            if (known)
+                bus_val_map_set_str(row, header[i], fields[i]);
+        }
+        bus_val_arr_push(batch, &row);
+        if (bus_val_size(batch) == S_BATCH_ROWS) {
+            if (s_send_batch(client, &batch, &applied, &changed, &rejected, stdout) != 0) {
+                rc = POSCTL_EXIT_FAIL;
+                break;
+            }
+            s_progress(rows_read, size, ftell(f), tty);
+        }
+    }
+    if (rc == POSCTL_EXIT_OK && bus_val_size(batch) > 0 &&
+        s_send_batch(client, &batch, &applied, &changed, &rejected, stdout) != 0)
+        rc = POSCTL_EXIT_FAIL;
+    s_progress(rows_read, size, size, tty);
+    if (tty)
+        fprintf(stderr, "\n");
+    bus_val_destroy(&batch);
+    printf("imported %s: %ld rows read, %ld applied (%ld changed), %ld rejected\n", path,
+           rows_read, applied, changed, rejected + local_bad);
+    free(buf);
+    free(hdr);
+    fclose(f);
+    return rc;
+}
+
+int posctl_catalog(bus_config_t *config, const bus_conn_cfg_t *cfg)
+{
+    const char *sub = s_arg(config, 1);
+    if (bus_config_argc(config) != 3 || !sub || (strcmp(sub, "import") && strcmp(sub, "get"))) {
+        fprintf(stderr, "posctl: usage: catalog import FILE.csv | catalog get BARCODE|SKU\n");
+        return POSCTL_EXIT_USAGE;
+    }
+    bus_client_t *client = posctl_client(config, cfg);
+    if (!client)
+        return POSCTL_EXIT_FAIL;
+    int rc;
+    if (strcmp(sub, "import") == 0)
+        rc = s_catalog_import(config, client, s_arg(config, 2));
+    else {
+        bus_val_t *body = bus_val_new_map();
+        bus_val_map_set_str(body, "code", s_arg(config, 2));
+        rc = s_call_print(config, client, "inventory", "catalog.get", &body);
+    }
+    bus_client_destroy(&client);
+    return rc;
+}
+
+/*  Parse a whole number argument. */
+static bool s_int_arg(const char *text, int64_t *out)
+{
+    char *end;
+    if (!text || !*text)
+        return false;
+    *out = strtoll(text, &end, 10);
+    return *end == '\0';
+}
+
+int posctl_stock(bus_config_t *config, const bus_conn_cfg_t *cfg)
+{
+    const char *sub = s_arg(config, 1);
+    const char *store = s_need_store(config);
+    int argc = bus_config_argc(config);
+    if (!sub || !store) {
+        fprintf(stderr, "posctl: usage: stock get|receive|transfer|count|adjust|history "
+                        "--store S ...\n");
+        return POSCTL_EXIT_USAGE;
+    }
+    bus_val_t *body = bus_val_new_map();
+    const char *method = NULL;
+    int64_t qty = 0;
+    char move_id[BUS_MSG_ID_LEN + 1];
+    if (bus_config_str(config, "move-id"))
+        snprintf(move_id, sizeof(move_id), "%s", bus_config_str(config, "move-id"));
+    else
+        bus_new_id(move_id);
+    bool movement = strcmp(sub, "get") && strcmp(sub, "history") && strcmp(sub, "reorder");
+    if (movement) {
+        if (argc != 4 || !s_int_arg(s_arg(config, 3), &qty)) {
+            fprintf(stderr, "posctl: usage: stock %s --store S SKU QUANTITY\n", sub);
+            bus_val_destroy(&body);
+            return POSCTL_EXIT_USAGE;
+        }
+        bus_val_map_set_str(body, "sku", s_arg(config, 2));
+        bus_val_map_set_str(body, "move_id", move_id);
+        bus_val_map_set_str(body, strcmp(sub, "transfer") ? "store" : "from", store);
+    }
+    else {
+        bus_val_map_set_str(body, "store", store);
+        if (argc > 2)
+            bus_val_map_set_str(body, "sku", s_arg(config, 2));
+    }
+    if (strcmp(sub, "get") == 0)
+        method = "stock.get";
+    else if (strcmp(sub, "history") == 0 && argc == 3)
+        method = "stock.history";
+    else if (strcmp(sub, "reorder") == 0)
+        method = "stock.reorder";
+    else if (strcmp(sub, "receive") == 0 && bus_config_str(config, "ref")) {
+        method = "stock.receive";
+        bus_val_map_set_int(body, "qty", qty);
+        bus_val_map_set_str(body, "supplier_ref", bus_config_str(config, "ref"));
+    }
+    else if (strcmp(sub, "count") == 0) {
+        method = "stock.count";
+        bus_val_map_set_int(body, "qty", qty);
+    }
+    else if (strcmp(sub, "adjust") == 0 && bus_config_str(config, "reason")) {
+        method = "stock.adjust";
+        bus_val_map_set_int(body, "delta", qty);
+        bus_val_map_set_str(body, "reason", bus_config_str(config, "reason"));
+    }
+    else if (strcmp(sub, "transfer") == 0 && bus_config_str(config, "to")) {
+        method = "stock.transfer";
+        bus_val_map_set_int(body, "qty", qty);
+        bus_val_map_set_str(body, "to", bus_config_str(config, "to"));
+    }
+    if (!method) {
+        fprintf(stderr, "posctl: usage: stock get [SKU] | history SKU | reorder | receive SKU QTY "
+                        "--ref R | count SKU QTY | adjust SKU DELTA --reason R | transfer SKU QTY "
+                        "--to STORE   (all with --store S)\n");
+        bus_val_destroy(&body);
+        return POSCTL_EXIT_USAGE;
+    }
+    if (movement)
+        fprintf(stderr, "move id %s (repeat with --move-id %s to retry safely)\n", move_id,
+                move_id);
+    bus_client_t *client = posctl_client(config, cfg);
+    int rc = client ? s_call_print(config, client, "inventory", method, &body) : POSCTL_EXIT_FAIL;
+    bus_val_destroy(&body);
+    bus_client_destroy(&client);
+    return rc;
+}
+
+/*  Z: close the day at sales, then wait for reporting to have applied everything up to the close. */
+static int s_report_z(bus_config_t *config, bus_client_t *client, const char *store)
+{
+    const char *day = bus_config_str(config, "date");
+    char closed[16];
+    if (!day) {
+        bus_val_t *body = bus_val_new_map();
+        bus_val_map_set_str(body, "store", store);
+        bus_msg_t *rep = posctl_call(client, "sales", "day.close", &body);
+        if (!rep)
+            return POSCTL_EXIT_FAIL;
+        snprintf(closed, sizeof(closed), "%s", bus_val_map_get_str(bus_msg_body(rep), "closed_day"));
+        bus_msg_destroy(&rep);
+        day = closed;
+    }
+    int64_t deadline = bus_mono_ms() + S_Z_WAIT_MS;
+    while (true) {
+        bus_val_t *body = bus_val_new_map();
+        bus_val_map_set_str(body, "store", store);
+        bus_val_map_set_str(body, "day", day);
+        bus_msg_t *rep = bus_client_request(client, "reporting", "report.z", &body);
+        if (rep) {
+            posctl_print(bus_msg_body(rep), bus_config_str(config, "format"));
+            bus_msg_destroy(&rep);
+            return POSCTL_EXIT_OK;
+        }
+        if (strcmp(bus_client_remote_code(client), "not_ready") != 0 ||
+            bus_mono_ms() > deadline) {
+            fprintf(stderr, "posctl: %s\n", bus_client_errstr(client));
+            return POSCTL_EXIT_FAIL;
+        }
+        zclock_sleep(100);
+    }
+}
+
+int posctl_report(bus_config_t *config, const bus_conn_cfg_t *cfg)
+{
+    static const struct {
+        const char *name, *method;
+    } kinds[] = {{"x", "report.x"},         {"day", "report.day"},   {"items", "report.items"},
+                 {"hours", "report.hours"}, {"baskets", "report.baskets"}, {"z", NULL}};
+    const char *sub = s_arg(config, 1);
+    const char *store = s_need_store(config);
+    const char *format = bus_config_str(config, "format");
+    if (!sub || !store || (strcmp(format, "table") && strcmp(format, "csv") &&
+                           strcmp(format, "json"))) {
+        fprintf(stderr, "posctl: usage: report x|z|day|items|hours|baskets --store S "
+                        "[--date YYYY-MM-DD] [--register R] [--format table|csv|json]\n");
+        return POSCTL_EXIT_USAGE;
+    }
+    const char *method = NULL;
+    bool known = false;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        if (strcmp(sub, kinds[i].name) == 0) {
+            known = true;
+            method = kinds[i].method;
+        }
+    if (!known) {
+        fprintf(stderr, "posctl: unknown report '%s'\n", sub);
+        return POSCTL_EXIT_USAGE;
+    }
+    bus_client_t *client = posctl_client(config, cfg);
+    if (!client)
+        return POSCTL_EXIT_FAIL;
+    int rc;
+    if (!method)
+        rc = s_report_z(config, client, store);
+    else {
+        bus_val_t *body = bus_val_new_map();
+        bus_val_map_set_str(body, "store", store);
+        if (bus_config_str(config, "date"))
+            bus_val_map_set_str(body, "day", bus_config_str(config, "date"));
+        if (bus_config_str(config, "register"))
+            bus_val_map_set_str(body, "register", bus_config_str(config, "register"));
+        bus_val_map_set_int(body, "top", bus_config_int(config, "top"));
+        rc = s_call_print(config, client, "reporting", method, &body);
+    }
+    bus_client_destroy(&client);
+    return rc;
+}

@@ -1,0 +1,376 @@
+/*  =========================================================================
+    sim.c - posctl sim: registers ringing up tickets, and tail --from
+
+    The simulator prices every ticket with libpos exactly as a register
+    does (member prices, discounts, voids, returns against earlier sales,
+    cash rounding, tenders and change) from the catalog served by
+    inventory, and uploads each completed sale to the sales service until it
+    is acknowledged. It prints a JSON summary of what it rang up (totals,
+    net quantity per SKU, tickets per register), which tests compare with
+    stock and reports.
+    =========================================================================
+*/
+#include <pos/ticket.h>
+#include "posctl.h"
+
+#define S_CASHIER_MAX   24
+#define S_RETURNABLE_MAX 100000
+#define S_SNAPSHOT_PAGE 1000
+#define S_LINES_MAX     5
+#define S_CASH_NOTE     1000 /* customers pay cash in 10-yuan notes */
+#define S_REPLAY_PAGE   500
+
+typedef struct {
+    char sale_id[POS_SALE_ID_MAX + 1];
+    int item;
+    int64_t unit_price;
+    int64_t left;
+} s_returnable_t;
+
+static uint64_t s_rng;
+
+static uint32_t s_rand(void)
+{
+    s_rng = s_rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (uint32_t)(s_rng >> 33);
+}
+
+/*  The active catalog, from inventory's snapshot pages. */
+static pos_item_t *s_load_catalog(bus_client_t *client, int *count)
+{
+    pos_item_t *items = NULL;
+    int n = 0;
+    char after[POS_SKU_MAX + 1] = "";
+    bool more = true;
+    while (more) {
+        bus_val_t *body = bus_val_new_map();
+        bus_val_map_set_str(body, "after", after);
+        bus_val_map_set_int(body, "count", S_SNAPSHOT_PAGE);
+        bus_msg_t *rep = posctl_call(client, "inventory", "catalog.snapshot", &body);
+        if (!rep) {
+            free(items);
+            return NULL;
+        }
+        bus_val_t *list = bus_val_map_get(bus_msg_body(rep), "items");
+        more = false;
+        bus_val_map_get_bool(bus_msg_body(rep), "more", &more);
+        snprintf(after, sizeof(after), "%s", bus_val_map_get_str(bus_msg_body(rep), "last"));
+        items = realloc(items, (size_t)(n + (int)bus_val_size(list) + 1) * sizeof(*items));
+        for (size_t i = 0; i < bus_val_size(list); i++) {
+            bus_val_t *v = bus_val_arr_get(list, i);
+            bool active = true;
+            bus_val_map_get_bool(v, "active", &active);
+            if (!active)
+                continue;
+            pos_item_t *it = &items[n++];
+            memset(it, 0, sizeof(*it));
+            snprintf(it->sku, sizeof(it->sku), "%s", bus_val_map_get_str(v, "sku"));
+            snprintf(it->name, sizeof(it->name), "%s", bus_val_map_get_str(v, "name"));
+            snprintf(it->category, sizeof(it->category), "%s", bus_val_map_get_str(v, "category"));
+            int64_t rate = 0;
+            bus_val_map_get_int(v, "price", &it->price);
+            bus_val_map_get_int(v, "member_price", &it->member_price);
+            bus_val_map_get_int(v, "tax_rate_bp", &rate);
+            it->tax_rate_bp = (int)rate;
+            const char *unit = bus_val_map_get_str(v, "unit");
+            it->unit = unit && strcmp(unit, "kg") == 0 ? POS_UNIT_KG : POS_UNIT_PCS;
+        }
+        bus_msg_destroy(&rep);
+    }
+    *count = n;
+    return items;
+}
+
+/*  The sale document a register uploads, from a priced and paid ticket. */
+static bus_val_t *s_sale_doc(pos_ticket_t *t, const char *sale_id, const char *store,
+                             const char *reg, int64_t seq, const char *kind)
+{
+    bus_val_t *sale = bus_val_new_map();
+    char cashier[S_CASHIER_MAX];
+    snprintf(cashier, sizeof(cashier), "C-%s", reg);
+    bus_val_map_set_str(sale, "sale_id", sale_id);
+    bus_val_map_set_str(sale, "store", store);
+    bus_val_map_set_str(sale, "register", reg);
+    bus_val_map_set_int(sale, "seq", seq);
+    bus_val_map_set_str(sale, "cashier", cashier);
+    bus_val_map_set_int(sale, "ts", bus_now_ms());
+    bus_val_map_set_str(sale, "kind", kind);
+    bus_val_t *lines = bus_val_new_arr();
+    for (int i = 0; i < pos_ticket_line_count(t); i++) {
+        const pos_line_t *l = pos_ticket_line(t, i);
+        bus_val_t *line = bus_val_new_map();
+        bus_val_map_set_str(line, "sku", l->item.sku);
+        bus_val_map_set_str(line, "name", l->item.name);
+        bus_val_map_set_str(line, "category", l->item.category);
+        bus_val_map_set_int(line, "qty", l->qty);
+        bus_val_map_set_str(line, "unit", l->item.unit == POS_UNIT_KG ? "kg" : "pcs");
+        bus_val_map_set_int(line, "unit_price", l->unit_price);
+        bus_val_map_set_int(line, "gross", l->gross);
+        bus_val_map_set_int(line, "promo_discount", l->promo_discount);
+        bus_val_map_set_int(line, "ticket_discount", l->ticket_discount);
+        bus_val_map_set_int(line, "amount", l->amount);
+        bus_val_map_set_int(line, "tax", l->tax);
+        bus_val_map_set_int(line, "tax_rate_bp", l->item.tax_rate_bp);
+        if (l->voided)
+            bus_val_map_set_bool(line, "voided", true);
+        if (l->is_return)
+            bus_val_map_set_str(line, "return_of", l->return_of);
+        if (l->promo_id[0])
+            bus_val_map_set_str(line, "promo_id", l->promo_id);
+        bus_val_arr_push(lines, &line);
+    }
+    bus_val_map_set(sale, "lines", &lines);
+    bus_val_t *tenders = bus_val_new_arr();
+    for (int i = 0; i < pos_ticket_tender_count(t); i++) {
+        bus_val_t *tv = bus_val_new_map();
+        bus_val_map_set_str(tv, "kind", pos_tender_name(pos_ticket_tender(t, i)->kind));
+        bus_val_map_set_int(tv, "amount", pos_ticket_tender(t, i)->amount);
+        bus_val_arr_push(tenders, &tv);
+    }
+    bus_val_map_set(sale, "tenders", &tenders);
+    const pos_totals_t *tot = pos_ticket_totals(t);
+    bus_val_map_set_int(sale, "total", tot->total);
+    bus_val_map_set_int(sale, "change", tot->change);
+    bus_val_map_set_int(sale, "cash_rounding", tot->cash_rounding);
+    return sale;
+}
+
+/*  Pay a computed ticket like a customer would. */
+static void s_pay(pos_ticket_t *t)
+{
+    int64_t due = pos_ticket_remaining(t);
+    if (pos_ticket_totals(t)->total < 0) {
+        pos_ticket_add_tender(t, POS_TENDER_CASH, pos_ticket_totals(t)->due);
+        return;
+    }
+    if (due == 0)
+        return;
+    uint32_t r = s_rand() % 100;
+    if (r < 50) {
+        int64_t notes = (due + S_CASH_NOTE - 1) / S_CASH_NOTE * S_CASH_NOTE;
+        pos_ticket_add_tender(t, POS_TENDER_CASH, notes);
+    }
+    else
+        pos_ticket_add_tender(t, r < 70 ? POS_TENDER_CARD : r < 85 ? POS_TENDER_WECHAT
+                                                                   : POS_TENDER_ALIPAY,
+                              pos_ticket_totals(t)->total);
+}
+
+int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
+{
+    const char *store = bus_config_str(config, "store");
+    if (!store) {
+        fprintf(stderr, "posctl: sim needs --store\n");
+        return POSCTL_EXIT_USAGE;
+    }
+    int registers = (int)bus_config_int(config, "registers");
+    int64_t sales = bus_config_int(config, "sales");
+    int returns_pct = (int)bus_config_int(config, "returns-pct");
+    int64_t first_seq = bus_config_int(config, "first-seq");
+    int repeat = (int)bus_config_int(config, "repeat");
+    s_rng = (uint64_t)bus_config_int(config, "seed") * 2654435761ULL + 1;
+    bus_client_t *client = posctl_client(config, cfg);
+    if (!client)
+        return POSCTL_EXIT_FAIL;
+    int nitems = 0;
+    pos_item_t *items = s_load_catalog(client, &nitems);
+    if (!items || nitems == 0) {
+        fprintf(stderr, "posctl: sim: the catalog is empty (import one first)\n");
+        free(items);
+        bus_client_destroy(&client);
+        return POSCTL_EXIT_FAIL;
+    }
+    s_returnable_t *returnable = calloc(S_RETURNABLE_MAX, sizeof(*returnable));
+    int nret = 0;
+    int64_t *net_qty = calloc((size_t)nitems, sizeof(*net_qty));
+    int64_t total = 0, uploaded = 0, dups = 0, refused = 0, n_sales = 0, n_returns = 0;
+    int64_t cash_expected = 0;
+    int64_t t0 = bus_mono_ms();
+    for (int64_t n = 0; n < sales; n++) {
+        char reg[8], sale_id[POS_SALE_ID_MAX + 1];
+        snprintf(reg, sizeof(reg), "R%02d", (int)(n % registers) + 1);
+        int64_t seq = first_seq + n / registers;
+        snprintf(sale_id, sizeof(sale_id), "%s-%s-%06" PRId64, store, reg, seq);
+        pos_ticket_t *t = pos_ticket_new();
+        pos_ticket_set_time(t, bus_now_ms());
+        pos_ticket_set_cash_rounding(t, true);
+        bool is_return = nret > 0 && (int)(s_rand() % 100) < returns_pct;
+        int picked[S_LINES_MAX], npicked = 0;
+        if (is_return) {
+            s_returnable_t *r = &returnable[s_rand() % (uint32_t)nret];
+            if (r->left == 0)
+                is_return = false;
+            else {
+                pos_ticket_add_return(t, &items[r->item], 1, r->unit_price, r->sale_id, NULL);
+                r->left--;
+                net_qty[r->item] -= 1;
+            }
+        }
+        if (!is_return) {
+            pos_ticket_set_member(t, s_rand() % 4 == 0);
+            int lines = 1 + (int)(s_rand() % S_LINES_MAX);
+            for (int i = 0; i < lines; i++) {
+                int k = (int)(s_rand() % (uint32_t)nitems);
+                int64_t qty = items[k].unit == POS_UNIT_KG ? 100 + s_rand() % 1900 : 1 + s_rand() % 3;
+                pos_ticket_add_line(t, &items[k], qty, NULL);
+                picked[npicked++] = k;
+            }
+            if (s_rand() % 20 == 0 && lines > 1)
+                pos_ticket_void_line(t, 0);
+            if (s_rand() % 10 == 0)
+                pos_ticket_set_discount_percent(t, 500);
+        }
+        pos_ticket_compute(t);
+        s_pay(t);
+        if (!is_return)
+            for (int i = 0; i < pos_ticket_line_count(t); i++) {
+                const pos_line_t *l = pos_ticket_line(t, i);
+                if (l->voided)
+                    continue;
+                net_qty[picked[i]] += l->qty;
+                if (l->item.unit == POS_UNIT_PCS && l->promo_discount == 0 &&
+                    l->ticket_discount == 0 && nret < S_RETURNABLE_MAX) {
+                    s_returnable_t *r = &returnable[nret++];
+                    snprintf(r->sale_id, sizeof(r->sale_id), "%s", sale_id);
+                    r->item = picked[i];
+                    r->unit_price = l->unit_price;
+                    r->left = l->qty;
+                }
+            }
+        bus_val_t *doc = s_sale_doc(t, sale_id, store, reg, seq, is_return ? "return" : "sale");
+        const pos_totals_t *tot = pos_ticket_totals(t);
+        for (int rep = 0; rep < repeat; rep++) {
+            bus_val_t *body = bus_val_dup(doc);
+            bus_msg_t *reply = bus_client_request(client, "sales", "sale.upload", &body);
+            if (!reply) {
+                refused++;
+                fprintf(stderr, "posctl: sim: %s: %s\n", sale_id, bus_client_errstr(client));
+                continue;
+            }
+            bool dup = false;
+            bus_val_map_get_bool(bus_msg_body(reply), "duplicate", &dup);
+            dups += dup;
+            uploaded++;
+            bus_msg_destroy(&reply);
+        }
+        bus_val_destroy(&doc);
+        total += tot->total;
+        for (int i = 0; i < pos_ticket_tender_count(t); i++)
+            if (pos_ticket_tender(t, i)->kind == POS_TENDER_CASH)
+                cash_expected += pos_ticket_tender(t, i)->amount;
+        cash_expected -= tot->change;
+        n_sales += !is_return;
+        n_returns += is_return;
+        pos_ticket_destroy(&t);
+    }
+    int64_t took = bus_mono_ms() - t0;
+    bus_val_t *summary = bus_val_new_map();
+    bus_val_map_set_str(summary, "store", store);
+    bus_val_map_set_int(summary, "tickets", n_sales + n_returns);
+    bus_val_map_set_int(summary, "sales", n_sales);
+    bus_val_map_set_int(summary, "returns", n_returns);
+    bus_val_map_set_int(summary, "uploaded", uploaded);
+    bus_val_map_set_int(summary, "duplicates", dups);
+    bus_val_map_set_int(summary, "refused", refused);
+    bus_val_map_set_int(summary, "total_fen", total);
+    bus_val_map_set_int(summary, "cash_expected_fen", cash_expected);
+    bus_val_map_set_int(summary, "elapsed_ms", took);
+    bus_val_t *qty = bus_val_new_map();
+    for (int k = 0; k < nitems; k++)
+        if (net_qty[k])
+            bus_val_map_set_int(qty, items[k].sku, net_qty[k]);
+    bus_val_map_set(summary, "net_qty", &qty);
+    posctl_print(summary, "json");
+    bus_val_destroy(&summary);
+    free(net_qty);
+    free(returnable);
+    free(items);
+    bus_client_destroy(&client);
+    return refused ? POSCTL_EXIT_FAIL : POSCTL_EXIT_OK;
+}
+
+/*  Print every committed sale after *last (one JSON line each), advancing *last. 0 or -1. */
+static int s_replay(bus_client_t *client, char *last, size_t size, const char *upto)
+{
+    bool more = true;
+    while (more) {
+        bus_val_t *body = bus_val_new_map();
+        bus_val_map_set_str(body, "after", last);
+        bus_val_map_set_int(body, "count", S_REPLAY_PAGE);
+        bus_msg_t *rep = posctl_call(client, "sales", "sale.replay", &body);
+        if (!rep)
+            return -1;
+        bus_val_t *list = bus_val_map_get(bus_msg_body(rep), "sales");
+        more = false;
+        bus_val_map_get_bool(bus_msg_body(rep), "more", &more);
+        for (size_t i = 0; i < bus_val_size(list); i++) {
+            bus_val_t *sale = bus_val_arr_get(list, i);
+            const char *sid = bus_val_map_get_str(sale, "stream_id");
+            if (upto && bus_stream_id_cmp(sid, upto) > 0) {
+                more = false;
+                break;
+            }
+            bus_buf_t out = {0};
+            bus_val_to_json(sale, &out);
+            printf("%s\n", (const char *)out.data);
+            bus_buf_free(&out);
+            snprintf(last, size, "%s", sid);
+        }
+        bus_msg_destroy(&rep);
+    }
+    return 0;
+}
+
+int posctl_tail_from(bus_config_t *config, const bus_conn_cfg_t *cfg, const char *prefix,
+                     const char *from)
+{
+    const char *err = NULL;
+    bus_sub_t *sub = bus_sub_new(cfg, &err);
+    bus_client_t *client = sub ? posctl_client(config, cfg) : NULL;
+    if (!client) {
+        fprintf(stderr, "posctl: cannot subscribe: %s\n", err ? err : "no client");
+        bus_sub_destroy(&sub);
+        return POSCTL_EXIT_FAIL;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    /* subscribe first, so nothing committed during the replay is missed live */
+    bus_sub_subscribe(sub, prefix);
+    char last[BUS_STREAM_ID_MAX];
+    snprintf(last, sizeof(last), "%s", from);
+    int rc = s_replay(client, last, sizeof(last), NULL) == 0 ? POSCTL_EXIT_OK : POSCTL_EXIT_FAIL;
+    int64_t count = bus_config_int(config, "count"), idle = bus_config_int(config, "idle-ms");
+    int64_t seen = 0;
+    uint64_t gaps = 0;
+    while (rc == POSCTL_EXIT_OK && !bus_program_stopping() && (count == 0 || seen < count)) {
+        char topic[BUS_TOPIC_MAX + 1];
+        bus_msg_t *msg = bus_sub_recv(sub, idle > 0 ? (int)idle : 1000, topic, sizeof(topic));
+        if (!msg) {
+            if (idle > 0)
+                break;
+            /* quiet: catch up anything an event lost on the way would have carried */
+            rc = s_replay(client, last, sizeof(last), NULL) ? POSCTL_EXIT_FAIL : rc;
+            continue;
+        }
+        const char *sid = bus_val_map_get_str(bus_msg_body(msg), "stream_id");
+        if (strcmp(bus_msg_type(msg), "sale.completed") == 0 && sid) {
+            if (bus_stream_id_cmp(sid, last) > 0) {
+                /* fill the seam or a loss: everything between last and this one, then it */
+                if (bus_sub_gaps(sub) != gaps || seen == 0)
+                    rc = s_replay(client, last, sizeof(last), sid) ? POSCTL_EXIT_FAIL : rc;
+                gaps = bus_sub_gaps(sub);
+                if (bus_stream_id_cmp(sid, last) > 0) {
+                    bus_buf_t out = {0};
+                    bus_val_to_json(bus_msg_body(msg), &out);
+                    printf("%s\n", (const char *)out.data);
+                    bus_buf_free(&out);
+                    snprintf(last, sizeof(last), "%s", sid);
+                }
+                seen++;
+            }
+        }
+        bus_msg_destroy(&msg);
+    }
+    bus_client_destroy(&client);
+    bus_sub_destroy(&sub);
+    return rc;
+}
