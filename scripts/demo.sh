@@ -34,7 +34,7 @@ REQ="tcp://127.0.0.1:${POSBUS_DEMO_REQ_PORT:-5562}"
 
 echo "== certificates in $KEYS"
 [ -f "$KEYS/busd.cert_secret" ] || "$BIN/posctl" keygen "$KEYS" >/dev/null
-for name in posctl; do
+for name in posctl sales inventory reporting; do
     [ -f "$KEYS/$name.cert_secret" ] || "$BIN/posctl" keygen "$KEYS" "$name" >/dev/null
 done
 
@@ -75,8 +75,15 @@ CONF
 CLIENT=(--config "$VAR/posctl.conf")
 export POSBUS_REDIS_PASSWORD_FILE="$VAR/redis.pass"
 
-# Services that exist join here as they are built (each with its own enrolled certificate).
-EXPECT=""
+echo "== services: sales, inventory, reporting"
+for svc in sales inventory reporting; do
+    "$BIN/$svc" --pub-endpoint "$PUB" --sub-endpoint "$SUB" --req-endpoint "$REQ" \
+        --cert "$KEYS/$svc.cert_secret" --server-cert "$KEYS/busd.cert" \
+        --redis-port "$REDIS_PORT" --redis-password-file "$VAR/redis.pass" \
+        > "$LOGS/$svc.log" 2>&1 &
+    PIDS+=($!)
+done
+EXPECT="sales,inventory,reporting"
 
 echo "== health"
 ok=0
@@ -88,11 +95,36 @@ cat "$VAR/ping.out"
 echo "redis: $(REDISCLI_AUTH="$REDIS_PASS" redis-cli -p "$REDIS_PORT" ping)"
 [ "$ok" = 1 ] || { echo "demo: something is not healthy; see $LOGS" >&2; exit 1; }
 
+POSCTL=("$BIN/posctl" "${CLIENT[@]}")
+STORE=${POSBUS_DEMO_STORE:-S001}
+echo
+echo "== a store day: store $STORE, sample catalog, opening stock, ${POSBUS_DEMO_SALES:-300} sales"
+"${POSCTL[@]}" store add "$STORE" "Demo store" >/dev/null
+"${POSCTL[@]}" catalog import scripts/sample/catalog.csv
+for sku in $(tail -n +2 scripts/sample/catalog.csv | cut -d, -f1); do
+    "${POSCTL[@]}" stock receive --store "$STORE" "$sku" 100000 --ref OPENING \
+        --move-id "opening-$STORE-$sku" >/dev/null 2>&1
+done
+# registers continue their sequences across demo runs
+FIRST=$(( $(date +%s) % 100000 * 10 + 1 ))
+"${POSCTL[@]}" sim --store "$STORE" --registers 3 --sales "${POSBUS_DEMO_SALES:-300}" \
+    --first-seq "$FIRST" --seed "$FIRST" > "$VAR/sim.json"
+echo "rang up: $(cat "$VAR/sim.json")"
+sleep 1
+echo
+echo "== day report (posctl report day --store $STORE)"
+"${POSCTL[@]}" report day --store "$STORE" | grep -E "^(day|totals|tenders|expected_cash|tax\.[0-9]+\.(gross|tax))"
+echo
+echo "== top items"
+"${POSCTL[@]}" report items --store "$STORE" --top 5
+
 echo
 echo "posbus is running. Try, in another terminal:"
 echo "  $BIN/posctl ${CLIENT[*]} ping          # health of every instance"
 echo "  $BIN/posctl ${CLIENT[*]} stats busd    # busd's counters"
 echo "  $BIN/posctl ${CLIENT[*]} tail          # every event as a JSON line"
+echo "  $BIN/posctl ${CLIENT[*]} report z --store $STORE   # close the day"
+echo "  $BIN/posctl ${CLIENT[*]} sim --store $STORE --sales 100 --first-seq $((FIRST + 1000))"
 if [ -n "${POSBUS_DEMO_SECONDS:-}" ]; then
     sleep "$POSBUS_DEMO_SECONDS"
 else
