@@ -65,44 +65,77 @@ static int s_ensure_group(bus_stream_reader_t *self)
     return ok ? 0 : -1;
 }
 
-/*  Apply the entries of an array reply [[id, [f, v, ...]], ...]; ack each applied one. Entries
-    whose fields are nil (trimmed away) are acknowledged and skipped. */
+const char *bus_stream_field(const bus_stream_entry_t *entry, const char *name, size_t *len)
+{
+    for (int i = 0; i < entry->nfields; i++)
+        if (strcmp(entry->names[i], name) == 0) {
+            if (len)
+                *len = entry->lens[i];
+            return entry->values[i];
+        }
+    return NULL;
+}
+
+/*  Apply the entries of an array reply [[id, [f, v, ...]], ...] as one batch, then acknowledge
+    them with one XACK. Entries whose fields are nil (trimmed away) are acknowledged unseen.
+    Returns the number acknowledged, or -1 on a Redis error. */
 static int s_apply(bus_stream_reader_t *self, redisReply *entries, bus_stream_fn *fn, void *arg)
 {
-    int applied = 0;
-    for (size_t i = 0; entries && entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++) {
+    if (!entries || entries->type != REDIS_REPLY_ARRAY || entries->elements == 0)
+        return 0;
+    size_t n = entries->elements;
+    bus_stream_entry_t *batch = calloc(n, sizeof(*batch));
+    const char **ack = calloc(n + 3, sizeof(*ack));
+    const char **strs = calloc(n * 2 * 64, sizeof(*strs)); /* names and values, pooled */
+    size_t *lens = calloc(n * 64, sizeof(*lens));
+    int nb = 0, nack = 0, rc = 0;
+    if (!batch || !ack || !strs || !lens) {
+        rc = -1;
+        goto out_free;
+    }
+    ack[nack++] = "XACK";
+    ack[nack++] = self->stream;
+    ack[nack++] = self->group;
+    size_t pool = 0;
+    for (size_t i = 0; i < n; i++) {
         redisReply *e = entries->element[i];
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
             e->element[0]->type != REDIS_REPLY_STRING)
             continue;
-        const char *id = e->element[0]->str;
         redisReply *f = e->element[1];
-        int rc = 0;
-        if (f->type == REDIS_REPLY_ARRAY) {
-            int n = (int)f->elements / 2;
-            const char **names = calloc((size_t)n + 1, sizeof(*names));
-            const char **values = calloc((size_t)n + 1, sizeof(*values));
-            size_t *lens = calloc((size_t)n + 1, sizeof(*lens));
-            for (int k = 0; k < n; k++) {
-                names[k] = f->element[2 * k]->str;
-                values[k] = f->element[2 * k + 1]->str;
-                lens[k] = f->element[2 * k + 1]->len;
-            }
-            rc = fn(id, n, names, values, lens, arg);
-            free(names);
-            free(values);
-            free(lens);
+        ack[nack++] = e->element[0]->str;
+        if (f->type != REDIS_REPLY_ARRAY || f->elements / 2 > 64)
+            continue;
+        bus_stream_entry_t *b = &batch[nb++];
+        b->id = e->element[0]->str;
+        b->nfields = (int)f->elements / 2;
+        b->names = &strs[pool * 2];
+        b->values = &strs[pool * 2 + (size_t)b->nfields];
+        b->lens = &lens[pool];
+        for (int k = 0; k < b->nfields; k++) {
+            b->names[k] = f->element[2 * k]->str;
+            b->values[k] = f->element[2 * k + 1]->str;
+            lens[pool + (size_t)k] = f->element[2 * k + 1]->len;
         }
-        if (rc == 0) {
-            redisReply *ack = bus_redis_command(self->redis, "XACK %s %s %s", self->stream,
-                                                self->group, id);
-            if (!ack)
-                return -1;
-            freeReplyObject(ack);
-            applied++;
+        pool += (size_t)b->nfields;
+    }
+    if (nb > 0 && fn(batch, nb, arg) != 0)
+        goto out_free; /* all stay pending */
+    if (nack > 3) {
+        redisReply *r = bus_redis_commandargv(self->redis, nack, ack, NULL);
+        if (!r)
+            rc = -1;
+        else {
+            freeReplyObject(r);
+            rc = nack - 3;
         }
     }
-    return applied;
+out_free:
+    free(batch);
+    free(ack);
+    free(strs);
+    free(lens);
+    return rc;
 }
 
 /*  XREADGROUP reply: [[stream, [[id, fields], ...]]] or nil. */

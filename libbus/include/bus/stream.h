@@ -24,10 +24,22 @@ extern "C" {
 
 typedef struct bus_stream_reader bus_stream_reader_t;
 
-/* Called for each entry: fields are the entry's field/value pairs (argv style). Return 0 when
-   applied (the entry is then acknowledged), -1 to leave it pending (retried later). */
-typedef int(bus_stream_fn)(const char *id, int nfields, const char **names, const char **values,
-                           const size_t *lens, void *arg);
+/* One stream entry: its id and field/value pairs (values may be binary; lens gives sizes). */
+typedef struct bus_stream_entry {
+    const char *id;
+    int nfields;
+    const char **names;
+    const char **values;
+    const size_t *lens;
+} bus_stream_entry_t;
+
+/* Called with a batch of entries read together. Return 0 when all were applied (they are then
+   acknowledged with one XACK), -1 to leave them all pending (retried later). Applying must be
+   idempotent per entry: a batch can be delivered again after a crash before the XACK. */
+typedef int(bus_stream_fn)(const bus_stream_entry_t *entries, int n, void *arg);
+
+/* Look up a field of an entry; NULL if absent (*len set when found and len not NULL). */
+const char *bus_stream_field(const bus_stream_entry_t *entry, const char *name, size_t *len);
 
 /* A reader of stream in group as consumer; creates the group (MKSTREAM, from the start) if
    missing. NULL on allocation failure (Redis may be down: creation is retried on read). */

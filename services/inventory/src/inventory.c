@@ -15,6 +15,7 @@
     =========================================================================
 */
 #include <bus/bus.h>
+#include "svc_main.h"
 #include <pos/barcode.h>
 #include <pos/money.h>
 #include <pos/tax.h>
@@ -641,80 +642,81 @@ static int s_reorder(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply,
 
 /* ---- applying sales (worker thread) ------------------------------------ */
 
-static int s_apply(const char *id, int n, const char **names, const char **values,
-                   const size_t *lens, void *arg)
+#define S_ARGS_PER_SALE 4
+
+static int s_apply(const bus_stream_entry_t *entries, int n, void *arg)
 {
     s_inv_t *self = arg;
-    const char *sale_id = NULL, *store = NULL, *bday = NULL, *payload = NULL;
-    size_t plen = 0;
+    const char **argv = calloc((size_t)(2 + n * S_ARGS_PER_SALE), sizeof(*argv));
+    size_t *alen = calloc((size_t)(2 + n * S_ARGS_PER_SALE), sizeof(*alen));
+    char(*keys)[S_KEY_MAX] = calloc((size_t)n, sizeof(*keys));
+    char count[16], ts[24];
+    int rc = -1, argc = 2, good = 0;
+    if (!argv || !alen || !keys)
+        goto out_free;
     for (int i = 0; i < n; i++) {
-        if (strcmp(names[i], "sale_id") == 0)
-            sale_id = values[i];
-        else if (strcmp(names[i], "store") == 0)
-            store = values[i];
-        else if (strcmp(names[i], "bday") == 0)
-            bday = values[i];
-        else if (strcmp(names[i], "payload") == 0) {
-            payload = values[i];
-            plen = lens[i];
+        size_t plen = 0;
+        const char *sale_id = bus_stream_field(&entries[i], "sale_id", NULL);
+        const char *store = bus_stream_field(&entries[i], "store", NULL);
+        const char *bday = bus_stream_field(&entries[i], "bday", NULL);
+        const char *payload = bus_stream_field(&entries[i], "payload", &plen);
+        if (!sale_id || !s_store_ok(store) || !bday || !payload) {
+            __atomic_add_fetch(self->c_bad_entries, 1, __ATOMIC_RELAXED);
+            bus_error("inventory.bad_entry", "stream entry %s is not a sale; skipped",
+                      entries[i].id);
+            continue;
+        }
+        snprintf(keys[good], S_KEY_MAX, "sale:{%s}:%s", store, sale_id);
+        const char *args[S_ARGS_PER_SALE] = {keys[good], payload, store, bday};
+        for (int k = 0; k < S_ARGS_PER_SALE; k++) {
+            argv[argc] = args[k];
+            alen[argc++] = k == 1 ? plen : strlen(args[k]);
+        }
+        good++;
+    }
+    if (good == 0) {
+        rc = 0;
+        goto out_free;
+    }
+    snprintf(count, sizeof(count), "%d", good);
+    snprintf(ts, sizeof(ts), "%" PRId64, bus_now_ms());
+    argv[0] = count;
+    alen[0] = strlen(count);
+    argv[1] = ts;
+    alen[1] = strlen(ts);
+    redisReply *r = bus_redis_evalsha(self->wredis, self->wapply, 0, argc, argv, alen);
+    if (!r)
+        goto out_free; /* Redis trouble: stays pending, retried */
+    if (r->type == REDIS_REPLY_ARRAY) {
+        rc = 0;
+        __atomic_add_fetch(self->c_applied, good, __ATOMIC_RELAXED);
+        for (size_t i = 0; i + 3 < r->elements; i += 4) {
+            bus_val_t *event = bus_val_new_map();
+            bus_val_map_set_str(event, "store", r->element[i]->str);
+            bus_val_map_set_str(event, "sku", r->element[i + 1]->str);
+            bus_val_map_set_int(event, "balance", r->element[i + 2]->integer);
+            bus_val_map_set_int(event, "threshold", r->element[i + 3]->integer);
+            bus_pub_publish(self->wpub, "stock.low", "stock.low", &event);
+            __atomic_add_fetch(self->c_low, 1, __ATOMIC_RELAXED);
         }
     }
-    if (!sale_id || !s_store_ok(store) || !bday || !payload) {
-        __atomic_add_fetch(self->c_bad_entries, 1, __ATOMIC_RELAXED);
-        bus_error("inventory.bad_entry", "stream entry %s is not a sale; skipped", id);
-        return 0;
-    }
-    char k_sale[S_KEY_MAX], k_stock[S_KEY_MAX], ts[24];
-    snprintf(k_sale, sizeof(k_sale), "sale:{%s}:%s", store, sale_id);
-    snprintf(k_stock, sizeof(k_stock), "stock:{%s}", store);
-    snprintf(ts, sizeof(ts), "%" PRId64, bus_now_ms());
-    const char *argv[] = {k_sale, k_stock, payload, bday, store, ts};
-    size_t alen[] = {strlen(k_sale), strlen(k_stock), plen, strlen(bday), strlen(store),
-                     strlen(ts)};
-    redisReply *r = bus_redis_evalsha(self->wredis, self->wapply, 2, 6, argv, alen);
-    if (!r)
-        return -1;
-    if (r->type != REDIS_REPLY_ARRAY) {
-        bus_error("inventory.apply", "sale %s: %s", sale_id,
+    else
+        bus_error("inventory.apply", "batch of %d: %s", good,
                   r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        freeReplyObject(r);
-        return -1;
-    }
-    __atomic_add_fetch(self->c_applied, 1, __ATOMIC_RELAXED);
-    for (size_t i = 0; i + 2 < r->elements + 0 && i + 2 < r->elements; i += 3) {
-        bus_val_t *event = bus_val_new_map();
-        bus_val_map_set_str(event, "store", store);
-        bus_val_map_set_str(event, "sku", r->element[i]->str);
-        bus_val_map_set_int(event, "balance", r->element[i + 1]->integer);
-        bus_val_map_set_int(event, "threshold", r->element[i + 2]->integer);
-        bus_pub_publish(self->wpub, "stock.low", "stock.low", &event);
-        __atomic_add_fetch(self->c_low, 1, __ATOMIC_RELAXED);
-    }
     freeReplyObject(r);
-    return 0;
+out_free:
+    free(argv);
+    free(alen);
+    free(keys);
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
-    bus_config_t *config = bus_config_new(S_PROGRAM, s_options);
-    if (!config || bus_config_add(config, bus_conn_opts) || bus_config_add(config, bus_redis_opts) ||
-        bus_config_add(config, bus_program_opts))
-        return 2;
-    int rc = bus_config_load(config, argc, argv);
-    if (rc == 1) {
-        printf("usage: inventory [--config FILE] [options]\n");
-        bus_config_usage(config, stdout);
-        return 0;
-    }
-    if (rc != 0 || bus_program_log_init(config, S_PROGRAM) != 0) {
-        fprintf(stderr, "inventory: %s\n", rc ? bus_config_error(config) : "bad --log-level");
-        return 2;
-    }
-    if (bus_config_bool(config, "example-config")) {
-        bus_config_write_example(config, stdout);
-        return 0;
-    }
-    bus_program_signals();
+    int exit_code;
+    bus_config_t *config = svc_config_load(S_PROGRAM, s_options, argc, argv, &exit_code);
+    if (!config)
+        return exit_code;
     bus_conn_cfg_t cfg;
     bus_conn_cfg_from_config(&cfg, config);
     s_inv_t self;

@@ -35,6 +35,8 @@ const bus_opt_t posctl_retail_opts[] = {
     {"returns-pct", BUS_OPT_INT, "5", 0, 100, "sim: share of tickets that are returns"},
     {"first-seq", BUS_OPT_INT, "1", 1, INT64_MAX, "sim: first sequence number per register"},
     {"repeat", BUS_OPT_INT, "1", 1, 10, "sim: upload every sale this many times"},
+    {"register-base", BUS_OPT_INT, "0", 0, 9000, "sim: number registers from base+1"},
+    {"lines", BUS_OPT_INT, "0", 0, 100, "sim: lines per sale ticket (0 = random 1-5)"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 bus_client_t *posctl_client(bus_config_t *config, const bus_conn_cfg_t *cfg)

@@ -19,6 +19,7 @@
 #define S_LINES_MAX     5
 #define S_CASH_NOTE     1000 /* customers pay cash in 10-yuan notes */
 #define S_REPLAY_PAGE   500
+#define S_LINES_LIMIT   100
 
 typedef struct {
     char sale_id[POS_SALE_ID_MAX + 1];
@@ -135,6 +136,12 @@ static bus_val_t *s_sale_doc(pos_ticket_t *t, const char *sale_id, const char *s
     return sale;
 }
 
+static int s_cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 /*  Pay a computed ticket like a customer would. */
 static void s_pay(pos_ticket_t *t)
 {
@@ -168,6 +175,10 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
     int returns_pct = (int)bus_config_int(config, "returns-pct");
     int64_t first_seq = bus_config_int(config, "first-seq");
     int repeat = (int)bus_config_int(config, "repeat");
+    int base = (int)bus_config_int(config, "register-base");
+    int fixed_lines = (int)bus_config_int(config, "lines");
+    int64_t *lat_us = calloc((size_t)(sales * repeat + 1), sizeof(*lat_us));
+    int64_t nlat = 0;
     s_rng = (uint64_t)bus_config_int(config, "seed") * 2654435761ULL + 1;
     bus_client_t *client = posctl_client(config, cfg);
     if (!client)
@@ -188,14 +199,14 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
     int64_t t0 = bus_mono_ms();
     for (int64_t n = 0; n < sales; n++) {
         char reg[8], sale_id[POS_SALE_ID_MAX + 1];
-        snprintf(reg, sizeof(reg), "R%02d", (int)(n % registers) + 1);
+        snprintf(reg, sizeof(reg), "R%02d", base + (int)(n % registers) + 1);
         int64_t seq = first_seq + n / registers;
         snprintf(sale_id, sizeof(sale_id), "%s-%s-%06" PRId64, store, reg, seq);
         pos_ticket_t *t = pos_ticket_new();
         pos_ticket_set_time(t, bus_now_ms());
         pos_ticket_set_cash_rounding(t, true);
         bool is_return = nret > 0 && (int)(s_rand() % 100) < returns_pct;
-        int picked[S_LINES_MAX], npicked = 0;
+        int picked[S_LINES_LIMIT], npicked = 0;
         if (is_return) {
             s_returnable_t *r = &returnable[s_rand() % (uint32_t)nret];
             if (r->left == 0)
@@ -208,7 +219,7 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
         }
         if (!is_return) {
             pos_ticket_set_member(t, s_rand() % 4 == 0);
-            int lines = 1 + (int)(s_rand() % S_LINES_MAX);
+            int lines = fixed_lines > 0 ? fixed_lines : 1 + (int)(s_rand() % S_LINES_MAX);
             for (int i = 0; i < lines; i++) {
                 int k = (int)(s_rand() % (uint32_t)nitems);
                 int64_t qty = items[k].unit == POS_UNIT_KG ? 100 + s_rand() % 1900 : 1 + s_rand() % 3;
@@ -241,7 +252,9 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
         const pos_totals_t *tot = pos_ticket_totals(t);
         for (int rep = 0; rep < repeat; rep++) {
             bus_val_t *body = bus_val_dup(doc);
+            int64_t t_up = zclock_usecs();
             bus_msg_t *reply = bus_client_request(client, "sales", "sale.upload", &body);
+            lat_us[nlat++] = zclock_usecs() - t_up;
             if (!reply) {
                 refused++;
                 fprintf(stderr, "posctl: sim: %s: %s\n", sale_id, bus_client_errstr(client));
@@ -275,6 +288,10 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
     bus_val_map_set_int(summary, "total_fen", total);
     bus_val_map_set_int(summary, "cash_expected_fen", cash_expected);
     bus_val_map_set_int(summary, "elapsed_ms", took);
+    qsort(lat_us, (size_t)nlat, sizeof(*lat_us), s_cmp_i64);
+    bus_val_map_set_int(summary, "ack_p50_us", nlat ? lat_us[nlat / 2] : 0);
+    bus_val_map_set_int(summary, "ack_p99_us", nlat ? lat_us[nlat * 99 / 100] : 0);
+    free(lat_us);
     bus_val_t *qty = bus_val_new_map();
     for (int k = 0; k < nitems; k++)
         if (net_qty[k])

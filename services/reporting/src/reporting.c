@@ -13,6 +13,7 @@
     =========================================================================
 */
 #include <bus/bus.h>
+#include "svc_main.h"
 #include <time.h>
 #include "apply_lua.h"
 
@@ -24,6 +25,8 @@
 #define S_PAIR_SKUS_MAX "20" /* distinct SKUs of one sale counted for basket pairs */
 #define S_TOP_DEFAULT   10
 #define S_TOP_MAX       1000
+#define S_LAG_BUCKETS   10001 /* apply lag histogram, one bucket per ms; the last is ">= 10 s" */
+#define S_PERCENT       100
 
 static const bus_opt_t s_options[] = {
     {"service-name", BUS_OPT_STR, "reporting", 0, 0, "name this service registers under"},
@@ -41,6 +44,8 @@ typedef struct {
     int apply;           /* script handle on wredis */
     bus_stream_worker_t *worker;
     int64_t *c_applied, *c_bad;
+    int64_t *lag;   /* histogram of (applied - rung up at the register), ms */
+    int64_t *g_lag_p50, *g_lag_p99;
 } s_reporting_t;
 
 static bool s_id_ok(const char *id)
@@ -62,71 +67,79 @@ static bool s_day_ok(const char *day)
 
 /* ---- applying sales (worker thread) ------------------------------------ */
 
-static int s_apply(const char *id, int n, const char **names, const char **values,
-                   const size_t *lens, void *arg)
+#define S_ARGS_PER_SALE 5
+
+static int s_apply(const bus_stream_entry_t *entries, int n, void *arg)
 {
     s_reporting_t *self = arg;
-    const char *sale_id = NULL, *store = NULL, *bday = NULL, *payload = NULL;
-    size_t plen = 0;
+    const char **argv = calloc((size_t)(2 + n * S_ARGS_PER_SALE), sizeof(*argv));
+    size_t *alen = calloc((size_t)(2 + n * S_ARGS_PER_SALE), sizeof(*alen));
+    char(*keys)[S_KEY_MAX] = calloc((size_t)n, sizeof(*keys));
+    char(*hours)[4] = calloc((size_t)n, sizeof(*hours));
+    char count[16];
+    int rc = -1, argc = 2, good = 0;
+    if (!argv || !alen || !keys || !hours)
+        goto out_free;
+    int64_t now = bus_now_ms();
     for (int i = 0; i < n; i++) {
-        if (strcmp(names[i], "sale_id") == 0)
-            sale_id = values[i];
-        else if (strcmp(names[i], "store") == 0)
-            store = values[i];
-        else if (strcmp(names[i], "bday") == 0)
-            bday = values[i];
-        else if (strcmp(names[i], "payload") == 0) {
-            payload = values[i];
-            plen = lens[i];
+        size_t plen = 0;
+        const char *sale_id = bus_stream_field(&entries[i], "sale_id", NULL);
+        const char *store = bus_stream_field(&entries[i], "store", NULL);
+        const char *bday = bus_stream_field(&entries[i], "bday", NULL);
+        const char *payload = bus_stream_field(&entries[i], "payload", &plen);
+        bus_val_t *sale = payload ? bus_val_decode(payload, plen, NULL, NULL) : NULL;
+        int64_t ts = 0;
+        if (!sale || !sale_id || !s_id_ok(store) || !s_day_ok(bday) ||
+            !bus_val_map_get_int(sale, "ts", &ts)) {
+            /* not something sales commits: count it and move on, never block the stream */
+            __atomic_add_fetch(self->c_bad, 1, __ATOMIC_RELAXED);
+            bus_error("reporting.bad_entry", "stream entry %s is not a sale; skipped",
+                      entries[i].id);
+            bus_val_destroy(&sale);
+            continue;
         }
-    }
-    bus_val_t *sale = payload ? bus_val_decode(payload, plen, NULL, NULL) : NULL;
-    int64_t ts = 0;
-    if (!sale || !sale_id || !s_id_ok(store) || !s_day_ok(bday) ||
-        !bus_val_map_get_int(sale, "ts", &ts)) {
-        /* not something sales commits: count it and move on, never block the stream */
-        __atomic_add_fetch(self->c_bad, 1, __ATOMIC_RELAXED);
-        bus_error("reporting.bad_entry", "stream entry %s is not a sale; skipped", id);
         bus_val_destroy(&sale);
-        return 0;
+        int64_t lag = now - ts;
+        if (lag >= 0)
+            __atomic_add_fetch(&self->lag[lag < S_LAG_BUCKETS ? lag : S_LAG_BUCKETS - 1], 1,
+                               __ATOMIC_RELAXED);
+        time_t secs = (time_t)(ts / 1000);
+        struct tm tm;
+        localtime_r(&secs, &tm);
+        snprintf(hours[good], sizeof(hours[good]), "%02d", tm.tm_hour);
+        snprintf(keys[good], S_KEY_MAX, "sale:{%s}:%s", store, sale_id);
+        const char *args[S_ARGS_PER_SALE] = {keys[good], payload, store, bday, hours[good]};
+        for (int k = 0; k < S_ARGS_PER_SALE; k++) {
+            argv[argc] = args[k];
+            alen[argc++] = k == 1 ? plen : strlen(args[k]);
+        }
+        good++;
     }
-    bus_val_destroy(&sale);
-    time_t secs = (time_t)(ts / 1000);
-    struct tm tm;
-    localtime_r(&secs, &tm);
-    char hour[4];
-    snprintf(hour, sizeof(hour), "%02d", tm.tm_hour);
-    static const char *const suffix[] = {"", ":hours", ":items", ":cats", ":regs",
-                                         ":cashiers", ":tenders", ":tax", ":pairs"};
-    char keys[11][S_KEY_MAX];
-    snprintf(keys[0], S_KEY_MAX, "sale:{%s}:%s", store, sale_id);
-    for (int k = 0; k < 9; k++)
-        snprintf(keys[1 + k], S_KEY_MAX, "rep:{%s}:%s%s", store, bday, suffix[k]);
-    snprintf(keys[10], S_KEY_MAX, "rep:{%s}:days", store);
-    const char *argv[15];
-    size_t alen[15];
-    for (int k = 0; k < 11; k++) {
-        argv[k] = keys[k];
-        alen[k] = strlen(keys[k]);
+    if (good == 0) {
+        rc = 0;
+        goto out_free;
     }
-    argv[11] = payload;
-    alen[11] = plen;
-    argv[12] = bday;
-    alen[12] = strlen(bday);
-    argv[13] = hour;
-    alen[13] = strlen(hour);
-    argv[14] = S_PAIR_SKUS_MAX;
-    alen[14] = strlen(S_PAIR_SKUS_MAX);
-    redisReply *r = bus_redis_evalsha(self->wredis, self->apply, 11, 15, argv, alen);
+    argv[0] = S_PAIR_SKUS_MAX;
+    alen[0] = strlen(S_PAIR_SKUS_MAX);
+    snprintf(count, sizeof(count), "%d", good);
+    argv[1] = count;
+    alen[1] = strlen(count);
+    redisReply *r = bus_redis_evalsha(self->wredis, self->apply, 0, argc, argv, alen);
     if (!r)
-        return -1; /* Redis trouble: stays pending, retried */
-    int rc = r->type == REDIS_REPLY_INTEGER ? 0 : -1;
-    if (rc != 0)
-        bus_error("reporting.apply", "sale %s: %s", sale_id,
+        goto out_free; /* Redis trouble: stays pending, retried */
+    if (r->type == REDIS_REPLY_INTEGER) {
+        __atomic_add_fetch(self->c_applied, r->integer, __ATOMIC_RELAXED);
+        rc = 0;
+    }
+    else
+        bus_error("reporting.apply", "batch of %d: %s", good,
                   r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-    else if (r->integer == 1)
-        __atomic_add_fetch(self->c_applied, 1, __ATOMIC_RELAXED);
     freeReplyObject(r);
+out_free:
+    free(argv);
+    free(alen);
+    free(keys);
+    free(hours);
     return rc;
 }
 
@@ -440,27 +453,30 @@ static int s_hours(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, v
     return 0;
 }
 
+/*  Publish the apply lag percentiles (from upload at the register to applied here) as gauges. */
+static void s_lag_gauges(s_reporting_t *self)
+{
+    int64_t total = 0;
+    for (int i = 0; i < S_LAG_BUCKETS; i++)
+        total += __atomic_load_n(&self->lag[i], __ATOMIC_RELAXED);
+    int64_t seen = 0, p50 = -1, p99 = -1;
+    for (int i = 0; i < S_LAG_BUCKETS && total > 0; i++) {
+        seen += __atomic_load_n(&self->lag[i], __ATOMIC_RELAXED);
+        if (p50 < 0 && seen * S_PERCENT >= total * 50)
+            p50 = i;
+        if (p99 < 0 && seen * S_PERCENT >= total * 99)
+            p99 = i;
+    }
+    *self->g_lag_p50 = p50;
+    *self->g_lag_p99 = p99;
+}
+
 int main(int argc, char **argv)
 {
-    bus_config_t *config = bus_config_new(S_PROGRAM, s_options);
-    if (!config || bus_config_add(config, bus_conn_opts) || bus_config_add(config, bus_redis_opts) ||
-        bus_config_add(config, bus_program_opts))
-        return 2;
-    int rc = bus_config_load(config, argc, argv);
-    if (rc == 1) {
-        printf("usage: reporting [--config FILE] [options]\n");
-        bus_config_usage(config, stdout);
-        return 0;
-    }
-    if (rc != 0 || bus_program_log_init(config, S_PROGRAM) != 0) {
-        fprintf(stderr, "reporting: %s\n", rc ? bus_config_error(config) : "bad --log-level");
-        return 2;
-    }
-    if (bus_config_bool(config, "example-config")) {
-        bus_config_write_example(config, stdout);
-        return 0;
-    }
-    bus_program_signals();
+    int exit_code;
+    bus_config_t *config = svc_config_load(S_PROGRAM, s_options, argc, argv, &exit_code);
+    if (!config)
+        return exit_code;
     bus_conn_cfg_t cfg;
     bus_conn_cfg_from_config(&cfg, config);
     s_reporting_t self;
@@ -478,6 +494,9 @@ int main(int argc, char **argv)
     bus_stats_t *stats = bus_service_stats(self.svc);
     self.c_applied = bus_stats_counter(stats, "sales_applied");
     self.c_bad = bus_stats_counter(stats, "bad_stream_entries");
+    self.g_lag_p50 = bus_stats_counter(stats, "apply_lag_p50_ms");
+    self.g_lag_p99 = bus_stats_counter(stats, "apply_lag_p99_ms");
+    self.lag = calloc(S_LAG_BUCKETS, sizeof(*self.lag));
     bus_service_watch_redis(self.svc, self.redis);
     bus_service_on(self.svc, "report.day", s_day, &self);
     bus_service_on(self.svc, "report.x", s_x, &self);
@@ -495,9 +514,12 @@ int main(int argc, char **argv)
         return 1;
     }
     bus_info("reporting.started", "instance=%s", bus_service_instance(self.svc));
-    while (!bus_program_stopping())
+    while (!bus_program_stopping()) {
         bus_service_poll(self.svc, 500);
+        s_lag_gauges(&self);
+    }
     bus_stream_worker_stop(&self.worker);
+    free(self.lag);
     bus_info("reporting.stopping", "applied=%" PRId64, *self.c_applied);
     bus_service_destroy(&self.svc);
     bus_redis_destroy(&self.wredis);

@@ -1,7 +1,7 @@
 -- Commit one sale atomically: refuse a known id, check returns against their originals, assign the
 -- business day, append to the sales stream, track the register's sequence. Nothing is written
 -- unless everything checks out, so a refused upload changes nothing.
--- KEYS: 1 sale hash, 2 sales stream, 3 register seq hash, 4 register pending zset,
+-- KEYS: 1 sale hash, 2 sales stream (holds every payload; original sales are read from it), 3 register seq hash, 4 register pending zset,
 --       5 business day, 6 review set, then pairs (original sale hash, returned hash) per original
 -- ARGV: 1 sale id, 2 payload, 3 register, 4 seq, 5 store, 6 review flags, 7 today,
 --       8 number of originals, then the original sale ids
@@ -25,9 +25,14 @@ if norig > 0 then
   end
   for i = 1, norig do
     local okey, rkey, oid = KEYS[5 + 2 * i], KEYS[6 + 2 * i], ARGV[8 + i]
-    local opay = redis.call('HGET', okey, 'payload')
-    if not opay then
+    local osid = redis.call('HGET', okey, 'stream_id')
+    local entry = osid and redis.call('XRANGE', stream, osid, osid)[1]
+    if not entry then
       return {'err', 'original sale ' .. oid .. ' is not known in this store'}
+    end
+    local opay
+    for f = 1, #entry[2], 2 do
+      if entry[2][f] == 'payload' then opay = entry[2][f + 1] end
     end
     local orig = cmsgpack.unpack(opay)
     local sold = {}
@@ -59,7 +64,8 @@ if not bday then
 end
 local sid = redis.call('XADD', stream, '*', 'sale_id', id, 'store', store, 'bday', bday,
                        'payload', payload)
-redis.call('HSET', sale_key, 'stream_id', sid, 'payload', payload, 'bday', bday, 'flags', flags)
+-- the payload lives once, in the stream; the hash finds it by stream id
+redis.call('HSET', sale_key, 'stream_id', sid, 'bday', bday, 'flags', flags)
 if flags ~= '' then
   redis.call('SADD', review, id)
 end

@@ -18,6 +18,7 @@
     =========================================================================
 */
 #include <bus/bus.h>
+#include "svc_main.h"
 #include <pos/tax.h>
 #include <pos/ticket.h>
 #include <time.h>
@@ -445,21 +446,40 @@ static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     const char *id = bus_val_map_get_str(bus_msg_body(req), "sale_id");
     if (!s_id_ok(store) || !s_text_ok(id, POS_SALE_ID_MAX))
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store and sale_id required");
-    redisReply *r = bus_redis_command(self->redis, "HMGET sale:{%s}:%s payload stream_id bday flags",
+    redisReply *r = bus_redis_command(self->redis, "HMGET sale:{%s}:%s stream_id bday flags",
                                       store, id);
     if (!r)
         return s_redis_down(self, svc);
     int rc = 0;
-    if (r->type != REDIS_REPLY_ARRAY || r->element[0]->type != REDIS_REPLY_STRING)
-        rc = bus_service_error(svc, "not_found", "no sale %s in store %s", id, store);
-    else {
-        bus_val_t *sale = bus_val_decode(r->element[0]->str, r->element[0]->len, NULL, NULL);
-        bus_val_t *event = sale ? s_sale_event(sale, r->element[1]->str, r->element[2]->str,
-                                               r->element[3]->str)
-                                : NULL;
-        bus_val_map_set(reply, "sale", &event);
-        bus_val_destroy(&sale);
+    if (r->type != REDIS_REPLY_ARRAY || r->element[0]->type != REDIS_REPLY_STRING) {
+        freeReplyObject(r);
+        return bus_service_error(svc, "not_found", "no sale %s in store %s", id, store);
     }
+    redisReply *e = bus_redis_command(self->redis, "XRANGE %s %s %s", S_STREAM,
+                                      r->element[0]->str, r->element[0]->str);
+    if (!e) {
+        freeReplyObject(r);
+        return s_redis_down(self, svc);
+    }
+    bus_val_t *sale = NULL;
+    if (e->type == REDIS_REPLY_ARRAY && e->elements == 1) {
+        redisReply *f = e->element[0]->element[1];
+        for (size_t k = 0; k + 1 < f->elements; k += 2)
+            if (strcmp(f->element[k]->str, "payload") == 0)
+                sale = bus_val_decode(f->element[k + 1]->str, f->element[k + 1]->len, NULL, NULL);
+    }
+    bus_val_t *event = sale ? s_sale_event(sale, r->element[0]->str,
+                                           r->element[1]->type == REDIS_REPLY_STRING
+                                               ? r->element[1]->str : "",
+                                           r->element[2]->type == REDIS_REPLY_STRING
+                                               ? r->element[2]->str : "")
+                            : NULL;
+    if (event)
+        bus_val_map_set(reply, "sale", &event);
+    else
+        rc = bus_service_error(svc, BUS_ERR_INTERNAL, "sale %s has no stream entry", id);
+    bus_val_destroy(&sale);
+    freeReplyObject(e);
     freeReplyObject(r);
     return rc;
 }
@@ -673,29 +693,12 @@ static int s_current_day(bus_service_t *svc, const bus_msg_t *req, bus_val_t *re
 
 int main(int argc, char **argv)
 {
-    bus_config_t *config = bus_config_new(S_PROGRAM, s_options);
-    if (!config || bus_config_add(config, bus_conn_opts) || bus_config_add(config, bus_redis_opts) ||
-        bus_config_add(config, bus_program_opts))
-        return 2;
-    int rc = bus_config_load(config, argc, argv);
-    if (rc == 1) {
-        printf("usage: sales [--config FILE] [options]\n");
-        bus_config_usage(config, stdout);
-        return 0;
-    }
-    if (rc != 0 || bus_program_log_init(config, S_PROGRAM) != 0) {
-        fprintf(stderr, "sales: %s\n", rc ? bus_config_error(config) : "bad --log-level");
-        return 2;
-    }
-    if (bus_config_bool(config, "example-config")) {
-        bus_config_write_example(config, stdout);
-        return 0;
-    }
-    bus_program_signals();
+    int exit_code;
+    bus_config_t *config = svc_config_load(S_PROGRAM, s_options, argc, argv, &exit_code);
+    if (!config)
+        return exit_code;
     bus_conn_cfg_t cfg;
     bus_conn_cfg_from_config(&cfg, config);
-    if (cfg.insecure)
-        bus_warn("sales.insecure", "plaintext tcp:// to busd");
     s_sales_t self;
     memset(&self, 0, sizeof(self));
     const char *err = "";

@@ -1,0 +1,121 @@
+#!/usr/bin/python3
+"""bench_sales - end-to-end sales throughput of the whole back office on this machine.
+
+Starts redis-server (AOF, fsync every second), busd, 2 sales, 1 inventory and 1 reporting
+instance from an optimised build, imports the sample catalog, then runs simulated registers (in
+parallel processes) that upload 5-line sales as fast as the stack acknowledges them. Prints
+`name: value` lines:
+  sales.e2e.sales_per_s      sales committed AND applied by reporting, per second of wall time
+  sales.e2e.ack_p99_ms       upload -> acknowledged (worst register's p99)
+  sales.e2e.report_p99_ms    upload -> applied in reporting (p99)
+  redis.set_per_s            redis-benchmark SET, same Redis, for scale
+  sales.e2e.redis_cmds_per_sale  Redis commands executed per sale (all services)
+  <service>.rss_mb           peak resident memory of each service
+usage: bench_sales.py BUILD_DIR [SALES [PROCESSES]]"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+os.environ.setdefault("POSBUS_SRC", os.path.join(HERE, ".."))
+os.environ["POSBUS_BIN"] = os.path.abspath(os.path.join(sys.argv[1] if len(sys.argv) > 1
+                                                        else "build", "bin"))
+from harness import Stack  # noqa: E402
+
+SALES = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
+PROCS = int(sys.argv[3]) if len(sys.argv) > 3 else 4
+BIN = os.environ["POSBUS_BIN"]
+
+st = Stack("bench")
+st.start_redis()
+st.start_busd()
+services = {"sales1": "sales", "sales2": "sales", "inventory1": "inventory",
+            "reporting1": "reporting"}
+for tag, prog in services.items():
+    st.start_service(tag, prog, "--log-level", "warn")
+if not st.wait_healthy(["sales", "inventory", "reporting"]):
+    sys.exit("bench_sales: the stack did not come up")
+st.posctl("store", "add", "B001", check=True)
+st.posctl("catalog", "import", os.path.join(os.environ["POSBUS_SRC"], "scripts", "sample",
+                                            "catalog.csv"), check=True)
+password = open(st.password_file, encoding="utf-8").read().strip()
+redis_cli = ["redis-cli", "-p", str(st.redis_port), "--no-auth-warning", "-a", password]
+
+
+def redis_commands():
+    out = subprocess.run(redis_cli + ["INFO", "stats"], capture_output=True, text=True).stdout
+    return int(re.search(r"total_commands_processed:(\d+)", out).group(1))
+
+
+def day_tickets():
+    r = st.posctl_json("report", "day", "--store", "B001")
+    return r["totals"].get("tickets", 0)
+
+
+# warm up (connections, script caches), not measured
+st.posctl("sim", "--store", "B001", "--registers", "1", "--sales", "200", "--register-base",
+          "90", "--lines", "5", "--returns-pct", "0", check=True)
+while day_tickets() < 200:
+    time.sleep(0.1)
+
+per = SALES // PROCS
+cmds0 = redis_commands()
+t0 = time.time()
+sims = [subprocess.Popen([f"{BIN}/posctl", *st.conn_args(), "sim", "--store", "B001",
+                          "--registers", "2", "--register-base", str(2 * p), "--sales", str(per),
+                          "--seed", str(p + 1), "--lines", "5", "--returns-pct", "0",
+                          "--timeout-ms", "10000"], stdout=subprocess.PIPE, text=True)
+        for p in range(PROCS)]
+results = [json.loads(s.communicate()[0].strip().splitlines()[-1]) for s in sims]
+t_acked = time.time()
+want = 200 + per * PROCS
+while day_tickets() < want and time.time() - t_acked < 120:
+    time.sleep(0.05)
+t_applied = time.time()
+cmds = redis_commands() - cmds0
+stats = subprocess.run(redis_cli + ["INFO", "commandstats"], capture_output=True,
+                       text=True).stdout
+usec = sorted(((int(m.group(3)), m.group(1), int(m.group(2))) for m in
+               re.finditer(r"cmdstat_(\w+):calls=(\d+),usec=(\d+)", stats)), reverse=True)
+refused = sum(r["refused"] for r in results)
+rep_stats = json.loads(st.posctl("stats", "reporting", check=True).stdout)["counters"]
+
+cpu = {}
+tick = os.sysconf("SC_CLK_TCK")
+for tag, p in st.procs.items():
+    fields = open(f"/proc/{p.pid}/stat", encoding="utf-8").read().rsplit(")", 1)[1].split()
+    cpu[tag] = (int(fields[11]) + int(fields[12])) / tick
+rss = {}
+for tag, p in st.procs.items():
+    if tag in services:
+        status = open(f"/proc/{p.pid}/status", encoding="utf-8").read()
+        kb = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
+        name = services[tag]
+        rss[name] = max(rss.get(name, 0), kb / 1024)
+bench = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(st.redis_port), "-a",
+                        password, "-t", "set", "-n", "200000", "-q"], capture_output=True,
+                       text=True).stdout
+m = re.search(r"SET: ([\d.]+) requests per second", bench)
+
+print(f"sales.e2e.sales: {per * PROCS}")
+print(f"sales.e2e.registers: {2 * PROCS}")
+print(f"sales.e2e.refused: {refused}")
+print(f"sales.e2e.upload_sales_per_s: {per * PROCS / (t_acked - t0):.0f}")
+print(f"sales.e2e.sales_per_s: {per * PROCS / (t_applied - t0):.0f}")
+print(f"sales.e2e.ack_p50_ms: {max(r['ack_p50_us'] for r in results) / 1000:.2f}")
+print(f"sales.e2e.ack_p99_ms: {max(r['ack_p99_us'] for r in results) / 1000:.2f}")
+print(f"sales.e2e.report_p50_ms: {rep_stats.get('apply_lag_p50_ms', -1)}")
+print(f"sales.e2e.report_p99_ms: {rep_stats.get('apply_lag_p99_ms', -1)}")
+print(f"sales.e2e.redis_cmds_per_sale: {cmds / max(per * PROCS, 1):.1f}")
+print(f"redis.set_per_s: {float(m.group(1)) if m else 0:.0f}")
+for name, mb in sorted(rss.items()):
+    print(f"{name}.rss_mb: {mb:.1f}")
+for tag, secs in sorted(cpu.items()):
+    print(f"{tag}.cpu_s: {secs:.2f}")
+print(f"sales.e2e.wall_s: {t_applied - t0:.2f}")
+for us, name, calls in usec[:6]:
+    print(f"redis.cmd.{name}.usec_per_sale: {us / (per * PROCS):.1f}")
