@@ -2,13 +2,35 @@
     prints usage and errors, which a library must not). */
 #include "svc_main.h"
 
-bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, int argc, char **argv,
-                              int *exit_code)
+#define S_WORKER_BLOCK_MS 500
+
+const bus_opt_t svc_consumer_opts[] = {
+    {"consumer-name", BUS_OPT_STR, NULL, 0, 0,
+     "consumer name in the stream group (default: the instance id)"},
+    {"batch", BUS_OPT_INT, "100", 1, 10000, "stream entries read and applied at once"},
+    {"claim-idle-ms", BUS_OPT_INT, "5000", 100, 3600000,
+     "take over entries another instance left unacknowledged this long"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+bus_stream_worker_t *svc_consumer_start(bus_config_t *config, bus_service_t *svc,
+                                        bus_redis_t *wredis, const char *stream,
+                                        const char *group, bus_stream_fn *fn, void *arg)
+{
+    const char *consumer = bus_config_str(config, "consumer-name");
+    return bus_stream_worker_start(wredis, stream, group,
+                                   consumer ? consumer : bus_service_instance(svc),
+                                   (int)bus_config_int(config, "batch"), S_WORKER_BLOCK_MS,
+                                   (int)bus_config_int(config, "claim-idle-ms"), fn, arg);
+}
+
+bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool consumer,
+                              int argc, char **argv, int *exit_code)
 {
     *exit_code = 2;
     bus_config_t *config = bus_config_new(program, own);
     if (!config || bus_config_add(config, bus_conn_opts) || bus_config_add(config, bus_redis_opts) ||
-        bus_config_add(config, bus_program_opts)) {
+        bus_config_add(config, bus_program_opts) ||
+        (consumer && bus_config_add(config, svc_consumer_opts))) {
         bus_config_destroy(&config);
         return NULL;
     }

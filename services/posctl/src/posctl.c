@@ -56,19 +56,6 @@ static void s_usage(bus_config_t *config)
     bus_config_usage(config, stdout);
 }
 
-static bus_client_t *s_client(bus_config_t *config, const bus_conn_cfg_t *cfg)
-{
-    const char *err = NULL;
-    bus_client_t *client = bus_client_new(cfg, S_PROGRAM, &err);
-    if (!client) {
-        fprintf(stderr, "posctl: cannot reach busd: %s\n", err);
-        return NULL;
-    }
-    bus_client_set_timeout(client, (int)bus_config_int(config, "timeout-ms"));
-    bus_client_set_retries(client, (int)bus_config_int(config, "retries"));
-    return client;
-}
-
 /*  Print one health line; returns whether the instance is healthy. */
 static bool s_print_health(const char *service, const char *instance, bus_msg_t *reply,
                            const char *error)
@@ -94,7 +81,7 @@ static bool s_print_health(const char *service, const char *instance, bus_msg_t 
 
 static int s_ping(bus_config_t *config, const bus_conn_cfg_t *cfg)
 {
-    bus_client_t *client = s_client(config, cfg);
+    bus_client_t *client = posctl_client(config, cfg);
     if (!client)
         return S_EXIT_FAIL;
     int rc = S_EXIT_OK;
@@ -145,7 +132,7 @@ static int s_ping(bus_config_t *config, const bus_conn_cfg_t *cfg)
 
 static int s_stats(bus_config_t *config, const bus_conn_cfg_t *cfg, const char *target)
 {
-    bus_client_t *client = s_client(config, cfg);
+    bus_client_t *client = posctl_client(config, cfg);
     if (!client)
         return S_EXIT_FAIL;
     bus_msg_t *reply = bus_client_request(client, target, "stats", NULL);

@@ -30,11 +30,6 @@
 
 static const bus_opt_t s_options[] = {
     {"service-name", BUS_OPT_STR, "reporting", 0, 0, "name this service registers under"},
-    {"consumer-name", BUS_OPT_STR, NULL, 0, 0,
-     "consumer name in the stream group (default: the instance id)"},
-    {"batch", BUS_OPT_INT, "100", 1, 10000, "stream entries read at once"},
-    {"claim-idle-ms", BUS_OPT_INT, "5000", 100, 3600000,
-     "take over entries another instance left unacknowledged this long"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 typedef struct {
@@ -474,7 +469,7 @@ static void s_lag_gauges(s_reporting_t *self)
 int main(int argc, char **argv)
 {
     int exit_code;
-    bus_config_t *config = svc_config_load(S_PROGRAM, s_options, argc, argv, &exit_code);
+    bus_config_t *config = svc_config_load(S_PROGRAM, s_options, true, argc, argv, &exit_code);
     if (!config)
         return exit_code;
     bus_conn_cfg_t cfg;
@@ -504,11 +499,8 @@ int main(int argc, char **argv)
     bus_service_on(self.svc, "report.items", s_items, &self);
     bus_service_on(self.svc, "report.hours", s_hours, &self);
     bus_service_on(self.svc, "report.baskets", s_baskets, &self);
-    const char *consumer = bus_config_str(config, "consumer-name");
-    self.worker = bus_stream_worker_start(
-        self.wredis, S_STREAM, S_GROUP, consumer ? consumer : bus_service_instance(self.svc),
-        (int)bus_config_int(config, "batch"), 500, (int)bus_config_int(config, "claim-idle-ms"),
-        s_apply, &self);
+    self.worker = svc_consumer_start(config, self.svc, self.wredis, S_STREAM, S_GROUP, s_apply,
+                                     &self);
     if (!self.worker) {
         bus_error("reporting.start", "cannot start the stream worker");
         return 1;

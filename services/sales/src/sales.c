@@ -694,7 +694,7 @@ static int s_current_day(bus_service_t *svc, const bus_msg_t *req, bus_val_t *re
 int main(int argc, char **argv)
 {
     int exit_code;
-    bus_config_t *config = svc_config_load(S_PROGRAM, s_options, argc, argv, &exit_code);
+    bus_config_t *config = svc_config_load(S_PROGRAM, s_options, false, argc, argv, &exit_code);
     if (!config)
         return exit_code;
     bus_conn_cfg_t cfg;
