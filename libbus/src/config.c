@@ -274,7 +274,9 @@ static int s_load_flags(bus_config_t *self, int argc, char **argv)
     bool options_done = false;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
-        if (options_done || arg[0] != '-' || strcmp(arg, "-") == 0) {
+        /* "-2" is a negative number (posctl stock adjust SKU -2), not an option */
+        bool negative = arg[0] == '-' && isdigit((unsigned char)arg[1]);
+        if (options_done || arg[0] != '-' || strcmp(arg, "-") == 0 || negative) {
             if (s_add_arg(self, arg) != 0)
                 return -1;
             continue;

@@ -44,8 +44,9 @@ int main(void)
 
     c = bus_config_new("test", s_table);
     setenv("POSBUS_PORT", "7000", 1);
-    const char *argv1[] = {"prog", "--config", file, "--name=flag", "ping", "--", "--not-option"};
-    CHECK(s_load(c, 7, argv1) == 0, "file + env + flags load: %s", bus_config_error(c));
+    const char *argv1[] = {"prog", "--config", file, "--name=flag", "ping", "-2", "--",
+                           "--not-option"};
+    CHECK(s_load(c, 8, argv1) == 0, "file + env + flags load: %s", bus_config_error(c));
     CHECK(strcmp(bus_config_str(c, "name"), "flag") == 0 &&
               strcmp(bus_config_source(c, "name"), "flag") == 0,
           "flag beats file");
@@ -53,9 +54,10 @@ int main(void)
           "environment beats file");
     CHECK(bus_config_bool(c, "verbose") && strcmp(bus_config_source(c, "verbose"), "file") == 0,
           "file beats default (yes = true)");
-    CHECK(bus_config_argc(c) == 2 && strcmp(bus_config_arg(c, 0), "ping") == 0 &&
-              strcmp(bus_config_arg(c, 1), "--not-option") == 0,
-          "positional arguments kept; -- ends options");
+    CHECK(bus_config_argc(c) == 3 && strcmp(bus_config_arg(c, 0), "ping") == 0 &&
+              strcmp(bus_config_arg(c, 1), "-2") == 0 &&
+              strcmp(bus_config_arg(c, 2), "--not-option") == 0,
+          "positional arguments kept, a negative number too; -- ends options");
     bus_config_destroy(&c);
     unsetenv("POSBUS_PORT");
 

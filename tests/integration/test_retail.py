@@ -72,6 +72,34 @@ again = st.posctl_json("stock", "receive", "--store", "S001", "MILK1", "5000", "
 c.check(again["duplicate"] and again["balance"] == 5000,
         "a resent movement (same move id) moves nothing")
 
+# --- stock operations ---------------------------------------------------------------------
+st.posctl("store", "add", "S002", "Second store", check=True)
+t = st.posctl_json("stock", "transfer", "--store", "S001", "SOAP", "40", "--to", "S002",
+                   "--move-id", "tr-1")
+initial["SOAP"] -= 40
+c.check(t["from"]["balance"] == 4960 and t["to"]["balance"] == 40,
+        "transfer 40 SOAP S001 -> S002: 4960 and 40")
+t2 = st.posctl_json("stock", "transfer", "--store", "S001", "SOAP", "40", "--to", "S002",
+                    "--move-id", "tr-1")
+c.check(t2["from"]["duplicate"] and t2["to"]["duplicate"] and t2["from"]["balance"] == 4960,
+        "a resent transfer moves nothing on either side")
+cnt = st.posctl_json("stock", "count", "--store", "S002", "SOAP", "37", "--move-id", "cnt-1")
+c.check(cnt["balance"] == 37 and cnt["variance"] == -3, "count sets 37 and records variance -3")
+adj = st.posctl_json("stock", "adjust", "--store", "S002", "SOAP", "-2", "--reason", "damaged",
+                     "--move-id", "adj-1")
+c.check(adj["balance"] == 35, "adjust -2 damaged: 35")
+bad = st.posctl("stock", "adjust", "--store", "S002", "SOAP", "-2", "--reason", "stolen?")
+c.check(bad.returncode != 0 and "reason" in bad.stderr, "an unknown adjust reason is refused")
+hist = st.posctl_json("stock", "history", "--store", "S002", "SOAP")["moves"]
+c.check([m["kind"] for m in hist] == ["adjust", "count", "transfer_in"] and
+        hist[0]["reason"] == "damaged" and hist[2]["ref"] == "S001",
+        "movement history, newest first, with reasons and references")
+low = st.posctl("stock", "adjust", "--store", "S002", "SOAP", "-30", "--reason", "lost",
+                "--move-id", "adj-2", "--format", "json")
+reorder = st.posctl_json("stock", "reorder", "--store", "S002")["rows"]
+c.check(any(r["sku"] == "SOAP" and r["stock"] == 5 and r["suggested"] == 7 for r in reorder),
+        f"below its threshold (12) SOAP gets a reorder suggestion of 7: {reorder}")
+
 # --- 1,000 tickets, one reporting instance killed mid-stream ---------------------------------
 sim = subprocess.Popen([f"{os.environ['POSBUS_BIN']}/posctl", *st.conn_args(), "sim", "--store",
                         "S001", "--registers", "3", "--sales", "1000", "--seed", "42",
@@ -134,6 +162,13 @@ c.check(len(regs) == 3 and all(r["complete"] and r["first"] == 1 for r in regs.v
         sum(r["records"] for r in regs.values()) == 1000,
         "per register the Z covers sequence 1..last with no hole")
 closed_day = z["day"]
+x = st.posctl_json("report", "x", "--store", "S001", "--register", "R02", "--date", closed_day)
+c.check(x["shift"]["tickets"] == regs["R02"]["tickets"] and
+        x["expected_cash"] == x["tenders"].get("cash", 0) - x["shift"]["change"],
+        "X report of R02: its tickets and expected cash")
+csv = st.posctl("report", "items", "--store", "S001", "--date", closed_day, "--top", "2",
+                "--format", "csv", check=True).stdout.splitlines()
+c.check(len(csv) == 3 and csv[0] == "key,amount,qty", f"CSV report: header and 2 rows: {csv}")
 
 # --- re-upload everything: nothing changes -------------------------------------------------
 out = st.posctl("sim", "--store", "S001", "--registers", "3", "--sales", "1000", "--seed", "42",
@@ -210,6 +245,30 @@ c.check(after[0] == before[0] and after[1] >= before[1] + 5 and after[2] == befo
         f"nothing committed by bad input, refusals counted ({before} -> {after})")
 c.check(st.posctl_json("report", "day", "--store", "S001", "--date", closed_day)["totals"] == tot,
         "the committed day is untouched by bad input")
+
+# --- review flags: a sale that happened is never refused ----------------------------------------
+odd = sale("R08", 1)
+odd["lines"][0]["sku"] = "NOT-IN-CATALOG"
+r = bus.call("sales", "sale.upload", odd)
+pricey = sale("R08", 2)
+pricey["lines"][0].update(unit_price=299, gross=299, amount=299, tax=tax(299, 1300))
+pricey["total"], pricey["tenders"][0]["amount"] = 299, 299
+r2 = bus.call("sales", "sale.upload", pricey)
+c.check(r["type"] == "reply" and r["body"].get("review") == "unknown_sku:NOT-IN-CATALOG" and
+        r2["type"] == "reply" and r2["body"].get("review") == "price_mismatch:COLA",
+        "unknown SKU and wrong price committed and flagged for review")
+
+# --- posctl tail --from: replay then live ----------------------------------------------------
+mark = bus.call("sales", "sale.get", {"store": "S001", "sale_id": "S001-R08-000001"})
+since = mark["body"]["sale"]["stream_id"]
+tail = subprocess.Popen([f"{os.environ['POSBUS_BIN']}/posctl", *st.conn_args(), "--count", "1",
+                         "tail", "sale.", "--from", since], stdout=subprocess.PIPE, text=True)
+time.sleep(1.0)
+bus.call("sales", "sale.upload", sale("R08", 3))
+out, _ = tail.communicate(timeout=30)
+ids = [json.loads(line)["sale_id"] for line in out.splitlines()]
+c.check(ids == ["S001-R08-000002", "S001-R08-000003"],
+        f"posctl tail --from replays what came after the id, then follows live: {ids}")
 
 # --- sequence gap ---------------------------------------------------------------------------
 gapsub = __import__("zmq").Context.instance().socket(__import__("zmq").SUB)

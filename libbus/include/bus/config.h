@@ -11,7 +11,8 @@
       4. flags: --name value, --name=value; bool options also --name / --no-name.
     Every value is type- and bound-checked; an unknown name in a file or on
     the command line is an error with its file and line. Arguments that are
-    not options are kept in order (posctl's commands); "--" ends options.
+    not options are kept in order (posctl's commands), negative numbers
+    ("-2") included; "--" ends options.
     =========================================================================
 */
 #ifndef BUS_CONFIG_H_INCLUDED

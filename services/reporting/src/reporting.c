@@ -358,6 +358,25 @@ static int s_z(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void 
     return 0;
 }
 
+static int s_cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*  Copy the int fields of from into to, in name order. */
+static void s_copy_sorted(const bus_val_t *from, bus_val_t *to)
+{
+    size_t n = bus_val_size(from);
+    const char **names = calloc(n ? n : 1, sizeof(*names));
+    for (size_t i = 0; names && i < n; i++)
+        names[i] = bus_val_map_key(from, i);
+    if (names)
+        qsort(names, n, sizeof(*names), s_cmp_str);
+    for (size_t i = 0; names && i < n; i++)
+        bus_val_map_set_int(to, names[i], s_get(from, names[i]));
+    free(names);
+}
+
 /*  A sorted top list from a hash of "name:field" ints. */
 static int s_cmp_desc(const void *a, const void *b)
 {
@@ -396,9 +415,12 @@ static int s_top(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     bus_val_t *list = bus_val_new_arr();
     for (size_t i = 0; i < n && (int64_t)i < top; i++) {
         size_t idx = (size_t)order[i][1];
-        bus_val_t *row = nested ? bus_val_dup(bus_val_map_value(all, idx)) : bus_val_new_map();
+        /* columns in a stable order: key, then the counters by name */
+        bus_val_t *row = bus_val_new_map();
         bus_val_map_set_str(row, "key", bus_val_map_key(all, idx));
-        if (!nested)
+        if (nested)
+            s_copy_sorted(bus_val_map_value(all, idx), row);
+        else
             bus_val_map_set_int(row, by, order[i][0]);
         bus_val_arr_push(list, &row);
     }
