@@ -26,8 +26,8 @@ os.environ["POSBUS_BIN"] = os.path.abspath(os.path.join(sys.argv[1] if len(sys.a
                                                         else "build", "bin"))
 from harness import Stack  # noqa: E402
 
-SALES = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
-PROCS = int(sys.argv[3]) if len(sys.argv) > 3 else 4
+SALES = int(sys.argv[2]) if len(sys.argv) > 2 else 30000
+PROCS = int(sys.argv[3]) if len(sys.argv) > 3 else 6
 BIN = os.environ["POSBUS_BIN"]
 
 st = Stack("bench")

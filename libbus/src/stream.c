@@ -229,6 +229,7 @@ struct bus_stream_worker {
     bus_stream_fn *fn;
     void *arg;
     volatile int stop;
+    int gather_ms;
     int64_t applied, errors;
 };
 
@@ -238,8 +239,13 @@ static void *s_worker_main(void *data)
     while (!__atomic_load_n(&self->stop, __ATOMIC_ACQUIRE)) {
         int n = bus_stream_reader_poll(self->reader, self->batch, self->block_ms, self->fn,
                                        self->arg);
+        int gather = __atomic_load_n(&self->gather_ms, __ATOMIC_RELAXED);
         if (n > 0)
             __atomic_add_fetch(&self->applied, n, __ATOMIC_RELAXED);
+        if (n > 0 && n < self->batch && gather > 0) {
+            struct timespec ts = {gather / 1000, (gather % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
         else if (n < 0) {
             __atomic_add_fetch(&self->errors, 1, __ATOMIC_RELAXED);
             struct timespec ts = {0, S_ERROR_PAUSE_MS * 1000000L};
@@ -286,6 +292,11 @@ void bus_stream_worker_stop(bus_stream_worker_t **self_p)
     bus_stream_reader_destroy(&self->reader);
     free(self);
     *self_p = NULL;
+}
+
+void bus_stream_worker_set_gather(bus_stream_worker_t *self, int ms)
+{
+    __atomic_store_n(&self->gather_ms, ms > 0 ? ms : 0, __ATOMIC_RELAXED);
 }
 
 int64_t bus_stream_worker_applied(bus_stream_worker_t *self)

@@ -10,6 +10,8 @@ const bus_opt_t svc_consumer_opts[] = {
     {"batch", BUS_OPT_INT, "100", 1, 10000, "stream entries read and applied at once"},
     {"claim-idle-ms", BUS_OPT_INT, "5000", 100, 3600000,
      "take over entries another instance left unacknowledged this long"},
+    {"gather-ms", BUS_OPT_INT, "10", 0, 1000,
+     "after a small batch, let entries gather this long before the next read (throughput vs lag)"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 bus_stream_worker_t *svc_consumer_start(bus_config_t *config, bus_service_t *svc,
@@ -17,10 +19,13 @@ bus_stream_worker_t *svc_consumer_start(bus_config_t *config, bus_service_t *svc
                                         const char *group, bus_stream_fn *fn, void *arg)
 {
     const char *consumer = bus_config_str(config, "consumer-name");
-    return bus_stream_worker_start(wredis, stream, group,
-                                   consumer ? consumer : bus_service_instance(svc),
-                                   (int)bus_config_int(config, "batch"), S_WORKER_BLOCK_MS,
-                                   (int)bus_config_int(config, "claim-idle-ms"), fn, arg);
+    bus_stream_worker_t *w = bus_stream_worker_start(
+        wredis, stream, group, consumer ? consumer : bus_service_instance(svc),
+        (int)bus_config_int(config, "batch"), S_WORKER_BLOCK_MS,
+        (int)bus_config_int(config, "claim-idle-ms"), fn, arg);
+    if (w)
+        bus_stream_worker_set_gather(w, (int)bus_config_int(config, "gather-ms"));
+    return w;
 }
 
 bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool consumer,

@@ -62,6 +62,10 @@ bus_stream_worker_t *bus_stream_worker_start(bus_redis_t *redis, const char *str
                                              const char *group, const char *consumer, int batch,
                                              int block_ms, int claim_idle_ms, bus_stream_fn *fn,
                                              void *arg);
+/* After a read that returned less than a full batch, wait this long before the next one, so
+   entries gather and are applied together (fewer Redis calls per entry, more latency). 0 = read
+   again at once. Safe to call while the worker runs. */
+void bus_stream_worker_set_gather(bus_stream_worker_t *self, int ms);
 /* Stop (within block_ms), join, and destroy; redis is handed back to the caller. */
 void bus_stream_worker_stop(bus_stream_worker_t **self_p);
 /* Entries applied and Redis errors so far (read from any thread). */

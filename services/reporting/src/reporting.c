@@ -62,18 +62,264 @@ static bool s_day_ok(const char *day)
 
 /* ---- applying sales (worker thread) ------------------------------------ */
 
-#define S_ARGS_PER_SALE 5
+/*  One batch's increments, summed per Redis key and field before anything is sent. */
+typedef struct {
+    zhashx_t *inc;  /* "key\x1ffield" -> int64 delta */
+    zhashx_t *seqs; /* "key\x1freg" -> int64[2] min, max */
+    zhashx_t *days; /* days set key -> day (string) */
+} s_agg_t;
+
+#define S_SEP       "\x1f"
+#define S_PAIRS_MAX 20 /* distinct SKUs of one sale counted for basket pairs */
+#define S_FIELD_MAX 256
+
+static void s_add(s_agg_t *agg, const char *key, const char *field, int64_t v)
+{
+    if (v == 0)
+        return;
+    char k[S_KEY_MAX + S_FIELD_MAX];
+    snprintf(k, sizeof(k), "%s" S_SEP "%s", key, field);
+    int64_t *cell = zhashx_lookup(agg->inc, k);
+    if (!cell) {
+        cell = calloc(1, sizeof(*cell));
+        if (!cell)
+            return;
+        zhashx_insert(agg->inc, k, cell);
+    }
+    *cell += v;
+}
+
+static void s_seq(s_agg_t *agg, const char *key, const char *reg, int64_t seq)
+{
+    char k[S_KEY_MAX + S_FIELD_MAX];
+    snprintf(k, sizeof(k), "%s" S_SEP "%s", key, reg);
+    int64_t *mm = zhashx_lookup(agg->seqs, k);
+    if (!mm) {
+        mm = malloc(2 * sizeof(*mm));
+        if (!mm)
+            return;
+        mm[0] = mm[1] = seq;
+        zhashx_insert(agg->seqs, k, mm);
+    }
+    if (seq < mm[0])
+        mm[0] = seq;
+    if (seq > mm[1])
+        mm[1] = seq;
+}
+
+static int64_t s_int(const bus_val_t *map, const char *key)
+{
+    int64_t v = 0;
+    bus_val_map_get_int(map, key, &v);
+    return v;
+}
+
+static int s_cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*  Add one sale's increments (the same aggregates report.day reads). */
+static void s_aggregate(s_agg_t *agg, const bus_val_t *s, const char *store, const char *day,
+                        const char *hour)
+{
+    char P[S_KEY_MAX], R[S_KEY_MAX], key[S_KEY_MAX], field[S_FIELD_MAX];
+    snprintf(P, sizeof(P), "rep:{%s}:%s", store, day);
+    snprintf(R, sizeof(R), "%s:regs", P);
+    const char *reg = bus_val_map_get_str(s, "register");
+    const char *cashier = bus_val_map_get_str(s, "cashier");
+    const char *kind = bus_val_map_get_str(s, "kind");
+    snprintf(key, sizeof(key), "rep:{%s}:days", store);
+    if (!zhashx_lookup(agg->days, key))
+        zhashx_insert(agg->days, key, strdup(day));
+    s_seq(agg, R, reg, s_int(s, "seq"));
+    snprintf(field, sizeof(field), "%s:records", reg);
+    s_add(agg, R, field, 1);
+    if (strcmp(kind, "nosale") == 0) {
+        s_add(agg, P, "nosale", 1);
+        snprintf(field, sizeof(field), "%s:nosale", reg);
+        s_add(agg, R, field, 1);
+        return;
+    }
+    s_add(agg, P, "tickets", 1);
+    s_add(agg, P, strcmp(kind, "return") == 0 ? "return_tickets" : "sale_tickets", 1);
+    const char *skus[S_PAIRS_MAX];
+    int nskus = 0;
+    bus_val_t *lines = bus_val_map_get(s, "lines");
+    char items[S_KEY_MAX], cats[S_KEY_MAX], tax[S_KEY_MAX];
+    snprintf(items, sizeof(items), "%s:items", P);
+    snprintf(cats, sizeof(cats), "%s:cats", P);
+    snprintf(tax, sizeof(tax), "%s:tax", P);
+    for (size_t i = 0; i < bus_val_size(lines); i++) {
+        const bus_val_t *l = bus_val_arr_get(lines, i);
+        bool voided = false;
+        bus_val_map_get_bool(l, "voided", &voided);
+        if (voided) {
+            s_add(agg, P, "voided_lines", 1);
+            continue;
+        }
+        const char *sku = bus_val_map_get_str(l, "sku");
+        const char *category = bus_val_map_get_str(l, "category");
+        int64_t amount = s_int(l, "amount"), qty = s_int(l, "qty");
+        if (bus_val_map_get(l, "return_of"))
+            s_add(agg, P, "returns", amount);
+        else {
+            s_add(agg, P, "gross", s_int(l, "gross"));
+            s_add(agg, P, "discounts", s_int(l, "promo_discount") + s_int(l, "ticket_discount"));
+            bool seen = false;
+            for (int k = 0; k < nskus; k++)
+                seen = seen || strcmp(skus[k], sku) == 0;
+            if (!seen && nskus < S_PAIRS_MAX)
+                skus[nskus++] = sku;
+        }
+        s_add(agg, P, "total", amount);
+        snprintf(field, sizeof(field), "%s:qty", sku);
+        s_add(agg, items, field, qty);
+        snprintf(field, sizeof(field), "%s:amount", sku);
+        s_add(agg, items, field, amount);
+        snprintf(field, sizeof(field), "%s:amount", category ? category : "");
+        s_add(agg, cats, field, amount);
+        snprintf(field, sizeof(field), "%" PRId64 ":gross", s_int(l, "tax_rate_bp"));
+        s_add(agg, tax, field, amount);
+        snprintf(field, sizeof(field), "%" PRId64 ":tax", s_int(l, "tax_rate_bp"));
+        s_add(agg, tax, field, s_int(l, "tax"));
+    }
+    bus_val_t *tenders = bus_val_map_get(s, "tenders");
+    snprintf(key, sizeof(key), "%s:tenders", P);
+    for (size_t i = 0; i < bus_val_size(tenders); i++) {
+        const bus_val_t *t = bus_val_arr_get(tenders, i);
+        const char *tk = bus_val_map_get_str(t, "kind");
+        s_add(agg, key, tk, s_int(t, "amount"));
+        snprintf(field, sizeof(field), "%s:tender:%s", reg, tk);
+        s_add(agg, R, field, s_int(t, "amount"));
+    }
+    int64_t total = s_int(s, "total"), change = s_int(s, "change");
+    s_add(agg, P, "change", change);
+    s_add(agg, P, "cash_rounding", s_int(s, "cash_rounding"));
+    snprintf(field, sizeof(field), "%s:change", reg);
+    s_add(agg, R, field, change);
+    snprintf(field, sizeof(field), "%s:tickets", reg);
+    s_add(agg, R, field, 1);
+    snprintf(field, sizeof(field), "%s:total", reg);
+    s_add(agg, R, field, total);
+    snprintf(key, sizeof(key), "%s:cashiers", P);
+    snprintf(field, sizeof(field), "%s:tickets", cashier);
+    s_add(agg, key, field, 1);
+    snprintf(field, sizeof(field), "%s:total", cashier);
+    s_add(agg, key, field, total);
+    snprintf(key, sizeof(key), "%s:hours", P);
+    s_add(agg, key, hour, total);
+    qsort(skus, (size_t)nskus, sizeof(skus[0]), s_cmp_names);
+    snprintf(key, sizeof(key), "%s:pairs", P);
+    for (int x = 0; x < nskus; x++)
+        for (int y = x + 1; y < nskus; y++) {
+            snprintf(field, sizeof(field), "%s|%s", skus[x], skus[y]);
+            s_add(agg, key, field, 1);
+        }
+}
+
+typedef struct {
+    char key[S_KEY_MAX];
+    bus_val_t *sale;
+    const char *store, *day;
+    char hour[4];
+} s_pending_t;
+
+/*  Build the script's arguments for the sales not excluded and run it. Returns 1 when applied,
+    0 when some sales were applied before (they are marked excluded: retry), -1 on error. */
+static int s_apply_once(s_reporting_t *self, s_pending_t *p, bool *excluded, int n)
+{
+    s_agg_t agg = {zhashx_new(), zhashx_new(), zhashx_new()};
+    zhashx_set_destructor(agg.inc, (zhashx_destructor_fn *)zstr_free);
+    zhashx_set_destructor(agg.seqs, (zhashx_destructor_fn *)zstr_free);
+    zhashx_set_destructor(agg.days, (zhashx_destructor_fn *)zstr_free);
+    int live = 0;
+    for (int i = 0; i < n; i++)
+        if (!excluded[i]) {
+            s_aggregate(&agg, p[i].sale, p[i].store, p[i].day, p[i].hour);
+            live++;
+        }
+    size_t m = zhashx_size(agg.inc), k = zhashx_size(agg.seqs), d = zhashx_size(agg.days);
+    size_t cap = 4 + (size_t)live + 3 * m + 4 * k + 2 * d;
+    const char **argv = calloc(cap, sizeof(*argv));
+    char *numbers = calloc(cap, 24); /* text of every number argument */
+    int *index = calloc((size_t)n, sizeof(*index));
+    bool *cut = calloc(cap, sizeof(*cut)); /* "key\x1fsecond" entries: send the key only */
+    int argc = 0, rc = -1;
+    size_t num = 0;
+#define S_NUM(v) (snprintf(numbers + 24 * num, 24, "%" PRId64, (int64_t)(v)), numbers + 24 * num++)
+    argv[argc++] = S_NUM(live);
+    for (int i = 0, j = 0; i < n; i++)
+        if (!excluded[i]) {
+            index[j++] = i;
+            argv[argc++] = p[i].key;
+        }
+    argv[argc++] = S_NUM(m);
+    for (int64_t *v = zhashx_first(agg.inc); v; v = zhashx_next(agg.inc)) {
+        const char *kf = zhashx_cursor(agg.inc);
+        cut[argc] = true;
+        argv[argc++] = kf;
+        argv[argc++] = strchr(kf, S_SEP[0]) + 1;
+        argv[argc++] = S_NUM(*v);
+    }
+    argv[argc++] = S_NUM(k);
+    for (int64_t *mm = zhashx_first(agg.seqs); mm; mm = zhashx_next(agg.seqs)) {
+        const char *kr = zhashx_cursor(agg.seqs);
+        cut[argc] = true;
+        argv[argc++] = kr;
+        argv[argc++] = strchr(kr, S_SEP[0]) + 1;
+        argv[argc++] = S_NUM(mm[0]);
+        argv[argc++] = S_NUM(mm[1]);
+    }
+    argv[argc++] = S_NUM(d);
+    for (char *day = zhashx_first(agg.days); day; day = zhashx_next(agg.days)) {
+        argv[argc++] = zhashx_cursor(agg.days);
+        argv[argc++] = day;
+    }
+#undef S_NUM
+    /* keys are validated store and day names, so the first separator ends the key */
+    size_t *alen = calloc((size_t)argc, sizeof(*alen));
+    for (int i = 0; i < argc; i++)
+        alen[i] = cut[i] ? (size_t)(strchr(argv[i], S_SEP[0]) - argv[i]) : strlen(argv[i]);
+    redisReply *r = bus_redis_evalsha(self->wredis, self->apply, 0, argc, argv, alen);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING) {
+        if (strcmp(r->element[0]->str, "ok") == 0) {
+            __atomic_add_fetch(self->c_applied, live, __ATOMIC_RELAXED);
+            rc = 1;
+        }
+        else {
+            for (size_t i = 0; i < r->element[1]->elements; i++) {
+                long long j = r->element[1]->element[i]->integer;
+                if (j >= 0 && j < live)
+                    excluded[index[j]] = true;
+            }
+            rc = 0;
+        }
+    }
+    else if (r)
+        bus_error("reporting.apply", "batch of %d: %s", live,
+                  r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    if (r)
+        freeReplyObject(r);
+    free(alen);
+    free(cut);
+    free(argv);
+    free(numbers);
+    free(index);
+    zhashx_destroy(&agg.inc);
+    zhashx_destroy(&agg.seqs);
+    zhashx_destroy(&agg.days);
+    return rc;
+}
 
 static int s_apply(const bus_stream_entry_t *entries, int n, void *arg)
 {
     s_reporting_t *self = arg;
-    const char **argv = calloc((size_t)(2 + n * S_ARGS_PER_SALE), sizeof(*argv));
-    size_t *alen = calloc((size_t)(2 + n * S_ARGS_PER_SALE), sizeof(*alen));
-    char(*keys)[S_KEY_MAX] = calloc((size_t)n, sizeof(*keys));
-    char(*hours)[4] = calloc((size_t)n, sizeof(*hours));
-    char count[16];
-    int rc = -1, argc = 2, good = 0;
-    if (!argv || !alen || !keys || !hours)
+    s_pending_t *p = calloc((size_t)n, sizeof(*p));
+    bool *excluded = calloc((size_t)n, sizeof(*excluded));
+    int rc = -1, good = 0;
+    if (!p || !excluded)
         goto out_free;
     int64_t now = bus_now_ms();
     for (int i = 0; i < n; i++) {
@@ -85,7 +331,8 @@ static int s_apply(const bus_stream_entry_t *entries, int n, void *arg)
         bus_val_t *sale = payload ? bus_val_decode(payload, plen, NULL, NULL) : NULL;
         int64_t ts = 0;
         if (!sale || !sale_id || !s_id_ok(store) || !s_day_ok(bday) ||
-            !bus_val_map_get_int(sale, "ts", &ts)) {
+            !bus_val_map_get_int(sale, "ts", &ts) || !bus_val_map_get_str(sale, "register") ||
+            !bus_val_map_get_str(sale, "cashier") || !bus_val_map_get_str(sale, "kind")) {
             /* not something sales commits: count it and move on, never block the stream */
             __atomic_add_fetch(self->c_bad, 1, __ATOMIC_RELAXED);
             bus_error("reporting.bad_entry", "stream entry %s is not a sale; skipped",
@@ -93,7 +340,6 @@ static int s_apply(const bus_stream_entry_t *entries, int n, void *arg)
             bus_val_destroy(&sale);
             continue;
         }
-        bus_val_destroy(&sale);
         int64_t lag = now - ts;
         if (lag >= 0)
             __atomic_add_fetch(&self->lag[lag < S_LAG_BUCKETS ? lag : S_LAG_BUCKETS - 1], 1,
@@ -101,40 +347,26 @@ static int s_apply(const bus_stream_entry_t *entries, int n, void *arg)
         time_t secs = (time_t)(ts / 1000);
         struct tm tm;
         localtime_r(&secs, &tm);
-        snprintf(hours[good], sizeof(hours[good]), "%02d", tm.tm_hour);
-        snprintf(keys[good], S_KEY_MAX, "sale:{%s}:%s", store, sale_id);
-        const char *args[S_ARGS_PER_SALE] = {keys[good], payload, store, bday, hours[good]};
-        for (int k = 0; k < S_ARGS_PER_SALE; k++) {
-            argv[argc] = args[k];
-            alen[argc++] = k == 1 ? plen : strlen(args[k]);
+        s_pending_t *q = &p[good++];
+        snprintf(q->hour, sizeof(q->hour), "%02d", tm.tm_hour);
+        snprintf(q->key, sizeof(q->key), "sale:{%s}:%s", store, sale_id);
+        q->sale = sale;
+        q->store = store;
+        q->day = bday;
+    }
+    rc = 0;
+    for (int attempt = 0; attempt <= good && good > 0; attempt++) {
+        int done = s_apply_once(self, p, excluded, good);
+        if (done != 0) {
+            rc = done > 0 ? 0 : -1; /* -1: Redis trouble, the batch stays pending */
+            break;
         }
-        good++;
     }
-    if (good == 0) {
-        rc = 0;
-        goto out_free;
-    }
-    argv[0] = S_PAIR_SKUS_MAX;
-    alen[0] = strlen(S_PAIR_SKUS_MAX);
-    snprintf(count, sizeof(count), "%d", good);
-    argv[1] = count;
-    alen[1] = strlen(count);
-    redisReply *r = bus_redis_evalsha(self->wredis, self->apply, 0, argc, argv, alen);
-    if (!r)
-        goto out_free; /* Redis trouble: stays pending, retried */
-    if (r->type == REDIS_REPLY_INTEGER) {
-        __atomic_add_fetch(self->c_applied, r->integer, __ATOMIC_RELAXED);
-        rc = 0;
-    }
-    else
-        bus_error("reporting.apply", "batch of %d: %s", good,
-                  r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-    freeReplyObject(r);
 out_free:
-    free(argv);
-    free(alen);
-    free(keys);
-    free(hours);
+    for (int i = 0; p && i < good; i++)
+        bus_val_destroy(&p[i].sale);
+    free(p);
+    free(excluded);
     return rc;
 }
 

@@ -74,9 +74,16 @@ static bool s_id_ok(const char *id)
     return true;
 }
 
+/*  Required text of at most max bytes without control characters (they have no place in an
+    id or a name, and downstream keys use one as a separator). */
 static bool s_text_ok(const char *s, size_t max)
 {
-    return s && *s && strlen(s) <= max;
+    if (!s || !*s || strlen(s) > max)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
 }
 
 /*  Check one line; adds its amount to *total. -1 with the error set on the service. */
@@ -89,6 +96,9 @@ static int s_check_line(bus_service_t *svc, const bus_val_t *l, size_t i, bool i
     int64_t qty, price, gross, promo, tdisc, amount, tax, rate, want;
     bool voided = false;
     bus_val_map_get_bool(l, "voided", &voided);
+    const char *category = bus_val_map_get_str(l, "category");
+    if (category && *category && !s_text_ok(category, S_TEXT_MAX))
+        return bus_service_error(svc, "bad_sale", "line %zu: category not printable text", i);
     if (!s_text_ok(sku, S_SKU_MAX))
         return bus_service_error(svc, "bad_sale", "line %zu: sku missing or longer than %d", i,
                                  S_SKU_MAX);
