@@ -91,10 +91,10 @@ for tag, p in st.procs.items():
     cpu[tag] = (int(fields[11]) + int(fields[12])) / tick
 rss = {}
 for tag, p in st.procs.items():
-    if tag in services:
+    if tag in services or tag in ("busd", "redis"):
         status = open(f"/proc/{p.pid}/status", encoding="utf-8").read()
         kb = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
-        name = services[tag]
+        name = services.get(tag, tag)
         rss[name] = max(rss.get(name, 0), kb / 1024)
 bench = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(st.redis_port), "-a",
                         password, "-t", "set", "-n", "200000", "-q"], capture_output=True,

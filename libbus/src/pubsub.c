@@ -217,8 +217,11 @@ static int s_recv_parts(void *handle, zmq_msg_t *parts, int max, int flags)
         zmq_msg_t *part = count < max ? &parts[count] : &scratch;
         zmq_msg_init(part);
         if (zmq_msg_recv(part, handle, count == 0 ? flags : 0) < 0) {
+            int err = errno;
             zmq_msg_close(part);
-            return count == 0 && errno == EAGAIN ? 0 : -1;
+            for (int i = 0; i < count && i < max; i++)
+                zmq_msg_close(&parts[i]);
+            return count == 0 && err == EAGAIN ? 0 : -1;
         }
         more = zmq_msg_more(part);
         if (part == &scratch)
