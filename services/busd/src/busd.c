@@ -333,24 +333,8 @@ static void s_worker_message(s_busd_t *self, zframe_t *identity, zmsg_t *msg)
     char key[S_ID_HEX_MAX];
     s_hex(identity, key);
     zframe_t *cmd = zmsg_next(msg);
-    if (zframe_streq(cmd, BUS_CMD_REP) && zmsg_size(msg) == 6) {
-        zframe_t *client = zmsg_next(msg);
-        zframe_t *corr = zmsg_next(msg);
-        zframe_t *payload = zmsg_next(msg);
-        const void *data[] = {BUS_PROTO_CLIENT, BUS_CMD_REP, zframe_data(corr),
-                              zframe_data(payload)};
-        size_t len[] = {strlen(BUS_PROTO_CLIENT), strlen(BUS_CMD_REP), zframe_size(corr),
-                        zframe_size(payload)};
-        (*self->c_replies)++;
-        if (s_route(self, client, data, len, 4) != 0)
-            (*self->c_lost_replies)++;
-        s_worker_t *w = zhashx_lookup(self->workers, key);
-        if (w) {
-            w->last_seen = bus_mono_ms();
-            w->expiry = w->last_seen + self->heartbeat_timeout_ms;
-        }
-    }
-    else if (zframe_streq(cmd, BUS_CMD_HB) && zmsg_size(msg) == 5) {
+    /* a well-formed REP never gets here: s_fast_path forwards it */
+    if (zframe_streq(cmd, BUS_CMD_HB) && zmsg_size(msg) == 5) {
         zframe_t *name = zmsg_next(msg);
         zframe_t *instance = zmsg_next(msg);
         s_worker_heartbeat(self, identity, key, name, instance);
