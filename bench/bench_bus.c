@@ -17,12 +17,12 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#define S_EVENT_BYTES   300
-#define S_DEFAULT_MSGS  300000
-#define S_DEFAULT_RTTS  20000
-#define S_IDLE_MS       1500
-#define S_SETTLE_MS     1000
-#define S_TOPIC         "sale.completed"
+#define S_EVENT_BYTES  300
+#define S_DEFAULT_MSGS 300000
+#define S_DEFAULT_RTTS 20000
+#define S_IDLE_MS      1500
+#define S_SETTLE_MS    1000
+#define S_TOPIC        "sale.completed"
 
 static int s_msgs = S_DEFAULT_MSGS;
 static int s_rtts = S_DEFAULT_RTTS;
@@ -143,8 +143,7 @@ static pid_t s_subscriber_run(int fd_out, int fd_ready, const s_topo_t *t, bool 
             bus_msg_destroy(&msg);
         }
         bus_sub_destroy(&sub);
-    }
-    else {
+    } else {
         void *ctx = zmq_ctx_new();
         void *sub = zmq_socket(ctx, ZMQ_SUB);
         s_set_hwm(sub);
@@ -174,8 +173,7 @@ static pid_t s_subscriber_run(int fd_out, int fd_ready, const s_topo_t *t, bool 
     _exit(0);
 }
 
-static double s_pubsub(const s_topo_t *t, bool libbus, const bus_conn_cfg_t *cfg,
-                       int64_t *received)
+static double s_pubsub(const s_topo_t *t, bool libbus, const bus_conn_cfg_t *cfg, int64_t *received)
 {
     int out[2], ready[2];
     if (pipe(out) != 0 || pipe(ready) != 0)
@@ -214,8 +212,7 @@ static double s_pubsub(const s_topo_t *t, bool libbus, const bus_conn_cfg_t *cfg
         }
         bus_val_destroy(&proto);
         bus_pub_destroy(&pub);
-    }
-    else {
+    } else {
         void *ctx = zmq_ctx_new();
         void *pub = zmq_socket(ctx, ZMQ_PUB);
         s_set_hwm(pub);
@@ -328,8 +325,7 @@ static void s_reqrep(const s_topo_t *t, bool libbus, const bus_conn_cfg_t *cfg, 
         bus_client_destroy(&client);
         kill(worker, SIGKILL);
         waitpid(worker, NULL, 0);
-    }
-    else {
+    } else {
         pid_t worker = s_raw_worker(t);
         void *ctx = zmq_ctx_new();
         void *req = zmq_socket(ctx, ZMQ_REQ);

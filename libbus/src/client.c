@@ -205,8 +205,7 @@ bus_msg_t *bus_client_request(bus_client_t *self, const char *service, const cha
                 return reply;
             zclock_sleep(backoff);
             backoff = backoff * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : backoff * 2;
-        }
-        else if (self->errcode == BUS_CLIENT_IO)
+        } else if (self->errcode == BUS_CLIENT_IO)
             return NULL;
     }
     if (self->errcode == BUS_CLIENT_TIMEOUT)

@@ -99,8 +99,7 @@ static int s_store(bus_config_t *self, s_slot_t *slot, const char *value, const 
                     (long long)opt->min, (long long)opt->max, (long long)v);
             return -1;
         }
-    }
-    else if (opt->type == BUS_OPT_BOOL) {
+    } else if (opt->type == BUS_OPT_BOOL) {
         bool b;
         if (!s_parse_bool(value, &b)) {
             s_error(self, "%s: --%s needs true or false, not '%s'", where, opt->name, value);
@@ -423,8 +422,9 @@ void bus_config_usage(bus_config_t *self, FILE *out)
 
 void bus_config_write_example(bus_config_t *self, FILE *out)
 {
-    fprintf(out, "# %s configuration: `name = value`; '#' starts a comment.\n"
-                 "# Precedence: this file < environment (POSBUS_<NAME>) < command-line flags.\n",
+    fprintf(out,
+            "# %s configuration: `name = value`; '#' starts a comment.\n"
+            "# Precedence: this file < environment (POSBUS_<NAME>) < command-line flags.\n",
             self->program);
     for (size_t i = 0; i < self->count; i++) {
         const bus_opt_t *opt = self->slots[i].opt;

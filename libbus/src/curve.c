@@ -125,8 +125,7 @@ int bus_curve_client(zsock_t *sock, const char *secret_cert_path,
         zcert_apply(cert, sock);
         zsock_set_curve_serverkey(sock, zcert_public_txt(server));
         rc = 0;
-    }
-    else
+    } else
         errno = ENOENT;
     zcert_destroy(&cert);
     zcert_destroy(&server);

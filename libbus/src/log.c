@@ -61,16 +61,14 @@ static void s_json_escape(char *line, size_t *used, size_t cap, const char *text
         if (*p == '"' || *p == '\\') {
             line[(*used)++] = '\\';
             line[(*used)++] = (char)*p;
-        }
-        else if (*p < 0x20) {
+        } else if (*p < 0x20) {
             line[(*used)++] = '\\';
             line[(*used)++] = 'u';
             line[(*used)++] = '0';
             line[(*used)++] = '0';
             line[(*used)++] = hex[*p >> 4];
             line[(*used)++] = hex[*p & 0xf];
-        }
-        else
+        } else
             line[(*used)++] = (char)*p;
     }
 }
@@ -120,8 +118,7 @@ void bus_log_write(bus_log_level_t level, const char *event, const char *fmt, ..
         s_append(line, &used, sizeof(line), "\",\"msg\":\"");
         s_json_escape(line, &used, sizeof(line), msg);
         s_append(line, &used, sizeof(line), "\"}");
-    }
-    else {
+    } else {
         snprintf(head, sizeof(head), "%s %s[%d] %s %s: ", ts, s_program, (int)getpid(),
                  s_upper[level], event);
         s_append(line, &used, sizeof(line), head);

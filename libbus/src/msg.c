@@ -176,19 +176,16 @@ static int s_str(bus_buf_t *buf, const char *s)
     if (len < 32) {
         head[0] = (uint8_t)(0xa0 | len);
         n = 1;
-    }
-    else if (len <= UINT8_MAX) {
+    } else if (len <= UINT8_MAX) {
         head[0] = 0xd9;
         head[1] = (uint8_t)len;
         n = 2;
-    }
-    else if (len <= UINT16_MAX) {
+    } else if (len <= UINT16_MAX) {
         head[0] = 0xda;
         head[1] = (uint8_t)(len >> 8);
         head[2] = (uint8_t)len;
         n = 3;
-    }
-    else {
+    } else {
         head[0] = 0xdb;
         head[1] = (uint8_t)(len >> 24);
         head[2] = (uint8_t)(len >> 16);

@@ -263,8 +263,7 @@ bus_msg_t *bus_sub_recv(bus_sub_t *self, int timeout_ms, char *topic, size_t top
             got_topic[len] = '\0';
             if (msg && topic && topic_size > 0)
                 snprintf(topic, topic_size, "%s", got_topic);
-        }
-        else
+        } else
             self->bad_frames++;
         for (int i = 0; i < n && i < 2; i++)
             zmq_msg_close(&parts[i]);

@@ -146,8 +146,8 @@ static void s_drop(bus_redis_t *self, const char *why)
     self->errors++;
     self->pending = 0;
     self->retry_at = bus_mono_ms() + self->backoff_ms;
-    self->backoff_ms = self->backoff_ms * 2 > self->backoff_max_ms ? self->backoff_max_ms
-                                                                     : self->backoff_ms * 2;
+    self->backoff_ms =
+        self->backoff_ms * 2 > self->backoff_max_ms ? self->backoff_max_ms : self->backoff_ms * 2;
 }
 
 /*  A command on a fresh context during connect: ok unless I/O error or error reply. */
@@ -326,8 +326,8 @@ static void s_free_args(const char **a, size_t *l)
     free(l);
 }
 
-redisReply *bus_redis_evalsha(bus_redis_t *self, int script, int nkeys, int argc,
-                              const char **argv, const size_t *argvlen)
+redisReply *bus_redis_evalsha(bus_redis_t *self, int script, int nkeys, int argc, const char **argv,
+                              const size_t *argvlen)
 {
     const char **a;
     size_t *l;
@@ -372,8 +372,8 @@ int bus_redis_appendargv(bus_redis_t *self, int argc, const char **argv, const s
     return rc == REDIS_OK ? 0 : -1;
 }
 
-int bus_redis_append_evalsha(bus_redis_t *self, int script, int nkeys, int argc,
-                             const char **argv, const size_t *argvlen)
+int bus_redis_append_evalsha(bus_redis_t *self, int script, int nkeys, int argc, const char **argv,
+                             const size_t *argvlen)
 {
     const char **a;
     size_t *l;

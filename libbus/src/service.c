@@ -286,9 +286,8 @@ int bus_service_handle(bus_service_t *self)
             zframe_t *payload = zmsg_next(msg);
             s_dispatch(self, client, corr, payload);
             handled++;
-        }
-        else if (!(zmsg_size(msg) == 2 && zframe_streq(proto, BUS_PROTO_WORKER) &&
-                   zframe_streq(cmd, BUS_CMD_HB)))
+        } else if (!(zmsg_size(msg) == 2 && zframe_streq(proto, BUS_PROTO_WORKER) &&
+                     zframe_streq(cmd, BUS_CMD_HB)))
             (*self->c_bad_frames)++;
         zmsg_destroy(&msg);
     }

@@ -9,9 +9,9 @@
 #include "bus/msg.h"
 #include "bus/stream.h"
 
-#define S_CLAIM_IDLE_MS   5000
-#define S_CLAIM_EVERY_MS  1000
-#define S_NAME_MAX        128
+#define S_CLAIM_IDLE_MS  5000
+#define S_CLAIM_EVERY_MS 1000
+#define S_NAME_MAX       128
 
 struct bus_stream_reader {
     bus_redis_t *redis;
@@ -55,8 +55,8 @@ static int s_ensure_group(bus_stream_reader_t *self)
 {
     if (self->group_ready)
         return 0;
-    redisReply *r = bus_redis_command(self->redis, "XGROUP CREATE %s %s 0 MKSTREAM", self->stream,
-                                      self->group);
+    redisReply *r =
+        bus_redis_command(self->redis, "XGROUP CREATE %s %s 0 MKSTREAM", self->stream, self->group);
     if (!r)
         return -1;
     bool ok = r->type != REDIS_REPLY_ERROR || strstr(r->str, "BUSYGROUP");
@@ -157,9 +157,9 @@ int bus_stream_reader_poll(bus_stream_reader_t *self, int count, int block_ms, b
     int applied = 0;
     if (!self->own_pending_done) {
         /* our own entries delivered before a restart, not yet acknowledged */
-        redisReply *r = bus_redis_command(self->redis,
-                                          "XREADGROUP GROUP %s %s COUNT %d STREAMS %s 0",
-                                          self->group, self->consumer, count, self->stream);
+        redisReply *r =
+            bus_redis_command(self->redis, "XREADGROUP GROUP %s %s COUNT %d STREAMS %s 0",
+                              self->group, self->consumer, count, self->stream);
         if (!r)
             return -1;
         redisReply *entries = s_entries(r);
@@ -174,9 +174,9 @@ int bus_stream_reader_poll(bus_stream_reader_t *self, int count, int block_ms, b
     }
     if (bus_mono_ms() >= self->next_claim) {
         self->next_claim = bus_mono_ms() + S_CLAIM_EVERY_MS;
-        redisReply *r = bus_redis_command(
-            self->redis, "XAUTOCLAIM %s %s %s %d %s COUNT %d", self->stream, self->group,
-            self->consumer, self->claim_idle_ms, self->claim_cursor, count);
+        redisReply *r = bus_redis_command(self->redis, "XAUTOCLAIM %s %s %s %d %s COUNT %d",
+                                          self->stream, self->group, self->consumer,
+                                          self->claim_idle_ms, self->claim_cursor, count);
         if (!r)
             return -1;
         if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2) {
@@ -192,8 +192,7 @@ int bus_stream_reader_poll(bus_stream_reader_t *self, int count, int block_ms, b
     }
     redisReply *r;
     if (block_ms > 0)
-        r = bus_redis_command(self->redis,
-                              "XREADGROUP GROUP %s %s COUNT %d BLOCK %d STREAMS %s >",
+        r = bus_redis_command(self->redis, "XREADGROUP GROUP %s %s COUNT %d BLOCK %d STREAMS %s >",
                               self->group, self->consumer, count, block_ms, self->stream);
     else
         r = bus_redis_command(self->redis, "XREADGROUP GROUP %s %s COUNT %d STREAMS %s >",
@@ -237,16 +236,15 @@ static void *s_worker_main(void *data)
 {
     bus_stream_worker_t *self = data;
     while (!__atomic_load_n(&self->stop, __ATOMIC_ACQUIRE)) {
-        int n = bus_stream_reader_poll(self->reader, self->batch, self->block_ms, self->fn,
-                                       self->arg);
+        int n =
+            bus_stream_reader_poll(self->reader, self->batch, self->block_ms, self->fn, self->arg);
         int gather = __atomic_load_n(&self->gather_ms, __ATOMIC_RELAXED);
         if (n > 0)
             __atomic_add_fetch(&self->applied, n, __ATOMIC_RELAXED);
         if (n > 0 && n < self->batch && gather > 0) {
             struct timespec ts = {gather / 1000, (gather % 1000) * 1000000L};
             nanosleep(&ts, NULL);
-        }
-        else if (n < 0) {
+        } else if (n < 0) {
             __atomic_add_fetch(&self->errors, 1, __ATOMIC_RELAXED);
             struct timespec ts = {0, S_ERROR_PAUSE_MS * 1000000L};
             nanosleep(&ts, NULL);

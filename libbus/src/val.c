@@ -51,8 +51,8 @@ struct bus_val {
 };
 
 static const char *const s_reject_names[BUS_REJ__COUNT] = {
-    "none",        "oversize", "truncated", "malformed", "too_deep",   "unsupported",
-    "bad_key",     "trailing", "not_map",   "missing_key", "wrong_type", "bad_value"};
+    "none",    "oversize", "truncated", "malformed",   "too_deep",   "unsupported",
+    "bad_key", "trailing", "not_map",   "missing_key", "wrong_type", "bad_value"};
 
 const char *bus_reject_name(bus_reject_t reason)
 {
@@ -811,26 +811,22 @@ static int s_json_str(bus_buf_t *buf, const char *s, size_t len)
             if (bus_buf_append(buf, esc, 2) != 0)
                 return -1;
             p++;
-        }
-        else if (c < 0x20 || c == 0x7f) {
+        } else if (c < 0x20 || c == 0x7f) {
             const char *named = c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
             if (named) {
                 if (bus_buf_append(buf, named, 2) != 0)
                     return -1;
-            }
-            else {
+            } else {
                 char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xf]};
                 if (bus_buf_append(buf, u, 6) != 0)
                     return -1;
             }
             p++;
-        }
-        else if (c < 0x80) {
+        } else if (c < 0x80) {
             if (bus_buf_append(buf, p, 1) != 0)
                 return -1;
             p++;
-        }
-        else {
+        } else {
             /* validate one UTF-8 sequence; invalid bytes become U+FFFD */
             int n = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
             bool ok = n > 0 && (size_t)(end - p) >= (size_t)n;
@@ -842,8 +838,7 @@ static int s_json_str(bus_buf_t *buf, const char *s, size_t len)
                 if (bus_buf_append(buf, p, (size_t)n) != 0)
                     return -1;
                 p += n;
-            }
-            else {
+            } else {
                 if (bus_buf_append(buf, "\\ufffd", 6) != 0)
                     return -1;
                 p++;

@@ -5,12 +5,11 @@
 #include <unistd.h>
 #include "testutil.h"
 
-static const bus_opt_t s_table[] = {
-    {"name", BUS_OPT_STR, "posbus", 0, 0, "a name"},
-    {"port", BUS_OPT_INT, "5560", 1, 65535, "a port"},
-    {"verbose", BUS_OPT_BOOL, "false", 0, 0, "talk more"},
-    {"secret-file", BUS_OPT_STR, NULL, 0, 0, "where the secret is"},
-    {NULL, 0, NULL, 0, 0, NULL}};
+static const bus_opt_t s_table[] = {{"name", BUS_OPT_STR, "posbus", 0, 0, "a name"},
+                                    {"port", BUS_OPT_INT, "5560", 1, 65535, "a port"},
+                                    {"verbose", BUS_OPT_BOOL, "false", 0, 0, "talk more"},
+                                    {"secret-file", BUS_OPT_STR, NULL, 0, 0, "where the secret is"},
+                                    {NULL, 0, NULL, 0, 0, NULL}};
 static const bus_opt_t s_shared[] = {{"hwm", BUS_OPT_INT, "100", 0, 0, "high-water mark"},
                                      {NULL, 0, NULL, 0, 0, NULL}};
 
@@ -44,8 +43,8 @@ int main(void)
 
     c = bus_config_new("test", s_table);
     setenv("POSBUS_PORT", "7000", 1);
-    const char *argv1[] = {"prog", "--config", file, "--name=flag", "ping", "-2", "--",
-                           "--not-option"};
+    const char *argv1[] = {"prog", "--config", file, "--name=flag",
+                           "ping", "-2",       "--", "--not-option"};
     CHECK(s_load(c, 8, argv1) == 0, "file + env + flags load: %s", bus_config_error(c));
     CHECK(strcmp(bus_config_str(c, "name"), "flag") == 0 &&
               strcmp(bus_config_source(c, "name"), "flag") == 0,

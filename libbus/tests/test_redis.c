@@ -48,9 +48,10 @@ static pid_t s_start_server(void)
     snprintf(port, sizeof(port), "%d", s_port);
     snprintf(sock, sizeof(sock), "%s/redis.sock", s_dir);
     snprintf(log, sizeof(log), "%s/redis.log", s_dir);
-    char *argv[] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--requirepass",
-                    "secret", "--save", "", "--appendonly", "no", "--dir", s_dir,
-                    "--unixsocket", sock, "--logfile", log, NULL};
+    char *argv[] = {
+        "redis-server", "--port",       port, "--bind",       "127.0.0.1", "--requirepass",
+        "secret",       "--save",       "",   "--appendonly", "no",        "--dir",
+        s_dir,          "--unixsocket", sock, "--logfile",    log,         NULL};
     pid_t pid;
     if (posix_spawnp(&pid, "redis-server", NULL, NULL, argv, environ) != 0)
         return -1;
@@ -100,8 +101,8 @@ int main(void)
     freeReplyObject(reply);
     bus_redis_destroy(&r);
 
-    bus_redis_cfg_t cfg = {.port = s_port, .password = "secret", .backoff_min_ms = 200,
-                           .backoff_max_ms = 400};
+    bus_redis_cfg_t cfg = {
+        .port = s_port, .password = "secret", .backoff_min_ms = 200, .backoff_max_ms = 400};
     r = bus_redis_new(&cfg);
     reply = bus_redis_command(r, "GET %s", "k");
     CHECK(reply && reply->type == REDIS_REPLY_STRING && strcmp(reply->str, "via-unix") == 0,

@@ -35,9 +35,11 @@ static bus_reject_t s_reject(const uint8_t *data, size_t len)
 
 static void s_test_ints(void)
 {
-    static const int64_t cases[] = {INT64_MIN, -2147483649LL, -2147483648LL, -32769, -32768,
-                                    -129, -128, -33, -32, -1, 0, 1, 127, 128, 255, 256, 65535,
-                                    65536, 4294967295LL, 4294967296LL, INT64_MAX};
+    static const int64_t cases[] = {
+        INT64_MIN,    -2147483649LL, -2147483648LL, -32769, -32768, -129,
+        -128,         -33,           -32,           -1,     0,      1,
+        127,          128,           255,           256,    65535,  65536,
+        4294967295LL, 4294967296LL,  INT64_MAX};
     int ok = 0;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         bus_val_t *v = bus_val_new_int(cases[i]);
@@ -179,8 +181,8 @@ static void s_test_hostile(void)
     bus_val_destroy(&ok16);
 
     bus_limits_t small = {.max_size = 4, .max_depth = 0};
-    bus_val_t *v = bus_val_decode((const uint8_t[]){0xa5, 'h', 'e', 'l', 'l', 'o'}, 6, &small,
-                                  &why);
+    bus_val_t *v =
+        bus_val_decode((const uint8_t[]){0xa5, 'h', 'e', 'l', 'l', 'o'}, 6, &small, &why);
     CHECK(!v && why == BUS_REJ_OVERSIZE, "payload above the size limit refused");
 
     /* every proper prefix of a valid encoding is truncated */
@@ -210,7 +212,9 @@ static void s_test_json(void)
     bus_val_map_set_int(m, "n", -5);
     bus_val_t *bin = bus_val_new_bin("\x00\xff", 2);
     bus_val_map_set(m, "b", &bin);
-    bus_val_t *bad = bus_val_new_strn("\xff" "ok", 3);
+    bus_val_t *bad = bus_val_new_strn("\xff"
+                                      "ok",
+                                      3);
     bus_val_map_set(m, "u", &bad);
     bus_buf_t buf = {0};
     bus_val_to_json(m, &buf);

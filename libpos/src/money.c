@@ -13,20 +13,19 @@
 
 #define S_DECIMALS 2
 
-static const char *const s_errors[] = {
-    "ok",
-    "empty",
-    "not a plain decimal number",
-    "more than 2 decimals",
-    "too large",
-    "negative not allowed",
-    "out of range",
-    "wrong check digit",
-    "wrong length",
-    "not found",
-    "not allowed in this state",
-    "non-cash tender larger than the amount due",
-    "too many entries"};
+static const char *const s_errors[] = {"ok",
+                                       "empty",
+                                       "not a plain decimal number",
+                                       "more than 2 decimals",
+                                       "too large",
+                                       "negative not allowed",
+                                       "out of range",
+                                       "wrong check digit",
+                                       "wrong length",
+                                       "not found",
+                                       "not allowed in this state",
+                                       "non-cash tender larger than the amount due",
+                                       "too many entries"};
 
 const char *pos_strerror(pos_err_t err)
 {

@@ -88,16 +88,13 @@ int pos_text_width(const char *utf8)
         if (*p < 0x80) {
             w += 1;
             p += 1;
-        }
-        else if ((*p & 0xe0) == 0xc0) {
+        } else if ((*p & 0xe0) == 0xc0) {
             w += 1;
             p += p[1] ? 2 : 1;
-        }
-        else if ((*p & 0xf0) == 0xe0) {
+        } else if ((*p & 0xf0) == 0xe0) {
             w += 2; /* CJK ideographs and fullwidth forms are 3-byte sequences */
             p += (p[1] && p[2]) ? 3 : 1;
-        }
-        else {
+        } else {
             w += 2;
             p += (p[1] && p[2] && p[3]) ? 4 : 1;
         }
@@ -163,7 +160,8 @@ int pos_receipt_render(const pos_receipt_t *self, int width, char *buf, size_t s
               l->item.name[0] ? l->item.name : l->item.sku);
         if (l->item.unit == POS_UNIT_KG)
             snprintf(text, sizeof(text), "  %lld.%03lld kg x %s", (long long)(l->qty / 1000),
-                     (long long)llabs(l->qty % 1000), pos_money_format(l->unit_price, a, sizeof(a)));
+                     (long long)llabs(l->qty % 1000),
+                     pos_money_format(l->unit_price, a, sizeof(a)));
         else
             snprintf(text, sizeof(text), "  %lld x %s", (long long)l->qty,
                      pos_money_format(l->unit_price, a, sizeof(a)));

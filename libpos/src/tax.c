@@ -21,8 +21,7 @@ void pos_tax_summary_init(pos_tax_summary_t *summary)
     memset(summary, 0, sizeof(*summary));
 }
 
-pos_err_t pos_tax_summary_add(pos_tax_summary_t *summary, int rate_bp, int64_t gross,
-                              int64_t tax)
+pos_err_t pos_tax_summary_add(pos_tax_summary_t *summary, int rate_bp, int64_t gross, int64_t tax)
 {
     int i = 0;
     while (i < summary->count && summary->rows[i].rate_bp < rate_bp)

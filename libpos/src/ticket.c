@@ -11,8 +11,8 @@
 #include <string.h>
 #include "pos/ticket.h"
 
-static const char *const s_tender_names[POS_TENDER__COUNT] = {
-    "cash", "card", "wechat", "alipay", "stored_value", "other"};
+static const char *const s_tender_names[POS_TENDER__COUNT] = {"cash",   "card",         "wechat",
+                                                              "alipay", "stored_value", "other"};
 
 struct pos_ticket {
     pos_line_t *lines;
@@ -136,8 +136,7 @@ static pos_line_t *s_new_line(pos_ticket_t *self, int *index)
     return line;
 }
 
-pos_err_t pos_ticket_add_line(pos_ticket_t *self, const pos_item_t *item, int64_t qty,
-                              int *index)
+pos_err_t pos_ticket_add_line(pos_ticket_t *self, const pos_item_t *item, int64_t qty, int *index)
 {
     pos_err_t err = s_check_item(item);
     if (err != POS_OK)
@@ -153,8 +152,7 @@ pos_err_t pos_ticket_add_line(pos_ticket_t *self, const pos_item_t *item, int64_
 }
 
 pos_err_t pos_ticket_add_return(pos_ticket_t *self, const pos_item_t *item, int64_t qty,
-                                int64_t paid_per_unit, const char *original_sale_id,
-                                int *index)
+                                int64_t paid_per_unit, const char *original_sale_id, int *index)
 {
     pos_err_t err = s_check_item(item);
     if (err != POS_OK)
@@ -292,8 +290,8 @@ static void s_allocate(int64_t total, const int64_t *weights, int64_t *shares, i
 
 /*  Step 3: best item promotion per SKU group, shared over the group's lines in proportion to
     their gross. grouped marks lines already handled as part of an earlier line's group. */
-static void s_apply_promotions(pos_ticket_t *self, int64_t *weights, int64_t *shares,
-                               int *members, bool *grouped)
+static void s_apply_promotions(pos_ticket_t *self, int64_t *weights, int64_t *shares, int *members,
+                               bool *grouped)
 {
     for (int i = 0; i < self->nlines; i++) {
         pos_line_t *l = &self->lines[i];
@@ -466,8 +464,7 @@ pos_err_t pos_ticket_add_tender(pos_ticket_t *self, pos_tender_kind_t kind, int6
         int64_t to_refund = t->due - t->paid;
         if (amount < to_refund)
             return POS_EOVERPAY;
-    }
-    else if (left == 0)
+    } else if (left == 0)
         return POS_ESTATE; /* already paid */
     else if (kind != POS_TENDER_CASH) {
         /* a non-cash tender may settle at most the unrounded remainder */

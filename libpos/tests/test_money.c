@@ -42,9 +42,9 @@ int main(void)
 
     static const struct {
         int64_t a, b, c, want;
-    } md[] = {{5, 1, 10, 1},   {-5, 1, 10, -1}, {4, 1, 10, 0},   {15, 1, 10, 2},
-              {-15, 1, 10, -2}, {25, 1, 10, 3}, {-25, 1, 10, -3}, {3980, 1234, 1000, 4911},
-              {7, 1, -2, -4}};
+    } md[] = {{5, 1, 10, 1},    {-5, 1, 10, -1},          {4, 1, 10, 0},
+              {15, 1, 10, 2},   {-15, 1, 10, -2},         {25, 1, 10, 3},
+              {-25, 1, 10, -3}, {3980, 1234, 1000, 4911}, {7, 1, -2, -4}};
     int ok = 0;
     for (size_t i = 0; i < sizeof(md) / sizeof(md[0]); i++) {
         int64_t out;
@@ -59,8 +59,9 @@ int main(void)
     CHECK(pos_muldiv(INT64_MAX, 3, 2, &out) == POS_EOVERFLOW, "muldiv overflow detected");
     CHECK(pos_muldiv(INT64_MAX, 3, 3, &out) == POS_OK && out == INT64_MAX,
           "128-bit intermediate: INT64_MAX * 3 / 3");
-    CHECK(pos_add(INT64_MAX, 1, &out) == POS_EOVERFLOW && pos_mul(INT64_MAX / 2, 3, &out) ==
-          POS_EOVERFLOW, "checked add and mul");
+    CHECK(pos_add(INT64_MAX, 1, &out) == POS_EOVERFLOW &&
+              pos_mul(INT64_MAX / 2, 3, &out) == POS_EOVERFLOW,
+          "checked add and mul");
 
     int64_t tax;
     CHECK(pos_tax_included(1130, 1300, &tax) == POS_OK && tax == 130, "13%% in 11.30 is 1.30");

@@ -339,8 +339,10 @@ static void s_test_random(void)
             printf("     random ticket %d breaks an invariant\n", n);
         pos_ticket_destroy(&t);
     }
-    CHECK(bad == 0, "10,000 random tickets: lines, tax summary and totals add up to the fen "
-          "(%d broke)", bad);
+    CHECK(bad == 0,
+          "10,000 random tickets: lines, tax summary and totals add up to the fen "
+          "(%d broke)",
+          bad);
 }
 
 int main(void)

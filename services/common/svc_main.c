@@ -15,8 +15,8 @@ const bus_opt_t svc_consumer_opts[] = {
     {NULL, 0, NULL, 0, 0, NULL}};
 
 bus_stream_worker_t *svc_consumer_start(bus_config_t *config, bus_service_t *svc,
-                                        bus_redis_t *wredis, const char *stream,
-                                        const char *group, bus_stream_fn *fn, void *arg)
+                                        bus_redis_t *wredis, const char *stream, const char *group,
+                                        bus_stream_fn *fn, void *arg)
 {
     const char *consumer = bus_config_str(config, "consumer-name");
     bus_stream_worker_t *w = bus_stream_worker_start(
@@ -28,13 +28,13 @@ bus_stream_worker_t *svc_consumer_start(bus_config_t *config, bus_service_t *svc
     return w;
 }
 
-bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool consumer,
-                              int argc, char **argv, int *exit_code)
+bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool consumer, int argc,
+                              char **argv, int *exit_code)
 {
     *exit_code = 2;
     bus_config_t *config = bus_config_new(program, own);
-    if (!config || bus_config_add(config, bus_conn_opts) || bus_config_add(config, bus_redis_opts) ||
-        bus_config_add(config, bus_program_opts) ||
+    if (!config || bus_config_add(config, bus_conn_opts) ||
+        bus_config_add(config, bus_redis_opts) || bus_config_add(config, bus_program_opts) ||
         (consumer && bus_config_add(config, svc_consumer_opts))) {
         bus_config_destroy(&config);
         return NULL;
@@ -44,8 +44,7 @@ bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool co
         if (rc == 1) {
             printf("usage: %s [--config FILE] [options]\n", program);
             bus_config_usage(config, stdout);
-        }
-        else
+        } else
             bus_config_write_example(config, stdout);
         *exit_code = 0;
         bus_config_destroy(&config);

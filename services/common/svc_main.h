@@ -9,8 +9,8 @@
    and flags, answer --help and --example-config, set up logging and signal handling. Returns the
    loaded configuration, or NULL when main should return *exit_code (0 after --help or
    --example-config, 2 after printing a configuration error). */
-bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool consumer,
-                              int argc, char **argv, int *exit_code);
+bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool consumer, int argc,
+                              char **argv, int *exit_code);
 
 /* Options of services that follow the sales stream: consumer-name, batch, claim-idle-ms. */
 extern const bus_opt_t svc_consumer_opts[];
@@ -18,7 +18,7 @@ extern const bus_opt_t svc_consumer_opts[];
 /* Start the stream worker of a consumer service: group on stream, consumer named by
    --consumer-name or the instance id, batch and claim settings from the configuration. */
 bus_stream_worker_t *svc_consumer_start(bus_config_t *config, bus_service_t *svc,
-                                        bus_redis_t *wredis, const char *stream,
-                                        const char *group, bus_stream_fn *fn, void *arg);
+                                        bus_redis_t *wredis, const char *stream, const char *group,
+                                        bus_stream_fn *fn, void *arg);
 
 #endif

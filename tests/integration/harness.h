@@ -25,19 +25,18 @@ static const char *h_name = "test";
 static pid_t h_children[H_CHILDREN_MAX];
 static char h_tmp[PATH_MAX];
 
-#define CHECK(cond, ...)                                                                          \
-    do {                                                                                          \
-        if (cond) {                                                                               \
-            h_passed++;                                                                           \
-            printf("ok   ");                                                                      \
-        }                                                                                         \
-        else {                                                                                    \
-            h_failed++;                                                                           \
-            printf("FAIL (%s:%d) ", __FILE__, __LINE__);                                          \
-        }                                                                                         \
-        printf(__VA_ARGS__);                                                                      \
-        printf("\n");                                                                             \
-        fflush(stdout);                                                                           \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            h_passed++;                                                                            \
+            printf("ok   ");                                                                       \
+        } else {                                                                                   \
+            h_failed++;                                                                            \
+            printf("FAIL (%s:%d) ", __FILE__, __LINE__);                                           \
+        }                                                                                          \
+        printf(__VA_ARGS__);                                                                       \
+        printf("\n");                                                                              \
+        fflush(stdout);                                                                            \
     } while (0)
 
 static inline void h_kill_all(void)
@@ -240,18 +239,31 @@ static inline void h_cert_path(h_bus_t *bus, const char *name, char *out, size_t
 
 static inline pid_t h_start_busd(h_bus_t *bus)
 {
-    char *argv[] = {"busd",           "--pub-bind",     bus->pub, "--sub-bind",
-                    bus->sub,         "--req-bind",     bus->req, "--cert",
-                    bus->server_secret, "--clients-dir", bus->clients, "--log-level",
-                    "debug",          "--heartbeat-ms", "250",    "--heartbeat-timeout-ms",
-                    "1500",           NULL};
+    char *argv[] = {"busd",
+                    "--pub-bind",
+                    bus->pub,
+                    "--sub-bind",
+                    bus->sub,
+                    "--req-bind",
+                    bus->req,
+                    "--cert",
+                    bus->server_secret,
+                    "--clients-dir",
+                    bus->clients,
+                    "--log-level",
+                    "debug",
+                    "--heartbeat-ms",
+                    "250",
+                    "--heartbeat-timeout-ms",
+                    "1500",
+                    NULL};
     bus->busd = h_spawn("busd", argv);
     return bus->busd;
 }
 
 /*  Connection settings for an in-test client using certificate `name`. */
 static inline void h_conn(h_bus_t *bus, const char *name, bus_conn_cfg_t *cfg, char *cert,
-                   size_t cert_size)
+                          size_t cert_size)
 {
     bus_conn_cfg_defaults(cfg);
     cfg->pub_endpoint = bus->pub;
@@ -269,10 +281,22 @@ static inline pid_t h_start_echo(h_bus_t *bus, const char *logname, const char *
 {
     char cert[PATH_MAX];
     h_cert_path(bus, name, cert, sizeof(cert));
-    char *argv[] = {"bus_echo",      "--pub-endpoint", bus->pub, "--sub-endpoint",
-                    bus->sub,        "--req-endpoint", bus->req, "--cert",
-                    cert,            "--server-cert",  bus->server_public, "--heartbeat-ms",
-                    "250",           "--heartbeat-timeout-ms", "1500", NULL};
+    char *argv[] = {"bus_echo",
+                    "--pub-endpoint",
+                    bus->pub,
+                    "--sub-endpoint",
+                    bus->sub,
+                    "--req-endpoint",
+                    bus->req,
+                    "--cert",
+                    cert,
+                    "--server-cert",
+                    bus->server_public,
+                    "--heartbeat-ms",
+                    "250",
+                    "--heartbeat-timeout-ms",
+                    "1500",
+                    NULL};
     return h_spawn(logname, argv);
 }
 
@@ -308,7 +332,8 @@ static inline int h_instances(bus_client_t *client, const char *service)
 }
 
 /*  Wait until service has exactly n instances registered. */
-static inline bool h_wait_instances(bus_client_t *client, const char *service, int n, int timeout_ms)
+static inline bool h_wait_instances(bus_client_t *client, const char *service, int n,
+                                    int timeout_ms)
 {
     int64_t deadline = bus_mono_ms() + timeout_ms;
     while (bus_mono_ms() < deadline) {

@@ -80,13 +80,14 @@ int main(void)
     h_cert_path(&bus, "py", py_cert, sizeof(py_cert));
     char count[16];
     snprintf(count, sizeof(count), "%d", S_EVENTS);
-    char *argv[] = {"/usr/bin/python3", script, bus.sub, py_cert, bus.server_public,
-                    "sale.", count, NULL};
+    char *argv[] = {"/usr/bin/python3", script,  bus.sub, py_cert,
+                    bus.server_public,  "sale.", count,   NULL};
     pid_t py = h_spawn("consumer", argv);
     CHECK(py > 0, "python consumer started");
     /* posctl tail beside it, stopping by itself after 5 events */
-    char *tail_argv[] = {"posctl", "--sub-endpoint", bus.sub, "--cert", cert, "--server-cert",
-                         bus.server_public, "--count", "5", "tail", "sale.", NULL};
+    char *tail_argv[] = {"posctl", "--sub-endpoint", bus.sub,           "--cert",
+                         cert,     "--server-cert",  bus.server_public, "--count",
+                         "5",      "tail",           "sale.",           NULL};
     pid_t tail = h_spawn("tail", tail_argv);
 
     /* publish in small batches until the consumer has printed S_EVENTS lines and exited */
@@ -142,8 +143,7 @@ int main(void)
     }
     char tail_path[PATH_MAX];
     snprintf(tail_path, sizeof(tail_path), "%s/tail.log", h_tmp);
-    CHECK(WIFEXITED(tail_status) && WEXITSTATUS(tail_status) == 0 &&
-              s_count_lines(tail_path) == 5,
+    CHECK(WIFEXITED(tail_status) && WEXITSTATUS(tail_status) == 0 && s_count_lines(tail_path) == 5,
           "posctl tail --count 5 printed 5 lines and exited (%d lines)", s_count_lines(tail_path));
     f = fopen(tail_path, "r");
     char first[4096] = "";
@@ -153,8 +153,7 @@ int main(void)
         fclose(f);
     }
     CHECK(strncmp(first, "{\"topic\":\"sale.completed\",\"msg\":{\"v\":1,", 39) == 0 &&
-              strstr(first, "\"type\":\"test.event\"") &&
-              strstr(first, "\"store\":\"S001\""),
+              strstr(first, "\"type\":\"test.event\"") && strstr(first, "\"store\":\"S001\""),
           "posctl tail prints one decoded JSON object per event: %s", first);
     bus_client_destroy(&client);
     return h_finish();

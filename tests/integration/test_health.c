@@ -14,8 +14,20 @@ static pid_t s_redis(int port)
     char p[16], dir[PATH_MAX];
     snprintf(p, sizeof(p), "%d", port);
     snprintf(dir, sizeof(dir), "%s", h_tmp);
-    char *argv[] = {"/usr/bin/redis-server", "--port", p, "--bind", "127.0.0.1", "--requirepass",
-                    "hunter2", "--save", "", "--appendonly", "no", "--dir", dir, NULL};
+    char *argv[] = {"/usr/bin/redis-server",
+                    "--port",
+                    p,
+                    "--bind",
+                    "127.0.0.1",
+                    "--requirepass",
+                    "hunter2",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    dir,
+                    NULL};
     return h_spawn("redis", argv);
 }
 
@@ -63,9 +75,22 @@ int main(void)
     char cert[PATH_MAX], port[16];
     h_cert_path(&bus, "svc", cert, sizeof(cert));
     snprintf(port, sizeof(port), "%d", redis_port);
-    char *argv[] = {"bus_echo", "--req-endpoint", bus.req, "--pub-endpoint", bus.pub,
-                    "--cert", cert, "--server-cert", bus.server_public, "--heartbeat-ms", "250",
-                    "--redis-port", port, "--redis-password-file", pass_file, NULL};
+    char *argv[] = {"bus_echo",
+                    "--req-endpoint",
+                    bus.req,
+                    "--pub-endpoint",
+                    bus.pub,
+                    "--cert",
+                    cert,
+                    "--server-cert",
+                    bus.server_public,
+                    "--heartbeat-ms",
+                    "250",
+                    "--redis-port",
+                    port,
+                    "--redis-password-file",
+                    pass_file,
+                    NULL};
     h_spawn("echo", argv);
 
     bus_conn_cfg_t cfg;
@@ -79,8 +104,8 @@ int main(void)
 
     h_stop(redis, SIGKILL);
     CHECK(s_wait_health(client, 0, 5000), "redis killed: health says unhealthy, redis false");
-    char *ping[] = {"posctl", "--req-endpoint", bus.req, "--cert", tcert, "--server-cert",
-                    bus.server_public, "ping", NULL};
+    char *ping[] = {"posctl",        "--req-endpoint",  bus.req, "--cert", tcert,
+                    "--server-cert", bus.server_public, "ping",  NULL};
     char out[4096];
     CHECK(h_run(ping, out, sizeof(out)) == 1 && strstr(out, "UNHEALTHY"),
           "posctl ping fails and shows the instance unhealthy:\n%s", out);

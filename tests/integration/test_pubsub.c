@@ -129,8 +129,9 @@ int main(void)
     bus_msg_t *after = bus_sub_recv(sub, 2000, NULL, 0);
     CHECK(after != NULL, "next sale.completed received after the gap");
     bus_msg_destroy(&after);
-    CHECK(bus_sub_gaps(sub) >= gaps_before + 5, "missed events are seen as a gap (%" PRIu64
-          " -> %" PRIu64 ")", gaps_before, bus_sub_gaps(sub));
+    CHECK(bus_sub_gaps(sub) >= gaps_before + 5,
+          "missed events are seen as a gap (%" PRIu64 " -> %" PRIu64 ")", gaps_before,
+          bus_sub_gaps(sub));
 
     bus_sub_destroy(&sub);
     bus_client_destroy(&client);

@@ -48,8 +48,9 @@ static void s_test_spread_and_kill(h_bus_t *bus, bus_client_t *client)
             answered++;
         bus_msg_destroy(&rep);
     }
-    CHECK(answered == 40, "after SIGKILL of one instance, 40 of 40 requests answered (%d, %" PRId64
-          " ms)", answered, bus_mono_ms() - t0);
+    CHECK(answered == 40,
+          "after SIGKILL of one instance, 40 of 40 requests answered (%d, %" PRId64 " ms)",
+          answered, bus_mono_ms() - t0);
     CHECK(h_wait_instances(client, "echo", 1, 5000), "the killed instance is dropped by busd");
 
     /* an instance that stops cleanly says goodbye and is gone at once */

@@ -52,8 +52,9 @@ static void s_test_posctl(h_bus_t *bus)
     int rc = -1;
     int64_t deadline = bus_mono_ms() + 5000;
     while (bus_mono_ms() < deadline) {
-        char *argv[] = {"posctl", "--req-endpoint", bus->req, "--cert", cert, "--server-cert",
-                        bus->server_public, "--expect", "echo", "ping", NULL};
+        char *argv[] = {
+            "posctl",           "--req-endpoint", bus->req, "--cert", cert, "--server-cert",
+            bus->server_public, "--expect",       "echo",   "ping",   NULL};
         rc = h_run(argv, out, sizeof(out));
         if (rc == 0)
             break;
@@ -62,13 +63,13 @@ static void s_test_posctl(h_bus_t *bus)
     CHECK(rc == 0, "posctl ping --expect echo exits 0 with echo running");
     CHECK(strstr(out, "busd") && strstr(out, "echo") && strstr(out, "OK"),
           "posctl ping lists busd and echo as OK:\n%s", out);
-    char *argv2[] = {"posctl", "--req-endpoint", bus->req, "--cert", cert, "--server-cert",
-                     bus->server_public, "--expect", "echo,sales", "ping", NULL};
+    char *argv2[] = {
+        "posctl",           "--req-endpoint", bus->req,     "--cert", cert, "--server-cert",
+        bus->server_public, "--expect",       "echo,sales", "ping",   NULL};
     rc = h_run(argv2, out, sizeof(out));
-    CHECK(rc == 1 && strstr(out, "MISSING"), "posctl ping fails when sales is missing (rc %d)",
-          rc);
-    char *argv3[] = {"posctl", "--req-endpoint", bus->req, "--cert", cert, "--server-cert",
-                     bus->server_public, "stats", "busd", NULL};
+    CHECK(rc == 1 && strstr(out, "MISSING"), "posctl ping fails when sales is missing (rc %d)", rc);
+    char *argv3[] = {"posctl",        "--req-endpoint",   bus->req, "--cert", cert,
+                     "--server-cert", bus->server_public, "stats",  "busd",   NULL};
     rc = h_run(argv3, out, sizeof(out));
     CHECK(rc == 0 && strstr(out, "\"requests\""), "posctl stats busd prints counters: %s", out);
 }
@@ -111,8 +112,10 @@ int main(void)
     snprintf(to, sizeof(to), "%s/stranger.cert", bus.clients);
     CHECK(s_copy(from, to) == 0, "enrol: public certificate copied into clients/");
     int64_t t0 = bus_mono_ms();
-    CHECK(s_wait_talk(&stranger, true, 10000), "enrolled key accepted without restarting busd "
-          "(%" PRId64 " ms)", bus_mono_ms() - t0);
+    CHECK(s_wait_talk(&stranger, true, 10000),
+          "enrolled key accepted without restarting busd "
+          "(%" PRId64 " ms)",
+          bus_mono_ms() - t0);
     CHECK(unlink(to) == 0, "revoke: certificate removed from clients/");
     t0 = bus_mono_ms();
     CHECK(s_wait_talk(&stranger, false, 10000), "revoked key refused again (%" PRId64 " ms)",

@@ -31,25 +31,25 @@ bool bus_log_enabled(bus_log_level_t level);
 void bus_log_write(bus_log_level_t level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define bus_error(...)                                                                            \
-    do {                                                                                          \
-        if (bus_log_enabled(BUS_LOG_ERROR))                                                       \
-            bus_log_write(BUS_LOG_ERROR, __VA_ARGS__);                                            \
+#define bus_error(...)                                                                             \
+    do {                                                                                           \
+        if (bus_log_enabled(BUS_LOG_ERROR))                                                        \
+            bus_log_write(BUS_LOG_ERROR, __VA_ARGS__);                                             \
     } while (0)
-#define bus_warn(...)                                                                             \
-    do {                                                                                          \
-        if (bus_log_enabled(BUS_LOG_WARN))                                                        \
-            bus_log_write(BUS_LOG_WARN, __VA_ARGS__);                                             \
+#define bus_warn(...)                                                                              \
+    do {                                                                                           \
+        if (bus_log_enabled(BUS_LOG_WARN))                                                         \
+            bus_log_write(BUS_LOG_WARN, __VA_ARGS__);                                              \
     } while (0)
-#define bus_info(...)                                                                             \
-    do {                                                                                          \
-        if (bus_log_enabled(BUS_LOG_INFO))                                                        \
-            bus_log_write(BUS_LOG_INFO, __VA_ARGS__);                                             \
+#define bus_info(...)                                                                              \
+    do {                                                                                           \
+        if (bus_log_enabled(BUS_LOG_INFO))                                                         \
+            bus_log_write(BUS_LOG_INFO, __VA_ARGS__);                                              \
     } while (0)
-#define bus_debug(...)                                                                            \
-    do {                                                                                          \
-        if (bus_log_enabled(BUS_LOG_DEBUG))                                                       \
-            bus_log_write(BUS_LOG_DEBUG, __VA_ARGS__);                                            \
+#define bus_debug(...)                                                                             \
+    do {                                                                                           \
+        if (bus_log_enabled(BUS_LOG_DEBUG))                                                        \
+            bus_log_write(BUS_LOG_DEBUG, __VA_ARGS__);                                             \
     } while (0)
 
 #ifdef __cplusplus

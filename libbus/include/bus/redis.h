@@ -27,15 +27,15 @@ extern "C" {
 #endif
 
 typedef struct bus_redis_cfg {
-    const char *host;        /* TCP host, default "127.0.0.1"; ignored when unix_path is set */
-    int port;                /* default 6379 */
-    const char *unix_path;   /* unix socket path or NULL */
-    const char *password;    /* AUTH password or NULL */
-    const char *username;    /* ACL user or NULL */
-    int connect_timeout_ms;  /* 0 = default 1000 */
-    int command_timeout_ms;  /* 0 = default 2000 */
-    int backoff_min_ms;      /* first reconnect delay; 0 = default 100 */
-    int backoff_max_ms;      /* cap; 0 = default 5000 */
+    const char *host;       /* TCP host, default "127.0.0.1"; ignored when unix_path is set */
+    int port;               /* default 6379 */
+    const char *unix_path;  /* unix socket path or NULL */
+    const char *password;   /* AUTH password or NULL */
+    const char *username;   /* ACL user or NULL */
+    int connect_timeout_ms; /* 0 = default 1000 */
+    int command_timeout_ms; /* 0 = default 2000 */
+    int backoff_min_ms;     /* first reconnect delay; 0 = default 100 */
+    int backoff_max_ms;     /* cap; 0 = default 5000 */
 } bus_redis_cfg_t;
 
 /* Shared options: redis-host, redis-port, redis-socket, redis-user, redis-password-file
@@ -66,15 +66,15 @@ redisReply *bus_redis_commandargv(bus_redis_t *self, int argc, const char **argv
 /* Register a Lua script; returns its handle (>= 0) or -1. Loaded on every (re)connect. */
 int bus_redis_script(bus_redis_t *self, const char *lua);
 /* EVALSHA script with nkeys keys among argv; on NOSCRIPT loads it and retries once. */
-redisReply *bus_redis_evalsha(bus_redis_t *self, int script, int nkeys, int argc,
-                              const char **argv, const size_t *argvlen);
+redisReply *bus_redis_evalsha(bus_redis_t *self, int script, int nkeys, int argc, const char **argv,
+                              const size_t *argvlen);
 
 /* Pipelining: queue commands, then read their replies in order. Commands queued on a context
    that dies are lost and reported as errors, never resent. */
 int bus_redis_append(bus_redis_t *self, const char *fmt, ...);
 int bus_redis_appendargv(bus_redis_t *self, int argc, const char **argv, const size_t *argvlen);
-int bus_redis_append_evalsha(bus_redis_t *self, int script, int nkeys, int argc,
-                             const char **argv, const size_t *argvlen);
+int bus_redis_append_evalsha(bus_redis_t *self, int script, int nkeys, int argc, const char **argv,
+                             const size_t *argvlen);
 redisReply *bus_redis_get_reply(bus_redis_t *self);
 
 const char *bus_redis_errstr(bus_redis_t *self);

@@ -28,8 +28,7 @@ typedef struct bus_service bus_service_t;
 
 /* A handler fills reply (an empty map) and returns 0, or calls bus_service_error() and returns
    -1. req is borrowed for the call. */
-typedef int(bus_handler_fn)(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply,
-                            void *arg);
+typedef int(bus_handler_fn)(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg);
 /* Adds service-specific keys to the health reply (e.g. "redis": true); returns whether the
    instance is healthy. */
 typedef bool(bus_health_fn)(bus_service_t *svc, bus_val_t *health, void *arg);

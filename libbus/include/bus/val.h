@@ -63,7 +63,8 @@ typedef struct bus_limits {
 #define BUS_DEFAULT_MAX_SIZE  (1024 * 1024)
 #define BUS_DEFAULT_MAX_DEPTH 16
 
-/* A growable byte buffer that encoders append to. Zero-initialise, reuse, free with bus_buf_free. */
+/* A growable byte buffer that encoders append to. Zero-initialise, reuse, free with bus_buf_free.
+ */
 typedef struct bus_buf {
     uint8_t *data;
     size_t len;
@@ -113,7 +114,8 @@ int bus_val_map_set_bool(bus_val_t *self, const char *key, bool b);
 bus_val_t *bus_val_map_get(const bus_val_t *self, const char *key);
 bool bus_val_map_get_int(const bus_val_t *self, const char *key, int64_t *out);
 bool bus_val_map_get_bool(const bus_val_t *self, const char *key, bool *out);
-const char *bus_val_map_get_str(const bus_val_t *self, const char *key); /* NULL if absent/not str */
+const char *bus_val_map_get_str(const bus_val_t *self,
+                                const char *key); /* NULL if absent/not str */
 /* Iteration by position: key and value of entry index (borrowed), NULL out of range. */
 const char *bus_val_map_key(const bus_val_t *self, size_t index);
 bus_val_t *bus_val_map_value(const bus_val_t *self, size_t index);
@@ -125,7 +127,7 @@ bool bus_val_equal(const bus_val_t *a, const bus_val_t *b);
 int bus_val_encode(const bus_val_t *self, bus_buf_t *buf);
 
 /* Decode exactly one MessagePack value filling [data, data+len). Returns a new tree or NULL with
-   *reason set (reason may be NULL). limits may be NULL for defaults. Never reads past len. */
+ *reason set (reason may be NULL). limits may be NULL for defaults. Never reads past len. */
 bus_val_t *bus_val_decode(const void *data, size_t len, const bus_limits_t *limits,
                           bus_reject_t *reason);
 

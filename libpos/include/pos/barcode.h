@@ -21,9 +21,9 @@
 extern "C" {
 #endif
 
-#define POS_EAN13_LEN 13
-#define POS_EAN8_LEN  8
-#define POS_UPCA_LEN  12
+#define POS_EAN13_LEN     13
+#define POS_EAN8_LEN      8
+#define POS_UPCA_LEN      12
 #define POS_ITEM_CODE_MAX 12
 
 /* The check digit for the given data digits (all but the last): 0..9, or -1 if the text is not

@@ -17,7 +17,7 @@
 extern "C" {
 #endif
 
-#define POS_BP_100PCT   10000 /* basis points in 100% */
+#define POS_BP_100PCT     10000 /* basis points in 100% */
 #define POS_TAX_RATES_MAX 16
 
 /* Tax contained in a tax-inclusive amount. rate_bp must be 0..POS_BP_100PCT. */
@@ -35,8 +35,7 @@ typedef struct {
 
 void pos_tax_summary_init(pos_tax_summary_t *summary);
 /* Add one line (its amount and tax). POS_ELIMIT past POS_TAX_RATES_MAX rates. */
-pos_err_t pos_tax_summary_add(pos_tax_summary_t *summary, int rate_bp, int64_t gross,
-                              int64_t tax);
+pos_err_t pos_tax_summary_add(pos_tax_summary_t *summary, int rate_bp, int64_t gross, int64_t tax);
 
 #ifdef __cplusplus
 }

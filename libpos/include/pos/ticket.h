@@ -83,13 +83,13 @@ typedef struct {
 
 typedef struct {
     pos_item_t item;
-    int64_t qty;       /* pieces, or grams for weighed items; negative for returns */
+    int64_t qty; /* pieces, or grams for weighed items; negative for returns */
     bool voided;
     bool is_return;
     char return_of[POS_SALE_ID_MAX + 1];
-    int64_t unit_price;      /* price used (member price applied) or amount refunded per unit */
-    int64_t gross;           /* before discounts */
-    int64_t promo_discount;  /* item promotion share, >= 0 */
+    int64_t unit_price;     /* price used (member price applied) or amount refunded per unit */
+    int64_t gross;          /* before discounts */
+    int64_t promo_discount; /* item promotion share, >= 0 */
     char promo_id[POS_PROMO_ID_MAX + 1];
     int64_t ticket_discount; /* ticket discount share, >= 0 */
     int64_t amount;          /* gross - promo_discount - ticket_discount */
@@ -119,13 +119,13 @@ typedef struct {
     int64_t gross;           /* sale lines before discounts */
     int64_t promo_discounts; /* item promotions */
     int64_t ticket_discount;
-    int64_t returns;         /* return lines (<= 0) */
-    int64_t total;           /* sum of line amounts */
-    int64_t cash_rounding;   /* added to total when the remainder is paid in cash */
-    int64_t due;             /* total + cash_rounding */
+    int64_t returns;       /* return lines (<= 0) */
+    int64_t total;         /* sum of line amounts */
+    int64_t cash_rounding; /* added to total when the remainder is paid in cash */
+    int64_t due;           /* total + cash_rounding */
     int64_t paid;
     int64_t change;
-    int items;               /* sale lines not voided */
+    int items; /* sale lines not voided */
     pos_tax_summary_t tax;
 } pos_totals_t;
 
@@ -140,13 +140,11 @@ void pos_ticket_set_cash_rounding(pos_ticket_t *self, bool on);
 pos_err_t pos_ticket_add_promo(pos_ticket_t *self, const pos_promo_t *promo);
 
 /* Add a sale line of qty pieces (or grams); qty must be > 0. Returns the line index in *index. */
-pos_err_t pos_ticket_add_line(pos_ticket_t *self, const pos_item_t *item, int64_t qty,
-                              int *index);
+pos_err_t pos_ticket_add_line(pos_ticket_t *self, const pos_item_t *item, int64_t qty, int *index);
 /* Add a return of qty (> 0) pieces or grams, refunding paid_per_unit each (what the customer paid
    per piece, or per kg, on the original sale) against original sale id. */
 pos_err_t pos_ticket_add_return(pos_ticket_t *self, const pos_item_t *item, int64_t qty,
-                                int64_t paid_per_unit, const char *original_sale_id,
-                                int *index);
+                                int64_t paid_per_unit, const char *original_sale_id, int *index);
 pos_err_t pos_ticket_void_line(pos_ticket_t *self, int index);
 /* Ticket discount: percent (basis points) or a fixed amount; setting one clears the other. */
 pos_err_t pos_ticket_set_discount_percent(pos_ticket_t *self, int bp);

@@ -22,11 +22,11 @@
 */
 #include <bus/bus.h>
 
-#define S_PROGRAM         "busd"
-#define S_PROXY_BURST     1000 /* messages moved per socket per poll, as zmq_proxy does */
-#define S_PURGE_EVERY_MS  250
-#define S_ID_HEX_MAX      (2 * 256 + 1)
-#define S_FRAMES_MAX      8
+#define S_PROGRAM        "busd"
+#define S_PROXY_BURST    1000 /* messages moved per socket per poll, as zmq_proxy does */
+#define S_PURGE_EVERY_MS 250
+#define S_ID_HEX_MAX     (2 * 256 + 1)
+#define S_FRAMES_MAX     8
 
 static const bus_opt_t s_options[] = {
     {"pub-bind", BUS_OPT_STR, BUS_DEFAULT_PUB_ENDPOINT, 0, 0,
@@ -192,15 +192,13 @@ static void s_self_request(s_busd_t *self, zframe_t *client, zframe_t *corr, zfr
         bus_val_map_set_int(body, "uptime_ms", bus_mono_ms() - self->started);
         bus_val_map_set_int(body, "instances", (int64_t)zhashx_size(self->workers));
         bus_val_map_set_bool(body, "healthy", true);
-    }
-    else if (streq(method, "stats")) {
+    } else if (streq(method, "stats")) {
         bus_stats_set(self->stats, "instances", (int64_t)zhashx_size(self->workers));
         bus_stats_set(self->stats, "services", (int64_t)zhashx_size(self->services));
         bus_val_t *counters = bus_stats_to_val(self->stats);
         bus_val_map_set_str(body, "instance", self->instance);
         bus_val_map_set(body, "counters", &counters);
-    }
-    else if (streq(method, "services")) {
+    } else if (streq(method, "services")) {
         bus_val_t *list = bus_val_new_arr();
         int64_t now = bus_mono_ms();
         for (s_service_t *svc = zhashx_first(self->services); svc && list;
@@ -216,8 +214,7 @@ static void s_self_request(s_busd_t *self, zframe_t *client, zframe_t *corr, zfr
             }
         }
         bus_val_map_set(body, "instances", &list);
-    }
-    else {
+    } else {
         s_reply_error(self, client, corr, BUS_ERR_UNKNOWN_METHOD, "busd has no method '%s'",
                       method);
         bus_msg_destroy(&rep);
@@ -266,8 +263,7 @@ static void s_client_request(s_busd_t *self, zframe_t *client, zmsg_t *msg)
                 ;
             if (!w)
                 break;
-        }
-        else {
+        } else {
             w = zlistx_first(svc->workers);
             zlistx_move_end(svc->workers, zlistx_cursor(svc->workers));
         }
@@ -338,14 +334,12 @@ static void s_worker_message(s_busd_t *self, zframe_t *identity, zmsg_t *msg)
         zframe_t *name = zmsg_next(msg);
         zframe_t *instance = zmsg_next(msg);
         s_worker_heartbeat(self, identity, key, name, instance);
-    }
-    else if (zframe_streq(cmd, BUS_CMD_BYE)) {
+    } else if (zframe_streq(cmd, BUS_CMD_BYE)) {
         s_worker_t *w = zhashx_lookup(self->workers, key);
         (*self->c_byes)++;
         if (w)
             s_worker_remove(self, w, "goodbye");
-    }
-    else
+    } else
         (*self->c_bad_frames)++;
 }
 
@@ -429,8 +423,7 @@ static void s_router_input(s_busd_t *self)
             if (part == &scratch) {
                 zmq_msg_close(part);
                 too_many = true;
-            }
-            else
+            } else
                 n++;
         }
         if (too_many || n < 3)
@@ -535,8 +528,7 @@ static int s_bind(zsock_t *sock, const char *endpoints, bus_config_t *config)
         if (zsock_bind(sock, "%s", ep) < 0) {
             bus_error("busd.bind", "cannot bind %s: %s", ep, zmq_strerror(zmq_errno()));
             rc = -1;
-        }
-        else
+        } else
             bus_info("busd.listening", "endpoint=%s", ep);
     }
     free(copy);

@@ -24,23 +24,23 @@
 #include "import_lua.h"
 #include "move_lua.h"
 
-#define S_PROGRAM           "inventory"
-#define S_STREAM            "sales:stream"
-#define S_GROUP             "inventory"
-#define S_KEY_MAX           256
-#define S_ID_MAX            16
-#define S_SKU_MAX           32
-#define S_NAME_MAX          96
-#define S_CATEGORY_MAX      32
-#define S_SUPPLIER_MAX      64
-#define S_REF_MAX           64
-#define S_IMPORT_ROWS_MAX   5000
-#define S_IMPORT_FIELDS     11
-#define S_SNAPSHOT_MAX      1000
-#define S_HISTORY_MAX       1000
-#define S_MOVE_ID_TTL_S     "2592000" /* 30 days: resends come within seconds, not months */
-#define S_DAY_MS            86400000LL
-#define S_WINDOW_MAX        365
+#define S_PROGRAM         "inventory"
+#define S_STREAM          "sales:stream"
+#define S_GROUP           "inventory"
+#define S_KEY_MAX         256
+#define S_ID_MAX          16
+#define S_SKU_MAX         32
+#define S_NAME_MAX        96
+#define S_CATEGORY_MAX    32
+#define S_SUPPLIER_MAX    64
+#define S_REF_MAX         64
+#define S_IMPORT_ROWS_MAX 5000
+#define S_IMPORT_FIELDS   11
+#define S_SNAPSHOT_MAX    1000
+#define S_HISTORY_MAX     1000
+#define S_MOVE_ID_TTL_S   "2592000" /* 30 days: resends come within seconds, not months */
+#define S_DAY_MS          86400000LL
+#define S_WINDOW_MAX      365
 
 static const bus_opt_t s_options[] = {
     {"service-name", BUS_OPT_STR, "inventory", 0, 0, "name this service registers under"},
@@ -155,7 +155,8 @@ static const char *s_check_row(const bus_val_t *row, char fields[S_IMPORT_FIELDS
     if (!s_text_ok(name, S_NAME_MAX, true))
         return "name: required, printable, at most 96 bytes";
     if ((err = pos_money_parse(price, false, &fen)) != POS_OK) {
-        snprintf(reason, sizeof(reason), "price '%.20s': %s", price ? price : "", pos_strerror(err));
+        snprintf(reason, sizeof(reason), "price '%.20s': %s", price ? price : "",
+                 pos_strerror(err));
         return reason;
     }
     char rate_text[32];
@@ -274,8 +275,8 @@ static int s_import(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     return 0;
 }
 
-static const char *const s_item_fields[] = {"sku",         "barcode",  "name",     "price",
-                                            "tax_rate_bp", "unit",     "category", "supplier",
+static const char *const s_item_fields[] = {"sku",         "barcode",      "name",     "price",
+                                            "tax_rate_bp", "unit",         "category", "supplier",
                                             "threshold",   "member_price", "active"};
 #define S_ITEM_FIELDS (sizeof(s_item_fields) / sizeof(s_item_fields[0]))
 
@@ -363,7 +364,8 @@ static int s_snapshot(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply
     }
     bus_val_map_set_int(reply, "version", version);
     bus_val_map_set_str(reply, "last", last);
-    bus_val_map_set_bool(reply, "more", r->type == REDIS_REPLY_ARRAY && (int64_t)r->elements == count);
+    bus_val_map_set_bool(reply, "more",
+                         r->type == REDIS_REPLY_ARRAY && (int64_t)r->elements == count);
     bus_val_map_set(reply, "items", &items);
     freeReplyObject(r);
     return down ? s_redis_down(self, svc) : 0;
@@ -392,8 +394,8 @@ static int s_move(s_inv_t *self, bus_service_t *svc, const char *store, const ch
     snprintf(q, sizeof(q), "%" PRId64, qty);
     snprintf(ts, sizeof(ts), "%" PRId64, bus_now_ms());
     snprintf(thr, sizeof(thr), "%" PRId64, threshold);
-    const char *argv[] = {k_stock, k_moves, k_id, sku, kind, q, reason, ref, ts, thr,
-                          S_MOVE_ID_TTL_S};
+    const char *argv[] = {k_stock, k_moves, k_id, sku, kind,           q,
+                          reason,  ref,     ts,   thr, S_MOVE_ID_TTL_S};
     redisReply *r = bus_redis_evalsha(self->redis, self->move, 3, 11, argv, NULL);
     if (!r)
         return s_redis_down(self, svc);
@@ -439,8 +441,7 @@ static int s_move_args(s_inv_t *self, bus_service_t *svc, const bus_val_t *body,
                                  "%s, sku and move_id (idempotency key) required", store_key);
     if (!s_store_known(self, *store))
         return bus_redis_connected(self->redis)
-                   ? bus_service_error(svc, "unknown_store", "store '%s' is not registered",
-                                       *store)
+                   ? bus_service_error(svc, "unknown_store", "store '%s' is not registered", *store)
                    : s_redis_down(self, svc);
     return 0;
 }
@@ -470,9 +471,9 @@ static int s_adjust(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
         return -1;
     if (!bus_val_map_get_int(b, "delta", &delta) || delta == 0)
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "delta must be non-zero");
-    if (!reason || (strcmp(reason, "damaged") && strcmp(reason, "lost") &&
-                    strcmp(reason, "expired") && strcmp(reason, "found") &&
-                    strcmp(reason, "other")))
+    if (!reason ||
+        (strcmp(reason, "damaged") && strcmp(reason, "lost") && strcmp(reason, "expired") &&
+         strcmp(reason, "found") && strcmp(reason, "other")))
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST,
                                  "reason: damaged, lost, expired, found or other");
     return s_move(self, svc, store, sku, "adjust", delta, reason, "", move_id, reply);
@@ -534,8 +535,7 @@ static int s_stock_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
     if (sku) {
         bus_val_map_set_str(reply, "sku", sku);
         bus_val_map_set_int(reply, "qty", r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0);
-    }
-    else {
+    } else {
         bus_val_t *all = bus_val_new_map();
         for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
             bus_val_map_set_int(all, r->element[i]->str, atoll(r->element[i + 1]->str));
@@ -556,8 +556,8 @@ static int s_history(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply,
         count = S_HISTORY_MAX;
     if (!s_store_ok(store) || !s_sku_ok(sku))
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store and sku required");
-    redisReply *r = bus_redis_command(self->redis, "XREVRANGE moves:{%s}:%s + - COUNT %lld",
-                                      store, sku, (long long)count);
+    redisReply *r = bus_redis_command(self->redis, "XREVRANGE moves:{%s}:%s + - COUNT %lld", store,
+                                      sku, (long long)count);
     if (!r)
         return s_redis_down(self, svc);
     bus_val_t *list = bus_val_new_arr();
@@ -694,8 +694,7 @@ static int s_apply(const bus_stream_entry_t *entries, int n, void *arg)
             bus_pub_publish(self->wpub, "stock.low", "stock.low", &event);
             __atomic_add_fetch(self->c_low, 1, __ATOMIC_RELAXED);
         }
-    }
-    else
+    } else
         bus_error("inventory.apply", "batch of %d: %s", good,
                   r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
     freeReplyObject(r);
@@ -719,8 +718,8 @@ int main(int argc, char **argv)
     const char *err = "";
     self.redis = bus_redis_new_from_config(config, &err);
     self.wredis = self.redis ? bus_redis_new_from_config(config, &err) : NULL;
-    self.svc = self.wredis ? bus_service_new(&cfg, bus_config_str(config, "service-name"), &err)
-                           : NULL;
+    self.svc =
+        self.wredis ? bus_service_new(&cfg, bus_config_str(config, "service-name"), &err) : NULL;
     self.pub = self.svc ? bus_pub_new(&cfg, bus_service_instance(self.svc), &err) : NULL;
     self.wpub = self.pub ? bus_pub_new(&cfg, bus_service_instance(self.svc), &err) : NULL;
     if (!self.wpub) {
@@ -749,8 +748,8 @@ int main(int argc, char **argv)
     bus_service_on(self.svc, "stock.transfer", s_transfer, &self);
     bus_service_on(self.svc, "stock.history", s_history, &self);
     bus_service_on(self.svc, "stock.reorder", s_reorder, &self);
-    self.worker = svc_consumer_start(config, self.svc, self.wredis, S_STREAM, S_GROUP, s_apply,
-                                     &self);
+    self.worker =
+        svc_consumer_start(config, self.svc, self.wredis, S_STREAM, S_GROUP, s_apply, &self);
     if (!self.worker)
         return 1;
     bus_info("inventory.started", "instance=%s", bus_service_instance(self.svc));

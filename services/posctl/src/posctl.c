@@ -19,12 +19,12 @@
 #include <bus/bus.h>
 #include "posctl.h"
 
-#define S_PROGRAM       "posctl"
-#define S_TOPIC_MAX     (BUS_TOPIC_MAX + 1)
-#define S_SERVER_NAME   "busd"
-#define S_EXIT_OK       0
-#define S_EXIT_FAIL     1
-#define S_EXIT_USAGE    2
+#define S_PROGRAM     "posctl"
+#define S_TOPIC_MAX   (BUS_TOPIC_MAX + 1)
+#define S_SERVER_NAME "busd"
+#define S_EXIT_OK     0
+#define S_EXIT_FAIL   1
+#define S_EXIT_USAGE  2
 
 static const bus_opt_t s_options[] = {
     {"timeout-ms", BUS_OPT_INT, "2000", 10, 600000, "per-request timeout"},
@@ -38,21 +38,22 @@ static const bus_opt_t s_options[] = {
 
 static void s_usage(bus_config_t *config)
 {
-    printf("usage: posctl [options] COMMAND [ARGS]\n"
-           "  ping                     health of busd and every service instance\n"
-           "  stats TARGET             counters of busd, a service or service@instance\n"
-           "  tail [PREFIX]            print events as JSON lines\n"
-           "  keygen DIR [NAME...]     create busd's and enrolled client certificates\n"
-           "  store add STORE [NAME]   register a store\n"
-           "  catalog import FILE.csv  import items (sku,barcode,name,price,tax_rate,unit,category)\n"
-           "  catalog get CODE         one item by SKU or barcode\n"
-           "  stock SUB --store S ...  get [SKU], history SKU, reorder, receive SKU QTY --ref R,\n"
-           "                           count SKU QTY, adjust SKU DELTA --reason R,\n"
-           "                           transfer SKU QTY --to STORE\n"
-           "  report KIND --store S    x (--register R), z, day, items, hours, baskets\n"
-           "  sim --store S            ring up simulated tickets (--registers, --sales, --seed)\n"
-           "  tail PREFIX --from ID    replay committed sales after ID, then follow live\n"
-           "options:\n");
+    printf(
+        "usage: posctl [options] COMMAND [ARGS]\n"
+        "  ping                     health of busd and every service instance\n"
+        "  stats TARGET             counters of busd, a service or service@instance\n"
+        "  tail [PREFIX]            print events as JSON lines\n"
+        "  keygen DIR [NAME...]     create busd's and enrolled client certificates\n"
+        "  store add STORE [NAME]   register a store\n"
+        "  catalog import FILE.csv  import items (sku,barcode,name,price,tax_rate,unit,category)\n"
+        "  catalog get CODE         one item by SKU or barcode\n"
+        "  stock SUB --store S ...  get [SKU], history SKU, reorder, receive SKU QTY --ref R,\n"
+        "                           count SKU QTY, adjust SKU DELTA --reason R,\n"
+        "                           transfer SKU QTY --to STORE\n"
+        "  report KIND --store S    x (--register R), z, day, items, hours, baskets\n"
+        "  sim --store S            ring up simulated tickets (--registers, --sales, --seed)\n"
+        "  tail PREFIX --from ID    replay committed sales after ID, then follow live\n"
+        "options:\n");
     bus_config_usage(config, stdout);
 }
 
@@ -86,8 +87,9 @@ static int s_ping(bus_config_t *config, const bus_conn_cfg_t *cfg)
         return S_EXIT_FAIL;
     int rc = S_EXIT_OK;
     bus_msg_t *reply = bus_client_request(client, BUS_BROKER_SERVICE, "health", NULL);
-    if (!s_print_health(BUS_BROKER_SERVICE, reply ? bus_val_map_get_str(bus_msg_body(reply), "instance") : "-",
-                        reply, bus_client_errstr(client))) {
+    if (!s_print_health(BUS_BROKER_SERVICE,
+                        reply ? bus_val_map_get_str(bus_msg_body(reply), "instance") : "-", reply,
+                        bus_client_errstr(client))) {
         bus_msg_destroy(&reply);
         bus_client_destroy(&client);
         return S_EXIT_FAIL;
@@ -144,8 +146,7 @@ static int s_stats(bus_config_t *config, const bus_conn_cfg_t *cfg, const char *
             rc = S_EXIT_OK;
         }
         bus_buf_free(&out);
-    }
-    else
+    } else
         fprintf(stderr, "posctl: %s\n", bus_client_errstr(client));
     bus_msg_destroy(&reply);
     bus_client_destroy(&client);
@@ -217,8 +218,7 @@ static int s_keygen(bus_config_t *config)
                     errno == EEXIST ? "it exists already" : strerror(errno));
             return S_EXIT_FAIL;
         }
-        printf("created %s/%s.cert_secret and enrolled %s/clients/%s.cert\n", dir, name, dir,
-               name);
+        printf("created %s/%s.cert_secret and enrolled %s/clients/%s.cert\n", dir, name, dir, name);
     }
     return S_EXIT_OK;
 }

@@ -11,11 +11,11 @@
 #include <unistd.h>
 #include "posctl.h"
 
-#define S_BATCH_ROWS  1000
-#define S_LINE_MAX    65536
-#define S_FIELDS_MAX  32
-#define S_Z_WAIT_MS   30000
-#define S_BAR_WIDTH   40
+#define S_BATCH_ROWS 1000
+#define S_LINE_MAX   65536
+#define S_FIELDS_MAX 32
+#define S_Z_WAIT_MS  30000
+#define S_BAR_WIDTH  40
 
 const bus_opt_t posctl_retail_opts[] = {
     {"store", BUS_OPT_STR, NULL, 0, 0, "store id for stock, report and sim commands"},
@@ -67,8 +67,7 @@ static void s_flatten(const bus_val_t *v, const char *prefix, bool csv)
     if (bus_val_type(v) == BUS_VAL_MAP) {
         for (size_t i = 0; i < bus_val_size(v); i++) {
             char key[512];
-            snprintf(key, sizeof(key), "%s%s%s", prefix, *prefix ? "." : "",
-                     bus_val_map_key(v, i));
+            snprintf(key, sizeof(key), "%s%s%s", prefix, *prefix ? "." : "", bus_val_map_key(v, i));
             s_flatten(bus_val_map_value(v, i), key, csv);
         }
         return;
@@ -187,26 +186,21 @@ static int s_csv_record(FILE *f, char *buf, size_t size, char **fields, int max,
                         ungetc(next, f);
                     continue;
                 }
-            }
-            else if (c == '\n')
+            } else if (c == '\n')
                 (*lines)++;
-        }
-        else if (c == '"') {
+        } else if (c == '"') {
             quoted = true;
             continue;
-        }
-        else if (c == ',') {
+        } else if (c == ',') {
             if (used + 1 >= size || n == max)
                 return -1;
             buf[used++] = '\0';
             fields[n++] = buf + used;
             continue;
-        }
-        else if (c == '\n') {
+        } else if (c == '\n') {
             (*lines)++;
             break;
-        }
-        else if (c == '\r')
+        } else if (c == '\r')
             continue;
         if (used + 1 >= size)
             return -1;
@@ -260,8 +254,8 @@ static int s_send_batch(bus_client_t *client, bus_val_t **rows_p, long *applied,
 
 static int s_catalog_import(bus_config_t *config, bus_client_t *client, const char *path)
 {
-    static const char *const required[] = {"sku", "barcode", "name", "price", "tax_rate",
-                                           "unit", "category"};
+    static const char *const required[] = {"sku",      "barcode", "name",    "price",
+                                           "tax_rate", "unit",    "category"};
     static const char *const optional[] = {"supplier", "threshold", "member_price", "active"};
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -298,8 +292,10 @@ static int s_catalog_import(bus_config_t *config, bus_client_t *client, const ch
         for (int i = 0; i < ncols; i++)
             found = found || strcmp(header[i], required[r]) == 0;
         if (!found) {
-            fprintf(stderr, "posctl: %s: header lacks the column '%s' (needs sku,barcode,name,"
-                            "price,tax_rate,unit,category)\n", path, required[r]);
+            fprintf(stderr,
+                    "posctl: %s: header lacks the column '%s' (needs sku,barcode,name,"
+                    "price,tax_rate,unit,category)\n",
+                    path, required[r]);
             ncols = -2;
         }
     }
@@ -359,8 +355,8 @@ static int s_catalog_import(bus_config_t *config, bus_client_t *client, const ch
     if (tty)
         fprintf(stderr, "\n");
     bus_val_destroy(&batch);
-    printf("imported %s: %ld rows read, %ld applied (%ld changed), %ld rejected\n", path,
-           rows_read, applied, changed, rejected + local_bad);
+    printf("imported %s: %ld rows read, %ld applied (%ld changed), %ld rejected\n", path, rows_read,
+           applied, changed, rejected + local_bad);
     free(buf);
     free(hdr);
     fclose(f);
@@ -427,8 +423,7 @@ int posctl_stock(bus_config_t *config, const bus_conn_cfg_t *cfg)
         bus_val_map_set_str(body, "sku", s_arg(config, 2));
         bus_val_map_set_str(body, "move_id", move_id);
         bus_val_map_set_str(body, strcmp(sub, "transfer") ? "store" : "from", store);
-    }
-    else {
+    } else {
         bus_val_map_set_str(body, "store", store);
         if (argc > 2)
             bus_val_map_set_str(body, "sku", s_arg(config, 2));
@@ -443,17 +438,14 @@ int posctl_stock(bus_config_t *config, const bus_conn_cfg_t *cfg)
         method = "stock.receive";
         bus_val_map_set_int(body, "qty", qty);
         bus_val_map_set_str(body, "supplier_ref", bus_config_str(config, "ref"));
-    }
-    else if (strcmp(sub, "count") == 0) {
+    } else if (strcmp(sub, "count") == 0) {
         method = "stock.count";
         bus_val_map_set_int(body, "qty", qty);
-    }
-    else if (strcmp(sub, "adjust") == 0 && bus_config_str(config, "reason")) {
+    } else if (strcmp(sub, "adjust") == 0 && bus_config_str(config, "reason")) {
         method = "stock.adjust";
         bus_val_map_set_int(body, "delta", qty);
         bus_val_map_set_str(body, "reason", bus_config_str(config, "reason"));
-    }
-    else if (strcmp(sub, "transfer") == 0 && bus_config_str(config, "to")) {
+    } else if (strcmp(sub, "transfer") == 0 && bus_config_str(config, "to")) {
         method = "stock.transfer";
         bus_val_map_set_int(body, "qty", qty);
         bus_val_map_set_str(body, "to", bus_config_str(config, "to"));
@@ -475,7 +467,8 @@ int posctl_stock(bus_config_t *config, const bus_conn_cfg_t *cfg)
     return rc;
 }
 
-/*  Z: close the day at sales, then wait for reporting to have applied everything up to the close. */
+/*  Z: close the day at sales, then wait for reporting to have applied everything up to the close.
+ */
 static int s_report_z(bus_config_t *config, bus_client_t *client, const char *store)
 {
     const char *day = bus_config_str(config, "date");
@@ -486,7 +479,8 @@ static int s_report_z(bus_config_t *config, bus_client_t *client, const char *st
         bus_msg_t *rep = posctl_call(client, "sales", "day.close", &body);
         if (!rep)
             return POSCTL_EXIT_FAIL;
-        snprintf(closed, sizeof(closed), "%s", bus_val_map_get_str(bus_msg_body(rep), "closed_day"));
+        snprintf(closed, sizeof(closed), "%s",
+                 bus_val_map_get_str(bus_msg_body(rep), "closed_day"));
         bus_msg_destroy(&rep);
         day = closed;
     }
@@ -501,8 +495,7 @@ static int s_report_z(bus_config_t *config, bus_client_t *client, const char *st
             bus_msg_destroy(&rep);
             return POSCTL_EXIT_OK;
         }
-        if (strcmp(bus_client_remote_code(client), "not_ready") != 0 ||
-            bus_mono_ms() > deadline) {
+        if (strcmp(bus_client_remote_code(client), "not_ready") != 0 || bus_mono_ms() > deadline) {
             fprintf(stderr, "posctl: %s\n", bus_client_errstr(client));
             return POSCTL_EXIT_FAIL;
         }
@@ -514,13 +507,14 @@ int posctl_report(bus_config_t *config, const bus_conn_cfg_t *cfg)
 {
     static const struct {
         const char *name, *method;
-    } kinds[] = {{"x", "report.x"},         {"day", "report.day"},   {"items", "report.items"},
-                 {"hours", "report.hours"}, {"baskets", "report.baskets"}, {"z", NULL}};
+    } kinds[] = {
+        {"x", "report.x"},         {"day", "report.day"},         {"items", "report.items"},
+        {"hours", "report.hours"}, {"baskets", "report.baskets"}, {"z", NULL}};
     const char *sub = s_arg(config, 1);
     const char *store = s_need_store(config);
     const char *format = bus_config_str(config, "format");
-    if (!sub || !store || (strcmp(format, "table") && strcmp(format, "csv") &&
-                           strcmp(format, "json"))) {
+    if (!sub || !store ||
+        (strcmp(format, "table") && strcmp(format, "csv") && strcmp(format, "json"))) {
         fprintf(stderr, "posctl: usage: report x|z|day|items|hours|baskets --store S "
                         "[--date YYYY-MM-DD] [--register R] [--format table|csv|json]\n");
         return POSCTL_EXIT_USAGE;

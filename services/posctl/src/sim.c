@@ -13,13 +13,13 @@
 #include <pos/ticket.h>
 #include "posctl.h"
 
-#define S_CASHIER_MAX   24
+#define S_CASHIER_MAX    24
 #define S_RETURNABLE_MAX 100000
-#define S_SNAPSHOT_PAGE 1000
-#define S_LINES_MAX     5
-#define S_CASH_NOTE     1000 /* customers pay cash in 10-yuan notes */
-#define S_REPLAY_PAGE   500
-#define S_LINES_LIMIT   100
+#define S_SNAPSHOT_PAGE  1000
+#define S_LINES_MAX      5
+#define S_CASH_NOTE      1000 /* customers pay cash in 10-yuan notes */
+#define S_REPLAY_PAGE    500
+#define S_LINES_LIMIT    100
 
 typedef struct {
     char sale_id[POS_SALE_ID_MAX + 1];
@@ -156,10 +156,11 @@ static void s_pay(pos_ticket_t *t)
     if (r < 50) {
         int64_t notes = (due + S_CASH_NOTE - 1) / S_CASH_NOTE * S_CASH_NOTE;
         pos_ticket_add_tender(t, POS_TENDER_CASH, notes);
-    }
-    else
-        pos_ticket_add_tender(t, r < 70 ? POS_TENDER_CARD : r < 85 ? POS_TENDER_WECHAT
-                                                                   : POS_TENDER_ALIPAY,
+    } else
+        pos_ticket_add_tender(t,
+                              r < 70   ? POS_TENDER_CARD
+                              : r < 85 ? POS_TENDER_WECHAT
+                                       : POS_TENDER_ALIPAY,
                               pos_ticket_totals(t)->total);
 }
 
@@ -222,7 +223,8 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
             int lines = fixed_lines > 0 ? fixed_lines : 1 + (int)(s_rand() % S_LINES_MAX);
             for (int i = 0; i < lines; i++) {
                 int k = (int)(s_rand() % (uint32_t)nitems);
-                int64_t qty = items[k].unit == POS_UNIT_KG ? 100 + s_rand() % 1900 : 1 + s_rand() % 3;
+                int64_t qty =
+                    items[k].unit == POS_UNIT_KG ? 100 + s_rand() % 1900 : 1 + s_rand() % 3;
                 pos_ticket_add_line(t, &items[k], qty, NULL);
                 picked[npicked++] = k;
             }

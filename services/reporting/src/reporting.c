@@ -39,7 +39,7 @@ typedef struct {
     int apply;           /* script handle on wredis */
     bus_stream_worker_t *worker;
     int64_t *c_applied, *c_bad;
-    int64_t *lag;   /* histogram of (applied - rung up at the register), ms */
+    int64_t *lag; /* histogram of (applied - rung up at the register), ms */
     int64_t *g_lag_p50, *g_lag_p99;
 } s_reporting_t;
 
@@ -287,8 +287,7 @@ static int s_apply_once(s_reporting_t *self, s_pending_t *p, bool *excluded, int
         if (strcmp(r->element[0]->str, "ok") == 0) {
             __atomic_add_fetch(self->c_applied, live, __ATOMIC_RELAXED);
             rc = 1;
-        }
-        else {
+        } else {
             for (size_t i = 0; i < r->element[1]->elements; i++) {
                 long long j = r->element[1]->element[i]->integer;
                 if (j >= 0 && j < live)
@@ -296,8 +295,7 @@ static int s_apply_once(s_reporting_t *self, s_pending_t *p, bool *excluded, int
             }
             rc = 0;
         }
-    }
-    else if (r)
+    } else if (r)
         bus_error("reporting.apply", "batch of %d: %s", live,
                   r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
     if (r)
@@ -444,15 +442,15 @@ static int64_t s_get(const bus_val_t *map, const char *key)
 }
 
 /*  The whole day: totals, tenders, tax by rate, registers, cashiers, expected cash. */
-static int s_fill_day(s_reporting_t *self, bus_service_t *svc, const char *store,
-                      const char *day, bus_val_t *reply)
+static int s_fill_day(s_reporting_t *self, bus_service_t *svc, const char *store, const char *day,
+                      bus_val_t *reply)
 {
     char key[S_KEY_MAX];
     static const struct {
         const char *suffix, *name;
         bool nested;
-    } parts[] = {{"", "totals", false},         {":tenders", "tenders", false},
-                 {":tax", "tax", true},         {":regs", "registers", true},
+    } parts[] = {{"", "totals", false},           {":tenders", "tenders", false},
+                 {":tax", "tax", true},           {":regs", "registers", true},
                  {":cashiers", "cashiers", true}, {":cats", "categories", true}};
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
         snprintf(key, sizeof(key), "rep:{%s}:%s%s", store, day, parts[i].suffix);
@@ -575,14 +573,18 @@ static int s_z(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void 
         snprintf(upto, sizeof(upto), "%s", r->str);
     freeReplyObject(r);
     if (!upto[0])
-        return bus_service_error(svc, "not_closed", "day %s of store %s is not closed (close it "
-                                 "with the sales service's day.close first)", day, store);
+        return bus_service_error(svc, "not_closed",
+                                 "day %s of store %s is not closed (close it "
+                                 "with the sales service's day.close first)",
+                                 day, store);
     bool ready;
     if (s_caught_up(self, upto, &ready) != 0)
         return s_redis_down(self, svc);
     if (!ready)
-        return bus_service_error(svc, "not_ready", "sales up to %s are still being applied; "
-                                 "retry in a moment", upto);
+        return bus_service_error(svc, "not_ready",
+                                 "sales up to %s are still being applied; "
+                                 "retry in a moment",
+                                 upto);
     if (s_fill_day(self, svc, store, day, reply) != 0)
         return -1;
     bus_val_map_set_str(reply, "covers_upto", upto);
@@ -733,8 +735,8 @@ int main(int argc, char **argv)
     const char *err = "";
     self.redis = bus_redis_new_from_config(config, &err);
     self.wredis = self.redis ? bus_redis_new_from_config(config, &err) : NULL;
-    self.svc = self.wredis ? bus_service_new(&cfg, bus_config_str(config, "service-name"), &err)
-                           : NULL;
+    self.svc =
+        self.wredis ? bus_service_new(&cfg, bus_config_str(config, "service-name"), &err) : NULL;
     if (!self.svc) {
         bus_error("reporting.start", "cannot start: %s", err);
         return 1;
@@ -753,8 +755,8 @@ int main(int argc, char **argv)
     bus_service_on(self.svc, "report.items", s_items, &self);
     bus_service_on(self.svc, "report.hours", s_hours, &self);
     bus_service_on(self.svc, "report.baskets", s_baskets, &self);
-    self.worker = svc_consumer_start(config, self.svc, self.wredis, S_STREAM, S_GROUP, s_apply,
-                                     &self);
+    self.worker =
+        svc_consumer_start(config, self.svc, self.wredis, S_STREAM, S_GROUP, s_apply, &self);
     if (!self.worker) {
         bus_error("reporting.start", "cannot start the stream worker");
         return 1;

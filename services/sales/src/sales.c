@@ -27,7 +27,7 @@
 #include "recall_lua.h"
 
 #define S_PROGRAM          "sales"
-#define S_ID_MAX           16   /* store and register ids */
+#define S_ID_MAX           16 /* store and register ids */
 #define S_SKU_MAX          32
 #define S_TEXT_MAX         128
 #define S_LINES_MAX        1000
@@ -123,22 +123,27 @@ static int s_check_line(bus_service_t *svc, const bus_val_t *l, size_t i, bool i
     if (return_of && (!is_return_sale || !s_text_ok(return_of, POS_SALE_ID_MAX)))
         return bus_service_error(svc, "bad_sale", "line %zu: return_of only on a return sale", i);
     if (price < 0 || promo < 0 || tdisc < 0 || rate < 0 || rate > POS_BP_100PCT)
-        return bus_service_error(svc, "bad_sale", "line %zu: negative price or discount, or "
-                                 "tax rate outside 0..10000", i);
+        return bus_service_error(svc, "bad_sale",
+                                 "line %zu: negative price or discount, or "
+                                 "tax rate outside 0..10000",
+                                 i);
     if (voided) {
         if (gross != 0 || amount != 0 || tax != 0)
             return bus_service_error(svc, "bad_sale", "line %zu: a voided line has no amount", i);
         return 0;
     }
-    pos_err_t err = kg ? pos_muldiv(price, qty, POS_GRAMS_PER_KG, &want) : pos_mul(price, qty, &want);
+    pos_err_t err =
+        kg ? pos_muldiv(price, qty, POS_GRAMS_PER_KG, &want) : pos_mul(price, qty, &want);
     if (err != POS_OK || want != gross)
-        return bus_service_error(svc, "bad_sale", "line %zu: gross %" PRId64 " is not unit_price x "
-                                 "qty (%" PRId64 ")", i, gross, want);
+        return bus_service_error(svc, "bad_sale",
+                                 "line %zu: gross %" PRId64 " is not unit_price x "
+                                 "qty (%" PRId64 ")",
+                                 i, gross, want);
     if (amount != gross - promo - tdisc)
         return bus_service_error(svc, "bad_sale", "line %zu: amount is not gross - discounts", i);
     if (pos_tax_included(amount, (int)rate, &want) != POS_OK || want != tax)
-        return bus_service_error(svc, "bad_sale", "line %zu: tax %" PRId64 " should be %" PRId64,
-                                 i, tax, want);
+        return bus_service_error(svc, "bad_sale", "line %zu: tax %" PRId64 " should be %" PRId64, i,
+                                 tax, want);
     if (return_of)
         (*originals)++;
     return pos_add(*total, amount, total) == POS_OK
@@ -187,20 +192,23 @@ static int s_check_sale(bus_service_t *svc, const bus_val_t *sale, int *original
                          originals) != 0)
             return -1;
     if (sum != total)
-        return bus_service_error(svc, "bad_sale", "total %" PRId64 " is not the sum of lines %"
-                                 PRId64, total, sum);
+        return bus_service_error(svc, "bad_sale",
+                                 "total %" PRId64 " is not the sum of lines %" PRId64, total, sum);
     int64_t paid = 0;
     for (size_t i = 0; i < bus_val_size(tenders); i++) {
         bus_val_t *t = bus_val_arr_get(tenders, i);
         int64_t amount;
         if (pos_tender_parse(bus_val_map_get_str(t, "kind")) < 0 ||
             !bus_val_map_get_int(t, "amount", &amount) || pos_add(paid, amount, &paid) != POS_OK)
-            return bus_service_error(svc, "bad_sale", "tender %zu: kind (cash, card, wechat, "
-                                     "alipay, stored_value, other) and amount", i);
+            return bus_service_error(svc, "bad_sale",
+                                     "tender %zu: kind (cash, card, wechat, "
+                                     "alipay, stored_value, other) and amount",
+                                     i);
     }
     if (change < 0 || paid - change != total + rounding)
-        return bus_service_error(svc, "bad_sale", "tenders %" PRId64 " - change %" PRId64
-                                 " != total %" PRId64 " + cash rounding %" PRId64,
+        return bus_service_error(svc, "bad_sale",
+                                 "tenders %" PRId64 " - change %" PRId64 " != total %" PRId64
+                                 " + cash rounding %" PRId64,
                                  paid, change, total, rounding);
     return 0;
 }
@@ -237,8 +245,7 @@ static const s_price_t *s_catalog_price(s_sales_t *self, const char *sku)
     if (p) {
         p->known = r->element[0]->type == REDIS_REPLY_STRING;
         p->price = p->known ? atoll(r->element[0]->str) : 0;
-        p->member_price =
-            r->element[1]->type == REDIS_REPLY_STRING ? atoll(r->element[1]->str) : 0;
+        p->member_price = r->element[1]->type == REDIS_REPLY_STRING ? atoll(r->element[1]->str) : 0;
         zhashx_insert(self->catalog, sku, p);
     }
     freeReplyObject(r);
@@ -456,8 +463,8 @@ static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     const char *id = bus_val_map_get_str(bus_msg_body(req), "sale_id");
     if (!s_id_ok(store) || !s_text_ok(id, POS_SALE_ID_MAX))
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store and sale_id required");
-    redisReply *r = bus_redis_command(self->redis, "HMGET sale:{%s}:%s stream_id bday flags",
-                                      store, id);
+    redisReply *r =
+        bus_redis_command(self->redis, "HMGET sale:{%s}:%s stream_id bday flags", store, id);
     if (!r)
         return s_redis_down(self, svc);
     int rc = 0;
@@ -465,8 +472,8 @@ static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
         freeReplyObject(r);
         return bus_service_error(svc, "not_found", "no sale %s in store %s", id, store);
     }
-    redisReply *e = bus_redis_command(self->redis, "XRANGE %s %s %s", S_STREAM,
-                                      r->element[0]->str, r->element[0]->str);
+    redisReply *e = bus_redis_command(self->redis, "XRANGE %s %s %s", S_STREAM, r->element[0]->str,
+                                      r->element[0]->str);
     if (!e) {
         freeReplyObject(r);
         return s_redis_down(self, svc);
@@ -478,12 +485,11 @@ static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
             if (strcmp(f->element[k]->str, "payload") == 0)
                 sale = bus_val_decode(f->element[k + 1]->str, f->element[k + 1]->len, NULL, NULL);
     }
-    bus_val_t *event = sale ? s_sale_event(sale, r->element[0]->str,
-                                           r->element[1]->type == REDIS_REPLY_STRING
-                                               ? r->element[1]->str : "",
-                                           r->element[2]->type == REDIS_REPLY_STRING
-                                               ? r->element[2]->str : "")
-                            : NULL;
+    bus_val_t *event =
+        sale ? s_sale_event(sale, r->element[0]->str,
+                            r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "",
+                            r->element[2]->type == REDIS_REPLY_STRING ? r->element[2]->str : "")
+             : NULL;
     if (event)
         bus_val_map_set(reply, "sale", &event);
     else
@@ -525,8 +531,7 @@ static int s_replay(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
             if (strcmp(f->element[k]->str, "payload") == 0) {
                 payload = f->element[k + 1]->str;
                 plen = f->element[k + 1]->len;
-            }
-            else if (strcmp(f->element[k]->str, "bday") == 0)
+            } else if (strcmp(f->element[k]->str, "bday") == 0)
                 bday = f->element[k + 1]->str;
         }
         bus_val_t *sale = payload ? bus_val_decode(payload, plen, NULL, NULL) : NULL;
@@ -539,7 +544,8 @@ static int s_replay(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     bus_val_map_set_int(reply, "count", (int64_t)bus_val_size(list));
     bus_val_map_set(reply, "sales", &list);
     bus_val_map_set_str(reply, "last", last);
-    bus_val_map_set_bool(reply, "more", r->type == REDIS_REPLY_ARRAY && (int64_t)r->elements == count);
+    bus_val_map_set_bool(reply, "more",
+                         r->type == REDIS_REPLY_ARRAY && (int64_t)r->elements == count);
     freeReplyObject(r);
     return 0;
 }
@@ -566,8 +572,8 @@ static int s_park(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, vo
     bus_buf_t buf = {0};
     bus_val_encode(entry, &buf);
     bus_val_destroy(&entry);
-    redisReply *r = bus_redis_command(self->redis, "HSET parked:{%s} %s %b", store, park_id,
-                                      buf.data, buf.len);
+    redisReply *r =
+        bus_redis_command(self->redis, "HSET parked:{%s} %s %b", store, park_id, buf.data, buf.len);
     bus_buf_free(&buf);
     if (!r)
         return s_redis_down(self, svc);
@@ -590,11 +596,13 @@ static int s_recall(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     if (!r)
         return s_redis_down(self, svc);
     int rc = 0;
-    bus_val_t *entry = r->type == REDIS_REPLY_STRING ? bus_val_decode(r->str, r->len, NULL, NULL)
-                                                     : NULL;
+    bus_val_t *entry =
+        r->type == REDIS_REPLY_STRING ? bus_val_decode(r->str, r->len, NULL, NULL) : NULL;
     if (!entry)
-        rc = bus_service_error(svc, "not_found", "no parked ticket %s in store %s (recalled "
-                               "already?)", park_id, store);
+        rc = bus_service_error(svc, "not_found",
+                               "no parked ticket %s in store %s (recalled "
+                               "already?)",
+                               park_id, store);
     else {
         bus_val_t *ticket = bus_val_dup(bus_val_map_get(entry, "ticket"));
         bus_val_map_set(reply, "ticket", &ticket);
@@ -639,8 +647,7 @@ static void s_next_day(const char *day, char *out, size_t size)
         time_t t = mktime(&tm);
         localtime_r(&t, &tm);
         strftime(out, size, "%Y-%m-%d", &tm);
-    }
-    else
+    } else
         snprintf(out, size, "%s", today);
     if (strcmp(today, out) > 0)
         snprintf(out, size, "%s", today);
@@ -675,8 +682,7 @@ static int s_close_day(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
         bus_val_map_set_str(reply, "next_day", next);
         bus_val_map_set_str(reply, "upto", r->element[1]->str);
         bus_info("sales.day_closed", "store=%s day=%s upto=%s", store, day, r->element[1]->str);
-    }
-    else
+    } else
         rc = bus_service_error(svc, "busy", "the business day changed meanwhile; retry");
     freeReplyObject(r);
     return rc;
@@ -713,8 +719,8 @@ int main(int argc, char **argv)
     memset(&self, 0, sizeof(self));
     const char *err = "";
     self.redis = bus_redis_new_from_config(config, &err);
-    self.svc = self.redis ? bus_service_new(&cfg, bus_config_str(config, "service-name"), &err)
-                          : NULL;
+    self.svc =
+        self.redis ? bus_service_new(&cfg, bus_config_str(config, "service-name"), &err) : NULL;
     self.pub = self.svc ? bus_pub_new(&cfg, bus_service_instance(self.svc), &err) : NULL;
     if (!self.pub) {
         bus_error("sales.start", "cannot start: %s", err);
