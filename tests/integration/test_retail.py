@@ -13,7 +13,10 @@ import os
 import subprocess
 import time
 
-from harness import Bus, Checks, Stack, extract_doc_block, SRC
+import msgpack
+import zmq
+
+from harness import Bus, Checks, Stack, extract_doc_block, load_cert, SRC
 
 c = Checks("test_retail")
 st = Stack("retail")
@@ -27,6 +30,29 @@ c.check(st.wait_healthy(["sales", "inventory", "reporting"]), "sales, 2 inventor
         "reporting instances healthy")
 st.posctl("store", "add", "S001", "Test store", check=True)
 bus = Bus(st)
+
+
+def subscriber(prefix):
+    """A CURVE SUB socket on busd for prefix, given time to propagate its subscription."""
+    me = load_cert(os.path.join(st.keys, "py.cert_secret"))
+    srv = load_cert(os.path.join(st.keys, "busd.cert"))
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = (me["public"],
+                                                                      me["secret"],
+                                                                      srv["public"])
+    sock.connect(st.sub)
+    sock.setsockopt_string(zmq.SUBSCRIBE, prefix)
+    time.sleep(0.5)
+    return sock
+
+
+def next_event(sock, timeout_ms=3000):
+    if not sock.poll(timeout_ms):
+        return None
+    return msgpack.unpackb(sock.recv_multipart()[1], raw=False)
+
+
+events = subscriber("")
 
 # --- catalog ------------------------------------------------------------------------------
 sample = os.path.join(SRC, "scripts", "sample", "catalog.csv")
@@ -53,6 +79,15 @@ c.check("line 3: price '12.505'" in lines and "line 4: barcode 6901234500012: wr
         and "line 7: tax_rate" in lines and "line 8: sku" in lines,
         "CSV garbage reported by line and reason:\n" + lines)
 c.check("2 applied (2 changed), 6 rejected" in lines, "valid rows of a bad file applied")
+changed = None
+while True:
+    e = next_event(events, 2000)
+    if e is None or e["type"] == "catalog.changed" and e["body"]["changed"] == 2:
+        changed = e
+        break
+c.check(changed is not None and changed["body"]["version"] == 2,
+        f"catalog.changed published with the new version ({changed and changed['body']})")
+events.close()
 item = st.posctl_json("catalog", "get", "GOOD2")["item"]
 c.check(item["name"] == "Quoted, with comma" and item["price"] == 250 and
         item["tax_rate_bp"] == 900 and item["unit"] == "kg", "quoted CSV field and 9% parsed")
@@ -94,8 +129,12 @@ hist = st.posctl_json("stock", "history", "--store", "S002", "SOAP")["moves"]
 c.check([m["kind"] for m in hist] == ["adjust", "count", "transfer_in"] and
         hist[0]["reason"] == "damaged" and hist[2]["ref"] == "S001",
         "movement history, newest first, with reasons and references")
-low = st.posctl("stock", "adjust", "--store", "S002", "SOAP", "-30", "--reason", "lost",
-                "--move-id", "adj-2", "--format", "json")
+lowsub = subscriber("stock.low")
+st.posctl("stock", "adjust", "--store", "S002", "SOAP", "-30", "--reason", "lost", "--move-id",
+          "adj-2", check=True)
+low = next_event(lowsub)
+c.check(low and low["body"] == {"store": "S002", "sku": "SOAP", "balance": 5, "threshold": 12},
+        f"stock.low when SOAP falls below its threshold: {low and low['body']}")
 reorder = st.posctl_json("stock", "reorder", "--store", "S002")["rows"]
 c.check(any(r["sku"] == "SOAP" and r["stock"] == 5 and r["suggested"] == 7 for r in reorder),
         f"below its threshold (12) SOAP gets a reorder suggestion of 7: {reorder}")
@@ -271,22 +310,11 @@ c.check(ids == ["S001-R08-000002", "S001-R08-000003"],
         f"posctl tail --from replays what came after the id, then follows live: {ids}")
 
 # --- sequence gap ---------------------------------------------------------------------------
-gapsub = __import__("zmq").Context.instance().socket(__import__("zmq").SUB)
-from harness import load_cert  # noqa: E402
-me, srv = load_cert(os.path.join(st.keys, "py.cert_secret")), load_cert(os.path.join(st.keys,
-                                                                                   "busd.cert"))
-gapsub.curve_publickey, gapsub.curve_secretkey, gapsub.curve_serverkey = (me["public"],
-                                                                         me["secret"],
-                                                                         srv["public"])
-gapsub.connect(st.sub)
-gapsub.setsockopt_string(__import__("zmq").SUBSCRIBE, "sale.gap")
-time.sleep(0.5)
+gapsub = subscriber("sale.gap")
 r1 = bus.call("sales", "sale.upload", sale("R09", 1))
 r3 = bus.call("sales", "sale.upload", sale("R09", 3))
-gap = None
-if gapsub.poll(3000):
-    import msgpack  # noqa: E402
-    gap = msgpack.unpackb(gapsub.recv_multipart()[1], raw=False)["body"]
+gap = next_event(gapsub)
+gap = gap and gap["body"]
 c.check(r1["type"] == "reply" and r3["type"] == "reply" and gap and gap["register"] == "R09" and
         gap["missing_from"] == 2 and gap["missing_to"] == 2,
         f"seq 1 then 3 from R09: sale.gap announces 2..2 ({gap})")
