@@ -2,8 +2,8 @@
 """test_retail - the retail core end to end through real Redis, busd and the services.
 
 Imports a catalog, receives stock, rings 1,000 mixed tickets (sales, returns, voids, discounts,
-cash rounding) from 3 simulated registers while one of two reporting instances is killed with
-SIGKILL and replaced, then checks: stock = initial - sold + returned for every SKU; the Z report
+cash rounding) from 3 simulated registers while one of two reporting and one of two inventory
+instances are killed with SIGKILL and replaced, then checks: stock = initial - sold + returned for every SKU; the Z report
 equals the simulator's own sum of its receipts to the fen; re-uploading every sale changes
 nothing; bad input is refused with clear errors and counted; sequence gaps are announced; a parked
 ticket is recalled once; the resuming consumer from docs/protocol.md gets exactly the sales
@@ -154,15 +154,18 @@ deadline = time.time() + 30
 while time.time() < deadline and day_total() == 0:
     time.sleep(0.01)
 st.kill("reporting1")
+st.kill("inventory1")
 killed_at = day_total()
 st.start_service("reporting3", "reporting", "--claim-idle-ms", "1000")
+st.start_service("inventory3", "inventory", "--claim-idle-ms", "1000")
 out, _ = sim.communicate(timeout=600)
 summary = json.loads(out.strip().splitlines()[-1])
 c.check(summary["tickets"] == 1000 and summary["refused"] == 0 and summary["returns"] > 0,
         f"1000 tickets rung up and acknowledged ({summary['sales']} sales, "
         f"{summary['returns']} returns, {summary['elapsed_ms']} ms)")
 c.check(0 < killed_at < summary["total_fen"],
-        f"a reporting instance was killed mid-stream (at {killed_at} of {summary['total_fen']})")
+        f"a reporting and an inventory instance were killed mid-stream (at {killed_at} of "
+        f"{summary['total_fen']})")
 
 deadline = time.time() + 60
 while time.time() < deadline and day_total() != summary["total_fen"]:
