@@ -60,3 +60,53 @@ bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool co
         bus_warn("service.insecure", "plaintext tcp:// to busd (development only)");
     return config;
 }
+
+#define S_POLL_MS 500
+
+int svc_core_start(svc_core_t *core, bus_config_t *config, const char *program, bool consumer)
+{
+    memset(core, 0, sizeof(*core));
+    core->config = config;
+    bus_conn_cfg_from_config(&core->conn, config);
+    const char *err = "";
+    core->redis = bus_redis_new_from_config(config, &err);
+    if (core->redis && consumer)
+        core->wredis = bus_redis_new_from_config(config, &err);
+    if (core->redis && (core->wredis || !consumer))
+        core->svc = bus_service_new(&core->conn, bus_config_str(config, "service-name"), &err);
+    if (core->svc)
+        core->pub = bus_pub_new(&core->conn, bus_service_instance(core->svc), &err);
+    if (core->pub && consumer)
+        core->wpub = bus_pub_new(&core->conn, bus_service_instance(core->svc), &err);
+    if (!core->pub || (consumer && !core->wpub)) {
+        bus_error("service.start", "%s cannot start: %s", program, err);
+        svc_core_stop(core);
+        return -1;
+    }
+    bus_service_watch_redis(core->svc, core->redis);
+    if (bus_redis_connect(core->redis) != 0)
+        bus_warn("service.redis", "not reachable yet, will retry: %s",
+                 bus_redis_errstr(core->redis));
+    bus_info("service.started", "%s instance=%s", program, bus_service_instance(core->svc));
+    return 0;
+}
+
+void svc_core_run(svc_core_t *core, void (*tick)(void *arg), void *arg)
+{
+    while (!bus_program_stopping()) {
+        bus_service_poll(core->svc, S_POLL_MS);
+        if (tick)
+            tick(arg);
+    }
+    bus_info("service.stopping", "instance=%s", bus_service_instance(core->svc));
+}
+
+void svc_core_stop(svc_core_t *core)
+{
+    bus_pub_destroy(&core->wpub);
+    bus_pub_destroy(&core->pub);
+    bus_service_destroy(&core->svc);
+    bus_redis_destroy(&core->wredis);
+    bus_redis_destroy(&core->redis);
+    bus_config_destroy(&core->config);
+}

@@ -21,4 +21,23 @@ bus_stream_worker_t *svc_consumer_start(bus_config_t *config, bus_service_t *svc
                                         bus_redis_t *wredis, const char *stream, const char *group,
                                         bus_stream_fn *fn, void *arg);
 
+/* What every service holds: its configuration, connection settings, Redis connection(s),
+   service instance and publisher(s). A consumer gets a second Redis connection and publisher
+   for its stream worker thread (hiredis contexts and ZeroMQ sockets belong to one thread). */
+typedef struct {
+    bus_config_t *config;
+    bus_conn_cfg_t conn;
+    bus_redis_t *redis, *wredis; /* wredis: consumers only */
+    bus_service_t *svc;
+    bus_pub_t *pub, *wpub; /* wpub: consumers only */
+} svc_core_t;
+
+/* Create everything from a loaded configuration (taken over: freed by svc_core_stop). Redis may
+   still be down: it is connected lazily and reported in health. 0, or -1 after logging why. */
+int svc_core_start(svc_core_t *core, bus_config_t *config, const char *program, bool consumer);
+/* Serve requests until SIGTERM or SIGINT; tick (may be NULL) runs after every poll. */
+void svc_core_run(svc_core_t *core, void (*tick)(void *arg), void *arg);
+/* Say goodbye to busd and free everything, in reverse order. */
+void svc_core_stop(svc_core_t *core);
+
 #endif

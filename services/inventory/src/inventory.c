@@ -709,23 +709,16 @@ int main(int argc, char **argv)
 {
     int exit_code;
     bus_config_t *config = svc_config_load(S_PROGRAM, s_options, true, argc, argv, &exit_code);
-    if (!config)
-        return exit_code;
-    bus_conn_cfg_t cfg;
-    bus_conn_cfg_from_config(&cfg, config);
+    svc_core_t core;
+    if (!config || svc_core_start(&core, config, S_PROGRAM, true) != 0)
+        return config ? 1 : exit_code;
     s_inv_t self;
     memset(&self, 0, sizeof(self));
-    const char *err = "";
-    self.redis = bus_redis_new_from_config(config, &err);
-    self.wredis = self.redis ? bus_redis_new_from_config(config, &err) : NULL;
-    self.svc =
-        self.wredis ? bus_service_new(&cfg, bus_config_str(config, "service-name"), &err) : NULL;
-    self.pub = self.svc ? bus_pub_new(&cfg, bus_service_instance(self.svc), &err) : NULL;
-    self.wpub = self.pub ? bus_pub_new(&cfg, bus_service_instance(self.svc), &err) : NULL;
-    if (!self.wpub) {
-        bus_error("inventory.start", "cannot start: %s", err);
-        return 1;
-    }
+    self.svc = core.svc;
+    self.redis = core.redis;
+    self.wredis = core.wredis;
+    self.pub = core.pub;
+    self.wpub = core.wpub;
     self.import = bus_redis_script(self.redis, import_lua);
     self.move = bus_redis_script(self.redis, move_lua);
     self.wapply = bus_redis_script(self.wredis, apply_lua);
@@ -736,7 +729,6 @@ int main(int argc, char **argv)
     self.c_applied = bus_stats_counter(stats, "sales_applied");
     self.c_low = bus_stats_counter(stats, "low_stock_events");
     self.c_bad_entries = bus_stats_counter(stats, "bad_stream_entries");
-    bus_service_watch_redis(self.svc, self.redis);
     bus_service_on(self.svc, "store.add", s_store_add, &self);
     bus_service_on(self.svc, "catalog.import", s_import, &self);
     bus_service_on(self.svc, "catalog.get", s_catalog_get, &self);
@@ -750,18 +742,11 @@ int main(int argc, char **argv)
     bus_service_on(self.svc, "stock.reorder", s_reorder, &self);
     self.worker =
         svc_consumer_start(config, self.svc, self.wredis, S_STREAM, S_GROUP, s_apply, &self);
-    if (!self.worker)
-        return 1;
-    bus_info("inventory.started", "instance=%s", bus_service_instance(self.svc));
-    while (!bus_program_stopping())
-        bus_service_poll(self.svc, 500);
+    int rc = self.worker ? 0 : 1;
+    if (self.worker)
+        svc_core_run(&core, NULL, NULL);
     bus_stream_worker_stop(&self.worker);
     bus_info("inventory.stopping", "applied=%" PRId64, *self.c_applied);
-    bus_pub_destroy(&self.wpub);
-    bus_pub_destroy(&self.pub);
-    bus_service_destroy(&self.svc);
-    bus_redis_destroy(&self.wredis);
-    bus_redis_destroy(&self.redis);
-    bus_config_destroy(&config);
-    return 0;
+    svc_core_stop(&core);
+    return rc;
 }

@@ -722,25 +722,23 @@ static void s_lag_gauges(s_reporting_t *self)
     *self->g_lag_p99 = p99;
 }
 
+static void s_tick(void *arg)
+{
+    s_lag_gauges(arg);
+}
+
 int main(int argc, char **argv)
 {
     int exit_code;
     bus_config_t *config = svc_config_load(S_PROGRAM, s_options, true, argc, argv, &exit_code);
-    if (!config)
-        return exit_code;
-    bus_conn_cfg_t cfg;
-    bus_conn_cfg_from_config(&cfg, config);
+    svc_core_t core;
+    if (!config || svc_core_start(&core, config, S_PROGRAM, true) != 0)
+        return config ? 1 : exit_code;
     s_reporting_t self;
     memset(&self, 0, sizeof(self));
-    const char *err = "";
-    self.redis = bus_redis_new_from_config(config, &err);
-    self.wredis = self.redis ? bus_redis_new_from_config(config, &err) : NULL;
-    self.svc =
-        self.wredis ? bus_service_new(&cfg, bus_config_str(config, "service-name"), &err) : NULL;
-    if (!self.svc) {
-        bus_error("reporting.start", "cannot start: %s", err);
-        return 1;
-    }
+    self.svc = core.svc;
+    self.redis = core.redis;
+    self.wredis = core.wredis;
     self.apply = bus_redis_script(self.wredis, apply_lua);
     bus_stats_t *stats = bus_service_stats(self.svc);
     self.c_applied = bus_stats_counter(stats, "sales_applied");
@@ -748,30 +746,21 @@ int main(int argc, char **argv)
     self.g_lag_p50 = bus_stats_counter(stats, "apply_lag_p50_ms");
     self.g_lag_p99 = bus_stats_counter(stats, "apply_lag_p99_ms");
     self.lag = calloc(S_LAG_BUCKETS, sizeof(*self.lag));
-    bus_service_watch_redis(self.svc, self.redis);
     bus_service_on(self.svc, "report.day", s_day, &self);
     bus_service_on(self.svc, "report.x", s_x, &self);
     bus_service_on(self.svc, "report.z", s_z, &self);
     bus_service_on(self.svc, "report.items", s_items, &self);
     bus_service_on(self.svc, "report.hours", s_hours, &self);
     bus_service_on(self.svc, "report.baskets", s_baskets, &self);
-    self.worker =
-        svc_consumer_start(config, self.svc, self.wredis, S_STREAM, S_GROUP, s_apply, &self);
-    if (!self.worker) {
-        bus_error("reporting.start", "cannot start the stream worker");
-        return 1;
-    }
-    bus_info("reporting.started", "instance=%s", bus_service_instance(self.svc));
-    while (!bus_program_stopping()) {
-        bus_service_poll(self.svc, 500);
-        s_lag_gauges(&self);
-    }
+    self.worker = self.lag ? svc_consumer_start(config, self.svc, self.wredis, S_STREAM, S_GROUP,
+                                                s_apply, &self)
+                           : NULL;
+    int rc = self.worker ? 0 : 1;
+    if (self.worker)
+        svc_core_run(&core, s_tick, &self);
     bus_stream_worker_stop(&self.worker);
-    free(self.lag);
     bus_info("reporting.stopping", "applied=%" PRId64, *self.c_applied);
-    bus_service_destroy(&self.svc);
-    bus_redis_destroy(&self.wredis);
-    bus_redis_destroy(&self.redis);
-    bus_config_destroy(&config);
-    return 0;
+    free(self.lag);
+    svc_core_stop(&core);
+    return rc;
 }

@@ -711,21 +711,14 @@ int main(int argc, char **argv)
 {
     int exit_code;
     bus_config_t *config = svc_config_load(S_PROGRAM, s_options, false, argc, argv, &exit_code);
-    if (!config)
-        return exit_code;
-    bus_conn_cfg_t cfg;
-    bus_conn_cfg_from_config(&cfg, config);
+    svc_core_t core;
+    if (!config || svc_core_start(&core, config, S_PROGRAM, false) != 0)
+        return config ? 1 : exit_code;
     s_sales_t self;
     memset(&self, 0, sizeof(self));
-    const char *err = "";
-    self.redis = bus_redis_new_from_config(config, &err);
-    self.svc =
-        self.redis ? bus_service_new(&cfg, bus_config_str(config, "service-name"), &err) : NULL;
-    self.pub = self.svc ? bus_pub_new(&cfg, bus_service_instance(self.svc), &err) : NULL;
-    if (!self.pub) {
-        bus_error("sales.start", "cannot start: %s", err);
-        return 1;
-    }
+    self.redis = core.redis;
+    self.svc = core.svc;
+    self.pub = core.pub;
     self.commit = bus_redis_script(self.redis, commit_lua);
     self.recall = bus_redis_script(self.redis, recall_lua);
     self.close_day = bus_redis_script(self.redis, close_day_lua);
@@ -739,7 +732,6 @@ int main(int argc, char **argv)
     self.c_flagged = bus_stats_counter(self.stats, "sales_flagged_for_review");
     self.c_gaps = bus_stats_counter(self.stats, "sequence_gaps");
     self.c_redis_errors = bus_stats_counter(self.stats, "redis_errors");
-    bus_service_watch_redis(self.svc, self.redis);
     bus_service_on(self.svc, "sale.upload", s_upload, &self);
     bus_service_on(self.svc, "sale.get", s_get, &self);
     bus_service_on(self.svc, "sale.replay", s_replay, &self);
@@ -748,17 +740,10 @@ int main(int argc, char **argv)
     bus_service_on(self.svc, "sale.parked", s_parked, &self);
     bus_service_on(self.svc, "day.close", s_close_day, &self);
     bus_service_on(self.svc, "day.current", s_current_day, &self);
-    if (bus_redis_connect(self.redis) != 0)
-        bus_warn("sales.redis", "not reachable yet, will retry: %s", bus_redis_errstr(self.redis));
-    bus_info("sales.started", "instance=%s", bus_service_instance(self.svc));
-    while (!bus_program_stopping())
-        bus_service_poll(self.svc, 500);
+    svc_core_run(&core, NULL, NULL);
     bus_info("sales.stopping", "committed=%" PRId64, *self.c_committed);
     zhashx_destroy(&self.catalog);
     zhashx_destroy(&self.stores);
-    bus_pub_destroy(&self.pub);
-    bus_service_destroy(&self.svc);
-    bus_redis_destroy(&self.redis);
-    bus_config_destroy(&config);
+    svc_core_stop(&core);
     return 0;
 }
