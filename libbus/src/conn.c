@@ -16,6 +16,9 @@
 #define S_DEFAULT_LINGER_MS            2000
 #define S_RECONNECT_IVL_MS             100
 #define S_RECONNECT_IVL_MAX_MS         2000
+/* Larger than any valid envelope (BUS_DEFAULT_MAX_SIZE) plus routing frames: a peer that sends
+   more is disconnected by libzmq before the bytes are buffered. */
+#define S_MAX_MSG_BYTES (4 * 1024 * 1024)
 
 const bus_opt_t bus_conn_opts[] = {
     {"pub-endpoint", BUS_OPT_STR, BUS_DEFAULT_PUB_ENDPOINT, 0, 0,
@@ -79,6 +82,7 @@ void bus__socket_policy(zsock_t *sock, const bus_conn_cfg_t *cfg)
     zsock_set_linger(sock, cfg->linger_ms > 0 ? cfg->linger_ms : S_DEFAULT_LINGER_MS);
     zsock_set_reconnect_ivl(sock, S_RECONNECT_IVL_MS);
     zsock_set_reconnect_ivl_max(sock, S_RECONNECT_IVL_MAX_MS);
+    zsock_set_maxmsgsize(sock, S_MAX_MSG_BYTES);
 }
 
 int bus_conn_connect(zsock_t *sock, const char *endpoint, const bus_conn_cfg_t *cfg,

@@ -168,6 +168,45 @@ static void s_test_garbage(h_bus_t *bus, bus_client_t *client)
     bus_msg_t *rep = s_echo(client, 99);
     CHECK(rep != NULL, "busd and echo still answer after garbage");
     bus_msg_destroy(&rep);
+
+    /* 2 MiB passes the transport limit (4 MiB) and is refused by the envelope limit (1 MiB);
+       8 MiB never gets past busd: that peer is cut off, and echo is not disturbed */
+    zsock_t *big = zsock_new(ZMQ_DEALER);
+    CHECK(bus_conn_connect(big, bus->req, &cfg, &err) == 0, "second raw socket connected");
+    zsock_set_rcvtimeo(big, 2000);
+    int64_t registered = s_counter(client, "busd", "instances_registered");
+    size_t sizes[] = {2 * 1024 * 1024, 8 * 1024 * 1024};
+    for (int k = 0; k < 2; k++) {
+        byte *blob = calloc(1, sizes[k]);
+        zmsg_t *m = zmsg_new();
+        zmsg_addstr(m, "BUS1C");
+        zmsg_addstr(m, "REQ");
+        zmsg_addstr(m, "echo");
+        zmsg_addmem(m, &corr, sizeof(corr));
+        zmsg_addmem(m, blob, sizes[k]);
+        zmsg_send(&m, big);
+        free(blob);
+        zmsg_t *answer = zmsg_recv(big);
+        bus_msg_t *env = NULL;
+        if (answer && zmsg_size(answer) == 4) {
+            zframe_t *payload = zmsg_last(answer);
+            env = bus_msg_decode(zframe_data(payload), zframe_size(payload), NULL, NULL, NULL);
+        }
+        const char *text = env ? bus_val_map_get_str(bus_msg_body(env), "message") : NULL;
+        if (k == 0)
+            CHECK(text && strstr(text, "oversize"), "a 2 MiB request is refused as oversize (%s)",
+                  text ? text : "no answer");
+        else
+            CHECK(answer == NULL, "an 8 MiB request gets no answer: busd cut that peer off");
+        bus_msg_destroy(&env);
+        zmsg_destroy(&answer);
+    }
+    zsock_destroy(&big);
+    CHECK(s_counter(client, "busd", "instances_registered") == registered,
+          "echo kept its connection (no re-registration)");
+    rep = s_echo(client, 100);
+    CHECK(rep != NULL, "busd still answers others after an oversize frame");
+    bus_msg_destroy(&rep);
 }
 
 int main(void)

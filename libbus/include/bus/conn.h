@@ -60,7 +60,8 @@ void bus_conn_cfg_defaults(bus_conn_cfg_t *cfg);
 int bus_conn_connect(zsock_t *sock, const char *endpoint, const bus_conn_cfg_t *cfg,
                      const char **err);
 
-/* Internal to posbus (busd uses it for its bound sockets): heartbeats, hwm, linger, reconnect. */
+/* Internal to posbus (busd uses it for its bound sockets): heartbeats, hwm, linger, reconnect,
+   and a 4 MiB limit per message part (a peer sending more is disconnected). */
 void bus__socket_policy(zsock_t *sock, const bus_conn_cfg_t *cfg);
 
 #ifdef __cplusplus
