@@ -300,16 +300,30 @@ c.check(r["type"] == "reply" and r["body"].get("review") == "unknown_sku:NOT-IN-
         r2["type"] == "reply" and r2["body"].get("review") == "price_mismatch:COLA",
         "unknown SKU and wrong price committed and flagged for review")
 
+# --- a no-sale drawer open counts in the day it happened --------------------------------------
+nosale = sale("R08", 3, kind="nosale", lines=[], tenders=[], total=0)
+r = bus.call("sales", "sale.upload", nosale)
+deadline = time.time() + 10
+day_now = {}
+while time.time() < deadline:
+    day_now = st.posctl_json("report", "day", "--store", "S001")
+    if day_now["totals"].get("nosale") == 1:
+        break
+    time.sleep(0.1)
+c.check(r["type"] == "reply" and day_now["totals"].get("nosale") == 1 and
+        day_now["registers"]["R08"]["nosale"] == 1,
+        "a no-sale drawer open is counted for the day and the register")
+
 # --- posctl tail --from: replay then live ----------------------------------------------------
 mark = bus.call("sales", "sale.get", {"store": "S001", "sale_id": "S001-R08-000001"})
 since = mark["body"]["sale"]["stream_id"]
 tail = subprocess.Popen([f"{os.environ['POSBUS_BIN']}/posctl", *st.conn_args(), "--count", "1",
                          "tail", "sale.", "--from", since], stdout=subprocess.PIPE, text=True)
 time.sleep(1.0)
-bus.call("sales", "sale.upload", sale("R08", 3))
+bus.call("sales", "sale.upload", sale("R08", 4))
 out, _ = tail.communicate(timeout=30)
 ids = [json.loads(line)["sale_id"] for line in out.splitlines()]
-c.check(ids == ["S001-R08-000002", "S001-R08-000003"],
+c.check(ids == ["S001-R08-000002", "S001-R08-000003", "S001-R08-000004"],
         f"posctl tail --from replays what came after the id, then follows live: {ids}")
 
 # --- sequence gap ---------------------------------------------------------------------------
