@@ -22,5 +22,6 @@
 #include "bus/redis.h"
 #include "bus/program.h"
 #include "bus/stream.h"
+#include "bus/keys.h"
 
 #endif
