@@ -414,3 +414,23 @@ uint64_t bus_redis_errors(bus_redis_t *self)
 {
     return self->errors;
 }
+
+bool bus_redis_reply_transient(const redisReply *reply)
+{
+    static const char *const transient[] = {"OOM",        "READONLY", "MISCONF",     "LOADING",
+                                            "BUSY",       "NOREPLICAS", "MASTERDOWN", "TRYAGAIN",
+                                            "CLUSTERDOWN", NULL};
+    if (!reply || reply->type != REDIS_REPLY_ERROR || !reply->str)
+        return false;
+    for (int i = 0; transient[i]; i++) {
+        size_t len = strlen(transient[i]);
+        if (strncmp(reply->str, transient[i], len) == 0 &&
+            (reply->str[len] == ' ' || reply->str[len] == '\0'))
+            return true;
+    }
+    /* a script that failed because a write inside it was refused reports the cause after the
+       script name, e.g. "ERR Error running script ... : OOM command not allowed ..." */
+    return strstr(reply->str, "OOM command not allowed") != NULL ||
+           strstr(reply->str, "-MISCONF") != NULL || strstr(reply->str, "MISCONF ") != NULL ||
+           strstr(reply->str, "READONLY You can't write") != NULL;
+}

@@ -77,6 +77,12 @@ int bus_redis_append_evalsha(bus_redis_t *self, int script, int nkeys, int argc,
                              const size_t *argvlen);
 redisReply *bus_redis_get_reply(bus_redis_t *self);
 
+/* Is this error reply one that goes away by itself (Redis out of memory, a read-only replica,
+   failed background save, loading, busy script, a cluster reconfiguring)? A caller answers
+   those with BUS_ERR_UNAVAILABLE and a retry hint, never as a refusal of the request. False for
+   NULL, non-error replies and errors about the command itself (script errors, wrong type). */
+bool bus_redis_reply_transient(const redisReply *reply);
+
 const char *bus_redis_errstr(bus_redis_t *self);
 uint64_t bus_redis_reconnects(bus_redis_t *self); /* successful reconnects after the first */
 uint64_t bus_redis_errors(bus_redis_t *self);     /* I/O errors seen */

@@ -639,7 +639,7 @@ static int s_reorder(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply,
 
 #define S_ARGS_PER_SALE 4
 
-static int s_apply(const bus_stream_entry_t *entries, int n, void *arg)
+static int s_apply(bus_stream_entry_t *entries, int n, void *arg)
 {
     s_inv_t *self = arg;
     const char **argv = calloc((size_t)(2 + n * S_ARGS_PER_SALE), sizeof(*argv));

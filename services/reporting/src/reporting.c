@@ -311,7 +311,7 @@ static int s_apply_once(s_reporting_t *self, s_pending_t *p, bool *excluded, int
     return rc;
 }
 
-static int s_apply(const bus_stream_entry_t *entries, int n, void *arg)
+static int s_apply(bus_stream_entry_t *entries, int n, void *arg)
 {
     s_reporting_t *self = arg;
     s_pending_t *p = calloc((size_t)n, sizeof(*p));
