@@ -19,6 +19,7 @@
 typedef struct {
     bus_handler_fn *fn;
     void *arg;
+    bool read_only;
 } s_handler_t;
 
 struct bus_service {
@@ -35,6 +36,7 @@ struct bus_service {
     int64_t seq;
     char err_code[BUS_SERVICE_NAME_MAX];
     char err_text[S_ERRSTR_MAX];
+    int err_retry_ms;
     bus_stats_t *stats;
     int64_t *c_requests, *c_errors, *c_rejected, *c_bad_frames, *c_unknown;
     bus_codec_stats_t codec;
@@ -100,8 +102,8 @@ bus_service_t *bus_service_new(const bus_conn_cfg_t *cfg, const char *name, cons
     self->c_bad_frames = bus_stats_counter(self->stats, "bad_frames");
     if (bus_conn_connect(self->sock, cfg->req_endpoint, cfg, err) != 0)
         goto out_destroy;
-    bus_service_on(self, "health", s_health, NULL);
-    bus_service_on(self, "stats", s_stats, NULL);
+    bus_service_on_read(self, "health", s_health, NULL);
+    bus_service_on_read(self, "stats", s_stats, NULL);
     s_send_heartbeat(self, BUS_CMD_HB);
     return self;
 
@@ -126,15 +128,27 @@ void bus_service_destroy(bus_service_t **self_p)
     *self_p = NULL;
 }
 
-int bus_service_on(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg)
+static int s_on(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg,
+                bool read_only)
 {
     s_handler_t *h = malloc(sizeof(*h));
     if (!h)
         return -1;
     h->fn = fn;
     h->arg = arg;
+    h->read_only = read_only;
     zhashx_update(self->handlers, method, h);
     return 0;
+}
+
+int bus_service_on(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg)
+{
+    return s_on(self, method, fn, arg, false);
+}
+
+int bus_service_on_read(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg)
+{
+    return s_on(self, method, fn, arg, true);
 }
 
 void bus_service_set_health(bus_service_t *self, bus_health_fn *fn, void *arg)
@@ -155,6 +169,18 @@ int bus_service_error(bus_service_t *self, const char *code, const char *fmt, ..
     va_start(ap, fmt);
     vsnprintf(self->err_text, sizeof(self->err_text), fmt, ap);
     va_end(ap);
+    self->err_retry_ms = 0;
+    return -1;
+}
+
+int bus_service_unavailable(bus_service_t *self, int retry_ms, const char *fmt, ...)
+{
+    snprintf(self->err_code, sizeof(self->err_code), "%s", BUS_ERR_UNAVAILABLE);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(self->err_text, sizeof(self->err_text), fmt, ap);
+    va_end(ap);
+    self->err_retry_ms = retry_ms > 0 ? retry_ms : 1;
     return -1;
 }
 
@@ -229,6 +255,8 @@ static void s_reply_error(bus_service_t *self, zframe_t *client, zframe_t *corr)
     if (body) {
         bus_val_map_set_str(body, "code", self->err_code[0] ? self->err_code : BUS_ERR_INTERNAL);
         bus_val_map_set_str(body, "message", self->err_text);
+        if (self->err_retry_ms > 0)
+            bus_val_map_set_int(body, "retry_ms", self->err_retry_ms);
     }
     (*self->c_errors)++;
     s_reply(self, client, corr, "error", &body);
@@ -241,6 +269,7 @@ static void s_dispatch(bus_service_t *self, zframe_t *client, zframe_t *corr, zf
         bus_msg_decode(zframe_data(payload), zframe_size(payload), NULL, &self->codec, &reason);
     self->err_code[0] = '\0';
     self->err_text[0] = '\0';
+    self->err_retry_ms = 0;
     if (!req) {
         (*self->c_rejected)++;
         bus_service_error(self, BUS_ERR_BAD_REQUEST, "request rejected: %s",

@@ -39,7 +39,13 @@ bus_service_t *bus_service_new(const bus_conn_cfg_t *cfg, const char *name, cons
 /* Says goodbye to busd (so it stops routing here at once) and closes. */
 void bus_service_destroy(bus_service_t **self_p);
 
+/* Register the handler of a state-changing method. With a reply cache (bus_service_set_reply_cache)
+   it runs at most once per request id: a retried request (same envelope id, from any client, to
+   any instance, before or after a restart) gets the first reply again. */
 int bus_service_on(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg);
+/* Register the handler of a read-only method: it changes nothing, so it is never cached and may
+   run for every attempt. */
+int bus_service_on_read(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg);
 void bus_service_set_health(bus_service_t *self, bus_health_fn *fn, void *arg);
 /* Report Redis reachability in health: adds "redis": bool (a PING per health request) and the
    instance is unhealthy while Redis is unreachable. redis stays owned by the caller. */
@@ -48,6 +54,12 @@ void bus_service_watch_redis(bus_service_t *self, struct bus_redis *redis);
 
 /* For handlers: set the error reply (code, message) and return -1. */
 int bus_service_error(bus_service_t *self, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* For handlers, on a failure that passes by itself (Redis down or refusing writes): an error
+   reply with code BUS_ERR_UNAVAILABLE and "retry_ms" (when to try again); clients retry it like
+   a timeout. Nothing of the request was done, or it was done idempotently: the retry is safe.
+   Returns -1. */
+int bus_service_unavailable(bus_service_t *self, int retry_ms, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Handle requests and heartbeats for up to timeout_ms (returns after the first batch of
