@@ -14,6 +14,7 @@
 #define S_BACKOFF_MAX_MS 2000
 #define S_ERRSTR_MAX     256
 #define S_REPLY_PARTS    4 /* BUS1C REP corr payload */
+#define S_RETRY_HINT_MAX_MS 60000 /* a service's retry hint beyond this is not believed */
 
 struct bus_client {
     zsock_t *sock;
@@ -148,19 +149,38 @@ static bus_msg_t *s_wait_reply(bus_client_t *self, uint64_t corr, int64_t deadli
     return NULL;
 }
 
-/*  Turn an "error" reply into the client's error state; NULL then. A "reply" passes through. */
-static bus_msg_t *s_check_reply(bus_client_t *self, const char *service, bus_msg_t *msg)
+/*  Turn an "error" reply into the client's error state; NULL then. A "reply" passes through.
+    *retry_ms is set (> 0) when the error says the request may succeed later: no_service, or
+    unavailable with the service's hint (or the current backoff when it gave none). */
+static bus_msg_t *s_check_reply(bus_client_t *self, const char *service, bus_msg_t *msg,
+                                int *retry_ms, int backoff)
 {
+    *retry_ms = 0;
     if (strcmp(bus_msg_type(msg), "error") != 0)
         return msg;
     const char *code = bus_val_map_get_str(bus_msg_body(msg), "code");
     const char *text = bus_val_map_get_str(bus_msg_body(msg), "message");
     snprintf(self->remote_code, sizeof(self->remote_code), "%s", code ? code : BUS_ERR_INTERNAL);
     bool no_service = strcmp(self->remote_code, BUS_ERR_NO_SERVICE) == 0;
-    s_fail(self, no_service ? BUS_CLIENT_NO_SERVICE : BUS_CLIENT_REMOTE, "%s: %s: %s", service,
-           self->remote_code, text ? text : "");
+    bool unavailable = strcmp(self->remote_code, BUS_ERR_UNAVAILABLE) == 0;
+    int64_t hint = 0;
+    bus_val_map_get_int(bus_msg_body(msg), "retry_ms", &hint);
+    if (no_service)
+        *retry_ms = backoff;
+    else if (unavailable)
+        *retry_ms = hint > 0 && hint < S_RETRY_HINT_MAX_MS ? (int)hint : backoff;
+    s_fail(self,
+           no_service    ? BUS_CLIENT_NO_SERVICE
+           : unavailable ? BUS_CLIENT_UNAVAILABLE
+                         : BUS_CLIENT_REMOTE,
+           "%s: %s: %s", service, self->remote_code, text ? text : "");
     bus_msg_destroy(&msg);
     return NULL;
+}
+
+static int s_next_backoff(int backoff)
+{
+    return backoff * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : backoff * 2;
 }
 
 bus_msg_t *bus_client_request(bus_client_t *self, const char *service, const char *method,
@@ -189,22 +209,24 @@ bus_msg_t *bus_client_request(bus_client_t *self, const char *service, const cha
         s_fail(self, BUS_CLIENT_IO, "out of memory");
         return NULL;
     }
+    /* every attempt sends the same bytes: same envelope id, same correlation id */
     uint64_t corr = self->next_corr++;
     int backoff = S_BACKOFF_MIN_MS;
     for (int attempt = 0; attempt <= self->retries; attempt++) {
         if (s_send(self, service, corr) != 0) {
             s_fail(self, BUS_CLIENT_IO, "cannot send: %s", zmq_strerror(errno));
             zclock_sleep(backoff);
-            backoff = backoff * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : backoff * 2;
+            backoff = s_next_backoff(backoff);
             continue;
         }
         bus_msg_t *reply = s_wait_reply(self, corr, bus_mono_ms() + self->timeout_ms);
         if (reply) {
-            reply = s_check_reply(self, service, reply);
-            if (reply || self->errcode != BUS_CLIENT_NO_SERVICE || attempt == self->retries)
+            int retry_ms;
+            reply = s_check_reply(self, service, reply, &retry_ms, backoff);
+            if (reply || retry_ms == 0 || attempt == self->retries)
                 return reply;
-            zclock_sleep(backoff);
-            backoff = backoff * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : backoff * 2;
+            zclock_sleep(retry_ms);
+            backoff = s_next_backoff(backoff);
         } else if (self->errcode == BUS_CLIENT_IO)
             return NULL;
     }

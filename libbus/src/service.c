@@ -4,10 +4,26 @@
     Requests are handled one at a time in arrival order on the owner's
     thread; a service scales by running more instances, not threads, so
     handlers can use a plain hiredis context and need no locks.
+
+    Exactly once: clients resend the same envelope when a reply is late, and
+    busd may hand the resend to another instance, possibly after this one
+    was restarted. So the first reply to a state-changing request is kept in
+    Redis (reply:{service}:<request id>, with a TTL): before running the
+    handler, one script either returns a kept reply or claims the id with a
+    short lease; the reply is stored after the handler ran. A retry that
+    finds the claim still held (the first attempt is running elsewhere) is
+    answered "unavailable, retry"; one that finds the reply gets it again.
+    A transient failure (unavailable) is not kept, so the retry runs again.
+    The window that remains (the process dies after the handler's own
+    atomic write and before the reply is stored; the lease then expires and
+    a retry runs the handler again) is closed by the handlers themselves:
+    each keys its one atomic script on an idempotency key (sale id, move
+    id, request id), so a second run finds the first one's effect.
     =========================================================================
 */
 #include "bus/service.h"
 #include "bus/proto.h"
+#include "bus/keys.h"
 #include "bus/redis.h"
 
 #define S_DEFAULT_HEARTBEAT_MS 1000
@@ -15,6 +31,17 @@
 #define S_ERRSTR_MAX           256
 #define S_REQ_PARTS            5 /* BUS1W REQ client corr payload */
 #define S_HOST_MAX             64
+#define S_CACHE_TTL_DEFAULT_S  86400 /* retries come within minutes; a day is generous */
+#define S_CACHE_LEASE_MS       30000 /* longest a handler may run before a retry may rerun it */
+#define S_CACHE_BUSY_RETRY_MS  200   /* hint to a retry that found the first attempt running */
+#define S_CACHE_REPLY          'R'   /* kept value: 'R', then 'r' (reply) or 'e' (error), body */
+
+/* Return the kept reply, or claim the request id with a lease and return nil. A claim held by a
+   running attempt comes back as the string "P". KEYS[1] cache key; ARGV[1] lease ms. */
+static const char s_claim_lua[] = "local v = redis.call('GET', KEYS[1])\n"
+                                  "if v then return v end\n"
+                                  "redis.call('SET', KEYS[1], 'P', 'PX', ARGV[1])\n"
+                                  "return false\n";
 
 typedef struct {
     bus_handler_fn *fn;
@@ -30,6 +57,9 @@ struct bus_service {
     bus_health_fn *health_fn;
     void *health_arg;
     bus_redis_t *redis;
+    bus_redis_t *cache; /* reply cache, or NULL */
+    int cache_script;
+    int cache_ttl_s;
     int heartbeat_ms;
     int64_t next_heartbeat;
     int64_t started_mono;
@@ -39,6 +69,7 @@ struct bus_service {
     int err_retry_ms;
     bus_stats_t *stats;
     int64_t *c_requests, *c_errors, *c_rejected, *c_bad_frames, *c_unknown;
+    int64_t *c_cache_hits, *c_cache_busy, *c_cache_errors;
     bus_codec_stats_t codec;
     bus_buf_t buf;
 };
@@ -100,6 +131,9 @@ bus_service_t *bus_service_new(const bus_conn_cfg_t *cfg, const char *name, cons
     self->c_unknown = bus_stats_counter(self->stats, "unknown_methods");
     self->c_rejected = bus_stats_counter(self->stats, "rejected_requests");
     self->c_bad_frames = bus_stats_counter(self->stats, "bad_frames");
+    self->c_cache_hits = bus_stats_counter(self->stats, "replies_repeated");
+    self->c_cache_busy = bus_stats_counter(self->stats, "retries_while_running");
+    self->c_cache_errors = bus_stats_counter(self->stats, "reply_cache_errors");
     if (bus_conn_connect(self->sock, cfg->req_endpoint, cfg, err) != 0)
         goto out_destroy;
     bus_service_on_read(self, "health", s_health, NULL);
@@ -160,6 +194,17 @@ void bus_service_set_health(bus_service_t *self, bus_health_fn *fn, void *arg)
 void bus_service_watch_redis(bus_service_t *self, struct bus_redis *redis)
 {
     self->redis = redis;
+}
+
+int bus_service_set_reply_cache(bus_service_t *self, struct bus_redis *redis, int ttl_s)
+{
+    int script = redis ? bus_redis_script(redis, s_claim_lua) : -1;
+    if (redis && script < 0)
+        return -1;
+    self->cache = redis;
+    self->cache_script = script;
+    self->cache_ttl_s = ttl_s > 0 ? ttl_s : S_CACHE_TTL_DEFAULT_S;
+    return 0;
 }
 
 int bus_service_error(bus_service_t *self, const char *code, const char *fmt, ...)
@@ -249,7 +294,8 @@ static void s_reply(bus_service_t *self, zframe_t *client, zframe_t *corr, const
     zmq_send(h, self->buf.data, self->buf.len, 0);
 }
 
-static void s_reply_error(bus_service_t *self, zframe_t *client, zframe_t *corr)
+/*  The body of an error reply from the error set on the service. */
+static bus_val_t *s_error_body(bus_service_t *self)
 {
     bus_val_t *body = bus_val_new_map();
     if (body) {
@@ -258,8 +304,117 @@ static void s_reply_error(bus_service_t *self, zframe_t *client, zframe_t *corr)
         if (self->err_retry_ms > 0)
             bus_val_map_set_int(body, "retry_ms", self->err_retry_ms);
     }
+    return body;
+}
+
+static void s_reply_error(bus_service_t *self, zframe_t *client, zframe_t *corr)
+{
+    bus_val_t *body = s_error_body(self);
     (*self->c_errors)++;
     s_reply(self, client, corr, "error", &body);
+}
+
+/*  Request ids become part of a Redis key: letters, digits, '-' and '_' only. */
+static bool s_request_id_ok(const char *id)
+{
+    if (!id || !*id)
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+            return false;
+    return true;
+}
+
+/*  Look the request up in the reply cache before its handler runs. Returns 0 when the handler
+    should run (the id is now claimed; key holds the cache key), 1 when the request was answered
+    here: with the kept reply of an earlier attempt, "unavailable" while an earlier attempt still
+    runs or while Redis cannot be asked (running without the claim could run it twice). */
+static int s_cache_claim(bus_service_t *self, const bus_msg_t *req, char *key, zframe_t *client,
+                         zframe_t *corr)
+{
+    if (!s_request_id_ok(bus_msg_id(req))) {
+        bus_service_error(self, BUS_ERR_BAD_REQUEST,
+                          "request id must be letters, digits, '-' or '_' (it is the "
+                          "idempotency key of a state-changing request)");
+        s_reply_error(self, client, corr);
+        return 1;
+    }
+    bus_key_reply(key, self->name, bus_msg_id(req));
+    char lease[16];
+    snprintf(lease, sizeof(lease), "%d", S_CACHE_LEASE_MS);
+    const char *argv[] = {key, lease};
+    redisReply *r = bus_redis_evalsha(self->cache, self->cache_script, 1, 2, argv, NULL);
+    if (r && r->type == REDIS_REPLY_NIL) {
+        freeReplyObject(r);
+        return 0;
+    }
+    if (r && r->type == REDIS_REPLY_STRING && r->len > 2 && r->str[0] == S_CACHE_REPLY) {
+        bus_val_t *body = bus_val_decode(r->str + 2, r->len - 2, NULL, NULL);
+        bool error = r->str[1] == 'e';
+        freeReplyObject(r);
+        if (body) {
+            (*self->c_cache_hits)++;
+            if (error)
+                (*self->c_errors)++;
+            s_reply(self, client, corr, error ? "error" : "reply", &body);
+            return 1;
+        }
+        (*self->c_cache_errors)++;
+        bus_service_error(self, BUS_ERR_INTERNAL, "kept reply of request %s is unreadable",
+                          bus_msg_id(req));
+        s_reply_error(self, client, corr);
+        return 1;
+    }
+    if (r && r->type == REDIS_REPLY_STRING) {
+        (*self->c_cache_busy)++;
+        bus_service_unavailable(self, S_CACHE_BUSY_RETRY_MS,
+                                "request %s is still being handled; retry", bus_msg_id(req));
+    } else {
+        (*self->c_cache_errors)++;
+        bus_service_unavailable(self, S_CACHE_BUSY_RETRY_MS, "storage unavailable, retry: %s",
+                                r && r->type == REDIS_REPLY_ERROR ? r->str
+                                                                  : bus_redis_errstr(self->cache));
+    }
+    if (r)
+        freeReplyObject(r);
+    s_reply_error(self, client, corr);
+    return 1;
+}
+
+/*  Keep a reply body under key. A failure is counted, not fatal: the handler's own idempotency
+    key still makes a rerun harmless. */
+static void s_cache_put(bus_service_t *self, const char *key, char kind, const bus_val_t *body)
+{
+    bus_buf_reset(&self->buf);
+    char head[2] = {S_CACHE_REPLY, kind};
+    if (bus_buf_append(&self->buf, head, sizeof(head)) != 0 || bus_val_encode(body, &self->buf)) {
+        (*self->c_cache_errors)++;
+        return;
+    }
+    redisReply *r = bus_redis_command(self->cache, "SET %s %b EX %d", key, self->buf.data,
+                                      self->buf.len, self->cache_ttl_s);
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        (*self->c_cache_errors)++;
+    if (r)
+        freeReplyObject(r);
+}
+
+/*  After a failed handler: keep a definite refusal (the retry gets the same answer), drop the
+    claim after a transient failure so that the retry runs the handler again. */
+static void s_cache_store_error(bus_service_t *self, const char *key)
+{
+    if (strcmp(self->err_code, BUS_ERR_UNAVAILABLE) == 0) {
+        redisReply *r = bus_redis_command(self->cache, "DEL %s", key);
+        if (!r)
+            (*self->c_cache_errors)++;
+        else
+            freeReplyObject(r);
+        return;
+    }
+    bus_val_t *body = s_error_body(self);
+    if (body)
+        s_cache_put(self, key, 'e', body);
+    bus_val_destroy(&body);
 }
 
 static void s_dispatch(bus_service_t *self, zframe_t *client, zframe_t *corr, zframe_t *payload)
@@ -287,13 +442,23 @@ static void s_dispatch(bus_service_t *self, zframe_t *client, zframe_t *corr, zf
         bus_msg_destroy(&req);
         return;
     }
+    char key[BUS_KEY_MAX];
+    bool cached = self->cache && !h->read_only;
+    if (cached && s_cache_claim(self, req, key, client, corr) != 0) {
+        bus_msg_destroy(&req); /* answered from the cache, or refused */
+        return;
+    }
     bus_val_t *reply = bus_val_new_map();
-    if (reply && h->fn(self, req, reply, h->arg) == 0)
+    if (reply && h->fn(self, req, reply, h->arg) == 0) {
+        if (cached)
+            s_cache_put(self, key, 'r', reply);
         s_reply(self, client, corr, "reply", &reply);
-    else {
+    } else {
         bus_val_destroy(&reply);
         if (!self->err_code[0])
             bus_service_error(self, BUS_ERR_INTERNAL, "handler failed");
+        if (cached)
+            s_cache_store_error(self, key);
         s_reply_error(self, client, corr);
     }
     bus_msg_destroy(&req);

@@ -8,7 +8,10 @@
     the same correlation id and the same envelope id, so a service that
     keys its work on an idempotency key sees a repeat, never a new request.
     Retries back off; when no instance is registered the caller gets
-    BUS_CLIENT_NO_SERVICE after the retries, not a hang.
+    BUS_CLIENT_NO_SERVICE after the retries, not a hang. An "unavailable"
+    error reply (the service cannot reach its storage, or an earlier attempt
+    of the same request is still running) is retried like a timeout, after
+    the service's "retry_ms" hint; BUS_CLIENT_UNAVAILABLE if it persists.
 
     One client per thread; it is not thread-safe.
     =========================================================================
@@ -28,6 +31,7 @@ typedef enum {
     BUS_CLIENT_TIMEOUT,    /* no reply after every attempt */
     BUS_CLIENT_NO_SERVICE, /* busd knows no instance of the service */
     BUS_CLIENT_REMOTE,     /* the service answered with an error reply */
+    BUS_CLIENT_UNAVAILABLE, /* the service answered "unavailable" (e.g. Redis down) every time */
     BUS_CLIENT_INVALID,    /* bad arguments (service name, body) */
     BUS_CLIENT_IO          /* socket failure or interrupted */
 } bus_client_err_t;
@@ -48,7 +52,8 @@ void bus_client_set_retries(bus_client_t *self, int retries);
 /* Send method with *body_p (a map, taken and nulled; NULL = empty) to service and wait for the
    reply. Returns the reply envelope (type "reply"; caller destroys) or NULL with
    bus_client_errcode/errstr set. An "error" reply gives NULL with BUS_CLIENT_REMOTE (or
-   BUS_CLIENT_NO_SERVICE) and its code in bus_client_remote_code. */
+   BUS_CLIENT_NO_SERVICE, BUS_CLIENT_UNAVAILABLE after the retries) and its code in
+   bus_client_remote_code. */
 bus_msg_t *bus_client_request(bus_client_t *self, const char *service, const char *method,
                               bus_val_t **body_p);
 

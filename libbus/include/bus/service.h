@@ -52,6 +52,14 @@ void bus_service_set_health(bus_service_t *self, bus_health_fn *fn, void *arg);
 struct bus_redis;
 void bus_service_watch_redis(bus_service_t *self, struct bus_redis *redis);
 
+/* Keep the first reply of every state-changing request (methods registered with bus_service_on)
+   in redis for ttl_s seconds (0 = default, one day), keyed by the request envelope's id, so that a
+   retried request is answered with that reply instead of running again, by whichever instance
+   receives it. redis stays owned by the caller and must be used on this thread only. Request ids
+   of state-changing requests must then be letters, digits, '-' and '_' (bus_msg_new's are).
+   0, or -1 if the cache script cannot be registered. */
+int bus_service_set_reply_cache(bus_service_t *self, struct bus_redis *redis, int ttl_s);
+
 /* For handlers: set the error reply (code, message) and return -1. */
 int bus_service_error(bus_service_t *self, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
