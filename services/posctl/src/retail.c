@@ -9,13 +9,19 @@
     =========================================================================
 */
 #include <unistd.h>
+#include "csv.h"
 #include "posctl.h"
 
-#define S_BATCH_ROWS 1000
-#define S_LINE_MAX   65536
-#define S_FIELDS_MAX 32
-#define S_Z_WAIT_MS  30000
-#define S_BAR_WIDTH  40
+#define S_BATCH_ROWS       1000
+#define S_LINE_MAX         65536
+#define S_FIELDS_MAX       32
+#define S_Z_WAIT_MS        30000
+#define S_BAR_WIDTH        40
+#define S_CELL_MAX         256
+#define S_REQUIRED_COLUMNS "sku", "barcode", "name", "price", "tax_rate", "unit", "category"
+#define S_OPTIONAL_COLUMNS "supplier", "threshold", "member_price", "active"
+#define S_INPUT_MAX        (4 * S_LINE_MAX)
+#define S_BOM              "\xef\xbb\xbf" /* UTF-8 byte order mark, which spreadsheets write */
 
 const bus_opt_t posctl_retail_opts[] = {
     {"store", BUS_OPT_STR, NULL, 0, 0, "store id for stock, report and sim commands"},
@@ -61,6 +67,24 @@ bus_msg_t *posctl_call(bus_client_t *client, const char *service, const char *me
     return reply;
 }
 
+/*  Print one CSV cell, quoted when needed, then a comma or (last) a newline. */
+static void s_print_csv_cell(const char *text, bool last)
+{
+    char small[S_CELL_MAX];
+    size_t need = posctl_csv_quote(text, small, sizeof(small));
+    if (need < sizeof(small))
+        fputs(small, stdout);
+    else {
+        char *big = malloc(need + 1);
+        if (big) {
+            posctl_csv_quote(text, big, need + 1);
+            fputs(big, stdout);
+            free(big);
+        }
+    }
+    putchar(last ? '\n' : ',');
+}
+
 /*  Flatten nested maps into "a.b.c" = value rows. */
 static void s_flatten(const bus_val_t *v, const char *prefix, bool csv)
 {
@@ -74,9 +98,10 @@ static void s_flatten(const bus_val_t *v, const char *prefix, bool csv)
     }
     bus_buf_t out = {0};
     bus_val_to_json(v, &out);
-    if (csv)
-        printf("%s,%s\n", prefix, (const char *)out.data);
-    else
+    if (csv) {
+        s_print_csv_cell(prefix, false);
+        s_print_csv_cell((const char *)out.data, true);
+    } else
         printf("%-40s %s\n", prefix, (const char *)out.data);
     bus_buf_free(&out);
 }
@@ -95,12 +120,17 @@ void posctl_print(const bus_val_t *body, const char *format)
     if (bus_val_type(rows) == BUS_VAL_ARR) {
         /* a table: columns from the first row */
         bus_val_t *first = bus_val_arr_get(rows, 0);
-        for (size_t c = 0; c < bus_val_size(first); c++)
-            printf(csv ? "%s%s" : "%s%-16s", c && csv ? "," : "", bus_val_map_key(first, c));
-        printf("\n");
+        size_t ncols = bus_val_size(first);
+        for (size_t c = 0; c < ncols; c++)
+            if (csv)
+                s_print_csv_cell(bus_val_map_key(first, c), c + 1 == ncols);
+            else
+                printf("%-16s", bus_val_map_key(first, c));
+        if (!csv || ncols == 0)
+            printf("\n");
         for (size_t r = 0; r < bus_val_size(rows); r++) {
             bus_val_t *row = bus_val_arr_get(rows, r);
-            for (size_t c = 0; c < bus_val_size(first); c++) {
+            for (size_t c = 0; c < ncols; c++) {
                 bus_buf_t cell = {0};
                 bus_val_t *v = bus_val_map_get(row, bus_val_map_key(first, c));
                 const char *s = bus_val_get_str(v, NULL);
@@ -108,11 +138,15 @@ void posctl_print(const bus_val_t *body, const char *format)
                     bus_buf_append(&cell, s, strlen(s));
                 else
                     bus_val_to_json(v, &cell);
-                printf(csv ? "%s%s" : "%s%-16s", c && csv ? "," : "",
-                       cell.data ? (const char *)cell.data : "");
+                const char *text = cell.data ? (const char *)cell.data : "";
+                if (csv)
+                    s_print_csv_cell(text, c + 1 == ncols);
+                else
+                    printf("%-16s", text);
                 bus_buf_free(&cell);
             }
-            printf("\n");
+            if (!csv || ncols == 0)
+                printf("\n");
         }
         return;
     }
@@ -164,54 +198,43 @@ int posctl_store(bus_config_t *config, const bus_conn_cfg_t *cfg)
 
 /* ---- CSV ----------------------------------------------------------------- */
 
-/*  Split one CSV record (RFC 4180: quotes, doubled quotes, commas and newlines inside quotes)
-    read from f into fields (pointers into buf). Returns the field count, 0 at end of file, -1 on
-    an unterminated quote or an over-long record. *lines counts physical lines consumed. */
-static int s_csv_record(FILE *f, char *buf, size_t size, char **fields, int max, int *lines)
+/*  A catalog file read in chunks into in, split into records by csv.c into out. */
+typedef struct {
+    FILE *f;
+    char *in; /* S_INPUT_MAX bytes: unparsed input from start to len */
+    size_t start, len;
+    bool eof;
+    char *out; /* S_LINE_MAX bytes: the current record's fields */
+    int lines; /* physical lines consumed */
+} s_csv_reader_t;
+
+#define S_CSV_EREAD -100 /* the file could not be read (errno says why) */
+
+/*  The next record's fields (pointers into reader->out, valid until the next call): the field
+    count, 0 at the end of the file, or a POSCTL_CSV_E* code (also for a read error, with errno). */
+static int s_csv_next(s_csv_reader_t *r, char **fields, int max)
 {
-    size_t used = 0;
-    int n = 0, c;
-    bool quoted = false, any = false;
-    fields[n++] = buf;
-    while ((c = fgetc(f)) != EOF) {
-        any = true;
-        if (quoted) {
-            if (c == '"') {
-                int next = fgetc(f);
-                if (next == '"')
-                    c = '"';
-                else {
-                    quoted = false;
-                    if (next != EOF)
-                        ungetc(next, f);
-                    continue;
-                }
-            } else if (c == '\n')
-                (*lines)++;
-        } else if (c == '"') {
-            quoted = true;
-            continue;
-        } else if (c == ',') {
-            if (used + 1 >= size || n == max)
-                return -1;
-            buf[used++] = '\0';
-            fields[n++] = buf + used;
-            continue;
-        } else if (c == '\n') {
-            (*lines)++;
-            break;
-        } else if (c == '\r')
-            continue;
-        if (used + 1 >= size)
-            return -1;
-        buf[used++] = (char)c;
+    while (true) {
+        size_t used = 0;
+        int n = posctl_csv_record(r->in + r->start, r->len - r->start, r->eof, &used, r->out,
+                                  S_LINE_MAX, fields, max, &r->lines);
+        r->start += used;
+        if (n != 0 || r->eof)
+            return n;
+        /* no whole record in the buffer: move the partial one to the front, read more */
+        memmove(r->in, r->in + r->start, r->len - r->start);
+        r->len -= r->start;
+        r->start = 0;
+        if (r->len == S_INPUT_MAX)
+            return POSCTL_CSV_ETOOLONG;
+        size_t got = fread(r->in + r->len, 1, S_INPUT_MAX - r->len, r->f);
+        r->len += got;
+        if (got == 0) {
+            if (ferror(r->f))
+                return S_CSV_EREAD;
+            r->eof = true;
+        }
     }
-    if (!any)
-        return 0;
-    if (quoted)
-        return -1;
-    buf[used] = '\0';
-    return n;
 }
 
 static void s_progress(long done, long total_bytes, long at_byte, bool tty)
@@ -252,114 +275,138 @@ static int s_send_batch(bus_client_t *client, bus_val_t **rows_p, long *applied,
     return 0;
 }
 
-static int s_catalog_import(bus_config_t *config, bus_client_t *client, const char *path)
+/*  Whether name is one of the n names. */
+static bool s_known(const char *const *names, size_t n, const char *name)
 {
-    static const char *const required[] = {"sku",      "barcode", "name",    "price",
-                                           "tax_rate", "unit",    "category"};
-    static const char *const optional[] = {"supplier", "threshold", "member_price", "active"};
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "posctl: cannot read %s: %s\n", path, strerror(errno));
-        return POSCTL_EXIT_FAIL;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0)
+            return true;
+    return false;
+}
+
+/*  The header's column names, copied (the reader reuses its buffer for every record) into one
+    allocation (returned; free it) with header[i] pointing at column i. *ncols gets the count, or
+    0 with NULL returned after printing why the header is unusable. */
+static char *s_read_header(s_csv_reader_t *r, const char *path, char **header, int *ncols)
+{
+    static const char *const required[] = {S_REQUIRED_COLUMNS};
+    char *fields[S_FIELDS_MAX];
+    *ncols = 0;
+    int n = s_csv_next(r, fields, S_FIELDS_MAX);
+    if (n <= 0) {
+        fprintf(stderr, "posctl: %s: no header line%s%s\n", path, n < 0 ? ": " : "",
+                n < 0 ? posctl_csv_strerror(n) : "");
+        return NULL;
     }
-    (void)config;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    rewind(f);
-    char *buf = malloc(S_LINE_MAX);
-    char *fields[S_FIELDS_MAX], *header[S_FIELDS_MAX];
-    int lines = 0;
-    int ncols = s_csv_record(f, buf, S_LINE_MAX, fields, S_FIELDS_MAX, &lines);
-    char *hdr = NULL;
-    if (ncols > 0) {
-        /* keep the header names: buf is reused for every record */
-        size_t hl = 0;
-        for (int i = 0; i < ncols; i++)
-            hl += strlen(fields[i]) + 1;
-        hdr = malloc(hl);
-        char *p = hdr;
-        for (int i = 0; i < ncols; i++) {
-            strcpy(p, fields[i]);
-            header[i] = p;
-            p += strlen(p) + 1;
-            /* tolerate a UTF-8 byte order mark and spaces around names */
-            if (i == 0 && (unsigned char)header[0][0] == 0xef)
-                header[0] += 3;
-        }
+    size_t bytes = 0;
+    for (int i = 0; i < n; i++)
+        bytes += strlen(fields[i]) + 1;
+    char *names = malloc(bytes);
+    if (!names)
+        return NULL;
+    char *p = names;
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(fields[i]) + 1;
+        memcpy(p, fields[i], len);
+        header[i] = p;
+        p += len;
     }
-    for (size_t r = 0; ncols > 0 && r < sizeof(required) / sizeof(required[0]); r++) {
-        bool found = false;
-        for (int i = 0; i < ncols; i++)
-            found = found || strcmp(header[i], required[r]) == 0;
-        if (!found) {
+    for (size_t k = 0; k < sizeof(required) / sizeof(required[0]); k++)
+        if (!s_known((const char *const *)header, (size_t)n, required[k])) {
             fprintf(stderr,
                     "posctl: %s: header lacks the column '%s' (needs sku,barcode,name,"
                     "price,tax_rate,unit,category)\n",
-                    path, required[r]);
-            ncols = -2;
+                    path, required[k]);
+            free(names);
+            return NULL;
         }
-    }
-    if (ncols <= 0) {
-        if (ncols != -2)
-            fprintf(stderr, "posctl: %s: no header line\n", path);
-        free(buf);
-        free(hdr);
-        fclose(f);
+    *ncols = n;
+    return names;
+}
+
+static int s_catalog_import(bus_client_t *client, const char *path)
+{
+    static const char *const columns[] = {S_REQUIRED_COLUMNS, S_OPTIONAL_COLUMNS};
+    int rc = POSCTL_EXIT_FAIL;
+    s_csv_reader_t r = {0};
+    r.f = fopen(path, "rb");
+    if (!r.f) {
+        fprintf(stderr, "posctl: cannot read %s: %s\n", path, strerror(errno));
         return POSCTL_EXIT_FAIL;
     }
+    fseek(r.f, 0, SEEK_END);
+    long size = ftell(r.f);
+    rewind(r.f);
+    char bom[sizeof(S_BOM) - 1];
+    if (fread(bom, 1, sizeof(bom), r.f) != sizeof(bom) || memcmp(bom, S_BOM, sizeof(bom)) != 0)
+        rewind(r.f);
+    r.in = malloc(S_INPUT_MAX);
+    r.out = malloc(S_LINE_MAX);
+    if (!r.in || !r.out) {
+        fprintf(stderr, "posctl: out of memory\n");
+        goto out_free_buffers;
+    }
+    char *fields[S_FIELDS_MAX], *header[S_FIELDS_MAX];
+    int ncols = 0;
+    char *names = s_read_header(&r, path, header, &ncols);
+    if (!names)
+        goto out_free_buffers;
     bool tty = isatty(STDERR_FILENO);
     long rows_read = 0, applied = 0, changed = 0, rejected = 0, local_bad = 0;
+    bool unreadable = false;
     bus_val_t *batch = bus_val_new_arr();
-    int rc = POSCTL_EXIT_OK;
+    rc = POSCTL_EXIT_OK;
     while (true) {
-        int record_line = lines + 1;
-        int n = s_csv_record(f, buf, S_LINE_MAX, fields, S_FIELDS_MAX, &lines);
+        int record_line = r.lines + 1;
+        int n = s_csv_next(&r, fields, S_FIELDS_MAX);
         if (n == 0)
             break;
         rows_read++;
+        if (n < 0) {
+            /* where the next record starts is unknown after this: stop, and say so */
+            printf("line %d: %s\n", record_line,
+                   n == S_CSV_EREAD ? strerror(errno) : posctl_csv_strerror(n));
+            local_bad++;
+            unreadable = true;
+            break;
+        }
         if (n == 1 && fields[0][0] == '\0')
             continue; /* blank line */
         if (n != ncols) {
-            printf("line %d: %s\n", record_line,
-                   n < 0 ? "unterminated quote or record too long"
-                         : "wrong number of fields for the header");
+            printf("line %d: wrong number of fields for the header\n", record_line);
             local_bad++;
-            if (n < 0)
-                break;
             continue;
         }
         bus_val_t *row = bus_val_new_map();
         bus_val_map_set_int(row, "line", record_line);
-        for (int i = 0; i < ncols; i++) {
-            bool known = false;
-            for (size_t k = 0; k < sizeof(required) / sizeof(required[0]); k++)
-                known = known || strcmp(header[i], required[k]) == 0;
-            for (size_t k = 0; k < sizeof(optional) / sizeof(optional[0]); k++)
-                known = known || strcmp(header[i], optional[k]) == 0;
-            if (known)
+        for (int i = 0; i < ncols; i++)
+            if (s_known(columns, sizeof(columns) / sizeof(columns[0]), header[i]))
                 bus_val_map_set_str(row, header[i], fields[i]);
-        }
         bus_val_arr_push(batch, &row);
         if (bus_val_size(batch) == S_BATCH_ROWS) {
             if (s_send_batch(client, &batch, &applied, &changed, &rejected, stdout) != 0) {
                 rc = POSCTL_EXIT_FAIL;
                 break;
             }
-            s_progress(rows_read, size, ftell(f), tty);
+            s_progress(rows_read, size, ftell(r.f), tty);
         }
     }
     if (rc == POSCTL_EXIT_OK && bus_val_size(batch) > 0 &&
         s_send_batch(client, &batch, &applied, &changed, &rejected, stdout) != 0)
         rc = POSCTL_EXIT_FAIL;
+    if (unreadable)
+        rc = POSCTL_EXIT_FAIL; /* the rows before it are applied; the rest were never read */
     s_progress(rows_read, size, size, tty);
     if (tty)
         fprintf(stderr, "\n");
     bus_val_destroy(&batch);
     printf("imported %s: %ld rows read, %ld applied (%ld changed), %ld rejected\n", path, rows_read,
            applied, changed, rejected + local_bad);
-    free(buf);
-    free(hdr);
-    fclose(f);
+    free(names);
+out_free_buffers:
+    free(r.out);
+    free(r.in);
+    fclose(r.f);
     return rc;
 }
 
@@ -375,7 +422,7 @@ int posctl_catalog(bus_config_t *config, const bus_conn_cfg_t *cfg)
         return POSCTL_EXIT_FAIL;
     int rc;
     if (strcmp(sub, "import") == 0)
-        rc = s_catalog_import(config, client, s_arg(config, 2));
+        rc = s_catalog_import(client, s_arg(config, 2));
     else {
         bus_val_t *body = bus_val_new_map();
         bus_val_map_set_str(body, "code", s_arg(config, 2));
