@@ -34,14 +34,15 @@
 
 #include "pos/money.h"
 #include "pos/tax.h"
+#include "pos/text.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 #define POS_SKU_MAX      32
-#define POS_NAME_MAX     96
-#define POS_CATEGORY_MAX 32
+#define POS_NAME_MAX     POS_TEXT_BYTES(POS_NAME_CHARS)     /* bytes of UTF-8 */
+#define POS_CATEGORY_MAX POS_TEXT_BYTES(POS_CATEGORY_CHARS) /* bytes of UTF-8 */
 #define POS_PROMO_ID_MAX 32
 #define POS_SALE_ID_MAX  48
 #define POS_LINES_MAX    1000
