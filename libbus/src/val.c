@@ -12,23 +12,53 @@
     the bytes that remain (each element takes at least one byte) before
     anything is allocated, depth is bounded by the limit (recursion depth
     therefore too), and anything posbus does not use is refused.
+
+    Maps keep their entries in one array in insertion order, because the
+    wire format and callers iterate in that order. Most maps are envelopes
+    and sale lines of a handful of keys, where a linear scan is cheapest, so
+    a map gets a hash index only once it holds S_MAP_INDEX_FROM entries:
+    stock lists and reports of 100k keys then build and read in linear time.
+    The index is an open-addressing table (linear probing, at most half
+    full) of 32-bit positions into the entry array; it is rebuilt from the
+    hashes stored in the entries when it grows, so no key is hashed twice.
+    Keys come from the network, so the hash is SipHash-1-3 under a key drawn
+    at random once per process: an attacker who cannot see the key cannot
+    send 100k keys that share one probe chain. Lookups never modify a map,
+    so several threads may read a map that nobody is changing.
     =========================================================================
 */
 #include <msgpack.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/random.h>
 #include "bus/val.h"
 #include "val_internal.h"
 
-#define S_BUF_MIN_CAP   256
-#define S_MAP_MIN_CAP   8
-#define S_MAP_HASH_FROM 16 /* maps at least this big check duplicate keys by sorting */
+#define S_BUF_MIN_CAP         256
+#define S_MAP_MIN_CAP         8
+#define S_MAP_INDEX_FROM      8  /* maps with this many entries or more get a hash index */
+#define S_INDEX_MIN_SLOTS     32 /* power of two, at least twice S_MAP_INDEX_FROM */
+#define S_INDEX_SLOT_EMPTY    0  /* slots hold entry position + 1 */
+#define S_MAP_MAX_LEN         (UINT32_MAX / 4) /* keeps positions and slot counts in uint32 */
+#define S_SIP_COMPRESS_ROUNDS 1
+#define S_SIP_FINAL_ROUNDS    3
 
 typedef struct {
     char *key;
     size_t key_len;
+    uint64_t hash; /* SipHash of the key; set only while the map is indexed */
     bus_val_t *val;
 } s_entry_t;
+
+/*  Hash index of a map: slot[i] is S_INDEX_SLOT_EMPTY or the position of an entry plus one.
+    Invariant: every entry of the map is in exactly one slot, and len <= (mask + 1) / 2. */
+typedef struct {
+    size_t mask; /* slot count - 1; the slot count is a power of two */
+    uint32_t slot[];
+} s_index_t;
 
 struct bus_val {
     bus_val_type_t type;
@@ -46,6 +76,7 @@ struct bus_val {
         struct {
             s_entry_t *entries;
             size_t len, cap;
+            s_index_t *index; /* NULL below S_MAP_INDEX_FROM entries */
         } m;
     } u;
 };
@@ -188,6 +219,7 @@ void bus_val_destroy(bus_val_t **self_p)
             bus_val_destroy(&self->u.m.entries[i].val);
         }
         free(self->u.m.entries);
+        free(self->u.m.index);
         break;
     default:
         break;
@@ -317,43 +349,189 @@ bus_val_t *bus_val_arr_get(const bus_val_t *self, size_t index)
     return self->u.a.items[index];
 }
 
-static s_entry_t *s_find(const bus_val_t *self, const char *key, size_t key_len)
+/* ---- map index --------------------------------------------------------- */
+
+static uint64_t s_sip_key[2];
+static pthread_once_t s_sip_key_once = PTHREAD_ONCE_INIT;
+
+/*  Draw the hash key. If the kernel has no entropy to give, fall back to the clock, the process id
+    and an address, which an attacker on the network cannot read either. */
+static void s_sip_key_init(void)
 {
+    if (getrandom(s_sip_key, sizeof(s_sip_key), GRND_NONBLOCK) == (ssize_t)sizeof(s_sip_key))
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    s_sip_key[0] = (uint64_t)ts.tv_sec * 1000000007ULL ^ (uint64_t)ts.tv_nsec;
+    s_sip_key[1] = (uint64_t)getpid() << 32 ^ (uint64_t)(uintptr_t)&ts;
+}
+
+#define S_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+
+static void s_sip_round(uint64_t v[4])
+{
+    v[0] += v[1];
+    v[1] = S_ROTL(v[1], 13);
+    v[1] ^= v[0];
+    v[0] = S_ROTL(v[0], 32);
+    v[2] += v[3];
+    v[3] = S_ROTL(v[3], 16);
+    v[3] ^= v[2];
+    v[0] += v[3];
+    v[3] = S_ROTL(v[3], 21);
+    v[3] ^= v[0];
+    v[2] += v[1];
+    v[1] = S_ROTL(v[1], 17);
+    v[1] ^= v[2];
+    v[2] = S_ROTL(v[2], 32);
+}
+
+/*  n (<= 8) bytes at p as a little-endian word, whatever the host's byte order. */
+static uint64_t s_le_word(const uint8_t *p, size_t n)
+{
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        w |= (uint64_t)p[i] << (8 * i);
+    return w;
+}
+
+static void s_sip_absorb(uint64_t v[4], uint64_t m, int rounds)
+{
+    v[3] ^= m;
+    for (int r = 0; r < rounds; r++)
+        s_sip_round(v);
+    v[0] ^= m;
+}
+
+/*  SipHash with c compression and d finalisation rounds, as its authors specify it (the four
+    constants are theirs, the bytes of "somepseudorandomlygeneratedbytes"). */
+uint64_t bus__val_siphash(const uint64_t key[2], const void *data, size_t len, int c, int d)
+{
+    const uint8_t *p = data;
+    uint64_t v[4] = {key[0] ^ 0x736f6d6570736575ULL, key[1] ^ 0x646f72616e646f6dULL,
+                     key[0] ^ 0x6c7967656e657261ULL, key[1] ^ 0x7465646279746573ULL};
+    size_t whole = len & ~(size_t)7;
+    for (size_t i = 0; i < whole; i += 8)
+        s_sip_absorb(v, s_le_word(p + i, 8), c);
+    s_sip_absorb(v, s_le_word(p + whole, len - whole) | (uint64_t)len << 56, c);
+    v[2] ^= 0xff;
+    for (int r = 0; r < d; r++)
+        s_sip_round(v);
+    return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
+
+/*  Hash of a map key: SipHash-1-3 under the process's random key. */
+static uint64_t s_key_hash(const char *key, size_t key_len)
+{
+    pthread_once(&s_sip_key_once, s_sip_key_init);
+    return bus__val_siphash(s_sip_key, key, key_len, S_SIP_COMPRESS_ROUNDS, S_SIP_FINAL_ROUNDS);
+}
+
+/*  Slots for an index of len entries: a power of two, at least twice len. */
+static size_t s_index_slots(size_t len)
+{
+    size_t nslots = S_INDEX_MIN_SLOTS;
+    while (nslots < len * 2)
+        nslots *= 2;
+    return nslots;
+}
+
+static void s_index_put(s_index_t *index, uint64_t hash, size_t pos)
+{
+    size_t i = (size_t)hash & index->mask;
+    while (index->slot[i] != S_INDEX_SLOT_EMPTY)
+        i = (i + 1) & index->mask;
+    index->slot[i] = (uint32_t)(pos + 1);
+}
+
+/*  Replace the map's index by one of nslots slots (a power of two, at least twice len) holding
+    every entry. Hashes the keys only when the map had no index yet. 0 ok, -1 out of memory (the
+    old index is kept). */
+static int s_index_rebuild(bus_val_t *self, size_t nslots)
+{
+    s_index_t *index = calloc(1, sizeof(*index) + nslots * sizeof(index->slot[0]));
+    if (!index)
+        return -1;
+    index->mask = nslots - 1;
     for (size_t i = 0; i < self->u.m.len; i++) {
         s_entry_t *e = &self->u.m.entries[i];
-        if (e->key_len == key_len && memcmp(e->key, key, key_len) == 0)
+        if (!self->u.m.index)
+            e->hash = s_key_hash(e->key, e->key_len);
+        s_index_put(index, e->hash, i);
+    }
+    free(self->u.m.index);
+    self->u.m.index = index;
+    return 0;
+}
+
+/*  The entry holding key, or NULL. hash is the key's hash when the map is indexed (ignored
+    otherwise). */
+static s_entry_t *s_find_hashed(const bus_val_t *self, const char *key, size_t key_len,
+                                uint64_t hash)
+{
+    const s_index_t *index = self->u.m.index;
+    if (!index) {
+        for (size_t i = 0; i < self->u.m.len; i++) {
+            s_entry_t *e = &self->u.m.entries[i];
+            if (e->key_len == key_len && memcmp(e->key, key, key_len) == 0)
+                return e;
+        }
+        return NULL;
+    }
+    for (size_t i = (size_t)hash & index->mask; index->slot[i] != S_INDEX_SLOT_EMPTY;
+         i = (i + 1) & index->mask) {
+        s_entry_t *e = &self->u.m.entries[index->slot[i] - 1];
+        if (e->hash == hash && e->key_len == key_len && memcmp(e->key, key, key_len) == 0)
             return e;
     }
     return NULL;
 }
 
-/*  Append an entry without looking for an existing key (the decoder checks duplicates itself).
-    Takes ownership of *val_p. */
-static int s_map_append(bus_val_t *self, const char *key, size_t key_len, bus_val_t **val_p)
+static s_entry_t *s_find(const bus_val_t *self, const char *key, size_t key_len)
 {
-    if (self->u.m.len == self->u.m.cap) {
+    uint64_t hash = self->u.m.index ? s_key_hash(key, key_len) : 0;
+    return s_find_hashed(self, key, key_len, hash);
+}
+
+/*  The entry for key: the existing one (*existed = true) or a new last entry with a copy of the
+    key and val NULL, which the caller must fill at once. NULL when out of memory or the map is
+    full; the map is then unchanged. One hash per call, and none on a map without an index. */
+static s_entry_t *s_map_slot(bus_val_t *self, const char *key, size_t key_len, bool *existed)
+{
+    uint64_t hash = self->u.m.index ? s_key_hash(key, key_len) : 0;
+    s_entry_t *e = s_find_hashed(self, key, key_len, hash);
+    *existed = e != NULL;
+    if (e)
+        return e;
+    size_t len = self->u.m.len;
+    if (len >= S_MAP_MAX_LEN)
+        return NULL;
+    if (len == self->u.m.cap) {
         size_t cap = self->u.m.cap ? self->u.m.cap * 2 : S_MAP_MIN_CAP;
         s_entry_t *grown = realloc(self->u.m.entries, cap * sizeof(*grown));
-        if (!grown) {
-            bus_val_destroy(val_p);
-            return -1;
-        }
+        if (!grown)
+            return NULL;
         self->u.m.entries = grown;
         self->u.m.cap = cap;
     }
+    s_index_t *index = self->u.m.index;
+    if (index && (len + 1) * 2 > index->mask + 1 &&
+        s_index_rebuild(self, (index->mask + 1) * 2) != 0)
+        return NULL;
     char *copy = malloc(key_len + 1);
-    if (!copy) {
-        bus_val_destroy(val_p);
-        return -1;
-    }
+    if (!copy)
+        return NULL;
     memcpy(copy, key, key_len);
     copy[key_len] = '\0';
-    s_entry_t *e = &self->u.m.entries[self->u.m.len++];
-    e->key = copy;
-    e->key_len = key_len;
-    e->val = *val_p;
-    *val_p = NULL;
-    return 0;
+    e = &self->u.m.entries[len];
+    *e = (s_entry_t){.key = copy, .key_len = key_len, .hash = hash, .val = NULL};
+    self->u.m.len++;
+    if (self->u.m.index)
+        s_index_put(self->u.m.index, hash, len);
+    else if (self->u.m.len >= S_MAP_INDEX_FROM)
+        (void)s_index_rebuild(self, s_index_slots(self->u.m.len)); /* if out of memory the map
+                                                  works unindexed, slower; retried next insert */
+    return e;
 }
 
 int bus_val_map_set(bus_val_t *self, const char *key, bus_val_t **val_p)
@@ -362,15 +540,17 @@ int bus_val_map_set(bus_val_t *self, const char *key, bus_val_t **val_p)
         bus_val_destroy(val_p);
         return -1;
     }
-    size_t key_len = strlen(key);
-    s_entry_t *e = s_find(self, key, key_len);
-    if (e) {
-        bus_val_destroy(&e->val);
-        e->val = *val_p;
-        *val_p = NULL;
-        return 0;
+    bool existed;
+    s_entry_t *e = s_map_slot(self, key, strlen(key), &existed);
+    if (!e) {
+        bus_val_destroy(val_p);
+        return -1;
     }
-    return s_map_append(self, key, key_len, val_p);
+    if (existed)
+        bus_val_destroy(&e->val);
+    e->val = *val_p;
+    *val_p = NULL;
+    return 0;
 }
 
 int bus_val_map_set_int(bus_val_t *self, const char *key, int64_t i)
@@ -597,39 +777,6 @@ static bus_val_t *s_read_arr(s_reader_t *r, uint64_t count, int depth)
     return arr;
 }
 
-static int s_cmp_entries(const void *a, const void *b)
-{
-    const s_entry_t *x = a, *y = b;
-    size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
-    int c = memcmp(x->key, y->key, n);
-    if (c != 0)
-        return c;
-    return x->key_len < y->key_len ? -1 : x->key_len > y->key_len;
-}
-
-/*  True if two entries share a key. Small maps compare pairwise; large ones sort a copy. */
-static bool s_has_duplicates(const bus_val_t *map)
-{
-    size_t n = map->u.m.len;
-    if (n < S_MAP_HASH_FROM) {
-        for (size_t i = 1; i < n; i++)
-            for (size_t j = 0; j < i; j++)
-                if (s_cmp_entries(&map->u.m.entries[i], &map->u.m.entries[j]) == 0)
-                    return true;
-        return false;
-    }
-    s_entry_t *copy = malloc(n * sizeof(*copy));
-    if (!copy)
-        return true; /* refuse rather than accept unchecked */
-    memcpy(copy, map->u.m.entries, n * sizeof(*copy));
-    qsort(copy, n, sizeof(*copy), s_cmp_entries);
-    bool dup = false;
-    for (size_t i = 1; i < n && !dup; i++)
-        dup = s_cmp_entries(&copy[i - 1], &copy[i]) == 0;
-    free(copy);
-    return dup;
-}
-
 static bus_val_t *s_read_map(s_reader_t *r, uint64_t count, int depth)
 {
     if (depth > r->max_depth) {
@@ -665,19 +812,19 @@ static bus_val_t *s_read_map(s_reader_t *r, uint64_t count, int depth)
             return NULL;
         }
         bus_val_t *val = s_read(r, depth);
-        if (!val || s_map_append(map, key->u.s.data, key->u.s.len, &val) != 0) {
-            bus_val_destroy(&key);
+        bool existed = false;
+        s_entry_t *e = val ? s_map_slot(map, key->u.s.data, key->u.s.len, &existed) : NULL;
+        bus_val_destroy(&key);
+        if (!e || existed) {
+            bus_val_destroy(&val);
             bus_val_destroy(&map);
-            if (r->reason == BUS_REJ_NONE)
+            if (existed)
+                r->reason = BUS_REJ_BAD_KEY; /* a repeated key: which value would be meant? */
+            else if (r->reason == BUS_REJ_NONE)
                 r->reason = BUS_REJ_OVERSIZE;
             return NULL;
         }
-        bus_val_destroy(&key);
-    }
-    if (s_has_duplicates(map)) {
-        bus_val_destroy(&map);
-        r->reason = BUS_REJ_BAD_KEY;
-        return NULL;
+        e->val = val;
     }
     return map;
 }
@@ -921,8 +1068,15 @@ bus_val_t *bus__val_map_take(bus_val_t *self, const char *key)
         return NULL;
     bus_val_t *val = e->val;
     free(e->key);
-    size_t index = (size_t)(e - self->u.m.entries);
-    memmove(e, e + 1, (self->u.m.len - index - 1) * sizeof(*e));
+    size_t pos = (size_t)(e - self->u.m.entries);
+    memmove(e, e + 1, (self->u.m.len - pos - 1) * sizeof(*e));
     self->u.m.len--;
+    if (self->u.m.index) {
+        /* positions after pos moved down by one: refill the slots from the stored hashes */
+        s_index_t *index = self->u.m.index;
+        memset(index->slot, 0, (index->mask + 1) * sizeof(index->slot[0]));
+        for (size_t i = 0; i < self->u.m.len; i++)
+            s_index_put(index, self->u.m.entries[i].hash, i);
+    }
     return val;
 }
