@@ -4,6 +4,13 @@
     Counters live in separately allocated nodes on a list kept in creation
     order, indexed by a hash; growing the table never moves a counter, so the
     pointers that hot paths keep stay valid for the table's whole life.
+
+    Stream workers count on other threads through those pointers while the
+    owner thread answers "stats", so every value is read and written with
+    __atomic operations (relaxed: a counter orders nothing else, and each
+    one is only ever exact on its own). The table itself (index and list)
+    is touched by the owner thread alone, which is why creating a counter
+    is not thread-safe.
     =========================================================================
 */
 #include <czmq.h>
@@ -69,31 +76,40 @@ int64_t *bus_stats_counter(bus_stats_t *self, const char *name)
     return &c->value;
 }
 
+void bus_stats_inc(int64_t *counter, int64_t by)
+{
+    if (counter)
+        __atomic_add_fetch(counter, by, __ATOMIC_RELAXED);
+}
+
+int64_t bus_stats_load(const int64_t *counter)
+{
+    return counter ? __atomic_load_n(counter, __ATOMIC_RELAXED) : 0;
+}
+
 void bus_stats_add(bus_stats_t *self, const char *name, int64_t delta)
 {
-    int64_t *c = bus_stats_counter(self, name);
-    if (c)
-        *c += delta;
+    bus_stats_inc(bus_stats_counter(self, name), delta);
 }
 
 void bus_stats_set(bus_stats_t *self, const char *name, int64_t value)
 {
     int64_t *c = bus_stats_counter(self, name);
     if (c)
-        *c = value;
+        __atomic_store_n(c, value, __ATOMIC_RELAXED);
 }
 
 int64_t bus_stats_get(bus_stats_t *self, const char *name)
 {
     s_counter_t *c = zhashx_lookup(self->index, name);
-    return c ? c->value : 0;
+    return c ? bus_stats_load(&c->value) : 0;
 }
 
 bus_val_t *bus_stats_to_val(bus_stats_t *self)
 {
     bus_val_t *map = bus_val_new_map();
     for (s_counter_t *c = self->head; c && map; c = c->next)
-        if (bus_val_map_set_int(map, c->name, c->value) != 0)
+        if (bus_val_map_set_int(map, c->name, bus_stats_load(&c->value)) != 0)
             bus_val_destroy(&map);
     return map;
 }
