@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <bus/msg.h>
 #include <bus/redis.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -20,6 +21,8 @@
 #include "testutil.h"
 
 extern char **environ;
+#define S_PASSWORD "secret"
+
 static char s_dir[] = "/tmp/posbus-test-redis-XXXXXX";
 static pid_t s_server;
 static int s_port;
@@ -42,21 +45,30 @@ static void s_sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+/*  Start redis-server from a config file of mode 0600: the password never appears on a command
+    line that `ps` shows. */
 static pid_t s_start_server(void)
 {
-    char port[16], sock[300], log[300];
-    snprintf(port, sizeof(port), "%d", s_port);
-    snprintf(sock, sizeof(sock), "%s/redis.sock", s_dir);
-    snprintf(log, sizeof(log), "%s/redis.log", s_dir);
-    char *argv[] = {
-        "redis-server", "--port",       port, "--bind",       "127.0.0.1", "--requirepass",
-        "secret",       "--save",       "",   "--appendonly", "no",        "--dir",
-        s_dir,          "--unixsocket", sock, "--logfile",    log,         NULL};
+    char conf[300];
+    snprintf(conf, sizeof(conf), "%s/redis.conf", s_dir);
+    int fd = open(conf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    fprintf(f,
+            "port %d\nbind 127.0.0.1\nrequirepass %s\nsave \"\"\nappendonly no\ndir %s\n"
+            "unixsocket %s/redis.sock\nlogfile %s/redis.log\n",
+            s_port, S_PASSWORD, s_dir, s_dir, s_dir);
+    fclose(f);
+    char *argv[] = {"redis-server", conf, NULL};
     pid_t pid;
     if (posix_spawnp(&pid, "redis-server", NULL, NULL, argv, environ) != 0)
         return -1;
     /* wait until it accepts connections */
-    bus_redis_cfg_t cfg = {.port = s_port, .password = "secret"};
+    bus_redis_cfg_t cfg = {.port = s_port, .password = S_PASSWORD};
     bus_redis_t *probe = bus_redis_new(&cfg);
     for (int i = 0; i < 100 && bus_redis_connect(probe) != 0; i++)
         s_sleep_ms(50);
@@ -94,7 +106,7 @@ int main(void)
 
     char sock[300];
     snprintf(sock, sizeof(sock), "%s/redis.sock", s_dir);
-    bus_redis_cfg_t unix_cfg = {.unix_path = sock, .password = "secret"};
+    bus_redis_cfg_t unix_cfg = {.unix_path = sock, .password = S_PASSWORD};
     r = bus_redis_new(&unix_cfg);
     redisReply *reply = bus_redis_command(r, "SET %s %s", "k", "via-unix");
     CHECK(reply && reply->type == REDIS_REPLY_STATUS, "SET over the unix socket");
@@ -102,7 +114,7 @@ int main(void)
     bus_redis_destroy(&r);
 
     bus_redis_cfg_t cfg = {
-        .port = s_port, .password = "secret", .backoff_min_ms = 200, .backoff_max_ms = 400};
+        .port = s_port, .password = S_PASSWORD, .backoff_min_ms = 200, .backoff_max_ms = 400};
     r = bus_redis_new(&cfg);
     reply = bus_redis_command(r, "GET %s", "k");
     CHECK(reply && reply->type == REDIS_REPLY_STRING && strcmp(reply->str, "via-unix") == 0,

@@ -12,18 +12,38 @@
 
 #include <bus/bus.h>
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 extern char **environ;
 
 static int h_passed, h_failed;
 static const char *h_name = "test";
-#define H_CHILDREN_MAX 64
-static pid_t h_children[H_CHILDREN_MAX];
 static char h_tmp[PATH_MAX];
+
+#define H_CHILDREN_MAX 64
+#define H_STOP_MS      10000 /* a service must exit this soon after SIGTERM */
+#define H_REPORT_MAX   6000  /* bytes of a sanitizer report echoed into the test output */
+
+/*  Every child started by h_spawn, kept after it stops so that its log can still be searched for
+    sanitizer reports when the test finishes. */
+typedef struct {
+    pid_t pid;           /* 0 once reaped */
+    bool used;
+    bool ours;           /* a posbus program (ASan build, must exit 0 on SIGTERM) */
+    char name[64];
+    char log[PATH_MAX];
+    long log_from;       /* this child's part of a log shared by restarts: [from, to) */
+    long log_to;         /* -1 while running */
+    bool scanned;
+} h_child_t;
+static h_child_t h_children[H_CHILDREN_MAX];
 
 #define CHECK(cond, ...)                                                                           \
     do {                                                                                           \
@@ -39,13 +59,111 @@ static char h_tmp[PATH_MAX];
         fflush(stdout);                                                                            \
     } while (0)
 
+/*  CHECK that two integers are equal, printing both. */
+#define CHECK_EQ(actual, expected, what)                                                           \
+    do {                                                                                           \
+        int64_t h_a_ = (int64_t)(actual), h_e_ = (int64_t)(expected);                              \
+        CHECK(h_a_ == h_e_, "%s (expected %" PRId64 ", got %" PRId64 ")", what, h_e_, h_a_);       \
+    } while (0)
+
+static inline long h_file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : 0;
+}
+
+/*  Bytes [from, to) of a file (to < 0: to the end), malloc'd and NUL-terminated; NULL if the file
+    cannot be read. */
+static inline char *h_read_part(const char *path, long from, long to)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    long end = to >= 0 ? to : h_file_size(path);
+    size_t size = end > from ? (size_t)(end - from) : 0;
+    char *text = calloc(1, size + 1);
+    if (text && fseek(f, from, SEEK_SET) == 0)
+        text[fread(text, 1, size, f)] = '\0';
+    fclose(f);
+    return text;
+}
+
+/*  The first sanitizer report in text as a malloc'd copy (up to H_REPORT_MAX bytes), or NULL. */
+static inline char *h_sanitizer_report(const char *text)
+{
+    static const char *const marks[] = {"ERROR: LeakSanitizer", "ERROR: AddressSanitizer",
+                                        "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer"};
+    const char *first = NULL;
+    for (size_t i = 0; text && i < sizeof(marks) / sizeof(marks[0]); i++) {
+        const char *at = strstr(text, marks[i]);
+        if (at && (!first || at < first))
+            first = at;
+    }
+    return first ? strndup(first, H_REPORT_MAX) : NULL;
+}
+
+/*  A failed check per sanitizer report in a child's log; each child's log is searched once. */
+static inline void h_scan_child(h_child_t *child)
+{
+    if (child->scanned)
+        return;
+    child->scanned = true;
+    char *text = h_read_part(child->log, child->log_from, child->log_to);
+    char *report = h_sanitizer_report(text);
+    free(text);
+    if (report)
+        CHECK(false, "%s: sanitizer report in %s.log (expected none):\n%s", child->name,
+              child->name, report);
+    else
+        CHECK(true, "%s: no sanitizer report in its log", child->name);
+    free(report);
+}
+
+static inline h_child_t *h_child(pid_t pid)
+{
+    for (int i = 0; i < H_CHILDREN_MAX; i++)
+        if (h_children[i].used && h_children[i].pid == pid)
+            return &h_children[i];
+    return NULL;
+}
+
+/*  Mark a child reaped with this wait status. */
+static inline void h_reaped(h_child_t *child)
+{
+    child->pid = 0;
+    child->log_to = h_file_size(child->log);
+}
+
+/*  Wait up to timeout_ms for pid to exit. True if it did (*status set). */
+static inline bool h_wait_exit(pid_t pid, int timeout_ms, int *status)
+{
+    int64_t deadline = bus_mono_ms() + timeout_ms;
+    int dummy;
+    if (!status)
+        status = &dummy;
+    while (true) {
+        pid_t got = waitpid(pid, status, WNOHANG);
+        if (got == pid || (got < 0 && errno == ECHILD)) {
+            h_child_t *child = h_child(pid);
+            if (child)
+                h_reaped(child);
+            return got == pid;
+        }
+        if (bus_mono_ms() >= deadline)
+            return false;
+        zclock_sleep(10);
+    }
+}
+
+/*  Kill every child still running with SIGKILL (the emergency path: a signal, or exit before
+    h_finish). */
 static inline void h_kill_all(void)
 {
     for (int i = 0; i < H_CHILDREN_MAX; i++)
-        if (h_children[i] > 0) {
-            kill(h_children[i], SIGKILL);
-            waitpid(h_children[i], NULL, 0);
-            h_children[i] = 0;
+        if (h_children[i].used && h_children[i].pid > 0) {
+            kill(h_children[i].pid, SIGKILL);
+            waitpid(h_children[i].pid, NULL, 0);
+            h_reaped(&h_children[i]);
         }
 }
 
@@ -85,8 +203,18 @@ static inline void h_init(const char *name)
     srandom((unsigned)getpid());
 }
 
+/*  Stop every child still running with SIGTERM, newest first (services before busd and Redis), so
+    that leaks at shutdown are reported; check each exit and every child's log. Then print the
+    closing line. Returns the exit code of the test. */
+static inline int h_stop(pid_t pid, int sig);
 static inline int h_finish(void)
 {
+    for (int i = H_CHILDREN_MAX - 1; i >= 0; i--)
+        if (h_children[i].used && h_children[i].pid > 0)
+            h_stop(h_children[i].pid, SIGTERM);
+    for (int i = 0; i < H_CHILDREN_MAX; i++)
+        if (h_children[i].used)
+            h_scan_child(&h_children[i]);
     printf("%s: %d passed, %d failed\n", h_name, h_passed, h_failed);
     return h_failed == 0 ? 0 : 1;
 }
@@ -124,6 +252,7 @@ static inline pid_t h_spawn(const char *logname, char *const argv[])
         snprintf(path, sizeof(path), "%s/%s", h_bin(), argv[0]);
     char log[PATH_MAX];
     snprintf(log, sizeof(log), "%s/%s.log", h_tmp, logname);
+    long log_from = h_file_size(log);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -136,28 +265,50 @@ static inline pid_t h_spawn(const char *logname, char *const argv[])
         return -1;
     }
     for (int i = 0; i < H_CHILDREN_MAX; i++)
-        if (h_children[i] == 0) {
-            h_children[i] = pid;
+        if (!h_children[i].used) {
+            h_child_t *child = &h_children[i];
+            child->used = true;
+            child->pid = pid;
+            child->ours = strchr(argv[0], '/') == NULL;
+            snprintf(child->name, sizeof(child->name), "%s", logname);
+            snprintf(child->log, sizeof(child->log), "%s", log);
+            child->log_from = log_from;
+            child->log_to = -1;
             break;
         }
     return pid;
 }
 
-/*  Signal a child and wait for it; returns its wait status. */
+/*  Signal a child and wait for it; returns its wait status. SIGTERM is a clean stop: the child
+    must exit within H_STOP_MS (else it is killed and the check fails), a posbus program with
+    status 0, and its log must hold no sanitizer report. */
 static inline int h_stop(pid_t pid, int sig)
 {
     int status = 0;
-    if (pid <= 0)
+    h_child_t *child = h_child(pid);
+    if (pid <= 0 || !child)
         return -1;
     kill(pid, sig);
-    waitpid(pid, &status, 0);
-    for (int i = 0; i < H_CHILDREN_MAX; i++)
-        if (h_children[i] == pid)
-            h_children[i] = 0;
+    bool exited = h_wait_exit(pid, sig == SIGTERM ? H_STOP_MS : INT32_MAX, &status);
+    if (sig != SIGTERM)
+        return status;
+    if (!exited) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        h_reaped(child);
+    }
+    CHECK(exited, "%s stopped within %d ms of SIGTERM", child->name, H_STOP_MS);
+    if (exited && child->ours)
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "%s exited cleanly on SIGTERM (expected exit 0, got %s %d)", child->name,
+              WIFEXITED(status) ? "exit" : "signal",
+              WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    h_scan_child(child);
     return status;
 }
 
-/*  Run a program to completion, capturing stdout into out (NUL-terminated). Returns exit code. */
+/*  Run a program to completion, capturing stdout into out (NUL-terminated); its stderr is passed
+    on, and a sanitizer report in it is a failed check. Returns the exit code (128 + signal). */
 static inline int h_run(char *const argv[], char *out, size_t out_size)
 {
     char path[PATH_MAX];
@@ -168,10 +319,15 @@ static inline int h_run(char *const argv[], char *out, size_t out_size)
     int fds[2];
     if (pipe(fds) != 0)
         return -1;
+    const char *base = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+    char err_log[PATH_MAX];
+    snprintf(err_log, sizeof(err_log), "%s/run-%s.err", h_tmp, base);
+    long err_from = h_file_size(err_log);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
     posix_spawn_file_actions_addclose(&fa, fds[0]);
+    posix_spawn_file_actions_addopen(&fa, 2, err_log, O_WRONLY | O_CREAT | O_APPEND, 0644);
     pid_t pid;
     int rc = posix_spawnp(&pid, path, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -197,7 +353,48 @@ static inline int h_run(char *const argv[], char *out, size_t out_size)
     close(fds[0]);
     int status;
     waitpid(pid, &status, 0);
+    /* its stderr goes on to ours; a sanitizer report in it fails the test */
+    char *err_text = h_read_part(err_log, err_from, -1);
+    char *report = h_sanitizer_report(err_text);
+    if (err_text && *err_text)
+        fprintf(stderr, "%s", err_text);
+    if (report)
+        CHECK(false, "%s: sanitizer report:\n%s", base, report);
+    free(report);
+    free(err_text);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/*  Start a private redis-server on 127.0.0.1:port with this password, without persistence.
+    The password is in TMP/<logname>.conf (mode 0600), never on a command line `ps` shows. */
+static inline pid_t h_start_redis(const char *logname, int port, const char *password)
+{
+    char conf[PATH_MAX];
+    snprintf(conf, sizeof(conf), "%s/%s.conf", h_tmp, logname);
+    int fd = open(conf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    fprintf(f, "port %d\nbind 127.0.0.1\nrequirepass %s\nsave \"\"\nappendonly no\ndir %s\n", port,
+            password, h_tmp);
+    fclose(f);
+    char *argv[] = {"/usr/bin/redis-server", conf, NULL};
+    return h_spawn(logname, argv);
+}
+
+/*  Write text to TMP/<name> with mode 0600 (a password file). 0 ok. */
+static inline int h_write_private(const char *name, const char *text, char *path, size_t size)
+{
+    snprintf(path, size, "%s/%s", h_tmp, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return -1;
+    ssize_t n = write(fd, text, strlen(text));
+    close(fd);
+    return n == (ssize_t)strlen(text) ? 0 : -1;
 }
 
 /*  A bus topology for tests: busd endpoints on free ports and certificates in TMP/keys. */
@@ -274,6 +471,23 @@ static inline void h_conn(h_bus_t *bus, const char *name, bus_conn_cfg_t *cfg, c
     cfg->server_cert = bus->server_public;
     cfg->heartbeat_ms = 250;
     cfg->heartbeat_timeout_ms = 1500;
+}
+
+/*  A request whose reply the test needs. No reply is a failed check saying so ("what: no reply
+    within N ms"), an error reply one naming the error; both return NULL. Takes body_p. */
+static inline bus_msg_t *h_request(bus_client_t *client, const char *service, const char *method,
+                                   bus_val_t **body_p, const char *what)
+{
+    int64_t t0 = bus_mono_ms();
+    bus_msg_t *rep = bus_client_request(client, service, method, body_p);
+    if (rep)
+        return rep;
+    if (bus_client_errcode(client) == BUS_CLIENT_TIMEOUT)
+        CHECK(false, "%s: no reply from %s %s within %" PRId64 " ms (%s)", what, service, method,
+              bus_mono_ms() - t0, bus_client_errstr(client));
+    else
+        CHECK(false, "%s: %s %s failed: %s", what, service, method, bus_client_errstr(client));
+    return NULL;
 }
 
 /*  Start the echo test service with certificate `name`. */

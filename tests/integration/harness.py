@@ -1,6 +1,12 @@
 """Helpers for the Python black-box tests: a private redis-server, busd and services on free
-127.0.0.1 ports in a temporary directory, posctl, a raw bus client, checks. Every process started
-here is killed when the test ends, pass or fail. Run with Debian's /usr/bin/python3."""
+127.0.0.1 ports in a temporary directory, posctl, redis-cli, a raw bus client, checks. Run with
+Debian's /usr/bin/python3.
+
+Every process started here is stopped when the test ends, pass or fail: by Checks.finish with
+SIGTERM (so that LeakSanitizer checks the services at shutdown; a sanitizer report anywhere or an
+unclean exit is a failed check), otherwise killed at exit. A request that gets no reply, or a
+posctl command that fails, raises Failure: the test ends with a "FAIL what" line and its
+summary, not a traceback."""
 import atexit
 import json
 import os
@@ -37,42 +43,119 @@ def load_cert(path):
     return keys
 
 
-class Checks:
-    def __init__(self, name):
-        self.name, self.passed, self.failed = name, 0, 0
+SANITIZER_MARKS = ("ERROR: LeakSanitizer", "ERROR: AddressSanitizer", "runtime error:",
+                   "SUMMARY: UndefinedBehaviorSanitizer")
+REPORT_MAX = 6000  # characters of a sanitizer report echoed into the test output
+STOP_TIMEOUT = 10.0  # a service must exit this soon after SIGTERM
 
-    def check(self, cond, what):
+
+def sanitizer_report(text):
+    """The first sanitizer report in text (cut to REPORT_MAX characters), or None."""
+    found = [text.find(m) for m in SANITIZER_MARKS if m in text]
+    return text[min(found):min(found) + REPORT_MAX] if found else None
+
+
+class Failure(Exception):
+    """Something the test needed did not happen (a request got no reply, a command failed). It
+    ends the test with a FAIL line and the closing summary instead of a traceback."""
+
+
+_checks = None  # the Checks of this test, so that helpers can record failures on it
+_stacks = []    # every Stack, stopped with SIGTERM and checked by Checks.finish
+
+
+class Checks:
+    """One line per check ("ok   what" or "FAIL what"), a closing "name: N passed, N failed".
+    A Failure raised anywhere ends the test the same way, counted as a failed check."""
+
+    def __init__(self, name):
+        global _checks
+        self.name, self.passed, self.failed = name, 0, 0
+        self.finished = False
+        _checks = self
+        sys.excepthook = self._on_uncaught
+
+    def check(self, cond, what, expected=None, actual=None):
+        """Count cond; with expected/actual given, a failure prints both."""
         if cond:
             self.passed += 1
             print("ok  ", what, flush=True)
         else:
             self.failed += 1
-            print("FAIL", what, flush=True)
-        return cond
+            detail = "" if expected is None and actual is None else \
+                f" (expected {expected!r}, got {actual!r})"
+            print("FAIL", what + detail, flush=True)
+        return bool(cond)
+
+    def eq(self, actual, expected, what):
+        """Check actual == expected, printing both either way."""
+        return self.check(actual == expected, f"{what} (expected {expected!r}, got {actual!r})")
+
+    def fail(self, what):
+        return self.check(False, what)
+
+    def _summary(self):
+        if not self.finished:
+            self.finished = True
+            for stack in list(_stacks):
+                stack.stop_all(self)
+            print(f"{self.name}: {self.passed} passed, {self.failed} failed", flush=True)
 
     def finish(self):
-        print(f"{self.name}: {self.passed} passed, {self.failed} failed", flush=True)
+        self._summary()
         sys.exit(0 if self.failed == 0 else 1)
+
+    def _on_uncaught(self, kind, value, tb):
+        if isinstance(value, Failure):
+            self.fail(str(value))
+        else:
+            import traceback
+            traceback.print_exception(kind, value, tb)
+            self.fail(f"test aborted by {kind.__name__}: {value}")
+        self._summary()
+        # returning lets Python exit with status 1 and run the atexit cleanup
+
+
+def record_failure(what):
+    """A failed check on the running test's Checks (printed to stderr if there is none)."""
+    if _checks is not None:
+        _checks.fail(what)
+    else:
+        print("FAIL", what, file=sys.stderr, flush=True)
 
 
 class Stack:
-    """redis-server + busd + services, with CURVE keys, all private to one test."""
+    """redis-server + busd + services, with CURVE keys, all private to one test.
+
+    Processes are stopped with SIGTERM when the test finishes (services first, then busd, then
+    Redis) so that leaks at shutdown are reported; any sanitizer report in any process's output,
+    or a posbus program that does not exit 0 on SIGTERM, is a failed check. The Redis password
+    is in files of mode 0600 only, never on a command line `ps` shows."""
 
     def __init__(self, name):
         self.tmp = tempfile.mkdtemp(prefix=f"posbus-{name}-")
         self.procs = {}
+        self.logs = []  # (tag, log path, offset where this process's output starts, proc)
+        _stacks.append(self)
         atexit.register(self.cleanup)
         signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
         self.keys = os.path.join(self.tmp, "keys")
         self.redis_port = free_port()
         self.pub, self.sub, self.req = (f"tcp://127.0.0.1:{free_port()}" for _ in range(3))
-        self.password_file = os.path.join(self.tmp, "redis.pass")
-        with open(self.password_file, "w", encoding="utf-8") as f:
-            f.write("test-" + secrets.token_hex(8) + "\n")
+        self.password = "test-" + secrets.token_hex(8)
+        self.password_file = self._private_file("redis.pass", self.password + "\n")
         for name in ("svc", "cli", "py"):
             self.posctl("keygen", self.keys, name, check=True)
 
+    def _private_file(self, name, text):
+        path = os.path.join(self.tmp, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
     def cleanup(self):
+        """Last resort at exit: kill what is still running, remove the temporary directory."""
         for p in list(self.procs.values()):
             if p.poll() is None:
                 p.kill()
@@ -80,22 +163,93 @@ class Stack:
         if not os.environ.get("POSBUS_KEEP_TMP"):
             shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def spawn(self, tag, argv):
-        log = open(os.path.join(self.tmp, tag + ".log"), "ab")
-        self.procs[tag] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        return self.procs[tag]
+    def _ours(self, proc):
+        return isinstance(proc.args, list) and str(proc.args[0]).startswith(BIN + "/")
+
+    def _scan(self, tag, path, start, checks=None):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                f.seek(start)
+                report = sanitizer_report(f.read())
+        except OSError:
+            report = None
+        if report:
+            what = f"{tag}: sanitizer report in {os.path.basename(path)} (expected none):\n" \
+                   + report
+            (checks.fail if checks else record_failure)(what)
+        return report is None
+
+    def _stop(self, tag, checks, signalled):
+        """Wait for a process sent SIGTERM (if signalled) and check how it ended. True if it
+        stopped cleanly (a process that had already ended by itself counts as stopped)."""
+        p = self.procs.pop(tag)
+        if signalled:
+            try:
+                p.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                checks.fail(f"{tag} did not stop within {STOP_TIMEOUT:g} s of SIGTERM")
+                return False
+        if signalled and self._ours(p) and p.returncode != 0:
+            checks.fail(f"{tag} exited cleanly on SIGTERM (expected exit 0, got {p.returncode})")
+            return False
+        return True
+
+    def stop_all(self, checks):
+        """Stop every process with SIGTERM (services, then busd, then redis) and search every
+        log for sanitizer reports. Called by Checks.finish."""
+        if self not in _stacks:
+            return
+        _stacks.remove(self)
+        services = [t for t in self.procs if t not in ("busd", "redis")]
+        stages = [services] + [[t] for t in ("busd", "redis") if t in self.procs]
+        total = stopped = 0
+        for stage in stages:  # each stage stops in parallel, then waits
+            signalled = {t for t in stage if self.procs[t].poll() is None}
+            for t in signalled:
+                self.procs[t].send_signal(signal.SIGTERM)
+            total += len(stage)
+            stopped += sum(1 for t in stage if self._stop(t, checks, t in signalled))
+        clean = [self._scan(tag, path, start, checks) for tag, path, start, _ in self.logs]
+        checks.check(stopped == total and all(clean),
+                     f"{stopped} of {total} processes stopped cleanly on SIGTERM; "
+                     f"{clean.count(True)} of {len(clean)} logs free of sanitizer reports")
+
+    def spawn(self, tag, argv, stdout=None):
+        """Start argv with its output (stderr always, stdout unless given) in TMP/<tag>.log."""
+        path = os.path.join(self.tmp, tag + ".log")
+        start = os.path.getsize(path) if os.path.exists(path) else 0
+        log = open(path, "ab")
+        p = subprocess.Popen(argv, stdout=log if stdout is None else stdout,
+                             stderr=subprocess.STDOUT if stdout is None else log,
+                             text=stdout is not None)
+        log.close()
+        self.procs[tag] = p
+        self.logs.append((tag, path, start, p))
+        return p
 
     def kill(self, tag, sig=signal.SIGKILL):
+        """Send sig to a process and wait for it. Stopped with SIGTERM, a posbus program must
+        exit 0 and leave no sanitizer report (a failed check otherwise)."""
         p = self.procs.pop(tag)
         p.send_signal(sig)
         p.wait()
+        if sig == signal.SIGTERM:
+            if self._ours(p) and p.returncode != 0:
+                record_failure(f"{tag} exited cleanly on SIGTERM (expected exit 0, got "
+                               f"{p.returncode})")
+            for entry in [e for e in self.logs if e[3] is p]:
+                self._scan(*entry[:3])
+                self.logs.remove(entry)
 
-    def start_redis(self):
-        with open(self.password_file, encoding="utf-8") as f:
-            password = f.read().strip()
-        self.spawn("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                             "--requirepass", password, "--save", "", "--appendonly", "yes",
-                             "--dir", self.tmp])
+    def start_redis(self, *extra):
+        """A private redis-server; the password goes in through a config file of mode 0600.
+        extra: more "directive value" lines for the config file."""
+        conf = self._private_file("redis.conf", "\n".join([
+            f"port {self.redis_port}", "bind 127.0.0.1", f"requirepass {self.password}",
+            'save ""', "appendonly yes", f"dir {self.tmp}", *extra]) + "\n")
+        self.spawn("redis", ["redis-server", conf])
         deadline = time.time() + 10
         while time.time() < deadline:
             try:
@@ -103,7 +257,19 @@ class Stack:
                     return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        raise Failure("redis-server did not start within 10 s")
+
+    def redis_cli(self, *args, check=True, timeout=30):
+        """Run redis-cli against the private Redis with the password in REDISCLI_AUTH (never on
+        its command line). Returns the CompletedProcess (text); check=True raises Failure when
+        it fails or Redis answers an error."""
+        env = dict(os.environ, REDISCLI_AUTH=self.password)
+        r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.redis_port),
+                            *map(str, args)], capture_output=True, text=True, env=env,
+                           timeout=timeout)
+        if check and (r.returncode != 0 or r.stdout.startswith(("ERR", "(error)"))):
+            raise Failure(f"redis-cli {' '.join(map(str, args))}: {r.stdout}{r.stderr}")
+        return r
 
     def start_busd(self):
         self.spawn("busd", [f"{BIN}/busd", "--pub-bind", self.pub, "--sub-bind", self.sub,
@@ -124,17 +290,33 @@ class Stack:
                                 "--heartbeat-timeout-ms", "1500", *extra])
 
     def posctl(self, *args, check=False, timeout=300):
+        """Run posctl to completion (text output). A sanitizer report on its stderr is a failed
+        check whatever the exit code; check=True raises Failure on a non-zero exit."""
         argv = [f"{BIN}/posctl"]
         if args[0] != "keygen":
             argv += self.conn_args()
         r = subprocess.run(argv + list(args), capture_output=True, text=True, timeout=timeout)
+        report = sanitizer_report(r.stderr)
+        if report:
+            record_failure(f"posctl {' '.join(args)}: sanitizer report (expected none):\n"
+                           + report)
         if check and r.returncode != 0:
-            raise RuntimeError(f"posctl {' '.join(args)} failed: {r.stderr}")
+            raise Failure(f"posctl {' '.join(args)} exited {r.returncode}: "
+                          f"{(r.stderr or r.stdout).strip()[:REPORT_MAX]}")
         return r
+
+    def posctl_popen(self, tag, *args):
+        """Start posctl in the background with its stdout piped back (text) and its stderr in
+        TMP/<tag>.log, searched for sanitizer reports when the test finishes."""
+        return self.spawn(tag, [f"{BIN}/posctl", *self.conn_args(), *args],
+                          stdout=subprocess.PIPE)
 
     def posctl_json(self, *args):
         r = self.posctl(*args, "--format", "json", check=True)
-        return json.loads(r.stdout.strip().splitlines()[-1])
+        try:
+            return json.loads(r.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise Failure(f"posctl {' '.join(args)}: no JSON in its output: {r.stdout!r}")
 
     def wait_healthy(self, services, timeout=20):
         deadline = time.time() + timeout
@@ -158,6 +340,8 @@ class Bus:
         self.seq = 0
 
     def call_raw(self, service, payload, timeout=5.0):
+        """Send payload (bytes) to service; the decoded reply envelope, or None if none came
+        within timeout seconds (at this level a missing reply may be what a test wants)."""
         corr = secrets.token_bytes(8)
         self.sock.send_multipart([b"BUS1C", b"REQ", service.encode(), corr, payload])
         deadline = time.time() + timeout
@@ -168,11 +352,18 @@ class Bus:
                     return msgpack.unpackb(reply[3], raw=False)
         return None
 
-    def call(self, service, method, body, timeout=5.0):
+    def call(self, service, method, body, timeout=5.0, request_id=None, allow_timeout=False):
+        """Call method on service; the reply envelope ("type" is "reply" or "error"). No reply
+        within timeout seconds raises Failure ("service method: no reply within N s"), which
+        ends the test with a FAIL line, unless allow_timeout (then None). request_id resends a
+        request under the id of an earlier one, as a client retry does."""
         self.seq += 1
-        env = {"v": 1, "type": method, "id": secrets.token_hex(16), "src": "pytest",
-               "seq": self.seq, "ts": int(time.time() * 1000), "body": body}
-        return self.call_raw(service, msgpack.packb(env), timeout)
+        env = {"v": 1, "type": method, "id": request_id or secrets.token_hex(16),
+               "src": "pytest", "seq": self.seq, "ts": int(time.time() * 1000), "body": body}
+        reply = self.call_raw(service, msgpack.packb(env), timeout)
+        if reply is None and not allow_timeout:
+            raise Failure(f"{service} {method}: no reply within {timeout:g} s")
+        return reply
 
 
 def extract_doc_block(marker, path):

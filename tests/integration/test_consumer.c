@@ -107,7 +107,7 @@ int main(void)
         bus_val_map_set_int(body, "count", 1);
         rep = bus_client_request(client, "echo", "publish", &body);
         bus_msg_destroy(&rep);
-        if (waitpid(py, &status, WNOHANG) == py)
+        if (h_wait_exit(py, 0, &status))
             break;
         zclock_sleep(100);
     }
@@ -133,7 +133,7 @@ int main(void)
 
     int tail_status = -1;
     int64_t tail_deadline = bus_mono_ms() + 10000;
-    while (bus_mono_ms() < tail_deadline && waitpid(tail, &tail_status, WNOHANG) != tail) {
+    while (bus_mono_ms() < tail_deadline && !h_wait_exit(tail, 0, &tail_status)) {
         bus_val_t *body = bus_val_new_map();
         bus_val_map_set_str(body, "topic", "sale.completed");
         bus_val_map_set_int(body, "count", 1);

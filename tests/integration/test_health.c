@@ -9,27 +9,7 @@
 */
 #include "harness.h"
 
-static pid_t s_redis(int port)
-{
-    char p[16], dir[PATH_MAX];
-    snprintf(p, sizeof(p), "%d", port);
-    snprintf(dir, sizeof(dir), "%s", h_tmp);
-    char *argv[] = {"/usr/bin/redis-server",
-                    "--port",
-                    p,
-                    "--bind",
-                    "127.0.0.1",
-                    "--requirepass",
-                    "hunter2",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    dir,
-                    NULL};
-    return h_spawn("redis", argv);
-}
+#define S_PASSWORD "hunter2"
 
 /*  Health of the one echo instance: -1 no answer, else healthy (1/0); *redis set. */
 static int s_health(bus_client_t *client, bool *redis)
@@ -45,13 +25,22 @@ static int s_health(bus_client_t *client, bool *redis)
     return healthy ? 1 : 0;
 }
 
-static bool s_wait_health(bus_client_t *client, int want, int timeout_ms)
+/*  Poll health until it is want (1 healthy with redis true, 0 unhealthy with redis false).
+    On timeout *last says what was seen last ("no answer" or the two flags). */
+static bool s_wait_health(bus_client_t *client, int want, int timeout_ms, char *last, size_t size)
 {
     int64_t deadline = bus_mono_ms() + timeout_ms;
-    bool redis;
+    bool redis = false;
+    snprintf(last, size, "nothing");
     while (bus_mono_ms() < deadline) {
-        if (s_health(client, &redis) == want && redis == (want == 1))
+        int healthy = s_health(client, &redis);
+        if (healthy == want && redis == (want == 1))
             return true;
+        if (healthy < 0)
+            snprintf(last, size, "no answer");
+        else
+            snprintf(last, size, "healthy %s, redis %s", healthy ? "true" : "false",
+                     redis ? "true" : "false");
         zclock_sleep(100);
     }
     return false;
@@ -65,12 +54,11 @@ int main(void)
     CHECK(h_keygen(&bus, "svc") == 0 && h_keygen(&bus, "t1") == 0, "certificates");
     h_start_busd(&bus);
     int redis_port = h_free_port();
-    pid_t redis = s_redis(redis_port);
+    pid_t redis = h_start_redis("redis", redis_port, S_PASSWORD);
     char pass_file[PATH_MAX];
-    snprintf(pass_file, sizeof(pass_file), "%s/redis.pass", h_tmp);
-    FILE *f = fopen(pass_file, "w");
-    fprintf(f, "hunter2\n");
-    fclose(f);
+    CHECK(redis > 0 && h_write_private("redis.pass", S_PASSWORD "\n", pass_file,
+                                       sizeof(pass_file)) == 0,
+          "redis-server started, password in files of mode 0600 only");
 
     char cert[PATH_MAX], port[16];
     h_cert_path(&bus, "svc", cert, sizeof(cert));
@@ -100,23 +88,30 @@ int main(void)
     bus_client_set_timeout(client, 1000);
     CHECK(h_wait_busd(client, 10000) && h_wait_instances(client, "echo", 1, 5000),
           "busd and echo up");
-    CHECK(s_wait_health(client, 1, 5000), "health: healthy, redis true");
+    char last[64];
+    CHECK(s_wait_health(client, 1, 5000, last, sizeof(last)),
+          "health: healthy, redis true (within 5 s; last seen: %s)", last);
 
     h_stop(redis, SIGKILL);
-    CHECK(s_wait_health(client, 0, 5000), "redis killed: health says unhealthy, redis false");
+    CHECK(s_wait_health(client, 0, 5000, last, sizeof(last)),
+          "redis killed: health says unhealthy, redis false (within 5 s; last seen: %s)", last);
     char *ping[] = {"posctl",        "--req-endpoint",  bus.req, "--cert", tcert,
                     "--server-cert", bus.server_public, "ping",  NULL};
     char out[4096];
-    CHECK(h_run(ping, out, sizeof(out)) == 1 && strstr(out, "UNHEALTHY"),
-          "posctl ping fails and shows the instance unhealthy:\n%s", out);
+    int rc = h_run(ping, out, sizeof(out));
+    CHECK(rc == 1 && strstr(out, "UNHEALTHY"),
+          "posctl ping fails and shows the instance unhealthy (expected exit 1, got %d):\n%s", rc,
+          out);
     bus_val_t *body = bus_val_new_map();
-    bus_msg_t *rep = bus_client_request(client, "echo", "echo", &body);
+    bus_msg_t *rep = h_request(client, "echo", "echo", &body, "echo while Redis is down");
     CHECK(rep != NULL, "the service keeps answering while Redis is down");
     bus_msg_destroy(&rep);
 
-    s_redis(redis_port);
-    CHECK(s_wait_health(client, 1, 15000), "redis back: health recovers by itself");
-    CHECK(h_run(ping, out, sizeof(out)) == 0, "posctl ping passes again");
+    h_start_redis("redis", redis_port, S_PASSWORD);
+    CHECK(s_wait_health(client, 1, 15000, last, sizeof(last)),
+          "redis back: health recovers by itself (within 15 s; last seen: %s)", last);
+    rc = h_run(ping, out, sizeof(out));
+    CHECK(rc == 0, "posctl ping passes again (expected exit 0, got %d):\n%s", rc, out);
     bus_client_destroy(&client);
     return h_finish();
 }
