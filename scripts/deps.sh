@@ -1,10 +1,11 @@
 #!/bin/sh
-# Install the Debian packages posbus needs to build, test and run its demo and benchmarks.
+# Install the Debian packages posbus needs to build, test and run its demo and benchmarks
+# (clang and libclang-rt-14-dev build the libFuzzer targets: scripts/fuzz.sh, make test).
 # As root it runs apt-get itself; otherwise it prints the exact command and stops.
 set -e
 PKGS="build-essential cmake pkg-config libzmq3-dev libczmq-dev libmsgpack-dev libhiredis-dev
 libserialport-dev libssl-dev redis-server redis-tools python3 python3-zmq python3-msgpack
-python3-cryptography socat procps"
+python3-cryptography socat procps clang libclang-rt-14-dev"
 
 missing=""
 for p in $PKGS; do

@@ -1,13 +1,13 @@
-/*  fuzz_msg - libFuzzer target for the envelope decoder (not built by CMake).
+/*  fuzz_msg - libFuzzer target for the envelope decoder.
 
-    Build and run from the repository root (needs clang and libclang-rt-14-dev):
-      clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ilibbus/include \
-        tests/fuzz/fuzz_msg.c libbus/src/val.c libbus/src/msg.c \
-        $(pkg-config --cflags --libs msgpack libcrypto) -o build/fuzz_msg
-      build/fuzz_msg -max_total_time=60
+    fuzz-sources: libbus/src/val.c libbus/src/msg.c
+    fuzz-libs: msgpack libcrypto
+
+    Build and run with scripts/fuzz.sh [--time SECONDS] fuzz_msg (clang, libclang-rt-14-dev);
+    seeds in tests/fuzz/corpus/fuzz_msg/ (tests/fuzz/corpus/make_msg_csv_seeds.py writes them).
 
     Property: decoding never crashes or reads out of bounds, and an accepted envelope re-encodes
-    to bytes that decode to an equal envelope.
+    to bytes that decode to an equal envelope (every header field and the body).
     */
 #include <bus/msg.h>
 #include <stdlib.h>
@@ -25,7 +25,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bus_msg_t *again = bus_msg_decode(buf.data, buf.len, NULL, NULL, NULL);
     if (!again || !bus_val_equal(bus_msg_body(msg), bus_msg_body(again)) ||
         strcmp(bus_msg_type(msg), bus_msg_type(again)) != 0 ||
-        bus_msg_seq(msg) != bus_msg_seq(again))
+        strcmp(bus_msg_id(msg), bus_msg_id(again)) != 0 ||
+        strcmp(bus_msg_src(msg), bus_msg_src(again)) != 0 ||
+        bus_msg_seq(msg) != bus_msg_seq(again) || bus_msg_ts(msg) != bus_msg_ts(again))
         abort();
     bus_msg_destroy(&again);
     bus_msg_destroy(&msg);
