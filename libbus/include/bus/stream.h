@@ -9,6 +9,17 @@
     restarted under the same name first re-reads its own pending entries
     (XREADGROUP with id 0). So every entry is applied, and the idempotent
     apply makes a second delivery harmless.
+
+    An entry is acknowledged only after it was applied, or rejected and
+    parked in the dead-letter stream bus_key_dead(group). Failures are
+    counted and retried after a delay that doubles (0.1 s to 5 s); an entry
+    that keeps failing is retried once per delay while new entries go on
+    being read.
+
+    Threads: a reader (and the fn it calls) belongs to the thread that
+    polls it; bus_stream_reader_counts and the bus_stream_worker_* counter
+    getters and set_gather are safe from any thread. bus_stream_dead_list
+    and bus_stream_id_* have no shared state.
     =========================================================================
 */
 #ifndef BUS_STREAM_H_INCLUDED
@@ -21,6 +32,10 @@ extern "C" {
 #endif
 
 #define BUS_STREAM_ID_MAX 48
+/* bus_stream_dead_list: entries per page at most, and bytes of field names and values per page
+   (a page holds at least one entry, whatever its size). */
+#define BUS_STREAM_DEAD_LIST_MAX   1000
+#define BUS_STREAM_DEAD_LIST_BYTES (512 * 1024)
 
 typedef struct bus_stream_reader bus_stream_reader_t;
 
@@ -58,15 +73,27 @@ bus_stream_reader_t *bus_stream_reader_new(bus_redis_t *redis, const char *strea
 void bus_stream_reader_destroy(bus_stream_reader_t **self_p);
 void bus_stream_reader_set_claim_idle(bus_stream_reader_t *self, int ms);
 
-/* Read and apply up to count entries, waiting up to block_ms for new ones (0 = don't wait). First
-   drains this consumer's own pending entries, then periodically claims idle ones from others.
-   Returns the number applied, or -1 on a Redis error (see bus_redis_errstr). */
+/* Read and apply up to count entries from each source, waiting up to block_ms for new ones (0 =
+   don't wait; no wait when other work was found). Walks this consumer's own pending entries first
+   (after a start, and after failures once the retry delay has passed), claims idle ones from
+   others every second, then reads new ones. Entries are given to fn whole, whatever their number
+   of fields; entries deleted from the stream are acknowledged unseen. Returns the number applied
+   or parked, or -1 on a Redis error (see bus_redis_errstr). Every failure is counted (errors). */
 int bus_stream_reader_poll(bus_stream_reader_t *self, int count, int block_ms, bus_stream_fn *fn,
                            void *arg);
 
+/* What a reader did: entries applied (and acknowledged); parked as dead letters; taken over
+   from other consumers with XAUTOCLAIM (whatever became of them); failures (a Redis call that
+   failed, or an entry fn failed alone, which stays pending). Safe from any thread. */
+typedef struct bus_stream_counts {
+    int64_t applied, parked, claimed, errors;
+} bus_stream_counts_t;
+void bus_stream_reader_counts(bus_stream_reader_t *self, bus_stream_counts_t *out);
+
 /* A thread that runs a reader until stopped: it owns redis (and whatever arg holds) from the start
-   on; fn runs on that thread. A Redis error pauses the loop briefly and it carries on, so a Redis
-   restart is survived. batch entries at most per read, blocking up to block_ms for new ones. */
+   on; fn runs on that thread. A poll that failed without applying anything pauses the loop, 0.1 s
+   doubling to 5 s and reset by a clean poll, so a Redis restart is survived without spinning.
+   batch entries at most per read, blocking up to block_ms for new ones. */
 typedef struct bus_stream_worker bus_stream_worker_t;
 bus_stream_worker_t *bus_stream_worker_start(bus_redis_t *redis, const char *stream,
                                              const char *group, const char *consumer, int batch,
@@ -87,14 +114,20 @@ int64_t bus_stream_worker_errors(bus_stream_worker_t *self);
 
 /* The dead letters of group, oldest first, after stream id after (NULL or "" = from the start),
    at most count: a map {group, total (all parked), entries: [{id, entry, reason, consumer, ts,
-   fields: {name: value}}], last, more}. Binary field values are given as they are (a sale
-   payload is MessagePack). NULL on a Redis error. Safe from any thread with its own redis. */
+   fields: {name: value}}], last, more}. count <= 0 means 100, at most BUS_STREAM_DEAD_LIST_MAX;
+   a page also stops before BUS_STREAM_DEAD_LIST_BYTES of fields (more is then true; pass last as
+   after for the next page). ts is the parking time (ms since the epoch); field values that are
+   UTF-8 text are strings, others (a sale payload is MessagePack) bin, byte for byte. NULL on a
+   Redis error, a malformed after, or an entry in the key that was not parked by a reader. Safe
+   from any thread with its own redis. */
 struct bus_val;
 struct bus_val *bus_stream_dead_list(bus_redis_t *redis, const char *group, const char *after,
                                      int count);
 
 /* Compare two stream ids ("ms-seq"): <0, 0, >0. Malformed ids compare as 0-0. */
 int bus_stream_id_cmp(const char *a, const char *b);
+/* Is id a complete stream id "<ms>-<seq>" (digits, shorter than BUS_STREAM_ID_MAX)? */
+bool bus_stream_id_valid(const char *id);
 
 #ifdef __cplusplus
 }
