@@ -1,60 +1,111 @@
--- Commit one sale atomically: refuse a known id, check returns against their originals, assign the
--- business day, append to the sales stream, track the register's sequence. Nothing is written
--- unless everything checks out, so a refused upload changes nothing.
--- KEYS: 1 sale hash, 2 sales stream (holds every payload; original sales are read from it), 3 register seq hash, 4 register pending zset,
---       5 business day, 6 review set, then pairs (original sale hash, returned hash) per original
+-- Commit one sale atomically: refuse a known id, check return lines against their original
+-- sales, assign the business day, append to the sales stream, track the register's sequence.
+-- Everything is validated before the first write, so a refused upload changes nothing (and a
+-- write refused by Redis, e.g. out of memory, is the first write: it changes nothing either).
+-- KEYS: 1 sale hash, 2 sales stream (holds every payload; original sales are read from it),
+--       3 register seq hash, 4 register pending zset, 5 business day, 6 review set,
+--       then pairs (original sale hash, returned hash) per original
 -- ARGV: 1 sale id, 2 payload, 3 register, 4 seq, 5 store, 6 review flags, 7 today,
---       8 number of originals, then the original sale ids
+--       8 number of originals, 9 return lines (MessagePack array of [original index, sku,
+--       unit, qty returned > 0, amount refunded >= 0, refunded per unit]), then the original ids
+-- Returns {'ok', stream id, day, gap from, gap to}, {'dup', stream id, day} or
+-- {'err', code, message}.
+--
+-- A returned hash holds, per SKU, the quantity returned so far (field <sku>) and the fen
+-- refunded so far (field fen:<sku>; ':' never occurs in a SKU). A return line may refund per
+-- unit at most what the original sale's lines of that SKU were paid per unit (their amount
+-- after discounts / their quantity, rounded up to the fen), and all returns of a SKU together
+-- at most what was paid for it: a refund above the price paid is refused, like a quantity
+-- above the quantity sold.
 local sale_key, stream, seqh, pend, bdayk, review = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id, payload, reg, seq, store, flags, today = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
 local norig = tonumber(ARGV[8])
+local FIXED_KEYS, FIXED_ARGS = 6, 9
 
 local existing = redis.call('HGET', sale_key, 'stream_id')
 if existing then
   return {'dup', existing, redis.call('HGET', sale_key, 'bday') or '', 0, 0}
 end
 
+-- what the original's live sale lines of each SKU sold: quantity, amount paid, unit
+local function sold_by_sku(opay)
+  local sold = {}
+  for _, l in ipairs(cmsgpack.unpack(opay).lines or {}) do
+    if not l.voided and not l.return_of and type(l.qty) == 'number' and l.qty > 0 then
+      local s = sold[l.sku] or {qty = 0, amount = 0, unit = l.unit}
+      s.qty, s.amount = s.qty + l.qty, s.amount + l.amount
+      sold[l.sku] = s
+    end
+  end
+  return sold
+end
+
+local function refuse(msg)
+  return {'err', 'bad_return', msg}
+end
+
+local incr = {}
 if norig > 0 then
-  local sale = cmsgpack.unpack(payload)
   local need = {}
-  for _, l in ipairs(sale.lines) do
-    if l.return_of and not l.voided then
-      need[l.return_of] = need[l.return_of] or {}
-      need[l.return_of][l.sku] = (need[l.return_of][l.sku] or 0) - l.qty
+  for i = 1, norig do need[i] = {} end
+  for _, r in ipairs(cmsgpack.unpack(ARGV[9])) do
+    local o, sku, unit, qty, refund, per_unit = r[1], r[2], r[3], r[4], r[5], r[6]
+    local n = need[o][sku]
+    if not n then
+      n = {qty = 0, refund = 0, unit = unit, per_unit = 0}
+      need[o][sku] = n
+    end
+    n.qty, n.refund = n.qty + qty, n.refund + refund
+    if per_unit > n.per_unit then n.per_unit = per_unit end
+    if unit ~= n.unit then
+      return refuse('return of ' .. sku .. ' mixes pcs and kg lines')
     end
   end
   for i = 1, norig do
-    local okey, rkey, oid = KEYS[5 + 2 * i], KEYS[6 + 2 * i], ARGV[8 + i]
+    local okey, rkey, oid = KEYS[FIXED_KEYS - 1 + 2 * i], KEYS[FIXED_KEYS + 2 * i], ARGV[FIXED_ARGS + i]
     local osid = redis.call('HGET', okey, 'stream_id')
     local entry = osid and redis.call('XRANGE', stream, osid, osid)[1]
     if not entry then
-      return {'err', 'original sale ' .. oid .. ' is not known in this store'}
+      return refuse('original sale ' .. oid .. ' is not known in this store')
     end
     local opay
     for f = 1, #entry[2], 2 do
       if entry[2][f] == 'payload' then opay = entry[2][f + 1] end
     end
-    local orig = cmsgpack.unpack(opay)
-    local sold = {}
-    for _, l in ipairs(orig.lines) do
-      if not l.voided and not l.return_of and l.qty > 0 then
-        sold[l.sku] = (sold[l.sku] or 0) + l.qty
+    local sold = sold_by_sku(opay)
+    for sku, n in pairs(need[i]) do
+      local s = sold[sku] or {qty = 0, amount = 0, unit = n.unit}
+      local got = redis.call('HMGET', rkey, sku, 'fen:' .. sku)
+      local left = s.qty - tonumber(got[1] or '0')
+      local left_fen = s.amount - tonumber(got[2] or '0')
+      if n.qty > left then
+        return refuse('return of ' .. n.qty .. ' x ' .. sku .. ' exceeds what ' .. oid ..
+                      ' sold less earlier returns (' .. left .. ')')
       end
-    end
-    for sku, q in pairs(need[oid] or {}) do
-      local already = tonumber(redis.call('HGET', rkey, sku) or '0')
-      local left = (sold[sku] or 0) - already
-      if q > left then
-        return {'err', 'return of ' .. q .. ' x ' .. sku .. ' exceeds what ' .. oid ..
-                ' sold less earlier returns (' .. left .. ')'}
+      if n.unit ~= s.unit then
+        return refuse('return of ' .. sku .. ' in ' .. n.unit .. ', sold in ' .. s.unit .. ' on ' .. oid)
       end
+      -- paid per unit (per kg for weighed items), rounded up to the fen; exact in doubles
+      -- because libpos bounds every amount to 10^12 fen
+      local scale = s.unit == 'kg' and 1000 or 1
+      local paid = math.ceil(s.amount * scale / s.qty)
+      if n.per_unit > paid then
+        return refuse('return of ' .. sku .. ' at ' .. n.per_unit .. ' per ' .. (s.unit == 'kg' and 'kg' or 'unit') ..
+                      ' exceeds the ' .. paid .. ' paid on ' .. oid)
+      end
+      if n.refund > left_fen then
+        return refuse('refund of ' .. n.refund .. ' for ' .. sku .. ' exceeds what ' .. oid ..
+                      ' was paid for it less earlier refunds (' .. left_fen .. ')')
+      end
+      incr[#incr + 1] = {rkey, sku, n.qty, n.refund}
     end
   end
-  for i = 1, norig do
-    for sku, q in pairs(need[ARGV[8 + i]] or {}) do
-      redis.call('HINCRBY', KEYS[6 + 2 * i], sku, q)
-    end
-  end
+end
+
+-- every check passed: from here on, only writes
+for _, w in ipairs(incr) do
+  redis.call('HINCRBY', w[1], w[2], w[3])
+  redis.call('HINCRBY', w[1], 'fen:' .. w[2], w[4])
 end
 
 local bday = redis.call('GET', bdayk)

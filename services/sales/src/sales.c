@@ -2,42 +2,51 @@
     sales - ingest completed sales from registers, exactly once
 
     A register uploads each completed sale (request "sale.upload") until it
-    is acknowledged. The sale is checked for internal consistency with
-    libpos (amounts, tax, tenders add up: a sale that does not add up is
-    corrupt and refused, and the register keeps it in its journal), then
-    committed by one Lua script that refuses a known sale id, appends the
-    sale to the `sales` stream and tracks the register's sequence, all
-    atomically; only then is the register acknowledged. A repeated upload
-    is acknowledged as a duplicate and changes nothing. A sale that
-    happened is never refused for business reasons: an unknown SKU or a
-    price that differs from the catalog is committed and flagged for review.
+    is acknowledged. The sale document is decoded once into a typed libpos
+    sale (sale_doc.c) and checked by libpos (pos_sale_check: amounts, tax,
+    tenders, change and cash rounding add up, every value within bounds): a
+    sale that does not add up is corrupt and refused, and the register keeps
+    it in its journal. It is then committed by one Lua script that refuses a
+    known sale id, checks return lines against their original sales
+    (quantity, and what is refunded per unit against what was paid), appends
+    the sale to the `sales` stream and tracks the register's sequence, all
+    atomically and validating everything before its first write; only then
+    is the register acknowledged. A repeated upload is acknowledged as a
+    duplicate and changes nothing. A sale that happened is never refused for
+    catalog reasons: an unknown SKU or a price that differs from the catalog
+    is committed and flagged for review.
+
+    Redis down, or refusing writes (out of memory, disk error, a replica),
+    is answered `unavailable` with a retry hint, never as a refusal: the
+    register resends the same sale later and nothing was half done.
 
     Everything else (inventory, reporting, analytics) follows the stream;
     sale.completed is also published on the bus, carrying the stream id, so
-    a subscriber that missed events catches up with "sale.replay".
+    a subscriber that missed events catches up with "sale.replay", whose
+    pages are bounded by count and by encoded bytes.
     =========================================================================
 */
 #include <bus/bus.h>
+#include <bus/keys.h>
 #include "svc_main.h"
-#include <pos/tax.h>
-#include <pos/ticket.h>
+#include <pos/sale.h>
 #include <time.h>
+#include "sale_doc.h"
 #include "close_day_lua.h"
 #include "commit_lua.h"
+#include "park_lua.h"
 #include "recall_lua.h"
 
 #define S_PROGRAM          "sales"
-#define S_ID_MAX           16 /* store and register ids */
-#define S_SKU_MAX          32
 #define S_TEXT_MAX         128
-#define S_LINES_MAX        1000
-#define S_TENDERS_MAX      16
 #define S_REPLAY_MAX       1000
+#define S_REPLAY_DEFAULT   100
+#define S_REPLAY_BYTES     (512 * 1024) /* a page stays well under the 1 MiB payload limit */
 #define S_FLAGS_MAX        1024
-#define S_KEY_MAX          256
-#define S_ORIGINALS_MAX    32
 #define S_CATALOG_CHECK_MS 1000
-#define S_STREAM           "sales:stream"
+#define S_RETRY_MS         500                  /* hint sent with `unavailable` */
+#define S_RECALL_MEMO_MS   (24 * 3600 * 1000LL) /* a retried recall gets its ticket this long */
+#define S_DAY_MAX          16                   /* YYYY-MM-DD */
 
 static const bus_opt_t s_options[] = {
     {"service-name", BUS_OPT_STR, "sales", 0, 0, "name this service registers under"},
@@ -47,7 +56,7 @@ typedef struct {
     bus_service_t *svc;
     bus_redis_t *redis;
     bus_pub_t *pub;
-    int commit, recall, close_day;
+    int commit, park, recall, close_day;
     zhashx_t *catalog; /* sku -> s_price_t, cleared when catalog:version changes */
     int64_t catalog_version;
     int64_t next_catalog_check;
@@ -61,156 +70,65 @@ typedef struct {
     int64_t price, member_price;
 } s_price_t;
 
-/* ---- validation -------------------------------------------------------- */
+/* ---- Redis failures ------------------------------------------------------ */
 
-static bool s_id_ok(const char *id)
+/*  Is r a reply at all, and not an error? */
+static bool s_reply_ok(const redisReply *r)
 {
-    size_t len = id ? strlen(id) : 0;
-    if (len == 0 || len > S_ID_MAX)
-        return false;
-    for (const char *p = id; *p; p++)
-        if (!isalnum((unsigned char)*p) && *p != '_')
-            return false;
-    return true;
+    return r && r->type != REDIS_REPLY_ERROR;
 }
 
-/*  Required text of at most max bytes without control characters (they have no place in an
-    id or a name, and downstream keys use one as a separator). */
-static bool s_text_ok(const char *s, size_t max)
+/*  Answer a Redis call that did not succeed. No reply (connection lost, or reconnecting in
+    backoff) or an error reply that passes by itself (OOM, MISCONF, READONLY, LOADING...) is
+    `unavailable` with a retry hint: nothing was written, the client resends. Any other error
+    reply is a bug on this side and `internal`. Frees r (may be NULL); returns -1. */
+static int s_redis_failed(s_sales_t *self, bus_service_t *svc, redisReply *r, const char *what)
 {
-    if (!s || !*s || strlen(s) > max)
-        return false;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            return false;
-    return true;
-}
-
-/*  Check one line; adds its amount to *total. -1 with the error set on the service. */
-static int s_check_line(bus_service_t *svc, const bus_val_t *l, size_t i, bool is_return_sale,
-                        int64_t *total, int *originals)
-{
-    const char *sku = bus_val_map_get_str(l, "sku");
-    const char *unit = bus_val_map_get_str(l, "unit");
-    const char *return_of = bus_val_map_get_str(l, "return_of");
-    int64_t qty, price, gross, promo, tdisc, amount, tax, rate, want;
-    bool voided = false;
-    bus_val_map_get_bool(l, "voided", &voided);
-    const char *category = bus_val_map_get_str(l, "category");
-    if (category && *category && !s_text_ok(category, S_TEXT_MAX))
-        return bus_service_error(svc, "bad_sale", "line %zu: category not printable text", i);
-    if (!s_text_ok(sku, S_SKU_MAX))
-        return bus_service_error(svc, "bad_sale", "line %zu: sku missing or longer than %d", i,
-                                 S_SKU_MAX);
-    if (!bus_val_map_get_int(l, "qty", &qty) || !bus_val_map_get_int(l, "unit_price", &price) ||
-        !bus_val_map_get_int(l, "gross", &gross) ||
-        !bus_val_map_get_int(l, "promo_discount", &promo) ||
-        !bus_val_map_get_int(l, "ticket_discount", &tdisc) ||
-        !bus_val_map_get_int(l, "amount", &amount) || !bus_val_map_get_int(l, "tax", &tax) ||
-        !bus_val_map_get_int(l, "tax_rate_bp", &rate) || !unit)
-        return bus_service_error(svc, "bad_sale",
-                                 "line %zu: needs qty, unit, unit_price, gross, promo_discount, "
-                                 "ticket_discount, amount, tax, tax_rate_bp",
-                                 i);
-    bool kg = strcmp(unit, "kg") == 0;
-    if (!kg && strcmp(unit, "pcs") != 0)
-        return bus_service_error(svc, "bad_sale", "line %zu: unit must be pcs or kg", i);
-    if (qty == 0 || (qty < 0) != (return_of != NULL))
-        return bus_service_error(svc, "bad_sale",
-                                 "line %zu: quantity %" PRId64 " (negative only on a return line "
-                                 "with return_of, never zero)",
-                                 i, qty);
-    if (return_of && (!is_return_sale || !s_text_ok(return_of, POS_SALE_ID_MAX)))
-        return bus_service_error(svc, "bad_sale", "line %zu: return_of only on a return sale", i);
-    if (price < 0 || promo < 0 || tdisc < 0 || rate < 0 || rate > POS_BP_100PCT)
-        return bus_service_error(svc, "bad_sale",
-                                 "line %zu: negative price or discount, or "
-                                 "tax rate outside 0..10000",
-                                 i);
-    if (voided) {
-        if (gross != 0 || amount != 0 || tax != 0)
-            return bus_service_error(svc, "bad_sale", "line %zu: a voided line has no amount", i);
-        return 0;
+    (*self->c_redis_errors)++;
+    int rc;
+    if (!r || bus_redis_reply_transient(r)) {
+        const char *err = r ? r->str : bus_redis_errstr(self->redis);
+        bus_warn("sales.redis", "%s: %s", what, err);
+        rc = bus_service_unavailable(svc, S_RETRY_MS, "storage unavailable, retry: %s", err);
+    } else {
+        bus_error("sales.redis", "%s: unexpected reply: %s", what,
+                  r->type == REDIS_REPLY_ERROR ? r->str : "?");
+        rc = bus_service_error(svc, BUS_ERR_INTERNAL, "%s failed", what);
     }
-    pos_err_t err =
-        kg ? pos_muldiv(price, qty, POS_GRAMS_PER_KG, &want) : pos_mul(price, qty, &want);
-    if (err != POS_OK || want != gross)
-        return bus_service_error(svc, "bad_sale",
-                                 "line %zu: gross %" PRId64 " is not unit_price x "
-                                 "qty (%" PRId64 ")",
-                                 i, gross, want);
-    if (amount != gross - promo - tdisc)
-        return bus_service_error(svc, "bad_sale", "line %zu: amount is not gross - discounts", i);
-    if (pos_tax_included(amount, (int)rate, &want) != POS_OK || want != tax)
-        return bus_service_error(svc, "bad_sale", "line %zu: tax %" PRId64 " should be %" PRId64, i,
-                                 tax, want);
-    if (return_of)
-        (*originals)++;
-    return pos_add(*total, amount, total) == POS_OK
-               ? 0
-               : bus_service_error(svc, "bad_sale", "line %zu: total overflows", i);
+    if (r)
+        freeReplyObject(r);
+    return rc;
 }
 
-/*  Whole-sale checks: ids, lines, totals and tenders add up. -1 with the error set. */
-static int s_check_sale(bus_service_t *svc, const bus_val_t *sale, int *originals)
+/*  Element i of an array reply as a string, or NULL if it is not one. */
+static const char *s_elem_str(const redisReply *r, size_t i)
 {
-    const char *id = bus_val_map_get_str(sale, "sale_id");
-    const char *store = bus_val_map_get_str(sale, "store");
-    const char *reg = bus_val_map_get_str(sale, "register");
-    const char *cashier = bus_val_map_get_str(sale, "cashier");
-    const char *kind = bus_val_map_get_str(sale, "kind");
-    int64_t seq, ts, total, change = 0, rounding = 0;
-    if (!s_id_ok(store) || !s_id_ok(reg))
-        return bus_service_error(svc, "bad_sale",
-                                 "store and register must be 1-16 letters, digits or _");
-    if (!bus_val_map_get_int(sale, "seq", &seq) || seq < 1 || !bus_val_map_get_int(sale, "ts", &ts))
-        return bus_service_error(svc, "bad_sale", "seq (>= 1) and ts are required");
-    char want[S_TEXT_MAX];
-    snprintf(want, sizeof(want), "%s-%s-%06" PRId64, store, reg, seq);
-    if (!id || strcmp(id, want) != 0)
-        return bus_service_error(svc, "bad_sale", "sale_id must be %s", want);
-    if (!s_text_ok(cashier, S_ID_MAX * 2))
-        return bus_service_error(svc, "bad_sale", "cashier missing or too long");
-    if (!kind || (strcmp(kind, "sale") && strcmp(kind, "return") && strcmp(kind, "nosale")))
-        return bus_service_error(svc, "bad_sale", "kind must be sale, return or nosale");
-    if (!bus_val_map_get_int(sale, "total", &total))
-        return bus_service_error(svc, "bad_sale", "total is required");
-    bus_val_map_get_int(sale, "change", &change);
-    bus_val_map_get_int(sale, "cash_rounding", &rounding);
-    bus_val_t *lines = bus_val_map_get(sale, "lines");
-    bus_val_t *tenders = bus_val_map_get(sale, "tenders");
-    if (bus_val_type(lines) != BUS_VAL_ARR || bus_val_size(lines) > S_LINES_MAX ||
-        bus_val_type(tenders) != BUS_VAL_ARR || bus_val_size(tenders) > S_TENDERS_MAX)
-        return bus_service_error(svc, "bad_sale", "lines (<= %d) and tenders (<= %d) arrays",
-                                 S_LINES_MAX, S_TENDERS_MAX);
-    if (strcmp(kind, "nosale") == 0 && (bus_val_size(lines) || total))
-        return bus_service_error(svc, "bad_sale", "a no-sale has no lines");
-    int64_t sum = 0;
-    *originals = 0;
-    for (size_t i = 0; i < bus_val_size(lines); i++)
-        if (s_check_line(svc, bus_val_arr_get(lines, i), i, strcmp(kind, "return") == 0, &sum,
-                         originals) != 0)
-            return -1;
-    if (sum != total)
-        return bus_service_error(svc, "bad_sale",
-                                 "total %" PRId64 " is not the sum of lines %" PRId64, total, sum);
-    int64_t paid = 0;
-    for (size_t i = 0; i < bus_val_size(tenders); i++) {
-        bus_val_t *t = bus_val_arr_get(tenders, i);
-        int64_t amount;
-        if (pos_tender_parse(bus_val_map_get_str(t, "kind")) < 0 ||
-            !bus_val_map_get_int(t, "amount", &amount) || pos_add(paid, amount, &paid) != POS_OK)
-            return bus_service_error(svc, "bad_sale",
-                                     "tender %zu: kind (cash, card, wechat, "
-                                     "alipay, stored_value, other) and amount",
-                                     i);
-    }
-    if (change < 0 || paid - change != total + rounding)
-        return bus_service_error(svc, "bad_sale",
-                                 "tenders %" PRId64 " - change %" PRId64 " != total %" PRId64
-                                 " + cash rounding %" PRId64,
-                                 paid, change, total, rounding);
-    return 0;
+    if (!r || r->type != REDIS_REPLY_ARRAY || i >= r->elements ||
+        r->element[i]->type != REDIS_REPLY_STRING)
+        return NULL;
+    return r->element[i]->str;
+}
+
+/* ---- validation of request fields ----------------------------------------- */
+
+static bool s_store_id_ok(const char *id)
+{
+    return pos_sale_id_ok(id, POS_STORE_ID_MAX, NULL);
+}
+
+/*  Is store registered? 1 yes, 0 no, -1 Redis trouble (replied on svc already). */
+static int s_store_known(s_sales_t *self, bus_service_t *svc, const char *store)
+{
+    if (zhashx_lookup(self->stores, store))
+        return 1;
+    redisReply *r = bus_redis_command(self->redis, "SISMEMBER %s %s", BUS_KEY_STORES, store);
+    if (!s_reply_ok(r) || r->type != REDIS_REPLY_INTEGER)
+        return s_redis_failed(self, svc, r, "store lookup");
+    bool known = r->integer == 1;
+    freeReplyObject(r);
+    if (known)
+        zhashx_insert(self->stores, store, (void *)1);
+    return known ? 1 : 0;
 }
 
 /* ---- catalog check (flags for review, never refusal) ------------------------ */
@@ -220,7 +138,7 @@ static void s_catalog_refresh(s_sales_t *self)
     if (bus_mono_ms() < self->next_catalog_check)
         return;
     self->next_catalog_check = bus_mono_ms() + S_CATALOG_CHECK_MS;
-    redisReply *r = bus_redis_command(self->redis, "GET catalog:version");
+    redisReply *r = bus_redis_command(self->redis, "GET %s", BUS_KEY_CATALOG_VERSION);
     int64_t v = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
     if (r)
         freeReplyObject(r);
@@ -235,7 +153,10 @@ static const s_price_t *s_catalog_price(s_sales_t *self, const char *sku)
     s_price_t *p = zhashx_lookup(self->catalog, sku);
     if (p)
         return p;
-    redisReply *r = bus_redis_command(self->redis, "HMGET catalog:item:%s price member_price", sku);
+    char key[BUS_KEY_MAX];
+    if (!bus_key_catalog_item(key, sku))
+        return NULL;
+    redisReply *r = bus_redis_command(self->redis, "HMGET %s price member_price", key);
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
         if (r)
             freeReplyObject(r);
@@ -252,46 +173,30 @@ static const s_price_t *s_catalog_price(s_sales_t *self, const char *sku)
     return p;
 }
 
-static void s_review_flags(s_sales_t *self, const bus_val_t *sale, char *flags, size_t size)
+/*  "flag:sku,..." for the live sale lines whose SKU or price the catalog does not know. Return
+    lines are checked against their original sale by the commit script instead. */
+static void s_review_flags(s_sales_t *self, const pos_sale_t *sale, char *flags, size_t size)
 {
     flags[0] = '\0';
     s_catalog_refresh(self);
-    bus_val_t *lines = bus_val_map_get(sale, "lines");
-    for (size_t i = 0; i < bus_val_size(lines); i++) {
-        bus_val_t *l = bus_val_arr_get(lines, i);
-        bool voided = false;
-        bus_val_map_get_bool(l, "voided", &voided);
-        if (voided || bus_val_map_get(l, "return_of"))
+    size_t used = 0;
+    for (int i = 0; i < sale->nlines; i++) {
+        const pos_line_t *l = &sale->lines[i];
+        if (l->voided || l->is_return)
             continue;
-        const char *sku = bus_val_map_get_str(l, "sku");
-        int64_t price = 0;
-        bus_val_map_get_int(l, "unit_price", &price);
-        const s_price_t *p = s_catalog_price(self, sku);
+        const s_price_t *p = s_catalog_price(self, l->item.sku);
         const char *flag = NULL;
         if (p && !p->known)
             flag = "unknown_sku";
-        else if (p && price != p->price && price != p->member_price)
+        else if (p && l->unit_price != p->price && l->unit_price != p->member_price)
             flag = "price_mismatch";
-        if (flag && strlen(flags) + strlen(flag) + strlen(sku) + 3 < size)
-            snprintf(flags + strlen(flags), size - strlen(flags), "%s%s:%s", flags[0] ? "," : "",
-                     flag, sku);
+        if (flag && used + strlen(flag) + strlen(l->item.sku) + 3 < size)
+            used += (size_t)snprintf(flags + used, size - used, "%s%s:%s", used ? "," : "", flag,
+                                     l->item.sku);
     }
 }
 
 /* ---- handlers ---------------------------------------------------------- */
-
-static bool s_store_known(s_sales_t *self, const char *store)
-{
-    if (zhashx_lookup(self->stores, store))
-        return true;
-    redisReply *r = bus_redis_command(self->redis, "SISMEMBER stores %s", store);
-    bool known = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    if (r)
-        freeReplyObject(r);
-    if (known)
-        zhashx_insert(self->stores, store, (void *)1);
-    return known;
-}
 
 static void s_today(char *out, size_t size)
 {
@@ -299,14 +204,6 @@ static void s_today(char *out, size_t size)
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(out, size, "%Y-%m-%d", &tm);
-}
-
-static int s_redis_down(s_sales_t *self, bus_service_t *svc)
-{
-    (*self->c_redis_errors)++;
-    bus_warn("sales.redis", "%s", bus_redis_errstr(self->redis));
-    return bus_service_error(svc, BUS_ERR_UNAVAILABLE, "storage unavailable, retry: %s",
-                             bus_redis_errstr(self->redis));
 }
 
 /*  The event body and a replay entry have the same shape: the sale plus where it was committed. */
@@ -323,137 +220,174 @@ static bus_val_t *s_sale_event(const bus_val_t *sale, const char *stream_id, con
     return body;
 }
 
+/*  Announce a hole in a register's sequence, to subscribers and to the register itself. */
+static void s_announce_gap(s_sales_t *self, const pos_sale_t *sale, int64_t from, int64_t to)
+{
+    (*self->c_gaps)++;
+    bus_val_t *gap = bus_val_new_map();
+    bus_val_map_set_str(gap, "store", sale->store);
+    bus_val_map_set_str(gap, "register", sale->reg);
+    bus_val_map_set_int(gap, "missing_from", from);
+    bus_val_map_set_int(gap, "missing_to", to);
+    bus_val_t *resend = bus_val_dup(gap);
+    bus_pub_publish(self->pub, "sale.gap", "sale.gap", &gap);
+    char topic[BUS_TOPIC_MAX];
+    snprintf(topic, sizeof(topic), "register.%s.%s.resend", sale->store, sale->reg);
+    bus_pub_publish(self->pub, topic, "register.resend", &resend);
+    bus_info("sales.gap", "store=%s register=%s missing=%" PRId64 "..%" PRId64, sale->store,
+             sale->reg, from, to);
+}
+
+static void s_arg(const char **argv, size_t *lens, int *argc, const char *arg, size_t len)
+{
+    argv[*argc] = arg;
+    lens[(*argc)++] = len;
+}
+
+/*  Run the commit script for a checked sale. Returns its reply (the caller frees it) or NULL
+    after answering on svc (Redis trouble, or a sale whose keys cannot be built). */
+static redisReply *s_commit(s_sales_t *self, bus_service_t *svc, const bus_val_t *doc,
+                            const pos_sale_t *sale, const char *flags)
+{
+    sales_commit_keys_t *keys = calloc(1, sizeof(*keys));
+    bus_buf_t payload = {0}, returns = {0};
+    redisReply *r = NULL;
+    char why[POS_WHY_MAX];
+    if (!keys || bus_val_encode(doc, &payload) != 0) {
+        bus_service_error(svc, BUS_ERR_INTERNAL, "out of memory");
+        goto out_free;
+    }
+    if (sales_doc_commit_keys(sale, keys, why, sizeof(why)) != 0) {
+        (*self->c_refused)++;
+        bus_service_error(svc, "bad_sale", "%s", why);
+        goto out_free;
+    }
+    if (sales_doc_returns(sale, keys, &returns) != 0) {
+        bus_service_error(svc, BUS_ERR_INTERNAL, "out of memory");
+        goto out_free;
+    }
+    char seq[24], today[S_DAY_MAX], norig[8];
+    snprintf(seq, sizeof(seq), "%" PRId64, sale->seq);
+    snprintf(norig, sizeof(norig), "%d", keys->noriginals);
+    s_today(today, sizeof(today));
+    const char *argv[SALES_COMMIT_KEYS_MAX + 9 + POS_SALE_ORIGINALS_MAX];
+    size_t lens[sizeof(argv) / sizeof(argv[0])];
+    int argc = 0;
+    for (int k = 0; k < keys->nkeys; k++)
+        s_arg(argv, lens, &argc, keys->keys[k], strlen(keys->keys[k]));
+    s_arg(argv, lens, &argc, sale->sale_id, strlen(sale->sale_id));
+    s_arg(argv, lens, &argc, (const char *)payload.data, payload.len);
+    s_arg(argv, lens, &argc, sale->reg, strlen(sale->reg));
+    s_arg(argv, lens, &argc, seq, strlen(seq));
+    s_arg(argv, lens, &argc, sale->store, strlen(sale->store));
+    s_arg(argv, lens, &argc, flags, strlen(flags));
+    s_arg(argv, lens, &argc, today, strlen(today));
+    s_arg(argv, lens, &argc, norig, strlen(norig));
+    s_arg(argv, lens, &argc, (const char *)returns.data, returns.len);
+    for (int k = 0; k < keys->noriginals; k++)
+        s_arg(argv, lens, &argc, keys->originals[k], strlen(keys->originals[k]));
+    r = bus_redis_evalsha(self->redis, self->commit, keys->nkeys, argc, argv, lens);
+    if (!s_reply_ok(r)) {
+        s_redis_failed(self, svc, r, "commit");
+        r = NULL;
+    }
+out_free:
+    bus_buf_free(&returns);
+    bus_buf_free(&payload);
+    free(keys);
+    return r;
+}
+
+/*  Answer the commit script's reply: {'ok', stream id, day, gap from, gap to},
+    {'dup', stream id, day} or {'err', code, message}. Takes r. */
+static int s_upload_reply(s_sales_t *self, bus_service_t *svc, const bus_val_t *doc,
+                          const pos_sale_t *sale, const char *flags, redisReply *r,
+                          bus_val_t *reply)
+{
+    const char *status = s_elem_str(r, 0);
+    const char *a = s_elem_str(r, 1), *b = s_elem_str(r, 2);
+    if (status && strcmp(status, "err") == 0 && a && b) {
+        (*self->c_refused)++;
+        bus_service_error(svc, a, "%s", b);
+        freeReplyObject(r);
+        return -1;
+    }
+    if (!status || !a || !b || (strcmp(status, "ok") && strcmp(status, "dup")))
+        return s_redis_failed(self, svc, r, "commit reply");
+    bool dup = strcmp(status, "dup") == 0;
+    bus_val_map_set_str(reply, "sale_id", sale->sale_id);
+    bus_val_map_set_str(reply, "stream_id", a);
+    bus_val_map_set_str(reply, "business_day", b);
+    bus_val_map_set_bool(reply, "duplicate", dup);
+    if (dup) {
+        (*self->c_dups)++;
+        freeReplyObject(r);
+        return 0;
+    }
+    (*self->c_committed)++;
+    if (flags[0]) {
+        (*self->c_flagged)++;
+        bus_val_map_set_str(reply, "review", flags);
+    }
+    bus_val_t *event = s_sale_event(doc, a, b, flags);
+    bus_pub_publish(self->pub, "sale.completed", "sale.completed", &event);
+    bool has_gap = r->elements >= 5 && r->element[3]->type == REDIS_REPLY_INTEGER &&
+                   r->element[4]->type == REDIS_REPLY_INTEGER;
+    int64_t gap_from = has_gap ? r->element[3]->integer : 0;
+    int64_t gap_to = has_gap ? r->element[4]->integer : 0;
+    if (gap_from > 0 && gap_to >= gap_from)
+        s_announce_gap(self, sale, gap_from, gap_to);
+    freeReplyObject(r);
+    return 0;
+}
+
 static int s_upload(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
 {
     s_sales_t *self = arg;
-    bus_val_t *sale = bus_msg_body(req);
-    int originals = 0;
-    if (s_check_sale(svc, sale, &originals) != 0) {
+    bus_val_t *doc = bus_msg_body(req);
+    pos_sale_t sale;
+    pos_sale_init(&sale);
+    char why[POS_WHY_MAX], flags[S_FLAGS_MAX];
+    int rc = -1;
+    if (sales_doc_decode(doc, &sale, why, sizeof(why)) != 0 ||
+        pos_sale_check(&sale, why, sizeof(why)) != POS_OK) {
         (*self->c_refused)++;
-        return -1;
+        bus_service_error(svc, "bad_sale", "%s", why);
+        goto out_clear_sale;
     }
-    const char *id = bus_val_map_get_str(sale, "sale_id");
-    const char *store = bus_val_map_get_str(sale, "store");
-    const char *reg = bus_val_map_get_str(sale, "register");
-    if (originals > S_ORIGINALS_MAX) {
-        (*self->c_refused)++;
-        return bus_service_error(svc, "bad_sale", "a return may refer to at most %d sales",
-                                 S_ORIGINALS_MAX);
+    int known = s_store_known(self, svc, sale.store);
+    if (known <= 0) {
+        if (known == 0) {
+            (*self->c_refused)++;
+            bus_service_error(svc, "unknown_store", "store '%s' is not registered", sale.store);
+        }
+        goto out_clear_sale;
     }
-    if (!s_store_known(self, store)) {
-        (*self->c_refused)++;
-        if (!bus_redis_connected(self->redis))
-            return s_redis_down(self, svc);
-        return bus_service_error(svc, "unknown_store", "store '%s' is not registered", store);
-    }
-    int64_t seq = 0;
-    bus_val_map_get_int(sale, "seq", &seq);
-    char flags[S_FLAGS_MAX];
-    s_review_flags(self, sale, flags, sizeof(flags));
+    s_review_flags(self, &sale, flags, sizeof(flags));
+    redisReply *r = s_commit(self, svc, doc, &sale, flags);
+    if (r)
+        rc = s_upload_reply(self, svc, doc, &sale, flags, r, reply);
+out_clear_sale:
+    pos_sale_clear(&sale);
+    return rc;
+}
 
-    bus_buf_t payload = {0};
-    bus_val_encode(sale, &payload);
-    char seq_text[24], today[16], norig[8];
-    snprintf(seq_text, sizeof(seq_text), "%" PRId64, seq);
-    s_today(today, sizeof(today));
-    /* distinct originals of return lines */
-    const char *orig_ids[S_ORIGINALS_MAX];
-    int n_orig = 0;
-    bus_val_t *lines = bus_val_map_get(sale, "lines");
-    for (size_t i = 0; i < bus_val_size(lines); i++) {
-        const char *o = bus_val_map_get_str(bus_val_arr_get(lines, i), "return_of");
-        bool seen = false;
-        for (int k = 0; o && k < n_orig; k++)
-            seen = seen || strcmp(orig_ids[k], o) == 0;
-        if (o && !seen)
-            orig_ids[n_orig++] = o;
-    }
-    snprintf(norig, sizeof(norig), "%d", n_orig);
-    char keys[6 + 2 * S_ORIGINALS_MAX][S_KEY_MAX];
-    snprintf(keys[0], S_KEY_MAX, "sale:{%s}:%s", store, id);
-    snprintf(keys[1], S_KEY_MAX, "%s", S_STREAM);
-    snprintf(keys[2], S_KEY_MAX, "regseq:{%s}", store);
-    snprintf(keys[3], S_KEY_MAX, "regpend:{%s}:%s", store, reg);
-    snprintf(keys[4], S_KEY_MAX, "bday:{%s}", store);
-    snprintf(keys[5], S_KEY_MAX, "review:{%s}", store);
-    for (int k = 0; k < n_orig; k++) {
-        snprintf(keys[6 + 2 * k], S_KEY_MAX, "sale:{%s}:%s", store, orig_ids[k]);
-        snprintf(keys[7 + 2 * k], S_KEY_MAX, "returned:{%s}:%s", store, orig_ids[k]);
-    }
-    int nkeys = 6 + 2 * n_orig;
-    const char *argv[6 + 2 * S_ORIGINALS_MAX + 8 + S_ORIGINALS_MAX];
-    size_t lens[sizeof(argv) / sizeof(argv[0])];
-    int argc = 0;
-    for (int k = 0; k < nkeys; k++)
-        argv[argc++] = keys[k];
-    argv[argc++] = id;
-    argv[argc] = (const char *)payload.data;
-    lens[argc++] = payload.len;
-    argv[argc++] = reg;
-    argv[argc++] = seq_text;
-    argv[argc++] = store;
-    argv[argc++] = flags;
-    argv[argc++] = today;
-    argv[argc++] = norig;
-    for (int k = 0; k < n_orig; k++)
-        argv[argc++] = orig_ids[k];
-    for (int k = 0; k < argc; k++)
-        if (k != nkeys + 1)
-            lens[k] = strlen(argv[k]);
-    redisReply *r = bus_redis_evalsha(self->redis, self->commit, nkeys, argc, argv, lens);
-    bus_buf_free(&payload);
-    if (!r)
-        return s_redis_down(self, svc);
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
-        bus_error("sales.commit", "unexpected script reply: %s",
-                  r->type == REDIS_REPLY_ERROR ? r->str : "?");
-        freeReplyObject(r);
-        return bus_service_error(svc, BUS_ERR_INTERNAL, "commit failed");
-    }
-    const char *status = r->element[0]->str;
-    if (strcmp(status, "err") == 0) {
-        (*self->c_refused)++;
-        bus_service_error(svc, "bad_return", "%s", r->element[1]->str);
-        freeReplyObject(r);
-        return -1;
-    }
-    const char *sid = r->element[1]->str;
-    const char *bday = r->element[2]->str;
-    bool dup = strcmp(status, "dup") == 0;
-    bus_val_map_set_str(reply, "sale_id", id);
-    bus_val_map_set_str(reply, "stream_id", sid);
-    bus_val_map_set_str(reply, "business_day", bday);
-    bus_val_map_set_bool(reply, "duplicate", dup);
-    if (dup)
-        (*self->c_dups)++;
-    else {
-        (*self->c_committed)++;
-        if (flags[0]) {
-            (*self->c_flagged)++;
-            bus_val_map_set_str(reply, "review", flags);
+/*  The "payload" and "bday" fields of a stream entry reply ({id, {field, value, ...}}). */
+static const char *s_entry_field(const redisReply *e, const char *name, size_t *len)
+{
+    if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+        e->element[1]->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    const redisReply *f = e->element[1];
+    for (size_t k = 0; k + 1 < f->elements; k += 2)
+        if (f->element[k]->type == REDIS_REPLY_STRING &&
+            f->element[k + 1]->type == REDIS_REPLY_STRING &&
+            strcmp(f->element[k]->str, name) == 0) {
+            if (len)
+                *len = f->element[k + 1]->len;
+            return f->element[k + 1]->str;
         }
-        bus_val_t *event = s_sale_event(sale, sid, bday, flags);
-        bus_pub_publish(self->pub, "sale.completed", "sale.completed", &event);
-        int64_t gap_from = r->elements >= 5 ? r->element[3]->integer : 0;
-        int64_t gap_to = r->elements >= 5 ? r->element[4]->integer : 0;
-        if (gap_from > 0 && gap_to >= gap_from) {
-            (*self->c_gaps)++;
-            bus_val_t *gap = bus_val_new_map();
-            bus_val_map_set_str(gap, "store", store);
-            bus_val_map_set_str(gap, "register", reg);
-            bus_val_map_set_int(gap, "missing_from", gap_from);
-            bus_val_map_set_int(gap, "missing_to", gap_to);
-            bus_val_t *resend = bus_val_dup(gap);
-            bus_pub_publish(self->pub, "sale.gap", "sale.gap", &gap);
-            char topic[BUS_TOPIC_MAX];
-            snprintf(topic, sizeof(topic), "register.%s.%s.resend", store, reg);
-            bus_pub_publish(self->pub, topic, "register.resend", &resend);
-            bus_info("sales.gap", "store=%s register=%s missing=%" PRId64 "..%" PRId64, store, reg,
-                     gap_from, gap_to);
-        }
-    }
-    freeReplyObject(r);
-    return 0;
+    return NULL;
 }
 
 static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
@@ -461,35 +395,32 @@ static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     s_sales_t *self = arg;
     const char *store = bus_val_map_get_str(bus_msg_body(req), "store");
     const char *id = bus_val_map_get_str(bus_msg_body(req), "sale_id");
-    if (!s_id_ok(store) || !s_text_ok(id, POS_SALE_ID_MAX))
+    char key[BUS_KEY_MAX];
+    if (!s_store_id_ok(store) || !pos_sale_id_ok(id, POS_SALE_ID_MAX, "-") ||
+        !bus_key_sale(key, store, id))
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store and sale_id required");
-    redisReply *r =
-        bus_redis_command(self->redis, "HMGET sale:{%s}:%s stream_id bday flags", store, id);
-    if (!r)
-        return s_redis_down(self, svc);
-    int rc = 0;
-    if (r->type != REDIS_REPLY_ARRAY || r->element[0]->type != REDIS_REPLY_STRING) {
+    redisReply *r = bus_redis_command(self->redis, "HMGET %s stream_id bday flags", key);
+    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+        return s_redis_failed(self, svc, r, "sale lookup");
+    const char *sid = s_elem_str(r, 0);
+    if (!sid) {
         freeReplyObject(r);
         return bus_service_error(svc, "not_found", "no sale %s in store %s", id, store);
     }
-    redisReply *e = bus_redis_command(self->redis, "XRANGE %s %s %s", S_STREAM, r->element[0]->str,
-                                      r->element[0]->str);
-    if (!e) {
+    redisReply *e =
+        bus_redis_command(self->redis, "XRANGE %s %s %s", BUS_KEY_SALES_STREAM, sid, sid);
+    if (!s_reply_ok(e)) {
         freeReplyObject(r);
-        return s_redis_down(self, svc);
+        return s_redis_failed(self, svc, e, "sale read");
     }
-    bus_val_t *sale = NULL;
-    if (e->type == REDIS_REPLY_ARRAY && e->elements == 1) {
-        redisReply *f = e->element[0]->element[1];
-        for (size_t k = 0; k + 1 < f->elements; k += 2)
-            if (strcmp(f->element[k]->str, "payload") == 0)
-                sale = bus_val_decode(f->element[k + 1]->str, f->element[k + 1]->len, NULL, NULL);
-    }
-    bus_val_t *event =
-        sale ? s_sale_event(sale, r->element[0]->str,
-                            r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "",
-                            r->element[2]->type == REDIS_REPLY_STRING ? r->element[2]->str : "")
-             : NULL;
+    size_t plen = 0;
+    const char *payload = e->type == REDIS_REPLY_ARRAY && e->elements == 1
+                              ? s_entry_field(e->element[0], "payload", &plen)
+                              : NULL;
+    bus_val_t *sale = payload ? bus_val_decode(payload, plen, NULL, NULL) : NULL;
+    const char *bday = s_elem_str(r, 1), *flags = s_elem_str(r, 2);
+    bus_val_t *event = sale ? s_sale_event(sale, sid, bday ? bday : "", flags ? flags : "") : NULL;
+    int rc = 0;
     if (event)
         bus_val_map_set(reply, "sale", &event);
     else
@@ -500,11 +431,14 @@ static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     return rc;
 }
 
+/*  Committed sales after a stream id, in pages bounded by count and by encoded bytes: a page
+    stops before the sale that would take it past S_REPLAY_BYTES (a page always holds at least
+    one sale, and a sale fits the payload limit it was uploaded under), with `more` set. */
 static int s_replay(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
 {
     s_sales_t *self = arg;
     const char *after = bus_val_map_get_str(bus_msg_body(req), "after");
-    int64_t count = 100;
+    int64_t count = S_REPLAY_DEFAULT;
     bus_val_map_get_int(bus_msg_body(req), "count", &count);
     if (count < 1 || count > S_REPLAY_MAX)
         count = S_REPLAY_MAX;
@@ -512,42 +446,56 @@ static int s_replay(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     unsigned long long ms, sq;
     if (!after || !*after || strcmp(after, "0") == 0)
         snprintf(start, sizeof(start), "-");
-    else if (sscanf(after, "%llu-%llu", &ms, &sq) == 2 && strlen(after) < BUS_STREAM_ID_MAX)
-        snprintf(start, sizeof(start), "(%s", after);
+    else if (strlen(after) < BUS_STREAM_ID_MAX && sscanf(after, "%llu-%llu", &ms, &sq) == 2)
+        snprintf(start, sizeof(start), "(%llu-%llu", ms, sq);
     else
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "after must be a stream id or 0");
-    redisReply *r = bus_redis_command(self->redis, "XRANGE %s %s + COUNT %lld", S_STREAM, start,
-                                      (long long)count);
-    if (!r)
-        return s_redis_down(self, svc);
+    redisReply *r = bus_redis_command(self->redis, "XRANGE %s %s + COUNT %lld",
+                                      BUS_KEY_SALES_STREAM, start, (long long)count);
+    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
+        return s_redis_failed(self, svc, r, "replay");
     bus_val_t *list = bus_val_new_arr();
+    bus_buf_t scratch = {0};
     const char *last = after && *after ? after : "0";
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+    size_t bytes = 0;
+    bool full = false;
+    for (size_t i = 0; i < r->elements && !full; i++) {
         redisReply *e = r->element[i];
-        redisReply *f = e->element[1];
-        const char *payload = NULL, *bday = "";
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING)
+            continue;
         size_t plen = 0;
-        for (size_t k = 0; k + 1 < f->elements; k += 2) {
-            if (strcmp(f->element[k]->str, "payload") == 0) {
-                payload = f->element[k + 1]->str;
-                plen = f->element[k + 1]->len;
-            } else if (strcmp(f->element[k]->str, "bday") == 0)
-                bday = f->element[k + 1]->str;
-        }
+        const char *payload = s_entry_field(e, "payload", &plen);
+        const char *bday = s_entry_field(e, "bday", NULL);
         bus_val_t *sale = payload ? bus_val_decode(payload, plen, NULL, NULL) : NULL;
-        bus_val_t *event = sale ? s_sale_event(sale, e->element[0]->str, bday, NULL) : NULL;
-        if (event)
-            bus_val_arr_push(list, &event);
+        bus_val_t *event =
+            sale ? s_sale_event(sale, e->element[0]->str, bday ? bday : "", NULL) : NULL;
+        bus_buf_reset(&scratch);
+        if (event && bus_val_encode(event, &scratch) == 0 && bytes + scratch.len > S_REPLAY_BYTES &&
+            bus_val_size(list) > 0)
+            full = true; /* the next page starts with this sale */
+        else {
+            bytes += scratch.len;
+            if (event)
+                bus_val_arr_push(list, &event);
+            last = e->element[0]->str;
+        }
+        bus_val_destroy(&event);
         bus_val_destroy(&sale);
-        last = e->element[0]->str;
     }
+    bus_buf_free(&scratch);
     bus_val_map_set_int(reply, "count", (int64_t)bus_val_size(list));
     bus_val_map_set(reply, "sales", &list);
     bus_val_map_set_str(reply, "last", last);
-    bus_val_map_set_bool(reply, "more",
-                         r->type == REDIS_REPLY_ARRAY && (int64_t)r->elements == count);
+    bus_val_map_set_bool(reply, "more", full || (int64_t)r->elements == count);
     freeReplyObject(r);
     return 0;
+}
+
+/*  Is the request id usable in a park id (letters, digits, '-', '_')? */
+static bool s_request_id_ok(const char *id)
+{
+    return pos_sale_id_ok(id, BUS_MSG_ID_LEN, "-");
 }
 
 static int s_park(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
@@ -557,26 +505,39 @@ static int s_park(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, vo
     const char *store = bus_val_map_get_str(body, "store");
     const char *reg = bus_val_map_get_str(body, "register");
     bus_val_t *ticket = bus_val_map_get(body, "ticket");
-    if (!s_id_ok(store) || !s_id_ok(reg) || bus_val_type(ticket) != BUS_VAL_MAP)
+    if (!s_store_id_ok(store) || !s_store_id_ok(reg) || bus_val_type(ticket) != BUS_VAL_MAP)
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store, register and ticket required");
-    if (!s_store_known(self, store))
-        return bus_service_error(svc, "unknown_store", "store '%s' is not registered", store);
-    /* the park id is the request envelope's id: a resent park stores the same ticket again */
-    char park_id[S_TEXT_MAX];
-    snprintf(park_id, sizeof(park_id), "%s-%.12s", reg, bus_msg_id(req));
+    if (!s_request_id_ok(bus_msg_id(req)))
+        return bus_service_error(svc, BUS_ERR_BAD_REQUEST,
+                                 "request id must be letters, digits, '-' or '_'");
+    int known = s_store_known(self, svc, store);
+    if (known <= 0)
+        return known < 0
+                   ? -1
+                   : bus_service_error(svc, "unknown_store", "store '%s' is not registered", store);
+    /* the park id is the request's: a resent park stores the same ticket under the same id, and
+       the script does not park it again once it was recalled */
+    char park_id[S_TEXT_MAX], key[BUS_KEY_MAX];
+    snprintf(park_id, sizeof(park_id), "%s-%s", reg, bus_msg_id(req));
+    bus_key_parked(key, store);
     bus_val_t *entry = bus_val_new_map();
     bus_val_map_set_str(entry, "register", reg);
     bus_val_map_set_int(entry, "parked_at", bus_now_ms());
     bus_val_t *copy = bus_val_dup(ticket);
     bus_val_map_set(entry, "ticket", &copy);
     bus_buf_t buf = {0};
-    bus_val_encode(entry, &buf);
+    int rc = bus_val_encode(entry, &buf);
     bus_val_destroy(&entry);
-    redisReply *r =
-        bus_redis_command(self->redis, "HSET parked:{%s} %s %b", store, park_id, buf.data, buf.len);
+    if (rc != 0) {
+        bus_buf_free(&buf);
+        return bus_service_error(svc, BUS_ERR_INTERNAL, "out of memory");
+    }
+    const char *argv[] = {key, park_id, (const char *)buf.data};
+    size_t lens[] = {strlen(key), strlen(park_id), buf.len};
+    redisReply *r = bus_redis_evalsha(self->redis, self->park, 1, 3, argv, lens);
     bus_buf_free(&buf);
-    if (!r)
-        return s_redis_down(self, svc);
+    if (!s_reply_ok(r) || r->type != REDIS_REPLY_INTEGER)
+        return s_redis_failed(self, svc, r, "park");
     freeReplyObject(r);
     bus_val_map_set_str(reply, "park_id", park_id);
     return 0;
@@ -587,26 +548,30 @@ static int s_recall(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     s_sales_t *self = arg;
     const char *store = bus_val_map_get_str(bus_msg_body(req), "store");
     const char *park_id = bus_val_map_get_str(bus_msg_body(req), "park_id");
-    if (!s_id_ok(store) || !s_text_ok(park_id, S_TEXT_MAX))
+    if (!s_store_id_ok(store) || !pos_sale_id_ok(park_id, S_TEXT_MAX, "-"))
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store and park_id required");
-    char key[S_KEY_MAX];
-    snprintf(key, sizeof(key), "parked:{%s}", store);
-    const char *argv[] = {key, park_id};
-    redisReply *r = bus_redis_evalsha(self->redis, self->recall, 1, 2, argv, NULL);
-    if (!r)
-        return s_redis_down(self, svc);
+    char key[BUS_KEY_MAX], now[24], memo[24];
+    bus_key_parked(key, store);
+    snprintf(now, sizeof(now), "%" PRId64, bus_now_ms());
+    snprintf(memo, sizeof(memo), "%lld", S_RECALL_MEMO_MS);
+    const char *argv[] = {key, park_id, bus_msg_id(req), now, memo};
+    redisReply *r = bus_redis_evalsha(self->redis, self->recall, 1, 5, argv, NULL);
+    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !s_elem_str(r, 0) ||
+        !s_elem_str(r, 1))
+        return s_redis_failed(self, svc, r, "recall");
+    bus_val_t *entry = strcmp(s_elem_str(r, 0), "gone") != 0
+                           ? bus_val_decode(r->element[1]->str, r->element[1]->len, NULL, NULL)
+                           : NULL;
     int rc = 0;
-    bus_val_t *entry =
-        r->type == REDIS_REPLY_STRING ? bus_val_decode(r->str, r->len, NULL, NULL) : NULL;
     if (!entry)
         rc = bus_service_error(svc, "not_found",
-                               "no parked ticket %s in store %s (recalled "
-                               "already?)",
-                               park_id, store);
+                               "no parked ticket %s in store %s (recalled already?)", park_id,
+                               store);
     else {
         bus_val_t *ticket = bus_val_dup(bus_val_map_get(entry, "ticket"));
+        const char *by = bus_val_map_get_str(entry, "register");
         bus_val_map_set(reply, "ticket", &ticket);
-        bus_val_map_set_str(reply, "parked_by", bus_val_map_get_str(entry, "register"));
+        bus_val_map_set_str(reply, "parked_by", by ? by : "");
     }
     bus_val_destroy(&entry);
     freeReplyObject(r);
@@ -617,15 +582,19 @@ static int s_parked(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
 {
     s_sales_t *self = arg;
     const char *store = bus_val_map_get_str(bus_msg_body(req), "store");
-    if (!s_id_ok(store))
+    char key[BUS_KEY_MAX];
+    if (!s_store_id_ok(store) || !bus_key_parked(key, store))
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store required");
-    redisReply *r = bus_redis_command(self->redis, "HKEYS parked:{%s}", store);
-    if (!r)
-        return s_redis_down(self, svc);
+    redisReply *r = bus_redis_command(self->redis, "HKEYS %s", key);
+    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
+        return s_redis_failed(self, svc, r, "parked list");
     bus_val_t *list = bus_val_new_arr();
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-        bus_val_t *id = bus_val_new_str(r->element[i]->str);
-        bus_val_arr_push(list, &id);
+    for (size_t i = 0; i < r->elements; i++) {
+        const char *id = s_elem_str(r, i);
+        if (!id || id[0] == '~') /* '~': the memo of a recalled ticket (see recall.lua) */
+            continue;
+        bus_val_t *v = bus_val_new_str(id);
+        bus_val_arr_push(list, &v);
     }
     bus_val_map_set(reply, "parked", &list);
     freeReplyObject(r);
@@ -637,7 +606,7 @@ static void s_next_day(const char *day, char *out, size_t size)
 {
     struct tm tm;
     memset(&tm, 0, sizeof(tm));
-    char today[16];
+    char today[S_DAY_MAX];
     s_today(today, sizeof(today));
     if (sscanf(day, "%d-%d-%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) == 3) {
         tm.tm_year -= 1900;
@@ -657,31 +626,38 @@ static int s_close_day(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
 {
     s_sales_t *self = arg;
     const char *store = bus_val_map_get_str(bus_msg_body(req), "store");
-    if (!s_id_ok(store) || !s_store_known(self, store))
+    if (!s_store_id_ok(store))
         return bus_service_error(svc, "unknown_store", "store required and registered");
-    char bday_key[S_KEY_MAX], close_key[S_KEY_MAX];
-    snprintf(bday_key, sizeof(bday_key), "bday:{%s}", store);
-    snprintf(close_key, sizeof(close_key), "dayclose:{%s}", store);
+    int known = s_store_known(self, svc, store);
+    if (known <= 0)
+        return known < 0 ? -1
+                         : bus_service_error(svc, "unknown_store", "store required and registered");
+    char bday_key[BUS_KEY_MAX], close_key[BUS_KEY_MAX];
+    bus_key_bday(bday_key, store);
+    bus_key_dayclose(close_key, store);
     redisReply *cur = bus_redis_command(self->redis, "GET %s", bday_key);
-    if (!cur)
-        return s_redis_down(self, svc);
-    char day[16], next[16];
+    if (!s_reply_ok(cur))
+        return s_redis_failed(self, svc, cur, "business day");
+    char day[S_DAY_MAX], next[S_DAY_MAX];
     if (cur->type == REDIS_REPLY_STRING)
         snprintf(day, sizeof(day), "%s", cur->str);
     else
         s_today(day, sizeof(day));
     freeReplyObject(cur);
     s_next_day(day, next, sizeof(next));
-    const char *argv[] = {bday_key, S_STREAM, close_key, day, next};
-    redisReply *r = bus_redis_evalsha(self->redis, self->close_day, 3, 5, argv, NULL);
-    if (!r)
-        return s_redis_down(self, svc);
+    /* the request id makes a retried close answer the first close, not close the next day */
+    const char *argv[] = {bday_key, BUS_KEY_SALES_STREAM, close_key, day, next, bus_msg_id(req)};
+    redisReply *r = bus_redis_evalsha(self->redis, self->close_day, 3, 6, argv, NULL);
+    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
+        return s_redis_failed(self, svc, r, "day close");
+    const char *status = s_elem_str(r, 0), *upto = s_elem_str(r, 1);
+    const char *closed = s_elem_str(r, 2), *opened = s_elem_str(r, 3);
     int rc = 0;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && strcmp(r->element[0]->str, "ok") == 0) {
-        bus_val_map_set_str(reply, "closed_day", day);
-        bus_val_map_set_str(reply, "next_day", next);
-        bus_val_map_set_str(reply, "upto", r->element[1]->str);
-        bus_info("sales.day_closed", "store=%s day=%s upto=%s", store, day, r->element[1]->str);
+    if (status && strcmp(status, "ok") == 0 && upto && closed && opened) {
+        bus_val_map_set_str(reply, "closed_day", closed);
+        bus_val_map_set_str(reply, "next_day", opened);
+        bus_val_map_set_str(reply, "upto", upto);
+        bus_info("sales.day_closed", "store=%s day=%s upto=%s", store, closed, upto);
     } else
         rc = bus_service_error(svc, "busy", "the business day changed meanwhile; retry");
     freeReplyObject(r);
@@ -692,12 +668,13 @@ static int s_current_day(bus_service_t *svc, const bus_msg_t *req, bus_val_t *re
 {
     s_sales_t *self = arg;
     const char *store = bus_val_map_get_str(bus_msg_body(req), "store");
-    if (!s_id_ok(store))
+    char key[BUS_KEY_MAX];
+    if (!s_store_id_ok(store) || !bus_key_bday(key, store))
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store required");
-    redisReply *r = bus_redis_command(self->redis, "GET bday:{%s}", store);
-    if (!r)
-        return s_redis_down(self, svc);
-    char day[16];
+    redisReply *r = bus_redis_command(self->redis, "GET %s", key);
+    if (!s_reply_ok(r))
+        return s_redis_failed(self, svc, r, "business day");
+    char day[S_DAY_MAX];
     if (r->type == REDIS_REPLY_STRING)
         snprintf(day, sizeof(day), "%s", r->str);
     else
@@ -720,6 +697,7 @@ int main(int argc, char **argv)
     self.svc = core.svc;
     self.pub = core.pub;
     self.commit = bus_redis_script(self.redis, commit_lua);
+    self.park = bus_redis_script(self.redis, park_lua);
     self.recall = bus_redis_script(self.redis, recall_lua);
     self.close_day = bus_redis_script(self.redis, close_day_lua);
     self.catalog = zhashx_new();
@@ -733,13 +711,13 @@ int main(int argc, char **argv)
     self.c_gaps = bus_stats_counter(self.stats, "sequence_gaps");
     self.c_redis_errors = bus_stats_counter(self.stats, "redis_errors");
     bus_service_on(self.svc, "sale.upload", s_upload, &self);
-    bus_service_on(self.svc, "sale.get", s_get, &self);
-    bus_service_on(self.svc, "sale.replay", s_replay, &self);
+    bus_service_on_read(self.svc, "sale.get", s_get, &self);
+    bus_service_on_read(self.svc, "sale.replay", s_replay, &self);
     bus_service_on(self.svc, "sale.park", s_park, &self);
     bus_service_on(self.svc, "sale.recall", s_recall, &self);
-    bus_service_on(self.svc, "sale.parked", s_parked, &self);
+    bus_service_on_read(self.svc, "sale.parked", s_parked, &self);
     bus_service_on(self.svc, "day.close", s_close_day, &self);
-    bus_service_on(self.svc, "day.current", s_current_day, &self);
+    bus_service_on_read(self.svc, "day.current", s_current_day, &self);
     svc_core_run(&core, NULL, NULL);
     bus_info("sales.stopping", "committed=%" PRId64, *self.c_committed);
     zhashx_destroy(&self.catalog);
