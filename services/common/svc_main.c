@@ -3,6 +3,64 @@
 #include "svc_main.h"
 
 #define S_WORKER_BLOCK_MS 500
+#define S_RETRY_MS        300 /* retry hint when Redis is down */
+#define S_GROUP_MAX       128
+
+/*  The one stream worker of a consumer process (inventory and reporting run one each), as the
+    main thread sees it: its counters, copied into the service's stats by the main thread (the
+    stats cells belong to it), and a Redis connection of the main thread's own for dead.list.
+    The worker pointer is read only inside svc_core_run, before the service stops the worker. */
+static struct {
+    bus_stream_worker_t *worker;
+    bus_redis_t *redis;
+    char group[S_GROUP_MAX];
+    int64_t *c_applied, *c_parked, *c_claimed, *c_errors;
+} s_consumer;
+
+/*  Copy the worker's counters into the stats cells (main thread only). */
+static void s_consumer_refresh(void)
+{
+    if (!s_consumer.worker)
+        return;
+    *s_consumer.c_applied = bus_stream_worker_applied(s_consumer.worker);
+    *s_consumer.c_parked = bus_stream_worker_parked(s_consumer.worker);
+    *s_consumer.c_claimed = bus_stream_worker_claimed(s_consumer.worker);
+    *s_consumer.c_errors = bus_stream_worker_errors(s_consumer.worker);
+}
+
+/*  dead.list {after?: stream id, count?: 1..BUS_STREAM_DEAD_LIST_MAX}: the entries this
+    consumer group parked, oldest first (read-only). */
+static int s_dead_list(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    (void)arg;
+    const bus_val_t *body = bus_msg_body(req);
+    const bus_val_t *v = bus_val_map_get(body, "after");
+    const char *after = v ? bus_val_get_str(v, NULL) : NULL;
+    if (v && (!after || (*after && !bus_stream_id_valid(after))))
+        return bus_service_error(svc, BUS_ERR_BAD_REQUEST,
+                                 "after: a stream id such as 1700000000000-0");
+    int64_t count = 100;
+    v = bus_val_map_get(body, "count");
+    if (v && (!bus_val_get_int(v, &count) || count < 1 || count > BUS_STREAM_DEAD_LIST_MAX))
+        return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "count: an integer from 1 to %d",
+                                 BUS_STREAM_DEAD_LIST_MAX);
+    bus_val_t *list = s_consumer.redis ? bus_stream_dead_list(s_consumer.redis, s_consumer.group,
+                                                              after, (int)count)
+                                       : NULL;
+    if (!list)
+        return bus_service_unavailable(svc, S_RETRY_MS, "dead.list: storage unavailable, retry: %s",
+                                       s_consumer.redis ? bus_redis_errstr(s_consumer.redis)
+                                                        : "no connection");
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < bus_val_size(list); i++) {
+        bus_val_t *copy = bus_val_dup(bus_val_map_value(list, i));
+        rc = copy ? bus_val_map_set(reply, bus_val_map_key(list, i), &copy) : -1;
+    }
+    bus_val_destroy(&list);
+    if (rc != 0)
+        return bus_service_error(svc, BUS_ERR_INTERNAL, "dead.list: out of memory");
+    return 0;
+}
 
 const bus_opt_t svc_consumer_opts[] = {
     {"consumer-name", BUS_OPT_STR, NULL, 0, 0,
@@ -18,14 +76,38 @@ bus_stream_worker_t *svc_consumer_start(bus_config_t *config, bus_service_t *svc
                                         bus_redis_t *wredis, const char *stream, const char *group,
                                         bus_stream_fn *fn, void *arg)
 {
+    const char *err = "";
+    s_consumer.redis = bus_redis_new_from_config(config, &err);
+    if (!s_consumer.redis) {
+        bus_error("service.start", "no Redis connection for dead.list: %s", err);
+        return NULL;
+    }
+    snprintf(s_consumer.group, sizeof(s_consumer.group), "%s", group);
+    bus_stats_t *stats = bus_service_stats(svc);
+    s_consumer.c_applied = bus_stats_counter(stats, "stream_applied");
+    s_consumer.c_parked = bus_stats_counter(stats, "stream_parked");
+    s_consumer.c_claimed = bus_stats_counter(stats, "stream_claimed");
+    s_consumer.c_errors = bus_stats_counter(stats, "stream_errors");
+    if (!s_consumer.c_applied || !s_consumer.c_parked || !s_consumer.c_claimed ||
+        !s_consumer.c_errors || bus_service_on_read(svc, "dead.list", s_dead_list, NULL) != 0) {
+        bus_error("service.start", "cannot register dead.list: out of memory");
+        goto out_redis;
+    }
     const char *consumer = bus_config_str(config, "consumer-name");
     bus_stream_worker_t *w = bus_stream_worker_start(
         wredis, stream, group, consumer ? consumer : bus_service_instance(svc),
         (int)bus_config_int(config, "batch"), S_WORKER_BLOCK_MS,
         (int)bus_config_int(config, "claim-idle-ms"), fn, arg);
-    if (w)
-        bus_stream_worker_set_gather(w, (int)bus_config_int(config, "gather-ms"));
+    if (!w) {
+        bus_error("service.start", "cannot start the stream worker");
+        goto out_redis;
+    }
+    bus_stream_worker_set_gather(w, (int)bus_config_int(config, "gather-ms"));
+    s_consumer.worker = w;
     return w;
+out_redis:
+    bus_redis_destroy(&s_consumer.redis);
+    return NULL;
 }
 
 bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool consumer, int argc,
@@ -94,15 +176,25 @@ int svc_core_start(svc_core_t *core, bus_config_t *config, const char *program, 
 void svc_core_run(svc_core_t *core, void (*tick)(void *arg), void *arg)
 {
     while (!bus_program_stopping()) {
+        s_consumer_refresh();
         bus_service_poll(core->svc, S_POLL_MS);
         if (tick)
             tick(arg);
     }
+    s_consumer_refresh();
+    if (s_consumer.worker)
+        bus_info("service.stream",
+                 "applied=%" PRId64 " parked=%" PRId64 " claimed=%" PRId64 " errors=%" PRId64,
+                 *s_consumer.c_applied, *s_consumer.c_parked, *s_consumer.c_claimed,
+                 *s_consumer.c_errors);
+    s_consumer.worker = NULL; /* the service stops it next */
     bus_info("service.stopping", "instance=%s", bus_service_instance(core->svc));
 }
 
 void svc_core_stop(svc_core_t *core)
 {
+    s_consumer.worker = NULL;
+    bus_redis_destroy(&s_consumer.redis);
     bus_pub_destroy(&core->wpub);
     bus_pub_destroy(&core->pub);
     bus_service_destroy(&core->svc);

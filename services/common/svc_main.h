@@ -16,7 +16,12 @@ bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool co
 extern const bus_opt_t svc_consumer_opts[];
 
 /* Start the stream worker of a consumer service: group on stream, consumer named by
-   --consumer-name or the instance id, batch and claim settings from the configuration. */
+   --consumer-name or the instance id, batch and claim settings from the configuration. Also
+   registers the read-only method "dead.list" ({after?, count?} -> bus_stream_dead_list of group,
+   on a Redis connection of the main thread's own) and the stats counters stream_applied,
+   stream_parked, stream_claimed and stream_errors, which svc_core_run refreshes from the worker.
+   One consumer worker per process; call from the main thread, stop the worker after
+   svc_core_run returns and before svc_core_stop. NULL after logging why. */
 bus_stream_worker_t *svc_consumer_start(bus_config_t *config, bus_service_t *svc,
                                         bus_redis_t *wredis, const char *stream, const char *group,
                                         bus_stream_fn *fn, void *arg);
