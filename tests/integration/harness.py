@@ -265,11 +265,21 @@ class Stack:
         it fails or Redis answers an error."""
         env = dict(os.environ, REDISCLI_AUTH=self.password)
         r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.redis_port),
-                            *map(str, args)], capture_output=True, text=True, env=env,
-                           timeout=timeout)
+                            *map(str, args)], capture_output=True, text=True,
+                           errors="replace", env=env, timeout=timeout)
         if check and (r.returncode != 0 or r.stdout.startswith(("ERR", "(error)"))):
             raise Failure(f"redis-cli {' '.join(map(str, args))}: {r.stdout}{r.stderr}")
         return r
+
+    def redis_json(self, *args):
+        """A Redis command's reply decoded from redis-cli --quoted-json (RESP3: maps are dicts;
+        binary strings arrive with \\x escapes)."""
+        r = self.redis_cli("--quoted-json", *args)
+        try:
+            return json.loads(r.stdout)
+        except ValueError:
+            raise Failure(f"redis-cli --quoted-json {' '.join(map(str, args))}: not JSON: "
+                          f"{r.stdout[:REPORT_MAX]!r}")
 
     def start_busd(self):
         self.spawn("busd", [f"{BIN}/busd", "--pub-bind", self.pub, "--sub-bind", self.sub,
