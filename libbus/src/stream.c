@@ -564,27 +564,38 @@ static bus_val_t *s_bytes_val(const redisReply *r)
     return bus_val_new_bin(r->str, r->len);
 }
 
-/*  One dead letter [id, [entry, e, reason, r, consumer, c, ts, t, f, v, ...]] as a map; the first
-    S_DEAD_META pairs are ours by position, so an original field called "reason" is kept apart.
-    NULL if it is not one we wrote, or on allocation failure. *bytes: its field bytes. */
-static bus_val_t *s_dead_entry(const redisReply *e, size_t *bytes)
+/*  A dead letter is [id, [entry, e, reason, r, consumer, c, ts, t, f, v, ...]]: the first
+    S_DEAD_META pairs are ours by position, so an original field called "reason" is kept apart. */
+static const char *const s_dead_meta[S_DEAD_META] = {"entry", "reason", "consumer", "ts"};
+
+/*  Was this entry of the dead-letter stream written by s_park? */
+static bool s_dead_ok(const redisReply *e)
 {
     bool gone;
     if (!s_entry_ok(e, &gone) || e->element[1]->elements < 2 * S_DEAD_META)
-        return NULL;
+        return false;
+    for (int k = 0; k < S_DEAD_META; k++)
+        if (strcmp(e->element[1]->element[2 * k]->str, s_dead_meta[k]) != 0)
+            return false;
+    return true;
+}
+
+/*  A dead letter (s_dead_ok) as a map; *bytes: its original fields' bytes. NULL on allocation
+    failure. */
+static bus_val_t *s_dead_entry(const redisReply *e, size_t *bytes)
+{
     const redisReply *f = e->element[1];
     bus_val_t *row = bus_val_new_map();
     bus_val_t *fields = bus_val_new_map();
     if (!row || !fields)
         goto out_free;
     bool ok = bus_val_map_set_str(row, "id", e->element[0]->str) == 0;
-    static const char *const meta[S_DEAD_META] = {"entry", "reason", "consumer", "ts"};
     for (int k = 0; k < S_DEAD_META; k++) {
-        const char *v = f->element[2 * k + 1]->str;
-        if (strcmp(meta[k], "ts") == 0)
-            ok = ok && bus_val_map_set_int(row, meta[k], strtoll(v, NULL, 10)) == 0;
+        const char *name = s_dead_meta[k], *v = f->element[2 * k + 1]->str;
+        if (strcmp(name, "ts") == 0)
+            ok = ok && bus_val_map_set_int(row, name, strtoll(v, NULL, 10)) == 0;
         else
-            ok = ok && bus_val_map_set_str(row, meta[k], v) == 0;
+            ok = ok && bus_val_map_set_str(row, name, v) == 0;
     }
     *bytes = 0;
     for (size_t k = 2 * S_DEAD_META; ok && k + 1 < f->elements; k += 2) {
@@ -636,13 +647,20 @@ bus_val_t *bus_stream_dead_list(bus_redis_t *redis, const char *group, const cha
     const char *last = after && *after ? after : "";
     size_t bytes = 0, i = 0;
     for (; ok && i < r->elements && i < (size_t)count; i++) {
+        const redisReply *e = r->element[i];
+        if (!s_dead_ok(e)) {
+            if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+                e->element[0]->type == REDIS_REPLY_STRING)
+                last = e->element[0]->str; /* not ours (added by hand): passed over */
+            continue;
+        }
         size_t size = 0;
-        bus_val_t *row = s_dead_entry(r->element[i], &size);
+        bus_val_t *row = s_dead_entry(e, &size);
         if (!row) {
-            ok = false; /* a foreign entry in our key, or out of memory */
+            ok = false;
             break;
         }
-        if (i > 0 && bytes + size > BUS_STREAM_DEAD_LIST_BYTES) {
+        if (bus_val_size(list) > 0 && bytes + size > BUS_STREAM_DEAD_LIST_BYTES) {
             bus_val_destroy(&row); /* the next page starts with it */
             break;
         }

@@ -29,6 +29,7 @@
 #define T_BACKOFF_MS    2000
 #define T_CALLS_SPIN    60 /* fn calls in T_BACKOFF_MS above which the worker spins */
 #define T_CLAIM_IDLE_MS 300
+#define T_BIG_LEN       (200 * 1024) /* three of these pass BUS_STREAM_DEAD_LIST_BYTES */
 
 extern char **environ;
 static char s_dir[] = "/tmp/posbus-test-stream-XXXXXX";
@@ -106,7 +107,7 @@ typedef struct {
     int reject_n;               /* index fn rejects, -1 none */
     int poison_n;               /* index whose presence fails the call, -1 none */
     int poison_seen;            /* calls that held the poison entry */
-    bool fail_all;
+    bool fail_all, reject_all;
     int wide_fields, wide_matching; /* fields of the widest entry; how many matched */
 } s_sink_t;
 
@@ -156,7 +157,7 @@ static int s_apply(bus_stream_entry_t *entries, int n, void *arg)
             continue;
         if (strcmp(e->id, sink->ids[i]) != 0)
             sink->wrong_ids++;
-        if (i == sink->reject_n)
+        if (i == sink->reject_n || sink->reject_all)
             e->rejected = "quantity out of range";
         else
             sink->applied[i]++;
@@ -347,6 +348,64 @@ static void s_test_reject_one(bus_redis_t *redis)
     bus_val_t *bad = bus_stream_dead_list(redis, "g-reject", "0-0 + COUNT", 4);
     CHECK(!bad, "a malformed after is refused");
     bus_val_destroy(&bad);
+    bus_val_destroy(&page2);
+    bus_val_destroy(&page);
+    bus_stream_reader_destroy(&reader);
+}
+
+/*  dead.list pages stop by bytes too, and pass over what no reader parked. */
+static void s_test_dead_pages(bus_redis_t *redis)
+{
+    s_sink_t sink;
+    s_sink_init(&sink);
+    sink.reject_all = true;
+    char *big = malloc(T_BIG_LEN);
+    if (!big)
+        return;
+    memset(big, 'x', T_BIG_LEN);
+    for (int i = 0; i < 3; i++) {
+        char n[16];
+        snprintf(n, sizeof(n), "%d", i);
+        const char *argv[] = {"XADD", "t:big", "*", "n", n, "blob", big};
+        size_t lens[] = {4, 5, 1, 1, strlen(n), 4, T_BIG_LEN};
+        redisReply *r = bus_redis_commandargv(redis, 7, argv, lens);
+        if (r && r->type == REDIS_REPLY_STRING)
+            snprintf(sink.ids[sink.sent++], BUS_STREAM_ID_MAX, "%s", r->str);
+        if (r)
+            freeReplyObject(r);
+    }
+    free(big);
+    redisReply *r = bus_redis_command(redis, "XADD dead:{g-big} * note added-by-hand");
+    if (r)
+        freeReplyObject(r);
+    bus_stream_reader_t *reader = bus_stream_reader_new(redis, "t:big", "g-big", "c8");
+    bus_stream_reader_poll(reader, 10, 0, s_apply, &sink);
+    bus_stream_counts_t c;
+    bus_stream_reader_counts(reader, &c);
+    CHECK(c.parked == 3, "3 entries of 200 KiB parked: got %lld", (long long)c.parked);
+    bus_val_t *page = bus_stream_dead_list(redis, "g-big", NULL, 10);
+    bus_val_t *entries = bus_val_map_get(page, "entries");
+    bool more = false;
+    int64_t total = -1;
+    bus_val_map_get_bool(page, "more", &more);
+    bus_val_map_get_int(page, "total", &total);
+    size_t blen = 0;
+    bus_val_get_str(bus_val_map_get(bus_val_map_get(bus_val_arr_get(entries, 0), "fields"), "blob"),
+                    &blen);
+    CHECK(page && bus_val_size(entries) == 2 && more && total == 4 && blen == T_BIG_LEN,
+          "a page stops before %d bytes: expected 2 entries of %d bytes, more, total 4; got %zu "
+          "(%zu bytes), more %d, total %lld",
+          BUS_STREAM_DEAD_LIST_BYTES, T_BIG_LEN, bus_val_size(entries), blen, more,
+          (long long)total);
+    bus_val_t *page2 = bus_stream_dead_list(redis, "g-big", bus_val_map_get_str(page, "last"), 10);
+    bus_val_t *entries2 = bus_val_map_get(page2, "entries");
+    const char *entry = bus_val_map_get_str(bus_val_arr_get(entries2, 0), "entry");
+    more = true;
+    bus_val_map_get_bool(page2, "more", &more);
+    CHECK(page2 && bus_val_size(entries2) == 1 && !more && entry && !strcmp(entry, sink.ids[2]),
+          "the next page holds the third (%s), passes over the entry added by hand: got %zu "
+          "entries (%s), more %d",
+          sink.ids[2], bus_val_size(entries2), entry ? entry : "-", more);
     bus_val_destroy(&page2);
     bus_val_destroy(&page);
     bus_stream_reader_destroy(&reader);
@@ -578,6 +637,7 @@ int main(void)
     bus_redis_t *redis = s_redis();
     s_test_applied_once(redis);
     s_test_reject_one(redis);
+    s_test_dead_pages(redis);
     s_test_poison_batch(redis);
     s_test_wide(redis);
     s_test_claim(redis);

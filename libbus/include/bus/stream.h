@@ -12,7 +12,9 @@
 
     An entry is acknowledged only after it was applied, or rejected and
     parked in the dead-letter stream bus_key_dead(group). Failures are
-    counted and retried after a delay that doubles (0.1 s to 5 s); an entry
+    counted and retried after a delay that doubles (0.1 s up to 5 s, and
+    below half of claim_idle_ms, so that a consumer does not claim its own
+    failing entries from itself); an entry
     that keeps failing is retried once per delay while new entries go on
     being read.
 
@@ -117,9 +119,9 @@ int64_t bus_stream_worker_errors(bus_stream_worker_t *self);
    fields: {name: value}}], last, more}. count <= 0 means 100, at most BUS_STREAM_DEAD_LIST_MAX;
    a page also stops before BUS_STREAM_DEAD_LIST_BYTES of fields (more is then true; pass last as
    after for the next page). ts is the parking time (ms since the epoch); field values that are
-   UTF-8 text are strings, others (a sale payload is MessagePack) bin, byte for byte. NULL on a
-   Redis error, a malformed after, or an entry in the key that was not parked by a reader. Safe
-   from any thread with its own redis. */
+   UTF-8 text are strings, others (a sale payload is MessagePack) bin, byte for byte. Entries of
+   the key that no reader parked (added by hand) are passed over. NULL on a Redis error, a
+   malformed after, or allocation failure. Safe from any thread with its own redis. */
 struct bus_val;
 struct bus_val *bus_stream_dead_list(bus_redis_t *redis, const char *group, const char *after,
                                      int count);
