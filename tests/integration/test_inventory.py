@@ -474,7 +474,7 @@ def walk(method, key):
             merged.update(body["stock"])
         else:
             merged.update({r["sku"]: r for r in body["rows"]})
-        cursor, more = body["cursor"], body["more"]
+        cursor, more = body.get("cursor", "0"), body.get("more", False)
     return merged, pages, biggest, time.time() - t0
 
 
