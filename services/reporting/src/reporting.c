@@ -42,7 +42,8 @@
 #define S_GROUP       "reporting"
 #define S_ID_MAX      16   /* store and register ids */
 #define S_SALE_ID_MAX 64   /* sale ids: letters, digits, '_', '-', '.' */
-#define S_TEXT_MAX    200  /* bytes of a SKU, category or cashier: they become field names */
+#define S_SKU_MAX     64   /* bytes of a SKU (two make a basket pair's field) */
+#define S_TEXT_MAX    200  /* bytes of a category or cashier: they become field names */
 #define S_FIELD_MAX   256  /* a hash field: S_TEXT_MAX plus a suffix */
 #define S_REASON_MAX  256  /* why an entry was rejected */
 #define S_LINES_MAX   1000 /* as the sales service accepts */
@@ -114,11 +115,11 @@ static bool s_day_ok(const char *day)
     return true;
 }
 
-/*  Text that may become part of a hash field: 1..S_TEXT_MAX bytes, no control characters. */
-static bool s_text_ok(const char *s)
+/*  Text that may become part of a hash field: 1..max bytes, no control characters. */
+static bool s_text_ok(const char *s, size_t max)
 {
     size_t len = s ? strlen(s) : 0;
-    if (len == 0 || len > S_TEXT_MAX)
+    if (len == 0 || len > max)
         return false;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
         if (*p < 0x20 || *p == 0x7f)
@@ -172,12 +173,12 @@ static bool s_line_ok(const bus_val_t *l, size_t i, s_reason_t *why)
                             s_line_ints[k], S_AMOUNT_MAX);
     if (!bus_val_map_get_int(l, "tax_rate_bp", &v) || v < 0 || v > S_TAX_BP_MAX)
         return s_refuse(why, "line %zu: tax_rate_bp missing or outside 0..%d", i, S_TAX_BP_MAX);
-    if (!s_text_ok(bus_val_map_get_str(l, "sku")))
+    if (!s_text_ok(bus_val_map_get_str(l, "sku"), S_SKU_MAX))
         return s_refuse(why, "line %zu: sku missing, longer than %d bytes or not text", i,
-                        S_TEXT_MAX);
+                        S_SKU_MAX);
     bus_val_t *category = bus_val_map_get(l, "category");
     const char *cat = bus_val_get_str(category, NULL);
-    if (category && (!cat || (*cat && !s_text_ok(cat))))
+    if (category && (!cat || (*cat && !s_text_ok(cat, S_TEXT_MAX))))
         return s_refuse(why, "line %zu: category is not text of at most %d bytes", i, S_TEXT_MAX);
     bus_val_t *return_of = bus_val_map_get(l, "return_of");
     if (return_of && !bus_val_get_str(return_of, NULL))
@@ -211,7 +212,7 @@ static bool s_sale_ok(const bus_val_t *s, s_reason_t *why)
     if (!s_id_ok(bus_val_map_get_str(s, "register")))
         return s_refuse(why, "register missing or not an id of 1-%d letters, digits or _",
                         S_ID_MAX);
-    if (!s_text_ok(bus_val_map_get_str(s, "cashier")))
+    if (!s_text_ok(bus_val_map_get_str(s, "cashier"), S_TEXT_MAX))
         return s_refuse(why, "cashier missing or not text of at most %d bytes", S_TEXT_MAX);
     if (!kind || (strcmp(kind, "sale") && strcmp(kind, "return") && strcmp(kind, "nosale")))
         return s_refuse(why, "kind is not sale, return or nosale");
