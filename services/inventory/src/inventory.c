@@ -1057,6 +1057,7 @@ typedef struct {
     int argc, cap;
 } s_args_t;
 
+/*  Append len bytes of s as the next argument. 0, or -1 on allocation failure. */
 static int s_args_add(s_args_t *a, const char *s, size_t len)
 {
     if (a->argc == a->cap) {
@@ -1078,11 +1079,13 @@ static int s_args_add(s_args_t *a, const char *s, size_t len)
     return 0;
 }
 
+/*  Append a C string (-1 for NULL, e.g. a key that did not fit). */
 static int s_args_str(s_args_t *a, const char *s)
 {
     return s ? s_args_add(a, s, strlen(s)) : -1;
 }
 
+/*  Append an integer in decimal. */
 static int s_args_int(s_args_t *a, int64_t v)
 {
     char text[S_NUM_MAX];
