@@ -110,6 +110,12 @@ out_redis:
     return NULL;
 }
 
+/* Options every service has. */
+static const bus_opt_t s_service_opts[] = {
+    {"reply-cache-ttl-s", BUS_OPT_INT, "86400", 60, 2592000,
+     "keep the reply to a state-changing request this long, for retries of it"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
 bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool consumer, int argc,
                               char **argv, int *exit_code)
 {
@@ -117,6 +123,7 @@ bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool co
     bus_config_t *config = bus_config_new(program, own);
     if (!config || bus_config_add(config, bus_conn_opts) ||
         bus_config_add(config, bus_redis_opts) || bus_config_add(config, bus_program_opts) ||
+        bus_config_add(config, s_service_opts) ||
         (consumer && bus_config_add(config, svc_consumer_opts))) {
         bus_config_destroy(&config);
         return NULL;
@@ -166,6 +173,13 @@ int svc_core_start(svc_core_t *core, bus_config_t *config, const char *program, 
         return -1;
     }
     bus_service_watch_redis(core->svc, core->redis);
+    /* every state-changing method runs once per request id, whichever instance gets a retry */
+    if (bus_service_set_reply_cache(core->svc, core->redis,
+                                    (int)bus_config_int(config, "reply-cache-ttl-s")) != 0) {
+        bus_error("service.start", "%s cannot set up its reply cache", program);
+        svc_core_stop(core);
+        return -1;
+    }
     if (bus_redis_connect(core->redis) != 0)
         bus_warn("service.redis", "not reachable yet, will retry: %s",
                  bus_redis_errstr(core->redis));
