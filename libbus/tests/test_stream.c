@@ -487,6 +487,31 @@ static void s_test_poison_batch(bus_redis_t *redis)
     bus_stream_reader_destroy(&reader);
 }
 
+/*  An entry deleted from the stream while pending is acknowledged without reaching fn. */
+static void s_test_deleted(bus_redis_t *redis)
+{
+    s_sink_t sink;
+    s_sink_init(&sink);
+    sink.fail_all = true;
+    for (int i = 0; i < 3; i++)
+        s_add(redis, "t:gone", &sink);
+    bus_stream_reader_t *reader = bus_stream_reader_new(redis, "t:gone", "g-gone", "c9");
+    bus_stream_reader_poll(reader, 10, 0, s_apply, &sink);
+    long long pending = s_pending(redis, "t:gone", "g-gone");
+    long long deleted = s_int(redis, "XDEL t:gone %s%s", sink.ids[1], "");
+    sink.fail_all = false;
+    int64_t deadline = bus_mono_ms() + T_DEADLINE_MS;
+    while (s_pending(redis, "t:gone", "g-gone") != 0 && bus_mono_ms() < deadline)
+        bus_stream_reader_poll(reader, 10, 50, s_apply, &sink);
+    long long after = s_pending(redis, "t:gone", "g-gone");
+    CHECK(pending == 3 && deleted == 1 && after == 0 && sink.applied[0] == 1 &&
+              sink.applied[1] == 0 && sink.applied[2] == 1,
+          "a pending entry deleted from the stream is acknowledged unseen: pending %lld -> %lld, "
+          "applied %d/%d/%d (expected 3 -> 0, 1/0/1)",
+          pending, after, sink.applied[0], sink.applied[1], sink.applied[2]);
+    bus_stream_reader_destroy(&reader);
+}
+
 static void s_test_backoff(bus_redis_t *redis)
 {
     s_sink_t sink;
@@ -641,6 +666,7 @@ int main(void)
     s_test_poison_batch(redis);
     s_test_wide(redis);
     s_test_claim(redis);
+    s_test_deleted(redis);
     s_test_backoff(redis);
     CHECK(bus_stream_id_valid("1-0") && bus_stream_id_valid("1700000000000-12") &&
               !bus_stream_id_valid("1-") && !bus_stream_id_valid("-1") &&
