@@ -11,7 +11,9 @@
     posctl catalog import FILE.csv | catalog get BARCODE|SKU
     posctl stock get|history|reorder|receive|count|adjust|transfer --store S ...
     posctl report x|z|day|items|hours|baskets --store S [--date D] [--format table|csv|json]
-    posctl sim --store S [--registers N] [--sales N] [--seed N]   (a register simulator)
+    posctl sim --store S [--registers N] [--sales N] [--seed N]   (a register simulator;
+                                resends each sale until acknowledged; exit 1 if any was not)
+    posctl dead SERVICE [--after ID] [--count N]   dead letters of inventory or reporting
 
     Output goes to stdout; diagnostics to stderr; exit 0 ok, 1 failure, 2 usage.
     =========================================================================
@@ -31,7 +33,8 @@ static const bus_opt_t s_options[] = {
     {"retries", BUS_OPT_INT, "1", 0, 100, "resends after a request times out"},
     {"expect", BUS_OPT_STR, "", 0, 0,
      "ping: comma-separated services that must have at least one healthy instance"},
-    {"count", BUS_OPT_INT, "0", 0, INT64_MAX, "tail: stop after this many events (0 = never)"},
+    {"count", BUS_OPT_INT, "0", 0, INT64_MAX,
+     "tail: stop after this many events (0 = never); dead: entries to list (0 = 100, max 1000)"},
     {"idle-ms", BUS_OPT_INT, "0", 0, INT64_MAX,
      "tail: stop after this long without an event (0 = never)"},
     {NULL, 0, NULL, 0, 0, NULL}};
@@ -51,7 +54,10 @@ static void s_usage(bus_config_t *config)
         "                           count SKU QTY, adjust SKU DELTA --reason R,\n"
         "                           transfer SKU QTY --to STORE\n"
         "  report KIND --store S    x (--register R), z, day, items, hours, baskets\n"
-        "  sim --store S            ring up simulated tickets (--registers, --sales, --seed)\n"
+        "  sim --store S            ring up simulated tickets (--registers, --sales, --seed);\n"
+        "                           resends each sale until acknowledged (--deadline-ms)\n"
+        "  dead SERVICE             dead letters of inventory or reporting: entries that can\n"
+        "                           never apply (--after ID, --count N, --format)\n"
         "  tail PREFIX --from ID    replay committed sales after ID, then follow live\n"
         "options:\n");
     bus_config_usage(config, stdout);
@@ -270,6 +276,8 @@ int main(int argc, char **argv)
         rc = posctl_report(config, &cfg);
     else if (streq(cmd, "sim"))
         rc = posctl_sim(config, &cfg);
+    else if (streq(cmd, "dead"))
+        rc = posctl_dead(config, &cfg);
     else if (streq(cmd, "keygen"))
         rc = s_keygen(config);
     else {

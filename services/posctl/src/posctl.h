@@ -15,12 +15,15 @@ bus_msg_t *posctl_call(bus_client_t *client, const char *service, const char *me
                        bus_val_t **body_p);
 /* Print a reply body as JSON, or as table/csv when flat enough. */
 void posctl_print(const bus_val_t *body, const char *format);
+/* Print one CSV cell to stdout, quoted when needed, then a comma or (last) a newline. */
+void posctl_print_csv_cell(const char *text, bool last);
 
 int posctl_store(bus_config_t *config, const bus_conn_cfg_t *cfg);
 int posctl_catalog(bus_config_t *config, const bus_conn_cfg_t *cfg);
 int posctl_stock(bus_config_t *config, const bus_conn_cfg_t *cfg);
 int posctl_report(bus_config_t *config, const bus_conn_cfg_t *cfg);
 int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg);
+int posctl_dead(bus_config_t *config, const bus_conn_cfg_t *cfg);
 int posctl_tail_from(bus_config_t *config, const bus_conn_cfg_t *cfg, const char *prefix,
                      const char *from);
 

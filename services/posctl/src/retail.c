@@ -35,6 +35,7 @@ const bus_opt_t posctl_retail_opts[] = {
     {"top", BUS_OPT_INT, "10", 1, 1000, "report items/baskets: rows"},
     {"format", BUS_OPT_STR, "table", 0, 0, "report output: table, csv or json"},
     {"from", BUS_OPT_STR, NULL, 0, 0, "tail: replay committed sales after this stream id first"},
+    {"after", BUS_OPT_STR, NULL, 0, 0, "dead: list dead letters after this id (next page)"},
     {"registers", BUS_OPT_INT, "3", 1, 999, "sim: registers to simulate"},
     {"sales", BUS_OPT_INT, "100", 0, 100000000, "sim: tickets to ring up"},
     {"seed", BUS_OPT_INT, "1", 0, INT64_MAX, "sim: random seed"},
@@ -43,6 +44,8 @@ const bus_opt_t posctl_retail_opts[] = {
     {"repeat", BUS_OPT_INT, "1", 1, 10, "sim: upload every sale this many times"},
     {"register-base", BUS_OPT_INT, "0", 0, 9000, "sim: number registers from base+1"},
     {"lines", BUS_OPT_INT, "0", 0, 100, "sim: lines per sale ticket (0 = random 1-5)"},
+    {"deadline-ms", BUS_OPT_INT, "300000", 0, INT64_MAX,
+     "sim: keep resending a sale that is not acknowledged this long (0 = until stopped)"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 bus_client_t *posctl_client(bus_config_t *config, const bus_conn_cfg_t *cfg)
@@ -67,8 +70,7 @@ bus_msg_t *posctl_call(bus_client_t *client, const char *service, const char *me
     return reply;
 }
 
-/*  Print one CSV cell, quoted when needed, then a comma or (last) a newline. */
-static void s_print_csv_cell(const char *text, bool last)
+void posctl_print_csv_cell(const char *text, bool last)
 {
     char small[S_CELL_MAX];
     size_t need = posctl_csv_quote(text, small, sizeof(small));
@@ -99,8 +101,8 @@ static void s_flatten(const bus_val_t *v, const char *prefix, bool csv)
     bus_buf_t out = {0};
     bus_val_to_json(v, &out);
     if (csv) {
-        s_print_csv_cell(prefix, false);
-        s_print_csv_cell((const char *)out.data, true);
+        posctl_print_csv_cell(prefix, false);
+        posctl_print_csv_cell((const char *)out.data, true);
     } else
         printf("%-40s %s\n", prefix, (const char *)out.data);
     bus_buf_free(&out);
@@ -123,7 +125,7 @@ void posctl_print(const bus_val_t *body, const char *format)
         size_t ncols = bus_val_size(first);
         for (size_t c = 0; c < ncols; c++)
             if (csv)
-                s_print_csv_cell(bus_val_map_key(first, c), c + 1 == ncols);
+                posctl_print_csv_cell(bus_val_map_key(first, c), c + 1 == ncols);
             else
                 printf("%-16s", bus_val_map_key(first, c));
         if (!csv || ncols == 0)
@@ -140,7 +142,7 @@ void posctl_print(const bus_val_t *body, const char *format)
                     bus_val_to_json(v, &cell);
                 const char *text = cell.data ? (const char *)cell.data : "";
                 if (csv)
-                    s_print_csv_cell(text, c + 1 == ncols);
+                    posctl_print_csv_cell(text, c + 1 == ncols);
                 else
                     printf("%-16s", text);
                 bus_buf_free(&cell);

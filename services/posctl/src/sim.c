@@ -5,9 +5,19 @@
     does (member prices, discounts, voids, returns against earlier sales,
     cash rounding, tenders and change) from the catalog served by
     inventory, and uploads each completed sale to the sales service until it
-    is acknowledged. It prints a JSON summary of what it rang up (totals,
-    net quantity per SKU, tickets per register), which tests compare with
-    stock and reports.
+    is acknowledged. It prints a JSON summary of what was acknowledged
+    (totals, net quantity per SKU), which tests compare with stock and
+    reports.
+
+    Like a register, it never drops a sale silently. A failure that may
+    pass (no reply, no sales instance registered, "unavailable" while Redis
+    is down or refusing writes) is retried with the same sale document, so
+    the sales service's idempotency on sale_id makes a resend after a lost
+    reply harmless (it answers "duplicate"). Retries back off up to a cap
+    and go on until the sale is acknowledged, --deadline-ms has passed for
+    it, or the program is told to stop. Any other error is the sales
+    service refusing the sale for good. Either way the sale is listed in
+    the summary's "unacknowledged" and the exit code is 1.
     =========================================================================
 */
 #include <pos/ticket.h>
@@ -20,6 +30,9 @@
 #define S_CASH_NOTE      1000 /* customers pay cash in 10-yuan notes */
 #define S_REPLAY_PAGE    500
 #define S_LINES_LIMIT    100
+#define S_BACKOFF_MIN_MS 100  /* first pause before resending a sale */
+#define S_BACKOFF_MAX_MS 2000 /* pauses double up to this */
+#define S_SLEEP_SLICE_MS 50   /* a pause checks this often whether to stop */
 
 typedef struct {
     char sale_id[POS_SALE_ID_MAX + 1];
@@ -28,12 +41,145 @@ typedef struct {
     int64_t left;
 } s_returnable_t;
 
+/*  How the uploads went, for the summary. */
+typedef struct {
+    int64_t acknowledged; /* sales acknowledged at least once */
+    int64_t uploaded;     /* upload replies, repeats included */
+    int64_t duplicates;   /* replies saying the sale was committed already */
+    int64_t refused;      /* sales the sales service refused for good */
+    int64_t retries;      /* resends after a failure that may pass */
+    bus_val_t *unacked;   /* [{sale_id, code, error, attempts}] never acknowledged */
+} s_uploads_t;
+
 static uint64_t s_rng;
+static uint64_t s_jitter_rng; /* backoff jitter: must not disturb the tickets' random sequence */
 
 static uint32_t s_rand(void)
 {
     s_rng = s_rng * 6364136223846793005ULL + 1442695040888963407ULL;
     return (uint32_t)(s_rng >> 33);
+}
+
+/*  Whether the failed request may succeed when sent again: no reply, no instance registered, a
+    socket failure, or the service saying "unavailable" (Redis down or refusing writes). Decided
+    on the error code of the reply too, so it holds whichever client errcode carries it. */
+static bool s_transient(bus_client_t *client)
+{
+    const char *code = bus_client_remote_code(client);
+    if (strcmp(code, BUS_ERR_UNAVAILABLE) == 0 || strcmp(code, BUS_ERR_NO_SERVICE) == 0)
+        return true;
+    switch (bus_client_errcode(client)) {
+    case BUS_CLIENT_TIMEOUT:
+    case BUS_CLIENT_NO_SERVICE:
+    case BUS_CLIENT_IO:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/*  Sleep ms, in slices, returning early (false) when the program is told to stop. */
+static bool s_pause(int64_t ms)
+{
+    int64_t until = bus_mono_ms() + ms;
+    while (!bus_program_stopping()) {
+        int64_t left = until - bus_mono_ms();
+        if (left <= 0)
+            return true;
+        zclock_sleep((int)(left < S_SLEEP_SLICE_MS ? left : S_SLEEP_SLICE_MS));
+    }
+    return false;
+}
+
+/*  Upload doc until the sales service acknowledges it: resend the same document after a failure
+    that may pass, backing off, for up to deadline_ms from the first attempt (0 = no limit) or
+    until the program is told to stop. Returns the reply (caller destroys) or NULL with the
+    client's error set; *refused tells a refusal for good from giving up. *attempts counts sends,
+    *latency_us the time from the first send to the reply. */
+static bus_msg_t *s_upload(bus_client_t *client, const bus_val_t *doc, int64_t deadline_ms,
+                           s_uploads_t *up, int *attempts, bool *refused, int64_t *latency_us)
+{
+    int64_t first = bus_mono_ms(), first_us = zclock_usecs();
+    int64_t backoff = S_BACKOFF_MIN_MS;
+    const char *sale_id = bus_val_map_get_str(doc, "sale_id");
+    *attempts = 0;
+    *refused = false;
+    while (true) {
+        bus_val_t *body = bus_val_dup(doc);
+        (*attempts)++;
+        bus_msg_t *reply = bus_client_request(client, "sales", "sale.upload", &body);
+        if (reply) {
+            *latency_us = zclock_usecs() - first_us;
+            if (*attempts > 1)
+                fprintf(stderr, "posctl: sim: %s acknowledged after %d attempts\n", sale_id,
+                        *attempts);
+            return reply;
+        }
+        if (!s_transient(client)) {
+            *refused = true;
+            fprintf(stderr, "posctl: sim: %s refused: %s\n", sale_id, bus_client_errstr(client));
+            return NULL;
+        }
+        if (*attempts == 1)
+            fprintf(stderr, "posctl: sim: %s: %s; resending until acknowledged\n", sale_id,
+                    bus_client_errstr(client));
+        /* half to all of the backoff, so registers that failed together spread out again */
+        s_jitter_rng = s_jitter_rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        int64_t pause = backoff / 2 + (int64_t)((s_jitter_rng >> 33) % (uint64_t)(backoff / 2 + 1));
+        if (deadline_ms > 0) {
+            int64_t left = first + deadline_ms - bus_mono_ms();
+            if (left <= 0)
+                return NULL;
+            pause = pause < left ? pause : left; /* one last try at the deadline */
+        }
+        if (!s_pause(pause))
+            return NULL;
+        backoff = backoff * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : backoff * 2;
+        up->retries++;
+    }
+}
+
+/*  Upload a sale repeat times (each one until acknowledged); whether it was acknowledged. A sale
+    never acknowledged is added to up->unacked with the last error. */
+static bool s_upload_sale(bus_client_t *client, const bus_val_t *doc, int repeat,
+                          int64_t deadline_ms, s_uploads_t *up, int64_t *lat_us, int64_t *nlat)
+{
+    bool acked = false, refused = false;
+    int attempts = 0, total_attempts = 0;
+    for (int rep = 0; rep < repeat && !refused; rep++) {
+        int64_t latency = 0;
+        bus_msg_t *reply = s_upload(client, doc, deadline_ms, up, &attempts, &refused, &latency);
+        total_attempts += attempts;
+        if (!reply) {
+            up->refused += refused;
+            if (!refused)
+                break; /* gave up, or stopping */
+            continue;
+        }
+        lat_us[(*nlat)++] = latency;
+        bool dup = false;
+        bus_val_map_get_bool(bus_msg_body(reply), "duplicate", &dup);
+        up->duplicates += dup;
+        up->uploaded++;
+        acked = true;
+        bus_msg_destroy(&reply);
+    }
+    if (acked) {
+        up->acknowledged++;
+        return true;
+    }
+    bus_val_t *miss = bus_val_new_map();
+    bus_val_map_set_str(miss, "sale_id", bus_val_map_get_str(doc, "sale_id"));
+    const char *code = bus_client_remote_code(client);
+    bus_val_map_set_str(miss, "code",
+                        *code                                                 ? code
+                        : bus_client_errcode(client) == BUS_CLIENT_TIMEOUT    ? "timeout"
+                        : bus_client_errcode(client) == BUS_CLIENT_NO_SERVICE ? BUS_ERR_NO_SERVICE
+                                                                              : "io");
+    bus_val_map_set_str(miss, "error", bus_client_errstr(client));
+    bus_val_map_set_int(miss, "attempts", total_attempts);
+    bus_val_arr_push(up->unacked, &miss);
+    return false;
 }
 
 /*  The active catalog, from inventory's snapshot pages. */
@@ -178,9 +324,9 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
     int repeat = (int)bus_config_int(config, "repeat");
     int base = (int)bus_config_int(config, "register-base");
     int fixed_lines = (int)bus_config_int(config, "lines");
-    int64_t *lat_us = calloc((size_t)(sales * repeat + 1), sizeof(*lat_us));
-    int64_t nlat = 0;
+    int64_t deadline_ms = bus_config_int(config, "deadline-ms");
     s_rng = (uint64_t)bus_config_int(config, "seed") * 2654435761ULL + 1;
+    s_jitter_rng = (uint64_t)zclock_usecs() ^ (uint64_t)getpid();
     bus_client_t *client = posctl_client(config, cfg);
     if (!client)
         return POSCTL_EXIT_FAIL;
@@ -192,13 +338,16 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
         bus_client_destroy(&client);
         return POSCTL_EXIT_FAIL;
     }
+    int64_t *lat_us = calloc((size_t)(sales * repeat + 1), sizeof(*lat_us));
+    int64_t nlat = 0;
     s_returnable_t *returnable = calloc(S_RETURNABLE_MAX, sizeof(*returnable));
     int nret = 0;
     int64_t *net_qty = calloc((size_t)nitems, sizeof(*net_qty));
-    int64_t total = 0, uploaded = 0, dups = 0, refused = 0, n_sales = 0, n_returns = 0;
+    int64_t total = 0, n_tickets = 0, n_sales = 0, n_returns = 0;
     int64_t cash_expected = 0;
+    s_uploads_t up = {.unacked = bus_val_new_arr()};
     int64_t t0 = bus_mono_ms();
-    for (int64_t n = 0; n < sales; n++) {
+    for (int64_t n = 0; n < sales && !bus_program_stopping(); n++) {
         char reg[8], sale_id[POS_SALE_ID_MAX + 1];
         snprintf(reg, sizeof(reg), "R%02d", base + (int)(n % registers) + 1);
         int64_t seq = first_seq + n / registers;
@@ -208,14 +357,16 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
         pos_ticket_set_cash_rounding(t, true);
         bool is_return = nret > 0 && (int)(s_rand() % 100) < returns_pct;
         int picked[S_LINES_LIMIT], npicked = 0;
+        s_returnable_t *original = NULL;
         if (is_return) {
-            s_returnable_t *r = &returnable[s_rand() % (uint32_t)nret];
-            if (r->left == 0)
+            original = &returnable[s_rand() % (uint32_t)nret];
+            if (original->left == 0) {
                 is_return = false;
-            else {
-                pos_ticket_add_return(t, &items[r->item], 1, r->unit_price, r->sale_id, NULL);
-                r->left--;
-                net_qty[r->item] -= 1;
+                original = NULL;
+            } else {
+                pos_ticket_add_return(t, &items[original->item], 1, original->unit_price,
+                                      original->sale_id, NULL);
+                original->left--;
             }
         }
         if (!is_return) {
@@ -235,7 +386,20 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
         }
         pos_ticket_compute(t);
         s_pay(t);
-        if (!is_return)
+        n_tickets++;
+        bus_val_t *doc = s_sale_doc(t, sale_id, store, reg, seq, is_return ? "return" : "sale");
+        bool acked = s_upload_sale(client, doc, repeat, deadline_ms, &up, lat_us, &nlat);
+        bus_val_destroy(&doc);
+        if (!acked) {
+            /* never committed: not in the totals, and its original can be returned again */
+            if (original)
+                original->left++;
+            pos_ticket_destroy(&t);
+            continue;
+        }
+        if (is_return)
+            net_qty[original->item] -= 1;
+        else
             for (int i = 0; i < pos_ticket_line_count(t); i++) {
                 const pos_line_t *l = pos_ticket_line(t, i);
                 if (l->voided)
@@ -250,25 +414,7 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
                     r->left = l->qty;
                 }
             }
-        bus_val_t *doc = s_sale_doc(t, sale_id, store, reg, seq, is_return ? "return" : "sale");
         const pos_totals_t *tot = pos_ticket_totals(t);
-        for (int rep = 0; rep < repeat; rep++) {
-            bus_val_t *body = bus_val_dup(doc);
-            int64_t t_up = zclock_usecs();
-            bus_msg_t *reply = bus_client_request(client, "sales", "sale.upload", &body);
-            lat_us[nlat++] = zclock_usecs() - t_up;
-            if (!reply) {
-                refused++;
-                fprintf(stderr, "posctl: sim: %s: %s\n", sale_id, bus_client_errstr(client));
-                continue;
-            }
-            bool dup = false;
-            bus_val_map_get_bool(bus_msg_body(reply), "duplicate", &dup);
-            dups += dup;
-            uploaded++;
-            bus_msg_destroy(&reply);
-        }
-        bus_val_destroy(&doc);
         total += tot->total;
         for (int i = 0; i < pos_ticket_tender_count(t); i++)
             if (pos_ticket_tender(t, i)->kind == POS_TENDER_CASH)
@@ -279,14 +425,18 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
         pos_ticket_destroy(&t);
     }
     int64_t took = bus_mono_ms() - t0;
+    int64_t missing = (int64_t)bus_val_size(up.unacked);
     bus_val_t *summary = bus_val_new_map();
     bus_val_map_set_str(summary, "store", store);
-    bus_val_map_set_int(summary, "tickets", n_sales + n_returns);
+    bus_val_map_set_int(summary, "tickets", n_tickets);
+    bus_val_map_set_int(summary, "acknowledged", up.acknowledged);
     bus_val_map_set_int(summary, "sales", n_sales);
     bus_val_map_set_int(summary, "returns", n_returns);
-    bus_val_map_set_int(summary, "uploaded", uploaded);
-    bus_val_map_set_int(summary, "duplicates", dups);
-    bus_val_map_set_int(summary, "refused", refused);
+    bus_val_map_set_int(summary, "uploaded", up.uploaded);
+    bus_val_map_set_int(summary, "duplicates", up.duplicates);
+    bus_val_map_set_int(summary, "refused", up.refused);
+    bus_val_map_set_int(summary, "retries", up.retries);
+    bus_val_map_set(summary, "unacknowledged", &up.unacked);
     bus_val_map_set_int(summary, "total_fen", total);
     bus_val_map_set_int(summary, "cash_expected_fen", cash_expected);
     bus_val_map_set_int(summary, "elapsed_ms", took);
@@ -305,7 +455,12 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
     free(returnable);
     free(items);
     bus_client_destroy(&client);
-    return refused ? POSCTL_EXIT_FAIL : POSCTL_EXIT_OK;
+    if (missing > 0)
+        fprintf(stderr,
+                "posctl: sim: %" PRId64 " of %" PRId64 " sales were never acknowledged "
+                "(listed under \"unacknowledged\")\n",
+                missing, n_tickets);
+    return missing > 0 || n_tickets < sales ? POSCTL_EXIT_FAIL : POSCTL_EXIT_OK;
 }
 
 /*  Print every committed sale after *last (one JSON line each), advancing *last. 0 or -1. */
