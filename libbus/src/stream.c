@@ -426,6 +426,8 @@ static int s_claim(bus_stream_reader_t *self, int count, bus_stream_fn *fn, void
     snprintf(self->claim_cursor, sizeof(self->claim_cursor), "%s", r->element[0]->str);
     redisReply *entries = r->element[1];
     *seen = entries->type == REDIS_REPLY_ARRAY ? (int)entries->elements : 0;
+    if (*seen > 0 && strcmp(self->claim_cursor, "0-0") != 0)
+        self->next_claim = 0; /* a dead instance left more: go on at the next poll */
     int n = s_apply(self, entries, fn, arg, true);
     freeReplyObject(r);
     return n;

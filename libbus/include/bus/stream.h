@@ -78,9 +78,10 @@ void bus_stream_reader_set_claim_idle(bus_stream_reader_t *self, int ms);
 /* Read and apply up to count entries from each source, waiting up to block_ms for new ones (0 =
    don't wait; no wait when other work was found). Walks this consumer's own pending entries first
    (after a start, and after failures once the retry delay has passed), claims idle ones from
-   others every second, then reads new ones. Entries are given to fn whole, whatever their number
-   of fields; entries deleted from the stream are acknowledged unseen. Returns the number applied
-   or parked, or -1 on a Redis error (see bus_redis_errstr). Every failure is counted (errors). */
+   others every second (and at the next poll again while a claim finds some and has more to
+   scan), then reads new ones. Entries are given to fn whole, whatever their number of fields;
+   entries deleted from the stream are acknowledged unseen. Returns the number applied or parked,
+   or -1 on a Redis error (see bus_redis_errstr). Every failure is counted (errors). */
 int bus_stream_reader_poll(bus_stream_reader_t *self, int count, int block_ms, bus_stream_fn *fn,
                            void *arg);
 
