@@ -40,9 +40,12 @@ done
 
 echo "== redis-server on 127.0.0.1:$REDIS_PORT (data in $VAR/redis, password in $VAR/redis.pass)"
 mkdir -p "$VAR/redis"
-[ -f "$VAR/redis.pass" ] || { head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$VAR/redis.pass"; chmod 600 "$VAR/redis.pass"; }
+# The password never appears on a command line (ps shows those to every user): redis-server
+# reads it from its config file, redis-cli from REDISCLI_AUTH, the services from
+# --redis-password-file. Both files are created 0600 (umask), never readable for a moment.
+[ -f "$VAR/redis.pass" ] || (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$VAR/redis.pass")
 REDIS_PASS=$(cat "$VAR/redis.pass")
-cat > "$VAR/redis.conf" <<CONF
+(umask 077; cat > "$VAR/redis.conf") <<CONF
 bind 127.0.0.1
 port $REDIS_PORT
 dir $VAR/redis
