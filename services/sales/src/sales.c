@@ -84,7 +84,7 @@ static bool s_reply_ok(const redisReply *r)
     reply is a bug on this side and `internal`. Frees r (may be NULL); returns -1. */
 static int s_redis_failed(s_sales_t *self, bus_service_t *svc, redisReply *r, const char *what)
 {
-    (*self->c_redis_errors)++;
+    bus_stats_inc(self->c_redis_errors, 1);
     int rc;
     if (!r || bus_redis_reply_transient(r)) {
         const char *err = r ? r->str : bus_redis_errstr(self->redis);
@@ -223,7 +223,7 @@ static bus_val_t *s_sale_event(const bus_val_t *sale, const char *stream_id, con
 /*  Announce a hole in a register's sequence, to subscribers and to the register itself. */
 static void s_announce_gap(s_sales_t *self, const pos_sale_t *sale, int64_t from, int64_t to)
 {
-    (*self->c_gaps)++;
+    bus_stats_inc(self->c_gaps, 1);
     bus_val_t *gap = bus_val_new_map();
     bus_val_map_set_str(gap, "store", sale->store);
     bus_val_map_set_str(gap, "register", sale->reg);
@@ -258,7 +258,7 @@ static redisReply *s_commit(s_sales_t *self, bus_service_t *svc, const bus_val_t
         goto out_free;
     }
     if (sales_doc_commit_keys(sale, keys, why, sizeof(why)) != 0) {
-        (*self->c_refused)++;
+        bus_stats_inc(self->c_refused, 1);
         bus_service_error(svc, "bad_sale", "%s", why);
         goto out_free;
     }
@@ -307,7 +307,7 @@ static int s_upload_reply(s_sales_t *self, bus_service_t *svc, const bus_val_t *
     const char *status = s_elem_str(r, 0);
     const char *a = s_elem_str(r, 1), *b = s_elem_str(r, 2);
     if (status && strcmp(status, "err") == 0 && a && b) {
-        (*self->c_refused)++;
+        bus_stats_inc(self->c_refused, 1);
         bus_service_error(svc, a, "%s", b);
         freeReplyObject(r);
         return -1;
@@ -320,13 +320,13 @@ static int s_upload_reply(s_sales_t *self, bus_service_t *svc, const bus_val_t *
     bus_val_map_set_str(reply, "business_day", b);
     bus_val_map_set_bool(reply, "duplicate", dup);
     if (dup) {
-        (*self->c_dups)++;
+        bus_stats_inc(self->c_dups, 1);
         freeReplyObject(r);
         return 0;
     }
-    (*self->c_committed)++;
+    bus_stats_inc(self->c_committed, 1);
     if (flags[0]) {
-        (*self->c_flagged)++;
+        bus_stats_inc(self->c_flagged, 1);
         bus_val_map_set_str(reply, "review", flags);
     }
     bus_val_t *event = s_sale_event(doc, a, b, flags);
@@ -351,14 +351,14 @@ static int s_upload(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     int rc = -1;
     if (sales_doc_decode(doc, &sale, why, sizeof(why)) != 0 ||
         pos_sale_check(&sale, why, sizeof(why)) != POS_OK) {
-        (*self->c_refused)++;
+        bus_stats_inc(self->c_refused, 1);
         bus_service_error(svc, "bad_sale", "%s", why);
         goto out_clear_sale;
     }
     int known = s_store_known(self, svc, sale.store);
     if (known <= 0) {
         if (known == 0) {
-            (*self->c_refused)++;
+            bus_stats_inc(self->c_refused, 1);
             bus_service_error(svc, "unknown_store", "store '%s' is not registered", sale.store);
         }
         goto out_clear_sale;
@@ -719,7 +719,7 @@ int main(int argc, char **argv)
     bus_service_on(self.svc, "day.close", s_close_day, &self);
     bus_service_on_read(self.svc, "day.current", s_current_day, &self);
     svc_core_run(&core, NULL, NULL);
-    bus_info("sales.stopping", "committed=%" PRId64, *self.c_committed);
+    bus_info("sales.stopping", "committed=%" PRId64, bus_stats_load(self.c_committed));
     zhashx_destroy(&self.catalog);
     zhashx_destroy(&self.stores);
     svc_core_stop(&core);
