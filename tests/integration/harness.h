@@ -514,7 +514,7 @@ static inline pid_t h_start_echo(h_bus_t *bus, const char *logname, const char *
     return h_spawn(logname, argv);
 }
 
-/*  Wait until busd answers health (up to timeout_ms). */
+/*  Wait until busd answers health (up to timeout_ms); on timeout say why. */
 static inline bool h_wait_busd(bus_client_t *client, int timeout_ms)
 {
     int64_t deadline = bus_mono_ms() + timeout_ms;
@@ -525,6 +525,8 @@ static inline bool h_wait_busd(bus_client_t *client, int timeout_ms)
             return true;
         }
     }
+    printf("     busd: no health reply within %d ms (%s)\n", timeout_ms,
+           bus_client_errstr(client));
     return false;
 }
 
@@ -545,16 +547,20 @@ static inline int h_instances(bus_client_t *client, const char *service)
     return count;
 }
 
-/*  Wait until service has exactly n instances registered. */
+/*  Wait until service has exactly n instances registered; on timeout say how many there were. */
 static inline bool h_wait_instances(bus_client_t *client, const char *service, int n,
                                     int timeout_ms)
 {
     int64_t deadline = bus_mono_ms() + timeout_ms;
+    int seen = -1;
     while (bus_mono_ms() < deadline) {
-        if (h_instances(client, service) == n)
+        seen = h_instances(client, service);
+        if (seen == n)
             return true;
         zclock_sleep(50);
     }
+    printf("     %s: %d instances registered after %d ms, expected %d (-1: busd silent)\n",
+           service, seen, timeout_ms, n);
     return false;
 }
 

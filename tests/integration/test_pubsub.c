@@ -17,7 +17,7 @@ static int64_t s_publish(bus_client_t *client, const char *topic, int count, int
     bus_val_map_set_str(body, "topic", topic);
     bus_val_map_set_int(body, "count", count);
     bus_val_map_set_int(body, "interval_ms", interval_ms);
-    bus_msg_t *rep = bus_client_request(client, "echo", "publish", &body);
+    bus_msg_t *rep = h_request(client, "echo", "publish", &body, "ask echo to publish");
     int64_t sent = -1;
     if (rep)
         bus_val_map_get_int(bus_msg_body(rep), "sent", &sent);
@@ -94,14 +94,17 @@ int main(void)
     CHECK(s_wait_flowing(client, sub, "sale.warmup"), "events flow from echo to subscriber");
 
     /* unsubscribed topics are filtered out, subscribed ones arrive complete and in order */
-    CHECK(s_publish(client, "stock.low", 50, 0) == 50, "published 50 stock.low (not subscribed)");
-    CHECK(s_publish(client, "sale.completed", 1000, 0) == 1000, "published 1000 sale.completed");
+    int64_t sent = s_publish(client, "stock.low", 50, 0);
+    CHECK(sent == 50, "published 50 stock.low, not subscribed (%" PRId64 " sent)", sent);
+    sent = s_publish(client, "sale.completed", 1000, 0);
+    CHECK(sent == 1000, "published 1000 sale.completed (%" PRId64 " sent)", sent);
     bool in_order, topics_ok;
     int got = s_receive(sub, 1000, "sale.", &in_order, &topics_ok);
     CHECK(got == 1000, "subscriber received 1000 of 1000 across processes (%d)", got);
     CHECK(in_order, "events arrived in order with intact bodies");
     CHECK(topics_ok, "only subscribed topics delivered");
-    CHECK(bus_sub_codec_stats(sub)->rejected[BUS_REJ_MALFORMED] == 0, "no malformed events");
+    CHECK(bus_sub_codec_stats(sub)->rejected[BUS_REJ_MALFORMED] == 0, "no malformed events (%" PRIu64
+          ")", bus_sub_codec_stats(sub)->rejected[BUS_REJ_MALFORMED]);
 
     /* busd killed and restarted: the same subscriber and publisher recover */
     h_stop(bus.busd, SIGKILL);
@@ -114,7 +117,8 @@ int main(void)
     CHECK(s_wait_flowing(client, sub, "sale.warmup"),
           "events flow again after busd restart, no resubscribe by the test (%" PRId64 " ms)",
           bus_mono_ms() - t0);
-    CHECK(s_publish(client, "sale.completed", 500, 0) == 500, "published 500 after restart");
+    sent = s_publish(client, "sale.completed", 500, 0);
+    CHECK(sent == 500, "published 500 after restart (%" PRId64 " sent)", sent);
     got = s_receive(sub, 500, "sale.", &in_order, &topics_ok);
     CHECK(got == 500 && in_order, "received 500 of 500 in order after busd restart (%d)", got);
 
