@@ -1,4 +1,5 @@
-/*  Shared by the libbus unit tests: CHECK prints one line per check; FINISH prints the closing
+/*  Shared by the libbus unit tests: CHECK prints one line per check (a failing check should
+    print what it expected and what it got; CHECK_EQ does for integers); FINISH prints the closing
     "N passed, N failed" line and gives the exit code. */
 #ifndef BUS_TESTUTIL_H_INCLUDED
 #define BUS_TESTUTIL_H_INCLUDED
@@ -18,6 +19,14 @@ static int t_passed, t_failed;
         }                                                                                          \
         printf(__VA_ARGS__);                                                                       \
         printf("\n");                                                                              \
+        fflush(stdout); /* kept if a sanitizer aborts the test later */                            \
+    } while (0)
+
+/*  CHECK that two integers are equal, printing both either way. */
+#define CHECK_EQ(actual, expected, what)                                                           \
+    do {                                                                                           \
+        long long t_a_ = (long long)(actual), t_e_ = (long long)(expected);                        \
+        CHECK(t_a_ == t_e_, "%s (expected %lld, got %lld)", what, t_e_, t_a_);                     \
     } while (0)
 
 #define FINISH(name)                                                                               \

@@ -1,4 +1,5 @@
-/*  Shared by the libpos tests: one line per check, a closing "N passed, N failed" line. */
+/*  Shared by the libpos tests: one line per check (CHECK_EQ prints expected and actual), a
+    closing "N passed, N failed" line. */
 #ifndef POS_TESTUTIL_H_INCLUDED
 #define POS_TESTUTIL_H_INCLUDED
 
@@ -17,6 +18,14 @@ static int t_passed, t_failed;
         }                                                                                          \
         printf(__VA_ARGS__);                                                                       \
         printf("\n");                                                                              \
+        fflush(stdout); /* kept if a sanitizer aborts the test later */                            \
+    } while (0)
+
+/*  CHECK that two integers are equal, printing both either way. */
+#define CHECK_EQ(actual, expected, what)                                                           \
+    do {                                                                                           \
+        long long t_a_ = (long long)(actual), t_e_ = (long long)(expected);                        \
+        CHECK(t_a_ == t_e_, "%s (expected %lld, got %lld)", what, t_e_, t_a_);                     \
     } while (0)
 
 #define FINISH(name)                                                                               \

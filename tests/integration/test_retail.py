@@ -37,6 +37,10 @@ c.check(st.wait_healthy(["sales", "inventory", "reporting"]), "sales, 2 inventor
         "reporting instances healthy")
 st.posctl("store", "add", "S001", "Test store", check=True)
 bus = Bus(st)
+shown = [t for t, p in st.procs.items()
+         if st.password.encode() in open(f"/proc/{p.pid}/cmdline", "rb").read()]
+c.check(not shown, f"the Redis password is on no command line ps shows ({len(st.procs)} "
+        f"processes; shown by: {shown})")
 
 
 def subscriber(prefix):
