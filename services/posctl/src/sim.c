@@ -78,6 +78,25 @@ static bool s_transient(bus_client_t *client)
     }
 }
 
+/*  A short name for the client's last error: the service's error code when it answered, else
+    timeout, no_service, invalid or io. */
+static const char *s_error_code(bus_client_t *client)
+{
+    const char *code = bus_client_remote_code(client);
+    if (*code)
+        return code;
+    switch (bus_client_errcode(client)) {
+    case BUS_CLIENT_TIMEOUT:
+        return "timeout";
+    case BUS_CLIENT_NO_SERVICE:
+        return BUS_ERR_NO_SERVICE;
+    case BUS_CLIENT_INVALID:
+        return "invalid";
+    default:
+        return "io";
+    }
+}
+
 /*  Sleep ms, in slices, returning early (false) when the program is told to stop. */
 static bool s_pause(int64_t ms)
 {
@@ -170,12 +189,7 @@ static bool s_upload_sale(bus_client_t *client, const bus_val_t *doc, int repeat
     }
     bus_val_t *miss = bus_val_new_map();
     bus_val_map_set_str(miss, "sale_id", bus_val_map_get_str(doc, "sale_id"));
-    const char *code = bus_client_remote_code(client);
-    bus_val_map_set_str(miss, "code",
-                        *code                                                 ? code
-                        : bus_client_errcode(client) == BUS_CLIENT_TIMEOUT    ? "timeout"
-                        : bus_client_errcode(client) == BUS_CLIENT_NO_SERVICE ? BUS_ERR_NO_SERVICE
-                                                                              : "io");
+    bus_val_map_set_str(miss, "code", s_error_code(client));
     bus_val_map_set_str(miss, "error", bus_client_errstr(client));
     bus_val_map_set_int(miss, "attempts", total_attempts);
     bus_val_arr_push(up->unacked, &miss);
@@ -460,7 +474,7 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
                 "posctl: sim: %" PRId64 " of %" PRId64 " sales were never acknowledged "
                 "(listed under \"unacknowledged\")\n",
                 missing, n_tickets);
-    return missing > 0 || n_tickets < sales ? POSCTL_EXIT_FAIL : POSCTL_EXIT_OK;
+    return missing > 0 || up.refused > 0 || n_tickets < sales ? POSCTL_EXIT_FAIL : POSCTL_EXIT_OK;
 }
 
 /*  Print every committed sale after *last (one JSON line each), advancing *last. 0 or -1. */
