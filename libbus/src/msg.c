@@ -276,11 +276,13 @@ bus_msg_t *bus_msg_decode(const void *data, size_t len, const bus_limits_t *limi
     bus_val_get_int(field[0], &v);
     const char *type = bus_val_get_str(field[1], &type_len);
     const char *id = bus_val_get_str(field[2], &id_len);
-    const char *src = bus_val_get_str(field[3], NULL);
+    size_t src_len;
+    const char *src = bus_val_get_str(field[3], &src_len);
     bus_val_get_int(field[4], &seq);
     bus_val_get_int(field[5], &ts);
     if (v < 1 || v > BUS_MSG_VERSION || type_len == 0 || id_len == 0 || id_len > BUS_MSG_ID_LEN ||
-        seq < 0 || ts < 0 || strlen(type) != type_len)
+        seq < 0 || ts < 0 || strlen(type) != type_len || strlen(id) != id_len ||
+        strlen(src) != src_len) /* a NUL inside would cut the text C code sees */
         return s_reject(&tree, stats, reason, BUS_REJ_BAD_VALUE);
 
     bus_msg_t *self = calloc(1, sizeof(*self));
