@@ -119,6 +119,25 @@ void bus_stream_reader_counts(bus_stream_reader_t *self, bus_stream_counts_t *ou
     out->errors = __atomic_load_n(&self->errors, __ATOMIC_RELAXED);
 }
 
+/*  Does our group exist on the stream? Asked with a read-only command. */
+static bool s_group_exists(bus_stream_reader_t *self)
+{
+    redisReply *r = bus_redis_command(self->redis, "XINFO GROUPS %s", self->stream);
+    bool found = false;
+    for (size_t g = 0; r && r->type == REDIS_REPLY_ARRAY && g < r->elements && !found; g++) {
+        redisReply *grp = r->element[g];
+        for (size_t k = 0; grp->type == REDIS_REPLY_ARRAY && k + 1 < grp->elements; k += 2)
+            if (grp->element[k]->type == REDIS_REPLY_STRING &&
+                strcmp(grp->element[k]->str, "name") == 0 &&
+                grp->element[k + 1]->type == REDIS_REPLY_STRING &&
+                strcmp(grp->element[k + 1]->str, self->group) == 0)
+                found = true;
+    }
+    if (r)
+        freeReplyObject(r);
+    return found;
+}
+
 static int s_ensure_group(bus_stream_reader_t *self)
 {
     if (self->group_ready)
@@ -129,6 +148,9 @@ static int s_ensure_group(bus_stream_reader_t *self)
         return -1;
     bool ok = r->type != REDIS_REPLY_ERROR || strstr(r->str, "BUSYGROUP");
     freeReplyObject(r);
+    if (!ok)
+        ok = s_group_exists(self); /* CREATE is a write: refused (OOM...) even for a group
+                                      that exists, which XREADGROUP could read */
     self->group_ready = ok;
     return ok ? 0 : -1;
 }

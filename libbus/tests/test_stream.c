@@ -512,6 +512,39 @@ static void s_test_deleted(bus_redis_t *redis)
     bus_stream_reader_destroy(&reader);
 }
 
+/*  A reader started while Redis refuses writes (out of memory) still reads a group that exists:
+    XGROUP CREATE is refused then, XREADGROUP and XACK are not. */
+static void s_test_group_under_oom(bus_redis_t *redis)
+{
+    s_sink_t sink;
+    s_sink_init(&sink);
+    bus_stream_reader_t *first = bus_stream_reader_new(redis, "t:oom", "g-oom", "c1");
+    bus_stream_reader_poll(first, 10, 0, s_apply, &sink); /* creates the group */
+    bus_stream_reader_destroy(&first);
+    for (int i = 0; i < 5; i++)
+        s_add(redis, "t:oom", &sink);
+    redisReply *r = bus_redis_command(redis, "CONFIG SET maxmemory-policy noeviction");
+    if (r)
+        freeReplyObject(r);
+    r = bus_redis_command(redis, "CONFIG SET maxmemory 1");
+    if (r)
+        freeReplyObject(r);
+    r = bus_redis_command(redis, "XGROUP CREATE t:oom g-oom 0");
+    bool refused = r && r->type == REDIS_REPLY_ERROR && strstr(r->str, "OOM");
+    if (r)
+        freeReplyObject(r);
+    bus_stream_reader_t *reader = bus_stream_reader_new(redis, "t:oom", "g-oom", "c2");
+    s_poll_until(reader, &sink, 5, 10);
+    int twice, once = s_once(&sink, &twice);
+    r = bus_redis_command(redis, "CONFIG SET maxmemory 0");
+    if (r)
+        freeReplyObject(r);
+    CHECK(refused && once == 5 && twice == 0,
+          "out of memory (XGROUP CREATE refused: %s), a new reader still applied %d of 5 once",
+          refused ? "yes" : "no", once);
+    bus_stream_reader_destroy(&reader);
+}
+
 static void s_test_backoff(bus_redis_t *redis)
 {
     s_sink_t sink;
@@ -668,6 +701,7 @@ int main(void)
     s_test_claim(redis);
     s_test_deleted(redis);
     s_test_backoff(redis);
+    s_test_group_under_oom(redis);
     CHECK(bus_stream_id_valid("1-0") && bus_stream_id_valid("1700000000000-12") &&
               !bus_stream_id_valid("1-") && !bus_stream_id_valid("-1") &&
               !bus_stream_id_valid("1-2 3") && !bus_stream_id_valid(""),
