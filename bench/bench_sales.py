@@ -172,3 +172,4 @@ for tag, secs in sorted(cpu.items()):
 print(f"sales.e2e.wall_s: {t_applied - t0:.2f}")
 for us, name, calls in usec[:6]:
     print(f"redis.cmd.{name}.usec_per_sale: {us / (per * PROCS):.1f}")
+    print(f"redis.cmd.{name}.calls_per_sale: {calls / (per * PROCS):.2f}")

@@ -43,10 +43,16 @@ static const char s_claim_lua[] = "local v = redis.call('GET', KEYS[1])\n"
                                   "redis.call('SET', KEYS[1], 'P', 'PX', ARGV[1])\n"
                                   "return false\n";
 
+typedef enum {
+    S_CACHED = 0, /* state-changing: runs once per request id through the reply cache */
+    S_READ,       /* read-only: never cached */
+    S_OWN         /* state-changing, exactly once by itself (keys its write on the request id) */
+} s_kind_t;
+
 typedef struct {
     bus_handler_fn *fn;
     void *arg;
-    bool read_only;
+    s_kind_t kind;
 } s_handler_t;
 
 struct bus_service {
@@ -163,26 +169,32 @@ void bus_service_destroy(bus_service_t **self_p)
 }
 
 static int s_on(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg,
-                bool read_only)
+                s_kind_t kind)
 {
     s_handler_t *h = malloc(sizeof(*h));
     if (!h)
         return -1;
     h->fn = fn;
     h->arg = arg;
-    h->read_only = read_only;
+    h->kind = kind;
     zhashx_update(self->handlers, method, h);
     return 0;
 }
 
 int bus_service_on(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg)
 {
-    return s_on(self, method, fn, arg, false);
+    return s_on(self, method, fn, arg, S_CACHED);
 }
 
 int bus_service_on_read(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg)
 {
-    return s_on(self, method, fn, arg, true);
+    return s_on(self, method, fn, arg, S_READ);
+}
+
+int bus_service_on_idempotent(bus_service_t *self, const char *method, bus_handler_fn *fn,
+                              void *arg)
+{
+    return s_on(self, method, fn, arg, S_OWN);
 }
 
 void bus_service_set_health(bus_service_t *self, bus_health_fn *fn, void *arg)
@@ -443,7 +455,7 @@ static void s_dispatch(bus_service_t *self, zframe_t *client, zframe_t *corr, zf
         return;
     }
     char key[BUS_KEY_MAX];
-    bool cached = self->cache && !h->read_only;
+    bool cached = self->cache && h->kind == S_CACHED;
     if (cached && s_cache_claim(self, req, key, client, corr) != 0) {
         bus_msg_destroy(&req); /* answered from the cache, or refused */
         return;

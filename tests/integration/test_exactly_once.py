@@ -98,6 +98,38 @@ def check_recall(restart):
             f"{when}: a different recall of the same ticket finds nothing: {other['body']}")
 
 
+def check_upload(restart, seq):
+    """sale.upload keys its commit on the sale id and the request id itself: a retry of the
+    committing request is answered as the first time (duplicate false), another upload of the
+    same sale as a duplicate; the sale is committed once."""
+    when = "across a restart" if restart else "on a running service"
+    sale = {"sale_id": f"S1-R9-{seq:06d}", "store": "S1", "register": "R9", "seq": seq,
+            "cashier": "c1", "ts": int(time.time() * 1000), "kind": "nosale", "lines": [],
+            "tenders": [], "total": 0}
+    env = envelope("sale.upload", sale)
+    first = send(env, "sale.upload, first attempt")
+    if restart:
+        restart_sales()
+    again = send(env, "sale.upload, the retry")
+    other = send(envelope("sale.upload", sale), "the same sale in a new request")
+    fb, ab, ob = first["body"], again["body"], other["body"]
+    c.check(first["type"] == "reply" and fb.get("duplicate") is False,
+            f"{when}: the sale is committed: {first['type']} {fb}")
+    c.check(again["type"] == "reply" and ab.get("duplicate") is False and
+            ab.get("stream_id") == fb.get("stream_id"),
+            f"{when}: the retry gets the first reply (duplicate false, same stream id): {ab}")
+    c.check(other["type"] == "reply" and ob.get("duplicate") is True and
+            ob.get("stream_id") == fb.get("stream_id"),
+            f"{when}: a new request for the same sale is a duplicate: {ob}")
+    out = st.redis_cli("XRANGE", "sales:stream", "-", "+").stdout.splitlines()
+    entries = sum(1 for i in range(len(out) - 1) if out[i] == "sale_id" and
+                  out[i + 1] == sale["sale_id"])
+    c.check(entries == 1, f"{when}: {sale['sale_id']} is in the sales stream once "
+            f"(found {entries} times)")
+
+
+check_upload(restart=False, seq=1)
+check_upload(restart=True, seq=2)
 check_close(restart=False)
 check_close(restart=True)
 check_recall(restart=False)

@@ -46,6 +46,13 @@ int bus_service_on(bus_service_t *self, const char *method, bus_handler_fn *fn, 
 /* Register the handler of a read-only method: it changes nothing, so it is never cached and may
    run for every attempt. */
 int bus_service_on_read(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg);
+/* Register the handler of a state-changing method that is exactly once by itself: its one
+   atomic write is keyed on a domain id and remembers bus_msg_id(req), so it answers a retry of
+   the same request with the first reply (and another request for the same thing as a
+   duplicate). The reply cache is skipped: on the hottest path (sale.upload) that saves two Redis
+   round trips and a kept reply per request. */
+int bus_service_on_idempotent(bus_service_t *self, const char *method, bus_handler_fn *fn,
+                              void *arg);
 void bus_service_set_health(bus_service_t *self, bus_health_fn *fn, void *arg);
 /* Report Redis reachability in health: adds "redis": bool (a PING per health request) and the
    instance is unhealthy while Redis is unreachable. redis stays owned by the caller. */

@@ -7,9 +7,12 @@
 --       then pairs (original sale hash, returned hash) per original
 -- ARGV: 1 sale id, 2 payload, 3 register, 4 seq, 5 store, 6 review flags, 7 today,
 --       8 number of originals, 9 return lines (MessagePack array of [original index, sku,
---       unit, qty returned > 0, amount refunded >= 0, refunded per unit]), then the original ids
--- Returns {'ok', stream id, day, gap from, gap to}, {'dup', stream id, day} or
--- {'err', code, message}.
+--       unit, qty returned > 0, amount refunded >= 0, refunded per unit]), 10 request id,
+--       then the original ids
+-- Returns {'ok', stream id, day, gap from, gap to}, {'dup', stream id, day, 0, 0, same request
+-- (1: a retry of the request that committed it), review flags} or {'err', code, message}.
+-- The request id is kept on the sale hash, so a retry of the committing request is told so and
+-- answered with the first reply (the service layer's reply cache is not needed for uploads).
 --
 -- A returned hash holds, per SKU, the quantity returned so far (field <sku>) and the fen
 -- refunded so far (field fen:<sku>; ':' never occurs in a SKU). A return line may refund per
@@ -20,11 +23,13 @@
 local sale_key, stream, seqh, pend, bdayk, review = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id, payload, reg, seq, store, flags, today = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
 local norig = tonumber(ARGV[8])
-local FIXED_KEYS, FIXED_ARGS = 6, 9
+local req = ARGV[10]
+local FIXED_KEYS, FIXED_ARGS = 6, 10
 
 local existing = redis.call('HGET', sale_key, 'stream_id')
 if existing then
-  return {'dup', existing, redis.call('HGET', sale_key, 'bday') or '', 0, 0}
+  local first = redis.call('HMGET', sale_key, 'bday', 'req', 'flags')
+  return {'dup', existing, first[1] or '', 0, 0, first[2] == req and 1 or 0, first[3] or ''}
 end
 
 -- what the original's live sale lines of each SKU sold: quantity, amount paid, unit
@@ -116,7 +121,7 @@ end
 local sid = redis.call('XADD', stream, '*', 'sale_id', id, 'store', store, 'bday', bday,
                        'payload', payload)
 -- the payload lives once, in the stream; the hash finds it by stream id
-redis.call('HSET', sale_key, 'stream_id', sid, 'bday', bday, 'flags', flags)
+redis.call('HSET', sale_key, 'stream_id', sid, 'bday', bday, 'flags', flags, 'req', req)
 if flags ~= '' then
   redis.call('SADD', review, id)
 end

@@ -62,7 +62,7 @@ typedef struct {
     int64_t next_catalog_check;
     zhashx_t *stores; /* known store ids */
     bus_stats_t *stats;
-    int64_t *c_committed, *c_dups, *c_refused, *c_flagged, *c_gaps, *c_redis_errors;
+    int64_t *c_committed, *c_retried, *c_dups, *c_refused, *c_flagged, *c_gaps, *c_redis_errors;
 } s_sales_t;
 
 typedef struct {
@@ -247,7 +247,7 @@ static void s_arg(const char **argv, size_t *lens, int *argc, const char *arg, s
 /*  Run the commit script for a checked sale. Returns its reply (the caller frees it) or NULL
     after answering on svc (Redis trouble, or a sale whose keys cannot be built). */
 static redisReply *s_commit(s_sales_t *self, bus_service_t *svc, const bus_val_t *doc,
-                            const pos_sale_t *sale, const char *flags)
+                            const pos_sale_t *sale, const char *flags, const char *request_id)
 {
     sales_commit_keys_t *keys = calloc(1, sizeof(*keys));
     bus_buf_t payload = {0}, returns = {0};
@@ -270,7 +270,7 @@ static redisReply *s_commit(s_sales_t *self, bus_service_t *svc, const bus_val_t
     snprintf(seq, sizeof(seq), "%" PRId64, sale->seq);
     snprintf(norig, sizeof(norig), "%d", keys->noriginals);
     s_today(today, sizeof(today));
-    const char *argv[SALES_COMMIT_KEYS_MAX + 9 + POS_SALE_ORIGINALS_MAX];
+    const char *argv[SALES_COMMIT_KEYS_MAX + 10 + POS_SALE_ORIGINALS_MAX];
     size_t lens[sizeof(argv) / sizeof(argv[0])];
     int argc = 0;
     for (int k = 0; k < keys->nkeys; k++)
@@ -284,6 +284,7 @@ static redisReply *s_commit(s_sales_t *self, bus_service_t *svc, const bus_val_t
     s_arg(argv, lens, &argc, today, strlen(today));
     s_arg(argv, lens, &argc, norig, strlen(norig));
     s_arg(argv, lens, &argc, (const char *)returns.data, returns.len);
+    s_arg(argv, lens, &argc, request_id, strlen(request_id));
     for (int k = 0; k < keys->noriginals; k++)
         s_arg(argv, lens, &argc, keys->originals[k], strlen(keys->originals[k]));
     r = bus_redis_evalsha(self->redis, self->commit, keys->nkeys, argc, argv, lens);
@@ -315,10 +316,21 @@ static int s_upload_reply(s_sales_t *self, bus_service_t *svc, const bus_val_t *
     if (!status || !a || !b || (strcmp(status, "ok") && strcmp(status, "dup")))
         return s_redis_failed(self, svc, r, "commit reply");
     bool dup = strcmp(status, "dup") == 0;
+    /* a retry of the very request that committed the sale gets that request's reply again */
+    bool retry = dup && r->elements >= 7 && r->element[5]->type == REDIS_REPLY_INTEGER &&
+                 r->element[5]->integer == 1;
+    const char *first_flags = retry ? s_elem_str(r, 6) : NULL;
     bus_val_map_set_str(reply, "sale_id", sale->sale_id);
     bus_val_map_set_str(reply, "stream_id", a);
     bus_val_map_set_str(reply, "business_day", b);
-    bus_val_map_set_bool(reply, "duplicate", dup);
+    bus_val_map_set_bool(reply, "duplicate", dup && !retry);
+    if (retry) {
+        bus_stats_inc(self->c_retried, 1);
+        if (first_flags && first_flags[0])
+            bus_val_map_set_str(reply, "review", first_flags);
+        freeReplyObject(r);
+        return 0;
+    }
     if (dup) {
         bus_stats_inc(self->c_dups, 1);
         freeReplyObject(r);
@@ -364,7 +376,7 @@ static int s_upload(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
         goto out_clear_sale;
     }
     s_review_flags(self, &sale, flags, sizeof(flags));
-    redisReply *r = s_commit(self, svc, doc, &sale, flags);
+    redisReply *r = s_commit(self, svc, doc, &sale, flags, bus_msg_id(req));
     if (r)
         rc = s_upload_reply(self, svc, doc, &sale, flags, r, reply);
 out_clear_sale:
@@ -705,12 +717,14 @@ int main(int argc, char **argv)
     self.stores = zhashx_new();
     self.stats = bus_service_stats(self.svc);
     self.c_committed = bus_stats_counter(self.stats, "sales_committed");
+    self.c_retried = bus_stats_counter(self.stats, "uploads_retried");
     self.c_dups = bus_stats_counter(self.stats, "sales_duplicate");
     self.c_refused = bus_stats_counter(self.stats, "sales_refused");
     self.c_flagged = bus_stats_counter(self.stats, "sales_flagged_for_review");
     self.c_gaps = bus_stats_counter(self.stats, "sequence_gaps");
     self.c_redis_errors = bus_stats_counter(self.stats, "redis_errors");
-    bus_service_on(self.svc, "sale.upload", s_upload, &self);
+    /* exactly once by itself: the commit script keys the sale on its id and the request id */
+    bus_service_on_idempotent(self.svc, "sale.upload", s_upload, &self);
     bus_service_on_read(self.svc, "sale.get", s_get, &self);
     bus_service_on_read(self.svc, "sale.replay", s_replay, &self);
     bus_service_on(self.svc, "sale.park", s_park, &self);
