@@ -84,21 +84,41 @@ if #done > 0 then
   return {'applied', done}
 end
 
--- phase 3: every total stays exact; the same key and field may come twice, so sum as we go
-local after = {}
+-- phase 3: every total stays exact; the same key and field may come twice, so sum as we go.
+-- Stored totals are read with one HMGET per key (in chunks), not one HGET per field.
+local CHUNK = 500 -- fields per HMGET: well below Lua's limit on unpacked arguments
+local after, fields, order = {}, {}, {}
+for _, inc in ipairs(parsed.incs) do
+  local key, field = inc[1], inc[2]
+  if not fields[key] then
+    fields[key], after[key] = {}, {}
+    order[#order + 1] = key
+  end
+  if after[key][field] == nil then
+    after[key][field] = false
+    local f = fields[key]
+    f[#f + 1] = field
+  end
+end
+for _, key in ipairs(order) do
+  local f = fields[key]
+  for first = 1, #f, CHUNK do
+    local last = math.min(first + CHUNK - 1, #f)
+    local stored = redis.call('HMGET', key, unpack(f, first, last))
+    for i = first, last do
+      local s = stored[i - first + 1]
+      local cur = s and int(s)
+      if s and not cur then
+        return {'refused', 'stored ' .. key .. ' ' .. f[i] .. ' = ' .. s ..
+                           ' is not an integer below 2^53'}
+      end
+      after[key][f[i]] = cur or 0
+    end
+  end
+end
 for _, inc in ipairs(parsed.incs) do
   local key, field, v = inc[1], inc[2], inc[4]
-  after[key] = after[key] or {}
   local cur = after[key][field]
-  if cur == nil then
-    local stored = redis.call('HGET', key, field)
-    cur = stored and int(stored)
-    if stored and not cur then
-      return {'refused', 'stored ' .. key .. ' ' .. field .. ' = ' .. stored ..
-                         ' is not an integer below 2^53'}
-    end
-    cur = cur or 0
-  end
   local sum = cur + v
   if sum >= LIMIT or sum <= -LIMIT then
     return {'refused', 'total ' .. key .. ' ' .. field .. ' would pass 2^53 - 1 (' ..
