@@ -21,8 +21,10 @@
         is all zeros;
       - totals: total = sum of the line amounts; tenders - change = total +
         cash_rounding;
-      - tenders: positive on a sale, negative on a return, never zero (a
-        zero tender is a mistake, not a payment), none on a no-sale;
+      - tenders: the sign of the total (negative only when the total is,
+        which only a return can be; positive otherwise, an exchange that
+        nets positive included), never zero (a zero tender is a mistake,
+        not a payment), none on a no-sale;
       - change only on a sale paid partly in cash, at most the cash handed
         over; cash_rounding only with a cash tender, |r| <= 5 fen, and the
         cash part (total - other tenders + r) lands on a 0.10 yuan step;
@@ -91,8 +93,8 @@ pos_err_t pos_sale_set_lines(pos_sale_t *self, int count);
 pos_err_t pos_sale_make_id(char *buf, size_t size, const char *store, const char *reg, int64_t seq);
 
 /* Build the sale of a computed and paid ticket (the register side): header from the arguments,
-   lines, tenders and totals from the ticket. kind is POS_SALE_RETURN when the ticket refunds
-   (negative total), else POS_SALE_SALE. The result passes pos_sale_check when the ticket is
+   lines, tenders and totals from the ticket. kind is POS_SALE_RETURN when the ticket has a
+   return line, else POS_SALE_SALE. The result passes pos_sale_check when the ticket is
    paid and the header is valid. POS_ELENGTH if a header field does not fit, POS_ELIMIT on
    memory. self must be initialised; its old lines are replaced. */
 pos_err_t pos_sale_from_ticket(pos_sale_t *self, pos_ticket_t *ticket, const char *store,
