@@ -1,6 +1,6 @@
 """Helpers for the Python black-box tests: a private redis-server, busd and services on free
-127.0.0.1 ports in a temporary directory, posctl, redis-cli, a raw bus client, checks. Run with
-Debian's /usr/bin/python3.
+127.0.0.1 ports in a temporary directory, posctl, redis-cli, a binary-safe Redis client, a raw
+bus client, checks. Run with Debian's /usr/bin/python3.
 
 Every process started here is stopped when the test ends, pass or fail: by Checks.finish with
 SIGTERM (so that LeakSanitizer checks the services at shutdown; a sanitizer report anywhere or an
@@ -47,6 +47,7 @@ SANITIZER_MARKS = ("ERROR: LeakSanitizer", "ERROR: AddressSanitizer", "runtime e
                    "SUMMARY: UndefinedBehaviorSanitizer")
 REPORT_MAX = 6000  # characters of a sanitizer report echoed into the test output
 STOP_TIMEOUT = 10.0  # a service must exit this soon after SIGTERM
+REDIS_TIMEOUT = 30.0  # seconds a Redis reply may take before the test fails
 
 
 def sanitizer_report(text):
@@ -122,6 +123,63 @@ def record_failure(what):
         _checks.fail(what)
     else:
         print("FAIL", what, file=sys.stderr, flush=True)
+
+
+class Redis:
+    """A small binary-safe RESP client of a test's private Redis, to plant data and read it back
+    byte for byte (there is no redis module on the box; redis-cli mangles binary and cannot
+    pipeline). Arguments are bytes or anything str() turns into text. Replies are str (status),
+    int, bytes, None or lists of these; an error reply is returned as a RuntimeError instance,
+    not raised, so that a pipeline still reads every reply and a test can check for it. A closed
+    connection or a refused AUTH raises Failure."""
+
+    def __init__(self, port, password, timeout=REDIS_TIMEOUT):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout)
+        self.f = self.sock.makefile("rb")
+        reply = self.call("AUTH", password)
+        if isinstance(reply, RuntimeError):
+            raise Failure(f"Redis on port {port} refused AUTH: {reply}")
+
+    @staticmethod
+    def _encode(args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            b = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+        return b"".join(out)
+
+    def _read(self):
+        line = self.f.readline()
+        if not line.endswith(b"\r\n"):
+            raise Failure("Redis closed the connection in the middle of a reply")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            return RuntimeError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.f.read(n + 2)
+            if len(data) != n + 2:
+                raise Failure("Redis closed the connection in the middle of a reply")
+            return data[:-2]
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._read() for _ in range(n)]
+        raise Failure(f"Redis sent an unexpected reply line {line!r}")
+
+    def pipeline(self, commands):
+        """Send every command (a sequence of arguments) at once; their replies in order."""
+        self.sock.sendall(b"".join(self._encode(cmd) for cmd in commands))
+        return [self._read() for _ in commands]
+
+    def call(self, *args):
+        """One command's reply."""
+        return self.pipeline([args])[0]
 
 
 class Stack:
@@ -258,6 +316,11 @@ class Stack:
             except OSError:
                 time.sleep(0.05)
         raise Failure("redis-server did not start within 10 s")
+
+    def redis(self):
+        """A Redis client (see class Redis) of the private Redis, authenticated with the
+        password. Call start_redis first."""
+        return Redis(self.redis_port, self.password)
 
     def redis_cli(self, *args, check=True, timeout=30):
         """Run redis-cli against the private Redis with the password in REDISCLI_AUTH (never on

@@ -9,7 +9,6 @@ computed here from what the test sent or planted, never read back from the servi
 import os
 import signal
 import secrets
-import socket
 import time
 
 import msgpack
@@ -39,62 +38,6 @@ def fail(what):
 
 st.start_redis()
 st.start_busd()
-
-
-class Redis:
-    """A minimal RESP client to plant data in the test's Redis (no redis module on the box)."""
-
-    def __init__(self, port, password):
-        self.sock = socket.create_connection(("127.0.0.1", port), 10)
-        self.buf = b""
-        self.call("AUTH", password)
-
-    @staticmethod
-    def _encode(args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        return b"".join(out)
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("redis closed the connection")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def _bytes(self, n):
-        while len(self.buf) < n + 2:
-            self.buf += self.sock.recv(1 << 20)
-        data, self.buf = self.buf[:n], self.buf[n + 2:]
-        return data
-
-    def _reply(self):
-        line = self._line()
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            return RuntimeError(rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            return None if n < 0 else self._bytes(n)
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._reply() for _ in range(n)]
-        raise ValueError(f"unexpected RESP line {line!r}")
-
-    def pipeline(self, commands):
-        self.sock.sendall(b"".join(self._encode(cmd) for cmd in commands))
-        return [self._reply() for _ in commands]
-
-    def call(self, *args):
-        return self.pipeline([args])[0]
 
 
 def wait_for(what, fn, timeout=DEADLINE_S):
@@ -146,8 +89,7 @@ def start_inventory(tag="inventory", *extra):
         c.finish()
 
 
-with open(st.password_file, encoding="utf-8") as f:
-    redis = Redis(st.redis_port, f.read().strip())
+redis = st.redis()
 start_inventory()
 bus = Bus(st)
 for store in ("S1", "S2"):

@@ -19,7 +19,6 @@ under test. Checks:
   5. report.items over 50,000 distinct items: the top rows equal the test's own ranking, and the
      time each report takes is printed.
 """
-import socket
 import time
 
 import msgpack
@@ -35,49 +34,6 @@ TENDER_KINDS = ["cash", "card", "wechat", "alipay", "stored_value", "other"]
 REGISTER_KEYS = ["first", "last", "records", "tickets", "total", "change", "nosale", "complete"]
 LIMIT = 2 ** 53 - 1  # the largest day total reporting keeps (Lua numbers are doubles)
 APPLY_TIMEOUT = 120  # seconds for reporting to work through what was planted (ASan builds)
-
-
-class Redis:
-    """A minimal RESP client for the test's private Redis (binary payloads, pipelining); the
-    password is read from the stack's file, never put on a command line."""
-
-    def __init__(self, port, password_file):
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.f = self.sock.makefile("rb")
-        with open(password_file, encoding="utf-8") as f:
-            self.call("AUTH", f.read().strip())
-
-    @staticmethod
-    def _encode(args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            b = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-        return b"".join(out)
-
-    def _read(self):
-        line = self.f.readline()[:-2]
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            return RuntimeError(rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            return None if n < 0 else self.f.read(n + 2)[:-2]
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._read() for _ in range(n)]
-        raise RuntimeError(f"unexpected reply line {line!r}")
-
-    def pipeline(self, commands):
-        self.sock.sendall(b"".join(self._encode(c) for c in commands))
-        return [self._read() for _ in commands]
-
-    def call(self, *args):
-        return self.pipeline([args])[0]
 
 
 def tax(amount, rate):
@@ -150,7 +106,7 @@ c = Checks("test_reporting")
 st = Stack("reporting")
 st.start_redis()
 st.start_busd()
-db = Redis(st.redis_port, st.password_file)
+db = st.redis()
 bus = Bus(st)
 
 
