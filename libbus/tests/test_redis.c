@@ -5,97 +5,28 @@
     middle; calls fail fast during backoff, and once the server is back the
     connection, its AUTH and its scripts come back by themselves.
     */
-#include <arpa/inet.h>
 #include <bus/msg.h>
 #include <bus/redis.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 #include "testutil.h"
 
-extern char **environ;
 #define S_PASSWORD "secret"
 
 static char s_dir[] = "/tmp/posbus-test-redis-XXXXXX";
 static pid_t s_server;
 static int s_port;
 
-static int s_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    bind(fd, (struct sockaddr *)&addr, sizeof(addr));
-    getsockname(fd, (struct sockaddr *)&addr, &len);
-    close(fd);
-    return ntohs(addr.sin_port);
-}
-
-static void s_sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/*  Start redis-server from a config file of mode 0600: the password never appears on a command
-    line that `ps` shows. */
-static pid_t s_start_server(void)
-{
-    char conf[300];
-    snprintf(conf, sizeof(conf), "%s/redis.conf", s_dir);
-    int fd = open(conf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!f) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    fprintf(f,
-            "port %d\nbind 127.0.0.1\nrequirepass %s\nsave \"\"\nappendonly no\ndir %s\n"
-            "unixsocket %s/redis.sock\nlogfile %s/redis.log\n",
-            s_port, S_PASSWORD, s_dir, s_dir, s_dir);
-    fclose(f);
-    char *argv[] = {"redis-server", conf, NULL};
-    pid_t pid;
-    if (posix_spawnp(&pid, "redis-server", NULL, NULL, argv, environ) != 0)
-        return -1;
-    /* wait until it accepts connections */
-    bus_redis_cfg_t cfg = {.port = s_port, .password = S_PASSWORD};
-    bus_redis_t *probe = bus_redis_new(&cfg);
-    for (int i = 0; i < 100 && bus_redis_connect(probe) != 0; i++)
-        s_sleep_ms(50);
-    bus_redis_destroy(&probe);
-    return pid;
-}
-
 static void s_cleanup(void)
 {
-    if (s_server > 0) {
-        kill(s_server, SIGKILL);
-        waitpid(s_server, NULL, 0);
-    }
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s_dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cannot remove %s\n", s_dir);
+    t_kill(&s_server);
+    t_remove_dir(s_dir);
 }
 
 int main(void)
 {
-    if (!mkdtemp(s_dir))
-        return 2;
     atexit(s_cleanup);
-    s_port = s_free_port();
-    s_server = s_start_server();
-    CHECK(s_server > 0, "redis-server started on 127.0.0.1:%d", s_port);
+    CHECK(t_redis_setup(s_dir, S_PASSWORD, &s_port, &s_server) == 0,
+          "redis-server started on 127.0.0.1:%d in %s", s_port, s_dir);
 
     bus_redis_cfg_t wrong = {.port = s_port, .password = "not-it"};
     bus_redis_t *r = bus_redis_new(&wrong);
@@ -146,9 +77,7 @@ int main(void)
     CHECK(in_order == 1000, "1000 pipelined INCRs answered in order (%d)", in_order);
 
     /* kill -9 in the middle */
-    kill(s_server, SIGKILL);
-    waitpid(s_server, NULL, 0);
-    s_server = 0;
+    t_kill(&s_server);
     reply = bus_redis_command(r, "PING");
     CHECK(!reply && !bus_redis_connected(r), "after SIGKILL the next command fails: %s",
           bus_redis_errstr(r));
@@ -158,13 +87,13 @@ int main(void)
           "during backoff a call fails at once: %s", bus_redis_errstr(r));
     CHECK(bus_redis_append(r, "PING") == -1, "pipelining refuses while down");
 
-    s_server = s_start_server();
+    s_server = t_redis_start(s_dir, s_port, S_PASSWORD);
     CHECK(s_server > 0, "redis-server restarted on the same port");
     int ok = -1;
     for (int i = 0; i < 50 && ok != 0; i++) {
         ok = bus_redis_ping(r);
         if (ok != 0)
-            s_sleep_ms(100);
+            t_sleep_ms(100);
     }
     CHECK(ok == 0 && bus_redis_reconnects(r) == 1, "reconnected by itself (reconnects %llu)",
           (unsigned long long)bus_redis_reconnects(r));
@@ -176,7 +105,7 @@ int main(void)
           (unsigned long long)bus_redis_errors(r));
     bus_redis_destroy(&r);
 
-    bus_redis_cfg_t nobody = {.port = s_free_port()};
+    bus_redis_cfg_t nobody = {.port = t_free_port()};
     r = bus_redis_new(&nobody);
     CHECK(bus_redis_ping(r) == -1 && strstr(bus_redis_errstr(r), "cannot connect"),
           "a stopped server is an error, not a crash: %s", bus_redis_errstr(r));

@@ -1,25 +1,17 @@
 /*  test_stream - the stream reader and worker against a real redis-server
 
-    A private redis-server runs on a free 127.0.0.1 port in a temporary
-    directory. Each case uses its own stream and group. The apply function
+    A private redis-server with a password runs on a free 127.0.0.1 port in
+    a temporary directory. Each case uses its own stream and group. The apply function
     below is the test's oracle: it records which entry (by the index the
     test wrote into it, checked against the id XADD returned) was applied
     how many times, so "applied once" is counted here, not taken from the
     reader's counters, which are checked against it.
     */
-#include <arpa/inet.h>
 #include <bus/msg.h>
 #include <bus/stream.h>
 #include <bus/val.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 #include "testutil.h"
 
 #define T_ENTRIES_MAX   256
@@ -30,69 +22,25 @@
 #define T_CALLS_SPIN    60 /* fn calls in T_BACKOFF_MS above which the worker spins */
 #define T_CLAIM_IDLE_MS 300
 #define T_BIG_LEN       (200 * 1024) /* three of these pass BUS_STREAM_DEAD_LIST_BYTES */
+#define S_PASSWORD      "stream-secret"
 
-extern char **environ;
 static char s_dir[] = "/tmp/posbus-test-stream-XXXXXX";
 static pid_t s_server, s_child;
 static int s_port;
 static const char s_binary[T_BINARY_LEN] = {'\x93', '\x00', '\xff', 'a', '\x00', '\xc1'};
 
-static int s_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    bind(fd, (struct sockaddr *)&addr, sizeof(addr));
-    getsockname(fd, (struct sockaddr *)&addr, &len);
-    close(fd);
-    return ntohs(addr.sin_port);
-}
-
-static void s_sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static bus_redis_t *s_redis(void)
 {
-    bus_redis_cfg_t cfg = {.port = s_port, .backoff_min_ms = 50, .backoff_max_ms = 200};
+    bus_redis_cfg_t cfg = {
+        .port = s_port, .password = S_PASSWORD, .backoff_min_ms = 50, .backoff_max_ms = 200};
     return bus_redis_new(&cfg);
-}
-
-static pid_t s_start_server(void)
-{
-    char port[16], log[300];
-    snprintf(port, sizeof(port), "%d", s_port);
-    snprintf(log, sizeof(log), "%s/redis.log", s_dir);
-    char *argv[] = {"redis-server", "--port", port,    "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no",     "--dir", s_dir,    "--logfile", log,      NULL};
-    pid_t pid;
-    if (posix_spawnp(&pid, "redis-server", NULL, NULL, argv, environ) != 0)
-        return -1;
-    bus_redis_t *probe = s_redis();
-    int up = -1;
-    for (int i = 0; i < 100 && (up = bus_redis_connect(probe)) != 0; i++)
-        s_sleep_ms(50);
-    bus_redis_destroy(&probe);
-    return up == 0 ? pid : -1;
 }
 
 static void s_cleanup(void)
 {
-    if (s_child > 0) {
-        kill(s_child, SIGKILL);
-        waitpid(s_child, NULL, 0);
-    }
-    if (s_server > 0) {
-        kill(s_server, SIGKILL);
-        waitpid(s_server, NULL, 0);
-    }
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s_dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cannot remove %s\n", s_dir);
+    t_kill(&s_child);
+    t_kill(&s_server);
+    t_remove_dir(s_dir);
 }
 
 /*  ---------------------------------------------------------------------------------------------
@@ -564,10 +512,10 @@ static void s_test_backoff(bus_redis_t *redis)
         bus_stream_worker_start(wredis, "t:fail", "g-fail", "c4", 10, 200, 0, s_apply, &sink);
     int64_t deadline = bus_mono_ms() + T_DEADLINE_MS;
     while (bus_stream_worker_errors(w) == 0 && bus_mono_ms() < deadline)
-        s_sleep_ms(10);
+        t_sleep_ms(10);
     int calls0 = __atomic_load_n(&sink.calls, __ATOMIC_RELAXED);
     int64_t errors0 = bus_stream_worker_errors(w);
-    s_sleep_ms(T_BACKOFF_MS); /* the measuring window */
+    t_sleep_ms(T_BACKOFF_MS); /* the measuring window */
     int calls = __atomic_load_n(&sink.calls, __ATOMIC_RELAXED) - calls0;
     int64_t errors = bus_stream_worker_errors(w);
     CHECK(errors0 >= 3, "failures counted (3 entries failed alone): %lld", (long long)errors0);
@@ -656,9 +604,7 @@ static void s_test_claim(bus_redis_t *redis)
     if (read(fds[0], &ok, 1) != 1)
         ok = 'n';
     close(fds[0]);
-    kill(s_child, SIGKILL);
-    waitpid(s_child, NULL, 0);
-    s_child = 0;
+    t_kill(&s_child);
     long long pending = s_pending(redis, "t:claim", "g-claim");
     CHECK(ok == 'y' && pending == held,
           "a killed instance holds %d entries it never acknowledged: got %lld", held, pending);
@@ -684,12 +630,9 @@ static void s_test_claim(bus_redis_t *redis)
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    if (!mkdtemp(s_dir))
-        return 2;
     atexit(s_cleanup);
-    s_port = s_free_port();
-    s_server = s_start_server();
-    CHECK(s_server > 0, "redis-server started on 127.0.0.1:%d", s_port);
+    CHECK(t_redis_setup(s_dir, S_PASSWORD, &s_port, &s_server) == 0,
+          "redis-server started on 127.0.0.1:%d in %s", s_port, s_dir);
     if (s_server <= 0)
         return FINISH("test_stream");
     bus_redis_t *redis = s_redis();
