@@ -5,8 +5,9 @@
     or refused by its script's validation) is parked in the consumer's
     dead-letter stream instead of being retried forever. This command shows
     them to the operator through the service's read-only "dead.list"
-    method, a page at a time, so that every parked sale is visible and can
-    be followed up by its sale_id.
+    method, --count entries at a time (the service cuts its pages at 1000
+    entries or 512 KiB, posctl joins them), so that every parked sale is
+    visible and can be followed up by its sale_id.
     =========================================================================
 */
 #include <time.h>
@@ -94,12 +95,13 @@ int posctl_dead(bus_config_t *config, const bus_conn_cfg_t *cfg)
     bus_val_t *body = bus_val_new_map();
     if (bus_config_str(config, "after"))
         bus_val_map_set_str(body, "after", bus_config_str(config, "after"));
-    bus_val_map_set_int(body, "count", count > 0 ? count : S_PAGE_DEFAULT);
-    bus_msg_t *reply = posctl_call(client, service, "dead.list", &body);
+    bus_val_t *page =
+        posctl_call_pages(client, service, "dead.list", body, "entries", "after",
+                          BUS_STREAM_DEAD_LIST_MAX, count > 0 ? count : S_PAGE_DEFAULT);
+    bus_val_destroy(&body);
     bus_client_destroy(&client);
-    if (!reply)
+    if (!page)
         return POSCTL_EXIT_FAIL;
-    const bus_val_t *page = bus_msg_body(reply);
     if (strcmp(format, "json") == 0)
         posctl_print(page, format);
     else
@@ -114,6 +116,6 @@ int posctl_dead(bus_config_t *config, const bus_conn_cfg_t *cfg)
     fprintf(stderr, "%zu shown, %" PRId64 " dead letters in all in group %s%s%s\n",
             bus_val_size(bus_val_map_get(page, "entries")), total, group ? group : service,
             more ? "; next page: --after " : "", more && last ? last : "");
-    bus_msg_destroy(&reply);
+    bus_val_destroy(&page);
     return POSCTL_EXIT_OK;
 }

@@ -34,7 +34,8 @@ static const bus_opt_t s_options[] = {
     {"expect", BUS_OPT_STR, "", 0, 0,
      "ping: comma-separated services that must have at least one healthy instance"},
     {"count", BUS_OPT_INT, "0", 0, INT64_MAX,
-     "tail: stop after this many events (0 = never); dead: entries to list (0 = 100, max 1000)"},
+     "tail: stop after this many events (0 = never); dead: entries to list (0 = 100); "
+     "stock history: moves to show, newest first (0 = 100)"},
     {"idle-ms", BUS_OPT_INT, "0", 0, INT64_MAX,
      "tail: stop after this long without an event (0 = never)"},
     {NULL, 0, NULL, 0, 0, NULL}};
@@ -50,7 +51,8 @@ static void s_usage(bus_config_t *config)
         "  store add STORE [NAME]   register a store\n"
         "  catalog import FILE.csv  import items (sku,barcode,name,price,tax_rate,unit,category)\n"
         "  catalog get CODE         one item by SKU or barcode\n"
-        "  stock SUB --store S ...  get [SKU], history SKU, reorder, receive SKU QTY --ref R,\n"
+        "  stock SUB --store S ...  get [SKU], history SKU [--count N], reorder,\n"
+        "                           receive SKU QTY --ref R,\n"
         "                           count SKU QTY, adjust SKU DELTA --reason R,\n"
         "                           transfer SKU QTY --to STORE\n"
         "  report KIND --store S    x (--register R), z, day, items, hours, baskets\n"

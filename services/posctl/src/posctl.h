@@ -13,6 +13,14 @@ bus_client_t *posctl_client(bus_config_t *config, const bus_conn_cfg_t *cfg);
 /* Send a request and print the error on failure; the reply or NULL. */
 bus_msg_t *posctl_call(bus_client_t *client, const char *service, const char *method,
                        bus_val_t **body_p);
+/* A listing paged by count and by bytes (stock.history, dead.list), want items of it: send req
+   (not consumed) with count = what is still missing (at most page_max), then next_key = the
+   previous page's "last" while it says "more". Returns the first page's body with list_key
+   holding every page's items in order, and "last" and "more" of the last page asked: the reply
+   one page would be if it could hold them all. The caller destroys it; NULL after printing why. */
+bus_val_t *posctl_call_pages(bus_client_t *client, const char *service, const char *method,
+                             const bus_val_t *req, const char *list_key, const char *next_key,
+                             int64_t page_max, int64_t want);
 /* Print a reply body as JSON, or as table/csv when flat enough. */
 void posctl_print(const bus_val_t *body, const char *format);
 /* Print one CSV cell to stdout, quoted when needed, then a comma or (last) a newline. */

@@ -6,6 +6,12 @@
     alike. Movement commands send an idempotency key (printed, and settable
     with --move-id) so a command repeated after a timeout cannot move stock
     twice.
+
+    Inventory's read-only listings come in pages of at most 512 KiB (the bus
+    carries at most 1 MiB), so a large store's stock or a long history never
+    fits one reply. posctl follows the pages itself and prints one combined
+    reply, shaped like the single page a small store gets: an operator or a
+    script reading the output never sees the paging.
     =========================================================================
 */
 #include <unistd.h>
@@ -22,6 +28,9 @@
 #define S_OPTIONAL_COLUMNS "supplier", "threshold", "member_price", "active"
 #define S_INPUT_MAX        (4 * S_LINE_MAX)
 #define S_BOM              "\xef\xbb\xbf" /* UTF-8 byte order mark, which spreadsheets write */
+#define S_CURSOR_MAX       32   /* a Redis SCAN cursor (an unsigned 64-bit number) as text */
+#define S_HISTORY_DEFAULT  100  /* moves stock history shows when --count is 0 */
+#define S_HISTORY_PAGE_MAX 1000 /* the most moves stock.history returns in one page */
 
 const bus_opt_t posctl_retail_opts[] = {
     {"store", BUS_OPT_STR, NULL, 0, 0, "store id for stock, report and sim commands"},
@@ -444,6 +453,165 @@ static bool s_int_arg(const char *text, int64_t *out)
     return *end == '\0';
 }
 
+/*  Add the items of one stock.get or stock.reorder page to merged (SKU -> value): list is a map
+    {sku: qty} or an array of rows with a "sku". A SKU already in merged (Redis HSCAN may return
+    it on two pages) is replaced in place by this page's value, the fresher one. 0 or -1 when out
+    of memory. */
+static int s_merge_page(bus_val_t *merged, const bus_val_t *list)
+{
+    bool is_map = bus_val_type(list) == BUS_VAL_MAP;
+    for (size_t i = 0; i < bus_val_size(list); i++) {
+        const bus_val_t *v = is_map ? bus_val_map_value(list, i) : bus_val_arr_get(list, i);
+        const char *sku = is_map ? bus_val_map_key(list, i) : bus_val_map_get_str(v, "sku");
+        if (!sku)
+            continue; /* a row without a SKU cannot be told apart from the others */
+        bus_val_t *copy = bus_val_dup(v);
+        if (!copy || bus_val_map_set(merged, sku, &copy) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*  The values of merged, in its order, as a new array; NULL when out of memory. */
+static bus_val_t *s_map_values(const bus_val_t *merged)
+{
+    bus_val_t *rows = bus_val_new_arr();
+    for (size_t i = 0; rows && i < bus_val_size(merged); i++) {
+        bus_val_t *copy = bus_val_dup(bus_val_map_value(merged, i));
+        if (!copy || bus_val_arr_push(rows, &copy) != 0)
+            bus_val_destroy(&rows);
+    }
+    return rows;
+}
+
+/*  A whole store's stock.get (key "stock", a map) or stock.reorder (key "rows", an array): send
+    req (not consumed) with cursor "0", then with each page's cursor while it says more. Returns
+    the first page's body with key holding every page's items, each SKU once with its last value,
+    and cursor "0", more false: what one page of a small store holds. The caller destroys it.
+    NULL after printing why. */
+static bus_val_t *s_scan_pages(bus_client_t *client, const char *method, const bus_val_t *req,
+                               const char *key)
+{
+    bus_val_t *all = NULL, *merged = bus_val_new_map();
+    char cursor[S_CURSOR_MAX] = "0";
+    bool more = true;
+    int rc = merged ? 0 : -1;
+    while (rc == 0 && more) {
+        bus_val_t *body = bus_val_dup(req);
+        bus_val_map_set_str(body, "cursor", cursor);
+        bus_msg_t *reply = posctl_call(client, "inventory", method, &body);
+        if (!reply)
+            goto out_destroy;
+        const bus_val_t *page = bus_msg_body(reply);
+        const char *next = bus_val_map_get_str(page, "cursor");
+        more = false;
+        bus_val_map_get_bool(page, "more", &more);
+        if (more && (!next || strlen(next) >= sizeof(cursor) || strcmp(next, "0") == 0)) {
+            fprintf(stderr, "posctl: %s: a page says more but gives no cursor to go on\n", method);
+            bus_msg_destroy(&reply);
+            goto out_destroy;
+        }
+        if (more)
+            snprintf(cursor, sizeof(cursor), "%s", next);
+        if (!all)
+            all = bus_val_dup(page);
+        rc = all ? s_merge_page(merged, bus_val_map_get(page, key)) : -1;
+        bus_msg_destroy(&reply);
+    }
+    bus_val_t *items = rc != 0                    ? NULL
+                       : strcmp(key, "rows") == 0 ? s_map_values(merged)
+                                                  : bus_val_dup(merged);
+    if (!items || bus_val_map_set(all, key, &items) != 0 ||
+        bus_val_map_set_str(all, "cursor", "0") != 0 ||
+        bus_val_map_set_bool(all, "more", false) != 0) {
+        fprintf(stderr, "posctl: %s: out of memory\n", method);
+        goto out_destroy;
+    }
+    bus_val_destroy(&merged);
+    return all;
+out_destroy:
+    bus_val_destroy(&merged);
+    bus_val_destroy(&all);
+    return NULL;
+}
+
+bus_val_t *posctl_call_pages(bus_client_t *client, const char *service, const char *method,
+                             const bus_val_t *req, const char *list_key, const char *next_key,
+                             int64_t page_max, int64_t want)
+{
+    bus_val_t *all = NULL, *items = bus_val_new_arr();
+    char last[BUS_STREAM_ID_MAX] = "";
+    bool more = true;
+    int64_t shown = 0;
+    while (items && more && shown < want) {
+        bus_val_t *body = bus_val_dup(req);
+        bus_val_map_set_int(body, "count", want - shown < page_max ? want - shown : page_max);
+        if (*last)
+            bus_val_map_set_str(body, next_key, last);
+        bus_msg_t *reply = posctl_call(client, service, method, &body);
+        if (!reply)
+            goto out_destroy;
+        const bus_val_t *page = bus_msg_body(reply);
+        const bus_val_t *list = bus_val_map_get(page, list_key);
+        const char *page_last = bus_val_map_get_str(page, "last");
+        more = false;
+        bus_val_map_get_bool(page, "more", &more);
+        if (more && (bus_val_size(list) == 0 || !page_last || !*page_last ||
+                     strlen(page_last) >= sizeof(last))) {
+            fprintf(stderr, "posctl: %s: a page says more but gives no id to go on from\n", method);
+            bus_msg_destroy(&reply);
+            goto out_destroy;
+        }
+        if (bus_val_size(list) > 0 && page_last)
+            snprintf(last, sizeof(last), "%s", page_last); /* an empty page keeps the last one */
+        if (!all)
+            all = bus_val_dup(page);
+        for (size_t i = 0; all && items && i < bus_val_size(list) && shown < want; i++, shown++) {
+            bus_val_t *copy = bus_val_dup(bus_val_arr_get(list, i));
+            if (!copy || bus_val_arr_push(items, &copy) != 0)
+                bus_val_destroy(&items);
+        }
+        bus_msg_destroy(&reply);
+        if (!all)
+            break;
+    }
+    if (!items || !all || bus_val_map_set(all, list_key, &items) != 0 ||
+        (*last && bus_val_map_set_str(all, "last", last) != 0) ||
+        bus_val_map_set_bool(all, "more", more) != 0) {
+        fprintf(stderr, "posctl: %s: out of memory\n", method);
+        goto out_destroy;
+    }
+    return all;
+out_destroy:
+    bus_val_destroy(&items);
+    bus_val_destroy(&all);
+    return NULL;
+}
+
+/*  Ask inventory for a stock listing or movement, every page of a paged one, and print the
+    reply; the exit code. */
+static int s_stock_call(bus_config_t *config, bus_client_t *client, const char *method,
+                        bus_val_t **body_p)
+{
+    bus_val_t *all = NULL;
+    if (strcmp(method, "stock.get") == 0 && !bus_val_map_get(*body_p, "sku"))
+        all = s_scan_pages(client, method, *body_p, "stock");
+    else if (strcmp(method, "stock.reorder") == 0)
+        all = s_scan_pages(client, method, *body_p, "rows");
+    else if (strcmp(method, "stock.history") == 0) {
+        int64_t want = bus_config_int(config, "count");
+        all = posctl_call_pages(client, "inventory", method, *body_p, "moves", "before",
+                                S_HISTORY_PAGE_MAX, want > 0 ? want : S_HISTORY_DEFAULT);
+    } else
+        return s_call_print(config, client, "inventory", method, body_p);
+    bus_val_destroy(body_p);
+    if (!all)
+        return POSCTL_EXIT_FAIL;
+    posctl_print(all, bus_config_str(config, "format"));
+    bus_val_destroy(&all);
+    return POSCTL_EXIT_OK;
+}
+
 int posctl_stock(bus_config_t *config, const bus_conn_cfg_t *cfg)
 {
     const char *sub = s_arg(config, 1);
@@ -500,9 +668,11 @@ int posctl_stock(bus_config_t *config, const bus_conn_cfg_t *cfg)
         bus_val_map_set_str(body, "to", bus_config_str(config, "to"));
     }
     if (!method) {
-        fprintf(stderr, "posctl: usage: stock get [SKU] | history SKU | reorder | receive SKU QTY "
-                        "--ref R | count SKU QTY | adjust SKU DELTA --reason R | transfer SKU QTY "
-                        "--to STORE   (all with --store S)\n");
+        fprintf(
+            stderr,
+            "posctl: usage: stock get [SKU] | history SKU [--count N] | reorder | receive SKU QTY "
+            "--ref R | count SKU QTY | adjust SKU DELTA --reason R | transfer SKU QTY "
+            "--to STORE   (all with --store S)\n");
         bus_val_destroy(&body);
         return POSCTL_EXIT_USAGE;
     }
@@ -510,7 +680,7 @@ int posctl_stock(bus_config_t *config, const bus_conn_cfg_t *cfg)
         fprintf(stderr, "move id %s (repeat with --move-id %s to retry safely)\n", move_id,
                 move_id);
     bus_client_t *client = posctl_client(config, cfg);
-    int rc = client ? s_call_print(config, client, "inventory", method, &body) : POSCTL_EXIT_FAIL;
+    int rc = client ? s_stock_call(config, client, method, &body) : POSCTL_EXIT_FAIL;
     bus_val_destroy(&body);
     bus_client_destroy(&client);
     return rc;
