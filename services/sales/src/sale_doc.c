@@ -91,6 +91,13 @@ static int s_decode_line(const bus_val_t *m, pos_line_t *l, const char *where, c
         snprintf(why, size, "%sunit must be pcs or kg", where);
         return -1;
     }
+    /* consumers test these by presence: an empty one would make a sale line look like a return
+       (or carry a promotion) to them while it is none here */
+    if ((bus_val_map_get(m, "return_of") && !l->return_of[0]) ||
+        (bus_val_map_get(m, "promo_id") && !l->promo_id[0])) {
+        snprintf(why, size, "%sreturn_of and promo_id, when present, must not be empty", where);
+        return -1;
+    }
     if (rate < 0 || rate > POS_BP_100PCT) {
         snprintf(why, size, "%stax_rate_bp %" PRId64 " outside 0..%d", where, rate, POS_BP_100PCT);
         return -1;
