@@ -36,11 +36,13 @@
 #define S_CACHE_BUSY_RETRY_MS  200   /* hint to a retry that found the first attempt running */
 #define S_CACHE_REPLY          'R'   /* kept value: 'R', then 'r' (reply) or 'e' (error), body */
 
-/* Return the kept reply, or claim the request id with a lease and return nil. A claim held by a
-   running attempt comes back as the string "P". KEYS[1] cache key; ARGV[1] lease ms. */
+/* Return the kept reply, or claim the request id with a lease and return nil. A claim is "P" and
+   the claiming instance; one held by another instance comes back as it is. This instance's own
+   claim is taken again: handlers run one at a time, so it is a claim whose answer was lost, not
+   a running attempt. KEYS[1] cache key; ARGV[1] lease ms, ARGV[2] this instance's claim. */
 static const char s_claim_lua[] = "local v = redis.call('GET', KEYS[1])\n"
-                                  "if v then return v end\n"
-                                  "redis.call('SET', KEYS[1], 'P', 'PX', ARGV[1])\n"
+                                  "if v and v ~= ARGV[2] then return v end\n"
+                                  "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])\n"
                                   "return false\n";
 
 typedef enum {
@@ -352,10 +354,11 @@ static int s_cache_claim(bus_service_t *self, const bus_msg_t *req, char *key, z
         return 1;
     }
     bus_key_reply(key, self->name, bus_msg_id(req));
-    char lease[16];
+    char lease[16], claim[BUS_INSTANCE_MAX + 2];
     snprintf(lease, sizeof(lease), "%d", S_CACHE_LEASE_MS);
-    const char *argv[] = {key, lease};
-    redisReply *r = bus_redis_evalsha(self->cache, self->cache_script, 1, 2, argv, NULL);
+    snprintf(claim, sizeof(claim), "P%s", self->instance);
+    const char *argv[] = {key, lease, claim};
+    redisReply *r = bus_redis_evalsha(self->cache, self->cache_script, 1, 3, argv, NULL);
     if (r && r->type == REDIS_REPLY_NIL) {
         freeReplyObject(r);
         return 0;
@@ -412,10 +415,12 @@ static void s_cache_put(bus_service_t *self, const char *key, char kind, const b
 }
 
 /*  After a failed handler: keep a definite refusal (the retry gets the same answer), drop the
-    claim after a transient failure so that the retry runs the handler again. */
+    claim after a failure that may pass (unavailable, or internal: out of memory, an unexpected
+    storage error) so that the retry runs the handler again. */
 static void s_cache_store_error(bus_service_t *self, const char *key)
 {
-    if (strcmp(self->err_code, BUS_ERR_UNAVAILABLE) == 0) {
+    if (strcmp(self->err_code, BUS_ERR_UNAVAILABLE) == 0 ||
+        strcmp(self->err_code, BUS_ERR_INTERNAL) == 0 || !self->err_code[0]) {
         redisReply *r = bus_redis_command(self->cache, "DEL %s", key);
         if (!r)
             (*self->c_cache_errors)++;

@@ -42,6 +42,10 @@ static int s_inc(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     bus_val_map_get_bool(bus_msg_body(req), "flaky", &flaky);
     if (flaky && __atomic_fetch_sub(&s_flaky_left, 1, __ATOMIC_SEQ_CST) > 0)
         return bus_service_unavailable(svc, 50, "flaky on purpose");
+    bool broken = false;
+    bus_val_map_get_bool(bus_msg_body(req), "internal", &broken);
+    if (broken && __atomic_fetch_sub(&s_flaky_left, 1, __ATOMIC_SEQ_CST) > 0)
+        return bus_service_error(svc, BUS_ERR_INTERNAL, "out of memory, on purpose");
     if (sleep_ms > 0)
         zclock_sleep((int)sleep_ms);
     redisReply *r = bus_redis_command(self->redis, "INCR %s", T_KEY);
@@ -346,6 +350,39 @@ int main(void)
           "request id 'bad:id' refused: %s (want bad_request), nothing ran", s_code(r1));
     bus_msg_destroy(&r1);
 
+    /* an internal failure (out of memory, an unexpected storage error) is not kept either */
+    bus_val_t *in = bus_val_new_map();
+    bus_val_map_set_bool(in, "internal", true);
+    bus_buf_t e8 = s_envelope("inc", NULL, in);
+    s_flaky_left = 1;
+    r1 = s_send(&raw, at_a, &e8, 3000);
+    r2 = s_send(&raw, at_a, &e8, 3000);
+    CHECK(streq(s_code(r1), BUS_ERR_INTERNAL) && s_value(r2) == 6,
+          "internal first (%s), then the retry ran: %" PRId64 " (want 6)", s_code(r1),
+          s_value(r2));
+    bus_msg_destroy(&r1);
+    bus_msg_destroy(&r2);
+
+    /* a claim whose answer was lost: its own instance takes it again, another one waits */
+    bus_buf_t e9 = s_envelope("inc", "lost-claim-1", NULL);
+    bus_redis_cfg_t rc9 = {.port = redis_port};
+    bus_redis_t *r9 = bus_redis_new(&rc9);
+    char claim[BUS_INSTANCE_MAX + 2];
+    snprintf(claim, sizeof(claim), "P%s", a.instance);
+    redisReply *set = bus_redis_command(r9, "SET reply:{%s}:lost-claim-1 %s PX 30000", T_SERVICE,
+                                        claim);
+    if (set)
+        freeReplyObject(set);
+    bus_redis_destroy(&r9);
+    r1 = s_send(&raw, at_b, &e9, 3000);
+    r2 = s_send(&raw, at_a, &e9, 3000);
+    CHECK(streq(s_code(r1), BUS_ERR_UNAVAILABLE) && s_value(r2) == 7,
+          "A's lost claim: B waits (%s, want unavailable), A takes it again and runs: %" PRId64
+          " (want 7)",
+          s_code(r1), s_value(r2));
+    bus_msg_destroy(&r1);
+    bus_msg_destroy(&r2);
+
     /* Redis gone: nothing runs without its claim */
     h_stop(redis, SIGKILL);
     bus_buf_t e7 = s_envelope("inc", NULL, NULL);
@@ -361,6 +398,8 @@ int main(void)
     bus_buf_free(&e5);
     bus_buf_free(&e6);
     bus_buf_free(&e7);
+    bus_buf_free(&e8);
+    bus_buf_free(&e9);
     zsock_destroy(&raw.sock);
     s_instance_stop(&a);
     s_instance_stop(&b);
