@@ -757,8 +757,12 @@ static void *s_worker_main(void *data)
         if (failed && n <= 0) {
             /* nothing moved: pause, longer each time, so a dead Redis or a failing entry costs
                one attempt per pause */
-            backoff = backoff == 0 ? S_RETRY_MIN_MS
-                                   : (backoff * 2 < S_RETRY_MAX_MS ? backoff * 2 : S_RETRY_MAX_MS);
+            /* capped below half the claim idle time, as the walk's retry delay is: a longer
+               pause would let this consumer's own failing entries be claimed as if it were gone */
+            int cap = self->reader->claim_idle_ms / 2 < S_RETRY_MAX_MS
+                          ? self->reader->claim_idle_ms / 2
+                          : S_RETRY_MAX_MS;
+            backoff = backoff == 0 ? S_RETRY_MIN_MS : (backoff * 2 < cap ? backoff * 2 : cap);
             s_worker_wait(self, backoff);
             continue;
         }

@@ -277,6 +277,22 @@ c.check(n.get("sales_applied") == 1 and n.get("bad_stream_entries", 0) == 0 and
         f"(expected 1 applied, 0 bad, 5 dead letters; got {n.get('sales_applied')}, "
         f"{n.get('bad_stream_entries')}, {len(dead_letters())})")
 
+# --- 3b. an error that is not the sale's (a key of the wrong type): pending, never parked -----
+DAY3B = "2024-05-13"
+blocked = sale("S006", "R01", 1, [line("SKU01", 1, 700)])
+blocked_key = f"sale:{{S006}}:{blocked['sale_id']}"
+db.call("SET", blocked_key, "not a hash")  # the script's HEXISTS on it fails with WRONGTYPE
+errors0 = counters().get("stream_errors", 0)
+db.call(*xadd(blocked, DAY3B))
+c.check(wait_for(lambda: counters().get("stream_errors", 0) > errors0 and pending() == 1),
+        f"a script error that is not about the sale leaves it pending and counts an error "
+        f"(stream_errors {errors0} -> {counters().get('stream_errors')}, pending {pending()})")
+c.check(blocked["sale_id"] not in dead_letters(),
+        f"and does not park it (dead letters: {sorted(dead_letters())})")
+db.call("DEL", blocked_key)
+c.check(wait_for(lambda: day_totals("S006", DAY3B).get("total") == 700 and pending() == 0),
+        f"once the key is fixed the sale is applied, once: {day_totals('S006', DAY3B)}")
+
 # --- 4. every documented key, on a day with one plain cash sale ---------------------------------
 DAY4 = "2024-05-04"
 one = sale("S004", "R01", 1, [line("COLA", 1, 300, category="drinks")], "cash", 500)

@@ -1176,9 +1176,11 @@ static int s_sale_args(s_args_t *a, const bus_stream_entry_t *e, const bus_val_t
         bus_val_map_get_bool(bus_val_arr_get(lines, i), "voided", &voided);
         live += voided ? 0 : 1;
     }
-    int rc = s_args_str(a, bus_key_sale(key, store, sale_id)) | s_args_str(a, sale_id) |
-             s_args_str(a, store) | s_args_str(a, bus_key_stock(key, store)) |
-             s_args_str(a, bus_stream_field(e, "bday", NULL)) | s_args_int(a, live);
+    /* || evaluates left to right and stops at the first failure: the arguments keep their
+       order, and key is copied before it is built again */
+    int rc = s_args_str(a, bus_key_sale(key, store, sale_id)) || s_args_str(a, sale_id) ||
+             s_args_str(a, store) || s_args_str(a, bus_key_stock(key, store)) ||
+             s_args_str(a, bus_stream_field(e, "bday", NULL)) || s_args_int(a, live);
     for (size_t i = 0; i < bus_val_size(lines) && rc == 0; i++) {
         bus_val_t *l = bus_val_arr_get(lines, i);
         bool voided = false;
@@ -1188,10 +1190,10 @@ static int s_sale_args(s_args_t *a, const bus_stream_entry_t *e, const bus_val_t
             continue;
         const char *sku = bus_val_map_get_str(l, "sku");
         bus_val_map_get_int(l, "qty", &qty);
-        rc = s_args_str(a, sku) | s_args_int(a, qty) |
-             s_args_str(a, bus_val_map_get(l, "return_of") ? "return" : "sale") |
-             s_args_str(a, bus_key_moves(key, store, sku)) |
-             s_args_str(a, bus_key_sold(key, store, sku)) |
+        rc = s_args_str(a, sku) || s_args_int(a, qty) ||
+             s_args_str(a, bus_val_map_get(l, "return_of") ? "return" : "sale") ||
+             s_args_str(a, bus_key_moves(key, store, sku)) ||
+             s_args_str(a, bus_key_sold(key, store, sku)) ||
              s_args_str(a, bus_key_catalog_item(key, sku));
     }
     return rc ? -1 : 0;
@@ -1206,15 +1208,15 @@ static void s_reject(s_inv_t *self, bus_stream_entry_t *e, const char *why)
 }
 
 /*  Apply the checked sales idx[0..k) of entries in one script call; the script's refusals are
-    rejected. Returns 0, -1 on a failure that passes (Redis down or refusing writes: all stay
-    pending), or 1 on any other script error (its text in err), which nothing was written for. */
+    rejected. Returns 0, or -1 when the script did not answer (Redis down or refusing writes, or
+    an error reply, its text in err): all stay pending. */
 static int s_apply_some(s_inv_t *self, bus_stream_entry_t *entries, bus_val_t **sales,
                         const int *idx, int k, char *err, size_t size)
 {
     s_args_t a = {0};
     int rc = -1;
-    if (s_args_int(&a, k) | s_args_int(&a, bus_now_ms()) | s_args_int(&a, S_QTY_MAX) |
-        s_args_int(&a, S_BALANCE_MAX) | s_args_str(&a, s_field_names[S_F_THRESHOLD]))
+    if (s_args_int(&a, k) || s_args_int(&a, bus_now_ms()) || s_args_int(&a, S_QTY_MAX) ||
+        s_args_int(&a, S_BALANCE_MAX) || s_args_str(&a, s_field_names[S_F_THRESHOLD]))
         goto out_free_args;
     for (int j = 0; j < k; j++)
         if (s_sale_args(&a, &entries[idx[j]], sales[idx[j]]) != 0)
@@ -1230,9 +1232,11 @@ static int s_apply_some(s_inv_t *self, bus_stream_entry_t *entries, bus_val_t **
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_ARRAY || r->element[1]->type != REDIS_REPLY_ARRAY) {
+        /* the script refuses a sale that can never apply in its answer; an error reply is about
+           Redis or the script (a wrong key type, a bug, a permission), not about a sale: parking
+           would drop good sales for good, so the batch stays pending and the worker backs off */
         snprintf(err, size, "script: %s", r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
-        bus_error("inventory.apply", "batch of %d: %s", k, err);
-        rc = 1;
+        bus_error("inventory.apply", "batch of %d stays pending: %s", k, err);
         goto out_free_reply;
     }
     redisReply *refused = r->element[0], *low = r->element[1];
@@ -1292,17 +1296,6 @@ static int s_apply(bus_stream_entry_t *entries, int n, void *arg)
             s_reject(self, &entries[i], self->why[i]);
     }
     rc = k ? s_apply_some(self, entries, sales, idx, k, self->why[idx[0]], S_WHY_MAX) : 0;
-    if (rc == 1) {
-        rc = 0;
-        for (int j = 0; j < k && rc == 0; j++) {
-            int one = idx[j];
-            rc = s_apply_some(self, entries, sales, &one, 1, self->why[one], S_WHY_MAX);
-            if (rc == 1) {
-                s_reject(self, &entries[one], self->why[one]);
-                rc = 0;
-            }
-        }
-    }
 out_free:
     for (int i = 0; sales && i < n; i++)
         bus_val_destroy(&sales[i]);

@@ -624,12 +624,16 @@ static int s_answer(s_reporting_t *self, redisReply *r, s_pending_t *p, const in
         return S_RUN_FAILED;
     }
     if (r->type == REDIS_REPLY_ERROR) {
-        if (bus_redis_reply_transient(r)) {
+        /* The script checks every sale before writing and answers "refused" for one that can
+           never apply; an error reply is about Redis or the script (refusing writes, a wrong
+           key type, a bug, a permission), not about a sale: parking would drop good sales
+           for good, so they stay pending and the worker backs off (stream_errors counts it). */
+        if (bus_redis_reply_transient(r))
             bus_warn("reporting.apply_failed", "batch of %d: %s", live, r->str);
-            return S_RUN_FAILED;
-        }
-        s_refuse(why, "apply script failed: %s", r->str);
-        return S_RUN_REFUSED;
+        else
+            bus_error("reporting.apply_failed", "batch of %d: %s", live, r->str);
+        (void)why;
+        return S_RUN_FAILED;
     }
     const char *verdict = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
                                   r->element[0]->type == REDIS_REPLY_STRING
