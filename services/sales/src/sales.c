@@ -458,7 +458,7 @@ static int s_replay(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     unsigned long long ms, sq;
     if (!after || !*after || strcmp(after, "0") == 0)
         snprintf(start, sizeof(start), "-");
-    else if (strlen(after) < BUS_STREAM_ID_MAX && sscanf(after, "%llu-%llu", &ms, &sq) == 2)
+    else if (bus_stream_id_valid(after) && sscanf(after, "%llu-%llu", &ms, &sq) == 2)
         snprintf(start, sizeof(start), "(%llu-%llu", ms, sq);
     else
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "after must be a stream id or 0");
@@ -671,7 +671,7 @@ static int s_close_day(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
         bus_val_map_set_str(reply, "upto", upto);
         bus_info("sales.day_closed", "store=%s day=%s upto=%s", store, closed, upto);
     } else
-        rc = bus_service_error(svc, "busy", "the business day changed meanwhile; retry");
+        rc = bus_service_unavailable(svc, S_RETRY_MS, "the business day changed meanwhile; retry");
     freeReplyObject(r);
     return rc;
 }
