@@ -39,8 +39,8 @@
 
 #define S_BUF_MIN_CAP         256
 #define S_MAP_MIN_CAP         8
-#define S_MAP_INDEX_FROM      8  /* maps with this many entries or more get a hash index */
-#define S_INDEX_MIN_SLOTS     32 /* power of two, at least twice S_MAP_INDEX_FROM */
+#define S_MAP_INDEX_FROM      32 /* maps with this many entries or more get a hash index */
+#define S_INDEX_MIN_SLOTS     64 /* power of two, at least twice S_MAP_INDEX_FROM */
 #define S_INDEX_SLOT_EMPTY    0  /* slots hold entry position + 1 */
 #define S_MAP_MAX_LEN         (UINT32_MAX / 4) /* keeps positions and slot counts in uint32 */
 #define S_SIP_COMPRESS_ROUNDS 1

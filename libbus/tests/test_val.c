@@ -328,7 +328,7 @@ static void s_test_big_maps(void)
 static void s_test_index_threshold(void)
 {
     size_t errors = 0;
-    for (size_t n = 1; n <= 40; n++) {
+    for (size_t n = 1; n <= 80; n++) {
         bus_val_t *map = bus_val_new_map();
         for (size_t i = 0; i < n; i++) {
             char key[16];
@@ -352,7 +352,7 @@ static void s_test_index_threshold(void)
             errors++;
         bus_val_destroy(&map);
     }
-    CHECK(errors == 0, "maps of 1 to 40 keys find, replace and order every key (%zu errors)",
+    CHECK(errors == 0, "maps of 1 to 80 keys (both sides of the index threshold) find, replace and order every key (%zu errors)",
           errors);
 }
 

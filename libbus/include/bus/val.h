@@ -114,7 +114,7 @@ bus_val_t *bus_val_arr_get(const bus_val_t *self, size_t index); /* borrowed; NU
 
 /* Maps keep insertion order. set takes ownership of *val_p (destroyed on failure) and replaces an
    existing key in place. get returns a borrowed pointer or NULL when absent or self is no map.
-   set and get take constant expected time at any size (maps of 8 keys or more are hash-indexed),
+   set and get take constant expected time at any size (maps of 32 keys or more are hash-indexed),
    so building or reading a map of n keys is linear in n. */
 int bus_val_map_set(bus_val_t *self, const char *key, bus_val_t **val_p);
 int bus_val_map_set_int(bus_val_t *self, const char *key, int64_t i);
