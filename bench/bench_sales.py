@@ -16,6 +16,7 @@ parallel processes) that upload 5-line sales as fast as the stack acknowledges t
   <service>.rss_mb           peak resident memory of each service
 usage: bench_sales.py BUILD_DIR [SALES [PROCESSES]]"""
 import json
+import resource
 import os
 import re
 import subprocess
@@ -102,6 +103,7 @@ while day_tickets() < 200:
 per = SALES // PROCS
 cmds0 = redis_commands()
 mem0 = redis_info("memory", "used_memory")
+ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
 t0 = time.time()
 sims = [subprocess.Popen([f"{BIN}/posctl", *st.conn_args(), "sim", "--store", "B001",
                           "--registers", "2", "--register-base", str(2 * p), "--sales", str(per),
@@ -109,6 +111,8 @@ sims = [subprocess.Popen([f"{BIN}/posctl", *st.conn_args(), "sim", "--store", "B
                           "--timeout-ms", "10000"], stdout=subprocess.PIPE, text=True)
         for p in range(PROCS)]
 results = [json.loads(s.communicate()[0].strip().splitlines()[-1]) for s in sims]
+ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the sims are the only children waited for
+sims_cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
 t_acked = time.time()
 want = 200 + per * PROCS
 while day_tickets() < want and time.time() - t_acked < 120:
@@ -169,6 +173,7 @@ for name, mb in sorted(rss.items()):
     print(f"{name}.rss_mb: {mb:.1f}")
 for tag, secs in sorted(cpu.items()):
     print(f"{tag}.cpu_s: {secs:.2f}")
+print(f"sims.cpu_s: {sims_cpu:.2f}")
 print(f"sales.e2e.wall_s: {t_applied - t0:.2f}")
 for us, name, calls in usec[:6]:
     print(f"redis.cmd.{name}.usec_per_sale: {us / (per * PROCS):.1f}")
