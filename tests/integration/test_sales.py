@@ -195,6 +195,29 @@ c.eq((after["sales_refused"] - before["sales_refused"],
      "refund refusals counted; only the two good refunds committed")
 
 
+# --- 3b. a return that arrives before its original (two registers' uploads cross) --------------
+late = sale("R15", 1, [line("COLA", 2, 100)])
+early = sale("R16", 1, [line("COLA", -1, 100, return_of=late["sale_id"])], kind="return",
+             tenders=[{"kind": "cash", "amount": -100}])
+before = counters()
+r = upload(early)
+body = r["body"]
+c.check(r["type"] == "error" and body.get("code") == "unavailable" and
+        body.get("retry_ms", 0) >= 1000,
+        "a return before its original is 'unavailable, retry' (never a refusal: the refund "
+        "happened)", expected=("unavailable", ">= 1000 ms"),
+        actual=(body.get("code"), body.get("retry_ms"), body.get("message")))
+accepted(upload(late), "then the original arrives")
+accepted(upload(early), "and the resent return commits")
+after = counters()
+c.eq((after["returns_waiting_for_original"] - before["returns_waiting_for_original"],
+      after["sales_refused"] - before["sales_refused"],
+      after["sales_committed"] - before["sales_committed"]), (1, 0, 2),
+     "counted as waiting once, refused never, both committed")
+c.eq(st.redis_json("HGETALL", f"returned:{{{STORE}}}:{late['sale_id']}"),
+     {"COLA": "1", "fen:COLA": "100"}, "the return is booked against its original")
+
+
 # --- 4. replay pages bounded by bytes ---------------------------------------------------------
 def call_bytes(method, body):
     """Like bus.call, but returns (decoded reply, size in bytes of the reply payload)."""

@@ -69,9 +69,15 @@ if norig > 0 then
   for i = 1, norig do
     local okey, rkey, oid = KEYS[FIXED_KEYS - 1 + 2 * i], KEYS[FIXED_KEYS + 2 * i], ARGV[FIXED_ARGS + i]
     local osid = redis.call('HGET', okey, 'stream_id')
-    local entry = osid and redis.call('XRANGE', stream, osid, osid)[1]
+    if not osid then
+      -- the original may be on a register that has not uploaded it yet: the refund happened,
+      -- so this is "not yet", never a refusal (the register retries until it arrives)
+      return {'err', 'original_pending', 'original sale ' .. oid ..
+              ' is not known in this store (yet); retry once it is uploaded'}
+    end
+    local entry = redis.call('XRANGE', stream, osid, osid)[1]
     if not entry then
-      return refuse('original sale ' .. oid .. ' is not known in this store')
+      return refuse('original sale ' .. oid .. ' is no longer in the sales stream')
     end
     local opay
     for f = 1, #entry[2], 2 do

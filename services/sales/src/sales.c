@@ -37,16 +37,17 @@
 #include "park_lua.h"
 #include "recall_lua.h"
 
-#define S_PROGRAM          "sales"
-#define S_TEXT_MAX         128
-#define S_REPLAY_MAX       1000
-#define S_REPLAY_DEFAULT   100
-#define S_REPLAY_BYTES     (512 * 1024) /* a page stays well under the 1 MiB payload limit */
-#define S_FLAGS_MAX        1024
-#define S_CATALOG_CHECK_MS 1000
-#define S_RETRY_MS         500                  /* hint sent with `unavailable` */
-#define S_RECALL_MEMO_MS   (24 * 3600 * 1000LL) /* a retried recall gets its ticket this long */
-#define S_DAY_MAX          16                   /* YYYY-MM-DD */
+#define S_PROGRAM           "sales"
+#define S_TEXT_MAX          128
+#define S_REPLAY_MAX        1000
+#define S_REPLAY_DEFAULT    100
+#define S_REPLAY_BYTES      (512 * 1024) /* a page stays well under the 1 MiB payload limit */
+#define S_FLAGS_MAX         1024
+#define S_CATALOG_CHECK_MS  1000
+#define S_RETRY_MS          500  /* hint sent with `unavailable` */
+#define S_ORIGINAL_RETRY_MS 5000 /* hint for a return whose original is not uploaded yet */
+#define S_RECALL_MEMO_MS    (24 * 3600 * 1000LL) /* a retried recall gets its ticket this long */
+#define S_DAY_MAX           16                   /* YYYY-MM-DD */
 
 static const bus_opt_t s_options[] = {
     {"service-name", BUS_OPT_STR, "sales", 0, 0, "name this service registers under"},
@@ -62,7 +63,8 @@ typedef struct {
     int64_t next_catalog_check;
     zhashx_t *stores; /* known store ids */
     bus_stats_t *stats;
-    int64_t *c_committed, *c_retried, *c_dups, *c_refused, *c_flagged, *c_gaps, *c_redis_errors;
+    int64_t *c_committed, *c_retried, *c_waiting, *c_dups, *c_refused, *c_flagged, *c_gaps,
+        *c_redis_errors;
 } s_sales_t;
 
 typedef struct {
@@ -307,6 +309,14 @@ static int s_upload_reply(s_sales_t *self, bus_service_t *svc, const bus_val_t *
 {
     const char *status = s_elem_str(r, 0);
     const char *a = s_elem_str(r, 1), *b = s_elem_str(r, 2);
+    if (status && strcmp(status, "err") == 0 && a && b && strcmp(a, "original_pending") == 0) {
+        /* a return that came before its original (uploads from two registers cross): not a
+           refusal, the register resends it after the hint and it commits once the original did */
+        bus_stats_inc(self->c_waiting, 1);
+        bus_service_unavailable(svc, S_ORIGINAL_RETRY_MS, "%s", b);
+        freeReplyObject(r);
+        return -1;
+    }
     if (status && strcmp(status, "err") == 0 && a && b) {
         bus_stats_inc(self->c_refused, 1);
         bus_service_error(svc, a, "%s", b);
@@ -718,6 +728,7 @@ int main(int argc, char **argv)
     self.stats = bus_service_stats(self.svc);
     self.c_committed = bus_stats_counter(self.stats, "sales_committed");
     self.c_retried = bus_stats_counter(self.stats, "uploads_retried");
+    self.c_waiting = bus_stats_counter(self.stats, "returns_waiting_for_original");
     self.c_dups = bus_stats_counter(self.stats, "sales_duplicate");
     self.c_refused = bus_stats_counter(self.stats, "sales_refused");
     self.c_flagged = bus_stats_counter(self.stats, "sales_flagged_for_review");
