@@ -439,6 +439,19 @@ class Bus:
         return reply
 
 
+def wait_for(cond, timeout, what=None, step=0.1):
+    """Poll cond every step seconds until it returns something true or timeout seconds have
+    passed; returns its last value (falsy on a timeout, after saying what was not reached)."""
+    deadline = time.time() + timeout
+    value = cond()
+    while not value and time.time() < deadline:
+        time.sleep(step)
+        value = cond()
+    if not value and what:
+        print(f"     (gave up waiting for {what} after {timeout} s)", flush=True)
+    return value
+
+
 def extract_doc_block(marker, path):
     """The python block after <!-- marker --> in a doc file, written to path."""
     text = open(os.path.join(SRC, "docs", "protocol.md"), encoding="utf-8").read()

@@ -14,7 +14,7 @@ import time
 import msgpack
 import zmq
 
-from harness import Bus, Checks, Stack
+from harness import Bus, Checks, Stack, wait_for as poll
 
 PAYLOAD_MAX = 1024 * 1024  # documented limit of one message payload
 QTY_MAX = 10**9            # documented bound of one line or movement
@@ -42,14 +42,7 @@ st.start_busd()
 
 def wait_for(what, fn, timeout=DEADLINE_S):
     """Poll fn until it returns something true or the deadline passes; returns its last value."""
-    deadline = time.time() + timeout
-    value = fn()
-    while not value and time.time() < deadline:
-        time.sleep(0.1)
-        value = fn()
-    if not value:
-        print(f"     (gave up waiting for {what} after {timeout} s)", flush=True)
-    return value
+    return poll(fn, timeout, what)
 
 
 def raw_call(bus, service, method, body, timeout=30.0):

@@ -14,7 +14,7 @@ import os
 import subprocess
 import time
 
-from harness import Bus, Checks, Stack, SRC
+from harness import Bus, Checks, Stack, SRC, wait_for as poll
 
 TICKETS = 3000
 REGISTERS = 4
@@ -58,13 +58,11 @@ def counter(service, name):
 
 
 def wait_for(cond, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    c.fail(f"{what}: not within {timeout} s")
-    return False
+    """Poll cond; a timeout is a failed check."""
+    ok = poll(cond, timeout, what, step=0.05)
+    if not ok:
+        c.fail(f"{what}: not within {timeout} s")
+    return ok
 
 
 sim = st.posctl_popen("sim", "sim", "--store", "S1", "--registers", str(REGISTERS), "--sales",

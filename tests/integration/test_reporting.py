@@ -23,7 +23,7 @@ import time
 
 import msgpack
 
-from harness import Bus, Checks, Stack
+from harness import Bus, Checks, Stack, wait_for as poll
 
 STREAM = "sales:stream"
 DEAD = "dead:{reporting}"
@@ -139,12 +139,7 @@ def dead_letters():
 
 def wait_for(cond, timeout=APPLY_TIMEOUT):
     """Poll cond until it holds or the deadline passes; returns its last value."""
-    deadline = time.time() + timeout
-    while True:
-        v = cond()
-        if v or time.time() > deadline:
-            return v
-        time.sleep(0.1)
+    return poll(cond, timeout)
 
 
 def day_totals(store, day):

@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.environ.get("POSBUS_SRC", "."), "tests", "integration"))
-from harness import Bus, Checks, Stack  # noqa: E402
+from harness import Bus, Checks, Stack, wait_for as poll  # noqa: E402
 
 BIN = os.environ.get("POSBUS_BIN", "build/bin")
 SRC = os.environ.get("POSBUS_SRC", ".")
@@ -26,36 +26,20 @@ STORE = "S001"
 
 c = Checks("test_sim")
 st = Stack("sim")
-password = open(st.password_file, encoding="utf-8").read().strip()
-redis_conf = os.path.join(st.tmp, "redis.conf")
-with open(os.open(redis_conf, os.O_WRONLY | os.O_CREAT, 0o600), "w", encoding="utf-8") as f:
-    f.write(f"bind 127.0.0.1\nport {st.redis_port}\ndir {st.tmp}\nsave \"\"\n"
-            f"appendonly yes\nappendfsync always\nrequirepass {password}\n")
+password = st.password
+REDIS_CONF = ("appendfsync always",)  # a SIGKILL of Redis loses nothing acknowledged
 
 
 def start_redis():
-    st.spawn("redis", ["redis-server", redis_conf])
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        if redis_cli("PING").strip() == "PONG":
-            return
-        time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
+    st.start_redis(*REDIS_CONF)
 
 
 def redis_cli(*args):
-    env = dict(os.environ, REDISCLI_AUTH=password)
-    return subprocess.run(["redis-cli", "-p", str(st.redis_port), *args], capture_output=True,
-                          text=True, env=env).stdout
+    return st.redis_cli(*args, check=False).stdout
 
 
 def wait_for(cond, timeout, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
+    return poll(cond, timeout, step=step)
 
 
 def committed(bus):
