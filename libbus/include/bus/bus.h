@@ -23,5 +23,6 @@
 #include "bus/program.h"
 #include "bus/stream.h"
 #include "bus/keys.h"
+#include "bus/identity.h"
 
 #endif
