@@ -6,7 +6,10 @@
       req/rep:  client -> router -> worker, sequential round trips
     Raw: PUB/SUB/REQ/REP sockets and zmq_proxy in a child process.
     libbus: bus_pub/bus_sub/bus_client/bus_service and the real busd binary,
-    with envelopes encoded and decoded on every message.
+    with envelopes encoded and decoded on every message, each side with the
+    key of its role, as in production: the publisher and the worker a
+    service key ("service-bench"), the subscriber a consumer key, the client
+    an operator key.
     Prints `name: value` lines. Throughput = events the subscriber received
     divided by the time from its first to its last event.
     =========================================================================
@@ -33,6 +36,13 @@ typedef struct {
     char pub[64], sub[64], req[64], back[64];
     char server_public[41], server_secret[41];
 } s_topo_t;
+
+/*  libbus connection settings per role (all on one busd). */
+typedef struct {
+    bus_conn_cfg_t service;  /* the publisher and the req/rep worker, registered as "bench" */
+    bus_conn_cfg_t operator; /* the req/rep client */
+    bus_conn_cfg_t consumer; /* the subscriber */
+} s_roles_t;
 
 static int s_port(void)
 {
@@ -173,19 +183,20 @@ static pid_t s_subscriber_run(int fd_out, int fd_ready, const s_topo_t *t, bool 
     _exit(0);
 }
 
-static double s_pubsub(const s_topo_t *t, bool libbus, const bus_conn_cfg_t *cfg, int64_t *received)
+static double s_pubsub(const s_topo_t *t, const s_roles_t *roles, int64_t *received)
 {
+    bool libbus = roles != NULL;
     int out[2], ready[2];
     if (pipe(out) != 0 || pipe(ready) != 0)
         return 0;
-    pid_t sub = s_subscriber(out[1], ready[1], t, libbus, cfg);
+    pid_t sub = s_subscriber(out[1], ready[1], t, libbus, libbus ? &roles->consumer : NULL);
     char c;
     if (read(ready[0], &c, 1) != 1)
         return 0;
     byte payload[S_EVENT_BYTES];
     memset(payload, 'x', sizeof(payload));
     if (libbus) {
-        bus_pub_t *pub = bus_pub_new(cfg, "bench-pub", NULL);
+        bus_pub_t *pub = bus_pub_new(&roles->service, "bench-pub", NULL);
         zclock_sleep(S_SETTLE_MS);
         /* a body that makes the encoded envelope S_EVENT_BYTES long */
         bus_val_t *proto = bus_val_new_map();
@@ -298,14 +309,14 @@ static void s_bus_worker_run(const bus_conn_cfg_t *cfg)
 }
 
 /*  Round trips: fills mean and p99 in microseconds. */
-static void s_reqrep(const s_topo_t *t, bool libbus, const bus_conn_cfg_t *cfg, double *mean,
-                     double *p99)
+static void s_reqrep(const s_topo_t *t, const s_roles_t *roles, double *mean, double *p99)
 {
+    bool libbus = roles != NULL;
     int64_t *lat = calloc((size_t)s_rtts, sizeof(*lat));
     int64_t total = 0;
     if (libbus) {
-        pid_t worker = s_bus_worker(cfg);
-        bus_client_t *client = bus_client_new(cfg, "bench", NULL);
+        pid_t worker = s_bus_worker(&roles->service);
+        bus_client_t *client = bus_client_new(&roles->operator, "bench", NULL);
         bus_client_set_timeout(client, 2000);
         bus_client_set_retries(client, 10);
         for (int i = 0; i < 100; i++) { /* warm up; waits for registration */
@@ -415,7 +426,12 @@ int main(int argc, char **argv)
     snprintf(s_tmp, sizeof(s_tmp), "/tmp/posbus-bench-XXXXXX");
     if (!mkdtemp(s_tmp))
         return 1;
-    if (bus_keygen(s_tmp, "busd", false) != 0 || bus_keygen(s_tmp, "bench", true) != 0)
+    bus_identity_t service, operator, consumer;
+    bus_identity_set(&service, BUS_ROLE_SERVICE, "bench", NULL, NULL);
+    bus_identity_set(&operator, BUS_ROLE_OPERATOR, "bench", NULL, NULL);
+    bus_identity_set(&consumer, BUS_ROLE_CONSUMER, "bench", NULL, NULL);
+    if (bus_keygen(s_tmp, NULL, false) != 0 || bus_keygen(s_tmp, &service, true) != 0 ||
+        bus_keygen(s_tmp, &operator, true) != 0 || bus_keygen(s_tmp, &consumer, true) != 0)
         return 1;
 
     /* raw */
@@ -424,13 +440,13 @@ int main(int argc, char **argv)
     pid_t proxy = s_raw_proxy(&raw, ZMQ_XSUB, raw.pub, ZMQ_XPUB, raw.sub);
     zclock_sleep(200);
     int64_t raw_got = 0, bus_got = 0;
-    double raw_tput = s_pubsub(&raw, false, NULL, &raw_got);
+    double raw_tput = s_pubsub(&raw, NULL, &raw_got);
     kill(proxy, SIGKILL);
     waitpid(proxy, NULL, 0);
     proxy = s_raw_proxy(&raw, ZMQ_ROUTER, raw.req, ZMQ_DEALER, raw.back);
     zclock_sleep(200);
     double raw_mean, raw_p99;
-    s_reqrep(&raw, false, NULL, &raw_mean, &raw_p99);
+    s_reqrep(&raw, NULL, &raw_mean, &raw_p99);
     kill(proxy, SIGKILL);
     waitpid(proxy, NULL, 0);
 
@@ -438,21 +454,25 @@ int main(int argc, char **argv)
     s_topo_t lb;
     s_topo(&lb);
     pid_t busd = s_busd(&lb);
-    char cert[PATH_MAX], server[PATH_MAX];
-    snprintf(cert, sizeof(cert), "%s/bench.cert_secret", s_tmp);
+    char certs[3][PATH_MAX], server[PATH_MAX];
     snprintf(server, sizeof(server), "%s/busd.cert", s_tmp);
-    bus_conn_cfg_t cfg;
-    bus_conn_cfg_defaults(&cfg);
-    cfg.pub_endpoint = lb.pub;
-    cfg.sub_endpoint = lb.sub;
-    cfg.req_endpoint = lb.req;
-    cfg.cert = cert;
-    cfg.server_cert = server;
-    cfg.hwm = S_BENCH_HWM;
+    s_roles_t roles;
+    bus_conn_cfg_t *cfgs[] = {&roles.service, &roles.operator, &roles.consumer};
+    const char *files[] = {"service-bench", "operator-bench", "consumer-bench"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(certs[i], sizeof(certs[i]), "%s/%s.cert_secret", s_tmp, files[i]);
+        bus_conn_cfg_defaults(cfgs[i]);
+        cfgs[i]->pub_endpoint = lb.pub;
+        cfgs[i]->sub_endpoint = lb.sub;
+        cfgs[i]->req_endpoint = lb.req;
+        cfgs[i]->cert = certs[i];
+        cfgs[i]->server_cert = server;
+        cfgs[i]->hwm = S_BENCH_HWM;
+    }
     zclock_sleep(300);
-    double bus_tput = s_pubsub(&lb, true, &cfg, &bus_got);
+    double bus_tput = s_pubsub(&lb, &roles, &bus_got);
     double bus_mean, bus_p99;
-    s_reqrep(&lb, true, &cfg, &bus_mean, &bus_p99);
+    s_reqrep(&lb, &roles, &bus_mean, &bus_p99);
     kill(busd, SIGTERM);
     waitpid(busd, NULL, 0);
 

@@ -32,10 +32,17 @@ PUB="tcp://127.0.0.1:${POSBUS_DEMO_PUB_PORT:-5560}"
 SUB="tcp://127.0.0.1:${POSBUS_DEMO_SUB_PORT:-5561}"
 REQ="tcp://127.0.0.1:${POSBUS_DEMO_REQ_PORT:-5562}"
 
-echo "== certificates in $KEYS"
-[ -f "$KEYS/busd.cert_secret" ] || "$BIN/posctl" keygen "$KEYS" >/dev/null
-for name in posctl sales inventory reporting; do
-    [ -f "$KEYS/$name.cert_secret" ] || "$BIN/posctl" keygen "$KEYS" "$name" >/dev/null
+echo "== certificates in $KEYS (posctl --keys-dir $KEYS keys list)"
+# Every key carries a role and a name: each service its own (service-sales, ...), posctl an
+# operator key (operator-demo). Keys from before roles existed are revoked (the files stay).
+KEYGEN=("$BIN/posctl" --keys-dir "$KEYS")
+"${KEYGEN[@]}" keygen >/dev/null
+for svc in sales inventory reporting; do
+    [ -f "$KEYS/service-$svc.cert_secret" ] || "${KEYGEN[@]}" keygen service "$svc" >/dev/null
+done
+[ -f "$KEYS/operator-demo.cert_secret" ] || "${KEYGEN[@]}" keygen operator demo >/dev/null
+for old in posctl sales inventory reporting; do
+    rm -f "$KEYS/clients/$old.cert"
 done
 
 echo "== redis-server on 127.0.0.1:$REDIS_PORT (data in $VAR/redis, password in $VAR/redis.pass)"
@@ -72,8 +79,9 @@ cat > "$VAR/posctl.conf" <<CONF
 pub-endpoint = $PUB
 sub-endpoint = $SUB
 req-endpoint = $REQ
-cert = $KEYS/posctl.cert_secret
+cert = $KEYS/operator-demo.cert_secret
 server-cert = $KEYS/busd.cert
+keys-dir = $KEYS
 CONF
 CLIENT=(--config "$VAR/posctl.conf")
 export POSBUS_REDIS_PASSWORD_FILE="$VAR/redis.pass"
@@ -81,7 +89,7 @@ export POSBUS_REDIS_PASSWORD_FILE="$VAR/redis.pass"
 echo "== services: sales, inventory, reporting"
 for svc in sales inventory reporting; do
     "$BIN/$svc" --pub-endpoint "$PUB" --sub-endpoint "$SUB" --req-endpoint "$REQ" \
-        --cert "$KEYS/$svc.cert_secret" --server-cert "$KEYS/busd.cert" \
+        --cert "$KEYS/service-$svc.cert_secret" --server-cert "$KEYS/busd.cert" \
         --redis-port "$REDIS_PORT" --redis-password-file "$VAR/redis.pass" \
         > "$LOGS/$svc.log" 2>&1 &
     PIDS+=($!)
@@ -128,6 +136,7 @@ echo "  $BIN/posctl ${CLIENT[*]} stats busd    # busd's counters"
 echo "  $BIN/posctl ${CLIENT[*]} tail          # every event as a JSON line"
 echo "  $BIN/posctl ${CLIENT[*]} report z --store $STORE   # close the day"
 echo "  $BIN/posctl ${CLIENT[*]} sim --store $STORE --sales 100 --first-seq $((FIRST + 1000))"
+echo "  $BIN/posctl ${CLIENT[*]} keys list      # enrolled keys with their roles"
 if [ -n "${POSBUS_DEMO_SECONDS:-}" ]; then
     sleep "$POSBUS_DEMO_SECONDS"
 else

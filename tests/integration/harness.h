@@ -422,16 +422,20 @@ static inline void h_bus_init(h_bus_t *bus)
     snprintf(bus->clients, sizeof(bus->clients), "%s/clients", bus->keys);
 }
 
-/*  Create certificates with posctl keygen: busd's and one enrolled per name. */
-static inline int h_keygen(h_bus_t *bus, const char *name)
+/*  Create an enrolled key of role ("service", "operator", "consumer") and name with posctl keygen,
+    and busd's certificate if missing. Its file base name is "<role>-<name>": a service's key is
+    named after the service it registers ("service-echo"). 0 ok. */
+static inline int h_keygen(h_bus_t *bus, const char *role, const char *name)
 {
-    char *argv[] = {"posctl", "keygen", bus->keys, (char *)name, NULL};
+    char *argv[] = {"posctl",     "--keys-dir", bus->keys, "keygen", (char *)role,
+                    (char *)name, NULL};
     return h_run(argv, NULL, 0);
 }
 
-static inline void h_cert_path(h_bus_t *bus, const char *name, char *out, size_t size)
+/*  The secret certificate of key `file` ("operator-t1", "service-echo"). */
+static inline void h_cert_path(h_bus_t *bus, const char *file, char *out, size_t size)
 {
-    snprintf(out, size, "%s/%s.cert_secret", bus->keys, name);
+    snprintf(out, size, "%s/%s.cert_secret", bus->keys, file);
 }
 
 static inline pid_t h_start_busd(h_bus_t *bus)
@@ -458,15 +462,15 @@ static inline pid_t h_start_busd(h_bus_t *bus)
     return bus->busd;
 }
 
-/*  Connection settings for an in-test client using certificate `name`. */
-static inline void h_conn(h_bus_t *bus, const char *name, bus_conn_cfg_t *cfg, char *cert,
+/*  Connection settings for an in-test client using key `file` ("operator-t1"). */
+static inline void h_conn(h_bus_t *bus, const char *file, bus_conn_cfg_t *cfg, char *cert,
                           size_t cert_size)
 {
     bus_conn_cfg_defaults(cfg);
     cfg->pub_endpoint = bus->pub;
     cfg->sub_endpoint = bus->sub;
     cfg->req_endpoint = bus->req;
-    h_cert_path(bus, name, cert, cert_size);
+    h_cert_path(bus, file, cert, cert_size);
     cfg->cert = cert;
     cfg->server_cert = bus->server_public;
     cfg->heartbeat_ms = 250;
@@ -490,11 +494,11 @@ static inline bus_msg_t *h_request(bus_client_t *client, const char *service, co
     return NULL;
 }
 
-/*  Start the echo test service with certificate `name`. */
-static inline pid_t h_start_echo(h_bus_t *bus, const char *logname, const char *name)
+/*  Start the echo test service (registered as "echo") with key `file` ("service-echo"). */
+static inline pid_t h_start_echo(h_bus_t *bus, const char *logname, const char *file)
 {
     char cert[PATH_MAX];
-    h_cert_path(bus, name, cert, sizeof(cert));
+    h_cert_path(bus, file, cert, sizeof(cert));
     char *argv[] = {"bus_echo",
                     "--pub-endpoint",
                     bus->pub,

@@ -182,8 +182,18 @@ class Redis:
         return self.pipeline([args])[0]
 
 
+KEY_COMMANDS = ("keygen", "node", "keys")  # posctl commands on the keys directory, not busd
+OPERATOR = "cli"  # the operator key posctl and conn_args use unless told otherwise
+PY_CLIENT = "py"  # the operator key of Bus, the raw Python client
+
+
 class Stack:
     """redis-server + busd + services, with CURVE keys, all private to one test.
+
+    Keys are made by posctl in TMP/keys, one per identity, the way an operator makes them:
+    busd's, an operator key for posctl and conn_args ("operator-cli") and one for Bus
+    ("operator-py"). start_service uses the key of the service it starts; key(role, name) makes
+    any other on demand (a consumer, a register, a second operator).
 
     Processes are stopped with SIGTERM when the test finishes (services first, then busd, then
     Redis) so that leaks at shutdown are reported; any sanitizer report in any process's output,
@@ -202,8 +212,7 @@ class Stack:
         self.pub, self.sub, self.req = (f"tcp://127.0.0.1:{free_port()}" for _ in range(3))
         self.password = "test-" + secrets.token_hex(8)
         self.password_file = self._private_file("redis.pass", self.password + "\n")
-        for name in ("svc", "cli", "py"):
-            self.posctl("keygen", self.keys, name, check=True)
+        self.posctl("keygen", "operator", OPERATOR, PY_CLIENT, check=True)
 
     def _private_file(self, name, text):
         path = os.path.join(self.tmp, name)
@@ -351,13 +360,42 @@ class Stack:
                             os.path.join(self.keys, "clients"), "--heartbeat-ms", "250",
                             "--heartbeat-timeout-ms", "1500"])
 
-    def conn_args(self, cert="cli"):
+    @staticmethod
+    def key_file(role, name):
+        """The base file name of an identity's certificates ("service-sales"); a register's name
+        is "STORE.REGISTER" ("register-S1-R01")."""
+        return f"{role}-{name.replace('.', '-')}" if role == "register" else f"{role}-{name}"
+
+    def key(self, role, name):
+        """The secret certificate path of the key of role ("service", "operator", "consumer",
+        "register") and name, made and enrolled with posctl when it does not exist yet. A
+        register's name is "STORE.REGISTER" (made with posctl node enroll)."""
+        path = os.path.join(self.keys, self.key_file(role, name) + ".cert_secret")
+        if not os.path.exists(path):
+            if role == "register":
+                self.posctl("node", "enroll", *name.split(".", 1), check=True)
+            else:
+                self.posctl("keygen", role, name, check=True)
+        return path
+
+    def server_cert(self):
+        """busd's public certificate, which every client needs."""
+        return os.path.join(self.keys, "busd.cert")
+
+    def conn_args(self, cert=None):
+        """posctl's and the services' connection options; cert is a secret certificate path
+        (default: the operator key of posctl, see key())."""
         return ["--pub-endpoint", self.pub, "--sub-endpoint", self.sub, "--req-endpoint",
-                self.req, "--cert", os.path.join(self.keys, cert + ".cert_secret"),
-                "--server-cert", os.path.join(self.keys, "busd.cert")]
+                self.req, "--cert", cert or self.key("operator", OPERATOR),
+                "--server-cert", self.server_cert()]
 
     def start_service(self, tag, program, *extra):
-        return self.spawn(tag, [f"{BIN}/{program}", *self.conn_args("svc"), "--redis-port",
+        """Start a service program with the key of the service it registers as: its
+        --service-name when extra gives one, else the program's name ("service-sales")."""
+        args = list(extra)
+        name = args[args.index("--service-name") + 1] if "--service-name" in args else program
+        cert = self.key("service", name)
+        return self.spawn(tag, [f"{BIN}/{program}", *self.conn_args(cert), "--redis-port",
                                 str(self.redis_port), "--redis-password-file",
                                 self.password_file, "--heartbeat-ms", "250",
                                 "--heartbeat-timeout-ms", "1500", *extra])
@@ -366,7 +404,9 @@ class Stack:
         """Run posctl to completion (text output). A sanitizer report on its stderr is a failed
         check whatever the exit code; check=True raises Failure on a non-zero exit."""
         argv = [f"{BIN}/posctl"]
-        if args[0] != "keygen":
+        if args[0] in KEY_COMMANDS:
+            argv += ["--keys-dir", self.keys]
+        else:
             argv += self.conn_args()
         r = subprocess.run(argv + list(args), capture_output=True, text=True, timeout=timeout)
         report = sanitizer_report(r.stderr)
@@ -403,9 +443,11 @@ class Stack:
 class Bus:
     """A raw client of busd's request protocol (BUS1C), to send what posctl never would."""
 
-    def __init__(self, stack, cert="py"):
-        me = load_cert(os.path.join(stack.keys, cert + ".cert_secret"))
-        server = load_cert(os.path.join(stack.keys, "busd.cert"))
+    def __init__(self, stack, cert=None):
+        """cert: a secret certificate path (default: the operator key "operator-py"; another
+        role's key comes from stack.key(role, name))."""
+        me = load_cert(cert or stack.key("operator", PY_CLIENT))
+        server = load_cert(stack.server_cert())
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.curve_publickey, self.sock.curve_secretkey = me["public"], me["secret"]
         self.sock.curve_serverkey = server["public"]

@@ -62,22 +62,23 @@ int main(void)
     h_init("test_consumer");
     h_bus_t bus;
     h_bus_init(&bus);
-    CHECK(h_keygen(&bus, "svc") == 0 && h_keygen(&bus, "t1") == 0 && h_keygen(&bus, "py") == 0,
+    CHECK(h_keygen(&bus, "service", "echo") == 0 && h_keygen(&bus, "operator", "t1") == 0 &&
+              h_keygen(&bus, "consumer", "py") == 0,
           "certificates created");
     h_start_busd(&bus);
     char cert[PATH_MAX];
     bus_conn_cfg_t cfg;
-    h_conn(&bus, "t1", &cfg, cert, sizeof(cert));
+    h_conn(&bus, "operator-t1", &cfg, cert, sizeof(cert));
     bus_client_t *client = bus_client_new(&cfg, "test", NULL);
     CHECK(client && h_wait_busd(client, 10000), "busd up");
-    h_start_echo(&bus, "echo", "svc");
+    h_start_echo(&bus, "echo", "service-echo");
     CHECK(h_wait_instances(client, "echo", 1, 5000), "publisher registered");
 
     char script[PATH_MAX];
     snprintf(script, sizeof(script), "%s/consumer.py", h_tmp);
     CHECK(s_extract_consumer(script) == 0, "consumer extracted from docs/protocol.md");
     char py_cert[PATH_MAX];
-    h_cert_path(&bus, "py", py_cert, sizeof(py_cert));
+    h_cert_path(&bus, "consumer-py", py_cert, sizeof(py_cert));
     char count[16];
     snprintf(count, sizeof(count), "%d", S_EVENTS);
     char *argv[] = {"/usr/bin/python3", script,  bus.sub, py_cert,

@@ -51,7 +51,8 @@ int main(void)
     h_init("test_health");
     h_bus_t bus;
     h_bus_init(&bus);
-    CHECK(h_keygen(&bus, "svc") == 0 && h_keygen(&bus, "t1") == 0, "certificates");
+    CHECK(h_keygen(&bus, "service", "echo") == 0 && h_keygen(&bus, "operator", "t1") == 0,
+          "certificates");
     h_start_busd(&bus);
     int redis_port = h_free_port();
     pid_t redis = h_start_redis("redis", redis_port, S_PASSWORD);
@@ -61,7 +62,7 @@ int main(void)
           "redis-server started, password in files of mode 0600 only");
 
     char cert[PATH_MAX], port[16];
-    h_cert_path(&bus, "svc", cert, sizeof(cert));
+    h_cert_path(&bus, "service-echo", cert, sizeof(cert));
     snprintf(port, sizeof(port), "%d", redis_port);
     char *argv[] = {"bus_echo",
                     "--req-endpoint",
@@ -83,7 +84,7 @@ int main(void)
 
     bus_conn_cfg_t cfg;
     char tcert[PATH_MAX];
-    h_conn(&bus, "t1", &cfg, tcert, sizeof(tcert));
+    h_conn(&bus, "operator-t1", &cfg, tcert, sizeof(tcert));
     bus_client_t *client = bus_client_new(&cfg, "test", NULL);
     bus_client_set_timeout(client, 1000);
     CHECK(h_wait_busd(client, 10000) && h_wait_instances(client, "echo", 1, 5000),

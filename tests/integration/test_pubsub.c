@@ -74,12 +74,12 @@ int main(void)
     h_init("test_pubsub");
     h_bus_t bus;
     h_bus_init(&bus);
-    CHECK(h_keygen(&bus, "svc") == 0 && h_keygen(&bus, "t1") == 0,
+    CHECK(h_keygen(&bus, "service", "echo") == 0 && h_keygen(&bus, "operator", "t1") == 0,
           "certificates created with posctl keygen");
     h_start_busd(&bus);
     char cert[PATH_MAX];
     bus_conn_cfg_t cfg;
-    h_conn(&bus, "t1", &cfg, cert, sizeof(cert));
+    h_conn(&bus, "operator-t1", &cfg, cert, sizeof(cert));
     bus_client_t *client = bus_client_new(&cfg, "test", NULL);
     bus_sub_t *sub = bus_sub_new(&cfg, NULL);
     CHECK(client && sub, "client and subscriber created");
@@ -87,7 +87,7 @@ int main(void)
         return h_finish();
     bus_client_set_timeout(client, 2000);
     CHECK(h_wait_busd(client, 10000), "busd up");
-    h_start_echo(&bus, "echo", "svc");
+    h_start_echo(&bus, "echo", "service-echo");
     CHECK(h_wait_instances(client, "echo", 1, 5000), "publisher service registered");
 
     bus_sub_subscribe(sub, "sale.");

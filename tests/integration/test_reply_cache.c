@@ -222,19 +222,20 @@ int main(void)
     h_init("test_reply_cache");
     h_bus_t bus;
     h_bus_init(&bus);
-    CHECK(h_keygen(&bus, "svc") == 0 && h_keygen(&bus, "cli") == 0, "certificates created");
+    CHECK(h_keygen(&bus, "service", T_SERVICE) == 0 && h_keygen(&bus, "operator", "cli") == 0,
+          "certificates created");
     h_start_busd(&bus);
     int redis_port = h_free_port();
     pid_t redis = h_start_redis("redis", redis_port, T_PASSWORD);
 
     char cli_cert[PATH_MAX], svc_cert[PATH_MAX];
     bus_conn_cfg_t cli_cfg;
-    h_conn(&bus, "cli", &cli_cfg, cli_cert, sizeof(cli_cert));
+    h_conn(&bus, "operator-cli", &cli_cfg, cli_cert, sizeof(cli_cert));
     bus_client_t *client = bus_client_new(&cli_cfg, "test", NULL);
     CHECK(client && h_wait_busd(client, 5000), "busd answers");
 
     t_instance_t a = {0}, b = {0};
-    h_conn(&bus, "svc", &a.cfg, svc_cert, sizeof(svc_cert));
+    h_conn(&bus, "service-" T_SERVICE, &a.cfg, svc_cert, sizeof(svc_cert));
     b.cfg = a.cfg;
     a.redis_port = b.redis_port = redis_port;
     CHECK(s_instance_start(&a) == 0 && s_instance_start(&b) == 0, "two instances started");

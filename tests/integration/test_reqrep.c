@@ -19,8 +19,8 @@ static bus_msg_t *s_echo(bus_client_t *client, int64_t n)
 
 static void s_test_spread_and_kill(h_bus_t *bus, bus_client_t *client)
 {
-    pid_t a = h_start_echo(bus, "echo-a", "svc");
-    pid_t b = h_start_echo(bus, "echo-b", "svc");
+    pid_t a = h_start_echo(bus, "echo-a", "service-echo");
+    pid_t b = h_start_echo(bus, "echo-b", "service-echo");
     CHECK(h_wait_instances(client, "echo", 2, 5000), "two echo instances registered");
 
     zhashx_t *seen = zhashx_new();
@@ -77,7 +77,7 @@ static void s_test_no_service(bus_client_t *client)
 
 static void s_test_busd_restart(h_bus_t *bus, bus_client_t *client)
 {
-    pid_t a = h_start_echo(bus, "echo-c", "svc");
+    pid_t a = h_start_echo(bus, "echo-c", "service-echo");
     CHECK(h_wait_instances(client, "echo", 1, 5000), "echo registered before busd restart");
     h_stop(bus->busd, SIGKILL);
     bus_client_set_timeout(client, 300);
@@ -128,14 +128,14 @@ static int64_t s_wait_counter(bus_client_t *client, const char *target, const ch
 
 static void s_test_garbage(h_bus_t *bus, bus_client_t *client)
 {
-    h_start_echo(bus, "echo-d", "svc");
+    h_start_echo(bus, "echo-d", "service-echo");
     CHECK(h_wait_instances(client, "echo", 1, 5000), "echo registered for garbage test");
     int64_t bad_before = s_counter(client, "busd", "bad_frames");
 
     /* a raw DEALER with an enrolled key sends garbage frames to busd and garbage payloads */
     char cert[PATH_MAX];
     bus_conn_cfg_t cfg;
-    h_conn(bus, "t2", &cfg, cert, sizeof(cert));
+    h_conn(bus, "operator-t2", &cfg, cert, sizeof(cert));
     zsock_t *raw = zsock_new(ZMQ_DEALER);
     const char *err = NULL;
     CHECK(bus_conn_connect(raw, bus->req, &cfg, &err) == 0, "raw socket connected");
@@ -229,12 +229,13 @@ int main(void)
     h_init("test_reqrep");
     h_bus_t bus;
     h_bus_init(&bus);
-    CHECK(h_keygen(&bus, "svc") == 0 && h_keygen(&bus, "t1") == 0 && h_keygen(&bus, "t2") == 0,
+    CHECK(h_keygen(&bus, "service", "echo") == 0 && h_keygen(&bus, "operator", "t1") == 0 &&
+              h_keygen(&bus, "operator", "t2") == 0,
           "certificates created with posctl keygen");
     h_start_busd(&bus);
     char cert[PATH_MAX];
     bus_conn_cfg_t cfg;
-    h_conn(&bus, "t1", &cfg, cert, sizeof(cert));
+    h_conn(&bus, "operator-t1", &cfg, cert, sizeof(cert));
     const char *err = NULL;
     bus_client_t *client = bus_client_new(&cfg, "test", &err);
     CHECK(client != NULL, "client created (%s)", err ? err : "ok");

@@ -45,8 +45,8 @@ c.check(not shown, f"the Redis password is on no command line ps shows ({len(st.
 
 def subscriber(prefix):
     """A CURVE SUB socket on busd for prefix, returned once its handshake with busd is done."""
-    me = load_cert(os.path.join(st.keys, "py.cert_secret"))
-    srv = load_cert(os.path.join(st.keys, "busd.cert"))
+    me = load_cert(st.key("operator", "py"))
+    srv = load_cert(st.server_cert())
     sock = zmq.Context.instance().socket(zmq.SUB)
     sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = (me["public"],
                                                                       me["secret"],
@@ -537,8 +537,8 @@ c.check(pid in listed and got["type"] == "reply" and got["body"]["ticket"]["line
 # --- the resuming consumer from docs/protocol.md ---------------------------------------------
 script = extract_doc_block("resume-consumer", os.path.join(st.tmp, "resume_consumer.py"))
 state = os.path.join(st.tmp, "consumer.state")
-py_args = ["/usr/bin/python3", script, st.sub, st.req, os.path.join(st.keys, "py.cert_secret"),
-           os.path.join(st.keys, "busd.cert"), state]
+py_args = ["/usr/bin/python3", script, st.sub, st.req, st.key("consumer", "resume"),
+           st.server_cert(), state]
 
 
 def ring(n, first_seq, seed):

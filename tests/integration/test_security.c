@@ -46,8 +46,8 @@ static int s_copy(const char *from, const char *to)
 static void s_test_posctl(h_bus_t *bus)
 {
     char cert[PATH_MAX];
-    h_cert_path(bus, "t1", cert, sizeof(cert));
-    h_start_echo(bus, "echo", "svc");
+    h_cert_path(bus, "operator-t1", cert, sizeof(cert));
+    h_start_echo(bus, "echo", "service-echo");
     char out[8192];
     int rc = -1;
     int64_t deadline = bus_mono_ms() + 5000;
@@ -79,20 +79,26 @@ int main(void)
     h_init("test_security");
     h_bus_t bus;
     h_bus_init(&bus);
-    CHECK(h_keygen(&bus, "t1") == 0 && h_keygen(&bus, "svc") == 0, "enrolled certificates");
-    CHECK(h_keygen(&bus, "t1") != 0, "keygen refuses to overwrite an existing certificate");
+    CHECK(h_keygen(&bus, "operator", "t1") == 0 && h_keygen(&bus, "service", "echo") == 0,
+          "enrolled certificates");
+    CHECK(h_keygen(&bus, "operator", "t1") != 0,
+          "keygen refuses to overwrite an existing certificate");
     char stranger_dir[PATH_MAX];
     snprintf(stranger_dir, sizeof(stranger_dir), "%s/stranger", h_tmp);
-    CHECK(bus_keygen(stranger_dir, "stranger", false) == 0, "an unenrolled certificate");
+    bus_identity_t stranger_id;
+    CHECK(bus_identity_set(&stranger_id, BUS_ROLE_OPERATOR, "stranger", NULL, NULL) == 0 &&
+              bus_keygen(stranger_dir, &stranger_id, false) == 0,
+          "an unenrolled certificate");
     h_start_busd(&bus);
 
     char cert[PATH_MAX];
     bus_conn_cfg_t enrolled;
-    h_conn(&bus, "t1", &enrolled, cert, sizeof(cert));
+    h_conn(&bus, "operator-t1", &enrolled, cert, sizeof(cert));
     CHECK(s_wait_talk(&enrolled, true, 10000), "enrolled key is accepted");
 
     char stranger_cert[PATH_MAX];
-    snprintf(stranger_cert, sizeof(stranger_cert), "%s/stranger.cert_secret", stranger_dir);
+    snprintf(stranger_cert, sizeof(stranger_cert), "%s/operator-stranger.cert_secret",
+             stranger_dir);
     bus_conn_cfg_t stranger = enrolled;
     stranger.cert = stranger_cert;
     CHECK(!s_can_talk(&stranger), "unknown key is refused");
@@ -102,14 +108,14 @@ int main(void)
     CHECK(!s_can_talk(&plain), "plaintext client is refused by a CURVE busd");
 
     char wrong_server[PATH_MAX];
-    snprintf(wrong_server, sizeof(wrong_server), "%s/stranger.cert", stranger_dir);
+    snprintf(wrong_server, sizeof(wrong_server), "%s/operator-stranger.cert", stranger_dir);
     bus_conn_cfg_t mitm = enrolled;
     mitm.server_cert = wrong_server;
     CHECK(!s_can_talk(&mitm), "a client expecting another server key gets nothing");
 
     char from[PATH_MAX], to[PATH_MAX];
-    snprintf(from, sizeof(from), "%s/stranger.cert", stranger_dir);
-    snprintf(to, sizeof(to), "%s/stranger.cert", bus.clients);
+    snprintf(from, sizeof(from), "%s/operator-stranger.cert", stranger_dir);
+    snprintf(to, sizeof(to), "%s/operator-stranger.cert", bus.clients);
     CHECK(s_copy(from, to) == 0, "enrol: public certificate copied into clients/");
     int64_t t0 = bus_mono_ms();
     CHECK(s_wait_talk(&stranger, true, 10000),

@@ -5,8 +5,12 @@
                                 exit 1 if any is unhealthy, silent, or --expect'ed but missing
     posctl stats TARGET         counters of busd, a service, or one "service@instance"
     posctl tail [PREFIX]        decoded events as JSON lines (one per event)
-    posctl keygen DIR [NAME..]  busd's certificate (if missing) and an enrolled client
-                                certificate for each NAME
+    posctl keygen [ROLE NAME..] busd's certificate (if missing) and an enrolled key of ROLE
+                                (service, operator, consumer) for each NAME, in --keys-dir
+    posctl node enroll|revoke STORE REGISTER   a register's key: create or enrol it again
+                                (prints the files to carry to the register), or revoke it
+    posctl keys list|enrol|revoke   enrolled keys with role and name (--format table|csv|json);
+                                enrol ROLE NAME again, revoke ROLE NAME (the key files stay)
     posctl store add STORE [NAME]
     posctl catalog import FILE.csv | catalog get BARCODE|SKU
     posctl stock get|history|reorder|receive|count|adjust|transfer --store S ...
@@ -16,17 +20,18 @@
     posctl dead SERVICE [--after ID] [--count N]   dead letters of inventory or reporting
 
     Output goes to stdout; diagnostics to stderr; exit 0 ok, 1 failure, 2 usage.
+    The key commands (keys.c) work on the keys directory alone and never
+    connect to busd; every other command is a client of busd.
     =========================================================================
 */
 #include <bus/bus.h>
 #include "posctl.h"
 
-#define S_PROGRAM     "posctl"
-#define S_TOPIC_MAX   (BUS_TOPIC_MAX + 1)
-#define S_SERVER_NAME "busd"
-#define S_EXIT_OK     0
-#define S_EXIT_FAIL   1
-#define S_EXIT_USAGE  2
+#define S_PROGRAM    "posctl"
+#define S_TOPIC_MAX  (BUS_TOPIC_MAX + 1)
+#define S_EXIT_OK    0
+#define S_EXIT_FAIL  1
+#define S_EXIT_USAGE 2
 
 static const bus_opt_t s_options[] = {
     {"timeout-ms", BUS_OPT_INT, "2000", 10, 600000, "per-request timeout"},
@@ -38,6 +43,8 @@ static const bus_opt_t s_options[] = {
      "stock history: moves to show, newest first (0 = 100)"},
     {"idle-ms", BUS_OPT_INT, "0", 0, INT64_MAX,
      "tail: stop after this long without an event (0 = never)"},
+    {"keys-dir", BUS_OPT_STR, "keys", 0, 0,
+     "keygen, node, keys: the keys directory (busd's certificates; enrolled ones in clients/)"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 static void s_usage(bus_config_t *config)
@@ -47,7 +54,14 @@ static void s_usage(bus_config_t *config)
         "  ping                     health of busd and every service instance\n"
         "  stats TARGET             counters of busd, a service or service@instance\n"
         "  tail [PREFIX]            print events as JSON lines\n"
-        "  keygen DIR [NAME...]     create busd's and enrolled client certificates\n"
+        "  keygen                   create busd's certificate in --keys-dir (if missing)\n"
+        "  keygen ROLE NAME...      and an enrolled key per NAME; ROLE: service (named after\n"
+        "                           its service), operator or consumer\n"
+        "  node enroll STORE REG    a register's key (or its existing key enrolled again)\n"
+        "  node revoke STORE REG    refuse a register (its key files stay)\n"
+        "  keys list                enrolled keys: role, name, store, register, created, key\n"
+        "                           (--format table|csv|json)\n"
+        "  keys enrol|revoke ROLE NAME   enrol an existing key again, or refuse it\n"
         "  store add STORE [NAME]   register a store\n"
         "  catalog import FILE.csv  import items (sku,barcode,name,price,tax_rate,unit,category)\n"
         "  catalog get CODE         one item by SKU or barcode\n"
@@ -201,36 +215,6 @@ static int s_tail(bus_config_t *config, const bus_conn_cfg_t *cfg, const char *p
     return S_EXIT_OK;
 }
 
-static int s_keygen(bus_config_t *config)
-{
-    int argc = bus_config_argc(config);
-    if (argc < 2) {
-        fprintf(stderr, "posctl: usage: keygen DIR [NAME...]\n");
-        return S_EXIT_USAGE;
-    }
-    const char *dir = bus_config_arg(config, 1);
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%s.cert_secret", dir, S_SERVER_NAME);
-    if (access(path, F_OK) != 0) {
-        if (bus_keygen(dir, S_SERVER_NAME, false) != 0) {
-            fprintf(stderr, "posctl: cannot create %s: %s\n", path, strerror(errno));
-            return S_EXIT_FAIL;
-        }
-        printf("created %s/%s.cert (busd's public certificate; give it to every client)\n", dir,
-               S_SERVER_NAME);
-    }
-    for (int i = 2; i < argc; i++) {
-        const char *name = bus_config_arg(config, i);
-        if (bus_keygen(dir, name, true) != 0) {
-            fprintf(stderr, "posctl: cannot create certificate '%s' in %s: %s\n", name, dir,
-                    errno == EEXIST ? "it exists already" : strerror(errno));
-            return S_EXIT_FAIL;
-        }
-        printf("created %s/%s.cert_secret and enrolled %s/clients/%s.cert\n", dir, name, dir, name);
-    }
-    return S_EXIT_OK;
-}
-
 int main(int argc, char **argv)
 {
     bus_config_t *config = bus_config_new(S_PROGRAM, s_options);
@@ -281,7 +265,11 @@ int main(int argc, char **argv)
     else if (streq(cmd, "dead"))
         rc = posctl_dead(config, &cfg);
     else if (streq(cmd, "keygen"))
-        rc = s_keygen(config);
+        rc = posctl_keygen(config);
+    else if (streq(cmd, "node"))
+        rc = posctl_node(config);
+    else if (streq(cmd, "keys"))
+        rc = posctl_keys(config);
     else {
         fprintf(stderr, "posctl: unknown command '%s'\n", cmd);
         s_usage(config);

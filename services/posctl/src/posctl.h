@@ -32,6 +32,11 @@ int posctl_stock(bus_config_t *config, const bus_conn_cfg_t *cfg);
 int posctl_report(bus_config_t *config, const bus_conn_cfg_t *cfg);
 int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg);
 int posctl_dead(bus_config_t *config, const bus_conn_cfg_t *cfg);
+/* Key management on the keys directory (--keys-dir), without busd: keygen [ROLE NAME...],
+   node enroll|revoke STORE REGISTER, keys list|enrol|revoke. Exit codes. */
+int posctl_keygen(bus_config_t *config);
+int posctl_node(bus_config_t *config);
+int posctl_keys(bus_config_t *config);
 int posctl_tail_from(bus_config_t *config, const bus_conn_cfg_t *cfg, const char *prefix,
                      const char *from);
 
