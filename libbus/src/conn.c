@@ -90,7 +90,7 @@ int bus_conn_connect(zsock_t *sock, const char *endpoint, const bus_conn_cfg_t *
 {
     static const char *const no_endpoint = "no endpoint configured";
     static const char *const no_keys =
-        "tcp:// endpoint needs --cert and --server-cert (or --insecure for development)";
+        "tcp:// and ipc:// endpoints need --cert and --server-cert (or --insecure for development)";
     static const char *const bad_keys = "cannot load CURVE certificates (--cert/--server-cert)";
     static const char *const bad_endpoint = "cannot connect: invalid endpoint";
 
@@ -99,7 +99,8 @@ int bus_conn_connect(zsock_t *sock, const char *endpoint, const bus_conn_cfg_t *
         return -1;
     }
     bus__socket_policy(sock, cfg);
-    if (bus_endpoint_is_tcp(endpoint) && !cfg->insecure) {
+    bool curve = bus_endpoint_is_tcp(endpoint) || strncmp(endpoint, "ipc://", 6) == 0;
+    if (curve && !cfg->insecure) {
         if (!cfg->cert || !cfg->server_cert) {
             *err = no_keys;
             return -1;

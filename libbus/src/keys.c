@@ -108,9 +108,9 @@ char *bus_key_dead(char *buf, const char *group)
     return s_key(buf, "dead:{%s}", group);
 }
 
-char *bus_key_reply(char *buf, const char *service, const char *request_id)
+char *bus_key_reply(char *buf, const char *service, const char *caller, const char *request_id)
 {
-    return s_key(buf, "reply:{%s}:%s", service, request_id);
+    return s_key(buf, "reply:{%s}:%s:%s", service, caller, request_id);
 }
 
 const char *const bus_key_patterns[] = {BUS_KEY_STORES,
@@ -143,7 +143,7 @@ const char *const bus_key_patterns[] = {BUS_KEY_STORES,
                                         "rep:{S}:<day>:pairs",
                                         "rep:{S}:days",
                                         "dead:{<group>}",
-                                        "reply:{<service>}:<request_id>",
+                                        "reply:{<service>}:<caller>:<request_id>",
                                         NULL};
 
 static int s_expect(const char *got, const char *want, bool verbose)
@@ -177,8 +177,8 @@ int bus_keys_test(const char *data_md, bool verbose)
     failed += s_expect(bus_key_rep(b, "S", "<day>", ":tax"), "rep:{S}:<day>:tax", verbose);
     failed += s_expect(bus_key_rep_days(b, "S"), "rep:{S}:days", verbose);
     failed += s_expect(bus_key_dead(b, "<group>"), "dead:{<group>}", verbose);
-    failed += s_expect(bus_key_reply(b, "<service>", "<request_id>"),
-                       "reply:{<service>}:<request_id>", verbose);
+    failed += s_expect(bus_key_reply(b, "<service>", "<caller>", "<request_id>"),
+                       "reply:{<service>}:<caller>:<request_id>", verbose);
     char big[BUS_KEY_MAX + 8];
     memset(big, 'x', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';

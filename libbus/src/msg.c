@@ -227,6 +227,66 @@ int bus_msg_encode(const bus_msg_t *self, bus_buf_t *buf)
     return 0;
 }
 
+/*  Read one MessagePack string header at *p (fixstr, str8, str16): its bytes in *s, *n. */
+static bool s_peek_str(const uint8_t **p, const uint8_t *end, const char **s, size_t *n)
+{
+    if (*p >= end)
+        return false;
+    size_t len, head;
+    uint8_t b = **p;
+    if ((b & 0xe0) == 0xa0)
+        len = b & 0x1f, head = 1;
+    else if (b == 0xd9 && end - *p >= 2)
+        len = (*p)[1], head = 2;
+    else if (b == 0xda && end - *p >= 3)
+        len = ((size_t)(*p)[1] << 8) | (*p)[2], head = 3;
+    else
+        return false;
+    if ((size_t)(end - *p) < head + len)
+        return false;
+    *s = (const char *)*p + head;
+    *n = len;
+    *p += head + len;
+    return true;
+}
+
+/*  Skip one envelope integer at *p (positive fixint or uint8/16/32/64). */
+static bool s_peek_uint(const uint8_t **p, const uint8_t *end)
+{
+    if (*p >= end)
+        return false;
+    uint8_t b = **p;
+    size_t size = b <= 0x7f ? 1 : b == 0xcc ? 2 : b == 0xcd ? 3 : b == 0xce ? 5 : b == 0xcf ? 9 : 0;
+    if (size == 0 || (size_t)(end - *p) < size)
+        return false;
+    *p += size;
+    return true;
+}
+
+static bool s_peek_key(const uint8_t **p, const uint8_t *end, const char *want)
+{
+    const char *s;
+    size_t n;
+    return s_peek_str(p, end, &s, &n) && n == strlen(want) && memcmp(s, want, n) == 0;
+}
+
+int bus_msg_peek_src(const void *data, size_t len, const char **src, size_t *src_len)
+{
+    const uint8_t *p = data, *end = p + len;
+    const char *s;
+    size_t n;
+    if (len < 1 || *p++ != 0x87)
+        return -1;
+    if (!s_peek_key(&p, end, "v") || !s_peek_uint(&p, end) || !s_peek_key(&p, end, "type") ||
+        !s_peek_str(&p, end, &s, &n) || !s_peek_key(&p, end, "id") ||
+        !s_peek_str(&p, end, &s, &n) || !s_peek_key(&p, end, "src") ||
+        !s_peek_str(&p, end, src, src_len) || !s_peek_key(&p, end, "seq") ||
+        !s_peek_uint(&p, end) || !s_peek_key(&p, end, "ts") || !s_peek_uint(&p, end) ||
+        !s_peek_key(&p, end, "body"))
+        return -1;
+    return 0;
+}
+
 /*  Look up a required key: BUS_REJ_MISSING if absent, BUS_REJ_WRONG_TYPE if of another type. */
 static bus_reject_t s_require(const bus_val_t *map, const char *key, bus_val_type_t type,
                               bus_val_t **out)

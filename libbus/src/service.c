@@ -19,17 +19,24 @@
     a retry runs the handler again) is closed by the handlers themselves:
     each keys its one atomic script on an idempotency key (sale id, move
     id, request id), so a second run finds the first one's effect.
+
+    Roles: busd hands every request over with the identity of the key that
+    sent it (a frame no client can set; bus/identity.h). Each method says
+    which roles may call it; anyone else gets "forbidden" before the reply
+    cache or the handler is touched. Kept replies are filed under the
+    caller too, so one caller can never be answered with another's reply.
     =========================================================================
 */
 #include "bus/service.h"
 #include "bus/proto.h"
 #include "bus/keys.h"
+#include "bus/log.h"
 #include "bus/redis.h"
 
 #define S_DEFAULT_HEARTBEAT_MS 1000
 #define S_BATCH_MAX            256 /* requests handled before the loop looks at heartbeats */
 #define S_ERRSTR_MAX           256
-#define S_REQ_PARTS            5 /* BUS1W REQ client corr payload */
+#define S_REQ_PARTS            6 /* BUS2W REQ client corr caller payload */
 #define S_HOST_MAX             64
 #define S_CACHE_TTL_DEFAULT_S  86400 /* retries come within minutes; a day is generous */
 #define S_CACHE_LEASE_MS       30000 /* longest a handler may run before a retry may rerun it */
@@ -55,6 +62,7 @@ typedef struct {
     bus_handler_fn *fn;
     void *arg;
     s_kind_t kind;
+    unsigned roles; /* bus_role_t bits allowed to call it */
 } s_handler_t;
 
 struct bus_service {
@@ -75,8 +83,10 @@ struct bus_service {
     char err_code[BUS_SERVICE_NAME_MAX];
     char err_text[S_ERRSTR_MAX];
     int err_retry_ms;
+    bus_identity_t caller; /* of the request being handled */
+    bool warned_unchecked;
     bus_stats_t *stats;
-    int64_t *c_requests, *c_errors, *c_rejected, *c_bad_frames, *c_unknown;
+    int64_t *c_requests, *c_errors, *c_rejected, *c_bad_frames, *c_unknown, *c_forbidden;
     int64_t *c_cache_hits, *c_cache_busy, *c_cache_errors;
     bus_codec_stats_t codec;
     bus_buf_t buf;
@@ -139,13 +149,17 @@ bus_service_t *bus_service_new(const bus_conn_cfg_t *cfg, const char *name, cons
     self->c_unknown = bus_stats_counter(self->stats, "unknown_methods");
     self->c_rejected = bus_stats_counter(self->stats, "rejected_requests");
     self->c_bad_frames = bus_stats_counter(self->stats, "bad_frames");
+    self->c_forbidden = bus_stats_counter(self->stats, "forbidden");
     self->c_cache_hits = bus_stats_counter(self->stats, "replies_repeated");
     self->c_cache_busy = bus_stats_counter(self->stats, "retries_while_running");
     self->c_cache_errors = bus_stats_counter(self->stats, "reply_cache_errors");
     if (bus_conn_connect(self->sock, cfg->req_endpoint, cfg, err) != 0)
         goto out_destroy;
-    bus_service_on_read(self, "health", s_health, NULL);
-    bus_service_on_read(self, "stats", s_stats, NULL);
+    static const bus_method_t methods[] = {
+        {"health", s_health, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {"stats", s_stats, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {NULL, NULL, 0, 0}};
+    bus_service_methods(self, methods, NULL);
     s_send_heartbeat(self, BUS_CMD_HB);
     return self;
 
@@ -171,7 +185,7 @@ void bus_service_destroy(bus_service_t **self_p)
 }
 
 static int s_on(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg,
-                s_kind_t kind)
+                s_kind_t kind, unsigned roles)
 {
     s_handler_t *h = malloc(sizeof(*h));
     if (!h)
@@ -179,24 +193,54 @@ static int s_on(bus_service_t *self, const char *method, bus_handler_fn *fn, voi
     h->fn = fn;
     h->arg = arg;
     h->kind = kind;
+    h->roles = roles;
     zhashx_update(self->handlers, method, h);
     return 0;
 }
 
 int bus_service_on(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg)
 {
-    return s_on(self, method, fn, arg, S_CACHED);
+    return s_on(self, method, fn, arg, S_CACHED, BUS_METHOD_CHANGE_ROLES);
 }
 
 int bus_service_on_read(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg)
 {
-    return s_on(self, method, fn, arg, S_READ);
+    return s_on(self, method, fn, arg, S_READ, BUS_ROLES_ALL);
 }
 
 int bus_service_on_idempotent(bus_service_t *self, const char *method, bus_handler_fn *fn,
                               void *arg)
 {
-    return s_on(self, method, fn, arg, S_OWN);
+    return s_on(self, method, fn, arg, S_OWN, BUS_METHOD_CHANGE_ROLES);
+}
+
+int bus_service_methods(bus_service_t *self, const bus_method_t *table, void *arg)
+{
+    static const s_kind_t kinds[] = {[BUS_METHOD_CHANGE] = S_CACHED,
+                                     [BUS_METHOD_READ] = S_READ,
+                                     [BUS_METHOD_IDEMPOTENT] = S_OWN};
+    for (const bus_method_t *m = table; m->name; m++) {
+        if ((unsigned)m->kind > BUS_METHOD_IDEMPOTENT || !m->fn)
+            return -1;
+        if (s_on(self, m->name, m->fn, arg, kinds[m->kind], m->roles) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+const bus_identity_t *bus_service_caller(bus_service_t *self)
+{
+    return &self->caller;
+}
+
+bool bus_service_caller_is(bus_service_t *self, const char *store, const char *reg)
+{
+    const bus_identity_t *c = &self->caller;
+    if (c->role == BUS_ROLE_UNCHECKED || c->role == BUS_ROLE_OPERATOR ||
+        c->role == BUS_ROLE_SERVICE)
+        return true;
+    return c->role == BUS_ROLE_REGISTER && store && strcmp(c->store, store) == 0 &&
+           (!reg || strcmp(c->reg, reg) == 0);
 }
 
 void bus_service_set_health(bus_service_t *self, bus_health_fn *fn, void *arg)
@@ -353,7 +397,9 @@ static int s_cache_claim(bus_service_t *self, const bus_msg_t *req, char *key, z
         s_reply_error(self, client, corr);
         return 1;
     }
-    bus_key_reply(key, self->name, bus_msg_id(req));
+    char caller[BUS_ID_FILE_MAX];
+    bus_identity_file(&self->caller, caller, sizeof(caller));
+    bus_key_reply(key, self->name, caller, bus_msg_id(req));
     char lease[16], claim[BUS_INSTANCE_MAX + 2];
     snprintf(lease, sizeof(lease), "%d", S_CACHE_LEASE_MS);
     snprintf(claim, sizeof(claim), "P%s", self->instance);
@@ -434,6 +480,29 @@ static void s_cache_store_error(bus_service_t *self, const char *key)
     bus_val_destroy(&body);
 }
 
+/*  May the caller of the request being handled call h? Answers "forbidden" when not. */
+static bool s_allowed(bus_service_t *self, const s_handler_t *h, const char *method,
+                      zframe_t *client, zframe_t *corr)
+{
+    if (self->caller.role == BUS_ROLE_UNCHECKED && !self->warned_unchecked) {
+        self->warned_unchecked = true;
+        bus_warn("service.unchecked", "service=%s requests arrive without identities (busd runs "
+                 "--insecure or --unsafe-any-client-key): every role check passes",
+                 self->name);
+    }
+    if (bus_identity_may(&self->caller, h->roles))
+        return true;
+    (*self->c_forbidden)++;
+    bus_debug("service.forbidden", "service=%s method=%s caller=%s %s", self->name, method,
+              bus_role_name(self->caller.role), self->caller.name);
+    bus_service_error(self, BUS_ERR_FORBIDDEN, "%s %s may not call %s.%s",
+                      bus_role_name(self->caller.role),
+                      self->caller.name[0] ? self->caller.name : "(unidentified)", self->name,
+                      method);
+    s_reply_error(self, client, corr);
+    return false;
+}
+
 static void s_dispatch(bus_service_t *self, zframe_t *client, zframe_t *corr, zframe_t *payload)
 {
     bus_reject_t reason;
@@ -456,6 +525,10 @@ static void s_dispatch(bus_service_t *self, zframe_t *client, zframe_t *corr, zf
         bus_service_error(self, BUS_ERR_UNKNOWN_METHOD, "%s has no method '%s'", self->name,
                           bus_msg_type(req));
         s_reply_error(self, client, corr);
+        bus_msg_destroy(&req);
+        return;
+    }
+    if (!s_allowed(self, h, bus_msg_type(req), client, corr)) {
         bus_msg_destroy(&req);
         return;
     }
@@ -494,8 +567,13 @@ int bus_service_handle(bus_service_t *self)
             zframe_streq(cmd, BUS_CMD_REQ)) {
             zframe_t *client = zmsg_next(msg);
             zframe_t *corr = zmsg_next(msg);
+            zframe_t *caller = zmsg_next(msg);
             zframe_t *payload = zmsg_next(msg);
+            /* a malformed caller frame leaves no role: every method answers "forbidden" */
+            if (bus_identity_decode(zframe_data(caller), zframe_size(caller), &self->caller) != 0)
+                (*self->c_bad_frames)++;
             s_dispatch(self, client, corr, payload);
+            memset(&self->caller, 0, sizeof(self->caller));
             handled++;
         } else if (!(zmsg_size(msg) == 2 && zframe_streq(proto, BUS_PROTO_WORKER) &&
                      zframe_streq(cmd, BUS_CMD_HB)))

@@ -71,6 +71,58 @@ static bus_val_t *s_envelope_map(void)
     return m;
 }
 
+/*  busd finds an event's src without decoding it; the layout rule must leave no way to show it
+    one src and the decoder another. */
+static void s_test_peek_src(void)
+{
+    bus_buf_t buf = {0};
+    const char *src = NULL;
+    size_t n = 0;
+    bus_msg_t *msg = bus_msg_new("sale.completed", "sales-host-42-ab12", 300);
+    bus_val_map_set_str(bus_msg_body(msg), "src", "inventory"); /* a body key is not the src */
+    bus_msg_set_ts(msg, 1764000000000);
+    CHECK(bus_msg_encode(msg, &buf) == 0 && bus_msg_peek_src(buf.data, buf.len, &src, &n) == 0 &&
+              n == 18 && memcmp(src, "sales-host-42-ab12", n) == 0,
+          "peek_src finds the src libbus wrote: %.*s", (int)n, src ? src : "");
+    for (size_t cut = 0; cut < buf.len - 1; cut++)
+        if (bus_msg_peek_src(buf.data, cut, &src, &n) == 0 && cut < 60) {
+            CHECK(false, "a truncated envelope (%zu of %zu bytes) is refused", cut, buf.len);
+            break;
+        }
+    bus_msg_destroy(&msg);
+
+    /* the same fields in another order (as another encoder might write them), or a second src
+       where the decoder would take the last one: refused, never guessed */
+    bus_val_t *m = s_envelope_map(); /* v, type, id, src, seq, ts, body in insertion order */
+    bus_buf_reset(&buf);
+    CHECK(bus_val_encode(m, &buf) == 0 && bus_msg_peek_src(buf.data, buf.len, &src, &n) == 0 &&
+              n == 11 && memcmp(src, "inventory-1", n) == 0,
+          "a map in the canonical order is accepted");
+    bus_val_destroy(&m);
+    m = bus_val_new_map();
+    bus_val_map_set_str(m, "src", "sales");
+    bus_val_map_set_int(m, "v", 1);
+    bus_val_map_set_str(m, "type", "t");
+    bus_val_map_set_str(m, "id", "i");
+    bus_val_map_set_int(m, "seq", 1);
+    bus_val_map_set_int(m, "ts", 1);
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set(m, "body", &body);
+    bus_buf_reset(&buf);
+    CHECK(bus_val_encode(m, &buf) == 0 && bus_msg_peek_src(buf.data, buf.len, &src, &n) != 0,
+          "src in another position is refused");
+    bus_val_destroy(&m);
+    /* hand-built: 8 entries, the eighth a second "src" */
+    static const uint8_t twice[] = {0x88, 0xa1, 'v', 1, 0xa4, 't', 'y', 'p', 'e', 0xa1, 't', 0xa2,
+                                    'i', 'd', 0xa1, 'i', 0xa3, 's', 'r', 'c', 0xa5, 's', 'a', 'l',
+                                    'e', 's', 0xa3, 's', 'e', 'q', 1, 0xa2, 't', 's', 1, 0xa4,
+                                    'b', 'o', 'd', 'y', 0x80, 0xa3, 's', 'r', 'c', 0xa1, 'x'};
+    CHECK(bus_msg_peek_src(twice, sizeof(twice), &src, &n) != 0,
+          "an envelope with an eighth key (a second src) is refused");
+    CHECK(bus_msg_peek_src(twice + 1, 0, &src, &n) != 0, "an empty payload is refused");
+    bus_buf_free(&buf);
+}
+
 static void s_test_roundtrip(void)
 {
     static const char *const types[] = {"sale.completed", "stock.low", "health",
@@ -401,5 +453,6 @@ int main(void)
     s_test_roundtrip();
     s_test_rejections();
     s_test_random();
+    s_test_peek_src();
     return FINISH("test_msg");
 }

@@ -369,7 +369,9 @@ int main(void)
     char claim[BUS_INSTANCE_MAX + 2];
     snprintf(claim, sizeof(claim), "P%s", a.instance);
     redisReply *set =
-        bus_redis_command(r9, "SET reply:{%s}:lost-claim-1 %s PX 30000", T_SERVICE, claim);
+        /* kept replies are filed per caller: the raw client is operator-cli */
+        bus_redis_command(r9, "SET reply:{%s}:operator-cli:lost-claim-1 %s PX 30000", T_SERVICE,
+                          claim);
     if (set)
         freeReplyObject(set);
     bus_redis_destroy(&r9);

@@ -286,7 +286,7 @@ def envelope(method, body):
 def retry(rid, env):
     """Resend env as a retry whose first reply was lost, past the libbus reply cache: the
     cached first reply is removed so that the handler and its script see the retry."""
-    st.redis_cli("DEL", f"reply:{{sales}}:{rid}")
+    st.redis_cli("DEL", f"reply:{{sales}}:operator-py:{rid}")  # kept per caller (Bus: operator-py)
     r = bus.call_raw("sales", env, 10.0)
     if r is None:
         raise Failure("a retried request got no reply within 10 s")

@@ -12,9 +12,10 @@
     busd that vanished without a FIN (power loss, network cut) is noticed
     within heartbeat_timeout_ms and the socket reconnects by itself.
 
-    tcp:// endpoints always use CURVE unless insecure is set (development
-    only; callers log a warning). ipc:// and inproc:// are plaintext: they
-    are protected by file permissions and process boundaries.
+    tcp:// and ipc:// endpoints always use CURVE unless insecure is set
+    (development only; callers log a warning): the key a peer authenticates
+    with is its identity on the bus (bus/identity.h), so a plaintext peer
+    would have none. inproc:// stays plaintext (one process).
     =========================================================================
 */
 #ifndef BUS_CONN_H_INCLUDED

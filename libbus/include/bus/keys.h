@@ -61,8 +61,9 @@ char *bus_key_rep_days(char *buf, const char *store); /* rep:{S}:days */
 
 /* libbus itself */
 char *bus_key_dead(char *buf, const char *group); /* dead:{<group>} dead-letter stream */
-char *bus_key_reply(char *buf, const char *service,
-                    const char *request_id); /* reply:{<service>}:<id> reply cache */
+/* reply:{<service>}:<caller>:<id> reply cache; caller is the identity's file name
+   (bus_identity_file, e.g. "register-S1-R01") */
+char *bus_key_reply(char *buf, const char *service, const char *caller, const char *request_id);
 
 /* The documented patterns, NULL-terminated, e.g. "sale:{S}:<sale_id>" (for tests and docs). */
 extern const char *const bus_key_patterns[];

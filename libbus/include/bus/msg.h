@@ -63,6 +63,12 @@ int bus_msg_encode(const bus_msg_t *self, bus_buf_t *buf);
 bus_msg_t *bus_msg_decode(const void *data, size_t len, const bus_limits_t *limits,
                           bus_codec_stats_t *stats, bus_reject_t *reason);
 
+/* Find src in an envelope laid out as bus_msg_encode writes it (a map of exactly the seven keys
+   v, type, id, src, seq, ts, body in that order), without decoding it: busd checks the src of
+   every event a service publishes this way. 0 with *src (not NUL-terminated) and *src_len, or -1
+   when the envelope is laid out any other way. The layout rules out a second "src". */
+int bus_msg_peek_src(const void *data, size_t len, const char **src, size_t *src_len);
+
 /* One JSON line: {"v":1,"type":...,"id":...,"src":...,"seq":...,"ts":...,"body":{...}}. */
 int bus_msg_to_json(const bus_msg_t *self, bus_buf_t *buf);
 

@@ -5,7 +5,9 @@
     first heartbeat is the registration, so an instance re-registers by
     itself after busd restarts). Any number of instances of one name share
     the requests; busd drops an instance that stops heartbeating. Handlers
-    are registered per method; "health" and "stats" are built in.
+    are registered per method, each with the roles that may call it (busd
+    hands over the caller's identity with every request, bus/identity.h);
+    "health" and "stats" are built in and open to every role.
 
     The instance is driven by its owner's loop: either bus_service_poll(),
     or poll bus_service_sock() together with other sockets and call
@@ -17,6 +19,7 @@
 #define BUS_SERVICE_H_INCLUDED
 
 #include "bus/conn.h"
+#include "bus/identity.h"
 #include "bus/msg.h"
 #include "bus/stats.h"
 
@@ -38,6 +41,37 @@ typedef bool(bus_health_fn)(bus_service_t *svc, bus_val_t *health, void *arg);
 bus_service_t *bus_service_new(const bus_conn_cfg_t *cfg, const char *name, const char **err);
 /* Says goodbye to busd (so it stops routing here at once) and closes. */
 void bus_service_destroy(bus_service_t **self_p);
+
+/* What a method does, which decides how retries are handled (see bus_service_on*). */
+typedef enum {
+    BUS_METHOD_CHANGE = 0, /* state-changing: once per request id through the reply cache */
+    BUS_METHOD_READ,       /* read-only: never cached */
+    BUS_METHOD_IDEMPOTENT  /* state-changing, exactly once by itself */
+} bus_method_kind_t;
+
+/* One row of a service's method table: name, handler, kind and the roles (bus_role_t bits) that
+   may call it. A table ends with a row whose name is NULL. */
+typedef struct {
+    const char *name;
+    bus_handler_fn *fn;
+    bus_method_kind_t kind;
+    unsigned roles;
+} bus_method_t;
+
+/* Who may call a method registered without a table: reads are open to every role; changes to
+   operators and services. */
+#define BUS_METHOD_CHANGE_ROLES (BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE)
+
+/* Register every method of table, each handler called with arg. 0, or -1 on a malformed row or
+   out of memory. A caller whose role is not in a method's roles is answered "forbidden"
+   (counted as "forbidden") before anything else happens. */
+int bus_service_methods(bus_service_t *self, const bus_method_t *table, void *arg);
+/* The identity of the caller of the request being handled (valid inside a handler; role
+   BUS_ROLE_NONE outside one). Trust it: busd wrote it from the caller's enrolled certificate. */
+const bus_identity_t *bus_service_caller(bus_service_t *self);
+/* May the caller act for store (and register, unless NULL)? Operators, services and unchecked
+   callers may act for any; a register only for its own store and register. */
+bool bus_service_caller_is(bus_service_t *self, const char *store, const char *reg);
 
 /* Register the handler of a state-changing method. With a reply cache (bus_service_set_reply_cache)
    it runs at most once per request id: a retried request (same envelope id, from any client, to

@@ -12,6 +12,16 @@
        heartbeats or whose connection is gone (ROUTER_MANDATORY tells at
        once), and answers "no_service" when none is left.
 
+    Identity: busd reads the role and name of every enrolled key from the
+    certificates in --clients-dir (bus/identity.h) and looks up the
+    authenticated key (ZAP User-Id) of every message it forwards in that
+    table, re-read within a second of the directory changing, so a revoked
+    key is refused on connections that are already open too. It enforces
+    what each role may do on the bus (register service instances, reply,
+    publish which topics) and hands the caller's identity to the service
+    with each request, in a frame no client can set; services check their
+    methods' roles themselves.
+
     Everything runs on one thread around one zmq_poll: busd's work per
     message is a hash lookup and a few frame moves, so one core forwards
     hundreds of thousands of messages a second, and there are no locks.
@@ -20,6 +30,8 @@
     subscribers reconnect and re-send subscriptions by themselves.
     =========================================================================
 */
+#include <dirent.h>
+#include <sys/stat.h>
 #include <bus/bus.h>
 
 #define S_PROGRAM        "busd"
@@ -27,6 +39,10 @@
 #define S_PURGE_EVERY_MS 250
 #define S_ID_HEX_MAX     (2 * 256 + 1)
 #define S_FRAMES_MAX     8
+#define S_KEY_TXT        41   /* Z85 public key, 40 characters, as ZAP's User-Id */
+#define S_KEYS_SETTLE_MS 2000 /* re-read the clients directory until it is this old */
+#define S_REFUSAL_LOG_MS 1000 /* at most one log line per refusal reason this often */
+#define S_KEYS_RELOAD_MS 10 /* while the directory settles, re-read it at most this often */
 
 static const bus_opt_t s_options[] = {
     {"pub-bind", BUS_OPT_STR, BUS_DEFAULT_PUB_ENDPOINT, 0, 0,
@@ -39,7 +55,11 @@ static const bus_opt_t s_options[] = {
     {"clients-dir", BUS_OPT_STR, NULL, 0, 0,
      "directory of allowed client public certificates; remove a file to revoke"},
     {"insecure", BUS_OPT_BOOL, "false", 0, 0,
-     "plaintext tcp:// (development only; logs a warning)"},
+     "plaintext tcp:// (development only; logs a warning; no identities: every role check "
+     "passes)"},
+    {"unsafe-any-client-key", BUS_OPT_BOOL, "false", 0, 0,
+     "CURVE without --clients-dir: accept any client key, no identities, every role check "
+     "passes (development only; logs a warning)"},
     {"heartbeat-ms", BUS_OPT_INT, "1000", 50, 60000, "ZMTP heartbeat interval"},
     {"heartbeat-timeout-ms", BUS_OPT_INT, "3000", 100, 600000,
      "a service instance or peer silent this long is dropped"},
@@ -50,8 +70,33 @@ static const bus_opt_t s_options[] = {
 
 typedef struct s_service s_service_t;
 
+/*  One enrolled key: its identity and what busd derives from it once, not per message. */
+typedef struct {
+    bus_identity_t id;
+    char user[S_KEY_TXT];        /* the Z85 public key (ZAP User-Id) */
+    char file[BUS_ID_FILE_MAX];  /* certificate file name in the clients directory */
+    char frame[BUS_ID_FRAME_MAX + 1];
+    size_t frame_len;
+    char topics[2][BUS_ID_NAME_MAX + 16]; /* a register's own "device.S.R." and "node.S.R." */
+} s_key_t;
+
+/*  Why busd refused a message; each has a counter "refused_<name>". */
+typedef enum {
+    S_REF_UNKNOWN_KEY = 0, /* no identity: not enrolled, revoked, or no CURVE */
+    S_REF_NOT_SERVICE,     /* registration or reply from a key whose role is not service */
+    S_REF_SERVICE_NAME,    /* a service key registering under another service's name */
+    S_REF_PUBLISH_TOPIC,   /* a topic the publisher's role may not publish */
+    S_REF_PUBLISH_SRC,     /* a service event whose src is not the publishing service */
+    S_REF__COUNT
+} s_refusal_t;
+
+static const char *const s_refusal_names[S_REF__COUNT] = {
+    "refused_unknown_key", "refused_not_service", "refused_service_name",
+    "refused_publish_topic", "refused_publish_src"};
+
 typedef struct {
     zframe_t *identity;
+    char user[S_KEY_TXT]; /* the key it registered with ("" when unchecked) */
     char key[S_ID_HEX_MAX];
     char instance[BUS_INSTANCE_MAX + 1];
     s_service_t *service;
@@ -67,6 +112,14 @@ struct s_service {
 typedef struct {
     zsock_t *xsub, *xpub, *router;
     bus_auth_t *auth;
+    bool unchecked;      /* no identities (--insecure, --unsafe-any-client-key) */
+    char *clients_dir;   /* NULL when unchecked */
+    zhashx_t *keys;      /* Z85 public key -> s_key_t */
+    struct timespec keys_mtime;
+    int64_t keys_loaded; /* when the clients directory was last read (monotonic ms) */
+    s_key_t unchecked_key;
+    int64_t *c_refused[S_REF__COUNT];
+    int64_t refusal_logged[S_REF__COUNT];
     zhashx_t *services; /* name -> s_service_t */
     zhashx_t *workers;  /* identity hex -> s_worker_t */
     int heartbeat_timeout_ms;
@@ -112,6 +165,196 @@ static void s_hex(const zframe_t *frame, char *out)
         out[2 * i + 1] = digits[d[i] & 0xf];
     }
     out[2 * n] = '\0';
+}
+
+/*  Count a refusal and log it, at most once a second per reason (a misbehaving peer repeats). */
+static void s_refuse(s_busd_t *self, s_refusal_t why, const s_key_t *who, const char *what)
+{
+    (*self->c_refused[why])++;
+    int64_t now = bus_mono_ms();
+    if (now - self->refusal_logged[why] < S_REFUSAL_LOG_MS)
+        return;
+    self->refusal_logged[why] = now;
+    bus_warn("busd.refused", "reason=%s caller=%s %s what=%s", s_refusal_names[why] + 8,
+             who ? bus_role_name(who->id.role) : "none", who ? who->id.name : "-", what);
+}
+
+static s_key_t *s_key_new(const bus_identity_t *id, const char *file)
+{
+    s_key_t *k = calloc(1, sizeof(*k));
+    if (!k)
+        return NULL;
+    k->id = *id;
+    snprintf(k->file, sizeof(k->file), "%s", file);
+    k->frame_len = bus_identity_encode(id, k->frame, sizeof(k->frame));
+    if (id->role == BUS_ROLE_REGISTER) {
+        snprintf(k->topics[0], sizeof(k->topics[0]), "device.%s.%s.", id->store, id->reg);
+        snprintf(k->topics[1], sizeof(k->topics[1]), "node.%s.%s.", id->store, id->reg);
+    }
+    return k;
+}
+
+/*  Read every certificate in the clients directory into a new table. A certificate without a
+    valid role is left out (logged): busd would not know what it may do. */
+static zhashx_t *s_keys_read(s_busd_t *self)
+{
+    zhashx_t *keys = zhashx_new();
+    DIR *dir = keys ? opendir(self->clients_dir) : NULL;
+    if (!dir) {
+        zhashx_destroy(&keys);
+        return NULL;
+    }
+    zhashx_set_destructor(keys, (zhashx_destructor_fn *)zstr_free);
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        size_t n = strlen(e->d_name);
+        if (e->d_name[0] == '.' || n < 6 || strcmp(e->d_name + n - 5, ".cert") != 0)
+            continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s", self->clients_dir, e->d_name);
+        zcert_t *cert = zcert_load(path);
+        bus_identity_t id;
+        const char *err = "not a certificate";
+        if (!cert || bus_identity_from_cert(cert, &id, &err) != 0) {
+            bus_warn("busd.key.invalid", "file=%s reason=%s: the key is refused", path, err);
+            zcert_destroy(&cert);
+            continue;
+        }
+        s_key_t *k = s_key_new(&id, e->d_name);
+        if (k)
+            snprintf(k->user, sizeof(k->user), "%s", zcert_public_txt(cert));
+        if (k && zhashx_insert(keys, zcert_public_txt(cert), k) != 0)
+            free(k); /* the same key enrolled twice: the first file wins */
+        zcert_destroy(&cert);
+    }
+    closedir(dir);
+    return keys;
+}
+
+static void s_worker_remove(s_busd_t *self, s_worker_t *w, const char *why);
+
+/*  Re-read the clients directory when it changed (and for a while after, because a change
+    within the same timestamp tick as the last read would otherwise go unseen). Instances that
+    registered with a key no longer enrolled are dropped at once. */
+static void s_keys_refresh(s_busd_t *self)
+{
+    struct stat st;
+    if (self->unchecked || stat(self->clients_dir, &st) != 0)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t age_ms = (now.tv_sec - st.st_mtim.tv_sec) * 1000 +
+                     (now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
+    bool changed = !self->keys || st.st_mtim.tv_sec != self->keys_mtime.tv_sec ||
+                   st.st_mtim.tv_nsec != self->keys_mtime.tv_nsec;
+    if (!changed &&
+        (age_ms > S_KEYS_SETTLE_MS || bus_mono_ms() - self->keys_loaded < S_KEYS_RELOAD_MS))
+        return;
+    self->keys_loaded = bus_mono_ms();
+    zhashx_t *keys = s_keys_read(self);
+    if (!keys) {
+        bus_error("busd.keys", "cannot read %s: %s", self->clients_dir, strerror(errno));
+        return;
+    }
+    self->keys_mtime = st.st_mtim;
+    size_t before = self->keys ? zhashx_size(self->keys) : 0;
+    for (s_key_t *k = self->keys ? zhashx_first(self->keys) : NULL; k;
+         k = zhashx_next(self->keys)) {
+        const char *user = zhashx_cursor(self->keys);
+        s_key_t *now_k = zhashx_lookup(keys, user);
+        if (!now_k || now_k->id.role != k->id.role || strcmp(now_k->id.name, k->id.name) != 0)
+            bus_info("busd.key.revoked", "role=%s name=%s file=%s", bus_role_name(k->id.role),
+                     k->id.name, k->file);
+    }
+    zhashx_destroy(&self->keys);
+    self->keys = keys;
+    zlistx_t *gone = zlistx_new();
+    for (s_worker_t *w = zhashx_first(self->workers); w && gone; w = zhashx_next(self->workers))
+        if (w->user[0] && !zhashx_lookup(self->keys, w->user))
+            zlistx_add_end(gone, w);
+    for (s_worker_t *w = gone ? zlistx_first(gone) : NULL; w; w = zlistx_next(gone))
+        s_worker_remove(self, w, "key revoked");
+    zlistx_destroy(&gone);
+    bus_stats_set(self->stats, "keys_enrolled", (int64_t)zhashx_size(self->keys));
+    if (before != zhashx_size(self->keys))
+        bus_info("busd.keys", "enrolled=%zu dir=%s", zhashx_size(self->keys), self->clients_dir);
+}
+
+/*  The identity of the peer that sent part: the enrolled key its connection authenticated
+    with, as of the last read of the clients directory; NULL when there is none (not enrolled,
+    revoked, or a connection without CURVE). Everyone is "unchecked" when busd runs without
+    identities. */
+static const s_key_t *s_caller(s_busd_t *self, zmq_msg_t *part)
+{
+    if (self->unchecked)
+        return &self->unchecked_key;
+    const char *user = zmq_msg_gets(part, "User-Id");
+    if (!user)
+        return NULL;
+    const s_key_t *k = zhashx_lookup(self->keys, user);
+    if (!k) {
+        /* ZAP let it in, so it may be enrolled since the last read: look again (a stat, and a
+           read only when the directory changed) */
+        s_keys_refresh(self);
+        k = zhashx_lookup(self->keys, user);
+    }
+    return k;
+}
+
+/*  May caller publish an event on topic (payload: its envelope)? Services publish anything
+    whose envelope names them as src; registers only their own device and node topics. */
+static bool s_publish_ok(s_busd_t *self, const s_key_t *caller, const char *topic, size_t tlen,
+                         const void *payload, size_t plen)
+{
+    if (!caller) {
+        s_refuse(self, S_REF_UNKNOWN_KEY, NULL, "publish");
+        return false;
+    }
+    switch (caller->id.role) {
+    case BUS_ROLE_UNCHECKED:
+        return true;
+    case BUS_ROLE_SERVICE: {
+        const char *src;
+        size_t slen, nlen = strlen(caller->id.name);
+        if (bus_msg_peek_src(payload, plen, &src, &slen) == 0 && slen >= nlen &&
+            memcmp(src, caller->id.name, nlen) == 0 && (slen == nlen || src[nlen] == '-'))
+            return true;
+        s_refuse(self, S_REF_PUBLISH_SRC, caller, "event src is not the publishing service");
+        return false;
+    }
+    case BUS_ROLE_REGISTER:
+        for (int i = 0; i < 2; i++) {
+            size_t n = strlen(caller->topics[i]);
+            if (tlen > n && memcmp(topic, caller->topics[i], n) == 0)
+                return true;
+        }
+        break;
+    default:
+        break;
+    }
+    s_refuse(self, S_REF_PUBLISH_TOPIC, caller, "publish");
+    return false;
+}
+
+/*  May caller register (heartbeat) as an instance of service name? Only a service's key, and
+    only under its own name: otherwise anyone enrolled could take a share of its requests. */
+static bool s_may_serve(s_busd_t *self, const s_key_t *caller, const char *name)
+{
+    if (!caller) {
+        s_refuse(self, S_REF_UNKNOWN_KEY, NULL, name);
+        return false;
+    }
+    if (caller->id.role == BUS_ROLE_UNCHECKED)
+        return true;
+    if (caller->id.role != BUS_ROLE_SERVICE) {
+        s_refuse(self, S_REF_NOT_SERVICE, caller, name);
+        return false;
+    }
+    if (strcmp(caller->id.name, name) != 0) {
+        s_refuse(self, S_REF_SERVICE_NAME, caller, name);
+        return false;
+    }
+    return true;
 }
 
 static void s_worker_remove(s_busd_t *self, s_worker_t *w, const char *why)
@@ -168,8 +411,9 @@ static void s_reply_error(s_busd_t *self, zframe_t *client, zframe_t *corr, cons
     bus_msg_destroy(&msg);
 }
 
-/*  busd's own methods: health, stats, services. */
-static void s_self_request(s_busd_t *self, zframe_t *client, zframe_t *corr, zframe_t *payload)
+/*  busd's own methods: health, stats, services, whoami. */
+static void s_self_request(s_busd_t *self, const s_key_t *caller, zframe_t *client,
+                           zframe_t *corr, zframe_t *payload)
 {
     bus_msg_t *req =
         bus_msg_decode(zframe_data(payload), zframe_size(payload), NULL, &self->codec, NULL);
@@ -214,6 +458,13 @@ static void s_self_request(s_busd_t *self, zframe_t *client, zframe_t *corr, zfr
             }
         }
         bus_val_map_set(body, "instances", &list);
+    } else if (streq(method, "whoami")) {
+        bus_val_map_set_str(body, "role", bus_role_name(caller->id.role));
+        bus_val_map_set_str(body, "name", caller->id.name);
+        if (caller->id.role == BUS_ROLE_REGISTER) {
+            bus_val_map_set_str(body, "store", caller->id.store);
+            bus_val_map_set_str(body, "register", caller->id.reg);
+        }
     } else {
         s_reply_error(self, client, corr, BUS_ERR_UNKNOWN_METHOD, "busd has no method '%s'",
                       method);
@@ -229,7 +480,8 @@ static void s_self_request(s_busd_t *self, zframe_t *client, zframe_t *corr, zfr
 /*  Pick the instance for a request: round-robin over the service's live instances, or the one
     named after '@'. Sends to it; an instance whose connection is gone is removed and the next
     one tried. */
-static void s_client_request(s_busd_t *self, zframe_t *client, zmsg_t *msg)
+static void s_client_request(s_busd_t *self, const s_key_t *caller, zframe_t *client,
+                             zmsg_t *msg)
 {
     zframe_t *service_f = zmsg_next(msg);
     zframe_t *corr = zmsg_next(msg);
@@ -243,18 +495,24 @@ static void s_client_request(s_busd_t *self, zframe_t *client, zmsg_t *msg)
     memcpy(target, zframe_data(service_f), tlen);
     target[tlen] = '\0';
     (*self->c_requests)++;
+    if (!caller) {
+        s_refuse(self, S_REF_UNKNOWN_KEY, NULL, "request");
+        s_reply_error(self, client, corr, BUS_ERR_FORBIDDEN,
+                      "this key is not enrolled (or was revoked)");
+        return;
+    }
     char *instance = strchr(target, '@');
     if (instance)
         *instance++ = '\0';
     if (streq(target, BUS_BROKER_SERVICE)) {
-        s_self_request(self, client, corr, payload);
+        s_self_request(self, caller, client, corr, payload);
         return;
     }
     s_service_t *svc = zhashx_lookup(self->services, target);
-    const void *data[] = {BUS_PROTO_WORKER, BUS_CMD_REQ, zframe_data(client), zframe_data(corr),
-                          zframe_data(payload)};
+    const void *data[] = {BUS_PROTO_WORKER,    BUS_CMD_REQ,   zframe_data(client),
+                          zframe_data(corr),   caller->frame, zframe_data(payload)};
     size_t len[] = {strlen(BUS_PROTO_WORKER), strlen(BUS_CMD_REQ), zframe_size(client),
-                    zframe_size(corr), zframe_size(payload)};
+                    zframe_size(corr),        caller->frame_len,   zframe_size(payload)};
     while (svc && zlistx_size(svc->workers) > 0) {
         s_worker_t *w = NULL;
         if (instance) {
@@ -267,7 +525,7 @@ static void s_client_request(s_busd_t *self, zframe_t *client, zmsg_t *msg)
             w = zlistx_first(svc->workers);
             zlistx_move_end(svc->workers, zlistx_cursor(svc->workers));
         }
-        if (s_route(self, w->identity, data, len, 5) == 0)
+        if (s_route(self, w->identity, data, len, 6) == 0)
             return;
         s_worker_remove(self, w, "disconnected");
     }
@@ -276,8 +534,8 @@ static void s_client_request(s_busd_t *self, zframe_t *client, zmsg_t *msg)
                   target, instance ? "@" : "", instance ? instance : "");
 }
 
-static void s_worker_heartbeat(s_busd_t *self, zframe_t *identity, const char *key,
-                               zframe_t *name_f, zframe_t *instance_f)
+static void s_worker_heartbeat(s_busd_t *self, const s_key_t *caller, zframe_t *identity,
+                               const char *key, zframe_t *name_f, zframe_t *instance_f)
 {
     char name[BUS_SERVICE_NAME_MAX + 1];
     char instance[BUS_INSTANCE_MAX + 1];
@@ -292,6 +550,8 @@ static void s_worker_heartbeat(s_busd_t *self, zframe_t *identity, const char *k
     name[nlen] = '\0';
     memcpy(instance, zframe_data(instance_f), ilen);
     instance[ilen] = '\0';
+    if (!s_may_serve(self, caller, name))
+        return;
     w = zhashx_lookup(self->workers, key);
     if (!w) {
         s_service_t *svc = zhashx_lookup(self->services, name);
@@ -307,6 +567,8 @@ static void s_worker_heartbeat(s_busd_t *self, zframe_t *identity, const char *k
         if (w) {
             w->identity = zframe_dup(identity);
             snprintf(w->key, sizeof(w->key), "%s", key);
+            if (caller->id.role != BUS_ROLE_UNCHECKED)
+                snprintf(w->user, sizeof(w->user), "%s", caller->user);
             snprintf(w->instance, sizeof(w->instance), "%s", instance);
             w->service = svc;
             zhashx_insert(self->workers, key, w);
@@ -324,37 +586,44 @@ static void s_worker_heartbeat(s_busd_t *self, zframe_t *identity, const char *k
     }
 }
 
-static void s_worker_message(s_busd_t *self, zframe_t *identity, zmsg_t *msg)
+static void s_worker_message(s_busd_t *self, const s_key_t *caller, zframe_t *identity,
+                             zmsg_t *msg)
 {
     char key[S_ID_HEX_MAX];
     s_hex(identity, key);
     zframe_t *cmd = zmsg_next(msg);
-    /* a well-formed REP never gets here: s_fast_path forwards it */
+    /* a well-formed REP from a service never gets here: s_fast_path forwards it */
     if (zframe_streq(cmd, BUS_CMD_HB) && zmsg_size(msg) == 5) {
         zframe_t *name = zmsg_next(msg);
         zframe_t *instance = zmsg_next(msg);
-        s_worker_heartbeat(self, identity, key, name, instance);
+        s_worker_heartbeat(self, caller, identity, key, name, instance);
     } else if (zframe_streq(cmd, BUS_CMD_BYE)) {
         s_worker_t *w = zhashx_lookup(self->workers, key);
         (*self->c_byes)++;
         if (w)
             s_worker_remove(self, w, "goodbye");
-    } else
+    } else if (zframe_streq(cmd, BUS_CMD_REP) && zmsg_size(msg) == 6 &&
+               (!caller || caller->id.role != BUS_ROLE_SERVICE))
+        s_refuse(self, caller ? S_REF_NOT_SERVICE : S_REF_UNKNOWN_KEY, caller, "reply");
+    else
         (*self->c_bad_frames)++;
 }
 
 /*  Fast path for the two messages that carry traffic: a client's REQ and an instance's REP are
     forwarded by moving the received parts (zmq_msg_send), so payloads are never copied and
     nothing is allocated per request. Returns true if the message was handled here. */
-static bool s_fast_path(s_busd_t *self, zmq_msg_t *parts, int n)
+static bool s_fast_path(s_busd_t *self, const s_key_t *caller, zmq_msg_t *parts, int n)
 {
     if (n != 6 || zmq_msg_size(&parts[2]) != strlen(BUS_CMD_REQ) ||
-        zmq_msg_size(&parts[1]) != strlen(BUS_PROTO_CLIENT))
+        zmq_msg_size(&parts[1]) != strlen(BUS_PROTO_CLIENT) || !caller)
         return false;
     const char *proto = zmq_msg_data(&parts[1]);
     const char *cmd = zmq_msg_data(&parts[2]);
     void *h = zsock_resolve(self->router);
     if (memcmp(proto, BUS_PROTO_WORKER, 5) == 0 && memcmp(cmd, BUS_CMD_REP, 3) == 0) {
+        /* only a service's key may answer: anyone else could feed clients forged replies */
+        if (caller->id.role != BUS_ROLE_SERVICE && caller->id.role != BUS_ROLE_UNCHECKED)
+            return false;
         /* [worker] BUS1W REP <client> <corr> <payload> -> [client] BUS1C REP <corr> <payload> */
         (*self->c_replies)++;
         if (zmq_msg_send(&parts[3], h, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
@@ -395,6 +664,7 @@ static bool s_fast_path(s_busd_t *self, zmq_msg_t *parts, int n)
         zmq_send(h, BUS_CMD_REQ, strlen(BUS_CMD_REQ), ZMQ_SNDMORE);
         zmq_msg_send(&parts[0], h, ZMQ_SNDMORE);
         zmq_msg_send(&parts[4], h, ZMQ_SNDMORE);
+        zmq_send(h, caller->frame, caller->frame_len, ZMQ_SNDMORE);
         zmq_msg_send(&parts[5], h, 0);
         return true;
     }
@@ -426,9 +696,12 @@ static void s_router_input(s_busd_t *self)
             } else
                 n++;
         }
+        /* the metadata is read from a part that came off the wire: the routing id part that
+           ROUTER makes up after a poll carries none */
+        const s_key_t *caller = n > 1 ? s_caller(self, &parts[1]) : NULL;
         if (too_many || n < 3)
             (*self->c_bad_frames)++;
-        else if (!s_fast_path(self, parts, n)) {
+        else if (!s_fast_path(self, caller, parts, n)) {
             zmsg_t *msg = zmsg_new();
             for (int i = 0; i < n; i++)
                 zmsg_addmem(msg, zmq_msg_data(&parts[i]), zmq_msg_size(&parts[i]));
@@ -436,9 +709,9 @@ static void s_router_input(s_busd_t *self)
             zframe_t *proto = zmsg_next(msg);
             if (zframe_streq(proto, BUS_PROTO_CLIENT) && zmsg_size(msg) == 6 &&
                 zframe_streq(zmsg_next(msg), BUS_CMD_REQ))
-                s_client_request(self, identity, msg);
+                s_client_request(self, caller, identity, msg);
             else if (zframe_streq(proto, BUS_PROTO_WORKER))
-                s_worker_message(self, identity, msg);
+                s_worker_message(self, caller, identity, msg);
             else
                 (*self->c_bad_frames)++;
             zmsg_destroy(&msg);
@@ -448,27 +721,45 @@ static void s_router_input(s_busd_t *self)
     }
 }
 
-/*  Move up to a burst of whole messages from one socket to the other without copying. Counts
-    forwarded messages in *counter (NULL: not counted). */
-static void s_forward(void *from, void *to, int64_t *counter)
+/*  Move up to a burst of events from publishers to subscribers without copying, each only if
+    its publisher may publish it (s_publish_ok). An event is two parts, topic and envelope;
+    anything else is a bad frame. */
+static void s_forward_events(s_busd_t *self)
 {
-    zmq_msg_t part;
-    for (int n = 0; n < S_PROXY_BURST; n++) {
-        int more = 1;
-        bool first = true;
+    void *from = zsock_resolve(self->xsub), *to = zsock_resolve(self->xpub);
+    for (int burst = 0; burst < S_PROXY_BURST; burst++) {
+        zmq_msg_t parts[2];
+        int n = 0, more = 1;
         while (more) {
-            zmq_msg_init(&part);
-            if (zmq_msg_recv(&part, from, first ? ZMQ_DONTWAIT : 0) < 0) {
-                zmq_msg_close(&part);
+            zmq_msg_t scratch;
+            zmq_msg_t *part = n < 2 ? &parts[n] : &scratch;
+            zmq_msg_init(part);
+            if (zmq_msg_recv(part, from, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+                zmq_msg_close(part);
+                for (int i = 0; i < n && i < 2; i++)
+                    zmq_msg_close(&parts[i]);
                 return;
             }
-            first = false;
-            more = zmq_msg_more(&part);
-            if (zmq_msg_send(&part, to, more ? ZMQ_SNDMORE : 0) < 0)
-                zmq_msg_close(&part);
+            more = zmq_msg_more(part);
+            if (part == &scratch)
+                zmq_msg_close(part);
+            n++;
         }
-        if (counter)
-            (*counter)++;
+        bool ok = n == 2;
+        if (!ok)
+            (*self->c_bad_frames)++;
+        else
+            ok = s_publish_ok(self, s_caller(self, &parts[0]), zmq_msg_data(&parts[0]),
+                              zmq_msg_size(&parts[0]), zmq_msg_data(&parts[1]),
+                              zmq_msg_size(&parts[1]));
+        if (ok && zmq_msg_send(&parts[0], to, ZMQ_SNDMORE) >= 0) {
+            if (zmq_msg_send(&parts[1], to, 0) < 0)
+                zmq_msg_close(&parts[1]);
+            (*self->c_events)++;
+            continue;
+        }
+        for (int i = 0; i < n && i < 2; i++)
+            zmq_msg_close(&parts[i]);
     }
 }
 
@@ -484,6 +775,12 @@ static void s_forward_subscriptions(s_busd_t *self)
             zmq_msg_close(&part);
             return;
         }
+        if (!s_caller(self, &part)) {
+            /* a revoked or unknown key's subscriptions go no further */
+            s_refuse(self, S_REF_UNKNOWN_KEY, NULL, "subscribe");
+            zmq_msg_close(&part);
+            continue;
+        }
         if (zmq_msg_size(&part) > 0) {
             if (((const byte *)zmq_msg_data(&part))[0] == 1)
                 (*self->c_subs)++;
@@ -497,6 +794,7 @@ static void s_forward_subscriptions(s_busd_t *self)
 
 static void s_purge(s_busd_t *self)
 {
+    s_keys_refresh(self);
     int64_t now = bus_mono_ms();
     zlistx_t *expired = zlistx_new();
     for (s_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
@@ -509,14 +807,16 @@ static void s_purge(s_busd_t *self)
     zlistx_destroy(&expired);
 }
 
-/*  Bind sock to each comma-separated endpoint; tcp:// gets CURVE unless insecure. */
+/*  Bind sock to each comma-separated endpoint; tcp:// and ipc:// get CURVE unless insecure
+    (without CURVE a peer has no key, hence no identity). */
 static int s_bind(zsock_t *sock, const char *endpoints, bus_config_t *config)
 {
     char *copy = strdup(endpoints);
     int rc = 0;
     char *save = NULL;
     for (char *ep = strtok_r(copy, ",", &save); ep && rc == 0; ep = strtok_r(NULL, ",", &save)) {
-        if (bus_endpoint_is_tcp(ep) && !bus_config_bool(config, "insecure")) {
+        bool curve = bus_endpoint_is_tcp(ep) || strncmp(ep, "ipc://", 6) == 0;
+        if (curve && !bus_config_bool(config, "insecure")) {
             const char *cert = bus_config_str(config, "cert");
             if (!cert || bus_curve_server(sock, cert) != 0) {
                 bus_error("busd.cert", "cannot use server certificate '%s' for %s",
@@ -545,6 +845,8 @@ static void s_busd_destroy(s_busd_t **self_p)
     zsock_destroy(&self->xsub);
     bus_auth_destroy(&self->auth);
     zhashx_destroy(&self->workers);
+    zhashx_destroy(&self->keys);
+    free(self->clients_dir);
     zhashx_destroy(&self->services);
     bus_stats_destroy(&self->stats);
     bus_buf_free(&self->buf);
@@ -590,17 +892,36 @@ static s_busd_t *s_busd_new(bus_config_t *config)
     self->c_lost_replies = bus_stats_counter(self->stats, "replies_undeliverable");
     self->c_registered = bus_stats_counter(self->stats, "instances_registered");
     self->c_byes = bus_stats_counter(self->stats, "instances_goodbye");
+    for (int r = 0; r < S_REF__COUNT; r++)
+        self->c_refused[r] = bus_stats_counter(self->stats, s_refusal_names[r]);
+    bus_identity_set(&self->unchecked_key.id, BUS_ROLE_UNCHECKED, "-", NULL, NULL);
+    self->unchecked_key.frame_len = bus_identity_encode(
+        &self->unchecked_key.id, self->unchecked_key.frame, sizeof(self->unchecked_key.frame));
 
-    if (bus_config_bool(config, "insecure"))
+    const char *clients = bus_config_str(config, "clients-dir");
+    if (bus_config_bool(config, "insecure")) {
+        self->unchecked = true;
         bus_warn("busd.insecure", "plaintext tcp:// enabled: anyone who reaches these ports can "
-                                  "publish and call services");
-    else if (bus_config_str(config, "clients-dir")) {
-        self->auth = bus_auth_new(bus_config_str(config, "clients-dir"));
-        if (!self->auth) {
-            bus_error("busd.auth", "cannot start authentication over %s",
-                      bus_config_str(config, "clients-dir"));
+                                  "publish and call services; no identities, no role checks");
+    } else if (!clients && bus_config_bool(config, "unsafe-any-client-key")) {
+        self->unchecked = true;
+        bus_warn("busd.unsafe", "--unsafe-any-client-key: any CURVE key is accepted; no "
+                                "identities, no role checks (development only)");
+    } else if (!clients) {
+        bus_error("busd.auth", "CURVE needs --clients-dir (the enrolled keys); refusing to start "
+                               "without it (--unsafe-any-client-key accepts any key, development "
+                               "only)");
+        goto out_destroy;
+    } else {
+        self->auth = bus_auth_new(clients);
+        self->clients_dir = strdup(clients);
+        if (!self->auth || !self->clients_dir) {
+            bus_error("busd.auth", "cannot start authentication over %s", clients);
             goto out_destroy;
         }
+        s_keys_refresh(self);
+        if (!self->keys)
+            goto out_destroy;
     }
     bus__socket_policy(self->xsub, &policy);
     bus__socket_policy(self->xpub, &policy);
@@ -632,7 +953,7 @@ static void s_busd_run(s_busd_t *self)
             break;
         }
         if (items[0].revents & ZMQ_POLLIN)
-            s_forward(items[0].socket, items[1].socket, self->c_events);
+            s_forward_events(self);
         if (items[1].revents & ZMQ_POLLIN)
             s_forward_subscriptions(self);
         if (items[2].revents & ZMQ_POLLIN)

@@ -64,7 +64,7 @@ typedef struct {
     zhashx_t *stores; /* known store ids */
     bus_stats_t *stats;
     int64_t *c_committed, *c_retried, *c_waiting, *c_dups, *c_refused, *c_flagged, *c_gaps,
-        *c_redis_errors;
+        *c_redis_errors, *c_other_register;
 } s_sales_t;
 
 typedef struct {
@@ -377,6 +377,14 @@ static int s_upload(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
         bus_service_error(svc, "bad_sale", "%s", why);
         goto out_clear_sale;
     }
+    if (!bus_service_caller_is(svc, sale.store, sale.reg)) {
+        /* before Redis is touched: a forged id must never shadow the real register's sale */
+        bus_stats_inc(self->c_other_register, 1);
+        bus_service_error(svc, BUS_ERR_FORBIDDEN,
+                          "register %s may upload only its own sales, not %s/%s",
+                          bus_service_caller(svc)->name, sale.store, sale.reg);
+        goto out_clear_sale;
+    }
     int known = s_store_known(self, svc, sale.store);
     if (known <= 0) {
         if (known == 0) {
@@ -532,6 +540,11 @@ static int s_park(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, vo
     if (!s_request_id_ok(bus_msg_id(req)))
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST,
                                  "request id must be letters, digits, '-' or '_'");
+    if (!bus_service_caller_is(svc, store, reg)) {
+        bus_stats_inc(self->c_other_register, 1);
+        return bus_service_error(svc, BUS_ERR_FORBIDDEN, "register %s may park only its own tickets",
+                                 bus_service_caller(svc)->name);
+    }
     int known = s_store_known(self, svc, store);
     if (known <= 0)
         return known < 0
@@ -572,6 +585,13 @@ static int s_recall(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     const char *park_id = bus_val_map_get_str(bus_msg_body(req), "park_id");
     if (!s_store_id_ok(store) || !pos_sale_id_ok(park_id, S_TEXT_MAX, "-"))
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store and park_id required");
+    if (!bus_service_caller_is(svc, store, NULL)) {
+        /* a ticket parked at one till may be recalled at another of the same store only */
+        bus_stats_inc(self->c_other_register, 1);
+        return bus_service_error(svc, BUS_ERR_FORBIDDEN,
+                                 "register %s may recall only tickets of its own store",
+                                 bus_service_caller(svc)->name);
+    }
     char key[BUS_KEY_MAX], now[24], memo[24];
     bus_key_parked(key, store);
     snprintf(now, sizeof(now), "%" PRId64, bus_now_ms());
@@ -734,19 +754,30 @@ int main(int argc, char **argv)
     self.c_flagged = bus_stats_counter(self.stats, "sales_flagged_for_review");
     self.c_gaps = bus_stats_counter(self.stats, "sequence_gaps");
     self.c_redis_errors = bus_stats_counter(self.stats, "redis_errors");
-    /* exactly once by itself: the commit script keys the sale on its id and the request id */
-    bus_service_on_idempotent(self.svc, "sale.upload", s_upload, &self);
-    bus_service_on_read(self.svc, "sale.get", s_get, &self);
-    bus_service_on_read(self.svc, "sale.replay", s_replay, &self);
-    bus_service_on(self.svc, "sale.park", s_park, &self);
-    bus_service_on(self.svc, "sale.recall", s_recall, &self);
-    bus_service_on_read(self.svc, "sale.parked", s_parked, &self);
-    bus_service_on(self.svc, "day.close", s_close_day, &self);
-    bus_service_on_read(self.svc, "day.current", s_current_day, &self);
-    svc_core_run(&core, NULL, NULL);
+    self.c_other_register = bus_stats_counter(self.stats, "refused_other_register");
+    /* Who may call what (docs/protocol.md). Registers act only for themselves (checked in the
+       handlers); operators may upload for any register, to recover a register's journal by
+       hand. sale.upload is exactly once by itself: the commit script keys the sale on its id
+       and the request id. */
+    enum { REG_OP = BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR };
+    static const bus_method_t methods[] = {
+        {"sale.upload", s_upload, BUS_METHOD_IDEMPOTENT, REG_OP},
+        {"sale.get", s_get, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {"sale.replay", s_replay, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {"sale.park", s_park, BUS_METHOD_CHANGE, REG_OP},
+        {"sale.recall", s_recall, BUS_METHOD_CHANGE, REG_OP},
+        {"sale.parked", s_parked, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {"day.close", s_close_day, BUS_METHOD_CHANGE, BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE},
+        {"day.current", s_current_day, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {NULL, NULL, 0, 0}};
+    int rc = bus_service_methods(self.svc, methods, &self);
+    if (rc != 0)
+        bus_error("sales.start", "cannot register methods: out of memory");
+    else
+        svc_core_run(&core, NULL, NULL);
     bus_info("sales.stopping", "committed=%" PRId64, bus_stats_load(self.c_committed));
     zhashx_destroy(&self.catalog);
     zhashx_destroy(&self.stores);
     svc_core_stop(&core);
-    return 0;
+    return rc == 0 ? 0 : 1;
 }
