@@ -1,7 +1,7 @@
 /*  =========================================================================
     curve.c - key generation and CURVE setup on czmq sockets
 
-    czmq's zcert owns the file format and zauth the ZAP handler; this module
+    czmq's zcert owns the file format (busd is the ZAP handler); this module
     only fixes posbus's layout and refuses to do anything silently insecure:
     a missing certificate is an error, never a fallback to plaintext.
 
@@ -19,10 +19,6 @@
 #define S_DIR_MODE    0700
 #define S_SERVER_FILE "busd"
 #define S_CREATED_MAX 32 /* "2026-11-25T12:34:56Z" */
-
-struct bus_auth {
-    zactor_t *actor;
-};
 
 static int s_mkdir(const char *path)
 {
@@ -157,32 +153,6 @@ int bus_revoke(const char *dir, const bus_identity_t *id)
 bool bus_endpoint_is_tcp(const char *endpoint)
 {
     return endpoint && strncmp(endpoint, "tcp://", 6) == 0;
-}
-
-bus_auth_t *bus_auth_new(const char *clients_dir)
-{
-    if (!clients_dir || s_mkdir(clients_dir) != 0)
-        return NULL;
-    bus_auth_t *self = calloc(1, sizeof(*self));
-    if (!self)
-        return NULL;
-    self->actor = zactor_new(zauth, NULL);
-    if (!self->actor) {
-        free(self);
-        return NULL;
-    }
-    zstr_sendx(self->actor, "CURVE", clients_dir, NULL);
-    zsock_wait(self->actor);
-    return self;
-}
-
-void bus_auth_destroy(bus_auth_t **self_p)
-{
-    if (!self_p || !*self_p)
-        return;
-    zactor_destroy(&(*self_p)->actor);
-    free(*self_p);
-    *self_p = NULL;
 }
 
 int bus_curve_server(zsock_t *sock, const char *secret_cert_path)

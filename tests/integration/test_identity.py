@@ -250,6 +250,18 @@ gone = wait_for(lambda: not [i for i in ops.call("busd", "services", {})["body"]
 c.check(gone, "revoking the inventory service's key drops its instance within 2 s")
 st.kill("inventory")  # it can never re-register with that key; stop it here
 
+# --- bad files in the clients directory: refused, never a crash ----------------------------------
+clients = os.path.join(st.keys, "clients")
+with open(os.path.join(clients, "operator-cli.cert"), encoding="utf-8") as f:
+    dup = f.read()
+with open(os.path.join(clients, "copy-of-cli.cert"), "w", encoding="utf-8") as f:
+    f.write(dup)  # the same key enrolled twice
+with open(os.path.join(clients, "garbage.cert"), "w", encoding="utf-8") as f:
+    f.write("metadata\n    role = \"operator\"\ncurve\n    public-key = \"short\"\n")
+time.sleep(1.5)
+c.check(st.posctl("ping").returncode == 0 and st.procs["busd"].poll() is None,
+        "a duplicated and a malformed certificate in clients/ leave busd running and serving")
+
 # --- attack 5: busd with CURVE and no clients directory --------------------------------------------
 def lone_busd(*extra):
     ports = [f"tcp://127.0.0.1:{free_port()}" for _ in range(3)]

@@ -21,11 +21,11 @@
         register  a till, named "<store>.<register>"
         operator  a person or tool at the command line (posctl)
         consumer  a program that follows events or reads reports (BI, exports)
-    busd runs czmq's zauth over DIR/clients: a ZAP handler that accepts the
-    CURVE public keys found there and notices files added or removed (it
-    re-reads the directory when it changes, within about a second).
-    Authentication happens at the handshake, so revocation refuses every new
-    connection; a connection already up stays until it reconnects.
+    busd is the ZAP handler itself: it reads DIR/clients into a table of
+    identities (re-read within a second of the directory changing), admits
+    at the handshake exactly the keys in it, and checks every message
+    against the current table, so a key removed from DIR/clients is refused
+    on connections already open too.
     =========================================================================
 */
 #ifndef BUS_CURVE_H_INCLUDED
@@ -55,14 +55,8 @@ int bus_enrol(const char *dir, const bus_identity_t *id);
    when it is not enrolled, EINVAL when id is malformed. */
 int bus_revoke(const char *dir, const bus_identity_t *id);
 
-/* tcp:// endpoints need CURVE; ipc:// and inproc:// do not. */
+/* Is endpoint tcp://? (tcp:// and ipc:// use CURVE, bus/conn.h) */
 bool bus_endpoint_is_tcp(const char *endpoint);
-
-typedef struct bus_auth bus_auth_t;
-
-/* Start the ZAP handler allowing the CURVE keys in clients_dir (created if missing). */
-bus_auth_t *bus_auth_new(const char *clients_dir);
-void bus_auth_destroy(bus_auth_t **self_p);
 
 /* Make sock a CURVE server with the secret certificate at path, ZAP domain BUS_ZAP_DOMAIN.
    -1 with errno on a missing or unreadable certificate. */

@@ -42,6 +42,7 @@
 #define S_KEY_TXT        41   /* Z85 public key, 40 characters, as ZAP's User-Id */
 #define S_KEYS_SETTLE_MS 2000 /* re-read the clients directory until it is this old */
 #define S_REFUSAL_LOG_MS 1000 /* at most one log line per refusal reason this often */
+#define S_ZAP_ENDPOINT   "inproc://zeromq.zap.01" /* where libzmq asks (RFC 27) */
 #define S_KEYS_RELOAD_MS 10 /* while the directory settles, re-read it at most this often */
 
 static const bus_opt_t s_options[] = {
@@ -111,7 +112,7 @@ struct s_service {
 
 typedef struct {
     zsock_t *xsub, *xpub, *router;
-    bus_auth_t *auth;
+    zsock_t *zap;        /* the ZAP handler (REP), NULL when unchecked */
     bool unchecked;      /* no identities (--insecure, --unsafe-any-client-key) */
     char *clients_dir;   /* NULL when unchecked */
     zhashx_t *keys;      /* Z85 public key -> s_key_t */
@@ -721,6 +722,44 @@ static void s_router_input(s_busd_t *self)
     }
 }
 
+/*  Answer ZAP requests (RFC 27): admit a CURVE key found in the table, with its Z85 text as
+    User-Id (what s_caller looks up); refuse everything else. */
+static void s_zap_input(s_busd_t *self)
+{
+    for (int burst = 0; burst < S_PROXY_BURST; burst++) {
+        zmsg_t *req = zmsg_recv_nowait(self->zap);
+        if (!req)
+            return;
+        /* version, request id, domain, address, routing id, mechanism, credentials... */
+        zframe_t *f[7] = {NULL};
+        for (int i = 0; i < 7; i++)
+            f[i] = i == 0 ? zmsg_first(req) : zmsg_next(req);
+        char user[S_KEY_TXT] = "";
+        const char *status = "400", *text = "key not enrolled";
+        if (!f[6] || !zframe_streq(f[0], "1.0") || !zframe_streq(f[5], "CURVE") ||
+            zframe_size(f[6]) != 32)
+            text = "CURVE with one 32-byte key only";
+        else if (zmq_z85_encode(user, zframe_data(f[6]), 32)) {
+            if (!zhashx_lookup(self->keys, user))
+                s_keys_refresh(self);
+            if (zhashx_lookup(self->keys, user))
+                status = "200", text = "OK";
+            else
+                s_refuse(self, S_REF_UNKNOWN_KEY, NULL, "handshake");
+        }
+        zmsg_t *rep = zmsg_new();
+        zmsg_addstr(rep, "1.0");
+        zframe_t *request_id = f[1] ? zframe_dup(f[1]) : zframe_new(NULL, 0);
+        zmsg_append(rep, &request_id);
+        zmsg_addstr(rep, status);
+        zmsg_addstr(rep, text);
+        zmsg_addstr(rep, strcmp(status, "200") == 0 ? user : "");
+        zmsg_addmem(rep, NULL, 0); /* no metadata: the identity comes from the table */
+        zmsg_send(&rep, self->zap);
+        zmsg_destroy(&req);
+    }
+}
+
 /*  Move up to a burst of events from publishers to subscribers without copying, each only if
     its publisher may publish it (s_publish_ok). An event is two parts, topic and envelope;
     anything else is a bad frame. */
@@ -843,7 +882,7 @@ static void s_busd_destroy(s_busd_t **self_p)
     zsock_destroy(&self->router);
     zsock_destroy(&self->xpub);
     zsock_destroy(&self->xsub);
-    bus_auth_destroy(&self->auth);
+    zsock_destroy(&self->zap);
     zhashx_destroy(&self->workers);
     zhashx_destroy(&self->keys);
     free(self->clients_dir);
@@ -913,9 +952,11 @@ static s_busd_t *s_busd_new(bus_config_t *config)
                                "only)");
         goto out_destroy;
     } else {
-        self->auth = bus_auth_new(clients);
+        /* busd answers the handshakes itself, from the same table it checks messages with: one
+           reader of the directory, and a malformed or duplicated file is a logged refusal */
+        self->zap = zsock_new(ZMQ_REP);
         self->clients_dir = strdup(clients);
-        if (!self->auth || !self->clients_dir) {
+        if (!self->zap || !self->clients_dir || zsock_bind(self->zap, S_ZAP_ENDPOINT) != 0) {
             bus_error("busd.auth", "cannot start authentication over %s", clients);
             goto out_destroy;
         }
@@ -942,10 +983,11 @@ static void s_busd_run(s_busd_t *self)
 {
     zmq_pollitem_t items[] = {{zsock_resolve(self->xsub), 0, ZMQ_POLLIN, 0},
                               {zsock_resolve(self->xpub), 0, ZMQ_POLLIN, 0},
-                              {zsock_resolve(self->router), 0, ZMQ_POLLIN, 0}};
+                              {zsock_resolve(self->router), 0, ZMQ_POLLIN, 0},
+                              {self->zap ? zsock_resolve(self->zap) : NULL, 0, ZMQ_POLLIN, 0}};
     int64_t next_purge = bus_mono_ms() + S_PURGE_EVERY_MS;
     while (!bus_program_stopping()) {
-        int rc = zmq_poll(items, 3, S_PURGE_EVERY_MS);
+        int rc = zmq_poll(items, self->zap ? 4 : 3, S_PURGE_EVERY_MS);
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
@@ -958,6 +1000,8 @@ static void s_busd_run(s_busd_t *self)
             s_forward_subscriptions(self);
         if (items[2].revents & ZMQ_POLLIN)
             s_router_input(self);
+        if (self->zap && (items[3].revents & ZMQ_POLLIN))
+            s_zap_input(self);
         if (bus_mono_ms() >= next_purge) {
             s_purge(self);
             next_purge = bus_mono_ms() + S_PURGE_EVERY_MS;
