@@ -12,6 +12,11 @@ under test. Checks:
   2. a batch of 100 with a float, a string where an int belongs, a day total stored beyond what
      the script handles exactly, and a sale that would take a total past 2^53 - 1: the other 96
      are applied, the 4 are parked, and no sale is marked applied without its totals;
+  2b. the apply script alone, on batches whose last total cannot be written (it would pass
+     2^53 - 1, it is not an integer, it would overflow int64, its key is not a hash): it undoes
+     the totals it had written, so every field, including one it had created and one that held
+     0, reads as before, and no marker, sequence or day is written; through the service, a sale
+     whose item total would pass 2^53 - 1 is parked and leaves nothing in its day;
   3. after a SIGKILL and a restart, a redelivered sale is not applied again and nothing parked
      comes back;
   4. report.day, report.x and report.z of a day with one plain cash sale carry every documented
@@ -19,11 +24,12 @@ under test. Checks:
   5. report.items over 50,000 distinct items: the top rows equal the test's own ranking, and the
      time each report takes is printed.
 """
+import os
 import time
 
 import msgpack
 
-from harness import Bus, Checks, Stack, wait_for as poll
+from harness import SRC, Bus, Checks, Stack, wait_for as poll
 
 STREAM = "sales:stream"
 DEAD = "dead:{reporting}"
@@ -252,6 +258,68 @@ c.check(n.get("sales_applied") == 195 and n.get("bad_stream_entries") == 3 and
         f"counted: 195 applied, 3 bad entries, 2 refused sales (got {n.get('sales_applied')}, "
         f"{n.get('bad_stream_entries')}, {n.get('sales_refused')})")
 
+# --- 2b. the undo of a batch whose last total cannot be written ------------------------------
+APPLY_LUA = open(os.path.join(SRC, "services", "reporting", "lua", "apply.lua"), "rb").read()
+DAY2B = "2024-05-12"
+H1, H2 = f"rep:{{S007}}:{DAY2B}", f"rep:{{S007}}:{DAY2B}:items"
+REGS2B, DAYS2B = f"rep:{{S007}}:{DAY2B}:regs", "rep:{S007}:days"
+MARK2B = "sale:{S007}:S007-R01-000001"
+
+
+def run_apply(last_key, last_field):
+    """The script on one sale whose increments create a field, add to a field holding 0 and to
+    one holding 10, and end with last_key last_field + 10."""
+    return db.call("EVAL", APPLY_LUA, 0, 1, MARK2B, 4, H1, "created", 5, H1, "zero", 3,
+                   H2, "kept", 7, last_key, last_field, 10, 1, REGS2B, "R01", 1, 1,
+                   1, DAYS2B, DAY2B)
+
+
+def state_2b():
+    return [db.call("HGETALL", k) for k in (H1, H2, REGS2B, MARK2B)] + \
+        [db.call("SMEMBERS", DAYS2B), db.call("GET", "S007-string")]
+
+
+db.pipeline([("HSET", H1, "zero", 0), ("HSET", H2, "kept", 10, "edge", LIMIT - 5),
+             ("HSET", H2, "text", "abc", "big", "9223372036854775807"),
+             ("SET", "S007-string", "not a hash")])
+before = state_2b()
+for what, key, field, word in [("would pass 2^53 - 1", H2, "edge", "2^53"),
+                               ("is not an integer", H2, "text", "not an integer"),
+                               ("would overflow int64", H2, "big", "2^53")]:
+    got = run_apply(key, field)
+    c.check(isinstance(got, list) and got[0] == b"refused" and word in got[1].decode(),
+            f"a batch whose last total {what} is refused, naming why (expected 'refused' with "
+            f"{word!r}, got {got})")
+    c.check(state_2b() == before, f"and undone: the created field is gone, 0 and 10 are as "
+            f"they were, no marker, sequence or day (expected {before}, got {state_2b()})")
+got = run_apply("S007-string", "f")
+c.check(isinstance(got, RuntimeError) and "WRONGTYPE" in str(got),
+        f"a last key that is not a hash fails the script (expected a WRONGTYPE error, got {got})")
+c.check(state_2b() == before, f"and nothing stays written (expected {before}, got {state_2b()})")
+got = run_apply(H2, "fresh")
+c.check(got == [b"ok", 1], f"the same batch with a writable last total applies (got {got})")
+c.check(db.call("HGETALL", H1) == [b"zero", b"3", b"created", b"5"] and
+        db.call("HGET", H2, "fresh") == b"10" and db.call("HGET", H2, "kept") == b"17" and
+        db.call("HGET", MARK2B, "reporting") == b"1" and
+        db.call("HGET", REGS2B, "R01:last") == b"1" and
+        db.call("SMEMBERS", DAYS2B) == [DAY2B.encode()],
+        "with every total, its marker, sequence and day")
+
+# through the service: a planted item total at the edge, reached after the day totals
+edge = sale("S008", "R01", 1, [line("SKU00", 1, 300)])
+db.call("HSET", f"rep:{{S008}}:{DAY2B}:items", "SKU00:amount", LIMIT - 100)
+db.call(*xadd(edge, DAY2B))
+wait_for(lambda: edge["sale_id"] in dead_letters() and pending() == 0)
+c.check("2^53" in dead_letters().get(edge["sale_id"], ""),
+        f"a sale whose item total would pass 2^53 - 1 is parked with the reason (got "
+        f"{dead_letters().get(edge['sale_id'])})")
+left = {k: db.call("HGETALL", f"rep:{{S008}}:{DAY2B}{k}") for k in ("", ":regs", ":cats")}
+c.check(left == {"": [], ":regs": [], ":cats": []} and
+        db.call("HGETALL", f"rep:{{S008}}:{DAY2B}:items") ==
+        [b"SKU00:amount", str(LIMIT - 100).encode()] and
+        db.call("HGET", f"sale:{{S008}}:{edge['sale_id']}", "reporting") is None,
+        f"and leaves nothing in its day: no totals, registers or categories, the item total as "
+        f"planted, no marker (got {left})")
 # --- 3. restart: nothing applied twice, nothing parked again ---------------------------------
 st.kill("reporting1")
 st.start_service("reporting2", "reporting", "--claim-idle-ms", "1000")
@@ -267,9 +335,9 @@ compare("day 2 totals after the restart", day_totals("S001", DAY2), oracle2.tota
 c.check(day_totals("S001", DAY3).get("total") == 1000, "the new sale after the restart applied")
 n = counters()
 c.check(n.get("sales_applied") == 1 and n.get("bad_stream_entries", 0) == 0 and
-        len(dead_letters()) == 5,
+        len(dead_letters()) == 6,
         f"the restarted instance applied only the new sale, the redelivered one was recognised "
-        f"(expected 1 applied, 0 bad, 5 dead letters; got {n.get('sales_applied')}, "
+        f"(expected 1 applied, 0 bad, 6 dead letters; got {n.get('sales_applied')}, "
         f"{n.get('bad_stream_entries')}, {len(dead_letters())})")
 
 # --- 3b. an error that is not the sale's (a key of the wrong type): pending, never parked -----

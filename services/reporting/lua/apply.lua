@@ -1,23 +1,34 @@
 -- Apply a batch of sales to the day aggregates, each sale once, all or nothing. The service has
 -- already validated every sale and summed the increments of the whole batch per key and field;
--- this script makes it atomic and idempotent, in three phases:
---   1. check every argument (counts, integers, seqs) and refuse the batch if one is wrong;
+-- this script makes it atomic and idempotent:
+--   1. check every argument (counts, texts, seqs, deltas within 2^53) and refuse the batch if
+--      one is wrong;
 --   2. if any sale of the batch was applied before (a redelivery after a crash before XACK),
 --      return the indexes of those sales, so the service leaves them out and tries again;
---   3. check that no total would leave the exact range of a Lua number (|v| < 2^53) and that
---      every stored total it touches is an integer, and refuse the batch if not.
--- Only then are the applied markers and the increments written, together. A refusal or a
--- failing check writes nothing, so a retry never finds markers without their totals.
+--   3. read what the sequences and days will be compared with (this also fails on a key of the
+--      wrong type before anything is written);
+--   4. increment every total, each with redis.pcall, keeping what was done. If one fails (a
+--      stored value or a delta that is not an integer, an int64 overflow) or its new total
+--      leaves +-(2^53 - 1), the range where a Lua number is exact, the increments done so far
+--      are undone, newest first, and the batch is refused; an error that is not the batch's
+--      (a key of the wrong type, Redis refusing writes) is raised after the same undo;
+--   5. only then write the sequences, the applied markers and the days.
+-- Redis does not roll a script back, but it runs it alone: nobody sees totals between steps 4
+-- and their undo, and a refused or failed batch leaves every total, field and marker as it
+-- found them, so a retry never finds markers without their totals. Reading every stored total
+-- first would cost a read per field on every batch; the undo costs only on the rare refusal.
 -- ARGV: n, n sale hash keys, m, m x (key, field, delta), k, k x (key, register, min seq, max seq),
 --       d, d x (days set key, day)
 -- Returns {'ok', n}, {'applied', {0-based indexes}} or {'refused', reason}.
 local LIMIT = 9007199254740992 -- 2^53: beyond it a Lua number no longer holds every integer
 local DIGITS_MAX = 17          -- "-9007199254740991" is 17 characters
+local call, pcall_redis, find, sub = redis.call, redis.pcall, string.find, string.sub
+local A = ARGV
 
 -- An integer string with |v| < 2^53, as a number; nil otherwise. Rounding to a double is
 -- monotonic and 2^53 is exact, so a string at or beyond the limit can never pass.
 local function int(s)
-  if type(s) ~= 'string' or #s > DIGITS_MAX or not string.match(s, '^%-?%d+$') then
+  if type(s) ~= 'string' or #s > DIGITS_MAX or not find(s, '^%-?%d+$') then
     return nil
   end
   local v = tonumber(s)
@@ -25,134 +36,147 @@ local function int(s)
   return v
 end
 
-local pos = 1
-local function take()
-  local v = ARGV[pos]
-  pos = pos + 1
-  return v
+local function refused(reason)
+  return {'refused', reason}
 end
 
-local function count(what)
-  local v = int(take())
-  if not v or v < 0 then error({refused = 'bad ' .. what .. ' count'}) end
-  return v
+-- phase 1: check every argument, write nothing. Positions: sales from 2, then m at M, the
+-- increments from M + 1 (3 each), k at K, the sequences from K + 1 (4 each), d at D.
+local argc = #A
+local n = int(A[1])
+if not n or n < 0 then return refused('bad sale count') end
+local M = n + 2
+local m = int(A[M])
+if not m or m < 0 then return refused('bad increment count') end
+local K = M + 1 + 3 * m
+local k = int(A[K])
+if not k or k < 0 then return refused('bad sequence count') end
+local D = K + 1 + 4 * k
+local d = int(A[D])
+if not d or d < 0 or D + 2 * d ~= argc then
+  return refused('argument count does not match the counts')
 end
-
-local function text(what)
-  local v = take()
-  if type(v) ~= 'string' or v == '' then error({refused = 'missing ' .. what}) end
-  return v
+for i = 2, n + 1 do
+  if A[i] == '' then return refused('missing sale key') end
 end
-
--- phase 1: parse and check every argument, write nothing
-local ok, parsed = pcall(function()
-  local p = {sales = {}, incs = {}, seqs = {}, days = {}}
-  for i = 1, count('sale') do p.sales[i] = text('sale key') end
-  for i = 1, count('increment') do
-    local key, field, delta = text('key'), take(), take()
-    local v = int(delta)
-    if type(field) ~= 'string' or not v then
-      error({refused = 'increment ' .. tostring(delta) .. ' of ' .. key .. ' ' ..
-                       tostring(field) .. ' is not an integer below 2^53'})
-    end
-    p.incs[i] = {key, field, delta, v}
+-- a delta is checked here for its range only: HINCRBY itself refuses any text that is not an
+-- exact decimal integer, and phase 4 undoes and refuses the batch then
+local delta = {}
+for i = 1, m do
+  local at = M + 3 * i - 2
+  local v = tonumber(A[at + 2])
+  if A[at] == '' or not v or v >= LIMIT or v <= -LIMIT then
+    return refused('increment ' .. A[at + 2] .. ' of ' .. A[at] .. ' ' .. A[at + 1] ..
+                   ' is not an integer below 2^53')
   end
-  for i = 1, count('sequence') do
-    local key, reg, lo, hi = text('key'), text('register'), take(), take()
-    local l, h = int(lo), int(hi)
-    if not l or not h or l < 1 or h < l then
-      error({refused = 'sequences ' .. tostring(lo) .. '..' .. tostring(hi) .. ' of ' .. reg ..
-                       ' are not 1 <= min <= max'})
-    end
-    p.seqs[i] = {key, reg, l, h, lo, hi}
+  delta[i] = v
+end
+for at = K + 1, D - 1, 4 do
+  local l, h = int(A[at + 2]), int(A[at + 3])
+  if A[at] == '' or A[at + 1] == '' or not l or not h or l < 1 or h < l then
+    return refused('sequences ' .. A[at + 2] .. '..' .. A[at + 3] .. ' of ' .. A[at + 1] ..
+                   ' are not 1 <= min <= max')
   end
-  for i = 1, count('day') do p.days[i] = {text('key'), text('day')} end
-  if pos - 1 ~= #ARGV then error({refused = 'argument count does not match the counts'}) end
-  return p
-end)
-if not ok then
-  if type(parsed) == 'table' then return {'refused', parsed.refused} end
-  error(parsed)
+end
+for at = D + 1, argc do
+  if A[at] == '' then return refused('missing day or days key') end
 end
 
 -- phase 2: sales applied before
 local done = {}
-for i, key in ipairs(parsed.sales) do
-  if redis.call('HEXISTS', key, 'reporting') == 1 then done[#done + 1] = i - 1 end
+for i = 2, n + 1 do
+  if call('HEXISTS', A[i], 'reporting') == 1 then done[#done + 1] = i - 2 end
 end
 if #done > 0 then
   return {'applied', done}
 end
 
--- phase 3: every total stays exact; the same key and field may come twice, so sum as we go.
--- Stored totals are read with one HMGET per key (in chunks), not one HGET per field.
-local CHUNK = 500 -- fields per HMGET: well below Lua's limit on unpacked arguments
-local after, fields, order = {}, {}, {}
-for _, inc in ipairs(parsed.incs) do
-  local key, field = inc[1], inc[2]
-  if not fields[key] then
-    fields[key], after[key] = {}, {}
-    order[#order + 1] = key
+-- phase 3: the stored sequences and days
+local seqs = {} -- key -> register -> {first, last, write first, write last}
+for at = K + 1, D - 1, 4 do
+  local key, reg, lo, hi = A[at], A[at + 1], tonumber(A[at + 2]), tonumber(A[at + 3])
+  local regs = seqs[key]
+  if not regs then
+    regs = {}
+    seqs[key] = regs
   end
-  if after[key][field] == nil then
-    after[key][field] = false
-    local f = fields[key]
-    f[#f + 1] = field
-  end
-end
-for _, key in ipairs(order) do
-  local f = fields[key]
-  for first = 1, #f, CHUNK do
-    local last = math.min(first + CHUNK - 1, #f)
-    local stored = redis.call('HMGET', key, unpack(f, first, last))
-    for i = first, last do
-      local s = stored[i - first + 1]
-      local cur = s and int(s)
-      if s and not cur then
-        return {'refused', 'stored ' .. key .. ' ' .. f[i] .. ' = ' .. s ..
-                           ' is not an integer below 2^53'}
-      end
-      after[key][f[i]] = cur or 0
-    end
-  end
-end
-for _, inc in ipairs(parsed.incs) do
-  local key, field, v = inc[1], inc[2], inc[4]
-  local cur = after[key][field]
-  local sum = cur + v
-  if sum >= LIMIT or sum <= -LIMIT then
-    return {'refused', 'total ' .. key .. ' ' .. field .. ' would pass 2^53 - 1 (' ..
-                       string.format('%.0f', cur) .. ' + ' .. inc[3] .. ')'}
-  end
-  after[key][field] = sum
-end
-local seqs = {} -- key -> register -> {first, last} as they will be written
-for _, s in ipairs(parsed.seqs) do
-  local key, reg, lo, hi = s[1], s[2], s[3], s[4]
-  seqs[key] = seqs[key] or {}
-  local b = seqs[key][reg]
+  local b = regs[reg]
   if not b then
-    local first = redis.call('HGET', key, reg .. ':first')
-    local last = redis.call('HGET', key, reg .. ':last')
-    local f, l = first and int(first), last and int(last)
-    if (first and not f) or (last and not l) then
-      return {'refused', 'stored sequences of ' .. reg .. ' in ' .. key .. ' are not integers'}
+    local stored = call('HMGET', key, reg .. ':first', reg .. ':last')
+    local f, l = stored[1] and int(stored[1]), stored[2] and int(stored[2])
+    if (stored[1] and not f) or (stored[2] and not l) then
+      return refused('stored sequences of ' .. reg .. ' in ' .. key .. ' are not integers')
     end
     b = {f or 0, l or 0}
-    seqs[key][reg] = b
+    regs[reg] = b
   end
-  if b[1] == 0 or lo < b[1] then b[1], b.write_first = lo, s[5] end
-  if hi > b[2] then b[2], b.write_last = hi, s[6] end
+  if b[1] == 0 or lo < b[1] then b[1], b[3] = lo, A[at + 2] end
+  if hi > b[2] then b[2], b[4] = hi, A[at + 3] end
+end
+local new_days = {}
+for at = D + 1, argc, 2 do
+  if call('SISMEMBER', A[at], A[at + 1]) == 0 then new_days[#new_days + 1] = at end
 end
 
--- all checked: write markers and effects together
-for _, key in ipairs(parsed.sales) do redis.call('HSET', key, 'reporting', 1) end
-for _, inc in ipairs(parsed.incs) do redis.call('HINCRBY', inc[1], inc[2], inc[3]) end
-for key, regs in pairs(seqs) do
-  for reg, b in pairs(regs) do
-    if b.write_first then redis.call('HSET', key, reg .. ':first', b.write_first) end
-    if b.write_last then redis.call('HSET', key, reg .. ':last', b.write_last) end
+-- phase 4: the totals, undone if one cannot be written exactly. lens[key] is the key's field
+-- count as last seen, so that a total that comes back equal to its delta (it was 0 or absent)
+-- tells by the count whether it created its field, which the undo then deletes.
+local lens, created, applied = {}, {}, 0
+local function undo()
+  for i = applied, 1, -1 do
+    local at = M + 3 * i - 2
+    local key, field, s = A[at], A[at + 1], A[at + 2]
+    if created[i] then
+      call('HDEL', key, field)
+    elseif s ~= '0' then
+      call('HINCRBY', key, field, sub(s, 1, 1) == '-' and sub(s, 2) or '-' .. s)
+    end
   end
 end
-for _, day in ipairs(parsed.days) do redis.call('SADD', day[1], day[2]) end
-return {'ok', #parsed.sales}
+for i = 1, m do
+  local at = M + 3 * i - 2
+  local key, field = A[at], A[at + 1]
+  local len = lens[key]
+  if not len then
+    len = pcall_redis('HLEN', key)
+    if type(len) == 'table' then
+      undo()
+      return len
+    end
+    lens[key] = len
+  end
+  local total = pcall_redis('HINCRBY', key, field, A[at + 2])
+  if type(total) == 'table' then
+    undo()
+    local e = total.err or ''
+    if find(e, 'not an integer', 1, true) or find(e, 'overflow', 1, true) then
+      return refused('total ' .. key .. ' ' .. field .. ' cannot take ' .. A[at + 2] ..
+                     ': the stored total, the delta or the sum is not an integer below 2^53 (' ..
+                     e .. ')')
+    end
+    return total
+  end
+  applied = i
+  if total == delta[i] then
+    len = call('HLEN', key)
+    created[i] = len > lens[key]
+    lens[key] = len
+  end
+  if total >= LIMIT or total <= -LIMIT then
+    undo()
+    return refused('total ' .. key .. ' ' .. field .. ' would pass 2^53 - 1 (' ..
+                   string.format('%.0f', total - delta[i]) .. ' + ' .. A[at + 2] .. ')')
+  end
+end
+
+-- phase 5: every total written; the sequences, markers and days cannot fail now (their keys
+-- were read above, and Redis checks memory only before a script's first write)
+for key, regs in pairs(seqs) do
+  for reg, b in pairs(regs) do
+    if b[3] then call('HSET', key, reg .. ':first', b[3]) end
+    if b[4] then call('HSET', key, reg .. ':last', b[4]) end
+  end
+end
+for i = 2, n + 1 do call('HSET', A[i], 'reporting', 1) end
+for _, at in ipairs(new_days) do call('SADD', A[at], A[at + 1]) end
+return {'ok', n}
