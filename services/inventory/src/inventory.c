@@ -1048,8 +1048,106 @@ static int s_reorder(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply,
 
 /* ---- applying sales (worker thread) ------------------------------------ */
 
-/* Script arguments gathered in one arena: each is recorded as an offset and turned into a
-   pointer only once the arena stops growing (appending may move it). */
+/*  What the script reads of one live line (the sku is borrowed from the decoded sale). */
+typedef struct {
+    const char *sku;
+    int64_t qty;
+    bool is_return;
+} s_line_t;
+
+/*  A checked sale: its document and its live lines. */
+typedef struct {
+    bus_val_t *doc;
+    s_line_t *lines; /* nlines, heap */
+    size_t nlines;
+} s_sale_t;
+
+static void s_sale_clear(s_sale_t *s)
+{
+    bus_val_destroy(&s->doc);
+    free(s->lines);
+    memset(s, 0, sizeof(*s));
+}
+
+/*  The values of map m under names[0..n) (NULL when absent), in one pass over m: a line has a
+    dozen keys, and a lookup per name would walk them once per name. */
+static void s_pick(const bus_val_t *m, const char *const *names, int n, const bus_val_t **out)
+{
+    for (int k = 0; k < n; k++)
+        out[k] = NULL;
+    if (bus_val_type(m) != BUS_VAL_MAP)
+        return;
+    for (size_t i = 0; i < bus_val_size(m); i++) {
+        const char *key = bus_val_map_key(m, i);
+        for (int k = 0; k < n; k++)
+            if (key[0] == names[k][0] && strcmp(key, names[k]) == 0) {
+                out[k] = bus_val_map_value(m, i);
+                break;
+            }
+    }
+}
+
+/*  Decode the sale document of a stream entry and check it line by line into out. 0 if it can
+    apply; -1 with the reason in why if it never will (it is then parked, not retried). */
+static int s_sale_of(const bus_stream_entry_t *e, s_sale_t *out, char *why, size_t size)
+{
+    static const char *const names[] = {"voided", "sku", "qty", "return_of"};
+    size_t plen = 0;
+    const char *sale_id = bus_stream_field(e, "sale_id", NULL);
+    const char *store = bus_stream_field(e, "store", NULL);
+    const char *bday = bus_stream_field(e, "bday", NULL);
+    const char *payload = bus_stream_field(e, "payload", &plen);
+    bus_reject_t rej = BUS_REJ_NONE;
+    if (!s_id_ok(sale_id, POS_SALE_ID_MAX, "-.") || !s_store_ok(store) ||
+        !s_id_ok(bday, S_DAY_LEN, "-") || !payload) {
+        snprintf(why, size, "not a sale entry: needs sale_id, store, bday (YYYY-MM-DD), payload");
+        return -1;
+    }
+    out->doc = bus_val_decode(payload, plen, NULL, &rej);
+    if (!out->doc || bus_val_type(out->doc) != BUS_VAL_MAP) {
+        snprintf(why, size, "payload: not a sale document (%s)",
+                 out->doc ? "not a map" : bus_reject_name(rej));
+        return -1;
+    }
+    bus_val_t *lines = bus_val_map_get(out->doc, "lines");
+    if (lines && (bus_val_type(lines) != BUS_VAL_ARR || bus_val_size(lines) > POS_LINES_MAX)) {
+        snprintf(why, size, "lines: an array of at most %d", POS_LINES_MAX);
+        return -1;
+    }
+    size_t n = bus_val_size(lines);
+    out->lines = n ? malloc(n * sizeof(*out->lines)) : NULL;
+    if (n && !out->lines) {
+        snprintf(why, size, "out of memory for %zu lines", n);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bus_val_t *l = bus_val_arr_get(lines, i);
+        const bus_val_t *v[4];
+        bool voided = false;
+        s_pick(l, names, 4, v);
+        bus_val_get_bool(v[0], &voided);
+        if (bus_val_type(l) == BUS_VAL_MAP && voided)
+            continue;
+        s_line_t *line = &out->lines[out->nlines];
+        line->sku = bus_val_get_str(v[1], NULL);
+        if (bus_val_type(l) != BUS_VAL_MAP || !s_sku_ok(line->sku))
+            snprintf(why, size, "line %zu: no valid sku", i + 1);
+        else if (!bus_val_get_int(v[2], &line->qty) || line->qty == 0 || line->qty < -S_QTY_MAX ||
+                 line->qty > S_QTY_MAX)
+            snprintf(why, size, "line %zu: qty must be a whole number within +-%lld, not 0", i + 1,
+                     (long long)S_QTY_MAX);
+        else {
+            line->is_return = v[3] != NULL;
+            out->nlines++;
+            continue;
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/*  Script arguments gathered in one arena: each is recorded as an offset and turned into a
+    pointer only once the arena stops growing (appending may move it). */
 typedef struct {
     bus_buf_t arena;
     size_t *off, *len;
@@ -1089,8 +1187,8 @@ static int s_args_str(s_args_t *a, const char *s)
 static int s_args_int(s_args_t *a, int64_t v)
 {
     char text[S_NUM_MAX];
-    snprintf(text, sizeof(text), "%" PRId64, v);
-    return s_args_str(a, text);
+    int len = snprintf(text, sizeof(text), "%" PRId64, v);
+    return s_args_add(a, text, (size_t)len);
 }
 
 /*  The arguments as pointers (valid until the next add); NULL on allocation failure. */
@@ -1114,88 +1212,63 @@ static void s_args_free(s_args_t *a)
     memset(a, 0, sizeof(*a));
 }
 
-/*  The sale document of a stream entry, decoded and checked line by line, if it can apply; NULL
-    with the reason in why if it never will (it is then parked, not retried). */
-static bus_val_t *s_sale_of(const bus_stream_entry_t *e, char *why, size_t size)
+/*  Append the keys of every store and SKU the checked sales idx[0..k) move, each once (see
+    apply.lua), and note in place[] (one per live line, in order) where each line's SKU is in
+    that list (1-based). 0, -1 on allocation failure. */
+static int s_sku_args(s_args_t *a, bus_stream_entry_t *entries, s_sale_t *sales, const int *idx,
+                      int k, int *place)
 {
-    size_t plen = 0;
-    const char *sale_id = bus_stream_field(e, "sale_id", NULL);
-    const char *store = bus_stream_field(e, "store", NULL);
-    const char *bday = bus_stream_field(e, "bday", NULL);
-    const char *payload = bus_stream_field(e, "payload", &plen);
-    bus_reject_t rej = BUS_REJ_NONE;
-    if (!s_id_ok(sale_id, POS_SALE_ID_MAX, "-.") || !s_store_ok(store) ||
-        !s_id_ok(bday, S_DAY_LEN, "-") || !payload) {
-        snprintf(why, size, "not a sale entry: needs sale_id, store, bday (YYYY-MM-DD), payload");
-        return NULL;
+    zhashx_t *seen = zhashx_new(); /* "store\x1fsku" -> place */
+    s_args_t list = {0};
+    int rc = seen ? 0 : -1, count = 0;
+    for (int j = 0; j < k && rc == 0; j++) {
+        const char *store = bus_stream_field(&entries[idx[j]], "store", NULL);
+        size_t slen = strlen(store); /* checked: at most S_ID_MAX */
+        const s_sale_t *s = &sales[idx[j]];
+        for (size_t i = 0; i < s->nlines && rc == 0; i++) {
+            char name[S_ID_MAX + 1 + S_SKU_MAX + 1], key[BUS_KEY_MAX];
+            const char *sku = s->lines[i].sku;
+            memcpy(name, store, slen);
+            name[slen] = '\x1f'; /* in neither a store id nor a SKU */
+            snprintf(name + slen + 1, sizeof(name) - slen - 1, "%s", sku);
+            uintptr_t at = (uintptr_t)zhashx_lookup(seen, name);
+            if (!at) {
+                at = (uintptr_t)++count;
+                rc = zhashx_insert(seen, name, (void *)at) || s_args_str(&list, store) ||
+                             s_args_str(&list, bus_key_stock(key, store)) ||
+                             s_args_str(&list, sku) ||
+                             s_args_str(&list, bus_key_moves(key, store, sku)) ||
+                             s_args_str(&list, bus_key_sold(key, store, sku)) ||
+                             s_args_str(&list, bus_key_catalog_item(key, sku))
+                         ? -1
+                         : 0;
+            }
+            *place++ = (int)at;
+        }
     }
-    bus_val_t *sale = bus_val_decode(payload, plen, NULL, &rej);
-    if (!sale || bus_val_type(sale) != BUS_VAL_MAP) {
-        snprintf(why, size, "payload: not a sale document (%s)",
-                 sale ? "not a map" : bus_reject_name(rej));
-        bus_val_destroy(&sale);
-        return NULL;
-    }
-    bus_val_t *lines = bus_val_map_get(sale, "lines");
-    if (lines && (bus_val_type(lines) != BUS_VAL_ARR || bus_val_size(lines) > POS_LINES_MAX)) {
-        snprintf(why, size, "lines: an array of at most %d", POS_LINES_MAX);
-        bus_val_destroy(&sale);
-        return NULL;
-    }
-    for (size_t i = 0; i < bus_val_size(lines); i++) {
-        bus_val_t *l = bus_val_arr_get(lines, i);
-        bool voided = false;
-        int64_t qty = 0;
-        bus_val_map_get_bool(l, "voided", &voided);
-        if (bus_val_type(l) == BUS_VAL_MAP && voided)
-            continue;
-        if (bus_val_type(l) != BUS_VAL_MAP || !s_sku_ok(bus_val_map_get_str(l, "sku")))
-            snprintf(why, size, "line %zu: no valid sku", i + 1);
-        else if (!bus_val_map_get_int(l, "qty", &qty) || qty == 0 || qty < -S_QTY_MAX ||
-                 qty > S_QTY_MAX)
-            snprintf(why, size, "line %zu: qty must be a whole number within +-%lld, not 0", i + 1,
-                     (long long)S_QTY_MAX);
-        else
-            continue;
-        bus_val_destroy(&sale);
-        return NULL;
-    }
-    return sale;
+    if (rc == 0)
+        rc = s_args_int(a, count);
+    for (int i = 0; i < list.argc && rc == 0; i++)
+        rc = s_args_add(a, (const char *)list.arena.data + list.off[i], list.len[i]);
+    s_args_free(&list);
+    zhashx_destroy(&seen);
+    return rc;
 }
 
-/*  Append the script arguments of one checked sale (see apply.lua). -1 on allocation failure. */
-static int s_sale_args(s_args_t *a, const bus_stream_entry_t *e, const bus_val_t *sale)
+/*  Append the script arguments of one checked sale (see apply.lua), its lines' SKUs at place.
+    -1 on allocation failure. */
+static int s_sale_args(s_args_t *a, const bus_stream_entry_t *e, const s_sale_t *sale,
+                       const int *place)
 {
     const char *sale_id = bus_stream_field(e, "sale_id", NULL);
     const char *store = bus_stream_field(e, "store", NULL);
-    bus_val_t *lines = bus_val_map_get(sale, "lines");
     char key[BUS_KEY_MAX];
-    int64_t live = 0;
-    for (size_t i = 0; i < bus_val_size(lines); i++) {
-        bool voided = false;
-        bus_val_map_get_bool(bus_val_arr_get(lines, i), "voided", &voided);
-        live += voided ? 0 : 1;
-    }
-    /* || evaluates left to right and stops at the first failure: the arguments keep their
-       order, and key is copied before it is built again */
     int rc = s_args_str(a, bus_key_sale(key, store, sale_id)) || s_args_str(a, sale_id) ||
-             s_args_str(a, store) || s_args_str(a, bus_key_stock(key, store)) ||
-             s_args_str(a, bus_stream_field(e, "bday", NULL)) || s_args_int(a, live);
-    for (size_t i = 0; i < bus_val_size(lines) && rc == 0; i++) {
-        bus_val_t *l = bus_val_arr_get(lines, i);
-        bool voided = false;
-        int64_t qty = 0;
-        bus_val_map_get_bool(l, "voided", &voided);
-        if (voided)
-            continue;
-        const char *sku = bus_val_map_get_str(l, "sku");
-        bus_val_map_get_int(l, "qty", &qty);
-        rc = s_args_str(a, sku) || s_args_int(a, qty) ||
-             s_args_str(a, bus_val_map_get(l, "return_of") ? "return" : "sale") ||
-             s_args_str(a, bus_key_moves(key, store, sku)) ||
-             s_args_str(a, bus_key_sold(key, store, sku)) ||
-             s_args_str(a, bus_key_catalog_item(key, sku));
-    }
+             s_args_str(a, bus_stream_field(e, "bday", NULL)) ||
+             s_args_int(a, (int64_t)sale->nlines);
+    for (size_t i = 0; i < sale->nlines && rc == 0; i++)
+        rc = s_args_int(a, place[i]) || s_args_int(a, sale->lines[i].qty) ||
+             s_args_str(a, sale->lines[i].is_return ? "return" : "sale");
     return rc ? -1 : 0;
 }
 
@@ -1210,16 +1283,21 @@ static void s_reject(s_inv_t *self, bus_stream_entry_t *e, const char *why)
 /*  Apply the checked sales idx[0..k) of entries in one script call; the script's refusals are
     rejected. Returns 0, or -1 when the script did not answer (Redis down or refusing writes, or
     an error reply, its text in err): all stay pending. */
-static int s_apply_some(s_inv_t *self, bus_stream_entry_t *entries, bus_val_t **sales,
-                        const int *idx, int k, char *err, size_t size)
+static int s_apply_some(s_inv_t *self, bus_stream_entry_t *entries, s_sale_t *sales, const int *idx,
+                        int k, char *err, size_t size)
 {
     s_args_t a = {0};
     int rc = -1;
-    if (s_args_int(&a, k) || s_args_int(&a, bus_now_ms()) || s_args_int(&a, S_QTY_MAX) ||
-        s_args_int(&a, S_BALANCE_MAX) || s_args_str(&a, s_field_names[S_F_THRESHOLD]))
-        goto out_free_args;
+    size_t nlines = 0;
     for (int j = 0; j < k; j++)
-        if (s_sale_args(&a, &entries[idx[j]], sales[idx[j]]) != 0)
+        nlines += sales[idx[j]].nlines;
+    int *place = malloc((nlines ? nlines : 1) * sizeof(*place));
+    if (!place || s_args_int(&a, k) || s_args_int(&a, bus_now_ms()) || s_args_int(&a, S_QTY_MAX) ||
+        s_args_int(&a, S_BALANCE_MAX) || s_args_str(&a, s_field_names[S_F_THRESHOLD]) ||
+        s_sku_args(&a, entries, sales, idx, k, place))
+        goto out_free_args;
+    for (int j = 0, at = 0; j < k; at += (int)sales[idx[j]].nlines, j++)
+        if (s_sale_args(&a, &entries[idx[j]], &sales[idx[j]], place + at) != 0)
             goto out_free_args;
     const char **argv = s_args_argv(&a);
     if (!argv)
@@ -1266,6 +1344,7 @@ out_free_reply:
         freeReplyObject(r);
 out_free_args:
     s_args_free(&a);
+    free(place);
     return rc;
 }
 
@@ -1283,14 +1362,13 @@ static int s_apply(bus_stream_entry_t *entries, int n, void *arg)
         self->why = why;
         self->why_cap = n;
     }
-    bus_val_t **sales = calloc((size_t)n, sizeof(*sales));
+    s_sale_t *sales = calloc((size_t)n, sizeof(*sales));
     int *idx = calloc((size_t)n, sizeof(*idx));
     int rc = -1, k = 0;
     if (!sales || !idx)
         goto out_free;
     for (int i = 0; i < n; i++) {
-        sales[i] = s_sale_of(&entries[i], self->why[i], S_WHY_MAX);
-        if (sales[i])
+        if (s_sale_of(&entries[i], &sales[i], self->why[i], S_WHY_MAX) == 0)
             idx[k++] = i;
         else
             s_reject(self, &entries[i], self->why[i]);
@@ -1298,7 +1376,7 @@ static int s_apply(bus_stream_entry_t *entries, int n, void *arg)
     rc = k ? s_apply_some(self, entries, sales, idx, k, self->why[idx[0]], S_WHY_MAX) : 0;
 out_free:
     for (int i = 0; sales && i < n; i++)
-        bus_val_destroy(&sales[i]);
+        s_sale_clear(&sales[i]);
     free(sales);
     free(idx);
     return rc;
