@@ -18,10 +18,13 @@
     posctl sim --store S [--registers N] [--sales N] [--seed N]   (a register simulator;
                                 resends each sale until acknowledged; exit 1 if any was not)
     posctl dead SERVICE [--after ID] [--count N]   dead letters of inventory or reporting
+    posctl journal verify FILE [--journal-key PUB.pem]   a register's journal, offline: exit 1
+                                naming the first bad record
 
     Output goes to stdout; diagnostics to stderr; exit 0 ok, 1 failure, 2 usage.
-    The key commands (keys.c) work on the keys directory alone and never
-    connect to busd; every other command is a client of busd.
+    The key commands (keys.c) work on the keys directory alone and journal
+    verify (journal.c) on a file alone; neither connects to busd; every
+    other command is a client of busd.
     =========================================================================
 */
 #include <bus/bus.h>
@@ -75,6 +78,8 @@ static void s_usage(bus_config_t *config)
         "  dead SERVICE             dead letters of inventory or reporting: entries that can\n"
         "                           never apply (--after ID, --count N, --format)\n"
         "  tail PREFIX --from ID    replay committed sales after ID, then follow live\n"
+        "  journal verify FILE      check a register's journal offline; names the first bad\n"
+        "                           record (--journal-key PUB.pem, --format json)\n"
         "options:\n");
     bus_config_usage(config, stdout);
 }
@@ -220,6 +225,7 @@ int main(int argc, char **argv)
     bus_config_t *config = bus_config_new(S_PROGRAM, s_options);
     if (!config || bus_config_add(config, bus_conn_opts) != 0 ||
         bus_config_add(config, posctl_retail_opts) != 0 ||
+        bus_config_add(config, posctl_journal_opts) != 0 ||
         bus_config_add(config, bus_program_opts) != 0)
         return S_EXIT_USAGE;
     int rc = bus_config_load(config, argc, argv);
@@ -270,6 +276,8 @@ int main(int argc, char **argv)
         rc = posctl_node(config);
     else if (streq(cmd, "keys"))
         rc = posctl_keys(config);
+    else if (streq(cmd, "journal"))
+        rc = posctl_journal(config);
     else {
         fprintf(stderr, "posctl: unknown command '%s'\n", cmd);
         s_usage(config);

@@ -37,10 +37,14 @@ int posctl_dead(bus_config_t *config, const bus_conn_cfg_t *cfg);
 int posctl_keygen(bus_config_t *config);
 int posctl_node(bus_config_t *config);
 int posctl_keys(bus_config_t *config);
+/* journal verify FILE [--journal-key PUB.pem]: a register's journal checked offline (journal.c,
+   docs/journal.md). Exit code. */
+int posctl_journal(bus_config_t *config);
 int posctl_tail_from(bus_config_t *config, const bus_conn_cfg_t *cfg, const char *prefix,
                      const char *from);
 
 /* Options of these commands, added to posctl's table. */
 extern const bus_opt_t posctl_retail_opts[];
+extern const bus_opt_t posctl_journal_opts[];
 
 #endif
