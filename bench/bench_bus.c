@@ -8,8 +8,9 @@
     libbus: bus_pub/bus_sub/bus_client/bus_service and the real busd binary,
     with envelopes encoded and decoded on every message, each side with the
     key of its role, as in production: the publisher and the worker a
-    service key ("service-bench"), the subscriber a consumer key, the client
-    an operator key.
+    service key ("service-sales": the publisher sends sale.completed as the
+    sales service does, so busd checks topic owner and src on every event),
+    the subscriber a consumer key, the client an operator key.
     Prints `name: value` lines. Throughput = events the subscriber received
     divided by the time from its first to its last event.
     =========================================================================
@@ -39,7 +40,7 @@ typedef struct {
 
 /*  libbus connection settings per role (all on one busd). */
 typedef struct {
-    bus_conn_cfg_t service;  /* the publisher and the req/rep worker, registered as "bench" */
+    bus_conn_cfg_t service;  /* the publisher and the req/rep worker, registered as "sales" */
     bus_conn_cfg_t operator; /* the req/rep client */
     bus_conn_cfg_t consumer; /* the subscriber */
 } s_roles_t;
@@ -196,13 +197,13 @@ static double s_pubsub(const s_topo_t *t, const s_roles_t *roles, int64_t *recei
     byte payload[S_EVENT_BYTES];
     memset(payload, 'x', sizeof(payload));
     if (libbus) {
-        bus_pub_t *pub = bus_pub_new(&roles->service, "bench-pub", NULL);
+        bus_pub_t *pub = bus_pub_new(&roles->service, "sales-bench-pub", NULL);
         zclock_sleep(S_SETTLE_MS);
         /* a body that makes the encoded envelope S_EVENT_BYTES long */
         bus_val_t *proto = bus_val_new_map();
         bus_val_map_set_str(proto, "store", "S001");
         bus_val_map_set_int(proto, "total_fen", 123456);
-        bus_msg_t *probe = bus_msg_new("sale.completed", "bench-pub", 1000000);
+        bus_msg_t *probe = bus_msg_new("sale.completed", "sales-bench-pub", 1000000);
         bus_val_t *copy = bus_val_dup(proto);
         bus_msg_set_body(probe, &copy);
         bus_buf_t buf = {0};
@@ -298,7 +299,7 @@ static pid_t s_bus_worker(const bus_conn_cfg_t *cfg)
 
 static void s_bus_worker_run(const bus_conn_cfg_t *cfg)
 {
-    bus_service_t *svc = bus_service_new(cfg, "bench", NULL);
+    bus_service_t *svc = bus_service_new(cfg, "sales", NULL);
     if (!svc)
         _exit(1);
     bus_service_on(svc, "echo", s_bench_echo, NULL);
@@ -321,14 +322,14 @@ static void s_reqrep(const s_topo_t *t, const s_roles_t *roles, double *mean, do
         bus_client_set_retries(client, 10);
         for (int i = 0; i < 100; i++) { /* warm up; waits for registration */
             bus_val_t *body = bus_val_new_map();
-            bus_msg_t *rep = bus_client_request(client, "bench", "echo", &body);
+            bus_msg_t *rep = bus_client_request(client, "sales", "echo", &body);
             bus_msg_destroy(&rep);
         }
         for (int i = 0; i < s_rtts; i++) {
             bus_val_t *body = bus_val_new_map();
             bus_val_map_set_int(body, "n", i);
             int64_t t0 = zclock_usecs();
-            bus_msg_t *rep = bus_client_request(client, "bench", "echo", &body);
+            bus_msg_t *rep = bus_client_request(client, "sales", "echo", &body);
             lat[i] = zclock_usecs() - t0;
             total += lat[i];
             bus_msg_destroy(&rep);
@@ -427,7 +428,7 @@ int main(int argc, char **argv)
     if (!mkdtemp(s_tmp))
         return 1;
     bus_identity_t service, operator, consumer;
-    bus_identity_set(&service, BUS_ROLE_SERVICE, "bench", NULL, NULL);
+    bus_identity_set(&service, BUS_ROLE_SERVICE, "sales", NULL, NULL);
     bus_identity_set(&operator, BUS_ROLE_OPERATOR, "bench", NULL, NULL);
     bus_identity_set(&consumer, BUS_ROLE_CONSUMER, "bench", NULL, NULL);
     if (bus_keygen(s_tmp, NULL, false) != 0 || bus_keygen(s_tmp, &service, true) != 0 ||
@@ -458,7 +459,7 @@ int main(int argc, char **argv)
     snprintf(server, sizeof(server), "%s/busd.cert", s_tmp);
     s_roles_t roles;
     bus_conn_cfg_t *cfgs[] = {&roles.service, &roles.operator, &roles.consumer};
-    const char *files[] = {"service-bench", "operator-bench", "consumer-bench"};
+    const char *files[] = {"service-sales", "operator-bench", "consumer-bench"};
     for (size_t i = 0; i < 3; i++) {
         snprintf(certs[i], sizeof(certs[i]), "%s/%s.cert_secret", s_tmp, files[i]);
         bus_conn_cfg_defaults(cfgs[i]);

@@ -7,6 +7,7 @@
     off (a restarting service re-registers within a heartbeat).
     =========================================================================
 */
+#include <sys/random.h>
 #include "bus/client.h"
 #include "bus/proto.h"
 
@@ -45,9 +46,6 @@ bus_client_t *bus_client_new(const bus_conn_cfg_t *cfg, const char *src, const c
     self->sock = zsock_new(ZMQ_DEALER);
     self->timeout_ms = BUS_CLIENT_DEFAULT_TIMEOUT_MS;
     self->retries = BUS_CLIENT_DEFAULT_RETRIES;
-    /* start correlation ids at a random point so two runs of one program never collide */
-    uint32_t r = (uint32_t)randof(0x7fffffff);
-    self->next_corr = ((uint64_t)r << 32) | (uint64_t)getpid();
     if (!self->src || !self->sock) {
         *err = "cannot create socket";
         goto out_destroy;
@@ -90,6 +88,18 @@ static void s_fail(bus_client_t *self, bus_client_err_t code, const char *fmt, .
     vsnprintf(self->errstr, sizeof(self->errstr), fmt, ap);
     va_end(ap);
     self->errcode = code;
+}
+
+/*  A correlation id nobody can guess: busd forwards a reply from any service's key to the client
+    and correlation id it names, so a predictable id would let one service answer requests meant
+    for another before it does. 64 bits from the kernel's CSPRNG per request; the counter is a
+    fallback that still never repeats within the client. */
+static uint64_t s_new_corr(bus_client_t *self)
+{
+    uint64_t corr;
+    if (getrandom(&corr, sizeof(corr), GRND_NONBLOCK) != (ssize_t)sizeof(corr))
+        corr = (uint64_t)bus_mono_ms() << 20 ^ ++self->next_corr;
+    return corr;
 }
 
 static int s_send(bus_client_t *self, const char *service, uint64_t corr)
@@ -210,7 +220,7 @@ bus_msg_t *bus_client_request(bus_client_t *self, const char *service, const cha
         return NULL;
     }
     /* every attempt sends the same bytes: same envelope id, same correlation id */
-    uint64_t corr = self->next_corr++;
+    uint64_t corr = s_new_corr(self);
     int backoff = S_BACKOFF_MIN_MS;
     for (int attempt = 0; attempt <= self->retries; attempt++) {
         if (s_send(self, service, corr) != 0) {

@@ -82,13 +82,13 @@ int main(void)
     char count[16];
     snprintf(count, sizeof(count), "%d", S_EVENTS);
     char *argv[] = {"/usr/bin/python3", script,  bus.sub, py_cert,
-                    bus.server_public,  "sale.", count,   NULL};
+                    bus.server_public,  "test.sale.", count,   NULL};
     pid_t py = h_spawn("consumer", argv);
     CHECK(py > 0, "python consumer started");
     /* posctl tail beside it, stopping by itself after 5 events */
     char *tail_argv[] = {"posctl", "--sub-endpoint", bus.sub,           "--cert",
                          cert,     "--server-cert",  bus.server_public, "--count",
-                         "5",      "tail",           "sale.",           NULL};
+                         "5",      "tail",           "test.sale.",           NULL};
     pid_t tail = h_spawn("tail", tail_argv);
 
     /* publish in small batches until the consumer has printed S_EVENTS lines and exited */
@@ -98,13 +98,13 @@ int main(void)
     int64_t deadline = bus_mono_ms() + 30000;
     while (bus_mono_ms() < deadline) {
         bus_val_t *body = bus_val_new_map();
-        bus_val_map_set_str(body, "topic", "sale.completed");
+        bus_val_map_set_str(body, "topic", "test.sale.completed");
         bus_val_map_set_int(body, "count", 1);
         bus_msg_t *rep = bus_client_request(client, "echo", "publish", &body);
         bus_msg_destroy(&rep);
         /* a stock event the consumer must not see */
         body = bus_val_new_map();
-        bus_val_map_set_str(body, "topic", "stock.low");
+        bus_val_map_set_str(body, "topic", "test.stock.low");
         bus_val_map_set_int(body, "count", 1);
         rep = bus_client_request(client, "echo", "publish", &body);
         bus_msg_destroy(&rep);
@@ -124,11 +124,11 @@ int main(void)
         text[n] = '\0';
         fclose(f);
     }
-    CHECK(text && strstr(text, "\"topic\": \"sale.completed\"") &&
+    CHECK(text && strstr(text, "\"topic\": \"test.sale.completed\"") &&
               strstr(text, "\"type\": \"test.event\"") && strstr(text, "\"store\": \"S001\"") &&
               strstr(text, "\"total_fen\": 1234"),
           "consumer decoded topic, type and body fields");
-    CHECK(text && !strstr(text, "stock.low"), "consumer saw only its prefix");
+    CHECK(text && !strstr(text, "test.stock.low"), "consumer saw only its prefix");
     CHECK(text && !strstr(text, "rejected"), "consumer rejected nothing");
     free(text);
 
@@ -136,7 +136,7 @@ int main(void)
     int64_t tail_deadline = bus_mono_ms() + 10000;
     while (bus_mono_ms() < tail_deadline && !h_wait_exit(tail, 0, &tail_status)) {
         bus_val_t *body = bus_val_new_map();
-        bus_val_map_set_str(body, "topic", "sale.completed");
+        bus_val_map_set_str(body, "topic", "test.sale.completed");
         bus_val_map_set_int(body, "count", 1);
         bus_msg_t *rep = bus_client_request(client, "echo", "publish", &body);
         bus_msg_destroy(&rep);
@@ -153,7 +153,7 @@ int main(void)
             first[0] = '\0';
         fclose(f);
     }
-    CHECK(strncmp(first, "{\"topic\":\"sale.completed\",\"msg\":{\"v\":1,", 39) == 0 &&
+    CHECK(strncmp(first, "{\"topic\":\"test.sale.completed\",\"msg\":{\"v\":1,", 44) == 0 &&
               strstr(first, "\"type\":\"test.event\"") && strstr(first, "\"store\":\"S001\""),
           "posctl tail prints one decoded JSON object per event: %s", first);
     bus_client_destroy(&client);

@@ -90,16 +90,16 @@ int main(void)
     h_start_echo(&bus, "echo", "service-echo");
     CHECK(h_wait_instances(client, "echo", 1, 5000), "publisher service registered");
 
-    bus_sub_subscribe(sub, "sale.");
-    CHECK(s_wait_flowing(client, sub, "sale.warmup"), "events flow from echo to subscriber");
+    bus_sub_subscribe(sub, "test.sale.");
+    CHECK(s_wait_flowing(client, sub, "test.sale.warmup"), "events flow from echo to subscriber");
 
     /* unsubscribed topics are filtered out, subscribed ones arrive complete and in order */
-    int64_t sent = s_publish(client, "stock.low", 50, 0);
+    int64_t sent = s_publish(client, "test.stock.low", 50, 0);
     CHECK(sent == 50, "published 50 stock.low, not subscribed (%" PRId64 " sent)", sent);
-    sent = s_publish(client, "sale.completed", 1000, 0);
+    sent = s_publish(client, "test.sale.completed", 1000, 0);
     CHECK(sent == 1000, "published 1000 sale.completed (%" PRId64 " sent)", sent);
     bool in_order, topics_ok;
-    int got = s_receive(sub, 1000, "sale.", &in_order, &topics_ok);
+    int got = s_receive(sub, 1000, "test.sale.", &in_order, &topics_ok);
     CHECK(got == 1000, "subscriber received 1000 of 1000 across processes (%d)", got);
     CHECK(in_order, "events arrived in order with intact bodies");
     CHECK(topics_ok, "only subscribed topics delivered");
@@ -114,22 +114,22 @@ int main(void)
     CHECK(h_wait_busd(client, 10000), "busd restarted");
     CHECK(h_wait_instances(client, "echo", 1, 5000), "echo re-registered");
     int64_t t0 = bus_mono_ms();
-    CHECK(s_wait_flowing(client, sub, "sale.warmup"),
+    CHECK(s_wait_flowing(client, sub, "test.sale.warmup"),
           "events flow again after busd restart, no resubscribe by the test (%" PRId64 " ms)",
           bus_mono_ms() - t0);
-    sent = s_publish(client, "sale.completed", 500, 0);
+    sent = s_publish(client, "test.sale.completed", 500, 0);
     CHECK(sent == 500, "published 500 after restart (%" PRId64 " sent)", sent);
-    got = s_receive(sub, 500, "sale.", &in_order, &topics_ok);
+    got = s_receive(sub, 500, "test.sale.", &in_order, &topics_ok);
     CHECK(got == 500 && in_order, "received 500 of 500 in order after busd restart (%d)", got);
 
     /* a gap: events published while nobody is subscribed are missed and counted as a gap */
     uint64_t gaps_before = bus_sub_gaps(sub);
-    bus_sub_unsubscribe(sub, "sale.");
+    bus_sub_unsubscribe(sub, "test.sale.");
     zclock_sleep(300);
-    s_publish(client, "sale.completed", 5, 0);
-    bus_sub_subscribe(sub, "sale.");
-    CHECK(s_wait_flowing(client, sub, "sale.warmup"), "resubscribed");
-    s_publish(client, "sale.completed", 1, 0);
+    s_publish(client, "test.sale.completed", 5, 0);
+    bus_sub_subscribe(sub, "test.sale.");
+    CHECK(s_wait_flowing(client, sub, "test.sale.warmup"), "resubscribed");
+    s_publish(client, "test.sale.completed", 1, 0);
     bus_msg_t *after = bus_sub_recv(sub, 2000, NULL, 0);
     CHECK(after != NULL, "next sale.completed received after the gap");
     bus_msg_destroy(&after);

@@ -74,8 +74,8 @@ const bus_identity_t *bus_service_caller(bus_service_t *self);
 bool bus_service_caller_is(bus_service_t *self, const char *store, const char *reg);
 
 /* Register the handler of a state-changing method. With a reply cache (bus_service_set_reply_cache)
-   it runs at most once per request id: a retried request (same envelope id, from any client, to
-   any instance, before or after a restart) gets the first reply again. */
+   it runs at most once per request id and caller: a retried request (same envelope id, from the
+   same caller's key, to any instance, before or after a restart) gets the first reply again. */
 int bus_service_on(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg);
 /* Register the handler of a read-only method: it changes nothing, so it is never cached and may
    run for every attempt. */

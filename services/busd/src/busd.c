@@ -43,6 +43,8 @@
 #define S_KEYS_SETTLE_MS 2000 /* re-read the clients directory until it is this old */
 #define S_REFUSAL_LOG_MS 1000 /* at most one log line per refusal reason this often */
 #define S_ZAP_ENDPOINT   "inproc://zeromq.zap.01" /* where libzmq asks (RFC 27) */
+#define S_REBIND_ATTEMPTS 50 /* reopening the subscriber endpoint: tries, */
+#define S_REBIND_PAUSE_MS 10  /* and the pause between two */
 #define S_KEYS_RELOAD_MS 10 /* while the directory settles, re-read it at most this often */
 
 static const bus_opt_t s_options[] = {
@@ -113,6 +115,8 @@ struct s_service {
 typedef struct {
     zsock_t *xsub, *xpub, *router;
     zsock_t *zap;        /* the ZAP handler (REP), NULL when unchecked */
+    bus_config_t *config; /* borrowed from main: the endpoints to (re)bind */
+    bus_conn_cfg_t policy;
     bool unchecked;      /* no identities (--insecure, --unsafe-any-client-key) */
     char *clients_dir;   /* NULL when unchecked */
     zhashx_t *keys;      /* Z85 public key -> s_key_t */
@@ -196,16 +200,22 @@ static s_key_t *s_key_new(const bus_identity_t *id, const char *file)
 }
 
 /*  Read every certificate in the clients directory into a new table. A certificate without a
-    valid role is left out (logged): busd would not know what it may do. */
+    valid role is left out, and a key enrolled in two files is refused (which file should win is
+    a guess): both logged. A directory that cannot be read gives an empty table, so busd fails
+    closed. NULL only when memory ran out. */
 static zhashx_t *s_keys_read(s_busd_t *self)
 {
     zhashx_t *keys = zhashx_new();
-    DIR *dir = keys ? opendir(self->clients_dir) : NULL;
-    if (!dir) {
-        zhashx_destroy(&keys);
+    if (!keys)
         return NULL;
-    }
     zhashx_set_destructor(keys, (zhashx_destructor_fn *)zstr_free);
+    DIR *dir = opendir(self->clients_dir);
+    if (!dir) {
+        bus_error("busd.keys", "cannot read %s (%s): every key is refused until it can be read",
+                  self->clients_dir, strerror(errno));
+        return keys;
+    }
+    zhashx_t *twice = zhashx_new(); /* keys found in more than one file */
     struct dirent *e;
     while ((e = readdir(dir))) {
         size_t n = strlen(e->d_name);
@@ -224,15 +234,25 @@ static zhashx_t *s_keys_read(s_busd_t *self)
         s_key_t *k = s_key_new(&id, e->d_name);
         if (k)
             snprintf(k->user, sizeof(k->user), "%s", zcert_public_txt(cert));
-        if (k && zhashx_insert(keys, zcert_public_txt(cert), k) != 0)
-            free(k); /* the same key enrolled twice: the first file wins */
+        if (k && zhashx_insert(keys, zcert_public_txt(cert), k) != 0) {
+            s_key_t *first = zhashx_lookup(keys, zcert_public_txt(cert));
+            bus_warn("busd.key.invalid", "file=%s reason=the same key as %s: both are refused",
+                     path, first ? first->file : "?");
+            if (twice)
+                zhashx_insert(twice, zcert_public_txt(cert), "");
+            free(k);
+        }
         zcert_destroy(&cert);
     }
     closedir(dir);
+    for (void *v = twice ? zhashx_first(twice) : NULL; v; v = zhashx_next(twice))
+        zhashx_delete(keys, zhashx_cursor(twice));
+    zhashx_destroy(&twice);
     return keys;
 }
 
 static void s_worker_remove(s_busd_t *self, s_worker_t *w, const char *why);
+static int s_xpub_open(s_busd_t *self);
 
 /*  Re-read the clients directory when it changed (and for a while after, because a change
     within the same timestamp tick as the last read would otherwise go unseen). Instances that
@@ -240,8 +260,10 @@ static void s_worker_remove(s_busd_t *self, s_worker_t *w, const char *why);
 static void s_keys_refresh(s_busd_t *self)
 {
     struct stat st;
-    if (self->unchecked || stat(self->clients_dir, &st) != 0)
+    if (self->unchecked)
         return;
+    if (stat(self->clients_dir, &st) != 0)
+        memset(&st, 0, sizeof(st)); /* gone: read as empty, below */
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     int64_t age_ms = (now.tv_sec - st.st_mtim.tv_sec) * 1000 +
@@ -253,29 +275,39 @@ static void s_keys_refresh(s_busd_t *self)
         return;
     self->keys_loaded = bus_mono_ms();
     zhashx_t *keys = s_keys_read(self);
-    if (!keys) {
-        bus_error("busd.keys", "cannot read %s: %s", self->clients_dir, strerror(errno));
-        return;
-    }
+    if (!keys)
+        return; /* out of memory: keep the table we have and try again next time */
     self->keys_mtime = st.st_mtim;
     size_t before = self->keys ? zhashx_size(self->keys) : 0;
+    int revoked = 0;
     for (s_key_t *k = self->keys ? zhashx_first(self->keys) : NULL; k;
          k = zhashx_next(self->keys)) {
         const char *user = zhashx_cursor(self->keys);
         s_key_t *now_k = zhashx_lookup(keys, user);
-        if (!now_k || now_k->id.role != k->id.role || strcmp(now_k->id.name, k->id.name) != 0)
+        if (!now_k || now_k->id.role != k->id.role || strcmp(now_k->id.name, k->id.name) != 0) {
             bus_info("busd.key.revoked", "role=%s name=%s file=%s", bus_role_name(k->id.role),
                      k->id.name, k->file);
+            revoked++;
+        }
     }
     zhashx_destroy(&self->keys);
     self->keys = keys;
     zlistx_t *gone = zlistx_new();
-    for (s_worker_t *w = zhashx_first(self->workers); w && gone; w = zhashx_next(self->workers))
-        if (w->user[0] && !zhashx_lookup(self->keys, w->user))
+    for (s_worker_t *w = zhashx_first(self->workers); w && gone; w = zhashx_next(self->workers)) {
+        const s_key_t *k = w->user[0] ? zhashx_lookup(self->keys, w->user) : NULL;
+        if (w->user[0] && (!k || k->id.role != BUS_ROLE_SERVICE ||
+                           strcmp(k->id.name, w->service->name) != 0))
             zlistx_add_end(gone, w);
+    }
     for (s_worker_t *w = gone ? zlistx_first(gone) : NULL; w; w = zlistx_next(gone))
         s_worker_remove(self, w, "key revoked");
     zlistx_destroy(&gone);
+    /* A subscriber's subscriptions live in the XPUB socket, out of busd's reach: to stop a
+       revoked key from receiving, drop every subscriber connection. The others reconnect and
+       subscribe again within a few hundred ms (events published meanwhile are missed, which
+       libbus counts as gaps); the revoked key's handshake is refused. */
+    if (revoked > 0 && self->xpub && s_xpub_open(self) != 0)
+        bus_error("busd.xpub", "cannot reopen the subscriber endpoint after a revocation");
     bus_stats_set(self->stats, "keys_enrolled", (int64_t)zhashx_size(self->keys));
     if (before != zhashx_size(self->keys))
         bus_info("busd.keys", "enrolled=%zu dir=%s", zhashx_size(self->keys), self->clients_dir);
@@ -292,14 +324,30 @@ static const s_key_t *s_caller(s_busd_t *self, zmq_msg_t *part)
     const char *user = zmq_msg_gets(part, "User-Id");
     if (!user)
         return NULL;
-    const s_key_t *k = zhashx_lookup(self->keys, user);
-    if (!k) {
-        /* ZAP let it in, so it may be enrolled since the last read: look again (a stat, and a
-           read only when the directory changed) */
-        s_keys_refresh(self);
-        k = zhashx_lookup(self->keys, user);
+    /* busd's own ZAP handler admitted the key from this table: not in it now means revoked */
+    return zhashx_lookup(self->keys, user);
+}
+
+/*  Back-office topics and the service that alone may publish them, so that a consumer can trust
+    what arrives on them (docs/protocol.md, "Identity and roles"). */
+static const struct {
+    const char *prefix;
+    const char *owner;
+} s_owned_topics[] = {{"sale.", "sales"},        {"register.", "sales"},
+                      {"stock.", "inventory"},   {"catalog.", "inventory"},
+                      {"report.", "reporting"},  {"payment.", "payments"},
+                      {"device.", NULL},         {"node.", NULL}};
+
+/*  The service that owns topic: its name, "" for a back-office topic no service owns alone
+    (device.*, node.*), NULL for any other topic. */
+static const char *s_topic_owner(const char *topic, size_t tlen)
+{
+    for (size_t i = 0; i < sizeof(s_owned_topics) / sizeof(s_owned_topics[0]); i++) {
+        size_t n = strlen(s_owned_topics[i].prefix);
+        if (tlen >= n && memcmp(topic, s_owned_topics[i].prefix, n) == 0)
+            return s_owned_topics[i].owner ? s_owned_topics[i].owner : "";
     }
-    return k;
+    return NULL;
 }
 
 /*  May caller publish an event on topic (payload: its envelope)? Services publish anything
@@ -315,6 +363,11 @@ static bool s_publish_ok(s_busd_t *self, const s_key_t *caller, const char *topi
     case BUS_ROLE_UNCHECKED:
         return true;
     case BUS_ROLE_SERVICE: {
+        const char *owner = s_topic_owner(topic, tlen);
+        if (owner && *owner && strcmp(owner, caller->id.name) != 0) {
+            s_refuse(self, S_REF_PUBLISH_TOPIC, caller, "another service's topic");
+            return false;
+        }
         const char *src;
         size_t slen, nlen = strlen(caller->id.name);
         if (bus_msg_peek_src(payload, plen, &src, &slen) == 0 && slen >= nlen &&
@@ -625,7 +678,7 @@ static bool s_fast_path(s_busd_t *self, const s_key_t *caller, zmq_msg_t *parts,
         /* only a service's key may answer: anyone else could feed clients forged replies */
         if (caller->id.role != BUS_ROLE_SERVICE && caller->id.role != BUS_ROLE_UNCHECKED)
             return false;
-        /* [worker] BUS1W REP <client> <corr> <payload> -> [client] BUS1C REP <corr> <payload> */
+        /* [worker] BUS2W REP <client> <corr> <payload> -> [client] BUS1C REP <corr> <payload> */
         (*self->c_replies)++;
         if (zmq_msg_send(&parts[3], h, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
             (*self->c_lost_replies)++;
@@ -893,11 +946,34 @@ static void s_busd_destroy(s_busd_t **self_p)
     *self_p = NULL;
 }
 
+/*  (Re)open the subscriber endpoint: a fresh XPUB socket bound to sub-bind. The old socket, if
+    any, is closed first, which drops every subscriber connection. */
+static int s_xpub_open(s_busd_t *self)
+{
+    if (self->xpub) {
+        zsock_set_linger(self->xpub, 0);
+        zsock_destroy(&self->xpub);
+    }
+    /* libzmq closes the old listener in its I/O thread: the port may be busy for a moment */
+    for (int attempt = 0; attempt < S_REBIND_ATTEMPTS; attempt++) {
+        self->xpub = zsock_new(ZMQ_XPUB);
+        if (!self->xpub)
+            return -1;
+        bus__socket_policy(self->xpub, &self->policy);
+        if (s_bind(self->xpub, bus_config_str(self->config, "sub-bind"), self->config) == 0)
+            return 0;
+        zsock_destroy(&self->xpub);
+        zclock_sleep(S_REBIND_PAUSE_MS);
+    }
+    return -1;
+}
+
 static s_busd_t *s_busd_new(bus_config_t *config)
 {
     s_busd_t *self = calloc(1, sizeof(*self));
     if (!self)
         return NULL;
+    self->config = config;
     bus_conn_cfg_t policy;
     bus_conn_cfg_defaults(&policy);
     policy.heartbeat_ms = (int)bus_config_int(config, "heartbeat-ms");
@@ -905,6 +981,7 @@ static s_busd_t *s_busd_new(bus_config_t *config)
     policy.hwm = (int)bus_config_int(config, "hwm");
     policy.linger_ms = (int)bus_config_int(config, "linger-ms");
     self->heartbeat_timeout_ms = policy.heartbeat_timeout_ms;
+    self->policy = policy;
     self->started = bus_mono_ms();
     char id[BUS_MSG_ID_LEN + 1];
     bus_new_id(id);
@@ -913,10 +990,8 @@ static s_busd_t *s_busd_new(bus_config_t *config)
     self->workers = zhashx_new();
     self->stats = bus_stats_new();
     self->xsub = zsock_new(ZMQ_XSUB);
-    self->xpub = zsock_new(ZMQ_XPUB);
     self->router = zsock_new(ZMQ_ROUTER);
-    if (!self->services || !self->workers || !self->stats || !self->xsub || !self->xpub ||
-        !self->router)
+    if (!self->services || !self->workers || !self->stats || !self->xsub || !self->router)
         goto out_destroy;
     zhashx_set_destructor(self->services, s_service_free);
     zhashx_set_destructor(self->workers, s_worker_free);
@@ -938,11 +1013,12 @@ static s_busd_t *s_busd_new(bus_config_t *config)
         &self->unchecked_key.id, self->unchecked_key.frame, sizeof(self->unchecked_key.frame));
 
     const char *clients = bus_config_str(config, "clients-dir");
+    bool any_key = bus_config_bool(config, "unsafe-any-client-key");
     if (bus_config_bool(config, "insecure")) {
         self->unchecked = true;
         bus_warn("busd.insecure", "plaintext tcp:// enabled: anyone who reaches these ports can "
                                   "publish and call services; no identities, no role checks");
-    } else if (!clients && bus_config_bool(config, "unsafe-any-client-key")) {
+    } else if (!clients && any_key) {
         self->unchecked = true;
         bus_warn("busd.unsafe", "--unsafe-any-client-key: any CURVE key is accepted; no "
                                 "identities, no role checks (development only)");
@@ -952,8 +1028,11 @@ static s_busd_t *s_busd_new(bus_config_t *config)
                                "only)");
         goto out_destroy;
     } else {
+        if (any_key)
+            bus_warn("busd.unsafe", "--unsafe-any-client-key is ignored: --clients-dir is set, "
+                                    "so only enrolled keys are accepted");
         /* busd answers the handshakes itself, from the same table it checks messages with: one
-           reader of the directory, and a malformed or duplicated file is a logged refusal */
+           reader of the directory, and a malformed or duplicated file is logged, never fatal */
         self->zap = zsock_new(ZMQ_REP);
         self->clients_dir = strdup(clients);
         if (!self->zap || !self->clients_dir || zsock_bind(self->zap, S_ZAP_ENDPOINT) != 0) {
@@ -965,11 +1044,10 @@ static s_busd_t *s_busd_new(bus_config_t *config)
             goto out_destroy;
     }
     bus__socket_policy(self->xsub, &policy);
-    bus__socket_policy(self->xpub, &policy);
     bus__socket_policy(self->router, &policy);
     zsock_set_router_mandatory(self->router, 1);
     if (s_bind(self->xsub, bus_config_str(config, "pub-bind"), config) != 0 ||
-        s_bind(self->xpub, bus_config_str(config, "sub-bind"), config) != 0 ||
+        s_xpub_open(self) != 0 ||
         s_bind(self->router, bus_config_str(config, "req-bind"), config) != 0)
         goto out_destroy;
     return self;
@@ -987,6 +1065,7 @@ static void s_busd_run(s_busd_t *self)
                               {self->zap ? zsock_resolve(self->zap) : NULL, 0, ZMQ_POLLIN, 0}};
     int64_t next_purge = bus_mono_ms() + S_PURGE_EVERY_MS;
     while (!bus_program_stopping()) {
+        items[1].socket = zsock_resolve(self->xpub); /* reopened after a revocation */
         int rc = zmq_poll(items, self->zap ? 4 : 3, S_PURGE_EVERY_MS);
         if (rc < 0) {
             if (errno == EINTR)
