@@ -602,7 +602,13 @@ node_journal_t *node_journal_open(const char *path, const node_key_t *key, const
     struct stat st;
     int saved;
     self->fd = open(path, O_RDWR | O_CLOEXEC);
-    if (self->fd >= 0 && (fstat(self->fd, &st) != 0 || st.st_size == 0)) {
+    if (self->fd >= 0 && fstat(self->fd, &st) != 0) {
+        saved = errno;
+        close(self->fd);
+        self->fd = -1;
+        errno = saved;
+    } else if (self->fd >= 0 && st.st_size == 0) {
+        /* an empty file is no journal yet (nothing was ever acknowledged from it) */
         close(self->fd);
         self->fd = -1;
         errno = ENOENT;

@@ -48,7 +48,10 @@ typedef struct node_journal_t node_journal_t;
 
 /*  What open and verify found. On success: the register, the key, the last good record.
     On failure: bad is set, with the sequence number that belongs at the bad position (the
-    record that is damaged, missing or out of place), its byte offset and why. */
+    record that is damaged, missing or out of place), its byte offset and why. When open
+    succeeds after cutting a torn tail, torn_bytes > 0 and bad, bad_seq, bad_offset and reason
+    describe what was cut (for the caller's log). When open fails before reading (EINVAL,
+    EWOULDBLOCK, a system call), reason says why. */
 typedef struct {
     char store[NODE_JOURNAL_ID_MAX + 1];
     char reg[NODE_JOURNAL_ID_MAX + 1];
