@@ -28,11 +28,13 @@
 #include "node/journal.h"
 #include "testutil.h"
 
-#define T_RECORDS      10           /* records in the journal the tampering tests start from */
-#define T_OVERHEAD     124          /* bytes of a record besides its payload (docs/journal.md) */
-#define T_CRASH_ROUNDS 12           /* SIGKILLed writers in the crash test */
-#define T_CRASH_MAX_MS 60           /* a writer is killed within this many ms */
-#define T_CRASH_BIG    (256 * 1024) /* the largest payload the writer appends */
+#define T_RECORDS       10           /* records in the journal the tampering tests start from */
+#define T_OVERHEAD      124          /* bytes of a record besides its payload (docs/journal.md) */
+#define T_CRASH_ROUNDS  12           /* SIGKILLed writers in the crash test */
+#define T_CRASH_MAX_MS  60           /* a writer is killed within this many ms */
+#define T_CRASH_BIG     (256 * 1024) /* the largest payload the writer appends */
+#define T_CRASH_LIMIT   20000        /* a limited writer may grow the file this much at most */
+#define T_CRASH_WAIT_MS 20000        /* time a limited writer has to reach its limit */
 
 static char t_dir[] = "/tmp/test_journal.XXXXXX";
 static char t_path[512], t_work[512];
@@ -418,8 +420,9 @@ static void t_crash(node_key_t *a)
     t_file(path, "crash");
     srand((unsigned)time(NULL));
     int64_t expect_next = 1;
-    int torn = 0, lost = 0, rounds_ok = 0;
+    int torn = 0, lost = 0, rounds_ok = 0, xfsz = 0;
     for (int round = 0; round < T_CRASH_ROUNDS; round++) {
+        bool limited = round % 2 == 1;
         int fds[2];
         if (pipe(fds) != 0)
             abort();
@@ -427,14 +430,23 @@ static void t_crash(node_key_t *a)
         pid_t pid = fork();
         if (pid == 0) {
             close(fds[0]);
-            t_writer(path, a, fds[1], (unsigned)rand(),
-                     round % 2 == 1 ? 1 + rand() % T_CRASH_BIG : 0);
+            t_writer(path, a, fds[1], (unsigned)rand(), limited ? 1 + rand() % T_CRASH_LIMIT : 0);
         }
         close(fds[1]);
-        t_sleep_ms(5 + rand() % T_CRASH_MAX_MS);
-        kill(pid, SIGKILL);
-        int wstatus;
-        waitpid(pid, &wstatus, 0);
+        int wstatus, waited = 0;
+        if (limited) /* it dies of SIGXFSZ by itself; SIGKILL only if it does not */
+            while (waitpid(pid, &wstatus, WNOHANG) == 0 && waited < T_CRASH_WAIT_MS) {
+                t_sleep_ms(10);
+                waited += 10;
+            }
+        else
+            t_sleep_ms(5 + rand() % T_CRASH_MAX_MS);
+        if (!limited || waited >= T_CRASH_WAIT_MS) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &wstatus, 0);
+        }
+        if (limited && WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGXFSZ)
+            xfsz++;
         int64_t seq, acked = 0, first = 0;
         bool ordered = true;
         while (read(fds[0], &seq, sizeof(seq)) == sizeof(seq)) {
@@ -470,7 +482,9 @@ static void t_crash(node_key_t *a)
              "SIGKILLed writers: reopen works, every acked record is there, numbers continue, "
              "verify ok");
     CHECK_EQ(lost, 0, "acknowledged records lost");
-    CHECK(torn > 0, "writers killed inside a write left torn tails (%d), all cut at open", torn);
+    CHECK(xfsz == T_CRASH_ROUNDS / 2 && torn > 0,
+          "%d writers killed by SIGXFSZ inside a write left %d torn tails, all cut at open", xfsz,
+          torn);
     printf("     (%d of %d kills left a torn tail, cut at open; %" PRId64 " records written)\n",
            torn, T_CRASH_ROUNDS, expect_next - 1);
 }
