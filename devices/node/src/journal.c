@@ -337,6 +337,7 @@ static int s_parse_header(const s_rec_t *rec, uint8_t pub[NODE_KEY_PUBLIC_SIZE],
         size_t len = p < end ? *p++ : 0;
         if (len > (size_t)(end - p) || !s_valid_id((const char *)p, len)) {
             snprintf(why, why_size, "header: bad %s id", i == 0 ? "store" : "register");
+            status->store[0] = status->reg[0] = '\0';
             return -1;
         }
         memcpy(ids[i], p, len);
@@ -345,6 +346,7 @@ static int s_parse_header(const s_rec_t *rec, uint8_t pub[NODE_KEY_PUBLIC_SIZE],
     }
     if (p != end) {
         snprintf(why, why_size, "header: %td bytes after the register id", end - p);
+        status->store[0] = status->reg[0] = '\0';
         return -1;
     }
     return 0;
