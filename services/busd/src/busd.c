@@ -328,17 +328,18 @@ static const s_key_t *s_caller(s_busd_t *self, zmq_msg_t *part)
     return zhashx_lookup(self->keys, user);
 }
 
-/*  Back-office topics and the service that alone may publish them, so that a consumer can trust
-    what arrives on them (docs/protocol.md, "Identity and roles"). */
+/*  Back-office topics and the services that alone may publish them (space-separated), so that a
+    consumer can trust what arrives on them (docs/protocol.md, "Identity and roles"). A register's
+    resend request comes from sales (an upload gap) or devices (a heartbeat ahead of sales). */
 static const struct {
     const char *prefix;
     const char *owner;
-} s_owned_topics[] = {{"sale.", "sales"},        {"register.", "sales"},
+} s_owned_topics[] = {{"sale.", "sales"},        {"register.", "sales devices"},
                       {"stock.", "inventory"},   {"catalog.", "inventory"},
                       {"report.", "reporting"},  {"payment.", "payments"},
                       {"device.", NULL},         {"node.", NULL}};
 
-/*  The service that owns topic: its name, "" for a back-office topic no service owns alone
+/*  The services that own topic: their names, "" for a back-office topic no service owns alone
     (device.*, node.*), NULL for any other topic. */
 static const char *s_topic_owner(const char *topic, size_t tlen)
 {
@@ -348,6 +349,20 @@ static const char *s_topic_owner(const char *topic, size_t tlen)
             return s_owned_topics[i].owner ? s_owned_topics[i].owner : "";
     }
     return NULL;
+}
+
+/*  Is word one of the space-separated words of list? */
+static bool s_word_in(const char *word, const char *list)
+{
+    size_t n = strlen(word);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, " ");
+        if (len == n && memcmp(p, word, n) == 0)
+            return true;
+        p += len;
+        p += *p == ' ';
+    }
+    return false;
 }
 
 /*  May caller publish an event on topic (payload: its envelope)? Services publish anything
@@ -364,7 +379,7 @@ static bool s_publish_ok(s_busd_t *self, const s_key_t *caller, const char *topi
         return true;
     case BUS_ROLE_SERVICE: {
         const char *owner = s_topic_owner(topic, tlen);
-        if (owner && *owner && strcmp(owner, caller->id.name) != 0) {
+        if (owner && *owner && !s_word_in(caller->id.name, owner)) {
             s_refuse(self, S_REF_PUBLISH_TOPIC, caller, "another service's topic");
             return false;
         }
