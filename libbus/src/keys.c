@@ -93,6 +93,16 @@ char *bus_key_parked(char *buf, const char *store)
     return s_key(buf, "parked:{%s}", store);
 }
 
+char *bus_key_node(char *buf, const char *store, const char *reg)
+{
+    return s_key(buf, "node:{%s}:%s", store, reg);
+}
+
+char *bus_key_nodes(char *buf, const char *store)
+{
+    return s_key(buf, "nodes:{%s}", store);
+}
+
 char *bus_key_rep(char *buf, const char *store, const char *day, const char *suffix)
 {
     return s_key(buf, "rep:{%s}:%s%s", store, day, suffix ? suffix : "");
@@ -132,6 +142,8 @@ const char *const bus_key_patterns[] = {BUS_KEY_STORES,
                                         "moves:{S}:<sku>",
                                         "mv:{S}:<move_id>:<kind>",
                                         "sold:{S}:<sku>",
+                                        "node:{S}:<register>",
+                                        "nodes:{S}",
                                         "rep:{S}:<day>",
                                         "rep:{S}:<day>:hours",
                                         "rep:{S}:<day>:items",
@@ -173,6 +185,8 @@ int bus_keys_test(const char *data_md, bool verbose)
     failed += s_expect(bus_key_move_id(b, "S", "<move_id>", "<kind>"), "mv:{S}:<move_id>:<kind>",
                        verbose);
     failed += s_expect(bus_key_sold(b, "S", "<sku>"), "sold:{S}:<sku>", verbose);
+    failed += s_expect(bus_key_node(b, "S", "<register>"), "node:{S}:<register>", verbose);
+    failed += s_expect(bus_key_nodes(b, "S"), "nodes:{S}", verbose);
     failed += s_expect(bus_key_rep(b, "S", "<day>", NULL), "rep:{S}:<day>", verbose);
     failed += s_expect(bus_key_rep(b, "S", "<day>", ":tax"), "rep:{S}:<day>:tax", verbose);
     failed += s_expect(bus_key_rep_days(b, "S"), "rep:{S}:days", verbose);

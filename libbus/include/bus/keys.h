@@ -54,6 +54,10 @@ char *bus_key_review(char *buf, const char *store);                        /* re
 char *bus_key_returned(char *buf, const char *store, const char *sale_id); /* returned:{S}:<id> */
 char *bus_key_parked(char *buf, const char *store);                        /* parked:{S} */
 
+/* devices */
+char *bus_key_node(char *buf, const char *store, const char *reg); /* node:{S}:<register> */
+char *bus_key_nodes(char *buf, const char *store);                 /* nodes:{S} */
+
 /* reporting: the day hash rep:{S}:<day> and its parts rep:{S}:<day><suffix>, suffix one of
    "", ":hours", ":items", ":cats", ":regs", ":cashiers", ":tenders", ":tax", ":pairs" */
 char *bus_key_rep(char *buf, const char *store, const char *day, const char *suffix);

@@ -207,9 +207,11 @@ static int s_node_enroll(const char *dir, const bus_identity_t *id)
 int posctl_node(bus_config_t *config)
 {
     const char *sub = bus_config_argc(config) > 1 ? bus_config_arg(config, 1) : "";
+    if (streq(sub, "list")) /* the one node command that asks busd (nodes.c) */
+        return posctl_node_list(config);
     bool enroll = streq(sub, "enroll"), revoke = streq(sub, "revoke");
     if (bus_config_argc(config) != 4 || (!enroll && !revoke)) {
-        fprintf(stderr, "posctl: usage: node enroll|revoke STORE REGISTER\n");
+        fprintf(stderr, "posctl: usage: node enroll|revoke STORE REGISTER | node list\n");
         return POSCTL_EXIT_USAGE;
     }
     bus_identity_t id;

@@ -36,6 +36,9 @@ int posctl_dead(bus_config_t *config, const bus_conn_cfg_t *cfg);
    node enroll|revoke STORE REGISTER, keys list|enrol|revoke. Exit codes. */
 int posctl_keygen(bus_config_t *config);
 int posctl_node(bus_config_t *config);
+/* node list [--store S] [--format table|csv|json]: the registers the devices service knows
+   (nodes.c); connects to busd with the configuration's connection options. Exit code. */
+int posctl_node_list(bus_config_t *config);
 int posctl_keys(bus_config_t *config);
 /* journal verify FILE [--journal-key PUB.pem]: a register's journal checked offline (journal.c,
    docs/journal.md). Exit code. */

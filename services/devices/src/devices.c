@@ -1,0 +1,564 @@
+/*  =========================================================================
+    devices - the back office's registry of registers (nodes) and their devices
+
+    Every register's node says hello when it starts (its version, its devices
+    and their health, the configuration version it runs) and then heartbeats
+    every few seconds with its last journal sequence and how many sales it
+    has not uploaded yet. `node.list` shows the fleet: online or not, last
+    heartbeat, unsynced sales, configuration version, device health.
+
+    Who a node is comes only from the caller's certificate (busd hands it
+    over with every request): a register can describe itself and no other.
+    A body that names another store or register is refused, before Redis is
+    touched.
+
+    Gap healing: a heartbeat whose last sequence is ahead of what sales has
+    committed for that register (regseq:{S}, kept by sales' commit script)
+    means sales lost or never got some uploads, e.g. after Redis came back
+    from a copy a few seconds old. The node is then asked to resend them on
+    register.<S>.<R>.resend, the same event sales publishes on an upload
+    gap, so both paths end in the same resend. Asking is rate-limited per
+    register (--resend-interval-ms) inside the heartbeat script, so that
+    the nodes' uploads have time to arrive and several instances of this
+    service never ask twice. A resend of a sale sales already has is
+    answered as a duplicate: asking too much is harmless, asking too little
+    is not, so the range is everything above the committed sequence.
+
+    Load: one small script per heartbeat (two hashes and a set of one
+    store's hash tag); a chain of a few thousand registers heartbeating
+    every few seconds is a few thousand calls a second at most. The listing
+    reads every node of the stores asked for; it is an operator's command.
+    =========================================================================
+*/
+#include <bus/bus.h>
+#include <bus/keys.h>
+#include <ctype.h>
+#include "svc_main.h"
+#include "heartbeat_lua.h"
+#include "hello_lua.h"
+
+#define S_PROGRAM        "devices"
+#define S_RETRY_MS       500 /* hint sent with `unavailable` */
+#define S_VERSION_MAX    32  /* bytes of a node's software version */
+#define S_DEVICES_MAX    32  /* devices of one node */
+#define S_DEV_NAME_MAX   32  /* bytes of a device name */
+#define S_DEV_KIND_MAX   32  /* bytes of a device kind */
+#define S_DEV_DETAIL_MAX 120 /* characters (UTF-8) of a device's health detail */
+/* 2^53 - 1: the largest integer the heartbeat script (Lua numbers are doubles) holds exactly */
+#define S_INT_MAX 9007199254740991LL
+#define S_WHY_MAX 160
+#define S_NUM_MAX 24
+
+static const bus_opt_t s_options[] = {
+    {"service-name", BUS_OPT_STR, "devices", 0, 0, "name this service registers under"},
+    {"node-offline-ms", BUS_OPT_INT, "10000", 100, 86400000,
+     "node list: a node without a heartbeat for this long is shown offline"},
+    {"resend-interval-ms", BUS_OPT_INT, "5000", 100, 3600000,
+     "gap healing: ask one register to resend missing sales at most once per this long"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+typedef struct {
+    bus_redis_t *redis;
+    bus_pub_t *pub;
+    int hello, heartbeat;
+    int64_t offline_ms, resend_ms;
+    bus_stats_t *stats;
+    int64_t *c_hellos, *c_heartbeats, *c_bad, *c_other_register, *c_resends, *c_resends_limited,
+        *c_redis_errors;
+} s_devices_t;
+
+/*  Who a node is: its store and register, from the caller's certificate. */
+typedef struct {
+    char store[BUS_ID_PART_MAX + 1];
+    char reg[BUS_ID_PART_MAX + 1];
+} s_node_id_t;
+
+/* ---- Redis failures (as in sales) ------------------------------------------------ */
+
+static bool s_reply_ok(const redisReply *r)
+{
+    return r && r->type != REDIS_REPLY_ERROR;
+}
+
+/*  Answer a Redis call that did not succeed: no reply or a transient error is `unavailable`
+    with a retry hint (nothing was written, or it was written idempotently: the node resends);
+    any other error reply is a bug here and `internal`. Frees r (may be NULL); returns -1. */
+static int s_redis_failed(s_devices_t *self, bus_service_t *svc, redisReply *r, const char *what)
+{
+    bus_stats_inc(self->c_redis_errors, 1);
+    int rc;
+    if (!r || bus_redis_reply_transient(r)) {
+        const char *err = r ? r->str : bus_redis_errstr(self->redis);
+        bus_warn("devices.redis", "%s: %s", what, err);
+        rc = bus_service_unavailable(svc, S_RETRY_MS, "storage unavailable, retry: %s", err);
+    } else {
+        bus_error("devices.redis", "%s: unexpected reply: %s", what,
+                  r->type == REDIS_REPLY_ERROR ? r->str : "?");
+        rc = bus_service_error(svc, BUS_ERR_INTERNAL, "%s failed", what);
+    }
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+static int s_bad(s_devices_t *self, bus_service_t *svc, const char *why)
+{
+    bus_stats_inc(self->c_bad, 1);
+    return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "%s", why);
+}
+
+/* ---- validation ---------------------------------------------------------------- */
+
+/*  Is text 1..max bytes of letters, digits and extra? */
+static bool s_word_ok(const char *text, size_t max, const char *extra)
+{
+    size_t n = text ? strlen(text) : 0;
+    if (n == 0 || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        if (!isalnum(ch) && !strchr(extra, ch))
+            return false;
+    }
+    return true;
+}
+
+/*  Bytes of the UTF-8 sequence that starts with lead, 0 if lead cannot start one. */
+static size_t s_utf8_len(unsigned char lead)
+{
+    if (lead < 0x80)
+        return 1;
+    if ((lead >> 5) == 0x6)
+        return 2;
+    if ((lead >> 4) == 0xe)
+        return 3;
+    return (lead >> 3) == 0x1e ? 4 : 0;
+}
+
+/*  Is text at most max UTF-8 characters, without control characters? A MessagePack string is
+    any bytes, so malformed UTF-8 is refused here: the listing is printed as JSON. */
+static bool s_text_ok(const char *text, size_t len, size_t max)
+{
+    size_t chars = 0;
+    for (size_t i = 0; i < len;) {
+        unsigned char ch = (unsigned char)text[i];
+        size_t n = s_utf8_len(ch);
+        if (n == 0 || i + n > len || (n == 1 && (ch < 0x20 || ch == 0x7f)))
+            return false;
+        for (size_t k = 1; k < n; k++)
+            if (((unsigned char)text[i + k] & 0xc0) != 0x80)
+                return false;
+        i += n;
+        chars++;
+    }
+    return chars <= max;
+}
+
+/*  An integer field from 0 to 2^53-1. Absent: false with why "... required". */
+static bool s_count_field(const bus_val_t *body, const char *key, int64_t *out, char *why,
+                          size_t size)
+{
+    const bus_val_t *v = bus_val_map_get(body, key);
+    if (!v || !bus_val_get_int(v, out) || *out < 0 || *out > S_INT_MAX) {
+        snprintf(why, size, "%s: an integer from 0 to %lld required", key, S_INT_MAX);
+        return false;
+    }
+    return true;
+}
+
+/*  Check a devices list and encode it, normalised ({name, kind, health, detail} each, nothing
+    else), as MessagePack into out. 0, or -1 with why. */
+static int s_devices_encode(const bus_val_t *list, bus_buf_t *out, char *why, size_t size)
+{
+    static const char *const health[] = {"ok", "warn", "error", "offline", NULL};
+    if (bus_val_type(list) != BUS_VAL_ARR || bus_val_size(list) > S_DEVICES_MAX) {
+        snprintf(why, size, "devices: an array of at most %d devices", S_DEVICES_MAX);
+        return -1;
+    }
+    bus_val_t *norm = bus_val_new_arr();
+    int rc = norm ? 0 : -1;
+    if (!norm)
+        snprintf(why, size, "out of memory");
+    for (size_t i = 0; rc == 0 && i < bus_val_size(list); i++) {
+        const bus_val_t *d = bus_val_arr_get(list, i);
+        const char *name = bus_val_map_get_str(d, "name");
+        const char *kind = bus_val_map_get_str(d, "kind");
+        const char *h = bus_val_map_get_str(d, "health");
+        const bus_val_t *dv = bus_val_map_get(d, "detail");
+        size_t dlen = 0;
+        const char *detail = dv ? bus_val_get_str(dv, &dlen) : "";
+        bool health_ok = false;
+        for (int k = 0; h && health[k]; k++)
+            health_ok = health_ok || strcmp(h, health[k]) == 0;
+        if (bus_val_type(d) != BUS_VAL_MAP || !s_word_ok(name, S_DEV_NAME_MAX, "_-.") ||
+            !s_word_ok(kind, S_DEV_KIND_MAX, "_-")) {
+            snprintf(why, size,
+                     "devices[%zu]: name (1-%d letters, digits, '_', '-', '.') and kind (1-%d "
+                     "letters, digits, '_', '-') required",
+                     i, S_DEV_NAME_MAX, S_DEV_KIND_MAX);
+            rc = -1;
+        } else if (!health_ok) {
+            snprintf(why, size, "devices[%zu]: health must be ok, warn, error or offline", i);
+            rc = -1;
+        } else if (!detail || !s_text_ok(detail, dlen, S_DEV_DETAIL_MAX)) {
+            snprintf(why, size, "devices[%zu]: detail: text of at most %d characters", i,
+                     S_DEV_DETAIL_MAX);
+            rc = -1;
+        } else {
+            bus_val_t *m = bus_val_new_map();
+            if (!m || bus_val_map_set_str(m, "name", name) ||
+                bus_val_map_set_str(m, "kind", kind) || bus_val_map_set_str(m, "health", h) ||
+                bus_val_map_set_str(m, "detail", detail) || bus_val_arr_push(norm, &m)) {
+                bus_val_destroy(&m);
+                snprintf(why, size, "out of memory");
+                rc = -1;
+            }
+        }
+    }
+    if (rc == 0 && bus_val_encode(norm, out) != 0) {
+        snprintf(why, size, "out of memory");
+        rc = -1;
+    }
+    bus_val_destroy(&norm);
+    return rc;
+}
+
+/*  The node a register-method's caller is: the store and register of its certificate. A body
+    that names a store or register must name the same ones (a register acts only as itself).
+    Without identities (development: busd --insecure) the body's store and register are taken.
+    0, or -1 after answering on svc. */
+static int s_caller_node(s_devices_t *self, bus_service_t *svc, const bus_val_t *body,
+                         s_node_id_t *node)
+{
+    const bus_identity_t *me = bus_service_caller(svc);
+    const bus_val_t *bs = bus_val_map_get(body, "store"), *br = bus_val_map_get(body, "register");
+    const char *store = bs ? bus_val_get_str(bs, NULL) : NULL;
+    const char *reg = br ? bus_val_get_str(br, NULL) : NULL;
+    if ((bs && !bus_identity_id_ok(store)) || (br && !bus_identity_id_ok(reg)))
+        return s_bad(self, svc, "store and register, if given, must be ids (letters, digits, '_')");
+    if (me->role == BUS_ROLE_REGISTER) {
+        if ((store && strcmp(store, me->store)) || (reg && strcmp(reg, me->reg))) {
+            /* before Redis is touched: no register describes another */
+            bus_stats_inc(self->c_other_register, 1);
+            return bus_service_error(svc, BUS_ERR_FORBIDDEN,
+                                     "register %s may speak only for itself, not %s/%s", me->name,
+                                     store ? store : me->store, reg ? reg : me->reg);
+        }
+        snprintf(node->store, sizeof(node->store), "%s", me->store);
+        snprintf(node->reg, sizeof(node->reg), "%s", me->reg);
+        return 0;
+    }
+    if (me->role != BUS_ROLE_UNCHECKED || !store || !reg)
+        return bus_service_error(svc, BUS_ERR_FORBIDDEN, "only a register's key may do this");
+    snprintf(node->store, sizeof(node->store), "%s", store);
+    snprintf(node->reg, sizeof(node->reg), "%s", reg);
+    return 0;
+}
+
+/* ---- node.hello ------------------------------------------------------------------ */
+
+static int s_hello(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_devices_t *self = arg;
+    const bus_val_t *body = bus_msg_body(req);
+    char why[S_WHY_MAX];
+    const char *version = bus_val_map_get_str(body, "version");
+    int64_t config_version;
+    if (!s_word_ok(version, S_VERSION_MAX, "._-+~"))
+        return s_bad(self, svc,
+                     "version: 1-32 letters, digits, '.', '_', '-', '+' or '~' required");
+    if (!s_count_field(body, "config_version", &config_version, why, sizeof(why)))
+        return s_bad(self, svc, why);
+    bus_buf_t devices = {0};
+    if (s_devices_encode(bus_val_map_get(body, "devices"), &devices, why, sizeof(why)) != 0) {
+        bus_buf_free(&devices);
+        return s_bad(self, svc, why);
+    }
+    s_node_id_t node;
+    if (s_caller_node(self, svc, body, &node) != 0) {
+        bus_buf_free(&devices);
+        return -1;
+    }
+    char key[BUS_KEY_MAX], set[BUS_KEY_MAX], now[S_NUM_MAX], cv[S_NUM_MAX];
+    bus_key_node(key, node.store, node.reg);
+    bus_key_nodes(set, node.store);
+    snprintf(now, sizeof(now), "%" PRId64, bus_now_ms());
+    snprintf(cv, sizeof(cv), "%" PRId64, config_version);
+    const char *argv[] = {key, set, node.reg, now, version, cv, (const char *)devices.data};
+    size_t lens[] = {strlen(key),     strlen(set), strlen(node.reg), strlen(now),
+                     strlen(version), strlen(cv),  devices.len};
+    redisReply *r = bus_redis_evalsha(self->redis, self->hello, 2, 7, argv, lens);
+    bus_buf_free(&devices);
+    if (!s_reply_ok(r) || r->type != REDIS_REPLY_INTEGER)
+        return s_redis_failed(self, svc, r, "hello");
+    freeReplyObject(r);
+    bus_stats_inc(self->c_hellos, 1);
+    bus_info("devices.hello", "store=%s register=%s version=%s config_version=%" PRId64, node.store,
+             node.reg, version, config_version);
+    bus_val_map_set_bool(reply, "ok", true);
+    bus_val_map_set_int(reply, "heartbeat_offline_ms", self->offline_ms);
+    return 0;
+}
+
+/* ---- node.heartbeat ---------------------------------------------------------------- */
+
+/*  Ask the register to resend from..to, on the topic and in the shape sales uses. */
+static void s_ask_resend(s_devices_t *self, const s_node_id_t *node, int64_t from, int64_t to)
+{
+    bus_stats_inc(self->c_resends, 1);
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_str(body, "store", node->store);
+    bus_val_map_set_str(body, "register", node->reg);
+    bus_val_map_set_int(body, "missing_from", from);
+    bus_val_map_set_int(body, "missing_to", to);
+    char topic[BUS_TOPIC_MAX];
+    snprintf(topic, sizeof(topic), "register.%s.%s.resend", node->store, node->reg);
+    bus_pub_publish(self->pub, topic, "register.resend", &body);
+    bus_info("devices.resend", "store=%s register=%s missing=%" PRId64 "..%" PRId64, node->store,
+             node->reg, from, to);
+}
+
+static int s_heartbeat(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_devices_t *self = arg;
+    const bus_val_t *body = bus_msg_body(req);
+    char why[S_WHY_MAX];
+    int64_t last_seq, unsynced, config_version;
+    if (!s_count_field(body, "last_seq", &last_seq, why, sizeof(why)) ||
+        !s_count_field(body, "unsynced", &unsynced, why, sizeof(why)) ||
+        !s_count_field(body, "config_version", &config_version, why, sizeof(why)))
+        return s_bad(self, svc, why);
+    bus_buf_t devices = {0};
+    const bus_val_t *list = bus_val_map_get(body, "devices");
+    if (list && s_devices_encode(list, &devices, why, sizeof(why)) != 0) {
+        bus_buf_free(&devices);
+        return s_bad(self, svc, why);
+    }
+    s_node_id_t node;
+    if (s_caller_node(self, svc, body, &node) != 0) {
+        bus_buf_free(&devices);
+        return -1;
+    }
+    char key[BUS_KEY_MAX], set[BUS_KEY_MAX], regseq[BUS_KEY_MAX];
+    char now[S_NUM_MAX], last[S_NUM_MAX], uns[S_NUM_MAX], cv[S_NUM_MAX], every[S_NUM_MAX];
+    bus_key_node(key, node.store, node.reg);
+    bus_key_nodes(set, node.store);
+    bus_key_regseq(regseq, node.store);
+    snprintf(now, sizeof(now), "%" PRId64, bus_now_ms());
+    snprintf(last, sizeof(last), "%" PRId64, last_seq);
+    snprintf(uns, sizeof(uns), "%" PRId64, unsynced);
+    snprintf(cv, sizeof(cv), "%" PRId64, config_version);
+    snprintf(every, sizeof(every), "%" PRId64, self->resend_ms);
+    const char *argv[] = {key,      set, regseq,
+                          node.reg, now, last,
+                          uns,      cv,  devices.data ? (const char *)devices.data : "",
+                          every};
+    size_t lens[] = {strlen(key),  strlen(set), strlen(regseq), strlen(node.reg), strlen(now),
+                     strlen(last), strlen(uns), strlen(cv),     devices.len,      strlen(every)};
+    redisReply *r = bus_redis_evalsha(self->redis, self->heartbeat, 3, 10, argv, lens);
+    bus_buf_free(&devices);
+    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 4)
+        return s_redis_failed(self, svc, r, "heartbeat");
+    for (size_t i = 0; i < 4; i++)
+        if (r->element[i]->type != REDIS_REPLY_INTEGER)
+            return s_redis_failed(self, svc, r, "heartbeat reply");
+    int64_t status = r->element[0]->integer, committed = r->element[1]->integer;
+    int64_t from = r->element[2]->integer, to = r->element[3]->integer;
+    freeReplyObject(r);
+    bus_stats_inc(self->c_heartbeats, 1);
+    bus_val_map_set_bool(reply, "ok", true);
+    bus_val_map_set_int(reply, "committed_seq", committed);
+    if (status == 2 && from >= 1 && to >= from) {
+        s_ask_resend(self, &node, from, to);
+        bus_val_t *resend = bus_val_new_map();
+        bus_val_map_set_int(resend, "from", from);
+        bus_val_map_set_int(resend, "to", to);
+        bus_val_map_set(reply, "resend", &resend);
+    } else {
+        if (status == 1)
+            bus_stats_inc(self->c_resends_limited, 1);
+        bus_val_t *none = bus_val_new_nil();
+        bus_val_map_set(reply, "resend", &none);
+    }
+    return 0;
+}
+
+/* ---- node.list ------------------------------------------------------------------------ */
+
+static int s_cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*  The string elements of a set reply, sorted (borrowed from r); NULL when out of memory. */
+static const char **s_sorted(const redisReply *r, size_t *n)
+{
+    const char **out = calloc(r->elements + 1, sizeof(*out));
+    *n = 0;
+    for (size_t i = 0; out && i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING && bus_identity_id_ok(r->element[i]->str))
+            out[(*n)++] = r->element[i]->str;
+    if (out)
+        qsort(out, *n, sizeof(*out), s_cmp_str);
+    return out;
+}
+
+static int64_t s_elem_int(const redisReply *r, size_t i)
+{
+    return r->element[i]->type == REDIS_REPLY_STRING ? strtoll(r->element[i]->str, NULL, 10) : 0;
+}
+
+/*  One row of the listing from HMGET version last_heartbeat_ms last_seq unsynced
+    config_version devices. */
+static bus_val_t *s_node_row(s_devices_t *self, const char *store, const char *reg,
+                             const redisReply *h, int64_t committed, int64_t now)
+{
+    bus_val_t *row = bus_val_new_map();
+    if (!row)
+        return NULL;
+    int64_t hb = s_elem_int(h, 1);
+    int64_t ago = hb > 0 ? now - hb : -1;
+    if (ago < -1)
+        ago = 0; /* clocks of two instances a little apart */
+    bus_val_map_set_str(row, "store", store);
+    bus_val_map_set_str(row, "register", reg);
+    bus_val_map_set_str(row, "version",
+                        h->element[0]->type == REDIS_REPLY_STRING ? h->element[0]->str : "");
+    bus_val_map_set_bool(row, "online", ago >= 0 && ago <= self->offline_ms);
+    bus_val_map_set_int(row, "last_heartbeat_ms_ago", ago);
+    bus_val_map_set_int(row, "last_seq", s_elem_int(h, 2));
+    bus_val_map_set_int(row, "committed_seq", committed);
+    bus_val_map_set_int(row, "unsynced", s_elem_int(h, 3));
+    bus_val_map_set_int(row, "config_version", s_elem_int(h, 4));
+    bus_val_t *devices = h->element[5]->type == REDIS_REPLY_STRING
+                             ? bus_val_decode(h->element[5]->str, h->element[5]->len, NULL, NULL)
+                             : NULL;
+    if (bus_val_type(devices) != BUS_VAL_ARR) {
+        bus_val_destroy(&devices);
+        devices = bus_val_new_arr();
+    }
+    bus_val_map_set(row, "devices", &devices);
+    return row;
+}
+
+/*  Append the rows of store's nodes to list, sorted by register. 0, or -1 after answering. */
+static int s_list_store(s_devices_t *self, bus_service_t *svc, const char *store, bus_val_t *list,
+                        int64_t now)
+{
+    char set[BUS_KEY_MAX], regseq[BUS_KEY_MAX], key[BUS_KEY_MAX];
+    bus_key_nodes(set, store);
+    bus_key_regseq(regseq, store);
+    redisReply *m = bus_redis_command(self->redis, "SMEMBERS %s", set);
+    if (!s_reply_ok(m) || m->type != REDIS_REPLY_ARRAY)
+        return s_redis_failed(self, svc, m, "node set");
+    size_t n = 0;
+    const char **regs = s_sorted(m, &n);
+    int rc = regs ? 0 : bus_service_error(svc, BUS_ERR_INTERNAL, "out of memory");
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        bus_key_node(key, store, regs[i]);
+        redisReply *h = bus_redis_command(
+            self->redis,
+            "HMGET %s version last_heartbeat_ms last_seq unsynced config_version devices", key);
+        if (!s_reply_ok(h) || h->type != REDIS_REPLY_ARRAY || h->elements != 6) {
+            rc = s_redis_failed(self, svc, h, "node read");
+            break;
+        }
+        redisReply *c = bus_redis_command(self->redis, "HGET %s %s", regseq, regs[i]);
+        if (!s_reply_ok(c)) {
+            freeReplyObject(h);
+            rc = s_redis_failed(self, svc, c, "committed sequence");
+            break;
+        }
+        int64_t committed = c->type == REDIS_REPLY_STRING ? strtoll(c->str, NULL, 10) : 0;
+        bus_val_t *row = s_node_row(self, store, regs[i], h, committed, now);
+        if (!row || bus_val_arr_push(list, &row) != 0)
+            rc = bus_service_error(svc, BUS_ERR_INTERNAL, "out of memory");
+        freeReplyObject(c);
+        freeReplyObject(h);
+    }
+    free(regs);
+    freeReplyObject(m);
+    return rc;
+}
+
+static int s_list(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_devices_t *self = arg;
+    const bus_val_t *sv = bus_val_map_get(bus_msg_body(req), "store");
+    const char *store = sv ? bus_val_get_str(sv, NULL) : NULL;
+    if (sv && !bus_identity_id_ok(store))
+        return s_bad(self, svc, "store: an id (letters, digits, '_')");
+    redisReply *stores = NULL;
+    const char **ids = NULL;
+    size_t n = 0;
+    if (store) {
+        ids = calloc(1, sizeof(*ids));
+        if (ids)
+            ids[n++] = store;
+    } else {
+        stores = bus_redis_command(self->redis, "SMEMBERS %s", BUS_KEY_STORES);
+        if (!s_reply_ok(stores) || stores->type != REDIS_REPLY_ARRAY)
+            return s_redis_failed(self, svc, stores, "store set");
+        ids = s_sorted(stores, &n);
+    }
+    bus_val_t *list = bus_val_new_arr();
+    int rc = ids && list ? 0 : bus_service_error(svc, BUS_ERR_INTERNAL, "out of memory");
+    int64_t now = bus_now_ms();
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = s_list_store(self, svc, ids[i], list, now);
+    if (rc == 0) {
+        bus_val_map_set_int(reply, "count", (int64_t)bus_val_size(list));
+        bus_val_map_set_int(reply, "offline_after_ms", self->offline_ms);
+        bus_val_map_set(reply, "nodes", &list);
+    }
+    bus_val_destroy(&list);
+    free(ids);
+    if (stores)
+        freeReplyObject(stores);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    int exit_code;
+    bus_config_t *config = svc_config_load(S_PROGRAM, s_options, false, argc, argv, &exit_code);
+    svc_core_t core;
+    if (!config || svc_core_start(&core, config, S_PROGRAM, false) != 0)
+        return config ? 1 : exit_code;
+    s_devices_t self;
+    memset(&self, 0, sizeof(self));
+    self.redis = core.redis;
+    self.pub = core.pub;
+    self.offline_ms = bus_config_int(config, "node-offline-ms");
+    self.resend_ms = bus_config_int(config, "resend-interval-ms");
+    self.hello = bus_redis_script(self.redis, hello_lua);
+    self.heartbeat = bus_redis_script(self.redis, heartbeat_lua);
+    self.stats = bus_service_stats(core.svc);
+    self.c_hellos = bus_stats_counter(self.stats, "hellos");
+    self.c_heartbeats = bus_stats_counter(self.stats, "heartbeats");
+    self.c_bad = bus_stats_counter(self.stats, "bad_requests");
+    self.c_other_register = bus_stats_counter(self.stats, "refused_other_register");
+    self.c_resends = bus_stats_counter(self.stats, "resends_asked");
+    self.c_resends_limited = bus_stats_counter(self.stats, "resends_limited");
+    self.c_redis_errors = bus_stats_counter(self.stats, "redis_errors");
+    /* Who may call what (docs/protocol.md). A node speaks only for itself: its store and
+       register come from its certificate. hello and heartbeat overwrite the node's row with
+       what it says now, so a retry is harmless and skips the reply cache (heartbeats are the
+       most frequent request here). */
+    static const bus_method_t methods[] = {
+        {"node.hello", s_hello, BUS_METHOD_IDEMPOTENT, BUS_ROLE_REGISTER},
+        {"node.heartbeat", s_heartbeat, BUS_METHOD_IDEMPOTENT, BUS_ROLE_REGISTER},
+        {"node.list", s_list, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {NULL, NULL, 0, 0}};
+    int rc = bus_service_methods(core.svc, methods, &self);
+    if (rc != 0 || self.hello < 0 || self.heartbeat < 0 || !self.c_redis_errors) {
+        bus_error("devices.start", "cannot register methods or scripts: out of memory");
+        rc = -1;
+    } else
+        svc_core_run(&core, NULL, NULL);
+    bus_info("devices.stopping", "heartbeats=%" PRId64 " resends_asked=%" PRId64,
+             self.c_heartbeats ? bus_stats_load(self.c_heartbeats) : 0,
+             self.c_resends ? bus_stats_load(self.c_resends) : 0);
+    svc_core_stop(&core);
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,107 @@
+/*  =========================================================================
+    nodes.c - posctl node list: the registers the devices service knows
+
+    One request (devices node.list); json prints the reply as it is, table
+    and csv one row per node with the devices folded into one cell
+    ("name:health,..."), so a row stays one line a person or a script reads.
+    =========================================================================
+*/
+#include "posctl.h"
+
+#define S_DEVICES_CELL 1024
+
+/*  "scanner:ok,printer:warn" for a node's devices. */
+static void s_devices_cell(const bus_val_t *devices, char *out, size_t size)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < bus_val_size(devices); i++) {
+        const bus_val_t *d = bus_val_arr_get(devices, i);
+        const char *name = bus_val_map_get_str(d, "name");
+        const char *health = bus_val_map_get_str(d, "health");
+        int n = snprintf(out + used, size - used, "%s%s:%s", used ? "," : "", name ? name : "?",
+                         health ? health : "?");
+        if (n < 0 || (size_t)n >= size - used)
+            break;
+        used += (size_t)n;
+    }
+}
+
+/*  The reply's nodes as flat rows for posctl_print. */
+static bus_val_t *s_rows(const bus_val_t *nodes)
+{
+    bus_val_t *body = bus_val_new_map(), *rows = bus_val_new_arr();
+    static const char *const ints[] = {"last_seq", "committed_seq", "unsynced", "config_version",
+                                       NULL};
+    for (size_t i = 0; body && rows && i < bus_val_size(nodes); i++) {
+        const bus_val_t *n = bus_val_arr_get(nodes, i);
+        bus_val_t *row = bus_val_new_map();
+        const char *store = bus_val_map_get_str(n, "store");
+        const char *reg = bus_val_map_get_str(n, "register");
+        const char *version = bus_val_map_get_str(n, "version");
+        bool online = false;
+        int64_t ago = -1, v = 0;
+        bus_val_map_get_bool(n, "online", &online);
+        bus_val_map_get_int(n, "last_heartbeat_ms_ago", &ago);
+        char seen[32], devices[S_DEVICES_CELL];
+        if (ago < 0)
+            snprintf(seen, sizeof(seen), "never");
+        else
+            snprintf(seen, sizeof(seen), "%" PRId64 ".%01" PRId64 "s ago", ago / 1000,
+                     (ago % 1000) / 100);
+        s_devices_cell(bus_val_map_get(n, "devices"), devices, sizeof(devices));
+        bus_val_map_set_str(row, "store", store ? store : "");
+        bus_val_map_set_str(row, "register", reg ? reg : "");
+        bus_val_map_set_str(row, "state", online ? "online" : "offline");
+        bus_val_map_set_str(row, "heartbeat", seen);
+        bus_val_map_set_str(row, "version", version ? version : "");
+        for (int k = 0; ints[k]; k++) {
+            v = 0;
+            bus_val_map_get_int(n, ints[k], &v);
+            bus_val_map_set_int(row, ints[k], v);
+        }
+        bus_val_map_set_str(row, "devices", devices);
+        bus_val_arr_push(rows, &row);
+    }
+    if (body && rows)
+        bus_val_map_set(body, "rows", &rows);
+    bus_val_destroy(&rows);
+    return body;
+}
+
+int posctl_node_list(bus_config_t *config)
+{
+    const char *format = bus_config_str(config, "format");
+    if (bus_config_argc(config) != 2 ||
+        (strcmp(format, "table") && strcmp(format, "csv") && strcmp(format, "json"))) {
+        fprintf(stderr, "posctl: usage: node list [--store S] [--format table|csv|json]\n");
+        return POSCTL_EXIT_USAGE;
+    }
+    bus_conn_cfg_t cfg;
+    bus_conn_cfg_from_config(&cfg, config);
+    bus_client_t *client = posctl_client(config, &cfg);
+    if (!client)
+        return POSCTL_EXIT_FAIL;
+    bus_val_t *req = bus_val_new_map();
+    const char *store = bus_config_str(config, "store");
+    if (store)
+        bus_val_map_set_str(req, "store", store);
+    bus_msg_t *reply = posctl_call(client, "devices", "node.list", &req);
+    int rc = reply ? POSCTL_EXIT_OK : POSCTL_EXIT_FAIL;
+    if (reply && strcmp(format, "json") == 0)
+        posctl_print(bus_msg_body(reply), format);
+    else if (reply) {
+        const bus_val_t *nodes = bus_val_map_get(bus_msg_body(reply), "nodes");
+        bus_val_t *rows = s_rows(nodes);
+        if (bus_val_size(nodes) == 0 && strcmp(format, "table") == 0)
+            printf("no nodes%s%s\n", store ? " in store " : "", store ? store : "");
+        else if (rows)
+            posctl_print(rows, format);
+        else
+            rc = POSCTL_EXIT_FAIL;
+        bus_val_destroy(&rows);
+    }
+    bus_msg_destroy(&reply);
+    bus_client_destroy(&client);
+    return rc;
+}
