@@ -37,7 +37,7 @@ echo "== certificates in $KEYS (posctl --keys-dir $KEYS keys list)"
 # operator key (operator-demo). Keys from before roles existed are revoked (the files stay).
 KEYGEN=("$BIN/posctl" --keys-dir "$KEYS")
 "${KEYGEN[@]}" keygen >/dev/null
-for svc in sales inventory reporting; do
+for svc in sales inventory reporting devices; do
     [ -f "$KEYS/service-$svc.cert_secret" ] || "${KEYGEN[@]}" keygen service "$svc" >/dev/null
 done
 [ -f "$KEYS/operator-demo.cert_secret" ] || "${KEYGEN[@]}" keygen operator demo >/dev/null
@@ -86,15 +86,15 @@ CONF
 CLIENT=(--config "$VAR/posctl.conf")
 export POSBUS_REDIS_PASSWORD_FILE="$VAR/redis.pass"
 
-echo "== services: sales, inventory, reporting"
-for svc in sales inventory reporting; do
+echo "== services: sales, inventory, reporting, devices"
+for svc in sales inventory reporting devices; do
     "$BIN/$svc" --pub-endpoint "$PUB" --sub-endpoint "$SUB" --req-endpoint "$REQ" \
         --cert "$KEYS/service-$svc.cert_secret" --server-cert "$KEYS/busd.cert" \
         --redis-port "$REDIS_PORT" --redis-password-file "$VAR/redis.pass" \
         > "$LOGS/$svc.log" 2>&1 &
     PIDS+=($!)
 done
-EXPECT="sales,inventory,reporting"
+EXPECT="sales,inventory,reporting,devices"
 
 echo "== health"
 ok=0
@@ -137,6 +137,7 @@ echo "  $BIN/posctl ${CLIENT[*]} tail          # every event as a JSON line"
 echo "  $BIN/posctl ${CLIENT[*]} report z --store $STORE   # close the day"
 echo "  $BIN/posctl ${CLIENT[*]} sim --store $STORE --sales 100 --first-seq $((FIRST + 1000))"
 echo "  $BIN/posctl ${CLIENT[*]} keys list      # enrolled keys with their roles"
+echo "  $BIN/posctl ${CLIENT[*]} node list      # registers: online, unsynced, devices"
 if [ -n "${POSBUS_DEMO_SECONDS:-}" ]; then
     sleep "$POSBUS_DEMO_SECONDS"
 else
