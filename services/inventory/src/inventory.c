@@ -1406,19 +1406,27 @@ int main(int argc, char **argv)
     self.c_applied = bus_stats_counter(stats, "sales_applied");
     self.c_low = bus_stats_counter(stats, "low_stock_events");
     self.c_bad_entries = bus_stats_counter(stats, "bad_stream_entries");
-    bus_service_on(self.svc, "store.add", s_store_add, &self);
-    bus_service_on(self.svc, "catalog.import", s_import, &self);
-    bus_service_on_read(self.svc, "catalog.get", s_catalog_get, &self);
-    bus_service_on_read(self.svc, "catalog.snapshot", s_snapshot, &self);
-    bus_service_on_read(self.svc, "stock.get", s_stock_get, &self);
-    bus_service_on(self.svc, "stock.receive", s_receive, &self);
-    bus_service_on(self.svc, "stock.adjust", s_adjust, &self);
-    bus_service_on(self.svc, "stock.count", s_count, &self);
-    bus_service_on(self.svc, "stock.transfer", s_transfer, &self);
-    bus_service_on_read(self.svc, "stock.history", s_history, &self);
-    bus_service_on_read(self.svc, "stock.reorder", s_reorder, &self);
-    self.worker = svc_consumer_start(config, self.svc, self.wredis, BUS_KEY_SALES_STREAM, S_GROUP,
-                                     s_apply, &self);
+    /* Who may call what (docs/protocol.md): store setup, catalog and stock movements are the
+       back office's (operators, and services acting for them); reads are open to every role. */
+    enum { OPS = BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE };
+    static const bus_method_t methods[] = {
+        {"store.add", s_store_add, BUS_METHOD_CHANGE, OPS},
+        {"catalog.import", s_import, BUS_METHOD_CHANGE, OPS},
+        {"catalog.get", s_catalog_get, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {"catalog.snapshot", s_snapshot, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {"stock.get", s_stock_get, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {"stock.receive", s_receive, BUS_METHOD_CHANGE, OPS},
+        {"stock.adjust", s_adjust, BUS_METHOD_CHANGE, OPS},
+        {"stock.count", s_count, BUS_METHOD_CHANGE, OPS},
+        {"stock.transfer", s_transfer, BUS_METHOD_CHANGE, OPS},
+        {"stock.history", s_history, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {"stock.reorder", s_reorder, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {NULL, NULL, 0, 0}};
+    if (bus_service_methods(self.svc, methods, &self) != 0)
+        bus_error("inventory.start", "cannot register methods: out of memory");
+    else
+        self.worker = svc_consumer_start(config, self.svc, self.wredis, BUS_KEY_SALES_STREAM,
+                                         S_GROUP, s_apply, &self);
     int rc = self.worker ? 0 : 1;
     if (self.worker)
         svc_core_run(&core, NULL, NULL);

@@ -1531,12 +1531,20 @@ int main(int argc, char **argv)
     self.g_lag_p50 = bus_stats_counter(stats, "apply_lag_p50_ms");
     self.g_lag_p99 = bus_stats_counter(stats, "apply_lag_p99_ms");
     self.lag = calloc(S_LAG_BUCKETS, sizeof(*self.lag));
-    bus_service_on_read(self.svc, "report.day", s_day, &self);
-    bus_service_on_read(self.svc, "report.x", s_x, &self);
-    bus_service_on_read(self.svc, "report.z", s_z, &self);
-    bus_service_on_read(self.svc, "report.items", s_items, &self);
-    bus_service_on_read(self.svc, "report.hours", s_hours, &self);
-    bus_service_on_read(self.svc, "report.baskets", s_baskets, &self);
+    /* every report is read-only and open to every role (docs/protocol.md) */
+    static const bus_method_t methods[] = {
+        {"report.day", s_day, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {"report.x", s_x, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {"report.z", s_z, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {"report.items", s_items, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {"report.hours", s_hours, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {"report.baskets", s_baskets, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {NULL, NULL, 0, 0}};
+    if (self.lag && bus_service_methods(self.svc, methods, &self) != 0) {
+        bus_error("reporting.start", "cannot register methods: out of memory");
+        free(self.lag);
+        self.lag = NULL;
+    }
     self.worker = self.lag ? svc_consumer_start(config, self.svc, self.wredis, BUS_KEY_SALES_STREAM,
                                                 S_GROUP, s_apply, &self)
                            : NULL;
