@@ -458,7 +458,7 @@ int main(int argc, char **argv)
     char certs[3][PATH_MAX], server[PATH_MAX];
     snprintf(server, sizeof(server), "%s/busd.cert", s_tmp);
     s_roles_t roles;
-    bus_conn_cfg_t *cfgs[] = {&roles.service, &roles.operator, &roles.consumer};
+    bus_conn_cfg_t *cfgs[] = {&roles.service, &roles.operator, & roles.consumer };
     const char *files[] = {"service-sales", "operator-bench", "consumer-bench"};
     for (size_t i = 0; i < 3; i++) {
         snprintf(certs[i], sizeof(certs[i]), "%s/%s.cert_secret", s_tmp, files[i]);

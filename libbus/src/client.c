@@ -11,10 +11,10 @@
 #include "bus/client.h"
 #include "bus/proto.h"
 
-#define S_BACKOFF_MIN_MS 100
-#define S_BACKOFF_MAX_MS 2000
-#define S_ERRSTR_MAX     256
-#define S_REPLY_PARTS    4 /* BUS1C REP corr payload */
+#define S_BACKOFF_MIN_MS    100
+#define S_BACKOFF_MAX_MS    2000
+#define S_ERRSTR_MAX        256
+#define S_REPLY_PARTS       4     /* BUS1C REP corr payload */
 #define S_RETRY_HINT_MAX_MS 60000 /* a service's retry hint beyond this is not believed */
 
 struct bus_client {

@@ -75,8 +75,8 @@ int bus_identity_set(bus_identity_t *id, bus_role_t role, const char *name, cons
         snprintf(id->store, sizeof(id->store), "%s", store);
         snprintf(id->reg, sizeof(id->reg), "%s", reg);
         snprintf(id->name, sizeof(id->name), "%s.%s", store, reg);
-    } else if (role == BUS_ROLE_SERVICE || role == BUS_ROLE_OPERATOR ||
-               role == BUS_ROLE_CONSUMER || role == BUS_ROLE_UNCHECKED) {
+    } else if (role == BUS_ROLE_SERVICE || role == BUS_ROLE_OPERATOR || role == BUS_ROLE_CONSUMER ||
+               role == BUS_ROLE_UNCHECKED) {
         if (!bus_identity_name_ok(name))
             goto out_invalid;
         snprintf(id->name, sizeof(id->name), "%s", name);

@@ -155,10 +155,9 @@ bus_service_t *bus_service_new(const bus_conn_cfg_t *cfg, const char *name, cons
     self->c_cache_errors = bus_stats_counter(self->stats, "reply_cache_errors");
     if (bus_conn_connect(self->sock, cfg->req_endpoint, cfg, err) != 0)
         goto out_destroy;
-    static const bus_method_t methods[] = {
-        {"health", s_health, BUS_METHOD_READ, BUS_ROLES_ALL},
-        {"stats", s_stats, BUS_METHOD_READ, BUS_ROLES_ALL},
-        {NULL, NULL, 0, 0}};
+    static const bus_method_t methods[] = {{"health", s_health, BUS_METHOD_READ, BUS_ROLES_ALL},
+                                           {"stats", s_stats, BUS_METHOD_READ, BUS_ROLES_ALL},
+                                           {NULL, NULL, 0, 0}};
     bus_service_methods(self, methods, NULL);
     s_send_heartbeat(self, BUS_CMD_HB);
     return self;
@@ -486,7 +485,8 @@ static bool s_allowed(bus_service_t *self, const s_handler_t *h, const char *met
 {
     if (self->caller.role == BUS_ROLE_UNCHECKED && !self->warned_unchecked) {
         self->warned_unchecked = true;
-        bus_warn("service.unchecked", "service=%s requests arrive without identities (busd runs "
+        bus_warn("service.unchecked",
+                 "service=%s requests arrive without identities (busd runs "
                  "--insecure or --unsafe-any-client-key): every role check passes",
                  self->name);
     }
@@ -495,10 +495,9 @@ static bool s_allowed(bus_service_t *self, const s_handler_t *h, const char *met
     (*self->c_forbidden)++;
     bus_debug("service.forbidden", "service=%s method=%s caller=%s %s", self->name, method,
               bus_role_name(self->caller.role), self->caller.name);
-    bus_service_error(self, BUS_ERR_FORBIDDEN, "%s %s may not call %s.%s",
-                      bus_role_name(self->caller.role),
-                      self->caller.name[0] ? self->caller.name : "(unidentified)", self->name,
-                      method);
+    bus_service_error(
+        self, BUS_ERR_FORBIDDEN, "%s %s may not call %s.%s", bus_role_name(self->caller.role),
+        self->caller.name[0] ? self->caller.name : "(unidentified)", self->name, method);
     s_reply_error(self, client, corr);
     return false;
 }

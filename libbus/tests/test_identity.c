@@ -33,8 +33,7 @@ int main(void)
           "a service round-trips");
     bus_identity_file(&id, file, sizeof(file));
     CHECK(strcmp(file, "service-sales") == 0, "service file name: %s", file);
-    CHECK(bus_identity_set(&id, BUS_ROLE_OPERATOR, "alice.w", NULL, NULL) == 0 &&
-              s_roundtrip(&id),
+    CHECK(bus_identity_set(&id, BUS_ROLE_OPERATOR, "alice.w", NULL, NULL) == 0 && s_roundtrip(&id),
           "an operator round-trips");
     CHECK(bus_identity_set(&id, BUS_ROLE_CONSUMER, "bi-export", NULL, NULL) == 0 &&
               s_roundtrip(&id),

@@ -113,10 +113,10 @@ static void s_test_peek_src(void)
           "src in another position is refused");
     bus_val_destroy(&m);
     /* hand-built: 8 entries, the eighth a second "src" */
-    static const uint8_t twice[] = {0x88, 0xa1, 'v', 1, 0xa4, 't', 'y', 'p', 'e', 0xa1, 't', 0xa2,
-                                    'i', 'd', 0xa1, 'i', 0xa3, 's', 'r', 'c', 0xa5, 's', 'a', 'l',
-                                    'e', 's', 0xa3, 's', 'e', 'q', 1, 0xa2, 't', 's', 1, 0xa4,
-                                    'b', 'o', 'd', 'y', 0x80, 0xa3, 's', 'r', 'c', 0xa1, 'x'};
+    static const uint8_t twice[] = {
+        0x88, 0xa1, 'v', 1,    0xa4, 't', 'y', 'p', 'e',  0xa1, 't',  0xa2, 'i', 'd',  0xa1, 'i',
+        0xa3, 's',  'r', 'c',  0xa5, 's', 'a', 'l', 'e',  's',  0xa3, 's',  'e', 'q',  1,    0xa2,
+        't',  's',  1,   0xa4, 'b',  'o', 'd', 'y', 0x80, 0xa3, 's',  'r',  'c', 0xa1, 'x'};
     CHECK(bus_msg_peek_src(twice, sizeof(twice), &src, &n) != 0,
           "an envelope with an eighth key (a second src) is refused");
     CHECK(bus_msg_peek_src(twice + 1, 0, &src, &n) != 0, "an empty payload is refused");
@@ -277,12 +277,12 @@ static bus_val_t *s_random_tree(int depth)
 
 /*  What the test itself saw of the random cases, to hold against the codec's own counters. */
 typedef struct {
-    uint64_t accepted;                  /* decode returned a message */
-    uint64_t roundtrip_ok;              /* ... which re-encodes to the same bytes */
-    uint64_t trees_equal;               /* generated trees accepted equal to what was built */
+    uint64_t accepted;     /* decode returned a message */
+    uint64_t roundtrip_ok; /* ... which re-encodes to the same bytes */
+    uint64_t trees_equal;  /* generated trees accepted equal to what was built */
     uint64_t trees_accepted;
-    uint64_t rejected[BUS_REJ__COUNT];  /* decode returned NULL, by the reason it gave */
-    uint64_t unexplained;               /* rejected without a reason */
+    uint64_t rejected[BUS_REJ__COUNT]; /* decode returned NULL, by the reason it gave */
+    uint64_t unexplained;              /* rejected without a reason */
 } s_tally_t;
 
 /*  Decode one input and tally what happened. built: the body the input was made from, or NULL

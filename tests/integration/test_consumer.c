@@ -81,14 +81,14 @@ int main(void)
     h_cert_path(&bus, "consumer-py", py_cert, sizeof(py_cert));
     char count[16];
     snprintf(count, sizeof(count), "%d", S_EVENTS);
-    char *argv[] = {"/usr/bin/python3", script,  bus.sub, py_cert,
+    char *argv[] = {"/usr/bin/python3", script,       bus.sub, py_cert,
                     bus.server_public,  "test.sale.", count,   NULL};
     pid_t py = h_spawn("consumer", argv);
     CHECK(py > 0, "python consumer started");
     /* posctl tail beside it, stopping by itself after 5 events */
     char *tail_argv[] = {"posctl", "--sub-endpoint", bus.sub,           "--cert",
                          cert,     "--server-cert",  bus.server_public, "--count",
-                         "5",      "tail",           "test.sale.",           NULL};
+                         "5",      "tail",           "test.sale.",      NULL};
     pid_t tail = h_spawn("tail", tail_argv);
 
     /* publish in small batches until the consumer has printed S_EVENTS lines and exited */

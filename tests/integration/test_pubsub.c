@@ -103,8 +103,9 @@ int main(void)
     CHECK(got == 1000, "subscriber received 1000 of 1000 across processes (%d)", got);
     CHECK(in_order, "events arrived in order with intact bodies");
     CHECK(topics_ok, "only subscribed topics delivered");
-    CHECK(bus_sub_codec_stats(sub)->rejected[BUS_REJ_MALFORMED] == 0, "no malformed events (%" PRIu64
-          ")", bus_sub_codec_stats(sub)->rejected[BUS_REJ_MALFORMED]);
+    CHECK(bus_sub_codec_stats(sub)->rejected[BUS_REJ_MALFORMED] == 0,
+          "no malformed events (%" PRIu64 ")",
+          bus_sub_codec_stats(sub)->rejected[BUS_REJ_MALFORMED]);
 
     /* busd killed and restarted: the same subscriber and publisher recover */
     h_stop(bus.busd, SIGKILL);

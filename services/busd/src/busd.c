@@ -34,18 +34,18 @@
 #include <sys/stat.h>
 #include <bus/bus.h>
 
-#define S_PROGRAM        "busd"
-#define S_PROXY_BURST    1000 /* messages moved per socket per poll, as zmq_proxy does */
-#define S_PURGE_EVERY_MS 250
-#define S_ID_HEX_MAX     (2 * 256 + 1)
-#define S_FRAMES_MAX     8
-#define S_KEY_TXT        41   /* Z85 public key, 40 characters, as ZAP's User-Id */
-#define S_KEYS_SETTLE_MS 2000 /* re-read the clients directory until it is this old */
-#define S_REFUSAL_LOG_MS 1000 /* at most one log line per refusal reason this often */
-#define S_ZAP_ENDPOINT   "inproc://zeromq.zap.01" /* where libzmq asks (RFC 27) */
-#define S_REBIND_ATTEMPTS 50 /* reopening the subscriber endpoint: tries, */
-#define S_REBIND_PAUSE_MS 10  /* and the pause between two */
-#define S_KEYS_RELOAD_MS 10 /* while the directory settles, re-read it at most this often */
+#define S_PROGRAM         "busd"
+#define S_PROXY_BURST     1000 /* messages moved per socket per poll, as zmq_proxy does */
+#define S_PURGE_EVERY_MS  250
+#define S_ID_HEX_MAX      (2 * 256 + 1)
+#define S_FRAMES_MAX      8
+#define S_KEY_TXT         41   /* Z85 public key, 40 characters, as ZAP's User-Id */
+#define S_KEYS_SETTLE_MS  2000 /* re-read the clients directory until it is this old */
+#define S_REFUSAL_LOG_MS  1000 /* at most one log line per refusal reason this often */
+#define S_ZAP_ENDPOINT    "inproc://zeromq.zap.01" /* where libzmq asks (RFC 27) */
+#define S_REBIND_ATTEMPTS 50                       /* reopening the subscriber endpoint: tries, */
+#define S_REBIND_PAUSE_MS 10                       /* and the pause between two */
+#define S_KEYS_RELOAD_MS  100 /* while the directory settles, re-read it at most this often */
 
 static const bus_opt_t s_options[] = {
     {"pub-bind", BUS_OPT_STR, BUS_DEFAULT_PUB_ENDPOINT, 0, 0,
@@ -76,8 +76,8 @@ typedef struct s_service s_service_t;
 /*  One enrolled key: its identity and what busd derives from it once, not per message. */
 typedef struct {
     bus_identity_t id;
-    char user[S_KEY_TXT];        /* the Z85 public key (ZAP User-Id) */
-    char file[BUS_ID_FILE_MAX];  /* certificate file name in the clients directory */
+    char user[S_KEY_TXT];       /* the Z85 public key (ZAP User-Id) */
+    char file[BUS_ID_FILE_MAX]; /* certificate file name in the clients directory */
     char frame[BUS_ID_FRAME_MAX + 1];
     size_t frame_len;
     char topics[2][BUS_ID_NAME_MAX + 16]; /* a register's own "device.S.R." and "node.S.R." */
@@ -94,8 +94,8 @@ typedef enum {
 } s_refusal_t;
 
 static const char *const s_refusal_names[S_REF__COUNT] = {
-    "refused_unknown_key", "refused_not_service", "refused_service_name",
-    "refused_publish_topic", "refused_publish_src"};
+    "refused_unknown_key", "refused_not_service", "refused_service_name", "refused_publish_topic",
+    "refused_publish_src"};
 
 typedef struct {
     zframe_t *identity;
@@ -114,12 +114,12 @@ struct s_service {
 
 typedef struct {
     zsock_t *xsub, *xpub, *router;
-    zsock_t *zap;        /* the ZAP handler (REP), NULL when unchecked */
+    zsock_t *zap;         /* the ZAP handler (REP), NULL when unchecked */
     bus_config_t *config; /* borrowed from main: the endpoints to (re)bind */
     bus_conn_cfg_t policy;
-    bool unchecked;      /* no identities (--insecure, --unsafe-any-client-key) */
-    char *clients_dir;   /* NULL when unchecked */
-    zhashx_t *keys;      /* Z85 public key -> s_key_t */
+    bool unchecked;    /* no identities (--insecure, --unsafe-any-client-key) */
+    char *clients_dir; /* NULL when unchecked */
+    zhashx_t *keys;    /* Z85 public key -> s_key_t */
     struct timespec keys_mtime;
     int64_t keys_loaded; /* when the clients directory was last read (monotonic ms) */
     s_key_t unchecked_key;
@@ -266,8 +266,8 @@ static void s_keys_refresh(s_busd_t *self)
         memset(&st, 0, sizeof(st)); /* gone: read as empty, below */
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    int64_t age_ms = (now.tv_sec - st.st_mtim.tv_sec) * 1000 +
-                     (now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
+    int64_t age_ms =
+        (now.tv_sec - st.st_mtim.tv_sec) * 1000 + (now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
     bool changed = !self->keys || st.st_mtim.tv_sec != self->keys_mtime.tv_sec ||
                    st.st_mtim.tv_nsec != self->keys_mtime.tv_nsec;
     if (!changed &&
@@ -295,8 +295,8 @@ static void s_keys_refresh(s_busd_t *self)
     zlistx_t *gone = zlistx_new();
     for (s_worker_t *w = zhashx_first(self->workers); w && gone; w = zhashx_next(self->workers)) {
         const s_key_t *k = w->user[0] ? zhashx_lookup(self->keys, w->user) : NULL;
-        if (w->user[0] && (!k || k->id.role != BUS_ROLE_SERVICE ||
-                           strcmp(k->id.name, w->service->name) != 0))
+        if (w->user[0] &&
+            (!k || k->id.role != BUS_ROLE_SERVICE || strcmp(k->id.name, w->service->name) != 0))
             zlistx_add_end(gone, w);
     }
     for (s_worker_t *w = gone ? zlistx_first(gone) : NULL; w; w = zlistx_next(gone))
@@ -334,10 +334,10 @@ static const s_key_t *s_caller(s_busd_t *self, zmq_msg_t *part)
 static const struct {
     const char *prefix;
     const char *owner;
-} s_owned_topics[] = {{"sale.", "sales"},        {"register.", "sales devices"},
-                      {"stock.", "inventory"},   {"catalog.", "inventory"},
-                      {"report.", "reporting"},  {"payment.", "payments"},
-                      {"device.", NULL},         {"node.", NULL}};
+} s_owned_topics[] = {{"sale.", "sales"},       {"register.", "sales devices"},
+                      {"stock.", "inventory"},  {"catalog.", "inventory"},
+                      {"report.", "reporting"}, {"payment.", "payments"},
+                      {"device.", NULL},        {"node.", NULL}};
 
 /*  The services that own topic: their names, "" for a back-office topic no service owns alone
     (device.*, node.*), NULL for any other topic. */
@@ -481,8 +481,8 @@ static void s_reply_error(s_busd_t *self, zframe_t *client, zframe_t *corr, cons
 }
 
 /*  busd's own methods: health, stats, services, whoami. */
-static void s_self_request(s_busd_t *self, const s_key_t *caller, zframe_t *client,
-                           zframe_t *corr, zframe_t *payload)
+static void s_self_request(s_busd_t *self, const s_key_t *caller, zframe_t *client, zframe_t *corr,
+                           zframe_t *payload)
 {
     bus_msg_t *req =
         bus_msg_decode(zframe_data(payload), zframe_size(payload), NULL, &self->codec, NULL);
@@ -549,8 +549,7 @@ static void s_self_request(s_busd_t *self, const s_key_t *caller, zframe_t *clie
 /*  Pick the instance for a request: round-robin over the service's live instances, or the one
     named after '@'. Sends to it; an instance whose connection is gone is removed and the next
     one tried. */
-static void s_client_request(s_busd_t *self, const s_key_t *caller, zframe_t *client,
-                             zmsg_t *msg)
+static void s_client_request(s_busd_t *self, const s_key_t *caller, zframe_t *client, zmsg_t *msg)
 {
     zframe_t *service_f = zmsg_next(msg);
     zframe_t *corr = zmsg_next(msg);
@@ -578,8 +577,8 @@ static void s_client_request(s_busd_t *self, const s_key_t *caller, zframe_t *cl
         return;
     }
     s_service_t *svc = zhashx_lookup(self->services, target);
-    const void *data[] = {BUS_PROTO_WORKER,    BUS_CMD_REQ,   zframe_data(client),
-                          zframe_data(corr),   caller->frame, zframe_data(payload)};
+    const void *data[] = {BUS_PROTO_WORKER,  BUS_CMD_REQ,   zframe_data(client),
+                          zframe_data(corr), caller->frame, zframe_data(payload)};
     size_t len[] = {strlen(BUS_PROTO_WORKER), strlen(BUS_CMD_REQ), zframe_size(client),
                     zframe_size(corr),        caller->frame_len,   zframe_size(payload)};
     while (svc && zlistx_size(svc->workers) > 0) {
@@ -655,8 +654,7 @@ static void s_worker_heartbeat(s_busd_t *self, const s_key_t *caller, zframe_t *
     }
 }
 
-static void s_worker_message(s_busd_t *self, const s_key_t *caller, zframe_t *identity,
-                             zmsg_t *msg)
+static void s_worker_message(s_busd_t *self, const s_key_t *caller, zframe_t *identity, zmsg_t *msg)
 {
     char key[S_ID_HEX_MAX];
     s_hex(identity, key);

@@ -542,7 +542,8 @@ static int s_park(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, vo
                                  "request id must be letters, digits, '-' or '_'");
     if (!bus_service_caller_is(svc, store, reg)) {
         bus_stats_inc(self->c_other_register, 1);
-        return bus_service_error(svc, BUS_ERR_FORBIDDEN, "register %s may park only its own tickets",
+        return bus_service_error(svc, BUS_ERR_FORBIDDEN,
+                                 "register %s may park only its own tickets",
                                  bus_service_caller(svc)->name);
     }
     int known = s_store_known(self, svc, store);
