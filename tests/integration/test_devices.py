@@ -48,7 +48,7 @@ def node_list(*args):
     r = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "node", "list", "--format", "json",
                         *args], capture_output=True, text=True, timeout=60)
     c.check(r.returncode == 0, f"posctl node list {' '.join(args)} exits 0 ({r.stderr.strip()})")
-    try:
+    try:  # in the order listed
         return {f"{n['store']}.{n['register']}": n for n in json.loads(r.stdout)["nodes"]}
     except (ValueError, KeyError):
         c.fail(f"posctl node list: no JSON nodes in {r.stdout!r}")
@@ -219,6 +219,42 @@ n = node_list().get("S1.R01", {})
 c.check(n.get("last_seq") == 4 and n.get("devices") == DEVICES,
         f"nothing of the bad bodies was written: {n}")
 c.check(st.wait_healthy(["devices"]), "devices still healthy")
+
+# --- a second store, sorted listing, pages ------------------------------------------------------
+st.posctl("store", "add", "S2", "Second store", check=True)
+s2 = Bus(st, st.key("register", "S2.R01"))
+r = s2.call("devices", "node.hello", {"version": "2.0.0", "devices": [], "config_version": 1})
+c.check(r["type"] == "reply", f"a register of store S2 says hello: {r['body']}")
+c.eq(list(node_list()), ["S1.R01", "S1.R02", "S2.R01"], "every store's nodes, by store and register")
+c.eq(list(node_list("--store", "S2")), ["S2.R01"], "one store's nodes")
+seen, after, pages = [], None, 0
+while pages < 10:
+    body = {"count": 1, **({"after": after} if after else {})}
+    page = ops.call("devices", "node.list", body)["body"]
+    pages += 1
+    seen += [f"{n['store']}.{n['register']}" for n in page.get("nodes", [])]
+    if not page.get("more"):
+        break
+    after = page.get("last")
+c.check(seen == ["S1.R01", "S1.R02", "S2.R01"] and pages == 3,
+        f"node.list pages of one node follow each other with after = last: {seen} in {pages} pages")
+r = ops.call("devices", "node.list", {"after": "S1"})
+c.check(is_error(r, "bad_request"), f"node.list with a malformed after: {r['body']}")
+
+# --- Redis down: unavailable, never a crash; back when Redis is ---------------------------------
+HB = {"last_seq": 4, "unsynced": 1, "config_version": 8}
+st.kill("redis")
+r = r01.call("devices", "node.heartbeat", HB, timeout=10)
+c.check(is_error(r, "unavailable") and r["body"].get("retry_ms", 0) > 0,
+        f"a heartbeat while Redis is down is answered unavailable with a retry hint: {r['body']}")
+r = ops.call("devices", "node.list", {}, timeout=10)
+c.check(is_error(r, "unavailable"), f"and so is node.list: {r['body']}")
+st.start_redis()
+c.check(wait_for(lambda: r01.call("devices", "node.heartbeat", HB, timeout=10)["type"] == "reply",
+                 15, "a heartbeat answered after Redis restarted"),
+        "heartbeats are answered again once Redis is back")
+c.check(node_list().get("S1.R01", {}).get("online") is True, "R01 listed online again")
+c.check(counters().get("redis_errors", 0) >= 2, "Redis failures counted (redis_errors)")
 
 st.stop_all(c)
 c.finish()

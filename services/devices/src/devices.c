@@ -45,9 +45,11 @@
 #define S_DEV_KIND_MAX   32  /* bytes of a device kind */
 #define S_DEV_DETAIL_MAX 120 /* characters (UTF-8) of a device's health detail */
 /* 2^53 - 1: the largest integer the heartbeat script (Lua numbers are doubles) holds exactly */
-#define S_INT_MAX 9007199254740991LL
-#define S_WHY_MAX 160
-#define S_NUM_MAX 24
+#define S_INT_MAX    9007199254740991LL
+#define S_WHY_MAX    160
+#define S_NUM_MAX    24
+#define S_LIST_MAX   1000         /* rows of one node.list page */
+#define S_LIST_BYTES (512 * 1024) /* encoded rows of one page: well under the 1 MiB limit */
 
 static const bus_opt_t s_options[] = {
     {"service-name", BUS_OPT_STR, "devices", 0, 0, "name this service registers under"},
@@ -385,12 +387,25 @@ static int s_heartbeat(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
 
 /* ---- node.list ------------------------------------------------------------------------ */
 
+/*  A page of the listing being built: rows after `after` (store, register), at most want rows
+    and S_LIST_BYTES of encoded rows. */
+typedef struct {
+    bus_val_t *list;
+    bus_buf_t scratch;
+    size_t bytes;
+    int64_t want, now;
+    const char *after_store, *after_reg; /* NULL: from the first */
+    bool more;
+    char last[2 * BUS_ID_PART_MAX + 2]; /* "<store>.<register>" of the last row */
+} s_page_t;
+
 static int s_cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/*  The string elements of a set reply, sorted (borrowed from r); NULL when out of memory. */
+/*  The string elements of a set reply that are ids, sorted (borrowed from r); NULL when out of
+    memory. */
 static const char **s_sorted(const redisReply *r, size_t *n)
 {
     const char **out = calloc(r->elements + 1, sizeof(*out));
@@ -418,8 +433,8 @@ static bus_val_t *s_node_row(s_devices_t *self, const char *store, const char *r
         return NULL;
     int64_t hb = s_elem_int(h, 1);
     int64_t ago = hb > 0 ? now - hb : -1;
-    if (ago < -1)
-        ago = 0; /* clocks of two instances a little apart */
+    if (hb > 0 && ago < 0)
+        ago = 0; /* the clocks of two instances a little apart */
     bus_val_map_set_str(row, "store", store);
     bus_val_map_set_str(row, "register", reg);
     bus_val_map_set_str(row, "version",
@@ -441,53 +456,139 @@ static bus_val_t *s_node_row(s_devices_t *self, const char *store, const char *r
     return row;
 }
 
-/*  Append the rows of store's nodes to list, sorted by register. 0, or -1 after answering. */
-static int s_list_store(s_devices_t *self, bus_service_t *svc, const char *store, bus_val_t *list,
-                        int64_t now)
+/*  Add a row to the page unless the page is full (then more is set and row dropped).
+    Returns 1 added, 0 full, -1 out of memory. Takes row. */
+static int s_page_add(s_page_t *page, bus_val_t **row_p, const char *store, const char *reg)
 {
-    char set[BUS_KEY_MAX], regseq[BUS_KEY_MAX], key[BUS_KEY_MAX];
-    bus_key_nodes(set, store);
+    bus_buf_reset(&page->scratch);
+    if (bus_val_encode(*row_p, &page->scratch) != 0) {
+        bus_val_destroy(row_p);
+        return -1;
+    }
+    size_t n = bus_val_size(page->list);
+    if (n > 0 && ((int64_t)n >= page->want || page->bytes + page->scratch.len > S_LIST_BYTES)) {
+        page->more = true;
+        bus_val_destroy(row_p);
+        return 0;
+    }
+    page->bytes += page->scratch.len;
+    snprintf(page->last, sizeof(page->last), "%s.%s", store, reg);
+    return bus_val_arr_push(page->list, row_p) == 0 ? 1 : -1;
+}
+
+/*  Read the rows of regs (n registers of store) in one round trip: an HMGET of every node hash,
+    then one HMGET of their committed sequences. Fills replies[0..n] (the caller frees them).
+    0, or -1 after answering on svc. */
+static int s_read_nodes(s_devices_t *self, bus_service_t *svc, const char *store, const char **regs,
+                        size_t n, redisReply **replies)
+{
+    char key[BUS_KEY_MAX], regseq[BUS_KEY_MAX];
     bus_key_regseq(regseq, store);
+    const char **argv = calloc(n + 2, sizeof(*argv));
+    if (!argv)
+        return bus_service_error(svc, BUS_ERR_INTERNAL, "out of memory");
+    size_t queued = 0;
+    bool ok = true;
+    for (size_t i = 0; ok && i < n; i++) {
+        bus_key_node(key, store, regs[i]);
+        ok = bus_redis_append(self->redis,
+                              "HMGET %s version last_heartbeat_ms last_seq unsynced "
+                              "config_version devices",
+                              key) == 0;
+        queued += ok ? 1 : 0;
+    }
+    argv[0] = "HMGET";
+    argv[1] = regseq;
+    for (size_t i = 0; i < n; i++)
+        argv[i + 2] = regs[i];
+    if (ok) {
+        ok = bus_redis_appendargv(self->redis, (int)n + 2, argv, NULL) == 0;
+        queued += ok ? 1 : 0;
+    }
+    free(argv);
+    /* read every reply queued, even after a bad one, so the connection stays in step */
+    for (size_t i = 0; i < queued; i++)
+        replies[i] = bus_redis_get_reply(self->redis);
+    if (!ok)
+        return s_redis_failed(self, svc, NULL, "node read");
+    for (size_t i = 0; i <= n; i++) {
+        redisReply *r = replies[i];
+        size_t want = i < n ? 6 : n;
+        if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != want) {
+            replies[i] = NULL;
+            return s_redis_failed(self, svc, r, "node read");
+        }
+    }
+    return 0;
+}
+
+/*  Add the rows of store's nodes after page->after, sorted by register, until the page is full.
+    0, or -1 after answering on svc. */
+static int s_list_store(s_devices_t *self, bus_service_t *svc, const char *store, s_page_t *page)
+{
+    char set[BUS_KEY_MAX];
+    bus_key_nodes(set, store);
     redisReply *m = bus_redis_command(self->redis, "SMEMBERS %s", set);
     if (!s_reply_ok(m) || m->type != REDIS_REPLY_ARRAY)
         return s_redis_failed(self, svc, m, "node set");
-    size_t n = 0;
+    size_t n = 0, skip = 0;
     const char **regs = s_sorted(m, &n);
-    int rc = regs ? 0 : bus_service_error(svc, BUS_ERR_INTERNAL, "out of memory");
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        bus_key_node(key, store, regs[i]);
-        redisReply *h = bus_redis_command(
-            self->redis,
-            "HMGET %s version last_heartbeat_ms last_seq unsynced config_version devices", key);
-        if (!s_reply_ok(h) || h->type != REDIS_REPLY_ARRAY || h->elements != 6) {
-            rc = s_redis_failed(self, svc, h, "node read");
-            break;
-        }
-        redisReply *c = bus_redis_command(self->redis, "HGET %s %s", regseq, regs[i]);
-        if (!s_reply_ok(c)) {
-            freeReplyObject(h);
-            rc = s_redis_failed(self, svc, c, "committed sequence");
-            break;
-        }
+    redisReply **replies = calloc(n + 1, sizeof(*replies));
+    int rc = regs && replies ? 0 : bus_service_error(svc, BUS_ERR_INTERNAL, "out of memory");
+    bool same = page->after_store && strcmp(store, page->after_store) == 0;
+    while (rc == 0 && same && skip < n && strcmp(regs[skip], page->after_reg) <= 0)
+        skip++;
+    if (rc == 0 && skip < n)
+        rc = s_read_nodes(self, svc, store, regs + skip, n - skip, replies);
+    for (size_t i = skip; rc == 0 && i < n && !page->more; i++) {
+        const redisReply *seq = replies[n - skip];
+        const redisReply *c = seq->element[i - skip];
         int64_t committed = c->type == REDIS_REPLY_STRING ? strtoll(c->str, NULL, 10) : 0;
-        bus_val_t *row = s_node_row(self, store, regs[i], h, committed, now);
-        if (!row || bus_val_arr_push(list, &row) != 0)
+        bus_val_t *row = s_node_row(self, store, regs[i], replies[i - skip], committed, page->now);
+        if (!row || s_page_add(page, &row, store, regs[i]) < 0)
             rc = bus_service_error(svc, BUS_ERR_INTERNAL, "out of memory");
-        freeReplyObject(c);
-        freeReplyObject(h);
     }
+    for (size_t i = 0; replies && i <= n; i++)
+        if (replies[i])
+            freeReplyObject(replies[i]);
+    free(replies);
     free(regs);
     freeReplyObject(m);
     return rc;
 }
 
+/*  Parse "after" ("<store>.<register>") into buf: *store and *reg point into it. */
+static bool s_after_ok(const char *after, char *buf, size_t size, const char **store,
+                       const char **reg)
+{
+    if (!after || strlen(after) >= size)
+        return false;
+    snprintf(buf, size, "%s", after);
+    char *dot = strchr(buf, '.');
+    if (!dot)
+        return false;
+    *dot = '\0';
+    *store = buf;
+    *reg = dot + 1;
+    return bus_identity_id_ok(*store) && bus_identity_id_ok(*reg);
+}
+
 static int s_list(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
 {
     s_devices_t *self = arg;
-    const bus_val_t *sv = bus_val_map_get(bus_msg_body(req), "store");
+    const bus_val_t *body = bus_msg_body(req);
+    const bus_val_t *sv = bus_val_map_get(body, "store"), *av = bus_val_map_get(body, "after");
+    const bus_val_t *cv = bus_val_map_get(body, "count");
     const char *store = sv ? bus_val_get_str(sv, NULL) : NULL;
+    s_page_t page = {.want = S_LIST_MAX, .now = bus_now_ms()};
+    char after[2 * BUS_ID_PART_MAX + 2];
     if (sv && !bus_identity_id_ok(store))
         return s_bad(self, svc, "store: an id (letters, digits, '_')");
+    if (av && !s_after_ok(bus_val_get_str(av, NULL), after, sizeof(after), &page.after_store,
+                          &page.after_reg))
+        return s_bad(self, svc, "after: the \"last\" of the previous page (STORE.REGISTER)");
+    if (cv && (!bus_val_get_int(cv, &page.want) || page.want < 1 || page.want > S_LIST_MAX))
+        return s_bad(self, svc, "count: an integer from 1 to 1000");
     redisReply *stores = NULL;
     const char **ids = NULL;
     size_t n = 0;
@@ -501,17 +602,20 @@ static int s_list(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, vo
             return s_redis_failed(self, svc, stores, "store set");
         ids = s_sorted(stores, &n);
     }
-    bus_val_t *list = bus_val_new_arr();
-    int rc = ids && list ? 0 : bus_service_error(svc, BUS_ERR_INTERNAL, "out of memory");
-    int64_t now = bus_now_ms();
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = s_list_store(self, svc, ids[i], list, now);
+    page.list = bus_val_new_arr();
+    int rc = ids && page.list ? 0 : bus_service_error(svc, BUS_ERR_INTERNAL, "out of memory");
+    for (size_t i = 0; rc == 0 && i < n && !page.more; i++)
+        if (!page.after_store || strcmp(ids[i], page.after_store) >= 0)
+            rc = s_list_store(self, svc, ids[i], &page);
     if (rc == 0) {
-        bus_val_map_set_int(reply, "count", (int64_t)bus_val_size(list));
+        bus_val_map_set_int(reply, "count", (int64_t)bus_val_size(page.list));
         bus_val_map_set_int(reply, "offline_after_ms", self->offline_ms);
-        bus_val_map_set(reply, "nodes", &list);
+        bus_val_map_set(reply, "nodes", &page.list);
+        bus_val_map_set_str(reply, "last", page.last[0] ? page.last : (av ? after : ""));
+        bus_val_map_set_bool(reply, "more", page.more);
     }
-    bus_val_destroy(&list);
+    bus_val_destroy(&page.list);
+    bus_buf_free(&page.scratch);
     free(ids);
     if (stores)
         freeReplyObject(stores);

@@ -1,14 +1,16 @@
 /*  =========================================================================
     nodes.c - posctl node list: the registers the devices service knows
 
-    One request (devices node.list); json prints the reply as it is, table
-    and csv one row per node with the devices folded into one cell
-    ("name:health,..."), so a row stays one line a person or a script reads.
+    Asks devices for node.list and follows its pages (at most 1000 nodes or
+    512 KiB each), so a large fleet prints like a small one. json prints the
+    pages as one reply; table and csv one row per node with the devices
+    folded into one cell ("name:health,..."), so a row stays one line.
     =========================================================================
 */
 #include "posctl.h"
 
 #define S_DEVICES_CELL 1024
+#define S_PAGE_MAX     1000 /* the most rows node.list returns in one page */
 
 /*  "scanner:ok,printer:warn" for a node's devices. */
 static void s_devices_cell(const bus_val_t *devices, char *out, size_t size)
@@ -86,12 +88,16 @@ int posctl_node_list(bus_config_t *config)
     const char *store = bus_config_str(config, "store");
     if (store)
         bus_val_map_set_str(req, "store", store);
-    bus_msg_t *reply = posctl_call(client, "devices", "node.list", &req);
-    int rc = reply ? POSCTL_EXIT_OK : POSCTL_EXIT_FAIL;
-    if (reply && strcmp(format, "json") == 0)
-        posctl_print(bus_msg_body(reply), format);
-    else if (reply) {
-        const bus_val_t *nodes = bus_val_map_get(bus_msg_body(reply), "nodes");
+    bus_val_t *all = posctl_call_pages(client, "devices", "node.list", req, "nodes", "after",
+                                       S_PAGE_MAX, INT64_MAX);
+    bus_val_destroy(&req);
+    int rc = all ? POSCTL_EXIT_OK : POSCTL_EXIT_FAIL;
+    if (all)
+        bus_val_map_set_int(all, "count", (int64_t)bus_val_size(bus_val_map_get(all, "nodes")));
+    if (all && strcmp(format, "json") == 0)
+        posctl_print(all, format);
+    else if (all) {
+        const bus_val_t *nodes = bus_val_map_get(all, "nodes");
         bus_val_t *rows = s_rows(nodes);
         if (bus_val_size(nodes) == 0 && strcmp(format, "table") == 0)
             printf("no nodes%s%s\n", store ? " in store " : "", store ? store : "");
@@ -101,7 +107,7 @@ int posctl_node_list(bus_config_t *config)
             rc = POSCTL_EXIT_FAIL;
         bus_val_destroy(&rows);
     }
-    bus_msg_destroy(&reply);
+    bus_val_destroy(&all);
     bus_client_destroy(&client);
     return rc;
 }
