@@ -202,6 +202,8 @@ BAD = [
                         "devices": [{"name": "p", "kind": "printer", "health": "ok",
                                      "detail": "x" * 121}]}),
     ("node.heartbeat", {"last_seq": 1, "unsynced": 0, "config_version": 1, "store": 5}),
+    ("node.hello", {"version": "1.0", "config_version": 0,
+                    "devices": [DEVICES[0], dict(DEVICES[1], name="scanner")]}),
     ("node.hello", {"version": "v" * 33, "devices": [], "config_version": 0}),
     ("node.hello", {"version": "1.0", "devices": [], "config_version": -3}),
     ("node.hello", {"version": 1, "devices": [], "config_version": 0}),

@@ -168,6 +168,17 @@ static bool s_count_field(const bus_val_t *body, const char *key, int64_t *out, 
     return true;
 }
 
+/*  Is name the name of a device already in list? */
+static bool s_name_taken(const bus_val_t *list, const char *name)
+{
+    for (size_t i = 0; i < bus_val_size(list); i++) {
+        const char *other = bus_val_map_get_str(bus_val_arr_get(list, i), "name");
+        if (other && strcmp(other, name) == 0)
+            return true;
+    }
+    return false;
+}
+
 /*  Check a devices list and encode it, normalised ({name, kind, health, detail} each, nothing
     else), as MessagePack into out. 0, or -1 with why. */
 static int s_devices_encode(const bus_val_t *list, bus_buf_t *out, char *why, size_t size)
@@ -198,6 +209,9 @@ static int s_devices_encode(const bus_val_t *list, bus_buf_t *out, char *why, si
                      "devices[%zu]: name (1-%d letters, digits, '_', '-', '.') and kind (1-%d "
                      "letters, digits, '_', '-') required",
                      i, S_DEV_NAME_MAX, S_DEV_KIND_MAX);
+            rc = -1;
+        } else if (s_name_taken(norm, name)) {
+            snprintf(why, size, "devices[%zu]: name '%s' given twice", i, name);
             rc = -1;
         } else if (!health_ok) {
             snprintf(why, size, "devices[%zu]: health must be ok, warn, error or offline", i);
@@ -250,8 +264,10 @@ static int s_caller_node(s_devices_t *self, bus_service_t *svc, const bus_val_t 
         snprintf(node->reg, sizeof(node->reg), "%s", me->reg);
         return 0;
     }
-    if (me->role != BUS_ROLE_UNCHECKED || !store || !reg)
+    if (me->role != BUS_ROLE_UNCHECKED) /* the method table lets only registers this far */
         return bus_service_error(svc, BUS_ERR_FORBIDDEN, "only a register's key may do this");
+    if (!store || !reg)
+        return s_bad(self, svc, "without identities (development), store and register required");
     snprintf(node->store, sizeof(node->store), "%s", store);
     snprintf(node->reg, sizeof(node->reg), "%s", reg);
     return 0;
