@@ -608,6 +608,23 @@ bus_val_t *bus_val_map_value(const bus_val_t *self, size_t index)
     return self->u.m.entries[index].val;
 }
 
+void bus_val_map_pick(const bus_val_t *self, const char *const *names, int n,
+                      const bus_val_t **out)
+{
+    for (int k = 0; k < n; k++)
+        out[k] = NULL;
+    if (!self || self->type != BUS_VAL_MAP)
+        return;
+    for (size_t i = 0; i < self->u.m.len; i++) {
+        const char *key = self->u.m.entries[i].key;
+        for (int k = 0; k < n; k++)
+            if (key[0] == names[k][0] && strcmp(key, names[k]) == 0) {
+                out[k] = self->u.m.entries[i].val;
+                break;
+            }
+    }
+}
+
 bool bus_val_equal(const bus_val_t *a, const bus_val_t *b)
 {
     if (!a || !b)

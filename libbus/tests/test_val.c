@@ -473,6 +473,26 @@ static void s_test_json(void)
     bus_val_destroy(&m);
 }
 
+/*  One pass picks every named field; absent names and non-maps give NULL. */
+static void s_test_pick(void)
+{
+    bus_val_t *m = bus_val_new_map();
+    bus_val_map_set_int(m, "qty", 3);
+    bus_val_map_set_str(m, "sku", "RICE5");
+    bus_val_map_set_int(m, "amount", 4990);
+    static const char *const names[] = {"sku", "amount", "missing", "qty"};
+    const bus_val_t *v[4];
+    bus_val_map_pick(m, names, 4, v);
+    int64_t qty = 0, amount = 0;
+    bus_val_get_int(v[3], &qty);
+    bus_val_get_int(v[1], &amount);
+    CHECK(v[0] && strcmp(bus_val_get_str(v[0], NULL), "RICE5") == 0 && amount == 4990 && !v[2] && qty == 3,
+          "pick finds each named field and NULL for an absent one");
+    bus_val_map_pick(bus_val_map_get(m, "qty"), names, 4, v);
+    CHECK(!v[0] && !v[1] && !v[2] && !v[3], "pick on a value that is not a map gives NULLs");
+    bus_val_destroy(&m);
+}
+
 int main(void)
 {
     s_test_ints();
@@ -484,5 +504,6 @@ int main(void)
     s_test_take();
     s_test_hostile();
     s_test_json();
+    s_test_pick();
     return FINISH("test_val");
 }

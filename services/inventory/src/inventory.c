@@ -1069,24 +1069,6 @@ static void s_sale_clear(s_sale_t *s)
     memset(s, 0, sizeof(*s));
 }
 
-/*  The values of map m under names[0..n) (NULL when absent), in one pass over m: a line has a
-    dozen keys, and a lookup per name would walk them once per name. */
-static void s_pick(const bus_val_t *m, const char *const *names, int n, const bus_val_t **out)
-{
-    for (int k = 0; k < n; k++)
-        out[k] = NULL;
-    if (bus_val_type(m) != BUS_VAL_MAP)
-        return;
-    for (size_t i = 0; i < bus_val_size(m); i++) {
-        const char *key = bus_val_map_key(m, i);
-        for (int k = 0; k < n; k++)
-            if (key[0] == names[k][0] && strcmp(key, names[k]) == 0) {
-                out[k] = bus_val_map_value(m, i);
-                break;
-            }
-    }
-}
-
 /*  Decode the sale document of a stream entry and check it line by line into out. 0 if it can
     apply; -1 with the reason in why if it never will (it is then parked, not retried). */
 static int s_sale_of(const bus_stream_entry_t *e, s_sale_t *out, char *why, size_t size)
@@ -1124,7 +1106,7 @@ static int s_sale_of(const bus_stream_entry_t *e, s_sale_t *out, char *why, size
         bus_val_t *l = bus_val_arr_get(lines, i);
         const bus_val_t *v[4];
         bool voided = false;
-        s_pick(l, names, 4, v);
+        bus_val_map_pick(l, names, 4, v);
         bus_val_get_bool(v[0], &voided);
         if (bus_val_type(l) == BUS_VAL_MAP && voided)
             continue;

@@ -177,24 +177,6 @@ typedef struct {
     s_tender_t tenders[S_TENDERS_MAX];
 } s_sale_t;
 
-/*  The values of map m under names[0..n) (NULL when absent), in one pass over m: a line has a
-    dozen keys, and a lookup per name would walk them a dozen times. */
-static void s_pick(const bus_val_t *m, const char *const *names, int n, const bus_val_t **out)
-{
-    for (int k = 0; k < n; k++)
-        out[k] = NULL;
-    if (bus_val_type(m) != BUS_VAL_MAP)
-        return;
-    for (size_t i = 0; i < bus_val_size(m); i++) {
-        const char *key = bus_val_map_key(m, i);
-        for (int k = 0; k < n; k++)
-            if (key[0] == names[k][0] && strcmp(key, names[k]) == 0) {
-                out[k] = bus_val_map_value(m, i);
-                break;
-            }
-    }
-}
-
 /*  Is v an int within -max..max? Sets *out. */
 static bool s_bounded(const bus_val_t *v, int64_t max, int64_t *out)
 {
@@ -229,7 +211,7 @@ static bool s_line_ok(const bus_val_t *l, size_t i, s_line_t *out, s_reason_t *w
     if (bus_val_type(l) != BUS_VAL_MAP)
         return s_refuse(why, "line %zu is not a map", i);
     const bus_val_t *v[S_L_COUNT];
-    s_pick(l, s_line_keys, S_L_COUNT, v);
+    bus_val_map_pick(l, s_line_keys, S_L_COUNT, v);
     out->voided = false;
     if (v[S_L_VOIDED] && !bus_val_get_bool(v[S_L_VOIDED], &out->voided))
         return s_refuse(why, "line %zu: voided is not a bool", i);
@@ -265,7 +247,7 @@ static bool s_tender_ok(const bus_val_t *t, size_t i, s_tender_t *out, s_reason_
 {
     static const char *const keys[] = {"kind", "amount"};
     const bus_val_t *v[2];
-    s_pick(t, keys, 2, v);
+    bus_val_map_pick(t, keys, 2, v);
     out->kind = bus_val_get_str(v[0], NULL);
     if (pos_tender_parse(out->kind) < 0)
         return s_refuse(why, "tender %zu: kind missing or unknown", i);
@@ -301,7 +283,7 @@ static bool s_sale_ok(const bus_val_t *s, s_sale_t *out, s_reason_t *why)
     if (bus_val_type(s) != BUS_VAL_MAP)
         return s_refuse(why, "payload is not a map");
     const bus_val_t *v[S_S_COUNT];
-    s_pick(s, s_sale_keys, S_S_COUNT, v);
+    bus_val_map_pick(s, s_sale_keys, S_S_COUNT, v);
     const char *kind = bus_val_get_str(v[S_S_KIND], NULL);
     if (!bus_val_get_int(v[S_S_TS], &out->ts) || out->ts < 0 || out->ts > S_TS_MAX)
         return s_refuse(why, "ts missing or not a time in ms");
