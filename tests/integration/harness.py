@@ -404,7 +404,7 @@ class Stack:
         """Run posctl to completion (text output). A sanitizer report on its stderr is a failed
         check whatever the exit code; check=True raises Failure on a non-zero exit."""
         argv = [f"{BIN}/posctl"]
-        if args[0] in KEY_COMMANDS:
+        if args[0] in KEY_COMMANDS and args[:2] != ("node", "list"):
             argv += ["--keys-dir", self.keys]
         else:
             argv += self.conn_args()

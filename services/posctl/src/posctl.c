@@ -9,6 +9,8 @@
                                 (service, operator, consumer) for each NAME, in --keys-dir
     posctl node enroll|revoke STORE REGISTER   a register's key: create or enrol it again
                                 (prints the files to carry to the register), or revoke it
+    posctl node list [--store S]   registers known to the devices service: online, last
+                                heartbeat, unsynced sales, config version, device health
     posctl keys list|enrol|revoke   enrolled keys with role and name (--format table|csv|json);
                                 enrol ROLE NAME again, revoke ROLE NAME (the key files stay)
     posctl store add STORE [NAME]
@@ -62,6 +64,7 @@ static void s_usage(bus_config_t *config)
         "                           its service), operator or consumer\n"
         "  node enroll STORE REG    a register's key (or its existing key enrolled again)\n"
         "  node revoke STORE REG    refuse a register (its key files stay)\n"
+        "  node list [--store S]    registers: online, heartbeat, unsynced, devices\n"
         "  keys list                enrolled keys: role, name, store, register, created, key\n"
         "                           (--format table|csv|json)\n"
         "  keys enrol|revoke ROLE NAME   enrol an existing key again, or refuse it\n"
