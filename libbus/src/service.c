@@ -92,6 +92,24 @@ struct bus_service {
     bus_buf_t buf;
 };
 
+int bus_service_redis_failed(bus_service_t *self, struct bus_redis *redis, redisReply *r,
+                             int retry_ms, const char *what)
+{
+    int rc;
+    if (!r || bus_redis_reply_transient(r)) {
+        const char *err = r ? r->str : bus_redis_errstr(redis);
+        bus_warn("service.redis", "service=%s %s: %s", self->name, what, err);
+        rc = bus_service_unavailable(self, retry_ms, "storage unavailable, retry: %s", err);
+    } else {
+        bus_error("service.redis", "service=%s %s: unexpected reply: %s", self->name, what,
+                  r->type == REDIS_REPLY_ERROR ? r->str : "?");
+        rc = bus_service_error(self, BUS_ERR_INTERNAL, "%s failed", what);
+    }
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
 static int s_health(bus_service_t *self, const bus_msg_t *req, bus_val_t *reply, void *arg);
 static int s_stats(bus_service_t *self, const bus_msg_t *req, bus_val_t *reply, void *arg);
 

@@ -110,6 +110,14 @@ int bus_service_error(bus_service_t *self, const char *code, const char *fmt, ..
    Returns -1. */
 int bus_service_unavailable(bus_service_t *self, int retry_ms, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Answer a Redis call that did not succeed, for a handler to return: no reply (connection lost,
+   or reconnecting in backoff) or an error reply that passes by itself (OOM, MISCONF, READONLY,
+   LOADING...) is "unavailable" with retry_ms (nothing was written, the client resends); any
+   other error reply is a bug on this side and "internal". Logs it, frees r (may be NULL) and
+   returns -1. what names the call in the log and the message. */
+struct redisReply;
+int bus_service_redis_failed(bus_service_t *self, struct bus_redis *redis, struct redisReply *r,
+                             int retry_ms, const char *what);
 
 /* Handle requests and heartbeats for up to timeout_ms (returns after the first batch of
    requests handled, or at the timeout). Returns the number of requests handled, -1 when

@@ -82,25 +82,11 @@ static bool s_reply_ok(const redisReply *r)
     return r && r->type != REDIS_REPLY_ERROR;
 }
 
-/*  Answer a Redis call that did not succeed: no reply or a transient error is `unavailable`
-    with a retry hint (nothing was written, or it was written idempotently: the node resends);
-    any other error reply is a bug here and `internal`. Frees r (may be NULL); returns -1. */
+/*  bus_service_redis_failed, counted. */
 static int s_redis_failed(s_devices_t *self, bus_service_t *svc, redisReply *r, const char *what)
 {
     bus_stats_inc(self->c_redis_errors, 1);
-    int rc;
-    if (!r || bus_redis_reply_transient(r)) {
-        const char *err = r ? r->str : bus_redis_errstr(self->redis);
-        bus_warn("devices.redis", "%s: %s", what, err);
-        rc = bus_service_unavailable(svc, S_RETRY_MS, "storage unavailable, retry: %s", err);
-    } else {
-        bus_error("devices.redis", "%s: unexpected reply: %s", what,
-                  r->type == REDIS_REPLY_ERROR ? r->str : "?");
-        rc = bus_service_error(svc, BUS_ERR_INTERNAL, "%s failed", what);
-    }
-    if (r)
-        freeReplyObject(r);
-    return rc;
+    return bus_service_redis_failed(svc, self->redis, r, S_RETRY_MS, what);
 }
 
 static int s_bad(s_devices_t *self, bus_service_t *svc, const char *why)

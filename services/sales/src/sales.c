@@ -80,26 +80,11 @@ static bool s_reply_ok(const redisReply *r)
     return r && r->type != REDIS_REPLY_ERROR;
 }
 
-/*  Answer a Redis call that did not succeed. No reply (connection lost, or reconnecting in
-    backoff) or an error reply that passes by itself (OOM, MISCONF, READONLY, LOADING...) is
-    `unavailable` with a retry hint: nothing was written, the client resends. Any other error
-    reply is a bug on this side and `internal`. Frees r (may be NULL); returns -1. */
+/*  bus_service_redis_failed, counted. */
 static int s_redis_failed(s_sales_t *self, bus_service_t *svc, redisReply *r, const char *what)
 {
     bus_stats_inc(self->c_redis_errors, 1);
-    int rc;
-    if (!r || bus_redis_reply_transient(r)) {
-        const char *err = r ? r->str : bus_redis_errstr(self->redis);
-        bus_warn("sales.redis", "%s: %s", what, err);
-        rc = bus_service_unavailable(svc, S_RETRY_MS, "storage unavailable, retry: %s", err);
-    } else {
-        bus_error("sales.redis", "%s: unexpected reply: %s", what,
-                  r->type == REDIS_REPLY_ERROR ? r->str : "?");
-        rc = bus_service_error(svc, BUS_ERR_INTERNAL, "%s failed", what);
-    }
-    if (r)
-        freeReplyObject(r);
-    return rc;
+    return bus_service_redis_failed(svc, self->redis, r, S_RETRY_MS, what);
 }
 
 /*  Element i of an array reply as a string, or NULL if it is not one. */
