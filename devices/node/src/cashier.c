@@ -6,7 +6,7 @@
     memory-hard hash buys is cost per guess and per table (no precomputed
     tables, every cashier attacked separately); what protects the live
     register is the lockout. scrypt with N = 2^13, r = 8, p = 1 takes 8 MiB
-    and about 40 ms on the reference machine (docs/cashier.md): slow enough
+    and about 45 ms on the build host (docs/cashier.md): slow enough
     to make a brute force of one cashier cost ~50 core-days at 8 digits,
     fast enough that a login or an approval at the till is not felt.
 
@@ -33,7 +33,7 @@
 
 #include "node/cashier.h"
 
-#define S_SCRYPT_LOG2_N  13 /* N = 8192: with r = 8, 8 MiB and ~40 ms per hash */
+#define S_SCRYPT_LOG2_N  13 /* N = 8192: with r = 8, 8 MiB and ~45 ms per hash */
 #define S_SCRYPT_R       8
 #define S_SCRYPT_P       1
 #define S_SALT_BYTES     16
