@@ -134,20 +134,23 @@ static bool s_parse_uint(const char **s, uint64_t max, uint64_t *out)
     return true;
 }
 
-/*  Decode len characters of padded base64 at src into out (cap bytes). The byte count, or -1
-    if malformed or too long. */
+/*  Decode len characters of padded base64 at src into out (cap bytes, at most S_MAX_BYTES).
+    The byte count, or -1 if malformed, too long or not in canonical form (EVP_DecodeBlock
+    skips spaces and ignores the unused low bits of the last character: one hash would have
+    many spellings). */
 static long s_b64_decode(const char *src, size_t len, uint8_t *out, size_t cap)
 {
-    if (len == 0 || len % 4 != 0 || len / 4 * 3 > cap)
+    char again[S_MAX_BYTES / 3 * 4 + 8];
+    if (len < 4 || len % 4 != 0 || len / 4 * 3 > cap || cap > S_MAX_BYTES)
         return -1;
     size_t pad = (src[len - 1] == '=') + (src[len - 2] == '=');
-    for (size_t i = 0; i < len - pad; i++)
-        if (src[i] == '=')
-            return -1;
     int n = EVP_DecodeBlock(out, (const unsigned char *)src, (int)len);
-    if (n < 0)
+    if (n < (int)pad)
         return -1;
-    return (long)((size_t)n - pad);
+    n -= (int)pad;
+    if (EVP_EncodeBlock((unsigned char *)again, out, n) != (int)len || memcmp(again, src, len) != 0)
+        return -1;
+    return n;
 }
 
 /*  Parse a stored hash string into p. false if it is not one this library can check. */

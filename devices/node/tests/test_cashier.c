@@ -100,8 +100,15 @@ static void t_pins(void)
     edit[strlen(edit) - 3] = '!';
     CHECK(!node_pin_verify("1234", edit), "bad base64 refused");
     snprintf(edit, sizeof(edit), "%s", a);
-    edit[strlen(edit) - 2] ^= 1;
-    CHECK(!node_pin_verify("1234", edit), "one changed hash character refused");
+    edit[strlen(edit) - 10] = edit[strlen(edit) - 10] == 'A' ? 'B' : 'A';
+    CHECK(node_pin_hash_valid(edit) && !node_pin_verify("1234", edit),
+          "one changed hash character: well-formed, does not verify");
+    snprintf(edit, sizeof(edit), "%s", a);
+    char *last = edit + strlen(edit) - 2; /* its low 2 bits are padding */
+    *last = (char)(*last == 'A' ? 'B' : *last == 'B' ? 'A' : *last == 'z' ? 'y' : *last ^ 1);
+    CHECK(!node_pin_hash_valid(edit), "base64 with padding bits set refused (one spelling only)");
+    snprintf(edit, sizeof(edit), "%.41s    %s", a, a + 41);
+    CHECK(!node_pin_hash_valid(edit), "spaces inside the base64 refused: %s", edit);
     const char *malformed[] = {
         NULL,
         "",
