@@ -871,8 +871,8 @@ out_free_table:
 
 int node_catalog_load(node_catalog_t *self, const char *path)
 {
-    uint8_t *data;
-    size_t size;
+    uint8_t *data = NULL;
+    size_t size = 0;
     if (s_read_file(self, path, &data, &size) != 0)
         return -1;
     char why[NODE_CATALOG_REASON_MAX - 64];
