@@ -82,7 +82,8 @@ typedef struct {
     node_catalog_item_t *items;
     size_t count, cap;
     uint32_t *by_sku, *by_code; /* item number + 1; 0 = empty slot */
-    size_t slots;               /* a power of two, at least twice count */
+    size_t slots;               /* a power of two, at least twice count and code_used */
+    size_t code_used;           /* filled by_code slots: a replaced barcode leaves one behind */
     s_chunk_t *chunks;
     int64_t version;
 } s_table_t;
@@ -200,9 +201,12 @@ static void s_index(s_table_t *self, size_t n, bool barcode)
         if (strcmp(s_key(&self->items[index[i] - 1], barcode), key) == 0)
             return;
     index[i] = (uint32_t)n + 1;
+    if (barcode)
+        self->code_used++;
 }
 
-/*  Make room for one more item: the item array and, past half full, both indexes. */
+/*  Make room for one more item and one more barcode slot: the item array and, past half full,
+    both indexes (rebuilt, which also drops the barcode slots of replaced barcodes). */
 static int s_reserve(s_table_t *self)
 {
     if (self->count == self->cap) {
@@ -213,9 +217,10 @@ static int s_reserve(s_table_t *self)
         self->items = items;
         self->cap = cap;
     }
-    if ((self->count + 1) * 2 <= self->slots)
+    if ((self->count + 1) * 2 <= self->slots && (self->code_used + 1) * 2 <= self->slots)
         return 0;
-    size_t slots = self->slots * 2;
+    /* grow when the items need it; else only drop the slots replaced barcodes left behind */
+    size_t slots = (self->count + 1) * 2 > self->slots ? self->slots * 2 : self->slots;
     uint32_t *by_sku = calloc(slots, sizeof(*by_sku));
     uint32_t *by_code = calloc(slots, sizeof(*by_code));
     if (!by_sku || !by_code) {
@@ -228,6 +233,7 @@ static int s_reserve(s_table_t *self)
     self->by_sku = by_sku;
     self->by_code = by_code;
     self->slots = slots;
+    self->code_used = 0;
     for (size_t n = 0; n < self->count; n++) {
         s_index(self, n, false);
         s_index(self, n, true);
@@ -285,7 +291,7 @@ static int s_table_put(s_table_t *self, const node_catalog_item_t *item, bool re
         return -1;
     }
     *why = "out of memory";
-    if (found < 0 && s_reserve(self) != 0)
+    if (s_reserve(self) != 0)
         return -1;
     node_catalog_item_t copy = *item;
     copy.barcode = item->barcode ? item->barcode : "";

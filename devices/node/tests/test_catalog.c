@@ -254,6 +254,28 @@ static void t_put_rules(node_catalog_t *cat)
           "found under its new barcode at its new price, not under the old one");
 }
 
+/*  One item whose barcode is replaced many times more than the index has slots: every old
+    barcode leaves a slot behind, which the index must reclaim rather than fill up. */
+static void t_barcode_churn(void)
+{
+    node_catalog_t *cat = node_catalog_new();
+    node_catalog_item_t item = {
+        .sku = "CHURN", .name = "x", .unit = "pcs", .category = "c", .price = 1, .active = true};
+    char barcode[16];
+    int failed = 0;
+    for (int n = 0; n < 20000; n++) {
+        t_barcode(n, barcode);
+        item.barcode = barcode;
+        failed += node_catalog_put(cat, &item) != 0;
+    }
+    const node_catalog_item_t *now = node_catalog_lookup(cat, barcode, NULL);
+    t_barcode(19998, barcode);
+    CHECK(failed == 0 && node_catalog_count(cat) == 1 && now &&
+              !node_catalog_lookup(cat, barcode, NULL),
+          "20000 barcode changes of one item: found under the last only (%d failed)", failed);
+    node_catalog_destroy(&cat);
+}
+
 static void t_measure(node_catalog_t *cat)
 {
     int64_t *ns = malloc(sizeof(*ns) * T_LOOKUPS);
@@ -417,6 +439,7 @@ int main(void)
           "stale only for a version above 7");
 
     t_put_rules(cat);
+    t_barcode_churn();
     t_labels(cat);
     t_files(cat);
 
