@@ -415,10 +415,15 @@ uint64_t bus_redis_errors(bus_redis_t *self)
     return self->errors;
 }
 
+bool bus_redis_reply_ok(const redisReply *reply)
+{
+    return reply && reply->type != REDIS_REPLY_ERROR;
+}
+
 bool bus_redis_reply_transient(const redisReply *reply)
 {
-    static const char *const transient[] = {"OOM",        "READONLY", "MISCONF",     "LOADING",
-                                            "BUSY",       "NOREPLICAS", "MASTERDOWN", "TRYAGAIN",
+    static const char *const transient[] = {"OOM",         "READONLY",   "MISCONF",    "LOADING",
+                                            "BUSY",        "NOREPLICAS", "MASTERDOWN", "TRYAGAIN",
                                             "CLUSTERDOWN", NULL};
     if (!reply || reply->type != REDIS_REPLY_ERROR || !reply->str)
         return false;

@@ -77,6 +77,8 @@ int bus_redis_append_evalsha(bus_redis_t *self, int script, int nkeys, int argc,
                              const size_t *argvlen);
 redisReply *bus_redis_get_reply(bus_redis_t *self);
 
+/* Is reply a reply at all (the call reached Redis), and not an error? */
+bool bus_redis_reply_ok(const redisReply *reply);
 /* Is this error reply one that goes away by itself (Redis out of memory, a read-only replica,
    failed background save, loading, busy script, a cluster reconfiguring)? A caller answers
    those with BUS_ERR_UNAVAILABLE and a retry hint, never as a refusal of the request. False for

@@ -77,11 +77,6 @@ typedef struct {
 
 /* ---- Redis failures (as in sales) ------------------------------------------------ */
 
-static bool s_reply_ok(const redisReply *r)
-{
-    return r && r->type != REDIS_REPLY_ERROR;
-}
-
 /*  bus_service_redis_failed, counted. */
 static int s_redis_failed(s_devices_t *self, bus_service_t *svc, redisReply *r, const char *what)
 {
@@ -293,7 +288,7 @@ static int s_hello(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, v
                      strlen(version), strlen(cv),  devices.len};
     redisReply *r = bus_redis_evalsha(self->redis, self->hello, 2, 7, argv, lens);
     bus_buf_free(&devices);
-    if (!s_reply_ok(r) || r->type != REDIS_REPLY_INTEGER)
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_INTEGER)
         return s_redis_failed(self, svc, r, "hello");
     freeReplyObject(r);
     bus_stats_inc(self->c_hellos, 1);
@@ -361,7 +356,7 @@ static int s_heartbeat(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
                      strlen(last), strlen(uns), strlen(cv),     devices.len,      strlen(every)};
     redisReply *r = bus_redis_evalsha(self->redis, self->heartbeat, 3, 10, argv, lens);
     bus_buf_free(&devices);
-    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 4)
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 4)
         return s_redis_failed(self, svc, r, "heartbeat");
     for (size_t i = 0; i < 4; i++)
         if (r->element[i]->type != REDIS_REPLY_INTEGER)
@@ -516,7 +511,7 @@ static int s_read_nodes(s_devices_t *self, bus_service_t *svc, const char *store
     for (size_t i = 0; i <= n; i++) {
         redisReply *r = replies[i];
         size_t want = i < n ? 6 : n;
-        if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != want) {
+        if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != want) {
             replies[i] = NULL;
             return s_redis_failed(self, svc, r, "node read");
         }
@@ -531,7 +526,7 @@ static int s_list_store(s_devices_t *self, bus_service_t *svc, const char *store
     char set[BUS_KEY_MAX];
     bus_key_nodes(set, store);
     redisReply *m = bus_redis_command(self->redis, "SMEMBERS %s", set);
-    if (!s_reply_ok(m) || m->type != REDIS_REPLY_ARRAY)
+    if (!bus_redis_reply_ok(m) || m->type != REDIS_REPLY_ARRAY)
         return s_redis_failed(self, svc, m, "node set");
     size_t n = 0, skip = 0;
     const char **regs = s_sorted(m, &n);
@@ -600,7 +595,7 @@ static int s_list(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, vo
             ids[n++] = store;
     } else {
         stores = bus_redis_command(self->redis, "SMEMBERS %s", BUS_KEY_STORES);
-        if (!s_reply_ok(stores) || stores->type != REDIS_REPLY_ARRAY)
+        if (!bus_redis_reply_ok(stores) || stores->type != REDIS_REPLY_ARRAY)
             return s_redis_failed(self, svc, stores, "store set");
         ids = s_sorted(stores, &n);
     }

@@ -176,12 +176,6 @@ static int s_fail(s_inv_t *self, bus_service_t *svc, redisReply *r, const char *
     return rc;
 }
 
-/*  Is r a usable reply (not NULL, not an error)? */
-static bool s_reply_ok(const redisReply *r)
-{
-    return r && r->type != REDIS_REPLY_ERROR;
-}
-
 /* ---- paged replies --------------------------------------------------------- */
 
 /*  The byte budget of one page: max_bytes from the request within [S_PAGE_BYTES_MIN,
@@ -225,7 +219,7 @@ static bool s_cursor_ok(const char *cursor)
 static int s_store_check(s_inv_t *self, bus_service_t *svc, const char *store, const char *field)
 {
     redisReply *r = bus_redis_command(self->redis, "SISMEMBER %s %s", BUS_KEY_STORES, store);
-    if (!s_reply_ok(r) || r->type != REDIS_REPLY_INTEGER)
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_INTEGER)
         return s_fail(self, svc, r, "store lookup");
     bool known = r->integer == 1;
     freeReplyObject(r);
@@ -247,12 +241,12 @@ static int s_store_add(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
     if (s_text_why(why, sizeof(why), "name", name, POS_NAME_CHARS, false))
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "%s", why);
     redisReply *r = bus_redis_command(self->redis, "SADD %s %s", BUS_KEY_STORES, store);
-    if (!s_reply_ok(r))
+    if (!bus_redis_reply_ok(r))
         return s_fail(self, svc, r, "store.add");
     freeReplyObject(r);
     r = bus_redis_command(self->redis, "HSET %s name %s", bus_key_store(key, store),
                           name && *name ? name : store);
-    if (!s_reply_ok(r))
+    if (!bus_redis_reply_ok(r))
         return s_fail(self, svc, r, "store.add");
     freeReplyObject(r);
     bus_val_map_set_str(reply, "store", store);
@@ -410,7 +404,7 @@ static int s_import(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     snprintf(count, sizeof(count), "%zu", good);
     snprintf(nfields, sizeof(nfields), "%d", S_F_COUNT);
     redisReply *r = bus_redis_evalsha(self->redis, self->import, 3, (int)argc, argv, NULL);
-    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
         rc = s_fail(self, svc, r, "catalog.import");
         goto out_free;
     }
@@ -473,7 +467,7 @@ static redisReply *s_item(s_inv_t *self, const char *sku, bus_val_t **item)
     if (s_item_append(self->redis, sku) != 0)
         return NULL;
     redisReply *r = bus_redis_get_reply(self->redis);
-    if (s_reply_ok(r))
+    if (bus_redis_reply_ok(r))
         *item = s_item_from(r);
     return r;
 }
@@ -487,17 +481,17 @@ static int s_catalog_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *re
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "code (SKU or barcode) required");
     bus_val_t *item;
     redisReply *r = s_item(self, code, &item);
-    if (!s_reply_ok(r))
+    if (!bus_redis_reply_ok(r))
         return s_fail(self, svc, r, "catalog.get");
     freeReplyObject(r);
     if (!item) {
         r = bus_redis_command(self->redis, "HGET %s %s", BUS_KEY_CATALOG_BARCODE, code);
-        if (!s_reply_ok(r))
+        if (!bus_redis_reply_ok(r))
             return s_fail(self, svc, r, "catalog.get");
         if (r->type == REDIS_REPLY_STRING && s_sku_ok(r->str)) {
             redisReply *ri = s_item(self, r->str, &item);
             freeReplyObject(r);
-            if (!s_reply_ok(ri))
+            if (!bus_redis_reply_ok(ri))
                 return s_fail(self, svc, ri, "catalog.get");
             r = ri;
         }
@@ -524,7 +518,7 @@ static int s_snapshot(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "after: a SKU (or empty to start)");
     size_t budget = s_page_budget(body);
     redisReply *v = bus_redis_command(self->redis, "GET %s", BUS_KEY_CATALOG_VERSION);
-    if (!s_reply_ok(v))
+    if (!bus_redis_reply_ok(v))
         return s_fail(self, svc, v, "catalog.snapshot");
     int64_t version = v->type == REDIS_REPLY_STRING ? atoll(v->str) : 0;
     freeReplyObject(v);
@@ -534,7 +528,7 @@ static int s_snapshot(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply
     /* one more than asked for tells whether there is more */
     redisReply *r = bus_redis_command(self->redis, "ZRANGEBYLEX %s %s + LIMIT 0 %lld",
                                       BUS_KEY_CATALOG_INDEX, start, (long long)count + 1);
-    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
         return s_fail(self, svc, r, "catalog.snapshot");
     size_t want = r->elements < (size_t)count ? r->elements : (size_t)count, queued = 0;
     while (queued < want && s_item_append(self->redis, r->element[queued]->str) == 0)
@@ -547,7 +541,7 @@ static int s_snapshot(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply
     redisReply *failed = NULL;
     for (i = 0; i < queued; i++) {
         redisReply *ri = bus_redis_get_reply(self->redis);
-        if (!s_reply_ok(ri)) {
+        if (!bus_redis_reply_ok(ri)) {
             if (!failed)
                 failed = ri;
             else if (ri)
@@ -595,7 +589,7 @@ static int s_move(s_inv_t *self, bus_service_t *svc, const char *store, const ch
 {
     bus_val_t *item;
     redisReply *r = s_item(self, sku, &item);
-    if (!s_reply_ok(r))
+    if (!bus_redis_reply_ok(r))
         return s_fail(self, svc, r, "stock movement");
     freeReplyObject(r);
     if (!item)
@@ -617,7 +611,7 @@ static int s_move(s_inv_t *self, bus_service_t *svc, const char *store, const ch
                           thr,     S_MOVE_ID_TTL_S, qmax, bmax};
     r = bus_redis_evalsha(self->redis, self->move, 3, (int)(sizeof(argv) / sizeof(argv[0])), argv,
                           NULL);
-    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
         r->element[0]->type != REDIS_REPLY_STRING)
         return s_fail(self, svc, r, "stock movement");
     if (strcmp(r->element[0]->str, "bad") == 0) {
@@ -767,7 +761,7 @@ static redisReply *s_stock_scan(bus_redis_t *redis, const char *key, const char 
 {
     redisReply *r =
         bus_redis_command(redis, "HSCAN %s %s COUNT %lld", key, cursor, (long long)step);
-    if (s_reply_ok(r) &&
+    if (bus_redis_reply_ok(r) &&
         (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
          r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY)) {
         freeReplyObject(r);
@@ -803,7 +797,7 @@ static int s_stock_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
     bus_val_map_set_str(reply, "store", store);
     if (sku) {
         redisReply *r = bus_redis_command(self->redis, "HGET %s %s", key, sku);
-        if (!s_reply_ok(r))
+        if (!bus_redis_reply_ok(r))
             return s_fail(self, svc, r, "stock.get");
         bus_val_map_set_str(reply, "sku", sku);
         bus_val_map_set_int(reply, "qty", r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0);
@@ -816,7 +810,7 @@ static int s_stock_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
     bus_val_t *all = bus_val_new_map();
     do {
         redisReply *r = s_stock_scan(self->redis, key, next, step);
-        if (!s_reply_ok(r)) {
+        if (!bus_redis_reply_ok(r)) {
             bus_val_destroy(&all);
             return s_fail(self, svc, r, "stock.get");
         }
@@ -867,7 +861,7 @@ static int s_history(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply,
     /* one more than asked for tells whether there is more */
     redisReply *r = bus_redis_command(self->redis, "XREVRANGE %s %s - COUNT %lld",
                                       bus_key_moves(key, store, sku), end, (long long)count + 1);
-    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
         return s_fail(self, svc, r, "stock.history");
     bus_val_t *list = bus_val_new_arr();
     bus_buf_t scratch = {0};
@@ -950,7 +944,7 @@ static int64_t s_reorder_step(s_inv_t *self, const char *store, redisReply *pair
     bool down = sent < 2 * n;
     for (size_t c = 0; c < sent; c++) {
         got[c] = bus_redis_get_reply(self->redis);
-        if (!s_reply_ok(got[c]) || (c % 2 == 0 && got[c]->type != REDIS_REPLY_ARRAY)) {
+        if (!bus_redis_reply_ok(got[c]) || (c % 2 == 0 && got[c]->type != REDIS_REPLY_ARRAY)) {
             down = true;
             if (!*failed) {
                 *failed = got[c];
@@ -1025,7 +1019,7 @@ static int s_reorder(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply,
     bus_val_t *rows = bus_val_new_arr();
     do {
         redisReply *r = s_stock_scan(self->redis, key, next, step), *failed = NULL;
-        if (!s_reply_ok(r)) {
+        if (!bus_redis_reply_ok(r)) {
             bus_val_destroy(&rows);
             return s_fail(self, svc, r, "stock.reorder");
         }

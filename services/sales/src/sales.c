@@ -74,12 +74,6 @@ typedef struct {
 
 /* ---- Redis failures ------------------------------------------------------ */
 
-/*  Is r a reply at all, and not an error? */
-static bool s_reply_ok(const redisReply *r)
-{
-    return r && r->type != REDIS_REPLY_ERROR;
-}
-
 /*  bus_service_redis_failed, counted. */
 static int s_redis_failed(s_sales_t *self, bus_service_t *svc, redisReply *r, const char *what)
 {
@@ -109,7 +103,7 @@ static int s_store_known(s_sales_t *self, bus_service_t *svc, const char *store)
     if (zhashx_lookup(self->stores, store))
         return 1;
     redisReply *r = bus_redis_command(self->redis, "SISMEMBER %s %s", BUS_KEY_STORES, store);
-    if (!s_reply_ok(r) || r->type != REDIS_REPLY_INTEGER)
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_INTEGER)
         return s_redis_failed(self, svc, r, "store lookup");
     bool known = r->integer == 1;
     freeReplyObject(r);
@@ -275,7 +269,7 @@ static redisReply *s_commit(s_sales_t *self, bus_service_t *svc, const bus_val_t
     for (int k = 0; k < keys->noriginals; k++)
         s_arg(argv, lens, &argc, keys->originals[k], strlen(keys->originals[k]));
     r = bus_redis_evalsha(self->redis, self->commit, keys->nkeys, argc, argv, lens);
-    if (!s_reply_ok(r)) {
+    if (!bus_redis_reply_ok(r)) {
         s_redis_failed(self, svc, r, "commit");
         r = NULL;
     }
@@ -415,7 +409,7 @@ static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
         !bus_key_sale(key, store, id))
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store and sale_id required");
     redisReply *r = bus_redis_command(self->redis, "HMGET %s stream_id bday flags", key);
-    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
         return s_redis_failed(self, svc, r, "sale lookup");
     const char *sid = s_elem_str(r, 0);
     if (!sid) {
@@ -424,7 +418,7 @@ static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     }
     redisReply *e =
         bus_redis_command(self->redis, "XRANGE %s %s %s", BUS_KEY_SALES_STREAM, sid, sid);
-    if (!s_reply_ok(e)) {
+    if (!bus_redis_reply_ok(e)) {
         freeReplyObject(r);
         return s_redis_failed(self, svc, e, "sale read");
     }
@@ -467,7 +461,7 @@ static int s_replay(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "after must be a stream id or 0");
     redisReply *r = bus_redis_command(self->redis, "XRANGE %s %s + COUNT %lld",
                                       BUS_KEY_SALES_STREAM, start, (long long)count);
-    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
         return s_redis_failed(self, svc, r, "replay");
     bus_val_t *list = bus_val_new_arr();
     bus_buf_t scratch = {0};
@@ -557,7 +551,7 @@ static int s_park(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, vo
     size_t lens[] = {strlen(key), strlen(park_id), buf.len};
     redisReply *r = bus_redis_evalsha(self->redis, self->park, 1, 3, argv, lens);
     bus_buf_free(&buf);
-    if (!s_reply_ok(r) || r->type != REDIS_REPLY_INTEGER)
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_INTEGER)
         return s_redis_failed(self, svc, r, "park");
     freeReplyObject(r);
     bus_val_map_set_str(reply, "park_id", park_id);
@@ -584,8 +578,8 @@ static int s_recall(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     snprintf(memo, sizeof(memo), "%lld", S_RECALL_MEMO_MS);
     const char *argv[] = {key, park_id, bus_msg_id(req), now, memo};
     redisReply *r = bus_redis_evalsha(self->redis, self->recall, 1, 5, argv, NULL);
-    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !s_elem_str(r, 0) ||
-        !s_elem_str(r, 1))
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        !s_elem_str(r, 0) || !s_elem_str(r, 1))
         return s_redis_failed(self, svc, r, "recall");
     bus_val_t *entry = strcmp(s_elem_str(r, 0), "gone") != 0
                            ? bus_val_decode(r->element[1]->str, r->element[1]->len, NULL, NULL)
@@ -614,7 +608,7 @@ static int s_parked(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     if (!s_store_id_ok(store) || !bus_key_parked(key, store))
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store required");
     redisReply *r = bus_redis_command(self->redis, "HKEYS %s", key);
-    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
         return s_redis_failed(self, svc, r, "parked list");
     bus_val_t *list = bus_val_new_arr();
     for (size_t i = 0; i < r->elements; i++) {
@@ -664,7 +658,7 @@ static int s_close_day(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
     bus_key_bday(bday_key, store);
     bus_key_dayclose(close_key, store);
     redisReply *cur = bus_redis_command(self->redis, "GET %s", bday_key);
-    if (!s_reply_ok(cur))
+    if (!bus_redis_reply_ok(cur))
         return s_redis_failed(self, svc, cur, "business day");
     char day[S_DAY_MAX], next[S_DAY_MAX];
     if (cur->type == REDIS_REPLY_STRING)
@@ -676,7 +670,7 @@ static int s_close_day(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
     /* the request id makes a retried close answer the first close, not close the next day */
     const char *argv[] = {bday_key, BUS_KEY_SALES_STREAM, close_key, day, next, bus_msg_id(req)};
     redisReply *r = bus_redis_evalsha(self->redis, self->close_day, 3, 6, argv, NULL);
-    if (!s_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
         return s_redis_failed(self, svc, r, "day close");
     const char *status = s_elem_str(r, 0), *upto = s_elem_str(r, 1);
     const char *closed = s_elem_str(r, 2), *opened = s_elem_str(r, 3);
@@ -700,7 +694,7 @@ static int s_current_day(bus_service_t *svc, const bus_msg_t *req, bus_val_t *re
     if (!s_store_id_ok(store) || !bus_key_bday(key, store))
         return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store required");
     redisReply *r = bus_redis_command(self->redis, "GET %s", key);
-    if (!s_reply_ok(r))
+    if (!bus_redis_reply_ok(r))
         return s_redis_failed(self, svc, r, "business day");
     char day[S_DAY_MAX];
     if (r->type == REDIS_REPLY_STRING)
