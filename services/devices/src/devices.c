@@ -24,6 +24,11 @@
     answered as a duplicate: asking too much is harmless, asking too little
     is not, so the range is everything above the committed sequence.
 
+    The registers' configuration (receipt settings, cashiers, promotions:
+    config.get and the operators' changes, one version per change) is in
+    config.c; it shares this service's Redis connection, publisher and
+    counters.
+
     Load: one small script per heartbeat (two hashes and a set of one
     store's hash tag); a chain of a few thousand registers heartbeating
     every few seconds is a few thousand calls a second at most. The listing
@@ -33,6 +38,7 @@
 #include <bus/bus.h>
 #include <bus/keys.h>
 #include <ctype.h>
+#include "config.h"
 #include "svc_main.h"
 #include "heartbeat_lua.h"
 #include "hello_lua.h"
@@ -652,6 +658,10 @@ int main(int argc, char **argv)
         {"node.list", s_list, BUS_METHOD_READ, BUS_ROLES_ALL},
         {NULL, NULL, 0, 0}};
     int rc = bus_service_methods(core.svc, methods, &self);
+    devices_config_t *cfg = devices_config_new(self.redis, self.pub, self.stats,
+                                               bus_config_int(config, "reply-cache-ttl-s"));
+    if (rc == 0)
+        rc = cfg ? devices_config_methods(cfg, core.svc) : -1;
     if (rc != 0 || self.hello < 0 || self.heartbeat < 0 || !self.c_redis_errors) {
         bus_error("devices.start", "cannot register methods or scripts: out of memory");
         rc = -1;
@@ -661,5 +671,6 @@ int main(int argc, char **argv)
              self.c_heartbeats ? bus_stats_load(self.c_heartbeats) : 0,
              self.c_resends ? bus_stats_load(self.c_resends) : 0);
     svc_core_stop(&core);
+    devices_config_destroy(&cfg);
     return rc == 0 ? 0 : 1;
 }

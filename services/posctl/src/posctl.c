@@ -22,6 +22,9 @@
     posctl dead SERVICE [--after ID] [--count N]   dead letters of inventory or reporting
     posctl journal verify FILE [--journal-key PUB.pem]   a register's journal, offline: exit 1
                                 naming the first bad record
+    posctl promo add|list|end, cashier add|disable|list, config set|show --store S ...
+                                the registers' configuration (config.c); node config: each
+                                node's configuration version, current or behind
 
     Output goes to stdout; diagnostics to stderr; exit 0 ok, 1 failure, 2 usage.
     The key commands (keys.c) work on the keys directory alone and journal
@@ -83,6 +86,20 @@ static void s_usage(bus_config_t *config)
         "  tail PREFIX --from ID    replay committed sales after ID, then follow live\n"
         "  journal verify FILE      check a register's journal offline; names the first bad\n"
         "                           record (--journal-key PUB.pem, --format json)\n"
+        "  promo add --store S --id ID --kind K (--sku X | --category C)   a promotion; K:\n"
+        "                           percent --percent 12.5, amount --amount 1.50 (yuan off),\n"
+        "                           qty_break --qty N --amount 10.00, buy_x_get_y --qty X\n"
+        "                           --free Y, member_price --price 9.90; [--from/--to\n"
+        "                           'YYYY-MM-DD HH:MM' local time]\n"
+        "  promo list --store S [--all]   promotions (--all: ended ones too; --format)\n"
+        "  promo end --store S --id ID    end a promotion now\n"
+        "  cashier add --store S --id ID --name NAME --role ROLE [--permissions a,b]\n"
+        "                           reads the PIN from stdin; only its hash is sent\n"
+        "  cashier disable --store S --id ID | cashier list --store S\n"
+        "  config set --store S     [--header 'l1|l2'] [--footer ..] [--cash-rounding on|off]\n"
+        "                           [--tax-id X] [--discount-cap PERCENT]\n"
+        "  config show --store S    the registers' configuration (--format json)\n"
+        "  node config [--store S]  each node's config version: current or behind\n"
         "options:\n");
     bus_config_usage(config, stdout);
 }
@@ -229,6 +246,7 @@ int main(int argc, char **argv)
     if (!config || bus_config_add(config, bus_conn_opts) != 0 ||
         bus_config_add(config, posctl_retail_opts) != 0 ||
         bus_config_add(config, posctl_journal_opts) != 0 ||
+        bus_config_add(config, posctl_config_opts) != 0 ||
         bus_config_add(config, bus_program_opts) != 0)
         return S_EXIT_USAGE;
     int rc = bus_config_load(config, argc, argv);
@@ -275,8 +293,17 @@ int main(int argc, char **argv)
         rc = posctl_dead(config, &cfg);
     else if (streq(cmd, "keygen"))
         rc = posctl_keygen(config);
+    else if (streq(cmd, "node") && bus_config_argc(config) > 1 &&
+             streq(bus_config_arg(config, 1), "config"))
+        rc = posctl_node_config(config);
     else if (streq(cmd, "node"))
         rc = posctl_node(config);
+    else if (streq(cmd, "promo"))
+        rc = posctl_promo(config);
+    else if (streq(cmd, "cashier"))
+        rc = posctl_cashier(config);
+    else if (streq(cmd, "config"))
+        rc = posctl_config(config);
     else if (streq(cmd, "keys"))
         rc = posctl_keys(config);
     else if (streq(cmd, "journal"))

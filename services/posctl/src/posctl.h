@@ -46,8 +46,17 @@ int posctl_journal(bus_config_t *config);
 int posctl_tail_from(bus_config_t *config, const bus_conn_cfg_t *cfg, const char *prefix,
                      const char *from);
 
+/* promo add|list|end, cashier add|disable|list, config set|show --store S ...: the registers'
+   configuration in the devices service (config.c). Exit code. */
+int posctl_promo(bus_config_t *config);
+int posctl_cashier(bus_config_t *config);
+int posctl_config(bus_config_t *config);
+/* node config [--store S]: each node's configuration version against its store's latest. */
+int posctl_node_config(bus_config_t *config);
+
 /* Options of these commands, added to posctl's table. */
 extern const bus_opt_t posctl_retail_opts[];
 extern const bus_opt_t posctl_journal_opts[];
+extern const bus_opt_t posctl_config_opts[];
 
 #endif
