@@ -43,6 +43,7 @@
 #include <openssl/sha.h>
 
 #include "node/catalog.h"
+#include "node/file.h"
 
 #define S_MAGIC          "PBCATLG1" /* posbus catalog replica */
 #define S_MAGIC_SIZE     8
@@ -650,115 +651,39 @@ static int s_encode(const s_table_t *t, bus_buf_t *buf)
 }
 
 /*  fsync the directory holding path, so that a renamed entry survives a crash. */
-static int s_sync_dir(const char *path)
-{
-    char copy[PATH_MAX];
-    snprintf(copy, sizeof(copy), "%s", path);
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 int node_catalog_save(node_catalog_t *self, const char *path)
 {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
-        errno = ENAMETOOLONG;
-        return s_fail(self, "save %s: path too long", path);
-    }
     bus_buf_t buf = {0};
     if (s_encode(self->table, &buf) != 0) {
         bus_buf_free(&buf);
         errno = ENOMEM;
         return s_fail(self, "save %s: out of memory", path);
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        int e = errno;
-        bus_buf_free(&buf);
-        errno = e;
-        return s_fail(self, "save: cannot create %s: %s", tmp, strerror(e));
-    }
-    const char *step = "write";
-    size_t done = 0;
-    while (done < buf.len) {
-        ssize_t n = write(fd, buf.data + done, buf.len - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            goto out_fail;
-        done += (size_t)n;
-    }
-    step = "fsync";
-    if (fsync(fd) != 0)
-        goto out_fail;
-    step = "close";
-    int closing = close(fd);
-    fd = -1;
-    if (closing != 0)
-        goto out_fail;
-    step = "rename";
-    if (rename(tmp, path) != 0)
-        goto out_fail;
-    step = "fsync the directory of";
-    if (s_sync_dir(path) != 0)
-        goto out_fail;
+    char why[NODE_CATALOG_REASON_MAX - 8];
+    int rc = node_file_write(path, buf.data, buf.len, 1, why, sizeof(why));
+    int e = errno;
     bus_buf_free(&buf);
+    if (rc != 0) {
+        errno = e;
+        return s_fail(self, "save: %s", why);
+    }
     self->err[0] = '\0';
     return 0;
-out_fail:;
-    int e = errno ? errno : EIO;
-    if (fd >= 0)
-        close(fd);
-    if (strcmp(step, "fsync the directory of") != 0)
-        unlink(tmp);
-    bus_buf_free(&buf);
-    errno = e;
-    return s_fail(self, "save: %s %s: %s", step, strcmp(step, "rename") == 0 ? tmp : path,
-                  strerror(e));
 }
 
 /*  Read the whole file at path into *data (malloc'd), bounded by S_FILE_MAX. 0, or -1 with
-    errno and the reason in self. */
+    errno (EBADMSG for a file too large to be a replica) and the reason in self. */
 static int s_read_file(node_catalog_t *self, const char *path, uint8_t **data, size_t *size)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        errno = e;
-        return s_fail(self, "load %s: %s", path, strerror(e));
-    }
-    if ((uint64_t)st.st_size > S_FILE_MAX) {
-        close(fd);
-        errno = EBADMSG;
-        return s_fail(self, "load %s: %lld bytes, more than a replica can be", path,
-                      (long long)st.st_size);
-    }
-    *size = (size_t)st.st_size;
-    *data = malloc(*size ? *size : 1);
-    size_t done = 0;
-    while (*data && done < *size) {
-        ssize_t n = read(fd, *data + done, *size - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        done += (size_t)n;
-    }
-    int e = !*data ? ENOMEM : errno ? errno : EIO;
-    close(fd);
-    if (*data && done == *size)
+    char why[NODE_CATALOG_REASON_MAX - 8];
+    if (node_file_read(path, S_FILE_MAX, data, size, why, sizeof(why)) == 0)
         return 0;
-    free(*data);
-    *data = NULL;
+    if (errno == EFBIG)
+        errno = EBADMSG;
+    int e = errno;
+    s_fail(self, "load %s", why);
     errno = e;
-    return s_fail(self, "load %s: cannot read: %s", path, strerror(e));
+    return -1;
 }
 
 /*  The next record of [*p, end) decoded, advancing *p; NULL with why set. */

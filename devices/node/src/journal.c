@@ -830,6 +830,150 @@ int node_journal_verify(const char *path, const node_key_t *key, node_journal_st
     return rc;
 }
 
+/* ---- a second, read-only handle for another thread ---------------------- */
+
+struct node_journal_reader_t {
+    int fd;
+    const node_key_t *key; /* borrowed */
+    uint64_t *offsets;     /* offsets[seq] for 0..known */
+    size_t capoffsets;
+    uint64_t known; /* records indexed and checked */
+    uint64_t next;  /* offset of record known + 1 */
+    uint8_t last_hash[NODE_JOURNAL_HASH_SIZE];
+    s_buf_t buf;
+    char err[NODE_JOURNAL_REASON_MAX];
+};
+
+node_journal_reader_t *node_journal_reader_open(const char *path, const node_key_t *key)
+{
+    node_journal_reader_t *self = calloc(1, sizeof(*self));
+    if (!self) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    self->key = key;
+    self->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (self->fd < 0) {
+        int saved = errno;
+        free(self);
+        errno = saved;
+        return NULL;
+    }
+    self->known = UINT64_MAX; /* not even the header yet */
+    return self;
+}
+
+void node_journal_reader_destroy(node_journal_reader_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    node_journal_reader_t *self = *self_p;
+    close(self->fd);
+    free(self->offsets);
+    s_buf_free(&self->buf);
+    free(self);
+    *self_p = NULL;
+}
+
+/*  Index and check records up to seq, reading forward from the last one indexed. */
+static int s_reader_extend(node_journal_reader_t *self, uint64_t seq)
+{
+    struct stat st;
+    if (fstat(self->fd, &st) != 0) {
+        snprintf(self->err, sizeof(self->err), "cannot stat the journal: %s", strerror(errno));
+        return -1;
+    }
+    while (self->known == UINT64_MAX || self->known < seq) {
+        uint64_t want = self->known == UINT64_MAX ? 0 : self->known + 1;
+        if (want >= self->capoffsets) {
+            size_t cap = self->capoffsets ? self->capoffsets * 2 : S_OFFSETS_MIN;
+            uint64_t *offsets = realloc(self->offsets, cap * sizeof(*offsets));
+            if (!offsets) {
+                errno = ENOMEM;
+                return -1;
+            }
+            self->offsets = offsets;
+            self->capoffsets = cap;
+        }
+        s_rec_t rec;
+        char why[NODE_JOURNAL_REASON_MAX];
+        s_load_t r =
+            s_load(self->fd, self->next, (uint64_t)st.st_size, &self->buf, &rec, why, sizeof(why));
+        if (r == S_LOAD_SHORT && self->next == (uint64_t)st.st_size) {
+            snprintf(self->err, sizeof(self->err), "no record %" PRIu64 " yet", want);
+            errno = ERANGE;
+            return -1;
+        }
+        if (r == S_LOAD_ERROR) {
+            snprintf(self->err, sizeof(self->err), "cannot read record %" PRIu64 ": %s", want,
+                     strerror(errno));
+            return -1;
+        }
+        static const uint8_t zero[NODE_JOURNAL_HASH_SIZE];
+        if (r != S_LOAD_OK || rec.seq != want ||
+            memcmp(rec.prev, want ? self->last_hash : zero, NODE_JOURNAL_HASH_SIZE) != 0 ||
+            (want == 0) != (rec.kind == NODE_JOURNAL_HEADER) ||
+            (want == 0 &&
+             (rec.len < 1 + NODE_KEY_PUBLIC_SIZE ||
+              memcmp(rec.payload + 1, node_key_public(self->key), NODE_KEY_PUBLIC_SIZE) != 0)) ||
+            !node_key_verify(self->key, self->buf.data, rec.size - S_SIG_SIZE, rec.sig)) {
+            snprintf(self->err, sizeof(self->err), "record %" PRIu64 " at byte %" PRIu64 ": %s",
+                     want, self->next, r != S_LOAD_OK ? why : "does not verify");
+            errno = EBADMSG;
+            return -1;
+        }
+        SHA256(self->buf.data, rec.size, self->last_hash);
+        self->offsets[want] = self->next;
+        self->next += rec.size;
+        self->known = want;
+    }
+    return 0;
+}
+
+int node_journal_reader_read(node_journal_reader_t *self, uint64_t seq, node_journal_entry_t *entry)
+{
+    memset(entry, 0, sizeof(*entry));
+    if (seq < 1) {
+        snprintf(self->err, sizeof(self->err), "no record 0");
+        errno = ERANGE;
+        return -1;
+    }
+    if ((self->known == UINT64_MAX || seq > self->known) && s_reader_extend(self, seq) != 0)
+        return -1;
+    s_rec_t rec;
+    char why[NODE_JOURNAL_REASON_MAX];
+    uint64_t end = self->offsets[seq] + S_HEAD_SIZE + NODE_JOURNAL_PAYLOAD_MAX + S_SIG_SIZE;
+    if (s_load(self->fd, self->offsets[seq], end, &self->buf, &rec, why, sizeof(why)) !=
+            S_LOAD_OK ||
+        rec.seq != seq ||
+        !node_key_verify(self->key, self->buf.data, rec.size - S_SIG_SIZE, rec.sig)) {
+        snprintf(self->err, sizeof(self->err), "record %" PRIu64 " no longer verifies", seq);
+        errno = EBADMSG;
+        return -1;
+    }
+    entry->payload = malloc(rec.len ? rec.len : 1);
+    if (!entry->payload) {
+        errno = ENOMEM;
+        return -1;
+    }
+    memcpy(entry->payload, rec.payload, rec.len);
+    entry->size = rec.len;
+    entry->seq = seq;
+    entry->ts_ms = rec.ts;
+    entry->kind = rec.kind;
+    return 0;
+}
+
+uint64_t node_journal_reader_known(const node_journal_reader_t *self)
+{
+    return self->known == UINT64_MAX ? 0 : self->known;
+}
+
+const char *node_journal_reader_errstr(const node_journal_reader_t *self)
+{
+    return self->err;
+}
+
 const char *node_journal_kind_name(uint8_t kind)
 {
     switch (kind) {

@@ -124,6 +124,24 @@ const char *node_journal_errstr(const node_journal_t *self);
     record is good; -1 with status naming the first bad record (or the read error). */
 int node_journal_verify(const char *path, const node_key_t *key, node_journal_status_t *status);
 
+/*  A read-only handle on a journal that a node_journal_t (in another thread, or process) is
+    appending to, for the thread that uploads records: it takes no lock and never writes.
+    Records are read front to back once and indexed (8 bytes each); every record read is
+    checked (sequence, previous-record hash, signature by key, which must be the header's).
+    Read only records the writer has announced as appended: a record still being written is
+    reported as not there yet (ERANGE) or bad (EBADMSG). Not thread-safe: one reader, one
+    thread; any number of readers may share a file. NULL with errno on failure. */
+typedef struct node_journal_reader_t node_journal_reader_t;
+node_journal_reader_t *node_journal_reader_open(const char *path, const node_key_t *key);
+void node_journal_reader_destroy(node_journal_reader_t **self_p);
+/*  Read record seq (>= 1). 0, or -1 with errno: ERANGE (not in the file yet), EBADMSG (a
+    record up to it does not verify), EIO, ENOMEM; errstr says which. */
+int node_journal_reader_read(node_journal_reader_t *self, uint64_t seq,
+                             node_journal_entry_t *entry);
+/*  The highest record indexed so far (0: none, or the header only). */
+uint64_t node_journal_reader_known(const node_journal_reader_t *self);
+const char *node_journal_reader_errstr(const node_journal_reader_t *self);
+
 /*  "sale", "audit", "mark", "header", or NULL for a kind without a name. */
 const char *node_journal_kind_name(uint8_t kind);
 

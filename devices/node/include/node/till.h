@@ -1,0 +1,99 @@
+/*  =========================================================================
+    node/till.h - the register's till: the open ticket, the cashier, the journal
+
+    The till is what a cashier works with. It holds the open ticket and
+    prices it with libpos from the catalog replica and the configuration's
+    promotions, without asking the back office; it asks the logged-in
+    cashier's permissions (node/cashier.h) before a void, a return, a price
+    override, a discount over the cap, a no-sale drawer open or an X or Z
+    report, and takes a supervisor's approval on the spot. When a ticket is
+    paid, the sale is appended to the journal and fdatasync()ed before the
+    till answers: a sale the till reports as complete is on the disk.
+
+    Sales are numbered gap-free per register (the sale id is
+    <store>-<register>-<seq>, seq counting only sale records, so audit and
+    mark records between them leave no hole in what the back office sees).
+    Audit records (every permission decision, login, logout, cash in and
+    out) go to the journal as NODE_JOURNAL_AUDIT and to the bus through the
+    publish hook; a Z report is a NODE_JOURNAL_MARK record that closes the
+    shift the X report shows.
+
+    Commands are text lines (docs/posnode.md lists them all), answered with
+    one map: ok, the command, an error code and message when refused, and
+    the ticket as it stands. If the journal refuses a write (disk full, an
+    I/O error), the sale stays paid on the till, the answer says selling is
+    stopped and why, and `pay` with no argument retries the write.
+
+    Not thread-safe: one till, one thread. Never prints.
+    =========================================================================
+*/
+#ifndef NODE_TILL_H_INCLUDED
+#define NODE_TILL_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <bus/val.h>
+
+#include "node/cashier.h"
+#include "node/catalog.h"
+#include "node/config.h"
+#include "node/key.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NODE_TILL_LINE_MAX 512 /* bytes of one command line */
+#define NODE_TILL_WHY_MAX  240
+
+/*  What the till needs from around it. Every hook may be NULL. */
+typedef struct {
+    void *arg;
+    /*  A request to a back-office service (park, recall, the original of a return). The reply
+        body (caller destroys), or NULL with *offline set when the back office could not be
+        reached and err saying why (for a refusal: "<code>: <message>"). */
+    bus_val_t *(*request)(void *arg, const char *service, const char *method, bus_val_t **body,
+                          bool *offline, char *err, size_t size);
+    /*  An event for the bus under node.<store>.<register>.<what> (taken). */
+    void (*publish)(void *arg, const char *what, const char *type, bus_val_t **body);
+    /*  Wall-clock ms since the epoch (NULL: the real clock). */
+    int64_t (*now_ms)(void *arg);
+} node_till_hooks_t;
+
+typedef struct node_till_t node_till_t;
+
+/*  Open the register's journal at journal_path with key (borrowed, private; created for store
+    and register when missing), read it through for the sale number and the current shift,
+    and return a till with no ticket open. session (borrowed) holds the cashiers. NULL with
+    a reason in why (the journal's own: a damaged record, another register's journal, ...).
+    A torn last record is cut off by the journal and reported in why with a non-NULL result. */
+node_till_t *node_till_open(const char *journal_path, const node_key_t *key, const char *store,
+                            const char *reg, node_session_t *session,
+                            const node_till_hooks_t *hooks, char *why, size_t size);
+void node_till_destroy(node_till_t **self_p);
+
+/*  The catalog to price from (borrowed; swap it only between commands). */
+void node_till_set_catalog(node_till_t *self, const node_catalog_t *catalog);
+
+/*  Run configuration cfg from the next ticket on: promotions, member prices, cash rounding,
+    the discount cap, receipt lines; its cashiers replace the session's table. 0, or -1 with
+    why (the cashier table refused: nothing changes). */
+int node_till_set_config(node_till_t *self, const node_config_t *cfg, char *why, size_t size);
+int64_t node_till_config_version(const node_till_t *self);
+
+/*  Run one command line; the answer map (caller destroys), NULL only when memory runs out. */
+bus_val_t *node_till_command(node_till_t *self, const char *line);
+
+/*  The last journal record, the last sale number written, and whether selling is stopped
+    (the journal refused a write; node_till_stopped_why says why). */
+uint64_t node_till_last_record(const node_till_t *self);
+int64_t node_till_last_sale(const node_till_t *self);
+bool node_till_stopped(const node_till_t *self);
+const char *node_till_stopped_why(const node_till_t *self);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

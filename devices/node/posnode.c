@@ -1,0 +1,505 @@
+/*  =========================================================================
+    posnode - the register (收银机): sells offline-first, journals every sale,
+    forwards it exactly once
+
+    posnode [--config FILE] --store S --register R --cert FILE --server-cert FILE [options]
+
+    The till (node/till.h) answers cashier commands from stdin and from a
+    local socket (--socket PATH), one line in, one JSON line out
+    (docs/posnode.md). The uplink (node/uplink.h) runs on its own thread and
+    talks to the back office: uploads, heartbeats, the catalog replica and
+    the configuration. Started with no back office reachable, posnode sells
+    from the catalog and configuration it saved last time.
+
+    Files in --state-dir: journal (the register's journal), journal.key
+    (its Ed25519 key, made on first start; journal.pub beside it for
+    auditors), uploaded (how far uploads got), catalog.replica, config.mp.
+    =========================================================================
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include <bus/bus.h>
+#include <node/cashier.h>
+#include <node/catalog.h>
+#include <node/config.h>
+#include <node/key.h>
+#include <node/till.h>
+#include <node/uplink.h>
+#include <pos/sale.h>
+
+#define S_PROGRAM  "posnode"
+#define S_CLIENTS  8 /* local socket connections at once */
+#define S_PATH_MAX 4096
+#define S_IN_MAX   (NODE_TILL_LINE_MAX + 2)
+
+static const bus_opt_t s_options[] = {
+    {"store", BUS_OPT_STR, NULL, 0, 0, "store id (must match the register's certificate)"},
+    {"register", BUS_OPT_STR, NULL, 0, 0, "register id (must match the register's certificate)"},
+    {"state-dir", BUS_OPT_STR, "var/posnode", 0, 0,
+     "journal, journal key, upload mark, catalog replica and configuration live here"},
+    {"socket", BUS_OPT_STR, "", 0, 0, "a local (unix) socket for the line interface; empty: none"},
+    {"stdin", BUS_OPT_BOOL, "true", 0, 0, "read cashier commands from stdin (answers on stdout)"},
+    {"node-heartbeat-ms", BUS_OPT_INT, "2000", 100, 600000, "node.heartbeat interval"},
+    {"request-timeout-ms", BUS_OPT_INT, "1500", 100, 600000,
+     "per request to the back office (uploads, park, recall, returns)"},
+    {"backoff-max-ms", BUS_OPT_INT, "10000", 100, 3600000,
+     "longest wait between two upload attempts while the back office is away"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+typedef struct {
+    int fd;
+    char buf[S_IN_MAX];
+    size_t len;
+    bool overflow;
+} s_input_t;
+
+typedef struct {
+    bus_config_t *config;
+    bus_conn_cfg_t conn;
+    const char *store, *reg;
+    char dir[S_PATH_MAX];
+    node_key_t *key;
+    node_session_t *session;
+    node_catalog_t *catalog;
+    node_till_t *till;
+    node_uplink_t *uplink;
+    bus_client_t *client; /* the till's own, for park, recall and returns */
+    int listen_fd;
+    s_input_t in[S_CLIENTS + 1]; /* [0]: stdin */
+} s_node_t;
+
+/* ---- hooks for the till --------------------------------------------------------- */
+
+static bus_val_t *s_request(void *arg, const char *service, const char *method, bus_val_t **body,
+                            bool *offline, char *err, size_t size)
+{
+    s_node_t *self = arg;
+    *offline = false;
+    bus_msg_t *rep = bus_client_request(self->client, service, method, body);
+    if (!rep) {
+        bus_client_err_t e = bus_client_errcode(self->client);
+        *offline = e != BUS_CLIENT_REMOTE;
+        if (e == BUS_CLIENT_REMOTE)
+            snprintf(err, size, "%s: %s", bus_client_remote_code(self->client),
+                     bus_client_errstr(self->client));
+        else
+            snprintf(err, size, "the back office cannot be reached (%s)",
+                     bus_client_errstr(self->client));
+        return NULL;
+    }
+    bus_val_t *out = bus_msg_take_body(rep);
+    bus_msg_destroy(&rep);
+    return out ? out : bus_val_new_map();
+}
+
+static void s_publish(void *arg, const char *what, const char *type, bus_val_t **body)
+{
+    s_node_t *self = arg;
+    if (self->uplink)
+        node_uplink_publish(self->uplink, what, type, body);
+}
+
+/* ---- configuration and catalog -------------------------------------------------- */
+
+static void s_apply_config(s_node_t *self, bus_val_t *doc, const char *from)
+{
+    node_config_t cfg;
+    char why[256];
+    node_config_init(&cfg);
+    if (node_config_parse(doc, &cfg, why, sizeof(why)) != 0) {
+        bus_warn("posnode.config", "refused the configuration from %s: %s", from, why);
+    } else if (cfg.version < node_till_config_version(self->till)) {
+        bus_info("posnode.config", "ignored version %" PRId64 " from %s: running %" PRId64,
+                 cfg.version, from, node_till_config_version(self->till));
+    } else if (node_till_set_config(self->till, &cfg, why, sizeof(why)) != 0) {
+        bus_warn("posnode.config", "refused the configuration from %s: %s", from, why);
+    } else {
+        bus_info("posnode.config",
+                 "running configuration version %" PRId64 " (%s): %zu cashiers, "
+                 "%d promotions",
+                 cfg.version, from, cfg.ncashiers, cfg.npromos + cfg.nmember_prices);
+        if (self->uplink)
+            node_uplink_running_config(self->uplink, cfg.version);
+    }
+    node_config_clear(&cfg);
+}
+
+static void s_take_updates(s_node_t *self)
+{
+    node_uplink_clear_signal(self->uplink);
+    node_catalog_t *cat = node_uplink_take_catalog(self->uplink);
+    if (cat) {
+        node_till_set_catalog(self->till, cat);
+        node_catalog_destroy(&self->catalog);
+        self->catalog = cat;
+    }
+    bus_val_t *doc = node_uplink_take_config(self->uplink);
+    if (doc) {
+        s_apply_config(self, doc, "the devices service");
+        bus_val_destroy(&doc);
+    }
+}
+
+/* ---- the line interface ----------------------------------------------------------- */
+
+static void s_write_all(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        data += n;
+        len -= (size_t)n;
+    }
+}
+
+static void s_answer(s_node_t *self, int fd, const char *line)
+{
+    bus_val_t *reply = node_till_command(self->till, line);
+    if (!reply)
+        return;
+    node_uplink_status_t st;
+    node_uplink_status(self->uplink, &st);
+    node_uplink_journaled(self->uplink, node_till_last_record(self->till),
+                          node_till_last_sale(self->till));
+    int64_t last = node_till_last_sale(self->till);
+    bus_val_map_set_bool(reply, "online", st.online);
+    bus_val_map_set_int(reply, "unsynced", last > st.acked ? last - st.acked : 0);
+    if (st.blocked[0])
+        bus_val_map_set_str(reply, "upload_blocked", st.blocked);
+    bus_buf_t buf = {0};
+    if (bus_val_to_json(reply, &buf) == 0) {
+        size_t len = strlen((char *)buf.data);
+        s_write_all(fd == 0 ? 1 : fd, (char *)buf.data, len);
+        s_write_all(fd == 0 ? 1 : fd, "\n", 1);
+    }
+    bus_buf_free(&buf);
+    bus_val_destroy(&reply);
+}
+
+/*  Read what fd has; answer every whole line. false at EOF or error. */
+static bool s_read_input(s_node_t *self, s_input_t *in)
+{
+    char chunk[4096];
+    ssize_t n = read(in->fd, chunk, sizeof(chunk));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return true;
+    if (n <= 0)
+        return false;
+    for (ssize_t i = 0; i < n; i++) {
+        char ch = chunk[i];
+        if (ch == '\n') {
+            in->buf[in->len] = '\0';
+            if (in->overflow) {
+                s_answer(self, in->fd, "too-long-line-refused");
+            } else if (in->len > 0) {
+                s_answer(self, in->fd, in->buf);
+            }
+            OPENSSL_cleanse(in->buf, sizeof(in->buf)); /* a line may hold a PIN */
+            in->len = 0;
+            in->overflow = false;
+        } else if (in->len + 1 < sizeof(in->buf)) {
+            in->buf[in->len++] = ch;
+        } else {
+            in->overflow = true;
+        }
+    }
+    OPENSSL_cleanse(chunk, sizeof(chunk));
+    return true;
+}
+
+static int s_listen(const char *path)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(addr.sun_path)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(addr.sun_path, path);
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    mode_t old = umask(0077); /* the till's socket is the cashier's: owner only */
+    int rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
+    umask(old);
+    if (rc != 0 || listen(fd, 4) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static void s_run(s_node_t *self)
+{
+    while (!bus_program_stopping()) {
+        struct pollfd fds[S_CLIENTS + 3];
+        int map[S_CLIENTS + 3];
+        int n = 0;
+        fds[n] = (struct pollfd){.fd = node_uplink_signal_fd(self->uplink), .events = POLLIN};
+        map[n++] = -1;
+        if (self->listen_fd >= 0) {
+            fds[n] = (struct pollfd){.fd = self->listen_fd, .events = POLLIN};
+            map[n++] = -2;
+        }
+        for (int i = 0; i <= S_CLIENTS; i++)
+            if (self->in[i].fd >= 0) {
+                fds[n] = (struct pollfd){.fd = self->in[i].fd, .events = POLLIN};
+                map[n++] = i;
+            }
+        int rc = poll(fds, (nfds_t)n, 200);
+        if (rc < 0 && errno != EINTR)
+            break;
+        for (int k = 0; rc > 0 && k < n; k++) {
+            if (!fds[k].revents)
+                continue;
+            if (map[k] == -1) {
+                s_take_updates(self);
+            } else if (map[k] == -2) {
+                int fd = accept4(self->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+                int slot = -1;
+                for (int i = 1; fd >= 0 && i <= S_CLIENTS && slot < 0; i++)
+                    if (self->in[i].fd < 0)
+                        slot = i;
+                if (fd >= 0 && slot < 0) {
+                    s_write_all(fd, "{\"ok\":false,\"error\":\"busy\"}\n", 28);
+                    close(fd);
+                } else if (fd >= 0) {
+                    self->in[slot] = (s_input_t){.fd = fd};
+                }
+            } else if (!s_read_input(self, &self->in[map[k]])) {
+                s_input_t *in = &self->in[map[k]];
+                if (in->fd > 0)
+                    close(in->fd);
+                OPENSSL_cleanse(in->buf, sizeof(in->buf));
+                *in = (s_input_t){.fd = -1};
+            }
+        }
+        node_uplink_journaled(self->uplink, node_till_last_record(self->till),
+                              node_till_last_sale(self->till));
+    }
+}
+
+/* ---- start and stop ------------------------------------------------------------------ */
+
+static int s_key(s_node_t *self)
+{
+    char path[S_PATH_MAX + 32], pub[S_PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/journal.key", self->dir);
+    snprintf(pub, sizeof(pub), "%s/journal.pub", self->dir);
+    if (access(path, F_OK) != 0) {
+        if (node_key_generate(path) != 0) {
+            bus_error("posnode.key", "cannot create the journal key %s: %s", path, strerror(errno));
+            return -1;
+        }
+        bus_info("posnode.key", "created the register's journal key %s", path);
+    }
+    self->key = node_key_load(path);
+    if (!self->key || !node_key_has_private(self->key)) {
+        bus_error("posnode.key", "cannot load the journal key %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (node_key_write_public(self->key, pub) != 0)
+        bus_warn("posnode.key", "cannot write %s: %s", pub, strerror(errno));
+    return 0;
+}
+
+/*  The certificate's identity must be this register's: a node acts only as itself. */
+static int s_check_identity(s_node_t *self)
+{
+    if (!self->conn.cert || !*self->conn.cert)
+        return 0; /* no identities (development, insecure) */
+    zcert_t *cert = zcert_load(self->conn.cert);
+    bus_identity_t id;
+    const char *err = "cannot read it";
+    int rc = cert ? bus_identity_from_cert(cert, &id, &err) : -1;
+    zcert_destroy(&cert);
+    if (rc != 0) {
+        bus_error("posnode.identity", "certificate %s: %s", self->conn.cert, err);
+        return -1;
+    }
+    if (id.role != BUS_ROLE_REGISTER || strcmp(id.store, self->store) != 0 ||
+        strcmp(id.reg, self->reg) != 0) {
+        bus_error("posnode.identity", "certificate %s is %s %s, not register %s.%s",
+                  self->conn.cert, bus_role_name(id.role), id.name, self->store, self->reg);
+        return -1;
+    }
+    return 0;
+}
+
+static int s_start(s_node_t *self)
+{
+    self->listen_fd = -1;
+    for (int i = 0; i <= S_CLIENTS; i++)
+        self->in[i].fd = -1;
+    self->store = bus_config_str(self->config, "store");
+    self->reg = bus_config_str(self->config, "register");
+    if (!self->store || !self->reg || !pos_sale_id_ok(self->store, POS_STORE_ID_MAX, "") ||
+        !pos_sale_id_ok(self->reg, POS_STORE_ID_MAX, "")) {
+        bus_error("posnode.config", "--store and --register: 1-16 letters, digits or _");
+        return -1;
+    }
+    bus_conn_cfg_from_config(&self->conn, self->config);
+    snprintf(self->dir, sizeof(self->dir), "%s", bus_config_str(self->config, "state-dir"));
+    if (mkdir(self->dir, 0700) != 0 && errno != EEXIST) {
+        bus_error("posnode.state", "cannot create %s: %s", self->dir, strerror(errno));
+        return -1;
+    }
+    if (s_check_identity(self) != 0 || s_key(self) != 0)
+        return -1;
+    self->session = node_session_new(NULL, NULL);
+    self->catalog = node_catalog_new();
+    if (!self->session || !self->catalog)
+        return -1;
+    char path[S_PATH_MAX + 32], why[512];
+    node_till_hooks_t hooks = {.arg = self, .request = s_request, .publish = s_publish};
+    snprintf(path, sizeof(path), "%s/journal", self->dir);
+    self->till = node_till_open(path, self->key, self->store, self->reg, self->session, &hooks, why,
+                                sizeof(why));
+    if (!self->till) {
+        bus_error("posnode.journal", "%s", why);
+        return -1;
+    }
+    if (why[0])
+        bus_warn("posnode.journal", "%s", why);
+    bus_info("posnode.journal", "%s: last record %" PRIu64 ", last sale %" PRId64, path,
+             node_till_last_record(self->till), node_till_last_sale(self->till));
+    snprintf(path, sizeof(path), "%s/catalog.replica", self->dir);
+    if (node_catalog_load(self->catalog, path) == 0)
+        bus_info("posnode.catalog", "saved catalog version %" PRId64 ": %zu items",
+                 node_catalog_version(self->catalog), node_catalog_count(self->catalog));
+    else if (errno != ENOENT)
+        bus_warn("posnode.catalog", "saved catalog refused: %s",
+                 node_catalog_errstr(self->catalog));
+    node_till_set_catalog(self->till, self->catalog);
+    snprintf(path, sizeof(path), "%s/config.mp", self->dir);
+    bus_val_t *doc = node_config_load(path, why, sizeof(why));
+    if (doc)
+        s_apply_config(self, doc, "the saved file");
+    bus_val_destroy(&doc);
+
+    const char *err = NULL;
+    char src[64];
+    snprintf(src, sizeof(src), "%s.%s", self->store, self->reg);
+    self->client = bus_client_new(&self->conn, src, &err);
+    if (!self->client) {
+        bus_error("posnode.bus", "%s", err ? err : "cannot create a client");
+        return -1;
+    }
+    int timeout = (int)bus_config_int(self->config, "request-timeout-ms");
+    bus_client_set_timeout(self->client, timeout);
+    bus_client_set_retries(self->client, 0);
+    node_uplink_cfg_t ucfg = {
+        .conn = self->conn,
+        .store = self->store,
+        .reg = self->reg,
+        .version = BUS_VERSION,
+        .key = self->key,
+        .state_dir = self->dir,
+        .heartbeat_ms = (int)bus_config_int(self->config, "node-heartbeat-ms"),
+        .timeout_ms = timeout,
+        .backoff_max_ms = (int)bus_config_int(self->config, "backoff-max-ms"),
+        .last_record = node_till_last_record(self->till),
+        .last_sale = node_till_last_sale(self->till),
+        .config_version = node_till_config_version(self->till),
+    };
+    snprintf(path, sizeof(path), "%s/journal", self->dir);
+    ucfg.journal_path = path;
+    self->uplink = node_uplink_start(&ucfg, why, sizeof(why));
+    if (!self->uplink) {
+        bus_error("posnode.bus", "%s", why);
+        return -1;
+    }
+    const char *sock = bus_config_str(self->config, "socket");
+    if (sock && *sock) {
+        self->listen_fd = s_listen(sock);
+        if (self->listen_fd < 0) {
+            bus_error("posnode.socket", "cannot listen on %s: %s", sock, strerror(errno));
+            return -1;
+        }
+    }
+    if (bus_config_bool(self->config, "stdin"))
+        self->in[0].fd = 0;
+    return 0;
+}
+
+static void s_stop(s_node_t *self)
+{
+    node_uplink_status_t st = {0};
+    if (self->uplink)
+        node_uplink_status(self->uplink, &st);
+    node_uplink_stop(&self->uplink);
+    bus_info("posnode.stopping",
+             "last_sale=%" PRId64 " acked=%" PRId64 " uploaded=%" PRId64 " duplicates=%" PRId64,
+             self->till ? node_till_last_sale(self->till) : 0, st.acked, st.uploaded,
+             st.duplicates);
+    for (int i = 1; i <= S_CLIENTS; i++)
+        if (self->in[i].fd >= 0)
+            close(self->in[i].fd);
+    if (self->listen_fd >= 0) {
+        close(self->listen_fd);
+        const char *sock = bus_config_str(self->config, "socket");
+        if (sock && *sock)
+            unlink(sock);
+    }
+    bus_client_destroy(&self->client);
+    node_till_destroy(&self->till);
+    node_catalog_destroy(&self->catalog);
+    node_session_destroy(&self->session);
+    node_key_destroy(&self->key);
+}
+
+int main(int argc, char **argv)
+{
+    bus_config_t *config = bus_config_new(S_PROGRAM, s_options);
+    if (!config || bus_config_add(config, bus_conn_opts) != 0 ||
+        bus_config_add(config, bus_program_opts) != 0) {
+        fprintf(stderr, "posnode: %s\n", config ? bus_config_error(config) : "out of memory");
+        bus_config_destroy(&config);
+        return 2;
+    }
+    int rc = bus_config_load(config, argc, argv);
+    if (rc == 1) {
+        printf("usage: posnode [--config FILE] --store S --register R [options]\n");
+        bus_config_usage(config, stdout);
+        bus_config_destroy(&config);
+        return 0;
+    }
+    if (rc != 0 || bus_program_log_init(config, S_PROGRAM) != 0) {
+        fprintf(stderr, "posnode: %s\n", rc != 0 ? bus_config_error(config) : "bad --log-level");
+        bus_config_destroy(&config);
+        return 2;
+    }
+    if (bus_config_bool(config, "example-config")) {
+        bus_config_write_example(config, stdout);
+        bus_config_destroy(&config);
+        return 0;
+    }
+    bus_program_signals();
+    s_node_t node = {.config = config};
+    rc = s_start(&node);
+    if (rc == 0) {
+        bus_info("posnode.started", "store=%s register=%s version=%s", node.store, node.reg,
+                 BUS_VERSION);
+        s_run(&node);
+    }
+    s_stop(&node);
+    bus_config_destroy(&config);
+    return rc == 0 ? 0 : 1;
+}

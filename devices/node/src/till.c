@@ -1,0 +1,1432 @@
+/*  =========================================================================
+    till.c - the register's till: the open ticket, the cashier, the journal
+
+    Why it looks like this. The till runs on the register's main thread,
+    between a person and the disk: every command is a few microseconds of
+    libpos arithmetic and at most one journal append, so it answers at the
+    cashier's pace whatever the network does. The only commands that reach
+    the back office (park, recall, the original of a return) go through a
+    hook with a short timeout and say "offline" instead of waiting.
+
+    A permissioned action is journaled (its audit record fdatasync()ed)
+    before it takes effect; if the journal cannot take the record, the
+    action does not happen. The ticket itself is not journaled until it is
+    paid: an open ticket lost in a crash is a ticket nobody paid for.
+    =========================================================================
+*/
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+#include <pos/receipt.h>
+#include <pos/sale.h>
+
+#include "node/journal.h"
+#include "node/sale_doc.h"
+#include "node/till.h"
+
+#define S_ARGS_MAX    12
+#define S_RECEIPT_W   42
+#define S_RECEIPT_MAX 16384
+#define S_REASON_MAX  120 /* characters of a cash-in/out or no-sale reason */
+
+/* The shift: what the X report shows, from the last Z report (or the first record) on. */
+typedef struct {
+    int64_t sales, returns, nosales;
+    int64_t total, change, cash_rounding, cash_in, cash_out, voided_lines;
+    int64_t tenders[POS_TENDER__COUNT];
+    int64_t first_sale, last_sale; /* sale numbers in the shift; 0 = none */
+    int64_t opened_ms;
+    int64_t z_count; /* Z reports in this journal */
+} s_shift_t;
+
+struct node_till_t {
+    char store[NODE_JOURNAL_ID_MAX + 1];
+    char reg[NODE_JOURNAL_ID_MAX + 1];
+    char *path;
+    const node_key_t *key;
+    node_journal_t *journal;
+    node_session_t *session;
+    node_till_hooks_t hooks;
+    const node_catalog_t *catalog;
+    node_config_t cfg; /* without cashiers: those live in the session */
+    pos_ticket_t *ticket;
+    bool member;
+    int64_t next_qty;    /* `qty N`: the quantity of the next scan; 0 = 1 */
+    int64_t discount_bp; /* the ticket discount as entered, re-applied on recompute */
+    int64_t discount_amount;
+    bool pending; /* paid, but the journal refused the sale: `pay` retries */
+    int64_t sale_seq;
+    s_shift_t shift;
+    bool stopped;
+    char stopped_why[NODE_TILL_WHY_MAX];
+};
+
+/* One command being answered. */
+typedef struct {
+    node_till_t *till;
+    bus_val_t *reply;
+    const char *cmd;
+    char *argv[S_ARGS_MAX];
+    int argc;
+    const char *approver_id, *approver_pin;
+} s_cmd_t;
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static int64_t s_now(node_till_t *self)
+{
+    if (self->hooks.now_ms)
+        return self->hooks.now_ms(self->hooks.arg);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int s_err(s_cmd_t *c, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int s_err(s_cmd_t *c, const char *code, const char *fmt, ...)
+{
+    char msg[NODE_TILL_WHY_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    bus_val_map_set_bool(c->reply, "ok", false);
+    bus_val_map_set_str(c->reply, "error", code);
+    bus_val_map_set_str(c->reply, "message", msg);
+    return -1;
+}
+
+static bool s_money(const char *text, bool negative_ok, int64_t *fen)
+{
+    return text && pos_money_parse(text, negative_ok, fen) == POS_OK && *fen <= POS_AMOUNT_MAX &&
+           *fen >= -POS_AMOUNT_MAX;
+}
+
+static bool s_count(const char *text, int64_t lo, int64_t hi, int64_t *out)
+{
+    if (!text || !*text)
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || *end || v < lo || v > hi || text[0] == '+' || text[0] == ' ')
+        return false;
+    *out = v;
+    return true;
+}
+
+/* The remaining words from argv[from] joined by spaces (a reason), into buf. */
+static const char *s_rest(s_cmd_t *c, int from, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    size_t len = 0;
+    for (int i = from; i < c->argc; i++) {
+        int n = snprintf(buf + len, size - len, "%s%s", len ? " " : "", c->argv[i]);
+        if (n < 0 || (size_t)n >= size - len)
+            break;
+        len += (size_t)n;
+    }
+    return buf;
+}
+
+/* ---- the journal ----------------------------------------------------------- */
+
+static int s_stop(node_till_t *self, const char *what)
+{
+    self->stopped = true;
+    snprintf(self->stopped_why, sizeof(self->stopped_why),
+             "selling stopped: %s: %s (free disk space or fix the disk; nothing was lost)", what,
+             self->journal ? node_journal_errstr(self->journal) : "journal closed");
+    return -1;
+}
+
+/*  Append one record; on a failure stop selling. After a failure that leaves the journal
+    refusing appends (a failed sync), open it again: it re-reads and re-checks the file. */
+static int64_t s_append(node_till_t *self, uint8_t kind, const bus_val_t *doc)
+{
+    bus_buf_t buf = {0};
+    if (bus_val_encode(doc, &buf) != 0) {
+        bus_buf_free(&buf);
+        snprintf(self->stopped_why, sizeof(self->stopped_why), "out of memory");
+        return -1;
+    }
+    if (!self->journal) {
+        node_journal_status_t st;
+        self->journal = node_journal_open(self->path, self->key, self->store, self->reg, &st);
+        if (!self->journal) {
+            bus_buf_free(&buf);
+            self->stopped = true;
+            snprintf(self->stopped_why, sizeof(self->stopped_why),
+                     "selling stopped: the journal cannot be opened again: %s", st.reason);
+            return -1;
+        }
+    }
+    int64_t seq = node_journal_append(self->journal, kind, buf.data, buf.len, s_now(self));
+    bus_buf_free(&buf);
+    if (seq < 0) {
+        s_stop(self, "the journal refused a record");
+        if (errno == EIO)
+            node_journal_destroy(&self->journal);
+        return -1;
+    }
+    self->stopped = false;
+    self->stopped_why[0] = '\0';
+    return seq;
+}
+
+static void s_publish(node_till_t *self, const char *what, const char *type, bus_val_t **body_p)
+{
+    if (self->hooks.publish)
+        self->hooks.publish(self->hooks.arg, what, type, body_p);
+    bus_val_destroy(body_p);
+}
+
+/*  Journal an audit map (adding store, register, time), then publish it. 0 or -1 (not
+    journaled: the caller must not go ahead). */
+static int s_audit_record(node_till_t *self, bus_val_t **doc_p)
+{
+    bus_val_t *doc = *doc_p;
+    bus_val_map_set_str(doc, "store", self->store);
+    bus_val_map_set_str(doc, "register", self->reg);
+    bus_val_map_set_int(doc, "ts", s_now(self));
+    int64_t seq = s_append(self, NODE_JOURNAL_AUDIT, doc);
+    if (seq < 0) {
+        bus_val_destroy(doc_p);
+        return -1;
+    }
+    bus_val_map_set_int(doc, "record", seq);
+    s_publish(self, "audit", "node.audit", doc_p);
+    return 0;
+}
+
+/* ---- the shift --------------------------------------------------------------- */
+
+static void s_shift_sale(s_shift_t *sh, const bus_val_t *doc)
+{
+    const char *kind = bus_val_map_get_str(doc, "kind");
+    int64_t seq = 0, v = 0;
+    bus_val_map_get_int(doc, "seq", &seq);
+    if (kind && strcmp(kind, "nosale") == 0)
+        sh->nosales++;
+    else if (kind && strcmp(kind, "return") == 0)
+        sh->returns++;
+    else
+        sh->sales++;
+    if (bus_val_map_get_int(doc, "total", &v))
+        sh->total += v;
+    if (bus_val_map_get_int(doc, "change", &v))
+        sh->change += v;
+    if (bus_val_map_get_int(doc, "cash_rounding", &v))
+        sh->cash_rounding += v;
+    bus_val_t *tenders = bus_val_map_get(doc, "tenders");
+    for (size_t i = 0; i < bus_val_size(tenders); i++) {
+        bus_val_t *t = bus_val_arr_get(tenders, i);
+        int k = pos_tender_parse(bus_val_map_get_str(t, "kind"));
+        if (k >= 0 && bus_val_map_get_int(t, "amount", &v))
+            sh->tenders[k] += v;
+    }
+    bus_val_t *lines = bus_val_map_get(doc, "lines");
+    for (size_t i = 0; i < bus_val_size(lines); i++) {
+        bool voided = false;
+        if (bus_val_map_get_bool(bus_val_arr_get(lines, i), "voided", &voided) && voided)
+            sh->voided_lines++;
+    }
+    if (!sh->first_sale)
+        sh->first_sale = seq;
+    sh->last_sale = seq;
+}
+
+static void s_shift_audit(s_shift_t *sh, const bus_val_t *doc)
+{
+    const char *type = bus_val_map_get_str(doc, "type");
+    int64_t amount = 0;
+    if (!type || !bus_val_map_get_int(doc, "amount", &amount))
+        return;
+    if (strcmp(type, "cash_in") == 0)
+        sh->cash_in += amount;
+    else if (strcmp(type, "cash_out") == 0)
+        sh->cash_out += amount;
+}
+
+static bus_val_t *s_shift_val(const node_till_t *self)
+{
+    const s_shift_t *sh = &self->shift;
+    bus_val_t *m = bus_val_new_map();
+    bus_val_map_set_str(m, "store", self->store);
+    bus_val_map_set_str(m, "register", self->reg);
+    bus_val_map_set_int(m, "sales", sh->sales);
+    bus_val_map_set_int(m, "returns", sh->returns);
+    bus_val_map_set_int(m, "nosales", sh->nosales);
+    bus_val_map_set_int(m, "total", sh->total);
+    bus_val_map_set_int(m, "change", sh->change);
+    bus_val_map_set_int(m, "cash_rounding", sh->cash_rounding);
+    bus_val_map_set_int(m, "cash_in", sh->cash_in);
+    bus_val_map_set_int(m, "cash_out", sh->cash_out);
+    bus_val_map_set_int(m, "voided_lines", sh->voided_lines);
+    bus_val_t *t = bus_val_new_map();
+    for (int k = 0; k < POS_TENDER__COUNT; k++)
+        if (sh->tenders[k])
+            bus_val_map_set_int(t, pos_tender_name((pos_tender_kind_t)k), sh->tenders[k]);
+    bus_val_map_set(m, "tenders", &t);
+    /* what the drawer should hold: cash taken - change given + cash in - cash out */
+    bus_val_map_set_int(m, "expected_cash",
+                        sh->tenders[POS_TENDER_CASH] - sh->change + sh->cash_in - sh->cash_out);
+    bus_val_map_set_int(m, "first_sale", sh->first_sale);
+    bus_val_map_set_int(m, "last_sale", sh->last_sale);
+    bus_val_map_set_int(m, "opened_ms", sh->opened_ms);
+    bus_val_map_set_int(m, "z_count", sh->z_count);
+    return m;
+}
+
+/*  Read the journal through: the last sale number, and the shift since the last Z. */
+static int s_replay(node_till_t *self, char *why, size_t size)
+{
+    uint64_t last = node_journal_last_seq(self->journal);
+    bus_limits_t limits = {.max_size = NODE_JOURNAL_PAYLOAD_MAX};
+    for (uint64_t seq = 1; seq <= last; seq++) {
+        node_journal_entry_t e;
+        if (node_journal_read(self->journal, seq, &e) != 0) {
+            snprintf(why, size, "%s", node_journal_errstr(self->journal));
+            return -1;
+        }
+        bus_reject_t reason;
+        bus_val_t *doc = bus_val_decode(e.payload, e.size, &limits, &reason);
+        if (!self->shift.opened_ms)
+            self->shift.opened_ms = e.ts_ms;
+        int64_t n = 0;
+        if (e.kind == NODE_JOURNAL_SALE) {
+            if (!doc || !bus_val_map_get_int(doc, "seq", &n) || n != self->sale_seq + 1) {
+                snprintf(why, size, "journal record %" PRIu64 " is not sale %" PRId64, seq,
+                         self->sale_seq + 1);
+                bus_val_destroy(&doc);
+                node_journal_entry_clear(&e);
+                return -1;
+            }
+            self->sale_seq = n;
+            s_shift_sale(&self->shift, doc);
+        } else if (e.kind == NODE_JOURNAL_AUDIT && doc) {
+            s_shift_audit(&self->shift, doc);
+        } else if (e.kind == NODE_JOURNAL_MARK && doc) {
+            const char *type = bus_val_map_get_str(doc, "type");
+            if (type && strcmp(type, "z") == 0) {
+                int64_t z = self->shift.z_count + 1;
+                memset(&self->shift, 0, sizeof(self->shift));
+                self->shift.z_count = z;
+                self->shift.opened_ms = e.ts_ms;
+            }
+        }
+        bus_val_destroy(&doc);
+        node_journal_entry_clear(&e);
+    }
+    return 0;
+}
+
+/* ---- life cycle -------------------------------------------------------------- */
+
+node_till_t *node_till_open(const char *journal_path, const node_key_t *key, const char *store,
+                            const char *reg, node_session_t *session,
+                            const node_till_hooks_t *hooks, char *why, size_t size)
+{
+    why[0] = '\0';
+    node_till_t *self = calloc(1, sizeof(*self));
+    if (!self || !(self->path = strdup(journal_path))) {
+        free(self);
+        snprintf(why, size, "out of memory");
+        return NULL;
+    }
+    snprintf(self->store, sizeof(self->store), "%s", store);
+    snprintf(self->reg, sizeof(self->reg), "%s", reg);
+    self->key = key;
+    self->session = session;
+    if (hooks)
+        self->hooks = *hooks;
+    node_config_init(&self->cfg);
+    node_journal_status_t st;
+    self->journal = node_journal_open(journal_path, key, store, reg, &st);
+    if (!self->journal) {
+        snprintf(why, size, "journal %s: %s", journal_path, st.reason);
+        node_till_destroy(&self);
+        return NULL;
+    }
+    char replay[NODE_TILL_WHY_MAX];
+    if (s_replay(self, replay, sizeof(replay)) != 0) {
+        snprintf(why, size, "journal %s: %s", journal_path, replay);
+        node_till_destroy(&self);
+        return NULL;
+    }
+    if (st.torn_bytes)
+        snprintf(why, size,
+                 "journal %s: cut a torn last record (%" PRIu64 " bytes, kept in %s.torn): %s",
+                 journal_path, st.torn_bytes, journal_path, st.reason);
+    return self;
+}
+
+void node_till_destroy(node_till_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    node_till_t *self = *self_p;
+    node_journal_destroy(&self->journal);
+    pos_ticket_destroy(&self->ticket);
+    free(self->path);
+    free(self);
+    *self_p = NULL;
+}
+
+void node_till_set_catalog(node_till_t *self, const node_catalog_t *catalog)
+{
+    self->catalog = catalog;
+}
+
+int node_till_set_config(node_till_t *self, const node_config_t *cfg, char *why, size_t size)
+{
+    if (node_session_load(self->session, cfg->cashiers, cfg->ncashiers) != 0) {
+        snprintf(why, size, "cashiers refused: %s", node_session_errstr(self->session));
+        return -1;
+    }
+    self->cfg = *cfg;
+    self->cfg.cashiers = NULL;
+    self->cfg.ncashiers = 0;
+    return 0;
+}
+
+int64_t node_till_config_version(const node_till_t *self)
+{
+    return self->cfg.version;
+}
+
+uint64_t node_till_last_record(const node_till_t *self)
+{
+    return self->journal ? node_journal_last_seq(self->journal) : 0;
+}
+
+int64_t node_till_last_sale(const node_till_t *self)
+{
+    return self->sale_seq;
+}
+
+bool node_till_stopped(const node_till_t *self)
+{
+    return self->stopped;
+}
+
+const char *node_till_stopped_why(const node_till_t *self)
+{
+    return self->stopped_why;
+}
+
+/* ---- the ticket -------------------------------------------------------------- */
+
+static pos_ticket_t *s_ticket(node_till_t *self)
+{
+    if (self->ticket)
+        return self->ticket;
+    pos_ticket_t *t = pos_ticket_new();
+    if (!t)
+        return NULL;
+    pos_ticket_set_cash_rounding(t, self->cfg.cash_rounding);
+    for (int i = 0; i < self->cfg.npromos; i++)
+        pos_ticket_add_promo(t, &self->cfg.promos[i]);
+    pos_ticket_set_member(t, self->member);
+    self->ticket = t;
+    return t;
+}
+
+static void s_ticket_close(node_till_t *self)
+{
+    pos_ticket_destroy(&self->ticket);
+    self->member = false;
+    self->next_qty = 0;
+    self->discount_bp = self->discount_amount = 0;
+    self->pending = false;
+}
+
+static bool s_has_lines(node_till_t *self)
+{
+    return self->ticket && pos_ticket_line_count(self->ticket) > 0;
+}
+
+static pos_err_t s_compute(node_till_t *self)
+{
+    pos_ticket_set_time(self->ticket, s_now(self));
+    pos_ticket_set_member(self->ticket, self->member);
+    return pos_ticket_compute(self->ticket);
+}
+
+static bus_val_t *s_line_val(const pos_line_t *l, int n)
+{
+    bus_val_t *m = bus_val_new_map();
+    bus_val_map_set_int(m, "n", n);
+    bus_val_map_set_str(m, "sku", l->item.sku);
+    bus_val_map_set_str(m, "name", l->item.name);
+    bus_val_map_set_int(m, "qty", l->qty);
+    bus_val_map_set_str(m, "unit", l->item.unit == POS_UNIT_KG ? "kg" : "pcs");
+    bus_val_map_set_int(m, "unit_price", l->unit_price);
+    bus_val_map_set_int(m, "gross", l->gross);
+    bus_val_map_set_int(m, "promo_discount", l->promo_discount);
+    if (l->promo_id[0])
+        bus_val_map_set_str(m, "promo_id", l->promo_id);
+    bus_val_map_set_int(m, "ticket_discount", l->ticket_discount);
+    bus_val_map_set_int(m, "amount", l->amount);
+    bus_val_map_set_int(m, "tax", l->tax);
+    bus_val_map_set_bool(m, "voided", l->voided);
+    if (l->is_return)
+        bus_val_map_set_str(m, "return_of", l->return_of);
+    return m;
+}
+
+static bus_val_t *s_ticket_val(node_till_t *self)
+{
+    pos_ticket_t *t = self->ticket;
+    bus_val_t *m = bus_val_new_map();
+    bus_val_t *lines = bus_val_new_arr();
+    for (int i = 0; i < pos_ticket_line_count(t); i++) {
+        bus_val_t *l = s_line_val(pos_ticket_line(t, i), i + 1);
+        bus_val_arr_push(lines, &l);
+    }
+    bus_val_map_set(m, "lines", &lines);
+    const pos_totals_t *tot = pos_ticket_totals(t);
+    bus_val_map_set_int(m, "gross", tot->gross);
+    bus_val_map_set_int(m, "promo_discounts", tot->promo_discounts);
+    bus_val_map_set_int(m, "ticket_discount", tot->ticket_discount);
+    bus_val_map_set_int(m, "returns", tot->returns);
+    bus_val_map_set_int(m, "total", tot->total);
+    bus_val_map_set_int(m, "cash_rounding", tot->cash_rounding);
+    bus_val_map_set_int(m, "due", tot->due);
+    bus_val_map_set_int(m, "paid", tot->paid);
+    bus_val_map_set_int(m, "change", tot->change);
+    bus_val_map_set_int(m, "items", tot->items);
+    int64_t tax = 0;
+    for (int i = 0; i < tot->tax.count; i++)
+        tax += tot->tax.rows[i].tax;
+    bus_val_map_set_int(m, "tax", tax);
+    bus_val_map_set_int(m, "remaining", pos_ticket_remaining(t));
+    bus_val_map_set_bool(m, "member", self->member);
+    bus_val_t *tenders = bus_val_new_arr();
+    for (int i = 0; i < pos_ticket_tender_count(t); i++) {
+        bus_val_t *tv = bus_val_new_map();
+        bus_val_map_set_str(tv, "kind", pos_tender_name(pos_ticket_tender(t, i)->kind));
+        bus_val_map_set_int(tv, "amount", pos_ticket_tender(t, i)->amount);
+        bus_val_arr_push(tenders, &tv);
+    }
+    bus_val_map_set(m, "tenders", &tenders);
+    return m;
+}
+
+/*  The item of a catalog entry as the ticket sells it now: the configuration's member price
+    for its SKU, when one is active, replaces the catalog's. */
+static void s_item(node_till_t *self, const node_catalog_item_t *ci, pos_item_t *out)
+{
+    node_catalog_to_pos(ci, out);
+    int64_t member = node_config_member_price(&self->cfg, ci->sku, s_now(self));
+    if (member > 0)
+        out->member_price = member;
+}
+
+static bool s_need_cashier(s_cmd_t *c)
+{
+    if (node_session_cashier(c->till->session))
+        return true;
+    s_err(c, "login_required", "log in first: login ID PIN");
+    return false;
+}
+
+static bool s_can_sell(s_cmd_t *c)
+{
+    if (!s_need_cashier(c))
+        return false;
+    if (c->till->stopped) {
+        s_err(c, "stopped", "%s", c->till->stopped_why);
+        return false;
+    }
+    if (c->till->ticket && pos_ticket_tender_count(c->till->ticket) > 0) {
+        s_err(c, "tendering", "payment has started: finish it with pay");
+        return false;
+    }
+    return true;
+}
+
+/*  Ask for action's permission (with the command's approver, if any); journal the decision.
+    true: go ahead. ctx (taken, may be NULL) adds keys to the audit record. */
+static bool s_authorize(s_cmd_t *c, node_action_t action, bus_val_t *ctx)
+{
+    node_till_t *self = c->till;
+    node_audit_t audit;
+    int rc = node_session_authorize(self->session, action, c->approver_id, c->approver_pin, &audit);
+    int e = errno;
+    bus_val_t *doc = node_audit_val(&audit);
+    for (size_t i = 0; doc && ctx && i < bus_val_size(ctx); i++) {
+        bus_val_t *v = bus_val_dup(bus_val_map_value(ctx, i));
+        bus_val_map_set(doc, bus_val_map_key(ctx, i), &v);
+    }
+    bus_val_destroy(&ctx);
+    if (!doc || s_audit_record(self, &doc) != 0) {
+        s_err(c, "stopped", "%s", self->stopped_why);
+        return false;
+    }
+    if (audit.approver_id[0]) {
+        bus_val_map_set_str(c->reply, "approved_by", audit.approver_id);
+    }
+    if (rc != 0) {
+        s_err(c, e == EAGAIN ? "locked" : "not_permitted", "%s: %s", node_action_name(action),
+              audit.reason[0] ? audit.reason : node_session_errstr(self->session));
+        return false;
+    }
+    return true;
+}
+
+/* ---- commands ---------------------------------------------------------------- */
+
+static int s_cmd_login(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (c->argc != 2)
+        return s_err(c, "usage", "login ID PIN");
+    int rc = node_session_login(self->session, c->argv[0], c->argv[1]);
+    bus_val_t *doc = bus_val_new_map();
+    bus_val_map_set_str(doc, "type", "login");
+    bus_val_map_set_str(doc, "cashier", c->argv[0]);
+    bus_val_map_set_bool(doc, "ok", rc == 0);
+    if (rc != 0)
+        bus_val_map_set_str(doc, "reason", node_session_errstr(self->session));
+    if (s_audit_record(self, &doc) != 0) {
+        if (rc == 0)
+            node_session_logout(self->session);
+        return s_err(c, "stopped", "%s", self->stopped_why);
+    }
+    if (rc != 0)
+        return s_err(c, errno == EAGAIN ? "locked" : "login_failed", "%s",
+                     node_session_errstr(self->session));
+    return 0;
+}
+
+static int s_cmd_logout(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    const node_cashier_t *who = node_session_cashier(self->session);
+    if (!who)
+        return s_err(c, "login_required", "nobody is logged in");
+    if (s_has_lines(self))
+        return s_err(c, "ticket_open", "finish, park or cancel the ticket first");
+    bus_val_t *doc = bus_val_new_map();
+    bus_val_map_set_str(doc, "type", "logout");
+    bus_val_map_set_str(doc, "cashier", who->id);
+    if (s_audit_record(self, &doc) != 0)
+        return s_err(c, "stopped", "%s", self->stopped_why);
+    node_session_logout(self->session);
+    return 0;
+}
+
+static int s_add_line(s_cmd_t *c, const pos_item_t *item, int64_t qty)
+{
+    node_till_t *self = c->till;
+    pos_ticket_t *t = s_ticket(self);
+    int index = -1;
+    pos_err_t e = t ? pos_ticket_add_line(t, item, qty, &index) : POS_ELIMIT;
+    if (e == POS_OK)
+        e = s_compute(self);
+    if (e != POS_OK) {
+        if (index >= 0) {
+            pos_ticket_void_line(t, index);
+            s_compute(self);
+        }
+        return s_err(c, "refused", "cannot add %s: %s", item->sku, pos_strerror(e));
+    }
+    self->next_qty = 0;
+    bus_val_map_set_int(c->reply, "line", index + 1);
+    return 0;
+}
+
+static const node_catalog_item_t *s_lookup(s_cmd_t *c, const char *code, node_catalog_code_t *what)
+{
+    const node_catalog_item_t *ci =
+        c->till->catalog ? node_catalog_lookup(c->till->catalog, code, what) : NULL;
+    if (!ci) {
+        s_err(c, "unknown_code", "no item with code %s", code);
+        return NULL;
+    }
+    if (!ci->active) {
+        s_err(c, "not_for_sale", "%s (%s) is delisted", ci->sku, ci->name);
+        return NULL;
+    }
+    return ci;
+}
+
+static int s_cmd_scan(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (c->argc < 1 || c->argc > 2)
+        return s_err(c, "usage", "scan CODE [QTY]");
+    if (!s_can_sell(c))
+        return -1;
+    int64_t qty = self->next_qty ? self->next_qty : 1;
+    if (c->argc == 2 && !s_count(c->argv[1], 1, POS_QTY_MAX, &qty))
+        return s_err(c, "bad_quantity", "quantity: a whole number 1..%d", POS_QTY_MAX);
+    node_catalog_code_t what;
+    const node_catalog_item_t *ci = s_lookup(c, c->argv[0], &what);
+    if (!ci)
+        return -1;
+    pos_item_t item;
+    s_item(self, ci, &item);
+    if (what.kind == NODE_CATALOG_LABEL_WEIGHT) {
+        if (item.unit != POS_UNIT_KG)
+            return s_err(c, "bad_label", "%s is sold by the piece, not by weight", ci->sku);
+        qty = what.value; /* grams */
+        if (qty < 1 || qty > POS_QTY_MAX)
+            return s_err(c, "bad_label", "label weight %" PRId64 " g out of range", qty);
+    } else if (what.kind == NODE_CATALOG_LABEL_PRICE) {
+        /* a price label: one line at the printed price (sales flags it if it differs) */
+        item.unit = POS_UNIT_PCS;
+        item.price = what.value;
+        item.member_price = 0;
+        qty = 1;
+    } else if (item.unit == POS_UNIT_KG) {
+        return s_err(c, "weigh_required", "%s is sold by weight: weigh %s GRAMS", ci->sku,
+                     c->argv[0]);
+    }
+    return s_add_line(c, &item, qty);
+}
+
+static int s_cmd_qty(s_cmd_t *c)
+{
+    int64_t qty;
+    if (c->argc != 1 || !s_count(c->argv[0], 1, POS_QTY_MAX, &qty))
+        return s_err(c, "usage", "qty N (1..%d): the quantity of the next scan", POS_QTY_MAX);
+    if (!s_can_sell(c))
+        return -1;
+    c->till->next_qty = qty;
+    bus_val_map_set_int(c->reply, "next_qty", qty);
+    return 0;
+}
+
+static int s_cmd_weigh(s_cmd_t *c)
+{
+    int64_t grams;
+    if (c->argc != 2 || !s_count(c->argv[1], 1, POS_QTY_MAX, &grams))
+        return s_err(c, "usage", "weigh CODE GRAMS (1..%d)", POS_QTY_MAX);
+    if (!s_can_sell(c))
+        return -1;
+    node_catalog_code_t what;
+    const node_catalog_item_t *ci = s_lookup(c, c->argv[0], &what);
+    if (!ci)
+        return -1;
+    pos_item_t item;
+    s_item(c->till, ci, &item);
+    if (item.unit != POS_UNIT_KG || what.kind != NODE_CATALOG_PLAIN)
+        return s_err(c, "not_weighed", "%s is not sold by weight", ci->sku);
+    return s_add_line(c, &item, grams);
+}
+
+/* A line number from the command (1-based), or -1 with the error set. */
+static int s_line_arg(s_cmd_t *c, const char *text)
+{
+    int64_t n;
+    int count = c->till->ticket ? pos_ticket_line_count(c->till->ticket) : 0;
+    if (!s_count(text, 1, count, &n)) {
+        s_err(c, "bad_line", "no line %s on the ticket", text);
+        return -1;
+    }
+    const pos_line_t *l = pos_ticket_line(c->till->ticket, (int)n - 1);
+    if (l->voided) {
+        s_err(c, "bad_line", "line %s is voided already", text);
+        return -1;
+    }
+    return (int)n - 1;
+}
+
+static bus_val_t *s_ctx_line(node_till_t *self, int index)
+{
+    const pos_line_t *l = pos_ticket_line(self->ticket, index);
+    bus_val_t *ctx = bus_val_new_map();
+    bus_val_map_set_int(ctx, "line", index + 1);
+    bus_val_map_set_str(ctx, "sku", l->item.sku);
+    bus_val_map_set_int(ctx, "qty", l->qty);
+    bus_val_map_set_int(ctx, "amount", l->amount);
+    bus_val_map_set_int(ctx, "sale_seq", self->sale_seq + 1);
+    return ctx;
+}
+
+static int s_cmd_void(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (c->argc != 1)
+        return s_err(c, "usage", "void LINE [approve ID PIN]");
+    if (!s_can_sell(c))
+        return -1;
+    int index = s_line_arg(c, c->argv[0]);
+    if (index < 0 || !s_authorize(c, NODE_ACTION_VOID_LINE, s_ctx_line(self, index)))
+        return -1;
+    pos_ticket_void_line(self->ticket, index);
+    s_compute(self);
+    return 0;
+}
+
+static int s_cmd_cancel(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (!s_can_sell(c))
+        return -1;
+    if (!self->ticket)
+        return s_err(c, "no_ticket", "no ticket is open");
+    if (pos_ticket_totals(self->ticket)->items > 0) {
+        bus_val_t *ctx = bus_val_new_map();
+        bus_val_map_set_str(ctx, "what", "cancel_ticket");
+        bus_val_map_set_int(ctx, "total", pos_ticket_totals(self->ticket)->total);
+        bus_val_map_set_int(ctx, "sale_seq", self->sale_seq + 1);
+        if (!s_authorize(c, NODE_ACTION_VOID_LINE, ctx))
+            return -1;
+    }
+    s_ticket_close(self);
+    return 0;
+}
+
+static int s_apply_discount(node_till_t *self)
+{
+    pos_err_t e = self->discount_amount
+                      ? pos_ticket_set_discount_amount(self->ticket, self->discount_amount)
+                      : pos_ticket_set_discount_percent(self->ticket, (int)self->discount_bp);
+    return e == POS_OK ? s_compute(self) : e;
+}
+
+static int s_cmd_discount(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (c->argc != 1)
+        return s_err(c, "usage", "discount PERCENT%% | AMOUNT [approve ID PIN]");
+    if (!s_can_sell(c))
+        return -1;
+    if (!s_has_lines(self))
+        return s_err(c, "no_ticket", "no ticket is open");
+    char *arg = c->argv[0];
+    size_t len = strlen(arg);
+    int64_t bp = 0, amount = 0;
+    const pos_totals_t *tot = pos_ticket_totals(self->ticket);
+    int64_t base = tot->gross - tot->promo_discounts;
+    if (len > 1 && arg[len - 1] == '%') {
+        arg[len - 1] = '\0';
+        /* percent with up to two decimals is basis points: parse it as money */
+        if (!s_money(arg, false, &bp) || bp > 10000)
+            return s_err(c, "bad_discount", "percent: 0..100 with at most two decimals");
+    } else if (!s_money(arg, false, &amount) || amount > base) {
+        return s_err(c, "bad_discount", "amount: 0..%" PRId64 " fen, in yuan", base);
+    }
+    bool over =
+        bp > self->cfg.discount_cap_bp ||
+        (amount > 0 && (__int128)amount * 10000 > (__int128)self->cfg.discount_cap_bp * base);
+    if (over) {
+        bus_val_t *ctx = bus_val_new_map();
+        bus_val_map_set_int(ctx, "percent_bp", bp);
+        bus_val_map_set_int(ctx, "amount", amount);
+        bus_val_map_set_int(ctx, "cap_bp", self->cfg.discount_cap_bp);
+        bus_val_map_set_int(ctx, "sale_seq", self->sale_seq + 1);
+        if (!s_authorize(c, NODE_ACTION_DISCOUNT_OVER_CAP, ctx))
+            return -1;
+    }
+    int64_t old_bp = self->discount_bp, old_amount = self->discount_amount;
+    self->discount_bp = bp;
+    self->discount_amount = amount;
+    if (s_apply_discount(self) != POS_OK) {
+        self->discount_bp = old_bp;
+        self->discount_amount = old_amount;
+        s_apply_discount(self);
+        return s_err(c, "bad_discount", "the ticket refuses that discount");
+    }
+    return 0;
+}
+
+static int s_cmd_price(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    int64_t price;
+    if (c->argc != 2)
+        return s_err(c, "usage", "price LINE AMOUNT [approve ID PIN]");
+    if (!s_can_sell(c))
+        return -1;
+    int index = s_line_arg(c, c->argv[0]);
+    if (index < 0)
+        return -1;
+    if (!s_money(c->argv[1], false, &price))
+        return s_err(c, "bad_price", "price: an amount in yuan");
+    const pos_line_t *l = pos_ticket_line(self->ticket, index);
+    if (l->is_return)
+        return s_err(c, "bad_line", "a return line keeps its refund price");
+    bus_val_t *ctx = s_ctx_line(self, index);
+    bus_val_map_set_int(ctx, "old_price", l->item.price);
+    bus_val_map_set_int(ctx, "new_price", price);
+    if (!s_authorize(c, NODE_ACTION_PRICE_OVERRIDE, ctx))
+        return -1;
+    pos_item_t item = l->item;
+    int64_t qty = l->qty;
+    item.price = price;
+    item.member_price = 0;
+    pos_ticket_void_line(self->ticket, index);
+    return s_add_line(c, &item, qty);
+}
+
+static int s_cmd_member(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (c->argc > 1)
+        return s_err(c, "usage", "member [on|off]");
+    if (!s_can_sell(c))
+        return -1;
+    self->member = !(c->argc == 1 && strcmp(c->argv[0], "off") == 0);
+    if (self->ticket)
+        s_compute(self);
+    return 0;
+}
+
+/* ---- completing a sale --------------------------------------------------------- */
+
+static void s_receipt(node_till_t *self, const char *sale_id, const node_cashier_t *who,
+                      bus_val_t *reply)
+{
+    pos_receipt_header_t h;
+    memset(&h, 0, sizeof(h));
+    snprintf(h.store_name, sizeof(h.store_name), "%s",
+             self->cfg.nheader ? self->cfg.header[0] : self->store);
+    if (self->cfg.nheader > 1)
+        snprintf(h.store_address, sizeof(h.store_address), "%s", self->cfg.header[1]);
+    snprintf(h.register_id, sizeof(h.register_id), "%s", self->reg);
+    snprintf(h.cashier, sizeof(h.cashier), "%s", who ? who->name : "");
+    snprintf(h.sale_id, sizeof(h.sale_id), "%s", sale_id);
+    time_t now = (time_t)(s_now(self) / 1000);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(h.business_day, sizeof(h.business_day), "%Y-%m-%d", &tm);
+    strftime(h.time, sizeof(h.time), "%Y-%m-%d %H:%M:%S", &tm);
+    if (self->cfg.nfooter)
+        snprintf(h.footer, sizeof(h.footer), "%s", self->cfg.footer[0]);
+    pos_receipt_t *r = pos_receipt_new(&h, self->ticket);
+    char *buf = malloc(S_RECEIPT_MAX);
+    if (r && buf && pos_receipt_render(r, S_RECEIPT_W, buf, S_RECEIPT_MAX) >= 0)
+        bus_val_map_set_str(reply, "receipt", buf);
+    free(buf);
+    pos_receipt_destroy(&r);
+}
+
+/*  Journal a finished sale (ticket paid, or a no-sale) as sale number sale_seq + 1. */
+static int s_commit(s_cmd_t *c, pos_sale_t *sale)
+{
+    node_till_t *self = c->till;
+    char why[POS_WHY_MAX];
+    if (pos_sale_check(sale, why, sizeof(why)) != POS_OK)
+        return s_err(c, "bad_sale", "the sale does not add up: %s", why);
+    bus_val_t *doc = node_sale_doc(sale);
+    if (!doc)
+        return s_err(c, "internal", "out of memory");
+    int64_t rec = s_append(self, NODE_JOURNAL_SALE, doc);
+    if (rec < 0) {
+        bus_val_destroy(&doc);
+        return s_err(c, "stopped", "%s", self->stopped_why);
+    }
+    self->sale_seq = sale->seq;
+    s_shift_sale(&self->shift, doc);
+    bus_val_destroy(&doc);
+    bus_val_map_set_str(c->reply, "sale_id", sale->sale_id);
+    bus_val_map_set_int(c->reply, "sale_seq", sale->seq);
+    bus_val_map_set_int(c->reply, "record", rec);
+    return 0;
+}
+
+static int s_complete(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    const node_cashier_t *who = node_session_cashier(self->session);
+    pos_sale_t sale;
+    pos_sale_init(&sale);
+    if (pos_sale_from_ticket(&sale, self->ticket, self->store, self->reg, self->sale_seq + 1,
+                             who->id, s_now(self)) != POS_OK) {
+        pos_sale_clear(&sale);
+        return s_err(c, "internal", "cannot build the sale");
+    }
+    int rc = s_commit(c, &sale);
+    if (rc == 0) {
+        bus_val_map_set_int(c->reply, "change", pos_ticket_totals(self->ticket)->change);
+        s_receipt(self, sale.sale_id, who, c->reply);
+        s_ticket_close(self);
+    } else {
+        self->pending = true;
+    }
+    pos_sale_clear(&sale);
+    return rc;
+}
+
+static int s_cmd_pay(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (!s_need_cashier(c))
+        return -1;
+    if (self->pending) /* the journal refused the sale: write it again */
+        return s_complete(c);
+    if (c->argc < 1 || c->argc > 2)
+        return s_err(c, "usage", "pay cash|card|wechat|alipay|stored_value|other [AMOUNT]");
+    if (self->stopped)
+        return s_err(c, "stopped", "%s", self->stopped_why);
+    if (!s_has_lines(self))
+        return s_err(c, "no_ticket", "no ticket is open");
+    int kind = pos_tender_parse(c->argv[0]);
+    if (kind < 0)
+        return s_err(c, "bad_tender", "unknown tender %s", c->argv[0]);
+    int64_t remaining = pos_ticket_remaining(self->ticket), amount = remaining;
+    if (c->argc == 2 && !s_money(c->argv[1], true, &amount))
+        return s_err(c, "bad_amount", "amount: yuan with at most two decimals");
+    if (pos_ticket_totals(self->ticket)->total < 0 && amount > 0)
+        amount = -amount; /* a refund is paid out */
+    if (amount == 0 && !pos_ticket_is_paid(self->ticket))
+        return s_err(c, "bad_amount", "a tender of 0");
+    if (amount != 0) {
+        pos_err_t e = pos_ticket_add_tender(self->ticket, (pos_tender_kind_t)kind, amount);
+        if (e != POS_OK)
+            return s_err(c, "bad_amount", "%s", pos_strerror(e));
+    }
+    if (!pos_ticket_is_paid(self->ticket))
+        return 0;
+    return s_complete(c);
+}
+
+static int s_cmd_nosale(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (!s_can_sell(c))
+        return -1;
+    if (s_has_lines(self))
+        return s_err(c, "ticket_open", "finish, park or cancel the ticket first");
+    char reason[S_REASON_MAX * 4];
+    s_rest(c, 0, reason, sizeof(reason));
+    bus_val_t *ctx = bus_val_new_map();
+    bus_val_map_set_str(ctx, "why", reason);
+    bus_val_map_set_int(ctx, "sale_seq", self->sale_seq + 1);
+    if (!s_authorize(c, NODE_ACTION_NO_SALE, ctx))
+        return -1;
+    const node_cashier_t *who = node_session_cashier(self->session);
+    pos_sale_t sale;
+    pos_sale_init(&sale);
+    pos_sale_make_id(sale.sale_id, sizeof(sale.sale_id), self->store, self->reg,
+                     self->sale_seq + 1);
+    snprintf(sale.store, sizeof(sale.store), "%s", self->store);
+    snprintf(sale.reg, sizeof(sale.reg), "%s", self->reg);
+    snprintf(sale.cashier, sizeof(sale.cashier), "%s", who->id);
+    sale.seq = self->sale_seq + 1;
+    sale.ts = s_now(self);
+    sale.kind = POS_SALE_NOSALE;
+    int rc = s_commit(c, &sale);
+    pos_sale_clear(&sale);
+    if (rc == 0)
+        bus_val_map_set_bool(c->reply, "drawer_open", true);
+    return rc;
+}
+
+static int s_cmd_cash(s_cmd_t *c, bool in)
+{
+    node_till_t *self = c->till;
+    int64_t amount;
+    if (c->argc < 1)
+        return s_err(c, "usage", "%s AMOUNT [REASON]", in ? "cash-in" : "cash-out");
+    if (!s_can_sell(c))
+        return -1;
+    if (!s_money(c->argv[0], false, &amount) || amount == 0)
+        return s_err(c, "bad_amount", "amount: yuan above 0");
+    const node_cashier_t *who = node_session_cashier(self->session);
+    char reason[S_REASON_MAX * 4];
+    bus_val_t *doc = bus_val_new_map();
+    bus_val_map_set_str(doc, "type", in ? "cash_in" : "cash_out");
+    bus_val_map_set_str(doc, "cashier", who->id);
+    bus_val_map_set_int(doc, "amount", amount);
+    bus_val_map_set_str(doc, "why", s_rest(c, 1, reason, sizeof(reason)));
+    if (s_audit_record(self, &doc) != 0)
+        return s_err(c, "stopped", "%s", self->stopped_why);
+    if (in)
+        self->shift.cash_in += amount;
+    else
+        self->shift.cash_out += amount;
+    bus_val_map_set_bool(c->reply, "drawer_open", true);
+    return 0;
+}
+
+static int s_cmd_report(s_cmd_t *c, bool z)
+{
+    node_till_t *self = c->till;
+    if (!s_need_cashier(c))
+        return -1;
+    if (z && s_has_lines(self))
+        return s_err(c, "ticket_open", "finish, park or cancel the ticket first");
+    if (!s_authorize(c, z ? NODE_ACTION_Z_REPORT : NODE_ACTION_X_REPORT, NULL))
+        return -1;
+    bus_val_t *report = s_shift_val(self);
+    if (z) {
+        bus_val_map_set_str(report, "type", "z");
+        bus_val_map_set_str(report, "cashier", node_session_cashier(self->session)->id);
+        bus_val_map_set_int(report, "ts", s_now(self));
+        int64_t rec = s_append(self, NODE_JOURNAL_MARK, report);
+        if (rec < 0) {
+            bus_val_destroy(&report);
+            return s_err(c, "stopped", "%s", self->stopped_why);
+        }
+        bus_val_map_set_int(report, "record", rec);
+        bus_val_t *event = bus_val_dup(report);
+        s_publish(self, "z", "node.z", &event);
+        int64_t zc = self->shift.z_count + 1;
+        memset(&self->shift, 0, sizeof(self->shift));
+        self->shift.z_count = zc;
+        self->shift.opened_ms = s_now(self);
+    }
+    bus_val_map_set(c->reply, "report", &report);
+    return 0;
+}
+
+/* ---- park, recall and returns (need the back office) --------------------------------- */
+
+static bus_val_t *s_request(s_cmd_t *c, const char *service, const char *method, bus_val_t *body,
+                            bool *offline, bool quiet_offline)
+{
+    char err[NODE_TILL_WHY_MAX] = "";
+    *offline = true;
+    if (!c->till->hooks.request) {
+        bus_val_destroy(&body);
+        if (!quiet_offline)
+            s_err(c, "offline", "no back office");
+        return NULL;
+    }
+    *offline = false;
+    bus_val_t *rep = c->till->hooks.request(c->till->hooks.arg, service, method, &body, offline,
+                                            err, sizeof(err));
+    bus_val_destroy(&body);
+    if (!rep && !(quiet_offline && *offline))
+        s_err(c, *offline ? "offline" : "refused", "%s %s: %s", service, method, err);
+    return rep;
+}
+
+static bus_val_t *s_parked_line(const pos_line_t *l)
+{
+    bus_val_t *m = bus_val_new_map();
+    bus_val_map_set_str(m, "sku", l->item.sku);
+    bus_val_map_set_str(m, "name", l->item.name);
+    bus_val_map_set_str(m, "category", l->item.category);
+    bus_val_map_set_str(m, "unit", l->item.unit == POS_UNIT_KG ? "kg" : "pcs");
+    bus_val_map_set_int(m, "price", l->item.price);
+    bus_val_map_set_int(m, "member_price", l->item.member_price);
+    bus_val_map_set_int(m, "tax_rate_bp", l->item.tax_rate_bp);
+    bus_val_map_set_int(m, "qty", l->qty);
+    return m;
+}
+
+static int s_cmd_park(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (!s_can_sell(c))
+        return -1;
+    if (!s_has_lines(self))
+        return s_err(c, "no_ticket", "no ticket is open");
+    bus_val_t *lines = bus_val_new_arr();
+    for (int i = 0; i < pos_ticket_line_count(self->ticket); i++) {
+        const pos_line_t *l = pos_ticket_line(self->ticket, i);
+        if (l->is_return)
+            return bus_val_destroy(&lines), s_err(c, "has_return", "a return cannot be parked");
+        if (!l->voided) {
+            bus_val_t *m = s_parked_line(l);
+            bus_val_arr_push(lines, &m);
+        }
+    }
+    bus_val_t *ticket = bus_val_new_map();
+    bus_val_map_set(ticket, "lines", &lines);
+    bus_val_map_set_bool(ticket, "member", self->member);
+    bus_val_map_set_int(ticket, "discount_bp", self->discount_bp);
+    bus_val_map_set_int(ticket, "discount_amount", self->discount_amount);
+    bus_val_map_set_str(ticket, "cashier", node_session_cashier(self->session)->id);
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_str(body, "store", self->store);
+    bus_val_map_set_str(body, "register", self->reg);
+    bus_val_map_set(body, "ticket", &ticket);
+    bool offline;
+    bus_val_t *rep = s_request(c, "sales", "sale.park", body, &offline, false);
+    if (!rep)
+        return -1;
+    const char *id = bus_val_map_get_str(rep, "park_id");
+    bus_val_map_set_str(c->reply, "park_id", id ? id : "");
+    bus_val_destroy(&rep);
+    s_ticket_close(self);
+    return 0;
+}
+
+static bool s_parked_item(const bus_val_t *m, pos_item_t *item, int64_t *qty)
+{
+    const char *sku = bus_val_map_get_str(m, "sku");
+    const char *name = bus_val_map_get_str(m, "name");
+    const char *cat = bus_val_map_get_str(m, "category");
+    const char *unit = bus_val_map_get_str(m, "unit");
+    int64_t tax = 0;
+    memset(item, 0, sizeof(*item));
+    if (!sku || !pos_sale_id_ok(sku, POS_SKU_MAX, "-.") || !unit ||
+        !bus_val_map_get_int(m, "price", &item->price) ||
+        !bus_val_map_get_int(m, "member_price", &item->member_price) ||
+        !bus_val_map_get_int(m, "tax_rate_bp", &tax) || !bus_val_map_get_int(m, "qty", qty) ||
+        tax < 0 || tax > 10000 || item->price < 0 || item->price > POS_AMOUNT_MAX ||
+        item->member_price < 0 || item->member_price > POS_AMOUNT_MAX || *qty < 1 ||
+        *qty > POS_QTY_MAX || (name && !pos_text_ok(name, POS_NAME_CHARS, false)) ||
+        (cat && !pos_text_ok(cat, POS_CATEGORY_CHARS, false)))
+        return false;
+    snprintf(item->sku, sizeof(item->sku), "%s", sku);
+    snprintf(item->name, sizeof(item->name), "%s", name ? name : "");
+    snprintf(item->category, sizeof(item->category), "%s", cat ? cat : "");
+    item->tax_rate_bp = (int)tax;
+    item->unit = strcmp(unit, "kg") == 0 ? POS_UNIT_KG : POS_UNIT_PCS;
+    return true;
+}
+
+static int s_cmd_recall(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (c->argc != 1)
+        return s_err(c, "usage", "recall PARK_ID");
+    if (!s_can_sell(c))
+        return -1;
+    if (s_has_lines(self))
+        return s_err(c, "ticket_open", "finish, park or cancel the open ticket first");
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_str(body, "store", self->store);
+    bus_val_map_set_str(body, "park_id", c->argv[0]);
+    bool offline;
+    bus_val_t *rep = s_request(c, "sales", "sale.recall", body, &offline, false);
+    if (!rep)
+        return -1;
+    bus_val_t *ticket = bus_val_map_get(rep, "ticket");
+    bus_val_t *lines = bus_val_map_get(ticket, "lines");
+    s_ticket_close(self);
+    bool member = false;
+    int64_t bp = 0, amount = 0;
+    bus_val_map_get_bool(ticket, "member", &member);
+    bus_val_map_get_int(ticket, "discount_bp", &bp);
+    bus_val_map_get_int(ticket, "discount_amount", &amount);
+    self->member = member;
+    int added = 0;
+    for (size_t i = 0; i < bus_val_size(lines); i++) {
+        pos_item_t item;
+        int64_t qty;
+        int index;
+        if (s_parked_item(bus_val_arr_get(lines, i), &item, &qty) && s_ticket(self) &&
+            pos_ticket_add_line(self->ticket, &item, qty, &index) == POS_OK)
+            added++;
+    }
+    bus_val_destroy(&rep);
+    if (!self->ticket)
+        return s_err(c, "bad_ticket", "the parked ticket has no line this register can sell");
+    if (bp >= 0 && bp <= 10000 && amount >= 0 && amount <= POS_AMOUNT_MAX) {
+        self->discount_bp = bp;
+        self->discount_amount = amount;
+    }
+    if (s_apply_discount(self) != POS_OK) {
+        self->discount_bp = self->discount_amount = 0;
+        s_apply_discount(self);
+    }
+    bus_val_map_set_int(c->reply, "recalled_lines", added);
+    return 0;
+}
+
+/*  What the customer paid per unit for sku on the original sale doc (the amount after
+    discounts over the quantity, rounded down so that refunds never exceed it), its item, and
+    the quantity sold. false if the sale has no live line of sku. */
+static bool s_original_line(const bus_val_t *sale, const char *sku, pos_item_t *item,
+                            int64_t *per_unit, int64_t *sold)
+{
+    bus_val_t *lines = bus_val_map_get(sale, "lines");
+    int64_t qty = 0, amount = 0;
+    bool found = false;
+    for (size_t i = 0; i < bus_val_size(lines); i++) {
+        bus_val_t *l = bus_val_arr_get(lines, i);
+        const char *s = bus_val_map_get_str(l, "sku");
+        bool voided = false;
+        int64_t q = 0, a = 0, tax = 0;
+        bus_val_map_get_bool(l, "voided", &voided);
+        if (!s || strcmp(s, sku) != 0 || voided || !bus_val_map_get_int(l, "qty", &q) || q <= 0 ||
+            !bus_val_map_get_int(l, "amount", &a))
+            continue;
+        if (!found) {
+            memset(item, 0, sizeof(*item));
+            snprintf(item->sku, sizeof(item->sku), "%s", sku);
+            const char *name = bus_val_map_get_str(l, "name");
+            const char *cat = bus_val_map_get_str(l, "category");
+            const char *unit = bus_val_map_get_str(l, "unit");
+            snprintf(item->name, sizeof(item->name), "%s", name ? name : "");
+            snprintf(item->category, sizeof(item->category), "%s", cat ? cat : "");
+            bus_val_map_get_int(l, "tax_rate_bp", &tax);
+            item->tax_rate_bp = (int)tax;
+            item->unit = unit && strcmp(unit, "kg") == 0 ? POS_UNIT_KG : POS_UNIT_PCS;
+            bus_val_map_get_int(l, "unit_price", &item->price);
+            found = true;
+        }
+        qty += q;
+        amount += a;
+    }
+    if (!found || qty <= 0)
+        return false;
+    int64_t scale = item->unit == POS_UNIT_KG ? POS_GRAMS_PER_KG : 1;
+    *per_unit = (int64_t)((__int128)amount * scale / qty);
+    *sold = qty;
+    return true;
+}
+
+static int s_cmd_return(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (c->argc < 3 || c->argc > 4)
+        return s_err(c, "usage", "return SALE_ID SKU QTY [PRICE_PER_UNIT] [approve ID PIN]");
+    if (!s_can_sell(c))
+        return -1;
+    const char *sale_id = c->argv[0], *sku = c->argv[1];
+    int64_t qty, per_unit = 0, sold = 0;
+    if (!pos_sale_id_ok(sale_id, POS_SALE_ID_MAX, "-"))
+        return s_err(c, "bad_sale_id", "no such sale id: %s", sale_id);
+    if (!s_count(c->argv[2], 1, POS_QTY_MAX, &qty))
+        return s_err(c, "bad_quantity", "quantity: 1..%d pieces or grams", POS_QTY_MAX);
+    pos_item_t item;
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_str(body, "store", self->store);
+    bus_val_map_set_str(body, "sale_id", sale_id);
+    bool offline = false;
+    bus_val_t *rep = s_request(c, "sales", "sale.get", body, &offline, true);
+    if (rep) {
+        bool ok = s_original_line(bus_val_map_get(rep, "sale"), sku, &item, &per_unit, &sold);
+        bus_val_destroy(&rep);
+        if (!ok)
+            return s_err(c, "not_on_sale", "%s sold no %s", sale_id, sku);
+        if (qty > sold)
+            return s_err(c, "too_many", "%s sold %" PRId64 " of %s", sale_id, sold, sku);
+    } else if (offline) {
+        /* offline with the receipt: the refund per unit as printed, and a supervisor */
+        if (c->argc != 4 || !s_money(c->argv[3], false, &per_unit))
+            return s_err(c, "offline",
+                         "the back office cannot be reached: return SALE_ID SKU "
+                         "QTY PRICE approve SUPERVISOR PIN, from the receipt");
+        if (!c->approver_id)
+            return s_err(c, "not_permitted", "an offline return needs a supervisor's approval");
+        const node_catalog_item_t *ci =
+            self->catalog ? node_catalog_lookup(self->catalog, sku, NULL) : NULL;
+        if (!ci)
+            return s_err(c, "unknown_code", "no item %s in the catalog", sku);
+        node_catalog_to_pos(ci, &item);
+    } else {
+        return -1; /* refused: the error is set */
+    }
+    bus_val_t *ctx = bus_val_new_map();
+    bus_val_map_set_str(ctx, "return_of", sale_id);
+    bus_val_map_set_str(ctx, "sku", sku);
+    bus_val_map_set_int(ctx, "qty", qty);
+    bus_val_map_set_int(ctx, "per_unit", per_unit);
+    bus_val_map_set_bool(ctx, "offline", offline);
+    bus_val_map_set_int(ctx, "sale_seq", self->sale_seq + 1);
+    if (!s_authorize(c, NODE_ACTION_RETURN, ctx))
+        return -1;
+    /* an offline approval with a cashier who has the permission still needs a supervisor */
+    if (offline && !bus_val_map_get(c->reply, "approved_by") &&
+        node_session_cashier(self->session)->role < NODE_ROLE_SUPERVISOR)
+        return s_err(c, "not_permitted", "an offline return needs a supervisor's approval");
+    pos_ticket_t *t = s_ticket(self);
+    int index;
+    pos_err_t e = t ? pos_ticket_add_return(t, &item, qty, per_unit, sale_id, &index) : POS_ELIMIT;
+    if (e == POS_OK)
+        e = s_compute(self);
+    if (e != POS_OK)
+        return s_err(c, "refused", "cannot add the return: %s", pos_strerror(e));
+    bus_val_map_set_int(c->reply, "line", index + 1);
+    return 0;
+}
+
+/* ---- dispatch ------------------------------------------------------------------ */
+
+static void s_state(node_till_t *self, bus_val_t *reply)
+{
+    const node_cashier_t *who = node_session_cashier(self->session);
+    if (who) {
+        bus_val_t *m = bus_val_new_map();
+        bus_val_map_set_str(m, "id", who->id);
+        bus_val_map_set_str(m, "name", who->name);
+        bus_val_map_set_str(m, "role", node_role_name(who->role));
+        bus_val_map_set(reply, "cashier", &m);
+    } else {
+        bus_val_t *nil = bus_val_new_nil();
+        bus_val_map_set(reply, "cashier", &nil);
+    }
+    if (self->ticket) {
+        bus_val_t *t = s_ticket_val(self);
+        bus_val_map_set(reply, "ticket", &t);
+    } else {
+        bus_val_t *nil = bus_val_new_nil();
+        bus_val_map_set(reply, "ticket", &nil);
+    }
+    bus_val_map_set_int(reply, "last_sale", self->sale_seq);
+    bus_val_map_set_bool(reply, "stopped", self->stopped);
+    if (self->stopped)
+        bus_val_map_set_str(reply, "stopped_why", self->stopped_why);
+    bus_val_map_set_int(reply, "config_version", self->cfg.version);
+    bus_val_map_set_int(reply, "catalog_version",
+                        self->catalog ? node_catalog_version(self->catalog) : 0);
+}
+
+static int s_dispatch(s_cmd_t *c)
+{
+    static const struct {
+        const char *name;
+        int (*fn)(s_cmd_t *c);
+    } table[] = {
+        {"login", s_cmd_login},   {"logout", s_cmd_logout},     {"scan", s_cmd_scan},
+        {"qty", s_cmd_qty},       {"weigh", s_cmd_weigh},       {"void", s_cmd_void},
+        {"cancel", s_cmd_cancel}, {"discount", s_cmd_discount}, {"price", s_cmd_price},
+        {"member", s_cmd_member}, {"park", s_cmd_park},         {"recall", s_cmd_recall},
+        {"pay", s_cmd_pay},       {"return", s_cmd_return},     {"no-sale", s_cmd_nosale},
+    };
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+        if (strcmp(c->cmd, table[i].name) == 0)
+            return table[i].fn(c);
+    if (strcmp(c->cmd, "cash-in") == 0 || strcmp(c->cmd, "cash-out") == 0)
+        return s_cmd_cash(c, strcmp(c->cmd, "cash-in") == 0);
+    if (strcmp(c->cmd, "x") == 0 || strcmp(c->cmd, "z") == 0)
+        return s_cmd_report(c, strcmp(c->cmd, "z") == 0);
+    if (strcmp(c->cmd, "state") == 0)
+        return 0;
+    return s_err(c, "unknown_command", "unknown command %s", c->cmd);
+}
+
+bus_val_t *node_till_command(node_till_t *self, const char *line)
+{
+    bus_val_t *reply = bus_val_new_map();
+    if (!reply)
+        return NULL;
+    char buf[NODE_TILL_LINE_MAX + 1];
+    s_cmd_t c = {.till = self, .reply = reply, .cmd = ""};
+    size_t len = strlen(line);
+    bus_val_map_set_bool(reply, "ok", true);
+    if (len > NODE_TILL_LINE_MAX) {
+        s_err(&c, "too_long", "a command is at most %d bytes", NODE_TILL_LINE_MAX);
+    } else {
+        memcpy(buf, line, len + 1);
+        char *save = NULL, *word = strtok_r(buf, " \t\r\n", &save);
+        c.cmd = word ? word : "";
+        while (word && (word = strtok_r(NULL, " \t\r\n", &save)) && c.argc < S_ARGS_MAX)
+            c.argv[c.argc++] = word;
+        if (word && strtok_r(NULL, " \t\r\n", &save))
+            s_err(&c, "usage", "too many words");
+        /* a supervisor's approval comes last: ... approve ID PIN */
+        if (c.argc >= 3 && strcmp(c.argv[c.argc - 3], "approve") == 0) {
+            c.approver_id = c.argv[c.argc - 2];
+            c.approver_pin = c.argv[c.argc - 1];
+            c.argc -= 3;
+        }
+        bus_val_map_set_str(reply, "cmd", c.cmd);
+        if (!*c.cmd)
+            s_err(&c, "usage", "empty command");
+        else if (!bus_val_map_get(reply, "error"))
+            s_dispatch(&c);
+        OPENSSL_cleanse(buf, sizeof(buf)); /* PINs */
+    }
+    s_state(self, reply);
+    return reply;
+}

@@ -1,0 +1,705 @@
+/*  =========================================================================
+    uplink.c - the register's link to the back office (its own thread)
+
+    Why it looks like this. Exactly once comes from two facts, not from
+    this code being clever: the journal holds every sale durably before the
+    till answers, and sales commits a sale id once and answers a repeat as
+    a duplicate. So the uplink may resend anything at any time; what it
+    must never do is skip a sale. It uploads strictly in sale order and
+    only moves its mark past a sale that sales acknowledged (or reported,
+    in a heartbeat's committed_seq, as committed without a hole).
+
+    A sale sales refuses outright (bad_sale, forbidden...) is not skipped
+    either: uploads wait on it, resent every backoff_max_ms, and the till
+    shows why, because dropping it would lose a sale and leave a hole that
+    the Z report would show for ever. Such a refusal means the register and
+    the back office disagree on a rule and needs a person.
+    =========================================================================
+*/
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <bus/client.h>
+#include <bus/log.h>
+#include <bus/pubsub.h>
+
+#include "node/config.h"
+#include "node/file.h"
+#include "node/journal.h"
+#include "node/uplink.h"
+
+#define S_QUEUE_MAX      1000 /* events waiting to be published */
+#define S_MARK_EVERY_MS  500  /* the uploaded mark is written at most this often */
+#define S_UPLOADS_A_TURN 200  /* uploads between two looks at events and heartbeats */
+#define S_BACKOFF_MIN_MS 100
+#define S_PATH_MAX       4096
+
+typedef struct s_event {
+    struct s_event *next;
+    char what[64];
+    char type[64];
+    bus_val_t *body;
+} s_event_t;
+
+struct node_uplink_t {
+    node_uplink_cfg_t cfg;
+    char *store, *reg, *version, *journal_path, *state_dir;
+    char *cert, *server_cert, *pub_ep, *sub_ep, *req_ep;
+    char mark_path[S_PATH_MAX], catalog_path[S_PATH_MAX], config_path[S_PATH_MAX];
+    pthread_t thread;
+    bool started;
+    int efd;
+
+    pthread_mutex_t lock; /* guards everything below */
+    bool stop;
+    uint64_t last_record;
+    int64_t last_sale;
+    int64_t running_config;
+    s_event_t *head, *tail;
+    int nevents;
+    node_catalog_t *new_catalog;
+    bus_val_t *new_config;
+    node_uplink_status_t status;
+
+    /* the thread's own */
+    bus_client_t *client;
+    bus_sub_t *sub;
+    bus_pub_t *pub;
+    node_journal_reader_t *reader;
+    uint64_t indexed;   /* records looked at for the sale index */
+    uint64_t *sale_rec; /* sale_rec[k]: the record of sale k */
+    size_t sale_cap;
+    int64_t sales_indexed;
+    int64_t acked;
+    int64_t resend_from, resend_to; /* a range to send again; 0 = none */
+    int64_t mark_written, mark_at_ms;
+    bool hello_done, want_catalog, want_config;
+    int64_t catalog_version, config_version, config_asked;
+    int64_t next_hb_ms, next_try_ms, backoff_ms;
+};
+
+static char *s_dup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void s_signal(node_uplink_t *self)
+{
+    uint64_t one = 1;
+    ssize_t n = write(self->efd, &one, sizeof(one));
+    (void)n;
+}
+
+static void s_set_error(node_uplink_t *self, bool online, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void s_set_error(node_uplink_t *self, bool online, const char *fmt, ...)
+{
+    va_list ap;
+    pthread_mutex_lock(&self->lock);
+    self->status.online = online;
+    va_start(ap, fmt);
+    vsnprintf(self->status.last_error, sizeof(self->status.last_error), fmt, ap);
+    va_end(ap);
+    pthread_mutex_unlock(&self->lock);
+}
+
+static void s_online(node_uplink_t *self)
+{
+    pthread_mutex_lock(&self->lock);
+    self->status.online = true;
+    pthread_mutex_unlock(&self->lock);
+}
+
+/* ---- the uploaded mark ---------------------------------------------------------- */
+
+static int64_t s_mark_read(node_uplink_t *self)
+{
+    uint8_t *data;
+    size_t len;
+    char why[256];
+    if (node_file_read(self->mark_path, 64, &data, &len, why, sizeof(why)) != 0)
+        return 0;
+    char *end;
+    long long v = strtoll((char *)data, &end, 10);
+    bool ok = end != (char *)data && (*end == '\n' || *end == '\0') && v >= 0;
+    free(data);
+    return ok ? v : 0;
+}
+
+static void s_mark_write(node_uplink_t *self, bool now)
+{
+    int64_t t = bus_mono_ms();
+    if (self->acked == self->mark_written || (!now && t - self->mark_at_ms < S_MARK_EVERY_MS))
+        return;
+    char text[32], why[256];
+    int n = snprintf(text, sizeof(text), "%" PRId64 "\n", self->acked);
+    if (node_file_write(self->mark_path, text, (size_t)n, 0, why, sizeof(why)) == 0) {
+        self->mark_written = self->acked;
+        self->mark_at_ms = t;
+    } else {
+        bus_warn("posnode.uplink", "cannot keep the upload mark: %s", why);
+    }
+}
+
+static void s_set_acked(node_uplink_t *self, int64_t acked)
+{
+    self->acked = acked;
+    pthread_mutex_lock(&self->lock);
+    self->status.acked = acked;
+    self->status.unsynced = self->last_sale > acked ? self->last_sale - acked : 0;
+    pthread_mutex_unlock(&self->lock);
+    s_mark_write(self, false);
+}
+
+/* ---- the sale index ---------------------------------------------------------------- */
+
+/*  Look at journal records up to what the till announced; note where each sale is. */
+static int s_index(node_uplink_t *self)
+{
+    pthread_mutex_lock(&self->lock);
+    uint64_t last = self->last_record;
+    pthread_mutex_unlock(&self->lock);
+    while (self->indexed < last) {
+        node_journal_entry_t e;
+        if (node_journal_reader_read(self->reader, self->indexed + 1, &e) != 0) {
+            s_set_error(self, false, "journal: %s", node_journal_reader_errstr(self->reader));
+            return -1;
+        }
+        if (e.kind == NODE_JOURNAL_SALE) {
+            if ((size_t)self->sales_indexed + 2 > self->sale_cap) {
+                size_t cap = self->sale_cap ? self->sale_cap * 2 : 4096;
+                uint64_t *p = realloc(self->sale_rec, cap * sizeof(*p));
+                if (!p) {
+                    node_journal_entry_clear(&e);
+                    return -1;
+                }
+                self->sale_rec = p;
+                self->sale_cap = cap;
+            }
+            self->sale_rec[++self->sales_indexed] = e.seq;
+        }
+        node_journal_entry_clear(&e);
+        self->indexed++;
+    }
+    return 0;
+}
+
+/* ---- requests ------------------------------------------------------------------------ */
+
+/*  A request; the reply body (caller destroys) or NULL. *code gets the remote error code
+    ("" when the back office did not answer at all). */
+static bus_val_t *s_call(node_uplink_t *self, const char *service, const char *method,
+                         bus_val_t *body, char *code, size_t code_size)
+{
+    code[0] = '\0';
+    bus_msg_t *rep = bus_client_request(self->client, service, method, &body);
+    if (!rep) {
+        bus_client_err_t err = bus_client_errcode(self->client);
+        if (err == BUS_CLIENT_REMOTE || err == BUS_CLIENT_UNAVAILABLE)
+            snprintf(code, code_size, "%s",
+                     err == BUS_CLIENT_UNAVAILABLE ? "unavailable"
+                                                   : bus_client_remote_code(self->client));
+        s_set_error(self, err == BUS_CLIENT_REMOTE, "%s %s: %s", service, method,
+                    bus_client_errstr(self->client));
+        return NULL;
+    }
+    s_online(self);
+    bus_val_t *out = bus_msg_take_body(rep);
+    bus_msg_destroy(&rep);
+    return out ? out : bus_val_new_map();
+}
+
+static void s_backoff(node_uplink_t *self)
+{
+    int64_t max = self->cfg.backoff_max_ms;
+    self->backoff_ms = self->backoff_ms ? self->backoff_ms * 2 : S_BACKOFF_MIN_MS;
+    if (self->backoff_ms > max)
+        self->backoff_ms = max;
+    self->next_try_ms = bus_mono_ms() + self->backoff_ms;
+}
+
+static void s_hello(node_uplink_t *self)
+{
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_str(body, "version", self->version);
+    bus_val_t *devices = bus_val_new_arr();
+    bus_val_map_set(body, "devices", &devices);
+    pthread_mutex_lock(&self->lock);
+    bus_val_map_set_int(body, "config_version", self->running_config);
+    pthread_mutex_unlock(&self->lock);
+    char code[64];
+    bus_val_t *rep = s_call(self, "devices", "node.hello", body, code, sizeof(code));
+    if (rep) {
+        self->hello_done = true;
+        bus_info("posnode.uplink", "hello answered; uploads from sale %" PRId64, self->acked + 1);
+    }
+    bus_val_destroy(&rep);
+}
+
+static void s_resend_range(node_uplink_t *self, int64_t from, int64_t to)
+{
+    if (from < 1 || to < from)
+        return;
+    if (from <= self->acked) {
+        if (!self->resend_from || from < self->resend_from)
+            self->resend_from = from;
+        if (to > self->resend_to)
+            self->resend_to = to > self->acked ? self->acked : to;
+    }
+    pthread_mutex_lock(&self->lock);
+    self->status.resends++;
+    pthread_mutex_unlock(&self->lock);
+    bus_info("posnode.uplink", "asked to resend sales %" PRId64 "..%" PRId64, from, to);
+}
+
+static void s_heartbeat(node_uplink_t *self)
+{
+    bus_val_t *body = bus_val_new_map();
+    pthread_mutex_lock(&self->lock);
+    int64_t last_sale = self->last_sale, cfgv = self->running_config;
+    pthread_mutex_unlock(&self->lock);
+    bus_val_map_set_int(body, "last_seq", last_sale);
+    bus_val_map_set_int(body, "unsynced", last_sale > self->acked ? last_sale - self->acked : 0);
+    bus_val_map_set_int(body, "config_version", cfgv);
+    char code[64];
+    bus_val_t *rep = s_call(self, "devices", "node.heartbeat", body, code, sizeof(code));
+    if (!rep)
+        return;
+    int64_t committed = 0;
+    if (bus_val_map_get_int(rep, "committed_seq", &committed) && committed > self->acked &&
+        committed <= last_sale && committed <= self->sales_indexed)
+        s_set_acked(self, committed); /* sales holds them all without a hole */
+    bus_val_t *resend = bus_val_map_get(rep, "resend");
+    int64_t from = 0, to = 0;
+    if (resend && bus_val_map_get_int(resend, "from", &from) &&
+        bus_val_map_get_int(resend, "to", &to))
+        s_resend_range(self, from, to);
+    bus_val_destroy(&rep);
+}
+
+/*  Upload sale k. 1 acknowledged, 0 not now (backoff), -1 refused (blocked). */
+static int s_upload(node_uplink_t *self, int64_t k)
+{
+    node_journal_entry_t e;
+    if (node_journal_reader_read(self->reader, self->sale_rec[k], &e) != 0) {
+        s_set_error(self, false, "journal: %s", node_journal_reader_errstr(self->reader));
+        return 0;
+    }
+    bus_limits_t limits = {.max_size = NODE_JOURNAL_PAYLOAD_MAX};
+    bus_reject_t reason;
+    bus_val_t *doc = bus_val_decode(e.payload, e.size, &limits, &reason);
+    node_journal_entry_clear(&e);
+    if (!doc)
+        return -1;
+    char code[64];
+    bus_val_t *rep = s_call(self, "sales", "sale.upload", doc, code, sizeof(code));
+    if (rep) {
+        bool dup = false;
+        bus_val_map_get_bool(rep, "duplicate", &dup);
+        bus_val_destroy(&rep);
+        pthread_mutex_lock(&self->lock);
+        self->status.uploaded++;
+        self->status.duplicates += dup;
+        self->status.blocked[0] = '\0';
+        pthread_mutex_unlock(&self->lock);
+        return 1;
+    }
+    pthread_mutex_lock(&self->lock);
+    self->status.upload_errors++;
+    if (code[0] && strcmp(code, "unavailable") != 0)
+        snprintf(self->status.blocked, sizeof(self->status.blocked), "sale %" PRId64 ": %s", k,
+                 self->status.last_error);
+    pthread_mutex_unlock(&self->lock);
+    if (code[0] && strcmp(code, "unavailable") != 0) {
+        bus_error("posnode.uplink", "sales refuses sale %" PRId64 " (%s); uploads wait on it", k,
+                  code);
+        return -1;
+    }
+    return 0;
+}
+
+/*  Upload what is due: a resend range first, then the sales after the mark. */
+static void s_uploads(node_uplink_t *self)
+{
+    if (s_index(self) != 0)
+        return;
+    if (self->acked > self->sales_indexed) {
+        /* a mark from another journal: send everything again (sales answers duplicates) */
+        bus_warn("posnode.uplink",
+                 "upload mark %" PRId64 " is past the journal's last sale %" PRId64
+                 "; uploading from sale 1",
+                 self->acked, self->sales_indexed);
+        s_set_acked(self, 0);
+    }
+    for (int n = 0; n < S_UPLOADS_A_TURN; n++) {
+        int64_t k;
+        bool resend = self->resend_from > 0;
+        if (resend)
+            k = self->resend_from;
+        else if (self->acked < self->sales_indexed)
+            k = self->acked + 1;
+        else
+            return;
+        int r = s_upload(self, k);
+        if (r <= 0) {
+            if (r < 0)
+                self->backoff_ms = self->cfg.backoff_max_ms / 2;
+            s_backoff(self);
+            return;
+        }
+        self->backoff_ms = 0;
+        if (resend) {
+            self->resend_from = k + 1 > self->resend_to ? 0 : k + 1;
+            if (!self->resend_from)
+                self->resend_to = 0;
+        } else {
+            s_set_acked(self, k);
+        }
+    }
+}
+
+static void s_sync_catalog(node_uplink_t *self)
+{
+    node_catalog_t *cat = node_catalog_new();
+    int64_t changed = 0;
+    if (!cat || node_catalog_sync(cat, self->client, &changed) != 0) {
+        s_set_error(self, false, "catalog sync: %s", cat ? node_catalog_errstr(cat) : "no memory");
+        node_catalog_destroy(&cat);
+        s_backoff(self);
+        return;
+    }
+    if (node_catalog_save(cat, self->catalog_path) != 0)
+        bus_warn("posnode.uplink", "catalog not saved: %s", node_catalog_errstr(cat));
+    self->catalog_version = node_catalog_version(cat);
+    self->want_catalog = false;
+    bus_info("posnode.uplink", "catalog version %" PRId64 ", %zu items", self->catalog_version,
+             node_catalog_count(cat));
+    pthread_mutex_lock(&self->lock);
+    node_catalog_destroy(&self->new_catalog);
+    self->new_catalog = cat;
+    pthread_mutex_unlock(&self->lock);
+    s_signal(self);
+}
+
+static void s_fetch_config(node_uplink_t *self)
+{
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_int(body, "known_version", self->config_version);
+    char code[64];
+    bus_val_t *rep = s_call(self, "devices", "config.get", body, code, sizeof(code));
+    if (!rep) {
+        if (code[0] && strcmp(code, "unavailable") != 0)
+            self->want_config = false; /* an older devices service: keep the saved one */
+        else
+            s_backoff(self);
+        return;
+    }
+    self->want_config = false;
+    bool unchanged = false;
+    int64_t v = 0;
+    bus_val_map_get_bool(rep, "unchanged", &unchanged);
+    bus_val_map_get_int(rep, "version", &v);
+    if (unchanged || v <= self->config_version) {
+        bus_val_destroy(&rep);
+        return;
+    }
+    char why[256];
+    if (node_config_save(rep, self->config_path, why, sizeof(why)) != 0)
+        bus_warn("posnode.uplink", "configuration not saved: %s", why);
+    self->config_version = v;
+    pthread_mutex_lock(&self->lock);
+    bus_val_destroy(&self->new_config);
+    self->new_config = rep;
+    pthread_mutex_unlock(&self->lock);
+    s_signal(self);
+}
+
+static void s_event(node_uplink_t *self, const char *topic, bus_msg_t *msg)
+{
+    bus_val_t *body = bus_msg_body(msg);
+    int64_t v = 0, from = 0, to = 0;
+    if (strcmp(topic, "catalog.changed") == 0) {
+        if (bus_val_map_get_int(body, "version", &v) && v > self->catalog_version)
+            self->want_catalog = true;
+    } else if (strncmp(topic, "config.", 7) == 0) {
+        if (bus_val_map_get_int(body, "version", &v) && v > self->config_version)
+            self->want_config = true;
+    } else if (bus_val_map_get_int(body, "missing_from", &from) &&
+               bus_val_map_get_int(body, "missing_to", &to)) {
+        s_resend_range(self, from, to);
+    }
+}
+
+static void s_publish_queued(node_uplink_t *self)
+{
+    for (;;) {
+        pthread_mutex_lock(&self->lock);
+        s_event_t *ev = self->head;
+        if (ev) {
+            self->head = ev->next;
+            if (!self->head)
+                self->tail = NULL;
+            self->nevents--;
+        }
+        pthread_mutex_unlock(&self->lock);
+        if (!ev)
+            return;
+        char topic[BUS_TOPIC_MAX + 1];
+        snprintf(topic, sizeof(topic), "node.%s.%s.%s", self->store, self->reg, ev->what);
+        bus_pub_publish(self->pub, topic, ev->type, &ev->body);
+        bus_val_destroy(&ev->body);
+        free(ev);
+    }
+}
+
+static void *s_run(void *arg)
+{
+    node_uplink_t *self = arg;
+    self->next_hb_ms = 0;
+    for (;;) {
+        pthread_mutex_lock(&self->lock);
+        bool stop = self->stop;
+        pthread_mutex_unlock(&self->lock);
+        if (stop)
+            break;
+        char topic[BUS_TOPIC_MAX + 1];
+        bus_msg_t *msg = bus_sub_recv(self->sub, 20, topic, sizeof(topic));
+        if (msg) {
+            s_event(self, topic, msg);
+            bus_msg_destroy(&msg);
+        }
+        s_publish_queued(self);
+        int64_t now = bus_mono_ms();
+        if (now >= self->next_hb_ms) {
+            self->next_hb_ms = now + self->cfg.heartbeat_ms;
+            if (self->hello_done)
+                s_heartbeat(self);
+        }
+        if (now < self->next_try_ms)
+            continue;
+        if (!self->hello_done) {
+            s_hello(self);
+            if (!self->hello_done) {
+                s_backoff(self);
+                continue;
+            }
+            s_heartbeat(self);
+        }
+        if (self->want_config)
+            s_fetch_config(self);
+        if (self->want_catalog && bus_mono_ms() >= self->next_try_ms)
+            s_sync_catalog(self);
+        if (bus_mono_ms() >= self->next_try_ms)
+            s_uploads(self);
+        s_mark_write(self, false);
+    }
+    s_mark_write(self, true);
+    return NULL;
+}
+
+/* ---- the till's side -------------------------------------------------------------------- */
+
+node_uplink_t *node_uplink_start(const node_uplink_cfg_t *cfg, char *why, size_t size)
+{
+    node_uplink_t *self = calloc(1, sizeof(*self));
+    if (!self) {
+        snprintf(why, size, "out of memory");
+        return NULL;
+    }
+    self->cfg = *cfg;
+    self->store = s_dup(cfg->store);
+    self->reg = s_dup(cfg->reg);
+    self->version = s_dup(cfg->version ? cfg->version : "0");
+    self->journal_path = s_dup(cfg->journal_path);
+    self->state_dir = s_dup(cfg->state_dir);
+    self->cert = s_dup(cfg->conn.cert);
+    self->server_cert = s_dup(cfg->conn.server_cert);
+    self->pub_ep = s_dup(cfg->conn.pub_endpoint);
+    self->sub_ep = s_dup(cfg->conn.sub_endpoint);
+    self->req_ep = s_dup(cfg->conn.req_endpoint);
+    self->cfg.conn.cert = self->cert;
+    self->cfg.conn.server_cert = self->server_cert;
+    self->cfg.conn.pub_endpoint = self->pub_ep;
+    self->cfg.conn.sub_endpoint = self->sub_ep;
+    self->cfg.conn.req_endpoint = self->req_ep;
+    if (self->cfg.heartbeat_ms <= 0)
+        self->cfg.heartbeat_ms = 2000;
+    if (self->cfg.timeout_ms <= 0)
+        self->cfg.timeout_ms = 2000;
+    if (self->cfg.backoff_max_ms <= 0)
+        self->cfg.backoff_max_ms = 10000;
+    pthread_mutex_init(&self->lock, NULL);
+    self->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    snprintf(self->mark_path, sizeof(self->mark_path), "%s/uploaded", self->state_dir);
+    snprintf(self->catalog_path, sizeof(self->catalog_path), "%s/catalog.replica", self->state_dir);
+    snprintf(self->config_path, sizeof(self->config_path), "%s/config.mp", self->state_dir);
+    const char *err = NULL;
+    char src[64];
+    snprintf(src, sizeof(src), "%s.%s", self->store, self->reg);
+    self->client = bus_client_new(&self->cfg.conn, src, &err);
+    if (self->client) {
+        bus_client_set_timeout(self->client, self->cfg.timeout_ms);
+        bus_client_set_retries(self->client, 0);
+        self->sub = bus_sub_new(&self->cfg.conn, &err);
+    }
+    if (self->sub)
+        self->pub = bus_pub_new(&self->cfg.conn, src, &err);
+    self->reader = self->pub ? node_journal_reader_open(self->journal_path, cfg->key) : NULL;
+    if (!self->reader || self->efd < 0) {
+        snprintf(why, size, "uplink: %s", err ? err : strerror(errno));
+        node_uplink_stop(&self);
+        return NULL;
+    }
+    char resend[BUS_TOPIC_MAX + 1], config[BUS_TOPIC_MAX + 1];
+    snprintf(resend, sizeof(resend), "register.%s.%s.resend", self->store, self->reg);
+    snprintf(config, sizeof(config), "config.%s.", self->store);
+    bus_sub_subscribe(self->sub, "catalog.changed");
+    bus_sub_subscribe(self->sub, resend);
+    bus_sub_subscribe(self->sub, config);
+    self->last_record = cfg->last_record;
+    self->last_sale = self->status.last_sale = cfg->last_sale;
+    self->running_config = self->config_version = cfg->config_version;
+    self->acked = self->mark_written = s_mark_read(self);
+    self->status.acked = self->acked;
+    self->want_catalog = self->want_config = true;
+    if (pthread_create(&self->thread, NULL, s_run, self) != 0) {
+        snprintf(why, size, "uplink: cannot start a thread");
+        node_uplink_stop(&self);
+        return NULL;
+    }
+    self->started = true;
+    return self;
+}
+
+void node_uplink_stop(node_uplink_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    node_uplink_t *self = *self_p;
+    if (self->started) {
+        pthread_mutex_lock(&self->lock);
+        self->stop = true;
+        pthread_mutex_unlock(&self->lock);
+        pthread_join(self->thread, NULL);
+    }
+    bus_client_destroy(&self->client);
+    bus_sub_destroy(&self->sub);
+    bus_pub_destroy(&self->pub);
+    node_journal_reader_destroy(&self->reader);
+    while (self->head) {
+        s_event_t *ev = self->head;
+        self->head = ev->next;
+        bus_val_destroy(&ev->body);
+        free(ev);
+    }
+    node_catalog_destroy(&self->new_catalog);
+    bus_val_destroy(&self->new_config);
+    if (self->efd >= 0)
+        close(self->efd);
+    pthread_mutex_destroy(&self->lock);
+    free(self->sale_rec);
+    free(self->store);
+    free(self->reg);
+    free(self->version);
+    free(self->journal_path);
+    free(self->state_dir);
+    free(self->cert);
+    free(self->server_cert);
+    free(self->pub_ep);
+    free(self->sub_ep);
+    free(self->req_ep);
+    free(self);
+    *self_p = NULL;
+}
+
+void node_uplink_journaled(node_uplink_t *self, uint64_t last_record, int64_t last_sale)
+{
+    pthread_mutex_lock(&self->lock);
+    self->last_record = last_record;
+    self->last_sale = last_sale;
+    self->status.last_sale = last_sale;
+    self->status.unsynced = last_sale > self->status.acked ? last_sale - self->status.acked : 0;
+    pthread_mutex_unlock(&self->lock);
+}
+
+void node_uplink_running_config(node_uplink_t *self, int64_t version)
+{
+    pthread_mutex_lock(&self->lock);
+    self->running_config = version;
+    pthread_mutex_unlock(&self->lock);
+}
+
+void node_uplink_publish(node_uplink_t *self, const char *what, const char *type,
+                         bus_val_t **body_p)
+{
+    s_event_t *ev = calloc(1, sizeof(*ev));
+    if (!ev) {
+        bus_val_destroy(body_p);
+        return;
+    }
+    snprintf(ev->what, sizeof(ev->what), "%s", what);
+    snprintf(ev->type, sizeof(ev->type), "%s", type);
+    ev->body = *body_p;
+    *body_p = NULL;
+    pthread_mutex_lock(&self->lock);
+    if (self->nevents >= S_QUEUE_MAX) { /* events are best effort: the journal has them */
+        s_event_t *old = self->head;
+        self->head = old->next;
+        self->nevents--;
+        bus_val_destroy(&old->body);
+        free(old);
+        if (!self->head)
+            self->tail = NULL;
+    }
+    if (self->tail)
+        self->tail->next = ev;
+    else
+        self->head = ev;
+    self->tail = ev;
+    self->nevents++;
+    pthread_mutex_unlock(&self->lock);
+}
+
+node_catalog_t *node_uplink_take_catalog(node_uplink_t *self)
+{
+    pthread_mutex_lock(&self->lock);
+    node_catalog_t *cat = self->new_catalog;
+    self->new_catalog = NULL;
+    pthread_mutex_unlock(&self->lock);
+    return cat;
+}
+
+bus_val_t *node_uplink_take_config(node_uplink_t *self)
+{
+    pthread_mutex_lock(&self->lock);
+    bus_val_t *doc = self->new_config;
+    self->new_config = NULL;
+    pthread_mutex_unlock(&self->lock);
+    return doc;
+}
+
+int node_uplink_signal_fd(node_uplink_t *self)
+{
+    return self->efd;
+}
+
+void node_uplink_clear_signal(node_uplink_t *self)
+{
+    uint64_t v;
+    ssize_t n = read(self->efd, &v, sizeof(v));
+    (void)n;
+}
+
+void node_uplink_status(node_uplink_t *self, node_uplink_status_t *out)
+{
+    pthread_mutex_lock(&self->lock);
+    *out = self->status;
+    pthread_mutex_unlock(&self->lock);
+}
