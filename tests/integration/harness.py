@@ -440,6 +440,66 @@ class Stack:
         return False
 
 
+    def start_posnode(self, tag, store, reg, *extra, cert=None):
+        """Start posnode for register store.reg with its own enrolled key (or cert), its state in
+        TMP/<tag>/ and its line interface on TMP/<tag>.sock; returns a Till connected to it."""
+        state = os.path.join(self.tmp, tag)
+        os.makedirs(state, exist_ok=True)
+        sock = os.path.join(self.tmp, tag + ".sock")
+        if os.path.exists(sock):
+            os.unlink(sock)
+        cert = cert or self.key("register", f"{store}.{reg}")
+        self.spawn(tag, [f"{BIN}/posnode", *self.conn_args(cert), "--store", store,
+                         "--register", reg, "--state-dir", state, "--socket", sock,
+                         "--stdin", "false", "--node-heartbeat-ms", "300",
+                         "--backoff-max-ms", "1000", *extra])
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if os.path.exists(sock):
+                return Till(sock, state)
+            if self.procs[tag].poll() is not None:
+                raise Failure(f"posnode {tag} exited {self.procs[tag].returncode} at start")
+            time.sleep(0.05)
+        raise Failure(f"posnode {tag} did not open its socket within 20 s")
+
+
+class Till:
+    """posnode's line interface (docs/posnode.md): one command line in, one JSON line out."""
+
+    def __init__(self, sock_path, state_dir):
+        self.state = state_dir
+        self.journal = os.path.join(state_dir, "journal")
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(sock_path)
+        self.file = self.sock.makefile("rw", encoding="utf-8")
+
+    def cmd(self, line):
+        self.file.write(line + "\n")
+        self.file.flush()
+        answer = self.file.readline()
+        if not answer:
+            raise Failure(f"posnode closed the line interface on {line.split()[0]!r}")
+        return json.loads(answer)
+
+    def close(self):
+        self.file.close()
+        self.sock.close()
+
+
+def journal_records(path):
+    """A register journal's records as (seq, kind, ts, payload bytes), read by the layout of
+    docs/journal.md (no checks: posctl journal verify does those)."""
+    data = open(path, "rb").read()
+    out, off = [], 0
+    while off + 60 <= len(data):
+        length = int.from_bytes(data[off + 8:off + 12], "big")
+        out.append((int.from_bytes(data[off + 12:off + 20], "big"), data[off + 5],
+                    int.from_bytes(data[off + 20:off + 28], "big", signed=True),
+                    data[off + 60:off + 60 + length]))
+        off += 124 + length
+    return out
+
+
 class Bus:
     """A raw client of busd's request protocol (BUS1C), to send what posctl never would."""
 

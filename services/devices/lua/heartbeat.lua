@@ -14,7 +14,9 @@ if ARGV[6] ~= '' then
 end
 redis.call('SADD', KEYS[2], ARGV[1])
 local committed = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-local last = tonumber(ARGV[3])
+-- what the node holds as acknowledged: sales it has not uploaded yet are not missing, they
+-- are on their way (asking for them would only send them twice)
+local last = tonumber(ARGV[3]) - tonumber(ARGV[4])
 if last <= committed then
   return {0, committed, 0, 0}
 end

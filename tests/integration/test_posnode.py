@@ -1,0 +1,279 @@
+#!/usr/bin/python3
+"""test_posnode - the register sells offline, journals every sale and forwards it exactly once.
+
+A real stack (redis, busd with identities, sales, inventory, reporting, devices) and posnode
+processes driven through their line interface:
+  - cashiers and a promotion come from the devices service (posctl cashier/promo add); a
+    running register applies a new promotion within seconds and sales accepts what it priced;
+  - permissions: a cashier cannot void, override a price or open the drawer alone; with a
+    supervisor's PIN it goes through and both names are in the journal;
+  - 500 sales rung while busd and sales are stopped arrive exactly once, in order, once they
+    start; the Z report matches the journal to the fen;
+  - SIGKILL after the journal write and before the acknowledgement: uploaded once after restart;
+    a torn last record (a crash inside a write) is cut and selling resumes at the right number;
+  - Redis restored from a copy taken earlier: heartbeats ask for what it lost and the journals
+    fill it in; the Z report matches the journals again;
+  - posctl journal verify passes on the real journal; a node refuses a certificate that is not
+    its register's, and sales refuses another register's journal uploaded with a foreign key."""
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import msgpack
+
+from harness import (BIN, SRC, Bus, Checks, Stack, journal_records, wait_for)
+
+STORE = "S1"
+c = Checks("test_posnode")
+st = Stack("posnode")
+st.start_redis()
+st.start_busd()
+SERVICES = ["sales", "inventory", "reporting", "devices"]
+for s in SERVICES:
+    st.start_service(s, s)
+c.check(st.wait_healthy(SERVICES), "back office healthy")
+st.posctl("store", "add", STORE, "Posnode store", check=True)
+st.posctl("catalog", "import", os.path.join(SRC, "scripts", "sample", "catalog.csv"), check=True)
+ops = Bus(st)
+
+
+def posctl_in(stdin, *args):
+    r = subprocess.run([f"{BIN}/posctl", *st.conn_args(), *args], input=stdin,
+                       capture_output=True, text=True, timeout=60)
+    c.check(r.returncode == 0, f"posctl {' '.join(args)} ({r.stderr.strip()})")
+    return r
+
+
+posctl_in("1111\n", "cashier", "add", "--store", STORE, "--id", "ann", "--name", "Ann",
+          "--role", "cashier")
+posctl_in("2222\n", "cashier", "add", "--store", STORE, "--id", "sue", "--name", "Sue",
+          "--role", "supervisor")
+
+r01 = st.start_posnode("r01", STORE, "R01")
+wait_for(lambda: r01.cmd("state")["config_version"] >= 2, 15, "R01 runs the configuration")
+r = r01.cmd("login ann 1111")
+c.check(r["ok"] and r["cashier"]["id"] == "ann", f"Ann logs in with her PIN: {r.get('message')}")
+c.check(not r01.cmd("login sue 2222")["ok"], "a second login while Ann is logged in is refused")
+
+
+def sale(till, *lines, tender="pay cash"):
+    for line in lines:
+        r = till.cmd(line)
+        if not r["ok"]:
+            c.fail(f"{line}: {r.get('error')} {r.get('message')}")
+            return r
+    return till.cmd(tender)
+
+
+def journal_sales(path):
+    return [msgpack.unpackb(p) for (_, kind, _, p) in journal_records(path) if kind == 1]
+
+
+def day_report():
+    return st.posctl_json("report", "day", "--store", STORE)
+
+
+def z_matches(label, journals, z=None):
+    """The day's (or a Z report's) totals and per-register proof equal the journals' sales, to
+    the fen."""
+    sales = [s for j in journals for s in journal_sales(j)]
+    z = z or day_report()
+    tot = z.get("totals", {})
+    want_total = sum(s["total"] for s in sales)
+    c.eq(tot.get("total"), want_total, f"{label}: Z total = sum of the journals' sales (fen)")
+    c.eq(tot.get("tickets", 0) + tot.get("nosale", 0), len(sales),
+         f"{label}: Z tickets = sales in the journals")
+    regs = z.get("registers", {})
+    for j in journals:
+        js = journal_sales(j)
+        if not js:
+            continue
+        reg = js[0]["register"]
+        row = regs.get(reg, {})
+        c.check(row.get("first") == 1 and row.get("last") == len(js) and
+                row.get("records") == len(js) and row.get("complete") is True,
+                f"{label}: {reg}'s sequence 1..{len(js)} is complete in the Z report: {row}")
+
+
+def synced(till, timeout=60):
+    return wait_for(lambda: till.cmd("state")["unsynced"] == 0, timeout)
+
+
+# --- selling and the configuration ----------------------------------------------------------------
+r = sale(r01, "scan 6901234500011", "scan COLA 3", "weigh APPLE 1234")
+c.check(r["ok"] and r.get("sale_id") == "S1-R01-000001" and "receipt" in r,
+        f"a sale is journaled as S1-R01-000001 and answered with its receipt: {r.get('message')}")
+c.check(synced(r01, 20), "the sale is uploaded (unsynced 0)")
+got = ops.call("sales", "sale.get", {"store": STORE, "sale_id": "S1-R01-000001"})
+c.check(got["type"] == "reply" and got["body"]["sale"]["total"] == 4990 + 900 + 1580,
+        f"sales holds it with the register's total: {got['body']}")
+
+st.posctl("promo", "add", "--store", STORE, "--id", "COLA10", "--kind", "percent", "--sku",
+          "COLA", "--percent", "10", check=True)
+t0 = time.time()
+c.check(wait_for(lambda: r01.cmd("state")["config_version"] >= 3, 10),
+        "the running register takes the new promotion")
+c.check(time.time() - t0 < 5, f"within seconds ({time.time() - t0:.1f} s)")
+r = r01.cmd("scan COLA 2")
+line = r["ticket"]["lines"][-1] if r.get("ticket") else {}
+c.check(line.get("promo_id") == "COLA10" and line.get("promo_discount") == 60,
+        f"COLA x2 at 3.00 gets 10% off (0.60): {line}")
+r = r01.cmd("pay cash 10")
+c.check(r["ok"] and r.get("change") == 460, f"paid 10.00 for 5.40, change 4.60: {r.get('message')}")
+c.check(synced(r01, 20), "the promoted sale is uploaded")
+got = ops.call("sales", "sale.get", {"store": STORE, "sale_id": r.get("sale_id", "")})
+c.check(got["type"] == "reply" and "review" not in got["body"]["sale"],
+        f"sales accepted the promoted sale without a review flag: {got['body']}")
+
+# --- permissions and approvals ----------------------------------------------------------------------
+r01.cmd("scan BEER")
+r01.cmd("scan CHIPS")
+for line, what in (("void 1", "void"), ("price 2 5.00", "price override")):
+    r = r01.cmd(line)
+    c.check(not r["ok"] and r["error"] == "not_permitted", f"a cashier alone: {what} refused ({r})")
+r = r01.cmd("void 1 approve sue 9999")
+c.check(not r["ok"] and r["error"] == "not_permitted", "a wrong supervisor PIN approves nothing")
+r = r01.cmd("void 1 approve sue 2222")
+c.check(r["ok"] and r["ticket"]["lines"][0]["voided"] and r.get("approved_by") == "sue",
+        "with Sue's PIN the void goes through")
+r = r01.cmd("price 2 5.00 approve sue 2222")
+c.check(r["ok"] and r["ticket"]["total"] == 500, f"price override approved: {r.get('message')}")
+r = r01.cmd("pay cash")
+c.check(r["ok"], "the ticket is paid")
+r = r01.cmd("no-sale change for a customer")
+c.check(not r["ok"] and r["error"] == "not_permitted", "no-sale drawer open refused alone")
+r = r01.cmd("no-sale change for a customer approve sue 2222")
+c.check(r["ok"] and r.get("drawer_open"), "no-sale with approval opens the drawer (a nosale sale)")
+audits = [msgpack.unpackb(p) for (_, kind, _, p) in journal_records(r01.journal) if kind == 2]
+approved = [a for a in audits if a.get("approver") == "sue" and a.get("approved")]
+c.check({a.get("action") for a in approved} >= {"void_line", "price_override", "no_sale"} and
+        all(a.get("cashier") == "ann" for a in approved),
+        f"the journal names both Ann and Sue on every approved action: {approved}")
+c.check(any(a.get("action") == "void_line" and not a.get("approved") for a in audits),
+        "the refused attempts are in the journal too")
+c.check("2222" not in open(r01.journal, "rb").read().decode("latin-1") and
+        "1111" not in open(st.tmp + "/r01.log", errors="replace").read(),
+        "no PIN in the journal or the log")
+c.check(synced(r01, 20), "all uploaded before the outage")
+
+# --- 500 sales while busd and sales are down ----------------------------------------------------------
+before = journal_sales(r01.journal)[-1]["seq"]
+st.kill("sales", signal.SIGTERM)
+st.kill("busd", signal.SIGTERM)
+t0 = time.time()
+items = ["COLA", "WATER", "TEA", "NOODLE", "CHIPS", "BREAD", "SALT", "EGG10"]
+for i in range(500):
+    r = sale(r01, f"scan {items[i % len(items)]} {1 + i % 3}")
+    if not r.get("ok"):
+        c.fail(f"offline sale {i}: {r}")
+        break
+offline_s = time.time() - t0
+c.check(wait_for(lambda: r01.cmd("state")["online"] is False, 10), "the till shows offline")
+r = r01.cmd("state")
+c.check(r["online"] is False and r["unsynced"] == 500,
+        f"offline, 500 unsynced shown to the cashier: online={r['online']} unsynced={r['unsynced']}")
+print(f"node.offline_sales_per_s {500 / offline_s:.0f} (ASan build, through the socket)")
+st.start_busd()
+st.start_service("sales", "sales")
+t0 = time.time()
+c.check(synced(r01, 120), "after busd and sales return, the backlog uploads")
+c.check(st.wait_healthy(SERVICES), "every service registered again with the new busd")
+print(f"node.catchup_500_s {time.time() - t0:.1f} (ASan build, includes reconnecting)")
+stats = ops.call("sales", "stats", {})["body"]["counters"]
+c.eq(stats.get("sales_committed"), 500, "the new sales instance committed exactly the 500")
+c.eq(stats.get("sequence_gaps", 0), 0, "in order: sales saw no gap")
+last = journal_sales(r01.journal)[-1]["seq"]
+c.eq(last, before + 500, "the journal holds them gap-free after the earlier sales")
+wait_for(lambda: day_report()["registers"].get("R01", {}).get("records") == last, 30)
+z_matches("after the outage", [r01.journal])
+
+# --- crashes ------------------------------------------------------------------------------------------
+st.kill("sales", signal.SIGTERM)
+r = sale(r01, "scan WATER")
+c.check(r["ok"], "a sale journaled while sales is away")
+st.kill("r01", signal.SIGKILL)
+st.start_service("sales", "sales")
+r01 = st.start_posnode("r01", STORE, "R01")
+c.check(synced(r01, 30), "after SIGKILL before the acknowledgement, the sale is uploaded")
+# a sale committed but the answer lost: kill at once after paying, before the mark is written
+r01.cmd("login ann 1111")
+r = sale(r01, "scan TEA")
+st.kill("r01", signal.SIGKILL)
+r01 = st.start_posnode("r01", STORE, "R01")
+c.check(synced(r01, 30), "after SIGKILL right after paying, everything is uploaded")
+stats = ops.call("sales", "stats", {})["body"]["counters"]
+c.eq(stats.get("sales_committed"), 2, "each of the two sales committed once")
+# a torn last record: the crash inside a write
+st.kill("r01", signal.SIGKILL)
+records = journal_records(r01.journal)
+last_seq = records[-1][0]
+with open(r01.journal, "ab") as f:
+    f.write(open(r01.journal, "rb").read()[-150:-40])  # part of a record: what a crash leaves
+r01 = st.start_posnode("r01", STORE, "R01")
+c.check(os.path.exists(r01.journal + ".torn"), "the torn record is cut off and kept in .torn")
+c.eq(journal_records(r01.journal)[-1][0], last_seq, "earlier records are intact")
+r01.cmd("login ann 1111")
+r = sale(r01, "scan SALT")
+want = journal_sales(r01.journal)[-1]["seq"]
+c.check(r["ok"] and r.get("sale_seq") == want and want == last - 0 + 3,
+        f"selling resumes at the right number: {r.get('sale_id')}")
+c.check(synced(r01, 30), "and it is uploaded")
+
+# --- Redis restored from an earlier copy ----------------------------------------------------------------
+r02 = st.start_posnode("r02", STORE, "R02")
+wait_for(lambda: r02.cmd("state")["config_version"] >= 3, 15)
+r02.cmd("login sue 2222")
+for i in range(20):
+    sale(r02, f"scan {items[i % len(items)]}")
+c.check(synced(r02, 30), "R02's first sales uploaded")
+time.sleep(1.5)  # reporting applies them before the copy
+st.redis_cli("SAVE")
+snapshot = os.path.join(st.tmp, "snapshot.rdb")
+shutil.copy(os.path.join(st.tmp, "dump.rdb"), snapshot)
+for i in range(30):
+    sale(r01, f"scan {items[i % len(items)]}")
+    sale(r02, f"scan {items[(i + 3) % len(items)]}")
+c.check(synced(r01) and synced(r02), "60 more sales uploaded after the copy")
+for s in SERVICES:
+    st.kill(s, signal.SIGTERM)
+st.kill("redis", signal.SIGKILL)
+shutil.rmtree(os.path.join(st.tmp, "appendonlydir"), ignore_errors=True)
+shutil.copy(snapshot, os.path.join(st.tmp, "dump.rdb"))
+st.start_redis("appendonly no")
+for s in SERVICES:
+    st.start_service(s, s)
+c.check(st.wait_healthy(SERVICES), "back office healthy on the restored Redis")
+
+
+def proof_complete():
+    regs = day_report().get("registers", {})
+    return all(regs.get(r, {}).get("records") == len(journal_sales(j)) and
+               regs.get(r, {}).get("complete") for r, j in (("R01", r01.journal),
+                                                             ("R02", r02.journal)))
+
+
+c.check(wait_for(proof_complete, 60), "heartbeats asked for what Redis lost; the journals "
+        "filled it in")
+z_matches("after the restore", [r01.journal, r02.journal])
+z_matches("the Z report", [r01.journal, r02.journal],
+          st.posctl_json("report", "z", "--store", STORE))
+
+# --- verify, identity ------------------------------------------------------------------------------------
+v = subprocess.run([f"{BIN}/posctl", "journal", "verify", r01.journal, "--journal-key",
+                    os.path.join(r01.state, "journal.pub")], capture_output=True, text=True)
+c.check(v.returncode == 0 and "ok:" in v.stdout, f"posctl journal verify: {v.stdout.strip()}")
+bad = subprocess.run([f"{BIN}/posnode", *st.conn_args(st.key("register", "S1.R02")), "--store",
+                      STORE, "--register", "R01", "--state-dir", os.path.join(st.tmp, "clone"),
+                      "--stdin", "false"], capture_output=True, text=True, timeout=30)
+c.check(bad.returncode != 0 and "not register S1.R01" in bad.stderr,
+        f"posnode refuses to act as R01 with R02's certificate: {bad.stderr.strip()[-200:]}")
+clone = Bus(st, st.key("register", "S1.R02"))
+doc = journal_sales(r01.journal)[0]
+r = clone.call("sales", "sale.upload", doc)
+c.check(r["type"] == "error" and r["body"].get("code") == "forbidden",
+        f"R01's journal uploaded with R02's key is refused: {r['body']}")
+
+st.stop_all(c)
+c.finish()
