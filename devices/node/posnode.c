@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -492,6 +493,9 @@ int main(int argc, char **argv)
         return 0;
     }
     bus_program_signals();
+    /* a file-size limit must make the journal's write fail (EFBIG: selling stops with a
+       message), not kill the register */
+    signal(SIGXFSZ, SIG_IGN);
     s_node_t node = {.config = config};
     rc = s_start(&node);
     if (rc == 0) {
