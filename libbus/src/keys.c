@@ -103,6 +103,11 @@ char *bus_key_nodes(char *buf, const char *store)
     return s_key(buf, "nodes:{%s}", store);
 }
 
+char *bus_key_cfg(char *buf, const char *store, const char *suffix)
+{
+    return s_key(buf, "cfg:{%s}%s", store, suffix ? suffix : "");
+}
+
 char *bus_key_rep(char *buf, const char *store, const char *day, const char *suffix)
 {
     return s_key(buf, "rep:{%s}:%s%s", store, day, suffix ? suffix : "");
@@ -144,6 +149,11 @@ const char *const bus_key_patterns[] = {BUS_KEY_STORES,
                                         "sold:{S}:<sku>",
                                         "node:{S}:<register>",
                                         "nodes:{S}",
+                                        "cfg:{S}",
+                                        "cfg:{S}:cashiers",
+                                        "cfg:{S}:promos",
+                                        "cfg:{S}:live",
+                                        "cfg:{S}:req:<request id>",
                                         "rep:{S}:<day>",
                                         "rep:{S}:<day>:hours",
                                         "rep:{S}:<day>:items",
@@ -187,6 +197,10 @@ int bus_keys_test(const char *data_md, bool verbose)
     failed += s_expect(bus_key_sold(b, "S", "<sku>"), "sold:{S}:<sku>", verbose);
     failed += s_expect(bus_key_node(b, "S", "<register>"), "node:{S}:<register>", verbose);
     failed += s_expect(bus_key_nodes(b, "S"), "nodes:{S}", verbose);
+    failed += s_expect(bus_key_cfg(b, "S", NULL), "cfg:{S}", verbose);
+    failed += s_expect(bus_key_cfg(b, "S", ":promos"), "cfg:{S}:promos", verbose);
+    failed += s_expect(bus_key_cfg(b, "S", ":req:<request id>"), "cfg:{S}:req:<request id>",
+                       verbose);
     failed += s_expect(bus_key_rep(b, "S", "<day>", NULL), "rep:{S}:<day>", verbose);
     failed += s_expect(bus_key_rep(b, "S", "<day>", ":tax"), "rep:{S}:<day>:tax", verbose);
     failed += s_expect(bus_key_rep_days(b, "S"), "rep:{S}:days", verbose);

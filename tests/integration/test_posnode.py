@@ -116,6 +116,11 @@ t0 = time.time()
 c.check(wait_for(lambda: r01.cmd("state")["config_version"] >= 3, 10),
         "the running register takes the new promotion")
 c.check(time.time() - t0 < 5, f"within seconds ({time.time() - t0:.1f} s)")
+hb = Bus(st, st.key("register", "S1.R09")).call(
+    "devices", "node.heartbeat", {"last_seq": 0, "unsynced": 0, "config_version": 0})
+c.check(hb["type"] == "reply" and hb["body"].get("config_version") == 3,
+        f"a heartbeat answers the store's latest configuration version (a node that missed "
+        f"the event converges): {hb['body']}")
 r = r01.cmd("scan COLA 2")
 line = r["ticket"]["lines"][-1] if r.get("ticket") else {}
 c.check(line.get("promo_id") == "COLA10" and line.get("promo_discount") == 60,

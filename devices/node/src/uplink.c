@@ -276,6 +276,9 @@ static void s_heartbeat(node_uplink_t *self)
     if (bus_val_map_get_int(rep, "committed_seq", &committed) && committed > self->acked &&
         committed <= last_sale && committed <= self->sales_indexed)
         s_set_acked(self, committed); /* sales holds them all without a hole */
+    int64_t latest = 0; /* the store's configuration: converge even if an event was missed */
+    if (bus_val_map_get_int(rep, "config_version", &latest) && latest > self->config_version)
+        self->want_config = true;
     bus_val_t *resend = bus_val_map_get(rep, "resend");
     int64_t from = 0, to = 0;
     if (resend && bus_val_map_get_int(resend, "from", &from) &&

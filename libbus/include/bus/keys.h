@@ -57,6 +57,9 @@ char *bus_key_parked(char *buf, const char *store);                        /* pa
 /* devices */
 char *bus_key_node(char *buf, const char *store, const char *reg); /* node:{S}:<register> */
 char *bus_key_nodes(char *buf, const char *store);                 /* nodes:{S} */
+/* the store's register configuration cfg:{S} and its parts cfg:{S}<suffix>, suffix one of
+   "", ":cashiers", ":promos", ":live", ":req:<request_id>" */
+char *bus_key_cfg(char *buf, const char *store, const char *suffix);
 
 /* reporting: the day hash rep:{S}:<day> and its parts rep:{S}:<day><suffix>, suffix one of
    "", ":hours", ":items", ":cats", ":regs", ":cashiers", ":tenders", ":tax", ":pairs" */

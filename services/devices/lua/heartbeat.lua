@@ -1,9 +1,10 @@
 -- A node's heartbeat, and whether to ask it to resend sales that sales has not committed.
 -- KEYS: 1 node hash, 2 nodes set, 3 regseq hash (sales': register -> highest sequence with
--- every sequence below it committed; read only).
+-- every sequence below it committed; read only), 4 the store's configuration hash cfg:{S}
+-- (read only: its version, so a node that missed config.<S>.changed still converges).
 -- ARGV: 1 register, 2 now (ms), 3 last_seq, 4 unsynced, 5 config version, 6 devices
 -- (MessagePack array, or '' to keep the stored ones), 7 resend interval (ms).
--- Returns {status, committed, from, to}: status 0 nothing missing, 1 missing but asked less
+-- Returns {status, committed, from, to, config version}: status 0 nothing missing, 1 missing but asked less
 -- than the interval ago, 2 ask for from..to now (resend_asked_ms is set in the same step, so
 -- two instances never both ask within the interval).
 local now = tonumber(ARGV[2])
@@ -14,15 +15,16 @@ if ARGV[6] ~= '' then
 end
 redis.call('SADD', KEYS[2], ARGV[1])
 local committed = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+local cfgv = tonumber(redis.call('HGET', KEYS[4], 'version') or '0')
 -- what the node holds as acknowledged: sales it has not uploaded yet are not missing, they
 -- are on their way (asking for them would only send them twice)
 local last = tonumber(ARGV[3]) - tonumber(ARGV[4])
 if last <= committed then
-  return {0, committed, 0, 0}
+  return {0, committed, 0, 0, cfgv}
 end
 local asked = tonumber(redis.call('HGET', KEYS[1], 'resend_asked_ms') or '0')
 if asked and now - asked < tonumber(ARGV[7]) and now >= asked then
-  return {1, committed, 0, 0}
+  return {1, committed, 0, 0, cfgv}
 end
 redis.call('HSET', KEYS[1], 'resend_asked_ms', ARGV[2])
-return {2, committed, committed + 1, last}
+return {2, committed, committed + 1, last, cfgv}

@@ -86,8 +86,7 @@ static const char *const s_promo_ints[] = {"percent_bp", "amount",   "qty",    "
 
 static char *s_key(char *buf, const char *store, const char *suffix)
 {
-    int n = snprintf(buf, BUS_KEY_MAX, "cfg:{%s}%s", store, suffix);
-    return n > 0 && n < BUS_KEY_MAX ? buf : NULL;
+    return bus_key_cfg(buf, store, suffix);
 }
 
 /* ---- answers ------------------------------------------------------------------------------ */

@@ -344,35 +344,37 @@ static int s_heartbeat(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
         bus_buf_free(&devices);
         return -1;
     }
-    char key[BUS_KEY_MAX], set[BUS_KEY_MAX], regseq[BUS_KEY_MAX];
+    char key[BUS_KEY_MAX], set[BUS_KEY_MAX], regseq[BUS_KEY_MAX], cfg[BUS_KEY_MAX];
     char now[S_NUM_MAX], last[S_NUM_MAX], uns[S_NUM_MAX], cv[S_NUM_MAX], every[S_NUM_MAX];
     bus_key_node(key, node.store, node.reg);
     bus_key_nodes(set, node.store);
     bus_key_regseq(regseq, node.store);
+    bus_key_cfg(cfg, node.store, NULL);
     snprintf(now, sizeof(now), "%" PRId64, bus_now_ms());
     snprintf(last, sizeof(last), "%" PRId64, last_seq);
     snprintf(uns, sizeof(uns), "%" PRId64, unsynced);
     snprintf(cv, sizeof(cv), "%" PRId64, config_version);
     snprintf(every, sizeof(every), "%" PRId64, self->resend_ms);
-    const char *argv[] = {key,      set, regseq,
-                          node.reg, now, last,
-                          uns,      cv,  devices.data ? (const char *)devices.data : "",
-                          every};
-    size_t lens[] = {strlen(key),  strlen(set), strlen(regseq), strlen(node.reg), strlen(now),
-                     strlen(last), strlen(uns), strlen(cv),     devices.len,      strlen(every)};
-    redisReply *r = bus_redis_evalsha(self->redis, self->heartbeat, 3, 10, argv, lens);
+    const char *argv[] = {key, set, regseq, cfg, node.reg, now, last, uns, cv,
+                          devices.data ? (const char *)devices.data : "", every};
+    size_t lens[] = {strlen(key), strlen(set), strlen(regseq), strlen(cfg),
+                     strlen(node.reg), strlen(now), strlen(last), strlen(uns),
+                     strlen(cv), devices.len, strlen(every)};
+    redisReply *r = bus_redis_evalsha(self->redis, self->heartbeat, 4, 11, argv, lens);
     bus_buf_free(&devices);
-    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 4)
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 5)
         return s_redis_failed(self, svc, r, "heartbeat");
-    for (size_t i = 0; i < 4; i++)
+    for (size_t i = 0; i < 5; i++)
         if (r->element[i]->type != REDIS_REPLY_INTEGER)
             return s_redis_failed(self, svc, r, "heartbeat reply");
     int64_t status = r->element[0]->integer, committed = r->element[1]->integer;
     int64_t from = r->element[2]->integer, to = r->element[3]->integer;
+    int64_t latest = r->element[4]->integer;
     freeReplyObject(r);
     bus_stats_inc(self->c_heartbeats, 1);
     bus_val_map_set_bool(reply, "ok", true);
     bus_val_map_set_int(reply, "committed_seq", committed);
+    bus_val_map_set_int(reply, "config_version", latest);
     if (status == 2 && from >= 1 && to >= from) {
         s_ask_resend(self, &node, from, to);
         bus_val_t *resend = bus_val_new_map();
