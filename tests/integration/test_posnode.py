@@ -161,6 +161,47 @@ c.check(any(a.get("action") == "void_line" and not a.get("approved") for a in au
 c.check("2222" not in open(r01.journal, "rb").read().decode("latin-1") and
         "1111" not in open(st.tmp + "/r01.log", errors="replace").read(),
         "no PIN in the journal or the log")
+
+# --- park and recall, a return against an original, cash in and out, the X report --------------------
+r01.cmd("scan EGG10")
+r01.cmd("scan MILK1 2")
+r = r01.cmd("park")
+park_id = r.get("park_id", "")
+c.check(r["ok"] and park_id and r["ticket"] is None, f"the ticket is parked as {park_id}")
+r = r01.cmd(f"recall {park_id}")
+c.check(r["ok"] and r["ticket"] and r["ticket"]["total"] == 1290 + 700,
+        f"recalled with its lines (19.90): {r.get('message')}")
+r = r01.cmd(f"recall {park_id}")
+c.check(not r["ok"], "a parked ticket is recalled once")
+r = r01.cmd("pay cash 20")
+c.check(r["ok"] and r.get("change") == 10, "the recalled ticket is paid, change 0.10")
+r = r01.cmd("return S1-R01-000001 COLA 1")
+c.check(not r["ok"] and r["error"] == "not_permitted", "a cashier alone cannot take a return")
+r = r01.cmd("return S1-R01-000001 COLA 5 approve sue 2222")
+c.check(not r["ok"] and r["error"] == "too_many", f"more than was sold is refused: {r}")
+r = r01.cmd("return S1-R01-000001 COLA 1 approve sue 2222")
+c.check(r["ok"] and r["ticket"]["total"] == -300,
+        f"one COLA returned against sale 1 at what was paid (3.00): {r.get('message')}")
+r = r01.cmd("pay cash")
+c.check(r["ok"] and r.get("sale_id"), f"the refund is paid out in cash: {r.get('message')}")
+c.check(synced(r01, 20), "the return is uploaded")
+got = ops.call("sales", "sale.get", {"store": STORE, "sale_id": r.get("sale_id", "")})
+c.check(got["type"] == "reply" and got["body"]["sale"]["kind"] == "return" and
+        got["body"]["sale"]["total"] == -300, f"sales accepted the return: {got['body']}")
+c.check(r01.cmd("cash-in 100 opening float")["ok"] and r01.cmd("cash-out 20.50 to the bank")["ok"],
+        "cash in and cash out are recorded")
+r = r01.cmd("x")
+c.check(not r["ok"] and r["error"] == "not_permitted", "a cashier alone cannot print an X report")
+r = r01.cmd("x approve sue 2222")
+rep = r.get("report", {})
+js = journal_sales(r01.journal)
+cash = sum(t["amount"] for s_ in js for t in s_["tenders"] if t["kind"] == "cash")
+change = sum(s_.get("change", 0) for s_ in js)
+c.check(r["ok"] and rep.get("cash_in") == 10000 and rep.get("cash_out") == 2050 and
+        rep.get("expected_cash") == cash - change + 10000 - 2050 and
+        rep.get("total") == sum(s_["total"] for s_ in js) and
+        rep.get("sales") + rep.get("returns") + rep.get("nosales") == len(js),
+        f"the X report adds up to the journal: {rep}")
 c.check(synced(r01, 20), "all uploaded before the outage")
 
 # --- 500 sales while busd and sales are down ----------------------------------------------------------
@@ -264,6 +305,29 @@ c.check(wait_for(proof_complete, 60), "heartbeats asked for what Redis lost; the
 z_matches("after the restore", [r01.journal, r02.journal])
 z_matches("the Z report", [r01.journal, r02.journal],
           st.posctl_json("report", "z", "--store", STORE))
+
+# --- the disk fills up: selling stops with a clear message, nothing is lost --------------------------------
+import resource  # noqa: E402
+r03 = st.start_posnode("r03", STORE, "R03")
+wait_for(lambda: r03.cmd("state")["config_version"] >= 3, 15)
+r03.cmd("login ann 1111")
+c.check(sale(r03, "scan WATER")["ok"], "R03 sells")
+pid = st.procs["r03"].pid
+size = os.path.getsize(r03.journal)
+resource.prlimit(pid, resource.RLIMIT_FSIZE, (size + 200, resource.RLIM_INFINITY))
+r = sale(r03, "scan BREAD")
+c.check(not r["ok"] and r["error"] == "stopped" and "journal" in r.get("message", "") and
+        r["stopped"] is True, f"the full disk stops the sale with a message: {r.get('message')}")
+r = r03.cmd("scan SALT")
+c.check(not r["ok"] and r["error"] in ("stopped", "tendering"), "nothing more is sold meanwhile")
+c.eq(len(journal_sales(r03.journal)), 1, "no part of the refused sale is in the journal")
+resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+r = r03.cmd("pay")
+c.check(r["ok"] and r.get("sale_id") == "S1-R03-000002" and r["stopped"] is False,
+        f"with space again, pay writes the same sale: {r.get('sale_id')} {r.get('message')}")
+c.check(synced(r03, 20), "and it is uploaded once")
+got = ops.call("sales", "sale.get", {"store": STORE, "sale_id": "S1-R03-000002"})
+c.check(got["type"] == "reply" and got["body"]["sale"]["total"] == 990, "sales holds it")
 
 # --- verify, identity ------------------------------------------------------------------------------------
 v = subprocess.run([f"{BIN}/posctl", "journal", "verify", r01.journal, "--journal-key",
