@@ -122,6 +122,55 @@ FIRST=$(( $(date +%s) % 100000 * 10 + 1 ))
     --first-seq "$FIRST" --seed "$FIRST" > "$VAR/sim.json"
 echo "rang up: $(cat "$VAR/sim.json")"
 sleep 1
+
+echo
+echo "== two registers (posnode R01, R02): cashiers and a promotion from the devices service"
+# a register's key is enrolled like any other (posctl node enroll prints the files to carry)
+for reg in R01 R02; do
+    [ -f "$KEYS/register-$STORE-$reg.cert_secret" ] ||
+        "${KEYGEN[@]}" node enroll "$STORE" "$reg" >/dev/null
+done
+# PINs go in on stdin and are hashed by posctl: only the hash reaches the bus
+echo 1111 | "${POSCTL[@]}" cashier add --store "$STORE" --id ann --name "Ann 安" --role cashier >/dev/null
+echo 2222 | "${POSCTL[@]}" cashier add --store "$STORE" --id sue --name "Sue 苏" --role supervisor >/dev/null
+"${POSCTL[@]}" promo add --store "$STORE" --id COLA-DEMO --kind qty_break --sku COLA --qty 3 \
+    --amount 8.00 >/dev/null 2>&1 || true
+for reg in R01 R02; do
+    "$BIN/posnode" --pub-endpoint "$PUB" --sub-endpoint "$SUB" --req-endpoint "$REQ" \
+        --cert "$KEYS/register-$STORE-$reg.cert_secret" --server-cert "$KEYS/busd.cert" \
+        --store "$STORE" --register "$reg" --state-dir "$VAR/$reg" --socket "$VAR/$reg.sock" \
+        --stdin false > "$LOGS/posnode-$reg.log" 2>&1 &
+    PIDS+=($!)
+done
+# a register takes the store's configuration by itself; wait until both run the latest one
+for _ in $(seq 100); do
+    behind=$("${POSCTL[@]}" node config --store "$STORE" 2>/dev/null | grep -cE "R0[12].*current" || true)
+    [ "$behind" = 2 ] && break
+    sleep 0.2
+done
+# ring tickets through each register's line interface (what a till UI or an integrator sends)
+ring() {
+    local reg=$1 n=$2 i
+    echo "login ann 1111"
+    for ((i = 0; i < n; i++)); do
+        echo "scan 6901234500011"
+        echo "scan COLA 3"
+        [ $((i % 4)) = 0 ] && echo "weigh APPLE $((800 + i * 37 % 900))"
+        echo "pay cash 100"
+    done
+    echo "logout"
+}
+for reg in R01 R02; do
+    ring "$reg" "${POSBUS_DEMO_TICKETS:-20}" |
+        socat -t 10 - "UNIX-CONNECT:$VAR/$reg.sock" > "$VAR/$reg.answers" || true
+done
+echo "R01 and R02 rang $(grep -c '"sale_id"' "$VAR/R01.answers") and $(grep -c '"sale_id"' "$VAR/R02.answers") tickets"
+echo "-- R02's last receipt:"
+grep '"sale_id"' "$VAR/R02.answers" | tail -1 |
+    python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["receipt"])'
+sleep 2
+"${POSCTL[@]}" node list --store "$STORE"
+
 echo
 echo "== day report (posctl report day --store $STORE)"
 "${POSCTL[@]}" report day --store "$STORE" | grep -E "^(day|totals|tenders|expected_cash|tax\.[0-9]+\.(gross|tax))"
@@ -138,6 +187,7 @@ echo "  $BIN/posctl ${CLIENT[*]} report z --store $STORE   # close the day"
 echo "  $BIN/posctl ${CLIENT[*]} sim --store $STORE --sales 100 --first-seq $((FIRST + 1000))"
 echo "  $BIN/posctl ${CLIENT[*]} keys list      # enrolled keys with their roles"
 echo "  $BIN/posctl ${CLIENT[*]} node list      # registers: online, unsynced, devices"
+echo "  socat - UNIX-CONNECT:$VAR/R01.sock     # ring a ticket at R01 (docs/posnode.md)"
 if [ -n "${POSBUS_DEMO_SECONDS:-}" ]; then
     sleep "$POSBUS_DEMO_SECONDS"
 else
