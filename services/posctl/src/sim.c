@@ -20,6 +20,8 @@
     the summary's "unacknowledged" and the exit code is 1.
     =========================================================================
 */
+#include <node/sale_doc.h>
+#include <pos/sale.h>
 #include <pos/ticket.h>
 #include "posctl.h"
 
@@ -243,57 +245,19 @@ static pos_item_t *s_load_catalog(bus_client_t *client, int *count)
 }
 
 /*  The sale document a register uploads, from a priced and paid ticket. */
-static bus_val_t *s_sale_doc(pos_ticket_t *t, const char *sale_id, const char *store,
-                             const char *reg, int64_t seq, const char *kind)
+/*  The sale document of a paid ticket, built the way a register builds it (libpos's sale, then
+    node_sale_doc): NULL if the ticket does not make a valid sale. */
+static bus_val_t *s_sale_doc(pos_ticket_t *t, const char *store, const char *reg, int64_t seq)
 {
-    bus_val_t *sale = bus_val_new_map();
     char cashier[S_CASHIER_MAX];
     snprintf(cashier, sizeof(cashier), "C-%s", reg);
-    bus_val_map_set_str(sale, "sale_id", sale_id);
-    bus_val_map_set_str(sale, "store", store);
-    bus_val_map_set_str(sale, "register", reg);
-    bus_val_map_set_int(sale, "seq", seq);
-    bus_val_map_set_str(sale, "cashier", cashier);
-    bus_val_map_set_int(sale, "ts", bus_now_ms());
-    bus_val_map_set_str(sale, "kind", kind);
-    bus_val_t *lines = bus_val_new_arr();
-    for (int i = 0; i < pos_ticket_line_count(t); i++) {
-        const pos_line_t *l = pos_ticket_line(t, i);
-        bus_val_t *line = bus_val_new_map();
-        bus_val_map_set_str(line, "sku", l->item.sku);
-        bus_val_map_set_str(line, "name", l->item.name);
-        bus_val_map_set_str(line, "category", l->item.category);
-        bus_val_map_set_int(line, "qty", l->qty);
-        bus_val_map_set_str(line, "unit", l->item.unit == POS_UNIT_KG ? "kg" : "pcs");
-        bus_val_map_set_int(line, "unit_price", l->unit_price);
-        bus_val_map_set_int(line, "gross", l->gross);
-        bus_val_map_set_int(line, "promo_discount", l->promo_discount);
-        bus_val_map_set_int(line, "ticket_discount", l->ticket_discount);
-        bus_val_map_set_int(line, "amount", l->amount);
-        bus_val_map_set_int(line, "tax", l->tax);
-        bus_val_map_set_int(line, "tax_rate_bp", l->item.tax_rate_bp);
-        if (l->voided)
-            bus_val_map_set_bool(line, "voided", true);
-        if (l->is_return)
-            bus_val_map_set_str(line, "return_of", l->return_of);
-        if (l->promo_id[0])
-            bus_val_map_set_str(line, "promo_id", l->promo_id);
-        bus_val_arr_push(lines, &line);
-    }
-    bus_val_map_set(sale, "lines", &lines);
-    bus_val_t *tenders = bus_val_new_arr();
-    for (int i = 0; i < pos_ticket_tender_count(t); i++) {
-        bus_val_t *tv = bus_val_new_map();
-        bus_val_map_set_str(tv, "kind", pos_tender_name(pos_ticket_tender(t, i)->kind));
-        bus_val_map_set_int(tv, "amount", pos_ticket_tender(t, i)->amount);
-        bus_val_arr_push(tenders, &tv);
-    }
-    bus_val_map_set(sale, "tenders", &tenders);
-    const pos_totals_t *tot = pos_ticket_totals(t);
-    bus_val_map_set_int(sale, "total", tot->total);
-    bus_val_map_set_int(sale, "change", tot->change);
-    bus_val_map_set_int(sale, "cash_rounding", tot->cash_rounding);
-    return sale;
+    pos_sale_t sale;
+    pos_sale_init(&sale);
+    bus_val_t *doc = NULL;
+    if (pos_sale_from_ticket(&sale, t, store, reg, seq, cashier, bus_now_ms()) == POS_OK)
+        doc = node_sale_doc(&sale);
+    pos_sale_clear(&sale);
+    return doc;
 }
 
 static int s_cmp_i64(const void *a, const void *b)
@@ -401,8 +365,8 @@ int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg)
         pos_ticket_compute(t);
         s_pay(t);
         n_tickets++;
-        bus_val_t *doc = s_sale_doc(t, sale_id, store, reg, seq, is_return ? "return" : "sale");
-        bool acked = s_upload_sale(client, doc, repeat, deadline_ms, &up, lat_us, &nlat);
+        bus_val_t *doc = s_sale_doc(t, store, reg, seq);
+        bool acked = doc && s_upload_sale(client, doc, repeat, deadline_ms, &up, lat_us, &nlat);
         bus_val_destroy(&doc);
         if (!acked) {
             /* never committed: not in the totals, and its original can be returned again */
