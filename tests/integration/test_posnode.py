@@ -158,6 +158,12 @@ c.check({a.get("action") for a in approved} >= {"void_line", "price_override", "
         f"the journal names both Ann and Sue on every approved action: {approved}")
 c.check(any(a.get("action") == "void_line" and not a.get("approved") for a in audits),
         "the refused attempts are in the journal too")
+r01.cmd("logout")
+r = r01.cmd("login 3333 ann")  # PIN and id swapped: the PIN must not be recorded as an id
+c.check(not r["ok"] and r["error"] == "login_failed", "a login with the fields swapped fails")
+c.check(r01.cmd("login ann 1111")["ok"], "Ann logs in again")
+c.check("3333" not in open(r01.journal, "rb").read().decode("latin-1"),
+        "a failed login does not journal an unknown id (it may be a PIN)")
 c.check("2222" not in open(r01.journal, "rb").read().decode("latin-1") and
         "1111" not in open(st.tmp + "/r01.log", errors="replace").read(),
         "no PIN in the journal or the log")
@@ -216,10 +222,18 @@ for i in range(500):
         c.fail(f"offline sale {i}: {r}")
         break
 offline_s = time.time() - t0
+r = r01.cmd("return S1-R01-000001 COLA 1")
+c.check(not r["ok"] and r["error"] == "offline" and "receipt" in r["message"],
+        f"offline, a return without the receipt's price is refused with how to do it: {r}")
+r = r01.cmd("return S1-R01-000001 COLA 1 3.00")
+c.check(not r["ok"] and r["error"] == "not_permitted", "an offline return needs a supervisor")
+r = r01.cmd("return S1-R01-000001 COLA 1 3.00 approve sue 2222")
+c.check(r["ok"] and r["ticket"]["total"] == -300, f"with Sue's approval it goes on: {r}")
+c.check(r01.cmd("pay cash")["ok"], "the offline refund is paid out")
 c.check(wait_for(lambda: r01.cmd("state")["online"] is False, 10), "the till shows offline")
 r = r01.cmd("state")
-c.check(r["online"] is False and r["unsynced"] == 500,
-        f"offline, 500 unsynced shown to the cashier: online={r['online']} unsynced={r['unsynced']}")
+c.check(r["online"] is False and r["unsynced"] == 501,
+        f"offline, 501 unsynced shown to the cashier: online={r['online']} unsynced={r['unsynced']}")
 print(f"node.offline_sales_per_s {500 / offline_s:.0f} (ASan build, through the socket)")
 st.start_busd()
 st.start_service("sales", "sales")
@@ -228,10 +242,11 @@ c.check(synced(r01, 120), "after busd and sales return, the backlog uploads")
 c.check(st.wait_healthy(SERVICES), "every service registered again with the new busd")
 print(f"node.catchup_500_s {time.time() - t0:.1f} (ASan build, includes reconnecting)")
 stats = ops.call("sales", "stats", {})["body"]["counters"]
-c.eq(stats.get("sales_committed"), 500, "the new sales instance committed exactly the 500")
+c.eq(stats.get("sales_committed"), 501,
+     "the new sales instance committed exactly the 500 and the return (once each)")
 c.eq(stats.get("sequence_gaps", 0), 0, "in order: sales saw no gap")
 last = journal_sales(r01.journal)[-1]["seq"]
-c.eq(last, before + 500, "the journal holds them gap-free after the earlier sales")
+c.eq(last, before + 501, "the journal holds them gap-free after the earlier sales")
 wait_for(lambda: day_report()["registers"].get("R01", {}).get("records") == last, 30)
 z_matches("after the outage", [r01.journal])
 
@@ -263,7 +278,7 @@ c.eq(journal_records(r01.journal)[-1][0], last_seq, "earlier records are intact"
 r01.cmd("login ann 1111")
 r = sale(r01, "scan SALT")
 want = journal_sales(r01.journal)[-1]["seq"]
-c.check(r["ok"] and r.get("sale_seq") == want and want == last - 0 + 3,
+c.check(r["ok"] and r.get("sale_seq") == want and want == last + 3,
         f"selling resumes at the right number: {r.get('sale_id')}")
 c.check(synced(r01, 30), "and it is uploaded")
 

@@ -591,9 +591,11 @@ static int s_cmd_login(s_cmd_t *c)
     if (c->argc != 2)
         return s_err(c, "usage", "login ID PIN");
     int rc = node_session_login(self->session, c->argv[0], c->argv[1]);
+    int e = errno;
     bus_val_t *doc = bus_val_new_map();
     bus_val_map_set_str(doc, "type", "login");
-    bus_val_map_set_str(doc, "cashier", c->argv[0]);
+    /* an id that is no cashier's is not recorded: it may be a PIN typed in the wrong place */
+    bus_val_map_set_str(doc, "cashier", rc != 0 && e == ENOENT ? "?" : c->argv[0]);
     bus_val_map_set_bool(doc, "ok", rc == 0);
     if (rc != 0)
         bus_val_map_set_str(doc, "reason", node_session_errstr(self->session));
@@ -603,7 +605,7 @@ static int s_cmd_login(s_cmd_t *c)
         return s_err(c, "stopped", "%s", self->stopped_why);
     }
     if (rc != 0)
-        return s_err(c, errno == EAGAIN ? "locked" : "login_failed", "%s",
+        return s_err(c, e == EAGAIN ? "locked" : "login_failed", "%s",
                      node_session_errstr(self->session));
     return 0;
 }
