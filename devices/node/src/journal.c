@@ -964,6 +964,11 @@ int node_journal_reader_read(node_journal_reader_t *self, uint64_t seq, node_jou
     return 0;
 }
 
+const uint8_t *node_journal_reader_hash(const node_journal_reader_t *self)
+{
+    return self->last_hash;
+}
+
 uint64_t node_journal_reader_known(const node_journal_reader_t *self)
 {
     return self->known == UINT64_MAX ? 0 : self->known;

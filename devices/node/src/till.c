@@ -29,6 +29,7 @@
 
 #include "node/journal.h"
 #include "node/sale_doc.h"
+#include "node/segment.h"
 #include "node/till.h"
 
 #define S_ARGS_MAX    12
@@ -66,6 +67,9 @@ struct node_till_t {
     s_shift_t shift;
     bool stopped;
     char stopped_why[NODE_TILL_WHY_MAX];
+    int64_t base;       /* the last sale before this journal segment (its continue mark) */
+    uint64_t segment;   /* rotations in this process: the uplink reopens on a change */
+    int retention_days; /* archives older than this (and acknowledged) are deleted */
 };
 
 /* One command being answered. */
@@ -148,6 +152,41 @@ static int s_stop(node_till_t *self, const char *what)
     return -1;
 }
 
+/*  Open the journal; a new one (no record yet) that follows an archive gets its continue mark
+    first, so sale numbers and the hash chain run on (also after a crash inside a rotation). */
+static int s_open_journal(node_till_t *self, node_journal_status_t *st, char *why, size_t size)
+{
+    self->journal = node_journal_open(self->path, self->key, self->store, self->reg, st);
+    if (!self->journal) {
+        snprintf(why, size, "journal %s: %s", self->path, st->reason);
+        return -1;
+    }
+    if (node_journal_last_seq(self->journal) > 0)
+        return 0;
+    char file[4096];
+    int64_t first, last;
+    int found = node_segment_newest(self->path, file, sizeof(file), &first, &last, why, size);
+    if (found <= 0)
+        return found;
+    bus_val_t *mark =
+        node_segment_continue(file, self->key, first, last, self->shift.z_count, why, size);
+    bus_buf_t buf = {0};
+    int64_t rec = -1;
+    if (mark && bus_val_encode(mark, &buf) == 0)
+        rec = node_journal_append(self->journal, NODE_JOURNAL_MARK, buf.data, buf.len, s_now(self));
+    bus_buf_free(&buf);
+    bus_val_destroy(&mark);
+    if (rec < 0) {
+        if (!why[0])
+            snprintf(why, size, "cannot start the journal after %s: %s", file,
+                     node_journal_errstr(self->journal));
+        node_journal_destroy(&self->journal);
+        return -1;
+    }
+    self->base = self->sale_seq = last;
+    return 0;
+}
+
 /*  Append one record; on a failure stop selling. After a failure that leaves the journal
     refusing appends (a failed sync), open it again: it re-reads and re-checks the file. */
 static int64_t s_append(node_till_t *self, uint8_t kind, const bus_val_t *doc)
@@ -160,12 +199,12 @@ static int64_t s_append(node_till_t *self, uint8_t kind, const bus_val_t *doc)
     }
     if (!self->journal) {
         node_journal_status_t st;
-        self->journal = node_journal_open(self->path, self->key, self->store, self->reg, &st);
-        if (!self->journal) {
+        char why[NODE_TILL_WHY_MAX] = "";
+        if (s_open_journal(self, &st, why, sizeof(why)) != 0) {
             bus_buf_free(&buf);
             self->stopped = true;
             snprintf(self->stopped_why, sizeof(self->stopped_why),
-                     "selling stopped: the journal cannot be opened again: %s", st.reason);
+                     "selling stopped: the journal cannot be opened again: %s", why);
             return -1;
         }
     }
@@ -314,6 +353,9 @@ static int s_replay(node_till_t *self, char *why, size_t size)
             s_shift_sale(&self->shift, doc);
         } else if (e.kind == NODE_JOURNAL_AUDIT && doc) {
             s_shift_audit(&self->shift, doc);
+        } else if (e.kind == NODE_JOURNAL_MARK && doc &&
+                   node_segment_is_continue(doc, &n, &self->shift.z_count)) {
+            self->base = self->sale_seq = n;
         } else if (e.kind == NODE_JOURNAL_MARK && doc) {
             const char *type = bus_val_map_get_str(doc, "type");
             if (type && strcmp(type, "z") == 0) {
@@ -350,12 +392,11 @@ node_till_t *node_till_open(const char *journal_path, const node_key_t *key, con
         self->hooks = *hooks;
     node_config_init(&self->cfg);
     node_journal_status_t st;
-    self->journal = node_journal_open(journal_path, key, store, reg, &st);
-    if (!self->journal) {
-        snprintf(why, size, "journal %s: %s", journal_path, st.reason);
+    if (s_open_journal(self, &st, why, size) != 0) {
         node_till_destroy(&self);
         return NULL;
     }
+    self->sale_seq = self->base = 0; /* the replay sets them, continue mark included */
     char replay[NODE_TILL_WHY_MAX];
     if (s_replay(self, replay, sizeof(replay)) != 0) {
         snprintf(why, size, "journal %s: %s", journal_path, replay);
@@ -396,6 +437,16 @@ int node_till_set_config(node_till_t *self, const node_config_t *cfg, char *why,
     self->cfg.cashiers = NULL;
     self->cfg.ncashiers = 0;
     return 0;
+}
+
+void node_till_set_retention(node_till_t *self, int days)
+{
+    self->retention_days = days;
+}
+
+uint64_t node_till_segment(const node_till_t *self)
+{
+    return self->segment;
 }
 
 int64_t node_till_config_version(const node_till_t *self)
@@ -1054,6 +1105,37 @@ static int s_cmd_cash(s_cmd_t *c, bool in)
     return 0;
 }
 
+/*  After a Z report: archive the journal segment if every sale in it is acknowledged (else the
+    next Z tries again), start the next one, delete archives past retention. */
+static void s_rotate(node_till_t *self, bus_val_t *reply)
+{
+    int64_t acked = self->hooks.acked ? self->hooks.acked(self->hooks.arg) : -1;
+    char why[NODE_TILL_WHY_MAX] = "";
+    if (self->sale_seq == self->base)
+        return; /* no sale in this segment */
+    if (acked < self->sale_seq) {
+        bus_val_map_set_str(reply, "journal",
+                            "kept open: not every sale is acknowledged yet (next Z archives it)");
+        return;
+    }
+    node_journal_destroy(&self->journal);
+    if (node_segment_archive(self->path, self->base + 1, self->sale_seq, why, sizeof(why)) != 0) {
+        bus_val_map_set_str(reply, "journal", why); /* the old one is opened again: nothing lost */
+        return;
+    }
+    self->segment++;
+    node_journal_status_t st;
+    if (s_open_journal(self, &st, why, sizeof(why)) != 0) {
+        self->stopped = true;
+        snprintf(self->stopped_why, sizeof(self->stopped_why),
+                 "selling stopped: cannot start the next journal: %s", why);
+        return;
+    }
+    bus_val_map_set_str(reply, "journal", "archived; a new segment starts");
+    if (node_segment_prune(self->path, acked, self->retention_days, why, sizeof(why)) > 0)
+        bus_val_map_set_bool(reply, "pruned", true);
+}
+
 static int s_cmd_report(s_cmd_t *c, bool z)
 {
     node_till_t *self = c->till;
@@ -1080,6 +1162,7 @@ static int s_cmd_report(s_cmd_t *c, bool z)
         memset(&self->shift, 0, sizeof(self->shift));
         self->shift.z_count = zc;
         self->shift.opened_ms = s_now(self);
+        s_rotate(self, c->reply);
     }
     bus_val_map_set(c->reply, "report", &report);
     return 0;

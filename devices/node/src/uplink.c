@@ -33,6 +33,7 @@
 #include "node/config.h"
 #include "node/file.h"
 #include "node/journal.h"
+#include "node/segment.h"
 #include "node/uplink.h"
 
 #define S_QUEUE_MAX      1000 /* events waiting to be published */
@@ -61,6 +62,7 @@ struct node_uplink_t {
     bool stop;
     uint64_t last_record;
     int64_t last_sale;
+    uint64_t segment; /* the till's rotations: on a change the reader is opened again */
     int64_t running_config;
     s_event_t *head, *tail;
     int nevents;
@@ -73,8 +75,9 @@ struct node_uplink_t {
     bus_sub_t *sub;
     bus_pub_t *pub;
     node_journal_reader_t *reader;
+    uint64_t reader_segment;
     uint64_t indexed;   /* records looked at for the sale index */
-    uint64_t *sale_rec; /* sale_rec[k]: the record of sale k */
+    uint64_t *sale_rec; /* sale_rec[k]: the record of sale k; 0: in an archived segment */
     size_t sale_cap;
     int64_t sales_indexed;
     int64_t acked;
@@ -161,11 +164,43 @@ static void s_set_acked(node_uplink_t *self, int64_t acked)
 /* ---- the sale index ---------------------------------------------------------------- */
 
 /*  Look at journal records up to what the till announced; note where each sale is. */
+/*  Grow the sale index to hold sale k (new entries 0). */
+static int s_index_reserve(node_uplink_t *self, int64_t k)
+{
+    if ((size_t)k + 2 <= self->sale_cap)
+        return 0;
+    size_t cap = self->sale_cap ? self->sale_cap : 4096;
+    while (cap < (size_t)k + 2)
+        cap *= 2;
+    uint64_t *p = realloc(self->sale_rec, cap * sizeof(*p));
+    if (!p)
+        return -1;
+    memset(p + self->sale_cap, 0, (cap - self->sale_cap) * sizeof(*p));
+    self->sale_rec = p;
+    self->sale_cap = cap;
+    return 0;
+}
+
 static int s_index(node_uplink_t *self)
 {
     pthread_mutex_lock(&self->lock);
-    uint64_t last = self->last_record;
+    uint64_t last = self->last_record, segment = self->segment;
     pthread_mutex_unlock(&self->lock);
+    if (segment != self->reader_segment) {
+        /* the till archived the journal: what was indexed now lives in the archive */
+        node_journal_reader_t *r = node_journal_reader_open(self->journal_path, self->cfg.key);
+        if (!r) {
+            s_set_error(self, false, "journal: cannot open %s again: %s", self->journal_path,
+                        strerror(errno));
+            return -1;
+        }
+        node_journal_reader_destroy(&self->reader);
+        self->reader = r;
+        self->reader_segment = segment;
+        self->indexed = 0;
+        for (int64_t k = 1; k <= self->sales_indexed; k++)
+            self->sale_rec[k] = 0;
+    }
     while (self->indexed < last) {
         node_journal_entry_t e;
         if (node_journal_reader_read(self->reader, self->indexed + 1, &e) != 0) {
@@ -173,17 +208,27 @@ static int s_index(node_uplink_t *self)
             return -1;
         }
         if (e.kind == NODE_JOURNAL_SALE) {
-            if ((size_t)self->sales_indexed + 2 > self->sale_cap) {
-                size_t cap = self->sale_cap ? self->sale_cap * 2 : 4096;
-                uint64_t *p = realloc(self->sale_rec, cap * sizeof(*p));
-                if (!p) {
+            if (s_index_reserve(self, self->sales_indexed + 1) != 0) {
+                node_journal_entry_clear(&e);
+                return -1;
+            }
+            self->sale_rec[++self->sales_indexed] = e.seq;
+        } else if (e.kind == NODE_JOURNAL_MARK) {
+            bus_limits_t limits = {.max_size = NODE_JOURNAL_PAYLOAD_MAX};
+            bus_reject_t reason;
+            bus_val_t *doc = bus_val_decode(e.payload, e.size, &limits, &reason);
+            int64_t before = 0;
+            if (doc && node_segment_is_continue(doc, &before, NULL) &&
+                before > self->sales_indexed) {
+                /* sales up to `before` are in archives (a restart after a rotation) */
+                if (s_index_reserve(self, before) != 0) {
+                    bus_val_destroy(&doc);
                     node_journal_entry_clear(&e);
                     return -1;
                 }
-                self->sale_rec = p;
-                self->sale_cap = cap;
+                self->sales_indexed = before;
             }
-            self->sale_rec[++self->sales_indexed] = e.seq;
+            bus_val_destroy(&doc);
         }
         node_journal_entry_clear(&e);
         self->indexed++;
@@ -287,11 +332,20 @@ static void s_heartbeat(node_uplink_t *self)
     bus_val_destroy(&rep);
 }
 
-/*  Upload sale k. 1 acknowledged, 0 not now (backoff), -1 refused (blocked). */
+/*  Upload sale k. 1 acknowledged, 0 not now (backoff), -1 refused (blocked), -2 its archive is
+    gone (retention). */
 static int s_upload(node_uplink_t *self, int64_t k)
 {
     node_journal_entry_t e;
-    if (node_journal_reader_read(self->reader, self->sale_rec[k], &e) != 0) {
+    char why[256];
+    if (self->sale_rec[k] == 0) {
+        /* archived: a resend of an old sale (or the first upload after a restart) */
+        if (node_segment_read_sale(self->journal_path, self->cfg.key, k, &e, why, sizeof(why)) !=
+            0) {
+            s_set_error(self, false, "journal: %s", why);
+            return errno == ENOENT ? -2 : 0;
+        }
+    } else if (node_journal_reader_read(self->reader, self->sale_rec[k], &e) != 0) {
         s_set_error(self, false, "journal: %s", node_journal_reader_errstr(self->reader));
         return 0;
     }
@@ -351,6 +405,18 @@ static void s_uploads(node_uplink_t *self)
         else
             return;
         int r = s_upload(self, k);
+        if (r == -2 && resend) {
+            /* an archived sale retention already deleted: it cannot be sent again; say so
+               loudly and go on with the rest (sales keeps its hole until someone acts) */
+            bus_error("posnode.uplink",
+                      "sale %" PRId64 " was asked for again but its archive is gone; "
+                      "skipping it",
+                      k);
+            self->resend_from = k + 1 > self->resend_to ? 0 : k + 1;
+            if (!self->resend_from)
+                self->resend_to = 0;
+            continue;
+        }
         if (r <= 0) {
             if (r < 0)
                 self->backoff_ms = self->cfg.backoff_max_ms / 2;
@@ -620,6 +686,13 @@ void node_uplink_stop(node_uplink_t **self_p)
     free(self->req_ep);
     free(self);
     *self_p = NULL;
+}
+
+void node_uplink_segment(node_uplink_t *self, uint64_t segment)
+{
+    pthread_mutex_lock(&self->lock);
+    self->segment = segment;
+    pthread_mutex_unlock(&self->lock);
 }
 
 void node_uplink_journaled(node_uplink_t *self, uint64_t last_record, int64_t last_sale)

@@ -140,6 +140,8 @@ int node_journal_reader_read(node_journal_reader_t *self, uint64_t seq,
                              node_journal_entry_t *entry);
 /*  The highest record indexed so far (0: none, or the header only). */
 uint64_t node_journal_reader_known(const node_journal_reader_t *self);
+/*  The SHA-256 of the highest record indexed (of the header when none). */
+const uint8_t *node_journal_reader_hash(const node_journal_reader_t *self);
 const char *node_journal_reader_errstr(const node_journal_reader_t *self);
 
 /*  "sale", "audit", "mark", "header", or NULL for a kind without a name. */

@@ -60,6 +60,9 @@ typedef struct {
     void (*publish)(void *arg, const char *what, const char *type, bus_val_t **body);
     /*  Wall-clock ms since the epoch (NULL: the real clock). */
     int64_t (*now_ms)(void *arg);
+    /*  The last sale number sales acknowledged with every one before it (NULL: unknown, the
+        journal is never archived). */
+    int64_t (*acked)(void *arg);
 } node_till_hooks_t;
 
 typedef struct node_till_t node_till_t;
@@ -82,6 +85,12 @@ void node_till_set_catalog(node_till_t *self, const node_catalog_t *catalog);
     why (the cashier table refused: nothing changes). */
 int node_till_set_config(node_till_t *self, const node_config_t *cfg, char *why, size_t size);
 int64_t node_till_config_version(const node_till_t *self);
+
+/*  After a Z report whose sales are all acknowledged, the journal is archived and a new
+    segment starts (node/segment.h); archives older than days (0: never) and acknowledged are
+    deleted then. node_till_segment counts the rotations (the uplink reopens on a change). */
+void node_till_set_retention(node_till_t *self, int days);
+uint64_t node_till_segment(const node_till_t *self);
 
 /*  Run one command line; the answer map (caller destroys), NULL only when memory runs out. */
 bus_val_t *node_till_command(node_till_t *self, const char *line);

@@ -79,8 +79,11 @@ node_uplink_t *node_uplink_start(const node_uplink_cfg_t *cfg, char *why, size_t
 /*  Stop the thread (saving the upload mark) and free everything. NULL-safe. */
 void node_uplink_stop(node_uplink_t **self_p);
 
-/*  The till journaled up to record last_record and sale last_sale (thread-safe). */
+/*  The till journaled up to record last_record and sale last_sale (thread-safe). Call
+    node_uplink_segment first when node_till_segment changed (the journal was archived and a new
+    segment started: record numbers start again). */
 void node_uplink_journaled(node_uplink_t *self, uint64_t last_record, int64_t last_sale);
+void node_uplink_segment(node_uplink_t *self, uint64_t segment);
 
 /*  The configuration version the till runs, for heartbeats (thread-safe). */
 void node_uplink_running_config(node_uplink_t *self, int64_t version);

@@ -1,0 +1,269 @@
+/*  test_till - the till without a network: selling, numbering, permissions, shift reports,
+    and journal segments (rotation after a Z report, retention, a crash inside a rotation).
+
+    A real journal in a temporary directory, a real catalog and real scrypt PIN hashes; the
+    back office is absent (the request hook is NULL: park, recall and online returns answer
+    offline). The acknowledged mark the uplink would report is a variable of the test. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <node/journal.h>
+#include <node/segment.h>
+#include <node/till.h>
+
+#include "testutil.h"
+
+static char s_dir[] = "/tmp/posbus-till-XXXXXX";
+static char s_path[PATH_MAX];
+static int64_t s_acked;
+static int s_published;
+
+static int64_t s_acked_hook(void *arg)
+{
+    (void)arg;
+    return s_acked;
+}
+
+static void s_publish_hook(void *arg, const char *what, const char *type, bus_val_t **body)
+{
+    (void)arg;
+    (void)what;
+    (void)type;
+    bus_val_destroy(body);
+    s_published++;
+}
+
+/* Run line; the answer's ok, and its string key (or "") into out. */
+static bool s_run(node_till_t *till, const char *line, const char *key, char *out, size_t size)
+{
+    bus_val_t *r = node_till_command(till, line);
+    bool ok = false;
+    bus_val_map_get_bool(r, "ok", &ok);
+    if (out) {
+        const char *v = key ? bus_val_map_get_str(r, key) : NULL;
+        snprintf(out, size, "%s", v ? v : "");
+    }
+    if (!ok) {
+        const char *m = bus_val_map_get_str(r, "message");
+        printf("     (%s: %s)\n", line, m ? m : "?");
+    }
+    bus_val_destroy(&r);
+    return ok;
+}
+
+static int64_t s_int(node_till_t *till, const char *line, const char *key)
+{
+    bus_val_t *r = node_till_command(till, line);
+    int64_t v = -1;
+    bus_val_map_get_int(r, key, &v);
+    bus_val_destroy(&r);
+    return v;
+}
+
+static node_till_t *s_open(node_key_t *key, node_session_t *session, node_catalog_t *cat,
+                           node_config_t *cfg)
+{
+    node_till_hooks_t hooks = {.publish = s_publish_hook, .acked = s_acked_hook};
+    char why[256];
+    node_till_t *till = node_till_open(s_path, key, "S1", "R01", session, &hooks, why, sizeof(why));
+    if (!till) {
+        printf("     (open: %s)\n", why);
+        return NULL;
+    }
+    node_till_set_catalog(till, cat);
+    node_till_set_config(till, cfg, why, sizeof(why));
+    node_till_set_retention(till, 1);
+    return till;
+}
+
+static int s_sales_in(const char *file)
+{
+    node_journal_status_t st;
+    if (node_journal_verify(file, NULL, &st) != 0)
+        return -1;
+    return (int)st.last_seq;
+}
+
+int main(void)
+{
+    if (!mkdtemp(s_dir))
+        return 1;
+    snprintf(s_path, sizeof(s_path), "%s/journal", s_dir);
+    char keypath[PATH_MAX];
+    snprintf(keypath, sizeof(keypath), "%s/journal.key", s_dir);
+    CHECK(node_key_generate(keypath) == 0, "a journal key");
+    node_key_t *key = node_key_load(keypath);
+
+    node_catalog_t *cat = node_catalog_new();
+    node_catalog_item_t cola = {.sku = "COLA",
+                                .barcode = "6901234500097",
+                                .name = "可口可乐",
+                                .unit = "pcs",
+                                .category = "drinks",
+                                .price = 300,
+                                .tax_rate_bp = 1300,
+                                .active = true};
+    node_catalog_item_t apple = {.sku = "APPLE",
+                                 .barcode = "",
+                                 .name = "苹果",
+                                 .unit = "kg",
+                                 .category = "fruit",
+                                 .price = 1280,
+                                 .tax_rate_bp = 900,
+                                 .active = true};
+    node_catalog_put(cat, &cola);
+    node_catalog_put(cat, &apple);
+
+    node_config_t cfg;
+    node_config_init(&cfg);
+    cfg.version = 1;
+    cfg.ncashiers = 2;
+    cfg.cashiers = calloc(2, sizeof(*cfg.cashiers));
+    node_cashier_t *c = &cfg.cashiers[0];
+    snprintf(c->id, sizeof(c->id), "ann");
+    snprintf(c->name, sizeof(c->name), "Ann");
+    c->role = NODE_ROLE_CASHIER;
+    c->permissions = NODE_PERM_ROLE;
+    c->active = true;
+    node_pin_hash("1111", c->pin_hash, sizeof(c->pin_hash));
+    c = &cfg.cashiers[1];
+    snprintf(c->id, sizeof(c->id), "max");
+    snprintf(c->name, sizeof(c->name), "Max");
+    c->role = NODE_ROLE_MANAGER;
+    c->permissions = NODE_PERM_ROLE;
+    c->active = true;
+    node_pin_hash("9999", c->pin_hash, sizeof(c->pin_hash));
+
+    node_session_t *session = node_session_new(NULL, NULL);
+    node_till_t *till = s_open(key, session, cat, &cfg);
+    CHECK(till != NULL, "a till on a new journal");
+    char out[256];
+
+    /* --- selling -------------------------------------------------------------------------- */
+    CHECK(!s_run(till, "scan COLA", "error", out, sizeof(out)) && !strcmp(out, "login_required"),
+          "nothing sells before a login");
+    CHECK(s_run(till, "login ann 1111", NULL, NULL, 0), "Ann logs in");
+    CHECK(s_run(till, "scan 6901234500097 2", NULL, NULL, 0), "COLA x2 by barcode");
+    CHECK(!s_run(till, "scan APPLE", "error", out, sizeof(out)) && !strcmp(out, "weigh_required"),
+          "a weighed item needs a weight");
+    CHECK(s_run(till, "weigh APPLE 500", NULL, NULL, 0), "500 g of apples");
+    CHECK_EQ(s_int(till, "state", "last_sale"), 0, "nothing journaled before payment");
+    CHECK(!s_run(till, "pay card 100", "error", out, sizeof(out)) && !strcmp(out, "bad_amount"),
+          "a card tender above what is due is refused");
+    CHECK(s_run(till, "pay cash 20", "sale_id", out, sizeof(out)) && !strcmp(out, "S1-R01-000001"),
+          "paid: sale S1-R01-000001 (%s)", out);
+    CHECK(!s_run(till, "void 1", "error", out, sizeof(out)) && !strcmp(out, "bad_line"),
+          "the ticket is closed after payment");
+    CHECK(s_run(till, "scan COLA", NULL, NULL, 0) && !s_run(till, "void 1", NULL, NULL, 0),
+          "a cashier cannot void alone");
+    CHECK(s_run(till, "void 1 approve max 9999", NULL, NULL, 0), "a manager approves the void");
+    CHECK(s_run(till, "scan COLA", NULL, NULL, 0) && s_run(till, "pay cash", NULL, NULL, 0),
+          "sale 2 (a voided line and a live one)");
+    CHECK(s_run(till, "scan COLA", NULL, NULL, 0) &&
+              !s_run(till, "park", "error", out, sizeof(out)) && !strcmp(out, "offline"),
+          "park answers offline without a back office (%s)", out);
+    CHECK(s_run(till, "pay cash", NULL, NULL, 0), "sale 3");
+    CHECK(s_run(till, "cash-in 50 float", NULL, NULL, 0), "cash in 50.00");
+    int64_t expected = s_int(till, "x approve max 9999", "last_sale");
+    CHECK_EQ(expected, 3, "the X report at sale 3");
+
+    /* --- a Z report with sales not yet acknowledged keeps the journal ------------------- */
+    s_acked = 2;
+    CHECK(s_run(till, "z approve max 9999", "journal", out, sizeof(out)) &&
+              strstr(out, "kept open"),
+          "Z with sale 3 unacknowledged keeps the journal open (%s)", out);
+    CHECK(access(s_path, F_OK) == 0 && node_till_segment(till) == 0, "no archive yet");
+    CHECK(s_run(till, "scan COLA", NULL, NULL, 0) && s_run(till, "pay cash", NULL, NULL, 0),
+          "sale 4");
+    s_acked = 4;
+    CHECK(s_run(till, "z approve max 9999", "journal", out, sizeof(out)) && strstr(out, "archived"),
+          "Z with every sale acknowledged archives the journal (%s)", out);
+    char archive[PATH_MAX];
+    snprintf(archive, sizeof(archive), "%s.000001-000004", s_path);
+    CHECK(access(archive, F_OK) == 0 && node_till_segment(till) == 1,
+          "the archive is journal.000001-000004");
+    CHECK(s_sales_in(archive) > 4, "the archive verifies on its own (%d records)",
+          s_sales_in(archive));
+    CHECK(s_run(till, "scan COLA", NULL, NULL, 0) &&
+              s_run(till, "pay cash", "sale_id", out, sizeof(out)) && !strcmp(out, "S1-R01-000005"),
+          "the next sale is S1-R01-000005 in the new segment (%s)", out);
+    node_journal_entry_t e;
+    char why[256];
+    CHECK(node_segment_read_sale(s_path, key, 3, &e, why, sizeof(why)) == 0 &&
+              e.kind == NODE_JOURNAL_SALE,
+          "sale 3 is read back from the archive (%s)", why);
+    bus_val_t *doc = bus_val_decode(e.payload, e.size, NULL, NULL);
+    int64_t seq = 0;
+    bus_val_map_get_int(doc, "seq", &seq);
+    CHECK_EQ(seq, 3, "and it is sale 3");
+    bus_val_destroy(&doc);
+    node_journal_entry_clear(&e);
+
+    /* the new segment starts with the continue mark naming the archive's last hash */
+    node_journal_reader_t *r = node_journal_reader_open(s_path, key);
+    CHECK(r && node_journal_reader_read(r, 1, &e) == 0 && e.kind == NODE_JOURNAL_MARK,
+          "record 1 of the new segment is a mark");
+    doc = bus_val_decode(e.payload, e.size, NULL, NULL);
+    node_journal_entry_clear(&e);
+    int64_t last = 0;
+    CHECK(node_segment_is_continue(doc, &last, NULL) && last == 4, "a continue mark after sale 4");
+    node_journal_reader_t *ar = node_journal_reader_open(archive, key);
+    for (uint64_t k = 1; ar && node_journal_reader_read(ar, k, &e) == 0; k++)
+        node_journal_entry_clear(&e);
+    char hex[65];
+    for (int i = 0; ar && i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", node_journal_reader_hash(ar)[i]);
+    const char *from_hash = bus_val_map_get_str(doc, "from_hash");
+    CHECK(from_hash && !strcmp(from_hash, hex), "its from_hash is the archive's last record's");
+    node_journal_reader_destroy(&ar);
+    node_journal_reader_destroy(&r);
+    bus_val_destroy(&doc);
+
+    /* --- reopen: numbering runs on across the segment ------------------------------------ */
+    node_till_destroy(&till);
+    till = s_open(key, session, cat, &cfg);
+    CHECK(till && node_till_last_sale(till) == 5, "reopened: last sale 5");
+    s_run(till, "login ann 1111", NULL, NULL, 0);
+    CHECK(s_run(till, "scan COLA", NULL, NULL, 0) &&
+              s_run(till, "pay cash", "sale_id", out, sizeof(out)) && !strcmp(out, "S1-R01-000006"),
+          "then S1-R01-000006 (%s)", out);
+
+    /* --- a crash inside a rotation: archived, but no new journal yet ----------------------- */
+    s_acked = 6;
+    s_run(till, "z approve max 9999", NULL, NULL, 0);
+    node_till_destroy(&till);
+    CHECK(unlink(s_path) == 0, "simulate a crash before the new segment was written");
+    till = s_open(key, session, cat, &cfg);
+    CHECK(till && node_till_last_sale(till) == 6,
+          "opened again: the newest archive's continue mark is written (last sale %lld)",
+          till ? (long long)node_till_last_sale(till) : -1LL);
+    s_run(till, "login ann 1111", NULL, NULL, 0);
+    CHECK(s_run(till, "scan COLA", NULL, NULL, 0) &&
+              s_run(till, "pay cash", "sale_id", out, sizeof(out)) && !strcmp(out, "S1-R01-000007"),
+          "no sale number is used twice (%s)", out);
+
+    /* --- retention --------------------------------------------------------------------------- */
+    struct timeval old[2] = {{time(NULL) - 3 * 24 * 3600, 0}, {time(NULL) - 3 * 24 * 3600, 0}};
+    utimes(archive, old);
+    CHECK_EQ(node_segment_prune(s_path, 3, 1, why, sizeof(why)), 0,
+             "an old archive with unacknowledged sales is kept");
+    CHECK_EQ(node_segment_prune(s_path, 7, 1, why, sizeof(why)), 1,
+             "acknowledged and past retention: deleted");
+    CHECK(access(archive, F_OK) != 0, "journal.000001-000004 is gone");
+    CHECK(node_segment_read_sale(s_path, key, 2, &e, why, sizeof(why)) == -1 && errno == ENOENT,
+          "sale 2 can no longer be read: %s", why);
+    CHECK(s_published > 0, "audit records were published (%d)", s_published);
+
+    node_till_destroy(&till);
+    node_session_destroy(&session);
+    node_config_clear(&cfg);
+    node_catalog_destroy(&cat);
+    node_key_destroy(&key);
+    t_remove_dir(s_dir);
+    return FINISH("test_till");
+}
