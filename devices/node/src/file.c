@@ -14,7 +14,7 @@
 
 #include "node/file.h"
 
-static int s_sync_dir(const char *path)
+int node_file_sync_dir(const char *path)
 {
     char copy[PATH_MAX];
     snprintf(copy, sizeof(copy), "%s", path);
@@ -22,7 +22,9 @@ static int s_sync_dir(const char *path)
     if (fd < 0)
         return -1;
     int rc = fsync(fd);
+    int saved = errno;
     close(fd);
+    errno = saved;
     return rc;
 }
 
@@ -73,7 +75,7 @@ int node_file_write(const char *path, const void *data, size_t len, int durable,
         goto fail;
     step = "fsync the directory of";
     name = path;
-    if (durable && s_sync_dir(path) != 0)
+    if (durable && node_file_sync_dir(path) != 0)
         goto fail;
     return 0;
 fail:;

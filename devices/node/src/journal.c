@@ -49,6 +49,7 @@
 
 #include <openssl/sha.h>
 
+#include "node/file.h"
 #include "node/journal.h"
 
 #define S_MAGIC       "PBJR" /* posbus journal record */
@@ -474,21 +475,6 @@ static int64_t s_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/*  fsync the directory holding path, so that a created or renamed entry survives a crash. */
-static int s_sync_dir(const char *path)
-{
-    char copy[PATH_MAX];
-    snprintf(copy, sizeof(copy), "%s", path);
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return rc;
-}
-
 /*  Create the journal at path holding only its header record: written to PATH.new, synced,
     renamed into place, so a journal exists whole or not at all. 0 or -1 with errno. */
 static int s_create(const char *path, const node_key_t *key, const char *store, const char *reg)
@@ -531,7 +517,7 @@ static int s_create(const char *path, const node_key_t *key, const char *store, 
     }
     if (rc != 0)
         unlink(tmp);
-    else if (s_sync_dir(path) != 0) {
+    else if (node_file_sync_dir(path) != 0) {
         rc = -1;
         saved = errno;
     }
@@ -573,7 +559,7 @@ static int s_cut_tail(int fd, const char *path, uint64_t off, uint64_t size)
         return -1;
     errno = saved;
     if (rc == 0)
-        rc = s_sync_dir(path);
+        rc = node_file_sync_dir(path);
     if (rc == 0)
         rc = ftruncate(fd, (off_t)off) == 0 && fsync(fd) == 0 ? 0 : -1;
     return rc;
@@ -749,6 +735,22 @@ int64_t node_journal_append(node_journal_t *self, uint8_t kind, const void *payl
     return (int64_t)seq;
 }
 
+/*  Copy a loaded record into an entry the caller owns. 0, or -1 with ENOMEM. */
+static int s_entry_fill(node_journal_entry_t *entry, const s_rec_t *rec)
+{
+    entry->payload = malloc(rec->len ? rec->len : 1);
+    if (!entry->payload) {
+        errno = ENOMEM;
+        return -1;
+    }
+    memcpy(entry->payload, rec->payload, rec->len);
+    entry->size = rec->len;
+    entry->seq = rec->seq;
+    entry->ts_ms = rec->ts;
+    entry->kind = rec->kind;
+    return 0;
+}
+
 int node_journal_read(node_journal_t *self, uint64_t seq, node_journal_entry_t *entry)
 {
     memset(entry, 0, sizeof(*entry));
@@ -772,17 +774,7 @@ int node_journal_read(node_journal_t *self, uint64_t seq, node_journal_entry_t *
         errno = EBADMSG;
         return -1;
     }
-    entry->payload = malloc(rec.len ? rec.len : 1);
-    if (!entry->payload) {
-        errno = ENOMEM;
-        return -1;
-    }
-    memcpy(entry->payload, rec.payload, rec.len);
-    entry->size = rec.len;
-    entry->seq = seq;
-    entry->ts_ms = rec.ts;
-    entry->kind = rec.kind;
-    return 0;
+    return s_entry_fill(entry, &rec);
 }
 
 void node_journal_entry_clear(node_journal_entry_t *entry)
@@ -951,17 +943,7 @@ int node_journal_reader_read(node_journal_reader_t *self, uint64_t seq, node_jou
         errno = EBADMSG;
         return -1;
     }
-    entry->payload = malloc(rec.len ? rec.len : 1);
-    if (!entry->payload) {
-        errno = ENOMEM;
-        return -1;
-    }
-    memcpy(entry->payload, rec.payload, rec.len);
-    entry->size = rec.len;
-    entry->seq = seq;
-    entry->ts_ms = rec.ts;
-    entry->kind = rec.kind;
-    return 0;
+    return s_entry_fill(entry, &rec);
 }
 
 const uint8_t *node_journal_reader_hash(const node_journal_reader_t *self)

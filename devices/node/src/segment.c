@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "node/file.h"
 #include "node/segment.h"
 
 #define S_DAY_S (24 * 3600)
@@ -57,21 +58,9 @@ static bool s_parse(const char *name, const char *base, int64_t *first, int64_t 
     return true;
 }
 
-static int s_sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 int node_segment_archive(const char *path, int64_t first, int64_t last, char *why, size_t size)
 {
     char to[PATH_MAX];
-    s_parts_t p;
-    s_split(path, &p);
     if (snprintf(to, sizeof(to), "%s.%06" PRId64 "-%06" PRId64, path, first, last) >=
         (int)sizeof(to)) {
         snprintf(why, size, "archive name too long");
@@ -82,7 +71,7 @@ int node_segment_archive(const char *path, int64_t first, int64_t last, char *wh
         errno = EEXIST;
         return -1;
     }
-    if (rename(path, to) != 0 || s_sync_dir(p.dir) != 0) {
+    if (rename(path, to) != 0 || node_file_sync_dir(to) != 0) {
         snprintf(why, size, "cannot archive %s as %s: %s", path, to, strerror(errno));
         return -1;
     }

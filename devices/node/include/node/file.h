@@ -31,6 +31,10 @@ int node_file_write(const char *path, const void *data, size_t len, int durable,
 int node_file_read(const char *path, size_t max, uint8_t **data, size_t *size, char *why,
                    size_t why_size);
 
+/*  fsync the directory holding path, so that an entry created or renamed there survives a
+    crash. 0, or -1 with errno. */
+int node_file_sync_dir(const char *path);
+
 #ifdef __cplusplus
 }
 #endif
