@@ -5,7 +5,7 @@
 set -e
 PKGS="build-essential cmake pkg-config libzmq3-dev libczmq-dev libmsgpack-dev libhiredis-dev
 libserialport-dev libssl-dev redis-server redis-tools python3 python3-zmq python3-msgpack
-python3-cryptography socat procps clang libclang-rt-14-dev"
+python3-cryptography socat procps clang libclang-rt-14-dev tmux libncurses-dev"
 
 missing=""
 for p in $PKGS; do

@@ -13,7 +13,11 @@
 
     Files in --state-dir: journal (the register's journal), journal.key
     (its Ed25519 key, made on first start; journal.pub beside it for
-    auditors), uploaded (how far uploads got), catalog.replica, config.mp.
+    auditors), uploaded (how far uploads got), catalog.replica, config.mp,
+    and posnode.log when --tui runs with stderr on the terminal.
+
+    --tui puts a screen for the cashier on the terminal instead of the
+    JSON lines on stdin (devices/node/tui.h, docs/posnode-tui.md).
     =========================================================================
 */
 #include <errno.h>
@@ -40,10 +44,13 @@
 #include <node/uplink.h>
 #include <pos/sale.h>
 
-#define S_PROGRAM  "posnode"
-#define S_CLIENTS  8 /* local socket connections at once */
-#define S_PATH_MAX 4096
-#define S_IN_MAX   (NODE_TILL_LINE_MAX + 2)
+#include "tui.h"
+
+#define S_PROGRAM        "posnode"
+#define S_CLIENTS        8 /* local socket connections at once */
+#define S_PATH_MAX       4096
+#define S_IN_MAX         (NODE_TILL_LINE_MAX + 2)
+#define S_TUI_REFRESH_MS 1000 /* the screen asks the till for its state this often */
 
 static const bus_opt_t s_options[] = {
     {"store", BUS_OPT_STR, NULL, 0, 0, "store id (must match the register's certificate)"},
@@ -52,6 +59,8 @@ static const bus_opt_t s_options[] = {
      "journal, journal key, upload mark, catalog replica and configuration live here"},
     {"socket", BUS_OPT_STR, "", 0, 0, "a local (unix) socket for the line interface; empty: none"},
     {"stdin", BUS_OPT_BOOL, "true", 0, 0, "read cashier commands from stdin (answers on stdout)"},
+    {"tui", BUS_OPT_BOOL, "false", 0, 0,
+     "a screen for the cashier on the terminal instead of --stdin (docs/posnode-tui.md)"},
     {"node-heartbeat-ms", BUS_OPT_INT, "2000", 100, 600000, "node.heartbeat interval"},
     {"request-timeout-ms", BUS_OPT_INT, "1500", 100, 600000,
      "per request to the back office (uploads, park, recall, returns)"},
@@ -79,6 +88,8 @@ typedef struct {
     bus_client_t *client; /* the till's own, for park, recall and returns */
     int listen_fd;
     s_input_t in[S_CLIENTS + 1]; /* [0]: stdin */
+    node_tui_t *tui;             /* --tui */
+    int64_t tui_shown_ms;        /* when the screen last got an answer (zclock_mono) */
 } s_node_t;
 
 /* ---- hooks for the till --------------------------------------------------------- */
@@ -168,11 +179,10 @@ static void s_write_all(int fd, const char *data, size_t len)
     }
 }
 
-static void s_answer(s_node_t *self, int fd, const char *line)
+/*  Add to a till answer what every answer carries beside the till's own fields: online,
+    unsynced and (when set) upload_blocked. */
+static void s_status(s_node_t *self, bus_val_t *reply)
 {
-    bus_val_t *reply = node_till_command(self->till, line);
-    if (!reply)
-        return;
     node_uplink_status_t st;
     node_uplink_status(self->uplink, &st);
     node_uplink_journaled(self->uplink, node_till_last_record(self->till),
@@ -182,6 +192,16 @@ static void s_answer(s_node_t *self, int fd, const char *line)
     bus_val_map_set_int(reply, "unsynced", last > st.acked ? last - st.acked : 0);
     if (st.blocked[0])
         bus_val_map_set_str(reply, "upload_blocked", st.blocked);
+}
+
+static void s_answer(s_node_t *self, int fd, const char *line)
+{
+    bus_val_t *reply = node_till_command(self->till, line);
+    if (!reply)
+        return;
+    s_status(self, reply);
+    if (self->tui) /* a socket client changed the till: the screen shows it at once */
+        node_tui_status(self->tui, reply);
     bus_buf_t buf = {0};
     if (bus_val_to_json(reply, &buf) == 0) {
         size_t len = strlen((char *)buf.data);
@@ -221,6 +241,40 @@ static bool s_read_input(s_node_t *self, s_input_t *in)
     }
     OPENSSL_cleanse(chunk, sizeof(chunk));
     return true;
+}
+
+/*  Run a line on the till and show the answer on the screen: typed, the cashier's own line
+    (its result goes on the message line); otherwise the periodic "state". */
+static void s_tui_command(s_node_t *self, const char *line, bool typed)
+{
+    bus_val_t *reply = node_till_command(self->till, line);
+    if (!reply)
+        return;
+    s_status(self, reply);
+    if (typed)
+        node_tui_show(self->tui, reply);
+    else
+        node_tui_status(self->tui, reply);
+    bus_val_destroy(&reply);
+    self->tui_shown_ms = zclock_mono();
+}
+
+/*  Run every line typed on the screen, stop when the terminal is gone, refresh the screen
+    once a second. */
+static void s_tui_input(s_node_t *self)
+{
+    char line[S_IN_MAX];
+    int rc;
+    while ((rc = node_tui_input(self->tui, line, sizeof(line))) == 1) {
+        s_tui_command(self, line, true);
+        OPENSSL_cleanse(line, sizeof(line)); /* a line may hold a PIN */
+    }
+    if (rc < 0) {
+        bus_info("posnode.tui", "the terminal is gone: stopping");
+        bus_program_stop();
+    } else if (zclock_mono() - self->tui_shown_ms >= S_TUI_REFRESH_MS) {
+        s_tui_command(self, "state", false);
+    }
 }
 
 static int s_listen(const char *path)
@@ -264,11 +318,15 @@ static void s_run(s_node_t *self)
                 fds[n] = (struct pollfd){.fd = self->in[i].fd, .events = POLLIN};
                 map[n++] = i;
             }
+        if (self->tui) {
+            fds[n] = (struct pollfd){.fd = node_tui_fd(self->tui), .events = POLLIN};
+            map[n++] = -3; /* read below, on every turn (ncurses reads ahead) */
+        }
         int rc = poll(fds, (nfds_t)n, 200);
         if (rc < 0 && errno != EINTR)
             break;
         for (int k = 0; rc > 0 && k < n; k++) {
-            if (!fds[k].revents)
+            if (!fds[k].revents || map[k] == -3)
                 continue;
             if (map[k] == -1) {
                 s_take_updates(self);
@@ -292,6 +350,8 @@ static void s_run(s_node_t *self)
                 *in = (s_input_t){.fd = -1};
             }
         }
+        if (self->tui)
+            s_tui_input(self);
         node_uplink_journaled(self->uplink, node_till_last_record(self->till),
                               node_till_last_sale(self->till));
     }
@@ -344,8 +404,45 @@ static int s_check_identity(s_node_t *self)
     return 0;
 }
 
+static void s_on_hangup(int sig)
+{
+    (void)sig;
+    bus_program_stop(); /* the cashier's terminal closed: stop as on SIGTERM */
+}
+
+/*  The screen on the terminal. Log lines must not land on it: with stderr on the terminal
+    they go to STATE_DIR/posnode.log from here on. */
+static int s_tui_start(s_node_t *self)
+{
+    char why[256];
+    self->tui = node_tui_new(self->store, self->reg, why, sizeof(why));
+    if (!self->tui) {
+        bus_error("posnode.tui", "cannot start the screen: %s", why);
+        return -1;
+    }
+    if (isatty(STDERR_FILENO)) {
+        char path[S_PATH_MAX + 32];
+        snprintf(path, sizeof(path), "%s/posnode.log", self->dir);
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) {
+            int e = errno;
+            node_tui_destroy(&self->tui);
+            bus_error("posnode.tui", "cannot log to %s: %s", path, strerror(e));
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        close(fd);
+    }
+    signal(SIGHUP, s_on_hangup);
+    s_tui_command(self, "state", false);
+    return 0;
+}
+
 static int s_start(s_node_t *self)
 {
+    if (bus_config_bool(self->config, "tui"))
+        node_tui_locale(); /* before any thread starts */
     self->listen_fd = -1;
     for (int i = 0; i <= S_CLIENTS; i++)
         self->in[i].fd = -1;
@@ -435,6 +532,8 @@ static int s_start(s_node_t *self)
             return -1;
         }
     }
+    if (bus_config_bool(self->config, "tui"))
+        return s_tui_start(self);
     if (bus_config_bool(self->config, "stdin"))
         self->in[0].fd = 0;
     return 0;
@@ -442,6 +541,7 @@ static int s_start(s_node_t *self)
 
 static void s_stop(s_node_t *self)
 {
+    node_tui_destroy(&self->tui); /* the terminal back first */
     node_uplink_status_t st = {0};
     if (self->uplink)
         node_uplink_status(self->uplink, &st);
