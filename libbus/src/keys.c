@@ -108,6 +108,16 @@ char *bus_key_cfg(char *buf, const char *store, const char *suffix)
     return s_key(buf, "cfg:{%s}%s", store, suffix ? suffix : "");
 }
 
+char *bus_key_devcmd(char *buf, const char *store, const char *key)
+{
+    return s_key(buf, "devcmd:{%s}:%s", store, key);
+}
+
+char *bus_key_devcmds(char *buf, const char *store, const char *reg)
+{
+    return s_key(buf, "devcmds:{%s}:%s", store, reg);
+}
+
 char *bus_key_rep(char *buf, const char *store, const char *day, const char *suffix)
 {
     return s_key(buf, "rep:{%s}:%s%s", store, day, suffix ? suffix : "");
@@ -154,6 +164,8 @@ const char *const bus_key_patterns[] = {BUS_KEY_STORES,
                                         "cfg:{S}:promos",
                                         "cfg:{S}:live",
                                         "cfg:{S}:req:<request id>",
+                                        "devcmd:{S}:<key>",
+                                        "devcmds:{S}:<register>",
                                         "rep:{S}:<day>",
                                         "rep:{S}:<day>:hours",
                                         "rep:{S}:<day>:items",
@@ -201,6 +213,8 @@ int bus_keys_test(const char *data_md, bool verbose)
     failed += s_expect(bus_key_cfg(b, "S", ":promos"), "cfg:{S}:promos", verbose);
     failed += s_expect(bus_key_cfg(b, "S", ":req:<request id>"), "cfg:{S}:req:<request id>",
                        verbose);
+    failed += s_expect(bus_key_devcmd(b, "S", "<key>"), "devcmd:{S}:<key>", verbose);
+    failed += s_expect(bus_key_devcmds(b, "S", "<register>"), "devcmds:{S}:<register>", verbose);
     failed += s_expect(bus_key_rep(b, "S", "<day>", NULL), "rep:{S}:<day>", verbose);
     failed += s_expect(bus_key_rep(b, "S", "<day>", ":tax"), "rep:{S}:<day>:tax", verbose);
     failed += s_expect(bus_key_rep_days(b, "S"), "rep:{S}:days", verbose);

@@ -60,6 +60,8 @@ char *bus_key_nodes(char *buf, const char *store);                 /* nodes:{S} 
 /* the store's register configuration cfg:{S} and its parts cfg:{S}<suffix>, suffix one of
    "", ":cashiers", ":promos", ":live", ":req:<request_id>" */
 char *bus_key_cfg(char *buf, const char *store, const char *suffix);
+char *bus_key_devcmd(char *buf, const char *store, const char *key);   /* devcmd:{S}:<key> */
+char *bus_key_devcmds(char *buf, const char *store, const char *reg);  /* devcmds:{S}:<r> */
 
 /* reporting: the day hash rep:{S}:<day> and its parts rep:{S}:<day><suffix>, suffix one of
    "", ":hours", ":items", ":cats", ":regs", ":cashiers", ":tenders", ":tax", ":pairs" */

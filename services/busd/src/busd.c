@@ -337,8 +337,8 @@ static const struct {
 } s_owned_topics[] = {{"sale.", "sales"},       {"register.", "sales devices"},
                       {"stock.", "inventory"},  {"catalog.", "inventory"},
                       {"report.", "reporting"}, {"payment.", "payments"},
-                      {"config.", "devices"},   {"device.", NULL},
-                      {"node.", NULL}};
+                      {"config.", "devices"},   {"command.", "devices"},
+                      {"device.", NULL},        {"node.", NULL}};
 
 /*  The services that own topic: their names, "" for a back-office topic no service owns alone
     (device.*, node.*), NULL for any other topic. */

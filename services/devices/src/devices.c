@@ -26,8 +26,10 @@
 
     The registers' configuration (receipt settings, cashiers, promotions:
     config.get and the operators' changes, one version per change) is in
-    config.c; it shares this service's Redis connection, publisher and
-    counters.
+    config.c, and device commands (an operator's command routed to one
+    register's device, answered with its result) in commands.c; both share
+    this service's Redis connection, publisher and counters. A heartbeat's
+    reply says how many commands wait for the register.
 
     Load: one small script per heartbeat (two hashes and a set of one
     store's hash tag); a chain of a few thousand registers heartbeating
@@ -38,6 +40,7 @@
 #include <bus/bus.h>
 #include <bus/keys.h>
 #include <ctype.h>
+#include "commands.h"
 #include "config.h"
 #include "svc_main.h"
 #include "heartbeat_lua.h"
@@ -345,36 +348,40 @@ static int s_heartbeat(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
         return -1;
     }
     char key[BUS_KEY_MAX], set[BUS_KEY_MAX], regseq[BUS_KEY_MAX], cfg[BUS_KEY_MAX];
+    char cmds[BUS_KEY_MAX];
     char now[S_NUM_MAX], last[S_NUM_MAX], uns[S_NUM_MAX], cv[S_NUM_MAX], every[S_NUM_MAX];
     bus_key_node(key, node.store, node.reg);
     bus_key_nodes(set, node.store);
     bus_key_regseq(regseq, node.store);
     bus_key_cfg(cfg, node.store, NULL);
+    bus_key_devcmds(cmds, node.store, node.reg);
     snprintf(now, sizeof(now), "%" PRId64, bus_now_ms());
     snprintf(last, sizeof(last), "%" PRId64, last_seq);
     snprintf(uns, sizeof(uns), "%" PRId64, unsynced);
     snprintf(cv, sizeof(cv), "%" PRId64, config_version);
     snprintf(every, sizeof(every), "%" PRId64, self->resend_ms);
-    const char *argv[] = {key, set, regseq, cfg, node.reg, now, last, uns, cv,
-                          devices.data ? (const char *)devices.data : "", every};
-    size_t lens[] = {strlen(key), strlen(set), strlen(regseq), strlen(cfg),
-                     strlen(node.reg), strlen(now), strlen(last), strlen(uns),
-                     strlen(cv), devices.len, strlen(every)};
-    redisReply *r = bus_redis_evalsha(self->redis, self->heartbeat, 4, 11, argv, lens);
+    const char *devs = devices.data ? (const char *)devices.data : "";
+    const char *argv[] = {key, set, regseq, cfg, cmds, node.reg, now, last, uns, cv, devs, every};
+    size_t lens[] = {strlen(key),  strlen(set),      strlen(regseq), strlen(cfg),
+                     strlen(cmds), strlen(node.reg), strlen(now),    strlen(last),
+                     strlen(uns),  strlen(cv),       devices.len,    strlen(every)};
+    redisReply *r = bus_redis_evalsha(self->redis, self->heartbeat, 5, 12, argv, lens);
     bus_buf_free(&devices);
-    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 5)
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 6)
         return s_redis_failed(self, svc, r, "heartbeat");
-    for (size_t i = 0; i < 5; i++)
+    for (size_t i = 0; i < 6; i++)
         if (r->element[i]->type != REDIS_REPLY_INTEGER)
             return s_redis_failed(self, svc, r, "heartbeat reply");
     int64_t status = r->element[0]->integer, committed = r->element[1]->integer;
     int64_t from = r->element[2]->integer, to = r->element[3]->integer;
-    int64_t latest = r->element[4]->integer;
+    int64_t latest = r->element[4]->integer, commands = r->element[5]->integer;
     freeReplyObject(r);
     bus_stats_inc(self->c_heartbeats, 1);
     bus_val_map_set_bool(reply, "ok", true);
     bus_val_map_set_int(reply, "committed_seq", committed);
     bus_val_map_set_int(reply, "config_version", latest);
+    /* a register that missed command.<S>.<R> learns here that commands wait */
+    bus_val_map_set_int(reply, "commands", commands);
     if (status == 2 && from >= 1 && to >= from) {
         s_ask_resend(self, &node, from, to);
         bus_val_t *resend = bus_val_new_map();
@@ -664,6 +671,9 @@ int main(int argc, char **argv)
                                                bus_config_int(config, "reply-cache-ttl-s"));
     if (rc == 0)
         rc = cfg ? devices_config_methods(cfg, core.svc) : -1;
+    devices_commands_t *cmds = devices_commands_new(self.redis, self.pub, self.stats);
+    if (rc == 0)
+        rc = cmds ? devices_commands_methods(cmds, core.svc) : -1;
     if (rc != 0 || self.hello < 0 || self.heartbeat < 0 || !self.c_redis_errors) {
         bus_error("devices.start", "cannot register methods or scripts: out of memory");
         rc = -1;
@@ -673,6 +683,7 @@ int main(int argc, char **argv)
              self.c_heartbeats ? bus_stats_load(self.c_heartbeats) : 0,
              self.c_resends ? bus_stats_load(self.c_resends) : 0);
     svc_core_stop(&core);
+    devices_commands_destroy(&cmds);
     devices_config_destroy(&cfg);
     return rc == 0 ? 0 : 1;
 }

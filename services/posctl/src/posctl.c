@@ -25,6 +25,9 @@
     posctl promo add|list|end, cashier add|disable|list, config set|show --store S ...
                                 the registers' configuration (config.c); node config: each
                                 node's configuration version, current or behind
+    posctl device command --store S --register R --device D --command C [NAME=VALUE ...]
+                                a command for a register's device (device.c): exit 0 when
+                                the register answered ok, 1 not ok or still pending
 
     Output goes to stdout; diagnostics to stderr; exit 0 ok, 1 failure, 2 usage.
     The key commands (keys.c) work on the keys directory alone and journal
@@ -100,6 +103,9 @@ static void s_usage(bus_config_t *config)
         "                           [--tax-id X] [--discount-cap PERCENT]\n"
         "  config show --store S    the registers' configuration (--format json)\n"
         "  node config [--store S]  each node's config version: current or behind\n"
+        "  device command --store S --register R --device D --command C [NAME=VALUE ...]\n"
+        "                           a command for a register's device (args NAME=VALUE text);\n"
+        "                           waits --wait-ms for the answer; --key K polls it again\n"
         "options:\n");
     bus_config_usage(config, stdout);
 }
@@ -247,6 +253,7 @@ int main(int argc, char **argv)
         bus_config_add(config, posctl_retail_opts) != 0 ||
         bus_config_add(config, posctl_journal_opts) != 0 ||
         bus_config_add(config, posctl_config_opts) != 0 ||
+        bus_config_add(config, posctl_device_opts) != 0 ||
         bus_config_add(config, bus_program_opts) != 0)
         return S_EXIT_USAGE;
     int rc = bus_config_load(config, argc, argv);
@@ -308,6 +315,8 @@ int main(int argc, char **argv)
         rc = posctl_keys(config);
     else if (streq(cmd, "journal"))
         rc = posctl_journal(config);
+    else if (streq(cmd, "device"))
+        rc = posctl_device(config);
     else {
         fprintf(stderr, "posctl: unknown command '%s'\n", cmd);
         s_usage(config);

@@ -54,9 +54,15 @@ int posctl_config(bus_config_t *config);
 /* node config [--store S]: each node's configuration version against its store's latest. */
 int posctl_node_config(bus_config_t *config);
 
+/* device command --store S --register R --device D --command C [NAME=VALUE ...] [--key K]
+   [--wait-ms N]: a command for a register's device through the devices service, polled until
+   the register answers (device.c). Exit code. */
+int posctl_device(bus_config_t *config);
+
 /* Options of these commands, added to posctl's table. */
 extern const bus_opt_t posctl_retail_opts[];
 extern const bus_opt_t posctl_journal_opts[];
 extern const bus_opt_t posctl_config_opts[];
+extern const bus_opt_t posctl_device_opts[];
 
 #endif
