@@ -15,7 +15,7 @@ import time
 import msgpack
 import zmq
 
-from harness import BIN, Bus, Checks, Stack, load_cert
+from harness import Bus, Checks, Stack, load_cert, wait_for
 
 STORE = "S1"
 c = Checks("test_device_commands")
@@ -220,6 +220,40 @@ c.check(r["type"] == "reply" and r["body"].get("state") == "pending",
 events(watch, 0.5)  # big's event
 r = r01.call("devices", "device.result", {"key": "big", "ok": True})
 c.check(r["type"] == "reply", f"and answered: {body_of(r)}")
+
+# --- device.pending: oldest first, count, more; a register not enrolled yet is accepted ----------
+for n in range(3):
+    r = ops.call("devices", "device.command", dict(CMD, register="R03", key=f"r3-{n}",
+                                                   args={"n": n}))
+    c.check(r["type"] == "reply" and r["body"].get("state") == "pending",
+            f"a command for R03 (no node row yet): {body_of(r)}")
+    time.sleep(0.01)  # distinct created_ms
+events(watch, 0.5)  # R03's events
+r03 = Bus(st, st.key("register", "S1.R03"))
+r = r03.call("devices", "device.pending", {"count": 2})
+c.check(r["type"] == "reply" and [x["key"] for x in r["body"].get("commands", [])] ==
+        ["r3-0", "r3-1"] and r["body"].get("more") is True,
+        f"device.pending count 2: the two oldest, more: {body_of(r)}")
+r = r03.call("devices", "device.result", {"key": "r3-0", "ok": True})
+r = r03.call("devices", "device.pending", {})
+c.check(r["type"] == "reply" and [x["key"] for x in r["body"].get("commands", [])] ==
+        ["r3-1", "r3-2"] and r["body"].get("more") is False,
+        f"device.pending after r3-0 was answered: {body_of(r)}")
+
+# --- Redis down: unavailable, never a crash -------------------------------------------------------
+st.kill("redis")
+for bus, method, body in ((ops, "device.command", dict(CMD, key="down")),
+                          (r03, "device.pending", {}),
+                          (r03, "device.result", {"key": "r3-1", "ok": True})):
+    r = bus.call("devices", method, body, timeout=10)
+    c.check(is_error(r, "unavailable") and r["body"].get("retry_ms", 0) > 0,
+            f"{method} while Redis is down: unavailable with a retry hint ({body_of(r)})")
+st.start_redis()
+redis = st.redis()
+c.check(wait_for(lambda: ops.call("devices", "device.command", dict(CMD, key="up"),
+                                  timeout=10)["type"] == "reply", 15),
+        "device.command answered again once Redis is back")
+events(watch, 0.5)  # up's event
 
 # --- posctl device command, with a simulated register and with nobody answering ------------------
 
