@@ -114,9 +114,11 @@ static int s_send(bus_client_t *self, const char *service, uint64_t corr)
     return 0;
 }
 
-/*  Wait until deadline for the reply to corr. Returns the decoded reply, or NULL on timeout
-    (errcode TIMEOUT) or a socket failure (errcode IO). Malformed and stale replies are dropped. */
-static bus_msg_t *s_wait_reply(bus_client_t *self, uint64_t corr, int64_t deadline)
+/*  Wait until deadline for the reply to one of corrs (n ids); *which gets its index. Returns the
+    decoded reply, or NULL on timeout (errcode TIMEOUT) or a socket failure (errcode IO).
+    Malformed replies and replies to other ids (stale) are dropped. */
+static bus_msg_t *s_wait_any(bus_client_t *self, const uint64_t *corrs, int n, int64_t deadline,
+                             int *which)
 {
     void *h = zsock_resolve(self->sock);
     while (true) {
@@ -142,13 +144,17 @@ static bus_msg_t *s_wait_reply(bus_client_t *self, uint64_t corr, int64_t deadli
         zframe_t *payload = zmsg_next(reply);
         bus_msg_t *msg = NULL;
         if (zmsg_size(reply) == S_REPLY_PARTS && zframe_streq(proto, BUS_PROTO_CLIENT) &&
-            zframe_streq(cmd, BUS_CMD_REP) && zframe_size(corr_f) == sizeof(corr)) {
+            zframe_streq(cmd, BUS_CMD_REP) && zframe_size(corr_f) == sizeof(uint64_t)) {
             uint64_t got;
             memcpy(&got, zframe_data(corr_f), sizeof(got));
-            if (got == corr)
+            int i = 0;
+            while (i < n && corrs[i] != got)
+                i++;
+            if (i < n) {
                 msg = bus_msg_decode(zframe_data(payload), zframe_size(payload), NULL, &self->codec,
                                      NULL);
-            else
+                *which = i;
+            } else
                 self->stale++;
         }
         zmsg_destroy(&reply);
@@ -193,32 +199,77 @@ static int s_next_backoff(int backoff)
     return backoff * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : backoff * 2;
 }
 
-bus_msg_t *bus_client_request(bus_client_t *self, const char *service, const char *method,
-                              bus_val_t **body_p)
+/*  The request envelope of method with *body_p (taken) into self->buf. 0, or -1 with errcode. */
+static int s_encode_request(bus_client_t *self, const char *method, bus_val_t **body_p)
 {
-    self->errcode = BUS_CLIENT_OK;
-    self->errstr[0] = '\0';
-    self->remote_code[0] = '\0';
-    size_t service_len = service ? strlen(service) : 0;
-    if (service_len == 0 || service_len > BUS_SERVICE_NAME_MAX + BUS_INSTANCE_MAX) {
-        bus_val_destroy(body_p);
-        s_fail(self, BUS_CLIENT_INVALID, "invalid service name");
-        return NULL;
-    }
     bus_msg_t *req = bus_msg_new(method, self->src, ++self->seq);
     if (!req || (body_p && *body_p && bus_msg_set_body(req, body_p) != 0)) {
         bus_val_destroy(body_p);
         bus_msg_destroy(&req);
         s_fail(self, BUS_CLIENT_INVALID, "invalid method or body");
-        return NULL;
+        return -1;
     }
     bus_buf_reset(&self->buf);
     int rc = bus_msg_encode(req, &self->buf);
     bus_msg_destroy(&req);
     if (rc != 0) {
         s_fail(self, BUS_CLIENT_IO, "out of memory");
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+static bool s_service_ok(bus_client_t *self, const char *service, bus_val_t **body_p)
+{
+    size_t service_len = service ? strlen(service) : 0;
+    if (service_len == 0 || service_len > BUS_SERVICE_NAME_MAX + BUS_INSTANCE_MAX) {
+        bus_val_destroy(body_p);
+        s_fail(self, BUS_CLIENT_INVALID, "invalid service name");
+        return false;
+    }
+    return true;
+}
+
+int bus_client_send(bus_client_t *self, const char *service, const char *method, bus_val_t **body_p,
+                    uint64_t *corr)
+{
+    self->errcode = BUS_CLIENT_OK;
+    self->errstr[0] = '\0';
+    self->remote_code[0] = '\0';
+    if (!s_service_ok(self, service, body_p) || s_encode_request(self, method, body_p) != 0)
+        return -1;
+    *corr = s_new_corr(self);
+    if (s_send(self, service, *corr) != 0) {
+        s_fail(self, BUS_CLIENT_IO, "cannot send: %s", zmq_strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+bus_msg_t *bus_client_recv(bus_client_t *self, const char *service, const uint64_t *corrs, int n,
+                           int timeout_ms, int *which)
+{
+    self->errcode = BUS_CLIENT_OK;
+    self->errstr[0] = '\0';
+    self->remote_code[0] = '\0';
+    *which = -1;
+    bus_msg_t *reply = s_wait_any(self, corrs, n, bus_mono_ms() + timeout_ms, which);
+    if (!reply)
+        return NULL;
+    int retry_ms;
+    return s_check_reply(self, service, reply, &retry_ms, S_BACKOFF_MIN_MS);
+}
+
+bus_msg_t *bus_client_request(bus_client_t *self, const char *service, const char *method,
+                              bus_val_t **body_p)
+{
+    self->errcode = BUS_CLIENT_OK;
+    self->errstr[0] = '\0';
+    self->remote_code[0] = '\0';
+    if (!s_service_ok(self, service, body_p))
+        return NULL;
+    if (s_encode_request(self, method, body_p) != 0)
+        return NULL;
     /* every attempt sends the same bytes: same envelope id, same correlation id */
     uint64_t corr = s_new_corr(self);
     int backoff = S_BACKOFF_MIN_MS;
@@ -229,7 +280,8 @@ bus_msg_t *bus_client_request(bus_client_t *self, const char *service, const cha
             backoff = s_next_backoff(backoff);
             continue;
         }
-        bus_msg_t *reply = s_wait_reply(self, corr, bus_mono_ms() + self->timeout_ms);
+        int which;
+        bus_msg_t *reply = s_wait_any(self, &corr, 1, bus_mono_ms() + self->timeout_ms, &which);
         if (reply) {
             int retry_ms;
             reply = s_check_reply(self, service, reply, &retry_ms, backoff);

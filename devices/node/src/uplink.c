@@ -28,6 +28,7 @@
 
 #include <bus/client.h>
 #include <bus/log.h>
+#include <bus/proto.h>
 #include <bus/pubsub.h>
 
 #include "node/config.h"
@@ -39,6 +40,7 @@
 #define S_QUEUE_MAX      1000 /* events waiting to be published */
 #define S_MARK_EVERY_MS  500  /* the uploaded mark is written at most this often */
 #define S_UPLOADS_A_TURN 200  /* uploads between two looks at events and heartbeats */
+#define S_WINDOW         16   /* uploads in flight to one sales instance */
 #define S_BACKOFF_MIN_MS 100
 #define S_PATH_MAX       4096
 
@@ -81,7 +83,8 @@ struct node_uplink_t {
     size_t sale_cap;
     int64_t sales_indexed;
     int64_t acked;
-    int64_t resend_from, resend_to; /* a range to send again; 0 = none */
+    int64_t resend_from, resend_to;                       /* a range to send again; 0 = none */
+    char pinned[BUS_SERVICE_NAME_MAX + BUS_INSTANCE_MAX]; /* the sales instance uploads go to */
     int64_t mark_written, mark_at_ms;
     bool hello_done, want_catalog, want_config;
     int64_t catalog_version, config_version, config_asked;
@@ -332,12 +335,13 @@ static void s_heartbeat(node_uplink_t *self)
     bus_val_destroy(&rep);
 }
 
-/*  Upload sale k. 1 acknowledged, 0 not now (backoff), -1 refused (blocked), -2 its archive is
-    gone (retention). */
-static int s_upload(node_uplink_t *self, int64_t k)
+/*  The sale document of sale k from the journal or its archive. 1, or 0 not now (a read error),
+    -1 unreadable (blocked), -2 its archive is gone (retention). */
+static int s_sale_doc(node_uplink_t *self, int64_t k, bus_val_t **doc)
 {
     node_journal_entry_t e;
     char why[256];
+    *doc = NULL;
     if (self->sale_rec[k] == 0) {
         /* archived: a resend of an old sale (or the first upload after a restart) */
         if (node_segment_read_sale(self->journal_path, self->cfg.key, k, &e, why, sizeof(why)) !=
@@ -351,12 +355,15 @@ static int s_upload(node_uplink_t *self, int64_t k)
     }
     bus_limits_t limits = {.max_size = NODE_JOURNAL_PAYLOAD_MAX};
     bus_reject_t reason;
-    bus_val_t *doc = bus_val_decode(e.payload, e.size, &limits, &reason);
+    *doc = bus_val_decode(e.payload, e.size, &limits, &reason);
     node_journal_entry_clear(&e);
-    if (!doc)
-        return -1;
-    char code[64];
-    bus_val_t *rep = s_call(self, "sales", "sale.upload", doc, code, sizeof(code));
+    return *doc ? 1 : -1;
+}
+
+/*  Count sales' answer to the upload of sale k: rep (taken), or NULL with the remote code in
+    code ("" when nothing answered). 1 acknowledged, 0 not now, -1 refused (uploads wait). */
+static int s_upload_answer(node_uplink_t *self, int64_t k, bus_val_t *rep, const char *code)
+{
     if (rep) {
         bool dup = false;
         bus_val_map_get_bool(rep, "duplicate", &dup);
@@ -368,13 +375,14 @@ static int s_upload(node_uplink_t *self, int64_t k)
         pthread_mutex_unlock(&self->lock);
         return 1;
     }
+    bool refused = code[0] && strcmp(code, "unavailable") != 0 && strcmp(code, "no_service") != 0;
     pthread_mutex_lock(&self->lock);
     self->status.upload_errors++;
-    if (code[0] && strcmp(code, "unavailable") != 0)
+    if (refused)
         snprintf(self->status.blocked, sizeof(self->status.blocked), "sale %" PRId64 ": %s", k,
                  self->status.last_error);
     pthread_mutex_unlock(&self->lock);
-    if (code[0] && strcmp(code, "unavailable") != 0) {
+    if (refused) {
         bus_error("posnode.uplink", "sales refuses sale %" PRId64 " (%s); uploads wait on it", k,
                   code);
         return -1;
@@ -382,7 +390,97 @@ static int s_upload(node_uplink_t *self, int64_t k)
     return 0;
 }
 
-/*  Upload what is due: a resend range first, then the sales after the mark. */
+/*  Upload sale k alone (resends). As s_upload_answer, or -2 when its archive is gone. */
+static int s_upload(node_uplink_t *self, int64_t k)
+{
+    bus_val_t *doc;
+    int r = s_sale_doc(self, k, &doc);
+    if (r <= 0)
+        return r;
+    char code[64];
+    bus_val_t *rep = s_call(self, "sales", "sale.upload", doc, code, sizeof(code));
+    return s_upload_answer(self, k, rep, code);
+}
+
+/*  A failed turn: wait before the next; after a refusal, wait long (it needs a person). */
+static void s_upload_failed(node_uplink_t *self, int r)
+{
+    if (r < 0)
+        self->backoff_ms = self->cfg.backoff_max_ms / 2;
+    s_backoff(self);
+}
+
+/*  Upload the sales after the mark with up to S_WINDOW requests in flight, to the one sales
+    instance that answered last ("sales@<instance>": it answers in the order sent, so sales
+    sees them in order); one at a time until an instance has answered. The mark moves over
+    the acknowledged prefix only. On any failure the window is given up (late answers are
+    dropped as stale) and the next turn starts again after the mark: a resend is harmless. */
+static void s_upload_window(node_uplink_t *self)
+{
+    uint64_t corrs[S_WINDOW];
+    int64_t sales[S_WINDOW];
+    bool done[S_WINDOW];
+    int n = 0, acks = 0;
+    int64_t next = self->acked + 1;
+    while (n > 0 || (next <= self->sales_indexed && acks < S_UPLOADS_A_TURN)) {
+        char target[BUS_SERVICE_NAME_MAX + BUS_INSTANCE_MAX + 2];
+        snprintf(target, sizeof(target), "sales%s%s", self->pinned[0] ? "@" : "", self->pinned);
+        int window = self->pinned[0] ? S_WINDOW : 1;
+        while (n < window && next <= self->sales_indexed && acks + n < S_UPLOADS_A_TURN) {
+            bus_val_t *doc;
+            int r = s_sale_doc(self, next, &doc);
+            if (r <= 0) {
+                if (n == 0)
+                    return s_upload_failed(self, r);
+                break;
+            }
+            if (bus_client_send(self->client, target, "sale.upload", &doc, &corrs[n]) != 0) {
+                s_set_error(self, false, "sales: %s", bus_client_errstr(self->client));
+                return s_upload_failed(self, 0);
+            }
+            sales[n] = next++;
+            done[n++] = false;
+        }
+        if (n == 0)
+            return;
+        int which;
+        bus_msg_t *msg =
+            bus_client_recv(self->client, "sales", corrs, n, self->cfg.timeout_ms, &which);
+        if (!msg) {
+            bus_client_err_t err = bus_client_errcode(self->client);
+            const char *code = err == BUS_CLIENT_REMOTE ? bus_client_remote_code(self->client)
+                               : err == BUS_CLIENT_UNAVAILABLE ? "unavailable"
+                               : err == BUS_CLIENT_NO_SERVICE  ? "no_service"
+                                                               : "";
+            s_set_error(self, err == BUS_CLIENT_REMOTE || err == BUS_CLIENT_UNAVAILABLE,
+                        "sales sale.upload: %s", bus_client_errstr(self->client));
+            self->pinned[0] = '\0';
+            return s_upload_failed(
+                self, which >= 0 ? s_upload_answer(self, sales[which], NULL, code) : 0);
+        }
+        const char *src = bus_msg_src(msg);
+        if (!self->pinned[0] && src && strlen(src) < sizeof(self->pinned) && !strchr(src, '@'))
+            snprintf(self->pinned, sizeof(self->pinned), "%s", src);
+        s_online(self);
+        s_upload_answer(self, sales[which], bus_msg_take_body(msg), "");
+        bus_msg_destroy(&msg);
+        done[which] = true;
+        acks++;
+        int k = 0;
+        while (k < n && done[k])
+            k++;
+        if (k > 0) {
+            s_set_acked(self, sales[k - 1]);
+            memmove(corrs, corrs + k, (size_t)(n - k) * sizeof(corrs[0]));
+            memmove(sales, sales + k, (size_t)(n - k) * sizeof(sales[0]));
+            memmove(done, done + k, (size_t)(n - k) * sizeof(done[0]));
+            n -= k;
+        }
+        self->backoff_ms = 0;
+    }
+}
+
+/*  Upload what is due: a resend range first (one at a time), then the sales after the mark. */
 static void s_uploads(node_uplink_t *self)
 {
     if (s_index(self) != 0)
@@ -395,43 +493,24 @@ static void s_uploads(node_uplink_t *self)
                  self->acked, self->sales_indexed);
         s_set_acked(self, 0);
     }
-    for (int n = 0; n < S_UPLOADS_A_TURN; n++) {
-        int64_t k;
-        bool resend = self->resend_from > 0;
-        if (resend)
-            k = self->resend_from;
-        else if (self->acked < self->sales_indexed)
-            k = self->acked + 1;
-        else
-            return;
+    for (int n = 0; n < S_UPLOADS_A_TURN && self->resend_from > 0; n++) {
+        int64_t k = self->resend_from;
         int r = s_upload(self, k);
-        if (r == -2 && resend) {
+        if (r == -2)
             /* an archived sale retention already deleted: it cannot be sent again; say so
                loudly and go on with the rest (sales keeps its hole until someone acts) */
             bus_error("posnode.uplink",
                       "sale %" PRId64 " was asked for again but its archive is gone; "
                       "skipping it",
                       k);
-            self->resend_from = k + 1 > self->resend_to ? 0 : k + 1;
-            if (!self->resend_from)
-                self->resend_to = 0;
-            continue;
-        }
-        if (r <= 0) {
-            if (r < 0)
-                self->backoff_ms = self->cfg.backoff_max_ms / 2;
-            s_backoff(self);
-            return;
-        }
-        self->backoff_ms = 0;
-        if (resend) {
-            self->resend_from = k + 1 > self->resend_to ? 0 : k + 1;
-            if (!self->resend_from)
-                self->resend_to = 0;
-        } else {
-            s_set_acked(self, k);
-        }
+        else if (r <= 0)
+            return s_upload_failed(self, r);
+        self->resend_from = k + 1 > self->resend_to ? 0 : k + 1;
+        if (!self->resend_from)
+            self->resend_to = 0;
     }
+    if (self->resend_from == 0)
+        s_upload_window(self);
 }
 
 static void s_sync_catalog(node_uplink_t *self)

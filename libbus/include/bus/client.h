@@ -28,12 +28,12 @@ extern "C" {
 
 typedef enum {
     BUS_CLIENT_OK = 0,
-    BUS_CLIENT_TIMEOUT,    /* no reply after every attempt */
-    BUS_CLIENT_NO_SERVICE, /* busd knows no instance of the service */
-    BUS_CLIENT_REMOTE,     /* the service answered with an error reply */
+    BUS_CLIENT_TIMEOUT,     /* no reply after every attempt */
+    BUS_CLIENT_NO_SERVICE,  /* busd knows no instance of the service */
+    BUS_CLIENT_REMOTE,      /* the service answered with an error reply */
     BUS_CLIENT_UNAVAILABLE, /* the service answered "unavailable" (e.g. Redis down) every time */
-    BUS_CLIENT_INVALID,    /* bad arguments (service name, body) */
-    BUS_CLIENT_IO          /* socket failure or interrupted */
+    BUS_CLIENT_INVALID,     /* bad arguments (service name, body) */
+    BUS_CLIENT_IO           /* socket failure or interrupted */
 } bus_client_err_t;
 
 #define BUS_CLIENT_DEFAULT_TIMEOUT_MS 3000
@@ -57,6 +57,18 @@ void bus_client_set_retries(bus_client_t *self, int retries);
 bus_msg_t *bus_client_request(bus_client_t *self, const char *service, const char *method,
                               bus_val_t **body_p);
 
+/* Pipelining: several requests in flight on one client. bus_client_send sends method with
+   *body_p (taken) to service without waiting and gives its correlation id in *corr; 0, or -1 with
+   errcode. bus_client_recv waits up to timeout_ms for the reply to any of the n ids in corrs and
+   sets *which to its index: the reply envelope, or NULL with errcode TIMEOUT or IO (*which -1),
+   or REMOTE, UNAVAILABLE, NO_SERVICE for an error reply (*which set, remote_code too). No
+   resends here: the caller decides. Replies to other ids are counted stale and dropped.
+   Requests to one service instance ("sales@<instance>") are answered in the order sent; to a
+   service name, instances may answer in any order. */
+int bus_client_send(bus_client_t *self, const char *service, const char *method, bus_val_t **body_p,
+                    uint64_t *corr);
+bus_msg_t *bus_client_recv(bus_client_t *self, const char *service, const uint64_t *corrs, int n,
+                           int timeout_ms, int *which);
 bus_client_err_t bus_client_errcode(bus_client_t *self);
 const char *bus_client_errstr(bus_client_t *self);
 const char *bus_client_remote_code(bus_client_t *self); /* "" unless BUS_CLIENT_REMOTE */

@@ -126,8 +126,9 @@ int node_journal_verify(const char *path, const node_key_t *key, node_journal_st
 
 /*  A read-only handle on a journal that a node_journal_t (in another thread, or process) is
     appending to, for the thread that uploads records: it takes no lock and never writes.
-    Records are read front to back once and indexed (8 bytes each); every record read is
-    checked (sequence, previous-record hash, signature by key, which must be the header's).
+    Records are read front to back once and indexed (8 bytes each); each is checked then
+    (sequence, previous-record hash, signature by key, which must be the header's), and a
+    later read of it checks its place and sequence number again but not the signature.
     Read only records the writer has announced as appended: a record still being written is
     reported as not there yet (ERANGE) or bad (EBADMSG). Not thread-safe: one reader, one
     thread; any number of readers may share a file. NULL with errno on failure. */
