@@ -66,6 +66,9 @@ static const bus_opt_t s_options[] = {
      "per request to the back office (uploads, park, recall, returns)"},
     {"backoff-max-ms", BUS_OPT_INT, "10000", 100, 3600000,
      "longest wait between two upload attempts while the back office is away"},
+    {"journal-retention-days", BUS_OPT_INT, "90", 0, 36500,
+     "archived journal segments (closed by a Z report, every sale acknowledged) are deleted "
+     "after this many days; 0: kept for ever"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 typedef struct {
@@ -114,6 +117,16 @@ static bus_val_t *s_request(void *arg, const char *service, const char *method, 
     bus_val_t *out = bus_msg_take_body(rep);
     bus_msg_destroy(&rep);
     return out ? out : bus_val_new_map();
+}
+
+static int64_t s_acked(void *arg)
+{
+    s_node_t *self = arg;
+    node_uplink_status_t st;
+    if (!self->uplink)
+        return -1;
+    node_uplink_status(self->uplink, &st);
+    return st.acked;
 }
 
 static void s_publish(void *arg, const char *what, const char *type, bus_val_t **body)
@@ -179,14 +192,21 @@ static void s_write_all(int fd, const char *data, size_t len)
     }
 }
 
+/*  Tell the uplink how far the journal got (and that it was archived, when it was). */
+static void s_journaled(s_node_t *self)
+{
+    node_uplink_segment(self->uplink, node_till_segment(self->till));
+    node_uplink_journaled(self->uplink, node_till_last_record(self->till),
+                          node_till_last_sale(self->till));
+}
+
 /*  Add to a till answer what every answer carries beside the till's own fields: online,
     unsynced and (when set) upload_blocked. */
 static void s_status(s_node_t *self, bus_val_t *reply)
 {
     node_uplink_status_t st;
     node_uplink_status(self->uplink, &st);
-    node_uplink_journaled(self->uplink, node_till_last_record(self->till),
-                          node_till_last_sale(self->till));
+    s_journaled(self);
     int64_t last = node_till_last_sale(self->till);
     bus_val_map_set_bool(reply, "online", st.online);
     bus_val_map_set_int(reply, "unsynced", last > st.acked ? last - st.acked : 0);
@@ -352,8 +372,7 @@ static void s_run(s_node_t *self)
         }
         if (self->tui)
             s_tui_input(self);
-        node_uplink_journaled(self->uplink, node_till_last_record(self->till),
-                              node_till_last_sale(self->till));
+        s_journaled(self);
     }
 }
 
@@ -466,7 +485,8 @@ static int s_start(s_node_t *self)
     if (!self->session || !self->catalog)
         return -1;
     char path[S_PATH_MAX + 32], why[512];
-    node_till_hooks_t hooks = {.arg = self, .request = s_request, .publish = s_publish};
+    node_till_hooks_t hooks = {
+        .arg = self, .request = s_request, .publish = s_publish, .acked = s_acked};
     snprintf(path, sizeof(path), "%s/journal", self->dir);
     self->till = node_till_open(path, self->key, self->store, self->reg, self->session, &hooks, why,
                                 sizeof(why));
@@ -476,6 +496,8 @@ static int s_start(s_node_t *self)
     }
     if (why[0])
         bus_warn("posnode.journal", "%s", why);
+    node_till_set_retention(self->till,
+                            (int)bus_config_int(self->config, "journal-retention-days"));
     bus_info("posnode.journal", "%s: last record %" PRIu64 ", last sale %" PRId64, path,
              node_till_last_record(self->till), node_till_last_sale(self->till));
     snprintf(path, sizeof(path), "%s/catalog.replica", self->dir);

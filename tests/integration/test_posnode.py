@@ -359,5 +359,33 @@ r = clone.call("sales", "sale.upload", doc)
 c.check(r["type"] == "error" and r["body"].get("code") == "forbidden",
         f"R01's journal uploaded with R02's key is refused: {r['body']}")
 
+# --- a Z report closes the journal segment; numbering and uploads run on ------------------------------
+import glob  # noqa: E402
+posctl_in("7777\n", "cashier", "add", "--store", STORE, "--id", "max", "--name", "Max",
+          "--role", "manager")
+wait_for(lambda: r01.cmd("state")["config_version"] >= 4, 15)
+c.check(synced(r01, 30), "R01 has everything acknowledged")
+last = journal_sales(r01.journal)[-1]["seq"]
+r = r01.cmd("z approve max 7777")
+c.check(r["ok"] and "archived" in r.get("journal", "") and r["report"]["last_sale"] == last,
+        f"the Z report closes the segment: {r.get('journal')} {r.get('message')}")
+archives = glob.glob(r01.journal + ".*-*")
+c.check(len(archives) == 1 and archives[0].endswith(f".000001-{last:06d}"),
+        f"archived as journal.000001-{last:06d}: {archives}")
+v = subprocess.run([f"{BIN}/posctl", "journal", "verify", archives[0], "--journal-key",
+                    os.path.join(r01.state, "journal.pub")], capture_output=True, text=True)
+c.check(v.returncode == 0, f"the archive verifies: {v.stdout.strip()}")
+r = sale(r01, "scan TEA")
+c.check(r["ok"] and r.get("sale_seq") == last + 1, f"the next sale is {last + 1}: {r.get('sale_id')}")
+c.check(synced(r01, 20), "and it is uploaded from the new segment")
+st.kill("r01", signal.SIGTERM)
+r01 = st.start_posnode("r01", STORE, "R01")
+r01.cmd("login ann 1111")
+r = sale(r01, "scan TEA")
+c.check(r["ok"] and r.get("sale_seq") == last + 2, "after a restart numbering runs on")
+c.check(synced(r01, 20), "uploaded")
+got = ops.call("sales", "sale.get", {"store": STORE, "sale_id": r.get("sale_id", "")})
+c.check(got["type"] == "reply", "sales holds it")
+
 st.stop_all(c)
 c.finish()
