@@ -175,6 +175,13 @@ static void s_take_updates(s_node_t *self)
         s_apply_config(self, doc, "the devices service");
         bus_val_destroy(&doc);
     }
+    bus_val_t *commands = node_uplink_take_commands(self->uplink);
+    for (size_t i = 0; i < bus_val_size(commands); i++) {
+        bus_val_t *result = node_till_device_command(self->till, bus_val_arr_get(commands, i));
+        if (result)
+            node_uplink_command_result(self->uplink, &result);
+    }
+    bus_val_destroy(&commands);
 }
 
 /* ---- the line interface ----------------------------------------------------------- */

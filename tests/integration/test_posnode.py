@@ -387,5 +387,37 @@ c.check(synced(r01, 20), "uploaded")
 got = ops.call("sales", "sale.get", {"store": STORE, "sale_id": r.get("sale_id", "")})
 c.check(got["type"] == "reply", "sales holds it")
 
+# --- device commands from the back office: once per key, also when the register was away ---------------
+def device_command(reg, device, command, *args, key, wait_ms=10000):
+    return subprocess.run([f"{BIN}/posctl", *st.conn_args(), "device", "command", "--store", STORE,
+                           "--register", reg, "--device", device, "--command", command, "--key",
+                           key, "--wait-ms", str(wait_ms), "--format", "json", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+r = device_command("R01", "till", "display", "text=请清点钱箱 count the drawer", key="msg-1")
+c.check(r.returncode == 0 and '"shown"' in r.stdout,
+        f"a text for R01's cashier is shown and answered: {r.stdout.strip()} {r.stderr.strip()}")
+state = r01.cmd("state")
+c.check(state.get("office_message", {}).get("text") == "请清点钱箱 count the drawer",
+        f"every answer carries it: {state.get('office_message')}")
+r = device_command("R01", "till", "display", "text=请清点钱箱 count the drawer", key="msg-1")
+c.check(r.returncode == 0, "asked again with the same key: answered, not sent again")
+r = device_command("R01", "printer", "print", "text=x", key="print-1")
+c.check(r.returncode == 1 and "no_device" in (r.stdout + r.stderr),
+        f"a device the register does not have: no_device: {r.stdout.strip()} {r.stderr.strip()}")
+st.kill("r02", signal.SIGTERM)
+r = device_command("R02", "till", "display", "text=hello R02", key="msg-2", wait_ms=500)
+c.check(r.returncode == 1 and "pending" in (r.stdout + r.stderr),
+        "R02 is away: the command stays pending")
+r02 = st.start_posnode("r02", STORE, "R02")
+c.check(wait_for(lambda: r02.cmd("state").get("office_message", {}).get("text") == "hello R02",
+                 20), "R02 started: its heartbeat says a command waits; it fetches and shows it")
+r = device_command("R02", "till", "display", "text=hello R02", key="msg-2", wait_ms=10000)
+c.check(r.returncode == 0, f"and the operator's poll gets the answer: {r.stdout.strip()}")
+done = [a for (_, kind, _, p) in journal_records(r01.journal) if kind == 2
+        for a in [msgpack.unpackb(p)] if a.get("type") == "device_command"]
+c.eq([a.get("key") for a in done], ["msg-1"], "R01 journaled the command once")
+
 st.stop_all(c)
 c.finish()

@@ -32,10 +32,12 @@
 #include "node/segment.h"
 #include "node/till.h"
 
-#define S_ARGS_MAX    12
-#define S_RECEIPT_W   42
-#define S_RECEIPT_MAX 16384
-#define S_REASON_MAX  120 /* characters of a cash-in/out or no-sale reason */
+#define S_ARGS_MAX        12
+#define S_RECEIPT_W       42
+#define S_RECEIPT_MAX     16384
+#define S_REASON_MAX      120 /* characters of a cash-in/out or no-sale reason */
+#define S_OFFICE_TEXT_MAX 200 /* characters of a text the back office shows at the till */
+#define S_COMMAND_KEY_MAX 64  /* bytes of a device command's idempotency key */
 
 /* The shift: what the X report shows, from the last Z report (or the first record) on. */
 typedef struct {
@@ -70,6 +72,10 @@ struct node_till_t {
     int64_t base;       /* the last sale before this journal segment (its continue mark) */
     uint64_t segment;   /* rotations in this process: the uplink reopens on a change */
     int retention_days; /* archives older than this (and acknowledged) are deleted */
+    char **done_keys;   /* device commands carried out (journaled), sorted: never twice */
+    size_t ndone, capdone;
+    char office_text[S_OFFICE_TEXT_MAX * 4 + 1]; /* the last text the back office showed */
+    char office_key[S_COMMAND_KEY_MAX + 1];
 };
 
 /* One command being answered. */
@@ -325,6 +331,43 @@ static bus_val_t *s_shift_val(const node_till_t *self)
     return m;
 }
 
+/* ---- device commands carried out ---------------------------------------------------------- */
+
+static int s_key_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool s_done(const node_till_t *self, const char *key)
+{
+    return self->ndone && bsearch(&key, self->done_keys, self->ndone, sizeof(char *), s_key_cmp);
+}
+
+static int s_done_add(node_till_t *self, const char *key)
+{
+    if (s_done(self, key))
+        return 0;
+    if (self->ndone == self->capdone) {
+        size_t cap = self->capdone ? self->capdone * 2 : 64;
+        char **p = realloc(self->done_keys, cap * sizeof(*p));
+        if (!p)
+            return -1;
+        self->done_keys = p;
+        self->capdone = cap;
+    }
+    char *copy = strdup(key);
+    if (!copy)
+        return -1;
+    size_t i = self->ndone;
+    while (i > 0 && strcmp(self->done_keys[i - 1], key) > 0) {
+        self->done_keys[i] = self->done_keys[i - 1];
+        i--;
+    }
+    self->done_keys[i] = copy;
+    self->ndone++;
+    return 0;
+}
+
 /*  Read the journal through: the last sale number, and the shift since the last Z. */
 static int s_replay(node_till_t *self, char *why, size_t size)
 {
@@ -353,6 +396,14 @@ static int s_replay(node_till_t *self, char *why, size_t size)
             s_shift_sale(&self->shift, doc);
         } else if (e.kind == NODE_JOURNAL_AUDIT && doc) {
             s_shift_audit(&self->shift, doc);
+            const char *type = bus_val_map_get_str(doc, "type");
+            const char *key = bus_val_map_get_str(doc, "key");
+            if (type && key && strcmp(type, "device_command") == 0 && s_done_add(self, key) != 0) {
+                snprintf(why, size, "out of memory");
+                bus_val_destroy(&doc);
+                node_journal_entry_clear(&e);
+                return -1;
+            }
         } else if (e.kind == NODE_JOURNAL_MARK && doc &&
                    node_segment_is_continue(doc, &n, &self->shift.z_count)) {
             self->base = self->sale_seq = n;
@@ -417,6 +468,9 @@ void node_till_destroy(node_till_t **self_p)
     node_till_t *self = *self_p;
     node_journal_destroy(&self->journal);
     pos_ticket_destroy(&self->ticket);
+    for (size_t i = 0; i < self->ndone; i++)
+        free(self->done_keys[i]);
+    free(self->done_keys);
     free(self->path);
     free(self);
     *self_p = NULL;
@@ -1451,6 +1505,12 @@ static void s_state(node_till_t *self, bus_val_t *reply)
     bus_val_map_set_bool(reply, "stopped", self->stopped);
     if (self->stopped)
         bus_val_map_set_str(reply, "stopped_why", self->stopped_why);
+    if (self->office_text[0]) {
+        bus_val_t *m = bus_val_new_map();
+        bus_val_map_set_str(m, "text", self->office_text);
+        bus_val_map_set_str(m, "key", self->office_key);
+        bus_val_map_set(reply, "office_message", &m);
+    }
     bus_val_map_set_int(reply, "config_version", self->cfg.version);
     bus_val_map_set_int(reply, "catalog_version",
                         self->catalog ? node_catalog_version(self->catalog) : 0);
@@ -1514,4 +1574,57 @@ bus_val_t *node_till_command(node_till_t *self, const char *line)
     }
     s_state(self, reply);
     return reply;
+}
+
+/* ---- device commands from the back office ------------------------------------------------- */
+
+static bus_val_t *s_command_result(const char *key, bool ok, const char *error)
+{
+    bus_val_t *r = bus_val_new_map();
+    bus_val_map_set_str(r, "key", key);
+    bus_val_map_set_bool(r, "ok", ok);
+    bus_val_t *result = bus_val_new_map();
+    bus_val_map_set(r, "result", &result);
+    if (error)
+        bus_val_map_set_str(r, "error", error);
+    return r;
+}
+
+bus_val_t *node_till_device_command(node_till_t *self, const bus_val_t *cmd)
+{
+    const char *key = bus_val_map_get_str(cmd, "key");
+    const char *device = bus_val_map_get_str(cmd, "device");
+    const char *command = bus_val_map_get_str(cmd, "command");
+    bus_val_t *args = bus_val_map_get(cmd, "args");
+    if (!key || !*key || strlen(key) > S_COMMAND_KEY_MAX)
+        return NULL; /* nothing to answer to */
+    if (s_done(self, key)) {
+        bus_val_t *r = s_command_result(key, true, NULL);
+        bus_val_map_set_bool(bus_val_map_get(r, "result"), "already_done", true);
+        return r;
+    }
+    if (!device || !command)
+        return s_command_result(key, false, "bad_command: device and command required");
+    /* Device drivers plug in here (printer, drawer, customer display...); until a register has
+       them, the till itself is its one device: a text for the cashier from the back office. */
+    if (strcmp(device, "till") != 0)
+        return s_command_result(key, false, "no_device: this register has no such device");
+    if (strcmp(command, "display") != 0)
+        return s_command_result(key, false, "bad_command: the till only takes display");
+    const char *text = bus_val_map_get_str(args, "text");
+    if (!text || !pos_text_ok(text, S_OFFICE_TEXT_MAX, true))
+        return s_command_result(key, false, "bad_args: display needs text, 1-200 characters");
+    bus_val_t *doc = bus_val_new_map();
+    bus_val_map_set_str(doc, "type", "device_command");
+    bus_val_map_set_str(doc, "key", key);
+    bus_val_map_set_str(doc, "device", device);
+    bus_val_map_set_str(doc, "command", command);
+    bus_val_map_set_str(doc, "text", text);
+    if (s_audit_record(self, &doc) != 0 || s_done_add(self, key) != 0)
+        return NULL; /* not carried out: left pending at devices, tried again later */
+    snprintf(self->office_text, sizeof(self->office_text), "%s", text);
+    snprintf(self->office_key, sizeof(self->office_key), "%s", key);
+    bus_val_t *r = s_command_result(key, true, NULL);
+    bus_val_map_set_bool(bus_val_map_get(r, "result"), "shown", true);
+    return r;
 }

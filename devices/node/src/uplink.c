@@ -70,6 +70,8 @@ struct node_uplink_t {
     int nevents;
     node_catalog_t *new_catalog;
     bus_val_t *new_config;
+    bus_val_t *commands; /* device commands for the till (array), taken by it */
+    bus_val_t *results;  /* the till's answers, to send with device.result (array) */
     node_uplink_status_t status;
 
     /* the thread's own */
@@ -86,7 +88,7 @@ struct node_uplink_t {
     int64_t resend_from, resend_to;                       /* a range to send again; 0 = none */
     char pinned[BUS_SERVICE_NAME_MAX + BUS_INSTANCE_MAX]; /* the sales instance uploads go to */
     int64_t mark_written, mark_at_ms;
-    bool hello_done, want_catalog, want_config;
+    bool hello_done, want_catalog, want_config, want_commands;
     int64_t catalog_version, config_version, config_asked;
     int64_t next_hb_ms, next_try_ms, backoff_ms;
 };
@@ -327,6 +329,9 @@ static void s_heartbeat(node_uplink_t *self)
     int64_t latest = 0; /* the store's configuration: converge even if an event was missed */
     if (bus_val_map_get_int(rep, "config_version", &latest) && latest > self->config_version)
         self->want_config = true;
+    int64_t waiting = 0;
+    if (bus_val_map_get_int(rep, "commands", &waiting) && waiting > 0)
+        self->want_commands = true;
     bus_val_t *resend = bus_val_map_get(rep, "resend");
     int64_t from = 0, to = 0;
     if (resend && bus_val_map_get_int(resend, "from", &from) &&
@@ -569,6 +574,73 @@ static void s_fetch_config(node_uplink_t *self)
     s_signal(self);
 }
 
+/*  Hand a device command to the till (a copy of cmd). */
+static void s_command_in(node_uplink_t *self, const bus_val_t *cmd)
+{
+    bus_val_t *copy = bus_val_dup(cmd);
+    if (!copy)
+        return;
+    pthread_mutex_lock(&self->lock);
+    if (!self->commands)
+        self->commands = bus_val_new_arr();
+    if (self->commands)
+        bus_val_arr_push(self->commands, &copy);
+    pthread_mutex_unlock(&self->lock);
+    bus_val_destroy(&copy);
+    s_signal(self);
+}
+
+/*  The commands waiting at devices for this register (a missed event, or a restart). */
+static void s_fetch_commands(node_uplink_t *self)
+{
+    char code[64];
+    bus_val_t *rep =
+        s_call(self, "devices", "device.pending", bus_val_new_map(), code, sizeof(code));
+    if (!rep) {
+        if (code[0] && strcmp(code, "unavailable") != 0)
+            self->want_commands = false; /* an older devices service */
+        return;
+    }
+    bus_val_t *list = bus_val_map_get(rep, "commands");
+    for (size_t i = 0; i < bus_val_size(list); i++)
+        s_command_in(self, bus_val_arr_get(list, i));
+    bool more = false;
+    bus_val_map_get_bool(rep, "more", &more);
+    self->want_commands = more;
+    bus_val_destroy(&rep);
+}
+
+/*  Send the till's answers; an answer not delivered is kept and sent again. */
+static void s_send_results(node_uplink_t *self)
+{
+    for (;;) {
+        pthread_mutex_lock(&self->lock);
+        bus_val_t *r = self->results && bus_val_size(self->results) > 0
+                           ? bus_val_dup(bus_val_arr_get(self->results, 0))
+                           : NULL;
+        pthread_mutex_unlock(&self->lock);
+        if (!r)
+            return;
+        char code[64];
+        bus_val_t *rep = s_call(self, "devices", "device.result", r, code, sizeof(code));
+        if (!rep &&
+            (!code[0] || strcmp(code, "unavailable") == 0 || strcmp(code, "no_service") == 0))
+            return; /* not now: kept */
+        if (!rep)
+            bus_warn("posnode.uplink", "devices refused a command's result (%s); dropped", code);
+        bus_val_destroy(&rep);
+        pthread_mutex_lock(&self->lock);
+        bus_val_t *rest = bus_val_new_arr();
+        for (size_t i = 1; rest && i < bus_val_size(self->results); i++) {
+            bus_val_t *v = bus_val_dup(bus_val_arr_get(self->results, i));
+            bus_val_arr_push(rest, &v);
+        }
+        bus_val_destroy(&self->results);
+        self->results = rest;
+        pthread_mutex_unlock(&self->lock);
+    }
+}
+
 static void s_event(node_uplink_t *self, const char *topic, bus_msg_t *msg)
 {
     bus_val_t *body = bus_msg_body(msg);
@@ -576,6 +648,11 @@ static void s_event(node_uplink_t *self, const char *topic, bus_msg_t *msg)
     if (strcmp(topic, "catalog.changed") == 0) {
         if (bus_val_map_get_int(body, "version", &v) && v > self->catalog_version)
             self->want_catalog = true;
+    } else if (strncmp(topic, "command.", 8) == 0) {
+        char mine[BUS_TOPIC_MAX + 1]; /* a prefix subscription also matches R010 for R01 */
+        snprintf(mine, sizeof(mine), "command.%s.%s", self->store, self->reg);
+        if (strcmp(topic, mine) == 0)
+            s_command_in(self, body);
     } else if (strncmp(topic, "config.", 7) == 0) {
         if (bus_val_map_get_int(body, "version", &v) && v > self->config_version)
             self->want_config = true;
@@ -642,6 +719,9 @@ static void *s_run(void *arg)
         }
         if (self->want_config)
             s_fetch_config(self);
+        if (self->want_commands)
+            s_fetch_commands(self);
+        s_send_results(self);
         if (self->want_catalog && bus_mono_ms() >= self->next_try_ms)
             s_sync_catalog(self);
         if (bus_mono_ms() >= self->next_try_ms)
@@ -711,6 +791,9 @@ node_uplink_t *node_uplink_start(const node_uplink_cfg_t *cfg, char *why, size_t
     bus_sub_subscribe(self->sub, "catalog.changed");
     bus_sub_subscribe(self->sub, resend);
     bus_sub_subscribe(self->sub, config);
+    char command[BUS_TOPIC_MAX + 1];
+    snprintf(command, sizeof(command), "command.%s.%s", self->store, self->reg);
+    bus_sub_subscribe(self->sub, command);
     self->last_record = cfg->last_record;
     self->last_sale = self->status.last_sale = cfg->last_sale;
     self->running_config = self->config_version = cfg->config_version;
@@ -749,6 +832,8 @@ void node_uplink_stop(node_uplink_t **self_p)
     }
     node_catalog_destroy(&self->new_catalog);
     bus_val_destroy(&self->new_config);
+    bus_val_destroy(&self->commands);
+    bus_val_destroy(&self->results);
     if (self->efd >= 0)
         close(self->efd);
     pthread_mutex_destroy(&self->lock);
@@ -857,4 +942,24 @@ void node_uplink_status(node_uplink_t *self, node_uplink_status_t *out)
     pthread_mutex_lock(&self->lock);
     *out = self->status;
     pthread_mutex_unlock(&self->lock);
+}
+
+bus_val_t *node_uplink_take_commands(node_uplink_t *self)
+{
+    pthread_mutex_lock(&self->lock);
+    bus_val_t *list = self->commands;
+    self->commands = NULL;
+    pthread_mutex_unlock(&self->lock);
+    return list;
+}
+
+void node_uplink_command_result(node_uplink_t *self, bus_val_t **result_p)
+{
+    pthread_mutex_lock(&self->lock);
+    if (!self->results)
+        self->results = bus_val_new_arr();
+    if (self->results)
+        bus_val_arr_push(self->results, result_p);
+    pthread_mutex_unlock(&self->lock);
+    bus_val_destroy(result_p);
 }

@@ -233,6 +233,42 @@ int main(void)
               s_run(till, "pay cash", "sale_id", out, sizeof(out)) && !strcmp(out, "S1-R01-000006"),
           "then S1-R01-000006 (%s)", out);
 
+    /* --- a device command from the back office: carried out once per key --------------------- */
+    bus_val_t *cmd = bus_val_new_map();
+    bus_val_map_set_str(cmd, "key", "k-1");
+    bus_val_map_set_str(cmd, "device", "till");
+    bus_val_map_set_str(cmd, "command", "display");
+    bus_val_t *args = bus_val_new_map();
+    bus_val_map_set_str(args, "text", "盘点 at 18:00");
+    bus_val_map_set(cmd, "args", &args);
+    uint64_t records = node_till_last_record(till);
+    bus_val_t *res = node_till_device_command(till, cmd);
+    bool ok = false, again = false;
+    bus_val_map_get_bool(res, "ok", &ok);
+    CHECK(ok && node_till_last_record(till) == records + 1, "display: shown and journaled");
+    bus_val_destroy(&res);
+    res = node_till_device_command(till, cmd);
+    bus_val_map_get_bool(bus_val_map_get(res, "result"), "already_done", &again);
+    CHECK(again && node_till_last_record(till) == records + 1,
+          "the same key again: answered already_done, nothing journaled");
+    bus_val_destroy(&res);
+    node_till_destroy(&till);
+    till = s_open(key, session, cat, &cfg);
+    res = node_till_device_command(till, cmd);
+    again = false;
+    bus_val_map_get_bool(bus_val_map_get(res, "result"), "already_done", &again);
+    CHECK(again, "and after a restart (the journal remembers the key)");
+    bus_val_destroy(&res);
+    bus_val_map_set_str(cmd, "key", "k-2");
+    bus_val_map_set_str(cmd, "device", "printer");
+    res = node_till_device_command(till, cmd);
+    ok = true;
+    bus_val_map_get_bool(res, "ok", &ok);
+    const char *err = bus_val_map_get_str(res, "error");
+    CHECK(!ok && err && strstr(err, "no_device"), "a device the register lacks: %s", err);
+    bus_val_destroy(&res);
+    bus_val_destroy(&cmd);
+
     /* --- a crash inside a rotation: archived, but no new journal yet ----------------------- */
     s_acked = 6;
     s_run(till, "z approve max 9999", NULL, NULL, 0);

@@ -95,6 +95,17 @@ uint64_t node_till_segment(const node_till_t *self);
 /*  Run one command line; the answer map (caller destroys), NULL only when memory runs out. */
 bus_val_t *node_till_command(node_till_t *self, const char *line);
 
+/*  Carry out a device command from the back office (devices' device.pending or the
+    command.<store>.<register> event: {key, device, command, args}) and return the answer for
+    device.result: {key, ok, result map, error text when not ok}. A command is carried out once
+    per key: it is journaled (an audit record of type device_command) before it takes effect, and
+    a key seen again, also after a restart, is answered ok with result.already_done. Until the
+    register has device drivers the till is its only device: `till` / `display` {text} shows a
+    text to the cashier (office_message in every answer); other devices answer no_device.
+    NULL when cmd has no usable key (nothing to answer to) or the journal refused the record
+    (the command stays pending at devices and comes again). */
+bus_val_t *node_till_device_command(node_till_t *self, const bus_val_t *cmd);
+
 /*  The last journal record, the last sale number written, and whether selling is stopped
     (the journal refused a write; node_till_stopped_why says why). */
 uint64_t node_till_last_record(const node_till_t *self);

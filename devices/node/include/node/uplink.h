@@ -21,7 +21,10 @@
       - the configuration: fetched (config.get) at start and on
         config.<store>.changed, saved, then handed over;
       - events the till publishes (audit records, Z reports) under
-        node.<store>.<register>.*: queued, published when connected.
+        node.<store>.<register>.*: queued, published when connected;
+      - device commands (command.<store>.<register>, and device.pending when a
+        heartbeat says some wait) handed to the till, its answers sent back with
+        device.result.
 
     Thread-safe where it says so: the functions below may be called from
     the till's thread while the uplink runs.
@@ -96,6 +99,13 @@ void node_uplink_publish(node_uplink_t *self, const char *what, const char *type
     (thread-safe). */
 node_catalog_t *node_uplink_take_catalog(node_uplink_t *self);
 bus_val_t *node_uplink_take_config(node_uplink_t *self);
+
+/*  Device commands for the till (an array of {key, device, command, args}; caller owns it), or
+    NULL (thread-safe). The till's answer goes back with node_uplink_command_result (taken),
+    sent with device.result until devices has it. A command seen twice (event and
+    device.pending) is answered twice: the till carries it out once per key. */
+bus_val_t *node_uplink_take_commands(node_uplink_t *self);
+void node_uplink_command_result(node_uplink_t *self, bus_val_t **result_p);
 
 /*  A file descriptor that becomes readable when there is something to take; read it with
     node_uplink_clear_signal. */
