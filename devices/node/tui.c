@@ -248,6 +248,13 @@ static int s_draw_status(node_tui_t *self, int y)
         y += s_wrap(y, 2, text);
         s_attr(self, S_PAIR_YELLOW, A_BOLD, false);
     }
+    const char *office = bus_val_map_get_str(bus_val_map_get(r, "office_message"), "text");
+    if (office) { /* a text the back office sent to this till (a device command) */
+        snprintf(text, sizeof(text), "OFFICE: %s", office);
+        s_attr(self, S_PAIR_YELLOW, A_BOLD, true);
+        y += s_wrap(y, 2, text);
+        s_attr(self, S_PAIR_YELLOW, A_BOLD, false);
+    }
     s_row(y++, 0, " devices: no devices    config v%" PRId64 "    catalog v%" PRId64,
           s_int(r, "config_version"), s_int(r, "catalog_version"));
     return y;
