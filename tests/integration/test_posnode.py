@@ -348,6 +348,29 @@ c.check(got["type"] == "reply" and got["body"]["sale"]["total"] == 990, "sales h
 v = subprocess.run([f"{BIN}/posctl", "journal", "verify", r01.journal, "--journal-key",
                     os.path.join(r01.state, "journal.pub")], capture_output=True, text=True)
 c.check(v.returncode == 0 and "ok:" in v.stdout, f"posctl journal verify: {v.stdout.strip()}")
+def verify(path):
+    return subprocess.run([f"{BIN}/posctl", "journal", "verify", path], capture_output=True,
+                          text=True)
+
+
+data = open(r01.journal, "rb").read()
+offsets, off = [], 0
+while off < len(data):
+    offsets.append(off)
+    off += 124 + int.from_bytes(data[off + 8:off + 12], "big")
+tampered = os.path.join(st.tmp, "tampered")
+for label, blob, seq in (
+        ("one byte of record 5 changed",
+         data[:offsets[5] + 70] + bytes([data[offsets[5] + 70] ^ 1]) + data[offsets[5] + 71:], 5),
+        ("record 7 removed", data[:offsets[7]] + data[offsets[8]:], 7),
+        ("records 9 and 10 swapped",
+         data[:offsets[9]] + data[offsets[10]:offsets[11]] + data[offsets[9]:offsets[10]] +
+         data[offsets[11]:], 9)):
+    open(tampered, "wb").write(blob)
+    v = verify(tampered)
+    c.check(v.returncode == 1 and f"bad record seq {seq} " in v.stdout + v.stderr,
+            f"posctl journal verify on R01's real journal, {label}: names record {seq}: "
+            f"{(v.stdout + v.stderr).strip()[:160]}")
 bad = subprocess.run([f"{BIN}/posnode", *st.conn_args(st.key("register", "S1.R02")), "--store",
                       STORE, "--register", "R01", "--state-dir", os.path.join(st.tmp, "clone"),
                       "--stdin", "false"], capture_output=True, text=True, timeout=30)
