@@ -153,7 +153,8 @@ static bus_msg_t *s_wait_any(bus_client_t *self, const uint64_t *corrs, int n, i
             if (i < n) {
                 msg = bus_msg_decode(zframe_data(payload), zframe_size(payload), NULL, &self->codec,
                                      NULL);
-                *which = i;
+                if (msg)
+                    *which = i;
             } else
                 self->stale++;
         }

@@ -194,8 +194,15 @@ c.check(synced(r01, 20), "the return is uploaded")
 got = ops.call("sales", "sale.get", {"store": STORE, "sale_id": r.get("sale_id", "")})
 c.check(got["type"] == "reply" and got["body"]["sale"]["kind"] == "return" and
         got["body"]["sale"]["total"] == -300, f"sales accepted the return: {got['body']}")
-c.check(r01.cmd("cash-in 100 opening float")["ok"] and r01.cmd("cash-out 20.50 to the bank")["ok"],
-        "cash in and cash out are recorded")
+r = r01.cmd("cash-out 20.50 to the bank")
+c.check(not r["ok"] and r["error"] == "not_permitted",
+        "cash out opens the drawer: a cashier alone may not")
+c.check(r01.cmd("cash-in 100 opening float approve sue 2222")["ok"] and
+        r01.cmd("cash-out 20.50 to the bank approve sue 2222")["ok"],
+        "with a supervisor, cash in and cash out are recorded")
+r = r01.cmd("4321")
+c.check(not r["ok"] and r["error"] == "unknown_command" and "4321" not in str(r),
+        "a PIN typed as a command is not echoed back")
 r = r01.cmd("x")
 c.check(not r["ok"] and r["error"] == "not_permitted", "a cashier alone cannot print an X report")
 r = r01.cmd("x approve sue 2222")

@@ -798,6 +798,11 @@ uint64_t node_journal_size(const node_journal_t *self)
     return self->size;
 }
 
+bool node_journal_broken(const node_journal_t *self)
+{
+    return self->broken;
+}
+
 const char *node_journal_errstr(const node_journal_t *self)
 {
     return self->err;

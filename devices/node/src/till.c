@@ -213,13 +213,36 @@ static int64_t s_append(node_till_t *self, uint8_t kind, const bus_val_t *doc)
                      "selling stopped: the journal cannot be opened again: %s", why);
             return -1;
         }
+        /* a sync that failed and a cut that failed too may have left the record whole on the
+           disk: then it is in the journal now, and writing it again would number two records
+           alike. The journal is the truth. */
+        node_journal_entry_t e;
+        uint64_t last = node_journal_last_seq(self->journal);
+        if (kind == NODE_JOURNAL_SALE && last > 0 &&
+            node_journal_read(self->journal, last, &e) == 0) {
+            bus_limits_t limits = {.max_size = NODE_JOURNAL_PAYLOAD_MAX};
+            bus_reject_t reason;
+            bus_val_t *last_doc =
+                e.kind == kind ? bus_val_decode(e.payload, e.size, &limits, &reason) : NULL;
+            const char *a = bus_val_map_get_str(last_doc, "sale_id");
+            const char *b = bus_val_map_get_str(doc, "sale_id");
+            bool same = a && b && strcmp(a, b) == 0; /* the same sale (its time may differ) */
+            bus_val_destroy(&last_doc);
+            node_journal_entry_clear(&e);
+            if (same) {
+                bus_buf_free(&buf);
+                self->stopped = false;
+                self->stopped_why[0] = '\0';
+                return (int64_t)last;
+            }
+        }
     }
     int64_t seq = node_journal_append(self->journal, kind, buf.data, buf.len, s_now(self));
     bus_buf_free(&buf);
     if (seq < 0) {
         s_stop(self, "the journal refused a record");
-        if (errno == EIO)
-            node_journal_destroy(&self->journal);
+        if (node_journal_broken(self->journal))
+            node_journal_destroy(&self->journal); /* opened again (and re-read) next time */
         return -1;
     }
     self->stopped = false;
@@ -974,8 +997,11 @@ static int s_cmd_price(s_cmd_t *c)
     int64_t qty = l->qty;
     item.price = price;
     item.member_price = 0;
+    if (s_add_line(c, &item, qty) != 0)
+        return -1; /* the old line stays as it was */
     pos_ticket_void_line(self->ticket, index);
-    return s_add_line(c, &item, qty);
+    s_compute(self);
+    return 0;
 }
 
 static int s_cmd_member(s_cmd_t *c)
@@ -1142,8 +1168,14 @@ static int s_cmd_cash(s_cmd_t *c, bool in)
         return -1;
     if (!s_money(c->argv[0], false, &amount) || amount == 0)
         return s_err(c, "bad_amount", "amount: yuan above 0");
-    const node_cashier_t *who = node_session_cashier(self->session);
     char reason[S_REASON_MAX * 4];
+    /* it opens the drawer: the same permission as a no-sale */
+    bus_val_t *ctx = bus_val_new_map();
+    bus_val_map_set_str(ctx, "what", in ? "cash_in" : "cash_out");
+    bus_val_map_set_int(ctx, "amount", amount);
+    if (!s_authorize(c, NODE_ACTION_NO_SALE, ctx))
+        return -1;
+    const node_cashier_t *who = node_session_cashier(self->session);
     bus_val_t *doc = bus_val_new_map();
     bus_val_map_set_str(doc, "type", in ? "cash_in" : "cash_out");
     bus_val_map_set_str(doc, "cashier", who->id);
@@ -1537,7 +1569,9 @@ static int s_dispatch(s_cmd_t *c)
         return s_cmd_report(c, strcmp(c->cmd, "z") == 0);
     if (strcmp(c->cmd, "state") == 0)
         return 0;
-    return s_err(c, "unknown_command", "unknown command %s", c->cmd);
+    c->cmd = "?"; /* not echoed: a PIN typed in the wrong place must not come back */
+    bus_val_map_set_str(c->reply, "cmd", "?");
+    return s_err(c, "unknown_command", "unknown command (docs/posnode.md lists them)");
 }
 
 bus_val_t *node_till_command(node_till_t *self, const char *line)

@@ -168,7 +168,8 @@ int main(void)
               !s_run(till, "park", "error", out, sizeof(out)) && !strcmp(out, "offline"),
           "park answers offline without a back office (%s)", out);
     CHECK(s_run(till, "pay cash", NULL, NULL, 0), "sale 3");
-    CHECK(s_run(till, "cash-in 50 float", NULL, NULL, 0), "cash in 50.00");
+    CHECK(!s_run(till, "cash-in 50 float", NULL, NULL, 0), "cash in opens the drawer: refused alone");
+    CHECK(s_run(till, "cash-in 50 float approve max 9999", NULL, NULL, 0), "cash in 50.00 approved");
     int64_t expected = s_int(till, "x approve max 9999", "last_sale");
     CHECK_EQ(expected, 3, "the X report at sale 3");
 

@@ -114,6 +114,9 @@ uint64_t node_journal_last_seq(const node_journal_t *self);
 const uint8_t *node_journal_last_hash(const node_journal_t *self);
 uint64_t node_journal_size(const node_journal_t *self);
 
+/*  Whether the journal refuses appends until it is opened again (a failed sync or cut). */
+bool node_journal_broken(const node_journal_t *self);
+
 /*  Why the last append or read failed, for the caller's log. */
 const char *node_journal_errstr(const node_journal_t *self);
 
