@@ -35,9 +35,10 @@
 #define S_ARGS_MAX        12
 #define S_RECEIPT_W       42
 #define S_RECEIPT_MAX     16384
-#define S_REASON_MAX      120 /* characters of a cash-in/out or no-sale reason */
-#define S_OFFICE_TEXT_MAX 200 /* characters of a text the back office shows at the till */
-#define S_COMMAND_KEY_MAX 64  /* bytes of a device command's idempotency key */
+#define S_REASON_MAX      120  /* characters of a cash-in/out or no-sale reason */
+#define S_OFFICE_TEXT_MAX 200  /* characters of a text the back office shows at the till */
+#define S_COMMAND_KEY_MAX 64   /* bytes of a device command's idempotency key */
+#define S_DONE_MAX        1000 /* device command keys remembered */
 
 /* The shift: what the X report shows, from the last Z report (or the first record) on. */
 typedef struct {
@@ -72,7 +73,7 @@ struct node_till_t {
     int64_t base;       /* the last sale before this journal segment (its continue mark) */
     uint64_t segment;   /* rotations in this process: the uplink reopens on a change */
     int retention_days; /* archives older than this (and acknowledged) are deleted */
-    char **done_keys;   /* device commands carried out (journaled), sorted: never twice */
+    char **done_keys;   /* device commands carried out (journaled), oldest first: never twice */
     size_t ndone, capdone;
     char office_text[S_OFFICE_TEXT_MAX * 4 + 1]; /* the last text the back office showed */
     char office_key[S_COMMAND_KEY_MAX + 1];
@@ -158,6 +159,8 @@ static int s_stop(node_till_t *self, const char *what)
     return -1;
 }
 
+static void s_done_carry(const node_till_t *self, bus_val_t *mark);
+
 /*  Open the journal; a new one (no record yet) that follows an archive gets its continue mark
     first, so sale numbers and the hash chain run on (also after a crash inside a rotation). */
 static int s_open_journal(node_till_t *self, node_journal_status_t *st, char *why, size_t size)
@@ -176,6 +179,8 @@ static int s_open_journal(node_till_t *self, node_journal_status_t *st, char *wh
         return found;
     bus_val_t *mark =
         node_segment_continue(file, self->key, first, last, self->shift.z_count, why, size);
+    if (mark)
+        s_done_carry(self, mark);
     bus_buf_t buf = {0};
     int64_t rec = -1;
     if (mark && bus_val_encode(mark, &buf) == 0)
@@ -356,38 +361,64 @@ static bus_val_t *s_shift_val(const node_till_t *self)
 
 /* ---- device commands carried out ---------------------------------------------------------- */
 
-static int s_key_cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static bool s_done(const node_till_t *self, const char *key)
 {
-    return self->ndone && bsearch(&key, self->done_keys, self->ndone, sizeof(char *), s_key_cmp);
+    for (size_t i = 0; i < self->ndone; i++)
+        if (strcmp(self->done_keys[i], key) == 0)
+            return true;
+    return false;
 }
 
+/*  Remember key (in the order carried out); past S_DONE_MAX keys the oldest is forgotten: the
+    devices service keeps a done command's answer for 7 days, so only a command still pending
+    there can come again, and that is a recent one. */
 static int s_done_add(node_till_t *self, const char *key)
 {
     if (s_done(self, key))
         return 0;
-    if (self->ndone == self->capdone) {
-        size_t cap = self->capdone ? self->capdone * 2 : 64;
-        char **p = realloc(self->done_keys, cap * sizeof(*p));
-        if (!p)
-            return -1;
-        self->done_keys = p;
-        self->capdone = cap;
-    }
     char *copy = strdup(key);
     if (!copy)
         return -1;
-    size_t i = self->ndone;
-    while (i > 0 && strcmp(self->done_keys[i - 1], key) > 0) {
-        self->done_keys[i] = self->done_keys[i - 1];
-        i--;
+    if (self->ndone == S_DONE_MAX) {
+        free(self->done_keys[0]);
+        memmove(self->done_keys, self->done_keys + 1, (S_DONE_MAX - 1) * sizeof(char *));
+        self->ndone--;
     }
-    self->done_keys[i] = copy;
-    self->ndone++;
+    if (self->ndone == self->capdone) {
+        size_t cap = self->capdone ? self->capdone * 2 : 64;
+        char **p = realloc(self->done_keys, cap * sizeof(*p));
+        if (!p) {
+            free(copy);
+            return -1;
+        }
+        self->done_keys = p;
+        self->capdone = cap;
+    }
+    self->done_keys[self->ndone++] = copy;
+    return 0;
+}
+
+/*  The continue mark carries the keys into the next segment, so an archived journal does not
+    make the till forget what it carried out. */
+static void s_done_carry(const node_till_t *self, bus_val_t *mark)
+{
+    bus_val_t *keys = bus_val_new_arr();
+    for (size_t i = 0; keys && i < self->ndone; i++) {
+        bus_val_t *k = bus_val_new_str(self->done_keys[i]);
+        bus_val_arr_push(keys, &k);
+    }
+    if (keys)
+        bus_val_map_set(mark, "command_keys", &keys);
+}
+
+static int s_done_load(node_till_t *self, const bus_val_t *mark)
+{
+    bus_val_t *keys = bus_val_map_get(mark, "command_keys");
+    for (size_t i = 0; i < bus_val_size(keys); i++) {
+        const char *k = bus_val_get_str(bus_val_arr_get(keys, i), NULL);
+        if (k && s_done_add(self, k) != 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -430,6 +461,12 @@ static int s_replay(node_till_t *self, char *why, size_t size)
         } else if (e.kind == NODE_JOURNAL_MARK && doc &&
                    node_segment_is_continue(doc, &n, &self->shift.z_count)) {
             self->base = self->sale_seq = n;
+            if (s_done_load(self, doc) != 0) {
+                snprintf(why, size, "out of memory");
+                bus_val_destroy(&doc);
+                node_journal_entry_clear(&e);
+                return -1;
+            }
         } else if (e.kind == NODE_JOURNAL_MARK && doc) {
             const char *type = bus_val_map_get_str(doc, "type");
             if (type && strcmp(type, "z") == 0) {
