@@ -44,6 +44,9 @@
 #include <node/uplink.h>
 #include <pos/sale.h>
 
+#include <escpos.h>
+#include <node/device.h>
+
 #include "tui.h"
 
 #define S_PROGRAM        "posnode"
@@ -51,6 +54,7 @@
 #define S_PATH_MAX       4096
 #define S_IN_MAX         (NODE_TILL_LINE_MAX + 2)
 #define S_TUI_REFRESH_MS 1000 /* the screen asks the till for its state this often */
+#define S_DEVICES_MAX    16   /* peripherals of one register */
 
 static const bus_opt_t s_options[] = {
     {"store", BUS_OPT_STR, NULL, 0, 0, "store id (must match the register's certificate)"},
@@ -66,6 +70,9 @@ static const bus_opt_t s_options[] = {
      "per request to the back office (uploads, park, recall, returns)"},
     {"backoff-max-ms", BUS_OPT_INT, "10000", 100, 3600000,
      "longest wait between two upload attempts while the back office is away"},
+    {"devices", BUS_OPT_STR, "", 0, 0,
+     "a file naming the register's peripherals, one per line: NAME DRIVER TRANSPORT [OPTIONS] "
+     "(docs/posnode.md); empty: none"},
     {"journal-retention-days", BUS_OPT_INT, "90", 0, 36500,
      "archived journal segments (closed by a Z report, every sale acknowledged) are deleted "
      "after this many days; 0: kept for ever"},
@@ -90,9 +97,12 @@ typedef struct {
     node_uplink_t *uplink;
     bus_client_t *client; /* the till's own, for park, recall and returns */
     int listen_fd;
-    s_input_t in[S_CLIENTS + 1]; /* [0]: stdin */
-    node_tui_t *tui;             /* --tui */
-    int64_t tui_shown_ms;        /* when the screen last got an answer (zclock_mono) */
+    s_input_t in[S_CLIENTS + 1];           /* [0]: stdin */
+    node_tui_t *tui;                       /* --tui */
+    node_device_t *devices[S_DEVICES_MAX]; /* --devices */
+    int ndevices;
+    int64_t devices_told_ms; /* when the uplink last got their health */
+    int64_t tui_shown_ms;    /* when the screen last got an answer (zclock_mono) */
 } s_node_t;
 
 /* ---- hooks for the till --------------------------------------------------------- */
@@ -199,6 +209,208 @@ static void s_write_all(int fd, const char *data, size_t len)
     }
 }
 
+/* ---- peripherals ----------------------------------------------------------------------- */
+
+static const node_driver_t *const s_drivers[] = {&escpos_printer_driver, NULL};
+
+static void s_device_event(void *arg, const char *device, const char *event, bus_val_t **body)
+{
+    s_node_t *self = arg;
+    char what[128];
+    snprintf(what, sizeof(what), "device:%s.%s", device, event);
+    if (self->uplink)
+        node_uplink_publish(self->uplink, what, "device.event", body);
+    bus_val_destroy(body);
+}
+
+/*  Start the devices the --devices file names. 0, or -1 (logged). */
+static int s_devices_start(s_node_t *self)
+{
+    const char *path = bus_config_str(self->config, "devices");
+    if (!path || !*path)
+        return 0;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        bus_error("posnode.devices", "cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[1024];
+    int n = 0, rc = 0;
+    while (rc == 0 && fgets(line, sizeof(line), f)) {
+        n++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char name[64] = "", driver[64] = "", transport[300] = "", options[300] = "";
+        int got = sscanf(line, "%63s %63s %299s %299[^\n]", name, driver, transport, options);
+        if (got <= 0)
+            continue;
+        const node_driver_t *d = NULL;
+        for (int i = 0; s_drivers[i] && got >= 3; i++)
+            if (strcmp(s_drivers[i]->name, driver) == 0)
+                d = s_drivers[i];
+        char why[300];
+        node_device_t *dev = NULL;
+        if (!d)
+            snprintf(why, sizeof(why), "NAME DRIVER TRANSPORT [OPTIONS] with a known driver");
+        else if (self->ndevices == S_DEVICES_MAX)
+            snprintf(why, sizeof(why), "more than %d devices", S_DEVICES_MAX);
+        else
+            dev = node_device_start(name, d, transport, options, s_device_event, self, why,
+                                    sizeof(why));
+        if (!dev) {
+            bus_error("posnode.devices", "%s:%d: %s", path, n, why);
+            rc = -1;
+        } else {
+            self->devices[self->ndevices++] = dev;
+            bus_info("posnode.devices", "%s: %s on %s", name, driver, transport);
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+static node_device_t *s_device_of_kind(s_node_t *self, const char *kind)
+{
+    for (int i = 0; i < self->ndevices; i++) {
+        bus_val_t *h = node_device_health(self->devices[i]);
+        const char *k = bus_val_map_get_str(h, "kind");
+        bool match = k && strcmp(k, kind) == 0;
+        bus_val_destroy(&h);
+        if (match)
+            return self->devices[i];
+    }
+    return NULL;
+}
+
+/*  After a till answer: a completed sale prints its receipt (keyed by the sale id, so it never
+    prints twice), a drawer the answer opened is pulsed through the printer. */
+static void s_devices_after(s_node_t *self, const bus_val_t *reply)
+{
+    node_device_t *printer = s_device_of_kind(self, "printer");
+    if (!printer)
+        return;
+    const char *sale_id = bus_val_map_get_str(reply, "sale_id");
+    const bus_val_t *doc = node_till_last_sale_doc(self->till);
+    const char *doc_id = doc ? bus_val_map_get_str(doc, "sale_id") : NULL;
+    if (sale_id && doc_id && strcmp(sale_id, doc_id) == 0) {
+        const node_config_t *cfg = node_till_config(self->till);
+        const char *header[NODE_CONFIG_LINES_MAX], *footer[NODE_CONFIG_LINES_MAX];
+        char store_line[64];
+        for (int i = 0; i < cfg->nheader; i++)
+            header[i] = cfg->header[i];
+        for (int i = 0; i < cfg->nfooter; i++)
+            footer[i] = cfg->footer[i];
+        if (cfg->nheader == 0) {
+            snprintf(store_line, sizeof(store_line), "%s %s", self->store, self->reg);
+            header[0] = store_line;
+        }
+        char qr[160];
+        snprintf(qr, sizeof(qr), "%s %.16s", sale_id, node_till_last_sale_hash(self->till));
+        const bus_val_t *who = bus_val_map_get(reply, "cashier");
+        escpos_layout_t layout = {.width_mm = 80,
+                                  .header = header,
+                                  .nheader = cfg->nheader ? cfg->nheader : 1,
+                                  .footer = footer,
+                                  .nfooter = cfg->nfooter,
+                                  .tax_id = cfg->tax_id,
+                                  .cashier = bus_val_map_get_str(who, "name"),
+                                  .qr = qr};
+        bus_buf_t buf = {0};
+        char why[200];
+        if (escpos_receipt(doc, &layout, &buf, why, sizeof(why)) == 0)
+            node_device_submit(printer, sale_id, "print", buf.data, buf.len);
+        else
+            bus_warn("posnode.devices", "receipt of %s: %s", sale_id, why);
+        bus_buf_free(&buf);
+    }
+    bool drawer = false;
+    int64_t record = 0;
+    if (bus_val_map_get_bool(reply, "drawer_open", &drawer) && drawer) {
+        bus_buf_t buf = {0};
+        char key[64];
+        bus_val_map_get_int(reply, "record", &record);
+        snprintf(key, sizeof(key), "drawer-%" PRId64 "-%" PRId64, record, bus_now_ms());
+        if (escpos_drawer(&buf) == 0)
+            node_device_submit(printer, key, "drawer", buf.data, buf.len);
+        bus_buf_free(&buf);
+    }
+}
+
+static node_device_t *s_device_named(s_node_t *self, const char *name)
+{
+    for (int i = 0; i < self->ndevices; i++)
+        if (strcmp(node_device_name(self->devices[i]), name) == 0)
+            return self->devices[i];
+    return NULL;
+}
+
+/*  The till's device hook: printers take "print" {text} (lines separated by \n) and "drawer". */
+static int s_device_command(void *arg, const char *device, const char *command,
+                            const bus_val_t *args, char *err, size_t size)
+{
+    s_node_t *self = arg;
+    node_device_t *dev = s_device_named(self, device);
+    if (!dev)
+        return 0;
+    bus_val_t *h = node_device_health(dev);
+    const char *kind = bus_val_map_get_str(h, "kind");
+    bool printer = kind && strcmp(kind, "printer") == 0;
+    bus_val_destroy(&h);
+    const char *text = bus_val_map_get_str(args, "text");
+    bool print = printer && strcmp(command, "print") == 0 && text && *text;
+    bool drawer = printer && strcmp(command, "drawer") == 0;
+    if (!print && !drawer) {
+        if (err)
+            snprintf(err, size, "bad_command: %s takes print {text} and drawer", device);
+        return -1;
+    }
+    if (!err)
+        return 1;
+    bus_buf_t buf = {0};
+    int rc = drawer ? escpos_drawer(&buf) : escpos_document(text, 80, &buf);
+    char key[80];
+    snprintf(key, sizeof(key), "%s-%" PRId64, command, bus_now_ms());
+    if (rc != 0 || node_device_submit(dev, key, command, buf.data, buf.len) < 0) {
+        snprintf(err, size, "device %s: its queue is full", device);
+        rc = -1;
+    }
+    bus_buf_free(&buf);
+    return rc == 0 ? 1 : -1;
+}
+
+/*  The devices' health for the uplink (heartbeats), at most once a second. */
+static void s_devices_tell(s_node_t *self)
+{
+    int64_t now = bus_mono_ms();
+    if (!self->uplink || now - self->devices_told_ms < 1000)
+        return;
+    self->devices_told_ms = now;
+    bus_val_t *rows = bus_val_new_arr();
+    for (int i = 0; rows && i < self->ndevices; i++) {
+        bus_val_t *h = node_device_health(self->devices[i]);
+        bus_val_arr_push(rows, &h);
+    }
+    node_uplink_set_devices(self->uplink, &rows);
+}
+
+/*  The line command "devices": every device's health and statistics. */
+static bus_val_t *s_devices_answer(s_node_t *self)
+{
+    bus_val_t *reply = bus_val_new_map();
+    bus_val_t *list = bus_val_new_arr();
+    bus_val_map_set_bool(reply, "ok", true);
+    bus_val_map_set_str(reply, "cmd", "devices");
+    for (int i = 0; i < self->ndevices; i++) {
+        bus_val_t *row = node_device_health(self->devices[i]);
+        bus_val_t *stats = node_device_stats(self->devices[i]);
+        bus_val_map_set(row, "stats", &stats);
+        bus_val_arr_push(list, &row);
+    }
+    bus_val_map_set(reply, "devices", &list);
+    return reply;
+}
+
 /*  Tell the uplink how far the journal got (and that it was archived, when it was). */
 static void s_journaled(s_node_t *self)
 {
@@ -214,6 +426,7 @@ static void s_status(s_node_t *self, bus_val_t *reply)
     node_uplink_status_t st;
     node_uplink_status(self->uplink, &st);
     s_journaled(self);
+    s_devices_after(self, reply);
     int64_t last = node_till_last_sale(self->till);
     bus_val_map_set_bool(reply, "online", st.online);
     bus_val_map_set_int(reply, "unsynced", last > st.acked ? last - st.acked : 0);
@@ -223,10 +436,12 @@ static void s_status(s_node_t *self, bus_val_t *reply)
 
 static void s_answer(s_node_t *self, int fd, const char *line)
 {
-    bus_val_t *reply = node_till_command(self->till, line);
+    bool devices = strcmp(line, "devices") == 0;
+    bus_val_t *reply = devices ? s_devices_answer(self) : node_till_command(self->till, line);
     if (!reply)
         return;
-    s_status(self, reply);
+    if (!devices)
+        s_status(self, reply);
     if (self->tui) /* a socket client changed the till: the screen shows it at once */
         node_tui_status(self->tui, reply);
     bus_buf_t buf = {0};
@@ -380,6 +595,7 @@ static void s_run(s_node_t *self)
         if (self->tui)
             s_tui_input(self);
         s_journaled(self);
+        s_devices_tell(self);
     }
 }
 
@@ -492,8 +708,11 @@ static int s_start(s_node_t *self)
     if (!self->session || !self->catalog)
         return -1;
     char path[S_PATH_MAX + 32], why[512];
-    node_till_hooks_t hooks = {
-        .arg = self, .request = s_request, .publish = s_publish, .acked = s_acked};
+    node_till_hooks_t hooks = {.arg = self,
+                               .request = s_request,
+                               .publish = s_publish,
+                               .acked = s_acked,
+                               .device = s_device_command};
     snprintf(path, sizeof(path), "%s/journal", self->dir);
     self->till = node_till_open(path, self->key, self->store, self->reg, self->session, &hooks, why,
                                 sizeof(why));
@@ -553,6 +772,8 @@ static int s_start(s_node_t *self)
         bus_error("posnode.bus", "%s", why);
         return -1;
     }
+    if (s_devices_start(self) != 0)
+        return -1;
     const char *sock = bus_config_str(self->config, "socket");
     if (sock && *sock) {
         self->listen_fd = s_listen(sock);
@@ -574,6 +795,8 @@ static void s_stop(s_node_t *self)
     node_uplink_status_t st = {0};
     if (self->uplink)
         node_uplink_status(self->uplink, &st);
+    for (int i = 0; i < self->ndevices; i++)
+        node_device_stop(&self->devices[i]); /* before the uplink: their last events */
     node_uplink_stop(&self->uplink);
     bus_info("posnode.stopping",
              "last_sale=%" PRId64 " acked=%" PRId64 " uploaded=%" PRId64 " duplicates=%" PRId64,

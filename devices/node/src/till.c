@@ -77,6 +77,8 @@ struct node_till_t {
     size_t ndone, capdone;
     char office_text[S_OFFICE_TEXT_MAX * 4 + 1]; /* the last text the back office showed */
     char office_key[S_COMMAND_KEY_MAX + 1];
+    bus_val_t *last_doc; /* the last sale journaled, for its receipt */
+    char last_hash[2 * NODE_JOURNAL_HASH_SIZE + 1];
 };
 
 /* One command being answered. */
@@ -528,6 +530,7 @@ void node_till_destroy(node_till_t **self_p)
     node_till_t *self = *self_p;
     node_journal_destroy(&self->journal);
     pos_ticket_destroy(&self->ticket);
+    bus_val_destroy(&self->last_doc);
     for (size_t i = 0; i < self->ndone; i++)
         free(self->done_keys[i]);
     free(self->done_keys);
@@ -561,6 +564,21 @@ void node_till_set_retention(node_till_t *self, int days)
 uint64_t node_till_segment(const node_till_t *self)
 {
     return self->segment;
+}
+
+const bus_val_t *node_till_last_sale_doc(const node_till_t *self)
+{
+    return self->last_doc;
+}
+
+const char *node_till_last_sale_hash(const node_till_t *self)
+{
+    return self->last_doc ? self->last_hash : "";
+}
+
+const node_config_t *node_till_config(const node_till_t *self)
+{
+    return &self->cfg;
 }
 
 int64_t node_till_config_version(const node_till_t *self)
@@ -1100,7 +1118,11 @@ static int s_commit(s_cmd_t *c, pos_sale_t *sale)
     }
     self->sale_seq = sale->seq;
     s_shift_sale(&self->shift, doc);
-    bus_val_destroy(&doc);
+    bus_val_destroy(&self->last_doc);
+    self->last_doc = doc;
+    const uint8_t *h = node_journal_last_hash(self->journal);
+    for (int i = 0; i < NODE_JOURNAL_HASH_SIZE; i++)
+        snprintf(self->last_hash + 2 * i, 3, "%02x", h[i]);
     bus_val_map_set_str(c->reply, "sale_id", sale->sale_id);
     bus_val_map_set_int(c->reply, "sale_seq", sale->seq);
     bus_val_map_set_int(c->reply, "record", rec);
@@ -1676,10 +1698,30 @@ bus_val_t *node_till_device_command(node_till_t *self, const bus_val_t *cmd)
     }
     if (!device || !command)
         return s_command_result(key, false, "bad_command: device and command required");
-    /* Device drivers plug in here (printer, drawer, customer display...); until a register has
-       them, the till itself is its one device: a text for the cashier from the back office. */
-    if (strcmp(device, "till") != 0)
-        return s_command_result(key, false, "no_device: this register has no such device");
+    if (strcmp(device, "till") != 0) {
+        /* a peripheral: ask first whether it takes this (nothing is journaled for a refusal,
+           so a command for a device configured later still runs then) */
+        char err[NODE_TILL_WHY_MAX] = "";
+        int known = self->hooks.device
+                        ? self->hooks.device(self->hooks.arg, device, command, args, NULL, 0)
+                        : 0;
+        if (known == 0)
+            return s_command_result(key, false, "no_device: this register has no such device");
+        if (known < 0)
+            return s_command_result(key, false, "bad_command: the device does not take that");
+        bus_val_t *doc = bus_val_new_map();
+        bus_val_map_set_str(doc, "type", "device_command");
+        bus_val_map_set_str(doc, "key", key);
+        bus_val_map_set_str(doc, "device", device);
+        bus_val_map_set_str(doc, "command", command);
+        if (s_audit_record(self, &doc) != 0 || s_done_add(self, key) != 0)
+            return NULL;
+        int r = self->hooks.device(self->hooks.arg, device, command, args, err, sizeof(err));
+        bus_val_t *res = s_command_result(key, r > 0, r > 0 ? NULL : err);
+        if (r > 0)
+            bus_val_map_set_bool(bus_val_map_get(res, "result"), "queued", true);
+        return res;
+    }
     if (strcmp(command, "display") != 0)
         return s_command_result(key, false, "bad_command: the till only takes display");
     const char *text = bus_val_map_get_str(args, "text");

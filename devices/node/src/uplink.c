@@ -71,6 +71,7 @@ struct node_uplink_t {
     node_catalog_t *new_catalog;
     bus_val_t *new_config;
     bus_val_t *commands; /* device commands for the till (array), taken by it */
+    bus_val_t *devices;  /* the devices' health rows for hello and heartbeats (array) */
     bus_val_t *results;  /* the till's answers, to send with device.result (array) */
     node_uplink_status_t status;
 
@@ -279,11 +280,11 @@ static void s_hello(node_uplink_t *self)
 {
     bus_val_t *body = bus_val_new_map();
     bus_val_map_set_str(body, "version", self->version);
-    bus_val_t *devices = bus_val_new_arr();
-    bus_val_map_set(body, "devices", &devices);
     pthread_mutex_lock(&self->lock);
+    bus_val_t *devices = self->devices ? bus_val_dup(self->devices) : bus_val_new_arr();
     bus_val_map_set_int(body, "config_version", self->running_config);
     pthread_mutex_unlock(&self->lock);
+    bus_val_map_set(body, "devices", &devices);
     char code[64];
     bus_val_t *rep = s_call(self, "devices", "node.hello", body, code, sizeof(code));
     if (rep) {
@@ -318,6 +319,11 @@ static void s_heartbeat(node_uplink_t *self)
     bus_val_map_set_int(body, "last_seq", last_sale);
     bus_val_map_set_int(body, "unsynced", last_sale > self->acked ? last_sale - self->acked : 0);
     bus_val_map_set_int(body, "config_version", cfgv);
+    pthread_mutex_lock(&self->lock);
+    bus_val_t *devices = self->devices ? bus_val_dup(self->devices) : NULL;
+    pthread_mutex_unlock(&self->lock);
+    if (devices)
+        bus_val_map_set(body, "devices", &devices);
     char code[64];
     bus_val_t *rep = s_call(self, "devices", "node.heartbeat", body, code, sizeof(code));
     if (!rep)
@@ -688,7 +694,9 @@ static void s_publish_queued(node_uplink_t *self)
         if (!ev)
             return;
         char topic[BUS_TOPIC_MAX + 1];
-        snprintf(topic, sizeof(topic), "node.%s.%s.%s", self->store, self->reg, ev->what);
+        bool device = strncmp(ev->what, "device:", 7) == 0;
+        snprintf(topic, sizeof(topic), "%s.%s.%s.%s", device ? "device" : "node", self->store,
+                 self->reg, device ? ev->what + 7 : ev->what);
         bus_pub_publish(self->pub, topic, ev->type, &ev->body);
         bus_val_destroy(&ev->body);
         free(ev);
@@ -846,6 +854,7 @@ void node_uplink_stop(node_uplink_t **self_p)
     bus_val_destroy(&self->new_config);
     bus_val_destroy(&self->commands);
     bus_val_destroy(&self->results);
+    bus_val_destroy(&self->devices);
     if (self->efd >= 0)
         close(self->efd);
     pthread_mutex_destroy(&self->lock);
@@ -974,4 +983,13 @@ void node_uplink_command_result(node_uplink_t *self, bus_val_t **result_p)
         bus_val_arr_push(self->results, result_p);
     pthread_mutex_unlock(&self->lock);
     bus_val_destroy(result_p);
+}
+
+void node_uplink_set_devices(node_uplink_t *self, bus_val_t **rows_p)
+{
+    pthread_mutex_lock(&self->lock);
+    bus_val_destroy(&self->devices);
+    self->devices = *rows_p;
+    *rows_p = NULL;
+    pthread_mutex_unlock(&self->lock);
 }

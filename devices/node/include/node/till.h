@@ -63,6 +63,12 @@ typedef struct {
     /*  The last sale number sales acknowledged with every one before it (NULL: unknown, the
         journal is never archived). */
     int64_t (*acked)(void *arg);
+    /*  A device command for a peripheral (device is not "till"). With err NULL only ask: 1 it
+        would take it, 0 no such device, -1 not that verb or args; nothing is done. With err:
+        do it (queue it on the device): 1, or -1 with err. The till asks, journals the
+        command, then does it. */
+    int (*device)(void *arg, const char *device, const char *command, const bus_val_t *args,
+                  char *err, size_t size);
 } node_till_hooks_t;
 
 typedef struct node_till_t node_till_t;
@@ -92,6 +98,13 @@ int64_t node_till_config_version(const node_till_t *self);
 void node_till_set_retention(node_till_t *self, int days);
 uint64_t node_till_segment(const node_till_t *self);
 
+/*  The sale journaled last in this process (its sale document, borrowed until the next sale)
+    and the SHA-256 of its journal record in hex (for the receipt's QR code); NULL and "" before
+    the first. The configuration the till runs (receipt lines). */
+const bus_val_t *node_till_last_sale_doc(const node_till_t *self);
+const char *node_till_last_sale_hash(const node_till_t *self);
+const node_config_t *node_till_config(const node_till_t *self);
+
 /*  Run one command line; the answer map (caller destroys), NULL only when memory runs out. */
 bus_val_t *node_till_command(node_till_t *self, const char *line);
 
@@ -100,8 +113,9 @@ bus_val_t *node_till_command(node_till_t *self, const char *line);
     device.result: {key, ok, result map, error text when not ok}. A command is carried out once
     per key: it is journaled (an audit record of type device_command) before it takes effect, and
     a key seen again, also after a restart, is answered ok with result.already_done. Until the
-    register has device drivers the till is its only device: `till` / `display` {text} shows a
-    text to the cashier (office_message in every answer); other devices answer no_device.
+    the till itself is one device: `till` / `display` {text} shows a text to the cashier
+    (office_message in every answer); the others go to the device hook (the register's
+    peripherals), after the record is journaled; a device the hook does not know is no_device.
     NULL when cmd has no usable key (nothing to answer to) or the journal refused the record
     (the command stays pending at devices and comes again). */
 bus_val_t *node_till_device_command(node_till_t *self, const bus_val_t *cmd);

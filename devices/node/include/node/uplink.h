@@ -91,7 +91,12 @@ void node_uplink_segment(node_uplink_t *self, uint64_t segment);
 /*  The configuration version the till runs, for heartbeats (thread-safe). */
 void node_uplink_running_config(node_uplink_t *self, int64_t version);
 
-/*  Queue an event for node.<store>.<register>.<what> (body taken; thread-safe). */
+/*  The devices' health rows ({name, kind, health, detail}, taken) sent with hello and every
+    heartbeat from now on (thread-safe). */
+void node_uplink_set_devices(node_uplink_t *self, bus_val_t **rows_p);
+
+/*  Queue an event for node.<store>.<register>.<what>, or device.<store>.<register>.<rest> when
+    what is "device:<rest>" (body taken; thread-safe). */
 void node_uplink_publish(node_uplink_t *self, const char *what, const char *type,
                          bus_val_t **body_p);
 

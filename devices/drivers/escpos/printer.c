@@ -1,0 +1,144 @@
+/*  =========================================================================
+    printer.c - the ESC/POS printer driver (node/device.h)
+
+    Why it looks like this. A receipt must come out once and whole. A
+    printer that runs out of paper stops printing but keeps what it has
+    been sent and prints it once paper is loaded. So the driver asks the
+    real-time status (DLE EOT, answered even while the printer is offline)
+    before a job, does not start one while the paper is out or the cover
+    open, sends it whole (a write that stalls is resumed from the first
+    unsent byte, never from the start), and calls it done only when the
+    printer is ready again after the last byte. Nothing sent is sent
+    again, so nothing prints twice. Status is never asked in the middle
+    of a job: inside a command's data it would be taken as data.
+    =========================================================================
+*/
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "escpos.h"
+
+#define S_CHUNK     256  /* bytes sent between two status checks */
+#define S_STATUS_MS 800  /* how long a status answer may take */
+#define S_WRITE_MS  5000 /* a chunk must be taken within this */
+
+typedef struct {
+    char key[NODE_DEVICE_KEY_MAX + 1]; /* the job in progress */
+    size_t sent;                       /* of its bytes */
+    bool paper_out;
+} s_printer_t;
+
+static void *s_create(const char *options, char *why, size_t size)
+{
+    (void)options;
+    s_printer_t *self = calloc(1, sizeof(*self));
+    if (!self)
+        snprintf(why, size, "out of memory");
+    return self;
+}
+
+static void s_destroy(void *state)
+{
+    free(state);
+}
+
+/*  One real-time status byte for DLE EOT n; -1 when the printer does not answer. */
+static int s_rt_status(node_device_t *dev, int n)
+{
+    node_transport_t *t = node_device_transport(dev);
+    char why[120];
+    uint8_t q[3] = {0x10, 0x04, (uint8_t)n}, b;
+    node_transport_drain(t);
+    if (node_transport_write(t, q, sizeof(q), S_STATUS_MS, why, sizeof(why)) != 0)
+        return -1;
+    ssize_t got = node_transport_read(t, &b, 1, S_STATUS_MS, why, sizeof(why));
+    return got == 1 ? b : -1;
+}
+
+/*  Ask the printer how it is; set health. 1 ready, 0 not ready (paper, cover), -1 no answer. */
+static int s_check(s_printer_t *self, node_device_t *dev)
+{
+    int s1 = s_rt_status(dev, 1);
+    int s4 = s1 < 0 ? -1 : s_rt_status(dev, 4);
+    if (s1 < 0 || s4 < 0) {
+        node_device_set_health(dev, NODE_HEALTH_OFFLINE, "no status answer");
+        return -1;
+    }
+    if (s4 & 0x60) {
+        self->paper_out = true;
+        node_device_set_health(dev, NODE_HEALTH_ERROR, "paper out");
+        return 0;
+    }
+    if (s1 & 0x08) {
+        int s2 = s_rt_status(dev, 2);
+        node_device_set_health(dev, NODE_HEALTH_ERROR,
+                               s2 >= 0 && (s2 & 0x04) ? "cover open" : "offline");
+        return 0;
+    }
+    if (self->paper_out) {
+        self->paper_out = false;
+        bus_val_t *body = bus_val_new_map();
+        bus_val_map_set_str(body, "paper", "loaded");
+        node_device_event(dev, "paper", &body);
+    }
+    if (s4 & 0x0C)
+        node_device_set_health(dev, NODE_HEALTH_WARN, "paper near end");
+    else
+        node_device_set_health(dev, NODE_HEALTH_OK, "");
+    return 1;
+}
+
+static int s_attach(void *state, node_device_t *dev)
+{
+    return s_check(state, dev) < 0 ? -1 : 0;
+}
+
+static int s_run(void *state, node_device_t *dev, const node_job_t *job)
+{
+    s_printer_t *self = state;
+    if (strcmp(job->verb, "print") != 0 && strcmp(job->verb, "drawer") != 0)
+        return -1;
+    if (strcmp(self->key, job->key) != 0 || !job->key[0]) {
+        snprintf(self->key, sizeof(self->key), "%s", job->key);
+        self->sent = 0;
+    }
+    node_transport_t *t = node_device_transport(dev);
+    char why[120];
+    /* Status is asked only between jobs: a DLE EOT inside a command's bytes (a QR code's data)
+       would be taken as its data by many printers. A printer that runs out of paper in the
+       middle keeps what it got and prints it when paper is loaded; the job is done only when
+       the printer is ready again after its last byte. */
+    if (self->sent == 0 && s_check(self, dev) <= 0)
+        return 0; /* not started: paper, cover, or the printer gone */
+    while (self->sent < job->len) {
+        size_t n = job->len - self->sent < S_CHUNK ? job->len - self->sent : S_CHUNK;
+        if (node_transport_write(t, job->data + self->sent, n, S_WRITE_MS, why, sizeof(why)) != 0) {
+            node_device_set_health(dev, NODE_HEALTH_OFFLINE, why);
+            return 0;
+        }
+        self->sent += n;
+    }
+    if (s_check(self, dev) <= 0)
+        return 0; /* sent; printed once the printer is ready again */
+    self->key[0] = '\0';
+    self->sent = 0;
+    return 1;
+}
+
+static void s_idle(void *state, node_device_t *dev)
+{
+    if (s_check(state, dev) < 0)
+        node_transport_close(node_device_transport(dev)); /* reopened with backoff */
+}
+
+const node_driver_t escpos_printer_driver = {
+    .name = "escpos",
+    .kind = "printer",
+    .create = s_create,
+    .destroy = s_destroy,
+    .attach = s_attach,
+    .run = s_run,
+    .idle = s_idle,
+};
