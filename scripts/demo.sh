@@ -135,11 +135,22 @@ echo 1111 | "${POSCTL[@]}" cashier add --store "$STORE" --id ann --name "Ann 安
 echo 2222 | "${POSCTL[@]}" cashier add --store "$STORE" --id sue --name "Sue 苏" --role supervisor >/dev/null
 "${POSCTL[@]}" promo add --store "$STORE" --id COLA-DEMO --kind qty_break --sku COLA --qty 3 \
     --amount 8.00 >/dev/null 2>&1 || true
+"${POSCTL[@]}" config set --store "$STORE" --header "示范超市 posbus demo|$STORE" \
+    --footer "谢谢惠顾 Thank you" >/dev/null
 for reg in R01 R02; do
+    # each register's receipt printer: the ESC/POS simulator on a pseudo-terminal; the receipts
+    # it prints land as text and PNG in var/demo/receipts/<register>/
+    mkdir -p "$VAR/receipts/$reg"
+    /usr/bin/python3 devices/sim/escpos_printer.py --pty "$VAR/$reg-printer.tty" \
+        --control "$VAR/$reg-printer.ctl" --out "$VAR/receipts/$reg" \
+        > "$LOGS/printer-$reg.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 50); do [ -e "$VAR/$reg-printer.ctl" ] && break; sleep 0.1; done
+    echo "printer escpos serial:$VAR/$reg-printer.tty,baud=19200" > "$VAR/$reg-devices.conf"
     "$BIN/posnode" --pub-endpoint "$PUB" --sub-endpoint "$SUB" --req-endpoint "$REQ" \
         --cert "$KEYS/register-$STORE-$reg.cert_secret" --server-cert "$KEYS/busd.cert" \
         --store "$STORE" --register "$reg" --state-dir "$VAR/$reg" --socket "$VAR/$reg.sock" \
-        --stdin false > "$LOGS/posnode-$reg.log" 2>&1 &
+        --devices "$VAR/$reg-devices.conf" --stdin false > "$LOGS/posnode-$reg.log" 2>&1 &
     PIDS+=($!)
 done
 # a register takes the store's configuration by itself; wait until both run the latest one
@@ -165,10 +176,10 @@ for reg in R01 R02; do
         socat -t 10 - "UNIX-CONNECT:$VAR/$reg.sock" > "$VAR/$reg.answers" || true
 done
 echo "R01 and R02 rang $(grep -c '"sale_id"' "$VAR/R01.answers") and $(grep -c '"sale_id"' "$VAR/R02.answers") tickets"
-echo "-- R02's last receipt:"
-grep '"sale_id"' "$VAR/R02.answers" | tail -1 |
-    python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["receipt"])'
 sleep 2
+last=$(ls "$VAR/receipts/R02"/receipt-*.txt 2>/dev/null | tail -1)
+echo "-- R02's last receipt, as its printer printed it ($last, and the .png beside it):"
+[ -n "$last" ] && cat "$last"
 "${POSCTL[@]}" node list --store "$STORE"
 
 echo
