@@ -44,6 +44,7 @@
 #include <node/uplink.h>
 #include <pos/sale.h>
 
+#include <drivers.h>
 #include <escpos.h>
 #include <node/device.h>
 
@@ -211,8 +212,6 @@ static void s_write_all(int fd, const char *data, size_t len)
 
 /* ---- peripherals ----------------------------------------------------------------------- */
 
-static const node_driver_t *const s_drivers[] = {&escpos_printer_driver, NULL};
-
 static void s_device_event(void *arg, const char *device, const char *event, bus_val_t **body)
 {
     s_node_t *self = arg;
@@ -245,10 +244,7 @@ static int s_devices_start(s_node_t *self)
         int got = sscanf(line, "%63s %63s %299s %299[^\n]", name, driver, transport, options);
         if (got <= 0)
             continue;
-        const node_driver_t *d = NULL;
-        for (int i = 0; s_drivers[i] && got >= 3; i++)
-            if (strcmp(s_drivers[i]->name, driver) == 0)
-                d = s_drivers[i];
+        const node_driver_t *d = got >= 3 ? drivers_find(driver) : NULL;
         char why[300];
         node_device_t *dev = NULL;
         if (!d)

@@ -8,6 +8,7 @@
     =========================================================================
 */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #define S_BACKOFF_MAX_MS 10000
 #define S_RETRY_MS       500  /* a job the device could not do yet */
 #define S_DONE_KEYS      4096 /* keys remembered (a ring: the oldest is forgotten) */
+#define S_INPUT_POLL_MS  50   /* a driver with input: how long one wait for it lasts */
 
 struct node_device {
     char name[NODE_DEVICE_NAME_MAX + 1];
@@ -43,7 +45,15 @@ struct node_device {
     char detail[NODE_DEVICE_DETAIL_MAX + 1];
     uint64_t jobs, jobs_failed;
     node_transport_stats_t tstats;
+    int64_t next_idle_ms; /* the device's thread's own */
 };
+
+static int64_t s_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static const char *const s_health_names[] = {"ok", "warn", "error", "offline"};
 
@@ -147,9 +157,20 @@ static void *s_run(void *arg)
             job = self->queue[self->head];
         pthread_mutex_unlock(&self->lock);
         if (!have) {
-            self->driver->idle(self->state, self);
+            int64_t now = s_now_ms();
+            if (now >= self->next_idle_ms) {
+                self->driver->idle(self->state, self);
+                self->next_idle_ms = now + S_IDLE_MS;
+            }
             s_copy_stats(self);
-            s_wait(self, S_IDLE_MS);
+            if (self->driver->input && node_transport_is_open(self->transport)) {
+                /* wait for input or a job, whichever comes first */
+                struct pollfd p = {.fd = node_transport_fd(self->transport), .events = POLLIN};
+                if (poll(&p, 1, S_INPUT_POLL_MS) > 0 && self->driver->input(self->state, self) < 0)
+                    node_transport_close(self->transport);
+            } else {
+                s_wait(self, S_IDLE_MS);
+            }
             continue;
         }
         int r = self->driver->run(self->state, self, &job);

@@ -77,6 +77,10 @@ typedef struct {
     int (*run)(void *state, node_device_t *dev, const node_job_t *job);
     /*  Nothing to do: look at the device (status, health) every idle interval. */
     void (*idle)(void *state, node_device_t *dev);
+    /*  May be NULL. The device sent something unasked (a scanner's code, a terminal's
+        message) while no job runs: read it from the transport and publish what it means
+        (node_device_event). Return -1 when the transport should be closed and reopened. */
+    int (*input)(void *state, node_device_t *dev);
 } node_driver_t;
 
 /*  Publishes an event of a device: topic suffix "<device>.<event>", type, body (taken). */
