@@ -24,12 +24,14 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/eventfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -103,7 +105,11 @@ typedef struct {
     node_device_t *devices[S_DEVICES_MAX]; /* --devices */
     int ndevices;
     int64_t devices_told_ms; /* when the uplink last got their health */
-    int64_t tui_shown_ms;    /* when the screen last got an answer (zclock_mono) */
+    int dev_efd;             /* devices -> the till's thread: scans and weights to act on */
+    pthread_mutex_t dev_lock;
+    bus_val_t *dev_inbox;                       /* [{device, event, body}] */
+    char weigh_code[NODE_CATALOG_CODE_MAX + 1]; /* a weighed item waiting for the scale */
+    int64_t tui_shown_ms; /* when the screen last got an answer (zclock_mono) */
 } s_node_t;
 
 /* ---- hooks for the till --------------------------------------------------------- */
@@ -212,9 +218,28 @@ static void s_write_all(int fd, const char *data, size_t len)
 
 /* ---- peripherals ----------------------------------------------------------------------- */
 
+static void s_displays(s_node_t *self, const bus_val_t *reply);
+
 static void s_device_event(void *arg, const char *device, const char *event, bus_val_t **body)
 {
     s_node_t *self = arg;
+    if (strcmp(event, "scan") == 0 || strcmp(event, "weight") == 0) {
+        /* for the till: handed to its thread (this is the device's) */
+        bus_val_t *item = bus_val_new_map();
+        bus_val_map_set_str(item, "device", device);
+        bus_val_map_set_str(item, "event", event);
+        bus_val_t *copy = *body ? bus_val_dup(*body) : bus_val_new_map();
+        bus_val_map_set(item, "body", &copy);
+        pthread_mutex_lock(&self->dev_lock);
+        if (!self->dev_inbox)
+            self->dev_inbox = bus_val_new_arr();
+        bus_val_arr_push(self->dev_inbox, &item);
+        pthread_mutex_unlock(&self->dev_lock);
+        bus_val_destroy(&item);
+        uint64_t one = 1;
+        ssize_t w = write(self->dev_efd, &one, sizeof(one));
+        (void)w;
+    }
     char what[128];
     snprintf(what, sizeof(what), "device:%s.%s", device, event);
     if (self->uplink)
@@ -283,6 +308,7 @@ static node_device_t *s_device_of_kind(s_node_t *self, const char *kind)
     prints twice), a drawer the answer opened is pulsed through the printer. */
 static void s_devices_after(s_node_t *self, const bus_val_t *reply)
 {
+    s_displays(self, reply);
     node_device_t *printer = s_device_of_kind(self, "printer");
     if (!printer)
         return;
@@ -330,6 +356,54 @@ static void s_devices_after(s_node_t *self, const bus_val_t *reply)
         if (escpos_drawer(&buf) == 0)
             node_device_submit(printer, key, "drawer", buf.data, buf.len);
         bus_buf_free(&buf);
+    }
+}
+
+/*  What the customer sees: the last line and the total while scanning, the change after a
+    sale (Epson-style 2x20 "vfd" and the LED price display "led_price"). */
+static void s_displays(s_node_t *self, const bus_val_t *reply)
+{
+    const char *cmd = bus_val_map_get_str(reply, "cmd");
+    if (!cmd || strcmp(cmd, "state") == 0 || strcmp(cmd, "devices") == 0)
+        return;
+    const bus_val_t *ticket = bus_val_map_get(reply, "ticket");
+    const bus_val_t *doc = node_till_last_sale_doc(self->till);
+    const char *sale_id = bus_val_map_get_str(reply, "sale_id");
+    char a[32], b[32], vfd[128], led[64];
+    int64_t v = 0;
+    if (sale_id && doc) {
+        bus_val_map_get_int(reply, "change", &v);
+        int64_t total = 0;
+        bus_val_map_get_int(doc, "total", &total);
+        snprintf(vfd, sizeof(vfd), "TOTAL %14s\nCHANGE %13s", pos_money_format(total, a, 32),
+                 pos_money_format(v, b, 32));
+        snprintf(led, sizeof(led), "change %s", pos_money_format(v, a, 32));
+    } else if (ticket && bus_val_type(ticket) == BUS_VAL_MAP) {
+        const bus_val_t *lines = bus_val_map_get(ticket, "lines");
+        const bus_val_t *last =
+            bus_val_arr_get(lines, bus_val_size(lines) ? bus_val_size(lines) - 1 : 0);
+        int64_t amount = 0, total = 0;
+        bus_val_map_get_int(last, "amount", &amount);
+        bus_val_map_get_int(ticket, "total", &total);
+        const char *sku = bus_val_map_get_str(last, "sku");
+        snprintf(vfd, sizeof(vfd), "%-12.12s%8s\nTOTAL %14s", sku ? sku : "",
+                 pos_money_format(amount, a, 32), pos_money_format(total, b, 32));
+        snprintf(led, sizeof(led), "total %s", pos_money_format(total, a, 32));
+    } else {
+        return;
+    }
+    for (int i = 0; i < self->ndevices; i++) {
+        bus_val_t *h = node_device_health(self->devices[i]);
+        const char *kind = bus_val_map_get_str(h, "kind");
+        bool display = kind && strcmp(kind, "display") == 0;
+        bus_val_destroy(&h);
+        if (!display)
+            continue;
+        bus_val_t *st = node_device_stats(self->devices[i]);
+        const char *driver = bus_val_map_get_str(st, "driver");
+        const char *text = driver && strcmp(driver, "led_price") == 0 ? led : vfd;
+        bus_val_destroy(&st);
+        node_device_submit(self->devices[i], "", "show", text, strlen(text));
     }
 }
 
@@ -483,6 +557,103 @@ static bool s_read_input(s_node_t *self, s_input_t *in)
 
 /*  Run a line on the till and show the answer on the screen: typed, the cashier's own line
     (its result goes on the message line); otherwise the periodic "state". */
+/*  An answer to something a device started (a scan, a weight): on the screen, or as a JSON line
+    on stdout when the line interface is stdin. */
+static void s_device_answer(s_node_t *self, bus_val_t *reply)
+{
+    if (self->tui) {
+        node_tui_show(self->tui, reply);
+        return;
+    }
+    bus_buf_t buf = {0};
+    if (self->in[0].fd == 0 && bus_val_to_json(reply, &buf) == 0) {
+        s_write_all(1, (char *)buf.data, strlen((char *)buf.data));
+        s_write_all(1, "\n", 1);
+    }
+    bus_buf_free(&buf);
+}
+
+static void s_device_line(s_node_t *self, const char *line, const char *code)
+{
+    bus_val_t *reply = node_till_command(self->till, line);
+    if (!reply)
+        return;
+    s_status(self, reply);
+    const char *error = bus_val_map_get_str(reply, "error");
+    node_device_t *scale = s_device_of_kind(self, "scale");
+    if (code && error && strcmp(error, "weigh_required") == 0 && scale) {
+        /* a weighed item: the scale gives a stable weight, then it is sold */
+        snprintf(self->weigh_code, sizeof(self->weigh_code), "%s", code);
+        char key[64];
+        snprintf(key, sizeof(key), "weigh-%" PRId64, bus_now_ms());
+        node_device_submit(scale, key, "weigh", NULL, 0);
+        bus_val_map_set_str(reply, "message", "on the scale: waiting for a stable weight");
+    }
+    s_device_answer(self, reply);
+    bus_val_destroy(&reply);
+}
+
+/*  Scans and weights the devices sent: acted on in the till's thread. */
+static void s_device_inbox(s_node_t *self)
+{
+    uint64_t v;
+    ssize_t r = read(self->dev_efd, &v, sizeof(v));
+    (void)r;
+    pthread_mutex_lock(&self->dev_lock);
+    bus_val_t *inbox = self->dev_inbox;
+    self->dev_inbox = NULL;
+    pthread_mutex_unlock(&self->dev_lock);
+    for (size_t i = 0; i < bus_val_size(inbox); i++) {
+        const bus_val_t *item = bus_val_arr_get(inbox, i);
+        const char *event = bus_val_map_get_str(item, "event");
+        const bus_val_t *body = bus_val_map_get(item, "body");
+        char line[NODE_TILL_LINE_MAX];
+        bool valid = false, stable = false;
+        int64_t grams = 0;
+        const char *code = bus_val_map_get_str(body, "code");
+        if (strcmp(event, "scan") == 0 && code && strlen(code) <= NODE_CATALOG_CODE_MAX &&
+            !strpbrk(code, " \t")) {
+            bus_val_map_get_bool(body, "valid", &valid);
+            if (!valid) {
+                bus_val_t *reply = node_till_command(self->till, "state");
+                bus_val_map_set_bool(reply, "ok", false);
+                bus_val_map_set_str(reply, "cmd", "scan");
+                bus_val_map_set_str(reply, "error", "bad_barcode");
+                bus_val_map_set_str(reply, "message",
+                                    "the barcode's check digit is wrong: scan again");
+                s_status(self, reply);
+                s_device_answer(self, reply);
+                bus_val_destroy(&reply);
+                continue;
+            }
+            snprintf(line, sizeof(line), "scan %s", code);
+            s_device_line(self, line, code);
+        } else if (strcmp(event, "weight") == 0 && self->weigh_code[0]) {
+            bus_val_map_get_bool(body, "stable", &stable);
+            bus_val_map_get_int(body, "grams", &grams);
+            if (stable && grams > 0) {
+                snprintf(line, sizeof(line), "weigh %s %" PRId64, self->weigh_code, grams);
+                s_device_line(self, line, NULL);
+            } else {
+                bus_val_t *reply = node_till_command(self->till, "state");
+                const char *why = bus_val_map_get_str(body, "reason");
+                char msg[160];
+                snprintf(msg, sizeof(msg), "the scale gave no stable weight (%s): weigh again",
+                         why ? why : "?");
+                bus_val_map_set_bool(reply, "ok", false);
+                bus_val_map_set_str(reply, "cmd", "weigh");
+                bus_val_map_set_str(reply, "error", "no_weight");
+                bus_val_map_set_str(reply, "message", msg);
+                s_status(self, reply);
+                s_device_answer(self, reply);
+                bus_val_destroy(&reply);
+            }
+            self->weigh_code[0] = '\0';
+        }
+    }
+    bus_val_destroy(&inbox);
+}
+
 static void s_tui_command(s_node_t *self, const char *line, bool typed)
 {
     bus_val_t *reply = node_till_command(self->till, line);
@@ -542,8 +713,8 @@ static int s_listen(const char *path)
 static void s_run(s_node_t *self)
 {
     while (!bus_program_stopping()) {
-        struct pollfd fds[S_CLIENTS + 3];
-        int map[S_CLIENTS + 3];
+        struct pollfd fds[S_CLIENTS + 5];
+        int map[S_CLIENTS + 5];
         int n = 0;
         fds[n] = (struct pollfd){.fd = node_uplink_signal_fd(self->uplink), .events = POLLIN};
         map[n++] = -1;
@@ -560,13 +731,17 @@ static void s_run(s_node_t *self)
             fds[n] = (struct pollfd){.fd = node_tui_fd(self->tui), .events = POLLIN};
             map[n++] = -3; /* read below, on every turn (ncurses reads ahead) */
         }
+        fds[n] = (struct pollfd){.fd = self->dev_efd, .events = POLLIN};
+        map[n++] = -4;
         int rc = poll(fds, (nfds_t)n, 200);
         if (rc < 0 && errno != EINTR)
             break;
         for (int k = 0; rc > 0 && k < n; k++) {
             if (!fds[k].revents || map[k] == -3)
                 continue;
-            if (map[k] == -1) {
+            if (map[k] == -4) {
+                s_device_inbox(self);
+            } else if (map[k] == -1) {
                 s_take_updates(self);
             } else if (map[k] == -2) {
                 int fd = accept4(self->listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -768,7 +943,9 @@ static int s_start(s_node_t *self)
         bus_error("posnode.bus", "%s", why);
         return -1;
     }
-    if (s_devices_start(self) != 0)
+    self->dev_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    pthread_mutex_init(&self->dev_lock, NULL);
+    if (self->dev_efd < 0 || s_devices_start(self) != 0)
         return -1;
     const char *sock = bus_config_str(self->config, "socket");
     if (sock && *sock) {
@@ -793,6 +970,11 @@ static void s_stop(s_node_t *self)
         node_uplink_status(self->uplink, &st);
     for (int i = 0; i < self->ndevices; i++)
         node_device_stop(&self->devices[i]); /* before the uplink: their last events */
+    if (self->dev_efd > 0) {
+        close(self->dev_efd);
+        pthread_mutex_destroy(&self->dev_lock);
+    }
+    bus_val_destroy(&self->dev_inbox);
     node_uplink_stop(&self->uplink);
     bus_info("posnode.stopping",
              "last_sale=%" PRId64 " acked=%" PRId64 " uploaded=%" PRId64 " duplicates=%" PRId64,

@@ -1,0 +1,120 @@
+#!/usr/bin/python3
+"""test_peripherals - posnode with a barcode scanner and two customer displays (simulators on
+pseudo-terminals, the real byte protocols): a scanned code is priced with no typing, a wrong check
+digit sells nothing, a burst of codes sells each once; the VFD shows the last item and the total,
+the LED price display the total and then the change; the devices' health reaches the back
+office."""
+import json
+import os
+import socket
+import subprocess
+
+from harness import BIN, SRC, Checks, Stack, wait_for
+
+STORE = "S1"
+c = Checks("test_peripherals")
+st = Stack("peripherals")
+st.start_redis()
+st.start_busd()
+for s in ("sales", "inventory", "devices"):
+    st.start_service(s, s)
+c.check(st.wait_healthy(["sales", "inventory", "devices"]), "back office healthy")
+st.posctl("store", "add", STORE, "Peripherals store", check=True)
+st.posctl("catalog", "import", os.path.join(SRC, "scripts", "sample", "catalog.csv"), check=True)
+subprocess.run([f"{BIN}/posctl", *st.conn_args(), "cashier", "add", "--store", STORE, "--id",
+                "ann", "--name", "Ann", "--role", "cashier"], input="1111\n", text=True,
+               capture_output=True, check=True)
+
+SIMS = {"scanner": "scanner.py", "vfd": "vfd_display.py", "led": "led_display.py"}
+links, controls = {}, {}
+for name, script in SIMS.items():
+    links[name] = os.path.join(st.tmp, f"{name}.tty")
+    controls[name] = os.path.join(st.tmp, f"{name}.ctl")
+    st.spawn(f"{name}-sim", ["/usr/bin/python3", os.path.join(SRC, "devices", "sim", script),
+                             "--pty", links[name], "--control", controls[name]])
+for name in SIMS:
+    wait_for(lambda: os.path.exists(controls[name]), 10, f"the {name} simulator")
+
+
+def sim(name, cmd, **kw):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(controls[name])
+    f = s.makefile("rw")
+    f.write(json.dumps({"cmd": cmd, **kw}) + "\n")
+    f.flush()
+    answer = json.loads(f.readline())
+    s.close()
+    return answer
+
+
+devices_file = os.path.join(st.tmp, "devices.conf")
+with open(devices_file, "w") as f:
+    f.write(f"scanner scanner serial:{links['scanner']}\n"
+            f"vfd vfd serial:{links['vfd']}\n"
+            f"led led_price serial:{links['led']}\n")
+r01 = st.start_posnode("r01", STORE, "R01", "--devices", devices_file)
+
+
+def health():
+    return {d["name"]: d["health"] for d in r01.cmd("devices").get("devices", [])}
+
+
+c.check(wait_for(lambda: health() == {"scanner": "ok", "vfd": "ok", "led": "ok"}, 15),
+        f"scanner and displays found: {health()}")
+wait_for(lambda: r01.cmd("state")["config_version"] >= 1, 15)
+c.check(r01.cmd("login ann 1111")["ok"], "Ann logs in")
+
+
+def lines():
+    t = r01.cmd("state").get("ticket")
+    return [ln["sku"] for ln in t["lines"]] if t else []
+
+
+sim("scanner", "scan", code="6901234500011", suffix="crlf")
+c.check(wait_for(lambda: lines() == ["RICE5"], 10), f"a scanned barcode is sold: {lines()}")
+c.check(wait_for(lambda: sim("vfd", "screen").get("lines") ==
+                 ["RICE5               "[:20 - len("49.90")] + "49.90",
+                  "TOTAL" + " " * 10 + "49.90"], 10),
+        f"the VFD shows the item and the total: {sim('vfd', 'screen').get('lines')}")
+c.check(wait_for(lambda: sim("led", "state").get("number") == "49.90" and
+                 sim("led", "state").get("label") == "total", 10),
+        f"the LED display shows the total: {sim('led', 'state')}")
+sim("scanner", "scan", code="6901234500012", suffix="crlf")  # wrong check digit
+sim("scanner", "scan", code="6901234500097", suffix="cr")
+c.check(wait_for(lambda: lines() == ["RICE5", "COLA"], 10),
+        f"a wrong check digit sells nothing; the next code sells: {lines()}")
+sim("scanner", "burst", codes=["6901234500103", "6901234500110", "6901234500103"])
+c.check(wait_for(lambda: lines() == ["RICE5", "COLA", "WATER", "TEA", "WATER"], 10),
+        f"a burst of three codes: three lines, in order: {lines()}")
+r = r01.cmd("pay cash 100")
+c.check(r["ok"] and r.get("change") == 10000 - 4990 - 300 - 200 - 350 - 200,
+        f"paid: change {r.get('change')}")
+c.check(wait_for(lambda: sim("led", "state").get("label") == "change" and
+                 sim("led", "state").get("number") == "39.60", 10),
+        f"the LED display shows the change: {sim('led', 'state')}")
+c.check(wait_for(lambda: sim("vfd", "screen").get("lines", [""])[1].endswith("39.60"), 10),
+        f"the VFD too: {sim('vfd', 'screen').get('lines')}")
+nl = None
+
+
+def node_health():
+    global nl
+    nl = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "node", "list", "--store", STORE],
+                        capture_output=True, text=True, timeout=30)
+    return all(f"{d}:ok" in nl.stdout for d in ("scanner", "vfd", "led"))
+
+
+c.check(wait_for(node_health, 10), f"the back office sees their health:\n{nl.stdout}")
+
+
+def node_row():
+    r = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "node", "list", "--store", STORE,
+                        "--format", "json"], capture_output=True, text=True, timeout=30)
+    return json.loads(r.stdout)["nodes"][0]
+
+
+c.check(wait_for(lambda: node_row().get("last_seq") == 1, 10),
+        f"heartbeats carry the last sale: {node_row()}")
+
+st.stop_all(c)
+c.finish()
