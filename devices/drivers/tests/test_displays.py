@@ -25,10 +25,10 @@ QUIET = 1.5  # seconds in which a refused or repeated job must not reach the dis
 
 
 class Tool:
-    """device_tool DRIVER serial:LINK, its JSON lines read on a thread."""
+    """device_tool DRIVER TRANSPORT, its JSON lines read on a thread."""
 
-    def __init__(self, driver, link):
-        self.proc = subprocess.Popen([f"{BIN}/device_tool", driver, f"serial:{link}"],
+    def __init__(self, driver, transport):
+        self.proc = subprocess.Popen([f"{BIN}/device_tool", driver, transport],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      bufsize=1)
         self.lines = queue.Queue()
@@ -96,7 +96,7 @@ def hexlines(*lines):
 
 def test_vfd(c, tmp):
     vfd = VFD(pty=os.path.join(tmp, "vfd.tty")).start()
-    tool = Tool("vfd", vfd.link)
+    tool = Tool("vfd", f"serial:{vfd.link}")
     c.check(wait_for(lambda: tool.ask("health").get("health") == "ok", WAIT),
             "vfd: attached, health ok")
     st = vfd.screen()
@@ -156,7 +156,7 @@ def test_vfd(c, tmp):
 
 def test_led(c, tmp):
     led = LED(pty=os.path.join(tmp, "led.tty")).start()
-    tool = Tool("led_price", led.link)
+    tool = Tool("led_price", f"serial:{led.link}")
     c.check(wait_for(lambda: tool.ask("health").get("health") == "ok", WAIT),
             "led: attached, health ok")
     tool.submit("l-1", "show", "text:total 55.90")
@@ -214,11 +214,34 @@ def test_led(c, tmp):
     led.stop()
 
 
+def test_vfd_tcp(c):
+    """Over TCP a write after the display closed the connection can still succeed (the kernel
+    takes it, the reset comes later) and be lost: the driver must see the end first."""
+    vfd = VFD(tcp="127.0.0.1:0").start()
+    tool = Tool("vfd", f"tcp:127.0.0.1:{vfd.port}")
+    c.check(wait_for(lambda: tool.ask("health").get("health") == "ok", WAIT),
+            "vfd tcp: attached, health ok")
+    for i in range(3):
+        c.eq(vfd.disconnect().get("ok"), True, f"vfd tcp: connection {i + 1} dropped")
+        tool.submit(f"t-{i}", "show", hexlines("over tcp", f"show {i}"))
+        c.eq(tool.outcome(f"t-{i}"), "done", f"vfd tcp: show {i} done")
+        # the simulator may accept the new connection after the driver wrote into it
+        want = ["over tcp" + " " * 12, f"show {i}" + " " * 14]
+        c.check(wait_for(lambda: vfd.screen()["lines"] == want, WAIT),
+                f"vfd tcp: show {i} right after a disconnect reaches the display "
+                f"({vfd.screen()['lines']})")
+    stats = tool.ask("stats")
+    c.eq(stats.get("reconnects"), 3, "vfd tcp: three reconnects counted")
+    c.eq(tool.quit(), 0, "vfd tcp: device_tool exits 0")
+    vfd.stop()
+
+
 def main():
     c = Checks("test_displays")
     tmp = tempfile.mkdtemp(prefix="posbus-displays-")
     test_vfd(c, tmp)
     test_led(c, tmp)
+    test_vfd_tcp(c)
     c.finish()
 
 
