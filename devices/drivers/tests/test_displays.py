@@ -27,8 +27,8 @@ QUIET = 1.5  # seconds in which a refused or repeated job must not reach the dis
 class Tool:
     """device_tool DRIVER TRANSPORT, its JSON lines read on a thread."""
 
-    def __init__(self, driver, transport):
-        self.proc = subprocess.Popen([f"{BIN}/device_tool", driver, transport],
+    def __init__(self, driver, transport, options=""):
+        self.proc = subprocess.Popen([f"{BIN}/device_tool", driver, transport, options],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      bufsize=1)
         self.lines = queue.Queue()
@@ -236,12 +236,37 @@ def test_vfd_tcp(c):
     vfd.stop()
 
 
+def test_options(c, tmp):
+    vfd = VFD(pty=os.path.join(tmp, "vfd2.tty")).start()
+    tool = Tool("vfd", f"serial:{vfd.link}", "brightness=2")
+    c.check(wait_for(lambda: vfd.screen()["brightness"] == 2, WAIT),
+            "options: brightness=2 sets the VFD's brightness at attach")
+    tool.quit()
+    vfd.stop()
+    led = LED(pty=os.path.join(tmp, "led2.tty")).start()
+    tool = Tool("led_price", f"serial:{led.link}", "digits=4")
+    tool.submit("d-1", "show", "text:total 100.00")
+    tool.submit("d-2", "show", "text:total 99.99")
+    c.eq([tool.outcome("d-1"), tool.outcome("d-2")], ["failed", "done"],
+         "options: digits=4 refuses 100.00 and shows 99.99")
+    c.eq(led.state()["number"], "99.99", "options: 99.99 on a 4-digit display")
+    tool.quit()
+    led.stop()
+    for driver, options in (("vfd", "brightness=5"), ("led_price", "digits=0"),
+                            ("vfd", "colour=blue")):
+        r = subprocess.run([f"{BIN}/device_tool", driver, "serial:/dev/null", options],
+                           input="quit\n", capture_output=True, text=True, timeout=WAIT)
+        c.check(r.returncode == 1 and "options" in r.stderr,
+                f"options: {driver} {options} refused at start ({r.returncode}, {r.stderr!r})")
+
+
 def main():
     c = Checks("test_displays")
     tmp = tempfile.mkdtemp(prefix="posbus-displays-")
     test_vfd(c, tmp)
     test_led(c, tmp)
     test_vfd_tcp(c)
+    test_options(c, tmp)
     c.finish()
 
 
