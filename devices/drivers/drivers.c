@@ -8,10 +8,11 @@
 #include "drivers.h"
 #include "escpos.h"
 #include "scanner.h"
+#include "toledo8217.h"
 
 const node_driver_t *const drivers_all[] = {
     &escpos_printer_driver, &serial_scanner_driver, &vfd_driver,
-    &led_price_driver, NULL,
+    &led_price_driver,      &toledo8217_driver,     NULL,
 };
 
 const node_driver_t *drivers_find(const char *name)

@@ -18,13 +18,14 @@ Why it is built this way:
 - The weight is integer grams everywhere (the load on the platter, the zero offset, the tare);
   no floating point touches it.
 - Z, T and C are not answered (the host asks W to see their effect). Z is refused while the
-  scale moves or is overloaded and outside the zero range (2% of capacity from the load at
-  power-up); T is refused unless the scale is at rest with a positive weight. Refusals are
-  counted and set the "outside zero range" bit until the next accepted Z.
+  scale moves or is overloaded, and for a load outside the zero range (2% of capacity from the
+  load at power-up), which also sets the "outside zero range" bit until the next accepted Z; T
+  is refused unless the scale is at rest with a positive weight. Refusals are counted.
 - One thread runs one select() loop over the transport, the control socket and a wake-up pipe;
   all state is touched only by that thread. Replies may be held back (reply_delay_ms) or cut in
   two (split_ms) to test a driver's reading; timed output is kept in a list the loop flushes.
-  Scale (the in-process form) hands its calls to the loop through a queue.
+  Garbage can be sent at once or just before the next reply, where it meets the driver's reply
+  parser for sure. Scale (the in-process form) hands its calls to the loop through a queue.
 
 Run with Debian's /usr/bin/python3."""
 import argparse
@@ -235,6 +236,7 @@ class Simulator:
         self.reply_delay_ms = 0     # hold every reply back this long
         self.split_ms = 0           # send a reply's second half this much later
         self.pending = []           # [(due ms, bytes)] in order
+        self.before_reply = b""     # garbage sent just before the next reply
 
     # -- setup and teardown
     def setup(self):
@@ -385,6 +387,7 @@ class Simulator:
         reply = self.model.receive(data)
         if not reply or self.silent:
             return
+        reply, self.before_reply = self.before_reply + reply, b""
         due = now_ms() + self.reply_delay_ms
         if self.split_ms and len(reply) > 1:
             half = len(reply) // 2
@@ -486,6 +489,9 @@ class Simulator:
                 return {"ok": False, "error": "no connection"}
         elif cmd == "garbage":
             data = bytes.fromhex(req["bytes"])
+            if req.get("next_reply"):
+                self.before_reply += data
+                return {"ok": True}
             if self.master is None and self.client is None:
                 return {"ok": False, "error": "no connection"}
             self._send(data)
@@ -580,8 +586,9 @@ class Scale:
     def disconnect(self):
         return self.command({"cmd": "disconnect"})
 
-    def garbage(self, data):
-        return self.command({"cmd": "garbage", "bytes": bytes(data).hex()})
+    def garbage(self, data, next_reply=False):
+        return self.command({"cmd": "garbage", "bytes": bytes(data).hex(),
+                             "next_reply": next_reply})
 
 
 def main(argv=None):

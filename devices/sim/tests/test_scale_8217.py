@@ -198,6 +198,9 @@ def test_program(c, tmp):
         sim.ctl("garbage", bytes="ff02303d0d")
         got = host.read_reply()
         c.eq(got, bytes.fromhex("ff02303d0d"), "garbage reaches the host as sent")
+        sim.ctl("garbage", bytes="0d02ff", next_reply=True)
+        c.eq(ask(host, b"W") + host.read_reply(), bytes.fromhex("0d") + bytes.fromhex("02ff") +
+             weight("01.000"), "garbage with next_reply: sent just before the next reply")
         sim.ctl("split_ms", ms=200)
         host.send(b"W")
         part = b""
