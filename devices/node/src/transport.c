@@ -164,6 +164,13 @@ static speed_t s_speed(int baud)
     return B0;
 }
 
+/*  Whether fd is a pseudo-terminal (a simulator's end of a device). */
+static bool s_is_pty(int fd)
+{
+    char name[64];
+    return ttyname_r(fd, name, sizeof(name)) == 0 && strncmp(name, "/dev/pts/", 9) == 0;
+}
+
 /*  The same line settings with termios, for a path libserialport refuses (a pseudo-terminal). */
 static int s_open_termios(node_transport_t *self, char *why, size_t size)
 {
@@ -193,7 +200,16 @@ static int s_open_termios(node_transport_t *self, char *why, size_t size)
         t.c_iflag |= (tcflag_t)(IXON | IXOFF);
     t.c_cc[VMIN] = 0;
     t.c_cc[VTIME] = 0;
-    if (tcsetattr(fd, TCSANOW, &t) != 0) {
+    int set = tcsetattr(fd, TCSANOW, &t);
+    if (set != 0 && errno == EINVAL && s_is_pty(fd)) {
+        /* a pseudo-terminal has no wire: character size and parity mean nothing there, and
+           Linux refuses some combinations (7E1) on a pty once it has been set up; carry on
+           with 8 bits, no parity, which is what a pty passes through anyway */
+        t.c_cflag &= (tcflag_t) ~(CSIZE | PARENB | PARODD);
+        t.c_cflag |= CS8;
+        set = tcsetattr(fd, TCSANOW, &t);
+    }
+    if (set != 0) {
         int e = errno;
         close(fd);
         return s_fail(why, size, self->path, strerror(e));
