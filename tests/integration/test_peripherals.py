@@ -1,13 +1,15 @@
 #!/usr/bin/python3
-"""test_peripherals - posnode with a barcode scanner and two customer displays (simulators on
-pseudo-terminals, the real byte protocols): a scanned code is priced with no typing, a wrong check
-digit sells nothing, a burst of codes sells each once; the VFD shows the last item and the total,
-the LED price display the total and then the change; the devices' health reaches the back
+"""test_peripherals - posnode with a barcode scanner, two customer displays and a scale
+(simulators on pseudo-terminals, the real byte protocols): a scanned code is priced with no
+typing, a wrong check digit sells nothing, a burst of codes sells each once; a weighed item takes
+the scale's stable weight, a moving scale sells nothing; the VFD shows the last item and the
+total, the LED price display the total and then the change; the devices' health reaches the back
 office."""
 import json
 import os
 import socket
 import subprocess
+import time
 
 from harness import BIN, SRC, Checks, Stack, wait_for
 
@@ -25,7 +27,8 @@ subprocess.run([f"{BIN}/posctl", *st.conn_args(), "cashier", "add", "--store", S
                 "ann", "--name", "Ann", "--role", "cashier"], input="1111\n", text=True,
                capture_output=True, check=True)
 
-SIMS = {"scanner": "scanner.py", "vfd": "vfd_display.py", "led": "led_display.py"}
+SIMS = {"scanner": "scanner.py", "vfd": "vfd_display.py", "led": "led_display.py",
+        "scale": "scale_8217.py"}
 links, controls = {}, {}
 for name, script in SIMS.items():
     links[name] = os.path.join(st.tmp, f"{name}.tty")
@@ -51,7 +54,8 @@ devices_file = os.path.join(st.tmp, "devices.conf")
 with open(devices_file, "w") as f:
     f.write(f"scanner scanner serial:{links['scanner']}\n"
             f"vfd vfd serial:{links['vfd']}\n"
-            f"led led_price serial:{links['led']}\n")
+            f"led led_price serial:{links['led']}\n"
+            f"scale toledo8217 serial:{links['scale']},baud=9600,data=7,parity=even,stop=1\n")
 r01 = st.start_posnode("r01", STORE, "R01", "--devices", devices_file)
 
 
@@ -59,8 +63,9 @@ def health():
     return {d["name"]: d["health"] for d in r01.cmd("devices").get("devices", [])}
 
 
-c.check(wait_for(lambda: health() == {"scanner": "ok", "vfd": "ok", "led": "ok"}, 15),
-        f"scanner and displays found: {health()}")
+c.check(wait_for(lambda: health() == {"scanner": "ok", "vfd": "ok", "led": "ok",
+                                      "scale": "ok"}, 15),
+        f"scanner, displays and scale found: {health()}")
 wait_for(lambda: r01.cmd("state")["config_version"] >= 1, 15)
 c.check(r01.cmd("login ann 1111")["ok"], "Ann logs in")
 
@@ -86,13 +91,24 @@ c.check(wait_for(lambda: lines() == ["RICE5", "COLA"], 10),
 sim("scanner", "burst", codes=["6901234500103", "6901234500110", "6901234500103"])
 c.check(wait_for(lambda: lines() == ["RICE5", "COLA", "WATER", "TEA", "WATER"], 10),
         f"a burst of three codes: three lines, in order: {lines()}")
+sim("scale", "set", grams=800, moving=True)
+sim("scanner", "scan", code="APPLE", suffix="crlf")  # a weighed item, its SKU scanned
+time.sleep(6.5)  # the driver gives up after 5 s without a stable weight
+c.eq(lines(), ["RICE5", "COLA", "WATER", "TEA", "WATER"],
+     "a moving scale gives no weight: nothing is sold")
+sim("scale", "set", grams=1234, moving=False, moving_for_ms=1000)
+sim("scanner", "scan", code="APPLE", suffix="crlf")
+c.check(wait_for(lambda: lines()[-1:] == ["APPLE"], 15), f"once it settles: {lines()}")
+t = r01.cmd("state")["ticket"]
+c.check(t["lines"][-1]["qty"] == 1234 and t["lines"][-1]["amount"] == 1580,
+        f"1.234 kg of apples at 12.80/kg = 15.80: {t['lines'][-1]}")
 r = r01.cmd("pay cash 100")
-c.check(r["ok"] and r.get("change") == 10000 - 4990 - 300 - 200 - 350 - 200,
+c.check(r["ok"] and r.get("change") == 10000 - 4990 - 300 - 200 - 350 - 200 - 1580,
         f"paid: change {r.get('change')}")
 c.check(wait_for(lambda: sim("led", "state").get("label") == "change" and
-                 sim("led", "state").get("number") == "39.60", 10),
+                 sim("led", "state").get("number") == "23.80", 10),
         f"the LED display shows the change: {sim('led', 'state')}")
-c.check(wait_for(lambda: sim("vfd", "screen").get("lines", [""])[1].endswith("39.60"), 10),
+c.check(wait_for(lambda: sim("vfd", "screen").get("lines", [""])[1].endswith("23.80"), 10),
         f"the VFD too: {sim('vfd', 'screen').get('lines')}")
 nl = None
 
@@ -101,7 +117,7 @@ def node_health():
     global nl
     nl = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "node", "list", "--store", STORE],
                         capture_output=True, text=True, timeout=30)
-    return all(f"{d}:ok" in nl.stdout for d in ("scanner", "vfd", "led"))
+    return all(f"{d}:ok" in nl.stdout for d in ("scanner", "vfd", "led", "scale"))
 
 
 c.check(wait_for(node_health, 10), f"the back office sees their health:\n{nl.stdout}")
