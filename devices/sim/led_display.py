@@ -17,8 +17,8 @@ Why it is built this way:
   character that is not a digit, a second '.', or too many digits) is counted (unknown) and
   skipped, and parsing goes on at the next byte that can start a command. Nothing a driver
   sends may raise out of the parser.
-- The transport loop, the control socket, garbage injection and disconnects are
-  vfd_display.py's Simulator, shared by both display simulators.
+- The transport, the control socket, garbage injection and disconnects are simcore.py's,
+  through vfd_display.py's display Simulator, shared by both display simulators.
 
 Run with Debian's /usr/bin/python3."""
 import os
