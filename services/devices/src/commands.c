@@ -29,6 +29,7 @@
     waits, and one ZCARD more per heartbeat.
     =========================================================================
 */
+#include "caller.h"
 #include "commands.h"
 #include <bus/keys.h>
 #include <ctype.h>
@@ -60,10 +61,7 @@ struct devices_commands {
 };
 
 /*  Who a register is: its store and register, from the caller's certificate. */
-typedef struct {
-    char store[BUS_ID_PART_MAX + 1];
-    char reg[BUS_ID_PART_MAX + 1];
-} s_node_id_t;
+typedef devices_node_id_t s_node_id_t;
 
 /* ---- answers ------------------------------------------------------------------------------ */
 
@@ -130,37 +128,10 @@ static bus_val_t *s_map_decode(const char *data, size_t len)
     return map;
 }
 
-/*  The register a register-method's caller is: the store and register of its certificate. A
-    body that names a store or register must name the same ones. Without identities
-    (development: busd --insecure) the body's store and register are taken. 0, or -1 after
-    answering on svc. (As node.hello's, devices.c.) */
 static int s_caller_node(devices_commands_t *self, bus_service_t *svc, const bus_val_t *body,
                          s_node_id_t *node)
 {
-    const bus_identity_t *me = bus_service_caller(svc);
-    const bus_val_t *bs = bus_val_map_get(body, "store"), *br = bus_val_map_get(body, "register");
-    const char *store = bs ? bus_val_get_str(bs, NULL) : NULL;
-    const char *reg = br ? bus_val_get_str(br, NULL) : NULL;
-    if ((bs && !bus_identity_id_ok(store)) || (br && !bus_identity_id_ok(reg)))
-        return s_bad(self, svc, "store and register, if given, must be ids (letters, digits, '_')");
-    if (me->role == BUS_ROLE_REGISTER) {
-        if ((store && strcmp(store, me->store)) || (reg && strcmp(reg, me->reg))) {
-            bus_stats_inc(self->c_other_register, 1);
-            return bus_service_error(svc, BUS_ERR_FORBIDDEN,
-                                     "register %s may speak only for itself, not %s/%s", me->name,
-                                     store ? store : me->store, reg ? reg : me->reg);
-        }
-        snprintf(node->store, sizeof(node->store), "%s", me->store);
-        snprintf(node->reg, sizeof(node->reg), "%s", me->reg);
-        return 0;
-    }
-    if (me->role != BUS_ROLE_UNCHECKED) /* the method table lets only registers this far */
-        return bus_service_error(svc, BUS_ERR_FORBIDDEN, "only a register's key may do this");
-    if (!store || !reg)
-        return s_bad(self, svc, "without identities (development), store and register required");
-    snprintf(node->store, sizeof(node->store), "%s", store);
-    snprintf(node->reg, sizeof(node->reg), "%s", reg);
-    return 0;
+    return devices_caller_node(svc, body, node, self->c_bad, self->c_other_register);
 }
 
 /*  Is store in the stores set? 0 yes, or -1 after answering unknown_store or a Redis failure. */

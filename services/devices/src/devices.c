@@ -41,6 +41,7 @@
 #include <bus/keys.h>
 #include <ctype.h>
 #include "commands.h"
+#include "caller.h"
 #include "config.h"
 #include "svc_main.h"
 #include "heartbeat_lua.h"
@@ -79,10 +80,7 @@ typedef struct {
 } s_devices_t;
 
 /*  Who a node is: its store and register, from the caller's certificate. */
-typedef struct {
-    char store[BUS_ID_PART_MAX + 1];
-    char reg[BUS_ID_PART_MAX + 1];
-} s_node_id_t;
+typedef devices_node_id_t s_node_id_t;
 
 /* ---- Redis failures (as in sales) ------------------------------------------------ */
 
@@ -229,38 +227,10 @@ static int s_devices_encode(const bus_val_t *list, bus_buf_t *out, char *why, si
     return rc;
 }
 
-/*  The node a register-method's caller is: the store and register of its certificate. A body
-    that names a store or register must name the same ones (a register acts only as itself).
-    Without identities (development: busd --insecure) the body's store and register are taken.
-    0, or -1 after answering on svc. */
 static int s_caller_node(s_devices_t *self, bus_service_t *svc, const bus_val_t *body,
                          s_node_id_t *node)
 {
-    const bus_identity_t *me = bus_service_caller(svc);
-    const bus_val_t *bs = bus_val_map_get(body, "store"), *br = bus_val_map_get(body, "register");
-    const char *store = bs ? bus_val_get_str(bs, NULL) : NULL;
-    const char *reg = br ? bus_val_get_str(br, NULL) : NULL;
-    if ((bs && !bus_identity_id_ok(store)) || (br && !bus_identity_id_ok(reg)))
-        return s_bad(self, svc, "store and register, if given, must be ids (letters, digits, '_')");
-    if (me->role == BUS_ROLE_REGISTER) {
-        if ((store && strcmp(store, me->store)) || (reg && strcmp(reg, me->reg))) {
-            /* before Redis is touched: no register describes another */
-            bus_stats_inc(self->c_other_register, 1);
-            return bus_service_error(svc, BUS_ERR_FORBIDDEN,
-                                     "register %s may speak only for itself, not %s/%s", me->name,
-                                     store ? store : me->store, reg ? reg : me->reg);
-        }
-        snprintf(node->store, sizeof(node->store), "%s", me->store);
-        snprintf(node->reg, sizeof(node->reg), "%s", me->reg);
-        return 0;
-    }
-    if (me->role != BUS_ROLE_UNCHECKED) /* the method table lets only registers this far */
-        return bus_service_error(svc, BUS_ERR_FORBIDDEN, "only a register's key may do this");
-    if (!store || !reg)
-        return s_bad(self, svc, "without identities (development), store and register required");
-    snprintf(node->store, sizeof(node->store), "%s", store);
-    snprintf(node->reg, sizeof(node->reg), "%s", reg);
-    return 0;
+    return devices_caller_node(svc, body, node, self->c_bad, self->c_other_register);
 }
 
 /* ---- node.hello ------------------------------------------------------------------ */
