@@ -21,25 +21,20 @@ Why it is built this way:
   scale moves or is overloaded, and for a load outside the zero range (2% of capacity from the
   load at power-up), which also sets the "outside zero range" bit until the next accepted Z; T
   is refused unless the scale is at rest with a positive weight. Refusals are counted.
-- One thread runs one select() loop over the transport, the control socket and a wake-up pipe;
-  all state is touched only by that thread. Replies may be held back (reply_delay_ms) or cut in
-  two (split_ms) to test a driver's reading; timed output is kept in a list the loop flushes.
-  Garbage can be sent at once or just before the next reply, where it meets the driver's reply
-  parser for sure. Scale (the in-process form) hands its calls to the loop through a queue.
+- The transport, the control socket, the loop and the thread runner are simcore.py's (one
+  thread, one select() loop; all state is touched only by that thread). Replies may be held
+  back (reply_delay_ms) or cut in two (split_ms) to test a driver's reading; timed output is
+  kept in a list the loop flushes. Garbage can be sent at once or just before the next reply,
+  where it meets the driver's reply parser for sure.
 
 Run with Debian's /usr/bin/python3."""
-import argparse
-import json
 import logging
 import os
-import queue
-import select
-import signal
-import socket
 import sys
-import threading
 import time
-import tty
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import simcore  # noqa: E402
 
 LOG = logging.getLogger("scale_8217")
 LOG.addHandler(logging.NullHandler())  # a library is silent unless its user sets up logging
@@ -47,8 +42,7 @@ LOG.addHandler(logging.NullHandler())  # a library is silent unless its user set
 # ---- defaults and limits (one table; the CLI help reads from it) ------------------------------
 CAPACITY_G = 15000        # over this (above zero) the scale is overloaded
 ZERO_RANGE_PERCENT = 2    # Z is accepted within this share of capacity around power-up zero
-READ_SIZE = 4096
-LOOP_TICK = 0.5           # seconds select() waits when nothing happens
+READ_SIZE = 4096          # bytes read from the host at a time (commands are one byte)
 
 STX, CR, LF = 0x02, 0x0D, 0x0A
 ST_MOVING = 0x01
@@ -209,181 +203,38 @@ class Model:
                 "weights_sent": self.weights_sent, "statuses_sent": self.statuses_sent}
 
 
-class Simulator:
-    """One scale on a pty or a TCP port, with an optional control socket. setup() opens
-    everything (the control socket last, so that its existence means ready); run() loops until
-    stop() or a quit command; close() releases everything and removes the symlink."""
+class Simulator(simcore.Simulator):
+    """One scale on a pty or a TCP port, with an optional control socket (simcore.Simulator):
+    replies go out through a list of timed writes the loop flushes."""
+    read_size = READ_SIZE
 
     def __init__(self, pty=None, tcp=None, control=None, capacity=CAPACITY_G):
-        if (pty is None) == (tcp is None):
-            raise ValueError("exactly one of pty and tcp")
         if capacity <= 0:
             raise ValueError("capacity must be positive")
-        self.link, self.tcp, self.control_path = pty, tcp, control
+        super().__init__(pty, tcp, control, LOG)
         self.model = Model(capacity)
-        self.connections = 0
-        self.master = self.slave = None
-        self.slave_name = None
-        self.listener = self.client = None
-        self.port = None
-        self.control = None
-        self.control_clients = {}   # socket -> pending input bytes
-        self.calls = queue.Queue()  # (fn, reply queue) from other threads
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_w, False)
-        self.stopping = False
         self.silent = False         # read commands, answer nothing
         self.reply_delay_ms = 0     # hold every reply back this long
         self.split_ms = 0           # send a reply's second half this much later
         self.pending = []           # [(due ms, bytes)] in order
         self.before_reply = b""     # garbage sent just before the next reply
 
-    # -- setup and teardown
-    def setup(self):
-        if self.link:
-            self._open_pty()
-        else:
-            host, _, port = self.tcp.rpartition(":")
-            if host != "127.0.0.1":
-                raise ValueError("--tcp listens on 127.0.0.1 only")
-            self.listener = socket.socket()
-            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.listener.bind((host, int(port)))
-            self.listener.listen(4)
-            self.port = self.listener.getsockname()[1]
-        if self.control_path:
-            if os.path.exists(self.control_path):
-                os.unlink(self.control_path)
-            self.control = socket.socket(socket.AF_UNIX)
-            self.control.bind(self.control_path)
-            self.control.listen(8)
-        LOG.info("ready: %s, capacity %d g", self.address(), self.model.capacity)
+    def ready_note(self):
+        return f", capacity {self.model.capacity} g"
 
-    def address(self):
-        return f"pty {self.link} -> {self.slave_name}" if self.link \
-            else f"tcp 127.0.0.1:{self.port}"
-
-    def _open_pty(self):
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        os.set_blocking(self.master, False)
-        self.slave_name = os.ttyname(self.slave)
-        tmp = f"{self.link}.{os.getpid()}.tmp"
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.symlink(self.slave_name, tmp)
-        if os.path.lexists(self.link) and not os.path.islink(self.link):
-            os.unlink(tmp)
-            raise ValueError(f"{self.link} exists and is not a symlink")
-        os.replace(tmp, self.link)
-        self.connections += 1
-
-    def _close_pty(self):
-        for fd in (self.master, self.slave):
-            if fd is not None:
-                os.close(fd)
-        self.master = self.slave = None
-
-    def close(self):
-        if self.link:
-            self._close_pty()
-            try:
-                if os.path.islink(self.link):
-                    os.unlink(self.link)
-            except OSError:
-                pass
-        for s in [self.client, self.listener, self.control, *self.control_clients]:
-            if s is not None:
-                s.close()
-        self.client = self.listener = self.control = None
-        self.control_clients = {}
-        if self.control_path and os.path.exists(self.control_path):
-            os.unlink(self.control_path)
-        for fd in (self.wake_r, self.wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    def log_stopped(self):
         LOG.info("stopped: %d requests, %d bytes received", self.model.requests,
                  self.model.bytes_received)
 
-    # -- the loop
-    def wake(self):
-        try:
-            os.write(self.wake_w, b"x")
-        except OSError:
-            pass
+    def timeout(self):
+        if self.pending:
+            return min(simcore.LOOP_TICK, max(0.0, (self.pending[0][0] - now_ms()) / 1000))
+        return simcore.LOOP_TICK
 
-    def stop(self):
-        self.stopping = True
-        self.wake()
+    def after_select(self, writable):
+        self._flush()
 
-    def run(self):
-        while not self.stopping:
-            readers = [self.wake_r]
-            if self.master is not None:
-                readers.append(self.master)
-            if self.client is not None:
-                readers.append(self.client)
-            if self.listener is not None and self.client is None:
-                readers.append(self.listener)
-            if self.control is not None:
-                readers.append(self.control)
-            readers += list(self.control_clients)
-            tick = LOOP_TICK
-            if self.pending:
-                tick = min(tick, max(0.0, (self.pending[0][0] - now_ms()) / 1000))
-            try:
-                ready, _, _ = select.select(readers, [], [], tick)
-            except InterruptedError:
-                continue
-            for r in ready:
-                if self.stopping:
-                    break
-                self._ready(r)
-            self._flush()
-            self._do_calls()
-
-    def _ready(self, r):
-        if r == self.wake_r:
-            try:
-                os.read(self.wake_r, 4096)
-            except BlockingIOError:
-                pass
-        elif r == self.master and self.master is not None:
-            try:
-                data = os.read(self.master, READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # EIO: no slave open; we hold one, so only transiently
-                return
-            self._receive(data)
-        elif r is self.listener:
-            try:
-                self.client, peer = self.listener.accept()
-            except OSError:
-                return
-            self.client.setblocking(False)
-            self.connections += 1
-            LOG.info("connection %d from %s:%d", self.connections, *peer)
-        elif r is self.client and self.client is not None:
-            try:
-                data = self.client.recv(READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                data = b""
-            if data:
-                self._receive(data)
-            else:
-                self._drop_client("the host closed the connection")
-        elif r is self.control:
-            c, _ = self.control.accept()
-            self.control_clients[c] = bytearray()
-        elif r in self.control_clients:
-            self._control_input(r)
-
-    def _receive(self, data):
+    def received(self, data):
         reply = self.model.receive(data)
         if not reply or self.silent:
             return
@@ -398,62 +249,16 @@ class Simulator:
 
     def _flush(self):
         while self.pending and self.pending[0][0] <= now_ms():
-            self._send(self.pending.pop(0)[1])
+            self.send(self.pending.pop(0)[1])
 
-    def _drop_client(self, why):
-        LOG.info("connection %d closed: %s", self.connections, why)
-        self.client.close()
-        self.client = None
+    def connection_lost(self):
         self.pending = []
 
-    def _send(self, data):
-        """Bytes to the host; dropped (and logged) when it is not there or not reading."""
-        try:
-            if self.master is not None:
-                os.write(self.master, data)
-            elif self.client is not None:
-                self.client.send(data)
-            else:
-                LOG.warning("no host connected: %d bytes of answer dropped", len(data))
-        except OSError as e:
-            LOG.warning("answer of %d bytes dropped: %s", len(data), e)
-
     # -- control
-    def _control_input(self, c):
-        try:
-            data = c.recv(65536)
-        except OSError:
-            data = b""
-        if not data:
-            del self.control_clients[c]
-            c.close()
-            return
-        buf = self.control_clients[c]
-        buf += data
-        while b"\n" in buf:
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
-            try:
-                req = json.loads(line)
-                if not isinstance(req, dict):
-                    raise ValueError("a command is a JSON object")
-                answer = self.command(req)
-            except (ValueError, KeyError, TypeError) as e:
-                answer = {"ok": False, "error": str(e)}
-            try:
-                c.settimeout(5)
-                c.sendall(json.dumps(answer).encode() + b"\n")
-                c.setblocking(False)
-            except OSError:
-                self.control_clients.pop(c, None)
-                c.close()
-                return
-
     def status(self):
         return {"ok": True, **self.model.status(), "silent": self.silent,
                 "reply_delay_ms": self.reply_delay_ms, "split_ms": self.split_ms,
-                "connections": self.connections, "address": self.address(),
-                "port": self.port, "link": self.link}
+                **self.transport_status()}
 
     @staticmethod
     def _ms(req, name):
@@ -463,7 +268,7 @@ class Simulator:
         return v
 
     def command(self, req):
-        """One control command (a dict as on the control socket); returns the answer dict."""
+        """The scale's control commands; disconnect, garbage and quit are simcore's."""
         cmd = req.get("cmd")
         if cmd == "status":
             return self.status()
@@ -475,56 +280,16 @@ class Simulator:
             self.reply_delay_ms = self._ms(req, "ms")
         elif cmd == "split_ms":
             self.split_ms = self._ms(req, "ms")
-        elif cmd == "disconnect":
-            self.pending = []
-            if self.link:  # the new pair first, so that it never gets the old one's name
-                old = (self.master, self.slave)
-                self._open_pty()
-                for fd in old:
-                    os.close(fd)
-                LOG.info("pty replaced: %s", self.address())
-            elif self.client is not None:
-                self._drop_client("disconnect requested on the control channel")
-            else:
-                return {"ok": False, "error": "no connection"}
-        elif cmd == "garbage":
-            data = bytes.fromhex(req["bytes"])
-            if req.get("next_reply"):
-                self.before_reply += data
-                return {"ok": True}
-            if self.master is None and self.client is None:
-                return {"ok": False, "error": "no connection"}
-            self._send(data)
-        elif cmd == "quit":
-            self.stop()
+        elif cmd == "garbage" and req.get("next_reply"):
+            self.before_reply += bytes.fromhex(req["bytes"])
+            return {"ok": True}
         else:
-            raise ValueError(f"unknown command {cmd!r}")
-        LOG.info("control: %s", json.dumps(req))
+            return super().command(req)
+        self.log_control(req)
         return {"ok": True}
 
-    def call(self, fn, timeout=10):
-        """Run fn() on the loop's thread and return its result (for Scale)."""
-        answer = queue.Queue()
-        self.calls.put((fn, answer))
-        self.wake()
-        ok, value = answer.get(timeout=timeout)
-        if not ok:
-            raise value
-        return value
 
-    def _do_calls(self):
-        while True:
-            try:
-                fn, answer = self.calls.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                answer.put((True, fn()))
-            except Exception as e:  # handed back to the calling thread
-                answer.put((False, e))
-
-
-class Scale:
+class Scale(simcore.Threaded):
     """The simulator on a thread of the calling process (tests):
 
         s = Scale(pty="/tmp/x/scale")   # or tcp="127.0.0.1:0"
@@ -533,40 +298,10 @@ class Scale:
     Every control command is a method: status(), set(**fields), silent(on), reply_delay_ms(ms),
     split_ms(ms), disconnect(), garbage(data), and command(dict) takes the control channel's
     JSON form."""
+    name = "scale_8217"
 
     def __init__(self, pty=None, tcp=None, control=None, capacity=CAPACITY_G):
-        self.sim = Simulator(pty, tcp, control, capacity)
-        self.thread = None
-
-    def start(self):
-        self.sim.setup()
-        self.thread = threading.Thread(target=self.sim.run, name="scale_8217", daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self):
-        if self.thread is not None:
-            self.sim.stop()
-            self.thread.join(10)
-            self.thread = None
-            self.sim.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def port(self):
-        return self.sim.port
-
-    @property
-    def link(self):
-        return self.sim.link
-
-    def command(self, req):
-        return self.sim.call(lambda: self.sim.command(req))
+        super().__init__(Simulator(pty, tcp, control, capacity))
 
     def status(self):
         return self.command({"cmd": "status"})
@@ -583,52 +318,22 @@ class Scale:
     def split_ms(self, ms):
         return self.command({"cmd": "split_ms", "ms": ms})
 
-    def disconnect(self):
-        return self.command({"cmd": "disconnect"})
-
     def garbage(self, data, next_reply=False):
         return self.command({"cmd": "garbage", "bytes": bytes(data).hex(),
                              "next_reply": next_reply})
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(
-        description="Mettler Toledo 8217 scale simulator (devices/sim/README.md)")
-    where = ap.add_mutually_exclusive_group(required=True)
-    where.add_argument("--pty", metavar="LINKPATH",
-                       help="open a pseudo-terminal and point the symlink LINKPATH at it")
-    where.add_argument("--tcp", metavar="127.0.0.1:PORT",
-                       help="listen on this address (port 0: any free port, see the log)")
-    ap.add_argument("--control", metavar="PATH", help="unix socket for JSON control commands")
+    ap = simcore.parser("Mettler Toledo 8217 scale simulator (devices/sim/README.md)")
     ap.add_argument("--capacity", type=int, default=CAPACITY_G,
                     help=f"capacity in grams (default {CAPACITY_G})")
     ap.add_argument("--grams", type=int, default=0, help="load on the platter at start")
-    ap.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
-    args = ap.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="scale_8217: %(levelname)s %(message)s")
-    try:
+
+    def make(args):
         sim = Simulator(args.pty, args.tcp, args.control, args.capacity)
         sim.model.grams = args.grams
-    except ValueError as e:
-        LOG.error("cannot start: %s", e)
-        return 2
-
-    def on_signal(signum, frame):
-        sim.stop()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        sim.setup()
-    except (ValueError, OSError) as e:
-        LOG.error("cannot start: %s", e)
-        sim.close()
-        return 2
-    try:
-        sim.run()
-    finally:
-        sim.close()
-    return 0
+        return sim
+    return simcore.main("scale_8217", ap, make, LOG, argv)
 
 
 if __name__ == "__main__":
