@@ -27,25 +27,20 @@ Why it is built this way:
   2, a double-width character twice its columns); trailing blanks are dropped; styles are kept
   beside the text (the "lines" list), never inside it, so the text of a receipt is exact.
   QR codes and barcodes appear as lines "[QR:<data>]" and "[BARCODE:<data>]", never padded.
-- One thread runs one select() loop over the transport, the control socket and a wake-up pipe;
-  all state is touched only by that thread. Printer (the in-process form) hands its calls to the
-  loop through a queue, so tests get the same behaviour as the program.
+- The transport, the control socket, the loop and the thread runner are simcore.py's: one
+  thread, one select() loop, all state touched only by that thread; Printer (the in-process
+  form) hands its calls to the loop, so tests get the same behaviour as the program.
 
 Run with Debian's /usr/bin/python3 (Pillow comes from python3-pil; without it receipts are not
 rendered as PNG, everything else works)."""
-import argparse
 import collections
-import json
 import logging
 import os
-import queue
-import select
-import signal
-import socket
 import sys
-import threading
-import tty
 import unicodedata
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import simcore  # noqa: E402
 
 try:
     from PIL import Image, ImageDraw, ImageFont
@@ -64,8 +59,6 @@ TAB_STEP = 8                        # default horizontal tab every 8 columns
 LENGTH_LIMIT = 1 << 20              # a declared data length above this is garbage, not data
 HELD_LIMIT = 4 << 20                # stop reading the transport while this much waits unprinted
 KEEP_RECEIPTS = 1000                # finished receipts kept in memory for the control channel
-READ_SIZE = 65536
-LOOP_TICK = 0.5                     # seconds select() waits when nothing happens
 FONT_PATH = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
 FONT_INDEX = 1                      # WenQuanYi Micro Hei Mono in the collection
 PNG_MARGIN = 16                     # dots of blank paper above and below the print
@@ -779,11 +772,10 @@ def _draw_char(img, draw, x, y, ch, s):
     return x + w
 
 
-# ---- the simulator: transport, control channel, loop --------------------------------------------
-class Simulator:
-    """One printer on a pty or a TCP port, with an optional control socket. setup() opens
-    everything (the control socket last, so that its existence means ready); run() loops until
-    stop() or a quit command; close() releases everything and removes the symlink."""
+# ---- the simulator: the printer on simcore's transport -------------------------------------------
+class Simulator(simcore.Simulator):
+    """One printer on a pty or a TCP port, with an optional control socket (simcore.Simulator)."""
+    ensure_ascii = False  # receipts hold Chinese text
 
     def __init__(self, pty=None, tcp=None, width=80, out=None, control=None, paper="ok",
                  paper_out_after_lines=None, keep=KEEP_RECEIPTS):
@@ -791,97 +783,27 @@ class Simulator:
             raise ValueError("exactly one of pty and tcp")
         if width not in PAPER_DOTS:
             raise ValueError("width must be 58 or 80")
-        self.link, self.tcp, self.width, self.out = pty, tcp, width, out
-        self.control_path, self.keep = control, keep
-        self.device = Device(width, self._on_receipt, self._send)
+        super().__init__(pty, tcp, control, LOG)
+        self.width, self.out, self.keep = width, out, keep
+        self.device = Device(width, self._on_receipt, self.send)
         self.device.engine.paper = paper
         self.device.engine.out_after = paper_out_after_lines
         self.receipts = collections.deque(maxlen=keep)
         self.receipt_count = 0
-        self.connections = 0
-        self.master = self.slave = None
-        self.listener = self.client = None
-        self.port = None
-        self.control = None
-        self.control_clients = {}   # socket -> pending input bytes
-        self.calls = queue.Queue()  # (fn, reply queue) from other threads
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_w, False)
-        self.stopping = False
         self.file_number = 0
 
-    # -- setup and teardown
     def setup(self):
         if self.out:
             os.makedirs(self.out, exist_ok=True)
             nums = [int(f[8:12]) for f in os.listdir(self.out)
                     if f.startswith("receipt-") and f[8:12].isdigit()]
             self.file_number = max(nums, default=0)
-        if self.link:
-            self._open_pty()
-        else:
-            host, _, port = self.tcp.rpartition(":")
-            if host != "127.0.0.1":
-                raise ValueError("--tcp listens on 127.0.0.1 only")
-            self.listener = socket.socket()
-            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.listener.bind((host, int(port)))
-            self.listener.listen(4)
-            self.port = self.listener.getsockname()[1]
-        if self.control_path:
-            if os.path.exists(self.control_path):
-                os.unlink(self.control_path)
-            self.control = socket.socket(socket.AF_UNIX)
-            self.control.bind(self.control_path)
-            self.control.listen(8)
-        LOG.info("ready: %s, %d mm paper, paper %s", self.address(), self.width,
-                 self.device.engine.paper)
+        super().setup()
 
-    def address(self):
-        return f"pty {self.link} -> {self.slave_name}" if self.link \
-            else f"tcp 127.0.0.1:{self.port}"
+    def ready_note(self):
+        return f", {self.width} mm paper, paper {self.device.engine.paper}"
 
-    def _open_pty(self):
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        os.set_blocking(self.master, False)
-        self.slave_name = os.ttyname(self.slave)
-        tmp = f"{self.link}.{os.getpid()}.tmp"
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.symlink(self.slave_name, tmp)
-        if os.path.lexists(self.link) and not os.path.islink(self.link):
-            os.unlink(tmp)
-            raise ValueError(f"{self.link} exists and is not a symlink")
-        os.replace(tmp, self.link)
-        self.connections += 1
-
-    def _close_pty(self):
-        for fd in (self.master, self.slave):
-            if fd is not None:
-                os.close(fd)
-        self.master = self.slave = None
-
-    def close(self):
-        if self.link:
-            self._close_pty()
-            try:
-                if os.path.islink(self.link):
-                    os.unlink(self.link)
-            except OSError:
-                pass
-        for s in [self.client, self.listener, self.control, *self.control_clients]:
-            if s is not None:
-                s.close()
-        self.client = self.listener = self.control = None
-        self.control_clients = {}
-        if self.control_path and os.path.exists(self.control_path):
-            os.unlink(self.control_path)
-        for fd in (self.wake_r, self.wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    def log_stopped(self):
         unfinished = self.device.engine.pending()
         if unfinished.lines:
             LOG.info("exit with an unfinished receipt of %d lines (no cut)",
@@ -889,96 +811,14 @@ class Simulator:
         LOG.info("stopped: %d receipts, %d bytes received", self.receipt_count,
                  self.device.bytes_received)
 
-    # -- the loop
-    def wake(self):
-        try:
-            os.write(self.wake_w, b"x")
-        except OSError:
-            pass
+    def reading(self):
+        return self.device.engine.held_bytes < HELD_LIMIT
 
-    def stop(self):
-        self.stopping = True
-        self.wake()
+    def received(self, data):
+        self.device.receive(data)
 
-    def run(self):
-        while not self.stopping:
-            readers = [self.wake_r]
-            reading = self.device.engine.held_bytes < HELD_LIMIT
-            if self.master is not None and reading:
-                readers.append(self.master)
-            if self.client is not None and reading:
-                readers.append(self.client)
-            if self.listener is not None and self.client is None:
-                readers.append(self.listener)
-            if self.control is not None:
-                readers.append(self.control)
-            readers += list(self.control_clients)
-            try:
-                ready, _, _ = select.select(readers, [], [], LOOP_TICK)
-            except InterruptedError:
-                continue
-            for r in ready:
-                if self.stopping:
-                    break
-                self._ready(r)
-            self._do_calls()
-
-    def _ready(self, r):
-        if r == self.wake_r:
-            try:
-                os.read(self.wake_r, 4096)
-            except BlockingIOError:
-                pass
-        elif r == self.master and self.master is not None:
-            try:
-                data = os.read(self.master, READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # EIO: no slave open; we hold one, so only transiently
-                return
-            self.device.receive(data)
-        elif r is self.listener:
-            try:
-                self.client, peer = self.listener.accept()
-            except OSError:
-                return
-            self.client.setblocking(False)
-            self.connections += 1
-            LOG.info("connection %d from %s:%d", self.connections, *peer)
-        elif r is self.client and self.client is not None:
-            try:
-                data = self.client.recv(READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                data = b""
-            if data:
-                self.device.receive(data)
-            else:
-                self._drop_client("the host closed the connection")
-        elif r is self.control:
-            c, _ = self.control.accept()
-            self.control_clients[c] = bytearray()
-        elif r in self.control_clients:
-            self._control_input(r)
-
-    def _drop_client(self, why):
-        LOG.info("connection %d closed: %s", self.connections, why)
-        self.client.close()
-        self.client = None
+    def connection_lost(self):
         self.device.connection_lost()
-
-    def _send(self, data):
-        """Bytes to the host; dropped (and logged) when it is not there or not reading."""
-        try:
-            if self.master is not None:
-                os.write(self.master, data)
-            elif self.client is not None:
-                self.client.send(data)
-            else:
-                LOG.warning("no host connected: %d bytes of answer dropped", len(data))
-        except OSError as e:
-            LOG.warning("answer of %d bytes dropped: %s", len(data), e)
 
     def _on_receipt(self, receipt, cut):
         self.receipt_count += 1
@@ -997,36 +837,6 @@ class Simulator:
                 render_png(receipt, self.width, base % ("receipt", self.file_number) + ".png")
 
     # -- control
-    def _control_input(self, c):
-        try:
-            data = c.recv(65536)
-        except OSError:
-            data = b""
-        if not data:
-            del self.control_clients[c]
-            c.close()
-            return
-        buf = self.control_clients[c]
-        buf += data
-        while b"\n" in buf:
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
-            try:
-                req = json.loads(line)
-                if not isinstance(req, dict):
-                    raise ValueError("a command is a JSON object")
-                answer = self.command(req)
-            except (ValueError, KeyError, TypeError) as e:
-                answer = {"ok": False, "error": str(e)}
-            try:
-                c.settimeout(5)
-                c.sendall(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
-                c.setblocking(False)
-            except OSError:
-                self.control_clients.pop(c, None)
-                c.close()
-                return
-
     def status(self):
         e, d = self.device.engine, self.device
         return {"ok": True, "paper": e.paper, "cover_open": e.cover_open,
@@ -1071,54 +881,17 @@ class Simulator:
             if req["kind"] not in ERRORS:
                 raise ValueError(f"error kind must be one of {', '.join(ERRORS)}")
             e.error = req["kind"]
-        elif cmd == "disconnect":
-            if self.link:  # the new pair first, so that it never gets the old one's name
-                old = (self.master, self.slave)
-                self._open_pty()
-                self.device.connection_lost()
-                for fd in old:
-                    os.close(fd)
-                LOG.info("pty replaced: %s", self.address())
-            elif self.client is not None:
-                self._drop_client("disconnect requested on the control channel")
-            else:
-                return {"ok": False, "error": "no connection"}
-        elif cmd == "garbage":
-            data = bytes.fromhex(req["bytes"])
-            if self.master is None and self.client is None:
-                return {"ok": False, "error": "no connection"}
-            self._send(data)
-        elif cmd == "quit":
-            self.stop()
         else:
-            raise ValueError(f"unknown command {cmd!r}")
-        LOG.info("control: %s", json.dumps(req, ensure_ascii=False))
+            answer = super().command(req)  # disconnect, garbage, quit
+            if answer["ok"]:
+                e.run()
+            return answer
+        self.log_control(req)
         e.run()  # back online: print what was held
         return {"ok": True}
 
-    def call(self, fn, timeout=10):
-        """Run fn() on the loop's thread and return its result (for Printer)."""
-        answer = queue.Queue()
-        self.calls.put((fn, answer))
-        self.wake()
-        ok, value = answer.get(timeout=timeout)
-        if not ok:
-            raise value
-        return value
 
-    def _do_calls(self):
-        while True:
-            try:
-                fn, answer = self.calls.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                answer.put((True, fn()))
-            except Exception as e:  # handed back to the calling thread
-                answer.put((False, e))
-
-
-class Printer:
+class Printer(simcore.Threaded):
     """The simulator on a thread of the calling process (tests):
 
         p = Printer(tcp="127.0.0.1:0", width=80)   # or pty="/tmp/x/printer"
@@ -1127,41 +900,11 @@ class Printer:
     Every control command is a method: status(), receipts(), set_paper(state),
     paper_out_after_lines(n), set_cover(open), set_drawer(open), set_error(kind), disconnect(),
     garbage(data), and command(dict) takes the control channel's JSON form."""
+    name = "escpos_printer"
 
     def __init__(self, pty=None, tcp=None, width=80, out=None, control=None, paper="ok",
                  paper_out_after_lines=None):
-        self.sim = Simulator(pty, tcp, width, out, control, paper, paper_out_after_lines)
-        self.thread = None
-
-    def start(self):
-        self.sim.setup()
-        self.thread = threading.Thread(target=self.sim.run, name="escpos_printer", daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self):
-        if self.thread is not None:
-            self.sim.stop()
-            self.thread.join(10)
-            self.thread = None
-            self.sim.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def port(self):
-        return self.sim.port
-
-    @property
-    def link(self):
-        return self.sim.link
-
-    def command(self, req):
-        return self.sim.call(lambda: self.sim.command(req))
+        super().__init__(Simulator(pty, tcp, width, out, control, paper, paper_out_after_lines))
 
     def status(self):
         return self.command({"cmd": "status"})
@@ -1184,57 +927,23 @@ class Printer:
     def set_error(self, kind):
         return self.command({"cmd": "error", "kind": kind})
 
-    def disconnect(self):
-        return self.command({"cmd": "disconnect"})
-
-    def garbage(self, data):
-        return self.command({"cmd": "garbage", "bytes": bytes(data).hex()})
-
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(
-        description="ESC/POS receipt printer simulator (devices/sim/README.md)")
-    where = ap.add_mutually_exclusive_group(required=True)
-    where.add_argument("--pty", metavar="LINKPATH",
-                       help="open a pseudo-terminal and point the symlink LINKPATH at it")
-    where.add_argument("--tcp", metavar="127.0.0.1:PORT",
-                       help="listen on this address (port 0: any free port, see the log)")
+    ap = simcore.parser("ESC/POS receipt printer simulator (devices/sim/README.md)")
     ap.add_argument("--width", type=int, choices=sorted(PAPER_DOTS), default=80,
                     help="paper width in mm (default 80: 48 columns; 58: 32 columns)")
     ap.add_argument("--out", metavar="DIR",
                     help="write receipt-NNNN.txt, receipt-NNNN.png and raw-NNNN.bin here")
-    ap.add_argument("--control", metavar="PATH", help="unix socket for JSON control commands")
     ap.add_argument("--paper", choices=PAPER_STATES, default="ok", help="paper at start")
     ap.add_argument("--paper-out-after-lines", type=int, metavar="N",
                     help="run out of paper after printing N lines")
     ap.add_argument("--keep", type=int, default=KEEP_RECEIPTS,
                     help=f"receipts kept for the control channel (default {KEEP_RECEIPTS})")
-    ap.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
-    args = ap.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="escpos_printer: %(levelname)s %(message)s")
-    try:
-        sim = Simulator(args.pty, args.tcp, args.width, args.out, args.control, args.paper,
-                        args.paper_out_after_lines, max(1, args.keep))
-    except ValueError as e:
-        LOG.error("cannot start: %s", e)
-        return 2
-
-    def on_signal(signum, frame):
-        sim.stop()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        sim.setup()
-    except (ValueError, OSError) as e:
-        LOG.error("cannot start: %s", e)
-        sim.close()
-        return 2
-    try:
-        sim.run()
-    finally:
-        sim.close()
-    return 0
+    return simcore.main(
+        "escpos_printer", ap,
+        lambda args: Simulator(args.pty, args.tcp, args.width, args.out, args.control,
+                               args.paper, args.paper_out_after_lines, max(1, args.keep)),
+        LOG, argv)
 
 
 if __name__ == "__main__":
