@@ -9,141 +9,29 @@ crashing and recover on ESC @; the LED display must show the number and label se
 malformed numbers; both must send injected garbage to the host, survive a disconnect (the pty
 is replaced, a TCP client dropped; a command cut by it is counted), and exit 0 on SIGTERM,
 removing the symlink and the control socket."""
-import json
 import os
 import random
-import select
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
-import tty
 
-SRC = os.environ.get("POSBUS_SRC", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
-sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
+from simtest import WAIT, Feed, Program, PtyHost, kill_all  # noqa: E402 (sys.path too)
 from harness import Checks  # noqa: E402
 from led_display import LED  # noqa: E402
 from vfd_display import VFD  # noqa: E402
 
-PY = "/usr/bin/python3"
-WAIT = 10.0  # seconds anything may take before the check fails
 BLANK = " " * 20
-SIMS = []
 
 
-class Program:
-    """A simulator as a program in a temporary directory, with its control socket."""
-
-    def __init__(self, tmp, script, query, *args):
-        SIMS.append(self)
-        self.dir = tempfile.mkdtemp(dir=tmp)
-        self.query = query
-        self.control = os.path.join(self.dir, "control.sock")
-        self.link = os.path.join(self.dir, "display.tty")
-        self.log = open(os.path.join(self.dir, "stderr.log"), "w+")
-        self.proc = subprocess.Popen(
-            [PY, os.path.join(SRC, "devices", "sim", script), "--pty", self.link,
-             "--control", self.control, *args], stderr=self.log)
-        deadline = time.time() + WAIT
-        while not os.path.exists(self.control):
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"{script} did not start: {self.stderr()}")
-            time.sleep(0.05)
-
-    def stderr(self):
-        self.log.seek(0)
-        return self.log.read()
-
-    def ctl(self, cmd, **kw):
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(WAIT)
-            s.connect(self.control)
-            s.sendall(json.dumps({"cmd": cmd, **kw}).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        return json.loads(buf)
-
-    def wait(self, pred):
-        """The state once pred(state) holds, or the last one after WAIT."""
-        deadline = time.time() + WAIT
-        while True:
-            st = self.ctl(self.query)
-            if pred(st) or time.time() > deadline:
-                return st
-            time.sleep(0.05)
-
-    def terminate(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return None
-
-
-class PtyHost:
-    """The driver's side of the pty: the symlink opened like a serial port, raw."""
-
-    def __init__(self, link):
-        self.fd = os.open(link, os.O_RDWR | os.O_NOCTTY)
-        tty.setraw(self.fd)
-
-    def send(self, data):
-        while data:
-            data = data[os.write(self.fd, data):]
-
-    def read(self, n, timeout=2.0):
-        out = b""
-        deadline = time.time() + timeout
-        while len(out) < n:
-            left = deadline - time.time()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                break
-            try:
-                chunk = os.read(self.fd, n - len(out))
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return out
-
-    def hung_up(self):
-        """Whether the other side is gone: a read ends with EIO or end of file at once."""
-        if not select.select([self.fd], [], [], 2.0)[0]:
-            return False
-        try:
-            return os.read(self.fd, 1) == b""
-        except OSError:
-            return True
-
-    def close(self):
-        os.close(self.fd)
-
-
-def settle(sim, total):
-    """Wait until the simulator has received total bytes."""
-    return sim.wait(lambda st: st["bytes_received"] >= total)
+def start(tmp, script, query):
+    d = tempfile.mkdtemp(dir=tmp)
+    return Program(script, d, "--pty", os.path.join(d, "display.tty"), query=query)
 
 
 def test_vfd_program(c, tmp):
-    sim = Program(tmp, "vfd_display.py", "screen")
+    sim = start(tmp, "vfd_display.py", "screen")
     host = PtyHost(sim.link)
-    sent = 0
-
-    def send(data):
-        nonlocal sent
-        host.send(data)
-        sent += len(data)
-        return settle(sim, sent)
+    send = Feed(sim, host)
 
     st = sim.ctl("screen")
     c.eq(st["lines"], [BLANK, BLANK], "vfd: blank at start")
@@ -190,13 +78,11 @@ def test_vfd_program(c, tmp):
     c.eq(host.read(3), b"\xff\x00\xaa", "vfd: the host receives the injected garbage")
 
     # disconnect: the old pty hangs up, the link points at a new one, a cut command is counted
-    host.send(b"\x1f$\x01")
-    sent += 3
-    settle(sim, sent)
+    send(b"\x1f$\x01")
     c.eq(sim.ctl("disconnect").get("ok"), True, "vfd: disconnect accepted")
     c.check(host.hung_up(), "vfd: after a disconnect the old pty hangs up")
     host.close()
-    host = PtyHost(sim.link)
+    host = send.host = PtyHost(sim.link)
     st = send(b"\x1f$\x01\x02again")
     c.eq(st["lines"][1], "again" + " " * 15, "vfd: after a disconnect the new pty works")
     c.eq(st["incomplete"], 1, "vfd: the command cut by the disconnect is counted")
@@ -209,15 +95,9 @@ def test_vfd_program(c, tmp):
 
 
 def test_led_program(c, tmp):
-    sim = Program(tmp, "led_display.py", "state")
+    sim = start(tmp, "led_display.py", "state")
     host = PtyHost(sim.link)
-    sent = 0
-
-    def send(data):
-        nonlocal sent
-        host.send(data)
-        sent += len(data)
-        return settle(sim, sent)
+    send = Feed(sim, host)
 
     st = sim.ctl("state")
     c.eq([st["number"], st["label"]], ["0", "none"], "led: 0 and no label at start")
@@ -242,13 +122,11 @@ def test_led_program(c, tmp):
          "led: after garbage, eight digits with the received label")
     c.eq(sim.ctl("garbage", bytes="0d0a").get("ok"), True, "led: garbage injection accepted")
     c.eq(host.read(2), b"\r\n", "led: the host receives the injected garbage")
-    host.send(b"\x1bQA9")
-    sent += 4
-    settle(sim, sent)
+    send(b"\x1bQA9")
     c.eq(sim.ctl("disconnect").get("ok"), True, "led: disconnect accepted")
     c.check(host.hung_up(), "led: after a disconnect the old pty hangs up")
     host.close()
-    host = PtyHost(sim.link)
+    host = send.host = PtyHost(sim.link)
     st = send(b"\x1bs1\x1bQA3.50\r")
     c.eq([st["number"], st["label"], st["incomplete"]], ["3.50", "price", 1],
          "led: after a disconnect the new pty works; the cut number is counted, not shown")
@@ -298,9 +176,7 @@ def main():
         test_led_program(c, tmp)
         test_modules_tcp(c)
     finally:
-        for sim in SIMS:
-            if sim.terminate() is None:
-                print(sim.stderr())
+        kill_all()
     c.finish()
 
 

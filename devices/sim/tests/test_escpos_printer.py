@@ -8,30 +8,18 @@ cut) must come out with exactly its lines; DLE EOT 1..4 must answer the document
 paper ok, near end, out and cover open; a receipt interrupted by paper end must come out the
 same as without the interruption; garbage and a command cut by a disconnect must be counted,
 not crash it; drawer pulses are counted; SIGTERM exits 0 and removes the symlink."""
-import json
 import os
 import random
-import select
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
-import tty
 
-SRC = os.environ.get("POSBUS_SRC", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
-sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
+from simtest import ANSWER, WAIT, Program, PtyHost, TcpHost, kill_all  # noqa: E402 (sys.path)
 from harness import Checks, free_port  # noqa: E402
 import escpos_printer  # noqa: E402
 from escpos_printer import Printer, decode  # noqa: E402
-
-SIM = os.path.join(SRC, "devices", "sim", "escpos_printer.py")
-PY = "/usr/bin/python3"
-WAIT = 10.0     # seconds anything may take before the check fails
-ANSWER = 2.0    # seconds a real-time status answer may take
 
 ESC, GS, FS = b"\x1b", b"\x1d", b"\x1c"
 INIT = ESC + b"@"
@@ -88,119 +76,9 @@ def long_receipt_bytes(cols):
     return raw
 
 
-SIMS = []  # every simulator started, stopped at the end whatever happened
-
-
-class Sim:
-    """The simulator as a program in a temporary directory, with its control socket."""
-
-    def __init__(self, tmp, name, *args):
-        SIMS.append(self)
-        self.dir = os.path.join(tmp, name)
-        os.makedirs(self.dir)
-        self.control = os.path.join(self.dir, "control.sock")
-        self.log = open(os.path.join(self.dir, "stderr.log"), "w+")
-        self.proc = subprocess.Popen([PY, SIM, "--control", self.control, *args],
-                                     stderr=self.log)
-        deadline = time.time() + WAIT
-        while not os.path.exists(self.control):
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"{name} did not start: {self.stderr()}")
-            time.sleep(0.05)
-
-    def stderr(self):
-        self.log.seek(0)
-        return self.log.read()
-
-    def ctl(self, cmd, **kw):
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(WAIT)
-            s.connect(self.control)
-            s.sendall(json.dumps({"cmd": cmd, **kw}).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        return json.loads(buf)
-
-    def wait(self, pred, what=""):
-        deadline = time.time() + WAIT
-        while True:
-            st = self.ctl("status")
-            if pred(st) or time.time() > deadline:
-                return st
-            time.sleep(0.05)
-
-    def terminate(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return None
-
-
-class PtyHost:
-    """The driver's side of the pty: the symlink opened like a serial port, raw."""
-
-    def __init__(self, link):
-        self.fd = os.open(link, os.O_RDWR | os.O_NOCTTY)
-        tty.setraw(self.fd)
-
-    def send(self, data):
-        while data:
-            data = data[os.write(self.fd, data):]
-
-    def read(self, n=1, timeout=ANSWER):
-        out = b""
-        deadline = time.time() + timeout
-        while len(out) < n:
-            left = deadline - time.time()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                break
-            try:
-                chunk = os.read(self.fd, n - len(out))
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return out
-
-    def drain(self):
-        while self.read(4096, 0.05):
-            pass
-
-    def close(self):
-        os.close(self.fd)
-
-
-class TcpHost:
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port), WAIT)
-        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def send(self, data):
-        self.s.sendall(data)
-
-    def read(self, n=1, timeout=ANSWER):
-        out = b""
-        deadline = time.time() + timeout
-        while len(out) < n:
-            left = deadline - time.time()
-            if left <= 0 or not select.select([self.s], [], [], left)[0]:
-                break
-            chunk = self.s.recv(n - len(out))
-            if not chunk:
-                break
-            out += chunk
-        return out
-
-    def close(self):
-        self.s.close()
+def start_sim(tmp, name, *args):
+    """The simulator as a program in tmp/name, with its control socket."""
+    return Program("escpos_printer.py", os.path.join(tmp, name), *args)
 
 
 def ask(host, n):
@@ -265,7 +143,7 @@ def test_paper_end(c, sim, host, long, expect, n):
 def test_pty_receipt(c, tmp):
     out = os.path.join(tmp, "out80")
     link = os.path.join(tmp, "printer80")
-    sim = Sim(tmp, "pty80", "--pty", link, "--width", "80", "--out", out)
+    sim = start_sim(tmp, "pty80", "--pty", link, "--width", "80", "--out", out)
     c.check(os.path.islink(link) and os.readlink(link).startswith("/dev/pts/"),
             "pty: the symlink points at a pseudo-terminal", actual=os.path.realpath(link))
     host = PtyHost(link)
@@ -383,7 +261,7 @@ def test_pty_receipt(c, tmp):
 def test_tcp(c, tmp):
     out = os.path.join(tmp, "out58")
     port = free_port()
-    sim = Sim(tmp, "tcp58", "--tcp", f"127.0.0.1:{port}", "--width", "58", "--out", out)
+    sim = start_sim(tmp, "tcp58", "--tcp", f"127.0.0.1:{port}", "--width", "58", "--out", out)
     host = TcpHost(port)
     raw, lines = receipt_bytes(32)
     host.send(raw)
@@ -530,10 +408,7 @@ def main():
         test_tcp(c, tmp)
         test_module(c, tmp)
     finally:
-        for sim in SIMS:
-            if sim.proc.poll() is None:
-                sim.proc.kill()
-                sim.proc.wait()
+        kill_all()
         shutil.rmtree(tmp, ignore_errors=True)
     c.finish()
 

@@ -8,27 +8,16 @@ documented bits while moving, overloaded or negative; moving_for_ms must turn in
 weight after it; Z, T and C must change what W answers (and be refused where a scale refuses
 them); garbage goes to the host as sent; a disconnect gives a fresh pty that answers; SIGTERM
 exits 0 and removes the symlink and the control socket."""
-import json
 import os
 import select
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import tty
 
-SRC = os.environ.get("POSBUS_SRC", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
-sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
+from simtest import Program, PtyHost, TcpHost  # noqa: E402 (sys.path too)
 from harness import Checks  # noqa: E402
 from scale_8217 import Scale, Model  # noqa: E402
 
-SIM = os.path.join(SRC, "devices", "sim", "scale_8217.py")
-PY = "/usr/bin/python3"
-WAIT = 10.0     # seconds anything may take before the check fails
 ANSWER = 1.0    # seconds a reply may take
 
 STX, CR = b"\x02", b"\x0d"
@@ -42,103 +31,19 @@ def status(bits):
     return STX + b"?" + bytes([0x40 | bits]) + CR
 
 
-class PtyHost:
-    """The driver's side of the pty: the symlink opened like a serial port, raw."""
-
-    def __init__(self, link):
-        self.fd = os.open(link, os.O_RDWR | os.O_NOCTTY)
-        tty.setraw(self.fd)
-
-    def send(self, data):
-        while data:
-            data = data[os.write(self.fd, data):]
-
-    def read_reply(self, timeout=ANSWER):
-        """Bytes up to and including the first CR (or what came before the timeout)."""
-        out = b""
-        deadline = time.time() + timeout
-        while not out.endswith(CR):
-            left = deadline - time.time()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                break
-            try:
-                chunk = os.read(self.fd, 1)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return out
-
-    def quiet(self, timeout=0.3):
-        """Whether nothing arrives within timeout."""
-        return not select.select([self.fd], [], [], timeout)[0]
-
-    def close(self):
-        os.close(self.fd)
-
-
-class TcpHost(PtyHost):
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port), WAIT)
-        self.fd = self.s.fileno()
-
-    def send(self, data):
-        self.s.sendall(data)
-
-    def close(self):
-        self.s.close()
-
-
-class Sim:
-    """The simulator as a program, with its control socket."""
-
-    def __init__(self, tmp, *args):
-        self.control = os.path.join(tmp, "control.sock")
-        self.log = open(os.path.join(tmp, "stderr.log"), "w+")
-        self.proc = subprocess.Popen([PY, SIM, "--control", self.control, *args],
-                                     stderr=self.log)
-        deadline = time.time() + WAIT
-        while not os.path.exists(self.control):
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the simulator did not start: {self.stderr()}")
-            time.sleep(0.05)
-
-    def stderr(self):
-        self.log.seek(0)
-        return self.log.read()
-
-    def ctl(self, cmd, **kw):
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(WAIT)
-            s.connect(self.control)
-            s.sendall(json.dumps({"cmd": cmd, **kw}).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        return json.loads(buf)
-
-    def terminate(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return None
+def reply(host):
+    """The bytes up to and including the first CR (or what came within ANSWER)."""
+    return host.read_until(CR, ANSWER)
 
 
 def ask(host, cmd=b"W"):
     host.send(cmd)
-    return host.read_reply()
+    return reply(host)
 
 
 def test_program(c, tmp):
     link = os.path.join(tmp, "scale.tty")
-    sim = Sim(tmp, "--pty", link)
+    sim = Program("scale_8217.py", tmp, "--pty", link)
     try:
         c.check(os.path.islink(link), "the control socket exists only once the symlink does")
         host = PtyHost(link)
@@ -196,10 +101,10 @@ def test_program(c, tmp):
                 "an unknown byte is not answered and counted")
         # the host's side: garbage as sent, a split reply, a disconnect
         sim.ctl("garbage", bytes="ff02303d0d")
-        got = host.read_reply()
+        got = reply(host)
         c.eq(got, bytes.fromhex("ff02303d0d"), "garbage reaches the host as sent")
         sim.ctl("garbage", bytes="0d02ff", next_reply=True)
-        c.eq(ask(host, b"W") + host.read_reply(), bytes.fromhex("0d") + bytes.fromhex("02ff") +
+        c.eq(ask(host, b"W") + reply(host), bytes.fromhex("0d") + bytes.fromhex("02ff") +
              weight("01.000"), "garbage with next_reply: sent just before the next reply")
         sim.ctl("split_ms", ms=200)
         host.send(b"W")
@@ -207,7 +112,7 @@ def test_program(c, tmp):
         deadline = time.time() + 0.1
         while time.time() < deadline and select.select([host.fd], [], [], 0.05)[0]:
             part += os.read(host.fd, 16)
-        rest = host.read_reply()
+        rest = reply(host)
         c.check(part == weight("01.000")[:4] and part + rest == weight("01.000"),
                 "split_ms: the reply comes in two halves", weight("01.000"), (part, rest))
         sim.ctl("split_ms", ms=0)

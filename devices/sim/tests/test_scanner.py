@@ -12,24 +12,15 @@ is refused, the next client gets the next code."""
 import json
 import os
 import select
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import termios
 import time
 import tty
 
-SRC = os.environ.get("POSBUS_SRC", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
-sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
+from simtest import WAIT, Program  # noqa: E402 (sys.path too)
 from harness import Checks, wait_for  # noqa: E402
 from scanner import Scanner  # noqa: E402
-
-SIM = os.path.join(SRC, "devices", "sim", "scanner.py")
-PY = "/usr/bin/python3"
-WAIT = 10.0  # seconds anything may take before the check fails
 
 c = Checks("sim.test_scanner")
 tmp = tempfile.mkdtemp(prefix="posbus-scanner-")
@@ -71,10 +62,10 @@ class Control:
 
 
 # ---- the program on a pty ------------------------------------------------------------------
-link, ctl = os.path.join(tmp, "scanner.tty"), os.path.join(tmp, "scanner.ctl")
-prog = subprocess.Popen([PY, SIM, "--pty", link, "--control", ctl], stderr=subprocess.PIPE,
-                        text=True)
-c.check(wait_for(lambda: os.path.exists(ctl), WAIT), "the control socket appears (ready)")
+link = os.path.join(tmp, "scanner.tty")
+prog = Program("scanner.py", tmp, "--pty", link)  # waits for the control socket (ready)
+ctl = prog.control
+c.check(os.path.exists(ctl), "the control socket appears (ready)")
 c.check(os.path.islink(link) and os.readlink(link).startswith("/dev/pts/"),
         "the symlink points at a pty slave")
 cmd = Control(ctl)
@@ -137,16 +128,10 @@ c.eq(read_exact(fd, 10)[0], b"96385074\r\n", "a code scanned meanwhile waits for
 c.eq(cmd(cmd="status")["connections"], 2, "connections counts pty pairs")
 os.close(fd)
 
-prog.send_signal(signal.SIGTERM)
-try:
-    rc = prog.wait(WAIT)
-except subprocess.TimeoutExpired:
-    prog.kill()
-    rc = None
-c.eq(rc, 0, "SIGTERM exits 0")
+c.eq(prog.terminate(), 0, "SIGTERM exits 0")
 c.check(not os.path.lexists(link) and not os.path.exists(ctl),
         "symlink and control socket removed")
-err = prog.stderr.read()
+err = prog.stderr()
 c.check("ready: pty" in err and "Traceback" not in err, "its log says ready, no traceback",
         None, err[-500:])
 
