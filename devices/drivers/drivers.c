@@ -9,10 +9,16 @@
 #include "escpos.h"
 #include "scanner.h"
 #include "toledo8217.h"
+#include "zvt.h"
 
 const node_driver_t *const drivers_all[] = {
-    &escpos_printer_driver, &serial_scanner_driver, &vfd_driver,
-    &led_price_driver,      &toledo8217_driver,     NULL,
+    &escpos_printer_driver,
+    &serial_scanner_driver,
+    &vfd_driver,
+    &led_price_driver,
+    &toledo8217_driver,
+    &zvt_driver,
+    NULL,
 };
 
 const node_driver_t *drivers_find(const char *name)

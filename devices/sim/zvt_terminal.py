@@ -1,0 +1,770 @@
+#!/usr/bin/python3
+"""A ZVT card terminal simulator: tests and `make demo` use it in place of a card terminal, and
+the zvt driver is tested against it, so it speaks the real byte protocol (docs:
+devices/sim/README.md; protocol summary: section 4 of protocols.md).
+
+Why it is built this way:
+
+- Two layers, as in ZVT. The link layer (serial: DLE STX APDU DLE ETX CRC-lo CRC-hi, DLE
+  doubled, CRC-16/KERMIT over the unstuffed APDU and ETX, every frame answered ACK 06 or NAK 15,
+  a frame resent after a NAK or a missing ACK at most twice; TCP: the bare APDU) moves APDUs.
+  The terminal (Terminal) takes APDUs and produces a script of APDUs for the dialogue.
+- The dialogue is the terminal as master: after the command's 80 00 00 it sends each message
+  (04 FF intermediate status, 04 0F status, 06 D1 print line, 06 0F completion / 06 1E abort)
+  only after the ECR answered the previous one with 80 00 00, each after its delay (slow mode
+  spreads the statuses over seconds).
+- Faults are one-shot and named after what a driver must survive: lost_ack (the next frame
+  from the ECR is dropped unanswered, so only a resend gets through), nak (the next frame is
+  NAKed once), bad_crc (the next frame the terminal sends carries a wrong CRC; a NAK makes it
+  send it again, correctly), lost_answer (the next authorization is booked, then the terminal
+  says nothing more: no 04 0F, no 06 0F). A later repeat receipt (06 20) answers the last
+  transaction's 04 0F again, so an ECR can find out what happened without charging twice.
+- One thread runs one select() loop over the transport, the control socket and a wake-up
+  pipe; all state is touched only by it. Terminal (the in-process form) hands its calls to the
+  loop through a queue.
+
+Run with Debian's /usr/bin/python3."""
+import argparse
+import json
+import logging
+import os
+import queue
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import tty
+
+LOG = logging.getLogger("zvt_terminal")
+LOG.addHandler(logging.NullHandler())
+
+# ---- defaults and limits ------------------------------------------------------------------
+READ_SIZE = 4096
+LOOP_TICK = 0.1            # seconds select() waits when nothing happens
+ACK_TIMEOUT = 2.0          # seconds the terminal waits for the ECR's ACK before resending
+RETRIES = 2                # resends of one frame
+STEP_DELAY = 0.05          # seconds between the messages of a normal dialogue
+SLOW_SECONDS = 3.0         # slow mode: the intermediate statuses spread over this
+APDU_MAX = 65535
+TRACE_FIRST, RECEIPT_FIRST = 100, 1
+TERMINAL_ID = 12345678
+CARD_NAME = b"Girocard"
+
+DLE, STX, ETX, ACK, NAK = 0x10, 0x02, 0x03, 0x06, 0x15
+RC_APPROVED, RC_DECLINED, RC_NOT_POSSIBLE, RC_NO_TRANSACTION = 0x00, 0x05, 0x83, 0xFF
+TX_MODES = ("approve", "decline", "slow", "lost_answer")
+LINK_MODES = ("lost_ack", "nak", "bad_crc")
+
+
+def crc16(data, crc=0):
+    """CRC-16/KERMIT: reflected polynomial 0x8408, initial value 0, no final xor."""
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc
+
+
+def frame(apdu, bad_crc=False):
+    """The serial frame of an APDU (optionally with a wrong CRC)."""
+    crc = crc16(bytes(apdu) + bytes([ETX]))
+    if bad_crc:
+        crc ^= 0xFFFF
+    return (bytes([DLE, STX]) + bytes(apdu).replace(b"\x10", b"\x10\x10") +
+            bytes([DLE, ETX, crc & 0xFF, crc >> 8]))
+
+
+def apdu(cls, ins, data=b""):
+    data = bytes(data)
+    if len(data) < 0xFF:
+        return bytes([cls, ins, len(data)]) + data
+    return bytes([cls, ins, 0xFF, len(data) & 0xFF, len(data) >> 8]) + data
+
+
+def bcd(value, nbytes):
+    digits = f"{value:0{2 * nbytes}d}"
+    if len(digits) > 2 * nbytes:
+        raise ValueError(f"{value} does not fit {nbytes} BCD bytes")
+    return bytes.fromhex(digits)
+
+
+def unbcd(data):
+    return int(bytes(data).hex())
+
+
+def apdu_data(a):
+    return a[5:] if len(a) >= 5 and a[2] == 0xFF else a[3:]
+
+
+class Parser:
+    """Bytes in any chunks -> units: ("ack",), ("nak",), ("frame", apdu), ("bad", apdu); for TCP
+    only ("frame", apdu). Noise between frames is counted and skipped."""
+
+    def __init__(self, tcp):
+        self.tcp = tcp
+        self.state = "idle"
+        self.buf = bytearray()
+        self.crc = bytearray()
+        self.noise = 0
+
+    def feed(self, data):
+        out = []
+        for b in data:
+            u = self._tcp(b) if self.tcp else self._serial(b)
+            if u:
+                out.append(u)
+        return out
+
+    def _tcp(self, b):
+        self.buf.append(b)
+        need = None
+        if len(self.buf) >= 3 and self.buf[2] != 0xFF:
+            need = 3 + self.buf[2]
+        elif len(self.buf) >= 5:
+            need = 5 + (self.buf[3] | self.buf[4] << 8)
+        if need is not None and len(self.buf) == need:
+            a, self.buf = bytes(self.buf), bytearray()
+            return ("frame", a)
+        return None
+
+    def _serial(self, b):
+        s = self.state
+        if s == "idle":
+            if b == ACK:
+                return ("ack",)
+            if b == NAK:
+                return ("nak",)
+            if b == DLE:
+                self.state = "dle"
+            else:
+                self.noise += 1
+        elif s == "dle":
+            self.state = "data" if b == STX else "idle"
+            self.buf = bytearray()
+        elif s == "data":
+            if b == DLE:
+                self.state = "data_dle"
+            elif len(self.buf) < APDU_MAX:
+                self.buf.append(b)
+            else:
+                self.state = "idle"
+        elif s == "data_dle":
+            if b == DLE:
+                self.buf.append(b)
+                self.state = "data"
+            elif b == ETX:
+                self.state, self.crc = "crc", bytearray()
+            elif b == STX:
+                self.buf = bytearray()
+                self.state = "data"
+            else:
+                self.state = "idle"
+        elif s == "crc":
+            self.crc.append(b)
+            if len(self.crc) == 2:
+                self.state = "idle"
+                a = bytes(self.buf)
+                good = crc16(a + bytes([ETX])) == (self.crc[0] | self.crc[1] << 8)
+                return ("frame" if good and len(a) >= 3 else "bad", a)
+        return None
+
+
+class Terminal:
+    """The terminal without transport. receive(apdu) from the ECR -> it queues its messages in
+    script [(delay s, apdu)]; the link layer sends script[0] when the ECR answered the
+    previous one (waiting_ecr False) and its delay has passed."""
+
+    def __init__(self):
+        self.next_tx = "approve"
+        self.slow_seconds = SLOW_SECONDS
+        self.transactions = []   # {trace, amount, receipt, state, kind}
+        self.trace = TRACE_FIRST
+        self.receipt = RECEIPT_FIRST
+        self.script = []         # [(delay, apdu)]
+        self.waiting_ecr = False
+        self.ready_at = 0.0      # when the last message was answered (delays count from it)
+        self.commands = {}       # "06 01" -> count
+        self.ecr_acks = self.ecr_negative = 0
+        self.registered = False
+        self.end_of_days = 0
+
+    def status_data(self, tx, rc=RC_APPROVED):
+        now = time.localtime()
+        return (bytes([0x27, rc]) + b"\x04" + bcd(tx["amount"], 6) + b"\x0b" + bcd(tx["trace"], 3) +
+                b"\x87" + bcd(tx["receipt"], 2) +
+                b"\x0c" + bcd(now.tm_hour * 10000 + now.tm_min * 100 + now.tm_sec, 3) +
+                b"\x0d" + bcd(now.tm_mon * 100 + now.tm_mday, 2) + b"\x29" + bcd(TERMINAL_ID, 4) +
+                b"\x8b" + bytes([0xF0 | len(CARD_NAME) // 10, 0xF0 | len(CARD_NAME) % 10]) +
+                CARD_NAME)
+
+    @staticmethod
+    def print_line(text):
+        return apdu(0x06, 0xD1, b"\x00" + text.encode())
+
+    def _book(self, kind, amount, state):
+        tx = {"kind": kind, "amount": amount, "trace": self.trace, "receipt": self.receipt,
+              "state": state}
+        self.trace += 1
+        self.receipt += 1
+        self.transactions.append(tx)
+        return tx
+
+    def _say(self, *steps):
+        """Queue the dialogue after 80 00 00: steps of (delay, apdu)."""
+        self.script = list(steps)
+        self.waiting_ecr = False
+        self.ready_at = time.monotonic()
+
+    def receive(self, a):
+        """One APDU from the ECR; returns the immediate answer APDU (or None)."""
+        cls, ins = a[0], a[1]
+        d = apdu_data(a)
+        if cls in (0x80, 0x84):
+            if self.waiting_ecr:
+                self.waiting_ecr = False
+                self.ready_at = time.monotonic()
+            if cls == 0x80:
+                self.ecr_acks += 1
+            else:
+                self.ecr_negative += 1
+            return None
+        name = f"{cls:02X} {ins:02X}"
+        self.commands[name] = self.commands.get(name, 0) + 1
+        LOG.info("command %s (%d bytes of data)", name, len(d))
+        ok = apdu(0x80, 0x00)
+        if (cls, ins) == (0x06, 0x01):
+            if len(d) < 7 or d[0] != 0x04:
+                return apdu(0x84, RC_NOT_POSSIBLE)
+            self._authorize(unbcd(d[1:7]))
+        elif (cls, ins) == (0x06, 0x00):
+            self.registered = True
+            self._say((STEP_DELAY, apdu(0x06, 0x0F)))
+        elif (cls, ins) == (0x06, 0x20):
+            if not self.transactions:
+                self._say((STEP_DELAY, apdu(0x06, 0x1E, bytes([RC_NO_TRANSACTION]))))
+            else:
+                tx = self.transactions[-1]
+                rc = RC_APPROVED if tx["state"] != "declined" else RC_DECLINED
+                self._say((STEP_DELAY, apdu(0x04, 0x0F, self.status_data(tx, rc))),
+                          (STEP_DELAY, self.print_line("** COPY **")),
+                          (STEP_DELAY, apdu(0x06, 0x0F if rc == RC_APPROVED else 0x1E,
+                                            b"" if rc == RC_APPROVED else bytes([rc]))))
+        elif (cls, ins) == (0x06, 0x30):
+            receipt = unbcd(d[4:6]) if len(d) >= 6 and d[3] == 0x87 else -1
+            found = [t for t in self.transactions
+                     if t["receipt"] == receipt and t["kind"] == "authorize" and
+                     t["state"] == "approved"]
+            if not found:
+                self._say((STEP_DELAY, apdu(0x06, 0x1E, bytes([RC_NOT_POSSIBLE]))))
+            else:
+                found[0]["state"] = "reversed"
+                tx = self._book("reversal", found[0]["amount"], "approved")
+                self._say((STEP_DELAY, apdu(0x04, 0x0F, self.status_data(tx))),
+                          (STEP_DELAY, self.print_line("REVERSAL")),
+                          (STEP_DELAY, apdu(0x06, 0x0F)))
+        elif (cls, ins) == (0x06, 0x31):
+            if len(d) < 10 or d[3] != 0x04:
+                return apdu(0x84, RC_NOT_POSSIBLE)
+            tx = self._book("refund", unbcd(d[4:10]), "approved")
+            self._say((STEP_DELAY, apdu(0x04, 0x0F, self.status_data(tx))),
+                      (STEP_DELAY, self.print_line("REFUND")), (STEP_DELAY, apdu(0x06, 0x0F)))
+        elif (cls, ins) == (0x06, 0x50):
+            self.end_of_days += 1
+            total = sum(t["amount"] for t in self.transactions
+                        if t["kind"] == "authorize" and t["state"] == "approved")
+            self._say((STEP_DELAY, self.print_line(f"END OF DAY TOTAL {total}")),
+                      (STEP_DELAY, apdu(0x06, 0x0F)))
+        else:
+            return apdu(0x84, RC_NOT_POSSIBLE)
+        return ok
+
+    def _authorize(self, amount):
+        mode, self.next_tx = self.next_tx, "approve"
+        statuses = [0x0A, 0x01, 0x0E]
+        gap = self.slow_seconds / len(statuses) if mode == "slow" else STEP_DELAY
+        steps = [(gap, apdu(0x04, 0xFF, bytes([s]))) for s in statuses]
+        if mode == "decline":
+            tx = self._book("authorize", amount, "declined")
+            steps += [(STEP_DELAY, apdu(0x04, 0x0F, self.status_data(tx, RC_DECLINED))),
+                      (STEP_DELAY, self.print_line("DECLINED")),
+                      (STEP_DELAY, apdu(0x06, 0x1E, bytes([RC_DECLINED])))]
+        elif mode == "lost_answer":
+            self._book("authorize", amount, "approved")
+            steps = steps[:2]  # then silence: booked, never told
+        else:
+            tx = self._book("authorize", amount, "approved")
+            steps += [(STEP_DELAY, apdu(0x04, 0x0F, self.status_data(tx))),
+                      (STEP_DELAY, self.print_line("AUTHORIZATION")),
+                      (STEP_DELAY, self.print_line(f"AMOUNT {amount // 100}.{amount % 100:02d}")),
+                      (STEP_DELAY, apdu(0x06, 0x0F))]
+        self._say(*steps)
+
+
+class Simulator:
+    """One terminal on a pty or a TCP port, with an optional control socket (created last)."""
+
+    def __init__(self, pty=None, tcp=None, control=None):
+        if (pty is None) == (tcp is None):
+            raise ValueError("exactly one of pty and tcp")
+        self.link, self.tcp, self.control_path = pty, tcp, control
+        self.terminal = Terminal()
+        self.parser = Parser(tcp is not None)
+        self.link_fault = None
+        self.connections = 0
+        self.master = self.slave = None
+        self.slave_name = None
+        self.listener = self.client = None
+        self.port = None
+        self.control = None
+        self.control_clients = {}
+        self.calls = queue.Queue()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        self.stopping = False
+        # link layer state
+        self.outq = []            # APDUs to send, in order (immediate answers)
+        self.unacked = None       # (apdu, tries, deadline) awaiting the ECR's ACK
+        self.stats = {"frames_received": 0, "frames_bad_crc": 0, "frames_dropped": 0,
+                      "frames_sent": 0, "naks_sent": 0, "naks_received": 0, "acks_sent": 0,
+                      "acks_received": 0, "resends": 0, "bytes_received": 0}
+        self.log = []             # every APDU both ways: ("ecr"|"terminal", hex)
+
+    # -- setup and teardown
+    def setup(self):
+        if self.link:
+            self._open_pty()
+        else:
+            host, _, port = self.tcp.rpartition(":")
+            if host != "127.0.0.1":
+                raise ValueError("--tcp listens on 127.0.0.1 only")
+            self.listener = socket.socket()
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind((host, int(port)))
+            self.listener.listen(4)
+            self.port = self.listener.getsockname()[1]
+        if self.control_path:
+            if os.path.exists(self.control_path):
+                os.unlink(self.control_path)
+            self.control = socket.socket(socket.AF_UNIX)
+            self.control.bind(self.control_path)
+            self.control.listen(8)
+        LOG.info("ready: %s", self.address())
+
+    def address(self):
+        return f"pty {self.link} -> {self.slave_name}" if self.link \
+            else f"tcp 127.0.0.1:{self.port}"
+
+    def _open_pty(self):
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        os.set_blocking(self.master, False)
+        self.slave_name = os.ttyname(self.slave)
+        tmp = f"{self.link}.{os.getpid()}.tmp"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(self.slave_name, tmp)
+        if os.path.lexists(self.link) and not os.path.islink(self.link):
+            os.unlink(tmp)
+            raise ValueError(f"{self.link} exists and is not a symlink")
+        os.replace(tmp, self.link)
+        self.connections += 1
+
+    def close(self):
+        if self.link:
+            for fd in (self.master, self.slave):
+                if fd is not None:
+                    os.close(fd)
+            self.master = self.slave = None
+            try:
+                if os.path.islink(self.link):
+                    os.unlink(self.link)
+            except OSError:
+                pass
+        for s in [self.client, self.listener, self.control, *self.control_clients]:
+            if s is not None:
+                s.close()
+        self.client = self.listener = self.control = None
+        self.control_clients = {}
+        if self.control_path and os.path.exists(self.control_path):
+            os.unlink(self.control_path)
+        for fd in (self.wake_r, self.wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        LOG.info("stopped: %d transactions", len(self.terminal.transactions))
+
+    # -- the loop
+    def wake(self):
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:
+            pass
+
+    def stop(self):
+        self.stopping = True
+        self.wake()
+
+    def run(self):
+        while not self.stopping:
+            readers = [self.wake_r]
+            if self.master is not None:
+                readers.append(self.master)
+            if self.client is not None:
+                readers.append(self.client)
+            if self.listener is not None and self.client is None:
+                readers.append(self.listener)
+            if self.control is not None:
+                readers.append(self.control)
+            readers += list(self.control_clients)
+            try:
+                ready, _, _ = select.select(readers, [], [], LOOP_TICK)
+            except InterruptedError:
+                continue
+            for r in ready:
+                if self.stopping:
+                    break
+                self._ready(r)
+            self._tick()
+            self._do_calls()
+
+    def _ready(self, r):
+        if r == self.wake_r:
+            try:
+                os.read(self.wake_r, 4096)
+            except BlockingIOError:
+                pass
+        elif r == self.master and self.master is not None:
+            try:
+                data = os.read(self.master, READ_SIZE)
+            except OSError:
+                return
+            self._receive(data)
+        elif r is self.listener:
+            try:
+                self.client, peer = self.listener.accept()
+            except OSError:
+                return
+            self.client.setblocking(False)
+            self.connections += 1
+            self._reset_link()
+            LOG.info("connection %d from %s:%d", self.connections, *peer)
+        elif r is self.client and self.client is not None:
+            try:
+                data = self.client.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if data:
+                self._receive(data)
+            else:
+                self._drop_client("the host closed the connection")
+        elif r is self.control:
+            c, _ = self.control.accept()
+            self.control_clients[c] = bytearray()
+        elif r in self.control_clients:
+            self._control_input(r)
+
+    def _reset_link(self):
+        self.parser = Parser(self.tcp is not None)
+        self.outq, self.unacked = [], None
+        self.terminal.script, self.terminal.waiting_ecr = [], False
+
+    def _drop_client(self, why):
+        LOG.info("connection %d closed: %s", self.connections, why)
+        self.client.close()
+        self.client = None
+        self._reset_link()
+
+    def _send(self, data):
+        try:
+            if self.master is not None:
+                os.write(self.master, data)
+            elif self.client is not None:
+                self.client.send(data)
+            else:
+                LOG.warning("no host connected: %d bytes dropped", len(data))
+        except OSError as e:
+            LOG.warning("%d bytes dropped: %s", len(data), e)
+
+    # -- the link layer
+    def _receive(self, data):
+        self.stats["bytes_received"] += len(data)
+        for unit in self.parser.feed(data):
+            kind = unit[0]
+            if kind == "ack":
+                self.stats["acks_received"] += 1
+                if self.unacked is not None:
+                    self.unacked = None
+            elif kind == "nak":
+                self.stats["naks_received"] += 1
+                if self.unacked is not None:
+                    self._resend()
+            elif kind == "bad":
+                self.stats["frames_bad_crc"] += 1
+                self.stats["naks_sent"] += 1
+                self._send(bytes([NAK]))
+            else:
+                self._frame(unit[1])
+        self._tick()
+
+    def _frame(self, a):
+        if not self.tcp:
+            if self.link_fault == "lost_ack":
+                self.link_fault = None
+                self.stats["frames_dropped"] += 1
+                LOG.info("lost_ack: frame %s dropped", a.hex())
+                return
+            if self.link_fault == "nak":
+                self.link_fault = None
+                self.stats["naks_sent"] += 1
+                self._send(bytes([NAK]))
+                return
+            self.stats["acks_sent"] += 1
+            self._send(bytes([ACK]))
+        self.stats["frames_received"] += 1
+        self.log.append(("ecr", a.hex()))
+        answer = self.terminal.receive(a)
+        if answer is not None:
+            self.outq.append(answer)
+
+    def _transmit(self, a, tries):
+        bad = self.link_fault == "bad_crc" and not self.tcp
+        if bad:
+            self.link_fault = None
+        self.log.append(("terminal", a.hex()))
+        self._send(a if self.tcp else frame(a, bad_crc=bad))
+        self.stats["frames_sent"] += 1
+        if not self.tcp:
+            self.unacked = (a, tries, time.monotonic() + ACK_TIMEOUT)
+
+    def _resend(self):
+        a, tries, _ = self.unacked
+        self.unacked = None
+        if tries >= RETRIES:
+            LOG.warning("frame %s not acknowledged after %d resends: dropped", a.hex(), tries)
+            self.terminal.script, self.terminal.waiting_ecr = [], False
+            return
+        self.stats["resends"] += 1
+        self._transmit(a, tries + 1)
+
+    def _tick(self):
+        if self.master is None and self.client is None:
+            return
+        now = time.monotonic()
+        if self.unacked is not None:
+            if now >= self.unacked[2]:
+                self._resend()
+            return
+        if self.outq:
+            self._transmit(self.outq.pop(0), 0)
+            return
+        t = self.terminal
+        if t.script and not t.waiting_ecr and now >= t.ready_at + t.script[0][0]:
+            a = t.script.pop(0)[1]
+            t.waiting_ecr = True
+            self._transmit(a, 0)
+
+    # -- control
+    def _control_input(self, c):
+        try:
+            data = c.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            del self.control_clients[c]
+            c.close()
+            return
+        buf = self.control_clients[c]
+        buf += data
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf[:] = rest
+            try:
+                req = json.loads(line)
+                if not isinstance(req, dict):
+                    raise ValueError("a command is a JSON object")
+                answer = self.command(req)
+            except (ValueError, KeyError, TypeError) as e:
+                answer = {"ok": False, "error": str(e)}
+            try:
+                c.settimeout(5)
+                c.sendall(json.dumps(answer).encode() + b"\n")
+                c.setblocking(False)
+            except OSError:
+                self.control_clients.pop(c, None)
+                c.close()
+                return
+
+    def status(self):
+        t = self.terminal
+        return {"ok": True, "transactions": [dict(x) for x in t.transactions],
+                **self.stats, "noise_bytes": self.parser.noise, "commands": dict(t.commands),
+                "ecr_acks": t.ecr_acks, "ecr_negative": t.ecr_negative,
+                "registered": t.registered, "end_of_days": t.end_of_days,
+                "next": t.next_tx, "link_fault": self.link_fault,
+                "in_dialogue": bool(t.script or t.waiting_ecr),
+                "connections": self.connections, "address": self.address(),
+                "port": self.port, "link": self.link}
+
+    def command(self, req):
+        """One control command (a dict as on the control socket); returns the answer dict."""
+        cmd = req.get("cmd")
+        if cmd == "status":
+            return self.status()
+        if cmd == "log":
+            return {"ok": True, "apdus": [list(x) for x in self.log]}
+        if cmd == "mode":
+            nxt = req["next"]
+            if nxt in TX_MODES:
+                self.terminal.next_tx = nxt
+                if "seconds" in req:
+                    s = req["seconds"]
+                    if not isinstance(s, (int, float)) or isinstance(s, bool) or not 0 <= s <= 600:
+                        raise ValueError("seconds must be a number from 0 to 600")
+                    self.terminal.slow_seconds = float(s)
+            elif nxt in LINK_MODES:
+                self.link_fault = nxt
+            else:
+                raise ValueError(f"next must be one of {', '.join(TX_MODES + LINK_MODES)}")
+        elif cmd == "disconnect":
+            if self.link:
+                old = (self.master, self.slave)
+                self._open_pty()
+                for fd in old:
+                    os.close(fd)
+                self._reset_link()
+                LOG.info("pty replaced: %s", self.address())
+            elif self.client is not None:
+                self._drop_client("disconnect requested on the control channel")
+            else:
+                return {"ok": False, "error": "no connection"}
+        elif cmd == "garbage":
+            data = bytes.fromhex(req["bytes"])
+            if self.master is None and self.client is None:
+                return {"ok": False, "error": "no connection"}
+            self._send(data)
+        elif cmd == "send":  # an APDU of our own (tests): framed on serial
+            a = bytes.fromhex(req["apdu"])
+            self._send(a if self.tcp else frame(a, bad_crc=bool(req.get("bad_crc"))))
+        elif cmd == "quit":
+            self.stop()
+        else:
+            raise ValueError(f"unknown command {cmd!r}")
+        LOG.info("control: %s", json.dumps(req))
+        return {"ok": True}
+
+    def call(self, fn, timeout=10):
+        answer = queue.Queue()
+        self.calls.put((fn, answer))
+        self.wake()
+        ok, value = answer.get(timeout=timeout)
+        if not ok:
+            raise value
+        return value
+
+    def _do_calls(self):
+        while True:
+            try:
+                fn, answer = self.calls.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                answer.put((True, fn()))
+            except Exception as e:  # handed back to the calling thread
+                answer.put((False, e))
+
+
+class ZvtTerminal:
+    """The simulator on a thread of the calling process (tests):
+
+        t = ZvtTerminal(pty="/tmp/x/zvt")   # or tcp="127.0.0.1:0"
+        t.start(); t.mode("decline"); ...t.status()...; t.stop()"""
+
+    def __init__(self, pty=None, tcp=None, control=None):
+        self.sim = Simulator(pty, tcp, control)
+        self.thread = None
+
+    def start(self):
+        self.sim.setup()
+        self.thread = threading.Thread(target=self.sim.run, name="zvt_terminal", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self):
+        if self.thread is not None:
+            self.sim.stop()
+            self.thread.join(10)
+            self.thread = None
+            self.sim.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def port(self):
+        return self.sim.port
+
+    @property
+    def link(self):
+        return self.sim.link
+
+    def command(self, req):
+        return self.sim.call(lambda: self.sim.command(req))
+
+    def status(self):
+        return self.command({"cmd": "status"})
+
+    def mode(self, nxt, **kw):
+        return self.command({"cmd": "mode", "next": nxt, **kw})
+
+    def disconnect(self):
+        return self.command({"cmd": "disconnect"})
+
+    def garbage(self, data):
+        return self.command({"cmd": "garbage", "bytes": bytes(data).hex()})
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="ZVT card terminal simulator (devices/sim/README.md)")
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--pty", metavar="LINKPATH",
+                       help="open a pseudo-terminal and point the symlink LINKPATH at it")
+    where.add_argument("--tcp", metavar="127.0.0.1:PORT",
+                       help="listen on this address (port 0: any free port, see the log)")
+    ap.add_argument("--control", metavar="PATH", help="unix socket for JSON control commands")
+    ap.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
+    args = ap.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
+                        format="zvt_terminal: %(levelname)s %(message)s")
+    try:
+        sim = Simulator(args.pty, args.tcp, args.control)
+    except ValueError as e:
+        LOG.error("cannot start: %s", e)
+        return 2
+
+    def on_signal(signum, frame_):
+        sim.stop()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        sim.setup()
+    except (ValueError, OSError) as e:
+        LOG.error("cannot start: %s", e)
+        sim.close()
+        return 2
+    try:
+        sim.run()
+    finally:
+        sim.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
