@@ -25,6 +25,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import simcore  # noqa: E402
 from vfd_display import Simulator, Threaded, serve  # noqa: E402
 
 DIGITS = 8
@@ -32,30 +33,13 @@ LABELS = ("none", "price", "total", "received", "change")
 ESC = 0x1B
 
 
-class Display:
+class Display(simcore.CommandStream):
     """The LED display without transport: receive(chunk) takes bytes in any chunks."""
 
     def __init__(self):
-        self.buf = bytearray()
+        super().__init__()
         self.number, self.label = "0", "none"
-        self.updates = self.labels = 0
-        self.bytes_received = self.unknown = self.incomplete = 0
-
-    def receive(self, data):
-        self.bytes_received += len(data)
-        self.buf += data
-        i, b = 0, self.buf
-        while i < len(b):
-            n = self._one(b, i)
-            if n is None:
-                break
-            i += n
-        del b[:i]
-
-    def connection_lost(self):
-        if self.buf:
-            self.incomplete += 1
-            self.buf = bytearray()
+        self.updates = self.labels = self.unknown = 0
 
     def _one(self, b, i):
         """Execute the command at b[i]; its length, or None when more bytes are needed."""

@@ -418,6 +418,38 @@ class Threaded:
         return self.command({"cmd": "garbage", "bytes": bytes(data).hex()})
 
 
+class CommandStream:
+    """A device's input cut into commands by an incremental parser: receive(data) takes bytes
+    in any chunks and calls the subclass's _one(buf, i) at each command start; _one executes
+    the command at buf[i] and returns its length, or None while more bytes are needed (it must
+    never look further than the command it is in, nor raise on any input). A command left
+    unfinished when the host goes away is dropped and counted (connection_lost)."""
+
+    def __init__(self):
+        self.buf = bytearray()
+        self.bytes_received = self.incomplete = 0
+
+    def _one(self, b, i):
+        raise NotImplementedError
+
+    def receive(self, data):
+        self.bytes_received += len(data)
+        self.buf += data
+        i, b = 0, self.buf
+        while i < len(b):
+            n = self._one(b, i)
+            if n is None:
+                break
+            i += n
+        del b[:i]
+
+    def connection_lost(self):
+        """The link went away: an unfinished command is dropped and counted."""
+        if self.buf:
+            self.incomplete += 1
+            self.buf = bytearray()
+
+
 # ---- the command line --------------------------------------------------------------------------
 def parser(description, prog=None):
     """An ArgumentParser with the options every simulator takes (--pty | --tcp, --control);

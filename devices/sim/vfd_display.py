@@ -42,13 +42,12 @@ ESC, US = 0x1B, 0x1F
 MODES = {1: "overwrite", 2: "vertical", 3: "horizontal"}
 
 
-class Display:
+class Display(simcore.CommandStream):
     """The VFD without transport: receive(chunk) takes bytes in any chunks."""
 
     def __init__(self):
-        self.buf = bytearray()
-        self.bytes_received = self.unknown = self.clears = self.incomplete = 0
-        self.commands = 0
+        super().__init__()
+        self.unknown = self.clears = self.commands = 0
         self._init()
 
     def _init(self):
@@ -59,23 +58,6 @@ class Display:
 
     def lines(self):
         return ["".join(row) for row in self.cells]
-
-    def receive(self, data):
-        self.bytes_received += len(data)
-        self.buf += data
-        i, b = 0, self.buf
-        while i < len(b):
-            n = self._one(b, i)
-            if n is None:
-                break
-            i += n
-        del b[:i]
-
-    def connection_lost(self):
-        """The link went away: an unfinished command is dropped and counted."""
-        if self.buf:
-            self.incomplete += 1
-            self.buf = bytearray()
 
     def _one(self, b, i):
         """Execute the command at b[i]; its length, or None when more bytes are needed."""

@@ -9,16 +9,20 @@ fails a check instead of hanging the test."""
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import tty
 
 SRC = os.environ.get("POSBUS_SRC", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
+
+from harness import Checks  # noqa: E402
 
 PY = "/usr/bin/python3"  # Debian's: the python3 on PATH lacks Debian's modules
 WAIT = 10.0              # seconds anything may take before a check fails
@@ -95,6 +99,21 @@ def kill_all():
         if p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait()
+
+
+def run(name, *tests):
+    """A test program's main(): each test(c, tmp) in turn with one Checks named name and one
+    temporary directory; then every program still running is killed, the directory removed,
+    and the verdict printed (exit status 1 on a failed check)."""
+    c = Checks(name)
+    tmp = tempfile.mkdtemp(prefix=f"posbus-{name}-")
+    try:
+        for test in tests:
+            test(c, tmp)
+    finally:
+        kill_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    c.finish()
 
 
 class PtyHost:

@@ -15,8 +15,7 @@ import socket
 import tempfile
 import time
 
-from simtest import WAIT, Feed, Program, PtyHost, kill_all  # noqa: E402 (sys.path too)
-from harness import Checks  # noqa: E402
+from simtest import WAIT, Feed, Program, PtyHost, run  # noqa: E402 (sys.path too)
 from led_display import LED  # noqa: E402
 from vfd_display import VFD  # noqa: E402
 
@@ -135,7 +134,7 @@ def test_led_program(c, tmp):
     c.check(not os.path.lexists(sim.link), "led: the symlink is removed")
 
 
-def test_modules_tcp(c):
+def test_modules_tcp(c, tmp):
     with VFD(tcp="127.0.0.1:0") as v, LED(tcp="127.0.0.1:0") as d:
         c.eq(v.disconnect().get("ok"), False, "module: no client, disconnect refused")
         sv = socket.create_connection(("127.0.0.1", v.port), WAIT)
@@ -169,16 +168,7 @@ def test_modules_tcp(c):
 
 
 def main():
-    c = Checks("test_displays")
-    tmp = tempfile.mkdtemp(prefix="posbus-displays-")
-    try:
-        test_vfd_program(c, tmp)
-        test_led_program(c, tmp)
-        test_modules_tcp(c)
-    finally:
-        kill_all()
-    c.finish()
-
+    run("test_displays", test_vfd_program, test_led_program, test_modules_tcp)
 
 if __name__ == "__main__":
     main()

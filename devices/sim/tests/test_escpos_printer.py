@@ -10,14 +10,12 @@ same as without the interruption; garbage and a command cut by a disconnect must
 not crash it; drawer pulses are counted; SIGTERM exits 0 and removes the symlink."""
 import os
 import random
-import shutil
 import signal
 import socket
-import tempfile
 import time
 
-from simtest import ANSWER, WAIT, Program, PtyHost, TcpHost, kill_all  # noqa: E402 (sys.path)
-from harness import Checks, free_port  # noqa: E402
+from simtest import ANSWER, WAIT, Program, PtyHost, TcpHost, run  # noqa: E402 (sys.path)
+from harness import free_port  # noqa: E402
 import escpos_printer  # noqa: E402
 from escpos_printer import Printer, decode  # noqa: E402
 
@@ -401,17 +399,7 @@ def test_module(c, tmp):
 
 
 def main():
-    c = Checks("test_escpos_printer")
-    tmp = tempfile.mkdtemp(prefix="escpos-")
-    try:
-        test_pty_receipt(c, tmp)
-        test_tcp(c, tmp)
-        test_module(c, tmp)
-    finally:
-        kill_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-    c.finish()
-
+    run("test_escpos_printer", test_pty_receipt, test_tcp, test_module)
 
 if __name__ == "__main__":
     main()

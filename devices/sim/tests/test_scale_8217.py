@@ -10,12 +10,9 @@ them); garbage goes to the host as sent; a disconnect gives a fresh pty that ans
 exits 0 and removes the symlink and the control socket."""
 import os
 import select
-import shutil
-import tempfile
 import time
 
-from simtest import Program, PtyHost, TcpHost  # noqa: E402 (sys.path too)
-from harness import Checks  # noqa: E402
+from simtest import Program, PtyHost, TcpHost, run  # noqa: E402 (sys.path too)
 from scale_8217 import Scale, Model  # noqa: E402
 
 ANSWER = 1.0    # seconds a reply may take
@@ -137,7 +134,7 @@ def test_program(c, tmp):
         sim.terminate()
 
 
-def test_class(c):
+def test_class(c, tmp):
     with Scale(tcp="127.0.0.1:0", capacity=6000) as s:
         host = TcpHost(s.port)
         s.set(grams=5999)
@@ -165,15 +162,7 @@ def test_class(c):
 
 
 def main():
-    c = Checks("test_scale_8217")
-    tmp = tempfile.mkdtemp(prefix="posbus-scale-")
-    try:
-        test_program(c, tmp)
-        test_class(c)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    c.finish()
-
+    run("test_scale_8217", test_program, test_class)
 
 if __name__ == "__main__":
     main()
