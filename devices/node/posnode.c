@@ -102,8 +102,11 @@ typedef struct {
     int listen_fd;
     s_input_t in[S_CLIENTS + 1];           /* [0]: stdin */
     node_tui_t *tui;                       /* --tui */
-    node_device_t *devices[S_DEVICES_MAX]; /* --devices */
+    node_device_t *devices[S_DEVICES_MAX]; /* running: --devices and the configuration's */
+    node_device_cfg_t device_cfgs[S_DEVICES_MAX];
     int ndevices;
+    node_device_cfg_t file_devices[S_DEVICES_MAX];
+    int nfile_devices;
     int64_t devices_told_ms; /* when the uplink last got their health */
     int dev_efd;             /* devices -> the till's thread: scans and weights to act on */
     pthread_mutex_t dev_lock;
@@ -155,6 +158,8 @@ static void s_publish(void *arg, const char *what, const char *type, bus_val_t *
 
 /* ---- configuration and catalog -------------------------------------------------- */
 
+static void s_devices_apply(s_node_t *self, const node_config_t *cfg);
+
 static void s_apply_config(s_node_t *self, bus_val_t *doc, const char *from)
 {
     node_config_t cfg;
@@ -174,6 +179,8 @@ static void s_apply_config(s_node_t *self, bus_val_t *doc, const char *from)
                  cfg.version, from, cfg.ncashiers, cfg.npromos + cfg.nmember_prices);
         if (self->uplink)
             node_uplink_running_config(self->uplink, cfg.version);
+        if (self->dev_efd > 0) /* devices started: apply their settings now */
+            s_devices_apply(self, &cfg);
     }
     node_config_clear(&cfg);
 }
@@ -247,8 +254,8 @@ static void s_device_event(void *arg, const char *device, const char *event, bus
     bus_val_destroy(body);
 }
 
-/*  Start the devices the --devices file names. 0, or -1 (logged). */
-static int s_devices_start(s_node_t *self)
+/*  Read the --devices file into self->file_devices. 0, or -1 (logged). */
+static int s_devices_file(s_node_t *self)
 {
     const char *path = bus_config_str(self->config, "devices");
     if (!path || !*path)
@@ -265,30 +272,86 @@ static int s_devices_start(s_node_t *self)
         char *hash = strchr(line, '#');
         if (hash)
             *hash = '\0';
-        char name[64] = "", driver[64] = "", transport[300] = "", options[300] = "";
-        int got = sscanf(line, "%63s %63s %299s %299[^\n]", name, driver, transport, options);
+        node_device_cfg_t d = {0};
+        int got =
+            sscanf(line, "%32s %32s %255s %255[^\n]", d.name, d.driver, d.transport, d.options);
         if (got <= 0)
             continue;
-        const node_driver_t *d = got >= 3 ? drivers_find(driver) : NULL;
-        char why[300];
-        node_device_t *dev = NULL;
-        if (!d)
-            snprintf(why, sizeof(why), "NAME DRIVER TRANSPORT [OPTIONS] with a known driver");
-        else if (self->ndevices == S_DEVICES_MAX)
-            snprintf(why, sizeof(why), "more than %d devices", S_DEVICES_MAX);
-        else
-            dev = node_device_start(name, d, transport, options, s_device_event, self, why,
-                                    sizeof(why));
-        if (!dev) {
-            bus_error("posnode.devices", "%s:%d: %s", path, n, why);
+        if (got < 3 || !drivers_find(d.driver) || self->nfile_devices == S_DEVICES_MAX) {
+            bus_error("posnode.devices",
+                      "%s:%d: NAME DRIVER TRANSPORT [OPTIONS] with a known "
+                      "driver, at most %d devices",
+                      path, n, S_DEVICES_MAX);
             rc = -1;
         } else {
-            self->devices[self->ndevices++] = dev;
-            bus_info("posnode.devices", "%s: %s on %s", name, driver, transport);
+            self->file_devices[self->nfile_devices++] = d;
         }
     }
     fclose(f);
     return rc;
+}
+
+static bool s_same_device(const node_device_cfg_t *a, const node_device_cfg_t *b)
+{
+    return !strcmp(a->name, b->name) && !strcmp(a->driver, b->driver) &&
+           !strcmp(a->transport, b->transport) && !strcmp(a->options, b->options);
+}
+
+/*  Run the devices of the --devices file and of the configuration (which wins for a name both
+    give): a device whose settings did not change keeps running; a changed one is stopped and
+    started with its new settings; one no longer named is stopped. No restart of posnode. */
+static void s_devices_apply(s_node_t *self, const node_config_t *cfg)
+{
+    node_device_cfg_t want[2 * S_DEVICES_MAX];
+    int nwant = 0;
+    for (int i = 0; i < self->nfile_devices; i++)
+        want[nwant++] = self->file_devices[i];
+    for (int i = 0; cfg && i < cfg->ndevices; i++) {
+        int k = 0;
+        while (k < nwant && strcmp(want[k].name, cfg->devices[i].name) != 0)
+            k++;
+        if (k == nwant && nwant == S_DEVICES_MAX)
+            continue;
+        want[k] = cfg->devices[i];
+        if (k == nwant)
+            nwant++;
+    }
+    for (int i = 0; i < self->ndevices;) { /* stop what is gone or changed */
+        int k = 0;
+        while (k < nwant && !s_same_device(&want[k], &self->device_cfgs[i]))
+            k++;
+        if (k < nwant) {
+            i++;
+            continue;
+        }
+        bus_info("posnode.devices", "%s: stopped (its settings changed or it was removed)",
+                 self->device_cfgs[i].name);
+        node_device_stop(&self->devices[i]);
+        self->ndevices--;
+        self->devices[i] = self->devices[self->ndevices];
+        self->device_cfgs[i] = self->device_cfgs[self->ndevices];
+    }
+    for (int k = 0; k < nwant && self->ndevices < S_DEVICES_MAX; k++) { /* start what is new */
+        bool running = false;
+        for (int i = 0; i < self->ndevices; i++)
+            running = running || s_same_device(&want[k], &self->device_cfgs[i]);
+        const node_driver_t *d = drivers_find(want[k].driver);
+        char why[300];
+        if (running)
+            continue;
+        node_device_t *dev =
+            d ? node_device_start(want[k].name, d, want[k].transport, want[k].options,
+                                  s_device_event, self, why, sizeof(why))
+              : NULL;
+        if (!dev) {
+            bus_error("posnode.devices", "%s: %s", want[k].name, d ? why : "no such driver");
+            continue;
+        }
+        self->devices[self->ndevices] = dev;
+        self->device_cfgs[self->ndevices++] = want[k];
+        bus_info("posnode.devices", "%s: %s on %s", want[k].name, want[k].driver,
+                 want[k].transport);
+    }
 }
 
 static node_device_t *s_device_of_kind(s_node_t *self, const char *kind)
@@ -945,8 +1008,9 @@ static int s_start(s_node_t *self)
     }
     self->dev_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_init(&self->dev_lock, NULL);
-    if (self->dev_efd < 0 || s_devices_start(self) != 0)
+    if (self->dev_efd < 0 || s_devices_file(self) != 0)
         return -1;
+    s_devices_apply(self, node_till_config(self->till));
     const char *sock = bus_config_str(self->config, "socket");
     if (sock && *sock) {
         self->listen_fd = s_listen(sock);

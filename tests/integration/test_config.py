@@ -23,7 +23,7 @@ STORE, OTHER = "S1", "S2"
 PIN = "73950148"
 DOC_KEYS = {"store": str, "version": int, "receipt_header": list, "receipt_footer": list,
             "cash_rounding": bool, "tax_id": str, "discount_cap_bp": int, "cashiers": list,
-            "promotions": list}
+            "promotions": list, "devices": list}  # a register's document: its own devices
 PROMO_KEYS = {"id": str, "kind": str, "sku": str, "category": str, "percent_bp": int,
               "amount": int, "qty": int, "free_qty": int, "price": int, "start_ms": int,
               "end_ms": int}

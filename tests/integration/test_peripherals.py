@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 
-from harness import BIN, SRC, Checks, Stack, wait_for
+from harness import BIN, SRC, Bus, Checks, Stack, wait_for
 
 STORE = "S1"
 c = Checks("test_peripherals")
@@ -131,6 +131,33 @@ def node_row():
 
 c.check(wait_for(lambda: node_row().get("last_seq") == 1, 10),
         f"heartbeats carry the last sale: {node_row()}")
+
+# --- a device set from the back office is applied without a restart ------------------------------
+link2, ctl2 = os.path.join(st.tmp, "led2.tty"), os.path.join(st.tmp, "led2.ctl")
+controls["led2"] = ctl2
+st.spawn("led2-sim", ["/usr/bin/python3", os.path.join(SRC, "devices", "sim", "led_display.py"),
+                      "--pty", link2, "--control", ctl2])
+wait_for(lambda: os.path.exists(ctl2), 10, "the second LED display")
+ops = Bus(st)
+r = ops.call("devices", "config.set", {"store": STORE, "register": "R01", "devices": [
+    {"name": "led2", "driver": "led_price", "transport": f"serial:{link2}"}]})
+c.check(r["type"] == "reply", f"config.set with R01's devices: {r['body']}")
+got = ops.call("devices", "config.get", {"store": STORE})
+c.check(got["body"].get("register_devices", {}).get("R01", [{}])[0].get("name") == "led2",
+        f"config.get shows an operator every register's devices: {got['body'].get('register_devices')}")
+pid = st.procs["r01"].pid
+c.check(wait_for(lambda: health().get("led2") == "ok", 15),
+        f"the running register starts led2 by itself: {health()}")
+c.eq(st.procs["r01"].pid, pid, "the same posnode process (no restart)")
+r01.cmd("scan COLA")
+c.check(wait_for(lambda: sim("led2", "state").get("number") == "3.00", 10),
+        f"led2 shows the total: {sim('led2', 'state')}")
+r = ops.call("devices", "config.set", {"store": STORE, "register": "R01", "devices": []})
+c.check(wait_for(lambda: "led2" not in health(), 15), f"removed again: {health()}")
+bad = ops.call("devices", "config.set", {"store": STORE, "register": "R01", "devices": [
+    {"name": "x", "driver": "escpos", "transport": "/dev/ttyS0"}]})
+c.check(bad["type"] == "error" and bad["body"].get("code") == "bad_request",
+        f"a transport that is no spec is refused: {bad['body']}")
 
 st.stop_all(c)
 c.finish()

@@ -235,6 +235,28 @@ int node_config_parse(const bus_val_t *doc, node_config_t *out, char *why, size_
     for (size_t i = 0; rows && i < bus_val_size(rows); i++)
         if (s_promo(bus_val_arr_get(rows, i), i, cfg, why, size) != 0)
             goto out;
+    rows = bus_val_map_get(doc, "devices");
+    if (rows &&
+        (bus_val_type(rows) != BUS_VAL_ARR || bus_val_size(rows) > NODE_CONFIG_DEVICES_MAX)) {
+        S_FAIL("devices: an array of at most %d", NODE_CONFIG_DEVICES_MAX);
+        goto out;
+    }
+    for (size_t i = 0; rows && i < bus_val_size(rows); i++) {
+        const bus_val_t *d = bus_val_arr_get(rows, i);
+        const char *f[4] = {bus_val_map_get_str(d, "name"), bus_val_map_get_str(d, "driver"),
+                            bus_val_map_get_str(d, "transport"), bus_val_map_get_str(d, "options")};
+        node_device_cfg_t *dc = &cfg->devices[cfg->ndevices++];
+        if (!f[0] || !f[1] || !f[2] || strlen(f[0]) >= sizeof(dc->name) ||
+            strlen(f[1]) >= sizeof(dc->driver) || strlen(f[2]) >= sizeof(dc->transport) ||
+            (f[3] && strlen(f[3]) >= sizeof(dc->options))) {
+            S_FAIL("devices[%zu]: name, driver, transport (and options) of bounded length", i);
+            goto out;
+        }
+        snprintf(dc->name, sizeof(dc->name), "%s", f[0]);
+        snprintf(dc->driver, sizeof(dc->driver), "%s", f[1]);
+        snprintf(dc->transport, sizeof(dc->transport), "%s", f[2]);
+        snprintf(dc->options, sizeof(dc->options), "%s", f[3] ? f[3] : "");
+    }
     node_config_clear(out);
     *out = *cfg;
     cfg->cashiers = NULL;

@@ -59,7 +59,9 @@
 #define S_PROMO_QTY_MAX     1000000 /* pieces of a qty_break or buy_x_get_y */
 #define S_REQ_ID_MAX        64
 #define S_CAS_TRIES         5 /* compare-and-set attempts before answering unavailable */
-#define S_SET_ARGS          (8 + 2 * 5)
+#define S_SET_ARGS          (8 + 2 * 6)
+#define S_DEVICES_MAX       16  /* peripherals of one register */
+#define S_DEVICE_TEXT_MAX   255 /* bytes of a transport spec or an options text */
 #define S_ERR_NOT_FOUND     "not_found"
 #define S_ERR_CONFLICT      "conflict"
 #define S_ERR_TOO_MANY      "too_many"
@@ -341,6 +343,70 @@ static int s_replace(devices_config_t *self, bus_service_t *svc, const bus_msg_t
     return bus_service_unavailable(svc, S_RETRY_MS, "id: '%s' keeps changing; retry", id);
 }
 
+/* ---- a register's devices ------------------------------------------------------------------- */
+
+static bool s_device_text_ok(const char *s, bool required)
+{
+    size_t n = s ? strlen(s) : 0;
+    if ((required && n == 0) || n > S_DEVICE_TEXT_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+/*  Check a register's device list ([{name, driver, transport, options}], the --devices file's
+    fields) and encode the rows as kept. 0, or -1 with why. */
+static int s_devices_encode(const bus_val_t *list, bus_buf_t *out, char *why, size_t size)
+{
+    if (bus_val_type(list) != BUS_VAL_ARR || bus_val_size(list) > S_DEVICES_MAX) {
+        snprintf(why, size, "devices: an array of at most %d devices", S_DEVICES_MAX);
+        return -1;
+    }
+    bus_val_t *rows = bus_val_new_arr();
+    int rc = rows ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < bus_val_size(list); i++) {
+        const bus_val_t *d = bus_val_arr_get(list, i);
+        const char *name = bus_val_map_get_str(d, "name");
+        const char *driver = bus_val_map_get_str(d, "driver");
+        const char *transport = bus_val_map_get_str(d, "transport");
+        const char *options = bus_val_map_get_str(d, "options");
+        bool dup = false;
+        for (size_t k = 0; name && k < i; k++) {
+            const char *other = bus_val_map_get_str(bus_val_arr_get(list, k), "name");
+            dup = dup || (other && strcmp(other, name) == 0);
+        }
+        if (!name || !s_word_ok(name, 32, "_-") || dup || !driver || !s_word_ok(driver, 32, "_") ||
+            !s_device_text_ok(transport, true) ||
+            (strncmp(transport, "serial:/", 8) != 0 && strncmp(transport, "tcp:", 4) != 0) ||
+            (options && !s_device_text_ok(options, false))) {
+            snprintf(why, size,
+                     "devices[%zu]: name (unique, 1-32 letters, digits, '_', '-'), driver, "
+                     "transport (serial:/PATH,... or tcp:ADDRESS:PORT) and options (printable "
+                     "ASCII, at most %d bytes)",
+                     i, S_DEVICE_TEXT_MAX);
+            rc = -1;
+            break;
+        }
+        bus_val_t *row = bus_val_new_map();
+        rc = !row || bus_val_map_set_str(row, "name", name) ||
+             bus_val_map_set_str(row, "driver", driver) ||
+             bus_val_map_set_str(row, "transport", transport) ||
+             bus_val_map_set_str(row, "options", options ? options : "") ||
+             bus_val_arr_push(rows, &row);
+        bus_val_destroy(&row);
+        if (rc)
+            snprintf(why, size, "out of memory");
+    }
+    if (rc == 0 && bus_val_encode(rows, out) != 0) {
+        snprintf(why, size, "out of memory");
+        rc = -1;
+    }
+    bus_val_destroy(&rows);
+    return rc;
+}
+
 /* ---- config.set --------------------------------------------------------------------------- */
 
 static int s_set(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
@@ -351,7 +417,7 @@ static int s_set(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     const char *extra[S_SET_ARGS];
     size_t lens[S_SET_ARGS];
     int n = 0;
-    bus_buf_t lines[2] = {{0}, {0}};
+    bus_buf_t lines[2] = {{0}, {0}}, devbuf = {0};
     static const char *const line_keys[] = {"receipt_header", "receipt_footer"};
     char cap_text[S_NUM_MAX];
     int rc = 0;
@@ -392,6 +458,23 @@ static int s_set(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
         extra[n] = tax_id;
         lens[n++] = strlen(tax_id);
     }
+    /* a register's peripherals: register + devices, kept as the field devices:<register> */
+    const bus_val_t *devices = bus_val_map_get(body, "devices");
+    const char *dreg = bus_val_map_get_str(body, "register");
+    char dfield[8 + BUS_ID_PART_MAX + 1], dwhy[S_WHY_MAX];
+    if (rc == 0 && (devices || bus_val_map_get(body, "register"))) {
+        if (!devices || !dreg || !bus_identity_id_ok(dreg))
+            rc = s_bad(self, svc, "devices need register (an id) and devices (an array)");
+        else if (s_devices_encode(devices, &devbuf, dwhy, sizeof(dwhy)) != 0)
+            rc = s_bad(self, svc, "%s", dwhy);
+        else {
+            snprintf(dfield, sizeof(dfield), "devices:%s", dreg);
+            extra[n] = dfield;
+            lens[n++] = strlen(dfield);
+            extra[n] = (const char *)devbuf.data;
+            lens[n++] = devbuf.len;
+        }
+    }
     int64_t cap = 0;
     if (rc == 0 && bus_val_map_get(body, "discount_cap_bp")) {
         if (!s_int_field(body, "discount_cap_bp", 0, S_BP_MAX, &cap))
@@ -407,13 +490,14 @@ static int s_set(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     if (rc == 0 && n == 0)
         rc = s_bad(self, svc,
                    "config.set: nothing to set (receipt_header, receipt_footer, cash_rounding, "
-                   "tax_id, discount_cap_bp)");
+                   "tax_id, discount_cap_bp, register + devices)");
     if (rc == 0)
         rc = s_store_arg(self, svc, body, &store);
     if (rc == 0)
         rc = s_change(self, svc, req, store, NULL, "set", 0, n, extra, lens, reply);
     bus_buf_free(&lines[0]);
     bus_buf_free(&lines[1]);
+    bus_buf_free(&devbuf);
     return rc == 0 ? 0 : -1;
 }
 
@@ -814,6 +898,42 @@ static int s_get_store(devices_config_t *self, bus_service_t *svc, const bus_val
     return 0;
 }
 
+/*  A register gets its own devices (devices: [...]); an operator or a service every register's
+    (register_devices: {register: [...]}). */
+static int s_devices_reply(bus_service_t *svc, const redisReply *cfg, bus_val_t *reply)
+{
+    const bus_identity_t *me = bus_service_caller(svc);
+    bool reg = me->role == BUS_ROLE_REGISTER;
+    bus_val_t *all = bus_val_new_map(), *mine = NULL;
+    for (size_t i = 0; all && i + 1 < cfg->elements; i += 2) {
+        const redisReply *f = cfg->element[i], *v = cfg->element[i + 1];
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+            strncmp(f->str, "devices:", 8) != 0)
+            continue;
+        bus_val_t *list = bus_val_decode(v->str, v->len, NULL, NULL);
+        if (!list)
+            continue;
+        if (reg && strcmp(f->str + 8, me->reg) == 0) {
+            bus_val_destroy(&mine);
+            mine = list;
+            list = NULL;
+        } else if (!reg) {
+            bus_val_map_set(all, f->str + 8, &list);
+        }
+        bus_val_destroy(&list);
+    }
+    int rc;
+    if (reg) {
+        if (!mine)
+            mine = bus_val_new_arr();
+        rc = bus_val_map_set(reply, "devices", &mine);
+        bus_val_destroy(&all);
+    } else {
+        rc = bus_val_map_set(reply, "register_devices", &all);
+    }
+    return rc;
+}
+
 static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
 {
     devices_config_t *self = arg;
@@ -855,7 +975,7 @@ static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
          bus_val_map_set_int(reply, "discount_cap_bp",
                              cap ? strtoll(cap, NULL, 10) : S_CAP_DEFAULT_BP) ||
          bus_val_map_set(reply, "cashiers", &cashiers) ||
-         bus_val_map_set(reply, "promotions", &promos);
+         bus_val_map_set(reply, "promotions", &promos) || s_devices_reply(svc, snap.cfg, reply);
     bus_val_destroy(&header);
     bus_val_destroy(&footer);
     bus_val_destroy(&cashiers);

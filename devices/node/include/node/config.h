@@ -38,6 +38,16 @@ extern "C" {
 #define NODE_CONFIG_FILE_MAX     (4 * 1024 * 1024) /* bytes of a saved document */
 #define NODE_CONFIG_DISCOUNT_CAP 1000              /* default cap: 10% */
 
+#define NODE_CONFIG_DEVICES_MAX 16 /* peripherals of one register */
+
+/*  One of the register's peripherals, as the --devices file and the configuration name it. */
+typedef struct {
+    char name[33];
+    char driver[33];
+    char transport[256];
+    char options[256];
+} node_device_cfg_t;
+
 /*  A member-price promotion: while active, the item's member price is price. */
 typedef struct {
     char id[POS_PROMO_ID_MAX + 1];
@@ -61,6 +71,8 @@ typedef struct {
     int npromos;
     node_member_price_t member_prices[POS_PROMOS_MAX];
     int nmember_prices;
+    node_device_cfg_t devices[NODE_CONFIG_DEVICES_MAX]; /* this register's, from the back office */
+    int ndevices;
 } node_config_t;
 
 /*  Defaults (version 0, no cashiers, no promotions, cap 10%). */
