@@ -27,6 +27,20 @@ def start(tmp, script, query):
     return Program(script, d, "--pty", os.path.join(d, "display.tty"), query=query)
 
 
+def garbage_and_disconnect(c, name, sim, send, garbage, cut):
+    """Injected garbage reaches the host; a disconnect in the middle of the command cut hangs
+    up the old pty and points the link at a new one. Returns the host on the new pty."""
+    c.eq(sim.ctl("garbage", bytes=garbage.hex()).get("ok"), True,
+         f"{name}: garbage injection accepted")
+    c.eq(send.host.read(len(garbage)), garbage, f"{name}: the host receives the injected garbage")
+    send(cut)
+    c.eq(sim.ctl("disconnect").get("ok"), True, f"{name}: disconnect accepted")
+    c.check(send.host.hung_up(), f"{name}: after a disconnect the old pty hangs up")
+    send.host.close()
+    send.host = PtyHost(sim.link)
+    return send.host
+
+
 def test_vfd_program(c, tmp):
     sim = start(tmp, "vfd_display.py", "screen")
     host = PtyHost(sim.link)
@@ -72,16 +86,7 @@ def test_vfd_program(c, tmp):
     c.eq([st["lines"], st["brightness"], st["mode"]], [[BLANK, BLANK], 4, "overwrite"],
          "vfd: ESC @ after garbage: blank, brightness 4, overwrite")
 
-    # garbage towards the host
-    c.eq(sim.ctl("garbage", bytes="ff00aa").get("ok"), True, "vfd: garbage injection accepted")
-    c.eq(host.read(3), b"\xff\x00\xaa", "vfd: the host receives the injected garbage")
-
-    # disconnect: the old pty hangs up, the link points at a new one, a cut command is counted
-    send(b"\x1f$\x01")
-    c.eq(sim.ctl("disconnect").get("ok"), True, "vfd: disconnect accepted")
-    c.check(host.hung_up(), "vfd: after a disconnect the old pty hangs up")
-    host.close()
-    host = send.host = PtyHost(sim.link)
+    host = garbage_and_disconnect(c, "vfd", sim, send, b"\xff\x00\xaa", b"\x1f$\x01")
     st = send(b"\x1f$\x01\x02again")
     c.eq(st["lines"][1], "again" + " " * 15, "vfd: after a disconnect the new pty works")
     c.eq(st["incomplete"], 1, "vfd: the command cut by the disconnect is counted")
@@ -119,13 +124,7 @@ def test_led_program(c, tmp):
     st = send(bytes(range(256)) * 4 + b"\x1bs3\x1bQA12345678\r")
     c.eq([st["number"], st["label"]], ["12345678", "received"],
          "led: after garbage, eight digits with the received label")
-    c.eq(sim.ctl("garbage", bytes="0d0a").get("ok"), True, "led: garbage injection accepted")
-    c.eq(host.read(2), b"\r\n", "led: the host receives the injected garbage")
-    send(b"\x1bQA9")
-    c.eq(sim.ctl("disconnect").get("ok"), True, "led: disconnect accepted")
-    c.check(host.hung_up(), "led: after a disconnect the old pty hangs up")
-    host.close()
-    host = send.host = PtyHost(sim.link)
+    host = garbage_and_disconnect(c, "led", sim, send, b"\r\n", b"\x1bQA9")
     st = send(b"\x1bs1\x1bQA3.50\r")
     c.eq([st["number"], st["label"], st["incomplete"]], ["3.50", "price", 1],
          "led: after a disconnect the new pty works; the cut number is counted, not shown")
