@@ -124,6 +124,19 @@ def serial_tests(term, tool):
     c.check([e["name"] for e in ev].index("intermediate") < [e["name"] for e in ev].index("result"),
             "the statuses come before the result")
 
+    # slow: the statuses spread over 1.5 s, published as they come
+    term.mode("slow", seconds=1.5)
+    t0 = time.time()
+    tool.send("submit a0 authorize text:150")
+    first = tool.read_until(lambda m: m.get("event", {}).get("name") == "intermediate")
+    t_first = time.time() - t0
+    ev, end = tool.job("a0x", "end_of_day")  # queued behind a0: waits for it
+    took = time.time() - t0
+    r = result(tool.events, "a0")
+    c.check(first is not None and t_first < 1.2 and took >= 1.4 and r.get("ok") is True,
+            f"slow: the first status after {t_first:.2f} s, approved after {took:.2f} s",
+            "first < 1.2 s, done >= 1.4 s", (t_first, took, r))
+
     # decline
     term.mode("decline")
     ev, end = tool.job("a2", "authorize", "999")
