@@ -94,7 +94,10 @@ int main(int argc, char **argv)
             int len = 0;
             if (!strncmp(arg, "text:", 5)) {
                 len = (int)strlen(arg + 5);
-                memcpy(data, arg + 5, (size_t)len);
+                if (len > (int)sizeof(data))
+                    len = -1;
+                else
+                    memcpy(data, arg + 5, (size_t)len);
             } else if (!strncmp(arg, "hex:", 4)) {
                 len = s_hex(arg + 4, data, sizeof(data));
             }

@@ -58,6 +58,8 @@
 #define S_IN_MAX         (NODE_TILL_LINE_MAX + 2)
 #define S_TUI_REFRESH_MS 1000 /* the screen asks the till for its state this often */
 #define S_DEVICES_MAX    16   /* peripherals of one register */
+#define S_INBOX_MAX      64   /* scans and weights waiting for the till's thread */
+#define S_WEIGH_MS       7000 /* a weight asked for is taken only this long */
 
 static const bus_opt_t s_options[] = {
     {"store", BUS_OPT_STR, NULL, 0, 0, "store id (must match the register's certificate)"},
@@ -112,6 +114,8 @@ typedef struct {
     pthread_mutex_t dev_lock;
     bus_val_t *dev_inbox;                       /* [{device, event, body}] */
     char weigh_code[NODE_CATALOG_CODE_MAX + 1]; /* a weighed item waiting for the scale */
+    int64_t weigh_until_ms;                     /* after this a weight is stale: ignored */
+    int64_t inbox_dropped;                      /* scans past the inbox's bound */
     int64_t tui_shown_ms; /* when the screen last got an answer (zclock_mono) */
 } s_node_t;
 
@@ -240,7 +244,10 @@ static void s_device_event(void *arg, const char *device, const char *event, bus
         pthread_mutex_lock(&self->dev_lock);
         if (!self->dev_inbox)
             self->dev_inbox = bus_val_new_arr();
-        bus_val_arr_push(self->dev_inbox, &item);
+        if (bus_val_size(self->dev_inbox) < S_INBOX_MAX) /* a flooding scanner never starves */
+            bus_val_arr_push(self->dev_inbox, &item);
+        else
+            self->inbox_dropped++;
         pthread_mutex_unlock(&self->dev_lock);
         bus_val_destroy(&item);
         uint64_t one = 1;
@@ -417,7 +424,7 @@ static void s_devices_after(s_node_t *self, const bus_val_t *reply)
         bus_val_map_get_int(reply, "record", &record);
         snprintf(key, sizeof(key), "drawer-%" PRId64 "-%" PRId64, record, bus_now_ms());
         if (escpos_drawer(&buf) == 0)
-            node_device_submit(printer, key, "drawer", buf.data, buf.len);
+            node_device_submit_first(printer, key, "drawer", buf.data, buf.len);
         bus_buf_free(&buf);
     }
 }
@@ -504,7 +511,8 @@ static int s_device_command(void *arg, const char *device, const char *command,
     int rc = drawer ? escpos_drawer(&buf) : escpos_document(text, 80, &buf);
     char key[80];
     snprintf(key, sizeof(key), "%s-%" PRId64, command, bus_now_ms());
-    if (rc != 0 || node_device_submit(dev, key, command, buf.data, buf.len) < 0) {
+    if (rc != 0 || (drawer ? node_device_submit_first(dev, key, command, buf.data, buf.len)
+                           : node_device_submit(dev, key, command, buf.data, buf.len)) < 0) {
         snprintf(err, size, "device %s: its queue is full", device);
         rc = -1;
     }
@@ -644,9 +652,15 @@ static void s_device_line(s_node_t *self, const char *line, const char *code)
     s_status(self, reply);
     const char *error = bus_val_map_get_str(reply, "error");
     node_device_t *scale = s_device_of_kind(self, "scale");
-    if (code && error && strcmp(error, "weigh_required") == 0 && scale) {
-        /* a weighed item: the scale gives a stable weight, then it is sold */
+    int64_t now = bus_mono_ms();
+    if (code && error && strcmp(error, "weigh_required") == 0 && scale && self->weigh_code[0] &&
+        now < self->weigh_until_ms) {
+        bus_val_map_set_str(reply, "message", "the scale is weighing the last item: wait");
+    } else if (code && error && strcmp(error, "weigh_required") == 0 && scale) {
+        /* a weighed item: the scale gives a stable weight, then it is sold (within
+           S_WEIGH_MS: a weight that comes later is not this customer's) */
         snprintf(self->weigh_code, sizeof(self->weigh_code), "%s", code);
+        self->weigh_until_ms = now + S_WEIGH_MS;
         char key[64];
         snprintf(key, sizeof(key), "weigh-%" PRId64, bus_now_ms());
         node_device_submit(scale, key, "weigh", NULL, 0);
@@ -691,6 +705,9 @@ static void s_device_inbox(s_node_t *self)
             }
             snprintf(line, sizeof(line), "scan %s", code);
             s_device_line(self, line, code);
+        } else if (strcmp(event, "weight") == 0 && self->weigh_code[0] &&
+                   bus_mono_ms() > self->weigh_until_ms) {
+            self->weigh_code[0] = '\0'; /* stale: the cashier was told to weigh again */
         } else if (strcmp(event, "weight") == 0 && self->weigh_code[0]) {
             bus_val_map_get_bool(body, "stable", &stable);
             bus_val_map_get_int(body, "grams", &grams);

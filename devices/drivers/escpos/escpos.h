@@ -49,7 +49,8 @@ int escpos_receipt(const bus_val_t *sale, const escpos_layout_t *layout, bus_buf
 /*  A plain text document (lines separated by '\n', UTF-8) for a width_mm printer, with a cut. */
 int escpos_document(const char *text, int width_mm, bus_buf_t *out);
 
-/*  The drawer pulse (ESC p 0 25 25: pin 2, 50 ms on, 50 ms off). */
+/*  The drawer pulse, real time (DLE DC4 1 0 2: pin 2, 200 ms), taken even by a printer that is
+    offline or out of paper. */
 int escpos_drawer(bus_buf_t *out);
 
 extern const node_driver_t escpos_printer_driver;

@@ -264,7 +264,9 @@ int escpos_receipt(const bus_val_t *sale, const escpos_layout_t *layout, bus_buf
 
 int escpos_drawer(bus_buf_t *out)
 {
-    static const uint8_t pulse[] = {0x1B, 0x70, 0x00, 0x19, 0x19};
+    /* DLE DC4 1 m t: a real-time pulse on pin 2 (m 0) for 200 ms (t 2), taken even while the
+       printer is offline or out of paper, unlike ESC p */
+    static const uint8_t pulse[] = {0x10, 0x14, 0x01, 0x00, 0x02};
     return bus_buf_append(out, pulse, sizeof(pulse));
 }
 

@@ -27,6 +27,7 @@
 typedef struct {
     char key[NODE_DEVICE_KEY_MAX + 1]; /* the job in progress */
     size_t sent;                       /* of its bytes */
+    uint64_t opens;                    /* the transport's opens when the job (re)started */
     bool paper_out;
 } s_printer_t;
 
@@ -54,7 +55,8 @@ static int s_rt_status(node_device_t *dev, int n)
     if (node_transport_write(t, q, sizeof(q), S_STATUS_MS, why, sizeof(why)) != 0)
         return -1;
     ssize_t got = node_transport_read(t, &b, 1, S_STATUS_MS, why, sizeof(why));
-    return got == 1 ? b : -1;
+    /* a status byte has bits 1 and 4 set and bits 0 and 7 clear: anything else is noise */
+    return got == 1 && (b & 0x93) == 0x12 ? b : -1;
 }
 
 /*  Ask the printer how it is; set health. 1 ready, 0 not ready (paper, cover), -1 no answer. */
@@ -100,12 +102,27 @@ static int s_run(void *state, node_device_t *dev, const node_job_t *job)
     s_printer_t *self = state;
     if (strcmp(job->verb, "print") != 0 && strcmp(job->verb, "drawer") != 0)
         return -1;
+    node_transport_t *t = node_device_transport(dev);
+    char why[120];
+    if (strcmp(job->verb, "drawer") == 0) {
+        /* real time (DLE DC4): the printer takes it even offline or out of paper */
+        if (node_transport_write(t, job->data, job->len, S_STATUS_MS, why, sizeof(why)) != 0)
+            return node_transport_is_open(t) ? -1 : 0;
+        return 1;
+    }
     if (strcmp(self->key, job->key) != 0 || !job->key[0]) {
         snprintf(self->key, sizeof(self->key), "%s", job->key);
         self->sent = 0;
+        self->opens = node_transport_stats(t)->opens;
     }
-    node_transport_t *t = node_device_transport(dev);
-    char why[120];
+    if (self->sent > 0 && node_transport_stats(t)->opens != self->opens) {
+        /* reconnected mid-job: the printer's modes may be lost; a clean state (init, Chinese
+           mode), then the rest (the interrupted line may come out broken, never repeated) */
+        static const uint8_t reinit[] = {0x1B, 0x40, 0x1C, 0x26};
+        if (node_transport_write(t, reinit, sizeof(reinit), S_WRITE_MS, why, sizeof(why)) != 0)
+            return 0;
+        self->opens = node_transport_stats(t)->opens;
+    }
     /* Status is asked only between jobs: a DLE EOT inside a command's bytes (a QR code's data)
        would be taken as its data by many printers. A printer that runs out of paper in the
        middle keeps what it got and prints it when paper is loaded; the job is done only when
@@ -114,11 +131,12 @@ static int s_run(void *state, node_device_t *dev, const node_job_t *job)
         return 0; /* not started: paper, cover, or the printer gone */
     while (self->sent < job->len) {
         size_t n = job->len - self->sent < S_CHUNK ? job->len - self->sent : S_CHUNK;
-        if (node_transport_write(t, job->data + self->sent, n, S_WRITE_MS, why, sizeof(why)) != 0) {
+        int w = node_transport_write(t, job->data + self->sent, n, S_WRITE_MS, why, sizeof(why));
+        self->sent += node_transport_last_written(t); /* what went out stays sent */
+        if (w != 0) {
             node_device_set_health(dev, NODE_HEALTH_OFFLINE, why);
             return 0;
         }
-        self->sent += n;
     }
     if (s_check(self, dev) <= 0)
         return 0; /* sent; printed once the printer is ready again */

@@ -109,7 +109,7 @@ static bool s_stopping(node_device_t *self)
 static void s_wait(node_device_t *self, int ms)
 {
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
+    clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += ms / 1000;
     until.tv_nsec += (long)(ms % 1000) * 1000000L;
     if (until.tv_nsec >= 1000000000L) {
@@ -136,12 +136,12 @@ static void *s_run(void *arg)
     char why[NODE_DEVICE_DETAIL_MAX + 1];
     while (!s_stopping(self)) {
         if (!node_transport_is_open(self->transport)) {
-            if (node_transport_open(self->transport, 2000, why, sizeof(why)) != 0 ||
-                self->driver->attach(self->state, self) != 0) {
-                if (node_transport_is_open(self->transport)) {
-                    node_transport_close(self->transport);
+            why[0] = '\0';
+            int opened = node_transport_open(self->transport, 2000, why, sizeof(why));
+            if (opened != 0 || self->driver->attach(self->state, self) != 0) {
+                node_transport_close(self->transport);
+                if (opened == 0)
                     snprintf(why, sizeof(why), "does not answer");
-                }
                 node_device_set_health(self, NODE_HEALTH_OFFLINE, why);
                 s_copy_stats(self);
                 s_wait(self, backoff);
@@ -221,7 +221,11 @@ node_device_t *node_device_start(const char *name, const node_driver_t *driver,
     self->health = NODE_HEALTH_OFFLINE;
     snprintf(self->detail, sizeof(self->detail), "not opened yet");
     pthread_mutex_init(&self->lock, NULL);
-    pthread_cond_init(&self->wake, NULL);
+    pthread_condattr_t attr; /* waits on the monotonic clock: a clock set back never stalls */
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&self->wake, &attr);
+    pthread_condattr_destroy(&attr);
     char twhy[200];
     if (!(self->transport = node_transport_new(transport, twhy, sizeof(twhy)))) {
         snprintf(why, size, "device %s: %s", name, twhy);
@@ -266,8 +270,23 @@ void node_device_stop(node_device_t **self_p)
     *self_p = NULL;
 }
 
+static int s_submit(node_device_t *self, const char *key, const char *verb, const void *data,
+                    size_t len, bool first);
+
 int node_device_submit(node_device_t *self, const char *key, const char *verb, const void *data,
                        size_t len)
+{
+    return s_submit(self, key, verb, data, len, false);
+}
+
+int node_device_submit_first(node_device_t *self, const char *key, const char *verb,
+                             const void *data, size_t len)
+{
+    return s_submit(self, key, verb, data, len, true);
+}
+
+static int s_submit(node_device_t *self, const char *key, const char *verb, const void *data,
+                    size_t len, bool first)
 {
     pthread_mutex_lock(&self->lock);
     int rc = 0;
@@ -276,7 +295,15 @@ int node_device_submit(node_device_t *self, const char *key, const char *verb, c
     } else if (self->count == NODE_DEVICE_QUEUE_MAX) {
         rc = -1;
     } else {
-        node_job_t *job = &self->queue[(self->head + self->count) % NODE_DEVICE_QUEUE_MAX];
+        /* first: ahead of the waiting jobs, but after the one running (it is at head) */
+        int at = self->count;
+        if (first && self->count > 1) {
+            at = 1;
+            for (int i = self->count; i > 1; i--)
+                self->queue[(self->head + i) % NODE_DEVICE_QUEUE_MAX] =
+                    self->queue[(self->head + i - 1) % NODE_DEVICE_QUEUE_MAX];
+        }
+        node_job_t *job = &self->queue[(self->head + at) % NODE_DEVICE_QUEUE_MAX];
         memset(job, 0, sizeof(*job));
         snprintf(job->key, sizeof(job->key), "%s", key ? key : "");
         snprintf(job->verb, sizeof(job->verb), "%s", verb ? verb : "");

@@ -38,6 +38,7 @@ struct node_transport_t {
     struct sp_port *port; /* when libserialport opened it */
     const char *how;
     node_transport_stats_t stats;
+    size_t last_written; /* by the last write call, also when it failed */
 };
 
 static int64_t s_now_ms(void)
@@ -335,6 +336,7 @@ int node_transport_write(node_transport_t *self, const void *data, size_t len, i
         return s_fail(why, size, "not open", NULL);
     const uint8_t *p = data;
     int64_t deadline = s_now_ms() + timeout_ms;
+    self->last_written = 0;
     while (len > 0) {
         ssize_t n = send(self->fd, p, len, MSG_NOSIGNAL);
         if (n < 0 && errno == ENOTSOCK)
@@ -343,6 +345,7 @@ int node_transport_write(node_transport_t *self, const void *data, size_t len, i
             p += n;
             len -= (size_t)n;
             self->stats.bytes_out += (uint64_t)n;
+            self->last_written += (size_t)n;
             continue;
         }
         if (n < 0 && errno != EAGAIN && errno != EINTR) {
@@ -401,6 +404,11 @@ const node_transport_stats_t *node_transport_stats(const node_transport_t *self)
 const char *node_transport_spec(const node_transport_t *self)
 {
     return self->spec;
+}
+
+size_t node_transport_last_written(const node_transport_t *self)
+{
+    return self->last_written;
 }
 
 const char *node_transport_kind(const node_transport_t *self)

@@ -102,6 +102,11 @@ void node_device_stop(node_device_t **self_p);
 int node_device_submit(node_device_t *self, const char *key, const char *verb, const void *data,
                        size_t len);
 
+/*  As node_device_submit, but ahead of every waiting job (not of one already running): the
+    cash drawer must not wait behind a receipt held up by paper. Thread-safe. */
+int node_device_submit_first(node_device_t *self, const char *key, const char *verb,
+                             const void *data, size_t len);
+
 /*  {name, kind, health, detail} (the devices service's row) and the statistics {bytes_in,
     bytes_out, jobs, jobs_failed, errors, reconnects, opens, queued, transport}. Thread-safe. */
 bus_val_t *node_device_health(node_device_t *self);

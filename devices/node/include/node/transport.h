@@ -59,6 +59,10 @@ int node_transport_fd(const node_transport_t *self);
 int node_transport_write(node_transport_t *self, const void *data, size_t len, int timeout_ms,
                          char *why, size_t size);
 
+/*  How many bytes the last write call wrote, also when it failed or timed out part-way (a
+    driver resumes after them, never sending a byte twice). */
+size_t node_transport_last_written(const node_transport_t *self);
+
 /*  Read what is there, waiting at most timeout_ms for the first byte: the number of bytes, 0 on
     a timeout, -1 with why at the end of the connection or on an error (then closed). */
 ssize_t node_transport_read(node_transport_t *self, void *buf, size_t len, int timeout_ms,
