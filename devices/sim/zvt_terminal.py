@@ -55,7 +55,7 @@ CARD_NAME = b"Girocard"
 DLE, STX, ETX, ACK, NAK = 0x10, 0x02, 0x03, 0x06, 0x15
 RC_APPROVED, RC_DECLINED, RC_NOT_POSSIBLE, RC_NO_TRANSACTION = 0x00, 0x05, 0x83, 0xFF
 TX_MODES = ("approve", "decline", "slow", "lost_answer")
-LINK_MODES = ("lost_ack", "nak", "bad_crc")
+LINK_MODES = ("lost_ack", "nak", "bad_crc", "ack_lost")
 
 
 def crc16(data, crc=0):
@@ -327,7 +327,7 @@ class Simulator:
         self.outq = []            # APDUs to send, in order (immediate answers)
         self.unacked = None       # (apdu, tries, deadline) awaiting the ECR's ACK
         self.stats = {"frames_received": 0, "frames_bad_crc": 0, "frames_dropped": 0,
-                      "frames_sent": 0, "naks_sent": 0, "naks_received": 0, "acks_sent": 0,
+                      "frames_sent": 0, "acks_lost": 0, "naks_sent": 0, "naks_received": 0, "acks_sent": 0,
                       "acks_received": 0, "resends": 0, "bytes_received": 0}
         self.log = []             # every APDU both ways: ("ecr"|"terminal", hex)
 
@@ -518,13 +518,17 @@ class Simulator:
                 self.stats["frames_dropped"] += 1
                 LOG.info("lost_ack: frame %s dropped", a.hex())
                 return
-            if self.link_fault == "nak":
+            if self.link_fault == "ack_lost":  # taken, but the ACK never reaches the ECR
+                self.link_fault = None
+                self.stats["acks_lost"] += 1
+            elif self.link_fault == "nak":
                 self.link_fault = None
                 self.stats["naks_sent"] += 1
                 self._send(bytes([NAK]))
                 return
-            self.stats["acks_sent"] += 1
-            self._send(bytes([ACK]))
+            else:
+                self.stats["acks_sent"] += 1
+                self._send(bytes([ACK]))
         self.stats["frames_received"] += 1
         self.log.append(("ecr", a.hex()))
         answer = self.terminal.receive(a)

@@ -5,7 +5,8 @@ on a pty (9600 8N2, DLE frames, CRC, ACK/NAK) and over TCP (bare APDUs).
 An approval publishes the intermediate statuses in order, the receipt lines and result {ok true,
 amount, receipt, trace}; a decline fails the job with result ok false; a frame the terminal does
 not acknowledge or NAKs is sent again and charged once; a frame from the terminal with a bad CRC
-is NAKed and its resend taken; a lost final answer publishes unknown, is resolved by the verb
+is NAKed and its resend taken; a frame whose ACK is lost but which the terminal answers is
+not sent again; a lost final answer publishes unknown, is resolved by the verb
 status as approved, and the same key submitted again never charges twice (the terminal holds
 exactly one transaction); reversal, refund and end of day complete; garbage and a disconnect do
 not stop the next authorization."""
@@ -146,7 +147,8 @@ def serial_tests(term, tool):
             not r.get("unknown"), "result ok false, result code 05, declined", "declined", r)
 
     # a frame not acknowledged (lost ACK), a frame NAKed: resent, charged once
-    for mode, key, amount in (("lost_ack", "a3", 300), ("nak", "a4", 400)):
+    for mode, key, amount in (("lost_ack", "a3", 300), ("nak", "a4", 400),
+                              ("ack_lost", "a4b", 450)):
         before = len(approved(term))
         st0 = term.status()
         term.mode(mode)
@@ -159,8 +161,13 @@ def serial_tests(term, tool):
              f"{mode}: the terminal took the command once")
         if mode == "lost_ack":
             c.eq(st["frames_dropped"] - st0["frames_dropped"], 1, "lost_ack: one frame dropped")
-        else:
+        elif mode == "nak":
             c.check(st["naks_sent"] - st0["naks_sent"] == 1, "nak: the terminal NAKed once")
+        else:  # the terminal took it and answered, only its ACK was lost: never sent again
+            c.check(st["acks_lost"] - st0["acks_lost"] == 1 and
+                    st["frames_received"] - st0["frames_received"] ==
+                    st["acks_sent"] - st0["acks_sent"] + 1,
+                    "ack_lost: the answer counts as the ACK, the frame was not sent again")
 
     # the terminal sends a frame with a bad CRC: NAKed, its resend accepted
     st0 = term.status()

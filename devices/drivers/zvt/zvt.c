@@ -91,6 +91,7 @@ typedef struct {
     uint8_t frame[S_APDU_MAX + 8];
     size_t flen, fneed;
     bool fdone; /* TCP: frame holds a whole APDU, the next byte starts another */
+    bool held;  /* frame holds an APDU that came instead of the ACK, not yet taken */
     uint8_t crc[2];
     /* the authorization whose answer was lost */
     bool pending;
@@ -239,6 +240,7 @@ static void s_rx_reset(s_zvt_t *self)
     self->rstate = S_RX_IDLE;
     self->flen = self->fneed = 0;
     self->fdone = false;
+    self->held = false;
 }
 
 /*  Take one serial byte; a completed unit, or S_UNIT_NONE. */
@@ -386,7 +388,12 @@ static int s_send_apdu(s_zvt_t *self, node_device_t *dev, const uint8_t *apdu, s
                 self->naks_received++;
             if (u == S_UNIT_NAK || u == S_UNIT_NONE)
                 break; /* send it again */
-            /* a frame while we wait for the ACK: the terminal is not listening to us */
+            if (u == S_UNIT_FRAME) {
+                /* the terminal answers, so it took our frame and only its ACK was lost:
+                   sending it again could charge twice; the answer is kept for s_recv_apdu */
+                self->held = true;
+                return 0;
+            }
         }
     }
     return -1;
@@ -397,6 +404,11 @@ static int s_send_apdu(s_zvt_t *self, node_device_t *dev, const uint8_t *apdu, s
 static s_unit_t s_recv_apdu(s_zvt_t *self, node_device_t *dev, int64_t deadline)
 {
     int bad = 0;
+    if (self->held) {
+        self->held = false;
+        uint8_t ack = S_ACK;
+        return s_write(dev, &ack, 1) == 0 ? S_UNIT_FRAME : S_UNIT_GONE;
+    }
     for (;;) {
         int64_t now = s_now_ms();
         if (now >= deadline || node_device_stopping(dev))

@@ -245,6 +245,24 @@ def test_program(c, tmp):
         c.eq(host.unit(), b"\x15", "nak: the first frame is NAKed")
         dialogue(c, host, AUTH_FRAME, "nak resend")
 
+        # ack_lost: the frame is taken but no ACK goes out; the answer comes all the same
+        ctl("mode", next="ack_lost")
+        host.send(AUTH_FRAME)
+        u = host.unit()
+        c.check(isinstance(u, tuple) and u[0] == ACK_APDU,
+                "ack_lost: no 06, the terminal's 80 00 00 comes straight away")
+        host.send(b"\x06")
+        while True:  # finish the dialogue
+            u = host.unit(3.0)
+            if not isinstance(u, tuple):
+                break
+            host.send(b"\x06")
+            host.send(frame(ACK_APDU))
+            host.unit()
+            if u[0][:2] in (b"\x06\x0f", b"\x06\x1e"):
+                break
+        c.eq(ctl("status")["acks_lost"], 1, "ack_lost: counted")
+
         # bad_crc: the terminal's next frame has a wrong CRC; a NAK brings it again, right
         ctl("mode", next="bad_crc")
         host.send(AUTH_FRAME)
