@@ -49,6 +49,7 @@
 #include <drivers.h>
 #include <escpos.h>
 #include <node/device.h>
+#include <node/file.h>
 
 #include "tui.h"
 
@@ -116,6 +117,7 @@ typedef struct {
     char weigh_code[NODE_CATALOG_CODE_MAX + 1]; /* a weighed item waiting for the scale */
     int64_t weigh_until_ms;                     /* after this a weight is stale: ignored */
     int64_t inbox_dropped;                      /* scans past the inbox's bound */
+    int64_t printed;      /* the last sale whose receipt is printed (file "printed") */
     int64_t tui_shown_ms; /* when the screen last got an answer (zclock_mono) */
 } s_node_t;
 
@@ -231,9 +233,13 @@ static void s_write_all(int fd, const char *data, size_t len)
 
 static void s_displays(s_node_t *self, const bus_val_t *reply);
 
+static void s_printed(s_node_t *self, const bus_val_t *body);
+
 static void s_device_event(void *arg, const char *device, const char *event, bus_val_t **body)
 {
     s_node_t *self = arg;
+    if (strcmp(event, "done") == 0)
+        s_printed(self, *body);
     if (strcmp(event, "scan") == 0 || strcmp(event, "weight") == 0) {
         /* for the till: handed to its thread (this is the device's) */
         bus_val_t *item = bus_val_new_map();
@@ -376,6 +382,117 @@ static node_device_t *s_device_of_kind(s_node_t *self, const char *kind)
 
 /*  After a till answer: a completed sale prints its receipt (keyed by the sale id, so it never
     prints twice), a drawer the answer opened is pulsed through the printer. */
+/*  Queue the receipt of sale doc on printer, keyed key (a sale prints once per key). */
+static void s_print_receipt(s_node_t *self, node_device_t *printer, const bus_val_t *doc,
+                            const char *key, const char *qr, const char *cashier, bool reprint)
+{
+    const node_config_t *cfg = node_till_config(self->till);
+    const char *header[NODE_CONFIG_LINES_MAX], *footer[NODE_CONFIG_LINES_MAX];
+    char store_line[64];
+    for (int i = 0; i < cfg->nheader; i++)
+        header[i] = cfg->header[i];
+    for (int i = 0; i < cfg->nfooter; i++)
+        footer[i] = cfg->footer[i];
+    if (cfg->nheader == 0) {
+        snprintf(store_line, sizeof(store_line), "%s %s", self->store, self->reg);
+        header[0] = store_line;
+    }
+    escpos_layout_t layout = {.width_mm = 80,
+                              .header = header,
+                              .nheader = cfg->nheader ? cfg->nheader : 1,
+                              .footer = footer,
+                              .nfooter = cfg->nfooter,
+                              .tax_id = cfg->tax_id,
+                              .cashier = cashier,
+                              .qr = qr,
+                              .reprint = reprint};
+    bus_buf_t buf = {0};
+    char why[200];
+    if (escpos_receipt(doc, &layout, &buf, why, sizeof(why)) != 0)
+        bus_warn("posnode.devices", "receipt %s: %s", key, why);
+    else if (node_device_submit(printer, key, "print", buf.data, buf.len) < 0)
+        bus_warn("posnode.devices", "receipt %s: the printer's queue is full", key);
+    bus_buf_free(&buf);
+}
+
+/*  The sale number of one of this register's sale ids, or 0. */
+static int64_t s_sale_number(s_node_t *self, const char *sale_id)
+{
+    char prefix[64];
+    int n = snprintf(prefix, sizeof(prefix), "%s-%s-", self->store, self->reg);
+    if (!sale_id || strncmp(sale_id, prefix, (size_t)n) != 0)
+        return 0;
+    char *end;
+    long long k = strtoll(sale_id + n, &end, 10);
+    return *end || k < 1 ? 0 : k;
+}
+
+/*  The line command "reprint SALE_ID": a copy of a past receipt, marked as one. */
+static bus_val_t *s_reprint(s_node_t *self, const char *sale_id)
+{
+    bus_val_t *reply = bus_val_new_map();
+    bus_val_map_set_str(reply, "cmd", "reprint");
+    node_device_t *printer = s_device_of_kind(self, "printer");
+    int64_t k = s_sale_number(self, sale_id);
+    bus_val_t *doc = printer && k ? node_till_sale_doc(self->till, k) : NULL;
+    if (!doc) {
+        bus_val_map_set_bool(reply, "ok", false);
+        bus_val_map_set_str(reply, "error", printer ? "not_found" : "no_printer");
+        bus_val_map_set_str(reply, "message",
+                            printer ? "no such sale of this register" : "no printer");
+        return reply;
+    }
+    char key[96];
+    snprintf(key, sizeof(key), "reprint-%s-%" PRId64, sale_id, bus_now_ms());
+    s_print_receipt(self, printer, doc, key, sale_id, NULL, true);
+    bus_val_destroy(&doc);
+    bus_val_map_set_bool(reply, "ok", true);
+    bus_val_map_set_str(reply, "sale_id", sale_id);
+    return reply;
+}
+
+/*  Receipts of sales journaled but not printed when posnode last stopped (the printer was out
+    of paper, or posnode was killed): printed now, marked as copies (part of one may have
+    reached the printer before), keyed by their sale ids (at most the last 20; older ones by
+    reprint). */
+static void s_print_missed(s_node_t *self)
+{
+    node_device_t *printer = s_device_of_kind(self, "printer");
+    int64_t last = node_till_last_sale(self->till);
+    if (!printer || self->printed >= last)
+        return;
+    int64_t from = self->printed + 1 > last - 19 ? self->printed + 1 : last - 19;
+    for (int64_t k = from; k <= last; k++) {
+        bus_val_t *doc = node_till_sale_doc(self->till, k);
+        const char *id = bus_val_map_get_str(doc, "sale_id");
+        if (id) {
+            bus_info("posnode.devices", "printing %s: its receipt was not printed before", id);
+            /* marked as a copy: a part may have reached the printer before the stop */
+            s_print_receipt(self, printer, doc, id, id, NULL, true);
+        }
+        bus_val_destroy(&doc);
+    }
+}
+
+/*  A receipt printed: move the printed mark (a small file beside the journal). */
+static void s_printed(s_node_t *self, const bus_val_t *body)
+{
+    bool ok = false;
+    bus_val_map_get_bool(body, "ok", &ok);
+    int64_t k = s_sale_number(self, bus_val_map_get_str(body, "key"));
+    if (!ok || !k)
+        return;
+    pthread_mutex_lock(&self->dev_lock);
+    if (k > self->printed) {
+        self->printed = k;
+        char path[S_PATH_MAX + 16], text[32], why[200];
+        snprintf(path, sizeof(path), "%s/printed", self->dir);
+        int n = snprintf(text, sizeof(text), "%" PRId64 "\n", k);
+        node_file_write(path, text, (size_t)n, 0, why, sizeof(why));
+    }
+    pthread_mutex_unlock(&self->dev_lock);
+}
+
 static void s_devices_after(s_node_t *self, const bus_val_t *reply)
 {
     s_displays(self, reply);
@@ -386,35 +503,10 @@ static void s_devices_after(s_node_t *self, const bus_val_t *reply)
     const bus_val_t *doc = node_till_last_sale_doc(self->till);
     const char *doc_id = doc ? bus_val_map_get_str(doc, "sale_id") : NULL;
     if (sale_id && doc_id && strcmp(sale_id, doc_id) == 0) {
-        const node_config_t *cfg = node_till_config(self->till);
-        const char *header[NODE_CONFIG_LINES_MAX], *footer[NODE_CONFIG_LINES_MAX];
-        char store_line[64];
-        for (int i = 0; i < cfg->nheader; i++)
-            header[i] = cfg->header[i];
-        for (int i = 0; i < cfg->nfooter; i++)
-            footer[i] = cfg->footer[i];
-        if (cfg->nheader == 0) {
-            snprintf(store_line, sizeof(store_line), "%s %s", self->store, self->reg);
-            header[0] = store_line;
-        }
         char qr[160];
         snprintf(qr, sizeof(qr), "%s %.16s", sale_id, node_till_last_sale_hash(self->till));
-        const bus_val_t *who = bus_val_map_get(reply, "cashier");
-        escpos_layout_t layout = {.width_mm = 80,
-                                  .header = header,
-                                  .nheader = cfg->nheader ? cfg->nheader : 1,
-                                  .footer = footer,
-                                  .nfooter = cfg->nfooter,
-                                  .tax_id = cfg->tax_id,
-                                  .cashier = bus_val_map_get_str(who, "name"),
-                                  .qr = qr};
-        bus_buf_t buf = {0};
-        char why[200];
-        if (escpos_receipt(doc, &layout, &buf, why, sizeof(why)) == 0)
-            node_device_submit(printer, sale_id, "print", buf.data, buf.len);
-        else
-            bus_warn("posnode.devices", "receipt of %s: %s", sale_id, why);
-        bus_buf_free(&buf);
+        s_print_receipt(self, printer, doc, sale_id, qr,
+                        bus_val_map_get_str(bus_val_map_get(reply, "cashier"), "name"), false);
     }
     bool drawer = false;
     int64_t record = 0;
@@ -578,10 +670,13 @@ static void s_status(s_node_t *self, bus_val_t *reply)
 static void s_answer(s_node_t *self, int fd, const char *line)
 {
     bool devices = strcmp(line, "devices") == 0;
-    bus_val_t *reply = devices ? s_devices_answer(self) : node_till_command(self->till, line);
+    bool reprint = strncmp(line, "reprint ", 8) == 0;
+    bus_val_t *reply = devices   ? s_devices_answer(self)
+                       : reprint ? s_reprint(self, line + 8)
+                                 : node_till_command(self->till, line);
     if (!reply)
         return;
-    if (!devices)
+    if (!devices && !reprint)
         s_status(self, reply);
     if (self->tui) /* a socket client changed the till: the screen shows it at once */
         node_tui_status(self->tui, reply);
@@ -1027,7 +1122,17 @@ static int s_start(s_node_t *self)
     pthread_mutex_init(&self->dev_lock, NULL);
     if (self->dev_efd < 0 || s_devices_file(self) != 0)
         return -1;
+    uint8_t *mark;
+    size_t mlen;
+    char mwhy[200], mpath[S_PATH_MAX + 16];
+    snprintf(mpath, sizeof(mpath), "%s/printed", self->dir);
+    self->printed = node_till_last_sale(self->till); /* no mark yet: nothing is owed */
+    if (node_file_read(mpath, 64, &mark, &mlen, mwhy, sizeof(mwhy)) == 0) {
+        self->printed = strtoll((char *)mark, NULL, 10);
+        free(mark);
+    }
     s_devices_apply(self, node_till_config(self->till));
+    s_print_missed(self);
     const char *sock = bus_config_str(self->config, "socket");
     if (sock && *sock) {
         self->listen_fd = s_listen(sock);

@@ -207,6 +207,33 @@ c.eq(sum("盘点通知" in r["text"] for r in receipts()), 1, "once")
 c.eq(sim("status").get("status_inside_commands"), 0,
      "after everything: still no status request inside a command")
 
+# --- a reprint, and a receipt owed across a restart ----------------------------------------------------
+n = len(receipts())
+r = r01.cmd("reprint S1-R01-000001")
+c.check(r.get("ok") is True, f"reprint of sale 1: {r}")
+c.check(wait_for(lambda: len(receipts()) == n + 1, 15), "a copy is printed")
+copy = receipts()[-1]["text"] if receipts() else ""
+c.check("REPRINT" in copy and "SALE S1-R01-000001" in copy and "TOTAL" in copy,
+        f"marked as a copy, with the sale:\n{copy[:300]}")
+c.check(not r01.cmd("reprint S1-R02-000001").get("ok"), "another register's sale: refused")
+sim("paper", state="out")
+c.check(wait_for(lambda: printer_row().get("health") == "error", 10), "paper out again")
+r01.cmd("login ann 1111")
+r = r01.cmd("scan SALT")
+r = r01.cmd("pay cash")
+owed = r.get("sale_id", "")
+c.check(r.get("ok") and owed, f"a sale while the printer has no paper: {owed}")
+st.kill("r01", signal.SIGKILL)  # its receipt was never sent: nothing held in the printer
+sim("paper", state="ok")
+n = len(receipts())
+r01 = st.start_posnode("r01", STORE, "R01", "--devices", devices_file)
+c.check(wait_for(lambda: len(receipts()) == n + 1, 20),
+        "after the restart the owed receipt is printed")
+last = receipts()[-1]["text"] if receipts() else ""
+c.check(f"SALE {owed}" in last and "REPRINT" in last, f"once, marked as a copy:\n{last[:200]}")
+time.sleep(2)
+c.eq(len(receipts()), n + 1, "and only once")
+
 # --- health in the back office --------------------------------------------------------------------
 nl = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "node", "list", "--store", STORE],
                     capture_output=True, text=True, timeout=30)

@@ -22,6 +22,7 @@
 #ifndef ESCPOS_H_INCLUDED
 #define ESCPOS_H_INCLUDED
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <bus/val.h>
@@ -40,6 +41,7 @@ typedef struct {
     const char *tax_id;  /* "" for none */
     const char *cashier; /* display name */
     const char *qr;      /* the QR code's text; NULL for none */
+    bool reprint;        /* a copy: marked so at the top, never taken for the original */
 } escpos_layout_t;
 
 /*  Append the receipt of sale (a sale document) to out. 0, or -1 with why. */

@@ -179,6 +179,11 @@ int escpos_receipt(const bus_val_t *sale, const escpos_layout_t *layout, bus_buf
         if (i == 0)
             S_CMD(&w, 0x1D, 0x21, 0x00, 0x1B, 0x45, 0x00);
     }
+    if (layout->reprint) {
+        S_CMD(&w, 0x1B, 0x45, 0x01);
+        s_line(&w, "*** REPRINT / 重印 ***");
+        S_CMD(&w, 0x1B, 0x45, 0x00);
+    }
     S_CMD(&w, 0x1B, 0x61, 0x00); /* left */
     const char *kind = s_s(sale, "kind");
     snprintf(row, sizeof(row), "%s %s",

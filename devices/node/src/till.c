@@ -566,6 +566,36 @@ uint64_t node_till_segment(const node_till_t *self)
     return self->segment;
 }
 
+bus_val_t *node_till_sale_doc(node_till_t *self, int64_t k)
+{
+    if (k < 1 || k > self->sale_seq)
+        return NULL;
+    node_journal_entry_t e = {0};
+    bus_limits_t limits = {.max_size = NODE_JOURNAL_PAYLOAD_MAX};
+    bus_reject_t reason;
+    if (k <= self->base) { /* in an archive */
+        char why[200];
+        if (node_segment_read_sale(self->path, self->key, k, &e, why, sizeof(why)) != 0)
+            return NULL;
+        bus_val_t *doc = bus_val_decode(e.payload, e.size, &limits, &reason);
+        node_journal_entry_clear(&e);
+        return doc;
+    }
+    /* the current segment: sale k is the (k - base)th sale record */
+    int64_t n = self->base;
+    for (uint64_t seq = 1; self->journal && seq <= node_journal_last_seq(self->journal); seq++) {
+        if (node_journal_read(self->journal, seq, &e) != 0)
+            return NULL;
+        if (e.kind == NODE_JOURNAL_SALE && ++n == k) {
+            bus_val_t *doc = bus_val_decode(e.payload, e.size, &limits, &reason);
+            node_journal_entry_clear(&e);
+            return doc;
+        }
+        node_journal_entry_clear(&e);
+    }
+    return NULL;
+}
+
 const bus_val_t *node_till_last_sale_doc(const node_till_t *self)
 {
     return self->last_doc;

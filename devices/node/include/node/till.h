@@ -102,6 +102,10 @@ uint64_t node_till_segment(const node_till_t *self);
     and the SHA-256 of its journal record in hex (for the receipt's QR code); NULL and "" before
     the first. The configuration the till runs (receipt lines). */
 const bus_val_t *node_till_last_sale_doc(const node_till_t *self);
+/*  Sale number k's document read back from the journal (or its archive), for a reprint or a
+    receipt not printed before a restart (caller destroys); NULL when there is no such sale or
+    it cannot be read. Reads the journal through: for a reprint, not for every sale. */
+bus_val_t *node_till_sale_doc(node_till_t *self, int64_t k);
 const char *node_till_last_sale_hash(const node_till_t *self);
 const node_config_t *node_till_config(const node_till_t *self);
 
