@@ -622,6 +622,8 @@ static void s_devices_tell(s_node_t *self)
     bus_val_t *rows = bus_val_new_arr();
     for (int i = 0; rows && i < self->ndevices; i++) {
         bus_val_t *h = node_device_health(self->devices[i]);
+        bus_val_t *st = node_device_stats(self->devices[i]);
+        bus_val_map_set(h, "stats", &st); /* the devices service keeps the counters */
         bus_val_arr_push(rows, &h);
     }
     node_uplink_set_devices(self->uplink, &rows);

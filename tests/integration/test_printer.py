@@ -239,6 +239,27 @@ nl = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "node", "list", "--store"
                     capture_output=True, text=True, timeout=30)
 c.check("printer:ok" in nl.stdout, f"posctl node list shows the printer's health:\n{nl.stdout}")
 
+
+
+def device_row():
+    r = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "node", "devices", "--store", STORE,
+                        "--format", "json"], capture_output=True, text=True, timeout=30)
+    nodes = json.loads(r.stdout).get("nodes", []) if r.returncode == 0 else []
+    rows = [d for n in nodes for d in n.get("devices", [])]
+    return rows[0] if rows else {}
+
+
+c.check(wait_for(lambda: device_row().get("stats", {}).get("bytes_out") ==
+                 printer_row().get("stats", {}).get("bytes_out") and
+                 device_row()["stats"].get("jobs") == printer_row()["stats"].get("jobs") >= 1,
+                 15),
+        f"posctl node devices: the statistics the register reports (checked against the "
+        f"printer's own count above): {device_row()}")
+table = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "node", "devices", "--store", STORE],
+                       capture_output=True, text=True, timeout=30)
+c.check(table.returncode == 0 and "printer" in table.stdout and "bytes_out" in table.stdout,
+        f"and as a table:\n{table.stdout}")
+
 watch.close()
 ctx.term()
 st.stop_all(c)

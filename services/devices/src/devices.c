@@ -169,6 +169,25 @@ static bool s_name_taken(const bus_val_t *list, const char *name)
 
 /*  Check a devices list and encode it, normalised ({name, kind, health, detail} each, nothing
     else), as MessagePack into out. 0, or -1 with why. */
+/*  A device's statistics as kept: the known counters that are integers 0..2^53-1, others
+    dropped; NULL when none. */
+static bus_val_t *s_device_stats(const bus_val_t *in)
+{
+    static const char *const names[] = {"bytes_in", "bytes_out",  "jobs",   "jobs_failed",
+                                        "errors",   "reconnects", "queued", NULL};
+    if (bus_val_type(in) != BUS_VAL_MAP)
+        return NULL;
+    bus_val_t *out = bus_val_new_map();
+    for (int i = 0; out && names[i]; i++) {
+        int64_t v;
+        if (bus_val_map_get_int(in, names[i], &v) && v >= 0 && v <= S_INT_MAX)
+            bus_val_map_set_int(out, names[i], v);
+    }
+    if (out && bus_val_size(out) == 0)
+        bus_val_destroy(&out);
+    return out;
+}
+
 static int s_devices_encode(const bus_val_t *list, bus_buf_t *out, char *why, size_t size)
 {
     static const char *const health[] = {"ok", "warn", "error", "offline", NULL};
@@ -210,9 +229,11 @@ static int s_devices_encode(const bus_val_t *list, bus_buf_t *out, char *why, si
             rc = -1;
         } else {
             bus_val_t *m = bus_val_new_map();
+            bus_val_t *stats = s_device_stats(bus_val_map_get(d, "stats"));
             if (!m || bus_val_map_set_str(m, "name", name) ||
                 bus_val_map_set_str(m, "kind", kind) || bus_val_map_set_str(m, "health", h) ||
-                bus_val_map_set_str(m, "detail", detail) || bus_val_arr_push(norm, &m)) {
+                bus_val_map_set_str(m, "detail", detail) ||
+                (stats && bus_val_map_set(m, "stats", &stats)) || bus_val_arr_push(norm, &m)) {
                 bus_val_destroy(&m);
                 snprintf(why, size, "out of memory");
                 rc = -1;

@@ -207,7 +207,7 @@ static int s_node_enroll(const char *dir, const bus_identity_t *id)
 int posctl_node(bus_config_t *config)
 {
     const char *sub = bus_config_argc(config) > 1 ? bus_config_arg(config, 1) : "";
-    if (streq(sub, "list")) /* the one node command that asks busd (nodes.c) */
+    if (streq(sub, "list") || streq(sub, "devices")) /* the node commands that ask busd */
         return posctl_node_list(config);
     bool enroll = streq(sub, "enroll"), revoke = streq(sub, "revoke");
     if (bus_config_argc(config) != 4 || (!enroll && !revoke)) {

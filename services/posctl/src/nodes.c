@@ -1,5 +1,7 @@
 /*  =========================================================================
-    nodes.c - posctl node list: the registers the devices service knows
+    nodes.c - posctl node list|devices: the registers the devices service
+    knows, and their peripherals (health and the statistics each register
+    reports with its heartbeats)
 
     Asks devices for node.list and follows its pages (at most 1000 nodes or
     512 KiB each), so a large fleet prints like a small one. json prints the
@@ -71,12 +73,50 @@ static bus_val_t *s_rows(const bus_val_t *nodes)
     return body;
 }
 
+/*  One row per device of every node: health and the statistics its register reported. */
+static bus_val_t *s_device_rows(const bus_val_t *nodes)
+{
+    static const char *const ints[] = {"bytes_in", "bytes_out",  "jobs",   "jobs_failed",
+                                       "errors",   "reconnects", "queued", NULL};
+    bus_val_t *body = bus_val_new_map(), *rows = bus_val_new_arr();
+    for (size_t i = 0; body && rows && i < bus_val_size(nodes); i++) {
+        const bus_val_t *n = bus_val_arr_get(nodes, i);
+        const bus_val_t *devices = bus_val_map_get(n, "devices");
+        for (size_t j = 0; j < bus_val_size(devices); j++) {
+            const bus_val_t *d = bus_val_arr_get(devices, j);
+            const bus_val_t *st = bus_val_map_get(d, "stats");
+            bus_val_t *row = bus_val_new_map();
+            static const char *const strs[] = {"name", "kind", "health", "detail", NULL};
+            const char *store = bus_val_map_get_str(n, "store");
+            const char *reg = bus_val_map_get_str(n, "register");
+            bus_val_map_set_str(row, "store", store ? store : "");
+            bus_val_map_set_str(row, "register", reg ? reg : "");
+            for (int k = 0; strs[k]; k++) {
+                const char *v = bus_val_map_get_str(d, strs[k]);
+                bus_val_map_set_str(row, strcmp(strs[k], "name") ? strs[k] : "device", v ? v : "");
+            }
+            for (int k = 0; ints[k]; k++) {
+                int64_t v = 0;
+                bus_val_map_get_int(st, ints[k], &v);
+                bus_val_map_set_int(row, ints[k], v);
+            }
+            bus_val_arr_push(rows, &row);
+        }
+    }
+    if (body && rows)
+        bus_val_map_set(body, "rows", &rows);
+    bus_val_destroy(&rows);
+    return body;
+}
+
 int posctl_node_list(bus_config_t *config)
 {
     const char *format = bus_config_str(config, "format");
+    bool devices_view =
+        bus_config_argc(config) == 2 && !strcmp(bus_config_arg(config, 1), "devices");
     if (bus_config_argc(config) != 2 ||
         (strcmp(format, "table") && strcmp(format, "csv") && strcmp(format, "json"))) {
-        fprintf(stderr, "posctl: usage: node list [--store S] [--format table|csv|json]\n");
+        fprintf(stderr, "posctl: usage: node list|devices [--store S] [--format table|csv|json]\n");
         return POSCTL_EXIT_USAGE;
     }
     bus_conn_cfg_t cfg;
@@ -98,7 +138,7 @@ int posctl_node_list(bus_config_t *config)
         posctl_print(all, format);
     else if (all) {
         const bus_val_t *nodes = bus_val_map_get(all, "nodes");
-        bus_val_t *rows = s_rows(nodes);
+        bus_val_t *rows = devices_view ? s_device_rows(nodes) : s_rows(nodes);
         if (bus_val_size(nodes) == 0 && strcmp(format, "table") == 0)
             printf("no nodes%s%s\n", store ? " in store " : "", store ? store : "");
         else if (rows)

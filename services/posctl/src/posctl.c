@@ -71,6 +71,7 @@ static void s_usage(bus_config_t *config)
         "  node enroll STORE REG    a register's key (or its existing key enrolled again)\n"
         "  node revoke STORE REG    refuse a register (its key files stay)\n"
         "  node list [--store S]    registers: online, heartbeat, unsynced, devices\n"
+        "  node devices [--store S] their peripherals: health, bytes, jobs, errors, reconnects\n"
         "  keys list                enrolled keys: role, name, store, register, created, key\n"
         "                           (--format table|csv|json)\n"
         "  keys enrol|revoke ROLE NAME   enrol an existing key again, or refuse it\n"
