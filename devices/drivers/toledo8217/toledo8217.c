@@ -90,28 +90,6 @@ static void s_sleep_ms(int64_t ms)
         ;
 }
 
-/*  One option value name=N within [min, max]. 0, or -1 with why. */
-static int s_option(const char *item, size_t len, const char *name, int min, int max, int *out,
-                    char *why, size_t size)
-{
-    size_t n = strlen(name);
-    char text[16];
-    if (len <= n + 1 || len - n - 1 >= sizeof(text))
-        goto out_bad;
-    memcpy(text, item + n + 1, len - n - 1);
-    text[len - n - 1] = '\0';
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || *end || end == text || v < min || v > max)
-        goto out_bad;
-    *out = (int)v;
-    return 0;
-out_bad:
-    snprintf(why, size, "option %s: a number of milliseconds from %d to %d", name, min, max);
-    return -1;
-}
-
 static void *s_create(const char *options, char *why, size_t size)
 {
     s_scale_t *self = calloc(1, sizeof(*self));
@@ -126,9 +104,9 @@ static void *s_create(const char *options, char *why, size_t size)
         size_t len = strcspn(p, ",");
         int rc = 0;
         if (len > 9 && !strncmp(p, "weigh_ms=", 9))
-            rc = s_option(p, len, "weigh_ms", 500, 60000, &self->weigh_ms, why, size);
+            rc = node_device_option_int(p, len, "weigh_ms", 500, 60000, &self->weigh_ms, why, size);
         else if (len > 8 && !strncmp(p, "poll_ms=", 8))
-            rc = s_option(p, len, "poll_ms", 100, 5000, &self->poll_ms, why, size);
+            rc = node_device_option_int(p, len, "poll_ms", 100, 5000, &self->poll_ms, why, size);
         else if (len > 0) {
             snprintf(why, size, "unknown option \"%.*s\" (weigh_ms=N, poll_ms=N)", (int)len, p);
             rc = -1;

@@ -151,28 +151,6 @@ static int64_t s_unbcd(const uint8_t *in, int bytes)
     return v;
 }
 
-/*  One option name=N within [min, max]. 0, or -1 with why. */
-static int s_option(const char *item, size_t len, const char *name, int min, int max, int *out,
-                    char *why, size_t size)
-{
-    size_t n = strlen(name);
-    char text[16];
-    if (len <= n + 1 || len - n - 1 >= sizeof(text))
-        goto out_bad;
-    memcpy(text, item + n + 1, len - n - 1);
-    text[len - n - 1] = '\0';
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || *end || end == text || v < min || v > max)
-        goto out_bad;
-    *out = (int)v;
-    return 0;
-out_bad:
-    snprintf(why, size, "option %s: a number of milliseconds from %d to %d", name, min, max);
-    return -1;
-}
-
 static int s_password(s_zvt_t *self, const char *item, size_t len, char *why, size_t size)
 {
     if (len != 9 + 6)
@@ -206,9 +184,9 @@ static void *s_create(const char *options, char *why, size_t size)
         size_t len = strcspn(p, ",");
         int rc = 0;
         if (len > 6 && !strncmp(p, "t3_ms=", 6))
-            rc = s_option(p, len, "t3_ms", 100, 60000, &self->t3_ms, why, size);
+            rc = node_device_option_int(p, len, "t3_ms", 100, 60000, &self->t3_ms, why, size);
         else if (len > 6 && !strncmp(p, "t4_ms=", 6))
-            rc = s_option(p, len, "t4_ms", 500, 600000, &self->t4_ms, why, size);
+            rc = node_device_option_int(p, len, "t4_ms", 500, 600000, &self->t4_ms, why, size);
         else if (len >= 9 && !strncmp(p, "password=", 9))
             rc = s_password(self, p, len, why, size);
         else if (len > 0) {

@@ -391,3 +391,24 @@ bool node_device_stopping(node_device_t *self)
 {
     return s_stopping(self);
 }
+
+int node_device_option_int(const char *item, size_t len, const char *name, int min, int max,
+                           int *out, char *why, size_t size)
+{
+    size_t n = strlen(name);
+    char text[16];
+    if (len <= n + 1 || len - n - 1 >= sizeof(text))
+        goto out_bad;
+    memcpy(text, item + n + 1, len - n - 1);
+    text[len - n - 1] = '\0';
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || *end || end == text || v < min || v > max)
+        goto out_bad;
+    *out = (int)v;
+    return 0;
+out_bad:
+    snprintf(why, size, "option %s: a number from %d to %d", name, min, max);
+    return -1;
+}

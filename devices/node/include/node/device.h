@@ -116,6 +116,11 @@ const char *node_device_name(const node_device_t *self);
 
 /* ---- for drivers (the device's thread) ------------------------------------------------- */
 
+/*  One item "name=N" (len bytes at item, from a driver's comma-separated options text) as an
+    integer within [min, max] into *out. 0, or -1 with why. */
+int node_device_option_int(const char *item, size_t len, const char *name, int min, int max,
+                           int *out, char *why, size_t size);
+
 node_transport_t *node_device_transport(node_device_t *self);
 /*  Set health and detail; a change is published as the event "status". */
 void node_device_set_health(node_device_t *self, node_health_t health, const char *detail);
