@@ -8,69 +8,29 @@ timeout, an overloaded one and one under zero give stable false with the reason 
 fails (no weight); overload makes the health warn; malformed and split replies, garbage and a
 disconnect do not stop the next weigh from working; zero, tare and clear tare reach the scale;
 a scale that stops answering goes offline and comes back."""
-import json
 import os
-import queue
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.environ.get("POSBUS_SRC", "."), "tests", "integration"))
 sys.path.insert(0, os.path.join(os.environ.get("POSBUS_SRC", "."), "devices", "sim"))
-from harness import BIN, Checks, sanitizer_report, wait_for  # noqa: E402
+from harness import BIN, Checks, wait_for  # noqa: E402
+from devtool import DeviceTool, kill_all  # noqa: E402
 from scale_8217 import Scale  # noqa: E402
 
 c = Checks("test_toledo8217")
 tmp = tempfile.mkdtemp(prefix="posbus-toledo8217-")
-TOOLS = []
 
 
-class Tool:
-    """device_tool running the driver for the scale on link, its output read on a thread."""
+class Tool(DeviceTool):
+    """device_tool running the driver for the scale on link."""
 
     def __init__(self, link, options=None):
-        TOOLS.append(self)
-        self.err = open(os.path.join(tmp, f"device_tool-{len(TOOLS)}.err"), "w+")
-        argv = [f"{BIN}/device_tool", "toledo8217",
-                f"serial:{link},baud=9600,data=7,parity=even,stop=1"]
-        self.proc = subprocess.Popen(argv + ([options] if options else []),
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.err, text=True, bufsize=1)
-        self.lines = queue.Queue()  # every JSON line device_tool prints
-        self.events = []            # every event seen, in order
-        threading.Thread(target=self._reader, daemon=True).start()
-
-    def _reader(self):
-        for line in self.proc.stdout:
-            self.lines.put(json.loads(line))
-        self.lines.put(None)
-
-    def send(self, cmd):
-        self.proc.stdin.write(cmd + "\n")
-        self.proc.stdin.flush()
-
-    def read_until(self, pred, timeout=10):
-        deadline = time.time() + timeout
-        while True:
-            try:
-                msg = self.lines.get(timeout=max(0.01, deadline - time.time()))
-            except queue.Empty:
-                return None
-            if msg is None:
-                return None
-            if "event" in msg:
-                self.events.append(msg["event"])
-            if pred(msg):
-                return msg
-            if time.time() > deadline:
-                return None
-
-    def health(self):
-        self.send("health")
-        return self.read_until(lambda m: "health" in m)["health"]
+        super().__init__("toledo8217", f"serial:{link},baud=9600,data=7,parity=even,stop=1",
+                         options, tmp)
 
     def weigh(self, key, timeout=10):
         """Submit weigh; (the weight event's body, the job's outcome event, seconds taken)."""
@@ -84,15 +44,7 @@ class Tool:
 
     def command(self, key, verb):
         self.send(f"submit {key} {verb}")
-        end = self.read_until(lambda m: m.get("event", {}).get("name") in ("done", "failed")
-                              and m["event"]["body"].get("key") == key)
-        return end["event"]["name"] if end else None
-
-    def quit(self):
-        self.send("quit")
-        rc = self.proc.wait(timeout=10)
-        self.err.seek(0)
-        return rc, sanitizer_report(self.err.read())
+        return self.outcome(key)
 
 
 link = os.path.join(tmp, "scale.tty")
@@ -249,9 +201,7 @@ try:
     c.check(bad.returncode != 0 and "weigh_ms" in bad.stderr,
             f"a bad option is refused: {bad.stderr.strip()}")
 finally:
-    for t in TOOLS:
-        if t.proc.poll() is None:
-            t.proc.kill()
+    kill_all()
     scale.stop()
     shutil.rmtree(tmp, ignore_errors=True)
 c.finish()

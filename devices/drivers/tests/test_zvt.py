@@ -10,85 +10,39 @@ not sent again; a lost final answer publishes unknown, is resolved by the verb
 status as approved, and the same key submitted again never charges twice (the terminal holds
 exactly one transaction); reversal, refund and end of day complete; garbage and a disconnect do
 not stop the next authorization."""
-import json
 import os
-import queue
 import select
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import tty
 
 sys.path.insert(0, os.path.join(os.environ.get("POSBUS_SRC", "."), "tests", "integration"))
 sys.path.insert(0, os.path.join(os.environ.get("POSBUS_SRC", "."), "devices", "sim"))
-from harness import BIN, Checks, sanitizer_report, wait_for  # noqa: E402
+from harness import BIN, Checks, wait_for  # noqa: E402
+from devtool import DeviceTool, kill_all  # noqa: E402
 from zvt_terminal import ZvtTerminal  # noqa: E402
 
 c = Checks("test_zvt")
 tmp = tempfile.mkdtemp(prefix="posbus-zvt-")
-TOOLS = []
 OPTIONS = "t3_ms=1000,t4_ms=4000"
 
 
-class Tool:
-    """device_tool running the driver on transport, its output read on a thread."""
+class Tool(DeviceTool):
+    """device_tool running the zvt driver on transport."""
 
     def __init__(self, transport, options=OPTIONS):
-        TOOLS.append(self)
-        self.err = open(os.path.join(tmp, f"device_tool-{len(TOOLS)}.err"), "w+")
-        argv = [f"{BIN}/device_tool", "zvt", transport] + ([options] if options else [])
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.err, text=True, bufsize=1)
-        self.lines = queue.Queue()
-        self.events = []
-        threading.Thread(target=self._reader, daemon=True).start()
-
-    def _reader(self):
-        for line in self.proc.stdout:
-            self.lines.put(json.loads(line))
-        self.lines.put(None)
-
-    def send(self, cmd):
-        self.proc.stdin.write(cmd + "\n")
-        self.proc.stdin.flush()
-
-    def read_until(self, pred, timeout=10):
-        deadline = time.time() + timeout
-        while True:
-            try:
-                msg = self.lines.get(timeout=max(0.01, deadline - time.time()))
-            except queue.Empty:
-                return None
-            if msg is None:
-                return None
-            if "event" in msg:
-                self.events.append(msg["event"])
-            if pred(msg):
-                return msg
-            if time.time() > deadline:
-                return None
-
-    def health(self):
-        self.send("health")
-        m = self.read_until(lambda m: "health" in m)
-        return m["health"] if m else {}
+        super().__init__("zvt", transport, options, tmp)
 
     def job(self, key, verb, text=None, timeout=15):
         """Submit; (the events published for it, in order, and "done" / "failed" / None)."""
         n = len(self.events)
         self.send(f"submit {key} {verb}" + (f" text:{text}" if text is not None else ""))
-        end = self.read_until(lambda m: m.get("event", {}).get("name") in ("done", "failed")
-                              and m["event"]["body"].get("key") == key, timeout)
-        return self.events[n:], end["event"]["name"] if end else None
+        end = self.outcome(key, timeout)
+        return self.events[n:], end
 
-    def quit(self):
-        self.send("quit")
-        rc = self.proc.wait(timeout=15)
-        self.err.seek(0)
-        return rc, sanitizer_report(self.err.read())
 
 
 def named(events, name):
@@ -327,8 +281,6 @@ try:
     c.check(bad.returncode != 0 and "password" in bad.stderr,
             f"a bad option is refused: {bad.stderr.strip()}")
 finally:
-    for t in TOOLS:
-        if t.proc.poll() is None:
-            t.proc.kill()
+    kill_all()
     shutil.rmtree(tmp, ignore_errors=True)
 c.finish()
