@@ -32,6 +32,7 @@
 #include "caller.h"
 #include "commands.h"
 #include <bus/keys.h>
+#include <pos/sale.h>
 #include <ctype.h>
 #include <pos/text.h>
 #include "command_lua.h"
@@ -79,18 +80,6 @@ static int s_bad(devices_commands_t *self, bus_service_t *svc, const char *why)
 }
 
 /* ---- checks ------------------------------------------------------------------------------- */
-
-/*  Is text 1..max bytes of letters, digits and extra? */
-static bool s_word_ok(const char *text, size_t max, const char *extra)
-{
-    size_t n = text ? strlen(text) : 0;
-    if (n == 0 || n > max)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)text[i]) && !strchr(extra, text[i]))
-            return false;
-    return true;
-}
 
 /*  Is text 1..S_COMMAND_MAX bytes of lowercase letters, digits and '_'? */
 static bool s_command_ok(const char *text)
@@ -170,7 +159,7 @@ static int s_command_parse(devices_commands_t *self, bus_service_t *svc, const b
                  BUS_ID_PART_MAX);
         return s_bad(self, svc, why);
     }
-    if (!s_word_ok(cmd->device, S_DEVICE_MAX, "_-.")) {
+    if (!pos_sale_id_ok(cmd->device, S_DEVICE_MAX, "_-.")) {
         snprintf(why, sizeof(why), "device: 1-%d letters, digits, '_', '-', '.' required",
                  S_DEVICE_MAX);
         return s_bad(self, svc, why);
@@ -180,7 +169,7 @@ static int s_command_parse(devices_commands_t *self, bus_service_t *svc, const b
                  S_COMMAND_MAX);
         return s_bad(self, svc, why);
     }
-    if (!s_word_ok(cmd->key, S_KEY_MAX, "_-.:")) {
+    if (!pos_sale_id_ok(cmd->key, S_KEY_MAX, "_-.:")) {
         snprintf(why, sizeof(why), "key: 1-%d letters, digits, '_', '-', '.', ':' required",
                  S_KEY_MAX);
         return s_bad(self, svc, why);
@@ -321,7 +310,8 @@ static int s_pending_read(devices_commands_t *self, bus_service_t *svc, const ch
         const redisReply *k = keys->element[i];
         /* a key that could not have been written here is skipped, never built into a name */
         const char *name =
-            k->type == REDIS_REPLY_STRING && s_word_ok(k->str, S_KEY_MAX, "_-.:") ? k->str : "-";
+            k->type == REDIS_REPLY_STRING && pos_sale_id_ok(k->str, S_KEY_MAX, "_-.:") ? k->str
+                                                                                       : "-";
         bus_key_devcmd(hash, store, name);
         ok = bus_redis_append(self->redis, "HMGET %s device command args state", hash) == 0;
         queued += ok ? 1 : 0;
@@ -342,7 +332,7 @@ static int s_pending_read(devices_commands_t *self, bus_service_t *svc, const ch
             break;
         }
         const redisReply *k = keys->element[i];
-        bool named = k->type == REDIS_REPLY_STRING && s_word_ok(k->str, S_KEY_MAX, "_-.:");
+        bool named = k->type == REDIS_REPLY_STRING && pos_sale_id_ok(k->str, S_KEY_MAX, "_-.:");
         bus_val_t *row = named ? s_pending_row(k->str, replies[i]) : NULL;
         if (!row)
             continue;
@@ -413,7 +403,7 @@ static int s_result(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     size_t elen = 0;
     const char *error = ev ? bus_val_get_str(ev, &elen) : "";
     bool ok = false;
-    if (!s_word_ok(key, S_KEY_MAX, "_-.:")) {
+    if (!pos_sale_id_ok(key, S_KEY_MAX, "_-.:")) {
         snprintf(why, sizeof(why), "key: 1-%d letters, digits, '_', '-', '.', ':' required",
                  S_KEY_MAX);
         return s_bad(self, svc, why);

@@ -34,7 +34,7 @@
 */
 #include "config.h"
 #include <bus/keys.h>
-#include <ctype.h>
+#include <pos/sale.h>
 #include <node/cashier.h>
 #include <pos/text.h>
 #include <pos/ticket.h>
@@ -115,18 +115,6 @@ static int s_bad(devices_config_t *self, bus_service_t *svc, const char *fmt, ..
 }
 
 /* ---- checks ------------------------------------------------------------------------------- */
-
-/*  Is text 1..max bytes of letters, digits and extra? */
-static bool s_word_ok(const char *text, size_t max, const char *extra)
-{
-    size_t n = text ? strlen(text) : 0;
-    if (n == 0 || n > max)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)text[i]) && !strchr(extra, text[i]))
-            return false;
-    return true;
-}
 
 /*  The string under key, if it is printable UTF-8 of at most chars characters and max_bytes
     bytes without NUL; NULL otherwise. Absent: dflt. */
@@ -209,7 +197,7 @@ static int s_change(devices_config_t *self, bus_service_t *svc, const bus_msg_t 
                     const char **extra, const size_t *extra_len, bus_val_t *reply)
 {
     const char *id = bus_msg_id(req);
-    if (!s_word_ok(id, S_REQ_ID_MAX, "-_"))
+    if (!pos_sale_id_ok(id, S_REQ_ID_MAX, "-_"))
         return s_bad(self, svc,
                      "request id: 1-%d letters, digits, '-' or '_' (the idempotency key)",
                      S_REQ_ID_MAX);
@@ -377,8 +365,8 @@ static int s_devices_encode(const bus_val_t *list, bus_buf_t *out, char *why, si
             const char *other = bus_val_map_get_str(bus_val_arr_get(list, k), "name");
             dup = dup || (other && strcmp(other, name) == 0);
         }
-        if (!name || !s_word_ok(name, 32, "_-") || dup || !driver || !s_word_ok(driver, 32, "_") ||
-            !s_device_text_ok(transport, true) ||
+        if (!name || !pos_sale_id_ok(name, 32, "_-") || dup || !driver ||
+            !pos_sale_id_ok(driver, 32, "_") || !s_device_text_ok(transport, true) ||
             (strncmp(transport, "serial:/", 8) != 0 && strncmp(transport, "tcp:", 4) != 0) ||
             (options && !s_device_text_ok(options, false))) {
             snprintf(why, size,
@@ -533,7 +521,7 @@ static int s_cashier_add(bus_service_t *svc, const bus_msg_t *req, bus_val_t *re
     const char *role = bus_val_map_get_str(body, "role");
     const char *pin_hash = bus_val_map_get_str(body, "pin_hash");
     const bus_val_t *perms = bus_val_map_get(body, "permissions");
-    if (!s_word_ok(id, S_CASHIER_ID_MAX, "_"))
+    if (!pos_sale_id_ok(id, S_CASHIER_ID_MAX, "_"))
         return s_bad(self, svc, "id: 1-%d letters, digits or '_'", S_CASHIER_ID_MAX);
     if (!name || !*name)
         return s_bad(self, svc, "name: 1-%d bytes of UTF-8 text without control characters",
@@ -579,7 +567,7 @@ static int s_cashier_disable(bus_service_t *svc, const bus_msg_t *req, bus_val_t
     devices_config_t *self = arg;
     const bus_val_t *body = bus_msg_body(req);
     const char *id = bus_val_map_get_str(body, "id"), *store;
-    if (!s_word_ok(id, S_CASHIER_ID_MAX, "_"))
+    if (!pos_sale_id_ok(id, S_CASHIER_ID_MAX, "_"))
         return s_bad(self, svc, "id: 1-%d letters, digits or '_'", S_CASHIER_ID_MAX);
     if (s_store_arg(self, svc, body, &store) != 0)
         return -1;
@@ -629,7 +617,7 @@ static bus_val_t *s_promo_row(devices_config_t *self, bus_service_t *svc, const 
     int kind = s_kind(kind_name);
     const char *sku = s_text_field(body, "sku", POS_SKU_MAX, POS_SKU_MAX, "");
     const char *category = s_text_field(body, "category", POS_CATEGORY_CHARS, POS_CATEGORY_MAX, "");
-    if (!s_word_ok(id, S_PROMO_ID_MAX, "_-")) {
+    if (!pos_sale_id_ok(id, S_PROMO_ID_MAX, "_-")) {
         s_bad(self, svc, "id: 1-%d letters, digits, '_' or '-'", S_PROMO_ID_MAX);
         return NULL;
     }
@@ -637,7 +625,7 @@ static bus_val_t *s_promo_row(devices_config_t *self, bus_service_t *svc, const 
         s_bad(self, svc, "kind: percent, amount, qty_break, buy_x_get_y or member_price");
         return NULL;
     }
-    if (!sku || (*sku && !s_word_ok(sku, POS_SKU_MAX, "_-."))) {
+    if (!sku || (*sku && !pos_sale_id_ok(sku, POS_SKU_MAX, "_-."))) {
         s_bad(self, svc, "sku: a SKU (1-%d letters, digits, '_', '-', '.') or \"\"", POS_SKU_MAX);
         return NULL;
     }
@@ -721,7 +709,7 @@ static int s_promo_end(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
     devices_config_t *self = arg;
     const bus_val_t *body = bus_msg_body(req);
     const char *id = bus_val_map_get_str(body, "id"), *store;
-    if (!s_word_ok(id, S_PROMO_ID_MAX, "_-"))
+    if (!pos_sale_id_ok(id, S_PROMO_ID_MAX, "_-"))
         return s_bad(self, svc, "id: 1-%d letters, digits, '_' or '-'", S_PROMO_ID_MAX);
     if (s_store_arg(self, svc, body, &store) != 0)
         return -1;

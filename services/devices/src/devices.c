@@ -39,7 +39,7 @@
 */
 #include <bus/bus.h>
 #include <bus/keys.h>
-#include <ctype.h>
+#include <pos/sale.h>
 #include "commands.h"
 #include "caller.h"
 #include "config.h"
@@ -98,20 +98,6 @@ static int s_bad(s_devices_t *self, bus_service_t *svc, const char *why)
 }
 
 /* ---- validation ---------------------------------------------------------------- */
-
-/*  Is text 1..max bytes of letters, digits and extra? */
-static bool s_word_ok(const char *text, size_t max, const char *extra)
-{
-    size_t n = text ? strlen(text) : 0;
-    if (n == 0 || n > max)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)text[i];
-        if (!isalnum(ch) && !strchr(extra, ch))
-            return false;
-    }
-    return true;
-}
 
 /*  Bytes of the UTF-8 sequence that starts with lead, 0 if lead cannot start one. */
 static size_t s_utf8_len(unsigned char lead)
@@ -210,8 +196,8 @@ static int s_devices_encode(const bus_val_t *list, bus_buf_t *out, char *why, si
         bool health_ok = false;
         for (int k = 0; h && health[k]; k++)
             health_ok = health_ok || strcmp(h, health[k]) == 0;
-        if (bus_val_type(d) != BUS_VAL_MAP || !s_word_ok(name, S_DEV_NAME_MAX, "_-.") ||
-            !s_word_ok(kind, S_DEV_KIND_MAX, "_-")) {
+        if (bus_val_type(d) != BUS_VAL_MAP || !pos_sale_id_ok(name, S_DEV_NAME_MAX, "_-.") ||
+            !pos_sale_id_ok(kind, S_DEV_KIND_MAX, "_-")) {
             snprintf(why, size,
                      "devices[%zu]: name (1-%d letters, digits, '_', '-', '.') and kind (1-%d "
                      "letters, digits, '_', '-') required",
@@ -263,7 +249,7 @@ static int s_hello(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, v
     char why[S_WHY_MAX];
     const char *version = bus_val_map_get_str(body, "version");
     int64_t config_version;
-    if (!s_word_ok(version, S_VERSION_MAX, "._-+~"))
+    if (!pos_sale_id_ok(version, S_VERSION_MAX, "._-+~"))
         return s_bad(self, svc,
                      "version: 1-32 letters, digits, '.', '_', '-', '+' or '~' required");
     if (!s_count_field(body, "config_version", &config_version, why, sizeof(why)))
