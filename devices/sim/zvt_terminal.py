@@ -19,23 +19,19 @@ Why it is built this way:
   send it again, correctly), lost_answer (the next authorization is booked, then the terminal
   says nothing more: no 04 0F, no 06 0F). A later repeat receipt (06 20) answers the last
   transaction's 04 0F again, so an ECR can find out what happened without charging twice.
-- One thread runs one select() loop over the transport, the control socket and a wake-up
-  pipe; all state is touched only by it. Terminal (the in-process form) hands its calls to the
-  loop through a queue.
+- The transport, the control socket, the loop and the thread runner are simcore.py's (one
+  thread, one select() loop; all state is touched only by that thread); this module keeps the
+  link layer (Simulator) and the terminal (Terminal). The loop wakes every LOOP_TICK to send
+  what is due: a resend after a missing ACK, the dialogue's next message.
 
 Run with Debian's /usr/bin/python3."""
-import argparse
-import json
 import logging
 import os
-import queue
-import select
-import signal
-import socket
 import sys
-import threading
 import time
-import tty
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import simcore  # noqa: E402
 
 LOG = logging.getLogger("zvt_terminal")
 LOG.addHandler(logging.NullHandler())
@@ -302,193 +298,46 @@ class Terminal:
         self._say(*steps)
 
 
-class Simulator:
-    """One terminal on a pty or a TCP port, with an optional control socket (created last)."""
+class Simulator(simcore.Simulator):
+    """One terminal on a pty or a TCP port, with an optional control socket (simcore.Simulator):
+    the link layer (frames, ACK/NAK, resends) over the transport, the Terminal behind it."""
+    read_size = READ_SIZE
 
     def __init__(self, pty=None, tcp=None, control=None):
-        if (pty is None) == (tcp is None):
-            raise ValueError("exactly one of pty and tcp")
-        self.link, self.tcp, self.control_path = pty, tcp, control
+        super().__init__(pty, tcp, control, LOG)
         self.terminal = Terminal()
         self.parser = Parser(tcp is not None)
         self.link_fault = None
-        self.connections = 0
-        self.master = self.slave = None
-        self.slave_name = None
-        self.listener = self.client = None
-        self.port = None
-        self.control = None
-        self.control_clients = {}
-        self.calls = queue.Queue()
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_w, False)
-        self.stopping = False
         # link layer state
         self.outq = []            # APDUs to send, in order (immediate answers)
         self.unacked = None       # (apdu, tries, deadline) awaiting the ECR's ACK
         self.stats = {"frames_received": 0, "frames_bad_crc": 0, "frames_dropped": 0,
                       "frames_sent": 0, "acks_lost": 0, "naks_sent": 0, "naks_received": 0, "acks_sent": 0,
                       "acks_received": 0, "resends": 0, "bytes_received": 0}
-        self.log = []             # every APDU both ways: ("ecr"|"terminal", hex)
+        self.apdus = []           # every APDU both ways: ("ecr"|"terminal", hex)
 
-    # -- setup and teardown
-    def setup(self):
-        if self.link:
-            self._open_pty()
-        else:
-            host, _, port = self.tcp.rpartition(":")
-            if host != "127.0.0.1":
-                raise ValueError("--tcp listens on 127.0.0.1 only")
-            self.listener = socket.socket()
-            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.listener.bind((host, int(port)))
-            self.listener.listen(4)
-            self.port = self.listener.getsockname()[1]
-        if self.control_path:
-            if os.path.exists(self.control_path):
-                os.unlink(self.control_path)
-            self.control = socket.socket(socket.AF_UNIX)
-            self.control.bind(self.control_path)
-            self.control.listen(8)
-        LOG.info("ready: %s", self.address())
-
-    def address(self):
-        return f"pty {self.link} -> {self.slave_name}" if self.link \
-            else f"tcp 127.0.0.1:{self.port}"
-
-    def _open_pty(self):
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        os.set_blocking(self.master, False)
-        self.slave_name = os.ttyname(self.slave)
-        tmp = f"{self.link}.{os.getpid()}.tmp"
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.symlink(self.slave_name, tmp)
-        if os.path.lexists(self.link) and not os.path.islink(self.link):
-            os.unlink(tmp)
-            raise ValueError(f"{self.link} exists and is not a symlink")
-        os.replace(tmp, self.link)
-        self.connections += 1
-
-    def close(self):
-        if self.link:
-            for fd in (self.master, self.slave):
-                if fd is not None:
-                    os.close(fd)
-            self.master = self.slave = None
-            try:
-                if os.path.islink(self.link):
-                    os.unlink(self.link)
-            except OSError:
-                pass
-        for s in [self.client, self.listener, self.control, *self.control_clients]:
-            if s is not None:
-                s.close()
-        self.client = self.listener = self.control = None
-        self.control_clients = {}
-        if self.control_path and os.path.exists(self.control_path):
-            os.unlink(self.control_path)
-        for fd in (self.wake_r, self.wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    def log_stopped(self):
         LOG.info("stopped: %d transactions", len(self.terminal.transactions))
 
-    # -- the loop
-    def wake(self):
-        try:
-            os.write(self.wake_w, b"x")
-        except OSError:
-            pass
+    def timeout(self):
+        return LOOP_TICK          # resends and the dialogue's delays are due in steps of this
 
-    def stop(self):
-        self.stopping = True
-        self.wake()
+    def after_select(self, writable):
+        self._tick()
 
-    def run(self):
-        while not self.stopping:
-            readers = [self.wake_r]
-            if self.master is not None:
-                readers.append(self.master)
-            if self.client is not None:
-                readers.append(self.client)
-            if self.listener is not None and self.client is None:
-                readers.append(self.listener)
-            if self.control is not None:
-                readers.append(self.control)
-            readers += list(self.control_clients)
-            try:
-                ready, _, _ = select.select(readers, [], [], LOOP_TICK)
-            except InterruptedError:
-                continue
-            for r in ready:
-                if self.stopping:
-                    break
-                self._ready(r)
-            self._tick()
-            self._do_calls()
+    def received(self, data):
+        self._receive(data)
 
-    def _ready(self, r):
-        if r == self.wake_r:
-            try:
-                os.read(self.wake_r, 4096)
-            except BlockingIOError:
-                pass
-        elif r == self.master and self.master is not None:
-            try:
-                data = os.read(self.master, READ_SIZE)
-            except OSError:
-                return
-            self._receive(data)
-        elif r is self.listener:
-            try:
-                self.client, peer = self.listener.accept()
-            except OSError:
-                return
-            self.client.setblocking(False)
-            self.connections += 1
-            self._reset_link()
-            LOG.info("connection %d from %s:%d", self.connections, *peer)
-        elif r is self.client and self.client is not None:
-            try:
-                data = self.client.recv(READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                data = b""
-            if data:
-                self._receive(data)
-            else:
-                self._drop_client("the host closed the connection")
-        elif r is self.control:
-            c, _ = self.control.accept()
-            self.control_clients[c] = bytearray()
-        elif r in self.control_clients:
-            self._control_input(r)
+    def connection_lost(self):
+        """A TCP client gone or a pty replaced: the next host starts on a clean link and no
+        dialogue. (A new TCP client needs no reset of its own: nothing touches the link state
+        while no host is connected.)"""
+        self._reset_link()
 
     def _reset_link(self):
         self.parser = Parser(self.tcp is not None)
         self.outq, self.unacked = [], None
         self.terminal.script, self.terminal.waiting_ecr = [], False
-
-    def _drop_client(self, why):
-        LOG.info("connection %d closed: %s", self.connections, why)
-        self.client.close()
-        self.client = None
-        self._reset_link()
-
-    def _send(self, data):
-        try:
-            if self.master is not None:
-                os.write(self.master, data)
-            elif self.client is not None:
-                self.client.send(data)
-            else:
-                LOG.warning("no host connected: %d bytes dropped", len(data))
-        except OSError as e:
-            LOG.warning("%d bytes dropped: %s", len(data), e)
 
     # -- the link layer
     def _receive(self, data):
@@ -506,7 +355,7 @@ class Simulator:
             elif kind == "bad":
                 self.stats["frames_bad_crc"] += 1
                 self.stats["naks_sent"] += 1
-                self._send(bytes([NAK]))
+                self.send(bytes([NAK]))
             else:
                 self._frame(unit[1])
         self._tick()
@@ -524,13 +373,13 @@ class Simulator:
             elif self.link_fault == "nak":
                 self.link_fault = None
                 self.stats["naks_sent"] += 1
-                self._send(bytes([NAK]))
+                self.send(bytes([NAK]))
                 return
             else:
                 self.stats["acks_sent"] += 1
-                self._send(bytes([ACK]))
+                self.send(bytes([ACK]))
         self.stats["frames_received"] += 1
-        self.log.append(("ecr", a.hex()))
+        self.apdus.append(("ecr", a.hex()))
         answer = self.terminal.receive(a)
         if answer is not None:
             self.outq.append(answer)
@@ -539,8 +388,8 @@ class Simulator:
         bad = self.link_fault == "bad_crc" and not self.tcp
         if bad:
             self.link_fault = None
-        self.log.append(("terminal", a.hex()))
-        self._send(a if self.tcp else frame(a, bad_crc=bad))
+        self.apdus.append(("terminal", a.hex()))
+        self.send(a if self.tcp else frame(a, bad_crc=bad))
         self.stats["frames_sent"] += 1
         if not self.tcp:
             self.unacked = (a, tries, time.monotonic() + ACK_TIMEOUT)
@@ -556,7 +405,7 @@ class Simulator:
         self._transmit(a, tries + 1)
 
     def _tick(self):
-        if self.master is None and self.client is None:
+        if self.host() is None:
             return
         now = time.monotonic()
         if self.unacked is not None:
@@ -573,36 +422,6 @@ class Simulator:
             self._transmit(a, 0)
 
     # -- control
-    def _control_input(self, c):
-        try:
-            data = c.recv(65536)
-        except OSError:
-            data = b""
-        if not data:
-            del self.control_clients[c]
-            c.close()
-            return
-        buf = self.control_clients[c]
-        buf += data
-        while b"\n" in buf:
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
-            try:
-                req = json.loads(line)
-                if not isinstance(req, dict):
-                    raise ValueError("a command is a JSON object")
-                answer = self.command(req)
-            except (ValueError, KeyError, TypeError) as e:
-                answer = {"ok": False, "error": str(e)}
-            try:
-                c.settimeout(5)
-                c.sendall(json.dumps(answer).encode() + b"\n")
-                c.setblocking(False)
-            except OSError:
-                self.control_clients.pop(c, None)
-                c.close()
-                return
-
     def status(self):
         t = self.terminal
         return {"ok": True, "transactions": [dict(x) for x in t.transactions],
@@ -611,16 +430,15 @@ class Simulator:
                 "registered": t.registered, "end_of_days": t.end_of_days,
                 "next": t.next_tx, "link_fault": self.link_fault,
                 "in_dialogue": bool(t.script or t.waiting_ecr),
-                "connections": self.connections, "address": self.address(),
-                "port": self.port, "link": self.link}
+                **self.transport_status()}
 
     def command(self, req):
-        """One control command (a dict as on the control socket); returns the answer dict."""
+        """The terminal's control commands; disconnect, garbage and quit are simcore's."""
         cmd = req.get("cmd")
         if cmd == "status":
             return self.status()
         if cmd == "log":
-            return {"ok": True, "apdus": [list(x) for x in self.log]}
+            return {"ok": True, "apdus": [list(x) for x in self.apdus]}
         if cmd == "mode":
             nxt = req["next"]
             if nxt in TX_MODES:
@@ -634,93 +452,27 @@ class Simulator:
                 self.link_fault = nxt
             else:
                 raise ValueError(f"next must be one of {', '.join(TX_MODES + LINK_MODES)}")
-        elif cmd == "disconnect":
-            if self.link:
-                old = (self.master, self.slave)
-                self._open_pty()
-                for fd in old:
-                    os.close(fd)
-                self._reset_link()
-                LOG.info("pty replaced: %s", self.address())
-            elif self.client is not None:
-                self._drop_client("disconnect requested on the control channel")
-            else:
-                return {"ok": False, "error": "no connection"}
-        elif cmd == "garbage":
-            data = bytes.fromhex(req["bytes"])
-            if self.master is None and self.client is None:
-                return {"ok": False, "error": "no connection"}
-            self._send(data)
         elif cmd == "send":  # an APDU of our own (tests): framed on serial
             a = bytes.fromhex(req["apdu"])
-            self._send(a if self.tcp else frame(a, bad_crc=bool(req.get("bad_crc"))))
-        elif cmd == "quit":
-            self.stop()
+            self.send(a if self.tcp else frame(a, bad_crc=bool(req.get("bad_crc"))))
         else:
-            raise ValueError(f"unknown command {cmd!r}")
-        LOG.info("control: %s", json.dumps(req))
+            return super().command(req)
+        self.log_control(req)
         return {"ok": True}
 
-    def call(self, fn, timeout=10):
-        answer = queue.Queue()
-        self.calls.put((fn, answer))
-        self.wake()
-        ok, value = answer.get(timeout=timeout)
-        if not ok:
-            raise value
-        return value
 
-    def _do_calls(self):
-        while True:
-            try:
-                fn, answer = self.calls.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                answer.put((True, fn()))
-            except Exception as e:  # handed back to the calling thread
-                answer.put((False, e))
-
-
-class ZvtTerminal:
+class ZvtTerminal(simcore.Threaded):
     """The simulator on a thread of the calling process (tests):
 
         t = ZvtTerminal(pty="/tmp/x/zvt")   # or tcp="127.0.0.1:0"
-        t.start(); t.mode("decline"); ...t.status()...; t.stop()"""
+        t.start(); t.mode("decline"); ...t.status()...; t.stop()
+
+    Every control command is a method: status(), mode(next, **kw), disconnect(), garbage(data),
+    and command(dict) takes the control channel's JSON form."""
+    name = "zvt_terminal"
 
     def __init__(self, pty=None, tcp=None, control=None):
-        self.sim = Simulator(pty, tcp, control)
-        self.thread = None
-
-    def start(self):
-        self.sim.setup()
-        self.thread = threading.Thread(target=self.sim.run, name="zvt_terminal", daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self):
-        if self.thread is not None:
-            self.sim.stop()
-            self.thread.join(10)
-            self.thread = None
-            self.sim.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def port(self):
-        return self.sim.port
-
-    @property
-    def link(self):
-        return self.sim.link
-
-    def command(self, req):
-        return self.sim.call(lambda: self.sim.command(req))
+        super().__init__(Simulator(pty, tcp, control))
 
     def status(self):
         return self.command({"cmd": "status"})
@@ -728,46 +480,11 @@ class ZvtTerminal:
     def mode(self, nxt, **kw):
         return self.command({"cmd": "mode", "next": nxt, **kw})
 
-    def disconnect(self):
-        return self.command({"cmd": "disconnect"})
-
-    def garbage(self, data):
-        return self.command({"cmd": "garbage", "bytes": bytes(data).hex()})
-
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="ZVT card terminal simulator (devices/sim/README.md)")
-    where = ap.add_mutually_exclusive_group(required=True)
-    where.add_argument("--pty", metavar="LINKPATH",
-                       help="open a pseudo-terminal and point the symlink LINKPATH at it")
-    where.add_argument("--tcp", metavar="127.0.0.1:PORT",
-                       help="listen on this address (port 0: any free port, see the log)")
-    ap.add_argument("--control", metavar="PATH", help="unix socket for JSON control commands")
-    ap.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
-    args = ap.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="zvt_terminal: %(levelname)s %(message)s")
-    try:
-        sim = Simulator(args.pty, args.tcp, args.control)
-    except ValueError as e:
-        LOG.error("cannot start: %s", e)
-        return 2
-
-    def on_signal(signum, frame_):
-        sim.stop()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        sim.setup()
-    except (ValueError, OSError) as e:
-        LOG.error("cannot start: %s", e)
-        sim.close()
-        return 2
-    try:
-        sim.run()
-    finally:
-        sim.close()
-    return 0
+    ap = simcore.parser("ZVT card terminal simulator (devices/sim/README.md)")
+    return simcore.main("zvt_terminal", ap,
+                        lambda args: Simulator(args.pty, args.tcp, args.control), LOG, argv)
 
 
 if __name__ == "__main__":

@@ -10,28 +10,14 @@ it; an authorization must run 80 00 00, 04 FF x3, 04 0F, 06 D1, 06 0F, each mess
 after the ECR's 80 00 00; the faults (lost_ack, nak, bad_crc, lost_answer, decline) must do
 what they say; the repeat receipt 06 20 must return the last transaction; TCP carries bare
 APDUs; SIGTERM exits 0 and removes the symlink and the control socket."""
-import json
 import os
 import select
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import tty
 
-SRC = os.environ.get("POSBUS_SRC", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
-sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
-from harness import Checks  # noqa: E402
+from simtest import Program, PtyHost, TcpHost, run  # noqa: E402 (sys.path too)
 from zvt_terminal import ZvtTerminal, crc16, frame  # noqa: E402
 
-SIM = os.path.join(SRC, "devices", "sim", "zvt_terminal.py")
-PY = "/usr/bin/python3"
-WAIT = 10.0
-ANSWER = 1.5
+ANSWER = 1.5  # seconds a unit from the terminal may take
 
 # An authorization of 10.00 (1000 fen: BCD 00 00 00 00 10 00), written out by hand: the 10 of
 # the amount is doubled, the CRC (KERMIT over 06 01 07 04 00 00 00 00 10 00 03) is 0x9162.
@@ -54,30 +40,17 @@ def crc_other_way(data):
 
 
 class Host:
-    """The ECR's side: the pty opened raw (or a TCP socket), frames decoded by hand."""
+    """The ECR's side: the pty opened raw (or a TCP socket), simtest's PtyHost or TcpHost, with
+    frames decoded by hand."""
 
     def __init__(self, link=None, port=None):
-        self.s = None
-        if port is not None:
-            self.s = socket.create_connection(("127.0.0.1", port), WAIT)
-            self.fd = self.s.fileno()
-        else:
-            self.fd = os.open(link, os.O_RDWR | os.O_NOCTTY)
-            tty.setraw(self.fd)
+        self.io = TcpHost(port) if port is not None else PtyHost(link)
+        self.fd = self.io.fd
+        self.send = self.io.send
         self.buf = b""
 
-    def send(self, data):
-        if self.s:
-            self.s.sendall(data)
-        else:
-            while data:
-                data = data[os.write(self.fd, data):]
-
     def _more(self, deadline):
-        left = deadline - time.time()
-        if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-            return False
-        chunk = self.s.recv(4096) if self.s else os.read(self.fd, 4096)
+        chunk = self.io._chunk(4096, deadline)
         self.buf += chunk
         return bool(chunk)
 
@@ -125,10 +98,7 @@ class Host:
         return not self.buf and not select.select([self.fd], [], [], timeout)[0]
 
     def close(self):
-        if self.s:
-            self.s.close()
-        else:
-            os.close(self.fd)
+        self.io.close()
 
 
 def dialogue(c, host, command_frame, what, answer=True):
@@ -151,7 +121,7 @@ def dialogue(c, host, command_frame, what, answer=True):
     return got
 
 
-def test_crc(c):
+def test_crc(c, tmp):
     c.eq(crc16(b"123456789"), 0x2189, "CRC-16/KERMIT check value of '123456789' is 0x2189")
     for data in (b"", b"\x10\x03", AUTH_APDU + b"\x03", bytes(range(256))):
         c.eq(crc16(data), crc_other_way(data), f"the CRC computed both ways ({len(data)} bytes)")
@@ -162,26 +132,8 @@ def test_crc(c):
 
 def test_program(c, tmp):
     link = os.path.join(tmp, "zvt.tty")
-    control = os.path.join(tmp, "control.sock")
-    log = open(os.path.join(tmp, "stderr.log"), "w+")
-    proc = subprocess.Popen([PY, SIM, "--pty", link, "--control", control], stderr=log)
-    deadline = time.time() + WAIT
-    while not os.path.exists(control) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-
-    def ctl(cmd, **kw):
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(WAIT)
-            s.connect(control)
-            s.sendall(json.dumps({"cmd": cmd, **kw}).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        return json.loads(buf)
-
+    prog = Program("zvt_terminal.py", tmp, "--pty", link)
+    ctl = prog.ctl
     try:
         c.check(os.path.islink(link), "the control socket exists only once the symlink does")
         host = Host(link)
@@ -327,15 +279,13 @@ def test_program(c, tmp):
         host.close()
         c.eq(ctl("mode", next="bogus")["ok"], False, "an unknown mode is refused")
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(WAIT)
+        rc = prog.terminate()
     c.eq(rc, 0, "SIGTERM: exit 0")
-    c.check(not os.path.lexists(link) and not os.path.exists(control),
+    c.check(not os.path.lexists(link) and not os.path.exists(prog.control),
             "the symlink and the control socket are removed")
 
 
-def test_tcp(c):
+def test_tcp(c, tmp):
     with ZvtTerminal(tcp="127.0.0.1:0") as t:
         host = Host(port=t.port)
         host.send(AUTH_APDU)
@@ -358,17 +308,5 @@ def test_tcp(c):
         host.close()
 
 
-def main():
-    c = Checks("test_zvt_terminal")
-    tmp = tempfile.mkdtemp(prefix="posbus-zvtsim-")
-    try:
-        test_crc(c)
-        test_program(c, tmp)
-        test_tcp(c)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    c.finish()
-
-
 if __name__ == "__main__":
-    main()
+    run("test_zvt_terminal", test_crc, test_program, test_tcp)
