@@ -372,7 +372,7 @@ class Simulator:
 
 class Threaded:
     """A Simulator on a thread of the calling process (tests), a context manager; each device's
-    in-process class (Printer, Scanner, Scale, VFD, LED) derives and adds one method per control
+    in-process class (Printer, Scanner, Scale, VFD, LED, ZvtTerminal) derives and adds one method per control
     command. command(dict) runs any control command on the loop's thread: a refused one answers
     ok false, a malformed one raises."""
     name = "simulator"  # the thread's name
