@@ -41,6 +41,7 @@
 
 #define S_APDU_MAX    2048   /* longest APDU taken; a longer one is noise */
 #define S_RETRIES     2      /* resends of a frame after a NAK or a missing ACK */
+#define S_UNSENT_TRIES 3     /* reopens for a command the line took away before it left */
 #define S_T3_MS       5000   /* an ACK or the terminal's 80 00 00 */
 #define S_T4_MS       180000 /* a whole dialogue */
 #define S_WRITE_MS    1000   /* a frame must be taken by the line within this */
@@ -101,6 +102,8 @@ typedef struct {
     s_resolved_t resolved[S_RESOLVED];
     int next_resolved;
     uint64_t naks_sent, naks_received, resends, bad_frames;
+    int unsent_tries; /* times the job unsent_key found the line gone before it was sent */
+    char unsent_key[NODE_DEVICE_KEY_MAX + 1];
 } s_zvt_t;
 
 static int64_t s_now_ms(void)
@@ -812,6 +815,18 @@ static int s_run(void *state, node_device_t *dev, const node_job_t *job)
                   false);
         break;
     case S_DLG_NOT_SENT:
+        if (strcmp(self->unsent_key, job->key) != 0) {
+            snprintf(self->unsent_key, sizeof(self->unsent_key), "%s", job->key);
+            self->unsent_tries = 0;
+        }
+        if (!node_transport_is_open(node_device_transport(dev)) &&
+            ++self->unsent_tries <= S_UNSENT_TRIES) {
+            /* the line went away before the command left (a hang-up read by the drain, a
+               write refused): nothing reached the terminal, so the device reopens the line
+               and the job runs again */
+            s_outcome_free(&out);
+            return 0;
+        }
         s_publish(dev, job->verb, job->key, false, &out, "the terminal did not take the command",
                   false, false);
         break;
