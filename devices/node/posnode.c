@@ -240,8 +240,10 @@ static void s_device_event(void *arg, const char *device, const char *event, bus
     s_node_t *self = arg;
     if (strcmp(event, "done") == 0)
         s_printed(self, *body);
-    if (strcmp(event, "scan") == 0 || strcmp(event, "weight") == 0) {
-        /* for the till: handed to its thread (this is the device's) */
+    if (strcmp(event, "scan") == 0 || strcmp(event, "weight") == 0 ||
+        strcmp(event, "intermediate") == 0 || strcmp(event, "result") == 0) {
+        /* for the till: handed to its thread (this is the device's); a card terminal's
+           results are never dropped for a flooding scanner (the bound is for scans) */
         bus_val_t *item = bus_val_new_map();
         bus_val_map_set_str(item, "device", device);
         bus_val_map_set_str(item, "event", event);
@@ -250,7 +252,7 @@ static void s_device_event(void *arg, const char *device, const char *event, bus
         pthread_mutex_lock(&self->dev_lock);
         if (!self->dev_inbox)
             self->dev_inbox = bus_val_new_arr();
-        if (bus_val_size(self->dev_inbox) < S_INBOX_MAX) /* a flooding scanner never starves */
+        if (bus_val_size(self->dev_inbox) < S_INBOX_MAX || strcmp(event, "result") == 0)
             bus_val_arr_push(self->dev_inbox, &item);
         else
             self->inbox_dropped++;
@@ -382,6 +384,27 @@ static node_device_t *s_device_of_kind(s_node_t *self, const char *kind)
 
 /*  After a till answer: a completed sale prints its receipt (keyed by the sale id, so it never
     prints twice), a drawer the answer opened is pulsed through the printer. */
+/*  The paper width of a printer: its option width=58 or width=80 (default 80). */
+static int s_printer_width(s_node_t *self, node_device_t *printer)
+{
+    int width = 80;
+    for (int i = 0; i < self->ndevices; i++) {
+        if (self->devices[i] != printer)
+            continue;
+        const char *o = self->device_cfgs[i].options;
+        while (*o) {
+            size_t len = strcspn(o, ",");
+            char why[80];
+            int w;
+            if (node_device_option_int(o, len, "width", 58, 80, &w, why, sizeof(why)) == 0 &&
+                (w == 58 || w == 80))
+                width = w;
+            o += len + (o[len] == ',');
+        }
+    }
+    return width;
+}
+
 /*  Queue the receipt of sale doc on printer, keyed key (a sale prints once per key). */
 static void s_print_receipt(s_node_t *self, node_device_t *printer, const bus_val_t *doc,
                             const char *key, const char *qr, const char *cashier, bool reprint)
@@ -397,7 +420,7 @@ static void s_print_receipt(s_node_t *self, node_device_t *printer, const bus_va
         snprintf(store_line, sizeof(store_line), "%s %s", self->store, self->reg);
         header[0] = store_line;
     }
-    escpos_layout_t layout = {.width_mm = 80,
+    escpos_layout_t layout = {.width_mm = s_printer_width(self, printer),
                               .header = header,
                               .nheader = cfg->nheader ? cfg->nheader : 1,
                               .footer = footer,
@@ -588,7 +611,24 @@ static int s_device_command(void *arg, const char *device, const char *command,
     bus_val_t *h = node_device_health(dev);
     const char *kind = bus_val_map_get_str(h, "kind");
     bool printer = kind && strcmp(kind, "printer") == 0;
+    bool card = kind && strcmp(kind, "card") == 0;
     bus_val_destroy(&h);
+    if (card) { /* the terminal's end of day (its totals come as the event result) */
+        if (strcmp(command, "end_of_day") != 0) {
+            if (err)
+                snprintf(err, size, "bad_command: %s takes end_of_day", device);
+            return -1;
+        }
+        if (!err)
+            return 1;
+        char key[80];
+        snprintf(key, sizeof(key), "end_of_day-%" PRId64, bus_now_ms());
+        if (node_device_submit(dev, key, "end_of_day", NULL, 0) < 0) {
+            snprintf(err, size, "device %s: its queue is full", device);
+            return -1;
+        }
+        return 1;
+    }
     const char *text = bus_val_map_get_str(args, "text");
     bool print = printer && strcmp(command, "print") == 0 && text && *text;
     bool drawer = printer && strcmp(command, "drawer") == 0;
@@ -600,7 +640,7 @@ static int s_device_command(void *arg, const char *device, const char *command,
     if (!err)
         return 1;
     bus_buf_t buf = {0};
-    int rc = drawer ? escpos_drawer(&buf) : escpos_document(text, 80, &buf);
+    int rc = drawer ? escpos_drawer(&buf) : escpos_document(text, s_printer_width(self, dev), &buf);
     char key[80];
     snprintf(key, sizeof(key), "%s-%" PRId64, command, bus_now_ms());
     if (rc != 0 || (drawer ? node_device_submit_first(dev, key, command, buf.data, buf.len)
@@ -610,6 +650,25 @@ static int s_device_command(void *arg, const char *device, const char *command,
     }
     bus_buf_free(&buf);
     return rc == 0 ? 1 : -1;
+}
+
+/*  The till's card hook: jobs for the register's card terminal (the device of kind card). */
+static int s_card(void *arg, const char *verb, const char *key, const char *data, char *err,
+                  size_t size)
+{
+    s_node_t *self = arg;
+    node_device_t *dev = s_device_of_kind(self, "card");
+    if (!verb)
+        return dev ? 1 : 0;
+    if (!dev) {
+        snprintf(err, size, "no card terminal is configured");
+        return -1;
+    }
+    if (node_device_submit(dev, key, verb, data, strlen(data)) < 0) {
+        snprintf(err, size, "the terminal's queue is full");
+        return -1;
+    }
+    return 1;
 }
 
 /*  The devices' health for the uplink (heartbeats), at most once a second. */
@@ -785,6 +844,16 @@ static void s_device_inbox(s_node_t *self)
         bool valid = false, stable = false;
         int64_t grams = 0;
         const char *code = bus_val_map_get_str(body, "code");
+        if (strcmp(event, "intermediate") == 0 || strcmp(event, "result") == 0) {
+            bus_val_t *reply = node_till_card_event(self->till, event, body);
+            if (reply) {
+                s_status(self, reply);
+                s_devices_after(self, reply); /* a sale the card completed prints */
+                s_device_answer(self, reply);
+                bus_val_destroy(&reply);
+            }
+            continue;
+        }
         if (strcmp(event, "scan") == 0 && code && strlen(code) <= NODE_CATALOG_CODE_MAX &&
             !strpbrk(code, " \t")) {
             bus_val_map_get_bool(body, "valid", &valid);
@@ -944,6 +1013,7 @@ static void s_run(s_node_t *self)
             s_tui_input(self);
         s_journaled(self);
         s_devices_tell(self);
+        node_till_card_tick(self->till);
     }
 }
 
@@ -1060,7 +1130,8 @@ static int s_start(s_node_t *self)
                                .request = s_request,
                                .publish = s_publish,
                                .acked = s_acked,
-                               .device = s_device_command};
+                               .device = s_device_command,
+                               .card = s_card};
     snprintf(path, sizeof(path), "%s/journal", self->dir);
     self->till = node_till_open(path, self->key, self->store, self->reg, self->session, &hooks, why,
                                 sizeof(why));

@@ -705,16 +705,27 @@ static int s_resolve(s_zvt_t *self, node_device_t *dev, const char *key)
     return 1;
 }
 
-static int s_parse_amount(const node_job_t *job, int64_t *amount)
+/*  A job's data "AMOUNT_FEN [TRACE_BEFORE]": the amount (1 to 12 digits) and the trace number
+    of the last transaction the caller knows the terminal made (-1 when absent). 0, or -1. */
+static int s_parse_amount(const node_job_t *job, int64_t *amount, int64_t *trace_before)
 {
-    int64_t v = 0;
+    int64_t v = 0, t = -1;
     size_t i = 0, digits = 0;
     for (; i < job->len && job->data[i] >= '0' && job->data[i] <= '9'; i++, digits++)
         v = v * 10 + (job->data[i] - '0');
-    if (digits < 1 || digits > 12 || (i < job->len && job->data[i] != ' ') || v <= 0 ||
-        v > S_AMOUNT_MAX)
+    if (digits < 1 || digits > 12 || v <= 0 || v > S_AMOUNT_MAX)
         return -1;
+    if (i < job->len) {
+        if (job->data[i++] != ' ')
+            return -1;
+        size_t tdigits = 0;
+        for (t = 0; i < job->len && job->data[i] >= '0' && job->data[i] <= '9'; i++, tdigits++)
+            t = t * 10 + (job->data[i] - '0');
+        if (tdigits < 1 || tdigits > 6 || i != job->len)
+            return -1;
+    }
     *amount = v;
+    *trace_before = t;
     return 0;
 }
 
@@ -734,15 +745,39 @@ static void s_refuse(node_device_t *dev, const node_job_t *job, const char *why)
 static int s_run(void *state, node_device_t *dev, const node_job_t *job)
 {
     s_zvt_t *self = state;
-    if (strcmp(job->verb, "status") == 0)
+    int64_t amount = -1, caller_trace = -1;
+    if (strcmp(job->verb, "status") == 0) {
+        if (job->len == 0)
+            return s_resolve(self, dev, job->key);
+        /* a caller that lost its memory (a restart) asks about its own key */
+        if (s_parse_amount(job, &amount, &caller_trace) != 0) {
+            s_refuse(dev, job, "data: nothing, or AMOUNT_FEN [TRACE_BEFORE]");
+            return -1;
+        }
+        const s_resolved_t *done = s_find_resolved(self, job->key);
+        if (done) {
+            s_outcome_t out = {.result_code = 0,
+                               .abort_code = -1,
+                               .amount = done->amount,
+                               .trace = done->trace,
+                               .receipt = done->receipt};
+            s_publish(dev, "authorize", job->key, true, &out, "approved", false, true);
+            return 1;
+        }
+        if (!self->pending) {
+            self->pending = true;
+            snprintf(self->pending_key, sizeof(self->pending_key), "%s", job->key);
+            self->pending_amount = amount;
+            self->pending_trace_before = caller_trace;
+        }
         return s_resolve(self, dev, job->key);
+    }
     uint8_t apdu[32];
     size_t n;
-    int64_t amount = -1;
     bool moves_money = false;
     if (strcmp(job->verb, "authorize") == 0 || strcmp(job->verb, "refund") == 0) {
-        if (s_parse_amount(job, &amount) != 0) {
-            s_refuse(dev, job, "data: AMOUNT_FEN [RECEIPT_REF], 1 to 12 digits");
+        if (s_parse_amount(job, &amount, &caller_trace) != 0) {
+            s_refuse(dev, job, "data: AMOUNT_FEN [TRACE_BEFORE], 1 to 12 and 1 to 6 digits");
             return -1;
         }
         moves_money = true;
@@ -796,7 +831,7 @@ static int s_run(void *state, node_device_t *dev, const node_job_t *job)
     }
 
     s_outcome_t out;
-    int64_t trace_before = self->last_trace;
+    int64_t trace_before = self->last_trace >= 0 ? self->last_trace : caller_trace;
     s_dlg_t r = s_dialogue(self, dev, apdu, n, &out);
     if (out.trace >= 0)
         self->last_trace = out.trace;

@@ -8,13 +8,21 @@
     TCP (tcp:ADDRESS:PORT) the bare APDU.
 
     Verbs (the job's data is text):
-        authorize   "AMOUNT_FEN [RECEIPT_REF]": 06 01 with 04 + 6-byte BCD
+        authorize   "AMOUNT_FEN [TRACE_BEFORE]": 06 01 with 04 + 6-byte BCD;
+                    TRACE_BEFORE is the trace number of the last transaction
+                    the caller knows (used to resolve a lost answer while the
+                    driver has seen none itself, after a restart)
         reversal    "RECEIPT_NO" (the terminal's receipt number): 06 30
-        refund      "AMOUNT_FEN": 06 31
+        refund      "AMOUNT_FEN [TRACE_BEFORE]": 06 31
         end_of_day  06 50
-        status      resolve an authorization whose answer was lost (below);
-                    with nothing to resolve, publish the terminal's last
-                    transaction
+        status      "": resolve the authorization whose answer was lost
+                    (below); with nothing to resolve, publish the terminal's
+                    last transaction. "AMOUNT_FEN [TRACE_BEFORE]": resolve the
+                    job's own key, one the caller journaled before a restart
+                    (the driver's memory of it is gone): charged when the
+                    terminal's last transaction is of that amount and newer
+                    than TRACE_BEFORE; published as result {verb authorize,
+                    key, ok, resolved true}
     Events: "intermediate" {code, text} as the terminal reports them
     ("insert card"...), "print" {lines} (the receipt lines 06 D1/06 D3),
     "result" {verb, key, ok, amount, receipt, trace, result_code, text}

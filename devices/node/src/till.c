@@ -39,6 +39,8 @@
 #define S_OFFICE_TEXT_MAX 200  /* characters of a text the back office shows at the till */
 #define S_COMMAND_KEY_MAX 64   /* bytes of a device command's idempotency key */
 #define S_DONE_MAX        1000 /* device command keys remembered */
+#define S_CARD_KEY_MAX    48   /* bytes of a card payment's key ("card-<sale>-<ms>") */
+#define S_CARD_ASK_MS     5000 /* how often an unresolved card payment is asked about */
 
 /* The shift: what the X report shows, from the last Z report (or the first record) on. */
 typedef struct {
@@ -79,6 +81,19 @@ struct node_till_t {
     char office_key[S_COMMAND_KEY_MAX + 1];
     bus_val_t *last_doc; /* the last sale journaled, for its receipt */
     char last_hash[2 * NODE_JOURNAL_HASH_SIZE + 1];
+    /* the card payment at the terminal (one at a time; key "" none): journaled as card_request
+       before the terminal gets it, closed by a journaled card_result */
+    struct {
+        char key[S_CARD_KEY_MAX + 1];
+        int64_t amount;     /* as the tender: negative for a refund paid out */
+        int64_t sale_seq;   /* the sale it pays */
+        int64_t trace_before;
+        bool unknown;       /* the terminal's answer was lost: asked until it says */
+        bool orphan;        /* its ticket is gone (a restart, given up): an approval is reversed */
+        int64_t ask_ms;     /* when it is asked about next */
+        char status[120];   /* the terminal's last intermediate status */
+    } card;
+    int64_t card_trace; /* the terminal's last trace number journaled, -1 unknown */
 };
 
 /* One command being answered. */
@@ -411,10 +426,12 @@ static void s_done_carry(const node_till_t *self, bus_val_t *mark)
     }
     if (keys)
         bus_val_map_set(mark, "command_keys", &keys);
+    bus_val_map_set_int(mark, "card_trace", self->card_trace);
 }
 
 static int s_done_load(node_till_t *self, const bus_val_t *mark)
 {
+    bus_val_map_get_int(mark, "card_trace", &self->card_trace);
     bus_val_t *keys = bus_val_map_get(mark, "command_keys");
     for (size_t i = 0; i < bus_val_size(keys); i++) {
         const char *k = bus_val_get_str(bus_val_arr_get(keys, i), NULL);
@@ -422,6 +439,31 @@ static int s_done_load(node_till_t *self, const bus_val_t *mark)
             return -1;
     }
     return 0;
+}
+
+/*  A card_request or card_result read back: a request without its result is a payment whose
+    answer never reached the till before it stopped. Its ticket is gone (open tickets are not
+    journaled), so it is resolved by asking the terminal and reversed if it was charged. */
+static void s_card_replay(node_till_t *self, const char *type, const bus_val_t *doc)
+{
+    const char *key = bus_val_map_get_str(doc, "key");
+    int64_t v;
+    if (!type || !key)
+        return;
+    if (strcmp(type, "card_request") == 0 && strlen(key) <= S_CARD_KEY_MAX) {
+        memset(&self->card, 0, sizeof(self->card));
+        snprintf(self->card.key, sizeof(self->card.key), "%s", key);
+        bus_val_map_get_int(doc, "amount", &self->card.amount);
+        bus_val_map_get_int(doc, "sale_seq", &self->card.sale_seq);
+        self->card.trace_before = -1;
+        bus_val_map_get_int(doc, "trace_before", &self->card.trace_before);
+        self->card.unknown = self->card.orphan = true;
+    } else if (strcmp(type, "card_result") == 0) {
+        if (bus_val_map_get_int(doc, "trace", &v) && v >= 0)
+            self->card_trace = v;
+        if (strcmp(key, self->card.key) == 0)
+            memset(&self->card, 0, sizeof(self->card));
+    }
 }
 
 /*  Read the journal through: the last sale number, and the shift since the last Z. */
@@ -454,6 +496,7 @@ static int s_replay(node_till_t *self, char *why, size_t size)
             s_shift_audit(&self->shift, doc);
             const char *type = bus_val_map_get_str(doc, "type");
             const char *key = bus_val_map_get_str(doc, "key");
+            s_card_replay(self, type, doc);
             if (type && key && strcmp(type, "device_command") == 0 && s_done_add(self, key) != 0) {
                 snprintf(why, size, "out of memory");
                 bus_val_destroy(&doc);
@@ -510,6 +553,7 @@ node_till_t *node_till_open(const char *journal_path, const node_key_t *key, con
         return NULL;
     }
     self->sale_seq = self->base = 0; /* the replay sets them, continue mark included */
+    self->card_trace = -1;
     char replay[NODE_TILL_WHY_MAX];
     if (s_replay(self, replay, sizeof(replay)) != 0) {
         snprintf(why, size, "journal %s: %s", journal_path, replay);
@@ -762,6 +806,10 @@ static bool s_can_sell(s_cmd_t *c)
     }
     if (c->till->ticket && pos_ticket_tender_count(c->till->ticket) > 0) {
         s_err(c, "tendering", "payment has started: finish it with pay");
+        return false;
+    }
+    if (c->till->card.key[0] && !c->till->card.orphan) {
+        s_err(c, "card_waiting", "the card terminal has the payment: wait for its answer");
         return false;
     }
     return true;
@@ -1182,6 +1230,263 @@ static int s_complete(s_cmd_t *c)
     return rc;
 }
 
+/* ---- card payments at the terminal -------------------------------------------------- */
+
+static void s_state(node_till_t *self, bus_val_t *reply);
+
+/*  Whether the register has a card terminal (the card hook says so). */
+static bool s_card_terminal(node_till_t *self)
+{
+    return self->hooks.card && self->hooks.card(self->hooks.arg, NULL, NULL, NULL, NULL, 0) > 0;
+}
+
+/*  The job data for the terminal: the amount (unsigned) and the last trace number known. */
+static void s_card_data(int64_t amount, int64_t trace, char *data, size_t size)
+{
+    if (trace >= 0)
+        snprintf(data, size, "%" PRId64 " %" PRId64, amount < 0 ? -amount : amount, trace);
+    else
+        snprintf(data, size, "%" PRId64, amount < 0 ? -amount : amount);
+}
+
+/*  Journal a terminal's outcome for key (a card_result audit record). 0 or -1 (not journaled:
+    the payment stays unresolved and is asked about again). */
+static int s_card_record(node_till_t *self, const char *key, const bus_val_t *result,
+                         const char *note)
+{
+    bus_val_t *doc = bus_val_new_map();
+    bus_val_map_set_str(doc, "type", "card_result");
+    bus_val_map_set_str(doc, "key", key);
+    static const char *const copy[] = {"verb", "ok", "amount", "trace", "receipt",
+                                       "result_code", "text", "resolved"};
+    for (size_t i = 0; result && i < sizeof(copy) / sizeof(copy[0]); i++) {
+        const bus_val_t *v = bus_val_map_get(result, copy[i]);
+        if (v) {
+            bus_val_t *d = bus_val_dup(v);
+            bus_val_map_set(doc, copy[i], &d);
+        }
+    }
+    if (!result)
+        bus_val_map_set_bool(doc, "ok", false);
+    if (note)
+        bus_val_map_set_str(doc, "note", note);
+    return s_audit_record(self, &doc);
+}
+
+/*  A charge whose ticket is gone: reverse it (06 30 with the terminal's receipt number),
+    journaled first as a card_reversal record. Says what happened in reply's message. */
+static void s_card_reverse(node_till_t *self, const char *key, const bus_val_t *result,
+                           bus_val_t *reply)
+{
+    int64_t receipt = -1, amount = 0;
+    bus_val_map_get_int(result, "receipt", &receipt);
+    bus_val_map_get_int(result, "amount", &amount);
+    char msg[NODE_TILL_WHY_MAX], rkey[NODE_TILL_WHY_MAX], data[24], err[NODE_TILL_WHY_MAX] = "";
+    snprintf(rkey, sizeof(rkey), "%s-rev", key);
+    snprintf(data, sizeof(data), "%" PRId64, receipt);
+    bus_val_t *doc = bus_val_new_map();
+    bus_val_map_set_str(doc, "type", "card_reversal");
+    bus_val_map_set_str(doc, "key", rkey);
+    bus_val_map_set_str(doc, "of", key);
+    bus_val_map_set_int(doc, "amount", amount);
+    bus_val_map_set_int(doc, "receipt", receipt);
+    if (receipt < 0) {
+        snprintf(msg, sizeof(msg),
+                 "card payment %s (%" PRId64 " fen) was charged but has no sale and no receipt "
+                 "number: reverse it at the terminal",
+                 key, amount);
+    } else if (s_audit_record(self, &doc) != 0) {
+        snprintf(msg, sizeof(msg), "card payment %s was charged but has no sale; %s", key,
+                 self->stopped_why);
+    } else if (!self->hooks.card ||
+               self->hooks.card(self->hooks.arg, "reversal", rkey, data, err, sizeof(err)) <= 0) {
+        snprintf(msg, sizeof(msg),
+                 "card payment %s was charged but has no sale; the reversal was not sent (%s): "
+                 "reverse receipt %" PRId64 " at the terminal",
+                 key, err, receipt);
+    } else {
+        snprintf(msg, sizeof(msg),
+                 "card payment %s (%" PRId64 " fen) was charged but its ticket is gone: "
+                 "reversing it",
+                 key, amount);
+    }
+    bus_val_destroy(&doc);
+    bus_val_map_set_str(reply, "message", msg);
+}
+
+static int s_card_start(s_cmd_t *c, int64_t amount)
+{
+    node_till_t *self = c->till;
+    int64_t remaining = pos_ticket_remaining(self->ticket);
+    if ((amount > 0 && amount > remaining) || (amount < 0 && amount < remaining))
+        return s_err(c, "bad_amount", "a card pays at most what is still due");
+    const char *verb = amount > 0 ? "authorize" : "refund";
+    char key[S_CARD_KEY_MAX + 1], data[48], err[NODE_TILL_WHY_MAX] = "";
+    snprintf(key, sizeof(key), "card-%" PRId64 "-%" PRId64, self->sale_seq + 1, s_now(self));
+    bus_val_t *doc = bus_val_new_map();
+    bus_val_map_set_str(doc, "type", "card_request");
+    bus_val_map_set_str(doc, "key", key);
+    bus_val_map_set_str(doc, "verb", verb);
+    bus_val_map_set_int(doc, "amount", amount);
+    bus_val_map_set_int(doc, "sale_seq", self->sale_seq + 1);
+    bus_val_map_set_int(doc, "trace_before", self->card_trace);
+    if (s_audit_record(self, &doc) != 0) /* journaled before the terminal hears of it */
+        return s_err(c, "stopped", "%s", self->stopped_why);
+    memset(&self->card, 0, sizeof(self->card));
+    snprintf(self->card.key, sizeof(self->card.key), "%s", key);
+    self->card.amount = amount;
+    self->card.sale_seq = self->sale_seq + 1;
+    self->card.trace_before = self->card_trace;
+    s_card_data(amount, self->card_trace, data, sizeof(data));
+    if (self->hooks.card(self->hooks.arg, verb, key, data, err, sizeof(err)) <= 0) {
+        s_card_record(self, key, NULL, err); /* never reached the terminal */
+        memset(&self->card, 0, sizeof(self->card));
+        return s_err(c, "card_failed", "card terminal: %s", err);
+    }
+    bus_val_map_set_str(c->reply, "message", "card: follow the terminal");
+    return 0;
+}
+
+bus_val_t *node_till_card_event(node_till_t *self, const char *event, const bus_val_t *body)
+{
+    const char *key = bus_val_map_get_str(body, "key");
+    const char *verb = bus_val_map_get_str(body, "verb");
+    const char *text = bus_val_map_get_str(body, "text");
+    bool live = self->card.key[0] && !self->card.orphan;
+    if (strcmp(event, "intermediate") == 0 && !live)
+        return NULL;
+    if (strcmp(event, "result") == 0 && (!key || !verb))
+        return NULL;
+    if (strcmp(event, "intermediate") != 0 && strcmp(event, "result") != 0)
+        return NULL;
+    bus_val_t *reply = bus_val_new_map();
+    s_cmd_t c = {.till = self, .reply = reply, .cmd = "card"};
+    bus_val_map_set_bool(reply, "ok", true);
+    bus_val_map_set_str(reply, "cmd", "card");
+    char msg[NODE_TILL_WHY_MAX];
+    bool ok = false, unknown = false;
+    bus_val_map_get_bool(body, "ok", &ok);
+    bus_val_map_get_bool(body, "unknown", &unknown);
+    int64_t trace = -1;
+    if (strcmp(event, "result") == 0 && bus_val_map_get_int(body, "trace", &trace) && trace >= 0)
+        self->card_trace = trace; /* journaled with the result below, as the replay reads it */
+    if (strcmp(event, "intermediate") == 0) {
+        snprintf(self->card.status, sizeof(self->card.status), "%s", text ? text : "");
+        snprintf(msg, sizeof(msg), "card terminal: %s", text ? text : "?");
+        bus_val_map_set_str(reply, "message", msg);
+    } else if (strcmp(verb, "reversal") == 0) {
+        if (s_card_record(self, key, body, NULL) != 0)
+            s_err(&c, "stopped", "%s", self->stopped_why);
+        snprintf(msg, sizeof(msg), "card reversal %s: %s", key,
+                 ok ? "done" : (text ? text : "failed: reverse it at the terminal"));
+        bus_val_map_set_str(reply, "message", msg);
+    } else if ((strcmp(verb, "authorize") != 0 && strcmp(verb, "refund") != 0) ||
+               strncmp(key, "card-", 5) != 0) {
+        bus_val_destroy(&reply); /* not the till's (an end of day from the back office) */
+        return NULL;
+    } else if (strcmp(key, self->card.key) != 0) {
+        /* the answer to a payment given up (card-cancel): charged, it has no ticket */
+        if (!ok || unknown) {
+            bus_val_destroy(&reply);
+            return NULL;
+        }
+        if (s_card_record(self, key, body, "approved after it was given up") != 0)
+            s_err(&c, "stopped", "%s", self->stopped_why);
+        else if (strcmp(verb, "authorize") == 0)
+            s_card_reverse(self, key, body, reply);
+    } else if (unknown) {
+        self->card.unknown = true;
+        self->card.ask_ms = s_now(self) + 1000;
+        bus_val_map_set_str(reply, "message",
+                            "card: the terminal's answer was lost; asking it (never charged twice)");
+    } else if (s_card_record(self, key, body, self->card.orphan ? "its ticket is gone" : NULL) !=
+               0) {
+        self->card.unknown = true; /* asked again; the record is written then */
+        self->card.ask_ms = s_now(self) + S_CARD_ASK_MS;
+        s_err(&c, "stopped", "%s", self->stopped_why);
+    } else {
+        bool orphan = self->card.orphan;
+        int64_t amount = self->card.amount;
+        memset(&self->card, 0, sizeof(self->card));
+        if (ok && orphan && strcmp(verb, "authorize") == 0) {
+            s_card_reverse(self, key, body, reply);
+        } else if (ok && orphan) {
+            snprintf(msg, sizeof(msg),
+                     "card refund %s was paid out but its return is gone: tell a manager", key);
+            bus_val_map_set_str(reply, "message", msg);
+        } else if (orphan) {
+            snprintf(msg, sizeof(msg), "card payment %s from before the restart was not charged",
+                     key);
+            bus_val_map_set_str(reply, "message", msg);
+        } else if (!ok) {
+            snprintf(msg, sizeof(msg), "card %s: %s; take another tender",
+                     strcmp(verb, "refund") == 0 ? "refund failed" : "declined",
+                     text ? text : "no reason");
+            s_err(&c, "card_declined", "%s", msg);
+        } else if (!self->ticket ||
+                   pos_ticket_add_tender(self->ticket, POS_TENDER_CARD, amount) != POS_OK) {
+            s_err(&c, "internal", "card approved but the ticket took no tender: tell a manager");
+        } else {
+            bus_val_map_set_str(reply, "message", "card approved");
+            if (pos_ticket_is_paid(self->ticket) && node_session_cashier(self->session))
+                s_complete(&c);
+        }
+    }
+    s_state(self, reply);
+    return reply;
+}
+
+void node_till_card_tick(node_till_t *self)
+{
+    int64_t now = s_now(self);
+    if (!self->card.key[0] || !self->card.unknown || now < self->card.ask_ms || !self->hooks.card)
+        return;
+    self->card.ask_ms = now + S_CARD_ASK_MS;
+    char data[48], err[NODE_TILL_WHY_MAX];
+    s_card_data(self->card.amount, self->card.trace_before, data, sizeof(data));
+    self->hooks.card(self->hooks.arg, "status", self->card.key, data, err, sizeof(err));
+}
+
+/*  card-status: ask the terminal now about the payment it has. */
+static int s_cmd_card_status(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (!self->card.key[0])
+        return s_err(c, "no_card", "no card payment is at the terminal");
+    if (!self->card.unknown)
+        return 0; /* the terminal is still at it: its status is in the answer */
+    self->card.ask_ms = 0;
+    node_till_card_tick(self);
+    bus_val_map_set_str(c->reply, "message", "asking the terminal");
+    return 0;
+}
+
+/*  card-cancel: give up a card payment whose answer does not come (a supervisor's decision).
+    If the terminal says later that it charged it, the charge is reversed. */
+static int s_cmd_card_cancel(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (!s_need_cashier(c))
+        return -1;
+    if (!self->card.key[0])
+        return s_err(c, "no_card", "no card payment is at the terminal");
+    if (!self->card.unknown && s_card_terminal(self))
+        return s_err(c, "card_waiting",
+                     "the terminal is still at it: cancel on the terminal, or wait");
+    bus_val_t *ctx = bus_val_new_map();
+    bus_val_map_set_str(ctx, "what", "card_cancel");
+    bus_val_map_set_str(ctx, "key", self->card.key);
+    bus_val_map_set_int(ctx, "amount", self->card.amount);
+    if (!s_authorize(c, NODE_ACTION_VOID_LINE, ctx))
+        return -1;
+    if (s_card_record(self, self->card.key, NULL, "given up") != 0)
+        return s_err(c, "stopped", "%s", self->stopped_why);
+    memset(&self->card, 0, sizeof(self->card));
+    bus_val_map_set_str(c->reply, "message",
+                        "card payment given up: if the terminal charged it, it is reversed");
+    return 0;
+}
+
 static int s_cmd_pay(s_cmd_t *c)
 {
     node_till_t *self = c->till;
@@ -1198,6 +1503,10 @@ static int s_cmd_pay(s_cmd_t *c)
     int kind = pos_tender_parse(c->argv[0]);
     if (kind < 0)
         return s_err(c, "bad_tender", "unknown tender %s", c->argv[0]);
+    bool terminal = kind == POS_TENDER_CARD && s_card_terminal(self);
+    if (self->card.key[0] && (!self->card.orphan || terminal))
+        return s_err(c, "card_waiting", "the card terminal has %s: wait for its answer",
+                     self->card.orphan ? "an unresolved payment" : "the payment");
     int64_t remaining = pos_ticket_remaining(self->ticket), amount = remaining;
     if (c->argc == 2 && !s_money(c->argv[1], true, &amount))
         return s_err(c, "bad_amount", "amount: yuan with at most two decimals");
@@ -1205,6 +1514,8 @@ static int s_cmd_pay(s_cmd_t *c)
         amount = -amount; /* a refund is paid out */
     if (amount == 0 && !pos_ticket_is_paid(self->ticket))
         return s_err(c, "bad_amount", "a tender of 0");
+    if (terminal && amount != 0)
+        return s_card_start(c, amount);
     if (amount != 0) {
         pos_err_t e = pos_ticket_add_tender(self->ticket, (pos_tender_kind_t)kind, amount);
         if (e != POS_OK)
@@ -1318,6 +1629,8 @@ static int s_cmd_report(s_cmd_t *c, bool z)
         return -1;
     if (z && s_has_lines(self))
         return s_err(c, "ticket_open", "finish, park or cancel the ticket first");
+    if (z && self->card.key[0])
+        return s_err(c, "card_open", "a card payment is unresolved: card-status, or card-cancel");
     if (!s_authorize(c, z ? NODE_ACTION_Z_REPORT : NODE_ACTION_X_REPORT, NULL))
         return -1;
     bus_val_t *report = s_shift_val(self);
@@ -1622,6 +1935,17 @@ static void s_state(node_till_t *self, bus_val_t *reply)
         bus_val_t *nil = bus_val_new_nil();
         bus_val_map_set(reply, "ticket", &nil);
     }
+    if (self->card.key[0]) {
+        bus_val_t *m = bus_val_new_map();
+        bus_val_map_set_str(m, "key", self->card.key);
+        bus_val_map_set_int(m, "amount", self->card.amount);
+        bus_val_map_set_str(m, "state", self->card.orphan    ? "before_restart"
+                                        : self->card.unknown ? "unknown"
+                                                             : "at_terminal");
+        if (self->card.status[0])
+            bus_val_map_set_str(m, "status", self->card.status);
+        bus_val_map_set(reply, "card", &m);
+    }
     bus_val_map_set_int(reply, "last_sale", self->sale_seq);
     bus_val_map_set_bool(reply, "stopped", self->stopped);
     if (self->stopped)
@@ -1656,6 +1980,10 @@ static int s_dispatch(s_cmd_t *c)
         return s_cmd_cash(c, strcmp(c->cmd, "cash-in") == 0);
     if (strcmp(c->cmd, "x") == 0 || strcmp(c->cmd, "z") == 0)
         return s_cmd_report(c, strcmp(c->cmd, "z") == 0);
+    if (strcmp(c->cmd, "card-status") == 0)
+        return s_cmd_card_status(c);
+    if (strcmp(c->cmd, "card-cancel") == 0)
+        return s_cmd_card_cancel(c);
     if (strcmp(c->cmd, "state") == 0)
         return 0;
     c->cmd = "?"; /* not echoed: a PIN typed in the wrong place must not come back */

@@ -69,6 +69,13 @@ typedef struct {
         command, then does it. */
     int (*device)(void *arg, const char *device, const char *command, const bus_val_t *args,
                   char *err, size_t size);
+    /*  The register's card terminal (a ZVT device: devices/drivers/zvt/zvt.h names the verbs
+        and the data). With verb NULL only ask: 1 there is one, 0 none. Else queue the job
+        (key, verb, data text) on it: 1, or -1 with err. Its events come back through
+        node_till_card_event. Without a terminal, `pay card` records a card tender taken on a
+        standalone terminal. */
+    int (*card)(void *arg, const char *verb, const char *key, const char *data, char *err,
+                size_t size);
 } node_till_hooks_t;
 
 typedef struct node_till_t node_till_t;
@@ -123,6 +130,21 @@ bus_val_t *node_till_command(node_till_t *self, const char *line);
     NULL when cmd has no usable key (nothing to answer to) or the journal refused the record
     (the command stays pending at devices and comes again). */
 bus_val_t *node_till_device_command(node_till_t *self, const bus_val_t *cmd);
+
+/*  A card payment at the terminal. `pay card [AMOUNT]` with a terminal journals a card_request
+    audit record (key card-<sale>-<ms>, amount, the last trace number known), then hands the
+    terminal the job; the ticket is locked until the answer. The terminal's events for it
+    ("intermediate" {text}, "result" {verb, key, ok, amount, trace, receipt, unknown,
+    resolved}) come here on the till's thread: a result is journaled (card_result) before it
+    counts; approved, it becomes the card tender (and the sale completes when paid); declined,
+    the cashier takes another tender; unknown, the till asks the terminal (verb status) every
+    few seconds from node_till_card_tick until it says, and never sends the payment again. A
+    request without a result in the journal at start (the till stopped meanwhile) has lost its
+    ticket: it is asked about the same way and reversed if it was charged. The answer to show
+    the cashier (caller destroys), or NULL when the event is not the till's. */
+bus_val_t *node_till_card_event(node_till_t *self, const char *event, const bus_val_t *body);
+/*  Call often (every loop): asks about an unresolved card payment when it is due. */
+void node_till_card_tick(node_till_t *self);
 
 /*  The last journal record, the last sale number written, and whether selling is stopped
     (the journal refused a write; node_till_stopped_why says why). */
