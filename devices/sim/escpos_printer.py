@@ -790,6 +790,7 @@ class Simulator(simcore.Simulator):
         self.device.engine.out_after = paper_out_after_lines
         self.receipts = collections.deque(maxlen=keep)
         self.receipt_count = 0
+        self.drop_after_receipt = False  # drop the connection once the next receipt is cut
         self.file_number = 0
 
     def setup(self):
@@ -815,7 +816,21 @@ class Simulator(simcore.Simulator):
         return self.device.engine.held_bytes < HELD_LIMIT
 
     def received(self, data):
-        self.device.receive(data)
+        if not self.drop_after_receipt:
+            self.device.receive(data)
+            return
+        # byte by byte, to drop the connection right after the cut (a printer that resets once
+        # the receipt is out, before the host hears that it is)
+        before = self.receipt_count
+        for i in range(len(data)):
+            self.device.receive(data[i:i + 1])
+            if self.receipt_count > before:
+                self.drop_after_receipt = False
+                self.bytes_dropped += len(data) - i - 1
+                LOG.info("drop_after_receipt: connection dropped after receipt %d, %d bytes "
+                         "read after it thrown away", self.receipt_count, len(data) - i - 1)
+                self.disconnect()
+                return
 
     def connection_lost(self):
         self.device.connection_lost()
@@ -848,6 +863,8 @@ class Simulator(simcore.Simulator):
                 "status_inside_commands": d.status_inside_commands,
                 "drawer_kicks": e.drawer_kicks,
                 "connections": self.connections, "held_bytes": e.held_bytes,
+                "bytes_dropped": self.bytes_dropped, "drop_after_bytes": self.drop_after,
+                "drop_after_receipt": self.drop_after_receipt,
                 "paper_out_after_lines": e.out_after, "width": self.width,
                 "address": self.address(), "port": self.port, "link": self.link}
 
@@ -877,6 +894,8 @@ class Simulator(simcore.Simulator):
             e.cover_open = bool(req["open"])
         elif cmd == "drawer":
             e.drawer_open = bool(req["open"])
+        elif cmd == "drop_after_receipt":
+            self.drop_after_receipt = bool(req.get("on", True))
         elif cmd == "error":
             if req["kind"] not in ERRORS:
                 raise ValueError(f"error kind must be one of {', '.join(ERRORS)}")
@@ -899,7 +918,8 @@ class Printer(simcore.Threaded):
 
     Every control command is a method: status(), receipts(), set_paper(state),
     paper_out_after_lines(n), set_cover(open), set_drawer(open), set_error(kind), disconnect(),
-    garbage(data), and command(dict) takes the control channel's JSON form."""
+    garbage(data), drop_after_bytes(n), drop_after_receipt(on), and command(dict) takes the
+    control channel's JSON form."""
     name = "escpos_printer"
 
     def __init__(self, pty=None, tcp=None, width=80, out=None, control=None, paper="ok",
@@ -926,6 +946,9 @@ class Printer(simcore.Threaded):
 
     def set_error(self, kind):
         return self.command({"cmd": "error", "kind": kind})
+
+    def drop_after_receipt(self, on=True):
+        return self.command({"cmd": "drop_after_receipt", "on": on})
 
 
 def main(argv=None):

@@ -121,6 +121,7 @@ class Simulator(simcore.Simulator):
         return {"ok": True, "sent": self.sent, "bytes_sent": self.bytes_sent,
                 "bytes_waiting": len(self.out) + sum(len(d) for _, _, d in self.later),
                 "bytes_received": self.bytes_received, "connections": self.connections,
+                "bytes_dropped": self.bytes_dropped, "drop_after_bytes": self.drop_after,
                 "connected": self.host() is not None, "suffix": self.suffix,
                 "address": self.address(), "port": self.port, "link": self.link}
 

@@ -68,6 +68,8 @@ class Simulator:
             raise ValueError("exactly one of pty and tcp")
         self.link, self.tcp, self.control_path, self.log = pty, tcp, control, log
         self.connections = 0         # TCP clients accepted; pty pairs opened
+        self.drop_after = None       # drop_after_bytes: bytes still taken before the drop
+        self.bytes_dropped = 0       # read from the host by drop_after_bytes and thrown away
         self.master = self.slave = self.slave_name = None
         self.listener = self.client = None
         self.port = None
@@ -224,7 +226,7 @@ class Simulator:
                 data = os.read(self.master, self.read_size)
             except OSError:  # EAGAIN, or EIO while no slave is open (we hold one: transient)
                 return
-            self.received(data)
+            self._take(data)
         elif r is self.listener:
             try:
                 self.client, peer = self.listener.accept()
@@ -241,7 +243,7 @@ class Simulator:
             except OSError:
                 data = b""
             if data:
-                self.received(data)
+                self._take(data)
             else:
                 self.drop_client("the host closed the connection")
         elif r is self.control:
@@ -249,6 +251,25 @@ class Simulator:
             self.control_clients[c] = bytearray()
         elif r in self.control_clients:
             self._control_input(r)
+
+    def _take(self, data):
+        """Bytes read from the host: to received(), unless drop_after_bytes cuts them: then the
+        first ones still wanted go to received(), the rest of what was read is thrown away
+        (counted in bytes_dropped) and the connection dropped as by the control disconnect,
+        like a device that resets or loses its line in the middle of the host's data."""
+        if self.drop_after is None or len(data) < self.drop_after:
+            if self.drop_after is not None:
+                self.drop_after -= len(data)
+            self.received(data)
+            return
+        keep, rest = data[:self.drop_after], data[self.drop_after:]
+        self.drop_after = None
+        if keep:
+            self.received(keep)
+        self.bytes_dropped += len(rest)
+        self.log.info("drop_after_bytes: connection dropped after %d more bytes, %d read "
+                      "and thrown away", len(keep), len(rest))
+        self.disconnect()
 
     def drop_client(self, why):
         """Close the TCP client's connection (there must be one)."""
@@ -320,7 +341,8 @@ class Simulator:
     def transport_status(self):
         """The transport's part of a status answer."""
         return {"connections": self.connections, "address": self.address(),
-                "port": self.port, "link": self.link}
+                "port": self.port, "link": self.link, "drop_after_bytes": self.drop_after,
+                "bytes_dropped": self.bytes_dropped}
 
     def log_control(self, req):
         self.log.info("control: %s", json.dumps(req, ensure_ascii=self.ensure_ascii))
@@ -329,6 +351,7 @@ class Simulator:
         """One control command (a dict as on the control socket); returns the answer dict, with
         "ok" false for a refused one; raises ValueError, KeyError or TypeError for a malformed
         one. Here the commands every device has: disconnect, garbage (bytes to the host now),
+        drop_after_bytes (drop the connection once the host has sent N more bytes),
         quit; a device handles its own first and hands the rest here."""
         cmd = req.get("cmd")
         if cmd == "disconnect":
@@ -340,6 +363,11 @@ class Simulator:
             if self.host() is None:
                 return {"ok": False, "error": "no connection"}
             self.send(data)
+        elif cmd == "drop_after_bytes":
+            n = req["n"]
+            if n is not None and (not isinstance(n, int) or n < 0):
+                raise ValueError("n must be a number of bytes (0 or more) or null")
+            self.drop_after = n
         elif cmd == "quit":
             self.stop()
         else:
@@ -416,6 +444,9 @@ class Threaded:
 
     def garbage(self, data):
         return self.command({"cmd": "garbage", "bytes": bytes(data).hex()})
+
+    def drop_after_bytes(self, n):
+        return self.command({"cmd": "drop_after_bytes", "n": n})
 
 
 class CommandStream:

@@ -173,7 +173,8 @@ class Simulator(simcore.Simulator):
 
     def command(self, req):
         if req.get("cmd") == self.query:
-            return dict(self.display.state(), connections=self.connections)
+            return dict(self.display.state(), connections=self.connections,
+                        bytes_dropped=self.bytes_dropped, drop_after_bytes=self.drop_after)
         return super().command(req)
 
 

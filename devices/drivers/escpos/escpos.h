@@ -15,8 +15,11 @@
     the cover open (status events, health error), and calls a job done
     when the printer is ready after its last byte (a printer out of paper
     mid-receipt prints the rest once paper is loaded), so a receipt is
-    never printed twice; verb "print" prints the job's bytes, "drawer"
-    pulses the cash drawer (ESC p), health reports paper near end.
+    never printed twice; a connection lost in the middle of a job ends the
+    piece on the paper as interrupted and prints the job again marked as a
+    reprint (event "interrupted"; printer.c); verb "print" prints the job's
+    bytes, "drawer" pulses the cash drawer (DLE DC4), health reports paper
+    near end.
     =========================================================================
 */
 #ifndef ESCPOS_H_INCLUDED

@@ -11,12 +11,26 @@
     printer is ready again after the last byte. Nothing sent is sent
     again, so nothing prints twice. Status is never asked in the middle
     of a job: inside a command's data it would be taken as data.
+
+    The one exception is a connection lost in the middle of a job (a TCP
+    reset, a printer switched off, a cable pulled). What the driver wrote
+    then may or may not have reached the printer: bytes in flight are
+    lost with the connection, a printer that restarted has lost its
+    buffer, and no status byte can say how much came out. Sending the
+    rest would leave a hole in the receipt, so after the reconnect the
+    driver ends whatever piece is on the paper with a line saying the
+    printing was interrupted and a cut, then prints the whole job again
+    headed "REPRINT" (the marking of posnode's reprints): the customer
+    always gets one whole receipt, and a piece that may be partial or
+    complete is never taken for a second original. The event
+    "interrupted" {key, sent} says so.
     =========================================================================
 */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "escpos.h"
 
@@ -24,9 +38,23 @@
 #define S_STATUS_MS 800  /* how long a status answer may take */
 #define S_WRITE_MS  5000 /* a chunk must be taken within this */
 
+/*  Ends the piece of a receipt cut short by a lost connection: init (clears a half-received
+    line and the modes), Chinese mode, "*** PRINTING INTERRUPTED / 打印中断 ***", 3 lines fed,
+    a partial cut. */
+static const char s_interrupted[] = "\x1b@\x1c&\n*** PRINTING INTERRUPTED / "
+                                    "\xb4\xf2\xd3\xa1\xd6\xd0\xb6\xcf ***\n\x1b"
+                                    "d\x03\x1dV\x01";
+/*  Heads the job printed again after it: init, Chinese mode, centred "*** REPRINT / 重印 ***"
+    (the job's own init follows). */
+static const char s_reprint[] = "\x1b@\x1c&\x1b"
+                                "a\x01*** REPRINT / \xd6\xd8\xd3\xa1 ***\n";
+
 typedef struct {
     char key[NODE_DEVICE_KEY_MAX + 1]; /* the job in progress */
-    size_t sent;                       /* of its bytes */
+    const uint8_t *data;               /* its bytes (the queue keeps them until it ends) */
+    bus_buf_t again;                   /* s_reprint and its bytes, after an interruption */
+    const uint8_t *out;                /* what goes out: data, or again's */
+    size_t len, sent;                  /* of out */
     uint64_t opens;                    /* the transport's opens when the job (re)started */
     bool paper_out;
 } s_printer_t;
@@ -42,10 +70,19 @@ static void *s_create(const char *options, char *why, size_t size)
 
 static void s_destroy(void *state)
 {
-    free(state);
+    s_printer_t *self = state;
+    bus_buf_free(&self->again);
+    free(self);
 }
 
 /*  One real-time status byte for DLE EOT n; -1 when the printer does not answer. */
+static int64_t s_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int s_rt_status(node_device_t *dev, int n)
 {
     node_transport_t *t = node_device_transport(dev);
@@ -54,9 +91,17 @@ static int s_rt_status(node_device_t *dev, int n)
     node_transport_drain(t);
     if (node_transport_write(t, q, sizeof(q), S_STATUS_MS, why, sizeof(why)) != 0)
         return -1;
-    ssize_t got = node_transport_read(t, &b, 1, S_STATUS_MS, why, sizeof(why));
-    /* a status byte has bits 1 and 4 set and bits 0 and 7 clear: anything else is noise */
-    return got == 1 && (b & 0x93) == 0x12 ? b : -1;
+    /* a status byte has bits 1 and 4 set and bits 0 and 7 clear: anything else is noise the
+       printer (or the line) sent meanwhile, skipped */
+    int64_t deadline = s_now_ms() + S_STATUS_MS;
+    for (int64_t left = S_STATUS_MS; left > 0; left = deadline - s_now_ms()) {
+        ssize_t got = node_transport_read(t, &b, 1, (int)left, why, sizeof(why));
+        if (got < 0)
+            return -1;
+        if (got == 1 && (b & 0x93) == 0x12)
+            return b;
+    }
+    return -1;
 }
 
 /*  Ask the printer how it is; set health. 1 ready, 0 not ready (paper, cover), -1 no answer. */
@@ -110,18 +155,35 @@ static int s_run(void *state, node_device_t *dev, const node_job_t *job)
             return node_transport_is_open(t) ? -1 : 0;
         return 1;
     }
-    if (strcmp(self->key, job->key) != 0 || !job->key[0]) {
+    if (strcmp(self->key, job->key) != 0 || self->data != job->data) {
+        /* a new job (the queue hands the same one back, same bytes, until it ends) */
         snprintf(self->key, sizeof(self->key), "%s", job->key);
+        self->data = job->data;
+        self->out = job->data;
+        self->len = job->len;
         self->sent = 0;
         self->opens = node_transport_stats(t)->opens;
     }
     if (self->sent > 0 && node_transport_stats(t)->opens != self->opens) {
-        /* reconnected mid-job: the printer's modes may be lost; a clean state (init, Chinese
-           mode), then the rest (the interrupted line may come out broken, never repeated) */
-        static const uint8_t reinit[] = {0x1B, 0x40, 0x1C, 0x26};
-        if (node_transport_write(t, reinit, sizeof(reinit), S_WRITE_MS, why, sizeof(why)) != 0)
+        /* reconnected mid-job: how much reached the paper is unknown (file header); end that
+           piece as interrupted, then the whole job again, marked as a reprint */
+        if (node_transport_write(t, s_interrupted, sizeof(s_interrupted) - 1, S_WRITE_MS, why,
+                                 sizeof(why)) != 0)
             return 0;
+        bus_val_t *body = bus_val_new_map();
+        bus_val_map_set_str(body, "key", job->key);
+        bus_val_map_set_int(body, "sent", (int64_t)self->sent);
+        node_device_event(dev, "interrupted", &body);
+        if (self->out == job->data) {
+            self->again.len = 0;
+            if (bus_buf_append(&self->again, s_reprint, sizeof(s_reprint) - 1) != 0 ||
+                bus_buf_append(&self->again, job->data, job->len) != 0)
+                return 0; /* out of memory: tried again */
+            self->out = self->again.data;
+            self->len = self->again.len;
+        }
         self->opens = node_transport_stats(t)->opens;
+        self->sent = 0;
     }
     /* Status is asked only between jobs: a DLE EOT inside a command's bytes (a QR code's data)
        would be taken as its data by many printers. A printer that runs out of paper in the
@@ -129,9 +191,9 @@ static int s_run(void *state, node_device_t *dev, const node_job_t *job)
        the printer is ready again after its last byte. */
     if (self->sent == 0 && s_check(self, dev) <= 0)
         return 0; /* not started: paper, cover, or the printer gone */
-    while (self->sent < job->len) {
-        size_t n = job->len - self->sent < S_CHUNK ? job->len - self->sent : S_CHUNK;
-        int w = node_transport_write(t, job->data + self->sent, n, S_WRITE_MS, why, sizeof(why));
+    while (self->sent < self->len) {
+        size_t n = self->len - self->sent < S_CHUNK ? self->len - self->sent : S_CHUNK;
+        int w = node_transport_write(t, self->out + self->sent, n, S_WRITE_MS, why, sizeof(why));
         self->sent += node_transport_last_written(t); /* what went out stays sent */
         if (w != 0) {
             node_device_set_health(dev, NODE_HEALTH_OFFLINE, why);
@@ -141,7 +203,8 @@ static int s_run(void *state, node_device_t *dev, const node_job_t *job)
     if (s_check(self, dev) <= 0)
         return 0; /* sent; printed once the printer is ready again */
     self->key[0] = '\0';
-    self->sent = 0;
+    self->data = self->out = NULL;
+    self->len = self->sent = 0;
     return 1;
 }
 

@@ -1,72 +1,252 @@
 #!/usr/bin/python3
-"""test_escpos - the ESC/POS driver alone (device_tool) against the printer simulator on a pty:
-a job prints once per key, health follows the paper, garbage from the printer changes nothing."""
-import json
+"""test_escpos - the ESC/POS driver alone (device_tool) against the printer simulator, the same
+cases on a pty (a serial printer) and over TCP (a network printer on port 9100):
+
+- a job prints once per key; garbage and a 6 KB burst of it from the printer change nothing
+  (no reconnect, health ok, the next job prints); ten jobs queued at once print in order, once;
+- the paper runs out in the middle of a receipt: the status event (error, paper out) comes
+  while the receipt is held, then, paper loaded, the receipt is completed and not duplicated;
+- the printer disconnects between jobs: health offline, then ok, the next job prints;
+- the connection drops in the middle of a receipt (drop_after_bytes) and right after the
+  receipt's cut, before the driver hears that it printed (drop_after_receipt): the event
+  interrupted, the piece on the paper ends "PRINTING INTERRUPTED", the whole receipt follows
+  marked "REPRINT", the job is done once (printer.c's header);
+- the statistics (jobs, opens, reconnects, bytes out and in) match what the printer counted;
+  device_tool exits 0 without a sanitizer report."""
 import os
-import subprocess
+import shutil
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.environ.get("POSBUS_SRC", "."), "tests", "integration"))
 sys.path.insert(0, os.path.join(os.environ.get("POSBUS_SRC", "."), "devices", "sim"))
-from harness import BIN, Checks, wait_for  # noqa: E402
-from escpos_printer import Printer  # noqa: E402
+from harness import Checks, wait_for  # noqa: E402
+from devtool import DeviceTool, kill_all  # noqa: E402
+from escpos_printer import Printer, decode  # noqa: E402
 
-c = Checks("test_escpos")
-tmp = tempfile.mkdtemp(prefix="posbus-escpos-")
-link = os.path.join(tmp, "printer.tty")
-printer = Printer(pty=link, width=80)
-printer.start()
-tool = subprocess.Popen([f"{BIN}/device_tool", "escpos", f"serial:{link},baud=19200"],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-lines = []
-
-
-def send(cmd):
-    tool.stdin.write(cmd + "\n")
-    tool.stdin.flush()
+WAIT = 15  # seconds for anything that should happen at once (ASan, a loaded machine)
+INTERRUPTED = "*** PRINTING INTERRUPTED / 打印中断 ***"
+REPRINT = "*** REPRINT / 重印 ***"
+# noise from the printer: no byte looks like a status answer (bits 1, 4 set, 0 and 7 clear)
+NOISE = bytes.fromhex("ff00ff00")
+BURST = bytes([0x00, 0xFF, 0x81, 0x20]) * 1536
 
 
-def read_until(pred, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = tool.stdout.readline()
-        if not line:
-            return None
-        msg = json.loads(line)
-        lines.append(msg)
-        if pred(msg):
-            return msg
-    return None
+def receipt(tag, lines=40):
+    """A receipt's bytes: init, Chinese mode, a centred title, lines with Chinese text, a QR
+    code, feed and cut."""
+    b = b"\x1b@\x1c&\x1ba\x01" + f"RECEIPT {tag}\n".encode() + b"\x1ba\x00"
+    for i in range(lines):
+        b += f"{tag} {i:02d} 苹果 apple x1 {i + 10}.50\n".encode("gb18030")
+    qr = f"https://example.com/{tag}".encode()
+    b += b"\x1d(k" + bytes([len(qr) + 3, 0]) + b"\x31\x50\x30" + qr
+    b += b"\x1d(k\x03\x00\x31\x51\x30" + b"\x1bd\x03\x1dV\x01"
+    return b
 
 
-def health():
-    send("health")
-    return read_until(lambda m: "health" in m)["health"]
+def text_of(job):
+    return decode(job)[0]["text"]
 
 
-c.check(wait_for(lambda: health().get("health") == "ok", 10), "the printer is found, ok")
-doc = ("1b40" + "hello posbus".encode().hex() + "0a" + "1d5601")
-send(f"submit job-1 print hex:{doc}")
-send(f"submit job-1 print hex:{doc}")
-c.check(read_until(lambda m: m.get("event", {}).get("name") == "done") is not None, "job done")
-time.sleep(1)
-c.eq(len(printer.receipts()), 1, "a job submitted twice with one key prints once")
-c.check(printer.receipts()[0]["text"].strip() == "hello posbus", "its text")
-printer.set_paper("out")
-c.check(wait_for(lambda: health().get("health") == "error", 10), "paper out: health error")
-printer.set_paper("ok")
-c.check(wait_for(lambda: health().get("health") == "ok", 10), "paper back: ok")
-printer.garbage(bytes.fromhex("ff00ff00"))
-send(f"submit job-2 print hex:{doc}")
-c.check(read_until(lambda m: m.get("event", {}).get("name") == "done") is not None,
-        "garbage from the printer: the next job still prints")
-send("stats")
-stats = read_until(lambda m: "stats" in m)["stats"]
-c.check(stats.get("jobs") == 2 and stats.get("bytes_out") == printer.status()["bytes_received"],
-        f"statistics match what the printer saw: {stats}")
-send("quit")
-c.eq(tool.wait(timeout=10), 0, "device_tool exits 0")
-printer.stop()
-c.finish()
+def short(texts):
+    """Receipts' texts for a failure message: the first and last line of each."""
+    return [f"{t.splitlines()[0]!r} .. {t.rstrip().splitlines()[-1]!r} ({t.count(chr(10))} lines)"
+            if t.strip() else repr(t) for t in texts]
+
+
+def lines_of(text):
+    """The lines of a receipt's text without the empty ones the feed left at its end."""
+    return text.rstrip("\n").split("\n")
+
+
+def run(c, tmp, kind):
+    what = kind
+    if kind == "pty":
+        sim = Printer(pty=os.path.join(tmp, "printer.tty")).start()
+        transport = f"serial:{sim.link},baud=19200"
+    else:
+        sim = Printer(tcp="127.0.0.1:0").start()
+        transport = f"tcp:127.0.0.1:{sim.port}"
+    tool = DeviceTool("escpos", transport, None, tmp)
+    done = []
+
+    def submit(key, job):
+        tool.send(f"submit {key} print hex:{job.hex()}")
+
+    def outcome(key):
+        o = tool.outcome(key, WAIT)
+        if o == "done":
+            done.append(key)
+        return o
+
+    def stats():
+        tool.send("stats")
+        m = tool.read_until(lambda m: "stats" in m)
+        return m["stats"] if m else {}
+
+    def status_events(since):
+        tool.health()  # reads what device_tool printed so far: its events too
+        return [(e["body"]["health"], e["body"]["detail"]) for e in tool.events[since:]
+                if e["name"] == "status"]
+
+    def printed(since, want, what):
+        got = texts(since)
+        return c.check(got == want, what, short(want), short(got))
+
+    def texts(since):
+        return [r["text"] for r in sim.receipts()[since:]]
+
+    try:
+        c.check(wait_for(lambda: tool.health().get("health") == "ok", WAIT),
+                f"{what}: the printer is found, health ok")
+        job1 = receipt("job-1")
+        submit("job-1", job1)
+        submit("job-1", job1)
+        c.eq(outcome("job-1"), "done", f"{what}: job done")
+        printed(0, [text_of(job1)], f"{what}: a job submitted twice with one key prints once")
+        c.eq(sim.status()["status_inside_commands"], 0,
+             f"{what}: status is never asked inside a command")
+
+        # garbage and a burst of it from the printer
+        opens = stats().get("opens")
+        sim.garbage(NOISE)
+        sim.garbage(BURST)
+        c.check(wait_for(lambda: stats().get("bytes_in") ==
+                         len(NOISE) + len(BURST) + sim.status()["status_requests"], WAIT),
+                f"{what}: the driver reads the garbage and every status answer (bytes_in)",
+                None, (stats().get("bytes_in"), sim.status()["status_requests"]))
+        job2 = receipt("job-2")
+        submit("job-2", job2)
+        c.eq(outcome("job-2"), "done", f"{what}: after garbage and a burst the next job prints")
+        printed(1, [text_of(job2)], f"{what}: its text")
+        c.eq(tool.health().get("health"), "ok", f"{what}: garbage leaves health ok")
+        c.eq(stats().get("opens"), opens, f"{what}: garbage does not make the driver reconnect")
+
+        # a burst of jobs
+        keys = [f"burst-{i}" for i in range(10)]
+        jobs = {k: receipt(k, 8) for k in keys}
+        for k in keys:
+            submit(k, jobs[k])
+        c.eq([outcome(k) for k in keys], ["done"] * 10, f"{what}: ten jobs at once: all done")
+        printed(2, [text_of(jobs[k]) for k in keys], f"{what}: printed in order, once each")
+
+        # paper out in the middle of a receipt
+        n = sim.status()["receipts"]
+        mark = len(tool.events)
+        sim.paper_out_after_lines(10)
+        job3 = receipt("job-3")
+        submit("job-3", job3)
+        c.check(tool.read_until(lambda m: m.get("event", {}).get("name") == "status" and
+                                m["event"]["body"]["health"] == "error", WAIT),
+                f"{what}: paper out mid-receipt: a status event (error)")
+        c.eq(status_events(mark)[-1], ("error", "paper out"), f"{what}: its detail: paper out")
+        st = sim.status()
+        c.check(st["receipts"] == n and st["held_bytes"] > 0 and "job-3" not in done,
+                f"{what}: the receipt is held, not done", None, st)
+        sim.set_paper("ok")
+        c.eq(outcome("job-3"), "done", f"{what}: paper loaded: the job is done")
+        printed(n, [text_of(job3)], f"{what}: the receipt completed, once, not duplicated")
+        c.check(any(e["name"] == "paper" and e["body"] == {"paper": "loaded"}
+                    for e in tool.events[mark:]), f"{what}: the event paper loaded")
+        c.eq(status_events(mark)[-1][0], "ok", f"{what}: health ok again")
+
+        st, mine = sim.status(), stats()
+        c.eq([mine.get("jobs"), mine.get("jobs_failed"), mine.get("reconnects")], [13, 0, 0],
+             f"{what}: statistics: 13 jobs, none failed, no reconnect")
+        c.eq(mine.get("bytes_out"), st["bytes_received"], f"{what}: bytes_out is what the "
+             "printer received")
+
+        # a disconnect between jobs
+        mark = len(tool.events)
+        c.eq(sim.disconnect().get("ok"), True, f"{what}: the printer disconnects")
+        c.check(wait_for(lambda: [h for h, _ in status_events(mark)][-2:] == ["offline", "ok"],
+                         WAIT), f"{what}: health offline, then ok", None, status_events(mark))
+        job4 = receipt("job-4")
+        n = sim.status()["receipts"]
+        submit("job-4", job4)
+        c.eq(outcome("job-4"), "done", f"{what}: after the reconnect the next job prints")
+        printed(n, [text_of(job4)], f"{what}: once")
+
+        # the connection drops in the middle of a receipt
+        job5 = receipt("job-5")
+        n = sim.status()["receipts"]
+        mark = len(tool.events)
+        sim.drop_after_bytes(len(job5) // 3)
+        submit("job-5", job5)
+        c.eq(outcome("job-5"), "done", f"{what}: dropped mid-receipt: the job is done")
+        got = texts(n)
+        piece = lines_of(got[0]) if got else []
+        c.check(len(got) == 2 and piece[-1].strip() == INTERRUPTED and piece[-2] == "" and
+                text_of(job5).startswith("\n".join(piece[:-2])),
+                f"{what}: first a part of the receipt, then PRINTING INTERRUPTED", None,
+                short(got))
+        c.check(len(got) == 2 and got[1].split("\n", 1)[0].strip() == REPRINT and
+                got[1].split("\n", 1)[1] == text_of(job5),
+                f"{what}: then the whole receipt headed REPRINT", None, short(got))
+        tool.health()
+        ev = [e["body"] for e in tool.events[mark:] if e["name"] == "interrupted"]
+        c.check(len(ev) == 1 and ev[0]["key"] == "job-5" and 0 < ev[0]["sent"] <= len(job5),
+                f"{what}: the event interrupted {{key, sent}}", None, ev)
+        c.check("offline" in [h for h, _ in status_events(mark)],
+                f"{what}: the lost connection was reported (offline)", None, status_events(mark))
+
+        # the connection drops right after the cut, before the driver hears the job printed
+        job6 = receipt("job-6")
+        n = sim.status()["receipts"]
+        mark = len(tool.events)
+        sim.drop_after_receipt()
+        submit("job-6", job6)
+        c.eq(outcome("job-6"), "done", f"{what}: dropped after the cut: the job is done")
+        got = texts(n)
+        c.check(len(got) == 3 and got[0] == text_of(job6) and
+                got[1].strip() == INTERRUPTED and got[2].split("\n", 1)[0].strip() == REPRINT
+                and got[2].split("\n", 1)[1] == text_of(job6),
+                f"{what}: the receipt, a piece saying PRINTING INTERRUPTED, the receipt headed "
+                "REPRINT", None, short(got))
+        tool.health()
+        c.eq(len([e for e in tool.events[mark:] if e["name"] == "interrupted"]), 1,
+             f"{what}: one interrupted event")
+
+        # a clean job after all this: the statistics
+        before, sim_before = stats(), sim.status()
+        job7 = receipt("job-7")
+        n = sim_before["receipts"]
+        submit("job-7", job7)
+        c.eq(outcome("job-7"), "done", f"{what}: the next job prints")
+        printed(n, [text_of(job7)], f"{what}: once")
+        st, mine = sim.status(), stats()
+        c.eq(mine.get("bytes_out") - before.get("bytes_out"),
+             st["bytes_received"] - sim_before["bytes_received"],
+             f"{what}: bytes_out grows by what the printer received")
+        c.check(mine.get("bytes_out") >= st["bytes_received"] + st["bytes_dropped"],
+                f"{what}: bytes_out counts what the printer received or lost in a drop", None,
+                (mine, st))
+        c.eq([mine.get("jobs"), mine.get("jobs_failed"), mine.get("opens"),
+              mine.get("reconnects")], [len(done), 0, st["connections"], 3],
+             f"{what}: statistics: jobs done, none failed, opens = the printer's connections, "
+             "3 reconnects")
+        c.check(mine.get("errors", 0) >= 3, f"{what}: every lost connection counts an error",
+                None, mine)
+        c.eq(sim.status()["status_inside_commands"], 0,
+             f"{what}: status never asked inside a command")
+        rc, report = tool.quit()
+        c.eq(rc, 0, f"{what}: device_tool exits 0")
+        c.check(report is None, f"{what}: no sanitizer report", None, report)
+    finally:
+        sim.stop()
+
+
+def main():
+    c = Checks("test_escpos")
+    tmp = tempfile.mkdtemp(prefix="posbus-escpos-")
+    try:
+        run(c, tmp, "pty")
+        run(c, tmp, "tcp")
+    finally:
+        kill_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    c.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -367,6 +367,37 @@ def test_module(c, tmp):
     with socket.socket() as s:
         c.check(s.connect_ex(("127.0.0.1", port)) != 0, "Printer: stop() closes the port")
 
+    # drop_after_bytes: the first N bytes are taken, the rest of that read thrown away
+    # (counted), the connection dropped; drop_after_receipt: dropped right after the next cut.
+    for kind in ("tcp", "pty"):
+        with Printer(**({"tcp": "127.0.0.1:0"} if kind == "tcp" else
+                        {"pty": os.path.join(tmp, "drop.tty")})) as p:
+            host = TcpHost(p.port) if kind == "tcp" else PtyHost(p.link)
+            c.eq(p.drop_after_bytes(11)["ok"], True, f"{kind} drop_after_bytes: accepted")
+            c.eq(p.status()["drop_after_bytes"], 11, f"{kind} drop_after_bytes: in status")
+            host.send(INIT + b"12345678\n" + b"lost\n" + PARTIAL_CUT)
+            c.check(host.read(1, WAIT) == b"" or host.hung_up(),
+                    f"{kind} drop_after_bytes: the host sees the connection go")
+            st = p.status()
+            c.check(st["bytes_received"] == 11 and st["bytes_dropped"] == 8 and
+                    st["drop_after_bytes"] is None and st["connections"] == 1 + (kind == "pty"),
+                    f"{kind} drop_after_bytes: 11 bytes taken, 8 thrown away, one drop",
+                    None, st)
+            host.close()
+            host = TcpHost(p.port) if kind == "tcp" else PtyHost(p.link)
+            c.eq(p.drop_after_receipt()["ok"], True, f"{kind} drop_after_receipt: accepted")
+            host.send(PARTIAL_CUT + b"\x10\x04\x01after")
+            c.check(host.read(1, WAIT) == b"" or host.hung_up(),
+                    f"{kind} drop_after_receipt: the host sees the connection go, no answer")
+            st = p.status()
+            c.check(st["receipts"] == 1 and st["bytes_dropped"] == 8 + 8 and
+                    not st["drop_after_receipt"] and st["status_requests"] == 0,
+                    f"{kind} drop_after_receipt: the receipt is out, what followed thrown away",
+                    None, st)
+            c.eq([r["text"] for r in p.receipts()], ["12345678\n"],
+                 f"{kind}: the receipt has what came before the drop")
+            host.close()
+
     # decode() never raises, whatever it is given; every cut of the receipt decodes.
     rnd = random.Random(7)
     crashed = None
