@@ -415,3 +415,141 @@ const char *node_transport_kind(const node_transport_t *self)
 {
     return self->how;
 }
+
+/* ---- the machine's serial ports ------------------------------------------------------------ */
+
+/*  Bytes of the UTF-8 sequence at p (at most left bytes), 0 if none starts there. */
+static size_t s_utf8_seq(const unsigned char *p, size_t left)
+{
+    size_t n = p[0] < 0x80           ? 1
+               : (p[0] >> 5) == 0x6  ? 2
+               : (p[0] >> 4) == 0xe  ? 3
+               : (p[0] >> 3) == 0x1e ? 4
+                                     : 0;
+    if (n == 0 || n > left)
+        return 0;
+    for (size_t k = 1; k < n; k++)
+        if ((p[k] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+/*  in as text the back office takes (docs/protocol.md: strict UTF-8, no control characters, at
+    most NODE_TRANSPORT_TEXT_MAX characters) into out; "" for NULL. USB strings are whatever
+    the device's maker burned in, and sysfs passes them on as they are. */
+static void s_port_text(char *out, size_t size, const char *in)
+{
+    size_t used = 0, chars = 0;
+    const unsigned char *p = (const unsigned char *)(in ? in : "");
+    while (*p == ' ' || *p == '\t')
+        p++;
+    size_t left = strlen((const char *)p);
+    while (left > 0 && chars < NODE_TRANSPORT_TEXT_MAX) {
+        size_t n = s_utf8_seq(p, left);
+        bool bad = n == 0 || (n == 1 && (p[0] < 0x20 || p[0] == 0x7f));
+        size_t put = bad ? 1 : n;
+        if (used + put + 1 > size)
+            break;
+        if (bad)
+            out[used] = '?';
+        else
+            memcpy(out + used, p, n);
+        used += put;
+        chars++;
+        p += n ? n : 1;
+        left -= n ? n : 1;
+    }
+    while (used > 0 && (out[used - 1] == ' ' || out[used - 1] == '\t'))
+        used--;
+    out[used] = '\0';
+}
+
+/*  Set key to in as bounded text, unless that leaves nothing. */
+static int s_port_set_text(bus_val_t *row, const char *key, const char *in)
+{
+    char text[4 * NODE_TRANSPORT_TEXT_MAX + 1];
+    s_port_text(text, sizeof(text), in);
+    return text[0] ? bus_val_map_set_str(row, key, text) : 0;
+}
+
+bus_val_t *node_transport_port_row(const node_transport_port_t *port)
+{
+    char name[4 * NODE_TRANSPORT_TEXT_MAX + 1];
+    s_port_text(name, sizeof(name), port->name);
+    bus_val_t *row = name[0] ? bus_val_new_map() : NULL;
+    if (!row)
+        return NULL;
+    bool ids = port->usb_vid >= 0 && port->usb_vid <= 0xffff && port->usb_pid >= 0 &&
+               port->usb_pid <= 0xffff;
+    bool where = port->usb_bus >= 0 && port->usb_bus <= 0xffff && port->usb_address >= 0 &&
+                 port->usb_address <= 0xffff;
+    int rc = bus_val_map_set_str(row, "name", name);
+    rc = rc ? rc : s_port_set_text(row, "transport", port->transport);
+    rc = rc || !ids ? rc : bus_val_map_set_int(row, "usb_vid", port->usb_vid);
+    rc = rc || !ids ? rc : bus_val_map_set_int(row, "usb_pid", port->usb_pid);
+    rc = rc || !where ? rc : bus_val_map_set_int(row, "usb_bus", port->usb_bus);
+    rc = rc || !where ? rc : bus_val_map_set_int(row, "usb_address", port->usb_address);
+    rc = rc ? rc : s_port_set_text(row, "description", port->description);
+    rc = rc ? rc : s_port_set_text(row, "manufacturer", port->manufacturer);
+    rc = rc ? rc : s_port_set_text(row, "product", port->product);
+    rc = rc ? rc : s_port_set_text(row, "serial", port->serial);
+    if (rc != 0)
+        bus_val_destroy(&row);
+    return row;
+}
+
+static int s_port_cmp(const void *a, const void *b)
+{
+    const char *x = sp_get_port_name(*(struct sp_port *const *)a);
+    const char *y = sp_get_port_name(*(struct sp_port *const *)b);
+    return strcmp(x ? x : "", y ? y : "");
+}
+
+bus_val_t *node_transport_ports(size_t max, size_t *total, char *why, size_t size)
+{
+    struct sp_port **list = NULL;
+    if (sp_list_ports(&list) != SP_OK) {
+        char *msg = sp_last_error_message();
+        s_fail(why, size, "cannot list the serial ports", msg);
+        sp_free_error_message(msg);
+        return NULL;
+    }
+    size_t n = 0;
+    while (list[n])
+        n++;
+    /* sorted, so that the same ports make the same list whatever order sysfs gives them in */
+    qsort(list, n, sizeof(*list), s_port_cmp);
+    if (total)
+        *total = n;
+    if (max > NODE_TRANSPORT_PORTS_MAX)
+        max = NODE_TRANSPORT_PORTS_MAX;
+    bus_val_t *rows = bus_val_new_arr();
+    for (size_t i = 0; rows && i < n && bus_val_size(rows) < max; i++) {
+        enum sp_transport t = sp_get_port_transport(list[i]);
+        node_transport_port_t p = {.name = sp_get_port_name(list[i]),
+                                   .transport = t == SP_TRANSPORT_USB         ? "usb"
+                                                : t == SP_TRANSPORT_BLUETOOTH ? "bluetooth"
+                                                                              : "native",
+                                   .usb_vid = -1,
+                                   .usb_pid = -1,
+                                   .usb_bus = -1,
+                                   .usb_address = -1,
+                                   .description = sp_get_port_description(list[i])};
+        if (t == SP_TRANSPORT_USB) {
+            if (sp_get_port_usb_vid_pid(list[i], &p.usb_vid, &p.usb_pid) != SP_OK)
+                p.usb_vid = p.usb_pid = -1;
+            if (sp_get_port_usb_bus_address(list[i], &p.usb_bus, &p.usb_address) != SP_OK)
+                p.usb_bus = p.usb_address = -1;
+            p.manufacturer = sp_get_port_usb_manufacturer(list[i]);
+            p.product = sp_get_port_usb_product(list[i]);
+            p.serial = sp_get_port_usb_serial(list[i]);
+        }
+        bus_val_t *row = node_transport_port_row(&p);
+        if (row)
+            bus_val_arr_push(rows, &row); /* a port without a name is no port */
+    }
+    sp_free_port_list(list);
+    if (!rows)
+        s_fail(why, size, "out of memory", NULL);
+    return rows;
+}

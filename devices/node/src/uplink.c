@@ -14,10 +14,21 @@
     shows why, because dropping it would lose a sale and leave a hole that
     the Z report would show for ever. Such a refusal means the register and
     the back office disagree on a rule and needs a person.
+
+    The machine's serial ports (with their USB ids, and which device uses
+    each) go to the back office with hello and with a heartbeat only when
+    the list changed: it is the same list for days. They are listed again
+    every S_PORTS_EVERY_MS, not every heartbeat: listing is cheap here
+    (about 0.5 ms) but on a machine with legacy 8250 UARTs libserialport
+    opens each of them to see whether it exists, which is not something to
+    do to a register's ports every two seconds. After each listing the list
+    is sent once more even if unchanged, so a back office whose Redis came
+    back from an older copy is right again within a minute.
     =========================================================================
 */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,6 +46,7 @@
 #include "node/file.h"
 #include "node/journal.h"
 #include "node/segment.h"
+#include "node/transport.h"
 #include "node/uplink.h"
 
 #define S_QUEUE_MAX      1000 /* events waiting to be published */
@@ -42,6 +54,7 @@
 #define S_UPLOADS_A_TURN 200  /* uploads between two looks at events and heartbeats */
 #define S_WINDOW         16   /* uploads in flight to one sales instance */
 #define S_BACKOFF_MIN_MS 100
+#define S_PORTS_EVERY_MS 60000 /* serial ports listed again (a USB adapter plugged in) */
 #define S_PATH_MAX       4096
 
 typedef struct s_event {
@@ -92,6 +105,10 @@ struct node_uplink_t {
     bool hello_done, want_catalog, want_config, want_commands;
     int64_t catalog_version, config_version, config_asked;
     int64_t next_hb_ms, next_try_ms, backoff_ms;
+    bus_val_t *ports;      /* the serial ports as last listed (array); NULL: not known */
+    bus_val_t *ports_sent; /* what devices last took (with the devices using them) */
+    int64_t next_ports_ms;
+    bool ports_refused; /* devices refused a list as bad_request: not sent again */
 };
 
 static char *s_dup(const char *s)
@@ -276,6 +293,95 @@ static void s_backoff(node_uplink_t *self)
     self->next_try_ms = bus_mono_ms() + self->backoff_ms;
 }
 
+/* ---- serial ports ------------------------------------------------------------------ */
+
+/*  List the machine's serial ports when due: at start, then every S_PORTS_EVERY_MS. A failed
+    listing keeps the last list. */
+static void s_ports_scan(node_uplink_t *self)
+{
+    int64_t now = bus_mono_ms();
+    if (now < self->next_ports_ms)
+        return;
+    self->next_ports_ms = now + S_PORTS_EVERY_MS;
+    char why[256];
+    size_t total = 0;
+    bus_val_t *ports = node_transport_ports(NODE_TRANSPORT_PORTS_MAX, &total, why, sizeof(why));
+    if (!ports) {
+        bus_warn("posnode.uplink", "serial ports not listed: %s", why);
+        return;
+    }
+    if (total > bus_val_size(ports) && !self->ports)
+        bus_warn("posnode.uplink", "%zu serial ports; the back office is told of the first %zu",
+                 total, bus_val_size(ports));
+    bus_val_destroy(&self->ports);
+    self->ports = ports;
+    bus_val_destroy(&self->ports_sent); /* sent again once: see the file's comment */
+}
+
+/*  The serial device path a device row's transport names ("serial:/dev/ttyUSB0,baud=9600" in
+    its stats), resolved through links (/dev/serial/by-id/...) to the name libserialport gives
+    the port; "" for a TCP device. */
+static void s_device_port(const bus_val_t *row, char *out, size_t size)
+{
+    const char *spec = bus_val_map_get_str(bus_val_map_get(row, "stats"), "transport");
+    out[0] = '\0';
+    if (!spec || strncmp(spec, "serial:", 7) != 0)
+        return;
+    char path[NODE_TRANSPORT_SPEC_MAX];
+    snprintf(path, sizeof(path), "%s", spec + 7);
+    path[strcspn(path, ",")] = '\0';
+    char *real = realpath(path, NULL);
+    snprintf(out, size, "%s", real ? real : path);
+    free(real);
+}
+
+/*  The ports as listed, each with `device`: the first device whose transport is that port.
+    NULL when the ports are not known or were refused. */
+static bus_val_t *s_ports_now(node_uplink_t *self)
+{
+    if (!self->ports || self->ports_refused)
+        return NULL;
+    bus_val_t *ports = bus_val_dup(self->ports);
+    pthread_mutex_lock(&self->lock);
+    bus_val_t *devices = self->devices ? bus_val_dup(self->devices) : NULL;
+    pthread_mutex_unlock(&self->lock);
+    for (size_t i = 0; ports && i < bus_val_size(devices); i++) {
+        const bus_val_t *d = bus_val_arr_get(devices, i);
+        const char *name = bus_val_map_get_str(d, "name");
+        char path[PATH_MAX];
+        s_device_port(d, path, sizeof(path));
+        for (size_t k = 0; name && path[0] && k < bus_val_size(ports); k++) {
+            bus_val_t *p = bus_val_arr_get(ports, k);
+            const char *port = bus_val_map_get_str(p, "name");
+            if (port && strcmp(port, path) == 0 && !bus_val_map_get(p, "device"))
+                bus_val_map_set_str(p, "device", name);
+        }
+    }
+    bus_val_destroy(&devices);
+    return ports;
+}
+
+/*  A hello or heartbeat that carried *ports_p (taken; NULL: none) was answered (ok) or not,
+    with the remote error code. A list devices took is not sent again until it changes; one it
+    refused is never sent again: a heartbeat must not fail for ever over the ports. */
+static void s_ports_answered(node_uplink_t *self, bus_val_t **ports_p, bool ok, const char *code)
+{
+    if (*ports_p && ok) {
+        bus_val_destroy(&self->ports_sent);
+        self->ports_sent = *ports_p;
+        *ports_p = NULL;
+    } else if (*ports_p && strcmp(code, "bad_request") == 0) {
+        char why[sizeof(self->status.last_error)];
+        pthread_mutex_lock(&self->lock);
+        snprintf(why, sizeof(why), "%s", self->status.last_error);
+        pthread_mutex_unlock(&self->lock);
+        bus_error("posnode.uplink",
+                  "a request with the serial ports was refused (%s); they are not sent again", why);
+        self->ports_refused = true;
+    }
+    bus_val_destroy(ports_p);
+}
+
 static void s_hello(node_uplink_t *self)
 {
     bus_val_t *body = bus_val_new_map();
@@ -285,12 +391,17 @@ static void s_hello(node_uplink_t *self)
     bus_val_map_set_int(body, "config_version", self->running_config);
     pthread_mutex_unlock(&self->lock);
     bus_val_map_set(body, "devices", &devices);
+    bus_val_t *ports = s_ports_now(self);
+    bus_val_t *copy = ports ? bus_val_dup(ports) : NULL;
+    if (copy)
+        bus_val_map_set(body, "ports", &copy);
     char code[64];
     bus_val_t *rep = s_call(self, "devices", "node.hello", body, code, sizeof(code));
     if (rep) {
         self->hello_done = true;
         bus_info("posnode.uplink", "hello answered; uploads from sale %" PRId64, self->acked + 1);
     }
+    s_ports_answered(self, &ports, rep != NULL, code);
     bus_val_destroy(&rep);
 }
 
@@ -324,8 +435,15 @@ static void s_heartbeat(node_uplink_t *self)
     pthread_mutex_unlock(&self->lock);
     if (devices)
         bus_val_map_set(body, "devices", &devices);
+    bus_val_t *ports = s_ports_now(self);
+    if (ports && self->ports_sent && bus_val_equal(ports, self->ports_sent))
+        bus_val_destroy(&ports); /* unchanged: devices keeps the list it has */
+    bus_val_t *copy = ports ? bus_val_dup(ports) : NULL;
+    if (copy)
+        bus_val_map_set(body, "ports", &copy);
     char code[64];
     bus_val_t *rep = s_call(self, "devices", "node.heartbeat", body, code, sizeof(code));
+    s_ports_answered(self, &ports, rep != NULL, code);
     if (!rep)
         return;
     int64_t committed = 0;
@@ -720,6 +838,7 @@ static void *s_run(void *arg)
             bus_msg_destroy(&msg);
         }
         s_publish_queued(self);
+        s_ports_scan(self);
         int64_t now = bus_mono_ms();
         if (now >= self->next_hb_ms) {
             self->next_hb_ms = now + self->cfg.heartbeat_ms;
@@ -855,6 +974,8 @@ void node_uplink_stop(node_uplink_t **self_p)
     bus_val_destroy(&self->commands);
     bus_val_destroy(&self->results);
     bus_val_destroy(&self->devices);
+    bus_val_destroy(&self->ports);
+    bus_val_destroy(&self->ports_sent);
     if (self->efd >= 0)
         close(self->efd);
     pthread_mutex_destroy(&self->lock);

@@ -4,7 +4,8 @@
 -- (read only: its version, so a node that missed config.<S>.changed still converges), 5 the
 -- register's pending device commands devcmds:{S}:<register> (read only: how many wait).
 -- ARGV: 1 register, 2 now (ms), 3 last_seq, 4 unsynced, 5 config version, 6 devices
--- (MessagePack array, or '' to keep the stored ones), 7 resend interval (ms).
+-- (MessagePack array, or '' to keep the stored ones), 7 resend interval (ms), 8 serial ports
+-- (MessagePack array, or '' to keep the stored ones: a node sends them only when they changed).
 -- Returns {status, committed, from, to, config version, pending commands}: status 0 nothing
 -- missing, 1 missing but asked less than the interval ago, 2 ask for from..to now
 -- (resend_asked_ms is set in the same step, so two instances never both ask within the
@@ -14,6 +15,9 @@ redis.call('HSET', KEYS[1], 'last_heartbeat_ms', ARGV[2], 'last_seq', ARGV[3],
            'unsynced', ARGV[4], 'config_version', ARGV[5])
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'devices', ARGV[6])
+end
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[1], 'ports', ARGV[8])
 end
 redis.call('SADD', KEYS[2], ARGV[1])
 local committed = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')

@@ -5,7 +5,10 @@
     and their health, the configuration version it runs) and then heartbeats
     every few seconds with its last journal sequence and how many sales it
     has not uploaded yet. `node.list` shows the fleet: online or not, last
-    heartbeat, unsynced sales, configuration version, device health.
+    heartbeat, unsynced sales, configuration version, device health, and
+    the serial ports each register's machine has (with USB ids and the
+    device using each), which a node sends with hello and then only when
+    they changed, so the stored list is kept until a heartbeat brings one.
 
     Who a node is comes only from the caller's certificate (busd hands it
     over with every request): a register can describe itself and no other.
@@ -54,6 +57,11 @@
 #define S_DEV_NAME_MAX   32  /* bytes of a device name */
 #define S_DEV_KIND_MAX   32  /* bytes of a device kind */
 #define S_DEV_DETAIL_MAX 120 /* characters (UTF-8) of a device's health detail */
+#define S_PORTS_MAX      64  /* serial ports of one node (node/transport.h sends no more) */
+#define S_PORT_TEXT_MAX  64  /* characters (UTF-8) of a port's name and of each string */
+
+/* the largest usb_vid, usb_pid, usb_bus, usb_address of a port */
+#define S_USB_ID_MAX 0xffff
 /* 2^53 - 1: the largest integer the heartbeat script (Lua numbers are doubles) holds exactly */
 #define S_INT_MAX    9007199254740991LL
 #define S_WHY_MAX    160
@@ -234,6 +242,99 @@ static int s_devices_encode(const bus_val_t *list, bus_buf_t *out, char *why, si
     return rc;
 }
 
+/*  Copy the optional text field key of port p into m when it is text of at most
+    S_PORT_TEXT_MAX characters; false when present and not. */
+static bool s_port_text(const bus_val_t *p, const char *key, bool required, bus_val_t *m)
+{
+    const bus_val_t *v = bus_val_map_get(p, key);
+    size_t len = 0;
+    const char *text = v ? bus_val_get_str(v, &len) : NULL;
+    if (!v)
+        return !required;
+    if (!text || len == 0 || !s_text_ok(text, len, S_PORT_TEXT_MAX))
+        return false;
+    return bus_val_map_set_str(m, key, text) == 0;
+}
+
+/*  Copy the optional integer field key (0..S_USB_ID_MAX) of port p into m; false when present
+    and not such an integer. */
+static bool s_port_id(const bus_val_t *p, const char *key, bus_val_t *m)
+{
+    const bus_val_t *v = bus_val_map_get(p, key);
+    int64_t id;
+    if (!v)
+        return true;
+    return bus_val_get_int(v, &id) && id >= 0 && id <= S_USB_ID_MAX &&
+           bus_val_map_set_int(m, key, id) == 0;
+}
+
+/*  One serial port normalised (known fields only, in one order), or NULL when it is not one. */
+static bus_val_t *s_port_norm(const bus_val_t *p)
+{
+    static const char *const texts[] = {"description", "manufacturer", "product", "serial", NULL};
+    static const char *const ids[] = {"usb_vid", "usb_pid", "usb_bus", "usb_address", NULL};
+    const char *transport = bus_val_map_get_str(p, "transport");
+    const bus_val_t *dv = bus_val_map_get(p, "device");
+    const char *device = dv ? bus_val_get_str(dv, NULL) : NULL;
+    if (bus_val_type(p) != BUS_VAL_MAP || !transport ||
+        (strcmp(transport, "native") && strcmp(transport, "usb") &&
+         strcmp(transport, "bluetooth")) ||
+        (dv && !pos_sale_id_ok(device, S_DEV_NAME_MAX, "_-.")))
+        return NULL;
+    bus_val_t *m = bus_val_new_map();
+    bool ok =
+        m && s_port_text(p, "name", true, m) && bus_val_map_set_str(m, "transport", transport) == 0;
+    for (int k = 0; ok && ids[k]; k++)
+        ok = s_port_id(p, ids[k], m);
+    for (int k = 0; ok && texts[k]; k++)
+        ok = s_port_text(p, texts[k], false, m);
+    if (ok && device)
+        ok = bus_val_map_set_str(m, "device", device) == 0;
+    if (!ok)
+        bus_val_destroy(&m);
+    return m;
+}
+
+/*  Check a node's serial ports list and encode it, normalised, as MessagePack into out. 0, or
+    -1 with why. */
+static int s_ports_encode(const bus_val_t *list, bus_buf_t *out, char *why, size_t size)
+{
+    if (bus_val_type(list) != BUS_VAL_ARR || bus_val_size(list) > S_PORTS_MAX) {
+        snprintf(why, size, "ports: an array of at most %d ports", S_PORTS_MAX);
+        return -1;
+    }
+    bus_val_t *norm = bus_val_new_arr();
+    int rc = norm ? 0 : -1;
+    if (!norm)
+        snprintf(why, size, "out of memory");
+    for (size_t i = 0; rc == 0 && i < bus_val_size(list); i++) {
+        bus_val_t *m = s_port_norm(bus_val_arr_get(list, i));
+        if (!m) {
+            snprintf(why, size,
+                     "ports[%zu]: name (text of 1-%d characters), transport (native, usb or "
+                     "bluetooth) required; usb_vid, usb_pid, usb_bus, usb_address 0-%d; "
+                     "description, manufacturer, product, serial text of 1-%d characters; "
+                     "device a device name",
+                     i, S_PORT_TEXT_MAX, S_USB_ID_MAX, S_PORT_TEXT_MAX);
+            rc = -1;
+        } else if (s_name_taken(norm, bus_val_map_get_str(m, "name"))) {
+            snprintf(why, size, "ports[%zu]: port '%s' given twice", i,
+                     bus_val_map_get_str(m, "name"));
+            bus_val_destroy(&m);
+            rc = -1;
+        } else if (bus_val_arr_push(norm, &m) != 0) {
+            snprintf(why, size, "out of memory");
+            rc = -1;
+        }
+    }
+    if (rc == 0 && bus_val_encode(norm, out) != 0) {
+        snprintf(why, size, "out of memory");
+        rc = -1;
+    }
+    bus_val_destroy(&norm);
+    return rc;
+}
+
 static int s_caller_node(s_devices_t *self, bus_service_t *svc, const bus_val_t *body,
                          s_node_id_t *node)
 {
@@ -254,14 +355,18 @@ static int s_hello(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, v
                      "version: 1-32 letters, digits, '.', '_', '-', '+' or '~' required");
     if (!s_count_field(body, "config_version", &config_version, why, sizeof(why)))
         return s_bad(self, svc, why);
-    bus_buf_t devices = {0};
-    if (s_devices_encode(bus_val_map_get(body, "devices"), &devices, why, sizeof(why)) != 0) {
+    bus_buf_t devices = {0}, ports = {0};
+    const bus_val_t *plist = bus_val_map_get(body, "ports");
+    if (s_devices_encode(bus_val_map_get(body, "devices"), &devices, why, sizeof(why)) != 0 ||
+        (plist && s_ports_encode(plist, &ports, why, sizeof(why)) != 0)) {
         bus_buf_free(&devices);
+        bus_buf_free(&ports);
         return s_bad(self, svc, why);
     }
     s_node_id_t node;
     if (s_caller_node(self, svc, body, &node) != 0) {
         bus_buf_free(&devices);
+        bus_buf_free(&ports);
         return -1;
     }
     char key[BUS_KEY_MAX], set[BUS_KEY_MAX], now[S_NUM_MAX], cv[S_NUM_MAX];
@@ -269,11 +374,15 @@ static int s_hello(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, v
     bus_key_nodes(set, node.store);
     snprintf(now, sizeof(now), "%" PRId64, bus_now_ms());
     snprintf(cv, sizeof(cv), "%" PRId64, config_version);
-    const char *argv[] = {key, set, node.reg, now, version, cv, (const char *)devices.data};
+    /* a node that sends no ports (an older posnode) has none known: '' removes a stale list */
+    const char *devs = (const char *)devices.data,
+               *pts = ports.data ? (const char *)ports.data : "";
+    const char *argv[] = {key, set, node.reg, now, version, cv, devs, pts};
     size_t lens[] = {strlen(key),     strlen(set), strlen(node.reg), strlen(now),
-                     strlen(version), strlen(cv),  devices.len};
-    redisReply *r = bus_redis_evalsha(self->redis, self->hello, 2, 7, argv, lens);
+                     strlen(version), strlen(cv),  devices.len,      ports.len};
+    redisReply *r = bus_redis_evalsha(self->redis, self->hello, 2, 8, argv, lens);
     bus_buf_free(&devices);
+    bus_buf_free(&ports);
     if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_INTEGER)
         return s_redis_failed(self, svc, r, "hello");
     freeReplyObject(r);
@@ -313,15 +422,19 @@ static int s_heartbeat(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
         !s_count_field(body, "unsynced", &unsynced, why, sizeof(why)) ||
         !s_count_field(body, "config_version", &config_version, why, sizeof(why)))
         return s_bad(self, svc, why);
-    bus_buf_t devices = {0};
+    bus_buf_t devices = {0}, ports = {0};
     const bus_val_t *list = bus_val_map_get(body, "devices");
-    if (list && s_devices_encode(list, &devices, why, sizeof(why)) != 0) {
+    const bus_val_t *plist = bus_val_map_get(body, "ports");
+    if ((list && s_devices_encode(list, &devices, why, sizeof(why)) != 0) ||
+        (plist && s_ports_encode(plist, &ports, why, sizeof(why)) != 0)) {
         bus_buf_free(&devices);
+        bus_buf_free(&ports);
         return s_bad(self, svc, why);
     }
     s_node_id_t node;
     if (s_caller_node(self, svc, body, &node) != 0) {
         bus_buf_free(&devices);
+        bus_buf_free(&ports);
         return -1;
     }
     char key[BUS_KEY_MAX], set[BUS_KEY_MAX], regseq[BUS_KEY_MAX], cfg[BUS_KEY_MAX];
@@ -338,12 +451,15 @@ static int s_heartbeat(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
     snprintf(cv, sizeof(cv), "%" PRId64, config_version);
     snprintf(every, sizeof(every), "%" PRId64, self->resend_ms);
     const char *devs = devices.data ? (const char *)devices.data : "";
-    const char *argv[] = {key, set, regseq, cfg, cmds, node.reg, now, last, uns, cv, devs, every};
-    size_t lens[] = {strlen(key),  strlen(set),      strlen(regseq), strlen(cfg),
-                     strlen(cmds), strlen(node.reg), strlen(now),    strlen(last),
-                     strlen(uns),  strlen(cv),       devices.len,    strlen(every)};
-    redisReply *r = bus_redis_evalsha(self->redis, self->heartbeat, 5, 12, argv, lens);
+    const char *pts = ports.data ? (const char *)ports.data : "";
+    const char *argv[] = {key,  set, regseq, cfg,  cmds,  node.reg, now,
+                          last, uns, cv,     devs, every, pts};
+    size_t lens[] = {strlen(key),      strlen(set),   strlen(regseq), strlen(cfg), strlen(cmds),
+                     strlen(node.reg), strlen(now),   strlen(last),   strlen(uns), strlen(cv),
+                     devices.len,      strlen(every), ports.len};
+    redisReply *r = bus_redis_evalsha(self->redis, self->heartbeat, 5, 13, argv, lens);
     bus_buf_free(&devices);
+    bus_buf_free(&ports);
     if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 6)
         return s_redis_failed(self, svc, r, "heartbeat");
     for (size_t i = 0; i < 6; i++)
@@ -412,8 +528,20 @@ static int64_t s_elem_int(const redisReply *r, size_t i)
     return r->element[i]->type == REDIS_REPLY_STRING ? strtoll(r->element[i]->str, NULL, 10) : 0;
 }
 
+/*  A MessagePack array of a node's hash field (an HMGET element), or NULL when absent or not
+    an array. */
+static bus_val_t *s_elem_arr(const redisReply *r, size_t i)
+{
+    bus_val_t *v = r->element[i]->type == REDIS_REPLY_STRING
+                       ? bus_val_decode(r->element[i]->str, r->element[i]->len, NULL, NULL)
+                       : NULL;
+    if (bus_val_type(v) != BUS_VAL_ARR)
+        bus_val_destroy(&v);
+    return v;
+}
+
 /*  One row of the listing from HMGET version last_heartbeat_ms last_seq unsynced
-    config_version devices. */
+    config_version devices ports. */
 static bus_val_t *s_node_row(s_devices_t *self, const char *store, const char *reg,
                              const redisReply *h, int64_t committed, int64_t now)
 {
@@ -434,14 +562,15 @@ static bus_val_t *s_node_row(s_devices_t *self, const char *store, const char *r
     bus_val_map_set_int(row, "committed_seq", committed);
     bus_val_map_set_int(row, "unsynced", s_elem_int(h, 3));
     bus_val_map_set_int(row, "config_version", s_elem_int(h, 4));
-    bus_val_t *devices = h->element[5]->type == REDIS_REPLY_STRING
-                             ? bus_val_decode(h->element[5]->str, h->element[5]->len, NULL, NULL)
-                             : NULL;
-    if (bus_val_type(devices) != BUS_VAL_ARR) {
-        bus_val_destroy(&devices);
+    bus_val_t *devices = s_elem_arr(h, 5);
+    if (!devices)
         devices = bus_val_new_arr();
-    }
     bus_val_map_set(row, "devices", &devices);
+    /* nil: the node never said (an older posnode); [] : it has no serial port */
+    bus_val_t *ports = s_elem_arr(h, 6);
+    if (!ports)
+        ports = bus_val_new_nil();
+    bus_val_map_set(row, "ports", &ports);
     return row;
 }
 
@@ -482,7 +611,7 @@ static int s_read_nodes(s_devices_t *self, bus_service_t *svc, const char *store
         bus_key_node(key, store, regs[i]);
         ok = bus_redis_append(self->redis,
                               "HMGET %s version last_heartbeat_ms last_seq unsynced "
-                              "config_version devices",
+                              "config_version devices ports",
                               key) == 0;
         queued += ok ? 1 : 0;
     }
@@ -502,7 +631,7 @@ static int s_read_nodes(s_devices_t *self, bus_service_t *svc, const char *store
         return s_redis_failed(self, svc, NULL, "node read");
     for (size_t i = 0; i <= n; i++) {
         redisReply *r = replies[i];
-        size_t want = i < n ? 6 : n;
+        size_t want = i < n ? 7 : n;
         if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != want) {
             replies[i] = NULL;
             return s_redis_failed(self, svc, r, "node read");

@@ -1,12 +1,16 @@
 /*  =========================================================================
     nodes.c - posctl node list|devices: the registers the devices service
     knows, and their peripherals (health and the statistics each register
-    reports with its heartbeats)
+    reports with its heartbeats) and serial ports
 
     Asks devices for node.list and follows its pages (at most 1000 nodes or
     512 KiB each), so a large fleet prints like a small one. json prints the
     pages as one reply; table and csv one row per node with the devices
     folded into one cell ("name:health,..."), so a row stays one line.
+    node devices prints two tables, one after the other with an empty line
+    between: a row per device, then a row per serial port of each register
+    (a register without ports, or one that never said, gets a row saying
+    so, so that no register is silently missing).
     =========================================================================
 */
 #include "posctl.h"
@@ -109,6 +113,48 @@ static bus_val_t *s_device_rows(const bus_val_t *nodes)
     return body;
 }
 
+/*  One row per serial port of every node: USB ids as VID:PID in hex, and the device using it. */
+static bus_val_t *s_port_rows(const bus_val_t *nodes)
+{
+    static const char *const strs[] = {"description", "manufacturer", "product", "serial", NULL};
+    bus_val_t *body = bus_val_new_map(), *rows = bus_val_new_arr();
+    for (size_t i = 0; body && rows && i < bus_val_size(nodes); i++) {
+        const bus_val_t *n = bus_val_arr_get(nodes, i);
+        const bus_val_t *ports = bus_val_map_get(n, "ports");
+        const char *store = bus_val_map_get_str(n, "store");
+        const char *reg = bus_val_map_get_str(n, "register");
+        size_t count = bus_val_size(ports);
+        for (size_t j = 0; j < (count ? count : 1); j++) {
+            const bus_val_t *p = bus_val_arr_get(ports, j); /* NULL: the row saying none */
+            const char *name = bus_val_map_get_str(p, "name");
+            const char *transport = bus_val_map_get_str(p, "transport");
+            const char *device = bus_val_map_get_str(p, "device");
+            int64_t vid = -1, pid = -1;
+            char usb[16] = "";
+            if (bus_val_map_get_int(p, "usb_vid", &vid) && bus_val_map_get_int(p, "usb_pid", &pid))
+                snprintf(usb, sizeof(usb), "%04" PRIx64 ":%04" PRIx64, vid & 0xffff, pid & 0xffff);
+            if (!p)
+                name = bus_val_type(ports) == BUS_VAL_ARR ? "(none)" : "(not reported)";
+            bus_val_t *row = bus_val_new_map();
+            bus_val_map_set_str(row, "store", store ? store : "");
+            bus_val_map_set_str(row, "register", reg ? reg : "");
+            bus_val_map_set_str(row, "port", name ? name : "");
+            bus_val_map_set_str(row, "transport", transport ? transport : "");
+            bus_val_map_set_str(row, "usb_id", usb);
+            for (int k = 0; strs[k]; k++) {
+                const char *v = bus_val_map_get_str(p, strs[k]);
+                bus_val_map_set_str(row, strs[k], v ? v : "");
+            }
+            bus_val_map_set_str(row, "used_by", device ? device : "");
+            bus_val_arr_push(rows, &row);
+        }
+    }
+    if (body && rows)
+        bus_val_map_set(body, "rows", &rows);
+    bus_val_destroy(&rows);
+    return body;
+}
+
 int posctl_node_list(bus_config_t *config)
 {
     const char *format = bus_config_str(config, "format");
@@ -139,13 +185,19 @@ int posctl_node_list(bus_config_t *config)
     else if (all) {
         const bus_val_t *nodes = bus_val_map_get(all, "nodes");
         bus_val_t *rows = devices_view ? s_device_rows(nodes) : s_rows(nodes);
+        bus_val_t *ports = devices_view ? s_port_rows(nodes) : NULL;
         if (bus_val_size(nodes) == 0 && strcmp(format, "table") == 0)
             printf("no nodes%s%s\n", store ? " in store " : "", store ? store : "");
-        else if (rows)
+        else if (rows && (ports || !devices_view)) {
             posctl_print(rows, format);
-        else
+            if (ports && bus_val_size(nodes) > 0) {
+                printf("\n");
+                posctl_print(ports, format);
+            }
+        } else
             rc = POSCTL_EXIT_FAIL;
         bus_val_destroy(&rows);
+        bus_val_destroy(&ports);
     }
     bus_val_destroy(&all);
     bus_client_destroy(&client);

@@ -16,6 +16,10 @@
                    [,flow=none|rtscts|xonxoff]
         tcp:ADDRESS:PORT          (a numeric IPv4 address)
 
+    The machine's serial ports, as libserialport lists them (with their USB
+    vendor and product ids), are a separate question the uplink asks now
+    and then for the back office: node_transport_ports below.
+
     Not thread-safe: one transport, one thread. Never prints.
     =========================================================================
 */
@@ -26,6 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include <bus/val.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -75,6 +81,35 @@ const node_transport_stats_t *node_transport_stats(const node_transport_t *self)
 const char *node_transport_spec(const node_transport_t *self);
 /*  "libserialport", "termios" or "tcp": how it is open (for health details); "" when closed. */
 const char *node_transport_kind(const node_transport_t *self);
+
+/* ---- the machine's serial ports ------------------------------------------------------------ */
+
+#define NODE_TRANSPORT_PORTS_MAX 64 /* ports reported; a machine with more reports the first */
+#define NODE_TRANSPORT_TEXT_MAX  64 /* characters of a port's name and of each of its strings */
+
+/*  One port as libserialport describes it; strings may be NULL (unknown) and hold any bytes
+    (they come from sysfs and from the USB device itself). */
+typedef struct {
+    const char *name;         /* "/dev/ttyUSB0" */
+    const char *transport;    /* "native", "usb" or "bluetooth" */
+    int usb_vid, usb_pid;     /* -1 unknown */
+    int usb_bus, usb_address; /* -1 unknown */
+    const char *description, *manufacturer, *product, *serial;
+} node_transport_port_t;
+
+/*  A port as the map sent to the back office: {name, transport, [usb_vid, usb_pid, usb_bus,
+    usb_address], [description], [manufacturer], [product], [serial]}; unknown values are left
+    out, ids outside 0..65535 too; every string is cut to NODE_TRANSPORT_TEXT_MAX characters of
+    UTF-8 with control characters and bytes that are not UTF-8 as '?', surrounding blanks
+    trimmed (a string left empty is left out). NULL when out of memory or without a name. */
+bus_val_t *node_transport_port_row(const node_transport_port_t *port);
+
+/*  The serial ports libserialport lists (sp_list_ports), as rows of node_transport_port_row
+    sorted by name: the first max of them (at most NODE_TRANSPORT_PORTS_MAX); *total gets how
+    many there are (may be NULL). NULL with why when the list cannot be read. Costs about half a
+    millisecond on a machine with 70 ttys in /sys/class/tty, more with legacy 8250 UARTs: for
+    those libserialport opens each port to ask the driver whether it exists. */
+bus_val_t *node_transport_ports(size_t max, size_t *total, char *why, size_t size);
 
 #ifdef __cplusplus
 }

@@ -13,7 +13,10 @@
         crash at worst, which costs only duplicates). The journal is read
         through its own read-only handle (node_journal_reader);
       - node.hello at start, node.heartbeat every interval with the last
-        sale number, the unsynced count and the configuration version; a
+        sale number, the unsynced count and the configuration version (and
+        the machine's serial ports, node_transport_ports, when they changed:
+        listed at start and every minute, each marked with the device that
+        uses it, found from the devices' transports); a
         heartbeat's committed_seq moves the upload mark forward, its resend
         (and the register.<S>.<R>.resend event) sends that range again;
       - the catalog replica: synced at start and on catalog.changed into a
@@ -91,8 +94,9 @@ void node_uplink_segment(node_uplink_t *self, uint64_t segment);
 /*  The configuration version the till runs, for heartbeats (thread-safe). */
 void node_uplink_running_config(node_uplink_t *self, int64_t version);
 
-/*  The devices' health rows ({name, kind, health, detail}, taken) sent with hello and every
-    heartbeat from now on (thread-safe). */
+/*  The devices' health rows ({name, kind, health, detail, stats}, taken) sent with hello and
+    every heartbeat from now on (thread-safe). A serial port is marked as used by the device
+    whose stats.transport ("serial:PATH,...") names it. */
 void node_uplink_set_devices(node_uplink_t *self, bus_val_t **rows_p);
 
 /*  Queue an event for node.<store>.<register>.<what>, or device.<store>.<register>.<rest> when
