@@ -1221,6 +1221,9 @@ static int s_complete(s_cmd_t *c)
     int rc = s_commit(c, &sale);
     if (rc == 0) {
         bus_val_map_set_int(c->reply, "change", pos_ticket_totals(self->ticket)->change);
+        for (int i = 0; i < pos_ticket_tender_count(self->ticket); i++)
+            if (pos_ticket_tender(self->ticket, i)->kind == POS_TENDER_CASH)
+                bus_val_map_set_bool(c->reply, "drawer_open", true); /* cash goes in (or out) */
         s_receipt(self, sale.sale_id, who, c->reply);
         s_ticket_close(self);
     } else {
