@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+import unicodedata
 
 import msgpack
 import zmq
@@ -246,10 +247,45 @@ c.check(f"SALE {owed}" in last and "REPRINT" in last, f"once, marked as a copy:\
 time.sleep(2)
 c.eq(len(receipts()), n + 1, "and only once")
 
+
+def columns(text):
+    """The widest line of a receipt in printer columns (a CJK character takes two), without
+    the margins the simulator adds to centred lines (it centres on its own paper) and the
+    simulator's [QR:...] stand-in for the code."""
+    return max((sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in line.strip())
+                for line in text.splitlines() if not line.startswith("[QR:")), default=0)
+
+
+# --- a 58 mm printer: the printer's option width=58 ----------------------------------------------------
+c.check(columns(last) > 32, f"80 mm receipts use more than 32 columns: {columns(last)}")
+with open(devices_file, "w") as f:
+    f.write(f"printer escpos serial:{link},baud=19200 width=58\n")
+st.kill("r01", signal.SIGTERM)
+r01 = st.start_posnode("r01", STORE, "R01", "--devices", devices_file)
+c.check(wait_for(lambda: printer_row().get("health") == "ok", 15), "the 58 mm printer is ok")
+r01.cmd("login ann 1111")
+r01.cmd("scan 6901234500011")
+r = r01.cmd("pay cash 100")
+n = len(receipts())
+c.check(r.get("ok") and wait_for(lambda: len(receipts()) > n - 1 and
+                                 f"SALE {r.get('sale_id')}" in receipts()[-1]["text"], 15),
+        f"a sale on the 58 mm printer: {r.get('sale_id')}")
+narrow = receipts()[-1]["text"] if receipts() else ""
+c.check(0 < columns(narrow) <= 32 and "TOTAL" in narrow,
+        f"laid out in 32 columns ({columns(narrow)}):\n{narrow}")
+
 # --- health in the back office --------------------------------------------------------------------
-nl = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "node", "list", "--store", STORE],
-                    capture_output=True, text=True, timeout=30)
-c.check("printer:ok" in nl.stdout, f"posctl node list shows the printer's health:\n{nl.stdout}")
+nl = None
+
+
+def listed_ok():
+    global nl
+    nl = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "node", "list", "--store", STORE],
+                        capture_output=True, text=True, timeout=30)
+    return "printer:ok" in nl.stdout
+
+
+c.check(wait_for(listed_ok, 10), f"posctl node list shows the printer's health:\n{nl.stdout}")
 
 
 
