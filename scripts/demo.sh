@@ -147,6 +147,21 @@ for reg in R01 R02; do
     PIDS+=($!)
     for _ in $(seq 50); do [ -e "$VAR/$reg-printer.ctl" ] && break; sleep 0.1; done
     echo "printer escpos serial:$VAR/$reg-printer.tty,baud=19200" > "$VAR/$reg-devices.conf"
+    if [ "$reg" = R01 ]; then
+        # R01 also has a ZVT card terminal and a 2x20 customer display (simulators, ptys)
+        /usr/bin/python3 devices/sim/zvt_terminal.py --pty "$VAR/R01-card.tty" \
+            --control "$VAR/R01-card.ctl" > "$LOGS/card-R01.log" 2>&1 &
+        PIDS+=($!)
+        /usr/bin/python3 devices/sim/vfd_display.py --pty "$VAR/R01-vfd.tty" \
+            --control "$VAR/R01-vfd.ctl" > "$LOGS/vfd-R01.log" 2>&1 &
+        PIDS+=($!)
+        for _ in $(seq 50); do
+            [ -e "$VAR/R01-card.ctl" ] && [ -e "$VAR/R01-vfd.ctl" ] && break
+            sleep 0.1
+        done
+        { echo "card zvt serial:$VAR/R01-card.tty,baud=9600,data=8,parity=none,stop=2"
+          echo "vfd vfd serial:$VAR/R01-vfd.tty"; } >> "$VAR/R01-devices.conf"
+    fi
     "$BIN/posnode" --pub-endpoint "$PUB" --sub-endpoint "$SUB" --req-endpoint "$REQ" \
         --cert "$KEYS/register-$STORE-$reg.cert_secret" --server-cert "$KEYS/busd.cert" \
         --store "$STORE" --register "$reg" --state-dir "$VAR/$reg" --socket "$VAR/$reg.sock" \
@@ -167,7 +182,12 @@ ring() {
         echo "scan 6901234500011"
         echo "scan COLA 3"
         [ $((i % 4)) = 0 ] && echo "weigh APPLE $((800 + i * 37 % 900))"
-        echo "pay cash 100"
+        if [ "$reg" = R01 ] && [ $((i % 5)) = 4 ]; then
+            echo "pay card" # paid at the terminal; the sale completes on its approval
+            sleep 2
+        else
+            echo "pay cash 100"
+        fi
     done
     echo "logout"
 }
@@ -175,11 +195,22 @@ for reg in R01 R02; do
     ring "$reg" "${POSBUS_DEMO_TICKETS:-20}" |
         socat -t 10 - "UNIX-CONNECT:$VAR/$reg.sock" > "$VAR/$reg.answers" || true
 done
-echo "R01 and R02 rang $(grep -c '"sale_id"' "$VAR/R01.answers") and $(grep -c '"sale_id"' "$VAR/R02.answers") tickets"
+echo "R01 and R02 rang $(grep -c '"sale_id"' "$VAR/R01.answers") and $(grep -c '"sale_id"' "$VAR/R02.answers") tickets paid in cash;" \
+    "R01 $(grep -c '"state":"at_terminal"' "$VAR/R01.answers") more by card at its terminal"
 sleep 2
 last=$(ls "$VAR/receipts/R02"/receipt-*.txt 2>/dev/null | tail -1)
 echo "-- R02's last receipt, as its printer printed it ($last, and the .png beside it):"
 [ -n "$last" ] && cat "$last"
+ctl() { # a simulator's control socket: one JSON command, one JSON answer
+    /usr/bin/python3 -c 'import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
+f.write(sys.argv[2] + "\n"); f.flush(); print(f.readline().strip())' "$1" "$2"
+}
+echo "-- R01's customer display now: $(ctl "$VAR/R01-vfd.ctl" '{"cmd": "screen"}')"
+echo "-- R01's card terminal booked: $(ctl "$VAR/R01-card.ctl" '{"cmd": "status"}' |
+    /usr/bin/python3 -c 'import json, sys
+t = json.load(sys.stdin)["transactions"]
+print(len(t), "card payments,", sum(x["amount"] for x in t), "fen")')"
 "${POSCTL[@]}" node list --store "$STORE"
 
 echo
