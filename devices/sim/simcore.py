@@ -70,6 +70,7 @@ class Simulator:
         self.connections = 0         # TCP clients accepted; pty pairs opened
         self.drop_after = None       # drop_after_bytes: bytes still taken before the drop
         self.bytes_dropped = 0       # read from the host by drop_after_bytes and thrown away
+        self.bytes_sent = 0          # bytes the transport took from send()
         self.master = self.slave = self.slave_name = None
         self.listener = self.client = None
         self.port = None
@@ -283,9 +284,9 @@ class Simulator:
         reading. (Output that must wait for a slow host: writing() and after_select().)"""
         try:
             if self.master is not None:
-                os.write(self.master, data)
+                self.bytes_sent += os.write(self.master, data)
             elif self.client is not None:
-                self.client.send(data)
+                self.bytes_sent += self.client.send(data)
             else:
                 self.log.warning("no host connected: %d bytes of answer dropped", len(data))
         except OSError as e:
@@ -342,7 +343,7 @@ class Simulator:
         """The transport's part of a status answer."""
         return {"connections": self.connections, "address": self.address(),
                 "port": self.port, "link": self.link, "drop_after_bytes": self.drop_after,
-                "bytes_dropped": self.bytes_dropped}
+                "bytes_dropped": self.bytes_dropped, "bytes_sent": self.bytes_sent}
 
     def log_control(self, req):
         self.log.info("control: %s", json.dumps(req, ensure_ascii=self.ensure_ascii))

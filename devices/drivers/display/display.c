@@ -7,7 +7,8 @@
     end hanging up, seen when reading the nothing it should send). Health
     is therefore ok after every successful write and offline when the
     transport fails; the device layer reopens it and the driver's attach
-    puts the display in a known state again.
+    puts the display in a known state again: initialised, then showing
+    the last frame written (which the lost line may have swallowed).
 
     Every job rewrites the whole display (both VFD lines, padded to 20
     columns; the LED's label and number), so a job interrupted by a
@@ -195,6 +196,7 @@ typedef struct {
     int brightness; /* vfd: 1..4 */
     int digits;     /* led */
     bus_buf_t frame;
+    bus_buf_t shown; /* the last frame written: what the display shows */
 } s_display_t;
 
 /*  options: "brightness=N" (VFD, 1..4) or "digits=N" (LED, 1..16), or "". */
@@ -239,6 +241,7 @@ static void s_destroy(void *state)
 {
     s_display_t *self = state;
     bus_buf_free(&self->frame);
+    bus_buf_free(&self->shown);
     free(self);
 }
 
@@ -268,17 +271,26 @@ static bool s_still_there(node_device_t *dev)
     return false;
 }
 
+/*  Init, then (after a reconnect) the last frame again: a line lost after a job's bytes were
+    written took them with it, unseen by the driver (a display never acknowledges), and a
+    display that restarted is blank; either way it shows again what the till last showed. */
 static int s_attach(void *state, node_device_t *dev)
 {
     s_display_t *self = state;
-    if (self->led)
-        return s_send(dev, s_led_init, sizeof(s_led_init));
-    uint8_t init[sizeof(s_vfd_init) + 3];
-    memcpy(init, s_vfd_init, sizeof(s_vfd_init));
-    init[sizeof(s_vfd_init)] = 0x1F;
-    init[sizeof(s_vfd_init) + 1] = 0x58;
-    init[sizeof(s_vfd_init) + 2] = (uint8_t)self->brightness;
-    return s_send(dev, init, sizeof(init));
+    int rc;
+    if (self->led) {
+        rc = s_send(dev, s_led_init, sizeof(s_led_init));
+    } else {
+        uint8_t init[sizeof(s_vfd_init) + 3];
+        memcpy(init, s_vfd_init, sizeof(s_vfd_init));
+        init[sizeof(s_vfd_init)] = 0x1F;
+        init[sizeof(s_vfd_init) + 1] = 0x58;
+        init[sizeof(s_vfd_init) + 2] = (uint8_t)self->brightness;
+        rc = s_send(dev, init, sizeof(init));
+    }
+    if (rc == 0 && self->shown.len > 0)
+        rc = s_send(dev, self->shown.data, self->shown.len);
+    return rc;
 }
 
 static int s_run(void *state, node_device_t *dev, const node_job_t *job)
@@ -310,7 +322,12 @@ static int s_run(void *state, node_device_t *dev, const node_job_t *job)
     }
     if (!s_still_there(dev))
         return 0;
-    return s_send(dev, self->frame.data, self->frame.len) == 0 ? 1 : 0;
+    if (s_send(dev, self->frame.data, self->frame.len) != 0)
+        return 0;
+    bus_buf_reset(&self->shown);
+    if (bus_buf_append(&self->shown, self->frame.data, self->frame.len) != 0)
+        bus_buf_reset(&self->shown); /* out of memory: a reconnect leaves it blank */
+    return 1;
 }
 
 static void s_idle(void *state, node_device_t *dev)

@@ -4,7 +4,10 @@ a pty: the VFD shows exactly the two lines (padded, cut at 20, not wrapped, non-
 clear empties it, a key submitted twice updates once; the LED display shows total 55.90 with
 the total label, then change 4.10 with the change label; a bad label or amount is refused and
 nothing is sent; after garbage from the display and a disconnect the next show works and the
-statistics count a reconnect."""
+statistics count a reconnect. Both displays on a pty and over TCP: a 6 KB burst of garbage and
+20 shows at once change nothing (no reconnect, the last one shown); after a disconnect (TCP),
+and after the line dropped right after a show's first bytes (drop_after_bytes), the display
+shows the last job again, whole; jobs, opens and bytes match what the display counted."""
 import json
 import os
 import queue
@@ -236,6 +239,74 @@ def test_vfd_tcp(c):
     vfd.stop()
 
 
+def test_faults(c, tmp, kind, led):
+    """Garbage, a burst of jobs, a disconnect and the line dropped right after a job's bytes
+    (which the display never acknowledges, so the job is done and its bytes lost): after the
+    reconnect the display shows the last job again; the statistics match the display's."""
+    name = "led" if led else "vfd"
+    what = f"{name} {kind}"
+    cls = LED if led else VFD
+    sim = (cls(pty=os.path.join(tmp, f"{name}-faults.tty")) if kind == "pty" else
+           cls(tcp="127.0.0.1:0")).start()
+    tool = Tool("led_price" if led else "vfd", f"serial:{sim.link}" if kind == "pty" else
+                f"tcp:127.0.0.1:{sim.port}")
+    state = sim.state if led else sim.screen
+
+    def shows(i):
+        return f"text:total {i}.00" if led else hexlines("burst", f"show {i}")
+
+    def shown(i):
+        return [state()["number"], state()["label"]] if led else state()["lines"]
+
+    def want(i):
+        return [f"{i}.00", "total"] if led else ["burst" + " " * 15, f"show {i}".ljust(20)]
+
+    c.check(wait_for(lambda: tool.ask("health").get("health") == "ok", WAIT),
+            f"{what}: attached, health ok")
+    opens = tool.ask("stats").get("opens")
+    sim.garbage(bytes([0xFF, 0x00, 0x0D, 0x1B]) * 1500)
+    c.check(wait_for(lambda: tool.ask("stats").get("bytes_in") == 6000, WAIT),
+            f"{what}: a 6 KB burst of garbage from the display is read and dropped")
+    keys = [f"{kind}-b{i}" for i in range(20)]
+    for i, k in enumerate(keys):
+        tool.submit(k, "show", shows(i))
+    c.eq([tool.outcome(k) for k in keys], ["done"] * 20, f"{what}: 20 shows at once: all done")
+    c.check(wait_for(lambda: shown(19) == want(19), WAIT),
+            f"{what}: the display shows the last", want(19), shown(19))
+    c.eq(tool.ask("stats").get("opens"), opens, f"{what}: no reconnect for garbage or a burst")
+
+    drops = 0
+    if kind == "tcp":  # (test_vfd and test_led disconnect the pty)
+        c.eq(sim.disconnect().get("ok"), True, f"{what}: the display disconnects")
+        drops += 1
+        c.check(wait_for(lambda: tool.ask("stats").get("reconnects") == drops, WAIT),
+                f"{what}: the driver reconnects")
+        c.check(wait_for(lambda: shown(19) == want(19), WAIT),
+                f"{what}: after the reconnect the display shows the last job again", want(19),
+                shown(19))
+
+    sim.command({"cmd": "drop_after_bytes", "n": 3})
+    tool.submit(f"{kind}-d1", "show", shows(42))
+    drops += 1
+    c.eq(tool.outcome(f"{kind}-d1"), "done", f"{what}: the line dropped after 3 bytes of a show")
+    c.check(wait_for(lambda: tool.ask("stats").get("reconnects") == drops, WAIT),
+            f"{what}: the driver sees the line go and reconnects")
+    c.check(wait_for(lambda: shown(42) == want(42), WAIT),
+            f"{what}: after the reconnect the display shows that job whole", want(42),
+            shown(42))
+    st, stats = state(), tool.ask("stats")
+    c.eq([stats.get("jobs"), stats.get("jobs_failed"), stats.get("opens")],
+         [21, 0, st["connections"]],
+         f"{what}: statistics: 21 jobs, none failed, opens = the display's connections")
+    c.eq(stats.get("bytes_out"), st["bytes_received"] + st["bytes_dropped"],
+         f"{what}: bytes_out is what the display received and lost in the drop")
+    c.eq(stats.get("bytes_in"), 6000, f"{what}: bytes_in is the garbage it sent")
+    c.check(stats.get("errors", 0) >= drops, f"{what}: the lost lines count errors", None,
+            stats)
+    c.eq(tool.quit(), 0, f"{what}: device_tool exits 0")
+    sim.stop()
+
+
 def test_options(c, tmp):
     vfd = VFD(pty=os.path.join(tmp, "vfd2.tty")).start()
     tool = Tool("vfd", f"serial:{vfd.link}", "brightness=2")
@@ -266,6 +337,9 @@ def main():
     test_vfd(c, tmp)
     test_led(c, tmp)
     test_vfd_tcp(c)
+    for kind in ("pty", "tcp"):
+        for led in (False, True):
+            test_faults(c, tmp, kind, led)
     test_options(c, tmp)
     c.finish()
 

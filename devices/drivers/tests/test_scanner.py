@@ -8,7 +8,8 @@ valid); a wrong check digit is published valid false, never dropped; 50 codes in
 50 events in order; a code in two pieces is one event; a line that is not a code (binary, over
 64 bytes) is published as bad_read and the next code still comes through; after the line
 drops the driver reconnects and the next code comes through; bytes_in is what the scanner
-sent; jobs are refused; a bad option is refused at start."""
+sent; 6 KB of garbage and a burst over TCP change nothing (no reconnect); the statistics
+count the reconnects; jobs are refused; a bad option is refused at start."""
 import json
 import os
 import queue
@@ -232,6 +233,15 @@ c.eq(scans(tool.wait_events("scan", 1)), [],
      "suffix=crlf: a lone CR does not end a code (the line is spoilt up to the CR LF)")
 sim.scan(EAN8)
 c.eq(scans(tool.wait_events("scan", 1)), [body(EAN8, "ean8", True)], "the next code comes")
+sim.garbage(bytes([0x00, 0xFF, 0x1B, 0x9C]) * 1500 + b"\r\n")
+burst = [ean(f"69{i:010d}") for i in range(50)]
+sim.burst(burst)
+got = scans(tool.wait_events("scan", 50))
+c.eq([b["code"] for b in got], burst, "tcp: 6 KB of garbage, then a burst of 50 codes in order")
+bad = [e["body"] for e in tool.events if e["name"] == "bad_read"]
+c.check(bad and bad[-1]["reason"] in ("not_printable", "too_long"),
+        "tcp: the garbage is one bad_read", None, bad[-1:])
+c.eq(tool.ask("stats").get("reconnects"), 0, "tcp: garbage and a burst: no reconnect")
 sim.disconnect()
 c.check(wait_for(lambda: sim.status()["connections"] == 2, WAIT),
         "tcp: after a disconnect the driver connects again")
@@ -239,8 +249,10 @@ wait_for(lambda: tool.ask("health").get("health") == "ok", WAIT)
 sim.scan(EAN13)
 c.eq(scans(tool.wait_events("scan", 1)), [body(EAN13, "ean13", True)],
      "tcp: after the reconnect the next code comes through")
-c.eq(tool.ask("stats").get("bytes_in"), sim.status()["bytes_sent"],
-     "tcp: bytes_in is what the scanner sent")
+stats, st = tool.ask("stats"), sim.status()
+c.eq(stats.get("bytes_in"), st["bytes_sent"], "tcp: bytes_in is what the scanner sent")
+c.eq([stats.get("opens"), stats.get("reconnects")], [st["connections"], 1],
+     "tcp: opens are the scanner's connections, one reconnect")
 finish_tool(tool, "tcp")
 sim.stop()
 c.finish()

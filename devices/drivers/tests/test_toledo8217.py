@@ -7,7 +7,10 @@ gives the weight it settles at, never an earlier one; a scale moving for longer 
 timeout, an overloaded one and one under zero give stable false with the reason and the job
 fails (no weight); overload makes the health warn; malformed and split replies, garbage and a
 disconnect do not stop the next weigh from working; zero, tare and clear tare reach the scale;
-a scale that stops answering goes offline and comes back."""
+a scale that stops answering goes offline and comes back. On a pty and over TCP: a 6 KB burst
+of garbage changes nothing, a disconnect between jobs is reported (offline, then ok), the line
+dropped in the middle of a weigh (drop_after_bytes) does not lose the weigh, and the statistics
+(jobs, opens, reconnects, bytes in and out) match what the scale counted."""
 import os
 import shutil
 import subprocess
@@ -26,11 +29,11 @@ tmp = tempfile.mkdtemp(prefix="posbus-toledo8217-")
 
 
 class Tool(DeviceTool):
-    """device_tool running the driver for the scale on link."""
+    """device_tool running the driver for the scale on link (or on transport, e.g. TCP)."""
 
-    def __init__(self, link, options=None):
-        super().__init__("toledo8217", f"serial:{link},baud=9600,data=7,parity=even,stop=1",
-                         options, tmp)
+    def __init__(self, link, options=None, transport=None):
+        super().__init__("toledo8217", transport or
+                         f"serial:{link},baud=9600,data=7,parity=even,stop=1", options, tmp)
 
     def weigh(self, key, timeout=10):
         """Submit weigh; (the weight event's body, the job's outcome event, seconds taken)."""
@@ -200,6 +203,79 @@ try:
                          input="quit\n", capture_output=True, text=True, timeout=10)
     c.check(bad.returncode != 0 and "weigh_ms" in bad.stderr,
             f"a bad option is refused: {bad.stderr.strip()}")
+
+    # garbage bursts, a disconnect between jobs and the line dropped in the middle of a weigh,
+    # on a pty and over TCP; the statistics against what the scale counted
+    for kind in ("pty", "tcp"):
+        what = kind
+        sim = Scale(pty=os.path.join(tmp, "scale3.tty")) if kind == "pty" else \
+            Scale(tcp="127.0.0.1:0")
+        sim.start()
+        t = Tool(sim.link, None, None if kind == "pty" else f"tcp:127.0.0.1:{sim.port}")
+
+        def stats():
+            t.send("stats")
+            m = t.read_until(lambda m: "stats" in m)
+            return m["stats"] if m else {}
+
+        def statuses(since):
+            t.health()  # reads what device_tool printed so far: its events too
+            return [e["body"]["health"] for e in t.events[since:] if e["name"] == "status"]
+
+        c.check(wait_for(lambda: t.health().get("health") == "ok", 10, "health ok"),
+                f"{what}: health ok")
+        sim.set(grams=1234)
+        body, outcome, _ = t.weigh("a1")
+        c.eq((body, outcome), ({"grams": 1234, "stable": True}, "done"), f"{what}: a weight")
+        opens = stats().get("opens")
+        sim.garbage(bytes([0xFF, 0x0D, 0x02, 0x41]) * 1500)  # 6000 bytes nobody asked for
+        sim.garbage(b"\x02" + b"7" * 100 + b"\r\x02?\r", next_reply=True)
+        body, outcome, _ = t.weigh("a2")
+        c.eq((body, outcome), ({"grams": 1234, "stable": True}, "done"),
+             f"{what}: a 6 KB burst of garbage and junk before the reply: the weight")
+        c.eq(stats().get("opens"), opens, f"{what}: garbage does not make the driver reconnect")
+
+        mark = len(t.events)
+        c.eq(sim.disconnect().get("ok"), True, f"{what}: the scale disconnects")
+        c.check(wait_for(lambda: statuses(mark)[-2:] == ["offline", "ok"], 15),
+                f"{what}: health offline, then ok", None, statuses(mark))
+        sim.set(grams=2000)
+        body, outcome, _ = t.weigh("a3")
+        c.eq((body, outcome), ({"grams": 2000, "stable": True}, "done"),
+             f"{what}: after the reconnect the next weigh works")
+
+        # dropped in the middle of a weigh: the weigh carries on after the reopen
+        sim.set(grams=3000, moving_for_ms=2500)
+        before = sim.status()["weigh_requests"]
+        mark = len(t.events)
+        t0 = time.time()
+        t.send("submit a4 weigh")
+        c.check(wait_for(lambda: sim.status()["weigh_requests"] > before, 5),
+                f"{what}: the weigh asks the scale")
+        sim.drop_after_bytes(0)  # the next W drops the line
+        w = t.read_until(lambda m: m.get("event", {}).get("name") == "weight", 15)
+        c.eq(w and w["event"]["body"], {"grams": 3000, "stable": True},
+             f"{what}: the line dropped mid-weigh: the weigh carries on, the settled weight")
+        c.eq(t.outcome("a4"), "done", f"{what}: the job is done")
+        c.check(time.time() - t0 < 6.0, f"{what}: within the weigh's own time",
+                "< 6 s", time.time() - t0)
+        c.check("offline" in statuses(mark), f"{what}: the drop was reported (offline)", None,
+                statuses(mark))
+
+        st, mine = sim.status(), stats()
+        c.eq(st["drop_after_bytes"], None, f"{what}: the drop happened")
+        c.eq([mine.get("jobs"), mine.get("jobs_failed"), mine.get("opens"),
+              mine.get("reconnects")], [4, 0, st["connections"], 2],
+             f"{what}: statistics: 4 jobs, none failed, opens = the scale's connections, "
+             "2 reconnects")
+        c.eq(mine.get("bytes_out"), st["bytes_received"] + st["bytes_dropped"],
+             f"{what}: bytes_out is what the scale received (and threw away in the drop)")
+        c.eq(mine.get("bytes_in"), st["bytes_sent"], f"{what}: bytes_in is what the scale sent")
+        c.check(mine.get("errors", 0) >= 2, f"{what}: the lost lines count errors", None, mine)
+        rc, report = t.quit()
+        c.check(rc == 0 and report is None,
+                f"{what}: device_tool exits 0, no sanitizer report: {report}")
+        sim.stop()
 finally:
     kill_all()
     scale.stop()
