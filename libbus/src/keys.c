@@ -118,6 +118,21 @@ char *bus_key_devcmds(char *buf, const char *store, const char *reg)
     return s_key(buf, "devcmds:{%s}:%s", store, reg);
 }
 
+char *bus_key_pay(char *buf, const char *store, const char *intent)
+{
+    return s_key(buf, "pay:{%s}:%s", store, intent);
+}
+
+char *bus_key_payhist(char *buf, const char *store, const char *intent)
+{
+    return s_key(buf, "payhist:{%s}:%s", store, intent);
+}
+
+char *bus_key_paydue(char *buf, const char *store)
+{
+    return s_key(buf, "paydue:{%s}", store);
+}
+
 char *bus_key_rep(char *buf, const char *store, const char *day, const char *suffix)
 {
     return s_key(buf, "rep:{%s}:%s%s", store, day, suffix ? suffix : "");
@@ -166,6 +181,9 @@ const char *const bus_key_patterns[] = {BUS_KEY_STORES,
                                         "cfg:{S}:req:<request id>",
                                         "devcmd:{S}:<key>",
                                         "devcmds:{S}:<register>",
+                                        "pay:{S}:<intent>",
+                                        "payhist:{S}:<intent>",
+                                        "paydue:{S}",
                                         "rep:{S}:<day>",
                                         "rep:{S}:<day>:hours",
                                         "rep:{S}:<day>:items",
@@ -215,6 +233,9 @@ int bus_keys_test(const char *data_md, bool verbose)
                        verbose);
     failed += s_expect(bus_key_devcmd(b, "S", "<key>"), "devcmd:{S}:<key>", verbose);
     failed += s_expect(bus_key_devcmds(b, "S", "<register>"), "devcmds:{S}:<register>", verbose);
+    failed += s_expect(bus_key_pay(b, "S", "<intent>"), "pay:{S}:<intent>", verbose);
+    failed += s_expect(bus_key_payhist(b, "S", "<intent>"), "payhist:{S}:<intent>", verbose);
+    failed += s_expect(bus_key_paydue(b, "S"), "paydue:{S}", verbose);
     failed += s_expect(bus_key_rep(b, "S", "<day>", NULL), "rep:{S}:<day>", verbose);
     failed += s_expect(bus_key_rep(b, "S", "<day>", ":tax"), "rep:{S}:<day>:tax", verbose);
     failed += s_expect(bus_key_rep_days(b, "S"), "rep:{S}:days", verbose);

@@ -1,8 +1,8 @@
-/*  caller.c - which register a register-method's caller is (part of devices) */
+/*  svc_caller.c - which register a register-method's caller is (svc_caller.h) */
 #include <stdio.h>
 #include <string.h>
 
-#include "caller.h"
+#include "svc_caller.h"
 
 static int s_bad(bus_service_t *svc, int64_t *c_bad, const char *why)
 {
@@ -11,7 +11,7 @@ static int s_bad(bus_service_t *svc, int64_t *c_bad, const char *why)
     return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "%s", why);
 }
 
-int devices_caller_node(bus_service_t *svc, const bus_val_t *body, devices_node_id_t *node,
+int svc_caller_node(bus_service_t *svc, const bus_val_t *body, svc_node_id_t *node,
                         int64_t *c_bad, int64_t *c_other_register)
 {
     const bus_identity_t *me = bus_service_caller(svc);

@@ -8,7 +8,7 @@ passed=0 failed=0
 check() {
     if eval "$2"; then passed=$((passed + 1)); echo "ok   $1"; else failed=$((failed + 1)); echo "FAIL $1"; fi
 }
-for prog in busd posctl sales inventory reporting devices posnode; do
+for prog in busd posctl sales inventory reporting devices payments posnode; do
     check "docs/examples/$prog.conf is current" \
         "diff <(\"$BIN/$prog\" --example-config) \"$SRC/docs/examples/$prog.conf\""
     check "docs/examples/$prog.conf loads into $prog" \

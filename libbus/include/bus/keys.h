@@ -63,6 +63,11 @@ char *bus_key_cfg(char *buf, const char *store, const char *suffix);
 char *bus_key_devcmd(char *buf, const char *store, const char *key);   /* devcmd:{S}:<key> */
 char *bus_key_devcmds(char *buf, const char *store, const char *reg);  /* devcmds:{S}:<r> */
 
+/* payments */
+char *bus_key_pay(char *buf, const char *store, const char *intent);     /* pay:{S}:<intent> */
+char *bus_key_payhist(char *buf, const char *store, const char *intent); /* payhist:{S}:<intent> */
+char *bus_key_paydue(char *buf, const char *store);                      /* paydue:{S} */
+
 /* reporting: the day hash rep:{S}:<day> and its parts rep:{S}:<day><suffix>, suffix one of
    "", ":hours", ":items", ":cats", ":regs", ":cashiers", ":tenders", ":tax", ":pairs" */
 char *bus_key_rep(char *buf, const char *store, const char *day, const char *suffix);

@@ -29,7 +29,7 @@
     waits, and one ZCARD more per heartbeat.
     =========================================================================
 */
-#include "caller.h"
+#include "svc_caller.h"
 #include "commands.h"
 #include <bus/keys.h>
 #include <pos/sale.h>
@@ -62,7 +62,7 @@ struct devices_commands {
 };
 
 /*  Who a register is: its store and register, from the caller's certificate. */
-typedef devices_node_id_t s_node_id_t;
+typedef svc_node_id_t s_node_id_t;
 
 /* ---- answers ------------------------------------------------------------------------------ */
 
@@ -120,7 +120,7 @@ static bus_val_t *s_map_decode(const char *data, size_t len)
 static int s_caller_node(devices_commands_t *self, bus_service_t *svc, const bus_val_t *body,
                          s_node_id_t *node)
 {
-    return devices_caller_node(svc, body, node, self->c_bad, self->c_other_register);
+    return svc_caller_node(svc, body, node, self->c_bad, self->c_other_register);
 }
 
 /*  Is store in the stores set? 0 yes, or -1 after answering unknown_store or a Redis failure. */

@@ -44,7 +44,7 @@
 #include <bus/keys.h>
 #include <pos/sale.h>
 #include "commands.h"
-#include "caller.h"
+#include "svc_caller.h"
 #include "config.h"
 #include "svc_main.h"
 #include "heartbeat_lua.h"
@@ -88,7 +88,7 @@ typedef struct {
 } s_devices_t;
 
 /*  Who a node is: its store and register, from the caller's certificate. */
-typedef devices_node_id_t s_node_id_t;
+typedef svc_node_id_t s_node_id_t;
 
 /* ---- Redis failures (as in sales) ------------------------------------------------ */
 
@@ -338,7 +338,7 @@ static int s_ports_encode(const bus_val_t *list, bus_buf_t *out, char *why, size
 static int s_caller_node(s_devices_t *self, bus_service_t *svc, const bus_val_t *body,
                          s_node_id_t *node)
 {
-    return devices_caller_node(svc, body, node, self->c_bad, self->c_other_register);
+    return svc_caller_node(svc, body, node, self->c_bad, self->c_other_register);
 }
 
 /* ---- node.hello ------------------------------------------------------------------ */

@@ -1,0 +1,41 @@
+-- pay_move.lua: record one step's outcome (payments). A transition is kept in the history.
+-- KEYS: 1 pay:{S}:<intent>, 2 paydue:{S}, 3 payhist:{S}:<intent>.
+-- ARGV: 1 owner, 2 now ms, 3 state, 4 reason, 5 next due ms, 6 intent, 7 keep ('1': the
+--       owner keeps the lease, e.g. the mark "sent" before the provider is called), then
+--       field, value pairs to set.
+-- 0 when owner no longer holds the intent (its lease ran out and another took it: this
+-- step's outcome is not recorded, the other worker finds it out again), -1 when keep is asked
+-- but the intent was cancelled meanwhile (nothing is sent), else 1.
+local f = redis.call('HMGET', KEYS[1], 'owner', 'state', 'reason', 'cancel')
+if f[1] ~= ARGV[1] then
+  return 0
+end
+if ARGV[7] == '1' and f[4] == '1' then
+  return -1
+end
+local state, reason, due = ARGV[3], ARGV[4], ARGV[5]
+if state == 'succeeded' and f[4] == '1' then
+  -- paid while the register gave it up: it is reversed next
+  state, reason, due = 'reversing', 'paid after it was cancelled: ' .. reason, ARGV[2]
+end
+local final = state == 'succeeded' or state == 'failed' or state == 'reversed' or
+              state == 'refunded'
+for i = 8, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], 'state', state, 'reason', reason, 'updated_ms', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'steps', 1)
+if ARGV[7] ~= '1' then
+  redis.call('HSET', KEYS[1], 'owner', '', 'lease_until', '0',
+             'due_ms', final and '0' or due)
+  if final then
+    redis.call('ZREM', KEYS[2], ARGV[6])
+  else
+    redis.call('ZADD', KEYS[2], due, ARGV[6])
+  end
+end
+if f[2] ~= state or f[3] ~= reason then
+  redis.call('RPUSH', KEYS[3], ARGV[2] .. ' ' .. state .. ' ' .. reason)
+  redis.call('LTRIM', KEYS[3], -200, -1)
+end
+return 1

@@ -1,0 +1,792 @@
+/*  =========================================================================
+    payments - payment intents: a register's wallet payment as a persistent,
+    idempotent state machine (docs/payments.md)
+
+    A register asks payment.pay for one attempt of one sale with the
+    customer's payment code. The intent id is derived from the sale id and
+    the attempt and is also the provider's out_trade_no, so the same request
+    asked again, by a retry or after a crash of either side, is the same
+    intent: it is created once (pay_create.lua) and never charged twice. The
+    answer comes at once with the intent's state; the register asks
+    payment.get until the state is final (succeeded, failed, reversed).
+
+    Why the work is not done in the request: a provider call takes up to
+    seconds and the customer's confirmation on the phone up to half a
+    minute, and one service thread answers every register. Worker threads
+    (--workers) each hold a Redis connection and an HTTPS connection and
+    take intents one step at a time: an intent that is due is claimed with a
+    lease (pay_claim.lua: only one worker of any instance holds it), one
+    provider call is made, and the outcome is recorded (pay_move.lua) with
+    when the intent is due next. A worker or an instance that dies leaves
+    its intents to the others when the lease runs out, so unknown intents
+    are resolved by the service itself, after a restart or on another
+    instance. Before the pay call is made the intent is marked sent: a pay
+    call is made at most once per intent, whatever crashes; after it only
+    queries and the reversal follow (protocols.md section 1).
+
+    The states: created (not sent yet), pending (the customer is
+    confirming, or the call is on its way), unknown (no usable answer: it is
+    queried every --query-interval-ms), reversing (cancelled after it was
+    paid), and the final succeeded, failed (nothing was charged), reversed
+    (reversed at the provider: not charged, or the money went back). An
+    intent not succeeded --reverse-after-ms after it was created is
+    reversed, and the reversal's answer decides. Every transition is kept
+    with its time and reason (payhist).
+    =========================================================================
+*/
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include <bus/bus.h>
+#include <bus/keys.h>
+#include <pos/sale.h>
+
+#include "http.h"
+#include "svc_caller.h"
+#include "svc_main.h"
+#include "wechat.h"
+
+#include "pay_cancel_lua.h"
+#include "pay_claim_lua.h"
+#include "pay_create_lua.h"
+#include "pay_move_lua.h"
+
+#define S_PROGRAM     "payments"
+#define S_RETRY_MS    500   /* hint sent with `unavailable` */
+#define S_WORKERS_MAX 32
+#define S_QUEUE_MAX   1024  /* intents handed from requests to workers (a hint: the due set is
+                               the truth, so a full queue loses nothing) */
+#define S_INTENT_MAX  32    /* bytes of an intent id: the provider's out_trade_no limit */
+#define S_CODE_MAX    24    /* digits of a payment code */
+#define S_DESC_MAX    127   /* characters of the description the customer sees */
+#define S_ATTEMPT_MAX 99
+#define S_SCAN_BATCH  16    /* due intents taken from one store per scan */
+#define S_ERR_NOT_FOUND "not_found"
+
+static const bus_opt_t s_options[] = {
+    {"service-name", BUS_OPT_STR, "payments", 0, 0, "name this service registers under"},
+    {"workers", BUS_OPT_INT, "4", 1, S_WORKERS_MAX, "threads that call the providers"},
+    {"query-interval-ms", BUS_OPT_INT, "4000", 100, 60000,
+     "an intent paying or unknown is queried this often (WeChat: every 3-5 s)"},
+    {"reverse-after-ms", BUS_OPT_INT, "30000", 1000, 600000,
+     "an intent not succeeded this long after it was created is reversed"},
+    {"lease-ms", BUS_OPT_INT, "60000", 1000, 3600000,
+     "a worker holds an intent this long for one step (more than a provider call takes)"},
+    {"scan-ms", BUS_OPT_INT, "500", 50, 60000, "how often idle workers look for due intents"},
+    {"wechat-base-url", BUS_OPT_STR, "https://api.mch.weixin.qq.com", 0, 0,
+     "WeChat Pay API v3 address"},
+    {"wechat-mchid", BUS_OPT_STR, NULL, 0, 0, "WeChat Pay merchant id (unset: WeChat is off)"},
+    {"wechat-appid", BUS_OPT_STR, NULL, 0, 0, "WeChat Pay appid bound to the merchant"},
+    {"wechat-serial", BUS_OPT_STR, NULL, 0, 0, "serial number of the merchant's API certificate"},
+    {"wechat-key-file", BUS_OPT_STR, NULL, 0, 0, "the merchant's API private key (PEM file)"},
+    {"wechat-platform-keys", BUS_OPT_STR, NULL, 0, 0,
+     "platform keys that sign answers: SERIAL=FILE[,SERIAL=FILE] (public key or certificate "
+     "PEM; two during a key change)"},
+    {"wechat-apiv3-key-file", BUS_OPT_STR, NULL, 0, 0,
+     "the 32-byte API v3 key (refund notifications)"},
+    {"wechat-ca-file", BUS_OPT_STR, NULL, 0, 0, "CA certificates to trust (default: the system's)"},
+    {"wechat-timeout-ms", BUS_OPT_INT, "10000", 500, 120000, "one WeChat call's deadline"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+typedef struct s_app s_app_t;
+
+typedef struct {
+    s_app_t *app;
+    int index;
+    pthread_t thread;
+    bool started;
+    bus_redis_t *redis;
+    int claim, move;
+    pay_wechat_t *wx;
+    char owner[128];
+} s_worker_t;
+
+typedef struct {
+    char store[BUS_ID_PART_MAX + 1];
+    char intent[S_INTENT_MAX + 1];
+} s_item_t;
+
+struct s_app {
+    bus_config_t *config;
+    bus_redis_t *redis; /* the main thread's */
+    int create, cancel;
+    pay_wechat_cfg_t *wx;
+    int64_t interval_ms, reverse_ms, lease_ms, scan_ms;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    s_item_t queue[S_QUEUE_MAX];
+    int head, count;
+    atomic_bool stop;
+    s_worker_t workers[S_WORKERS_MAX];
+    int nworkers;
+    bus_stats_t *stats;
+    int64_t *c_requests, *c_created, *c_conflicts, *c_bad, *c_redis_errors, *c_steps,
+        *c_succeeded, *c_failed, *c_reversed, *c_unknown, *c_provider_calls, *c_unverified,
+        *c_lost_leases;
+};
+
+/* One intent as a worker claimed it. */
+typedef struct {
+    char store[BUS_ID_PART_MAX + 1], reg[BUS_ID_PART_MAX + 1];
+    char intent[S_INTENT_MAX + 1], sale_id[POS_SALE_ID_MAX + 1];
+    char provider[16], state[16], code[S_CODE_MAX + 1];
+    int64_t amount, created_ms, deadline_ms;
+    bool sent, cancel;
+} s_intent_t;
+
+static bool s_final(const char *state)
+{
+    return strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+           strcmp(state, "reversed") == 0 || strcmp(state, "refunded") == 0;
+}
+
+/* ---- payment codes and intent ids -------------------------------------------------- */
+
+/*  The provider a payment code belongs to (protocols.md): WeChat 18 digits from 10-15, Alipay
+    16-24 digits from 25-30; NULL for anything else. */
+static const char *s_route(const char *code)
+{
+    size_t n = strlen(code);
+    for (size_t i = 0; i < n; i++)
+        if (code[i] < '0' || code[i] > '9')
+            return NULL;
+    int lead = n >= 2 ? (code[0] - '0') * 10 + (code[1] - '0') : -1;
+    if (n == 18 && lead >= 10 && lead <= 15)
+        return "wechat";
+    if (n >= 16 && n <= 24 && lead >= 25 && lead <= 30)
+        return "alipay";
+    return NULL;
+}
+
+/*  The intent id (= out_trade_no, 6-32 of [0-9A-Za-z_-*]) of a sale's attempt: the sale id and
+    the attempt when that fits, else "H" + 24 hex digits of the sale id's SHA-256 + attempt. */
+static void s_intent_id(const char *sale_id, int64_t attempt, char *out, size_t size)
+{
+    int n = snprintf(out, size, "%s-%" PRId64, sale_id, attempt);
+    if (n > 0 && (size_t)n < size && n <= S_INTENT_MAX)
+        return;
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)sale_id, strlen(sale_id), md);
+    char hex[25];
+    for (int i = 0; i < 12; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    snprintf(out, size, "H%s-%" PRId64, hex, attempt);
+}
+
+static void s_sha256_hex(const char *text, char out[65])
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)text, strlen(text), md);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/*  What is kept of a code once it is sent: its first and last four digits. */
+static void s_mask(const char *code, char *out, size_t size)
+{
+    size_t n = strlen(code);
+    if (n <= 8) {
+        snprintf(out, size, "****");
+        return;
+    }
+    snprintf(out, size, "%.4s%.*s%s", code, (int)(n - 8), "************************",
+             code + n - 4);
+}
+
+/* ---- the queue from requests to workers -------------------------------------------- */
+
+static void s_hand_over(s_app_t *app, const char *store, const char *intent)
+{
+    pthread_mutex_lock(&app->lock);
+    if (app->count < S_QUEUE_MAX) {
+        s_item_t *it = &app->queue[(app->head + app->count++) % S_QUEUE_MAX];
+        snprintf(it->store, sizeof(it->store), "%s", store);
+        snprintf(it->intent, sizeof(it->intent), "%s", intent);
+    }
+    pthread_cond_signal(&app->wake);
+    pthread_mutex_unlock(&app->lock);
+}
+
+/*  The next handed-over intent, waiting up to ms. false when none came. */
+static bool s_take(s_app_t *app, s_item_t *out, int64_t ms)
+{
+    pthread_mutex_lock(&app->lock);
+    if (app->count == 0 && !atomic_load(&app->stop)) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += ms / 1000;
+        until.tv_nsec += (ms % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&app->wake, &app->lock, &until);
+    }
+    bool have = app->count > 0;
+    if (have) {
+        *out = app->queue[app->head];
+        app->head = (app->head + 1) % S_QUEUE_MAX;
+        app->count--;
+    }
+    pthread_mutex_unlock(&app->lock);
+    return have;
+}
+
+/* ---- a worker's step --------------------------------------------------------------- */
+
+/*  Record a step's outcome. keep: the worker keeps the intent (the mark before a pay call).
+    1 recorded, 0 the lease was lost, -1 cancelled meanwhile (keep only), -2 Redis failed. */
+static int s_move(s_worker_t *w, const s_intent_t *in, const char *state, const char *reason,
+                  int64_t next_due, bool keep, const char *const *fields)
+{
+    char key[BUS_KEY_MAX], due[BUS_KEY_MAX], hist[BUS_KEY_MAX], now[24], next[24];
+    snprintf(now, sizeof(now), "%" PRId64, bus_now_ms());
+    snprintf(next, sizeof(next), "%" PRId64, next_due);
+    const char *argv[32] = {bus_key_pay(key, in->store, in->intent), bus_key_paydue(due, in->store),
+                            bus_key_payhist(hist, in->store, in->intent), w->owner, now, state,
+                            reason, next, in->intent, keep ? "1" : "0"};
+    int argc = 10;
+    for (int i = 0; fields && fields[i] && argc < 30; i++)
+        argv[argc++] = fields[i];
+    redisReply *r = bus_redis_evalsha(w->redis, w->move, 3, argc, argv, NULL);
+    int rc = bus_redis_reply_ok(r) && r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -2;
+    if (r)
+        freeReplyObject(r);
+    s_app_t *app = w->app;
+    if (rc == -2) {
+        bus_stats_inc(app->c_redis_errors, 1);
+        bus_warn("payments.worker", "intent %s: cannot record %s: %s", in->intent, state,
+                 bus_redis_errstr(w->redis));
+    } else if (rc == 0) {
+        bus_stats_inc(app->c_lost_leases, 1);
+    } else if (rc == 1 && !keep) {
+        if (strcmp(state, "succeeded") == 0)
+            bus_stats_inc(app->c_succeeded, 1);
+        else if (strcmp(state, "failed") == 0)
+            bus_stats_inc(app->c_failed, 1);
+        else if (strcmp(state, "reversed") == 0)
+            bus_stats_inc(app->c_reversed, 1);
+        else if (strcmp(state, "unknown") == 0)
+            bus_stats_inc(app->c_unknown, 1);
+        if (s_final(state))
+            bus_info("payments.intent", "%s %s: %s (%s)", in->intent, in->provider, state,
+                     reason);
+    }
+    return rc;
+}
+
+static void s_step_wechat(s_worker_t *w, const s_intent_t *in)
+{
+    s_app_t *app = w->app;
+    int64_t now = bus_now_ms(), next = now + app->interval_ms;
+    pay_wx_outcome_t o;
+    if (!in->sent) {
+        if (in->cancel) {
+            s_move(w, in, "failed", "cancelled before it was sent", 0, false, NULL);
+            return;
+        }
+        char masked[S_CODE_MAX + 1];
+        s_mask(in->code, masked, sizeof(masked));
+        const char *fields[] = {"sent", "1", "code", masked, NULL};
+        /* marked sent before the call: whatever happens next, it is never sent again */
+        int rc = s_move(w, in, "pending", "sent to wechat", now + app->lease_ms, true, fields);
+        if (rc == -1)
+            s_move(w, in, "failed", "cancelled before it was sent", 0, false, NULL);
+        if (rc != 1)
+            return;
+        char desc[S_DESC_MAX + 1];
+        snprintf(desc, sizeof(desc), "sale %s", in->sale_id);
+        bus_stats_inc(app->c_provider_calls, 1);
+        pay_wechat_codepay(w->wx, in->intent, in->code, in->amount, desc, in->store, in->reg, &o);
+        if (!o.verified && o.status)
+            bus_stats_inc(app->c_unverified, 1);
+        const char *tx[] = {"transaction_id", o.transaction_id, NULL};
+        switch (o.result) {
+        case PAY_WX_SUCCESS:
+            s_move(w, in, "succeeded", o.why, 0, false, tx);
+            break;
+        case PAY_WX_FAILED:
+            s_move(w, in, "failed", o.why, 0, false, NULL);
+            break;
+        case PAY_WX_PAYING:
+            s_move(w, in, "pending", o.why, next, false, NULL);
+            break;
+        default:
+            s_move(w, in, "unknown", o.why, next, false, NULL);
+            break;
+        }
+        return;
+    }
+    if (in->cancel || now >= in->deadline_ms) {
+        bus_stats_inc(app->c_provider_calls, 1);
+        pay_wechat_reverse(w->wx, in->intent, &o);
+        if (!o.verified && o.status)
+            bus_stats_inc(app->c_unverified, 1);
+        char why[PAY_WX_WHY_MAX + 40];
+        snprintf(why, sizeof(why), "%s: %s", in->cancel ? "cancelled" : "not paid in time",
+                 o.why);
+        if (o.result == PAY_WX_REVERSED)
+            s_move(w, in, "reversed", why, 0, false, NULL);
+        else if (o.result == PAY_WX_NOT_FOUND)
+            s_move(w, in, "failed", "the provider has no such trade: nothing was charged", 0,
+                   false, NULL);
+        else /* still confirming, or no answer: the reversal is tried again */
+            s_move(w, in, o.result == PAY_WX_PAYING ? "pending" : in->state, why, next, false,
+                   NULL);
+        return;
+    }
+    bus_stats_inc(app->c_provider_calls, 1);
+    pay_wechat_query(w->wx, in->intent, in->amount, &o);
+    if (!o.verified && o.status)
+        bus_stats_inc(app->c_unverified, 1);
+    const char *tx[] = {"transaction_id", o.transaction_id, NULL};
+    if (o.result == PAY_WX_SUCCESS)
+        s_move(w, in, "succeeded", o.why, 0, false, tx);
+    else if (o.result == PAY_WX_CLOSED)
+        s_move(w, in, "failed", o.why, 0, false, NULL);
+    else if (o.result == PAY_WX_PAYING || o.result == PAY_WX_NOTPAY)
+        s_move(w, in, "pending", o.why, next, false, NULL);
+    else /* not found yet, or no usable answer: asked again until the reversal decides */
+        s_move(w, in, strcmp(in->state, "reversing") == 0 ? "reversing" : "unknown", o.why,
+               next, false, NULL);
+}
+
+/*  Claim intent of store and take one step. */
+static void s_step(s_worker_t *w, const char *store, const char *intent)
+{
+    s_app_t *app = w->app;
+    char key[BUS_KEY_MAX], due[BUS_KEY_MAX], now[24], lease[24];
+    snprintf(now, sizeof(now), "%" PRId64, bus_now_ms());
+    snprintf(lease, sizeof(lease), "%" PRId64, app->lease_ms);
+    const char *argv[] = {bus_key_pay(key, store, intent), bus_key_paydue(due, store), w->owner,
+                          now, lease, intent};
+    redisReply *r = bus_redis_evalsha(w->redis, w->claim, 2, 6, argv, NULL);
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY) {
+        if (!r || r->type == REDIS_REPLY_ERROR)
+            bus_stats_inc(app->c_redis_errors, 1);
+        if (r)
+            freeReplyObject(r);
+        return;
+    }
+    s_intent_t in;
+    memset(&in, 0, sizeof(in));
+    snprintf(in.store, sizeof(in.store), "%s", store);
+    snprintf(in.intent, sizeof(in.intent), "%s", intent);
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
+        if (!f || !v)
+            continue;
+        if (strcmp(f, "register") == 0)
+            snprintf(in.reg, sizeof(in.reg), "%s", v);
+        else if (strcmp(f, "sale_id") == 0)
+            snprintf(in.sale_id, sizeof(in.sale_id), "%s", v);
+        else if (strcmp(f, "provider") == 0)
+            snprintf(in.provider, sizeof(in.provider), "%s", v);
+        else if (strcmp(f, "state") == 0)
+            snprintf(in.state, sizeof(in.state), "%s", v);
+        else if (strcmp(f, "code") == 0)
+            snprintf(in.code, sizeof(in.code), "%s", v);
+        else if (strcmp(f, "amount") == 0)
+            in.amount = strtoll(v, NULL, 10);
+        else if (strcmp(f, "created_ms") == 0)
+            in.created_ms = strtoll(v, NULL, 10);
+        else if (strcmp(f, "deadline_ms") == 0)
+            in.deadline_ms = strtoll(v, NULL, 10);
+        else if (strcmp(f, "sent") == 0)
+            in.sent = strcmp(v, "1") == 0;
+        else if (strcmp(f, "cancel") == 0)
+            in.cancel = strcmp(v, "1") == 0;
+    }
+    for (size_t i = 0; i < r->elements; i++) /* the code, before the reply is freed */
+        if (r->element[i]->str)
+            OPENSSL_cleanse(r->element[i]->str, r->element[i]->len);
+    freeReplyObject(r);
+    bus_stats_inc(app->c_steps, 1);
+    if (strcmp(in.provider, "wechat") == 0 && w->wx)
+        s_step_wechat(w, &in);
+    else if (!in.sent)
+        s_move(w, &in, "failed", "this provider is not configured: nothing was sent", 0, false,
+               NULL);
+    else /* sent by an instance that had it configured: resolved where it is */
+        s_move(w, &in, in.state, "this instance cannot reach the provider", bus_now_ms() +
+               app->interval_ms, false, NULL);
+    OPENSSL_cleanse(in.code, sizeof(in.code));
+}
+
+/*  Every store's intents that are due now. */
+static void s_scan(s_worker_t *w)
+{
+    redisReply *stores = bus_redis_command(w->redis, "SMEMBERS %s", BUS_KEY_STORES);
+    if (!bus_redis_reply_ok(stores) || stores->type != REDIS_REPLY_ARRAY) {
+        if (stores)
+            freeReplyObject(stores);
+        return;
+    }
+    char due[BUS_KEY_MAX];
+    for (size_t i = 0; i < stores->elements && !atomic_load(&w->app->stop); i++) {
+        const char *store = stores->element[i]->str;
+        if (!store || !bus_identity_id_ok(store))
+            continue;
+        redisReply *ids =
+            bus_redis_command(w->redis, "ZRANGEBYSCORE %s -inf %" PRId64 " LIMIT 0 %d",
+                              bus_key_paydue(due, store), bus_now_ms(), S_SCAN_BATCH);
+        for (size_t k = 0; bus_redis_reply_ok(ids) && ids->type == REDIS_REPLY_ARRAY &&
+                           k < ids->elements && !atomic_load(&w->app->stop);
+             k++)
+            if (ids->element[k]->str && strlen(ids->element[k]->str) <= S_INTENT_MAX)
+                s_step(w, store, ids->element[k]->str);
+        if (ids)
+            freeReplyObject(ids);
+    }
+    freeReplyObject(stores);
+}
+
+static void *s_worker_run(void *arg)
+{
+    s_worker_t *w = arg;
+    s_app_t *app = w->app;
+    int64_t next_scan = 0;
+    while (!atomic_load(&app->stop)) {
+        s_item_t it;
+        if (s_take(app, &it, app->scan_ms)) {
+            s_step(w, it.store, it.intent);
+            continue;
+        }
+        if (bus_now_ms() >= next_scan) {
+            s_scan(w);
+            next_scan = bus_now_ms() + app->scan_ms;
+        }
+    }
+    return NULL;
+}
+
+/* ---- requests --------------------------------------------------------------------- */
+
+static int s_bad(s_app_t *app, bus_service_t *svc, const char *fmt, const char *what)
+{
+    bus_stats_inc(app->c_bad, 1);
+    return bus_service_error(svc, BUS_ERR_BAD_REQUEST, fmt, what);
+}
+
+static int s_redis_failed(s_app_t *app, bus_service_t *svc, redisReply *r, const char *what)
+{
+    bus_stats_inc(app->c_redis_errors, 1);
+    return bus_service_redis_failed(svc, app->redis, r, S_RETRY_MS, what);
+}
+
+/*  The intent's hash as a reply: no code, no owner. 0, or -1 (answered) when there is none. */
+static int s_answer(s_app_t *app, bus_service_t *svc, const char *store, const char *intent,
+                    const char *reg, bus_val_t *reply)
+{
+    char key[BUS_KEY_MAX];
+    redisReply *r = bus_redis_command(app->redis, "HGETALL %s", bus_key_pay(key, store, intent));
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
+        return s_redis_failed(app, svc, r, "intent");
+    if (r->elements == 0) {
+        freeReplyObject(r);
+        return bus_service_error(svc, S_ERR_NOT_FOUND, "no payment intent %s in store %s",
+                                 intent, store);
+    }
+    static const char *const texts[] = {"register", "sale_id", "provider", "state", "reason",
+                                        "transaction_id", NULL};
+    static const char *const ints[] = {"amount", "attempt", "created_ms", "updated_ms", NULL};
+    const char *state = "", *owner_reg = "";
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
+        if (f && v && strcmp(f, "state") == 0)
+            state = v;
+        if (f && v && strcmp(f, "register") == 0)
+            owner_reg = v;
+    }
+    if (reg && strcmp(reg, owner_reg) != 0) {
+        freeReplyObject(r);
+        return bus_service_error(svc, BUS_ERR_FORBIDDEN, "payment intent %s is another register's",
+                                 intent);
+    }
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
+        if (!f || !v)
+            continue;
+        for (int k = 0; texts[k]; k++)
+            if (strcmp(f, texts[k]) == 0)
+                bus_val_map_set_str(reply, f, v);
+        for (int k = 0; ints[k]; k++)
+            if (strcmp(f, ints[k]) == 0)
+                bus_val_map_set_int(reply, f, strtoll(v, NULL, 10));
+    }
+    bool final = s_final(state);
+    bus_val_map_set_str(reply, "intent", intent);
+    bus_val_map_set_str(reply, "store", store);
+    bus_val_map_set_bool(reply, "final", final);
+    if (!final)
+        bus_val_map_set_int(reply, "retry_ms", 1000);
+    freeReplyObject(r);
+    return 0;
+}
+
+/*  payment.pay {sale_id, attempt, amount, code, description?}: the register's own store and
+    register come from its certificate. */
+static int s_pay(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_app_t *app = arg;
+    bus_stats_inc(app->c_requests, 1);
+    const bus_val_t *body = bus_msg_body(req);
+    svc_node_id_t node;
+    if (svc_caller_node(svc, body, &node, app->c_bad, NULL) != 0)
+        return -1;
+    const char *sale_id = bus_val_map_get_str(body, "sale_id");
+    const char *code = bus_val_map_get_str(body, "code");
+    int64_t attempt = 0, amount = 0;
+    char prefix[2 * BUS_ID_PART_MAX + 3];
+    snprintf(prefix, sizeof(prefix), "%s-%s-", node.store, node.reg);
+    if (!sale_id || !pos_sale_id_ok(sale_id, POS_SALE_ID_MAX, "-") ||
+        strncmp(sale_id, prefix, strlen(prefix)) != 0)
+        return s_bad(app, svc, "sale_id: one of this register's sale ids (%s<n>)", prefix);
+    if (!bus_val_map_get_int(body, "attempt", &attempt) || attempt < 1 || attempt > S_ATTEMPT_MAX)
+        return s_bad(app, svc, "attempt: %s", "an integer from 1 to 99 (a new one after a failure)");
+    if (!bus_val_map_get_int(body, "amount", &amount) || amount < 1 || amount > POS_AMOUNT_MAX)
+        return s_bad(app, svc, "amount: %s", "fen, from 1 to 10^12");
+    if (!code || strlen(code) > S_CODE_MAX)
+        return s_bad(app, svc, "code: %s", "the customer's payment code (digits)");
+    const char *provider = s_route(code);
+    if (!provider) {
+        bus_stats_inc(app->c_bad, 1);
+        return bus_service_error(svc, "bad_code",
+                                 "not a payment code: WeChat codes are 18 digits from 10-15, "
+                                 "Alipay codes 16-24 digits from 25-30");
+    }
+    if (strcmp(provider, "wechat") == 0 && !app->wx)
+        return bus_service_error(svc, "not_configured", "WeChat Pay is not configured here");
+    if (strcmp(provider, "alipay") == 0)
+        return bus_service_error(svc, "not_configured", "Alipay is not configured here");
+    redisReply *known = bus_redis_command(app->redis, "SISMEMBER %s %s", BUS_KEY_STORES,
+                                          node.store);
+    if (!bus_redis_reply_ok(known) || known->type != REDIS_REPLY_INTEGER)
+        return s_redis_failed(app, svc, known, "store set");
+    bool store_known = known->integer == 1;
+    freeReplyObject(known);
+    if (!store_known)
+        return bus_service_error(svc, S_ERR_NOT_FOUND, "no store %s", node.store);
+    char intent[S_INTENT_MAX + 8], key[BUS_KEY_MAX], due[BUS_KEY_MAX], hist[BUS_KEY_MAX];
+    char attempt_s[8], amount_s[24], hash[65], now_s[24], deadline_s[24];
+    s_intent_id(sale_id, attempt, intent, sizeof(intent));
+    s_sha256_hex(code, hash);
+    int64_t now = bus_now_ms();
+    snprintf(attempt_s, sizeof(attempt_s), "%" PRId64, attempt);
+    snprintf(amount_s, sizeof(amount_s), "%" PRId64, amount);
+    snprintf(now_s, sizeof(now_s), "%" PRId64, now);
+    snprintf(deadline_s, sizeof(deadline_s), "%" PRId64, now + app->reverse_ms);
+    const char *argv[] = {bus_key_pay(key, node.store, intent), bus_key_paydue(due, node.store),
+                          bus_key_payhist(hist, node.store, intent), intent, node.store,
+                          node.reg, sale_id, attempt_s, provider, amount_s, code, hash, now_s,
+                          deadline_s};
+    redisReply *r = bus_redis_evalsha(app->redis, app->create, 3, 14, argv, NULL);
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        !r->element[0]->str)
+        return s_redis_failed(app, svc, r, "intent");
+    bool conflict = strcmp(r->element[0]->str, "conflict") == 0;
+    bool created = strcmp(r->element[0]->str, "created") == 0;
+    freeReplyObject(r);
+    if (conflict) {
+        bus_stats_inc(app->c_conflicts, 1);
+        return bus_service_error(svc, "conflict",
+                                 "attempt %" PRId64 " of %s was made with another amount or "
+                                 "code: the next attempt is a new payment",
+                                 attempt, sale_id);
+    }
+    if (created) {
+        bus_stats_inc(app->c_created, 1);
+        s_hand_over(app, node.store, intent);
+    }
+    return s_answer(app, svc, node.store, intent, NULL, reply);
+}
+
+/*  payment.get {intent, store?}: a register sees its own intents; others name the store. */
+static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_app_t *app = arg;
+    const bus_val_t *body = bus_msg_body(req);
+    const char *intent = bus_val_map_get_str(body, "intent");
+    if (!intent || !*intent || strlen(intent) > S_INTENT_MAX ||
+        !pos_sale_id_ok(intent, S_INTENT_MAX, "-"))
+        return s_bad(app, svc, "intent: %s", "an intent id (as payment.pay answered)");
+    const bus_identity_t *me = bus_service_caller(svc);
+    if (me->role == BUS_ROLE_REGISTER)
+        return s_answer(app, svc, me->store, intent, me->reg, reply);
+    const char *store = bus_val_map_get_str(body, "store");
+    if (!store || !bus_identity_id_ok(store))
+        return s_bad(app, svc, "store: %s", "the intent's store id");
+    return s_answer(app, svc, store, intent, NULL, reply);
+}
+
+/*  payment.cancel {intent}: the register gives the payment up; it is reversed (a paid one too). */
+static int s_cancel(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_app_t *app = arg;
+    const bus_val_t *body = bus_msg_body(req);
+    svc_node_id_t node;
+    if (svc_caller_node(svc, body, &node, app->c_bad, NULL) != 0)
+        return -1;
+    const char *intent = bus_val_map_get_str(body, "intent");
+    if (!intent || !pos_sale_id_ok(intent, S_INTENT_MAX, "-"))
+        return s_bad(app, svc, "intent: %s", "an intent id (as payment.pay answered)");
+    char key[BUS_KEY_MAX], due[BUS_KEY_MAX], hist[BUS_KEY_MAX], now_s[24];
+    snprintf(now_s, sizeof(now_s), "%" PRId64, bus_now_ms());
+    const char *argv[] = {bus_key_pay(key, node.store, intent), bus_key_paydue(due, node.store),
+                          bus_key_payhist(hist, node.store, intent), intent, now_s, node.reg};
+    redisReply *r = bus_redis_evalsha(app->redis, app->cancel, 3, 6, argv, NULL);
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        !r->element[0]->str)
+        return s_redis_failed(app, svc, r, "intent");
+    char what[16];
+    snprintf(what, sizeof(what), "%s", r->element[0]->str);
+    freeReplyObject(r);
+    if (strcmp(what, "none") == 0)
+        return bus_service_error(svc, S_ERR_NOT_FOUND, "no payment intent %s", intent);
+    if (strcmp(what, "other") == 0)
+        return bus_service_error(svc, BUS_ERR_FORBIDDEN, "payment intent %s is another register's",
+                                 intent);
+    s_hand_over(app, node.store, intent);
+    return s_answer(app, svc, node.store, intent, NULL, reply);
+}
+
+/* ---- start and stop ----------------------------------------------------------------- */
+
+static int s_workers_start(s_app_t *app, const char *instance)
+{
+    app->nworkers = (int)bus_config_int(app->config, "workers");
+    for (int i = 0; i < app->nworkers; i++) {
+        s_worker_t *w = &app->workers[i];
+        const char *err = "";
+        w->app = app;
+        w->index = i;
+        snprintf(w->owner, sizeof(w->owner), "%s/%d", instance, i);
+        w->redis = bus_redis_new_from_config(app->config, &err);
+        w->claim = w->redis ? bus_redis_script(w->redis, pay_claim_lua) : -1;
+        w->move = w->redis ? bus_redis_script(w->redis, pay_move_lua) : -1;
+        w->wx = app->wx ? pay_wechat_new(app->wx) : NULL;
+        if (!w->redis || w->claim < 0 || w->move < 0 || (app->wx && !w->wx)) {
+            bus_error("payments.start", "worker %d: %s", i, *err ? err : "out of memory");
+            return -1;
+        }
+        if (pthread_create(&w->thread, NULL, s_worker_run, w) != 0) {
+            bus_error("payments.start", "worker %d: cannot start its thread", i);
+            return -1;
+        }
+        w->started = true;
+    }
+    return 0;
+}
+
+static void s_workers_stop(s_app_t *app)
+{
+    atomic_store(&app->stop, true);
+    pthread_mutex_lock(&app->lock);
+    pthread_cond_broadcast(&app->wake);
+    pthread_mutex_unlock(&app->lock);
+    for (int i = 0; i < app->nworkers; i++) {
+        s_worker_t *w = &app->workers[i];
+        if (w->started)
+            pthread_join(w->thread, NULL);
+        pay_wechat_destroy(&w->wx);
+        bus_redis_destroy(&w->redis);
+    }
+}
+
+static int s_wechat_load(s_app_t *app)
+{
+    bus_config_t *c = app->config;
+    if (!bus_config_str(c, "wechat-mchid"))
+        return 0; /* off: WeChat codes are refused with a clear message */
+    char why[300];
+    app->wx = pay_wechat_cfg_load(
+        bus_config_str(c, "wechat-base-url"), bus_config_str(c, "wechat-mchid"),
+        bus_config_str(c, "wechat-appid"), bus_config_str(c, "wechat-serial"),
+        bus_config_str(c, "wechat-key-file"), bus_config_str(c, "wechat-platform-keys"),
+        bus_config_str(c, "wechat-apiv3-key-file"), bus_config_str(c, "wechat-ca-file"),
+        (int)bus_config_int(c, "wechat-timeout-ms"), why, sizeof(why));
+    if (!app->wx) {
+        bus_error("payments.config", "%s", why);
+        return -1;
+    }
+    bus_info("payments.config", "WeChat Pay merchant %s at %s", bus_config_str(c, "wechat-mchid"),
+             bus_config_str(c, "wechat-base-url"));
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int exit_code;
+    bus_config_t *config = svc_config_load(S_PROGRAM, s_options, false, argc, argv, &exit_code);
+    svc_core_t core;
+    if (!config)
+        return exit_code;
+    if (pay_http_global_init() != 0) {
+        bus_error("payments.start", "libcurl does not start");
+        return 1;
+    }
+    if (svc_core_start(&core, config, S_PROGRAM, false) != 0) {
+        pay_http_global_cleanup();
+        return 1;
+    }
+    static s_app_t app; /* big (the queue); one per process */
+    app.config = config;
+    app.redis = core.redis;
+    app.interval_ms = bus_config_int(config, "query-interval-ms");
+    app.reverse_ms = bus_config_int(config, "reverse-after-ms");
+    app.lease_ms = bus_config_int(config, "lease-ms");
+    app.scan_ms = bus_config_int(config, "scan-ms");
+    pthread_mutex_init(&app.lock, NULL);
+    pthread_cond_init(&app.wake, NULL);
+    app.create = bus_redis_script(app.redis, pay_create_lua);
+    app.cancel = bus_redis_script(app.redis, pay_cancel_lua);
+    app.stats = bus_service_stats(core.svc);
+    app.c_requests = bus_stats_counter(app.stats, "pay_requests");
+    app.c_created = bus_stats_counter(app.stats, "intents_created");
+    app.c_conflicts = bus_stats_counter(app.stats, "conflicts");
+    app.c_bad = bus_stats_counter(app.stats, "bad_requests");
+    app.c_redis_errors = bus_stats_counter(app.stats, "redis_errors");
+    app.c_steps = bus_stats_counter(app.stats, "steps");
+    app.c_succeeded = bus_stats_counter(app.stats, "succeeded");
+    app.c_failed = bus_stats_counter(app.stats, "failed");
+    app.c_reversed = bus_stats_counter(app.stats, "reversed");
+    app.c_unknown = bus_stats_counter(app.stats, "unknown_answers");
+    app.c_provider_calls = bus_stats_counter(app.stats, "provider_calls");
+    app.c_unverified = bus_stats_counter(app.stats, "unverified_answers");
+    app.c_lost_leases = bus_stats_counter(app.stats, "lost_leases");
+    static const bus_method_t methods[] = {
+        {"payment.pay", s_pay, BUS_METHOD_IDEMPOTENT, BUS_ROLE_REGISTER},
+        {"payment.get", s_get, BUS_METHOD_READ, BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR |
+                                                    BUS_ROLE_SERVICE},
+        {"payment.cancel", s_cancel, BUS_METHOD_IDEMPOTENT, BUS_ROLE_REGISTER},
+        {NULL, NULL, 0, 0}};
+    int rc = app.create < 0 || app.cancel < 0 || !app.c_lost_leases ||
+                     bus_service_methods(core.svc, methods, &app) != 0
+                 ? -1
+                 : 0;
+    if (rc != 0)
+        bus_error("payments.start", "cannot register methods or scripts: out of memory");
+    if (rc == 0)
+        rc = s_wechat_load(&app);
+    if (rc == 0)
+        rc = s_workers_start(&app, bus_service_instance(core.svc));
+    if (rc == 0)
+        svc_core_run(&core, NULL, NULL);
+    s_workers_stop(&app);
+    bus_info("payments.stopping", "intents=%" PRId64 " succeeded=%" PRId64 " reversed=%" PRId64,
+             bus_stats_load(app.c_created), bus_stats_load(app.c_succeeded),
+             bus_stats_load(app.c_reversed));
+    svc_core_stop(&core);
+    pay_wechat_cfg_destroy(&app.wx);
+    pay_http_global_cleanup();
+    pthread_cond_destroy(&app.wake);
+    pthread_mutex_destroy(&app.lock);
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,501 @@
+/*  wechat.c - WeChat Pay API v3 payment codes (part of payments; wechat.h) */
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include "http.h"
+#include "wechat.h"
+
+#define S_SKEW_S   300 /* an answer's timestamp may be this far from ours */
+#define S_URL_MAX  512
+#define S_SIG_MAX  1024
+#define S_AUTH_MAX 1600
+
+struct pay_wechat_cfg {
+    char base_url[256], mchid[33], appid[33], serial[65];
+    EVP_PKEY *key;
+    struct {
+        char serial[80];
+        EVP_PKEY *key;
+    } platform[PAY_WX_PLATFORM_MAX];
+    int nplatform;
+    unsigned char apiv3[32];
+    bool has_apiv3;
+    char *ca_file;
+    int timeout_ms;
+    atomic_uint_fast64_t unverified;
+};
+
+struct pay_wechat {
+    const pay_wechat_cfg_t *cfg;
+    pay_http_t *http;
+    pay_http_answer_t answer;
+};
+
+/* ---- keys ---------------------------------------------------------------------------- */
+
+static EVP_PKEY *s_read_public(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    EVP_PKEY *key = PEM_read_PUBKEY(f, NULL, NULL, NULL);
+    if (!key) { /* a platform certificate instead of a bare key */
+        rewind(f);
+        X509 *cert = PEM_read_X509(f, NULL, NULL, NULL);
+        key = cert ? X509_get_pubkey(cert) : NULL;
+        X509_free(cert);
+    }
+    fclose(f);
+    return key;
+}
+
+pay_wechat_cfg_t *pay_wechat_cfg_load(const char *base_url, const char *mchid, const char *appid,
+                                      const char *serial, const char *key_file,
+                                      const char *platform, const char *apiv3_file,
+                                      const char *ca_file, int timeout_ms, char *why,
+                                      size_t size)
+{
+    pay_wechat_cfg_t *self = calloc(1, sizeof(*self));
+    if (!self) {
+        snprintf(why, size, "out of memory");
+        return NULL;
+    }
+    self->timeout_ms = timeout_ms;
+    if (!base_url || !mchid || !appid || !serial || !key_file || !platform ||
+        strlen(base_url) >= sizeof(self->base_url) || !*mchid ||
+        strlen(mchid) >= sizeof(self->mchid) || !*appid || strlen(appid) >= sizeof(self->appid) ||
+        !*serial || strlen(serial) >= sizeof(self->serial)) {
+        snprintf(why, size,
+                 "wechat: base url, mchid (<= 32), appid (<= 32), merchant serial (<= 64), key "
+                 "file and platform keys are all needed");
+        goto fail;
+    }
+    snprintf(self->base_url, sizeof(self->base_url), "%s", base_url);
+    size_t bl = strlen(self->base_url);
+    while (bl > 0 && self->base_url[bl - 1] == '/')
+        self->base_url[--bl] = '\0';
+    snprintf(self->mchid, sizeof(self->mchid), "%s", mchid);
+    snprintf(self->appid, sizeof(self->appid), "%s", appid);
+    snprintf(self->serial, sizeof(self->serial), "%s", serial);
+    FILE *f = fopen(key_file, "r");
+    self->key = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    if (!self->key || EVP_PKEY_base_id(self->key) != EVP_PKEY_RSA) {
+        snprintf(why, size, "wechat: the merchant key file %s is not an RSA private key (PEM)",
+                 key_file);
+        goto fail;
+    }
+    /* "SERIAL=FILE[,SERIAL=FILE]" */
+    char spec[1024];
+    snprintf(spec, sizeof(spec), "%s", platform);
+    char *save = NULL;
+    for (char *item = strtok_r(spec, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        if (!eq || eq == item || !eq[1] || self->nplatform == PAY_WX_PLATFORM_MAX ||
+            (size_t)(eq - item) >= sizeof(self->platform[0].serial)) {
+            snprintf(why, size, "wechat: platform keys: SERIAL=FILE, at most %d, comma-separated",
+                     PAY_WX_PLATFORM_MAX);
+            goto fail;
+        }
+        *eq = '\0';
+        int i = self->nplatform;
+        snprintf(self->platform[i].serial, sizeof(self->platform[i].serial), "%s", item);
+        self->platform[i].key = s_read_public(eq + 1);
+        if (!self->platform[i].key || EVP_PKEY_base_id(self->platform[i].key) != EVP_PKEY_RSA) {
+            snprintf(why, size, "wechat: platform key %s: %s holds no RSA public key", item,
+                     eq + 1);
+            goto fail;
+        }
+        self->nplatform++;
+    }
+    if (self->nplatform == 0) {
+        snprintf(why, size, "wechat: no platform key");
+        goto fail;
+    }
+    if (apiv3_file && *apiv3_file) {
+        f = fopen(apiv3_file, "r");
+        char buf[64] = "";
+        size_t n = f ? fread(buf, 1, sizeof(buf), f) : 0;
+        if (f)
+            fclose(f);
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+            n--;
+        if (n != 32) {
+            OPENSSL_cleanse(buf, sizeof(buf));
+            snprintf(why, size, "wechat: the API v3 key file %s must hold 32 bytes", apiv3_file);
+            goto fail;
+        }
+        memcpy(self->apiv3, buf, 32);
+        OPENSSL_cleanse(buf, sizeof(buf));
+        self->has_apiv3 = true;
+    }
+    if (ca_file && *ca_file && !(self->ca_file = strdup(ca_file))) {
+        snprintf(why, size, "out of memory");
+        goto fail;
+    }
+    return self;
+fail:
+    pay_wechat_cfg_destroy(&self);
+    return NULL;
+}
+
+void pay_wechat_cfg_destroy(pay_wechat_cfg_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pay_wechat_cfg_t *self = *self_p;
+    EVP_PKEY_free(self->key);
+    for (int i = 0; i < self->nplatform; i++)
+        EVP_PKEY_free(self->platform[i].key);
+    OPENSSL_cleanse(self->apiv3, sizeof(self->apiv3));
+    free(self->ca_file);
+    free(self);
+    *self_p = NULL;
+}
+
+uint64_t pay_wechat_unverified(const pay_wechat_cfg_t *cfg)
+{
+    return atomic_load(&((pay_wechat_cfg_t *)cfg)->unverified);
+}
+
+pay_wechat_t *pay_wechat_new(const pay_wechat_cfg_t *cfg)
+{
+    pay_wechat_t *self = calloc(1, sizeof(*self));
+    if (!self)
+        return NULL;
+    self->cfg = cfg;
+    self->http = pay_http_new(cfg->ca_file, cfg->timeout_ms);
+    if (!self->http) {
+        free(self);
+        return NULL;
+    }
+    return self;
+}
+
+void pay_wechat_destroy(pay_wechat_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pay_wechat_t *self = *self_p;
+    pay_http_destroy(&self->http);
+    pay_http_answer_free(&self->answer);
+    free(self);
+    *self_p = NULL;
+}
+
+/* ---- signing and verifying ----------------------------------------------------------- */
+
+/*  SHA256withRSA of msg with the merchant key, standard base64 into out. 0 or -1. */
+static int s_sign(const pay_wechat_cfg_t *cfg, const char *msg, size_t len, char *out,
+                  size_t size)
+{
+    unsigned char sig[512];
+    size_t siglen = sizeof(sig);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, cfg->key) == 1 &&
+             EVP_DigestSign(md, sig, &siglen, (const unsigned char *)msg, len) == 1;
+    EVP_MD_CTX_free(md);
+    if (!ok || 4 * ((siglen + 2) / 3) + 1 > size)
+        return -1;
+    EVP_EncodeBlock((unsigned char *)out, sig, (int)siglen);
+    return 0;
+}
+
+/*  Check the answer's Wechatpay-* headers against its body. true when it verifies; else why. */
+static bool s_verify(pay_wechat_t *self, char *why, size_t size)
+{
+    const pay_wechat_cfg_t *cfg = self->cfg;
+    const pay_http_answer_t *a = &self->answer;
+    const char *ts = pay_http_header(a, "Wechatpay-Timestamp");
+    const char *nonce = pay_http_header(a, "Wechatpay-Nonce");
+    const char *serial = pay_http_header(a, "Wechatpay-Serial");
+    const char *sig64 = pay_http_header(a, "Wechatpay-Signature");
+    if (!ts || !nonce || !serial || !sig64) {
+        snprintf(why, size, "the answer has no Wechatpay signature headers");
+        return false;
+    }
+    char *end;
+    long long t = strtoll(ts, &end, 10);
+    long long now = (long long)time(NULL);
+    if (*end || end == ts || t < now - S_SKEW_S || t > now + S_SKEW_S) {
+        snprintf(why, size, "the answer's timestamp is more than %d s from ours", S_SKEW_S);
+        return false;
+    }
+    EVP_PKEY *key = NULL;
+    for (int i = 0; i < cfg->nplatform && !key; i++)
+        if (strcmp(cfg->platform[i].serial, serial) == 0)
+            key = cfg->platform[i].key;
+    if (!key) {
+        snprintf(why, size, "the answer is signed with platform key %.80s, which we do not hold",
+                 serial);
+        return false;
+    }
+    unsigned char sig[S_SIG_MAX];
+    size_t slen = strlen(sig64);
+    if (slen == 0 || slen % 4 != 0 || 3 * (slen / 4) > sizeof(sig)) {
+        snprintf(why, size, "the answer's signature is not base64");
+        return false;
+    }
+    int n = EVP_DecodeBlock(sig, (const unsigned char *)sig64, (int)slen);
+    if (n < 0) {
+        snprintf(why, size, "the answer's signature is not base64");
+        return false;
+    }
+    n -= (sig64[slen - 1] == '=') + (sig64[slen - 2] == '='); /* DecodeBlock counts padding */
+    bus_buf_t msg = {0};
+    int ok = bus_buf_append(&msg, ts, strlen(ts)) == 0 && bus_buf_append(&msg, "\n", 1) == 0 &&
+             bus_buf_append(&msg, nonce, strlen(nonce)) == 0 &&
+             bus_buf_append(&msg, "\n", 1) == 0 &&
+             bus_buf_append(&msg, a->body.data, a->body.len) == 0 &&
+             bus_buf_append(&msg, "\n", 1) == 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    ok = ok && md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
+         EVP_DigestVerify(md, sig, (size_t)n, msg.data, msg.len) == 1;
+    EVP_MD_CTX_free(md);
+    bus_buf_free(&msg);
+    if (!ok)
+        snprintf(why, size, "the answer's signature does not verify with platform key %.80s",
+                 serial);
+    return ok;
+}
+
+/*  One signed call: method path (with its query) and body (NULL: none). Fills self->answer;
+    out->status, out->verified, and out->why when there was no verified answer. */
+static void s_call(pay_wechat_t *self, const char *method, const char *path, const char *body,
+                   bool once, pay_wx_outcome_t *out)
+{
+    const pay_wechat_cfg_t *cfg = self->cfg;
+    unsigned char rnd[16];
+    char nonce[33], ts[24], sig[S_SIG_MAX], auth[S_AUTH_MAX], url[S_URL_MAX];
+    RAND_bytes(rnd, sizeof(rnd));
+    for (int i = 0; i < 16; i++)
+        snprintf(nonce + 2 * i, 3, "%02X", rnd[i]);
+    snprintf(ts, sizeof(ts), "%lld", (long long)time(NULL));
+    bus_buf_t msg = {0};
+    const char *b = body ? body : "";
+    int ok = bus_buf_append(&msg, method, strlen(method)) == 0 &&
+             bus_buf_append(&msg, "\n", 1) == 0 && bus_buf_append(&msg, path, strlen(path)) == 0 &&
+             bus_buf_append(&msg, "\n", 1) == 0 && bus_buf_append(&msg, ts, strlen(ts)) == 0 &&
+             bus_buf_append(&msg, "\n", 1) == 0 &&
+             bus_buf_append(&msg, nonce, strlen(nonce)) == 0 &&
+             bus_buf_append(&msg, "\n", 1) == 0 && bus_buf_append(&msg, b, strlen(b)) == 0 &&
+             bus_buf_append(&msg, "\n", 1) == 0 &&
+             s_sign(cfg, (const char *)msg.data, msg.len, sig, sizeof(sig)) == 0;
+    bus_buf_free(&msg);
+    out->status = 0;
+    out->verified = false;
+    if (!ok) {
+        snprintf(out->why, sizeof(out->why), "cannot sign the request");
+        return;
+    }
+    snprintf(auth, sizeof(auth),
+             "Authorization: WECHATPAY2-SHA256-RSA2048 mchid=\"%s\",nonce_str=\"%s\","
+             "timestamp=\"%s\",serial_no=\"%s\",signature=\"%s\"",
+             cfg->mchid, nonce, ts, cfg->serial, sig);
+    snprintf(url, sizeof(url), "%s%s", cfg->base_url, path);
+    const char *headers[] = {auth, "Accept: application/json",
+                             "Content-Type: application/json", "User-Agent: posbus-payments/0.1",
+                             NULL};
+    if (pay_http_request(self->http, method, url, headers, body, body ? strlen(body) : 0, once,
+                         &self->answer) != 0) {
+        snprintf(out->why, sizeof(out->why), "no answer: %s", self->answer.error);
+        return;
+    }
+    out->status = self->answer.status;
+    char why[PAY_WX_WHY_MAX];
+    out->verified = s_verify(self, why, sizeof(why));
+    if (!out->verified) {
+        atomic_fetch_add(&((pay_wechat_cfg_t *)cfg)->unverified, 1);
+        snprintf(out->why, sizeof(out->why), "HTTP %ld not trusted: %s", out->status, why);
+    }
+}
+
+/*  The verified answer's JSON body (caller decrefs), NULL when it is not an object. */
+static json_t *s_json(pay_wechat_t *self)
+{
+    json_t *j = json_loadb((const char *)self->answer.body.data, self->answer.body.len, 0, NULL);
+    if (j && !json_is_object(j)) {
+        json_decref(j);
+        j = NULL;
+    }
+    return j;
+}
+
+static void s_copy(char *dst, size_t size, json_t *obj, const char *key)
+{
+    const char *v = json_string_value(json_object_get(obj, key));
+    snprintf(dst, size, "%s", v ? v : "");
+}
+
+/*  Error codes of a refused pay call that mean nothing was charged. Every other code (a
+    system error, a bank error, a frequency limit, "order paid"...) decides nothing. */
+static bool s_definite_refusal(const char *code)
+{
+    static const char *const codes[] = {
+        "PARAM_ERROR",   "INVALID_REQUEST",      "NOT_ENOUGH",      "NOAUTH",
+        "NO_AUTH",       "RULE_LIMIT",           "TRADE_ERROR",     "AUTHCODEEXPIRE",
+        "AUTH_CODE_INVALID", "BUYER_MISMATCH",   "APPID_MCHID_NOT_MATCH", "MCH_NOT_EXISTS",
+        "SIGN_ERROR",    "ACCOUNT_ERROR",        "PAYER_ACCOUNT_ABNORMAL", NULL};
+    for (int i = 0; codes[i]; i++)
+        if (strcmp(code, codes[i]) == 0)
+            return true;
+    return false;
+}
+
+/*  A verified trade object (a pay answer or a query): its state for this trade and amount. */
+static void s_trade(json_t *j, const char *out_trade_no, int64_t amount, pay_wx_outcome_t *out)
+{
+    s_copy(out->trade_state, sizeof(out->trade_state), j, "trade_state");
+    s_copy(out->transaction_id, sizeof(out->transaction_id), j, "transaction_id");
+    const char *st = out->trade_state;
+    const char *no = json_string_value(json_object_get(j, "out_trade_no"));
+    json_t *total = json_object_get(json_object_get(j, "amount"), "total");
+    if (strcmp(st, "USERPAYING") == 0) {
+        out->result = PAY_WX_PAYING;
+        snprintf(out->why, sizeof(out->why), "the customer is confirming the payment");
+    } else if (strcmp(st, "SUCCESS") == 0 || strcmp(st, "REFUND") == 0) {
+        if (!no || strcmp(no, out_trade_no) != 0 || !json_is_integer(total) ||
+            json_integer_value(total) != amount || !out->transaction_id[0]) {
+            out->result = PAY_WX_UNKNOWN; /* paid, but not what we asked: never taken as ours */
+            snprintf(out->why, sizeof(out->why),
+                     "SUCCESS for another trade or amount (%s, %" PRId64 " fen expected)",
+                     no ? no : "?", amount);
+        } else {
+            out->result = PAY_WX_SUCCESS;
+            snprintf(out->why, sizeof(out->why), "paid: %s", out->transaction_id);
+        }
+    } else if (strcmp(st, "NOTPAY") == 0) {
+        out->result = PAY_WX_NOTPAY;
+        snprintf(out->why, sizeof(out->why), "not paid yet");
+    } else if (strcmp(st, "CLOSED") == 0 || strcmp(st, "REVOKED") == 0 ||
+               strcmp(st, "PAYERROR") == 0) {
+        out->result = PAY_WX_CLOSED;
+        snprintf(out->why, sizeof(out->why), "the trade is %s: not charged", st);
+    } else {
+        out->result = PAY_WX_UNKNOWN;
+        snprintf(out->why, sizeof(out->why), "trade state %.20s", st[0] ? st : "(none)");
+    }
+}
+
+/*  A verified error answer: its code and message into out. */
+static void s_error(json_t *j, pay_wx_outcome_t *out)
+{
+    s_copy(out->code, sizeof(out->code), j, "code");
+    const char *msg = json_string_value(json_object_get(j, "message"));
+    snprintf(out->why, sizeof(out->why), "HTTP %ld %s: %.120s", out->status,
+             out->code[0] ? out->code : "(no code)", msg ? msg : "");
+}
+
+static void s_reset(pay_wx_outcome_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->result = PAY_WX_UNKNOWN;
+}
+
+void pay_wechat_codepay(pay_wechat_t *self, const char *out_trade_no, const char *auth_code,
+                        int64_t amount, const char *description, const char *store,
+                        const char *device, pay_wx_outcome_t *out)
+{
+    s_reset(out);
+    const pay_wechat_cfg_t *cfg = self->cfg;
+    json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:{s:s}, s:{s:I, s:s}, s:{s:s, s:{s:s}}}",
+                            "appid", cfg->appid, "mchid", cfg->mchid, "description",
+                            description, "out_trade_no", out_trade_no, "payer", "auth_code",
+                            auth_code, "amount", "total", (json_int_t)amount, "currency", "CNY",
+                            "scene_info", "device_id", device, "store_info", "id", store);
+    char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (!body) {
+        snprintf(out->why, sizeof(out->why), "out of memory");
+        out->result = PAY_WX_FAILED; /* nothing was sent */
+        return;
+    }
+    s_call(self, "POST", "/v3/pay/transactions/codepay", body, true, out);
+    OPENSSL_cleanse(body, strlen(body)); /* the auth code */
+    free(body);
+    if (!out->verified)
+        return; /* UNKNOWN */
+    json_t *j = s_json(self);
+    if (out->status >= 200 && out->status < 300 && j) {
+        s_trade(j, out_trade_no, amount, out);
+    } else if (out->status >= 400 && out->status < 500 && j) {
+        s_error(j, out);
+        if (s_definite_refusal(out->code))
+            out->result = PAY_WX_FAILED;
+        else if (strcmp(out->code, "USERPAYING") == 0)
+            out->result = PAY_WX_PAYING;
+    } else {
+        snprintf(out->why, sizeof(out->why), "HTTP %ld", out->status);
+        if (j)
+            s_error(j, out);
+    }
+    json_decref(j);
+}
+
+void pay_wechat_query(pay_wechat_t *self, const char *out_trade_no, int64_t amount,
+                      pay_wx_outcome_t *out)
+{
+    s_reset(out);
+    char path[256];
+    snprintf(path, sizeof(path), "/v3/pay/transactions/out-trade-no/%s?mchid=%s", out_trade_no,
+             self->cfg->mchid);
+    s_call(self, "GET", path, NULL, false, out);
+    if (!out->verified)
+        return;
+    json_t *j = s_json(self);
+    if (out->status == 200 && j) {
+        s_trade(j, out_trade_no, amount, out);
+    } else if (j) {
+        s_error(j, out);
+        if (out->status == 404 && strcmp(out->code, "ORDER_NOT_EXIST") == 0)
+            out->result = PAY_WX_NOT_FOUND;
+    } else {
+        snprintf(out->why, sizeof(out->why), "HTTP %ld", out->status);
+    }
+    json_decref(j);
+}
+
+void pay_wechat_reverse(pay_wechat_t *self, const char *out_trade_no, pay_wx_outcome_t *out)
+{
+    s_reset(out);
+    const pay_wechat_cfg_t *cfg = self->cfg;
+    char path[256];
+    snprintf(path, sizeof(path), "/v3/pay/transactions/out-trade-no/%s/reverse", out_trade_no);
+    json_t *req = json_pack("{s:s, s:s}", "appid", cfg->appid, "mchid", cfg->mchid);
+    char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (!body) {
+        snprintf(out->why, sizeof(out->why), "out of memory");
+        return;
+    }
+    s_call(self, "POST", path, body, false, out);
+    free(body);
+    if (!out->verified)
+        return;
+    if (out->status == 200 || out->status == 204) {
+        out->result = PAY_WX_REVERSED;
+        snprintf(out->why, sizeof(out->why), "reversed");
+        return;
+    }
+    json_t *j = s_json(self);
+    if (j)
+        s_error(j, out);
+    else
+        snprintf(out->why, sizeof(out->why), "HTTP %ld", out->status);
+    if (j && strcmp(out->code, "USERPAYING") == 0)
+        out->result = PAY_WX_PAYING;
+    else if (j && out->status == 404 && strcmp(out->code, "ORDER_NOT_EXIST") == 0)
+        out->result = PAY_WX_NOT_FOUND;
+    json_decref(j);
+}

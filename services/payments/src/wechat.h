@@ -1,0 +1,88 @@
+/*  =========================================================================
+    wechat.h - WeChat Pay API v3 payment codes (付款码, codepay), part of payments
+
+    The client side of section 1 of protocols.md: every request signed with
+    the merchant's RSA key (SHA256withRSA, header WECHATPAY2-SHA256-RSA2048),
+    every answer verified with the platform key its Wechatpay-Serial names
+    (a platform certificate serial or a public key id; up to two held at
+    once, for a key change) and a timestamp within 300 s. An answer that
+    cannot be verified is never trusted: whatever it says, it counts as no
+    answer (unknown), and the payment is found out by querying.
+
+    The calls say what they learnt, never more: SUCCESS only from a
+    verified answer that names this out_trade_no and its amount; FAILED
+    only from a verified refusal that means nothing was charged; anything
+    else is UNKNOWN (or PAYING while the customer confirms on the phone).
+    The pay call is never repeated for an out_trade_no: the intent's state
+    machine (payments.c) queries, and reverses after its deadline.
+
+    Keys come from files (merchant key PEM, platform public keys PEM, the
+    32-byte API v3 key) and never appear in a log, an error or a reply.
+    pay_wechat_cfg_t is shared by every worker (read-only after load);
+    pay_wechat_t is one worker's client (its own HTTPS connection).
+    =========================================================================
+*/
+#ifndef PAY_WECHAT_H_INCLUDED
+#define PAY_WECHAT_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PAY_WX_PLATFORM_MAX 2
+#define PAY_WX_WHY_MAX      200
+
+typedef struct pay_wechat_cfg pay_wechat_cfg_t;
+typedef struct pay_wechat pay_wechat_t;
+
+typedef enum {
+    PAY_WX_SUCCESS,   /* charged (a verified SUCCESS for this trade and amount) */
+    PAY_WX_PAYING,    /* the customer is confirming (USERPAYING): ask again later */
+    PAY_WX_NOTPAY,    /* the trade exists, not paid (yet) */
+    PAY_WX_FAILED,    /* a verified refusal: nothing was charged */
+    PAY_WX_CLOSED,    /* the trade is closed, revoked or failed at the provider: not charged */
+    PAY_WX_NOT_FOUND, /* the provider has no such trade */
+    PAY_WX_REVERSED,  /* reversed: not charged, or the money went back */
+    PAY_WX_UNKNOWN    /* no usable answer (none, unverifiable, an error that decides nothing) */
+} pay_wx_result_t;
+
+typedef struct {
+    pay_wx_result_t result;
+    long status;                  /* HTTP status, 0 none */
+    bool verified;                /* the answer's signature checked out */
+    char transaction_id[64];      /* the provider's id, when charged */
+    char trade_state[24];         /* as the provider said it, "" none */
+    char code[48];                /* the provider's error code, "" none */
+    char why[PAY_WX_WHY_MAX];     /* for the intent's history: what happened, no secrets */
+} pay_wx_outcome_t;
+
+/*  Load the merchant's settings: base_url (https://api.mch.weixin.qq.com), mchid, appid, the
+    merchant certificate's serial, the private key file (PEM), platform keys "SERIAL=FILE[,...]"
+    (public key or certificate PEM, at most two), the API v3 key file (32 bytes, may be NULL),
+    ca_file (NULL: the system's CAs). NULL with why (which file or setting, never its content). */
+pay_wechat_cfg_t *pay_wechat_cfg_load(const char *base_url, const char *mchid, const char *appid,
+                                      const char *serial, const char *key_file,
+                                      const char *platform, const char *apiv3_file,
+                                      const char *ca_file, int timeout_ms, char *why,
+                                      size_t size);
+void pay_wechat_cfg_destroy(pay_wechat_cfg_t **self_p);
+
+/*  One worker's client. NULL when out of memory. */
+pay_wechat_t *pay_wechat_new(const pay_wechat_cfg_t *cfg);
+void pay_wechat_destroy(pay_wechat_t **self_p);
+
+/*  POST /v3/pay/transactions/codepay for out_trade_no: amount fen paid with auth_code, the
+    description shown to the customer, the store and device (register) for scene_info. */
+void pay_wechat_codepay(pay_wechat_t *self, const char *out_trade_no, const char *auth_code,
+                        int64_t amount, const char *description, const char *store,
+                        const char *device, pay_wx_outcome_t *out);
+/*  GET the trade by out_trade_no; amount is what it must be to count as SUCCESS. */
+void pay_wechat_query(pay_wechat_t *self, const char *out_trade_no, int64_t amount,
+                      pay_wx_outcome_t *out);
+/*  POST .../reverse: REVERSED, PAYING (still confirming: try later), NOT_FOUND or UNKNOWN. */
+void pay_wechat_reverse(pay_wechat_t *self, const char *out_trade_no, pay_wx_outcome_t *out);
+
+/*  Answers whose signature did not verify (all workers). */
+uint64_t pay_wechat_unverified(const pay_wechat_cfg_t *cfg);
+
+#endif
