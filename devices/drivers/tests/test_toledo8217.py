@@ -9,8 +9,9 @@ fails (no weight); overload makes the health warn; malformed and split replies, 
 disconnect do not stop the next weigh from working; zero, tare and clear tare reach the scale;
 a scale that stops answering goes offline and comes back. On a pty and over TCP: a 6 KB burst
 of garbage changes nothing, a disconnect between jobs is reported (offline, then ok), the line
-dropped in the middle of a weigh (drop_after_bytes) does not lose the weigh, and the statistics
-(jobs, opens, reconnects, bytes in and out) match what the scale counted."""
+dropped in the middle of a weigh (drop_after_bytes) does not lose the weigh, clear_tare right
+after a disconnect reaches the scale, and the statistics (jobs, opens, reconnects, bytes in and
+out) match what the scale counted."""
 import os
 import shutil
 import subprocess
@@ -262,16 +263,25 @@ try:
         c.check("offline" in statuses(mark), f"{what}: the drop was reported (offline)", None,
                 statuses(mark))
 
+        # a command without a reply right after the scale closed the line: not lost
+        before = sim.status()["clear_tare_requests"]
+        c.eq(sim.disconnect().get("ok"), True, f"{what}: the scale disconnects again")
+        t.send("submit a5 clear_tare")
+        c.eq(t.outcome("a5", 15), "done", f"{what}: clear_tare right after the disconnect: done")
+        c.check(wait_for(lambda: sim.status()["clear_tare_requests"] == before + 1, 5),
+                f"{what}: and it reached the scale (sent after the reconnect, not into the "
+                "closed line)")
+
         st, mine = sim.status(), stats()
         c.eq(st["drop_after_bytes"], None, f"{what}: the drop happened")
         c.eq([mine.get("jobs"), mine.get("jobs_failed"), mine.get("opens"),
-              mine.get("reconnects")], [4, 0, st["connections"], 2],
-             f"{what}: statistics: 4 jobs, none failed, opens = the scale's connections, "
-             "2 reconnects")
+              mine.get("reconnects")], [5, 0, st["connections"], 3],
+             f"{what}: statistics: 5 jobs, none failed, opens = the scale's connections, "
+             "3 reconnects")
         c.eq(mine.get("bytes_out"), st["bytes_received"] + st["bytes_dropped"],
              f"{what}: bytes_out is what the scale received (and threw away in the drop)")
         c.eq(mine.get("bytes_in"), st["bytes_sent"], f"{what}: bytes_in is what the scale sent")
-        c.check(mine.get("errors", 0) >= 2, f"{what}: the lost lines count errors", None, mine)
+        c.check(mine.get("errors", 0) >= 3, f"{what}: the lost lines count errors", None, mine)
         rc, report = t.quit()
         c.check(rc == 0 and report is None,
                 f"{what}: device_tool exits 0, no sanitizer report: {report}")

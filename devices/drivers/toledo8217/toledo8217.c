@@ -340,6 +340,14 @@ static int s_run(void *state, node_device_t *dev, const node_job_t *job)
         return -1;
     char why[120];
     node_transport_t *t = node_device_transport(dev);
+    /* Z, T and C have no reply: a TCP connection the scale closed still takes the byte (the
+       reset comes after) and it would be lost. Draining first sees the end (the transport
+       closes itself); the job then waits for the reopen. */
+    node_transport_drain(t);
+    if (!node_transport_is_open(t)) {
+        node_device_set_health(dev, NODE_HEALTH_OFFLINE, "no answer");
+        return 0;
+    }
     if (node_transport_write(t, &cmd, 1, S_WRITE_MS, why, sizeof(why)) != 0) {
         node_device_set_health(dev, NODE_HEALTH_OFFLINE, why);
         return 0; /* tried again once the scale is back */
