@@ -869,6 +869,13 @@ static void s_device_inbox(s_node_t *self)
                 bus_val_destroy(&reply);
                 continue;
             }
+            if (node_till_code_provider(code)) {
+                /* a customer's WeChat or Alipay payment code: the scan pays the ticket */
+                snprintf(line, sizeof(line), "pay code %s", code);
+                s_device_line(self, line, NULL);
+                OPENSSL_cleanse(line, sizeof(line));
+                continue;
+            }
             snprintf(line, sizeof(line), "scan %s", code);
             s_device_line(self, line, code);
         } else if (strcmp(event, "weight") == 0 && self->weigh_code[0] &&
@@ -1014,6 +1021,13 @@ static void s_run(s_node_t *self)
         s_journaled(self);
         s_devices_tell(self);
         node_till_card_tick(self->till);
+        bus_val_t *paid = node_till_wallet_tick(self->till); /* a code payment's answer */
+        if (paid) {
+            s_status(self, paid);
+            s_devices_after(self, paid);
+            s_device_answer(self, paid);
+            bus_val_destroy(&paid);
+        }
     }
 }
 

@@ -41,6 +41,8 @@
 #define S_DONE_MAX        1000 /* device command keys remembered */
 #define S_CARD_KEY_MAX    48   /* bytes of a card payment's key ("card-<sale>-<ms>") */
 #define S_CARD_ASK_MS     5000 /* how often an unresolved card payment is asked about */
+#define S_WALLET_ASK_MS   1000 /* how often the payments service is asked about a code payment */
+#define S_WALLET_CODE_MAX 24   /* digits of a wallet payment code */
 
 /* The shift: what the X report shows, from the last Z report (or the first record) on. */
 typedef struct {
@@ -94,6 +96,21 @@ struct node_till_t {
         char status[120];   /* the terminal's last intermediate status */
     } card;
     int64_t card_trace; /* the terminal's last trace number journaled, -1 unknown */
+    /* the wallet payment code being paid through the payments service (one at a time;
+       sale_seq 0 none): journaled as wallet_request before payment.pay, closed by a journaled
+       wallet_result; the code itself is only kept in memory, to ask again after a timeout */
+    struct {
+        int64_t sale_seq, attempt, amount;
+        char provider[8];
+        char code[S_WALLET_CODE_MAX + 1];
+        char intent[48];
+        char state[16];
+        bool asked;  /* payments answered payment.pay: from then on payment.get */
+        bool orphan; /* its ticket is gone (a restart): a payment that succeeded is cancelled */
+        bool cancel; /* the cashier gave it up: payment.cancel asked */
+        int64_t ask_ms;
+    } wallet;
+    int64_t wallet_attempt_seq, wallet_attempt; /* the last attempt for that sale number */
 };
 
 /* One command being answered. */
@@ -466,6 +483,31 @@ static void s_card_replay(node_till_t *self, const char *type, const bus_val_t *
     }
 }
 
+/*  A wallet_request or wallet_result read back: the attempts made for a sale number, and a
+    request without its result (the till stopped while it was paid: its ticket is gone). */
+static void s_wallet_replay(node_till_t *self, const char *type, const bus_val_t *doc)
+{
+    int64_t seq = 0, attempt = 0;
+    if (!type || !bus_val_map_get_int(doc, "sale_seq", &seq) ||
+        !bus_val_map_get_int(doc, "attempt", &attempt))
+        return;
+    if (strcmp(type, "wallet_request") == 0) {
+        memset(&self->wallet, 0, sizeof(self->wallet));
+        self->wallet.sale_seq = seq;
+        self->wallet.attempt = attempt;
+        bus_val_map_get_int(doc, "amount", &self->wallet.amount);
+        const char *p = bus_val_map_get_str(doc, "provider");
+        snprintf(self->wallet.provider, sizeof(self->wallet.provider), "%s", p ? p : "wechat");
+        snprintf(self->wallet.state, sizeof(self->wallet.state), "unknown");
+        self->wallet.asked = self->wallet.orphan = true;
+        self->wallet_attempt_seq = seq;
+        self->wallet_attempt = attempt;
+    } else if (strcmp(type, "wallet_result") == 0 && seq == self->wallet.sale_seq &&
+               attempt == self->wallet.attempt) {
+        memset(&self->wallet, 0, sizeof(self->wallet));
+    }
+}
+
 /*  Read the journal through: the last sale number, and the shift since the last Z. */
 static int s_replay(node_till_t *self, char *why, size_t size)
 {
@@ -497,6 +539,7 @@ static int s_replay(node_till_t *self, char *why, size_t size)
             const char *type = bus_val_map_get_str(doc, "type");
             const char *key = bus_val_map_get_str(doc, "key");
             s_card_replay(self, type, doc);
+            s_wallet_replay(self, type, doc);
             if (type && key && strcmp(type, "device_command") == 0 && s_done_add(self, key) != 0) {
                 snprintf(why, size, "out of memory");
                 bus_val_destroy(&doc);
@@ -810,6 +853,10 @@ static bool s_can_sell(s_cmd_t *c)
     }
     if (c->till->card.key[0] && !c->till->card.orphan) {
         s_err(c, "card_waiting", "the card terminal has the payment: wait for its answer");
+        return false;
+    }
+    if (c->till->wallet.sale_seq && !c->till->wallet.orphan) {
+        s_err(c, "wallet_waiting", "the payment code is being paid: wait for the answer");
         return false;
     }
     return true;
@@ -1490,6 +1537,290 @@ static int s_cmd_card_cancel(s_cmd_t *c)
     return 0;
 }
 
+/* ---- wallet payment codes through the payments service -------------------------------- */
+
+/*  The provider of a payment code (docs/payments.md): WeChat 18 digits from 10-15, Alipay
+    16-24 digits from 25-30; NULL for anything else. */
+const char *node_till_code_provider(const char *code)
+{
+    size_t n = code ? strlen(code) : 0;
+    for (size_t i = 0; i < n; i++)
+        if (code[i] < '0' || code[i] > '9')
+            return NULL;
+    int lead = n >= 2 ? (code[0] - '0') * 10 + (code[1] - '0') : -1;
+    if (n == 18 && lead >= 10 && lead <= 15)
+        return "wechat";
+    if (n >= 16 && n <= 24 && lead >= 25 && lead <= 30)
+        return "alipay";
+    return NULL;
+}
+
+static void s_wallet_clear(node_till_t *self)
+{
+    OPENSSL_cleanse(&self->wallet, sizeof(self->wallet));
+    memset(&self->wallet, 0, sizeof(self->wallet));
+}
+
+/*  Journal the end of the wallet payment (a wallet_result audit record). 0 or -1. */
+static int s_wallet_record(node_till_t *self, const bus_val_t *intent, const char *note)
+{
+    bus_val_t *doc = bus_val_new_map();
+    bus_val_map_set_str(doc, "type", "wallet_result");
+    bus_val_map_set_int(doc, "sale_seq", self->wallet.sale_seq);
+    bus_val_map_set_int(doc, "attempt", self->wallet.attempt);
+    bus_val_map_set_int(doc, "amount", self->wallet.amount);
+    bus_val_map_set_str(doc, "provider", self->wallet.provider);
+    static const char *const copy[] = {"intent", "state", "reason", "transaction_id"};
+    for (size_t i = 0; intent && i < sizeof(copy) / sizeof(copy[0]); i++) {
+        const char *v = bus_val_map_get_str(intent, copy[i]);
+        if (v)
+            bus_val_map_set_str(doc, copy[i], v);
+    }
+    if (note)
+        bus_val_map_set_str(doc, "note", note);
+    return s_audit_record(self, &doc);
+}
+
+/*  Ask the payments service: payment.pay until it answered once, then payment.get (or
+    payment.cancel when the payment is given up). The intent, or NULL with err and *refused:
+    true when payments answered with a refusal (not a timeout, not `unavailable`). */
+static bus_val_t *s_wallet_ask(node_till_t *self, const char *method, char *err, size_t size,
+                               bool *refused)
+{
+    *refused = false;
+    if (!self->hooks.request) {
+        snprintf(err, size, "no back office");
+        return NULL;
+    }
+    char sale_id[POS_SALE_ID_MAX + 1];
+    pos_sale_make_id(sale_id, sizeof(sale_id), self->store, self->reg, self->wallet.sale_seq);
+    bus_val_t *body = bus_val_new_map();
+    if (strcmp(method, "payment.pay") == 0) {
+        bus_val_map_set_str(body, "sale_id", sale_id);
+        bus_val_map_set_int(body, "attempt", self->wallet.attempt);
+        bus_val_map_set_int(body, "amount", self->wallet.amount);
+        bus_val_map_set_str(body, "code", self->wallet.code);
+    } else if (self->wallet.intent[0]) {
+        bus_val_map_set_str(body, "intent", self->wallet.intent);
+    } else {
+        bus_val_map_set_str(body, "sale_id", sale_id);
+        bus_val_map_set_int(body, "attempt", self->wallet.attempt);
+    }
+    bool offline = false;
+    bus_val_t *r = self->hooks.request(self->hooks.arg, "payments", method, &body, &offline, err,
+                                       size);
+    bus_val_destroy(&body);
+    *refused = !r && !offline && strncmp(err, "unavailable", 11) != 0;
+    if (r) {
+        const char *intent = bus_val_map_get_str(r, "intent");
+        const char *state = bus_val_map_get_str(r, "state");
+        if (intent)
+            snprintf(self->wallet.intent, sizeof(self->wallet.intent), "%s", intent);
+        if (state)
+            snprintf(self->wallet.state, sizeof(self->wallet.state), "%s", state);
+        self->wallet.asked = true;
+        OPENSSL_cleanse(self->wallet.code, sizeof(self->wallet.code)); /* taken: not needed */
+    }
+    return r;
+}
+
+/*  What an answer of the payments service means for the till: a final state is journaled and
+    acted on (succeeded: the tender, and the sale when paid; failed or reversed: another
+    tender; succeeded for a ticket that is gone: cancelled, i.e. reversed). Fills reply. */
+static void s_wallet_answer(s_cmd_t *c, const bus_val_t *intent)
+{
+    node_till_t *self = c->till;
+    bool final = false;
+    bus_val_map_get_bool(intent, "final", &final);
+    const char *state = bus_val_map_get_str(intent, "state");
+    const char *reason = bus_val_map_get_str(intent, "reason");
+    char msg[NODE_TILL_WHY_MAX];
+    if (!final || !state) {
+        snprintf(msg, sizeof(msg), "%s: %s", self->wallet.provider,
+                 reason && *reason ? reason : "waiting for the customer");
+        bus_val_map_set_str(c->reply, "message", msg);
+        return;
+    }
+    bool paid = strcmp(state, "succeeded") == 0;
+    if (paid && (self->wallet.orphan || self->wallet.cancel)) {
+        /* paid for a ticket that is gone or given up: the money goes back */
+        char err[NODE_TILL_WHY_MAX] = "";
+        bool refused;
+        self->wallet.cancel = true;
+        bus_val_t *r = s_wallet_ask(self, "payment.cancel", err, sizeof(err), &refused);
+        bus_val_destroy(&r);
+        snprintf(msg, sizeof(msg), "%s payment %s was paid but its ticket is gone: reversing it",
+                 self->wallet.provider, self->wallet.intent);
+        bus_val_map_set_str(c->reply, "message", msg);
+        self->wallet.ask_ms = s_now(self) + S_WALLET_ASK_MS;
+        return;
+    }
+    if (s_wallet_record(self, intent, self->wallet.orphan ? "its ticket is gone" : NULL) != 0) {
+        s_err(c, "stopped", "%s", self->stopped_why); /* asked again: written then */
+        self->wallet.ask_ms = s_now(self) + S_WALLET_ASK_MS;
+        return;
+    }
+    bool orphan = self->wallet.orphan || self->wallet.cancel;
+    int kind = pos_tender_parse(self->wallet.provider);
+    int64_t amount = self->wallet.amount;
+    s_wallet_clear(self);
+    if (orphan) {
+        snprintf(msg, sizeof(msg), "the code payment given up is %s", state);
+        bus_val_map_set_str(c->reply, "message", msg);
+    } else if (!paid) {
+        s_err(c, "wallet_declined", "not paid (%s): %s; scan the code again or take another tender",
+              state, reason ? reason : "");
+    } else if (kind < 0 || !self->ticket ||
+               pos_ticket_add_tender(self->ticket, (pos_tender_kind_t)kind, amount) != POS_OK) {
+        s_err(c, "internal", "paid but the ticket took no tender: tell a manager");
+    } else {
+        bus_val_map_set_str(c->reply, "message", "paid");
+        if (pos_ticket_is_paid(self->ticket) && node_session_cashier(self->session))
+            s_complete(c);
+    }
+}
+
+/*  pay code CODE [AMOUNT]: the customer's WeChat or Alipay payment code, through payments. */
+static int s_wallet_start(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (c->argc < 2 || c->argc > 3)
+        return s_err(c, "usage", "pay code CODE [AMOUNT]");
+    if (self->stopped)
+        return s_err(c, "stopped", "%s", self->stopped_why);
+    if (!s_has_lines(self))
+        return s_err(c, "no_ticket", "no ticket is open");
+    if (self->wallet.sale_seq || self->card.key[0])
+        return s_err(c, "wallet_waiting", "a payment is already under way: wait for its answer");
+    const char *code = c->argv[1];
+    const char *provider = node_till_code_provider(code);
+    if (!provider)
+        return s_err(c, "bad_code",
+                     "not a payment code: WeChat codes are 18 digits from 10-15, Alipay codes "
+                     "16-24 digits from 25-30");
+    int64_t remaining = pos_ticket_remaining(self->ticket), amount = remaining;
+    if (c->argc == 3 && !s_money(c->argv[2], false, &amount))
+        return s_err(c, "bad_amount", "amount: yuan with at most two decimals");
+    if (amount <= 0 || amount > remaining)
+        return s_err(c, "bad_amount", "a code pays from 0.01 up to what is still due");
+    int64_t seq = self->sale_seq + 1;
+    int64_t attempt = self->wallet_attempt_seq == seq ? self->wallet_attempt + 1 : 1;
+    if (attempt > 99)
+        return s_err(c, "bad_amount", "99 attempts for one sale: take another tender");
+    char masked[S_WALLET_CODE_MAX + 1];
+    size_t n = strlen(code);
+    snprintf(masked, sizeof(masked), "%.4s%.*s%s", code, (int)(n - 8), "****************",
+             code + n - 4);
+    bus_val_t *doc = bus_val_new_map();
+    bus_val_map_set_str(doc, "type", "wallet_request");
+    bus_val_map_set_int(doc, "sale_seq", seq);
+    bus_val_map_set_int(doc, "attempt", attempt);
+    bus_val_map_set_int(doc, "amount", amount);
+    bus_val_map_set_str(doc, "provider", provider);
+    bus_val_map_set_str(doc, "code", masked);
+    if (s_audit_record(self, &doc) != 0) /* journaled before the back office hears of it */
+        return s_err(c, "stopped", "%s", self->stopped_why);
+    s_wallet_clear(self);
+    self->wallet.sale_seq = seq;
+    self->wallet.attempt = attempt;
+    self->wallet.amount = amount;
+    self->wallet_attempt_seq = seq;
+    self->wallet_attempt = attempt;
+    snprintf(self->wallet.provider, sizeof(self->wallet.provider), "%s", provider);
+    snprintf(self->wallet.code, sizeof(self->wallet.code), "%s", code);
+    snprintf(self->wallet.state, sizeof(self->wallet.state), "created");
+    char err[NODE_TILL_WHY_MAX] = "";
+    bool refused;
+    bus_val_t *r = s_wallet_ask(self, "payment.pay", err, sizeof(err), &refused);
+    self->wallet.ask_ms = s_now(self) + S_WALLET_ASK_MS;
+    if (!r && !refused) {
+        /* not reached, or no answer in time: it may have arrived; asked again (the same
+           request is the same payment) */
+        bus_val_map_set_str(c->reply, "message", "the payment is on its way: waiting for it");
+        return 0;
+    }
+    if (!r) { /* refused: nothing was charged */
+        s_wallet_record(self, NULL, err);
+        s_wallet_clear(self);
+        return s_err(c, "wallet_refused", "%s", err);
+    }
+    s_wallet_answer(c, r);
+    bus_val_destroy(&r);
+    return bus_val_map_get(c->reply, "error") ? -1 : 0;
+}
+
+bus_val_t *node_till_wallet_tick(node_till_t *self)
+{
+    int64_t now = s_now(self);
+    if (!self->wallet.sale_seq || now < self->wallet.ask_ms)
+        return NULL;
+    self->wallet.ask_ms = now + S_WALLET_ASK_MS;
+    char err[NODE_TILL_WHY_MAX] = "";
+    bool refused;
+    bus_val_t *r = s_wallet_ask(self, self->wallet.asked ? "payment.get" : "payment.pay", err,
+                                sizeof(err), &refused);
+    if (!r && refused && self->wallet.orphan && strncmp(err, "not_found", 9) == 0) {
+        /* journaled, but the request never reached payments before the till stopped: nothing
+           was charged (a payment.pay still on its way would be refused as a conflict... it
+           cannot be: the till that sent it is gone) */
+        bus_val_t *reply = bus_val_new_map();
+        bus_val_map_set_bool(reply, "ok", true);
+        bus_val_map_set_str(reply, "cmd", "pay");
+        bus_val_map_set_str(reply, "message", "the code payment from before the restart never "
+                                              "reached payments: nothing was charged");
+        s_wallet_record(self, NULL, "never reached payments");
+        s_wallet_clear(self);
+        s_state(self, reply);
+        return reply;
+    }
+    if (!r)
+        return NULL; /* asked again later */
+    bus_val_t *reply = bus_val_new_map();
+    s_cmd_t c = {.till = self, .reply = reply, .cmd = "pay"};
+    bus_val_map_set_bool(reply, "ok", true);
+    bus_val_map_set_str(reply, "cmd", "pay");
+    char before[16];
+    snprintf(before, sizeof(before), "%s", self->wallet.state);
+    bool final = false;
+    bus_val_map_get_bool(r, "final", &final);
+    s_wallet_answer(&c, r);
+    bus_val_destroy(&r);
+    if (!final && strcmp(before, self->wallet.state) == 0) {
+        bus_val_destroy(&reply); /* nothing new for the cashier */
+        return NULL;
+    }
+    s_state(self, reply);
+    return reply;
+}
+
+/*  pay-status: ask the payments service now. pay-cancel: give the code payment up (it is
+    reversed if it was paid; the till waits for the service to say so). */
+static int s_cmd_wallet(s_cmd_t *c, bool cancel)
+{
+    node_till_t *self = c->till;
+    if (!self->wallet.sale_seq)
+        return s_err(c, "no_payment", "no code payment is under way");
+    char err[NODE_TILL_WHY_MAX] = "";
+    bool refused;
+    if (cancel)
+        self->wallet.cancel = true;
+    bus_val_t *r = s_wallet_ask(self, cancel ? "payment.cancel" : self->wallet.asked
+                                                                      ? "payment.get"
+                                                                      : "payment.pay",
+                                err, sizeof(err), &refused);
+    if (!r && refused && cancel && strncmp(err, "not_found", 9) == 0) {
+        s_wallet_record(self, NULL, "given up before it reached payments");
+        s_wallet_clear(self);
+        bus_val_map_set_str(c->reply, "message", "given up: it never reached payments");
+        return 0;
+    }
+    if (!r)
+        return s_err(c, "offline", "%s: asked again by itself", err);
+    s_wallet_answer(c, r);
+    bus_val_destroy(&r);
+    return bus_val_map_get(c->reply, "error") ? -1 : 0;
+}
+
 static int s_cmd_pay(s_cmd_t *c)
 {
     node_till_t *self = c->till;
@@ -1497,12 +1828,16 @@ static int s_cmd_pay(s_cmd_t *c)
         return -1;
     if (self->pending) /* the journal refused the sale: write it again */
         return s_complete(c);
+    if (c->argc >= 1 && strcmp(c->argv[0], "code") == 0)
+        return s_wallet_start(c);
     if (c->argc < 1 || c->argc > 2)
         return s_err(c, "usage", "pay cash|card|wechat|alipay|stored_value|other [AMOUNT]");
     if (self->stopped)
         return s_err(c, "stopped", "%s", self->stopped_why);
     if (!s_has_lines(self))
         return s_err(c, "no_ticket", "no ticket is open");
+    if (self->wallet.sale_seq && !self->wallet.orphan)
+        return s_err(c, "wallet_waiting", "the payment code is being paid: wait for the answer");
     int kind = pos_tender_parse(c->argv[0]);
     if (kind < 0)
         return s_err(c, "bad_tender", "unknown tender %s", c->argv[0]);
@@ -1632,6 +1967,8 @@ static int s_cmd_report(s_cmd_t *c, bool z)
         return -1;
     if (z && s_has_lines(self))
         return s_err(c, "ticket_open", "finish, park or cancel the ticket first");
+    if (z && self->wallet.sale_seq)
+        return s_err(c, "wallet_open", "a code payment is unresolved: pay-status, or pay-cancel");
     if (z && self->card.key[0])
         return s_err(c, "card_open", "a card payment is unresolved: card-status, or card-cancel");
     if (!s_authorize(c, z ? NODE_ACTION_Z_REPORT : NODE_ACTION_X_REPORT, NULL))
@@ -1938,6 +2275,15 @@ static void s_state(node_till_t *self, bus_val_t *reply)
         bus_val_t *nil = bus_val_new_nil();
         bus_val_map_set(reply, "ticket", &nil);
     }
+    if (self->wallet.sale_seq) {
+        bus_val_t *m = bus_val_new_map();
+        bus_val_map_set_str(m, "provider", self->wallet.provider);
+        bus_val_map_set_int(m, "amount", self->wallet.amount);
+        bus_val_map_set_int(m, "attempt", self->wallet.attempt);
+        bus_val_map_set_str(m, "intent", self->wallet.intent);
+        bus_val_map_set_str(m, "state", self->wallet.orphan ? "before_restart" : self->wallet.state);
+        bus_val_map_set(reply, "wallet", &m);
+    }
     if (self->card.key[0]) {
         bus_val_t *m = bus_val_new_map();
         bus_val_map_set_str(m, "key", self->card.key);
@@ -1983,6 +2329,8 @@ static int s_dispatch(s_cmd_t *c)
         return s_cmd_cash(c, strcmp(c->cmd, "cash-in") == 0);
     if (strcmp(c->cmd, "x") == 0 || strcmp(c->cmd, "z") == 0)
         return s_cmd_report(c, strcmp(c->cmd, "z") == 0);
+    if (strcmp(c->cmd, "pay-status") == 0 || strcmp(c->cmd, "pay-cancel") == 0)
+        return s_cmd_wallet(c, strcmp(c->cmd, "pay-cancel") == 0);
     if (strcmp(c->cmd, "card-status") == 0)
         return s_cmd_card_status(c);
     if (strcmp(c->cmd, "card-cancel") == 0)

@@ -608,12 +608,25 @@ static int s_pay(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     return s_answer(app, svc, node.store, intent, NULL, reply);
 }
 
-/*  payment.get {intent, store?}: a register sees its own intents; others name the store. */
+/*  payment.get {intent | sale_id + attempt, store?}: a register sees its own intents (and may
+    name one by its sale and attempt, e.g. after a restart that lost the answer); others name
+    the store. */
 static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
 {
     s_app_t *app = arg;
     const bus_val_t *body = bus_msg_body(req);
     const char *intent = bus_val_map_get_str(body, "intent");
+    const char *sale_id = bus_val_map_get_str(body, "sale_id");
+    char derived[S_INTENT_MAX + 8];
+    int64_t attempt = 0;
+    if (!intent && sale_id) {
+        if (!pos_sale_id_ok(sale_id, POS_SALE_ID_MAX, "-") ||
+            !bus_val_map_get_int(body, "attempt", &attempt) || attempt < 1 ||
+            attempt > S_ATTEMPT_MAX)
+            return s_bad(app, svc, "sale_id and attempt: %s", "as payment.pay was asked");
+        s_intent_id(sale_id, attempt, derived, sizeof(derived));
+        intent = derived;
+    }
     if (!intent || !*intent || strlen(intent) > S_INTENT_MAX ||
         !pos_sale_id_ok(intent, S_INTENT_MAX, "-"))
         return s_bad(app, svc, "intent: %s", "an intent id (as payment.pay answered)");

@@ -146,6 +146,20 @@ bus_val_t *node_till_card_event(node_till_t *self, const char *event, const bus_
 /*  Call often (every loop): asks about an unresolved card payment when it is due. */
 void node_till_card_tick(node_till_t *self);
 
+/*  A wallet payment code (WeChat, Alipay) through the payments service (docs/payments.md).
+    `pay code CODE [AMOUNT]` journals a wallet_request (sale number, attempt, amount, provider,
+    the code cut to its first and last four digits), then asks payment.pay; the ticket is locked
+    until the intent is final. node_till_wallet_tick asks payment.get every second (payment.pay
+    again while payments never answered: the same request is the same payment) and returns the
+    answer to show when something changed (caller destroys; NULL otherwise): a final state is
+    journaled (wallet_result) before it counts; succeeded becomes the tender (and the sale), failed
+    or reversed leaves the ticket to another tender (scanning a code again is the next attempt).
+    A request without a result at start lost its ticket: paid, it is cancelled (reversed).
+    `pay-status` asks now, `pay-cancel` gives the payment up. */
+bus_val_t *node_till_wallet_tick(node_till_t *self);
+/*  "wechat" or "alipay" for a payment code by its digits, NULL for anything else. */
+const char *node_till_code_provider(const char *code);
+
 /*  The last journal record, the last sale number written, and whether selling is stopped
     (the journal refused a write; node_till_stopped_why says why). */
 uint64_t node_till_last_record(const node_till_t *self);

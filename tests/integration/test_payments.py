@@ -1,0 +1,295 @@
+#!/usr/bin/python3
+"""test_payments - the payments service takes WeChat Pay payment codes as intents, against the
+WeChat Pay API v3 emulator (devices/sim/wechatpay.py: HTTPS, signed requests and answers).
+
+Each emulator scenario ends in the right state, and the emulator's books agree: success and a
+retried request (one charge); declined (failed, nothing charged); the customer confirming, then
+paying (succeeded); confirming until the deadline (reversed, not charged); a system error, a
+dropped connection after the charge, a slow answer past the client's timeout, a tampered
+signature, a clock skew and stripped headers (each resolved by querying: charged once, the
+untrusted answers counted); an answer signed with the second platform key (a key change). A
+payment code routed by its digits (Alipay refused while it is not configured, anything else
+refused); another register cannot see an intent; a payment cancelled after it was paid is
+reversed; payments killed with SIGKILL in the middle of a charge resolves the intent after its
+restart without paying twice."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import msgpack
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from harness import BIN, SRC, Bus, Checks, Stack, journal_records, wait_for
+
+sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
+from wechatpay import WechatPay  # noqa: E402
+
+STORE = "S1"
+MCHID, APPID, SERIAL = "1900000001", "wx0000000000000001", "3775B6A45ACD588826D15E583A95F5DD"
+c = Checks("test_payments")
+st = Stack("payments")
+wx = None
+try:
+    st.start_redis()
+    st.start_busd()
+    st.start_service("inventory", "inventory")
+    c.check(st.wait_healthy(["inventory"]), "inventory healthy")
+    st.posctl("store", "add", STORE, "Payments store", check=True)
+
+    # the merchant's key pair, the API v3 key, the emulator with its platform keys
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = os.path.join(st.tmp, "merchant.key")
+    pub_file = os.path.join(st.tmp, "merchant.pub")
+    with open(key_file, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    with open(pub_file, "wb") as f:
+        f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+    apiv3_file = os.path.join(st.tmp, "apiv3.key")
+    with open(apiv3_file, "w") as f:
+        f.write("0123456789abcdef0123456789ABCDEF")
+    wdir = os.path.join(st.tmp, "wechat")
+    wx = WechatPay(wdir, MCHID, APPID, SERIAL, pub_file, apiv3_file)
+    wx.start()
+    platform = (f"PUB_KEY_ID_0000000000000001={wdir}/platform-1.pem,"
+                f"5157F09EFDC096DE15EBE81A47057A7232F1B8E1={wdir}/platform-2.pem")
+    pay_args = ["--wechat-base-url", f"https://127.0.0.1:{wx.port}", "--wechat-mchid", MCHID,
+                "--wechat-appid", APPID, "--wechat-serial", SERIAL, "--wechat-key-file",
+                key_file, "--wechat-platform-keys", platform, "--wechat-apiv3-key-file",
+                apiv3_file, "--wechat-ca-file", wx.ca_file, "--wechat-timeout-ms", "2000",
+                "--query-interval-ms", "400", "--reverse-after-ms", "6000", "--lease-ms", "5000"]
+    st.start_service("payments", "payments", *pay_args)
+    c.check(st.wait_healthy(["payments"]), "payments healthy")
+
+    reg = Bus(st, cert=st.key("register", "S1.R01"))
+    other = Bus(st, cert=st.key("register", "S1.R02"))
+    seq = [0]
+
+    def pay(amount, code="134567890123456789", attempt=1, sale=None, who=reg):
+        if sale is None:
+            seq[0] += 1
+            sale = f"S1-R01-{seq[0]:06d}"
+        r = who.call("payments", "payment.pay", {"sale_id": sale, "attempt": attempt,
+                                                 "amount": amount, "code": code})
+        return r, sale
+
+    def get(intent, who=reg):
+        return who.call("payments", "payment.get", {"intent": intent})
+
+    def final(intent, timeout=20):
+        last = {}
+
+        def done():
+            r = get(intent)
+            last.clear()
+            last.update(r.get("body", {}))
+            return last.get("final")
+        wait_for(done, timeout, f"intent {intent} to end")
+        return last
+
+    def trade(otn):
+        return next((t for t in wx.status()["trades"] if t["out_trade_no"] == otn), None)
+
+    def charges():
+        return wx.status()["charges"]
+
+    # --- success, and a retry of the same request ---
+    r, sale = pay(1234)
+    c.check(r["type"] == "reply" and r["body"]["intent"] == f"{sale}-1" and
+            r["body"]["final"] is False, f"pay: an intent, not final yet: {r.get('body')}")
+    intent = r["body"]["intent"]
+    end = final(intent)
+    c.check(end.get("state") == "succeeded" and end.get("transaction_id"),
+            f"success: succeeded with the provider's transaction id: {end}")
+    c.eq(trade(intent)["state"], "SUCCESS", "the emulator charged it")
+    r2, _ = pay(1234, sale=sale)
+    c.check(r2["body"].get("state") == "succeeded" and r2["body"]["intent"] == intent,
+            "the same request again: the same intent, succeeded")
+    r3, _ = pay(999, sale=sale)
+    c.check(r3["type"] == "error" and r3["body"]["code"] == "conflict",
+            f"the same attempt with another amount: conflict: {r3['body'].get('message')}")
+    c.eq(charges(), 1, "one charge")
+
+    # --- declined: failed, nothing charged ---
+    wx.mode("declined")
+    r, _ = pay(500)
+    end = final(r["body"]["intent"])
+    c.check(end.get("state") == "failed" and "NOT_ENOUGH" in end.get("reason", ""),
+            f"declined: failed with the provider's reason: {end.get('reason')}")
+    c.eq(charges(), 1, "declined: nothing charged")
+
+    # --- the customer confirms, then pays ---
+    wx.mode("userpaying_then_success", seconds=2)
+    r, _ = pay(700)
+    i = r["body"]["intent"]
+    c.check(wait_for(lambda: get(i)["body"].get("state") == "pending", 5),
+            "user paying: pending while the customer confirms")
+    end = final(i)
+    c.check(end.get("state") == "succeeded", f"then succeeded: {end.get('reason')}")
+    c.eq(charges(), 2, "charged once")
+
+    # --- confirming until the deadline: reversed, not charged ---
+    wx.mode("userpaying_then_timeout")
+    r, _ = pay(800)
+    i = r["body"]["intent"]
+    t0 = time.time()
+    end = final(i, timeout=30)
+    c.check(end.get("state") == "reversed" and time.time() - t0 >= 5,
+            f"timeout: reversed after the deadline: {end.get('reason')} "
+            f"({time.time() - t0:.1f} s)")
+    c.check(trade(i)["state"] in ("REVOKED", "CLOSED"), f"not charged: {trade(i)['state']}")
+    c.eq(charges(), 2, "timeout: nothing charged")
+
+    # --- answers that decide nothing: resolved by querying, charged once ---
+    ops = Bus(st)
+
+    def counters():
+        return ops.call("payments", "stats", {})["body"]["counters"]
+
+    for scenario, kw in (("system_error", {"booked": True}), ("drop_after_charge", {}),
+                         ("slow", {"seconds": 3}), ("tampered_signature", {}),
+                         ("clock_skew", {"seconds": 600}), ("strip_headers", {})):
+        before, untrusted = charges(), counters().get("unverified_answers", 0)
+        wx.mode(scenario, **kw)
+        r, _ = pay(900)
+        i = r["body"]["intent"]
+        end = final(i)
+        c.check(end.get("state") == "succeeded" and end.get("transaction_id") ==
+                trade(i)["transaction_id"],
+                f"{scenario}: resolved by querying: succeeded ({end.get('reason')})")
+        c.eq(charges() - before, 1, f"{scenario}: charged once")
+        if scenario in ("tampered_signature", "clock_skew", "strip_headers"):
+            c.check(counters().get("unverified_answers", 0) > untrusted,
+                    f"{scenario}: the answer was not trusted (counted)")
+    codepays = wx.status()["codepay_calls"]
+    c.eq(codepays, seq[0], "one pay call per intent, none repeated")
+
+    # --- a key change: answers signed with the second platform key are trusted ---
+    wx.command({"cmd": "platform_key", "use": 2})
+    r, _ = pay(1000)
+    end = final(r["body"]["intent"])
+    c.check(end.get("state") == "succeeded" and "not trusted" not in end.get("reason", ""),
+            f"platform key 2: succeeded directly: {end.get('reason')}")
+    wx.command({"cmd": "platform_key", "use": 1})
+
+    # --- codes routed by their digits ---
+    r, _ = pay(100, code="284567890123456789")
+    c.check(r["type"] == "error" and r["body"]["code"] == "not_configured" and
+            "Alipay" in r["body"]["message"], f"an Alipay code: {r['body'].get('message')}")
+    r, _ = pay(100, code="994567890123456789")
+    c.check(r["type"] == "error" and r["body"]["code"] == "bad_code",
+            f"not a payment code: {r['body'].get('message')}")
+    r, _ = pay(100, code="6901234500097")
+    c.check(r["type"] == "error" and r["body"]["code"] == "bad_code", "a product barcode: refused")
+    r, _ = pay(100, sale="S1-R02-000001")
+    c.check(r["type"] == "error" and r["body"]["code"] == "bad_request",
+            "another register's sale id: refused")
+    r = get(intent, who=other)
+    c.check(r["type"] == "error" and r["body"]["code"] == "forbidden",
+            "another register cannot read the intent")
+
+    # --- cancelled after it was paid: reversed ---
+    r, _ = pay(1100)
+    i = r["body"]["intent"]
+    c.eq(final(i).get("state"), "succeeded", "paid")
+    before = charges()
+    r = reg.call("payments", "payment.cancel", {"intent": i})
+    c.check(r["type"] == "reply" and r["body"]["state"] == "reversing",
+            f"cancel after the payment: reversing: {r['body']}")
+    end = final(i)
+    c.check(end.get("state") == "reversed", f"then reversed: {end.get('reason')}")
+    c.eq(trade(i)["state"], "REVOKED", "the money went back")
+
+    # --- SIGKILL in the middle of a charge: resolved after the restart, charged once ---
+    wx.mode("slow", seconds=3)
+    before = charges()
+    r, _ = pay(1200)
+    i = r["body"]["intent"]
+    c.check(wait_for(lambda: wx.status()["codepay_calls"] >= codepays + 3, 5),
+            "the pay call reached the provider")
+    time.sleep(0.3)
+    st.kill("payments", signal.SIGKILL)
+    st.start_service("payments", "payments", *pay_args)
+    c.check(st.wait_healthy(["payments"]), "payments back")
+    end = final(i, timeout=25)
+    c.check(end.get("state") == "succeeded", f"resolved after the restart: {end.get('reason')}")
+    c.eq(charges() - before, 1, "charged once")
+    c.eq(wx.status()["codepay_calls"], codepays + 3, "the pay call was never made again")
+
+    # --- the register: posnode pays a scanned code through payments ---
+    for svc in ("sales", "devices"):
+        st.start_service(svc, svc)
+    c.check(st.wait_healthy(["sales", "devices"]), "sales and devices healthy")
+    st.posctl("catalog", "import", os.path.join(SRC, "scripts", "sample", "catalog.csv"),
+              check=True)
+    subprocess.run([f"{BIN}/posctl", *st.conn_args(), "cashier", "add", "--store", STORE, "--id",
+                    "ann", "--name", "Ann", "--role", "cashier"], input="1111\n", text=True,
+                   capture_output=True, check=True)
+    till = st.start_posnode("r02", STORE, "R02")
+    wait_for(lambda: till.cmd("state")["config_version"] >= 1, 15)
+    c.check(till.cmd("login ann 1111")["ok"], "Ann logs in at R02")
+
+    def audits(kind):
+        return [d for d in (msgpack.unpackb(p) for (_, k, _, p) in journal_records(till.journal)
+                            if k == 2) if d.get("type") == kind]
+
+    def sales():
+        return [msgpack.unpackb(p) for (_, k, _, p) in journal_records(till.journal) if k == 1]
+
+    till.cmd("scan 6901234500097")
+    r = till.cmd("pay code 6901234500097")
+    c.check(not r["ok"] and r["error"] == "bad_code", f"a product barcode is no payment code")
+    before = charges()
+    r = till.cmd("pay code 134567890123456789")
+    c.check(r["ok"] and r.get("wallet", {}).get("provider") == "wechat",
+            f"pay code: WeChat, under way: {r.get('wallet')} {r.get('message')}")
+    c.check(wait_for(lambda: till.cmd("state")["last_sale"] == 1, 15),
+            "the code is paid: the sale completes by itself")
+    c.eq(sales()[-1]["tenders"], [{"kind": "wechat", "amount": 300}], "with the WeChat tender")
+    c.eq(charges() - before, 1, "one charge")
+    req, res = audits("wallet_request"), audits("wallet_result")
+    c.check(len(req) == 1 and req[0]["code"] == "1345**********6789" and len(res) == 1 and
+            res[0]["state"] == "succeeded" and res[0]["transaction_id"],
+            f"request (the code cut) and result journaled: {req} {res}")
+
+    wx.mode("declined")
+    till.cmd("scan 6901234500103")
+    till.cmd("pay code 134567890123456789")
+    c.check(wait_for(lambda: till.cmd("state").get("wallet") is None, 10),
+            "declined: the code payment is over")
+    s2 = till.cmd("state")
+    c.check(s2["last_sale"] == 1 and s2["ticket"] and not s2["ticket"]["tenders"],
+            "the ticket stays open with no tender")
+    r = till.cmd("pay code 134567890123456789")
+    c.check(r["ok"] and r["wallet"]["attempt"] == 2, f"scanned again: attempt 2 {r.get('wallet')}")
+    c.check(wait_for(lambda: till.cmd("state")["last_sale"] == 2, 15), "paid at attempt 2")
+
+    # posnode killed while the customer confirms: after the restart the payment is found,
+    # and since its ticket is gone, reversed
+    wx.mode("userpaying_then_success", seconds=2)
+    till.cmd("scan 6901234500097")
+    r = till.cmd("pay code 134567890123456789")
+    c.check(r["ok"], "a third code payment")
+    st.kill("r02", signal.SIGKILL)
+    till = st.start_posnode("r02", STORE, "R02")
+    c.check(wait_for(lambda: (till.cmd("state").get("wallet") or {}).get("state") ==
+                     "before_restart" or not till.cmd("state").get("wallet"), 10),
+            "after the restart the till knows the unresolved payment")
+    c.check(wait_for(lambda: till.cmd("state").get("wallet") is None, 30),
+            "and resolves it")
+    res = audits("wallet_result")[-1]
+    c.check(res.get("note") == "its ticket is gone" and res.get("state") == "reversed",
+            f"paid for a ticket that is gone: reversed: {res}")
+    c.eq(trade(res.get("intent", ""))["state"] if trade(res.get("intent", "")) else None,
+         "REVOKED", "the money went back")
+    c.eq(till.cmd("state")["last_sale"], 2, "no sale for it")
+finally:
+    if wx:
+        wx.stop()
+    st.stop_all(c)
+c.finish()
