@@ -191,6 +191,8 @@ static int s_run(void *state, node_device_t *dev, const node_job_t *job)
        the printer is ready again after its last byte. */
     if (self->sent == 0 && s_check(self, dev) <= 0)
         return 0; /* not started: paper, cover, or the printer gone */
+    if (self->sent == 0)
+        self->opens = node_transport_stats(t)->opens; /* the connection it starts on */
     while (self->sent < self->len) {
         size_t n = self->len - self->sent < S_CHUNK ? self->len - self->sent : S_CHUNK;
         int w = node_transport_write(t, self->out + self->sent, n, S_WRITE_MS, why, sizeof(why));
