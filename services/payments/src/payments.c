@@ -48,6 +48,7 @@
 #include <bus/keys.h>
 #include <pos/sale.h>
 
+#include "alipay.h"
 #include "http.h"
 #include "svc_caller.h"
 #include "svc_main.h"
@@ -93,6 +94,14 @@ static const bus_opt_t s_options[] = {
      "the 32-byte API v3 key (refund notifications)"},
     {"wechat-ca-file", BUS_OPT_STR, NULL, 0, 0, "CA certificates to trust (default: the system's)"},
     {"wechat-timeout-ms", BUS_OPT_INT, "10000", 500, 120000, "one WeChat call's deadline"},
+    {"alipay-gateway", BUS_OPT_STR, "https://openapi.alipay.com/gateway.do", 0, 0,
+     "Alipay open platform gateway"},
+    {"alipay-app-id", BUS_OPT_STR, NULL, 0, 0, "Alipay app id (unset: Alipay is off)"},
+    {"alipay-key-file", BUS_OPT_STR, NULL, 0, 0, "the app's RSA private key (PEM file)"},
+    {"alipay-public-key-file", BUS_OPT_STR, NULL, 0, 0,
+     "Alipay's public key that signs answers (PEM: public key or certificate)"},
+    {"alipay-ca-file", BUS_OPT_STR, NULL, 0, 0, "CA certificates to trust (default: the system's)"},
+    {"alipay-timeout-ms", BUS_OPT_INT, "10000", 500, 120000, "one Alipay call's deadline"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 typedef struct s_app s_app_t;
@@ -105,6 +114,9 @@ typedef struct {
     bus_redis_t *redis;
     int claim, move;
     pay_wechat_t *wx;
+    pay_alipay_t *ali;
+    pay_provider_t providers[2];
+    int nproviders;
     char owner[128];
 } s_worker_t;
 
@@ -118,6 +130,7 @@ struct s_app {
     bus_redis_t *redis; /* the main thread's */
     int create, cancel;
     pay_wechat_cfg_t *wx;
+    pay_alipay_cfg_t *ali;
     int64_t interval_ms, reverse_ms, lease_ms, scan_ms;
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -282,11 +295,11 @@ static int s_move(s_worker_t *w, const s_intent_t *in, const char *state, const 
     return rc;
 }
 
-static void s_step_wechat(s_worker_t *w, const s_intent_t *in)
+static void s_step_provider(s_worker_t *w, const pay_provider_t *p, const s_intent_t *in)
 {
     s_app_t *app = w->app;
     int64_t now = bus_now_ms(), next = now + app->interval_ms;
-    pay_wx_outcome_t o;
+    pay_outcome_t o;
     if (!in->sent) {
         if (in->cancel) {
             s_move(w, in, "failed", "cancelled before it was sent", 0, false, NULL);
@@ -296,7 +309,9 @@ static void s_step_wechat(s_worker_t *w, const s_intent_t *in)
         s_mask(in->code, masked, sizeof(masked));
         const char *fields[] = {"sent", "1", "code", masked, NULL};
         /* marked sent before the call: whatever happens next, it is never sent again */
-        int rc = s_move(w, in, "pending", "sent to wechat", now + app->lease_ms, true, fields);
+        char sent[32];
+        snprintf(sent, sizeof(sent), "sent to %s", p->name);
+        int rc = s_move(w, in, "pending", sent, now + app->lease_ms, true, fields);
         if (rc == -1)
             s_move(w, in, "failed", "cancelled before it was sent", 0, false, NULL);
         if (rc != 1)
@@ -304,18 +319,18 @@ static void s_step_wechat(s_worker_t *w, const s_intent_t *in)
         char desc[S_DESC_MAX + 1];
         snprintf(desc, sizeof(desc), "sale %s", in->sale_id);
         bus_stats_inc(app->c_provider_calls, 1);
-        pay_wechat_codepay(w->wx, in->intent, in->code, in->amount, desc, in->store, in->reg, &o);
+        p->pay(p->client, in->intent, in->code, in->amount, desc, in->store, in->reg, &o);
         if (!o.verified && o.status)
             bus_stats_inc(app->c_unverified, 1);
         const char *tx[] = {"transaction_id", o.transaction_id, NULL};
         switch (o.result) {
-        case PAY_WX_SUCCESS:
+        case PAY_SUCCESS:
             s_move(w, in, "succeeded", o.why, 0, false, tx);
             break;
-        case PAY_WX_FAILED:
+        case PAY_FAILED:
             s_move(w, in, "failed", o.why, 0, false, NULL);
             break;
-        case PAY_WX_PAYING:
+        case PAY_PAYING:
             s_move(w, in, "pending", o.why, next, false, NULL);
             break;
         default:
@@ -326,32 +341,32 @@ static void s_step_wechat(s_worker_t *w, const s_intent_t *in)
     }
     if (in->cancel || now >= in->deadline_ms) {
         bus_stats_inc(app->c_provider_calls, 1);
-        pay_wechat_reverse(w->wx, in->intent, &o);
+        p->reverse(p->client, in->intent, &o);
         if (!o.verified && o.status)
             bus_stats_inc(app->c_unverified, 1);
-        char why[PAY_WX_WHY_MAX + 40];
+        char why[PAY_WHY_MAX + 40];
         snprintf(why, sizeof(why), "%s: %s", in->cancel ? "cancelled" : "not paid in time",
                  o.why);
-        if (o.result == PAY_WX_REVERSED)
+        if (o.result == PAY_REVERSED)
             s_move(w, in, "reversed", why, 0, false, NULL);
-        else if (o.result == PAY_WX_NOT_FOUND)
+        else if (o.result == PAY_NOT_FOUND)
             s_move(w, in, "failed", "the provider has no such trade: nothing was charged", 0,
                    false, NULL);
         else /* still confirming, or no answer: the reversal is tried again */
-            s_move(w, in, o.result == PAY_WX_PAYING ? "pending" : in->state, why, next, false,
+            s_move(w, in, o.result == PAY_PAYING ? "pending" : in->state, why, next, false,
                    NULL);
         return;
     }
     bus_stats_inc(app->c_provider_calls, 1);
-    pay_wechat_query(w->wx, in->intent, in->amount, &o);
+    p->query(p->client, in->intent, in->amount, &o);
     if (!o.verified && o.status)
         bus_stats_inc(app->c_unverified, 1);
     const char *tx[] = {"transaction_id", o.transaction_id, NULL};
-    if (o.result == PAY_WX_SUCCESS)
+    if (o.result == PAY_SUCCESS)
         s_move(w, in, "succeeded", o.why, 0, false, tx);
-    else if (o.result == PAY_WX_CLOSED)
+    else if (o.result == PAY_CLOSED)
         s_move(w, in, "failed", o.why, 0, false, NULL);
-    else if (o.result == PAY_WX_PAYING || o.result == PAY_WX_NOTPAY)
+    else if (o.result == PAY_PAYING || o.result == PAY_NOTPAY)
         s_move(w, in, "pending", o.why, next, false, NULL);
     else /* not found yet, or no usable answer: asked again until the reversal decides */
         s_move(w, in, strcmp(in->state, "reversing") == 0 ? "reversing" : "unknown", o.why,
@@ -409,8 +424,12 @@ static void s_step(s_worker_t *w, const char *store, const char *intent)
             OPENSSL_cleanse(r->element[i]->str, r->element[i]->len);
     freeReplyObject(r);
     bus_stats_inc(app->c_steps, 1);
-    if (strcmp(in.provider, "wechat") == 0 && w->wx)
-        s_step_wechat(w, &in);
+    const pay_provider_t *p = NULL;
+    for (int i = 0; i < w->nproviders && !p; i++)
+        if (strcmp(w->providers[i].name, in.provider) == 0)
+            p = &w->providers[i];
+    if (p)
+        s_step_provider(w, p, &in);
     else if (!in.sent)
         s_move(w, &in, "failed", "this provider is not configured: nothing was sent", 0, false,
                NULL);
@@ -564,7 +583,7 @@ static int s_pay(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     }
     if (strcmp(provider, "wechat") == 0 && !app->wx)
         return bus_service_error(svc, "not_configured", "WeChat Pay is not configured here");
-    if (strcmp(provider, "alipay") == 0)
+    if (strcmp(provider, "alipay") == 0 && !app->ali)
         return bus_service_error(svc, "not_configured", "Alipay is not configured here");
     redisReply *known = bus_redis_command(app->redis, "SISMEMBER %s %s", BUS_KEY_STORES,
                                           node.store);
@@ -685,7 +704,13 @@ static int s_workers_start(s_app_t *app, const char *instance)
         w->claim = w->redis ? bus_redis_script(w->redis, pay_claim_lua) : -1;
         w->move = w->redis ? bus_redis_script(w->redis, pay_move_lua) : -1;
         w->wx = app->wx ? pay_wechat_new(app->wx) : NULL;
-        if (!w->redis || w->claim < 0 || w->move < 0 || (app->wx && !w->wx)) {
+        w->ali = app->ali ? pay_alipay_new(app->ali) : NULL;
+        if (w->wx)
+            w->providers[w->nproviders++] = pay_wechat_provider(w->wx);
+        if (w->ali)
+            w->providers[w->nproviders++] = pay_alipay_provider(w->ali);
+        if (!w->redis || w->claim < 0 || w->move < 0 || (app->wx && !w->wx) ||
+            (app->ali && !w->ali)) {
             bus_error("payments.start", "worker %d: %s", i, *err ? err : "out of memory");
             return -1;
         }
@@ -709,6 +734,7 @@ static void s_workers_stop(s_app_t *app)
         if (w->started)
             pthread_join(w->thread, NULL);
         pay_wechat_destroy(&w->wx);
+        pay_alipay_destroy(&w->ali);
         bus_redis_destroy(&w->redis);
     }
 }
@@ -731,6 +757,27 @@ static int s_wechat_load(s_app_t *app)
     }
     bus_info("payments.config", "WeChat Pay merchant %s at %s", bus_config_str(c, "wechat-mchid"),
              bus_config_str(c, "wechat-base-url"));
+    return 0;
+}
+
+static int s_alipay_load(s_app_t *app)
+{
+    bus_config_t *c = app->config;
+    if (!bus_config_str(c, "alipay-app-id"))
+        return 0; /* off: Alipay codes are refused with a clear message */
+    char why[300];
+    app->ali = pay_alipay_cfg_load(bus_config_str(c, "alipay-gateway"),
+                                   bus_config_str(c, "alipay-app-id"),
+                                   bus_config_str(c, "alipay-key-file"),
+                                   bus_config_str(c, "alipay-public-key-file"),
+                                   bus_config_str(c, "alipay-ca-file"),
+                                   (int)bus_config_int(c, "alipay-timeout-ms"), why, sizeof(why));
+    if (!app->ali) {
+        bus_error("payments.config", "%s", why);
+        return -1;
+    }
+    bus_info("payments.config", "Alipay app %s at %s", bus_config_str(c, "alipay-app-id"),
+             bus_config_str(c, "alipay-gateway"));
     return 0;
 }
 
@@ -789,6 +836,8 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = s_wechat_load(&app);
     if (rc == 0)
+        rc = s_alipay_load(&app);
+    if (rc == 0)
         rc = s_workers_start(&app, bus_service_instance(core.svc));
     if (rc == 0)
         svc_core_run(&core, NULL, NULL);
@@ -798,6 +847,7 @@ int main(int argc, char **argv)
              bus_stats_load(app.c_reversed));
     svc_core_stop(&core);
     pay_wechat_cfg_destroy(&app.wx);
+    pay_alipay_cfg_destroy(&app.ali);
     pay_http_global_cleanup();
     pthread_cond_destroy(&app.wake);
     pthread_mutex_destroy(&app.lock);

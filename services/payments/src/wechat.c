@@ -1,6 +1,5 @@
 /*  wechat.c - WeChat Pay API v3 payment codes (part of payments; wechat.h) */
 #include <inttypes.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,11 +7,11 @@
 
 #include <jansson.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
-#include <openssl/x509.h>
 
 #include "http.h"
+#include "rsa.h"
 #include "wechat.h"
 
 #define S_SKEW_S   300 /* an answer's timestamp may be this far from ours */
@@ -32,7 +31,6 @@ struct pay_wechat_cfg {
     bool has_apiv3;
     char *ca_file;
     int timeout_ms;
-    atomic_uint_fast64_t unverified;
 };
 
 struct pay_wechat {
@@ -42,22 +40,6 @@ struct pay_wechat {
 };
 
 /* ---- keys ---------------------------------------------------------------------------- */
-
-static EVP_PKEY *s_read_public(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    EVP_PKEY *key = PEM_read_PUBKEY(f, NULL, NULL, NULL);
-    if (!key) { /* a platform certificate instead of a bare key */
-        rewind(f);
-        X509 *cert = PEM_read_X509(f, NULL, NULL, NULL);
-        key = cert ? X509_get_pubkey(cert) : NULL;
-        X509_free(cert);
-    }
-    fclose(f);
-    return key;
-}
 
 pay_wechat_cfg_t *pay_wechat_cfg_load(const char *base_url, const char *mchid, const char *appid,
                                       const char *serial, const char *key_file,
@@ -87,11 +69,8 @@ pay_wechat_cfg_t *pay_wechat_cfg_load(const char *base_url, const char *mchid, c
     snprintf(self->mchid, sizeof(self->mchid), "%s", mchid);
     snprintf(self->appid, sizeof(self->appid), "%s", appid);
     snprintf(self->serial, sizeof(self->serial), "%s", serial);
-    FILE *f = fopen(key_file, "r");
-    self->key = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
-    if (f)
-        fclose(f);
-    if (!self->key || EVP_PKEY_base_id(self->key) != EVP_PKEY_RSA) {
+    self->key = pay_rsa_private(key_file);
+    if (!self->key) {
         snprintf(why, size, "wechat: the merchant key file %s is not an RSA private key (PEM)",
                  key_file);
         goto fail;
@@ -111,8 +90,8 @@ pay_wechat_cfg_t *pay_wechat_cfg_load(const char *base_url, const char *mchid, c
         *eq = '\0';
         int i = self->nplatform;
         snprintf(self->platform[i].serial, sizeof(self->platform[i].serial), "%s", item);
-        self->platform[i].key = s_read_public(eq + 1);
-        if (!self->platform[i].key || EVP_PKEY_base_id(self->platform[i].key) != EVP_PKEY_RSA) {
+        self->platform[i].key = pay_rsa_public(eq + 1);
+        if (!self->platform[i].key) {
             snprintf(why, size, "wechat: platform key %s: %s holds no RSA public key", item,
                      eq + 1);
             goto fail;
@@ -124,7 +103,7 @@ pay_wechat_cfg_t *pay_wechat_cfg_load(const char *base_url, const char *mchid, c
         goto fail;
     }
     if (apiv3_file && *apiv3_file) {
-        f = fopen(apiv3_file, "r");
+        FILE *f = fopen(apiv3_file, "r");
         char buf[64] = "";
         size_t n = f ? fread(buf, 1, sizeof(buf), f) : 0;
         if (f)
@@ -164,10 +143,6 @@ void pay_wechat_cfg_destroy(pay_wechat_cfg_t **self_p)
     *self_p = NULL;
 }
 
-uint64_t pay_wechat_unverified(const pay_wechat_cfg_t *cfg)
-{
-    return atomic_load(&((pay_wechat_cfg_t *)cfg)->unverified);
-}
 
 pay_wechat_t *pay_wechat_new(const pay_wechat_cfg_t *cfg)
 {
@@ -195,22 +170,6 @@ void pay_wechat_destroy(pay_wechat_t **self_p)
 }
 
 /* ---- signing and verifying ----------------------------------------------------------- */
-
-/*  SHA256withRSA of msg with the merchant key, standard base64 into out. 0 or -1. */
-static int s_sign(const pay_wechat_cfg_t *cfg, const char *msg, size_t len, char *out,
-                  size_t size)
-{
-    unsigned char sig[512];
-    size_t siglen = sizeof(sig);
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int ok = md && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, cfg->key) == 1 &&
-             EVP_DigestSign(md, sig, &siglen, (const unsigned char *)msg, len) == 1;
-    EVP_MD_CTX_free(md);
-    if (!ok || 4 * ((siglen + 2) / 3) + 1 > size)
-        return -1;
-    EVP_EncodeBlock((unsigned char *)out, sig, (int)siglen);
-    return 0;
-}
 
 /*  Check the answer's Wechatpay-* headers against its body. true when it verifies; else why. */
 static bool s_verify(pay_wechat_t *self, char *why, size_t size)
@@ -241,28 +200,13 @@ static bool s_verify(pay_wechat_t *self, char *why, size_t size)
                  serial);
         return false;
     }
-    unsigned char sig[S_SIG_MAX];
-    size_t slen = strlen(sig64);
-    if (slen == 0 || slen % 4 != 0 || 3 * (slen / 4) > sizeof(sig)) {
-        snprintf(why, size, "the answer's signature is not base64");
-        return false;
-    }
-    int n = EVP_DecodeBlock(sig, (const unsigned char *)sig64, (int)slen);
-    if (n < 0) {
-        snprintf(why, size, "the answer's signature is not base64");
-        return false;
-    }
-    n -= (sig64[slen - 1] == '=') + (sig64[slen - 2] == '='); /* DecodeBlock counts padding */
     bus_buf_t msg = {0};
     int ok = bus_buf_append(&msg, ts, strlen(ts)) == 0 && bus_buf_append(&msg, "\n", 1) == 0 &&
              bus_buf_append(&msg, nonce, strlen(nonce)) == 0 &&
              bus_buf_append(&msg, "\n", 1) == 0 &&
              bus_buf_append(&msg, a->body.data, a->body.len) == 0 &&
              bus_buf_append(&msg, "\n", 1) == 0;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    ok = ok && md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
-         EVP_DigestVerify(md, sig, (size_t)n, msg.data, msg.len) == 1;
-    EVP_MD_CTX_free(md);
+    ok = ok && pay_rsa_verify(key, msg.data, msg.len, sig64);
     bus_buf_free(&msg);
     if (!ok)
         snprintf(why, size, "the answer's signature does not verify with platform key %.80s",
@@ -273,7 +217,7 @@ static bool s_verify(pay_wechat_t *self, char *why, size_t size)
 /*  One signed call: method path (with its query) and body (NULL: none). Fills self->answer;
     out->status, out->verified, and out->why when there was no verified answer. */
 static void s_call(pay_wechat_t *self, const char *method, const char *path, const char *body,
-                   bool once, pay_wx_outcome_t *out)
+                   bool once, pay_outcome_t *out)
 {
     const pay_wechat_cfg_t *cfg = self->cfg;
     unsigned char rnd[16];
@@ -291,7 +235,7 @@ static void s_call(pay_wechat_t *self, const char *method, const char *path, con
              bus_buf_append(&msg, nonce, strlen(nonce)) == 0 &&
              bus_buf_append(&msg, "\n", 1) == 0 && bus_buf_append(&msg, b, strlen(b)) == 0 &&
              bus_buf_append(&msg, "\n", 1) == 0 &&
-             s_sign(cfg, (const char *)msg.data, msg.len, sig, sizeof(sig)) == 0;
+             pay_rsa_sign(cfg->key, msg.data, msg.len, sig, sizeof(sig)) == 0;
     bus_buf_free(&msg);
     out->status = 0;
     out->verified = false;
@@ -313,10 +257,9 @@ static void s_call(pay_wechat_t *self, const char *method, const char *path, con
         return;
     }
     out->status = self->answer.status;
-    char why[PAY_WX_WHY_MAX];
+    char why[PAY_WHY_MAX];
     out->verified = s_verify(self, why, sizeof(why));
     if (!out->verified) {
-        atomic_fetch_add(&((pay_wechat_cfg_t *)cfg)->unverified, 1);
         snprintf(out->why, sizeof(out->why), "HTTP %ld not trusted: %s", out->status, why);
     }
 }
@@ -354,7 +297,7 @@ static bool s_definite_refusal(const char *code)
 }
 
 /*  A verified trade object (a pay answer or a query): its state for this trade and amount. */
-static void s_trade(json_t *j, const char *out_trade_no, int64_t amount, pay_wx_outcome_t *out)
+static void s_trade(json_t *j, const char *out_trade_no, int64_t amount, pay_outcome_t *out)
 {
     s_copy(out->trade_state, sizeof(out->trade_state), j, "trade_state");
     s_copy(out->transaction_id, sizeof(out->transaction_id), j, "transaction_id");
@@ -362,34 +305,34 @@ static void s_trade(json_t *j, const char *out_trade_no, int64_t amount, pay_wx_
     const char *no = json_string_value(json_object_get(j, "out_trade_no"));
     json_t *total = json_object_get(json_object_get(j, "amount"), "total");
     if (strcmp(st, "USERPAYING") == 0) {
-        out->result = PAY_WX_PAYING;
+        out->result = PAY_PAYING;
         snprintf(out->why, sizeof(out->why), "the customer is confirming the payment");
     } else if (strcmp(st, "SUCCESS") == 0 || strcmp(st, "REFUND") == 0) {
         if (!no || strcmp(no, out_trade_no) != 0 || !json_is_integer(total) ||
             json_integer_value(total) != amount || !out->transaction_id[0]) {
-            out->result = PAY_WX_UNKNOWN; /* paid, but not what we asked: never taken as ours */
+            out->result = PAY_UNKNOWN; /* paid, but not what we asked: never taken as ours */
             snprintf(out->why, sizeof(out->why),
                      "SUCCESS for another trade or amount (%s, %" PRId64 " fen expected)",
                      no ? no : "?", amount);
         } else {
-            out->result = PAY_WX_SUCCESS;
+            out->result = PAY_SUCCESS;
             snprintf(out->why, sizeof(out->why), "paid: %s", out->transaction_id);
         }
     } else if (strcmp(st, "NOTPAY") == 0) {
-        out->result = PAY_WX_NOTPAY;
+        out->result = PAY_NOTPAY;
         snprintf(out->why, sizeof(out->why), "not paid yet");
     } else if (strcmp(st, "CLOSED") == 0 || strcmp(st, "REVOKED") == 0 ||
                strcmp(st, "PAYERROR") == 0) {
-        out->result = PAY_WX_CLOSED;
+        out->result = PAY_CLOSED;
         snprintf(out->why, sizeof(out->why), "the trade is %s: not charged", st);
     } else {
-        out->result = PAY_WX_UNKNOWN;
+        out->result = PAY_UNKNOWN;
         snprintf(out->why, sizeof(out->why), "trade state %.20s", st[0] ? st : "(none)");
     }
 }
 
 /*  A verified error answer: its code and message into out. */
-static void s_error(json_t *j, pay_wx_outcome_t *out)
+static void s_error(json_t *j, pay_outcome_t *out)
 {
     s_copy(out->code, sizeof(out->code), j, "code");
     const char *msg = json_string_value(json_object_get(j, "message"));
@@ -397,15 +340,15 @@ static void s_error(json_t *j, pay_wx_outcome_t *out)
              out->code[0] ? out->code : "(no code)", msg ? msg : "");
 }
 
-static void s_reset(pay_wx_outcome_t *out)
+static void s_reset(pay_outcome_t *out)
 {
     memset(out, 0, sizeof(*out));
-    out->result = PAY_WX_UNKNOWN;
+    out->result = PAY_UNKNOWN;
 }
 
 void pay_wechat_codepay(pay_wechat_t *self, const char *out_trade_no, const char *auth_code,
                         int64_t amount, const char *description, const char *store,
-                        const char *device, pay_wx_outcome_t *out)
+                        const char *device, pay_outcome_t *out)
 {
     s_reset(out);
     const pay_wechat_cfg_t *cfg = self->cfg;
@@ -418,7 +361,7 @@ void pay_wechat_codepay(pay_wechat_t *self, const char *out_trade_no, const char
     json_decref(req);
     if (!body) {
         snprintf(out->why, sizeof(out->why), "out of memory");
-        out->result = PAY_WX_FAILED; /* nothing was sent */
+        out->result = PAY_FAILED; /* nothing was sent */
         return;
     }
     s_call(self, "POST", "/v3/pay/transactions/codepay", body, true, out);
@@ -432,9 +375,9 @@ void pay_wechat_codepay(pay_wechat_t *self, const char *out_trade_no, const char
     } else if (out->status >= 400 && out->status < 500 && j) {
         s_error(j, out);
         if (s_definite_refusal(out->code))
-            out->result = PAY_WX_FAILED;
+            out->result = PAY_FAILED;
         else if (strcmp(out->code, "USERPAYING") == 0)
-            out->result = PAY_WX_PAYING;
+            out->result = PAY_PAYING;
     } else {
         snprintf(out->why, sizeof(out->why), "HTTP %ld", out->status);
         if (j)
@@ -444,7 +387,7 @@ void pay_wechat_codepay(pay_wechat_t *self, const char *out_trade_no, const char
 }
 
 void pay_wechat_query(pay_wechat_t *self, const char *out_trade_no, int64_t amount,
-                      pay_wx_outcome_t *out)
+                      pay_outcome_t *out)
 {
     s_reset(out);
     char path[256];
@@ -459,14 +402,14 @@ void pay_wechat_query(pay_wechat_t *self, const char *out_trade_no, int64_t amou
     } else if (j) {
         s_error(j, out);
         if (out->status == 404 && strcmp(out->code, "ORDER_NOT_EXIST") == 0)
-            out->result = PAY_WX_NOT_FOUND;
+            out->result = PAY_NOT_FOUND;
     } else {
         snprintf(out->why, sizeof(out->why), "HTTP %ld", out->status);
     }
     json_decref(j);
 }
 
-void pay_wechat_reverse(pay_wechat_t *self, const char *out_trade_no, pay_wx_outcome_t *out)
+void pay_wechat_reverse(pay_wechat_t *self, const char *out_trade_no, pay_outcome_t *out)
 {
     s_reset(out);
     const pay_wechat_cfg_t *cfg = self->cfg;
@@ -484,7 +427,7 @@ void pay_wechat_reverse(pay_wechat_t *self, const char *out_trade_no, pay_wx_out
     if (!out->verified)
         return;
     if (out->status == 200 || out->status == 204) {
-        out->result = PAY_WX_REVERSED;
+        out->result = PAY_REVERSED;
         snprintf(out->why, sizeof(out->why), "reversed");
         return;
     }
@@ -494,8 +437,37 @@ void pay_wechat_reverse(pay_wechat_t *self, const char *out_trade_no, pay_wx_out
     else
         snprintf(out->why, sizeof(out->why), "HTTP %ld", out->status);
     if (j && strcmp(out->code, "USERPAYING") == 0)
-        out->result = PAY_WX_PAYING;
+        out->result = PAY_PAYING;
     else if (j && out->status == 404 && strcmp(out->code, "ORDER_NOT_EXIST") == 0)
-        out->result = PAY_WX_NOT_FOUND;
+        out->result = PAY_NOT_FOUND;
     json_decref(j);
+}
+
+/* ---- as a provider ------------------------------------------------------------------- */
+
+static void s_pay_op(void *client, const char *out_trade_no, const char *code, int64_t amount,
+                     const char *description, const char *store, const char *device,
+                     pay_outcome_t *out)
+{
+    pay_wechat_codepay(client, out_trade_no, code, amount, description, store, device, out);
+}
+
+static void s_query_op(void *client, const char *out_trade_no, int64_t amount,
+                       pay_outcome_t *out)
+{
+    pay_wechat_query(client, out_trade_no, amount, out);
+}
+
+static void s_reverse_op(void *client, const char *out_trade_no, pay_outcome_t *out)
+{
+    pay_wechat_reverse(client, out_trade_no, out);
+}
+
+pay_provider_t pay_wechat_provider(pay_wechat_t *self)
+{
+    return (pay_provider_t){.name = "wechat",
+                            .client = self,
+                            .pay = s_pay_op,
+                            .query = s_query_op,
+                            .reverse = s_reverse_op};
 }

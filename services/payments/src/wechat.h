@@ -29,32 +29,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "provider.h"
+
 #define PAY_WX_PLATFORM_MAX 2
-#define PAY_WX_WHY_MAX      200
 
 typedef struct pay_wechat_cfg pay_wechat_cfg_t;
 typedef struct pay_wechat pay_wechat_t;
 
-typedef enum {
-    PAY_WX_SUCCESS,   /* charged (a verified SUCCESS for this trade and amount) */
-    PAY_WX_PAYING,    /* the customer is confirming (USERPAYING): ask again later */
-    PAY_WX_NOTPAY,    /* the trade exists, not paid (yet) */
-    PAY_WX_FAILED,    /* a verified refusal: nothing was charged */
-    PAY_WX_CLOSED,    /* the trade is closed, revoked or failed at the provider: not charged */
-    PAY_WX_NOT_FOUND, /* the provider has no such trade */
-    PAY_WX_REVERSED,  /* reversed: not charged, or the money went back */
-    PAY_WX_UNKNOWN    /* no usable answer (none, unverifiable, an error that decides nothing) */
-} pay_wx_result_t;
 
-typedef struct {
-    pay_wx_result_t result;
-    long status;                  /* HTTP status, 0 none */
-    bool verified;                /* the answer's signature checked out */
-    char transaction_id[64];      /* the provider's id, when charged */
-    char trade_state[24];         /* as the provider said it, "" none */
-    char code[48];                /* the provider's error code, "" none */
-    char why[PAY_WX_WHY_MAX];     /* for the intent's history: what happened, no secrets */
-} pay_wx_outcome_t;
 
 /*  Load the merchant's settings: base_url (https://api.mch.weixin.qq.com), mchid, appid, the
     merchant certificate's serial, the private key file (PEM), platform keys "SERIAL=FILE[,...]"
@@ -75,14 +57,15 @@ void pay_wechat_destroy(pay_wechat_t **self_p);
     description shown to the customer, the store and device (register) for scene_info. */
 void pay_wechat_codepay(pay_wechat_t *self, const char *out_trade_no, const char *auth_code,
                         int64_t amount, const char *description, const char *store,
-                        const char *device, pay_wx_outcome_t *out);
-/*  GET the trade by out_trade_no; amount is what it must be to count as SUCCESS. */
+                        const char *device, pay_outcome_t *out);
+/*  GET the trade by out_trade_no; amount is what it must be to count as PAY_SUCCESS. */
 void pay_wechat_query(pay_wechat_t *self, const char *out_trade_no, int64_t amount,
-                      pay_wx_outcome_t *out);
-/*  POST .../reverse: REVERSED, PAYING (still confirming: try later), NOT_FOUND or UNKNOWN. */
-void pay_wechat_reverse(pay_wechat_t *self, const char *out_trade_no, pay_wx_outcome_t *out);
+                      pay_outcome_t *out);
+/*  POST .../reverse: PAY_REVERSED, PAY_PAYING (still confirming: try later), PAY_NOT_FOUND or
+    PAY_UNKNOWN. */
+void pay_wechat_reverse(pay_wechat_t *self, const char *out_trade_no, pay_outcome_t *out);
 
-/*  Answers whose signature did not verify (all workers). */
-uint64_t pay_wechat_unverified(const pay_wechat_cfg_t *cfg);
+/*  The three calls as a pay_provider_t for payments.c (client: self). */
+pay_provider_t pay_wechat_provider(pay_wechat_t *self);
 
 #endif
