@@ -57,14 +57,46 @@ typedef struct {
     size_t len, sent;                  /* of out */
     uint64_t opens;                    /* the transport's opens when the job (re)started */
     bool paper_out;
+    int width;         /* width=58|80: the paper (posnode lays receipts out for it) */
+    int drawer_sensor; /* 0 none; 1 the drawer is open when pin 3 reads high; -1 when low */
+    int drawer_open;   /* the last state reported: -1 not yet */
 } s_printer_t;
 
 static void *s_create(const char *options, char *why, size_t size)
 {
-    (void)options;
     s_printer_t *self = calloc(1, sizeof(*self));
-    if (!self)
+    if (!self) {
         snprintf(why, size, "out of memory");
+        return NULL;
+    }
+    self->width = 80;
+    self->drawer_open = -1;
+    const char *p = options ? options : "";
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        int rc = 0;
+        if (len > 6 && !strncmp(p, "width=", 6)) {
+            rc = node_device_option_int(p, len, "width", 58, 80, &self->width, why, size);
+            if (rc == 0 && self->width != 58 && self->width != 80) {
+                snprintf(why, size, "option width: 58 or 80 (mm)");
+                rc = -1;
+            }
+        } else if (len == 23 && !strncmp(p, "drawer_sensor=open_high", 23)) {
+            self->drawer_sensor = 1;
+        } else if (len == 22 && !strncmp(p, "drawer_sensor=open_low", 22)) {
+            self->drawer_sensor = -1;
+        } else if (len > 0) {
+            snprintf(why, size,
+                     "unknown option \"%.*s\" (width=58|80, drawer_sensor=open_high|open_low)",
+                     (int)len, p);
+            rc = -1;
+        }
+        if (rc != 0) {
+            free(self);
+            return NULL;
+        }
+        p += len + (p[len] == ',');
+    }
     return self;
 }
 
@@ -112,6 +144,17 @@ static int s_check(s_printer_t *self, node_device_t *dev)
     if (s1 < 0 || s4 < 0) {
         node_device_set_health(dev, NODE_HEALTH_OFFLINE, "no status answer");
         return -1;
+    }
+    if (self->drawer_sensor) {
+        /* DLE EOT 1 bit 2: the drawer kick connector's pin 3, where the drawer's switch is
+           wired; which level means open depends on the drawer */
+        int open = ((s1 & 0x04) != 0) == (self->drawer_sensor > 0);
+        if (open != self->drawer_open) {
+            self->drawer_open = open;
+            bus_val_t *body = bus_val_new_map();
+            bus_val_map_set_bool(body, "open", open);
+            node_device_event(dev, "drawer", &body);
+        }
     }
     if (s4 & 0x60) {
         self->paper_out = true;

@@ -16,13 +16,14 @@ cases on a pty (a serial printer) and over TCP (a network printer on port 9100):
   device_tool exits 0 without a sanitizer report."""
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.environ.get("POSBUS_SRC", "."), "tests", "integration"))
 sys.path.insert(0, os.path.join(os.environ.get("POSBUS_SRC", "."), "devices", "sim"))
-from harness import Checks, wait_for  # noqa: E402
+from harness import BIN, Checks, wait_for  # noqa: E402
 from devtool import DeviceTool, kill_all  # noqa: E402
 from escpos_printer import Printer, decode  # noqa: E402
 
@@ -276,12 +277,45 @@ def run(c, tmp, kind):
         sim.stop()
 
 
+def drawer_and_options(c, tmp):
+    """The drawer's opened-state sensor (DLE EOT 1 bit 2) as drawer events, and the options
+    refused that the driver does not know."""
+    sim = Printer(tcp="127.0.0.1:0").start()
+    try:
+        tool = DeviceTool("escpos", f"tcp:127.0.0.1:{sim.port}", "width=58,drawer_sensor=open_high",
+                          tmp)
+        c.check(wait_for(lambda: tool.health().get("health") == "ok", WAIT),
+                "drawer sensor: the printer is found")
+
+        def drawer_events():
+            tool.health()
+            return [e["body"]["open"] for e in tool.events if e.get("name") == "drawer"]
+        c.check(wait_for(lambda: drawer_events() == [False], WAIT),
+                f"drawer sensor: closed at the start: {drawer_events()}")
+        sim.set_drawer(True)
+        c.check(wait_for(lambda: drawer_events() == [False, True], WAIT),
+                f"the drawer opened: an event: {drawer_events()}")
+        sim.set_drawer(False)
+        c.check(wait_for(lambda: drawer_events() == [False, True, False], WAIT),
+                f"and closed again: {drawer_events()}")
+        rc, report = tool.quit()
+        c.check(rc == 0 and report is None, f"drawer sensor: device_tool exits 0: {report}")
+    finally:
+        sim.stop()
+    for bad in ("width=76", "drawer_sensor=maybe", "colour=red"):
+        r = subprocess.run([f"{BIN}/device_tool", "escpos", "tcp:127.0.0.1:1", bad],
+                           input="quit\n", capture_output=True, text=True, timeout=10)
+        c.check(r.returncode != 0 and "option" in r.stderr,
+                f"a bad option is refused: {bad}: {r.stderr.strip()}")
+
+
 def main():
     c = Checks("test_escpos")
     tmp = tempfile.mkdtemp(prefix="posbus-escpos-")
     try:
         run(c, tmp, "pty")
         run(c, tmp, "tcp")
+        drawer_and_options(c, tmp)
     finally:
         kill_all()
         shutil.rmtree(tmp, ignore_errors=True)
