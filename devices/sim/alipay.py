@@ -1,0 +1,928 @@
+#!/usr/bin/python3
+"""An Alipay open-platform emulator for face-to-face barcode pay (当面付): the payments service
+and its tests run against it in place of https://openapi.alipay.com/gateway.do, so it speaks
+the real protocol (docs: devices/sim/README.md; protocol facts: section 2 of protocols.md).
+
+Why it is built this way:
+
+- The real wire, not a mock. HTTPS with a CA and a server certificate it makes itself (the
+  client trusts DIR/ca.pem), HTTP/1.1 keep-alive (libcurl reuses connections), one gateway
+  URL taking form-encoded common parameters and a JSON biz_content, every request's RSA2
+  signature verified with the app's public key, every answer signed with Alipay's own RSA key
+  over the exact bytes of the response object. A client that gets any of that wrong (sorting,
+  URL decoding, sign_type in the signed string, the Beijing timestamp, re-serialising the
+  answer before checking it) fails here, not in production.
+- One place decides, one place talks. Alipay.handle() takes (query string, headers, body) and
+  returns a Reply: the response key, the response object and how to deliver it (signed,
+  tampered, late, or not at all). The HTTP handler only reads requests and writes Replies, so
+  every fault is a property of a Reply and the pay scenarios and the query/cancel/refund
+  faults are the same few delivery faults.
+- Faults are named after what a payments client must survive, and the money stays honest
+  under every one of them: a charge is booked (or not) before the answer goes wrong, and
+  status() says what really happened ("charges" counts trades that were ever paid, each
+  trade's net_fen what the merchant keeps), so a test can check that the client neither lost
+  nor doubled a payment. Pay scenarios are one-shot (`mode`); the other methods' faults are
+  counted (`faults`). A replayed pay (same out_trade_no, auth_code and amount) answers the
+  trade's current state and never charges again.
+- Time-driven states are computed when looked at (a WAIT_BUYER_PAY trade that becomes
+  TRADE_SUCCESS after N seconds is settled on the next query or status), so there is no timer
+  to race a query, and no thread besides the servers'. Refunds succeed at once, as Alipay's
+  当面付 refunds answer.
+- Threads: http.server's ThreadingHTTPServer (one thread per connection, TLS handshake on that
+  thread) and the control socket server. All state sits behind one lock; nothing sleeps
+  holding it.
+- Amounts are integer fen everywhere; yuan strings are parsed and formatted with integers.
+
+Run with Debian's /usr/bin/python3 (python3-cryptography)."""
+import argparse
+import base64
+import datetime
+import http.server
+import ipaddress
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+LOG = logging.getLogger("alipay")
+LOG.addHandler(logging.NullHandler())
+
+# ---- defaults and limits ------------------------------------------------------------------
+MAX_SKEW = 900               # seconds a request's timestamp may be off Beijing time (UNVERIFIED)
+HANDSHAKE_TIMEOUT = 10.0     # seconds a client may take for the TLS handshake
+IDLE_TIMEOUT = 60.0          # seconds a keep-alive connection may stay idle
+MAX_BODY = 1 << 20           # bytes a request body may have
+WAITING_SECONDS = 4.0        # waiting_then_success: seconds until paid
+SLOW_SECONDS = 10.0
+MAX_FEN = 100_000_000_00     # Alipay's largest total_amount, 100000000.00 yuan
+GATEWAY = "/gateway.do"
+BEIJING = datetime.timezone(datetime.timedelta(hours=8))
+BUYER_LOGON_ID = "159****5620"
+BUYER_USER_ID = "2088102146225135"
+
+METHODS = ("alipay.trade.pay", "alipay.trade.query", "alipay.trade.cancel",
+           "alipay.trade.refund", "alipay.trade.fastpay.refund.query")
+SCENARIOS = ("success", "declined", "waiting_then_success", "waiting_then_timeout",
+             "system_error", "drop_after_charge", "slow", "tampered_signature")
+FAULT_KINDS = ("system_error", "drop", "slow", "tampered_signature")
+FAULT_ENDPOINTS = {"query": "alipay.trade.query", "cancel": "alipay.trade.cancel",
+                   "refund": "alipay.trade.refund",
+                   "refund_query": "alipay.trade.fastpay.refund.query"}
+PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
+
+OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_-]{1,64}")
+OUT_REQUEST_NO = re.compile(r"[0-9A-Za-z_-]{1,64}")
+AUTH_CODE = re.compile(r"(?:2[5-9]|30)[0-9]{14,22}")
+YUAN = re.compile(r"(0|[1-9][0-9]{0,8})\.([0-9]{2})")
+TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+
+
+# ---- small helpers ------------------------------------------------------------------------
+def beijing(t):
+    """Wall time t (epoch seconds) as Alipay writes it: 2026-11-26 01:30:00 (Beijing)."""
+    return datetime.datetime.fromtimestamp(int(t), BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def yuan(fen):
+    """Integer fen as yuan with two decimals, without floating point."""
+    sign = "-" if fen < 0 else ""
+    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+
+
+def fen_of(text):
+    """A yuan string with exactly two decimals as integer fen, or None."""
+    m = YUAN.fullmatch(text) if isinstance(text, str) else None
+    return int(m.group(1)) * 100 + int(m.group(2)) if m else None
+
+
+def rsa_sign(key, message):
+    return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
+
+
+def rsa_verify(pub, signature_b64, message):
+    """Whether signature_b64 is a valid SHA256withRSA signature of message."""
+    try:
+        pub.verify(base64.b64decode(signature_b64, validate=True), message,
+                   padding.PKCS1v15(), hashes.SHA256())
+        return True
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+
+
+def sign_content(params):
+    """The string an RSA2 request signature covers: every parameter but sign, empty ones
+    dropped, sorted by name (byte order), joined k=v&k=v with the raw values."""
+    items = sorted(((k, v) for k, v in params.items() if k != "sign" and v != ""),
+                   key=lambda kv: kv[0].encode())
+    return "&".join(f"{k}={v}" for k, v in items).encode()
+
+
+def jdump(obj):
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def write_atomic(path, data, mode=0o644):
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _pem_key(key):
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _pem_pub(key):
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def ensure_files(d):
+    """Create in d what is missing: the CA (ca.pem, ca.key), the server certificate for
+    127.0.0.1 and localhost (server.pem, server.key) and Alipay's own key pair (alipay.key,
+    alipay.pem). Files already there are kept, so a client may keep trusting ca.pem and
+    alipay.pem across runs. Returns Alipay's private key."""
+    os.makedirs(d, exist_ok=True)
+    p = lambda name: os.path.join(d, name)  # noqa: E731
+    now = datetime.datetime.now(datetime.timezone.utc)
+    fresh_ca = not (os.path.exists(p("ca.pem")) and os.path.exists(p("ca.key")))
+    if fresh_ca:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "posbus alipay emulator CA")])
+        ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(days=1))
+              .not_valid_after(now + datetime.timedelta(days=3650))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+              .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                           False), critical=True)
+              .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                             critical=False)
+              .sign(ca_key, hashes.SHA256()))
+        write_atomic(p("ca.key"), _pem_key(ca_key), 0o600)
+        write_atomic(p("ca.pem"), ca.public_bytes(serialization.Encoding.PEM))
+    if fresh_ca or not (os.path.exists(p("server.pem")) and os.path.exists(p("server.key"))):
+        with open(p("ca.key"), "rb") as f:
+            ca_key = serialization.load_pem_private_key(f.read(), None)
+        with open(p("ca.pem"), "rb") as f:
+            ca = x509.load_pem_x509_certificate(f.read())
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+                .issuer_name(ca.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=3650))
+                .add_extension(x509.SubjectAlternativeName([
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.DNSName("localhost")]), critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False,
+                                             False, False), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                               critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    ca_key.public_key()), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        write_atomic(p("server.key"), _pem_key(key), 0o600)
+        write_atomic(p("server.pem"), cert.public_bytes(serialization.Encoding.PEM))
+    if os.path.exists(p("alipay.key")):
+        with open(p("alipay.key"), "rb") as f:
+            key = serialization.load_pem_private_key(f.read(), None)
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        write_atomic(p("alipay.key"), _pem_key(key), 0o600)
+    if not os.path.exists(p("alipay.pem")):
+        write_atomic(p("alipay.pem"), _pem_pub(key))
+    return key
+
+
+def load_public_key(path):
+    """The app's RSA public key from a PEM public key or certificate (ValueError if not)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if b"BEGIN CERTIFICATE" in data:
+        pub = x509.load_pem_x509_certificate(data).public_key()
+    else:
+        pub = serialization.load_pem_public_key(data)
+    if not isinstance(pub, rsa.RSAPublicKey):
+        raise ValueError(f"{path}: not an RSA public key")
+    return pub
+
+
+# ---- what goes back -----------------------------------------------------------------------
+class Reply:
+    """An answer and how to deliver it: `{"<key>":<obj>,"sign":".."}` signed over the bytes of
+    obj (or `raw` as it is, unsigned: a 404), with obj changed after signing (`tamper`), after
+    `delay` seconds, or not at all (`drop`: the connection closes)."""
+
+    def __init__(self, key, obj, status=200, raw=None):
+        self.key, self.obj, self.status, self.raw = key, obj, status, raw
+        self.tamper = self.drop = False
+        self.delay = 0.0
+
+    def fault(self, kind, kw):
+        """Apply a delivery fault (FAULT_KINDS other than system_error)."""
+        if kind == "drop":
+            self.drop = True
+        elif kind == "slow":
+            self.delay = float(kw.get("seconds", SLOW_SECONDS))
+        elif kind == "tampered_signature":
+            self.tamper = True
+        return self
+
+
+def response_key(method):
+    return method.replace(".", "_") + "_response"
+
+
+def failure(method, code, msg, sub_code=None, sub_msg=None, **extra):
+    """An error answer of method (the key error_response when the method is unknown)."""
+    obj = {"code": code, "msg": msg}
+    if sub_code:
+        obj["sub_code"] = sub_code
+        obj["sub_msg"] = sub_msg or sub_code
+    obj.update(extra)
+    return Reply(response_key(method) if method in METHODS else "error_response", obj)
+
+
+def invalid_arguments(method, sub_code, sub_msg):
+    return failure(method, "40002", "Invalid Arguments", sub_code, sub_msg)
+
+
+def business_failed(method, sub_code, sub_msg, **extra):
+    return failure(method, "40004", "Business Failed", sub_code, sub_msg, **extra)
+
+
+def system_error(method, **extra):
+    return failure(method, "20000", "Service Currently Unavailable", "aop.ACQ.SYSTEM_ERROR",
+                   "系统异常", **extra)
+
+
+def tampered(obj_raw):
+    """The response object as a man in the middle would change it after it was signed."""
+    return obj_raw[:-1] + b',"tampered":true}' if obj_raw.endswith(b"}") else obj_raw + b" "
+
+
+# ---- the HTTPS side -----------------------------------------------------------------------
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT
+
+    def setup(self):
+        emu = self.server.emu
+        self.request.settimeout(HANDSHAKE_TIMEOUT)
+        self.request = emu.tls.wrap_socket(self.request, server_side=True)
+        emu._track(self.request, True)
+        super().setup()
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            self.server.emu._track(self.request, False)
+            self.request.close()
+
+    def log_message(self, fmt, *args):
+        LOG.debug("http: " + fmt, *args)
+
+    def _any(self):
+        emu = self.server.emu
+        url = urllib.parse.urlsplit(self.path)
+        if self.headers.get("Transfer-Encoding"):
+            reply = Reply(None, None, 411, b"Content-Length required\n")
+            self.close_connection = True
+        else:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_BODY:
+                reply = Reply(None, None, 400, b"bad Content-Length\n")
+                self.close_connection = True
+            else:
+                body = self.rfile.read(length) if length else b""
+                if self.command != "POST" or url.path != GATEWAY:
+                    emu._count("other")
+                    reply = Reply(None, None, 404, b"not found: POST /gateway.do only\n")
+                else:
+                    reply = emu.handle(url.query, self.headers, body)
+        self._deliver(reply)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
+
+    def _deliver(self, reply):
+        emu = self.server.emu
+        if reply.delay and emu._stopping.wait(reply.delay):
+            reply.drop = True
+        if reply.drop:
+            self.close_connection = True
+            try:
+                self.request.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        if reply.raw is not None:
+            body, ctype = reply.raw, "text/plain; charset=utf-8"
+        else:
+            body, ctype = emu.answer(reply), "application/json;charset=utf-8"
+        self.send_response(reply.status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+        self.wfile.flush()
+
+
+class _HttpsServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request, client_address):
+        LOG.debug("connection from %s ended: %s", client_address, sys.exc_info()[1])
+
+
+class _ControlHandler(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            if not line.strip():
+                continue
+            try:
+                req = json.loads(line)
+                answer = self.server.emu.command(req) if isinstance(req, dict) else \
+                    {"ok": False, "error": "a command is a JSON object"}
+            except ValueError as e:
+                answer = {"ok": False, "error": f"bad JSON: {e}"}
+            self.wfile.write(jdump(answer) + b"\n")
+            self.wfile.flush()
+
+
+class _ControlServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+    block_on_close = False
+
+
+# ---- the provider -------------------------------------------------------------------------
+class Alipay:
+    """The emulator on threads of the calling process: start(), stop(), port, ca_file,
+    command(dict), mode(next, **kw), status(); a context manager. listen is "127.0.0.1:PORT"
+    (0: a free port); control, a unix socket path for the JSON-lines control socket."""
+
+    def __init__(self, dir, app_id, app_public_key_path, listen="127.0.0.1:0", control=None):
+        self.dir, self.app_id = dir, app_id
+        self.app_pub = load_public_key(app_public_key_path)
+        host, _, port = listen.rpartition(":")
+        self.listen = (host or "127.0.0.1", int(port))
+        self.control = control
+        self.key = ensure_files(dir)
+        self.ca_file = os.path.join(dir, "ca.pem")
+        self.public_key_file = os.path.join(dir, "alipay.pem")
+        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.tls.load_cert_chain(os.path.join(dir, "server.pem"), os.path.join(dir, "server.key"))
+        self.lock = threading.RLock()
+        self._stopping = threading.Event()
+        self.stopped = threading.Event()
+        self._conns = set()
+        self._threads = []
+        self.httpd = self.ctl = None
+        self.port = None
+        # Alipay's books and the script
+        self.trades = {}                 # out_trade_no -> trade dict
+        self.next = {"next": "success"}
+        self.faults = {}                 # endpoint -> {"kind", "count", ...}
+        self.requests = {}
+        self.pay_calls = self.bad_signatures = self.bad_requests = self.charges = 0
+        self.seq = int.from_bytes(secrets.token_bytes(3), "big")
+
+    # -- life
+    def start(self):
+        port_file = os.path.join(self.dir, "port")
+        if os.path.exists(port_file):
+            os.unlink(port_file)
+        self.httpd = _HttpsServer(self.listen, _Handler)
+        self.httpd.emu = self
+        self.port = self.httpd.server_address[1]
+        self._spawn(self.httpd.serve_forever, "https")
+        write_atomic(port_file, f"{self.port}\n".encode())
+        if self.control:
+            if os.path.exists(self.control):
+                os.unlink(self.control)
+            self.ctl = _ControlServer(self.control, _ControlHandler)
+            self.ctl.emu = self
+            self._spawn(self.ctl.serve_forever, "control")
+        LOG.info("ready: https 127.0.0.1:%d%s dir %s", self.port, GATEWAY, self.dir)
+        return self
+
+    def stop(self):
+        if self._stopping.is_set():
+            self.stopped.wait()
+            return
+        self._stopping.set()
+        if self.ctl:
+            self.ctl.shutdown()
+            self.ctl.server_close()
+            if os.path.exists(self.control):
+                os.unlink(self.control)
+        if self.httpd:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            with self.lock:
+                conns = list(self._conns)
+            for s in conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            port_file = os.path.join(self.dir, "port")
+            if os.path.exists(port_file):
+                os.unlink(port_file)
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(2.0)
+        LOG.info("stopped: %d pay calls, %d charges, %d bad signatures",
+                 self.pay_calls, self.charges, self.bad_signatures)
+        self.stopped.set()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _spawn(self, fn, name):
+        t = threading.Thread(target=fn, name=f"alipay-{name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _track(self, sock, add):
+        with self.lock:
+            (self._conns.add if add else self._conns.discard)(sock)
+
+    def _count(self, name):
+        with self.lock:
+            self.requests[name] = self.requests.get(name, 0) + 1
+
+    # -- signing
+    def answer(self, reply):
+        """The body of reply: the response object serialised once, signed as those bytes and
+        spliced in unchanged (changed after signing when tampered)."""
+        obj = jdump(reply.obj)
+        sig = rsa_sign(self.key, obj)
+        if reply.tamper:
+            obj = tampered(obj)
+        return b'{"' + reply.key.encode() + b'":' + obj + b',"sign":"' + sig.encode() + b'"}'
+
+    def _params(self, query, headers, body):
+        """The request's parameters (query string, then a form body over it) or why not."""
+        params = {}
+        try:
+            for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True,
+                                               encoding="utf-8", errors="strict"):
+                params[k] = v
+            ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if body and ctype != "application/x-www-form-urlencoded":
+                return None, "the body must be application/x-www-form-urlencoded"
+            for k, v in urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                                               encoding="utf-8", errors="strict"):
+                params[k] = v
+        except (UnicodeDecodeError, ValueError):
+            return None, "the parameters are not UTF-8"
+        return params, None
+
+    def _refused(self, method, p):
+        """None when the common parameters and the signature are right, else the Reply."""
+        if p.get("app_id") != self.app_id:
+            with self.lock:
+                self.bad_signatures += 1
+            return invalid_arguments(method, "isv.invalid-app-id", "无效的AppID参数")
+        if p.get("sign_type") != "RSA2":
+            with self.lock:
+                self.bad_signatures += 1
+            return invalid_arguments(method, "isv.invalid-signature-type", "无效的签名类型")
+        if not p.get("sign") or not rsa_verify(self.app_pub, p["sign"], sign_content(p)):
+            with self.lock:
+                self.bad_signatures += 1
+            return invalid_arguments(method, "isv.invalid-signature", "验签出错")
+        if method not in METHODS:
+            return invalid_arguments(method, "isv.invalid-method", "不存在的方法名")
+        if p.get("format", "JSON").upper() != "JSON":
+            return invalid_arguments(method, "isv.invalid-format", "无效的数据格式")
+        if p.get("charset", "utf-8").lower() != "utf-8":
+            return invalid_arguments(method, "isv.invalid-charset", "字符集错误")
+        if p.get("version") != "1.0":
+            return invalid_arguments(method, "isv.invalid-version", "version must be 1.0")
+        ts = p.get("timestamp", "")
+        try:
+            t = datetime.datetime.strptime(ts, "%Y-%m-%d %H:%M:%S").replace(tzinfo=BEIJING)
+            off = abs(t.timestamp() - time.time()) if TIMESTAMP.fullmatch(ts) else None
+        except ValueError:
+            off = None
+        if off is None or off > MAX_SKEW:
+            return invalid_arguments(method, "isv.invalid-timestamp",
+                                     "非法的时间戳参数 (YYYY-MM-DD HH:MM:SS, Beijing time)")
+        return None
+
+    # -- requests
+    def handle(self, query, headers, body):
+        """The Reply to one POST /gateway.do (any thread)."""
+        p, why = self._params(query, headers, body)
+        method = (p or {}).get("method", "")
+        self._count(method if method in METHODS else "other")
+        if p is None:
+            with self.lock:
+                self.bad_requests += 1
+            return invalid_arguments(method, "isv.invalid-parameter", why)
+        refused = self._refused(method, p)
+        if refused:
+            with self.lock:
+                self.bad_requests += 1
+            LOG.info("%s refused: %s", method or "(no method)", refused.obj["sub_code"])
+            return refused
+        if method == "alipay.trade.pay":
+            with self.lock:
+                self.pay_calls += 1
+        try:
+            biz = json.loads(p.get("biz_content", ""))
+        except ValueError:
+            biz = None
+        if not isinstance(biz, dict):
+            return business_failed(method, "ACQ.INVALID_PARAMETER",
+                                   "biz_content must be a JSON object")
+        if method == "alipay.trade.pay":
+            return self._pay_method(biz)
+        endpoint = next(k for k, v in FAULT_ENDPOINTS.items() if v == method)
+        fault = self._take_fault(endpoint)
+        extra = {"retry_flag": "Y"} if endpoint == "cancel" else {}
+        if fault and fault["kind"] == "system_error" and not fault.get("applied", False):
+            return system_error(method, **extra)
+        reply = getattr(self, "_" + endpoint)(method, biz)
+        if fault:
+            if fault["kind"] == "system_error":
+                reply = system_error(method, **extra)
+            else:
+                reply.fault(fault["kind"], fault)
+        LOG.debug("%s: %s", method, reply.obj.get("code"))
+        return reply
+
+    def _take_fault(self, endpoint):
+        with self.lock:
+            f = self.faults.get(endpoint)
+            if not f:
+                return None
+            f["count"] -= 1
+            if f["count"] <= 0:
+                del self.faults[endpoint]
+            return dict(f)
+
+    # -- trades
+    def _new_trade_no(self):
+        """28 digits: the Beijing date, 22, a sequence and random digits, like Alipay's."""
+        self.seq += 1
+        core = datetime.datetime.now(BEIJING).strftime("%Y%m%d") + "22" + f"{self.seq % 10**8:08d}"
+        return core + "".join(secrets.choice("0123456789") for _ in range(28 - len(core)))
+
+    def _charge(self, t, when=None):
+        t["state"] = "TRADE_SUCCESS"
+        t["paid_at"] = time.time() if when is None else when
+        self.charges += 1
+        LOG.info("charged %s: %d fen", t["out_trade_no"], t["amount_fen"])
+
+    def _settle(self, t):
+        """Bring a trade whose state depends on time up to now."""
+        if t["state"] == "WAIT_BUYER_PAY" and t["pay_due"] is not None \
+                and time.monotonic() >= t["pay_due"]:
+            self._charge(t, t["created"] + t["pay_seconds"])
+
+    @staticmethod
+    def _refunded(t):
+        return sum(r["amount_fen"] for r in t["refunds"])
+
+    def _net(self, t):
+        """What the merchant keeps of trade t."""
+        if t["paid_at"] is None or t["cancel_action"] == "refund":
+            return 0
+        return t["amount_fen"] - self._refunded(t)
+
+    def _paid_fields(self, t):
+        amount = yuan(t["amount_fen"])
+        return {"buyer_pay_amount": amount, "point_amount": "0.00", "invoice_amount": amount,
+                "fund_bill_list": [{"fund_channel": "ALIPAYACCOUNT", "amount": amount}]}
+
+    def _pay_body(self, t):
+        """A trade as a pay answers it: 10000 once paid, 10003 while the buyer pays, 40004
+        TRADE_HAS_CLOSE once closed."""
+        self._settle(t)
+        if t["state"] == "TRADE_CLOSED":
+            return business_failed("alipay.trade.pay", "ACQ.TRADE_HAS_CLOSE", "交易已经关闭",
+                                   out_trade_no=t["out_trade_no"], trade_no=t["trade_no"])
+        head = ({"code": "10000", "msg": "Success"} if t["state"] in PAID else
+                {"code": "10003", "msg": "等待用户付款"})
+        body = {**head, "trade_no": t["trade_no"], "out_trade_no": t["out_trade_no"],
+                "buyer_logon_id": BUYER_LOGON_ID, "buyer_user_id": BUYER_USER_ID,
+                "total_amount": yuan(t["amount_fen"])}
+        if t["state"] in PAID:
+            body["receipt_amount"] = yuan(t["amount_fen"])
+            body["gmt_payment"] = beijing(t["paid_at"])
+            body.update(self._paid_fields(t))
+        else:
+            body["receipt_amount"] = "0.00"
+        return Reply(response_key("alipay.trade.pay"), body)
+
+    def _pay_problem(self, d):
+        if not isinstance(d.get("out_trade_no"), str) or \
+                not OUT_TRADE_NO.fullmatch(d["out_trade_no"]):
+            return "out_trade_no must be 1-64 of [0-9A-Za-z_-]"
+        if d.get("scene") != "bar_code":
+            return "scene must be bar_code"
+        if not isinstance(d.get("auth_code"), str) or not AUTH_CODE.fullmatch(d["auth_code"]):
+            return "auth_code must be 16-24 digits starting 25-30"
+        if not isinstance(d.get("subject"), str) or not 1 <= len(d["subject"]) <= 256:
+            return "subject must be 1-256 characters"
+        fen = fen_of(d.get("total_amount"))
+        if fen is None or not 1 <= fen <= MAX_FEN:
+            return "total_amount must be yuan with 2 decimals, 0.01-100000000.00"
+        if d.get("product_code", "FACE_TO_FACE_PAYMENT") != "FACE_TO_FACE_PAYMENT":
+            return "product_code must be FACE_TO_FACE_PAYMENT"
+        return None
+
+    def _pay_method(self, d):
+        m = "alipay.trade.pay"
+        problem = self._pay_problem(d)
+        if problem:
+            return business_failed(m, "ACQ.INVALID_PARAMETER", problem)
+        otn, code, fen = d["out_trade_no"], d["auth_code"], fen_of(d["total_amount"])
+        with self.lock:
+            t = self.trades.get(otn)
+            if t is not None:
+                self._settle(t)
+                if t["auth_code"] == code and t["amount_fen"] == fen:
+                    LOG.info("pay %s again: answered its state", otn)
+                    return self._pay_body(t)
+                if t["state"] in PAID:
+                    return business_failed(m, "ACQ.TRADE_HAS_SUCCESS", "交易已被支付",
+                                           out_trade_no=otn, trade_no=t["trade_no"])
+                if t["state"] == "TRADE_CLOSED" and t["amount_fen"] == fen:
+                    return business_failed(m, "ACQ.TRADE_HAS_CLOSE", "交易已经关闭",
+                                           out_trade_no=otn, trade_no=t["trade_no"])
+                return business_failed(m, "ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改",
+                                       out_trade_no=otn)
+            mode, self.next = self.next, {"next": "success"}
+            scenario = mode["next"]
+            if scenario == "system_error" and not mode.get("booked", True):
+                LOG.info("pay %s: scripted system_error, nothing booked", otn)
+                return system_error(m)
+            t = {"out_trade_no": otn, "trade_no": self._new_trade_no(), "auth_code": code,
+                 "amount_fen": fen, "subject": d["subject"], "state": "WAIT_BUYER_PAY",
+                 "created": time.time(), "paid_at": None, "pay_due": None, "pay_seconds": 0.0,
+                 "cancel_action": None, "finished": False, "refunds": [],
+                 "scenario": scenario}
+            self.trades[otn] = t
+            if scenario == "declined":
+                t["state"] = "TRADE_CLOSED"
+                LOG.info("pay %s: declined", otn)
+                return business_failed(m, "ACQ.BUYER_BALANCE_NOT_ENOUGH", "买家余额不足",
+                                       out_trade_no=otn, buyer_logon_id=BUYER_LOGON_ID)
+            if scenario.startswith("waiting"):
+                if scenario == "waiting_then_success":
+                    t["pay_seconds"] = float(mode.get("seconds", WAITING_SECONDS))
+                    t["pay_due"] = time.monotonic() + t["pay_seconds"]
+                LOG.info("pay %s: waiting for the buyer", otn)
+                return self._pay_body(t)
+            self._charge(t, t["created"])
+            if scenario == "system_error":
+                return system_error(m)
+            reply = self._pay_body(t)
+            kind = {"drop_after_charge": "drop"}.get(scenario, scenario)
+            if kind in FAULT_KINDS:
+                reply.fault(kind, mode)
+            return reply
+
+    def _trade(self, d):
+        """The trade d names by out_trade_no (or trade_no), settled; None if unknown."""
+        t = self.trades.get(d.get("out_trade_no")) if d.get("out_trade_no") else None
+        if t is None and d.get("trade_no"):
+            t = next((x for x in self.trades.values() if x["trade_no"] == d["trade_no"]), None)
+        if t is not None:
+            self._settle(t)
+        return t
+
+    def _query(self, m, d):
+        with self.lock:
+            t = self._trade(d)
+            if t is None:
+                return business_failed(m, "ACQ.TRADE_NOT_EXIST", "交易不存在")
+            state = "TRADE_FINISHED" if t["finished"] else t["state"]
+            body = {"code": "10000", "msg": "Success", "trade_no": t["trade_no"],
+                    "out_trade_no": t["out_trade_no"], "buyer_logon_id": BUYER_LOGON_ID,
+                    "buyer_user_id": BUYER_USER_ID, "trade_status": state,
+                    "total_amount": yuan(t["amount_fen"])}
+            if t["paid_at"] is not None:
+                body["receipt_amount"] = yuan(t["amount_fen"])
+                body["send_pay_date"] = beijing(t["paid_at"])
+                body.update(self._paid_fields(t))
+            else:
+                body["receipt_amount"] = "0.00"
+            return Reply(response_key(m), body)
+
+    def _cancel(self, m, d):
+        with self.lock:
+            t = self._trade(d)
+            if t is None:
+                return business_failed(m, "ACQ.TRADE_NOT_EXIST", "交易不存在", retry_flag="N")
+            if t["refunds"] or t["finished"]:
+                return business_failed(m, "ACQ.TRADE_STATUS_ERROR", "交易状态不合法",
+                                       retry_flag="N")
+            if t["cancel_action"] is None:
+                t["cancel_action"] = "refund" if t["state"] in PAID else "close"
+                t["cancelled_at"] = time.time()
+                LOG.info("cancelled %s (%s): %s", t["out_trade_no"], t["state"],
+                         t["cancel_action"])
+                t["state"] = "TRADE_CLOSED"
+            body = {"code": "10000", "msg": "Success", "trade_no": t["trade_no"],
+                    "out_trade_no": t["out_trade_no"], "retry_flag": "N",
+                    "action": t["cancel_action"]}
+            if t["cancel_action"] == "refund":
+                body["gmt_refund_pay"] = beijing(t["cancelled_at"])
+            return Reply(response_key(m), body)
+
+    def _refund(self, m, d):
+        fen = fen_of(d.get("refund_amount"))
+        orn = d.get("out_request_no", d.get("out_trade_no"))
+        if fen is None or not 1 <= fen <= MAX_FEN:
+            return business_failed(m, "ACQ.INVALID_PARAMETER",
+                                   "refund_amount must be yuan with 2 decimals, >= 0.01")
+        if not isinstance(orn, str) or not OUT_REQUEST_NO.fullmatch(orn):
+            return business_failed(m, "ACQ.INVALID_PARAMETER",
+                                   "out_request_no must be 1-64 of [0-9A-Za-z_-]")
+        if not isinstance(d.get("refund_reason", ""), str):
+            return business_failed(m, "ACQ.INVALID_PARAMETER", "refund_reason must be a string")
+        with self.lock:
+            t = self._trade(d)
+            if t is None:
+                return business_failed(m, "ACQ.TRADE_NOT_EXIST", "交易不存在")
+            r = next((x for x in t["refunds"] if x["out_request_no"] == orn), None)
+            if r is not None and r["amount_fen"] != fen:
+                return business_failed(m, "ACQ.INVALID_PARAMETER",
+                                       "out_request_no already used with another refund_amount")
+            if r is None:
+                if t["finished"]:
+                    return business_failed(m, "ACQ.TRADE_HAS_FINISHED", "交易已完结")
+                if t["paid_at"] is None or t["cancel_action"] is not None or \
+                        t["state"] not in PAID:
+                    return business_failed(m, "ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
+                if self._refunded(t) + fen > t["amount_fen"]:
+                    return business_failed(m, "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
+                r = {"out_request_no": orn, "amount_fen": fen, "status": "REFUND_SUCCESS",
+                     "reason": d.get("refund_reason", ""), "created": time.time()}
+                t["refunds"].append(r)
+                if self._refunded(t) == t["amount_fen"]:
+                    t["state"] = "TRADE_CLOSED"
+                LOG.info("refund %s of %s: %d fen", orn, t["out_trade_no"], fen)
+                change = "Y"
+            else:
+                change = "N"
+            return Reply(response_key(m), {
+                "code": "10000", "msg": "Success", "trade_no": t["trade_no"],
+                "out_trade_no": t["out_trade_no"], "buyer_logon_id": BUYER_LOGON_ID,
+                "buyer_user_id": BUYER_USER_ID, "fund_change": change,
+                "refund_fee": yuan(self._refunded(t)), "gmt_refund_pay": beijing(r["created"])})
+
+    def _refund_query(self, m, d):
+        with self.lock:
+            t = self._trade(d)
+            if t is None:
+                return business_failed(m, "ACQ.TRADE_NOT_EXIST", "交易不存在")
+            orn = d.get("out_request_no", t["out_trade_no"])
+            r = next((x for x in t["refunds"] if x["out_request_no"] == orn), None)
+            body = {"code": "10000", "msg": "Success", "out_trade_no": t["out_trade_no"],
+                    "out_request_no": orn}
+            if r is not None:
+                body.update(trade_no=t["trade_no"], total_amount=yuan(t["amount_fen"]),
+                            refund_amount=yuan(r["amount_fen"]), refund_status=r["status"],
+                            gmt_refund_pay=beijing(r["created"]))
+            return Reply(response_key(m), body)
+
+    # -- control
+    def command(self, req):
+        """One control command (a dict) -> its answer dict (any thread)."""
+        cmd = req.get("cmd")
+        try:
+            fn = getattr(self, "_cmd_" + str(cmd), None)
+            if fn is None:
+                return {"ok": False, "error": f"unknown command {cmd!r}"}
+            with self.lock:
+                return fn(req)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            return {"ok": False, "error": f"bad {cmd}: {e}"}
+
+    def mode(self, next, **kw):
+        return self.command({"cmd": "mode", "next": next, **kw})
+
+    def status(self):
+        return self.command({"cmd": "status"})
+
+    def _cmd_mode(self, req):
+        if req.get("next") not in SCENARIOS:
+            return {"ok": False, "error": f"next must be one of {', '.join(SCENARIOS)}"}
+        if "seconds" in req:
+            float(req["seconds"])
+        self.next = {k: v for k, v in req.items() if k != "cmd"}
+        return {"ok": True, "next": self.next}
+
+    def _cmd_faults(self, req):
+        if req.get("clear"):
+            self.faults = {}
+        count = int(req.get("count", 1))
+        kw = {k: v for k, v in req.items() if k in ("seconds", "applied")}
+        for ep in FAULT_ENDPOINTS:
+            if ep in req:
+                if req[ep] not in FAULT_KINDS:
+                    return {"ok": False, "error": f"{ep}: one of {', '.join(FAULT_KINDS)}"}
+                if count > 0:
+                    self.faults[ep] = {"kind": req[ep], "count": count, **kw}
+                else:
+                    self.faults.pop(ep, None)
+        return {"ok": True, "faults": self.faults}
+
+    def _cmd_finish(self, req):
+        t = self.trades.get(req.get("out_trade_no"))
+        if t is None:
+            return {"ok": False, "error": "no such trade"}
+        self._settle(t)
+        if t["state"] != "TRADE_SUCCESS":
+            return {"ok": False, "error": f"the trade is {t['state']}, not TRADE_SUCCESS"}
+        t["finished"] = True
+        return {"ok": True}
+
+    def _cmd_status(self, req):
+        trades = []
+        for t in self.trades.values():
+            self._settle(t)
+            trades.append({"out_trade_no": t["out_trade_no"], "trade_no": t["trade_no"],
+                           "auth_code": t["auth_code"], "amount_fen": t["amount_fen"],
+                           "state": "TRADE_FINISHED" if t["finished"] else t["state"],
+                           "created": beijing(t["created"]), "scenario": t["scenario"],
+                           "gmt_payment": beijing(t["paid_at"]) if t["paid_at"] else None,
+                           "cancel_action": t["cancel_action"], "net_fen": self._net(t),
+                           "refunds": [{"out_request_no": r["out_request_no"],
+                                        "amount_fen": r["amount_fen"], "status": r["status"],
+                                        "created": beijing(r["created"])}
+                                       for r in t["refunds"]]})
+        return {"ok": True, "trades": trades, "requests": dict(self.requests),
+                "pay_calls": self.pay_calls, "bad_signatures": self.bad_signatures,
+                "bad_requests": self.bad_requests, "charges": self.charges, "next": self.next,
+                "faults": self.faults, "port": self.port, "dir": self.dir}
+
+    def _cmd_quit(self, req):
+        threading.Thread(target=self.stop, daemon=True).start()
+        return {"ok": True}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Alipay face-to-face barcode pay emulator")
+    ap.add_argument("--listen", default="127.0.0.1:0", help="127.0.0.1:PORT (0: a free port)")
+    ap.add_argument("--dir", required=True, help="certificates, keys and the port file")
+    ap.add_argument("--app-id", required=True)
+    ap.add_argument("--app-public-key", required=True, help="PEM public key or certificate")
+    ap.add_argument("--control", help="unix socket path for the JSON-lines control socket")
+    ap.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
+    args = ap.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
+                        format="alipay: %(levelname)s %(message)s")
+    try:
+        emu = Alipay(args.dir, args.app_id, args.app_public_key, listen=args.listen,
+                     control=args.control).start()
+    except (ValueError, OSError) as e:
+        LOG.error("cannot start: %s", e)
+        return 2
+
+    def on_signal(signum, frame):
+        threading.Thread(target=emu.stop, daemon=True).start()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(json.dumps({"ready": True, "port": emu.port, "dir": args.dir}), flush=True)
+    while not emu.stopped.wait(0.5):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

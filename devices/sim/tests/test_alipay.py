@@ -1,0 +1,533 @@
+#!/usr/bin/python3
+"""The Alipay emulator (devices/sim/alipay.py) driven by an independent small client written
+here from the protocol facts: http.client over TLS trusting only the emulator's CA, form
+requests signed RSA2 with an app key made by the test, every answer's signature checked with
+DIR/alipay.pem over the raw response object cut out of the body (never re-serialised).
+
+It must refuse a request whose signature, app_id, signed string or timestamp is wrong (40002,
+itself signed), answer every method with its <method>_response, charge once for a replayed
+pay, make every scenario do what it says (the money booked as status() reports), cancel
+(close or refund), refund up to the total and no further, idempotently, and answer refund
+queries; two requests must share one connection. Then the program form: the ready line,
+DIR/port, the control socket, SIGTERM exits 0.
+
+Waits are on conditions with deadlines, never fixed sleeps."""
+import base64
+import datetime
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.parse
+
+import simtest
+from simtest import PY, WAIT, run, sim_path  # noqa: E402 (sys.path too)
+from alipay import Alipay  # noqa: E402
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+APP_ID = "2021000000000001"
+AUTH_CODE = "287654321098765432"
+BEIJING = datetime.timezone(datetime.timedelta(hours=8))
+
+
+def app_files(tmp):
+    """The app's key pair: (private key, public PEM path)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pub = os.path.join(tmp, "app-pub.pem")
+    with open(pub, "wb") as f:
+        f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key, pub
+
+
+def alipay_key(d):
+    with open(os.path.join(d, "alipay.pem"), "rb") as f:
+        return serialization.load_pem_public_key(f.read())
+
+
+def now_beijing(offset=0):
+    return datetime.datetime.fromtimestamp(time.time() + offset, BEIJING) \
+        .strftime("%Y-%m-%d %H:%M:%S")
+
+
+class Answer:
+    """An answer cut as a client must cut it: the raw bytes of the response object between
+    `{"<key>":` and the last `,"sign":"`, verified as they are."""
+
+    def __init__(self, resp, raw, sockname, method, pub):
+        self.status, self.raw, self.sockname = resp.status, raw, sockname
+        self.ctype = resp.getheader("Content-Type")
+        self.json = json.loads(raw)
+        key = method.replace(".", "_") + "_response"
+        if key not in self.json:
+            key = "error_response"
+        self.key = key
+        self.obj = self.json.get(key, {})
+        prefix = b'{"' + key.encode() + b'":'
+        end = raw.rfind(b',"sign":"')
+        self.obj_raw = raw[len(prefix):end] if raw.startswith(prefix) and end > 0 else None
+        self.signed = False
+        if self.obj_raw is not None and raw.endswith(b'"}'):
+            try:
+                pub.verify(base64.b64decode(self.json["sign"]), self.obj_raw,
+                           padding.PKCS1v15(), hashes.SHA256())
+                self.signed = True
+            except (InvalidSignature, ValueError, KeyError):
+                pass
+
+    def __getitem__(self, name):
+        return self.obj.get(name)
+
+
+class Client:
+    """The merchant's side: one keep-alive HTTPS connection to the gateway, requests signed
+    as the Alipay open platform wants them."""
+
+    def __init__(self, port, ca, key, pub):
+        self.port, self.key, self.pub = port, key, pub
+        self.ctx = ssl.create_default_context(cafile=ca)   # verifies the name 127.0.0.1 too
+        self.conn = None
+
+    def sign(self, params, key=None, skip=("sign",)):
+        text = "&".join(f"{k}={v}" for k, v in sorted(params.items(), key=lambda kv:
+                                                      kv[0].encode())
+                        if k not in skip and v != "")
+        return base64.b64encode((key or self.key).sign(text.encode(), padding.PKCS1v15(),
+                                                       hashes.SHA256())).decode()
+
+    def call(self, method, biz, timeout=WAIT, split=False, sign=None, edit=None, **kw):
+        """An Answer, or None when the connection ended without one. split: common params
+        in the query string, biz_content in the body; edit(params) changes them after
+        signing; kw: sign() keyword arguments or overridden common params."""
+        params = {"app_id": APP_ID, "method": method, "format": "JSON", "charset": "utf-8",
+                  "sign_type": "RSA2", "timestamp": now_beijing(), "version": "1.0",
+                  "biz_content": json.dumps(biz, ensure_ascii=False)}
+        skw = {k: kw.pop(k) for k in ("key", "skip") if k in kw}
+        params.update(kw)
+        params["sign"] = self.sign(params, **skw) if sign is None else sign
+        if edit:
+            edit(params)
+        path = "/gateway.do"
+        if split:
+            common = {k: v for k, v in params.items() if k != "biz_content"}
+            path += "?" + urllib.parse.urlencode(common)
+            body = urllib.parse.urlencode({"biz_content": params["biz_content"]})
+        else:
+            body = urllib.parse.urlencode(params)
+        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+        if self.conn is None:
+            self.conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx,
+                                                    timeout=timeout)
+        self.conn.timeout = timeout
+        if self.conn.sock is not None:
+            self.conn.sock.settimeout(timeout)
+        try:
+            self.conn.request("POST", path, body.encode(), headers)
+            sockname = self.conn.sock.getsockname()
+            resp = self.conn.getresponse()
+            return Answer(resp, resp.read(), sockname, method, self.pub)
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            self.conn = None
+            return None
+
+    def pay(self, otn, amount="10.00", code=AUTH_CODE, timeout=WAIT, **extra):
+        biz = {"out_trade_no": otn, "scene": "bar_code", "auth_code": code,
+               "subject": "posbus 测试 sale", "total_amount": amount,
+               "product_code": "FACE_TO_FACE_PAYMENT", **extra}
+        return self.call("alipay.trade.pay", biz, timeout=timeout)
+
+    def query(self, otn):
+        return self.call("alipay.trade.query", {"out_trade_no": otn})
+
+    def cancel(self, otn):
+        return self.call("alipay.trade.cancel", {"out_trade_no": otn})
+
+    def refund(self, otn, amount, orn):
+        return self.call("alipay.trade.refund", {"out_trade_no": otn, "refund_amount": amount,
+                                                 "out_request_no": orn,
+                                                 "refund_reason": "退货"})
+
+    def refund_query(self, otn, orn):
+        return self.call("alipay.trade.fastpay.refund.query",
+                         {"out_trade_no": otn, "out_request_no": orn})
+
+    def close(self):
+        if self.conn:
+            self.conn.close()
+
+
+def until(pred, timeout=WAIT, step=0.05):
+    """pred()'s first truthy value, or the last one after timeout."""
+    deadline = time.time() + timeout
+    while True:
+        v = pred()
+        if v or time.time() > deadline:
+            return v
+        time.sleep(step)
+
+
+def trade(emu, otn):
+    return next((t for t in emu.status()["trades"] if t["out_trade_no"] == otn), None)
+
+
+def test_files_and_signatures(c, tmp, emu, cl, akey):
+    d = emu.dir
+    for name in ("ca.pem", "ca.key", "server.pem", "server.key", "alipay.key", "alipay.pem"):
+        c.check(os.path.exists(os.path.join(d, name)), f"{name} created")
+    with open(os.path.join(d, "port")) as f:
+        c.eq(int(f.read()), emu.port, "DIR/port holds the port")
+    with open(os.path.join(d, "server.pem"), "rb") as f:
+        san = x509.load_pem_x509_certificate(f.read()).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+    c.check("127.0.0.1" in [str(i) for i in san.get_values_for_type(x509.IPAddress)] and
+            "localhost" in san.get_values_for_type(x509.DNSName),
+            "server certificate: subjectAltName IP 127.0.0.1 and DNS localhost")
+    with open(os.path.join(d, "alipay.key"), "rb") as f:
+        k = serialization.load_pem_private_key(f.read(), None)
+    c.check(k.key_size == 2048 and k.public_key().public_numbers() == cl.pub.public_numbers(),
+            "alipay.pem is alipay.key's public key")
+
+    q = {"out_trade_no": "NOSUCH0001"}
+    m = "alipay.trade.query"
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    bad = {"a wrong key": dict(key=other),
+           "a signature without sign_type": dict(skip=("sign", "sign_type")),
+           "no sign": dict(sign=""),
+           "a garbage sign": dict(sign="bm90IGEgc2lnbmF0dXJl"),
+           "a changed biz_content": dict(edit=lambda p: p.update(
+               biz_content='{"out_trade_no":"NOSUCH0002"}'))}
+    for what, kw in bad.items():
+        a = cl.call(m, q, **kw)
+        c.check(a is not None and a.status == 200 and a.key == "alipay_trade_query_response" and
+                a["code"] == "40002" and a["msg"] == "Invalid Arguments" and
+                a["sub_code"] == "isv.invalid-signature" and a.signed,
+                f"{what}: 40002 isv.invalid-signature, itself signed")
+    a = cl.call(m, q, app_id="2021000000000009")
+    c.check(a["code"] == "40002" and a["sub_code"] == "isv.invalid-app-id" and a.signed,
+            "another app_id: 40002 isv.invalid-app-id")
+    c.eq(emu.status()["bad_signatures"], len(bad) + 1, "bad_signatures counts them")
+    a = cl.call(m, q, timestamp=now_beijing(-8 * 3600))
+    c.eq((a["code"], a["sub_code"]), ("40002", "isv.invalid-timestamp"),
+         "a UTC timestamp (8 h behind Beijing): isv.invalid-timestamp")
+    a = cl.call("alipay.trade.nonsense", q)
+    c.check(a.key == "error_response" and a["sub_code"] == "isv.invalid-method" and a.signed,
+            "an unknown method: error_response isv.invalid-method, signed")
+    a = cl.query("NOSUCH0001")
+    c.check(a.status == 200 and a.ctype == "application/json;charset=utf-8" and a.signed and
+            a["code"] == "40004" and a["msg"] == "Business Failed" and
+            a["sub_code"] == "ACQ.TRADE_NOT_EXIST", "unknown trade: 40004 ACQ.TRADE_NOT_EXIST")
+    c.check(set(a.json) == {"alipay_trade_query_response", "sign"},
+            "the body holds the response object and sign, nothing else")
+    a = cl.call(m, q, split=True)
+    c.check(a.signed and a["sub_code"] == "ACQ.TRADE_NOT_EXIST",
+            "common params in the query string, biz_content in the body: accepted")
+    a = cl.call(m, {"out_trade_no": "A+B/C=D&E"}, timestamp=now_beijing())
+    c.check(a.signed and a["code"] == "40004" and a["sub_code"] == "ACQ.TRADE_NOT_EXIST",
+            "values with + / = & are signed URL-decoded")
+
+
+def test_pay(c, tmp, emu, cl, akey):
+    a = cl.pay("SALE000001", "12.34")
+    c.check(a.signed and a.key == "alipay_trade_pay_response" and a["code"] == "10000" and
+            a["msg"] == "Success", "pay: 10000 Success, signed")
+    c.check(len(a["trade_no"]) == 28 and a["trade_no"].isdigit() and
+            a["trade_no"][:8] == now_beijing()[:10].replace("-", "") and
+            a["out_trade_no"] == "SALE000001" and a["buyer_logon_id"] == "159****5620" and
+            a["total_amount"] == "12.34" and a["receipt_amount"] == "12.34" and
+            a["gmt_payment"][:10] == now_beijing()[:10] and
+            a["fund_bill_list"] == [{"fund_channel": "ALIPAYACCOUNT", "amount": "12.34"}],
+            "pay: the success body")
+    a2 = cl.pay("SALE000001", "12.34")
+    c.check(a2.signed and a2["code"] == "10000" and a2["trade_no"] == a["trade_no"] and
+            a2.sockname == a.sockname, "the same pay again: the same trade, same connection")
+    st = emu.status()
+    c.eq((st["charges"], st["pay_calls"], len(st["trades"])), (1, 2, 1),
+         "replayed: charged once (charges, pay_calls, trades)")
+    t = st["trades"][0]
+    c.eq((t["trade_no"], t["auth_code"], t["amount_fen"], t["state"], t["net_fen"]),
+         (a["trade_no"], AUTH_CODE, 1234, "TRADE_SUCCESS", 1234), "status: the trade")
+    c.eq(cl.pay("SALE000001", "12.35")["sub_code"], "ACQ.TRADE_HAS_SUCCESS",
+         "the same out_trade_no with another amount, paid: ACQ.TRADE_HAS_SUCCESS")
+    c.eq(cl.pay("SALE000001", "12.34", code="287654321098765430")["sub_code"],
+         "ACQ.TRADE_HAS_SUCCESS", "the same out_trade_no with another auth_code: "
+         "ACQ.TRADE_HAS_SUCCESS")
+    for what, kw in (("auth_code starting 31", {"code": "317654321098765432"}),
+                     ("auth_code of 15 digits", {"code": "287654321098765"}),
+                     ("auth_code of 25 digits", {"code": "2876543210987654321098765"}),
+                     ("amount 12.3", {"amount": "12.3"}), ("amount 0.00", {"amount": "0.00"}),
+                     ("amount 012.00", {"amount": "012.00"}), ("amount 1e3", {"amount": "1e3"}),
+                     ("amount as a number", {"amount": 12.34}),
+                     ("scene wave_code", {"scene": "wave_code"}),
+                     ("product_code other", {"product_code": "QUICK_MSECURITY_PAY"}),
+                     ("empty subject", {"subject": ""})):
+        a = cl.pay("SALE000002", **kw)
+        c.check(a.signed and a["code"] == "40004" and
+                a["sub_code"] == "ACQ.INVALID_PARAMETER", f"{what}: ACQ.INVALID_PARAMETER")
+    for otn in ("X" * 65, "SALE 02", ""):
+        c.eq(cl.pay(otn)["sub_code"], "ACQ.INVALID_PARAMETER",
+             f"out_trade_no {otn[:8]!r}..: ACQ.INVALID_PARAMETER")
+    c.check(cl.pay("X" * 64, code="30" + "1" * 22)["code"] == "10000",
+            "64-char out_trade_no, 24-digit auth_code starting 30: paid")
+    c.eq(trade(emu, "SALE000002"), None, "refused pays book nothing")
+    q = cl.query("SALE000001")
+    c.check(q.signed and q["code"] == "10000" and q["trade_status"] == "TRADE_SUCCESS" and
+            q["trade_no"] == a2["trade_no"] and q["total_amount"] == "12.34" and
+            q["out_trade_no"] == "SALE000001" and q["send_pay_date"],
+            "query: TRADE_SUCCESS, signed")
+
+
+def test_scenarios(c, tmp, emu, cl, akey):
+    charges = emu.status()["charges"]
+
+    emu.mode("declined")
+    a = cl.pay("DECLINE001")
+    c.check(a.signed and a["code"] == "40004" and
+            a["sub_code"] == "ACQ.BUYER_BALANCE_NOT_ENOUGH",
+            "declined: ACQ.BUYER_BALANCE_NOT_ENOUGH")
+    c.eq(cl.query("DECLINE001")["trade_status"], "TRADE_CLOSED", "declined: query TRADE_CLOSED")
+    c.eq(cl.pay("DECLINE001")["sub_code"], "ACQ.TRADE_HAS_CLOSE",
+         "declined, paid again: ACQ.TRADE_HAS_CLOSE, no new charge")
+
+    emu.mode("waiting_then_success", seconds=1)
+    t0 = time.time()
+    a = cl.pay("WAIT000001")
+    c.check(a.signed and a["code"] == "10003" and a["msg"] == "等待用户付款" and
+            len(a["trade_no"]) == 28, "waiting_then_success: 10003 等待用户付款 with trade_no")
+    c.eq(cl.query("WAIT000001")["trade_status"], "WAIT_BUYER_PAY", "queried at once: waiting")
+    q = until(lambda: (lambda x: x if x["trade_status"] == "TRADE_SUCCESS" else None)(
+        cl.query("WAIT000001")), step=0.2)
+    c.check(q and time.time() - t0 >= 1 and q["send_pay_date"] and q.signed,
+            "then TRADE_SUCCESS, not before 1 s")
+    c.eq(cl.pay("WAIT000001")["code"], "10000", "then the replayed pay answers 10000")
+
+    emu.mode("waiting_then_timeout")
+    c.eq(cl.pay("WAIT000002")["code"], "10003", "waiting_then_timeout: 10003")
+    c.eq(cl.pay("WAIT000002")["code"], "10003", "replayed while waiting: 10003 again")
+    c.eq(cl.pay("WAIT000002", "9.99")["sub_code"], "ACQ.CONTEXT_INCONSISTENT",
+         "another amount while waiting: ACQ.CONTEXT_INCONSISTENT")
+    c.eq(cl.query("WAIT000002")["trade_status"], "WAIT_BUYER_PAY", "still WAIT_BUYER_PAY")
+    r = cl.cancel("WAIT000002")
+    c.check(r.signed and r["code"] == "10000" and r["action"] == "close" and
+            r["retry_flag"] == "N", "cancel of the waiting trade: action close")
+    c.eq(cl.query("WAIT000002")["trade_status"], "TRADE_CLOSED", "then TRADE_CLOSED")
+    c.eq(emu.status()["charges"], charges + 1, "only the paid waiting trade charged")
+    charges += 1
+
+    emu.mode("system_error")
+    a = cl.pay("SYSERR0001")
+    c.check(a.signed and a["code"] == "20000" and a["msg"] == "Service Currently Unavailable"
+            and a["sub_code"] == "aop.ACQ.SYSTEM_ERROR", "system_error: 20000 aop.ACQ.SYSTEM_ERROR")
+    c.eq(cl.query("SYSERR0001")["trade_status"], "TRADE_SUCCESS", "system_error: booked paid")
+    emu.mode("system_error", booked=False)
+    c.eq(cl.pay("SYSERR0002")["code"], "20000", "system_error booked false: 20000")
+    c.eq(cl.query("SYSERR0002")["sub_code"], "ACQ.TRADE_NOT_EXIST", "and nothing booked")
+
+    emu.mode("drop_after_charge")
+    c.eq(cl.pay("DROPPED001"), None, "drop_after_charge: no answer at all")
+    c.eq(cl.query("DROPPED001")["trade_status"], "TRADE_SUCCESS", "drop_after_charge: booked")
+
+    emu.mode("slow", seconds=1)
+    t0 = time.time()
+    a = cl.pay("SLOW000001")
+    c.check(a.signed and a["code"] == "10000" and time.time() - t0 >= 0.95,
+            "slow: 10000 after 1 s")
+    emu.mode("slow", seconds=3)
+    c.eq(cl.pay("SLOW000002", timeout=0.5), None, "slow: a client giving up gets nothing")
+    c.eq(trade(emu, "SLOW000002")["state"], "TRADE_SUCCESS", "and the charge is booked anyway")
+
+    emu.mode("tampered_signature")
+    a = cl.pay("TAMPER0001")
+    c.check(a["code"] == "10000" and a["tampered"] is True and not a.signed,
+            "tampered_signature: 10000 whose signature fails")
+    a = cl.pay("AFTER00001")
+    c.check(a.signed and a["code"] == "10000", "one-shot: the next pay is a plain success")
+    c.eq(emu.status()["charges"], charges + 6, "every booked scenario charged once")
+    c.eq(emu.mode("nonsense")["ok"], False, "an unknown scenario is refused")
+
+
+def test_cancel_and_faults(c, tmp, emu, cl, akey):
+    cl.pay("CANCEL0001", "5.00")
+    r = cl.cancel("CANCEL0001")
+    c.check(r.signed and r.key == "alipay_trade_cancel_response" and r["code"] == "10000" and
+            r["action"] == "refund" and r["retry_flag"] == "N" and
+            r["out_trade_no"] == "CANCEL0001", "cancel of a paid trade: action refund")
+    c.eq(cl.cancel("CANCEL0001")["action"], "refund", "cancelled again: the same answer")
+    t = trade(emu, "CANCEL0001")
+    c.eq((t["state"], t["net_fen"], t["cancel_action"]), ("TRADE_CLOSED", 0, "refund"),
+         "status: closed, money back")
+    c.eq(cl.pay("CANCEL0001", "5.00")["sub_code"], "ACQ.TRADE_HAS_CLOSE",
+         "a pay replayed after the cancel: ACQ.TRADE_HAS_CLOSE")
+    c.eq(cl.cancel("NOSUCH0003")["sub_code"], "ACQ.TRADE_NOT_EXIST",
+         "cancel of an unknown trade: ACQ.TRADE_NOT_EXIST")
+
+    cl.pay("CANCEL0002", "5.00")
+    c.eq(emu.command({"cmd": "faults", "cancel": "system_error", "count": 2})["ok"], True,
+         "faults: 2 cancels fail")
+    r = cl.cancel("CANCEL0002")
+    c.check(r.signed and r["code"] == "20000" and r["retry_flag"] == "Y" and
+            r["sub_code"] == "aop.ACQ.SYSTEM_ERROR", "cancel fault: 20000 retry_flag Y")
+    c.eq(cl.query("CANCEL0002")["trade_status"], "TRADE_SUCCESS", "and nothing done")
+    c.eq([cl.cancel("CANCEL0002")["code"] for _ in range(2)], ["20000", "10000"],
+         "the second fails too, the third cancels")
+    c.eq(cl.query("CANCEL0002")["trade_status"], "TRADE_CLOSED", "now closed")
+
+    cl.pay("CANCEL0003", "5.00")
+    emu.command({"cmd": "faults", "cancel": "drop"})
+    c.eq(cl.cancel("CANCEL0003"), None, "cancel with fault drop: no answer")
+    c.eq(cl.query("CANCEL0003")["trade_status"], "TRADE_CLOSED", "but it was cancelled")
+    c.eq(cl.cancel("CANCEL0003")["action"], "refund", "the retried cancel: action refund")
+
+    emu.command({"cmd": "faults", "query": "system_error"})
+    c.eq([cl.query("SALE000001")["code"] for _ in range(2)], ["20000", "10000"],
+         "query fault: 20000 once, then 10000")
+    emu.command({"cmd": "faults", "query": "tampered_signature"})
+    a = cl.query("SALE000001")
+    c.check(a["code"] == "10000" and not a.signed, "a tampered query answer does not verify")
+    c.eq(emu.command({"cmd": "faults", "query": "nonsense"})["ok"], False,
+         "an unknown fault is refused")
+
+
+def test_refunds(c, tmp, emu, cl, akey):
+    cl.pay("REFUND0001", "10.00")
+    a = cl.refund("REFUND0001", "6.00", "RF0001")
+    c.check(a.signed and a.key == "alipay_trade_refund_response" and a["code"] == "10000" and
+            a["fund_change"] == "Y" and a["refund_fee"] == "6.00" and
+            a["out_trade_no"] == "REFUND0001" and len(a["trade_no"]) == 28,
+            "refund 6.00: fund_change Y, refund_fee 6.00")
+    a = cl.refund("REFUND0001", "6.00", "RF0001")
+    c.check(a.signed and a["code"] == "10000" and a["fund_change"] == "N" and
+            a["refund_fee"] == "6.00", "the same out_request_no: fund_change N, nothing more")
+    a = cl.refund("REFUND0001", "4.01", "RF0002")
+    c.eq(a["sub_code"], "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "over the paid amount: refused")
+    c.eq(cl.query("REFUND0001")["trade_status"], "TRADE_SUCCESS", "partly refunded: TRADE_SUCCESS")
+    c.eq(cl.cancel("REFUND0001")["sub_code"], "ACQ.TRADE_STATUS_ERROR",
+         "cancel of a refunded trade: ACQ.TRADE_STATUS_ERROR")
+    a = cl.refund("REFUND0001", "4.00", "RF0003")
+    c.eq((a["fund_change"], a["refund_fee"]), ("Y", "10.00"), "the rest: refund_fee 10.00")
+    c.eq(cl.query("REFUND0001")["trade_status"], "TRADE_CLOSED", "fully refunded: TRADE_CLOSED")
+    c.eq(cl.refund("REFUND0001", "0.01", "RF0004")["sub_code"], "ACQ.TRADE_STATUS_ERROR",
+         "one fen more: refused")
+    t = trade(emu, "REFUND0001")
+    c.eq([(r["out_request_no"], r["amount_fen"], r["status"]) for r in t["refunds"]],
+         [("RF0001", 600, "REFUND_SUCCESS"), ("RF0003", 400, "REFUND_SUCCESS")],
+         "status lists the refunds")
+    c.eq(t["net_fen"], 0, "status: nothing kept")
+
+    q = cl.refund_query("REFUND0001", "RF0001")
+    c.check(q.signed and q.key == "alipay_trade_fastpay_refund_query_response" and
+            q["code"] == "10000" and q["refund_amount"] == "6.00" and
+            q["refund_status"] == "REFUND_SUCCESS" and q["out_request_no"] == "RF0001" and
+            q["total_amount"] == "10.00", "refund query: 6.00 REFUND_SUCCESS")
+    q = cl.refund_query("REFUND0001", "RF0002")
+    c.check(q.signed and q["code"] == "10000" and q["refund_amount"] is None and
+            q["refund_status"] is None, "refund query of a refused refund: 10000 without amount")
+    c.eq(cl.refund_query("NOSUCH0004", "RF0001")["sub_code"], "ACQ.TRADE_NOT_EXIST",
+         "refund query of an unknown trade: ACQ.TRADE_NOT_EXIST")
+
+    emu.mode("waiting_then_timeout")
+    cl.pay("REFUND0002", "3.00")
+    c.eq(cl.refund("REFUND0002", "1.00", "RF0005")["sub_code"], "ACQ.TRADE_STATUS_ERROR",
+         "refund of an unpaid trade: ACQ.TRADE_STATUS_ERROR")
+    c.eq(cl.refund("NOSUCH0005", "1.00", "RF0006")["sub_code"], "ACQ.TRADE_NOT_EXIST",
+         "refund of an unknown trade: ACQ.TRADE_NOT_EXIST")
+    c.eq(cl.refund("SALE000001", "1.5", "RF0007")["sub_code"], "ACQ.INVALID_PARAMETER",
+         "refund_amount 1.5: ACQ.INVALID_PARAMETER")
+
+    cl.pay("REFUND0003", "2.00")
+    emu.command({"cmd": "faults", "refund": "drop"})
+    c.eq(cl.refund("REFUND0003", "2.00", "RF0008"), None, "refund with fault drop: no answer")
+    a = cl.refund("REFUND0003", "2.00", "RF0008")
+    c.eq((a["code"], a["fund_change"], a["refund_fee"]), ("10000", "N", "2.00"),
+         "the retried refund: done once (fund_change N)")
+    c.eq(emu.command({"cmd": "finish", "out_trade_no": "SALE000001"})["ok"], True,
+         "finish: TRADE_FINISHED")
+    c.eq(cl.query("SALE000001")["trade_status"], "TRADE_FINISHED", "query: TRADE_FINISHED")
+    c.eq(cl.refund("SALE000001", "1.00", "RF0009")["sub_code"], "ACQ.TRADE_HAS_FINISHED",
+         "refund of a finished trade: ACQ.TRADE_HAS_FINISHED")
+
+
+def test_class(c, tmp):
+    d = os.path.join(tmp, "class")
+    akey, pub = app_files(tmp)
+    t0 = time.time()
+    with Alipay(d, APP_ID, pub) as emu:
+        cl = Client(emu.port, emu.ca_file, akey, alipay_key(d))
+        try:
+            for test in (test_files_and_signatures, test_pay, test_scenarios,
+                         test_cancel_and_faults, test_refunds):
+                test(c, tmp, emu, cl, akey)
+            a, b = cl.query("SALE000001"), cl.query("SALE000001")
+            c.check(a.sockname == b.sockname, "keep-alive: two requests on one connection")
+            st = emu.status()
+            c.check(st["requests"].get("alipay.trade.pay", 0) >= st["pay_calls"] > 0 and
+                    st["requests"].get("alipay.trade.query", 0) > 0 and
+                    st["requests"].get("other", 0) > 0, "status counts requests by method")
+        finally:
+            cl.close()
+    print(f"in-process tests: {time.time() - t0:.1f} s", flush=True)
+
+
+class Proc:
+    def __init__(self, proc):
+        self.proc = proc
+
+
+def test_program(c, tmp):
+    d = os.path.join(tmp, "prog")
+    akey, pub = app_files(tmp)
+    control = os.path.join(tmp, "alipay.sock")
+    with open(os.path.join(tmp, "prog-stderr.log"), "w+") as err:
+        proc = subprocess.Popen([PY, sim_path("alipay.py"), "--listen", "127.0.0.1:0",
+                                 "--dir", d, "--app-id", APP_ID, "--app-public-key", pub,
+                                 "--control", control],
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+        simtest.PROGRAMS.append(Proc(proc))
+        ready = json.loads(proc.stdout.readline() or "{}")
+        c.check(ready.get("ready") is True and ready.get("dir") == d, "program: ready line")
+        with open(os.path.join(d, "port")) as f:
+            port = int(f.read())
+        c.eq(ready.get("port"), port, "program: DIR/port matches the ready line")
+
+        def ctl(req):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(WAIT)
+                s.connect(control)
+                s.sendall(json.dumps(req).encode() + b"\n")
+                return json.loads(s.makefile().readline())
+
+        cl = Client(port, os.path.join(d, "ca.pem"), akey, alipay_key(d))
+        c.eq(ctl({"cmd": "mode", "next": "declined"})["ok"], True, "control: mode")
+        c.eq(cl.pay("PROG000001")["sub_code"], "ACQ.BUYER_BALANCE_NOT_ENOUGH",
+             "program: the scripted decline")
+        c.eq(cl.pay("PROG000002")["code"], "10000", "program: then success")
+        st = ctl({"cmd": "status"})
+        c.eq([(t["out_trade_no"], t["state"]) for t in st["trades"]],
+             [("PROG000001", "TRADE_CLOSED"), ("PROG000002", "TRADE_SUCCESS")],
+             "control: status")
+        c.eq(st["charges"], 1, "control: one charge")
+        c.eq(ctl({"cmd": "nonsense"})["ok"], False, "control: an unknown command refused")
+        cl.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            rc = None
+        c.eq(rc, 0, "program: SIGTERM exits 0")
+        c.check(not os.path.exists(control), "program: control socket removed")
+        c.check(not os.path.exists(os.path.join(d, "port")), "program: DIR/port removed")
+        if rc != 0:
+            err.seek(0)
+            print(err.read())
+
+
+if __name__ == "__main__":
+    run("test_alipay", test_class, test_program)
