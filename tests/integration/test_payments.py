@@ -26,13 +26,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from harness import BIN, SRC, Bus, Checks, Stack, journal_records, wait_for
 
 sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
+from alipay import Alipay  # noqa: E402
 from wechatpay import WechatPay  # noqa: E402
 
 STORE = "S1"
 MCHID, APPID, SERIAL = "1900000001", "wx0000000000000001", "3775B6A45ACD588826D15E583A95F5DD"
+APP_ID = "2021000000000001"
 c = Checks("test_payments")
 st = Stack("payments")
-wx = None
+wx = ali = None
 try:
     st.start_redis()
     st.start_busd()
@@ -62,7 +64,25 @@ try:
                 "--wechat-appid", APPID, "--wechat-serial", SERIAL, "--wechat-key-file",
                 key_file, "--wechat-platform-keys", platform, "--wechat-apiv3-key-file",
                 apiv3_file, "--wechat-ca-file", wx.ca_file, "--wechat-timeout-ms", "2000",
-                "--query-interval-ms", "400", "--reverse-after-ms", "6000", "--lease-ms", "5000"]
+                "--query-interval-ms", "400", "--reverse-after-ms", "6000", "--lease-ms", "8000"]
+    # Alipay: the app's key pair, the emulator with Alipay's own key
+    app_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    app_key_file = os.path.join(st.tmp, "app.key")
+    app_pub_file = os.path.join(st.tmp, "app.pub")
+    with open(app_key_file, "wb") as f:
+        f.write(app_key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    with open(app_pub_file, "wb") as f:
+        f.write(app_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    adir = os.path.join(st.tmp, "alipay")
+    ali = Alipay(adir, APP_ID, app_pub_file)
+    ali.start()
+    pay_args += ["--alipay-gateway", f"https://127.0.0.1:{ali.port}/gateway.do",
+                 "--alipay-app-id", APP_ID, "--alipay-key-file", app_key_file,
+                 "--alipay-public-key-file", os.path.join(adir, "alipay.pem"),
+                 "--alipay-ca-file", ali.ca_file, "--alipay-timeout-ms", "2000"]
     st.start_service("payments", "payments", *pay_args)
     c.check(st.wait_healthy(["payments"]), "payments healthy")
 
@@ -178,9 +198,6 @@ try:
     wx.command({"cmd": "platform_key", "use": 1})
 
     # --- codes routed by their digits ---
-    r, _ = pay(100, code="284567890123456789")
-    c.check(r["type"] == "error" and r["body"]["code"] == "not_configured" and
-            "Alipay" in r["body"]["message"], f"an Alipay code: {r['body'].get('message')}")
     r, _ = pay(100, code="994567890123456789")
     c.check(r["type"] == "error" and r["body"]["code"] == "bad_code",
             f"not a payment code: {r['body'].get('message')}")
@@ -192,6 +209,36 @@ try:
     r = get(intent, who=other)
     c.check(r["type"] == "error" and r["body"]["code"] == "forbidden",
             "another register cannot read the intent")
+
+    # --- Alipay face-to-face: the same intents, routed by the code's digits ---
+    ACODE = "284567890123456789"
+
+    def atrade(otn):
+        return next((t for t in ali.status()["trades"] if t["out_trade_no"] == otn), None)
+
+    r, _ = pay(1500, code=ACODE)
+    i = r["body"]["intent"]
+    end = final(i)
+    c.check(r["body"]["provider"] == "alipay" and end.get("state") == "succeeded" and
+            end.get("transaction_id") == atrade(i)["trade_no"],
+            f"alipay: succeeded with Alipay's trade_no: {end.get('reason')}")
+    for scenario, kw, want in (("declined", {}, "failed"),
+                               ("waiting_then_success", {"seconds": 2}, "succeeded"),
+                               ("waiting_then_timeout", {}, "reversed"),
+                               ("system_error", {"booked": True}, "succeeded"),
+                               ("drop_after_charge", {}, "succeeded"),
+                               ("tampered_signature", {}, "succeeded")):
+        before = ali.status()["charges"]
+        ali.mode(scenario, **kw)
+        r, _ = pay(1600, code=ACODE)
+        i = r["body"]["intent"]
+        end = final(i, timeout=30)
+        c.check(end.get("state") == want, f"alipay {scenario}: {want} ({end.get('reason')})")
+        paid = 1 if want == "succeeded" else 0
+        c.eq(ali.status()["charges"] - before, paid, f"alipay {scenario}: charged {paid}")
+        if want == "reversed":
+            c.eq(atrade(i)["state"], "TRADE_CLOSED", "alipay: cancelled at Alipay")
+    c.eq(ali.status()["pay_calls"], 7, "alipay: one trade.pay per intent, none repeated")
 
     # --- cancelled after it was paid: reversed ---
     r, _ = pay(1100)
@@ -291,5 +338,7 @@ try:
 finally:
     if wx:
         wx.stop()
+    if ali:
+        ali.stop()
     st.stop_all(c)
 c.finish()

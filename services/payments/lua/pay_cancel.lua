@@ -1,11 +1,24 @@
 -- pay_cancel.lua: the register gives a payment up (payments): it is reversed, whatever it
 -- came to. KEYS: 1 pay:{S}:<intent>, 2 paydue:{S}, 3 payhist:{S}:<intent>.
--- ARGV: 1 intent, 2 now ms, 3 register asking.
--- {'none'} no such intent, {'other'} another register's, {state} otherwise: failed and
--- reversed stay as they are (nothing charged); a succeeded one goes back to 'reversing'; any
--- other is marked cancel and made due now (a worker reverses it; one not yet sent is never
--- sent).
+-- ARGV: 1 intent, 2 now ms, 3 register asking, 4 sale id and 5 attempt (when the register
+-- names the intent by them).
+-- {'none'} no such intent (named by its id), {'other'} another register's, {state} otherwise:
+-- failed and reversed stay as they are (nothing charged); a succeeded one goes back to
+-- 'reversing'; any other is marked cancel and made due now (a worker reverses it; one not yet
+-- sent is never sent). An intent named by its sale and attempt that does not exist yet is
+-- written as failed and cancelled: a payment.pay for it still on its way (a slow instance)
+-- then finds it and is refused as a conflict, so it is never charged.
 local f = redis.call('HMGET', KEYS[1], 'state', 'register')
+if not f[1] and ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[1], 'store', '', 'register', ARGV[3], 'sale_id', ARGV[4],
+             'attempt', ARGV[5], 'provider', '', 'amount', '0', 'code', '', 'code_hash', '',
+             'state', 'failed', 'reason', 'cancelled before it arrived: nothing was charged',
+             'created_ms', ARGV[2], 'updated_ms', ARGV[2], 'sent', '0', 'cancel', '1',
+             'deadline_ms', ARGV[2], 'due_ms', '0', 'owner', '', 'lease_until', '0',
+             'steps', '0', 'transaction_id', '')
+  redis.call('RPUSH', KEYS[3], ARGV[2] .. ' failed cancelled before it arrived')
+  return {'failed'}
+end
 if not f[1] then
   return {'none'}
 end

@@ -5,7 +5,8 @@
 --       field, value pairs to set.
 -- 0 when owner no longer holds the intent (its lease ran out and another took it: this
 -- step's outcome is not recorded, the other worker finds it out again), -1 when keep is asked
--- but the intent was cancelled meanwhile (nothing is sent), else 1.
+-- but the intent was cancelled meanwhile (nothing is sent), 2 when a success was recorded as
+-- 'reversing' (cancelled meanwhile), else 1.
 local f = redis.call('HMGET', KEYS[1], 'owner', 'state', 'reason', 'cancel')
 if f[1] ~= ARGV[1] then
   return 0
@@ -14,9 +15,11 @@ if ARGV[7] == '1' and f[4] == '1' then
   return -1
 end
 local state, reason, due = ARGV[3], ARGV[4], ARGV[5]
+local result = 1
 if state == 'succeeded' and f[4] == '1' then
   -- paid while the register gave it up: it is reversed next
   state, reason, due = 'reversing', 'paid after it was cancelled: ' .. reason, ARGV[2]
+  result = 2
 end
 local final = state == 'succeeded' or state == 'failed' or state == 'reversed' or
               state == 'refunded'
@@ -34,8 +37,16 @@ if ARGV[7] ~= '1' then
     redis.call('ZADD', KEYS[2], due, ARGV[6])
   end
 end
+if final then
+  -- a code not sent (cancelled, refused) is not kept in clear once the intent is over
+  local code = redis.call('HGET', KEYS[1], 'code') or ''
+  if #code > 8 and not string.find(code, '*', 1, true) then
+    redis.call('HSET', KEYS[1], 'code',
+               string.sub(code, 1, 4) .. string.rep('*', #code - 8) .. string.sub(code, -4))
+  end
+end
 if f[2] ~= state or f[3] ~= reason then
   redis.call('RPUSH', KEYS[3], ARGV[2] .. ' ' .. state .. ' ' .. reason)
   redis.call('LTRIM', KEYS[3], -200, -1)
 end
-return 1
+return result

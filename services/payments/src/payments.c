@@ -132,6 +132,7 @@ struct s_app {
     pay_wechat_cfg_t *wx;
     pay_alipay_cfg_t *ali;
     int64_t interval_ms, reverse_ms, lease_ms, scan_ms;
+    int64_t settle_ms; /* after this long a pay call that the provider has not seen never will */
     pthread_mutex_t lock;
     pthread_cond_t wake;
     s_item_t queue[S_QUEUE_MAX];
@@ -150,7 +151,7 @@ typedef struct {
     char store[BUS_ID_PART_MAX + 1], reg[BUS_ID_PART_MAX + 1];
     char intent[S_INTENT_MAX + 1], sale_id[POS_SALE_ID_MAX + 1];
     char provider[16], state[16], code[S_CODE_MAX + 1];
-    int64_t amount, created_ms, deadline_ms;
+    int64_t amount, created_ms, deadline_ms, sent_ms;
     bool sent, cancel;
 } s_intent_t;
 
@@ -233,7 +234,7 @@ static bool s_take(s_app_t *app, s_item_t *out, int64_t ms)
     pthread_mutex_lock(&app->lock);
     if (app->count == 0 && !atomic_load(&app->stop)) {
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until);
         until.tv_sec += ms / 1000;
         until.tv_nsec += (ms % 1000) * 1000000;
         if (until.tv_nsec >= 1000000000) {
@@ -279,6 +280,10 @@ static int s_move(s_worker_t *w, const s_intent_t *in, const char *state, const 
                  bus_redis_errstr(w->redis));
     } else if (rc == 0) {
         bus_stats_inc(app->c_lost_leases, 1);
+    } else if (rc == 2) { /* paid while the register gave it up: reversed next */
+        bus_info("payments.intent", "%s %s: paid after it was cancelled: reversing", in->intent,
+                 in->provider);
+        rc = 1;
     } else if (rc == 1 && !keep) {
         if (strcmp(state, "succeeded") == 0)
             bus_stats_inc(app->c_succeeded, 1);
@@ -305,9 +310,15 @@ static void s_step_provider(s_worker_t *w, const pay_provider_t *p, const s_inte
             s_move(w, in, "failed", "cancelled before it was sent", 0, false, NULL);
             return;
         }
-        char masked[S_CODE_MAX + 1];
+        if (now >= in->deadline_ms) { /* taken too late (the service was down): not sent */
+            s_move(w, in, "failed", "not sent before its deadline: nothing was charged", 0, false,
+                   NULL);
+            return;
+        }
+        char masked[S_CODE_MAX + 1], sent_ms[24];
         s_mask(in->code, masked, sizeof(masked));
-        const char *fields[] = {"sent", "1", "code", masked, NULL};
+        snprintf(sent_ms, sizeof(sent_ms), "%" PRId64, now);
+        const char *fields[] = {"sent", "1", "sent_ms", sent_ms, "code", masked, NULL};
         /* marked sent before the call: whatever happens next, it is never sent again */
         char sent[32];
         snprintf(sent, sizeof(sent), "sent to %s", p->name);
@@ -340,6 +351,21 @@ static void s_step_provider(s_worker_t *w, const pay_provider_t *p, const s_inte
         return;
     }
     if (in->cancel || now >= in->deadline_ms) {
+        if (!in->cancel) {
+            /* past the deadline: a trade paid meanwhile (or while this intent's worker was
+               gone) is taken as paid; only one not paid is reversed */
+            bus_stats_inc(app->c_provider_calls, 1);
+            p->query(p->client, in->intent, in->amount, &o);
+            const char *tx[] = {"transaction_id", o.transaction_id, NULL};
+            if (o.result == PAY_SUCCESS) {
+                s_move(w, in, "succeeded", o.why, 0, false, tx);
+                return;
+            }
+            if (o.result == PAY_CLOSED) {
+                s_move(w, in, "failed", o.why, 0, false, NULL);
+                return;
+            }
+        }
         bus_stats_inc(app->c_provider_calls, 1);
         p->reverse(p->client, in->intent, &o);
         if (!o.verified && o.status)
@@ -347,14 +373,30 @@ static void s_step_provider(s_worker_t *w, const pay_provider_t *p, const s_inte
         char why[PAY_WHY_MAX + 40];
         snprintf(why, sizeof(why), "%s: %s", in->cancel ? "cancelled" : "not paid in time",
                  o.why);
-        if (o.result == PAY_REVERSED)
+        if (o.result == PAY_REVERSED) {
             s_move(w, in, "reversed", why, 0, false, NULL);
-        else if (o.result == PAY_NOT_FOUND)
+            return;
+        }
+        if (o.result == PAY_NOT_FOUND && now >= in->sent_ms + app->settle_ms) {
+            /* long after the pay call could have arrived: it never did */
             s_move(w, in, "failed", "the provider has no such trade: nothing was charged", 0,
                    false, NULL);
-        else /* still confirming, or no answer: the reversal is tried again */
-            s_move(w, in, o.result == PAY_PAYING ? "pending" : in->state, why, next, false,
-                   NULL);
+            return;
+        }
+        if (o.result == PAY_PAYING || o.result == PAY_NOT_FOUND) {
+            s_move(w, in, "pending", why, next, false, NULL); /* the reversal is tried again */
+            return;
+        }
+        /* the reversal decided nothing: the trade's state may (closed or revoked already) */
+        bus_stats_inc(app->c_provider_calls, 1);
+        p->query(p->client, in->intent, in->amount, &o);
+        if (o.result == PAY_CLOSED && strstr(o.trade_state, "REVOKED"))
+            s_move(w, in, "reversed", o.why, 0, false, NULL);
+        else if (o.result == PAY_CLOSED)
+            s_move(w, in, "failed", o.why, 0, false, NULL);
+        else
+            s_move(w, in, strcmp(in->state, "reversing") == 0 ? "reversing" : "unknown", why, next,
+                   false, NULL);
         return;
     }
     bus_stats_inc(app->c_provider_calls, 1);
@@ -414,6 +456,8 @@ static void s_step(s_worker_t *w, const char *store, const char *intent)
             in.created_ms = strtoll(v, NULL, 10);
         else if (strcmp(f, "deadline_ms") == 0)
             in.deadline_ms = strtoll(v, NULL, 10);
+        else if (strcmp(f, "sent_ms") == 0)
+            in.sent_ms = strtoll(v, NULL, 10);
         else if (strcmp(f, "sent") == 0)
             in.sent = strcmp(v, "1") == 0;
         else if (strcmp(f, "cancel") == 0)
@@ -667,13 +711,29 @@ static int s_cancel(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     if (svc_caller_node(svc, body, &node, app->c_bad, NULL) != 0)
         return -1;
     const char *intent = bus_val_map_get_str(body, "intent");
+    const char *sale_id = bus_val_map_get_str(body, "sale_id");
+    char derived[S_INTENT_MAX + 8], attempt_s[8] = "";
+    int64_t attempt = 0;
+    if (!intent && sale_id) {
+        char prefix[2 * BUS_ID_PART_MAX + 3];
+        snprintf(prefix, sizeof(prefix), "%s-%s-", node.store, node.reg);
+        if (!pos_sale_id_ok(sale_id, POS_SALE_ID_MAX, "-") ||
+            strncmp(sale_id, prefix, strlen(prefix)) != 0 ||
+            !bus_val_map_get_int(body, "attempt", &attempt) || attempt < 1 ||
+            attempt > S_ATTEMPT_MAX)
+            return s_bad(app, svc, "sale_id and attempt: %s", "as payment.pay was asked");
+        s_intent_id(sale_id, attempt, derived, sizeof(derived));
+        snprintf(attempt_s, sizeof(attempt_s), "%" PRId64, attempt);
+        intent = derived;
+    }
     if (!intent || !pos_sale_id_ok(intent, S_INTENT_MAX, "-"))
         return s_bad(app, svc, "intent: %s", "an intent id (as payment.pay answered)");
     char key[BUS_KEY_MAX], due[BUS_KEY_MAX], hist[BUS_KEY_MAX], now_s[24];
     snprintf(now_s, sizeof(now_s), "%" PRId64, bus_now_ms());
     const char *argv[] = {bus_key_pay(key, node.store, intent), bus_key_paydue(due, node.store),
-                          bus_key_payhist(hist, node.store, intent), intent, now_s, node.reg};
-    redisReply *r = bus_redis_evalsha(app->redis, app->cancel, 3, 6, argv, NULL);
+                          bus_key_payhist(hist, node.store, intent), intent, now_s, node.reg,
+                          sale_id && attempt_s[0] ? sale_id : "", attempt_s};
+    redisReply *r = bus_redis_evalsha(app->redis, app->cancel, 3, 8, argv, NULL);
     if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         !r->element[0]->str)
         return s_redis_failed(app, svc, r, "intent");
@@ -803,8 +863,26 @@ int main(int argc, char **argv)
     app.reverse_ms = bus_config_int(config, "reverse-after-ms");
     app.lease_ms = bus_config_int(config, "lease-ms");
     app.scan_ms = bus_config_int(config, "scan-ms");
+    int64_t call_ms = bus_config_int(config, "wechat-timeout-ms");
+    if (bus_config_int(config, "alipay-timeout-ms") > call_ms)
+        call_ms = bus_config_int(config, "alipay-timeout-ms");
+    app.settle_ms = call_ms + 5000;
+    if (app.lease_ms < app.settle_ms) {
+        /* a lease that ends while a pay call may still be in flight would let another worker
+           decide the intent before the call's answer */
+        bus_error("payments.config", "lease-ms (%" PRId64 ") must be at least the longest provider "
+                  "timeout + 5000 (%" PRId64 ")", app.lease_ms, app.settle_ms);
+        svc_core_stop(&core);
+        pay_http_global_cleanup();
+        return 2;
+    }
     pthread_mutex_init(&app.lock, NULL);
-    pthread_cond_init(&app.wake, NULL);
+    pthread_condattr_t cattr; /* waits measured on the monotonic clock: a clock step never
+                                 stalls the workers */
+    pthread_condattr_init(&cattr);
+    pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+    pthread_cond_init(&app.wake, &cattr);
+    pthread_condattr_destroy(&cattr);
     app.create = bus_redis_script(app.redis, pay_create_lua);
     app.cancel = bus_redis_script(app.redis, pay_cancel_lua);
     app.stats = bus_service_stats(core.svc);

@@ -286,7 +286,7 @@ static void s_copy(char *dst, size_t size, json_t *obj, const char *key)
 static bool s_definite_refusal(const char *code)
 {
     static const char *const codes[] = {
-        "PARAM_ERROR",   "INVALID_REQUEST",      "NOT_ENOUGH",      "NOAUTH",
+        "PARAM_ERROR",   "NOT_ENOUGH",           "NOAUTH",
         "NO_AUTH",       "RULE_LIMIT",           "TRADE_ERROR",     "AUTHCODEEXPIRE",
         "AUTH_CODE_INVALID", "BUYER_MISMATCH",   "APPID_MCHID_NOT_MATCH", "MCH_NOT_EXISTS",
         "SIGN_ERROR",    "ACCOUNT_ERROR",        "PAYER_ACCOUNT_ABNORMAL", NULL};
