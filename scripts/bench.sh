@@ -9,3 +9,5 @@ BUILD=${1:-build}
 "$BUILD/bin/bench_node" "$BUILD" "${POSBUS_BENCH_NODE_ITEMS:-100000}" "${POSBUS_BENCH_NODE_SCANS:-20000}"
 /usr/bin/python3 bench/bench_node.py "$BUILD" "${POSBUS_BENCH_NODE_ITEMS:-100000}" \
     "${POSBUS_BENCH_NODE_SALES:-1000}" "${POSBUS_BENCH_NODE_BACKLOG:-10000}"
+/usr/bin/python3 bench/bench_cards.py "$BUILD" "${POSBUS_BENCH_CARD_SECONDS:-5}" \
+    "${POSBUS_BENCH_CARD_PROCS:-4}"

@@ -133,6 +133,11 @@ char *bus_key_paydue(char *buf, const char *store)
     return s_key(buf, "paydue:{%s}", store);
 }
 
+char *bus_key_svc(char *buf, const char *card, const char *suffix)
+{
+    return s_key(buf, "svc:{%s}%s", card, suffix ? suffix : "");
+}
+
 char *bus_key_rep(char *buf, const char *store, const char *day, const char *suffix)
 {
     return s_key(buf, "rep:{%s}:%s%s", store, day, suffix ? suffix : "");
@@ -184,6 +189,14 @@ const char *const bus_key_patterns[] = {BUS_KEY_STORES,
                                         "pay:{S}:<intent>",
                                         "payhist:{S}:<intent>",
                                         "paydue:{S}",
+                                        "svc:{<card>}",
+                                        "svc:{<card>}:ops",
+                                        "svc:{<card>}:spent",
+                                        "svc:{<card>}:log",
+                                        BUS_KEY_SVCBLOCK,
+                                        BUS_KEY_SVCBLOCK_VERSION,
+                                        BUS_KEY_SVCBLOCK_STATE,
+                                        BUS_KEY_SVCBLOCK_PENDING,
                                         "rep:{S}:<day>",
                                         "rep:{S}:<day>:hours",
                                         "rep:{S}:<day>:items",
@@ -236,6 +249,8 @@ int bus_keys_test(const char *data_md, bool verbose)
     failed += s_expect(bus_key_pay(b, "S", "<intent>"), "pay:{S}:<intent>", verbose);
     failed += s_expect(bus_key_payhist(b, "S", "<intent>"), "payhist:{S}:<intent>", verbose);
     failed += s_expect(bus_key_paydue(b, "S"), "paydue:{S}", verbose);
+    failed += s_expect(bus_key_svc(b, "<card>", NULL), "svc:{<card>}", verbose);
+    failed += s_expect(bus_key_svc(b, "<card>", ":ops"), "svc:{<card>}:ops", verbose);
     failed += s_expect(bus_key_rep(b, "S", "<day>", NULL), "rep:{S}:<day>", verbose);
     failed += s_expect(bus_key_rep(b, "S", "<day>", ":tax"), "rep:{S}:<day>:tax", verbose);
     failed += s_expect(bus_key_rep_days(b, "S"), "rep:{S}:days", verbose);

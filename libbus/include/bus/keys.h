@@ -67,6 +67,15 @@ char *bus_key_devcmds(char *buf, const char *store, const char *reg);  /* devcmd
 char *bus_key_pay(char *buf, const char *store, const char *intent);     /* pay:{S}:<intent> */
 char *bus_key_payhist(char *buf, const char *store, const char *intent); /* payhist:{S}:<intent> */
 char *bus_key_paydue(char *buf, const char *store);                      /* paydue:{S} */
+/* a stored-value card svc:{<card>} and its parts svc:{<card>}<suffix>, suffix one of "",
+   ":ops", ":spent", ":log" (one hash tag per card: a script touches one card only) */
+char *bus_key_svc(char *buf, const char *card, const char *suffix);
+/* the card blocklist registers pull, in its own hash tag: the sorted set, its version counter,
+   each listed card's state and the status changes begun (to finish those a crash cut) */
+#define BUS_KEY_SVCBLOCK         "{svcblock}"
+#define BUS_KEY_SVCBLOCK_VERSION "{svcblock}:version"
+#define BUS_KEY_SVCBLOCK_STATE   "{svcblock}:state"
+#define BUS_KEY_SVCBLOCK_PENDING "{svcblock}:pending"
 
 /* reporting: the day hash rep:{S}:<day> and its parts rep:{S}:<day><suffix>, suffix one of
    "", ":hours", ":items", ":cats", ":regs", ":cashiers", ":tenders", ":tax", ":pairs" */

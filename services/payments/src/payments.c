@@ -50,6 +50,7 @@
 
 #include "alipay.h"
 #include "http.h"
+#include "stored.h"
 #include "svc_caller.h"
 #include "svc_main.h"
 #include "wechat.h"
@@ -81,6 +82,8 @@ static const bus_opt_t s_options[] = {
     {"lease-ms", BUS_OPT_INT, "60000", 1000, 3600000,
      "a worker holds an intent this long for one step (more than a provider call takes)"},
     {"scan-ms", BUS_OPT_INT, "500", 50, 60000, "how often idle workers look for due intents"},
+    {"meals", BUS_OPT_STR, PAYMENTS_MEALS_DEFAULT, 0, 0,
+     "stored-value cards: meal windows in local time, name=HH:MM-HH:MM[,...]"},
     {"wechat-base-url", BUS_OPT_STR, "https://api.mch.weixin.qq.com", 0, 0,
      "WeChat Pay API v3 address"},
     {"wechat-mchid", BUS_OPT_STR, NULL, 0, 0, "WeChat Pay merchant id (unset: WeChat is off)"},
@@ -911,6 +914,8 @@ int main(int argc, char **argv)
                  : 0;
     if (rc != 0)
         bus_error("payments.start", "cannot register methods or scripts: out of memory");
+    if (rc == 0)
+        rc = payments_stored_methods(core.svc, app.redis, config);
     if (rc == 0)
         rc = s_wechat_load(&app);
     if (rc == 0)

@@ -28,6 +28,8 @@
     posctl device command --store S --register R --device D --command C [NAME=VALUE ...]
                                 a command for a register's device (device.c): exit 0 when
                                 the register answered ok, 1 not ok or still pending
+    posctl card create|topup|get|block|unblock|list-blocked   stored-value cards in the
+                                payments service, amounts in yuan (card.c)
 
     Output goes to stdout; diagnostics to stderr; exit 0 ok, 1 failure, 2 usage.
     The key commands (keys.c) work on the keys directory alone and journal
@@ -108,6 +110,13 @@ static void s_usage(bus_config_t *config)
         "  device command --store S --register R --device D --command C [NAME=VALUE ...]\n"
         "                           a command for a register's device (args NAME=VALUE text);\n"
         "                           waits --wait-ms for the answer; --key K polls it again\n"
+        "  card create CARD --holder NAME [--daily-limit Y] [--meal-limit Y] [--offline-cap Y]\n"
+        "                           a stored-value card (limits in yuan, 0: none)\n"
+        "  card topup CARD YUAN [--op-id ID]   add money; the same op id tops up once\n"
+        "  card get CARD            balance, limits, spent today and this meal, status\n"
+        "  card block|unblock CARD --reason R   refuse the card at every register, or not\n"
+        "  card list-blocked [--since V]   the cards blocked now, or the changes after list\n"
+        "                           version V (--format table|csv|json: fen in json)\n"
         "options:\n");
     bus_config_usage(config, stdout);
 }
@@ -256,6 +265,7 @@ int main(int argc, char **argv)
         bus_config_add(config, posctl_journal_opts) != 0 ||
         bus_config_add(config, posctl_config_opts) != 0 ||
         bus_config_add(config, posctl_device_opts) != 0 ||
+        bus_config_add(config, posctl_card_opts) != 0 ||
         bus_config_add(config, bus_program_opts) != 0)
         return S_EXIT_USAGE;
     int rc = bus_config_load(config, argc, argv);
@@ -319,6 +329,8 @@ int main(int argc, char **argv)
         rc = posctl_journal(config);
     else if (streq(cmd, "device"))
         rc = posctl_device(config);
+    else if (streq(cmd, "card"))
+        rc = posctl_card(config);
     else {
         fprintf(stderr, "posctl: unknown command '%s'\n", cmd);
         s_usage(config);
