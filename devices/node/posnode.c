@@ -241,7 +241,8 @@ static void s_device_event(void *arg, const char *device, const char *event, bus
     if (strcmp(event, "done") == 0)
         s_printed(self, *body);
     if (strcmp(event, "scan") == 0 || strcmp(event, "weight") == 0 ||
-        strcmp(event, "intermediate") == 0 || strcmp(event, "result") == 0) {
+        strcmp(event, "intermediate") == 0 || strcmp(event, "result") == 0 ||
+        strcmp(event, "status") == 0) {
         /* for the till: handed to its thread (this is the device's); a card terminal's
            results are never dropped for a flooding scanner (the bound is for scans) */
         bus_val_t *item = bus_val_new_map();
@@ -844,6 +845,15 @@ static void s_device_inbox(s_node_t *self)
         bool valid = false, stable = false;
         int64_t grams = 0;
         const char *code = bus_val_map_get_str(body, "code");
+        if (strcmp(event, "status") == 0) { /* a card terminal's health: the till's business */
+            const char *name = bus_val_map_get_str(item, "device");
+            node_device_t *dev = name ? s_device_named(self, name) : NULL;
+            if (dev && dev == s_device_of_kind(self, "card")) {
+                bus_val_t *none = node_till_card_event(self->till, event, body);
+                bus_val_destroy(&none);
+            }
+            continue;
+        }
         if (strcmp(event, "intermediate") == 0 || strcmp(event, "result") == 0) {
             bus_val_t *reply = node_till_card_event(self->till, event, body);
             if (reply) {

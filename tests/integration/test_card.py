@@ -148,20 +148,35 @@ try:
                      audits("card_result")[-1]["ok"] is True, 10),
             "and its result")
 
-    # 5. no answer and the terminal gone: only a supervisor gives it up
+    # 4b. a card paid part of a ticket, then posnode died before the sale: the charge is reversed
     c.check(r01.cmd("login ann 1111")["ok"], "Ann logs in again")
+    r01.cmd("scan 6901234500097")
+    r01.cmd("scan 6901234500103")
+    last = r01.cmd("state")["last_sale"]
+    r01.cmd("pay card 1.00")
+    c.check(wait_for(lambda: (r01.cmd("state").get("ticket") or {}).get("tenders") ==
+                     [{"kind": "card", "amount": 100}], 10), "a card paid 1.00 of 5.00")
+    st.kill("r01")
+    r01 = start()
+    c.check(wait_for(lambda: any(t["kind"] == "authorize" and t["amount"] == 100 and
+                                 t["state"] == "reversed" for t in term.status()["transactions"]),
+                     20), "after the restart the 1.00 charge without a sale is reversed")
+    c.eq(r01.cmd("state")["last_sale"], last, "and there is no sale for it")
+    c.check(r01.cmd("login ann 1111")["ok"], "Ann logs in again")
+
+    # 5. no answer and the terminal gone: only a supervisor gives it up
     term.mode("lost_answer")
     r = r01.cmd("scan 6901234500103")
     c.check(r["ok"], f"a scan: {r.get('message')}")
     r = r01.cmd("pay card")
     c.check(r["ok"], f"pay card: {r.get('message')}")
     c.check(wait_for(lambda: len([t for t in term.status()["transactions"]
-                                  if t["kind"] == "authorize"]) == 5, 10),
+                                  if t["kind"] == "authorize"]) == 6, 10),
             "the terminal booked it")
     term.stop()
     term = None
     c.check(wait_for(lambda: (r01.cmd("state").get("card") or {}).get("state") == "unknown",
-                     15), "no answer and no terminal: unknown")
+                     15), f"no answer and no terminal: unknown: {r01.cmd('state').get('card')}")
     r = r01.cmd("card-cancel")
     c.check(not r["ok"] and r["error"] == "not_permitted", f"a cashier cannot: {r.get('error')}")
     r = r01.cmd("card-cancel approve sue 2222")
@@ -169,6 +184,18 @@ try:
     c.check(audits("card_result")[-1].get("note") == "given up", "journaled as given up")
     r = r01.cmd("pay cash 2")
     c.check(r["ok"] and r.get("sale_id"), "the ticket is paid another way")
+
+    # 5b. a card payment for a terminal that is offline: a supervisor may give it up at once
+    r01.cmd("scan 6901234500097")
+    r = r01.cmd("pay card")
+    c.check(r["ok"] and r.get("card", {}).get("state") == "at_terminal",
+            "pay card with the terminal offline: queued for it")
+    c.check(not r01.cmd("card-cancel")["ok"], "a cashier cannot give it up")
+    given = {}
+    c.check(wait_for(lambda: given.update(r01.cmd("card-cancel approve sue 2222")) or
+                     given.get("ok"), 15),
+            f"the terminal is offline: a supervisor gives it up: {given.get('message')}")
+    c.check(r01.cmd("pay cash 5")["ok"], "and the ticket is paid in cash")
 
     # 6. the terminal's end of day from the back office
     term = ZvtTerminal(tcp=f"127.0.0.1:{0}").start()

@@ -335,6 +335,49 @@ try:
     c.eq(trade(res.get("intent", ""))["state"] if trade(res.get("intent", "")) else None,
          "REVOKED", "the money went back")
     c.eq(till.cmd("state")["last_sale"], 2, "no sale for it")
+
+    # a code paid part of a ticket, then posnode died before the sale: cancelled at restart
+    c.check(till.cmd("login ann 1111")["ok"], "Ann logs in again at R02")
+    till.cmd("scan 6901234500097")
+    till.cmd("scan 6901234500103")
+    r = till.cmd("pay code 134567890123456789 1.00")
+    c.check(wait_for(lambda: (till.cmd("state").get("ticket") or {}).get("tenders") ==
+                     [{"kind": "wechat", "amount": 100}], 15), "a code paid 1.00 of 5.00")
+    paid_intent = audits("wallet_result")[-1].get("intent", "")
+    st.kill("r02", signal.SIGKILL)
+    till = st.start_posnode("r02", STORE, "R02")
+    c.check(wait_for(lambda: (trade(paid_intent) or {}).get("state") == "REVOKED", 30),
+            "after the restart the 1.00 code payment without a sale is cancelled (reversed)")
+    c.check(wait_for(lambda: audits("wallet_result")[-1].get("note") ==
+                     "its ticket was lost: cancelled", 10), "and that is journaled")
+    c.eq(till.cmd("state")["last_sale"], 2, "no sale for it")
+
+    # payments stalls (SIGSTOP): the code payment is on its way; given up; never charged
+    c.check(till.cmd("login ann 1111")["ok"], "Ann logs in again at R02")
+    before = charges()
+    pid = st.procs["payments"].pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        till.cmd("scan 6901234500097")
+        r = till.cmd("pay code 134567890123456789")
+        c.check(r["ok"] and r.get("wallet"), f"payments does not answer: on its way ({r.get('message')})")
+        r = till.cmd("pay-cancel")
+        c.check(r["ok"] and r.get("wallet") is None,
+                f"given up while payments cannot be reached: {r.get('message')}")
+        c.check(till.cmd("pay cash 5")["ok"], "the ticket is free: paid in cash")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    c.check(wait_for(lambda: audits("wallet_result")[-1].get("note") ==
+                     "its ticket was lost: cancelled", 30),
+            f"payments back: the given-up payment is cancelled: {audits('wallet_result')[-1]}")
+    given = audits("wallet_result")[-1]
+    t = trade(given.get("intent", ""))
+    # the stalled payment.pay may reach payments before the cancel (charged, then reversed) or
+    # after it (refused: never charged); either way the customer keeps the money
+    c.check(given.get("state") in ("failed", "reversed") and
+            (t is None or t["state"] == "REVOKED") and
+            charges() - before == (1 if t else 0),
+            f"and the customer is not charged: {given.get('state')}, at WeChat: {t and t['state']}")
 finally:
     if wx:
         wx.stop()

@@ -41,8 +41,12 @@
 #define S_DONE_MAX        1000 /* device command keys remembered */
 #define S_CARD_KEY_MAX    48   /* bytes of a card payment's key ("card-<sale>-<ms>") */
 #define S_CARD_ASK_MS     5000 /* how often an unresolved card payment is asked about */
+#define S_CARD_KEYS       64   /* card keys remembered as resolved, and as given up */
+#define S_LOST_MAX        8    /* charges without a sale waiting to be taken back */
 #define S_WALLET_ASK_MS   1000 /* how often the payments service is asked about a code payment */
 #define S_WALLET_CODE_MAX 24   /* digits of a wallet payment code */
+#define S_WALLET_GIVEN_UP "given up: cancelled when payments answers"
+#define S_LOST_ASK_MS     5000 /* how often a charge without a sale is taken back */
 
 /* The shift: what the X report shows, from the last Z report (or the first record) on. */
 typedef struct {
@@ -96,6 +100,24 @@ struct node_till_t {
         char status[120];   /* the terminal's last intermediate status */
     } card;
     int64_t card_trace; /* the terminal's last trace number journaled, -1 unknown */
+    /* card keys whose result is journaled (a later result for one is the driver telling the
+       same thing again: ignored) and keys given up (a later approval for one is reversed), the
+       last S_CARD_KEYS of each, read back from the journal at start */
+    char card_done[S_CARD_KEYS][S_CARD_KEY_MAX + 1];
+    char card_given_up[S_CARD_KEYS][S_CARD_KEY_MAX + 1];
+    int card_done_next, card_given_up_next;
+    bool card_offline; /* the terminal's health is offline: its payment may be given up */
+    /* charges whose ticket never became a sale (the till stopped after a tender was approved,
+       or a code payment given up while payments could not be reached): each is reversed
+       (card) or cancelled (code) until the journal says so; read back at start */
+    struct {
+        char kind; /* 'c' a card key, 'w' a code payment */
+        char key[S_CARD_KEY_MAX + 1];
+        int64_t sale_seq, attempt, amount, receipt;
+        char provider[8];
+        int64_t ask_ms;
+    } lost[S_LOST_MAX];
+    int nlost;
     /* the wallet payment code being paid through the payments service (one at a time;
        sale_seq 0 none): journaled as wallet_request before payment.pay, closed by a journaled
        wallet_result; the code itself is only kept in memory, to ask again after a timeout */
@@ -458,6 +480,63 @@ static int s_done_load(node_till_t *self, const bus_val_t *mark)
     return 0;
 }
 
+static void s_lost_add(node_till_t *self, char kind, const char *key, int64_t sale_seq,
+                       int64_t attempt, int64_t amount, int64_t receipt, const char *provider)
+{
+    if (self->nlost == S_LOST_MAX)
+        memmove(self->lost, self->lost + 1, (S_LOST_MAX - 1) * sizeof(self->lost[0]));
+    int i = self->nlost < S_LOST_MAX ? self->nlost++ : S_LOST_MAX - 1;
+    memset(&self->lost[i], 0, sizeof(self->lost[i]));
+    self->lost[i].kind = kind;
+    snprintf(self->lost[i].key, sizeof(self->lost[i].key), "%s", key ? key : "");
+    self->lost[i].sale_seq = sale_seq;
+    self->lost[i].attempt = attempt;
+    self->lost[i].amount = amount;
+    self->lost[i].receipt = receipt;
+    snprintf(self->lost[i].provider, sizeof(self->lost[i].provider), "%s",
+             provider ? provider : "");
+}
+
+/*  Drop the lost entries that match: kind 'c' by key, 'w' by sale and attempt, 0 every one of
+    sale_seq (the sale was journaled: its tenders are in it). */
+static void s_lost_drop(node_till_t *self, char kind, const char *key, int64_t sale_seq,
+                        int64_t attempt)
+{
+    int k = 0;
+    for (int i = 0; i < self->nlost; i++) {
+        bool match = kind == 0   ? self->lost[i].sale_seq == sale_seq
+                     : kind == 'c' ? self->lost[i].kind == 'c' && key &&
+                                         strcmp(self->lost[i].key, key) == 0
+                                   : self->lost[i].kind == 'w' &&
+                                         self->lost[i].sale_seq == sale_seq &&
+                                         self->lost[i].attempt == attempt;
+        if (!match)
+            self->lost[k++] = self->lost[i];
+    }
+    self->nlost = k;
+}
+
+static void s_card_remember(char (*ring)[S_CARD_KEY_MAX + 1], int *next, const char *key)
+{
+    snprintf(ring[*next], S_CARD_KEY_MAX + 1, "%s", key);
+    *next = (*next + 1) % S_CARD_KEYS;
+}
+
+static bool s_card_in(char (*ring)[S_CARD_KEY_MAX + 1], const char *key)
+{
+    for (int i = 0; key && *key && i < S_CARD_KEYS; i++)
+        if (strcmp(ring[i], key) == 0)
+            return true;
+    return false;
+}
+
+static void s_card_forget(char (*ring)[S_CARD_KEY_MAX + 1], const char *key)
+{
+    for (int i = 0; key && *key && i < S_CARD_KEYS; i++)
+        if (strcmp(ring[i], key) == 0)
+            ring[i][0] = '\0';
+}
+
 /*  A card_request or card_result read back: a request without its result is a payment whose
     answer never reached the till before it stopped. Its ticket is gone (open tickets are not
     journaled), so it is resolved by asking the terminal and reversed if it was charged. */
@@ -478,8 +557,26 @@ static void s_card_replay(node_till_t *self, const char *type, const bus_val_t *
     } else if (strcmp(type, "card_result") == 0) {
         if (bus_val_map_get_int(doc, "trace", &v) && v >= 0)
             self->card_trace = v;
-        if (strcmp(key, self->card.key) == 0)
+        const char *note = bus_val_map_get_str(doc, "note");
+        bool ok = false;
+        int64_t receipt = -1, amount = 0;
+        bus_val_map_get_bool(doc, "ok", &ok);
+        bus_val_map_get_int(doc, "receipt", &receipt);
+        bus_val_map_get_int(doc, "amount", &amount);
+        if (strcmp(key, self->card.key) == 0) {
+            if (ok && !note && self->card.amount > 0) /* a tender, until its sale is journaled */
+                s_lost_add(self, 'c', key, self->card.sale_seq, 0, amount, receipt, "card");
             memset(&self->card, 0, sizeof(self->card));
+        }
+        if (note && strcmp(note, "given up") == 0)
+            s_card_remember(self->card_given_up, &self->card_given_up_next, key);
+        else
+            s_card_forget(self->card_given_up, key);
+        s_card_remember(self->card_done, &self->card_done_next, key);
+    } else if (strcmp(type, "card_reversal") == 0) {
+        const char *of = bus_val_map_get_str(doc, "of");
+        s_card_forget(self->card_given_up, of);
+        s_lost_drop(self, 'c', of, 0, 0);
     }
 }
 
@@ -502,9 +599,19 @@ static void s_wallet_replay(node_till_t *self, const char *type, const bus_val_t
         self->wallet.asked = self->wallet.orphan = true;
         self->wallet_attempt_seq = seq;
         self->wallet_attempt = attempt;
-    } else if (strcmp(type, "wallet_result") == 0 && seq == self->wallet.sale_seq &&
-               attempt == self->wallet.attempt) {
-        memset(&self->wallet, 0, sizeof(self->wallet));
+    } else if (strcmp(type, "wallet_result") == 0) {
+        const char *state = bus_val_map_get_str(doc, "state");
+        const char *note = bus_val_map_get_str(doc, "note");
+        const char *provider = bus_val_map_get_str(doc, "provider");
+        int64_t amount = 0;
+        bus_val_map_get_int(doc, "amount", &amount);
+        if (seq == self->wallet.sale_seq && attempt == self->wallet.attempt)
+            memset(&self->wallet, 0, sizeof(self->wallet));
+        s_lost_drop(self, 'w', NULL, seq, attempt);
+        if ((state && strcmp(state, "succeeded") == 0 && !note) ||
+            (note && strcmp(note, S_WALLET_GIVEN_UP) == 0))
+            s_lost_add(self, 'w', NULL, seq, attempt, amount, -1, provider); /* until its sale,
+                                                                         or its cancel */
     }
 }
 
@@ -534,6 +641,7 @@ static int s_replay(node_till_t *self, char *why, size_t size)
             }
             self->sale_seq = n;
             s_shift_sale(&self->shift, doc);
+            s_lost_drop(self, 0, NULL, n, 0);
         } else if (e.kind == NODE_JOURNAL_AUDIT && doc) {
             s_shift_audit(&self->shift, doc);
             const char *type = bus_val_map_get_str(doc, "type");
@@ -598,7 +706,13 @@ node_till_t *node_till_open(const char *journal_path, const node_key_t *key, con
     self->sale_seq = self->base = 0; /* the replay sets them, continue mark included */
     self->card_trace = -1;
     char replay[NODE_TILL_WHY_MAX];
-    if (s_replay(self, replay, sizeof(replay)) != 0) {
+    if (s_replay(self, replay, sizeof(replay)) == 0) {
+        int k = 0; /* a charge for a sale number already sold was in that sale */
+        for (int i = 0; i < self->nlost; i++)
+            if (self->lost[i].sale_seq > self->sale_seq)
+                self->lost[k++] = self->lost[i];
+        self->nlost = k;
+    } else {
         snprintf(why, size, "journal %s: %s", journal_path, replay);
         node_till_destroy(&self);
         return NULL;
@@ -1320,7 +1434,14 @@ static int s_card_record(node_till_t *self, const char *key, const bus_val_t *re
         bus_val_map_set_bool(doc, "ok", false);
     if (note)
         bus_val_map_set_str(doc, "note", note);
-    return s_audit_record(self, &doc);
+    if (s_audit_record(self, &doc) != 0)
+        return -1;
+    if (note && strcmp(note, "given up") == 0)
+        s_card_remember(self->card_given_up, &self->card_given_up_next, key);
+    else
+        s_card_forget(self->card_given_up, key);
+    s_card_remember(self->card_done, &self->card_done_next, key);
+    return 0;
 }
 
 /*  A charge whose ticket is gone: reverse it (06 30 with the terminal's receipt number),
@@ -1348,17 +1469,19 @@ static void s_card_reverse(node_till_t *self, const char *key, const bus_val_t *
     } else if (s_audit_record(self, &doc) != 0) {
         snprintf(msg, sizeof(msg), "card payment %s was charged but has no sale; %s", key,
                  self->stopped_why);
-    } else if (!self->hooks.card ||
-               self->hooks.card(self->hooks.arg, "reversal", rkey, data, err, sizeof(err)) <= 0) {
-        snprintf(msg, sizeof(msg),
-                 "card payment %s was charged but has no sale; the reversal was not sent (%s): "
-                 "reverse receipt %" PRId64 " at the terminal",
-                 key, err, receipt);
     } else {
-        snprintf(msg, sizeof(msg),
-                 "card payment %s (%" PRId64 " fen) was charged but its ticket is gone: "
-                 "reversing it",
-                 key, amount);
+        s_card_forget(self->card_given_up, key); /* its reversal is journaled: once */
+        if (!self->hooks.card ||
+            self->hooks.card(self->hooks.arg, "reversal", rkey, data, err, sizeof(err)) <= 0)
+            snprintf(msg, sizeof(msg),
+                     "card payment %s was charged but has no sale; the reversal was not sent "
+                     "(%s): reverse receipt %" PRId64 " at the terminal",
+                     key, err, receipt);
+        else
+            snprintf(msg, sizeof(msg),
+                     "card payment %s (%" PRId64 " fen) was charged but its ticket is gone: "
+                     "reversing it",
+                     key, amount);
     }
     bus_val_destroy(&doc);
     bus_val_map_set_str(reply, "message", msg);
@@ -1403,6 +1526,11 @@ bus_val_t *node_till_card_event(node_till_t *self, const char *event, const bus_
     const char *verb = bus_val_map_get_str(body, "verb");
     const char *text = bus_val_map_get_str(body, "text");
     bool live = self->card.key[0] && !self->card.orphan;
+    if (strcmp(event, "status") == 0) { /* the terminal's health */
+        const char *health = bus_val_map_get_str(body, "health");
+        self->card_offline = health && strcmp(health, "offline") == 0;
+        return NULL;
+    }
     if (strcmp(event, "intermediate") == 0 && !live)
         return NULL;
     if (strcmp(event, "result") == 0 && (!key || !verb))
@@ -1435,8 +1563,10 @@ bus_val_t *node_till_card_event(node_till_t *self, const char *event, const bus_
         bus_val_destroy(&reply); /* not the till's (an end of day from the back office) */
         return NULL;
     } else if (strcmp(key, self->card.key) != 0) {
-        /* the answer to a payment given up (card-cancel): charged, it has no ticket */
-        if (!ok || unknown) {
+        /* not the payment at the terminal. Only the approval of one given up (card-cancel)
+           means anything: charged, it has no ticket. Any other is the driver telling a result
+           the till journaled already (a status enquiry answered twice): ignored. */
+        if (!ok || unknown || !s_card_in(self->card_given_up, key)) {
             bus_val_destroy(&reply);
             return NULL;
         }
@@ -1449,6 +1579,9 @@ bus_val_t *node_till_card_event(node_till_t *self, const char *event, const bus_
         self->card.ask_ms = s_now(self) + 1000;
         bus_val_map_set_str(reply, "message",
                             "card: the terminal's answer was lost; asking it (never charged twice)");
+    } else if (s_card_in(self->card_done, key)) {
+        bus_val_destroy(&reply); /* told again: journaled and acted on already */
+        return NULL;
     } else if (s_card_record(self, key, body, self->card.orphan ? "its ticket is gone" : NULL) !=
                0) {
         self->card.unknown = true; /* asked again; the record is written then */
@@ -1456,9 +1589,18 @@ bus_val_t *node_till_card_event(node_till_t *self, const char *event, const bus_
         s_err(&c, "stopped", "%s", self->stopped_why);
     } else {
         bool orphan = self->card.orphan;
-        int64_t amount = self->card.amount;
+        int64_t amount = self->card.amount, trace_before = self->card.trace_before;
         memset(&self->card, 0, sizeof(self->card));
-        if (ok && orphan && strcmp(verb, "authorize") == 0) {
+        if (ok && orphan && amount > 0 && trace_before < 0) {
+            /* with no trace number known before it, "the terminal's last transaction is of
+               this amount" may be someone else's: not reversed blindly */
+            snprintf(msg, sizeof(msg),
+                     "card payment %s may have been charged before the restart (the terminal's "
+                     "last transaction is of its amount): check the terminal's journal and "
+                     "reverse it there if it was",
+                     key);
+            bus_val_map_set_str(reply, "message", msg);
+        } else if (ok && orphan && amount > 0) {
             s_card_reverse(self, key, body, reply);
         } else if (ok && orphan) {
             snprintf(msg, sizeof(msg),
@@ -1520,7 +1662,7 @@ static int s_cmd_card_cancel(s_cmd_t *c)
         return -1;
     if (!self->card.key[0])
         return s_err(c, "no_card", "no card payment is at the terminal");
-    if (!self->card.unknown && s_card_terminal(self))
+    if (!self->card.unknown && !self->card_offline && s_card_terminal(self))
         return s_err(c, "card_waiting",
                      "the terminal is still at it: cancel on the terminal, or wait");
     bus_val_t *ctx = bus_val_new_map();
@@ -1562,14 +1704,16 @@ static void s_wallet_clear(node_till_t *self)
 }
 
 /*  Journal the end of the wallet payment (a wallet_result audit record). 0 or -1. */
-static int s_wallet_record(node_till_t *self, const bus_val_t *intent, const char *note)
+static int s_wallet_record_of(node_till_t *self, int64_t sale_seq, int64_t attempt,
+                              int64_t amount, const char *provider, const bus_val_t *intent,
+                              const char *note)
 {
     bus_val_t *doc = bus_val_new_map();
     bus_val_map_set_str(doc, "type", "wallet_result");
-    bus_val_map_set_int(doc, "sale_seq", self->wallet.sale_seq);
-    bus_val_map_set_int(doc, "attempt", self->wallet.attempt);
-    bus_val_map_set_int(doc, "amount", self->wallet.amount);
-    bus_val_map_set_str(doc, "provider", self->wallet.provider);
+    bus_val_map_set_int(doc, "sale_seq", sale_seq);
+    bus_val_map_set_int(doc, "attempt", attempt);
+    bus_val_map_set_int(doc, "amount", amount);
+    bus_val_map_set_str(doc, "provider", provider);
     static const char *const copy[] = {"intent", "state", "reason", "transaction_id"};
     for (size_t i = 0; intent && i < sizeof(copy) / sizeof(copy[0]); i++) {
         const char *v = bus_val_map_get_str(intent, copy[i]);
@@ -1579,6 +1723,12 @@ static int s_wallet_record(node_till_t *self, const bus_val_t *intent, const cha
     if (note)
         bus_val_map_set_str(doc, "note", note);
     return s_audit_record(self, &doc);
+}
+
+static int s_wallet_record(node_till_t *self, const bus_val_t *intent, const char *note)
+{
+    return s_wallet_record_of(self, self->wallet.sale_seq, self->wallet.attempt,
+                              self->wallet.amount, self->wallet.provider, intent, note);
 }
 
 /*  Ask the payments service: payment.pay until it answered once, then payment.get (or
@@ -1749,9 +1899,76 @@ static int s_wallet_start(s_cmd_t *c)
     return bus_val_map_get(c->reply, "error") ? -1 : 0;
 }
 
+/*  Take back the first due charge without a sale: a card charge is reversed at the terminal
+    (journaled as card_reversal), a code payment cancelled through payments until its intent is
+    final (journaled as a wallet_result). The answer to show, or NULL. */
+static bus_val_t *s_lost_tick(node_till_t *self)
+{
+    int64_t now = s_now(self);
+    for (int i = 0; i < self->nlost; i++) {
+        if (now < self->lost[i].ask_ms)
+            continue;
+        self->lost[i].ask_ms = now + S_LOST_ASK_MS;
+        bus_val_t *reply = bus_val_new_map();
+        bus_val_map_set_bool(reply, "ok", true);
+        bus_val_map_set_str(reply, "cmd", "pay");
+        char key[S_CARD_KEY_MAX + 1];
+        snprintf(key, sizeof(key), "%s", self->lost[i].key);
+        if (self->lost[i].kind == 'c') {
+            if (!s_card_terminal(self)) {
+                bus_val_destroy(&reply);
+                continue;
+            }
+            bus_val_t *result = bus_val_new_map();
+            bus_val_map_set_int(result, "receipt", self->lost[i].receipt);
+            bus_val_map_set_int(result, "amount", self->lost[i].amount);
+            s_lost_drop(self, 'c', key, 0, 0);
+            s_card_reverse(self, key, result, reply); /* journaled: once */
+            bus_val_destroy(&result);
+        } else {
+            char sale_id[POS_SALE_ID_MAX + 1], err[NODE_TILL_WHY_MAX] = "", msg[NODE_TILL_WHY_MAX];
+            pos_sale_make_id(sale_id, sizeof(sale_id), self->store, self->reg,
+                             self->lost[i].sale_seq);
+            bus_val_t *body = bus_val_new_map();
+            bus_val_map_set_str(body, "sale_id", sale_id);
+            bus_val_map_set_int(body, "attempt", self->lost[i].attempt);
+            bool offline = false, final = false;
+            bus_val_t *r = self->hooks.request
+                               ? self->hooks.request(self->hooks.arg, "payments",
+                                                     "payment.cancel", &body, &offline, err,
+                                                     sizeof(err))
+                               : NULL;
+            bus_val_destroy(&body);
+            bus_val_map_get_bool(r, "final", &final);
+            const char *state = bus_val_map_get_str(r, "state");
+            if (!r || !final || !state ||
+                s_wallet_record_of(self, self->lost[i].sale_seq, self->lost[i].attempt,
+                                   self->lost[i].amount, self->lost[i].provider, r,
+                                   "its ticket was lost: cancelled") != 0) {
+                bus_val_destroy(&r);
+                bus_val_destroy(&reply);
+                continue; /* asked again */
+            }
+            snprintf(msg, sizeof(msg), "the code payment of sale %s (attempt %" PRId64
+                     ") whose ticket was lost is %s", sale_id, self->lost[i].attempt, state);
+            bus_val_map_set_str(reply, "message", msg);
+            s_lost_drop(self, 'w', NULL, self->lost[i].sale_seq, self->lost[i].attempt);
+            bus_val_destroy(&r);
+        }
+        s_state(self, reply);
+        return reply;
+    }
+    return NULL;
+}
+
 bus_val_t *node_till_wallet_tick(node_till_t *self)
 {
     int64_t now = s_now(self);
+    if (self->nlost) {
+        bus_val_t *lost = s_lost_tick(self);
+        if (lost)
+            return lost;
+    }
     if (!self->wallet.sale_seq || now < self->wallet.ask_ms)
         return NULL;
     self->wallet.ask_ms = now + S_WALLET_ASK_MS;
@@ -1759,19 +1976,11 @@ bus_val_t *node_till_wallet_tick(node_till_t *self)
     bool refused;
     bus_val_t *r = s_wallet_ask(self, self->wallet.asked ? "payment.get" : "payment.pay", err,
                                 sizeof(err), &refused);
-    if (!r && refused && self->wallet.orphan && strncmp(err, "not_found", 9) == 0) {
-        /* journaled, but the request never reached payments before the till stopped: nothing
-           was charged (a payment.pay still on its way would be refused as a conflict... it
-           cannot be: the till that sent it is gone) */
-        bus_val_t *reply = bus_val_new_map();
-        bus_val_map_set_bool(reply, "ok", true);
-        bus_val_map_set_str(reply, "cmd", "pay");
-        bus_val_map_set_str(reply, "message", "the code payment from before the restart never "
-                                              "reached payments: nothing was charged");
-        s_wallet_record(self, NULL, "never reached payments");
-        s_wallet_clear(self);
-        s_state(self, reply);
-        return reply;
+    if (!r && refused && strncmp(err, "not_found", 9) == 0) {
+        /* payments has not seen it (yet): cancelled by its sale and attempt, which also stops
+           a payment.pay still on its way from ever charging */
+        self->wallet.cancel = true;
+        r = s_wallet_ask(self, "payment.cancel", err, sizeof(err), &refused);
     }
     if (!r)
         return NULL; /* asked again later */
@@ -1808,10 +2017,18 @@ static int s_cmd_wallet(s_cmd_t *c, bool cancel)
                                                                       ? "payment.get"
                                                                       : "payment.pay",
                                 err, sizeof(err), &refused);
-    if (!r && refused && cancel && strncmp(err, "not_found", 9) == 0) {
-        s_wallet_record(self, NULL, "given up before it reached payments");
+    if (!r && cancel) {
+        /* payments cannot be reached: the payment is given up here and now (the ticket is
+           free for another tender) and cancelled in the background until payments confirms;
+           a charge that went through meanwhile is reversed then */
+        if (s_wallet_record(self, NULL, S_WALLET_GIVEN_UP) != 0)
+            return s_err(c, "stopped", "%s", self->stopped_why);
+        s_lost_add(self, 'w', NULL, self->wallet.sale_seq, self->wallet.attempt,
+                   self->wallet.amount, -1, self->wallet.provider);
         s_wallet_clear(self);
-        bus_val_map_set_str(c->reply, "message", "given up: it never reached payments");
+        bus_val_map_set_str(c->reply, "message",
+                            "given up: payments cannot be reached now, it is cancelled as soon as "
+                            "it can be (a charge is reversed)");
         return 0;
     }
     if (!r)
