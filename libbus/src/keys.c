@@ -133,6 +133,16 @@ char *bus_key_paydue(char *buf, const char *store)
     return s_key(buf, "paydue:{%s}", store);
 }
 
+char *bus_key_payday(char *buf, const char *store, const char *day)
+{
+    return s_key(buf, "payday:{%s}:%s", store, day);
+}
+
+char *bus_key_payrec(char *buf, const char *store, const char *day)
+{
+    return s_key(buf, "payrec:{%s}:%s", store, day);
+}
+
 char *bus_key_svc(char *buf, const char *card, const char *suffix)
 {
     return s_key(buf, "svc:{%s}%s", card, suffix ? suffix : "");
@@ -189,6 +199,8 @@ const char *const bus_key_patterns[] = {BUS_KEY_STORES,
                                         "pay:{S}:<intent>",
                                         "payhist:{S}:<intent>",
                                         "paydue:{S}",
+                                        "payday:{S}:<day>",
+                                        "payrec:{S}:<day>",
                                         "svc:{<card>}",
                                         "svc:{<card>}:ops",
                                         "svc:{<card>}:spent",
@@ -249,6 +261,8 @@ int bus_keys_test(const char *data_md, bool verbose)
     failed += s_expect(bus_key_pay(b, "S", "<intent>"), "pay:{S}:<intent>", verbose);
     failed += s_expect(bus_key_payhist(b, "S", "<intent>"), "payhist:{S}:<intent>", verbose);
     failed += s_expect(bus_key_paydue(b, "S"), "paydue:{S}", verbose);
+    failed += s_expect(bus_key_payday(b, "S", "<day>"), "payday:{S}:<day>", verbose);
+    failed += s_expect(bus_key_payrec(b, "S", "<day>"), "payrec:{S}:<day>", verbose);
     failed += s_expect(bus_key_svc(b, "<card>", NULL), "svc:{<card>}", verbose);
     failed += s_expect(bus_key_svc(b, "<card>", ":ops"), "svc:{<card>}:ops", verbose);
     failed += s_expect(bus_key_rep(b, "S", "<day>", NULL), "rep:{S}:<day>", verbose);

@@ -67,6 +67,8 @@ char *bus_key_devcmds(char *buf, const char *store, const char *reg);  /* devcmd
 char *bus_key_pay(char *buf, const char *store, const char *intent);     /* pay:{S}:<intent> */
 char *bus_key_payhist(char *buf, const char *store, const char *intent); /* payhist:{S}:<intent> */
 char *bus_key_paydue(char *buf, const char *store);                      /* paydue:{S} */
+char *bus_key_payday(char *buf, const char *store, const char *day);     /* payday:{S}:<day> */
+char *bus_key_payrec(char *buf, const char *store, const char *day);     /* payrec:{S}:<day> */
 /* a stored-value card svc:{<card>} and its parts svc:{<card>}<suffix>, suffix one of "",
    ":ops", ":spent", ":log" (one hash tag per card: a script touches one card only) */
 char *bus_key_svc(char *buf, const char *card, const char *suffix);

@@ -1,5 +1,6 @@
 -- pay_create.lua: create a payment intent once (payments; docs/data.md "pay:{S}:<intent>").
--- KEYS: 1 pay:{S}:<intent>, 2 paydue:{S}, 3 payhist:{S}:<intent> (one store's hash tag).
+-- KEYS: 1 pay:{S}:<intent>, 2 paydue:{S}, 3 payhist:{S}:<intent>, 4 payday:{S}:<day> (one
+-- store's hash tag).
 -- ARGV: 1 intent, 2 store, 3 register, 4 sale_id, 5 attempt, 6 provider, 7 amount (fen),
 --       8 auth code, 9 its SHA-256 (hex), 10 now ms, 11 deadline ms (reverse after).
 -- The same intent asked again with the same sale, amount and code is the same payment:
@@ -19,5 +20,6 @@ redis.call('HSET', k, 'store', ARGV[2], 'register', ARGV[3], 'sale_id', ARGV[4],
            'due_ms', ARGV[10], 'owner', '', 'lease_until', '0', 'steps', '0',
            'transaction_id', '')
 redis.call('ZADD', KEYS[2], ARGV[10], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[10], ARGV[1])
 redis.call('RPUSH', KEYS[3], ARGV[10] .. ' created ' .. ARGV[6])
 return {'created'}

@@ -50,6 +50,7 @@
 
 #include "alipay.h"
 #include "http.h"
+#include "recon.h"
 #include "stored.h"
 #include "svc_caller.h"
 #include "svc_main.h"
@@ -649,11 +650,13 @@ static int s_pay(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     snprintf(amount_s, sizeof(amount_s), "%" PRId64, amount);
     snprintf(now_s, sizeof(now_s), "%" PRId64, now);
     snprintf(deadline_s, sizeof(deadline_s), "%" PRId64, now + app->reverse_ms);
+    char day[16], daykey[BUS_KEY_MAX];
+    pay_recon_day(now, day, sizeof(day));
     const char *argv[] = {bus_key_pay(key, node.store, intent), bus_key_paydue(due, node.store),
-                          bus_key_payhist(hist, node.store, intent), intent, node.store,
-                          node.reg, sale_id, attempt_s, provider, amount_s, code, hash, now_s,
-                          deadline_s};
-    redisReply *r = bus_redis_evalsha(app->redis, app->create, 3, 14, argv, NULL);
+                          bus_key_payhist(hist, node.store, intent),
+                          bus_key_payday(daykey, node.store, day), intent, node.store, node.reg,
+                          sale_id, attempt_s, provider, amount_s, code, hash, now_s, deadline_s};
+    redisReply *r = bus_redis_evalsha(app->redis, app->create, 4, 15, argv, NULL);
     if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         !r->element[0]->str)
         return s_redis_failed(app, svc, r, "intent");
@@ -866,8 +869,11 @@ int main(int argc, char **argv)
     app.reverse_ms = bus_config_int(config, "reverse-after-ms");
     app.lease_ms = bus_config_int(config, "lease-ms");
     app.scan_ms = bus_config_int(config, "scan-ms");
-    int64_t call_ms = bus_config_int(config, "wechat-timeout-ms");
-    if (bus_config_int(config, "alipay-timeout-ms") > call_ms)
+    int64_t call_ms = 0; /* the longest call of a provider configured here */
+    if (bus_config_str(config, "wechat-mchid"))
+        call_ms = bus_config_int(config, "wechat-timeout-ms");
+    if (bus_config_str(config, "alipay-app-id") &&
+        bus_config_int(config, "alipay-timeout-ms") > call_ms)
         call_ms = bus_config_int(config, "alipay-timeout-ms");
     app.settle_ms = call_ms + 5000;
     if (app.lease_ms < app.settle_ms) {
@@ -916,6 +922,8 @@ int main(int argc, char **argv)
         bus_error("payments.start", "cannot register methods or scripts: out of memory");
     if (rc == 0)
         rc = payments_stored_methods(core.svc, app.redis, config);
+    if (rc == 0)
+        rc = pay_recon_methods(core.svc, app.redis, app.stats);
     if (rc == 0)
         rc = s_wechat_load(&app);
     if (rc == 0)

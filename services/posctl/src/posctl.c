@@ -117,6 +117,9 @@ static void s_usage(bus_config_t *config)
         "  card block|unblock CARD --reason R   refuse the card at every register, or not\n"
         "  card list-blocked [--since V]   the cards blocked now, or the changes after list\n"
         "                           version V (--format table|csv|json: fen in json)\n"
+        "  payments reconcile --store S --date D FILE   compare WeChat Pay's trade bill of day\n"
+        "                           D with the intents; exit 1 on differences; kept for the Z\n"
+        "  payments list --store S --date D   the intents created on the provider's day D\n"
         "options:\n");
     bus_config_usage(config, stdout);
 }
@@ -266,6 +269,7 @@ int main(int argc, char **argv)
         bus_config_add(config, posctl_config_opts) != 0 ||
         bus_config_add(config, posctl_device_opts) != 0 ||
         bus_config_add(config, posctl_card_opts) != 0 ||
+        bus_config_add(config, posctl_payments_opts) != 0 ||
         bus_config_add(config, bus_program_opts) != 0)
         return S_EXIT_USAGE;
     int rc = bus_config_load(config, argc, argv);
@@ -331,6 +335,8 @@ int main(int argc, char **argv)
         rc = posctl_device(config);
     else if (streq(cmd, "card"))
         rc = posctl_card(config);
+    else if (streq(cmd, "payments"))
+        rc = posctl_payments(config);
     else {
         fprintf(stderr, "posctl: unknown command '%s'\n", cmd);
         s_usage(config);

@@ -62,6 +62,7 @@ int posctl_device(bus_config_t *config);
 /* card create|topup|get|block|unblock CARD ..., card list-blocked: stored-value cards in the
    payments service, amounts in yuan (card.c). Exit code. */
 int posctl_card(bus_config_t *config);
+int posctl_payments(bus_config_t *config);
 
 /* Options of these commands, added to posctl's table. */
 extern const bus_opt_t posctl_retail_opts[];
@@ -69,5 +70,6 @@ extern const bus_opt_t posctl_journal_opts[];
 extern const bus_opt_t posctl_config_opts[];
 extern const bus_opt_t posctl_device_opts[];
 extern const bus_opt_t posctl_card_opts[];
+extern const bus_opt_t posctl_payments_opts[];
 
 #endif

@@ -688,6 +688,30 @@ int posctl_stock(bus_config_t *config, const bus_conn_cfg_t *cfg)
 
 /*  Z: close the day at sales, then wait for reporting to have applied everything up to the close.
  */
+/*  The day's reconciliation with each provider (payments, docs/payments.md), when one was kept,
+    as "reconciliation.<provider>" lines of the Z report. Without payments: nothing. */
+static void s_z_reconciliation(bus_client_t *client, const char *store, const char *day,
+                               bus_val_t *z)
+{
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_str(body, "store", store);
+    bus_val_map_set_str(body, "day", day);
+    bus_msg_t *rep = bus_client_request(client, "payments", "payment.recon.get", &body);
+    const bus_val_t *results = rep ? bus_val_map_get(bus_msg_body(rep), "results") : NULL;
+    for (size_t i = 0; i < bus_val_size(results); i++) {
+        const bus_val_t *r = bus_val_map_value(results, i);
+        int64_t matched = 0, diffs = 0;
+        bus_val_map_get_int(r, "matched", &matched);
+        bus_val_map_get_int(r, "differences", &diffs);
+        char key[64], text[96];
+        snprintf(key, sizeof(key), "reconciliation.%s", bus_val_map_key(results, i));
+        snprintf(text, sizeof(text), "%" PRId64 " matched, %" PRId64 " differences", matched,
+                 diffs);
+        bus_val_map_set_str(z, key, text);
+    }
+    bus_msg_destroy(&rep);
+}
+
 static int s_report_z(bus_config_t *config, bus_client_t *client, const char *store)
 {
     const char *day = bus_config_str(config, "date");
@@ -710,8 +734,11 @@ static int s_report_z(bus_config_t *config, bus_client_t *client, const char *st
         bus_val_map_set_str(body, "day", day);
         bus_msg_t *rep = bus_client_request(client, "reporting", "report.z", &body);
         if (rep) {
-            posctl_print(bus_msg_body(rep), bus_config_str(config, "format"));
+            bus_val_t *z = bus_val_dup(bus_msg_body(rep));
             bus_msg_destroy(&rep);
+            s_z_reconciliation(client, store, day, z);
+            posctl_print(z, bus_config_str(config, "format"));
+            bus_val_destroy(&z);
             return POSCTL_EXIT_OK;
         }
         if (strcmp(bus_client_remote_code(client), "not_ready") != 0 || bus_mono_ms() > deadline) {

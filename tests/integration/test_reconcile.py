@@ -1,0 +1,184 @@
+#!/usr/bin/python3
+"""test_reconcile - reconciliation (对账) of WeChat Pay's trade bill with the payment intents.
+
+Payments go through the payments service against the WeChat Pay emulator (paid, reversed,
+declined); the emulator's trade bill of the day (its real layout: backticks, yuan, a summary)
+reconciles with no difference (exit 0). Then differences are planted: a payment dropped from
+the bill, an amount changed, a trade posbus never saw, a refund made at the provider, a summary
+that does not add up. posctl payments reconcile finds each of them, as its own kind, and
+nothing else (exit 1); the result is kept and the Z report shows it."""
+import base64
+import datetime
+import http.client
+import json
+import os
+import secrets
+import ssl
+import subprocess
+import sys
+import time
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from harness import BIN, SRC, Bus, Checks, Stack, wait_for
+
+sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
+from wechatpay import WechatPay  # noqa: E402
+
+# the store runs on Beijing time, as the provider's statement does (so that its business day
+# and the statement's day are one, whatever this machine's zone)
+os.environ["TZ"] = "CST-8"
+time.tzset()
+STORE = "S1"
+MCHID, APPID, SERIAL = "1900000001", "wx0000000000000001", "3775B6A45ACD588826D15E583A95F5DD"
+c = Checks("test_reconcile")
+st = Stack("reconcile")
+wx = None
+try:
+    st.start_redis()
+    st.start_busd()
+    for s in ("inventory", "sales", "reporting"):
+        st.start_service(s, s)
+    c.check(st.wait_healthy(["inventory", "sales", "reporting"]), "back office healthy")
+    st.posctl("store", "add", STORE, "Reconcile store", check=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file, pub_file = os.path.join(st.tmp, "merchant.key"), os.path.join(st.tmp, "m.pub")
+    with open(key_file, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    with open(pub_file, "wb") as f:
+        f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+    apiv3 = os.path.join(st.tmp, "apiv3.key")
+    with open(apiv3, "w") as f:
+        f.write("0123456789abcdef0123456789ABCDEF")
+    wdir = os.path.join(st.tmp, "wechat")
+    wx = WechatPay(wdir, MCHID, APPID, SERIAL, pub_file, apiv3)
+    wx.start()
+    st.start_service("payments", "payments", "--wechat-base-url", f"https://127.0.0.1:{wx.port}",
+                     "--wechat-mchid", MCHID, "--wechat-appid", APPID, "--wechat-serial", SERIAL,
+                     "--wechat-key-file", key_file, "--wechat-platform-keys",
+                     f"PUB_KEY_ID_0000000000000001={wdir}/platform-1.pem",
+                     "--wechat-ca-file", wx.ca_file, "--wechat-timeout-ms", "2000",
+                     "--query-interval-ms", "300", "--reverse-after-ms", "3000",
+                     "--lease-ms", "8000")
+    c.check(st.wait_healthy(["payments"]), "payments healthy")
+    reg = Bus(st, cert=st.key("register", "S1.R01"))
+
+    def pay(seq, amount):
+        r = reg.call("payments", "payment.pay", {"sale_id": f"S1-R01-{seq:06d}", "attempt": 1,
+                                                 "amount": amount,
+                                                 "code": "134567890123456789"})
+        i = r["body"]["intent"]
+        wait_for(lambda: reg.call("payments", "payment.get", {"intent": i})["body"]["final"],
+                 20, f"{i} final")
+        return i, reg.call("payments", "payment.get", {"intent": i})["body"]["state"]
+
+    paid = [pay(1, 1000), pay(2, 2050), pay(3, 3999)]
+    wx.mode("userpaying_then_timeout")
+    reversed_ = pay(4, 700)
+    wx.mode("declined")
+    declined = pay(5, 800)
+    c.eq([s for _, s in paid] + [reversed_[1], declined[1]],
+         ["succeeded"] * 3 + ["reversed", "failed"], "three paid, one reversed, one declined")
+    day = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))) \
+        .strftime("%Y-%m-%d")
+
+    def reconcile(name, data):
+        path = os.path.join(st.tmp, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        r = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "payments", "reconcile",
+                            "--store", STORE, "--date", day, path, "--format", "json"],
+                           capture_output=True, text=True, timeout=60)
+        try:
+            return r.returncode, json.loads(r.stdout.strip().splitlines()[-1]), r
+        except (ValueError, IndexError):
+            return r.returncode, {}, r
+
+    bill = wx.bill(day)
+    c.check(b"`" in bill and "总交易单数".encode() in bill,
+            "the emulator's bill has backticks and a summary")
+    rc, res, raw = reconcile("clean.csv", bill)
+    c.check(rc == 0 and res.get("differences") == 0 and res.get("matched") == 3,
+            f"the day's bill reconciles: exit 0, the 3 paid matched (the reversed one was never "
+            f"paid: not in the bill), no difference "
+            f"({rc}, {res.get('matched')}, {res.get('diffs')}) {raw.stderr.strip()}")
+    c.eq(res.get("provider_paid"), 1000 + 2050 + 3999, "paid at the provider (fen)")
+    c.eq(res.get("here_paid"), 1000 + 2050 + 3999, "paid here (fen)")
+
+    # a refund made at the provider (signed, as a merchant's other system would)
+    def signed_post(path, body):
+        raw_body = json.dumps(body).encode()
+        ts, nonce = str(int(time.time())), secrets.token_hex(16)
+        msg = f"POST\n{path}\n{ts}\n{nonce}\n{raw_body.decode()}\n".encode()
+        sig = base64.b64encode(key.sign(msg, padding.PKCS1v15(), hashes.SHA256())).decode()
+        ctx = ssl.create_default_context(cafile=wx.ca_file)
+        conn = http.client.HTTPSConnection("127.0.0.1", wx.port, context=ctx, timeout=10)
+        conn.request("POST", path, raw_body, {
+            "Content-Type": "application/json", "Accept": "application/json",
+            "Authorization": f'WECHATPAY2-SHA256-RSA2048 mchid="{MCHID}",nonce_str="{nonce}",'
+                             f'timestamp="{ts}",serial_no="{SERIAL}",signature="{sig}"'})
+        resp = conn.getresponse()
+        out = resp.status, resp.read()
+        conn.close()
+        return out
+
+    status, _ = signed_post("/v3/refund/domestic/refunds",
+                            {"out_trade_no": paid[2][0], "out_refund_no": "R-1",
+                             "amount": {"refund": 500, "total": 3999, "currency": "CNY"}})
+    c.eq(status, 200, "a refund at the provider")
+    wx.command({"cmd": "bill_edit", "drop": [paid[0][0]], "amount": {paid[1][0]: 2060},
+                "add": [{"out_trade_no": "NOT-OURS-1", "amount": 1234}]})
+    rc, res, raw = reconcile("planted.csv", wx.bill(day))
+    kinds = sorted((d["kind"], d["out_trade_no"]) for d in res.get("diffs", []))
+    c.eq(kinds, sorted([("missing_at_provider", paid[0][0]), ("amount_mismatch", paid[1][0]),
+                        ("missing_here", "NOT-OURS-1"), ("refund_mismatch", paid[2][0])]),
+         "every planted difference found, as its kind, and nothing else")
+    c.check(rc == 1, f"exit 1 on differences (got {rc})")
+    amt = [d for d in res.get("diffs", []) if d["kind"] == "amount_mismatch"]
+    c.check(amt and amt[0]["here"] == 2050 and amt[0]["provider"] == 2060,
+            f"the amounts of the mismatch, in fen: {amt}")
+
+    # the statement's own summary does not add up
+    text = wx.bill(day).decode()
+    lines = text.split("\r\n")
+    summary_at = [i for i, ln in enumerate(lines) if ln.startswith("总交易单数")][0] + 1
+    cells = lines[summary_at].split(",")
+    cells[0] = "`" + str(int(cells[0].lstrip("`")) + 1)
+    lines[summary_at] = ",".join(cells)
+    rc, res, raw = reconcile("summary.csv", "\r\n".join(lines).encode())
+    c.check(rc == 1 and any(d["kind"] == "summary_mismatch" for d in res.get("diffs", [])),
+            f"a summary that does not add up: summary_mismatch ({res.get('diffs')})")
+
+    # columns in another order: parsed by name, the same result
+    rows = [ln.split(",") for ln in wx.bill(day).decode().split("\r\n") if ln]
+    head_n = len(rows[0])
+    swapped = []
+    for r in rows:
+        if len(r) == head_n:
+            r = [r[6], r[0], r[1], r[2], r[3], r[4], r[5]] + r[7:]
+        swapped.append(",".join(r))
+    rc, res2, raw = reconcile("swapped.csv", ("\r\n".join(swapped) + "\r\n").encode())
+    kinds2 = sorted((d["kind"], d["out_trade_no"]) for d in res2.get("diffs", []))
+    c.eq(kinds2, kinds, "columns in another order: the same differences")
+
+    # a file that is no trade bill: refused with a reason, nothing kept
+    rc, _, raw = reconcile("bogus.csv", b"a,b,c\n1,2,3\n")
+    c.check(rc == 1 and "no column" in raw.stderr, f"not a trade bill: {raw.stderr.strip()}")
+
+    # kept for the day, shown in the Z report
+    ops = Bus(st)
+    kept = ops.call("payments", "payment.recon.get", {"store": STORE, "day": day})["body"]
+    c.check(kept.get("results", {}).get("wechat", {}).get("differences") == 4,
+            f"the last result is kept for the day: {kept.get('results', {}).get('wechat', {})}")
+    z = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "report", "z", "--store", STORE],
+                       capture_output=True, text=True, timeout=60)
+    c.check("reconciliation.wechat" in z.stdout and "4 differences" in z.stdout,
+            f"the Z report shows it:\n{z.stdout}{z.stderr}")
+finally:
+    if wx:
+        wx.stop()
+    st.stop_all(c)
+c.finish()
