@@ -61,6 +61,7 @@
 #define S_DEVICES_MAX    16   /* peripherals of one register */
 #define S_INBOX_MAX      64   /* scans and weights waiting for the till's thread */
 #define S_WEIGH_MS       7000 /* a weight asked for is taken only this long */
+#define S_SV_PULL_BEATS  15   /* the card blocklist is pulled every this many heartbeats */
 
 static const bus_opt_t s_options[] = {
     {"store", BUS_OPT_STR, NULL, 0, 0, "store id (must match the register's certificate)"},
@@ -99,6 +100,7 @@ typedef struct {
     node_key_t *key;
     node_session_t *session;
     node_catalog_t *catalog;
+    node_svcard_t *svcards; /* stored-value cards: blocklist, offline caps (svcards.mp) */
     node_till_t *till;
     node_uplink_t *uplink;
     bus_client_t *client; /* the till's own, for park, recall and returns */
@@ -1031,6 +1033,7 @@ static void s_run(s_node_t *self)
         s_journaled(self);
         s_devices_tell(self);
         node_till_card_tick(self->till);
+        node_till_sv_tick(self->till); /* card blocklist, offline card deductions uploaded */
         bus_val_t *paid = node_till_wallet_tick(self->till); /* a code payment's answer */
         if (paid) {
             s_status(self, paid);
@@ -1177,6 +1180,19 @@ static int s_start(s_node_t *self)
         bus_warn("posnode.catalog", "saved catalog refused: %s",
                  node_catalog_errstr(self->catalog));
     node_till_set_catalog(self->till, self->catalog);
+    snprintf(path, sizeof(path), "%s/svcards.mp", self->dir);
+    self->svcards = node_svcard_open(path, why, sizeof(why));
+    if (!self->svcards)
+        return -1;
+    if (why[0])
+        bus_warn("posnode.svcard", "%s", why);
+    size_t nblocked = 0, ncards = node_svcard_count(self->svcards, &nblocked);
+    bus_info("posnode.svcard",
+             "card store: %zu cards known, %zu blocked, blocklist version %" PRId64
+             ", %zu offline deductions to upload",
+             ncards, nblocked, node_svcard_since(self->svcards), node_till_sv_pending(self->till));
+    node_till_set_svcards(self->till, self->svcards,
+                          S_SV_PULL_BEATS * bus_config_int(self->config, "node-heartbeat-ms"));
     snprintf(path, sizeof(path), "%s/config.mp", self->dir);
     bus_val_t *doc = node_config_load(path, why, sizeof(why));
     if (doc)
@@ -1274,6 +1290,7 @@ static void s_stop(s_node_t *self)
     }
     bus_client_destroy(&self->client);
     node_till_destroy(&self->till);
+    node_svcard_destroy(&self->svcards);
     node_catalog_destroy(&self->catalog);
     node_session_destroy(&self->session);
     node_key_destroy(&self->key);

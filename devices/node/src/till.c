@@ -47,6 +47,14 @@
 #define S_WALLET_CODE_MAX 24   /* digits of a wallet payment code */
 #define S_WALLET_GIVEN_UP "given up: cancelled when payments answers"
 #define S_LOST_ASK_MS     5000 /* how often a charge without a sale is taken back */
+#define S_SV_PENDING_MAX  256  /* offline card deductions waiting for their upload */
+#define S_SV_RETRY_MS     3000 /* payments unreachable: when the uploads and the pull try again */
+
+/* An offline stored-value deduction waiting for its upload (card.offline). */
+typedef struct {
+    char card[NODE_SVCARD_ID_MAX + 1];
+    int64_t sale_seq, attempt, amount, ts;
+} s_sv_pending_t;
 
 /* The shift: what the X report shows, from the last Z report (or the first record) on. */
 typedef struct {
@@ -133,6 +141,16 @@ struct node_till_t {
         int64_t ask_ms;
     } wallet;
     int64_t wallet_attempt_seq, wallet_attempt; /* the last attempt for that sale number */
+    /* stored-value cards: card.pay online; offline, the register's own copy (svcards, borrowed;
+       NULL: no offline use) decides and the deduction waits here, journaled as sv_offline,
+       until card.offline took it (sv_uploaded); rebuilt from the journal at start */
+    node_svcard_t *svcards;
+    int64_t sv_blocklist_ms, sv_pull_ms, sv_upload_ms;
+    bool sv_down; /* payments did not answer lately: `pay sv` decides offline at once until a
+                     tick reaches it again (the cashier does not wait for a timeout per card) */
+    int64_t sv_attempt_seq, sv_attempt; /* the last attempt for that sale number */
+    s_sv_pending_t sv[S_SV_PENDING_MAX];
+    int nsv;
 };
 
 /* One command being answered. */
@@ -616,6 +634,9 @@ static void s_wallet_replay(node_till_t *self, const char *type, const bus_val_t
 }
 
 /*  Read the journal through: the last sale number, and the shift since the last Z. */
+static void s_sv_replay(node_till_t *self, const char *type, const bus_val_t *doc);
+static void s_sv_lost_tickets(node_till_t *self);
+
 static int s_replay(node_till_t *self, char *why, size_t size)
 {
     uint64_t last = node_journal_last_seq(self->journal);
@@ -648,6 +669,7 @@ static int s_replay(node_till_t *self, char *why, size_t size)
             const char *key = bus_val_map_get_str(doc, "key");
             s_card_replay(self, type, doc);
             s_wallet_replay(self, type, doc);
+            s_sv_replay(self, type, doc);
             if (type && key && strcmp(type, "device_command") == 0 && s_done_add(self, key) != 0) {
                 snprintf(why, size, "out of memory");
                 bus_val_destroy(&doc);
@@ -712,6 +734,7 @@ node_till_t *node_till_open(const char *journal_path, const node_key_t *key, con
             if (self->lost[i].sale_seq > self->sale_seq)
                 self->lost[k++] = self->lost[i];
         self->nlost = k;
+        s_sv_lost_tickets(self);
     } else {
         snprintf(why, size, "journal %s: %s", journal_path, replay);
         node_till_destroy(&self);
@@ -2038,6 +2061,465 @@ static int s_cmd_wallet(s_cmd_t *c, bool cancel)
     return bus_val_map_get(c->reply, "error") ? -1 : 0;
 }
 
+/* ---- stored-value cards through the payments service ----------------------------------- */
+
+/*  The offline deductions not uploaded yet, by sale number and attempt. */
+static int s_sv_find(const node_till_t *self, int64_t sale_seq, int64_t attempt)
+{
+    for (int i = 0; i < self->nsv; i++)
+        if (self->sv[i].sale_seq == sale_seq && self->sv[i].attempt == attempt)
+            return i;
+    return -1;
+}
+
+static void s_sv_drop(node_till_t *self, int64_t sale_seq, int64_t attempt)
+{
+    int i = s_sv_find(self, sale_seq, attempt);
+    if (i < 0)
+        return;
+    memmove(self->sv + i, self->sv + i + 1, (size_t)(self->nsv - i - 1) * sizeof(self->sv[0]));
+    self->nsv--;
+}
+
+static void s_sv_add(node_till_t *self, const char *card, int64_t sale_seq, int64_t attempt,
+                     int64_t amount, int64_t ts)
+{
+    if (self->nsv == S_SV_PENDING_MAX || s_sv_find(self, sale_seq, attempt) >= 0)
+        return; /* the till refuses an offline deduction past the bound: never more here */
+    s_sv_pending_t *p = &self->sv[self->nsv++];
+    memset(p, 0, sizeof(*p));
+    snprintf(p->card, sizeof(p->card), "%s", card);
+    p->sale_seq = sale_seq;
+    p->attempt = attempt;
+    p->amount = amount;
+    p->ts = ts;
+}
+
+/*  What the register took offline from card and has not uploaded yet. */
+static int64_t s_sv_spent(const node_till_t *self, const char *card)
+{
+    int64_t sum = 0;
+    for (int i = 0; i < self->nsv; i++)
+        if (strcmp(self->sv[i].card, card) == 0)
+            sum += self->sv[i].amount;
+    return sum;
+}
+
+/*  An sv_* audit record read back: the attempts made per sale number and the offline
+    deductions waiting for their upload. */
+static void s_sv_replay(node_till_t *self, const char *type, const bus_val_t *doc)
+{
+    if (!type || strncmp(type, "sv_", 3) != 0)
+        return;
+    int64_t seq = 0, attempt = 0, amount = 0, ts = 0;
+    bus_val_map_get_int(doc, "sale_seq", &seq);
+    bus_val_map_get_int(doc, "attempt", &attempt);
+    bus_val_map_get_int(doc, "amount", &amount);
+    const char *card = bus_val_map_get_str(doc, "card");
+    if (strcmp(type, "sv_request") == 0) {
+        self->sv_attempt_seq = seq;
+        self->sv_attempt = attempt;
+    } else if (strcmp(type, "sv_offline") == 0 && card) {
+        bus_val_map_get_int(doc, "taken_ms", &ts);
+        s_sv_add(self, card, seq, attempt, amount, ts);
+    } else if (strcmp(type, "sv_uploaded") == 0 || strcmp(type, "sv_void") == 0) {
+        s_sv_drop(self, seq, attempt);
+    }
+}
+
+/*  Journal an sv_<what> audit record for the sale number and attempt; extra (taken, may be
+    NULL) adds keys. 0, or -1 (the journal refused it: selling is stopped). */
+static int s_sv_record(node_till_t *self, const char *what, const char *card, int64_t sale_seq,
+                       int64_t attempt, int64_t amount, bus_val_t *extra)
+{
+    bus_val_t *doc = extra ? extra : bus_val_new_map();
+    char type[24];
+    snprintf(type, sizeof(type), "sv_%s", what);
+    bus_val_map_set_str(doc, "type", type);
+    bus_val_map_set_str(doc, "card", card);
+    bus_val_map_set_int(doc, "sale_seq", sale_seq);
+    bus_val_map_set_int(doc, "attempt", attempt);
+    bus_val_map_set_int(doc, "amount", amount);
+    return s_audit_record(self, &doc);
+}
+
+static void s_sv_save(node_till_t *self)
+{
+    char why[200];
+    if (self->svcards)
+        node_svcard_save(self->svcards, why, sizeof(why)); /* a cache: behind is harmless */
+}
+
+/*  Ask payments about card (card.get) and keep its offline cap, balance and status. True when
+    payments answered. */
+static bool s_sv_refresh(node_till_t *self, const char *card)
+{
+    if (!self->hooks.request)
+        return false;
+    char err[NODE_TILL_WHY_MAX];
+    bool offline = false;
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_str(body, "card", card);
+    bus_val_t *r = self->hooks.request(self->hooks.arg, "payments", "card.get", &body, &offline,
+                                       err, sizeof(err));
+    bus_val_destroy(&body);
+    if (!r)
+        return false;
+    int64_t cap = 0, balance = 0;
+    const char *status = bus_val_map_get_str(r, "status");
+    if (self->svcards && bus_val_map_get_int(r, "offline_cap", &cap) &&
+        bus_val_map_get_int(r, "balance", &balance)) {
+        node_svcard_seen(self->svcards, card, cap, balance,
+                         status ? strcmp(status, "blocked") == 0 : -1, s_now(self));
+        s_sv_save(self);
+    }
+    bus_val_destroy(&r);
+    return true;
+}
+
+/*  The tender taken: on the ticket, and the sale when paid. */
+static void s_sv_tender(s_cmd_t *c, int64_t amount, const char *msg)
+{
+    node_till_t *self = c->till;
+    if (pos_ticket_add_tender(self->ticket, POS_TENDER_STORED_VALUE, amount) != POS_OK) {
+        s_err(c, "internal", "the card paid but the ticket took no tender: tell a manager");
+        return;
+    }
+    bus_val_map_set_str(c->reply, "message", msg);
+    if (pos_ticket_is_paid(self->ticket))
+        s_complete(c);
+}
+
+/*  Payments cannot be reached: the card is taken here if the register's own copy allows it
+    (not blocked, the amount within its offline cap and its last known balance, counting what
+    was taken offline and not uploaded yet); journaled as sv_offline and uploaded later. */
+static int s_sv_offline(s_cmd_t *c, const char *card, int64_t seq, int64_t attempt, int64_t amount,
+                        const char *why)
+{
+    node_till_t *self = c->till;
+    node_svcard_info_t info;
+    node_svcard_get(self->svcards, card, &info);
+    int64_t spent = s_sv_spent(self, card);
+    const char *code = NULL;
+    char msg[NODE_TILL_WHY_MAX * 2];
+    if (!self->svcards) {
+        code = "no_offline";
+        snprintf(msg, sizeof(msg),
+                 "payments cannot be reached (%s) and this register keeps no "
+                 "card store: take another tender",
+                 why);
+    } else if (info.blocked) {
+        code = "card_blocked";
+        snprintf(msg, sizeof(msg),
+                 "card %s is blocked (the register's blocklist): take another "
+                 "tender",
+                 card);
+    } else if (!info.known || info.cap <= 0) {
+        code = "no_offline";
+        snprintf(msg, sizeof(msg),
+                 "payments cannot be reached and card %s %s: take another "
+                 "tender",
+                 card,
+                 info.known ? "may not be used offline (its offline cap is 0)"
+                            : "was never seen online here");
+    } else if (amount + spent > info.cap) {
+        code = "over_offline_cap";
+        snprintf(msg, sizeof(msg),
+                 "payments cannot be reached and card %s may take %" PRId64 ".%02" PRId64
+                 " offline (%" PRId64 ".%02" PRId64 " taken already): take another "
+                 "tender",
+                 card, info.cap / 100, info.cap % 100, spent / 100, spent % 100);
+    } else if (amount + spent > info.balance) {
+        code = "insufficient_balance";
+        snprintf(msg, sizeof(msg),
+                 "payments cannot be reached and card %s had %" PRId64 ".%02" PRId64
+                 " when last seen (%" PRId64 ".%02" PRId64 " taken offline since)",
+                 card, info.balance / 100, info.balance % 100, spent / 100, spent % 100);
+    } else if (self->nsv == S_SV_PENDING_MAX) {
+        code = "no_offline";
+        snprintf(msg, sizeof(msg),
+                 "%d card deductions wait for payments already: take another "
+                 "tender",
+                 S_SV_PENDING_MAX);
+    }
+    if (code) {
+        bus_val_t *extra = bus_val_new_map();
+        bus_val_map_set_bool(extra, "ok", false);
+        bus_val_map_set_str(extra, "mode", "offline");
+        bus_val_map_set_str(extra, "code", code);
+        if (s_sv_record(self, "result", card, seq, attempt, amount, extra) != 0)
+            return s_err(c, "stopped", "%s", self->stopped_why);
+        bus_val_map_set_str(c->reply, "reason", code);
+        return s_err(c, "sv_declined", "%s", msg);
+    }
+    int64_t now = s_now(self);
+    bus_val_t *extra = bus_val_new_map();
+    bus_val_map_set_int(extra, "taken_ms", now);
+    bus_val_map_set_str(extra, "why", why);
+    if (s_sv_record(self, "offline", card, seq, attempt, amount, extra) != 0)
+        return s_err(c, "stopped", "%s", self->stopped_why);
+    s_sv_add(self, card, seq, attempt, amount, now);
+    bus_val_map_set_bool(c->reply, "offline", true);
+    snprintf(msg, sizeof(msg), "paid offline from card %s: uploaded when payments answers", card);
+    s_sv_tender(c, amount, msg);
+    return bus_val_map_get(c->reply, "error") ? -1 : 0;
+}
+
+/*  pay sv CARD [AMOUNT]: a stored-value card through payments (card.pay), or offline. */
+static int s_sv_start(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (c->argc < 2 || c->argc > 3)
+        return s_err(c, "usage", "pay sv CARD [AMOUNT]");
+    if (self->stopped)
+        return s_err(c, "stopped", "%s", self->stopped_why);
+    if (!s_has_lines(self))
+        return s_err(c, "no_ticket", "no ticket is open");
+    if ((self->wallet.sale_seq && !self->wallet.orphan) ||
+        (self->card.key[0] && !self->card.orphan))
+        return s_err(c, "wallet_waiting", "a payment is already under way: wait for its answer");
+    const char *card = c->argv[1];
+    if (!node_svcard_id_ok(card))
+        return s_err(c, "bad_card", "a card id is 1-32 letters, digits, _ or -");
+    int64_t remaining = pos_ticket_remaining(self->ticket), amount = remaining;
+    if (c->argc == 3 && !s_money(c->argv[2], false, &amount))
+        return s_err(c, "bad_amount", "amount: yuan with at most two decimals");
+    if (amount <= 0 || amount > remaining)
+        return s_err(c, "bad_amount",
+                     "a card pays from 0.01 up to what is still due (refunds to "
+                     "a card are not taken here)");
+    int64_t seq = self->sale_seq + 1;
+    int64_t attempt = self->sv_attempt_seq == seq ? self->sv_attempt + 1 : 1;
+    if (attempt > 99)
+        return s_err(c, "bad_amount", "99 attempts for one sale: take another tender");
+    if (s_sv_record(self, "request", card, seq, attempt, amount, NULL) != 0)
+        return s_err(c, "stopped", "%s", self->stopped_why); /* journaled before it is asked */
+    self->sv_attempt_seq = seq;
+    self->sv_attempt = attempt;
+    char sale_id[POS_SALE_ID_MAX + 1], err[NODE_TILL_WHY_MAX] = "";
+    pos_sale_make_id(sale_id, sizeof(sale_id), self->store, self->reg, seq);
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_str(body, "card", card);
+    bus_val_map_set_int(body, "amount", amount);
+    bus_val_map_set_str(body, "sale_id", sale_id);
+    bus_val_map_set_int(body, "attempt", attempt);
+    bool offline = true;
+    bus_val_t *r = NULL;
+    if (self->sv_down && self->svcards)
+        snprintf(err, sizeof(err), "payments did not answer lately");
+    else if (self->hooks.request)
+        r = self->hooks.request(self->hooks.arg, "payments", "card.pay", &body, &offline, err,
+                                sizeof(err));
+    bus_val_destroy(&body);
+    if (!r && (offline || strncmp(err, "unavailable", 11) == 0)) {
+        /* not reached, or no answer in time: if card.pay did arrive, the upload of the same
+           sale id and attempt is that deduction (payments takes it once) */
+        if (self->svcards && !self->sv_down) {
+            self->sv_down = true;
+            self->sv_pull_ms = s_now(self) + S_SV_RETRY_MS;
+        }
+        return s_sv_offline(c, card, seq, attempt, amount, err[0] ? err : "no back office");
+    }
+    bus_val_t *extra = bus_val_new_map();
+    bus_val_map_set_str(extra, "mode", "online");
+    bus_val_map_set_bool(extra, "ok", r != NULL);
+    int64_t balance = 0;
+    char code[40] = "";
+    if (r) {
+        bus_val_map_get_int(r, "balance", &balance);
+        bus_val_map_set_int(extra, "balance", balance);
+    } else {
+        snprintf(code, sizeof(code), "%.*s", (int)strcspn(err, ":"), err);
+        bus_val_map_set_str(extra, "code", code);
+        bus_val_map_set_str(extra, "message", err);
+    }
+    if (s_sv_record(self, "result", card, seq, attempt, amount, extra) != 0) {
+        bus_val_destroy(&r);
+        return s_err(c, "stopped", "%s", self->stopped_why);
+    }
+    if (!r) {
+        if (strcmp(code, "card_blocked") == 0 && self->svcards) {
+            node_svcard_block(self->svcards, card, true);
+            s_sv_save(self);
+        }
+        s_sv_refresh(self, card); /* the cap and balance, for offline use */
+        bus_val_map_set_str(c->reply, "reason", code);
+        return s_err(c, "sv_declined", "card not charged (%s); take another tender", err);
+    }
+    bus_val_destroy(&r);
+    if (self->svcards) {
+        node_svcard_seen(self->svcards, card, -1, balance, -1, s_now(self));
+        s_sv_save(self);
+    }
+    s_sv_refresh(self, card); /* its offline cap, which may have changed */
+    bus_val_map_set_int(c->reply, "card_balance", balance);
+    char msg[NODE_TILL_WHY_MAX];
+    snprintf(msg, sizeof(msg), "paid from card %s: %" PRId64 ".%02" PRId64 " left", card,
+             balance / 100, balance % 100);
+    s_sv_tender(c, amount, msg);
+    return bus_val_map_get(c->reply, "error") ? -1 : 0;
+}
+
+/*  sv-info CARD: what this register knows of the card (its local copy, without asking
+    payments: the same answer online and offline), with what it took offline and has not
+    uploaded. */
+static int s_cmd_sv_info(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (c->argc != 1 || !node_svcard_id_ok(c->argv[0]))
+        return s_err(c, "usage", "sv-info CARD");
+    const char *card = c->argv[0];
+    node_svcard_info_t info;
+    node_svcard_get(self->svcards, card, &info);
+    bus_val_t *m = bus_val_new_map();
+    bus_val_map_set_str(m, "card", card);
+    bus_val_map_set_bool(m, "known", info.known);
+    bus_val_map_set_bool(m, "blocked", info.blocked);
+    bus_val_map_set_int(m, "offline_cap", info.cap);
+    bus_val_map_set_int(m, "balance", info.balance);
+    bus_val_map_set_int(m, "seen_ms", info.seen_ms);
+    bus_val_map_set_int(m, "offline_pending", s_sv_spent(self, card));
+    bus_val_map_set_int(m, "blocklist_version",
+                        self->svcards ? node_svcard_since(self->svcards) : 0);
+    bus_val_map_set(c->reply, "sv", &m);
+    return 0;
+}
+
+/*  Pull the blocklist changes since the store's version (a few pages at most per call).
+    0, or -1 when payments could not be reached. */
+static int s_sv_pull(node_till_t *self)
+{
+    for (int page = 0; page < 20; page++) {
+        char err[NODE_TILL_WHY_MAX];
+        bool offline = false, more = false;
+        bus_val_t *body = bus_val_new_map();
+        bus_val_map_set_int(body, "since", node_svcard_since(self->svcards));
+        bus_val_t *r = self->hooks.request(self->hooks.arg, "payments", "card.blocklist", &body,
+                                           &offline, err, sizeof(err));
+        bus_val_destroy(&body);
+        if (!r)
+            return -1;
+        bus_val_t *changes = bus_val_map_get(r, "changes");
+        for (size_t i = 0; i < bus_val_size(changes); i++) {
+            bus_val_t *ch = bus_val_arr_get(changes, i);
+            const char *card = bus_val_map_get_str(ch, "card");
+            bool blocked = false;
+            if (card && bus_val_map_get_bool(ch, "blocked", &blocked))
+                node_svcard_block(self->svcards, card, blocked);
+        }
+        int64_t last = 0;
+        if (bus_val_map_get_int(r, "last", &last) && last > node_svcard_since(self->svcards))
+            node_svcard_set_since(self->svcards, last);
+        bus_val_map_get_bool(r, "more", &more);
+        bus_val_destroy(&r);
+        if (!more)
+            break;
+    }
+    s_sv_save(self);
+    return 0;
+}
+
+/*  Upload the first offline deduction of a sale that is journaled (card.offline). 1 one was
+    uploaded (or refused for good: journaled for an operator), 0 nothing due, -1 payments could
+    not be reached. */
+static int s_sv_upload(node_till_t *self)
+{
+    int i = 0;
+    while (i < self->nsv && self->sv[i].sale_seq > self->sale_seq)
+        i++; /* its sale is still being paid */
+    if (i == self->nsv)
+        return 0;
+    s_sv_pending_t p = self->sv[i];
+    char sale_id[POS_SALE_ID_MAX + 1], err[NODE_TILL_WHY_MAX] = "";
+    pos_sale_make_id(sale_id, sizeof(sale_id), self->store, self->reg, p.sale_seq);
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_str(body, "card", p.card);
+    bus_val_map_set_int(body, "amount", p.amount);
+    bus_val_map_set_str(body, "sale_id", sale_id);
+    bus_val_map_set_int(body, "attempt", p.attempt);
+    bus_val_map_set_int(body, "ts", p.ts);
+    bool offline = false;
+    bus_val_t *r = self->hooks.request(self->hooks.arg, "payments", "card.offline", &body, &offline,
+                                       err, sizeof(err));
+    bus_val_destroy(&body);
+    if (!r && (offline || strncmp(err, "unavailable", 11) == 0))
+        return -1;
+    bus_val_t *extra = bus_val_new_map();
+    bus_val_map_set_str(extra, "sale_id", sale_id);
+    if (r) {
+        static const char *const copy[] = {"balance", "mode", "flagged", "flags", "duplicate"};
+        for (size_t k = 0; k < sizeof(copy) / sizeof(copy[0]); k++) {
+            bus_val_t *v = bus_val_dup(bus_val_map_get(r, copy[k]));
+            if (v)
+                bus_val_map_set(extra, copy[k], &v);
+        }
+        int64_t balance = 0;
+        if (bus_val_map_get_int(r, "balance", &balance))
+            node_svcard_seen(self->svcards, p.card, -1, balance, -1, s_now(self));
+    } else { /* not_found, conflict, ...: it can never be taken; kept for an operator */
+        bus_val_map_set_str(extra, "refused", err);
+    }
+    bus_val_destroy(&r);
+    if (s_sv_record(self, "uploaded", p.card, p.sale_seq, p.attempt, p.amount, extra) != 0)
+        return 0; /* selling stopped: uploaded again later (payments takes it once) */
+    s_sv_drop(self, p.sale_seq, p.attempt);
+    s_sv_save(self);
+    return 1;
+}
+
+void node_till_sv_tick(node_till_t *self)
+{
+    if (!self->hooks.request)
+        return;
+    int64_t now = s_now(self);
+    if (self->svcards && (self->sv_blocklist_ms > 0 || self->sv_down) && now >= self->sv_pull_ms) {
+        /* also the probe that finds payments back after it did not answer */
+        int rc = s_sv_pull(self);
+        self->sv_down = rc != 0;
+        self->sv_pull_ms =
+            now + (rc == 0 && self->sv_blocklist_ms > 0 ? self->sv_blocklist_ms : S_SV_RETRY_MS);
+    }
+    if (!self->nsv || now < self->sv_upload_ms || self->sv_down)
+        return;
+    for (int n = 0; n < 20; n++) { /* a few per turn: the cashier's commands come first */
+        int rc = s_sv_upload(self);
+        if (rc < 0) {
+            self->sv_upload_ms = s_now(self) + S_SV_RETRY_MS;
+            self->sv_down = self->svcards != NULL;
+            self->sv_pull_ms = self->sv_upload_ms;
+        }
+        if (rc <= 0)
+            break;
+    }
+}
+
+void node_till_set_svcards(node_till_t *self, node_svcard_t *store, int64_t blocklist_ms)
+{
+    self->svcards = store;
+    self->sv_blocklist_ms = blocklist_ms;
+    self->sv_pull_ms = 0;
+}
+
+size_t node_till_sv_pending(const node_till_t *self)
+{
+    return (size_t)self->nsv;
+}
+
+/*  At start: an offline deduction for a sale number never sold had its ticket lost (the till
+    stopped before the sale was written): nothing was sold, so it is never uploaded. */
+static void s_sv_lost_tickets(node_till_t *self)
+{
+    for (int i = self->nsv - 1; i >= 0; i--) {
+        s_sv_pending_t p = self->sv[i];
+        if (p.sale_seq <= self->sale_seq)
+            continue;
+        bus_val_t *extra = bus_val_new_map();
+        bus_val_map_set_str(extra, "note", "its ticket was lost: nothing sold, not uploaded");
+        if (s_sv_record(self, "void", p.card, p.sale_seq, p.attempt, p.amount, extra) == 0)
+            s_sv_drop(self, p.sale_seq, p.attempt);
+    }
+}
+
 static int s_cmd_pay(s_cmd_t *c)
 {
     node_till_t *self = c->till;
@@ -2047,6 +2529,8 @@ static int s_cmd_pay(s_cmd_t *c)
         return s_complete(c);
     if (c->argc >= 1 && strcmp(c->argv[0], "code") == 0)
         return s_wallet_start(c);
+    if (c->argc >= 1 && strcmp(c->argv[0], "sv") == 0)
+        return s_sv_start(c);
     if (c->argc < 1 || c->argc > 2)
         return s_err(c, "usage", "pay cash|card|wechat|alipay|stored_value|other [AMOUNT]");
     if (self->stopped)
@@ -2064,7 +2548,9 @@ static int s_cmd_pay(s_cmd_t *c)
                      self->card.orphan ? "an unresolved payment" : "the payment");
     int64_t remaining = pos_ticket_remaining(self->ticket), amount = remaining;
     if (c->argc == 2 && !s_money(c->argv[1], true, &amount))
-        return s_err(c, "bad_amount", "amount: yuan with at most two decimals");
+        return s_err(c, "bad_amount", "amount: yuan with at most two decimals%s",
+                     kind == POS_TENDER_STORED_VALUE ? " (a card through payments: pay sv CARD)"
+                                                     : "");
     if (pos_ticket_totals(self->ticket)->total < 0 && amount > 0)
         amount = -amount; /* a refund is paid out */
     if (amount == 0 && !pos_ticket_is_paid(self->ticket))
@@ -2550,6 +3036,8 @@ static int s_dispatch(s_cmd_t *c)
         return s_cmd_wallet(c, strcmp(c->cmd, "pay-cancel") == 0);
     if (strcmp(c->cmd, "card-status") == 0)
         return s_cmd_card_status(c);
+    if (strcmp(c->cmd, "sv-info") == 0)
+        return s_cmd_sv_info(c);
     if (strcmp(c->cmd, "card-cancel") == 0)
         return s_cmd_card_cancel(c);
     if (strcmp(c->cmd, "state") == 0)

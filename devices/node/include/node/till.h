@@ -40,6 +40,7 @@
 #include "node/catalog.h"
 #include "node/config.h"
 #include "node/key.h"
+#include "node/svcard.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -159,6 +160,22 @@ void node_till_card_tick(node_till_t *self);
 bus_val_t *node_till_wallet_tick(node_till_t *self);
 /*  "wechat" or "alipay" for a payment code by its digits, NULL for anything else. */
 const char *node_till_code_provider(const char *code);
+
+/*  Stored-value cards (canteen, campus, member cards) through the payments service
+    (docs/posnode.md "Stored-value cards"). `pay sv CARD [AMOUNT]` journals an sv_request (sale
+    number, attempt, amount, card), asks card.pay and journals the sv_result: taken, it is the
+    stored_value tender (and the sale when paid); refused, the cashier takes another tender. When
+    payments cannot be reached, the card is taken only as the store (borrowed; NULL: never
+    offline) allows: not on its blocklist, within its offline cap and last known balance,
+    counting what this register took offline and has not uploaded. That deduction is journaled
+    (sv_offline) and uploaded with card.offline by node_till_sv_tick until payments takes it
+    (sv_uploaded), also after a restart. The tick also pulls the blocklist every blocklist_ms
+    (0: never) while payments answers. */
+void node_till_set_svcards(node_till_t *self, node_svcard_t *store, int64_t blocklist_ms);
+/*  Call often (every loop): the blocklist pull and the uploads, when due. */
+void node_till_sv_tick(node_till_t *self);
+/*  Offline deductions not uploaded yet. */
+size_t node_till_sv_pending(const node_till_t *self);
 
 /*  The last journal record, the last sale number written, and whether selling is stopped
     (the journal refused a write; node_till_stopped_why says why). */
