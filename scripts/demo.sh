@@ -3,6 +3,9 @@
 # service that exists, all under var/demo. Shows their health, then waits; Ctrl-C stops
 # everything cleanly in reverse order. Usage: scripts/demo.sh [BUILD_DIR]
 #   POSBUS_DEMO_SECONDS=N  stop by itself after N seconds (for unattended runs)
+#   POSBUS_DEMO_TICKETS=N, POSBUS_DEMO_SALES=N  tickets per register, simulated sales
+#   POSBUS_DEMO_CODE_TICKETS=N  tickets R01 takes by WeChat payment code (default 2)
+#   POSBUS_DEMO_WECHAT_PORT=P  the WeChat Pay emulator's HTTPS port (default 5563)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
@@ -24,7 +27,10 @@ stop_all() {
     done
     echo "== stopped; logs in $LOGS"
 }
-trap stop_all INT TERM EXIT
+# Ctrl-C or SIGTERM in the middle of the store day stops everything and ends the script there
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
+trap stop_all EXIT
 
 # Ports: fixed defaults, overridable, all on 127.0.0.1.
 REDIS_PORT=${POSBUS_DEMO_REDIS_PORT:-6390}
@@ -37,7 +43,7 @@ echo "== certificates in $KEYS (posctl --keys-dir $KEYS keys list)"
 # operator key (operator-demo). Keys from before roles existed are revoked (the files stay).
 KEYGEN=("$BIN/posctl" --keys-dir "$KEYS")
 "${KEYGEN[@]}" keygen >/dev/null
-for svc in sales inventory reporting devices; do
+for svc in sales inventory reporting devices payments; do
     [ -f "$KEYS/service-$svc.cert_secret" ] || "${KEYGEN[@]}" keygen service "$svc" >/dev/null
 done
 [ -f "$KEYS/operator-demo.cert_secret" ] || "${KEYGEN[@]}" keygen operator demo >/dev/null
@@ -86,15 +92,64 @@ CONF
 CLIENT=(--config "$VAR/posctl.conf")
 export POSBUS_REDIS_PASSWORD_FILE="$VAR/redis.pass"
 
-echo "== services: sales, inventory, reporting, devices"
-for svc in sales inventory reporting devices; do
+# The WeChat Pay API v3 emulator (devices/sim/wechatpay.py: HTTPS with its own CA, signed
+# requests and answers) stands in for api.mch.weixin.qq.com. The merchant's RSA key pair and
+# API v3 key are made once, 0600, in $VAR/wechat-merchant; the emulator keeps its CA, server
+# certificate and platform keys in $VAR/wechatpay. No key is ever printed.
+WX_PORT=${POSBUS_DEMO_WECHAT_PORT:-5563}
+WX_DIR="$VAR/wechatpay"
+WX_MERCHANT="$VAR/wechat-merchant"
+WX_MCHID=1900000001 WX_APPID=wx0000000000000001 WX_SERIAL=3775B6A45ACD588826D15E583A95F5DD
+echo "== WeChat Pay emulator on https://127.0.0.1:$WX_PORT (keys in $WX_MERCHANT, $WX_DIR)"
+mkdir -p "$WX_MERCHANT"
+chmod 700 "$WX_MERCHANT"
+if [ ! -f "$WX_MERCHANT/merchant.pub" ]; then
+    (umask 077; /usr/bin/python3 -c 'import os, secrets, string, sys
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+d = sys.argv[1]
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+with open(os.path.join(d, "merchant.key"), "wb") as f:
+    f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+with open(os.path.join(d, "apiv3.key"), "w") as f:
+    f.write("".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32)))
+with open(os.path.join(d, "merchant.pub.tmp"), "wb") as f:  # last: marks the set complete
+    f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+os.replace(os.path.join(d, "merchant.pub.tmp"), os.path.join(d, "merchant.pub"))' "$WX_MERCHANT")
+fi
+rm -f "$WX_DIR/port"
+/usr/bin/python3 devices/sim/wechatpay.py --listen "127.0.0.1:$WX_PORT" --dir "$WX_DIR" \
+    --mchid "$WX_MCHID" --appid "$WX_APPID" --merchant-serial "$WX_SERIAL" \
+    --merchant-public-key "$WX_MERCHANT/merchant.pub" --api-v3-key-file "$WX_MERCHANT/apiv3.key" \
+    --control "$VAR/wechatpay.ctl" > "$LOGS/wechatpay.log" 2>&1 &
+PIDS+=($!)
+WX_PID=$!
+for _ in $(seq 100); do # the first run makes its CA and two platform RSA keys
+    [ -f "$WX_DIR/port" ] && [ -S "$VAR/wechatpay.ctl" ] && break
+    kill -0 "$WX_PID" 2>/dev/null || break
+    sleep 0.1
+done
+[ -f "$WX_DIR/port" ] || { echo "demo: the WeChat Pay emulator did not start; see $LOGS/wechatpay.log" >&2; exit 1; }
+# payments trusts the emulator's CA and answers signed with either platform key
+PAY_ARGS=(--wechat-base-url "https://127.0.0.1:$WX_PORT" --wechat-mchid "$WX_MCHID"
+    --wechat-appid "$WX_APPID" --wechat-serial "$WX_SERIAL"
+    --wechat-key-file "$WX_MERCHANT/merchant.key" --wechat-apiv3-key-file "$WX_MERCHANT/apiv3.key"
+    --wechat-platform-keys "PUB_KEY_ID_0000000000000001=$WX_DIR/platform-1.pem,5157F09EFDC096DE15EBE81A47057A7232F1B8E1=$WX_DIR/platform-2.pem"
+    --wechat-ca-file "$WX_DIR/ca.pem" --query-interval-ms 1000)
+
+echo "== services: sales, inventory, reporting, devices, payments"
+for svc in sales inventory reporting devices payments; do
+    extra=()
+    [ "$svc" = payments ] && extra=("${PAY_ARGS[@]}")
     "$BIN/$svc" --pub-endpoint "$PUB" --sub-endpoint "$SUB" --req-endpoint "$REQ" \
         --cert "$KEYS/service-$svc.cert_secret" --server-cert "$KEYS/busd.cert" \
         --redis-port "$REDIS_PORT" --redis-password-file "$VAR/redis.pass" \
-        > "$LOGS/$svc.log" 2>&1 &
+        "${extra[@]}" > "$LOGS/$svc.log" 2>&1 &
     PIDS+=($!)
 done
-EXPECT="sales,inventory,reporting,devices"
+EXPECT="sales,inventory,reporting,devices,payments"
 
 echo "== health"
 ok=0
@@ -197,15 +252,85 @@ for reg in R01 R02; do
 done
 echo "R01 and R02 rang $(grep -c '"sale_id"' "$VAR/R01.answers") and $(grep -c '"sale_id"' "$VAR/R02.answers") tickets paid in cash;" \
     "R01 $(grep -c '"state":"at_terminal"' "$VAR/R01.answers") more by card at its terminal"
-sleep 2
-last=$(ls "$VAR/receipts/R02"/receipt-*.txt 2>/dev/null | tail -1)
-echo "-- R02's last receipt, as its printer printed it ($last, and the .png beside it):"
-[ -n "$last" ] && cat "$last"
-ctl() { # a simulator's control socket: one JSON command, one JSON answer
+ctl() { # a simulator's control socket (or a till's socket): one line, one JSON answer
     /usr/bin/python3 -c 'import json, socket, sys
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
 f.write(sys.argv[2] + "\n"); f.flush(); print(f.readline().strip())' "$1" "$2"
 }
+r01_state() { # R01's last sale number and its code payment's state ("none" without one)
+    ctl "$VAR/R01.sock" state | /usr/bin/python3 -c 'import json, sys
+s = json.load(sys.stdin)
+print(s.get("last_sale", 0), (s.get("wallet") or {}).get("state", "none"))'
+}
+# R01 takes tickets by WeChat payment code (付款码): posnode pays them through the payments
+# service, which charges the emulator; the sale completes by itself once the intent succeeds,
+# so each ticket waits (at most 30 s) until R01's last sale grows before the next one. A code
+# payment that ends unpaid, or never ends, leaves the ticket to cash, so the next one starts empty.
+wait_wallet_gone() { # at most $1 polls of 0.2 s until R01 has no code payment under way
+    local k last wallet
+    for ((k = 0; k < $1; k++)); do
+        read -r last wallet < <(r01_state)
+        [ "$wallet" = none ] && return 0
+        sleep 0.2
+    done
+    return 1
+}
+code_tickets() {
+    local n=$1 i k last0 last wallet seen paid
+    # a payment left by an interrupted run is resolved by posnode first (docs/posnode.md)
+    wait_wallet_gone 150 || true
+    echo "login ann 1111"
+    for ((i = 0; i < n; i++)); do
+        read -r last0 _ < <(r01_state)
+        echo "scan 6901234500011"
+        echo "scan COLA $((i + 1))"
+        echo "pay code 1345678901234567$((10 + i % 90))"
+        seen=0 paid=0
+        for ((k = 0; k < 150; k++)); do
+            sleep 0.2
+            read -r last wallet < <(r01_state)
+            [ "$last" -gt "$last0" ] && { paid=1; break; } # paid: the sale completed
+            [ "$wallet" != none ] && seen=1
+            [ "$seen" = 1 ] && [ "$wallet" = none ] && break # ended unpaid (R01's answers say why)
+        done
+        if [ "$paid" = 0 ]; then
+            [ "$wallet" != none ] && echo "pay-cancel" && { wait_wallet_gone 50 || true; }
+            echo "pay cash"
+        fi
+    done
+    echo "logout"
+}
+CODE_TICKETS=${POSBUS_DEMO_CODE_TICKETS:-2}
+code_tickets "$CODE_TICKETS" | socat -t 2 - "UNIX-CONNECT:$VAR/R01.sock" > "$VAR/R01-code.answers" || true
+wechat_summary() { # what R01 asked (its answers) and what the emulator booked (its status)
+    /usr/bin/python3 -c 'import json, sys
+asked = {}
+for line in open(sys.argv[1]):
+    a = json.loads(line)
+    if a.get("ok") and a.get("cmd") == "pay" and isinstance(a.get("wallet"), dict) \
+            and a["wallet"].get("intent"):
+        asked.setdefault(a["wallet"]["intent"], a["wallet"])
+asked = list(asked.values())
+emu = json.loads(sys.argv[2])
+trades = {t["out_trade_no"]: t for t in emu.get("trades", [])}
+parts, paid = [], 0
+for w in asked:
+    t = trades.get(w.get("intent"), {})
+    if t.get("state") == "SUCCESS":
+        paid += t["amount"]
+    parts.append("%s %s %s" % (w.get("intent"), t.get("state", "not at the emulator"),
+                               t.get("transaction_id") or ""))
+print("%d asked, %d fen charged: %s (emulator: %d charges, %d bad signatures since it started;"
+      " the day report below counts them in tenders.wechat, with the simulated registers\x27)"
+      % (len(asked), paid, "; ".join(p.strip() for p in parts) or "none",
+         emu.get("charges", 0), emu.get("bad_signatures", 0)))' "$1" "$2"
+}
+echo "-- R01's WeChat code payments: $(wechat_summary "$VAR/R01-code.answers" \
+    "$(ctl "$VAR/wechatpay.ctl" '{"cmd": "status"}')")"
+sleep 2
+last=$(ls "$VAR/receipts/R02"/receipt-*.txt 2>/dev/null | tail -1)
+echo "-- R02's last receipt, as its printer printed it ($last, and the .png beside it):"
+[ -n "$last" ] && cat "$last"
 echo "-- R01's customer display now: $(ctl "$VAR/R01-vfd.ctl" '{"cmd": "screen"}')"
 echo "-- R01's card terminal booked: $(ctl "$VAR/R01-card.ctl" '{"cmd": "status"}' |
     /usr/bin/python3 -c 'import json, sys
