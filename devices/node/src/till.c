@@ -2205,20 +2205,16 @@ static int s_sv_offline(s_cmd_t *c, const char *card, int64_t seq, int64_t attem
     if (!self->svcards) {
         code = "no_offline";
         snprintf(msg, sizeof(msg),
-                 "payments cannot be reached (%s) and this register keeps no "
-                 "card store: take another tender",
+                 "payments cannot be reached (%s) and this register keeps no card store: take "
+                 "another tender",
                  why);
     } else if (info.blocked) {
         code = "card_blocked";
         snprintf(msg, sizeof(msg),
-                 "card %s is blocked (the register's blocklist): take another "
-                 "tender",
-                 card);
+                 "card %s is blocked (the register's blocklist): take another tender", card);
     } else if (!info.known || info.cap <= 0) {
         code = "no_offline";
-        snprintf(msg, sizeof(msg),
-                 "payments cannot be reached and card %s %s: take another "
-                 "tender",
+        snprintf(msg, sizeof(msg), "payments cannot be reached and card %s %s: take another tender",
                  card,
                  info.known ? "may not be used offline (its offline cap is 0)"
                             : "was never seen online here");
@@ -2226,8 +2222,7 @@ static int s_sv_offline(s_cmd_t *c, const char *card, int64_t seq, int64_t attem
         code = "over_offline_cap";
         snprintf(msg, sizeof(msg),
                  "payments cannot be reached and card %s may take %" PRId64 ".%02" PRId64
-                 " offline (%" PRId64 ".%02" PRId64 " taken already): take another "
-                 "tender",
+                 " offline (%" PRId64 ".%02" PRId64 " taken already): take another tender",
                  card, info.cap / 100, info.cap % 100, spent / 100, spent % 100);
     } else if (amount + spent > info.balance) {
         code = "insufficient_balance";
@@ -2238,8 +2233,7 @@ static int s_sv_offline(s_cmd_t *c, const char *card, int64_t seq, int64_t attem
     } else if (self->nsv == S_SV_PENDING_MAX) {
         code = "no_offline";
         snprintf(msg, sizeof(msg),
-                 "%d card deductions wait for payments already: take another "
-                 "tender",
+                 "%d card deductions wait for payments already: take another tender",
                  S_SV_PENDING_MAX);
     }
     if (code) {
@@ -2285,9 +2279,9 @@ static int s_sv_start(s_cmd_t *c)
     if (c->argc == 3 && !s_money(c->argv[2], false, &amount))
         return s_err(c, "bad_amount", "amount: yuan with at most two decimals");
     if (amount <= 0 || amount > remaining)
-        return s_err(c, "bad_amount",
-                     "a card pays from 0.01 up to what is still due (refunds to "
-                     "a card are not taken here)");
+        return s_err(
+            c, "bad_amount",
+            "a card pays from 0.01 up to what is still due (refunds to a card are not taken here)");
     int64_t seq = self->sale_seq + 1;
     int64_t attempt = self->sv_attempt_seq == seq ? self->sv_attempt + 1 : 1;
     if (attempt > 99)
@@ -2643,6 +2637,11 @@ static void s_rotate(node_till_t *self, bus_val_t *reply)
     if (acked < self->sale_seq) {
         bus_val_map_set_str(reply, "journal",
                             "kept open: not every sale is acknowledged yet (next Z archives it)");
+        return;
+    }
+    if (self->nsv) { /* their sv_offline records are read back from this segment at start */
+        bus_val_map_set_str(reply, "journal",
+                            "kept open: offline card deductions wait for their upload (next Z archives it)");
         return;
     }
     node_journal_destroy(&self->journal);
