@@ -143,6 +143,11 @@ char *bus_key_payrec(char *buf, const char *store, const char *day)
     return s_key(buf, "payrec:{%s}:%s", store, day);
 }
 
+char *bus_key_payref(char *buf, const char *store, const char *no)
+{
+    return s_key(buf, "payref:{%s}:%s", store, no);
+}
+
 char *bus_key_svc(char *buf, const char *card, const char *suffix)
 {
     return s_key(buf, "svc:{%s}%s", card, suffix ? suffix : "");
@@ -201,6 +206,7 @@ const char *const bus_key_patterns[] = {BUS_KEY_STORES,
                                         "paydue:{S}",
                                         "payday:{S}:<day>",
                                         "payrec:{S}:<day>",
+                                        "payref:{S}:<refund_no>",
                                         "svc:{<card>}",
                                         "svc:{<card>}:ops",
                                         "svc:{<card>}:spent",
@@ -263,6 +269,8 @@ int bus_keys_test(const char *data_md, bool verbose)
     failed += s_expect(bus_key_paydue(b, "S"), "paydue:{S}", verbose);
     failed += s_expect(bus_key_payday(b, "S", "<day>"), "payday:{S}:<day>", verbose);
     failed += s_expect(bus_key_payrec(b, "S", "<day>"), "payrec:{S}:<day>", verbose);
+    failed += s_expect(bus_key_payref(b, "S", "<refund_no>"), "payref:{S}:<refund_no>",
+                       verbose);
     failed += s_expect(bus_key_svc(b, "<card>", NULL), "svc:{<card>}", verbose);
     failed += s_expect(bus_key_svc(b, "<card>", ":ops"), "svc:{<card>}:ops", verbose);
     failed += s_expect(bus_key_rep(b, "S", "<day>", NULL), "rep:{S}:<day>", verbose);

@@ -138,7 +138,8 @@ try:
     # --- declined: failed, nothing charged ---
     wx.mode("declined")
     r, _ = pay(500)
-    end = final(r["body"]["intent"])
+    declined_intent = r["body"]["intent"]
+    end = final(declined_intent)
     c.check(end.get("state") == "failed" and "NOT_ENOUGH" in end.get("reason", ""),
             f"declined: failed with the provider's reason: {end.get('reason')}")
     c.eq(charges(), 1, "declined: nothing charged")
@@ -217,7 +218,7 @@ try:
         return next((t for t in ali.status()["trades"] if t["out_trade_no"] == otn), None)
 
     r, _ = pay(1500, code=ACODE)
-    i = r["body"]["intent"]
+    i = alipay_paid = r["body"]["intent"]
     end = final(i)
     c.check(r["body"]["provider"] == "alipay" and end.get("state") == "succeeded" and
             end.get("transaction_id") == atrade(i)["trade_no"],
@@ -239,6 +240,50 @@ try:
         if want == "reversed":
             c.eq(atrade(i)["state"], "TRADE_CLOSED", "alipay: cancelled at Alipay")
     c.eq(ali.status()["pay_calls"], 7, "alipay: one trade.pay per intent, none repeated")
+
+    # --- refunds: partial, several, never more than was paid; the same number once ---
+    def refund(intent_id, no, amount):
+        return reg.call("payments", "payment.refund", {"intent": intent_id, "refund_no": no,
+                                                       "amount": amount})
+
+    def refund_final(no, timeout=15):
+        last = {}
+
+        def done():
+            r = reg.call("payments", "payment.refund_get", {"refund_no": no})
+            last.clear()
+            last.update(r.get("body", {}))
+            return last.get("final")
+        wait_for(done, timeout, f"refund {no} to end")
+        return last
+
+    r = refund(intent, "RF-1", 300)
+    c.check(r["type"] == "reply" and r["body"]["amount"] == 300,
+            f"a refund of 3.00 of 12.34: {r['body']}")
+    c.eq(refund_final("RF-1").get("state"), "succeeded", "refunded")
+    r = refund(intent, "RF-2", 1000)
+    c.check(r["type"] == "error" and r["body"]["code"] == "too_much" and
+            "934" in r["body"]["message"], f"3.00 + 10.00 > 12.34: refused: {r['body']}")
+    r = refund(intent, "RF-3", 934)
+    c.eq(refund_final("RF-3").get("state"), "succeeded", "the rest, 9.34: refunded")
+    r = refund(intent, "RF-3", 934)
+    c.check(r["type"] == "reply" and r["body"]["state"] == "succeeded",
+            "the same refund number again: the same refund, nothing more")
+    c.check(refund(intent, "RF-4", 1)["body"].get("code") == "too_much",
+            "nothing left to refund")
+    wt = trade(intent)
+    c.eq(sorted((x["out_refund_no"], x["amount"]) for x in wt["refunds"]),
+         [("RF-1", 300), ("RF-3", 934)], "WeChat refunded exactly 3.00 and 9.34, once each")
+    r = refund(declined_intent, "RF-5", 100)
+    c.check(r["type"] == "error" and r["body"]["code"] == "not_paid",
+            f"a declined payment: nothing to refund: {r['body'].get('message')}")
+    ai = alipay_paid
+    r = refund(ai, "RA-1", 700)
+    c.eq(refund_final("RA-1").get("state"), "succeeded", "alipay: a partial refund")
+    c.check(refund(ai, "RA-2", 801)["body"].get("code") == "too_much",
+            "alipay: not more than was paid")
+    c.eq([(x.get("out_request_no"), x.get("amount_fen")) for x in atrade(ai)["refunds"]],
+         [("RA-1", 700)], "Alipay refunded 7.00 once")
 
     # --- cancelled after it was paid: reversed ---
     r, _ = pay(1100)

@@ -69,6 +69,7 @@ char *bus_key_payhist(char *buf, const char *store, const char *intent); /* payh
 char *bus_key_paydue(char *buf, const char *store);                      /* paydue:{S} */
 char *bus_key_payday(char *buf, const char *store, const char *day);     /* payday:{S}:<day> */
 char *bus_key_payrec(char *buf, const char *store, const char *day);     /* payrec:{S}:<day> */
+char *bus_key_payref(char *buf, const char *store, const char *no);      /* payref:{S}:<no> */
 /* a stored-value card svc:{<card>} and its parts svc:{<card>}<suffix>, suffix one of "",
    ":ops", ":spent", ":log" (one hash tag per card: a script touches one card only) */
 char *bus_key_svc(char *buf, const char *card, const char *suffix);

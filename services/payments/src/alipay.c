@@ -327,6 +327,12 @@ static bool s_ours(json_t *resp, const char *out_trade_no, int64_t amount, pay_o
     return true;
 }
 
+static void s_copy_str(char *dst, size_t size, json_t *obj, const char *key)
+{
+    const char *v = json_string_value(json_object_get(obj, key));
+    snprintf(dst, size, "%s", v ? v : "");
+}
+
 static void s_reset(pay_outcome_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -416,7 +422,69 @@ void pay_alipay_cancel(pay_alipay_t *self, const char *out_trade_no, pay_outcome
     json_decref(resp);
 }
 
+void pay_alipay_refund(pay_alipay_t *self, const char *out_trade_no, const char *out_request_no,
+                       int64_t amount, pay_outcome_t *out)
+{
+    s_reset(out);
+    char yuan[32];
+    pay_alipay_yuan(amount, yuan, sizeof(yuan));
+    json_t *resp = s_call(self, "alipay.trade.refund",
+                          json_pack("{s:s, s:s, s:s}", "out_trade_no", out_trade_no,
+                                    "refund_amount", yuan, "out_request_no", out_request_no),
+                          false, out);
+    if (!resp)
+        return;
+    const char *code = json_string_value(json_object_get(resp, "code"));
+    if (code && strcmp(code, "10000") == 0) {
+        out->result = PAY_SUCCESS; /* Alipay refunds at once (fund_change N: done before) */
+        s_copy_str(out->transaction_id, sizeof(out->transaction_id), resp, "trade_no");
+        snprintf(out->why, sizeof(out->why), "refunded");
+    } else if (code && strcmp(code, "40004") == 0) {
+        out->result = PAY_FAILED; /* more than was paid, a closed trade...: nothing refunded */
+    }
+    json_decref(resp);
+}
+
+void pay_alipay_refund_query(pay_alipay_t *self, const char *out_trade_no,
+                             const char *out_request_no, int64_t amount, pay_outcome_t *out)
+{
+    s_reset(out);
+    json_t *resp = s_call(self, "alipay.trade.fastpay.refund.query",
+                          json_pack("{s:s, s:s}", "out_trade_no", out_trade_no,
+                                    "out_request_no", out_request_no),
+                          false, out);
+    if (!resp)
+        return;
+    const char *code = json_string_value(json_object_get(resp, "code"));
+    const char *status = json_string_value(json_object_get(resp, "refund_status"));
+    const char *refunded = json_string_value(json_object_get(resp, "refund_amount"));
+    if (code && strcmp(code, "10000") == 0) {
+        if (refunded && pay_alipay_fen(refunded) == amount &&
+            (!status || strcmp(status, "REFUND_SUCCESS") == 0)) {
+            out->result = PAY_SUCCESS;
+            snprintf(out->why, sizeof(out->why), "refunded");
+        } else if (!refunded) {
+            out->result = PAY_NOT_FOUND; /* Alipay answers 10000 without it for none */
+            snprintf(out->why, sizeof(out->why), "no such refund");
+        }
+    }
+    json_decref(resp);
+}
+
 /* ---- as a provider ------------------------------------------------------------------- */
+
+static void s_refund_op(void *client, const char *out_trade_no, const char *out_refund_no,
+                        int64_t amount, int64_t total, pay_outcome_t *out)
+{
+    (void)total;
+    pay_alipay_refund(client, out_trade_no, out_refund_no, amount, out);
+}
+
+static void s_refund_query_op(void *client, const char *out_trade_no, const char *out_refund_no,
+                              int64_t amount, pay_outcome_t *out)
+{
+    pay_alipay_refund_query(client, out_trade_no, out_refund_no, amount, out);
+}
 
 static void s_pay_op(void *client, const char *out_trade_no, const char *code, int64_t amount,
                      const char *description, const char *store, const char *device,
@@ -442,5 +510,7 @@ pay_provider_t pay_alipay_provider(pay_alipay_t *self)
                             .client = self,
                             .pay = s_pay_op,
                             .query = s_query_op,
-                            .reverse = s_cancel_op};
+                            .reverse = s_cancel_op,
+                            .refund = s_refund_op,
+                            .refund_query = s_refund_query_op};
 }

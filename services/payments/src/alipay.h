@@ -52,7 +52,14 @@ void pay_alipay_query(pay_alipay_t *self, const char *out_trade_no, int64_t amou
 /*  alipay.trade.cancel: PAY_REVERSED (closed, or paid and refunded), PAY_NOT_FOUND, PAY_UNKNOWN. */
 void pay_alipay_cancel(pay_alipay_t *self, const char *out_trade_no, pay_outcome_t *out);
 
-/*  The three calls as a pay_provider_t for payments.c (client: self). */
+/*  alipay.trade.refund (idempotent by out_request_no) and
+    alipay.trade.fastpay.refund.query (provider.h). */
+void pay_alipay_refund(pay_alipay_t *self, const char *out_trade_no, const char *out_request_no,
+                       int64_t amount, pay_outcome_t *out);
+void pay_alipay_refund_query(pay_alipay_t *self, const char *out_trade_no,
+                             const char *out_request_no, int64_t amount, pay_outcome_t *out);
+
+/*  The calls as a pay_provider_t for payments.c (client: self). */
 pay_provider_t pay_alipay_provider(pay_alipay_t *self);
 
 /*  "12.34" from 1234 fen; the fen of a yuan text with at most two decimals, -1 if it is not

@@ -34,6 +34,7 @@
     with its time and reason (payhist).
     =========================================================================
 */
+#include <ctype.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -60,6 +61,8 @@
 #include "pay_claim_lua.h"
 #include "pay_create_lua.h"
 #include "pay_move_lua.h"
+#include "refund_create_lua.h"
+#include "refund_release_lua.h"
 
 #define S_PROGRAM     "payments"
 #define S_RETRY_MS    500   /* hint sent with `unavailable` */
@@ -67,6 +70,8 @@
 #define S_QUEUE_MAX   1024  /* intents handed from requests to workers (a hint: the due set is
                                the truth, so a full queue loses nothing) */
 #define S_INTENT_MAX  32    /* bytes of an intent id: the provider's out_trade_no limit */
+#define S_REFUND_MAX  64    /* bytes of a refund number: the providers' out_refund_no limit */
+#define S_MEMBER_MAX  (S_REFUND_MAX + 2) /* a due entry: an intent, or R:<refund number> */
 #define S_CODE_MAX    24    /* digits of a payment code */
 #define S_DESC_MAX    127   /* characters of the description the customer sees */
 #define S_ATTEMPT_MAX 99
@@ -116,7 +121,7 @@ typedef struct {
     pthread_t thread;
     bool started;
     bus_redis_t *redis;
-    int claim, move;
+    int claim, move, release;
     pay_wechat_t *wx;
     pay_alipay_t *ali;
     pay_provider_t providers[2];
@@ -126,13 +131,13 @@ typedef struct {
 
 typedef struct {
     char store[BUS_ID_PART_MAX + 1];
-    char intent[S_INTENT_MAX + 1];
+    char intent[S_MEMBER_MAX + 1];
 } s_item_t;
 
 struct s_app {
     bus_config_t *config;
     bus_redis_t *redis; /* the main thread's */
-    int create, cancel;
+    int create, cancel, refund;
     pay_wechat_cfg_t *wx;
     pay_alipay_cfg_t *ali;
     int64_t interval_ms, reverse_ms, lease_ms, scan_ms;
@@ -157,6 +162,9 @@ typedef struct {
     char provider[16], state[16], code[S_CODE_MAX + 1];
     int64_t amount, created_ms, deadline_ms, sent_ms;
     bool sent, cancel;
+    /* a refund (refund_no set): the intent is the paid one it refunds; its hash is payref */
+    char refund_no[72];
+    int64_t total;
 } s_intent_t;
 
 static bool s_final(const char *state)
@@ -267,9 +275,17 @@ static int s_move(s_worker_t *w, const s_intent_t *in, const char *state, const 
     char key[BUS_KEY_MAX], due[BUS_KEY_MAX], hist[BUS_KEY_MAX], now[24], next[24];
     snprintf(now, sizeof(now), "%" PRId64, bus_now_ms());
     snprintf(next, sizeof(next), "%" PRId64, next_due);
-    const char *argv[32] = {bus_key_pay(key, in->store, in->intent), bus_key_paydue(due, in->store),
-                            bus_key_payhist(hist, in->store, in->intent), w->owner, now, state,
-                            reason, next, in->intent, keep ? "1" : "0"};
+    char member[96];
+    if (in->refund_no[0]) { /* a refund: its own hash, due and history as R:<refund_no> */
+        snprintf(member, sizeof(member), "R:%s", in->refund_no);
+        bus_key_payref(key, in->store, in->refund_no);
+    } else {
+        snprintf(member, sizeof(member), "%s", in->intent);
+        bus_key_pay(key, in->store, in->intent);
+    }
+    const char *argv[32] = {key, bus_key_paydue(due, in->store),
+                            bus_key_payhist(hist, in->store, member), w->owner, now, state,
+                            reason, next, member, keep ? "1" : "0"};
     int argc = 10;
     for (int i = 0; fields && fields[i] && argc < 30; i++)
         argv[argc++] = fields[i];
@@ -419,15 +435,58 @@ static void s_step_provider(s_worker_t *w, const pay_provider_t *p, const s_inte
                next, false, NULL);
 }
 
+/*  One step of a refund: ask for it (the providers take an out_refund_no once, so asking again
+    after a lost answer or a refund they never saw is safe), then query until it is final. A
+    failed refund gives its reserved amount back to the intent. */
+static void s_step_refund(s_worker_t *w, const pay_provider_t *p, const s_intent_t *in)
+{
+    s_app_t *app = w->app;
+    int64_t now = bus_now_ms(), next = now + app->interval_ms;
+    pay_outcome_t o;
+    bool ask = !in->sent;
+    if (!ask) {
+        bus_stats_inc(app->c_provider_calls, 1);
+        p->refund_query(p->client, in->intent, in->refund_no, in->amount, &o);
+        ask = o.result == PAY_NOT_FOUND;
+    }
+    if (ask) {
+        const char *fields[] = {"sent", "1", NULL};
+        if (!in->sent &&
+            s_move(w, in, "pending", "refund sent", now + app->lease_ms, true, fields) != 1)
+            return;
+        bus_stats_inc(app->c_provider_calls, 1);
+        p->refund(p->client, in->intent, in->refund_no, in->amount, in->total, &o);
+    }
+    const char *tx[] = {"refund_id", o.transaction_id, NULL};
+    if (o.result == PAY_SUCCESS) {
+        s_move(w, in, "succeeded", o.why, 0, false, tx);
+    } else if (o.result == PAY_FAILED) {
+        if (s_move(w, in, "failed", o.why, 0, false, NULL) == 1) {
+            char key[BUS_KEY_MAX], ref[BUS_KEY_MAX];
+            const char *argv[] = {bus_key_pay(key, in->store, in->intent),
+                                  bus_key_payref(ref, in->store, in->refund_no)};
+            redisReply *r = bus_redis_evalsha(w->redis, w->release, 2, 2, argv, NULL);
+            if (!bus_redis_reply_ok(r))
+                bus_stats_inc(app->c_redis_errors, 1);
+            if (r)
+                freeReplyObject(r);
+        }
+    } else {
+        s_move(w, in, o.result == PAY_PAYING ? "pending" : "unknown", o.why, next, false, NULL);
+    }
+}
+
 /*  Claim intent of store and take one step. */
 static void s_step(s_worker_t *w, const char *store, const char *intent)
 {
     s_app_t *app = w->app;
     char key[BUS_KEY_MAX], due[BUS_KEY_MAX], now[24], lease[24];
+    bool refund = strncmp(intent, "R:", 2) == 0;
     snprintf(now, sizeof(now), "%" PRId64, bus_now_ms());
     snprintf(lease, sizeof(lease), "%" PRId64, app->lease_ms);
-    const char *argv[] = {bus_key_pay(key, store, intent), bus_key_paydue(due, store), w->owner,
-                          now, lease, intent};
+    const char *argv[] = {refund ? bus_key_payref(key, store, intent + 2)
+                                 : bus_key_pay(key, store, intent),
+                          bus_key_paydue(due, store), w->owner, now, lease, intent};
     redisReply *r = bus_redis_evalsha(w->redis, w->claim, 2, 6, argv, NULL);
     if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY) {
         if (!r || r->type == REDIS_REPLY_ERROR)
@@ -439,13 +498,20 @@ static void s_step(s_worker_t *w, const char *store, const char *intent)
     s_intent_t in;
     memset(&in, 0, sizeof(in));
     snprintf(in.store, sizeof(in.store), "%s", store);
-    snprintf(in.intent, sizeof(in.intent), "%s", intent);
+    if (refund)
+        snprintf(in.refund_no, sizeof(in.refund_no), "%s", intent + 2);
+    else
+        snprintf(in.intent, sizeof(in.intent), "%s", intent);
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
         if (!f || !v)
             continue;
         if (strcmp(f, "register") == 0)
             snprintf(in.reg, sizeof(in.reg), "%s", v);
+        else if (strcmp(f, "intent") == 0 && refund)
+            snprintf(in.intent, sizeof(in.intent), "%s", v);
+        else if (strcmp(f, "total") == 0)
+            in.total = strtoll(v, NULL, 10);
         else if (strcmp(f, "sale_id") == 0)
             snprintf(in.sale_id, sizeof(in.sale_id), "%s", v);
         else if (strcmp(f, "provider") == 0)
@@ -476,7 +542,9 @@ static void s_step(s_worker_t *w, const char *store, const char *intent)
     for (int i = 0; i < w->nproviders && !p; i++)
         if (strcmp(w->providers[i].name, in.provider) == 0)
             p = &w->providers[i];
-    if (p)
+    if (p && refund)
+        s_step_refund(w, p, &in);
+    else if (p)
         s_step_provider(w, p, &in);
     else if (!in.sent)
         s_move(w, &in, "failed", "this provider is not configured: nothing was sent", 0, false,
@@ -507,7 +575,7 @@ static void s_scan(s_worker_t *w)
         for (size_t k = 0; bus_redis_reply_ok(ids) && ids->type == REDIS_REPLY_ARRAY &&
                            k < ids->elements && !atomic_load(&w->app->stop);
              k++)
-            if (ids->element[k]->str && strlen(ids->element[k]->str) <= S_INTENT_MAX)
+            if (ids->element[k]->str && strlen(ids->element[k]->str) <= S_MEMBER_MAX)
                 s_step(w, store, ids->element[k]->str);
         if (ids)
             freeReplyObject(ids);
@@ -755,6 +823,143 @@ static int s_cancel(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     return s_answer(app, svc, node.store, intent, NULL, reply);
 }
 
+/* ---- refunds ------------------------------------------------------------------------- */
+
+static bool s_refund_no_ok(const char *no)
+{
+    size_t n = no ? strlen(no) : 0;
+    if (n < 1 || n > S_REFUND_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)no[i]) && no[i] != '_' && no[i] != '-')
+            return false;
+    return true;
+}
+
+/*  The refund's hash as a reply. 0, or -1 (answered) when there is none. */
+static int s_refund_answer(s_app_t *app, bus_service_t *svc, const char *store, const char *no,
+                           bus_val_t *reply)
+{
+    char key[BUS_KEY_MAX];
+    redisReply *r = bus_redis_command(app->redis, "HGETALL %s", bus_key_payref(key, store, no));
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
+        return s_redis_failed(app, svc, r, "refund");
+    if (r->elements == 0) {
+        freeReplyObject(r);
+        return bus_service_error(svc, S_ERR_NOT_FOUND, "no refund %s in store %s", no, store);
+    }
+    static const char *const texts[] = {"intent", "provider", "state", "reason", "refund_id",
+                                        "register", NULL};
+    static const char *const ints[] = {"amount", "total", "created_ms", "updated_ms", NULL};
+    const char *state = "";
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
+        if (!f || !v)
+            continue;
+        for (int k = 0; texts[k]; k++)
+            if (strcmp(f, texts[k]) == 0)
+                bus_val_map_set_str(reply, f, v);
+        for (int k = 0; ints[k]; k++)
+            if (strcmp(f, ints[k]) == 0)
+                bus_val_map_set_int(reply, f, strtoll(v, NULL, 10));
+        if (strcmp(f, "state") == 0)
+            state = v;
+    }
+    bool final = strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0;
+    bus_val_map_set_str(reply, "refund_no", no);
+    bus_val_map_set_str(reply, "store", store);
+    bus_val_map_set_bool(reply, "final", final);
+    if (!final)
+        bus_val_map_set_int(reply, "retry_ms", 1000);
+    freeReplyObject(r);
+    return 0;
+}
+
+/*  The store a refund request is for: a register's own, else the body's. NULL (answered). */
+static const char *s_refund_store(s_app_t *app, bus_service_t *svc, const bus_val_t *body)
+{
+    const bus_identity_t *me = bus_service_caller(svc);
+    if (me->role == BUS_ROLE_REGISTER)
+        return me->store;
+    const char *store = bus_val_map_get_str(body, "store");
+    if (!store || !bus_identity_id_ok(store)) {
+        s_bad(app, svc, "store: %s", "the store id");
+        return NULL;
+    }
+    return store;
+}
+
+/*  payment.refund {intent, refund_no, amount, reason?, store?}: refund part or all of a paid
+    intent, never more than was paid; the same refund number asked again is the same refund. */
+static int s_refund(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_app_t *app = arg;
+    const bus_val_t *body = bus_msg_body(req);
+    const char *store = s_refund_store(app, svc, body);
+    if (!store)
+        return -1;
+    const char *intent = bus_val_map_get_str(body, "intent");
+    const char *no = bus_val_map_get_str(body, "refund_no");
+    const char *reason = bus_val_map_get_str(body, "reason");
+    int64_t amount = 0;
+    if (!intent || !pos_sale_id_ok(intent, S_INTENT_MAX, "-"))
+        return s_bad(app, svc, "intent: %s", "the paid intent's id");
+    if (!s_refund_no_ok(no))
+        return s_bad(app, svc, "refund_no: %s", "1-64 letters, digits, '_' or '-'");
+    if (!bus_val_map_get_int(body, "amount", &amount) || amount < 1 || amount > POS_AMOUNT_MAX)
+        return s_bad(app, svc, "amount: %s", "fen, from 1");
+    if (reason && strlen(reason) > 80)
+        return s_bad(app, svc, "reason: %s", "at most 80 bytes");
+    char key[BUS_KEY_MAX], ref[BUS_KEY_MAX], due[BUS_KEY_MAX], hist[BUS_KEY_MAX], member[80];
+    char amount_s[24], now_s[24];
+    snprintf(member, sizeof(member), "R:%s", no);
+    snprintf(amount_s, sizeof(amount_s), "%" PRId64, amount);
+    snprintf(now_s, sizeof(now_s), "%" PRId64, bus_now_ms());
+    const char *argv[] = {bus_key_pay(key, store, intent), bus_key_payref(ref, store, no),
+                          bus_key_paydue(due, store), bus_key_payhist(hist, store, member),
+                          no, intent, amount_s, now_s, reason ? reason : ""};
+    redisReply *r = bus_redis_evalsha(app->redis, app->refund, 4, 9, argv, NULL);
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        !r->element[0]->str)
+        return s_redis_failed(app, svc, r, "refund");
+    char what[16], extra[32] = "";
+    snprintf(what, sizeof(what), "%s", r->element[0]->str);
+    if (r->elements > 1 && r->element[1]->str)
+        snprintf(extra, sizeof(extra), "%s", r->element[1]->str);
+    freeReplyObject(r);
+    if (strcmp(what, "none") == 0)
+        return bus_service_error(svc, S_ERR_NOT_FOUND, "no payment intent %s", intent);
+    if (strcmp(what, "conflict") == 0)
+        return bus_service_error(svc, "conflict",
+                                 "refund %s was made for another intent or amount", no);
+    if (strcmp(what, "not_paid") == 0)
+        return bus_service_error(svc, "not_paid", "intent %s is %s, not paid: nothing to refund",
+                                 intent, extra);
+    if (strcmp(what, "too_much") == 0) {
+        bus_stats_inc(app->c_bad, 1);
+        return bus_service_error(svc, "too_much",
+                                 "more than was paid: at most %s fen of %s may still be refunded",
+                                 extra, intent);
+    }
+    if (strcmp(what, "created") == 0)
+        s_hand_over(app, store, member);
+    return s_refund_answer(app, svc, store, no, reply);
+}
+
+/*  payment.refund_get {refund_no, store?}. */
+static int s_refund_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_app_t *app = arg;
+    const bus_val_t *body = bus_msg_body(req);
+    const char *store = s_refund_store(app, svc, body);
+    if (!store)
+        return -1;
+    const char *no = bus_val_map_get_str(body, "refund_no");
+    if (!s_refund_no_ok(no))
+        return s_bad(app, svc, "refund_no: %s", "1-64 letters, digits, '_' or '-'");
+    return s_refund_answer(app, svc, store, no, reply);
+}
+
 /* ---- start and stop ----------------------------------------------------------------- */
 
 static int s_workers_start(s_app_t *app, const char *instance)
@@ -769,13 +974,14 @@ static int s_workers_start(s_app_t *app, const char *instance)
         w->redis = bus_redis_new_from_config(app->config, &err);
         w->claim = w->redis ? bus_redis_script(w->redis, pay_claim_lua) : -1;
         w->move = w->redis ? bus_redis_script(w->redis, pay_move_lua) : -1;
+        w->release = w->redis ? bus_redis_script(w->redis, refund_release_lua) : -1;
         w->wx = app->wx ? pay_wechat_new(app->wx) : NULL;
         w->ali = app->ali ? pay_alipay_new(app->ali) : NULL;
         if (w->wx)
             w->providers[w->nproviders++] = pay_wechat_provider(w->wx);
         if (w->ali)
             w->providers[w->nproviders++] = pay_alipay_provider(w->ali);
-        if (!w->redis || w->claim < 0 || w->move < 0 || (app->wx && !w->wx) ||
+        if (!w->redis || w->claim < 0 || w->move < 0 || w->release < 0 || (app->wx && !w->wx) ||
             (app->ali && !w->ali)) {
             bus_error("payments.start", "worker %d: %s", i, *err ? err : "out of memory");
             return -1;
@@ -894,6 +1100,7 @@ int main(int argc, char **argv)
     pthread_condattr_destroy(&cattr);
     app.create = bus_redis_script(app.redis, pay_create_lua);
     app.cancel = bus_redis_script(app.redis, pay_cancel_lua);
+    app.refund = bus_redis_script(app.redis, refund_create_lua);
     app.stats = bus_service_stats(core.svc);
     app.c_requests = bus_stats_counter(app.stats, "pay_requests");
     app.c_created = bus_stats_counter(app.stats, "intents_created");
@@ -913,8 +1120,12 @@ int main(int argc, char **argv)
         {"payment.get", s_get, BUS_METHOD_READ, BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR |
                                                     BUS_ROLE_SERVICE},
         {"payment.cancel", s_cancel, BUS_METHOD_IDEMPOTENT, BUS_ROLE_REGISTER},
+        {"payment.refund", s_refund, BUS_METHOD_IDEMPOTENT,
+         BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR},
+        {"payment.refund_get", s_refund_get, BUS_METHOD_READ,
+         BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE},
         {NULL, NULL, 0, 0}};
-    int rc = app.create < 0 || app.cancel < 0 || !app.c_lost_leases ||
+    int rc = app.create < 0 || app.cancel < 0 || app.refund < 0 || !app.c_lost_leases ||
                      bus_service_methods(core.svc, methods, &app) != 0
                  ? -1
                  : 0;

@@ -47,6 +47,16 @@ typedef struct {
                 pay_outcome_t *out);
     void (*query)(void *client, const char *out_trade_no, int64_t amount, pay_outcome_t *out);
     void (*reverse)(void *client, const char *out_trade_no, pay_outcome_t *out);
+    /*  Refund amount fen of the paid trade (total fen) under out_refund_no. The providers take
+        the same out_refund_no once, so a refund whose answer was lost may be asked again.
+        PAY_SUCCESS refunded, PAY_PAYING in progress, PAY_FAILED refused (nothing refunded),
+        PAY_UNKNOWN. */
+    void (*refund)(void *client, const char *out_trade_no, const char *out_refund_no,
+                   int64_t amount, int64_t total, pay_outcome_t *out);
+    /*  The refund's state: PAY_SUCCESS, PAY_PAYING, PAY_FAILED (closed or abnormal),
+        PAY_NOT_FOUND (never arrived: it may be asked again), PAY_UNKNOWN. */
+    void (*refund_query)(void *client, const char *out_trade_no, const char *out_refund_no,
+                         int64_t amount, pay_outcome_t *out);
 } pay_provider_t;
 
 #endif

@@ -443,7 +443,92 @@ void pay_wechat_reverse(pay_wechat_t *self, const char *out_trade_no, pay_outcom
     json_decref(j);
 }
 
+/*  A verified refund object: its state. */
+static void s_refund_state(json_t *j, pay_outcome_t *out)
+{
+    s_copy(out->trade_state, sizeof(out->trade_state), j, "status");
+    s_copy(out->transaction_id, sizeof(out->transaction_id), j, "refund_id");
+    const char *st = out->trade_state;
+    if (strcmp(st, "SUCCESS") == 0) {
+        out->result = PAY_SUCCESS;
+        snprintf(out->why, sizeof(out->why), "refunded: %s", out->transaction_id);
+    } else if (strcmp(st, "PROCESSING") == 0) {
+        out->result = PAY_PAYING;
+        snprintf(out->why, sizeof(out->why), "the refund is being processed");
+    } else if (strcmp(st, "CLOSED") == 0 || strcmp(st, "ABNORMAL") == 0) {
+        out->result = PAY_FAILED;
+        snprintf(out->why, sizeof(out->why), "the refund is %s", st);
+    } else {
+        snprintf(out->why, sizeof(out->why), "refund status %.20s", st[0] ? st : "(none)");
+    }
+}
+
+void pay_wechat_refund(pay_wechat_t *self, const char *out_trade_no, const char *out_refund_no,
+                       int64_t amount, int64_t total, pay_outcome_t *out)
+{
+    s_reset(out);
+    json_t *req = json_pack("{s:s, s:s, s:{s:I, s:I, s:s}}", "out_trade_no", out_trade_no,
+                            "out_refund_no", out_refund_no, "amount", "refund",
+                            (json_int_t)amount, "total", (json_int_t)total, "currency", "CNY");
+    char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (!body) {
+        snprintf(out->why, sizeof(out->why), "out of memory");
+        return;
+    }
+    s_call(self, "POST", "/v3/refund/domestic/refunds", body, false, out);
+    free(body);
+    if (!out->verified)
+        return;
+    json_t *j = s_json(self);
+    if (out->status == 200 && j) {
+        s_refund_state(j, out);
+    } else if (j) {
+        s_error(j, out);
+        /* refused: more than was paid, a trade not paid, bad parameters: nothing refunded */
+        if (out->status >= 400 && out->status < 500 &&
+            (strcmp(out->code, "NOT_ENOUGH") == 0 || strcmp(out->code, "PARAM_ERROR") == 0 ||
+             strcmp(out->code, "INVALID_REQUEST") == 0 ||
+             strcmp(out->code, "ORDER_NOT_EXIST") == 0))
+            out->result = PAY_FAILED;
+    }
+    json_decref(j);
+}
+
+void pay_wechat_refund_query(pay_wechat_t *self, const char *out_refund_no, pay_outcome_t *out)
+{
+    s_reset(out);
+    char path[160];
+    snprintf(path, sizeof(path), "/v3/refund/domestic/refunds/%s", out_refund_no);
+    s_call(self, "GET", path, NULL, false, out);
+    if (!out->verified)
+        return;
+    json_t *j = s_json(self);
+    if (out->status == 200 && j) {
+        s_refund_state(j, out);
+    } else if (j) {
+        s_error(j, out);
+        if (out->status == 404 && strcmp(out->code, "RESOURCE_NOT_EXISTS") == 0)
+            out->result = PAY_NOT_FOUND;
+    }
+    json_decref(j);
+}
+
 /* ---- as a provider ------------------------------------------------------------------- */
+
+static void s_refund_op(void *client, const char *out_trade_no, const char *out_refund_no,
+                        int64_t amount, int64_t total, pay_outcome_t *out)
+{
+    pay_wechat_refund(client, out_trade_no, out_refund_no, amount, total, out);
+}
+
+static void s_refund_query_op(void *client, const char *out_trade_no, const char *out_refund_no,
+                              int64_t amount, pay_outcome_t *out)
+{
+    (void)out_trade_no;
+    (void)amount;
+    pay_wechat_refund_query(client, out_refund_no, out);
+}
 
 static void s_pay_op(void *client, const char *out_trade_no, const char *code, int64_t amount,
                      const char *description, const char *store, const char *device,
@@ -469,5 +554,7 @@ pay_provider_t pay_wechat_provider(pay_wechat_t *self)
                             .client = self,
                             .pay = s_pay_op,
                             .query = s_query_op,
-                            .reverse = s_reverse_op};
+                            .reverse = s_reverse_op,
+                            .refund = s_refund_op,
+                            .refund_query = s_refund_query_op};
 }
