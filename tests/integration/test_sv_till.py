@@ -113,6 +113,7 @@ try:
             f"payments stopped: 3.50 taken offline from SV1 (cap 20): {r.get('message')} "
             f"{r.get('error')}")
     c.eq(info("SV1").get("offline_pending"), 350, "the offline deduction waits for its upload")
+    c.eq(r01.cmd("state").get("sv_unsent"), 1, "the state shows one deduction not uploaded")
     r01.cmd(f"scan {RICE}")
     r = r01.cmd("pay sv SV1")
     c.check(not r["ok"] and r.get("reason") == "over_offline_cap" and r.get("ticket"),
@@ -130,6 +131,7 @@ try:
     pay_proc.send_signal(signal.SIGCONT)
     c.check(wait_for(lambda: info("SV1").get("offline_pending") == 0, 30),
             f"the offline deduction is uploaded: {info('SV1')}")
+    c.check("sv_unsent" not in r01.cmd("state"), "the state shows nothing waiting any more")
     c.eq(balance("SV1"), 9300, "SV1: 100 - 3.50 online - 3.50 offline")
     time.sleep(3)
     c.eq(balance("SV1"), 9300, "the upload was taken once")

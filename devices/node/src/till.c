@@ -2327,10 +2327,10 @@ static int s_sv_start(s_cmd_t *c)
         bus_val_map_set_str(extra, "code", code);
         bus_val_map_set_str(extra, "message", err);
     }
-    if (s_sv_record(self, "result", card, seq, attempt, amount, extra) != 0) {
-        bus_val_destroy(&r);
+    if (s_sv_record(self, "result", card, seq, attempt, amount, extra) != 0 && !r)
         return s_err(c, "stopped", "%s", self->stopped_why);
-    }
+    /* taken but the journal refused its result: the money is gone all the same, so the tender
+       is too; the sale waits for the disk like any other (`pay` writes it again) */
     if (!r) {
         if (strcmp(code, "card_blocked") == 0 && self->svcards) {
             node_svcard_block(self->svcards, card, true);
@@ -2415,7 +2415,7 @@ static int s_sv_pull(node_till_t *self)
 
 /*  Upload the first offline deduction of a sale that is journaled (card.offline). 1 one was
     uploaded (or refused for good: journaled for an operator), 0 nothing due, -1 payments could
-    not be reached. */
+    not be reached, -2 the journal refused the record. */
 static int s_sv_upload(node_till_t *self)
 {
     int i = 0;
@@ -2455,7 +2455,7 @@ static int s_sv_upload(node_till_t *self)
     }
     bus_val_destroy(&r);
     if (s_sv_record(self, "uploaded", p.card, p.sale_seq, p.attempt, p.amount, extra) != 0)
-        return 0; /* selling stopped: uploaded again later (payments takes it once) */
+        return -2; /* selling stopped: uploaded again later (payments takes it once) */
     s_sv_drop(self, p.sale_seq, p.attempt);
     s_sv_save(self);
     return 1;
@@ -2477,8 +2477,9 @@ void node_till_sv_tick(node_till_t *self)
         return;
     for (int n = 0; n < 20; n++) { /* a few per turn: the cashier's commands come first */
         int rc = s_sv_upload(self);
-        if (rc < 0) {
+        if (rc < 0)
             self->sv_upload_ms = s_now(self) + S_SV_RETRY_MS;
+        if (rc == -1) {
             self->sv_down = self->svcards != NULL;
             self->sv_pull_ms = self->sv_upload_ms;
         }
@@ -3010,6 +3011,8 @@ static void s_state(node_till_t *self, bus_val_t *reply)
     bus_val_map_set_int(reply, "config_version", self->cfg.version);
     bus_val_map_set_int(reply, "catalog_version",
                         self->catalog ? node_catalog_version(self->catalog) : 0);
+    if (self->nsv) /* offline card deductions not uploaded yet */
+        bus_val_map_set_int(reply, "sv_unsent", self->nsv);
 }
 
 static int s_dispatch(s_cmd_t *c)
