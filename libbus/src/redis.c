@@ -14,6 +14,7 @@
 #include <string.h>
 #include "bus/redis.h"
 #include "bus/msg.h"
+#include "bus/val.h"
 
 #define S_DEFAULT_HOST       "127.0.0.1"
 #define S_DEFAULT_PORT       6379
@@ -418,6 +419,22 @@ uint64_t bus_redis_errors(bus_redis_t *self)
 bool bus_redis_reply_ok(const redisReply *reply)
 {
     return reply && reply->type != REDIS_REPLY_ERROR;
+}
+
+void bus_redis_hash_to_map(const redisReply *hgetall, const char *const *texts,
+                           const char *const *ints, bus_val_t *out)
+{
+    for (size_t i = 0; hgetall && i + 1 < hgetall->elements; i += 2) {
+        const char *f = hgetall->element[i]->str, *v = hgetall->element[i + 1]->str;
+        if (!f || !v)
+            continue;
+        for (int k = 0; texts && texts[k]; k++)
+            if (strcmp(f, texts[k]) == 0)
+                bus_val_map_set_str(out, f, v);
+        for (int k = 0; ints && ints[k]; k++)
+            if (strcmp(f, ints[k]) == 0)
+                bus_val_map_set_int(out, f, strtoll(v, NULL, 10));
+    }
 }
 
 bool bus_redis_reply_transient(const redisReply *reply)

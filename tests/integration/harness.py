@@ -541,6 +541,23 @@ class Bus:
         return reply
 
 
+def rsa_key_files(directory, name):
+    """A new RSA-2048 key pair written as DIR/NAME.key (PKCS#8 PEM) and DIR/NAME.pub (public
+    key PEM): a merchant's or an app's key for the payment provider emulators. Returns (key,
+    key file, public key file)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file, pub_file = (os.path.join(directory, f"{name}.{x}") for x in ("key", "pub"))
+    with open(key_file, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    with open(pub_file, "wb") as f:
+        f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key, key_file, pub_file
+
+
 def wait_for(cond, timeout, what=None, step=0.1):
     """Poll cond every step seconds until it returns something true or timeout seconds have
     passed; returns its last value (falsy on a timeout, after saying what was not reached)."""

@@ -20,10 +20,7 @@ import time
 
 import msgpack
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
-from harness import BIN, SRC, Bus, Checks, Stack, journal_records, wait_for
+from harness import BIN, SRC, Bus, Checks, Stack, journal_records, rsa_key_files, wait_for
 
 sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
 from alipay import Alipay  # noqa: E402
@@ -43,15 +40,7 @@ try:
     st.posctl("store", "add", STORE, "Payments store", check=True)
 
     # the merchant's key pair, the API v3 key, the emulator with its platform keys
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    key_file = os.path.join(st.tmp, "merchant.key")
-    pub_file = os.path.join(st.tmp, "merchant.pub")
-    with open(key_file, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-    with open(pub_file, "wb") as f:
-        f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+    key, key_file, pub_file = rsa_key_files(st.tmp, "merchant")
     apiv3_file = os.path.join(st.tmp, "apiv3.key")
     with open(apiv3_file, "w") as f:
         f.write("0123456789abcdef0123456789ABCDEF")
@@ -66,16 +55,7 @@ try:
                 apiv3_file, "--wechat-ca-file", wx.ca_file, "--wechat-timeout-ms", "2000",
                 "--query-interval-ms", "400", "--reverse-after-ms", "6000", "--lease-ms", "8000"]
     # Alipay: the app's key pair, the emulator with Alipay's own key
-    app_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    app_key_file = os.path.join(st.tmp, "app.key")
-    app_pub_file = os.path.join(st.tmp, "app.pub")
-    with open(app_key_file, "wb") as f:
-        f.write(app_key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
-    with open(app_pub_file, "wb") as f:
-        f.write(app_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    _, app_key_file, app_pub_file = rsa_key_files(st.tmp, "app")
     adir = os.path.join(st.tmp, "alipay")
     ali = Alipay(adir, APP_ID, app_pub_file)
     ali.start()

@@ -18,10 +18,10 @@ import subprocess
 import sys
 import time
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
-from harness import BIN, SRC, Bus, Checks, Stack, wait_for
+from harness import BIN, SRC, Bus, Checks, Stack, rsa_key_files, wait_for
 
 sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
 from wechatpay import WechatPay  # noqa: E402
@@ -42,14 +42,7 @@ try:
         st.start_service(s, s)
     c.check(st.wait_healthy(["inventory", "sales", "reporting"]), "back office healthy")
     st.posctl("store", "add", STORE, "Reconcile store", check=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    key_file, pub_file = os.path.join(st.tmp, "merchant.key"), os.path.join(st.tmp, "m.pub")
-    with open(key_file, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-    with open(pub_file, "wb") as f:
-        f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+    key, key_file, pub_file = rsa_key_files(st.tmp, "merchant")
     apiv3 = os.path.join(st.tmp, "apiv3.key")
     with open(apiv3, "w") as f:
         f.write("0123456789abcdef0123456789ABCDEF")

@@ -85,6 +85,13 @@ bool bus_redis_reply_ok(const redisReply *reply);
    NULL, non-error replies and errors about the command itself (script errors, wrong type). */
 bool bus_redis_reply_transient(const redisReply *reply);
 
+/* Copy the fields of an HGETALL reply named in texts (as strings) and ints (as integers) into
+   the map out; both lists NULL-terminated, either may be NULL. Other fields are left out, so a
+   hash can hold what a reply must not show. */
+struct bus_val;
+void bus_redis_hash_to_map(const redisReply *hgetall, const char *const *texts,
+                           const char *const *ints, struct bus_val *out);
+
 const char *bus_redis_errstr(bus_redis_t *self);
 uint64_t bus_redis_reconnects(bus_redis_t *self); /* successful reconnects after the first */
 uint64_t bus_redis_errors(bus_redis_t *self);     /* I/O errors seen */

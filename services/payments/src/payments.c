@@ -645,17 +645,7 @@ static int s_answer(s_app_t *app, bus_service_t *svc, const char *store, const c
         return bus_service_error(svc, BUS_ERR_FORBIDDEN, "payment intent %s is another register's",
                                  intent);
     }
-    for (size_t i = 0; i + 1 < r->elements; i += 2) {
-        const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
-        if (!f || !v)
-            continue;
-        for (int k = 0; texts[k]; k++)
-            if (strcmp(f, texts[k]) == 0)
-                bus_val_map_set_str(reply, f, v);
-        for (int k = 0; ints[k]; k++)
-            if (strcmp(f, ints[k]) == 0)
-                bus_val_map_set_int(reply, f, strtoll(v, NULL, 10));
-    }
+    bus_redis_hash_to_map(r, texts, ints, reply);
     bool final = s_final(state);
     bus_val_map_set_str(reply, "intent", intent);
     bus_val_map_set_str(reply, "store", store);
@@ -852,19 +842,11 @@ static int s_refund_answer(s_app_t *app, bus_service_t *svc, const char *store, 
                                         "register", NULL};
     static const char *const ints[] = {"amount", "total", "created_ms", "updated_ms", NULL};
     const char *state = "";
-    for (size_t i = 0; i + 1 < r->elements; i += 2) {
-        const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
-        if (!f || !v)
-            continue;
-        for (int k = 0; texts[k]; k++)
-            if (strcmp(f, texts[k]) == 0)
-                bus_val_map_set_str(reply, f, v);
-        for (int k = 0; ints[k]; k++)
-            if (strcmp(f, ints[k]) == 0)
-                bus_val_map_set_int(reply, f, strtoll(v, NULL, 10));
-        if (strcmp(f, "state") == 0)
-            state = v;
-    }
+    bus_redis_hash_to_map(r, texts, ints, reply);
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (r->element[i]->str && r->element[i + 1]->str &&
+            strcmp(r->element[i]->str, "state") == 0)
+            state = r->element[i + 1]->str;
     bool final = strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0;
     bus_val_map_set_str(reply, "refund_no", no);
     bus_val_map_set_str(reply, "store", store);

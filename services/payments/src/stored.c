@@ -360,16 +360,11 @@ static int s_describe(bus_service_t *svc, const char *card, bus_val_t *reply)
                                        "created_ms", "updated_ms",  "version",    NULL};
     const char *status = NULL, *version = NULL, *listed = NULL;
     bus_val_map_set_str(reply, "card", card);
+    bus_redis_hash_to_map(r, texts, ints, reply);
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
         if (!f || !v)
             continue;
-        for (int k = 0; texts[k]; k++)
-            if (strcmp(f, texts[k]) == 0)
-                bus_val_map_set_str(reply, f, v);
-        for (int k = 0; ints[k]; k++)
-            if (strcmp(f, ints[k]) == 0)
-                bus_val_map_set_int(reply, f, strtoll(v, NULL, 10));
         if (strcmp(f, "status") == 0)
             status = v;
         else if (strcmp(f, "version") == 0)
