@@ -11,3 +11,5 @@ BUILD=${1:-build}
     "${POSBUS_BENCH_NODE_SALES:-1000}" "${POSBUS_BENCH_NODE_BACKLOG:-10000}"
 /usr/bin/python3 bench/bench_cards.py "$BUILD" "${POSBUS_BENCH_CARD_SECONDS:-5}" \
     "${POSBUS_BENCH_CARD_PROCS:-4}"
+/usr/bin/python3 bench/bench_payments.py "$BUILD" "${POSBUS_BENCH_PAY_INTENTS:-300}" \
+    "${POSBUS_BENCH_PAY_SECONDS:-5}" "${POSBUS_BENCH_PAY_PROCS:-4}"
