@@ -4,6 +4,7 @@
 */
 #include <string.h>
 
+#include "canteen.h"
 #include "display.h"
 #include "drivers.h"
 #include "escpos.h"
@@ -18,6 +19,7 @@ const node_driver_t *const drivers_all[] = {
     &led_price_driver,
     &toledo8217_driver,
     &zvt_driver,
+    &canteen_driver,
     NULL,
 };
 
