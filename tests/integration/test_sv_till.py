@@ -156,6 +156,24 @@ try:
     time.sleep(3)
     c.eq(balance("SV1"), 8950, "taken once")
     c.eq(len(audits("sv_uploaded")), 2, "two offline deductions, two sv_uploaded records")
+
+    # 7. the first card.pay after payments stalls times out and the till refuses the card
+    #    offline (over its cap): the ticket is paid in cash. That card.pay may still be taken
+    #    when payments wakes, so the attempt is given up there (card.void): no double charge
+    c.check(r01.cmd("login ann 1111")["ok"], "Ann logs in again")
+    before = balance("SV1")
+    pay_proc.send_signal(signal.SIGSTOP)
+    r01.cmd(f"scan {RICE}")
+    r = r01.cmd("pay sv SV1")
+    c.check(not r["ok"] and r.get("reason") == "over_offline_cap",
+            f"payments stalls; 49.90 over SV1's offline cap refused: {r.get('message')}")
+    c.check(len(audits("sv_voidreq")) == 1, "the timed-out attempt is journaled as given up")
+    c.check(r01.cmd("pay cash 50")["ok"], "the ticket paid in cash instead")
+    pay_proc.send_signal(signal.SIGCONT)
+    c.check(wait_for(lambda: any(u.get("voided") for u in audits("sv_uploaded")), 30),
+            f"payments back: the attempt is given up there: {audits('sv_uploaded')[-1:]}")
+    time.sleep(1)
+    c.eq(balance("SV1"), before, "SV1 keeps its money: the ticket was paid in cash")
     r01.close()
     st.kill("r01", signal.SIGTERM)
 finally:

@@ -50,11 +50,15 @@
 #define S_SV_PENDING_MAX  256  /* offline card deductions waiting for their upload */
 #define S_SV_RETRY_MS     3000 /* payments unreachable: when the uploads and the pull try again */
 
-/* An offline stored-value deduction waiting for its upload (card.offline). */
+/* An offline stored-value deduction waiting for its upload (card.offline), or an attempt to
+   give up (card.void: gave_up), e.g. a card.pay that timed out and may still arrive. */
 typedef struct {
     char card[NODE_SVCARD_ID_MAX + 1];
     int64_t sale_seq, attempt, amount, ts;
+    bool gave_up;
 } s_sv_pending_t;
+
+#define S_SV_ONLINE_MAX 16 /* online card deductions remembered while the journal is read */
 
 /* The shift: what the X report shows, from the last Z report (or the first record) on. */
 typedef struct {
@@ -150,6 +154,8 @@ struct node_till_t {
                      tick reaches it again (the cashier does not wait for a timeout per card) */
     int64_t sv_attempt_seq, sv_attempt; /* the last attempt for that sale number */
     s_sv_pending_t sv[S_SV_PENDING_MAX];
+    s_sv_pending_t sv_online[S_SV_ONLINE_MAX]; /* replay only: online deductions taken */
+    int nsv_online;
     int nsv;
 };
 
@@ -2095,12 +2101,17 @@ static void s_sv_add(node_till_t *self, const char *card, int64_t sale_seq, int6
     p->ts = ts;
 }
 
+/*  Give attempt up: journaled (sv_voidreq) and card.void sent until payments answers; an
+    offline deduction waiting for its upload becomes the giving up. 0, or -1 (not journaled). */
+static int s_sv_give_up(node_till_t *self, const char *card, int64_t sale_seq, int64_t attempt,
+                        int64_t amount, const char *why);
+
 /*  What the register took offline from card and has not uploaded yet. */
 static int64_t s_sv_spent(const node_till_t *self, const char *card)
 {
     int64_t sum = 0;
     for (int i = 0; i < self->nsv; i++)
-        if (strcmp(self->sv[i].card, card) == 0)
+        if (strcmp(self->sv[i].card, card) == 0 && !self->sv[i].gave_up)
             sum += self->sv[i].amount;
     return sum;
 }
@@ -2122,8 +2133,33 @@ static void s_sv_replay(node_till_t *self, const char *type, const bus_val_t *do
     } else if (strcmp(type, "sv_offline") == 0 && card) {
         bus_val_map_get_int(doc, "taken_ms", &ts);
         s_sv_add(self, card, seq, attempt, amount, ts);
+    } else if (strcmp(type, "sv_voidreq") == 0 && card) {
+        int i = s_sv_find(self, seq, attempt);
+        if (i < 0) {
+            s_sv_add(self, card, seq, attempt, amount, 0);
+            i = s_sv_find(self, seq, attempt);
+        }
+        if (i >= 0)
+            self->sv[i].gave_up = true;
     } else if (strcmp(type, "sv_uploaded") == 0 || strcmp(type, "sv_void") == 0) {
         s_sv_drop(self, seq, attempt);
+    } else if (strcmp(type, "sv_result") == 0 && card) {
+        bool ok = false;
+        const char *mode = bus_val_map_get_str(doc, "mode");
+        bus_val_map_get_bool(doc, "ok", &ok);
+        if (ok && mode && strcmp(mode, "online") == 0) { /* taken: kept until its sale is read */
+            if (self->nsv_online == S_SV_ONLINE_MAX)
+                memmove(self->sv_online, self->sv_online + 1,
+                        (S_SV_ONLINE_MAX - 1) * sizeof(self->sv_online[0]));
+            else
+                self->nsv_online++;
+            s_sv_pending_t *p = &self->sv_online[self->nsv_online - 1];
+            memset(p, 0, sizeof(*p));
+            snprintf(p->card, sizeof(p->card), "%s", card);
+            p->sale_seq = seq;
+            p->attempt = attempt;
+            p->amount = amount;
+        }
     }
 }
 
@@ -2194,7 +2230,7 @@ static void s_sv_tender(s_cmd_t *c, int64_t amount, const char *msg)
     (not blocked, the amount within its offline cap and its last known balance, counting what
     was taken offline and not uploaded yet); journaled as sv_offline and uploaded later. */
 static int s_sv_offline(s_cmd_t *c, const char *card, int64_t seq, int64_t attempt, int64_t amount,
-                        const char *why)
+                        const char *why, bool sent)
 {
     node_till_t *self = c->till;
     node_svcard_info_t info;
@@ -2242,6 +2278,12 @@ static int s_sv_offline(s_cmd_t *c, const char *card, int64_t seq, int64_t attem
         bus_val_map_set_str(extra, "mode", "offline");
         bus_val_map_set_str(extra, "code", code);
         if (s_sv_record(self, "result", card, seq, attempt, amount, extra) != 0)
+            return s_err(c, "stopped", "%s", self->stopped_why);
+        /* the card.pay that timed out may still arrive at payments and be taken: given up
+           there (card.void) as soon as payments answers, so the customer is never charged for
+           a card the till refused */
+        if (sent && s_sv_give_up(self, card, seq, attempt, amount, "refused offline after the "
+                                                                   "online request timed out") != 0)
             return s_err(c, "stopped", "%s", self->stopped_why);
         bus_val_map_set_str(c->reply, "reason", code);
         return s_err(c, "sv_declined", "%s", msg);
@@ -2297,13 +2339,15 @@ static int s_sv_start(s_cmd_t *c)
     bus_val_map_set_int(body, "amount", amount);
     bus_val_map_set_str(body, "sale_id", sale_id);
     bus_val_map_set_int(body, "attempt", attempt);
-    bool offline = true;
+    bool offline = true, asked = false;
     bus_val_t *r = NULL;
-    if (self->sv_down && self->svcards)
+    if (self->sv_down && self->svcards) {
         snprintf(err, sizeof(err), "payments did not answer lately");
-    else if (self->hooks.request)
+    } else if (self->hooks.request) {
+        asked = true;
         r = self->hooks.request(self->hooks.arg, "payments", "card.pay", &body, &offline, err,
                                 sizeof(err));
+    }
     bus_val_destroy(&body);
     if (!r && (offline || strncmp(err, "unavailable", 11) == 0)) {
         /* not reached, or no answer in time: if card.pay did arrive, the upload of the same
@@ -2312,7 +2356,8 @@ static int s_sv_start(s_cmd_t *c)
             self->sv_down = true;
             self->sv_pull_ms = s_now(self) + S_SV_RETRY_MS;
         }
-        return s_sv_offline(c, card, seq, attempt, amount, err[0] ? err : "no back office");
+        return s_sv_offline(c, card, seq, attempt, amount, err[0] ? err : "no back office",
+                            asked);
     }
     bus_val_t *extra = bus_val_new_map();
     bus_val_map_set_str(extra, "mode", "online");
@@ -2419,8 +2464,8 @@ static int s_sv_pull(node_till_t *self)
 static int s_sv_upload(node_till_t *self)
 {
     int i = 0;
-    while (i < self->nsv && self->sv[i].sale_seq > self->sale_seq)
-        i++; /* its sale is still being paid */
+    while (i < self->nsv && !self->sv[i].gave_up && self->sv[i].sale_seq > self->sale_seq)
+        i++; /* its sale is still being paid (an attempt given up goes at once) */
     if (i == self->nsv)
         return 0;
     s_sv_pending_t p = self->sv[i];
@@ -2431,9 +2476,11 @@ static int s_sv_upload(node_till_t *self)
     bus_val_map_set_int(body, "amount", p.amount);
     bus_val_map_set_str(body, "sale_id", sale_id);
     bus_val_map_set_int(body, "attempt", p.attempt);
-    bus_val_map_set_int(body, "ts", p.ts);
+    if (!p.gave_up)
+        bus_val_map_set_int(body, "ts", p.ts);
     bool offline = false;
-    bus_val_t *r = self->hooks.request(self->hooks.arg, "payments", "card.offline", &body, &offline,
+    bus_val_t *r = self->hooks.request(self->hooks.arg, "payments",
+                                       p.gave_up ? "card.void" : "card.offline", &body, &offline,
                                        err, sizeof(err));
     bus_val_destroy(&body);
     if (!r && (offline || strncmp(err, "unavailable", 11) == 0))
@@ -2441,7 +2488,8 @@ static int s_sv_upload(node_till_t *self)
     bus_val_t *extra = bus_val_new_map();
     bus_val_map_set_str(extra, "sale_id", sale_id);
     if (r) {
-        static const char *const copy[] = {"balance", "mode", "flagged", "flags", "duplicate"};
+        static const char *const copy[] = {"balance", "mode",     "flagged", "flags",
+                                           "duplicate", "voided", "refunded"};
         for (size_t k = 0; k < sizeof(copy) / sizeof(copy[0]); k++) {
             bus_val_t *v = bus_val_dup(bus_val_map_get(r, copy[k]));
             if (v)
@@ -2504,15 +2552,42 @@ size_t node_till_sv_pending(const node_till_t *self)
     stopped before the sale was written): nothing was sold, so it is never uploaded. */
 static void s_sv_lost_tickets(node_till_t *self)
 {
+    /* a card.pay that timed out may have been taken after all, with the same attempt: so
+       the attempt is given up at payments (card.void), never just forgotten here */
     for (int i = self->nsv - 1; i >= 0; i--) {
         s_sv_pending_t p = self->sv[i];
-        if (p.sale_seq <= self->sale_seq)
+        if (p.sale_seq <= self->sale_seq || p.gave_up)
             continue;
-        bus_val_t *extra = bus_val_new_map();
-        bus_val_map_set_str(extra, "note", "its ticket was lost: nothing sold, not uploaded");
-        if (s_sv_record(self, "void", p.card, p.sale_seq, p.attempt, p.amount, extra) == 0)
-            s_sv_drop(self, p.sale_seq, p.attempt);
+        s_sv_give_up(self, p.card, p.sale_seq, p.attempt, p.amount,
+                     "its ticket was lost: nothing sold");
     }
+    for (int i = 0; i < self->nsv_online; i++) { /* taken online for a sale never written */
+        s_sv_pending_t p = self->sv_online[i];
+        if (p.sale_seq > self->sale_seq && s_sv_find(self, p.sale_seq, p.attempt) < 0)
+            s_sv_give_up(self, p.card, p.sale_seq, p.attempt, p.amount,
+                         "its ticket was lost: the deduction is given back");
+    }
+    self->nsv_online = 0;
+}
+
+static int s_sv_give_up(node_till_t *self, const char *card, int64_t sale_seq, int64_t attempt,
+                        int64_t amount, const char *why)
+{
+    bus_val_t *extra = bus_val_new_map();
+    bus_val_map_set_str(extra, "why", why);
+    char keep[NODE_SVCARD_ID_MAX + 1];
+    snprintf(keep, sizeof(keep), "%s", card); /* card may point into the entry below */
+    if (s_sv_record(self, "voidreq", keep, sale_seq, attempt, amount, extra) != 0)
+        return -1;
+    int i = s_sv_find(self, sale_seq, attempt);
+    if (i < 0) {
+        s_sv_add(self, keep, sale_seq, attempt, amount, 0);
+        i = s_sv_find(self, sale_seq, attempt);
+    }
+    if (i >= 0)
+        self->sv[i].gave_up = true;
+    self->sv_upload_ms = 0; /* sent at the next tick */
+    return 0;
 }
 
 static int s_cmd_pay(s_cmd_t *c)

@@ -1,7 +1,9 @@
 -- svc_deduct.lua: take money from a card once per sale attempt, online or offline (payments).
 -- KEYS: 1 svc:{<card>}, 2 svc:{<card>}:ops, 3 svc:{<card>}:spent, 4 svc:{<card>}:log.
 -- ARGV: 1 mode ('pay': refused when it breaks a rule; 'offline': done at the till already, so
---       always applied, and flagged when it breaks one), 2 op key ("d:<sale_id>:<attempt>"),
+--       always applied, and flagged when it breaks one; 'void': the register gives the attempt
+--       up: taken, it is given back (flags 'refunded'); not seen yet, it is written as voided so
+--       that a card.pay still on its way is never applied), 2 op key ("d:<sale_id>:<attempt>"),
 --       3 amount (fen > 0), 4 now ms, 5 the day's spent field ("day:YYYYMMDD"), 6 the meal's
 --       ("meal:YYYYMMDD:<meal>", '' outside meals), 7 oldest day kept in spent (YYYYMMDD),
 --       8 register, 9 log length kept, 10 seconds spent is kept after its last write.
@@ -19,7 +21,11 @@ if not f[1] then
   return {'none'}
 end
 local prior = redis.call('HGET', KEYS[2], ARGV[2])
-if prior then
+local prior_outcome = prior and string.match(prior, '^(%S+)') or nil
+if prior_outcome == 'voided' then
+  return {'dup', prior, f[1], f[6], f[7]} -- given up: never applied again, whatever is asked
+end
+if prior and ARGV[1] ~= 'void' then
   if string.match(prior, '^%S+ (%S+)') ~= ARGV[3] then
     return {'conflict', prior}
   end
@@ -28,45 +34,57 @@ if prior then
   end
 end
 local amount, balance = tonumber(ARGV[3]), tonumber(f[2])
-local daily, meal, cap = tonumber(f[3]), tonumber(f[4]), tonumber(f[5])
-local s = redis.call('HMGET', KEYS[3], ARGV[5], ARGV[6] ~= '' and ARGV[6] or ARGV[5])
-local day_spent, meal_spent = tonumber(s[1] or '0'), tonumber(s[2] or '0')
-local broken = {}
-if f[1] ~= 'active' then broken[#broken + 1] = 'blocked' end
-if balance < amount then broken[#broken + 1] = 'balance' end
-if daily > 0 and day_spent + amount > daily then broken[#broken + 1] = 'daily' end
-if ARGV[6] ~= '' and meal > 0 and meal_spent + amount > meal then
-  broken[#broken + 1] = 'meal'
-end
 local outcome, flags, after = 'ok', '-', balance
-if ARGV[1] == 'pay' and #broken > 0 then
-  outcome = broken[1]
+if ARGV[1] == 'void' then
+  outcome = 'voided'
+  if prior_outcome == 'ok' then -- taken: given back
+    local taken = tonumber(string.match(prior, '^%S+ (%S+)'))
+    after = redis.call('HINCRBY', KEYS[1], 'balance', taken)
+    redis.call('HINCRBY', KEYS[1], 'version', 1)
+    redis.call('HSET', KEYS[1], 'updated_ms', ARGV[4])
+    f[6] = string.format('%d', tonumber(f[6]) + 1)
+    flags, amount = 'refunded', taken
+  end
 else
-  local names = {blocked = 'blocked', balance = 'overdrawn', daily = 'over_daily',
-                 meal = 'over_meal'}
-  local list = {}
-  for _, b in ipairs(broken) do list[#list + 1] = names[b] end
-  if ARGV[1] == 'offline' and cap > 0 and amount > cap then
-    list[#list + 1] = 'over_offline_cap'
+  local daily, meal, cap = tonumber(f[3]), tonumber(f[4]), tonumber(f[5])
+  local s = redis.call('HMGET', KEYS[3], ARGV[5], ARGV[6] ~= '' and ARGV[6] or ARGV[5])
+  local day_spent, meal_spent = tonumber(s[1] or '0'), tonumber(s[2] or '0')
+  local broken = {}
+  if f[1] ~= 'active' then broken[#broken + 1] = 'blocked' end
+  if balance < amount then broken[#broken + 1] = 'balance' end
+  if daily > 0 and day_spent + amount > daily then broken[#broken + 1] = 'daily' end
+  if ARGV[6] ~= '' and meal > 0 and meal_spent + amount > meal then
+    broken[#broken + 1] = 'meal'
   end
-  if #list > 0 then flags = table.concat(list, ',') end
-  after = redis.call('HINCRBY', KEYS[1], 'balance', -amount)
-  redis.call('HINCRBY', KEYS[1], 'version', 1)
-  redis.call('HSET', KEYS[1], 'updated_ms', ARGV[4])
-  f[6] = string.format('%d', tonumber(f[6]) + 1)
-  redis.call('HINCRBY', KEYS[3], ARGV[5], amount)
-  if ARGV[6] ~= '' then
-    redis.call('HINCRBY', KEYS[3], ARGV[6], amount)
-  end
-  for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
-    local d = string.match(field, '^%a+:(%d+)')
-    if not d or d < ARGV[7] then
-      redis.call('HDEL', KEYS[3], field)
+  if ARGV[1] == 'pay' and #broken > 0 then
+    outcome = broken[1]
+  else
+    local names = {blocked = 'blocked', balance = 'overdrawn', daily = 'over_daily',
+                   meal = 'over_meal'}
+    local list = {}
+    for _, b in ipairs(broken) do list[#list + 1] = names[b] end
+    if ARGV[1] == 'offline' and cap > 0 and amount > cap then
+      list[#list + 1] = 'over_offline_cap'
     end
+    if #list > 0 then flags = table.concat(list, ',') end
+    after = redis.call('HINCRBY', KEYS[1], 'balance', -amount)
+    redis.call('HINCRBY', KEYS[1], 'version', 1)
+    redis.call('HSET', KEYS[1], 'updated_ms', ARGV[4])
+    f[6] = string.format('%d', tonumber(f[6]) + 1)
+    redis.call('HINCRBY', KEYS[3], ARGV[5], amount)
+    if ARGV[6] ~= '' then
+      redis.call('HINCRBY', KEYS[3], ARGV[6], amount)
+    end
+    for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
+      local d = string.match(field, '^%a+:(%d+)')
+      if not d or d < ARGV[7] then
+        redis.call('HDEL', KEYS[3], field)
+      end
+    end
+    redis.call('EXPIRE', KEYS[3], ARGV[10])
   end
-  redis.call('EXPIRE', KEYS[3], ARGV[10])
 end
-local result = outcome .. ' ' .. ARGV[3] .. ' ' .. string.format('%d', after) .. ' ' ..
+local result = outcome .. ' ' .. string.format('%d', amount) .. ' ' .. string.format('%d', after) .. ' ' ..
                flags .. ' ' .. ARGV[4] .. ' ' .. ARGV[1] .. ' ' .. ARGV[8]
 redis.call('HSET', KEYS[2], ARGV[2], result)
 redis.call('LPUSH', KEYS[4], ARGV[2] .. ' ' .. result)

@@ -99,7 +99,7 @@ static struct {
     s_meal_t meals[S_MEALS_MAX];
     int nmeals;
     int64_t *c_created, *c_topups, *c_deductions, *c_refused_blocked, *c_refused_balance,
-        *c_refused_daily, *c_refused_meal, *c_offline, *c_offline_flagged, *c_duplicates,
+        *c_refused_daily, *c_refused_meal, *c_offline, *c_offline_flagged, *c_duplicates, *c_voids,
         *c_conflicts, *c_blocks, *c_unblocks, *c_repairs, *c_bad, *c_redis_errors;
 } s_st;
 
@@ -512,8 +512,25 @@ static int s_topup(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, v
 
 /*  The answer to a deduction's result: the reply, or the refusal's error. */
 static int s_deduct_answer(bus_service_t *svc, const char *card, const char *sale_id,
-                           int64_t attempt, const s_result_t *res, bool dup, bus_val_t *reply)
+                           int64_t attempt, const s_result_t *res, bool dup, bool giving_up,
+                           bus_val_t *reply)
 {
+    if (strcmp(res->outcome, "voided") == 0 && !giving_up)
+        return bus_service_error(svc, "voided",
+                                 "card %s: the register gave attempt %" PRId64 " of %s up: "
+                                 "nothing is taken for it",
+                                 card, attempt, sale_id);
+    if (strcmp(res->outcome, "voided") == 0) {
+        bool refunded = strcmp(res->flags, "refunded") == 0;
+        bus_val_map_set_str(reply, "card", card);
+        bus_val_map_set_str(reply, "sale_id", sale_id);
+        bus_val_map_set_int(reply, "attempt", attempt);
+        bus_val_map_set_bool(reply, "voided", true);
+        bus_val_map_set_int(reply, "refunded", refunded ? res->amount : 0);
+        bus_val_map_set_int(reply, "balance", res->balance);
+        bus_val_map_set_bool(reply, "duplicate", dup);
+        return 0;
+    }
     static const struct {
         const char *outcome, *code, *text;
     } refusals[] = {
@@ -555,6 +572,8 @@ static void s_count(const s_result_t *res)
         bus_stats_inc(s_st.c_refused_daily, 1);
     else if (strcmp(res->outcome, "meal") == 0)
         bus_stats_inc(s_st.c_refused_meal, 1);
+    else if (strcmp(res->outcome, "voided") == 0)
+        bus_stats_inc(s_st.c_voids, 1);
     else if (strcmp(res->mode, "offline") == 0) {
         bus_stats_inc(s_st.c_offline, 1);
         if (strcmp(res->flags, "-") != 0)
@@ -563,10 +582,12 @@ static void s_count(const s_result_t *res)
         bus_stats_inc(s_st.c_deductions, 1);
 }
 
-/*  card.pay and card.offline: one deduction of one of the register's sales. offline: the
-    till did it already at ts (ms). */
-static int s_deduct(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, bool offline)
+/*  card.pay, card.offline and card.void: one deduction of one of the register's sales, by
+    mode "pay", "offline" (the till did it already at ts, ms) or "void" (the register gives the
+    attempt up). */
+static int s_deduct(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, const char *mode)
 {
+    bool offline = strcmp(mode, "offline") == 0;
     const bus_val_t *body = bus_msg_body(req);
     svc_node_id_t node;
     if (svc_caller_node(svc, body, &node, s_st.c_bad, NULL) != 0)
@@ -608,7 +629,7 @@ static int s_deduct(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
                           bus_key_svc(ops, card, ":ops"),
                           bus_key_svc(spent, card, ":spent"),
                           bus_key_svc(log, card, ":log"),
-                          offline ? "offline" : "pay",
+                          mode,
                           op,
                           amount_s,
                           now_s,
@@ -649,21 +670,31 @@ static int s_deduct(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
         bus_warn("payments.card",
                  "card %s: offline deduction %s flagged: %s (balance %" PRId64 " fen)", card, op,
                  res.flags, res.balance);
-    return s_deduct_answer(svc, card, sale_id, attempt, &res, dup, reply);
+    return s_deduct_answer(svc, card, sale_id, attempt, &res, dup, strcmp(mode, "void") == 0,
+                           reply);
 }
 
 /*  card.pay {card, amount, sale_id, attempt}: registers, for their own sales. */
 static int s_pay(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
 {
     (void)arg;
-    return s_deduct(svc, req, reply, false);
+    return s_deduct(svc, req, reply, "pay");
 }
 
 /*  card.offline {card, amount, sale_id, attempt, ts}: registers upload what they took offline. */
 static int s_offline(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
 {
     (void)arg;
-    return s_deduct(svc, req, reply, true);
+    return s_deduct(svc, req, reply, "offline");
+}
+
+/*  card.void {card, amount, sale_id, attempt}: the register gives an attempt up (its ticket was
+    paid another way, or lost): a deduction taken for it is given back, and one not seen yet is
+    never taken (a card.pay still on its way is refused as voided). */
+static int s_void(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    (void)arg;
+    return s_deduct(svc, req, reply, "void");
 }
 
 /* ---- card.block, card.unblock, card.blocklist --------------------------------------------- */
@@ -819,6 +850,7 @@ int payments_stored_methods(bus_service_t *svc, bus_redis_t *redis, bus_config_t
     s_st.c_offline = bus_stats_counter(stats, "card_offline");
     s_st.c_offline_flagged = bus_stats_counter(stats, "card_offline_flagged");
     s_st.c_duplicates = bus_stats_counter(stats, "card_duplicates");
+    s_st.c_voids = bus_stats_counter(stats, "card_voids");
     s_st.c_conflicts = bus_stats_counter(stats, "card_conflicts");
     s_st.c_blocks = bus_stats_counter(stats, "card_blocks");
     s_st.c_unblocks = bus_stats_counter(stats, "card_unblocks");
@@ -830,6 +862,7 @@ int payments_stored_methods(bus_service_t *svc, bus_redis_t *redis, bus_config_t
         {"card.topup", s_topup, BUS_METHOD_IDEMPOTENT, BUS_METHOD_CHANGE_ROLES},
         {"card.pay", s_pay, BUS_METHOD_IDEMPOTENT, BUS_ROLE_REGISTER},
         {"card.offline", s_offline, BUS_METHOD_IDEMPOTENT, BUS_ROLE_REGISTER},
+        {"card.void", s_void, BUS_METHOD_IDEMPOTENT, BUS_ROLE_REGISTER},
         {"card.get", s_get, BUS_METHOD_READ, S_EVERYONE},
         {"card.block", s_block, BUS_METHOD_CHANGE, BUS_METHOD_CHANGE_ROLES},
         {"card.unblock", s_unblock, BUS_METHOD_CHANGE, BUS_METHOD_CHANGE_ROLES},
