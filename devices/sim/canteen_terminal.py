@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Canteen consumption terminals (消费机) on one RS-485 line, speaking posbus's own framed
-protocol (the reference: docs/canteen-protocol.md): tests use it in place of a row of terminals, and the canteen driver is tested against it (docs: devices/sim/README.md).
+protocol (the reference: docs/canteen-protocol.md): tests use it in place of a row of
+terminals, and the canteen driver is tested against it (docs: devices/sim/README.md).
 
 Why it is built this way:
 

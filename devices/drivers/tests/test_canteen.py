@@ -3,10 +3,12 @@
 simulator (devices/sim/canteen_terminal.py) with terminals 1 and 2, on a pty and over TCP
 (docs/canteen-protocol.md).
 
-Attach finds both terminals and sets their clocks; the fee rules and meal periods reach both; a
-tap is published once and answered approve or decline as the job says; blocklist jobs bring both
+Attach finds both terminals, publishes what each reports at start (blocklist version, last
+sequence, offline transactions waiting) and sets their clocks; the fee rules and meal periods
+reach both; a tap is published once and answered approve or decline as the job says; blocklist jobs bring both
 terminals to the version, in chunks, and a terminal that reports an older version is brought up
-through the chain of versions; a terminal that stops answering makes the health warn while the
+through the chain of versions, one older than every update kept is reported stale and a full
+list (base 0) brings it up; a terminal that stops answering makes the health warn while the
 other keeps taking taps, its tap is settled offline (a late answer says so), and when it is back
 collect publishes each offline transaction once, in sequence order, and acks them (nothing left
 at the terminal, a second collect finds none); bad checksums, garbage and a disconnect are
@@ -249,9 +251,31 @@ def dev_stat(tool, name):
 def test_tcp():
     line = CanteenLine(tcp="127.0.0.1:0", terminals=(1, 2))
     line.start()
+    line.blocklist_version(1, 3)
+    line.queue_offline(1, 2, 40001, 250)
     tool = Tool(f"tcp:127.0.0.1:{line.port}")
     try:
+        t1 = tool.event("terminal", lambda b: b["terminal"] == 1)
+        c.eq(t1, {"terminal": 1, "up": True, "blocklist_version": 3, "last_seq": 2,
+                  "offline": 2}, "tcp: at start terminal 1 reports version 3, last seq 2, "
+             "2 offline transactions")
         basics(tool, line, "tcp")
+        c.eq(tool.job("tcp-bl4", "blocklist", "3 4 +555"), "done", "tcp: blocklist 3 -> 4")
+        c.check(wait_for(lambda: line.terminal(1)["blocklist"] == [555] and
+                         line.terminal(1)["blocklist_version"] == 4, WAIT),
+                "tcp: terminal 1 (at 3) brought to version 4")
+        c.eq(tool.event("blocklist_stale", lambda b: b["terminal"] == 2),
+             {"terminal": 2, "version": 0},
+             "tcp: terminal 2 (at 0, no update from 0 kept): blocklist_stale")
+        c.eq(tool.job("tcp-bl5", "blocklist", "0 5 clear +555 +556"), "done",
+             "tcp: a full list (base 0) as version 5")
+        c.check(wait_for(lambda: all(line.terminal(t)["blocklist"] == [555, 556] and
+                                     line.terminal(t)["blocklist_version"] == 5
+                                     for t in (1, 2)), WAIT),
+                "tcp: both terminals at version 5")
+        c.eq(tool.job("tcp-col", "collect", "1 0"), "done", "tcp: collect terminal 1 after 0")
+        c.eq([(b["seq"], b["card"], b["amount"]) for b in tool.seen("offline_tx")],
+             [(1, 40001, 250), (2, 40001, 250)], "tcp: its 2 offline transactions, once each")
         line.garbage(b"\xee" * 50)
         line.bad_checksum(2, 1)
         answer(tool, line, 2, 30001, 100, "approve")
