@@ -3,17 +3,17 @@
 simulator (devices/sim/canteen_terminal.py) with terminals 1 and 2, on a pty and over TCP
 (docs/canteen-protocol.md).
 
-Attach finds both terminals, publishes what each reports at start (blocklist version, last
-sequence, offline transactions waiting) and sets their clocks; the fee rules and meal periods
-reach both; a tap is published once and answered approve or decline as the job says; blocklist jobs bring both
+Attach finds both terminals, publishes what each reports at start (blocklist version, last sequence,
+offline transactions waiting) and sets their clocks; the fee rules and meal periods reach both; a
+tap is published once and answered approve or decline as the job says; blocklist jobs bring both
 terminals to the version, in chunks, and a terminal that reports an older version is brought up
-through the chain of versions, one older than every update kept is reported stale and a full
-list (base 0) brings it up; a terminal that stops answering makes the health warn while the
-other keeps taking taps, its tap is settled offline (a late answer says so), and when it is back
-collect publishes each offline transaction once, in sequence order, and acks them (nothing left
-at the terminal, a second collect finds none); bad checksums, garbage and a disconnect are
-counted or recovered from, the driver's counts match what the simulator sent, the byte counts
-match the line's, and device_tool exits cleanly without a sanitizer report."""
+through the chain of versions, one older than every update kept is reported stale and a full list
+(base 0) brings it up; a terminal that stops answering makes the health warn while the other keeps
+taking taps, its tap is settled offline (a late answer says so), and when it is back collect
+publishes each offline transaction once, in sequence order, and acks them (nothing left at the
+terminal, a second collect finds none); bad checksums, garbage and a disconnect are counted or
+recovered from, the driver's counts match what the simulator sent, the byte counts match the line's,
+and device_tool exits cleanly without a sanitizer report."""
 import os
 import shutil
 import sys
