@@ -185,6 +185,8 @@ class Terminal:
         self.ecr_acks = self.ecr_negative = 0
         self.registered = False
         self.end_of_days = 0
+        self.eod_from = 0        # transactions before this index were in an end of day
+        self.eod_totals = []     # what each end of day reported
 
     def status_data(self, tx, rc=RC_APPROVED):
         now = time.localtime()
@@ -267,10 +269,19 @@ class Terminal:
             self._say((STEP_DELAY, apdu(0x04, 0x0F, self.status_data(tx))),
                       (STEP_DELAY, self.print_line("REFUND")), (STEP_DELAY, apdu(0x06, 0x0F)))
         elif (cls, ins) == (0x06, 0x50):
+            # end of day: the net of what was booked since the last one (authorizations still
+            # approved, less refunds), as the status (04 0F: result 00, amount) and a print line;
+            # then the totals start again
             self.end_of_days += 1
-            total = sum(t["amount"] for t in self.transactions
-                        if t["kind"] == "authorize" and t["state"] == "approved")
-            self._say((STEP_DELAY, self.print_line(f"END OF DAY TOTAL {total}")),
+            since = self.transactions[self.eod_from:]
+            total = sum(t["amount"] for t in since
+                        if t["kind"] == "authorize" and t["state"] == "approved") - \
+                sum(t["amount"] for t in since if t["kind"] == "refund")
+            self.eod_from = len(self.transactions)
+            self.eod_totals.append(total)
+            self._say((STEP_DELAY, apdu(0x04, 0x0F, bytes([0x27, RC_APPROVED]) + b"\x04" +
+                                        bcd(max(total, 0), 6))),
+                      (STEP_DELAY, self.print_line(f"END OF DAY TOTAL {total}")),
                       (STEP_DELAY, apdu(0x06, 0x0F)))
         else:
             return apdu(0x84, RC_NOT_POSSIBLE)
@@ -428,6 +439,7 @@ class Simulator(simcore.Simulator):
                 **self.stats, "noise_bytes": self.parser.noise, "commands": dict(t.commands),
                 "ecr_acks": t.ecr_acks, "ecr_negative": t.ecr_negative,
                 "registered": t.registered, "end_of_days": t.end_of_days,
+                "eod_totals": list(t.eod_totals),
                 "next": t.next_tx, "link_fault": self.link_fault,
                 "in_dialogue": bool(t.script or t.waiting_ecr),
                 **self.transport_status()}

@@ -33,7 +33,8 @@ try:
     st.posctl("catalog", "import", os.path.join(SRC, "scripts", "sample", "catalog.csv"),
               check=True)
     for cid, name, role, pin in (("ann", "Ann", "cashier", "1111"),
-                                 ("sue", "Sue", "supervisor", "2222")):
+                                 ("sue", "Sue", "supervisor", "2222"),
+                                 ("max", "Max", "manager", "3333")):
         subprocess.run([f"{BIN}/posctl", *st.conn_args(), "cashier", "add", "--store", STORE,
                         "--id", cid, "--name", name, "--role", role], input=pin + "\n",
                        text=True, capture_output=True, check=True)
@@ -127,6 +128,17 @@ try:
     c.eq(sales()[-1]["tenders"], [{"kind": "card", "amount": 200}], "with the card tender")
     c.eq(term.status()["commands"].get("06 01"), 3, "three authorizations ever sent, none again")
 
+    # 3b. the terminal's end of day against the card tenders journaled since the last one
+    r = r01.cmd("card-eod")
+    c.check(not r["ok"] and r["error"] == "not_permitted", "a cashier may not run it alone")
+    r = r01.cmd("card-eod approve max 3333")
+    c.check(r["ok"], f"card-eod with a manager (the Z report's permission): {r.get('message')}")
+    c.check(wait_for(lambda: audits("card_eod"), 10), "the end of day's result is journaled")
+    eod = (audits("card_eod") or [{}])[-1]
+    c.check(eod.get("terminal_total") == 700 and eod.get("recorded_total") == 700 and
+            eod.get("difference") == 0 and term.status()["eod_totals"] == [700],
+            f"the terminal's 7.00 matches the card tenders (5.00 + 2.00): {eod}")
+
     # 4. posnode killed while the customer is at the terminal: the charge has no ticket
     term.mode("slow", seconds=3)
     r01.cmd("scan 6901234500097")
@@ -209,6 +221,9 @@ try:
     c.check(p.returncode == 0, f"posctl device command end_of_day: {p.stdout.strip()}")
     c.check(wait_for(lambda: term.status()["end_of_days"] == 1, 10),
             "the terminal ran its end of day")
+    c.check(wait_for(lambda: len(audits("card_eod")) == 2, 10) and
+            audits("card_eod")[-1].get("difference") == 0,
+            f"and its totals are compared too: {audits('card_eod')[-1:]}")
     r = r01.cmd("card-status")
     c.check(not r["ok"] and r["error"] == "no_card", "card-status with nothing at the terminal")
     v = subprocess.run([f"{BIN}/posctl", "journal", "verify", r01.journal], capture_output=True,

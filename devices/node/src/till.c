@@ -112,6 +112,8 @@ struct node_till_t {
         char status[120];   /* the terminal's last intermediate status */
     } card;
     int64_t card_trace; /* the terminal's last trace number journaled, -1 unknown */
+    int64_t card_since_eod; /* card tenders of the sales journaled since the terminal's last
+                               end of day (card_eod record): what its totals must say */
     /* card keys whose result is journaled (a later result for one is the driver telling the
        same thing again: ignored) and keys given up (a later approval for one is reversed), the
        last S_CARD_KEYS of each, read back from the journal at start */
@@ -397,6 +399,20 @@ static void s_shift_sale(s_shift_t *sh, const bus_val_t *doc)
     sh->last_sale = seq;
 }
 
+/*  The card tenders of a sale document (fen; a refund's are negative). */
+static int64_t s_card_tenders(const bus_val_t *doc)
+{
+    int64_t sum = 0, v = 0;
+    bus_val_t *tenders = bus_val_map_get(doc, "tenders");
+    for (size_t i = 0; i < bus_val_size(tenders); i++) {
+        const bus_val_t *t = bus_val_arr_get(tenders, i);
+        const char *kind = bus_val_map_get_str(t, "kind");
+        if (kind && strcmp(kind, "card") == 0 && bus_val_map_get_int(t, "amount", &v))
+            sum += v;
+    }
+    return sum;
+}
+
 static void s_shift_audit(s_shift_t *sh, const bus_val_t *doc)
 {
     const char *type = bus_val_map_get_str(doc, "type");
@@ -490,11 +506,13 @@ static void s_done_carry(const node_till_t *self, bus_val_t *mark)
     if (keys)
         bus_val_map_set(mark, "command_keys", &keys);
     bus_val_map_set_int(mark, "card_trace", self->card_trace);
+    bus_val_map_set_int(mark, "card_since_eod", self->card_since_eod);
 }
 
 static int s_done_load(node_till_t *self, const bus_val_t *mark)
 {
     bus_val_map_get_int(mark, "card_trace", &self->card_trace);
+    bus_val_map_get_int(mark, "card_since_eod", &self->card_since_eod);
     bus_val_t *keys = bus_val_map_get(mark, "command_keys");
     for (size_t i = 0; i < bus_val_size(keys); i++) {
         const char *k = bus_val_get_str(bus_val_arr_get(keys, i), NULL);
@@ -597,6 +615,8 @@ static void s_card_replay(node_till_t *self, const char *type, const bus_val_t *
         else
             s_card_forget(self->card_given_up, key);
         s_card_remember(self->card_done, &self->card_done_next, key);
+    } else if (strcmp(type, "card_eod") == 0) {
+        self->card_since_eod = 0;
     } else if (strcmp(type, "card_reversal") == 0) {
         const char *of = bus_val_map_get_str(doc, "of");
         s_card_forget(self->card_given_up, of);
@@ -668,6 +688,7 @@ static int s_replay(node_till_t *self, char *why, size_t size)
             }
             self->sale_seq = n;
             s_shift_sale(&self->shift, doc);
+            self->card_since_eod += s_card_tenders(doc);
             s_lost_drop(self, 0, NULL, n, 0);
         } else if (e.kind == NODE_JOURNAL_AUDIT && doc) {
             s_shift_audit(&self->shift, doc);
@@ -1386,6 +1407,7 @@ static int s_commit(s_cmd_t *c, pos_sale_t *sale)
     }
     self->sale_seq = sale->seq;
     s_shift_sale(&self->shift, doc);
+    self->card_since_eod += s_card_tenders(doc);
     bus_val_destroy(&self->last_doc);
     self->last_doc = doc;
     const uint8_t *h = node_journal_last_hash(self->journal);
@@ -1587,6 +1609,44 @@ bus_val_t *node_till_card_event(node_till_t *self, const char *event, const bus_
         snprintf(msg, sizeof(msg), "card reversal %s: %s", key,
                  ok ? "done" : (text ? text : "failed: reverse it at the terminal"));
         bus_val_map_set_str(reply, "message", msg);
+    } else if (strcmp(verb, "end_of_day") == 0) {
+        /* the terminal's totals since its last end of day against the card tenders journaled
+           since then (whoever asked for it: the cashier's card-eod or the back office) */
+        int64_t total = 0;
+        bool has_total = bus_val_map_get_int(body, "amount", &total);
+        bus_val_t *doc = bus_val_new_map();
+        bus_val_map_set_str(doc, "type", "card_eod");
+        bus_val_map_set_str(doc, "key", key);
+        bus_val_map_set_bool(doc, "ok", ok);
+        bus_val_map_set_int(doc, "recorded_total", self->card_since_eod);
+        if (has_total) {
+            bus_val_map_set_int(doc, "terminal_total", total);
+            bus_val_map_set_int(doc, "difference", total - self->card_since_eod);
+        }
+        int64_t recorded = self->card_since_eod;
+        if (!ok) {
+            bus_val_destroy(&doc);
+            snprintf(msg, sizeof(msg), "card end of day failed: %s", text ? text : "?");
+            s_err(&c, "card_eod_failed", "%s", msg);
+        } else if (s_audit_record(self, &doc) != 0) {
+            s_err(&c, "stopped", "%s", self->stopped_why);
+        } else {
+            self->card_since_eod = 0;
+            char a[32], b[32];
+            if (!has_total)
+                snprintf(msg, sizeof(msg),
+                         "card end of day done; the terminal gave no total (recorded %s)",
+                         pos_money_format(recorded, a, sizeof(a)));
+            else if (total == recorded)
+                snprintf(msg, sizeof(msg), "card end of day: the terminal's %s matches the card "
+                         "tenders", pos_money_format(total, a, sizeof(a)));
+            else
+                snprintf(msg, sizeof(msg), "card end of day: the terminal says %s, the card "
+                         "tenders %s: tell a manager", pos_money_format(total, a, sizeof(a)),
+                         pos_money_format(recorded, b, sizeof(b)));
+            bus_val_map_set_str(reply, "message", msg);
+            bus_val_map_set_bool(reply, "card_eod_matches", has_total && total == recorded);
+        }
     } else if ((strcmp(verb, "authorize") != 0 && strcmp(verb, "refund") != 0) ||
                strncmp(key, "card-", 5) != 0) {
         bus_val_destroy(&reply); /* not the till's (an end of day from the back office) */
@@ -1666,6 +1726,26 @@ void node_till_card_tick(node_till_t *self)
     char data[48], err[NODE_TILL_WHY_MAX];
     s_card_data(self->card.amount, self->card.trace_before, data, sizeof(data));
     self->hooks.card(self->hooks.arg, "status", self->card.key, data, err, sizeof(err));
+}
+
+/*  card-eod: the terminal's end of day (its totals are compared when they come back). */
+static int s_cmd_card_eod(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (!s_need_cashier(c))
+        return -1;
+    if (!s_card_terminal(self))
+        return s_err(c, "no_terminal", "this register has no card terminal");
+    if (self->card.key[0])
+        return s_err(c, "card_waiting", "a card payment is at the terminal: finish it first");
+    if (!s_authorize(c, NODE_ACTION_Z_REPORT, NULL))
+        return -1;
+    char key[S_CARD_KEY_MAX + 1], err[NODE_TILL_WHY_MAX] = "";
+    snprintf(key, sizeof(key), "eod-%" PRId64, s_now(self));
+    if (self->hooks.card(self->hooks.arg, "end_of_day", key, "", err, sizeof(err)) <= 0)
+        return s_err(c, "card_failed", "card terminal: %s", err);
+    bus_val_map_set_str(c->reply, "message", "card end of day: the terminal is at it");
+    return 0;
 }
 
 /*  card-status: ask the terminal now about the payment it has. */
@@ -3117,6 +3197,8 @@ static int s_dispatch(s_cmd_t *c)
         return s_cmd_sv_info(c);
     if (strcmp(c->cmd, "card-cancel") == 0)
         return s_cmd_card_cancel(c);
+    if (strcmp(c->cmd, "card-eod") == 0)
+        return s_cmd_card_eod(c);
     if (strcmp(c->cmd, "state") == 0)
         return 0;
     c->cmd = "?"; /* not echoed: a PIN typed in the wrong place must not come back */
