@@ -251,6 +251,9 @@ try:
             "the same refund number again: the same refund, nothing more")
     c.check(refund(intent, "RF-4", 1)["body"].get("code") == "too_much",
             "nothing left to refund")
+    r = reg.call("payments", "payment.cancel", {"intent": intent})
+    c.check(r["type"] == "error" and r["body"]["code"] == "has_refunds",
+            f"a refunded payment is not reversed on top: {r['body'].get('message')}")
     wt = trade(intent)
     c.eq(sorted((x["out_refund_no"], x["amount"]) for x in wt["refunds"]),
          [("RF-1", 300), ("RF-3", 934)], "WeChat refunded exactly 3.00 and 9.34, once each")

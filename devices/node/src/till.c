@@ -59,6 +59,7 @@ typedef struct {
 } s_sv_pending_t;
 
 #define S_SV_ONLINE_MAX 16 /* online card deductions remembered while the journal is read */
+#define S_SV_GIVEUP_ROOM 16 /* pending slots offline deductions leave free for give-ups */
 
 /* The shift: what the X report shows, from the last Z report (or the first record) on. */
 typedef struct {
@@ -158,6 +159,7 @@ struct node_till_t {
     s_sv_pending_t sv[S_SV_PENDING_MAX];
     s_sv_pending_t sv_online[S_SV_ONLINE_MAX]; /* replay only: online deductions taken */
     int nsv_online;
+    s_sv_pending_t sv_asked; /* replay only: the last card.pay journaled with no result yet */
     int nsv;
 };
 
@@ -2210,7 +2212,14 @@ static void s_sv_replay(node_till_t *self, const char *type, const bus_val_t *do
     if (strcmp(type, "sv_request") == 0) {
         self->sv_attempt_seq = seq;
         self->sv_attempt = attempt;
+        memset(&self->sv_asked, 0, sizeof(self->sv_asked));
+        snprintf(self->sv_asked.card, sizeof(self->sv_asked.card), "%s", card ? card : "");
+        self->sv_asked.sale_seq = seq;
+        self->sv_asked.attempt = attempt;
+        self->sv_asked.amount = amount;
     } else if (strcmp(type, "sv_offline") == 0 && card) {
+        if (self->sv_asked.sale_seq == seq && self->sv_asked.attempt == attempt)
+            self->sv_asked.sale_seq = 0;
         bus_val_map_get_int(doc, "taken_ms", &ts);
         s_sv_add(self, card, seq, attempt, amount, ts);
     } else if (strcmp(type, "sv_voidreq") == 0 && card) {
@@ -2224,6 +2233,8 @@ static void s_sv_replay(node_till_t *self, const char *type, const bus_val_t *do
     } else if (strcmp(type, "sv_uploaded") == 0 || strcmp(type, "sv_void") == 0) {
         s_sv_drop(self, seq, attempt);
     } else if (strcmp(type, "sv_result") == 0 && card) {
+        if (self->sv_asked.sale_seq == seq && self->sv_asked.attempt == attempt)
+            self->sv_asked.sale_seq = 0; /* answered */
         bool ok = false;
         const char *mode = bus_val_map_get_str(doc, "mode");
         bus_val_map_get_bool(doc, "ok", &ok);
@@ -2346,11 +2357,11 @@ static int s_sv_offline(s_cmd_t *c, const char *card, int64_t seq, int64_t attem
                  "payments cannot be reached and card %s had %" PRId64 ".%02" PRId64
                  " when last seen (%" PRId64 ".%02" PRId64 " taken offline since)",
                  card, info.balance / 100, info.balance % 100, spent / 100, spent % 100);
-    } else if (self->nsv == S_SV_PENDING_MAX) {
+    } else if (self->nsv >= S_SV_PENDING_MAX - S_SV_GIVEUP_ROOM) {
         code = "no_offline";
         snprintf(msg, sizeof(msg),
                  "%d card deductions wait for payments already: take another tender",
-                 S_SV_PENDING_MAX);
+                 self->nsv);
     }
     if (code) {
         bus_val_t *extra = bus_val_new_map();
@@ -2641,6 +2652,14 @@ static void s_sv_lost_tickets(node_till_t *self)
         s_sv_give_up(self, p.card, p.sale_seq, p.attempt, p.amount,
                      "its ticket was lost: nothing sold");
     }
+    if (self->sv_asked.sale_seq > self->sale_seq && self->sv_asked.card[0] &&
+        s_sv_find(self, self->sv_asked.sale_seq, self->sv_asked.attempt) < 0) {
+        /* asked, and the till stopped before the answer was journaled: it may have been taken */
+        s_sv_pending_t a = self->sv_asked;
+        s_sv_give_up(self, a.card, a.sale_seq, a.attempt, a.amount,
+                     "its ticket was lost while card.pay was asked");
+    }
+    self->sv_asked.sale_seq = 0;
     for (int i = 0; i < self->nsv_online; i++) { /* taken online for a sale never written */
         s_sv_pending_t p = self->sv_online[i];
         if (p.sale_seq > self->sale_seq && s_sv_find(self, p.sale_seq, p.attempt) < 0)

@@ -28,6 +28,9 @@ end
 if f[1] == 'failed' or f[1] == 'reversed' or f[1] == 'refunded' then
   return {f[1]}
 end
+if tonumber(redis.call('HGET', KEYS[1], 'refunded') or '0') > 0 then
+  return {'has_refunds'} -- a payment partly refunded is not reversed (the providers refuse it)
+end
 redis.call('HSET', KEYS[1], 'cancel', '1', 'due_ms', ARGV[2])
 if f[1] == 'succeeded' then
   redis.call('HSET', KEYS[1], 'state', 'reversing', 'reason', 'cancelled after it was paid',

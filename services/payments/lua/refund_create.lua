@@ -14,9 +14,13 @@ if r[1] then
   end
   return {'exists'}
 end
-local p = redis.call('HMGET', KEYS[1], 'state', 'amount', 'refunded', 'provider', 'register')
+local p = redis.call('HMGET', KEYS[1], 'state', 'amount', 'refunded', 'provider', 'register',
+                     'cancel')
 if not p[1] then
   return {'none'}
+end
+if p[6] == '1' then
+  return {'not_paid', 'cancelled'} -- being reversed: the reversal gives the money back
 end
 if p[1] ~= 'succeeded' then
   return {'not_paid', p[1]}

@@ -435,13 +435,25 @@ void pay_alipay_refund(pay_alipay_t *self, const char *out_trade_no, const char 
     if (!resp)
         return;
     const char *code = json_string_value(json_object_get(resp, "code"));
-    if (code && strcmp(code, "10000") == 0) {
-        out->result = PAY_SUCCESS; /* Alipay refunds at once (fund_change N: done before) */
+    const char *sub = json_string_value(json_object_get(resp, "sub_code"));
+    const char *change = json_string_value(json_object_get(resp, "fund_change"));
+    if (code && strcmp(code, "10000") == 0 && change && strcmp(change, "Y") == 0) {
+        out->result = PAY_SUCCESS; /* the money moved with this call */
         s_copy_str(out->transaction_id, sizeof(out->transaction_id), resp, "trade_no");
         snprintf(out->why, sizeof(out->why), "refunded");
-    } else if (code && strcmp(code, "40004") == 0) {
-        out->result = PAY_FAILED; /* more than was paid, a closed trade...: nothing refunded */
-    }
+    } else if (code && strcmp(code, "10000") == 0) {
+        out->result = PAY_PAYING; /* fund_change N: Alipay says a query must confirm it */
+        snprintf(out->why, sizeof(out->why), "refund taken before: confirming");
+    } else if (code && strcmp(code, "40004") == 0 && sub &&
+               (strcmp(sub, "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL") == 0 ||
+                strcmp(sub, "ACQ.TRADE_NOT_EXIST") == 0 ||
+                strcmp(sub, "ACQ.TRADE_STATUS_ERROR") == 0 ||
+                strcmp(sub, "ACQ.TRADE_HAS_CLOSE") == 0 ||
+                strcmp(sub, "ACQ.TRADE_HAS_FINISHED") == 0 ||
+                strcmp(sub, "ACQ.INVALID_PARAMETER") == 0 ||
+                strcmp(sub, "ACQ.SELLER_BALANCE_NOT_ENOUGH") == 0)) {
+        out->result = PAY_FAILED; /* refused: nothing was refunded */
+    } /* anything else (ACQ.SYSTEM_ERROR: "call again") decides nothing: queried */
     json_decref(resp);
 }
 

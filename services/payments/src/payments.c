@@ -809,6 +809,11 @@ static int s_cancel(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     if (strcmp(what, "other") == 0)
         return bus_service_error(svc, BUS_ERR_FORBIDDEN, "payment intent %s is another register's",
                                  intent);
+    if (strcmp(what, "has_refunds") == 0)
+        return bus_service_error(svc, "has_refunds",
+                                 "payment intent %s was partly refunded: it is not reversed; "
+                                 "refund the rest instead",
+                                 intent);
     s_hand_over(app, node.store, intent);
     return s_answer(app, svc, node.store, intent, NULL, reply);
 }

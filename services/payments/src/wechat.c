@@ -443,9 +443,19 @@ void pay_wechat_reverse(pay_wechat_t *self, const char *out_trade_no, pay_outcom
     json_decref(j);
 }
 
-/*  A verified refund object: its state. */
-static void s_refund_state(json_t *j, pay_outcome_t *out)
+/*  A verified refund object: its state, when it is this trade's refund of this amount (a refund
+    number another store of the same merchant used is never taken as this one). */
+static void s_refund_state(json_t *j, const char *out_trade_no, int64_t amount,
+                           pay_outcome_t *out)
 {
+    const char *no = json_string_value(json_object_get(j, "out_trade_no"));
+    json_t *refund = json_object_get(json_object_get(j, "amount"), "refund");
+    if (!no || strcmp(no, out_trade_no) != 0 || !json_is_integer(refund) ||
+        json_integer_value(refund) != amount) {
+        snprintf(out->why, sizeof(out->why), "a refund of another trade or amount (%.40s)",
+                 no ? no : "?");
+        return; /* PAY_UNKNOWN */
+    }
     s_copy(out->trade_state, sizeof(out->trade_state), j, "status");
     s_copy(out->transaction_id, sizeof(out->transaction_id), j, "refund_id");
     const char *st = out->trade_state;
@@ -455,9 +465,14 @@ static void s_refund_state(json_t *j, pay_outcome_t *out)
     } else if (strcmp(st, "PROCESSING") == 0) {
         out->result = PAY_PAYING;
         snprintf(out->why, sizeof(out->why), "the refund is being processed");
-    } else if (strcmp(st, "CLOSED") == 0 || strcmp(st, "ABNORMAL") == 0) {
+    } else if (strcmp(st, "CLOSED") == 0) {
         out->result = PAY_FAILED;
         snprintf(out->why, sizeof(out->why), "the refund is %s", st);
+    } else if (strcmp(st, "ABNORMAL") == 0) {
+        /* the money left the merchant but did not reach the customer's account: finished by
+           hand in the merchant platform, never refunded again (not failed, not released) */
+        snprintf(out->why, sizeof(out->why), "the refund is ABNORMAL: finish it in the merchant "
+                 "platform");
     } else {
         snprintf(out->why, sizeof(out->why), "refund status %.20s", st[0] ? st : "(none)");
     }
@@ -482,20 +497,20 @@ void pay_wechat_refund(pay_wechat_t *self, const char *out_trade_no, const char 
         return;
     json_t *j = s_json(self);
     if (out->status == 200 && j) {
-        s_refund_state(j, out);
+        s_refund_state(j, out_trade_no, amount, out);
     } else if (j) {
         s_error(j, out);
         /* refused: more than was paid, a trade not paid, bad parameters: nothing refunded */
         if (out->status >= 400 && out->status < 500 &&
             (strcmp(out->code, "NOT_ENOUGH") == 0 || strcmp(out->code, "PARAM_ERROR") == 0 ||
-             strcmp(out->code, "INVALID_REQUEST") == 0 ||
              strcmp(out->code, "ORDER_NOT_EXIST") == 0))
             out->result = PAY_FAILED;
     }
     json_decref(j);
 }
 
-void pay_wechat_refund_query(pay_wechat_t *self, const char *out_refund_no, pay_outcome_t *out)
+void pay_wechat_refund_query(pay_wechat_t *self, const char *out_trade_no,
+                             const char *out_refund_no, int64_t amount, pay_outcome_t *out)
 {
     s_reset(out);
     char path[160];
@@ -505,7 +520,7 @@ void pay_wechat_refund_query(pay_wechat_t *self, const char *out_refund_no, pay_
         return;
     json_t *j = s_json(self);
     if (out->status == 200 && j) {
-        s_refund_state(j, out);
+        s_refund_state(j, out_trade_no, amount, out);
     } else if (j) {
         s_error(j, out);
         if (out->status == 404 && strcmp(out->code, "RESOURCE_NOT_EXISTS") == 0)
@@ -525,9 +540,7 @@ static void s_refund_op(void *client, const char *out_trade_no, const char *out_
 static void s_refund_query_op(void *client, const char *out_trade_no, const char *out_refund_no,
                               int64_t amount, pay_outcome_t *out)
 {
-    (void)out_trade_no;
-    (void)amount;
-    pay_wechat_refund_query(client, out_refund_no, out);
+    pay_wechat_refund_query(client, out_trade_no, out_refund_no, amount, out);
 }
 
 static void s_pay_op(void *client, const char *out_trade_no, const char *code, int64_t amount,

@@ -68,7 +68,8 @@ void pay_wechat_reverse(pay_wechat_t *self, const char *out_trade_no, pay_outcom
 /*  POST /v3/refund/domestic/refunds; GET .../refunds/{out_refund_no} (provider.h). */
 void pay_wechat_refund(pay_wechat_t *self, const char *out_trade_no, const char *out_refund_no,
                        int64_t amount, int64_t total, pay_outcome_t *out);
-void pay_wechat_refund_query(pay_wechat_t *self, const char *out_refund_no, pay_outcome_t *out);
+void pay_wechat_refund_query(pay_wechat_t *self, const char *out_trade_no,
+                             const char *out_refund_no, int64_t amount, pay_outcome_t *out);
 
 /*  The calls as a pay_provider_t for payments.c (client: self). */
 pay_provider_t pay_wechat_provider(pay_wechat_t *self);
