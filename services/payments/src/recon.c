@@ -77,7 +77,7 @@ static int s_list(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, vo
         return -1;
     int64_t after = 0, count = S_PAGE_MAX;
     const bus_val_t *v = bus_val_map_get(body, "after");
-    if (v && (!bus_val_get_int(v, &after) || after < 0))
+    if (v && (!bus_val_get_int(v, &after) || after < 0 || after > 1000000000))
         return s_bad(svc, "after: the next of the previous page");
     v = bus_val_map_get(body, "count");
     if (v && (!bus_val_get_int(v, &count) || count < 1 || count > S_PAGE_MAX))
