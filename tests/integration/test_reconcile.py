@@ -75,6 +75,13 @@ try:
     declined = pay(5, 800)
     c.eq([s for _, s in paid] + [reversed_[1], declined[1]],
          ["succeeded"] * 3 + ["reversed", "failed"], "three paid, one reversed, one declined")
+    # a refund made through posbus: its row in the bill matches it
+    r = reg.call("payments", "payment.refund", {"intent": paid[1][0], "refund_no": "RF-OURS",
+                                                "amount": 50})
+    c.check(r["type"] == "reply", f"a refund through posbus: {r['body']}")
+    c.check(wait_for(lambda: reg.call("payments", "payment.refund_get",
+                                      {"refund_no": "RF-OURS"})["body"].get("state") ==
+                     "succeeded", 15), "refunded")
     day = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))) \
         .strftime("%Y-%m-%d")
 
@@ -94,9 +101,9 @@ try:
     c.check(b"`" in bill and "总交易单数".encode() in bill,
             "the emulator's bill has backticks and a summary")
     rc, res, raw = reconcile("clean.csv", bill)
-    c.check(rc == 0 and res.get("differences") == 0 and res.get("matched") == 3,
-            f"the day's bill reconciles: exit 0, the 3 paid matched (the reversed one was never "
-            f"paid: not in the bill), no difference "
+    c.check(rc == 0 and res.get("differences") == 0 and res.get("matched") == 4,
+            f"the day's bill reconciles: exit 0, the 3 paid and posbus's refund matched (the "
+            f"reversed one was never paid: not in the bill), no difference "
             f"({rc}, {res.get('matched')}, {res.get('diffs')}) {raw.stderr.strip()}")
     c.eq(res.get("provider_paid"), 1000 + 2050 + 3999, "paid at the provider (fen)")
     c.eq(res.get("here_paid"), 1000 + 2050 + 3999, "paid here (fen)")

@@ -16,8 +16,9 @@
     and intent ends in exactly one class: matched, missing_here (the
     provider has a payment posbus does not hold as paid), missing_at_provider
     (posbus holds a payment of that day the statement lacks),
-    amount_mismatch, refund_mismatch (a refund row posbus has no refund
-    for: posbus makes no refunds yet), or summary_mismatch (the statement's
+    amount_mismatch, refund_mismatch (a refund row posbus holds no
+    succeeded refund of that payment and amount for: its refund number is
+    posbus's refund_no), or summary_mismatch (the statement's
     own summary does not add up to its rows). The result is printed, kept
     in the payments service for the day (the Z report shows it) and the
     exit code is 1 when there is any difference.
@@ -313,8 +314,23 @@ static s_row_t *s_find(s_bill_t *bill, const char *otn)
 }
 
 /*  Compare: the result map {store, day, provider, file, rows, matched, differences, diffs[]}. */
-static bus_val_t *s_compare(s_bill_t *bill, const bus_val_t *intents, const char *store,
-                            const char *day, const char *path)
+/*  posbus's refund under a statement row's refund number: the refund's map (caller destroys),
+    or NULL when posbus has none (or payments cannot say). */
+static bus_val_t *s_refund_of(bus_client_t *client, const char *store, const char *no)
+{
+    if (!no || !*no)
+        return NULL;
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_str(body, "store", store);
+    bus_val_map_set_str(body, "refund_no", no);
+    bus_msg_t *rep = bus_client_request(client, S_SERVICE, "payment.refund_get", &body);
+    bus_val_t *out = rep ? bus_val_dup(bus_msg_body(rep)) : NULL;
+    bus_msg_destroy(&rep);
+    return out;
+}
+
+static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_t *intents,
+                            const char *store, const char *day, const char *path)
 {
     bus_val_t *diffs = bus_val_new_arr();
     int64_t ndiff = 0, matched = 0, here_paid = 0;
@@ -365,11 +381,27 @@ static bus_val_t *s_compare(s_bill_t *bill, const bus_val_t *intents, const char
                        : "in the statement (not paid), no such intent here");
     for (size_t i = 0; i < bus_val_size(bill->refund_rows); i++) {
         const bus_val_t *r = bus_val_arr_get(bill->refund_rows, i);
-        int64_t amount = 0;
+        int64_t amount = 0, here = 0;
         bus_val_map_get_int(r, "amount", &amount);
         const char *otn = bus_val_map_get_str(r, "out_trade_no");
-        s_diff(diffs, &ndiff, "refund_mismatch", otn ? otn : "", 0, amount,
-               "a refund at the provider, none recorded here");
+        const char *no = bus_val_map_get_str(r, "out_refund_no");
+        bus_val_t *mine = s_refund_of(client, store, no);
+        const char *of = mine ? bus_val_map_get_str(mine, "intent") : NULL;
+        const char *state = mine ? bus_val_map_get_str(mine, "state") : NULL;
+        if (mine)
+            bus_val_map_get_int(mine, "amount", &here);
+        if (!mine)
+            s_diff(diffs, &ndiff, "refund_mismatch", otn ? otn : "", 0, amount,
+                   "a refund at the provider, none recorded here");
+        else if (!of || !otn || strcmp(of, otn) != 0 || here != amount)
+            s_diff(diffs, &ndiff, "refund_mismatch", otn ? otn : "", here, amount,
+                   "the refund here is of another payment or amount");
+        else if (!state || strcmp(state, "succeeded") != 0)
+            s_diff(diffs, &ndiff, "refund_mismatch", otn, here, amount,
+                   "refunded at the provider, not succeeded here");
+        else
+            matched++;
+        bus_val_destroy(&mine);
     }
     if (!bill->summary_ok)
         s_diff(diffs, &ndiff, "summary_mismatch", "", 0, 0, bill->summary_why);
@@ -460,7 +492,7 @@ static int s_reconcile(bus_config_t *config, const char *store, const char *day,
     bus_val_t *intents = client ? s_intents(client, store, day) : NULL;
     int rc = POSCTL_EXIT_FAIL;
     if (intents) {
-        bus_val_t *res = s_compare(&bill, intents, store, day, path);
+        bus_val_t *res = s_compare(client, &bill, intents, store, day, path);
         s_print_result(res, format);
         int64_t ndiff = 0;
         bus_val_map_get_int(res, "differences", &ndiff);
