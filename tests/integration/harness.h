@@ -406,9 +406,10 @@ typedef struct {
     char server_secret[PATH_MAX];
     char clients[PATH_MAX];
     pid_t busd;
+    bool started; /* busd ran on these ports once: a restart keeps them */
 } h_bus_t;
 
-static inline void h_bus_init(h_bus_t *bus)
+static inline void h_bus_ports(h_bus_t *bus)
 {
     bus->pub_port = h_free_port();
     bus->sub_port = h_free_port();
@@ -416,6 +417,12 @@ static inline void h_bus_init(h_bus_t *bus)
     snprintf(bus->pub, sizeof(bus->pub), "tcp://127.0.0.1:%d", bus->pub_port);
     snprintf(bus->sub, sizeof(bus->sub), "tcp://127.0.0.1:%d", bus->sub_port);
     snprintf(bus->req, sizeof(bus->req), "tcp://127.0.0.1:%d", bus->req_port);
+}
+
+static inline void h_bus_init(h_bus_t *bus)
+{
+    bus->started = false;
+    h_bus_ports(bus);
     snprintf(bus->keys, sizeof(bus->keys), "%s/keys", h_tmp);
     snprintf(bus->server_public, sizeof(bus->server_public), "%s/busd.cert", bus->keys);
     snprintf(bus->server_secret, sizeof(bus->server_secret), "%s/busd.cert_secret", bus->keys);
@@ -438,7 +445,27 @@ static inline void h_cert_path(h_bus_t *bus, const char *file, char *out, size_t
     snprintf(out, size, "%s/%s.cert_secret", bus->keys, file);
 }
 
+static inline pid_t h_start_busd_once(h_bus_t *bus);
+
 static inline pid_t h_start_busd(h_bus_t *bus)
+{
+    /* a port the kernel handed out may be taken by a test running beside this one before busd
+       binds it: busd then exits at once. The first start tries again on new ports (before any
+       client knows them); a restart keeps its ports. */
+    for (int attempt = 1;; attempt++) {
+        int status;
+        bus->busd = h_start_busd_once(bus);
+        if (bus->busd <= 0 || bus->started || attempt == 5 ||
+            !h_wait_exit(bus->busd, 300, &status)) {
+            bus->started = true;
+            return bus->busd;
+        }
+        fprintf(stderr, "     (busd exited at start, status %d: trying other ports)\n", status);
+        h_bus_ports(bus);
+    }
+}
+
+static inline pid_t h_start_busd_once(h_bus_t *bus)
 {
     char *argv[] = {"busd",
                     "--pub-bind",

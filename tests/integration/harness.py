@@ -354,11 +354,27 @@ class Stack:
                           f"{r.stdout[:REPORT_MAX]!r}")
 
     def start_busd(self):
-        self.spawn("busd", [f"{BIN}/busd", "--pub-bind", self.pub, "--sub-bind", self.sub,
-                            "--req-bind", self.req, "--cert",
-                            os.path.join(self.keys, "busd.cert_secret"), "--clients-dir",
-                            os.path.join(self.keys, "clients"), "--heartbeat-ms", "250",
-                            "--heartbeat-timeout-ms", "1500"])
+        """Start busd. A port free_port() handed out may be taken by a test running beside this
+        one before busd binds it: busd then exits at once, and the first start tries again on
+        new ports (no client knows them yet); a restart keeps its ports."""
+        first = not getattr(self, "busd_started", False)
+        for attempt in range(5):
+            p = self.spawn("busd", [f"{BIN}/busd", "--pub-bind", self.pub, "--sub-bind",
+                                    self.sub, "--req-bind", self.req, "--cert",
+                                    os.path.join(self.keys, "busd.cert_secret"), "--clients-dir",
+                                    os.path.join(self.keys, "clients"), "--heartbeat-ms", "250",
+                                    "--heartbeat-timeout-ms", "1500"])
+            if not first or attempt == 4:
+                break
+            try:
+                p.wait(0.3)
+            except subprocess.TimeoutExpired:
+                break
+            print(f"     (busd exited at start ({p.returncode}): trying other ports)", flush=True)
+            self.procs.pop("busd", None)
+            self.logs = [e for e in self.logs if e[3] is not p]
+            self.pub, self.sub, self.req = (f"tcp://127.0.0.1:{free_port()}" for _ in range(3))
+        self.busd_started = True
 
     @staticmethod
     def key_file(role, name):
