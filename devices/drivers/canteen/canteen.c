@@ -37,6 +37,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <bus/msg.h>
 #include "canteen.h"
 
 #define S_ADDR_MAX      32
@@ -122,13 +123,6 @@ typedef struct {
     bool skipping;
     bool tap_seen; /* a round published a tap */
 } s_canteen_t;
-
-static int64_t s_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void s_sleep_ms(int64_t ms)
 {
@@ -339,9 +333,9 @@ static s_ex_t s_try(s_canteen_t *self, node_device_t *dev, const uint8_t *out, s
         return S_EX_GONE;
     if (node_transport_write(t, out, outlen, S_WRITE_MS, why, sizeof(why)) != 0)
         return node_transport_is_open(t) ? S_EX_NONE : S_EX_GONE;
-    int64_t deadline = s_now_ms() + self->reply_ms;
+    int64_t deadline = bus_mono_ms() + self->reply_ms;
     for (;;) {
-        int64_t left = deadline - s_now_ms();
+        int64_t left = deadline - bus_mono_ms();
         if (left <= 0)
             break;
         if (self->rxlen > 0 && left > S_GAP_MS)
@@ -484,7 +478,7 @@ static void s_missed(s_canteen_t *self, node_device_t *dev, s_term_t *t)
         s_report(dev, t);
     }
     if (!t->up)
-        t->next_ms = s_now_ms() + S_DOWN_POLL_MS;
+        t->next_ms = bus_mono_ms() + S_DOWN_POLL_MS;
 }
 
 static void s_answered(s_term_t *t)
@@ -670,7 +664,7 @@ static int s_poll(s_canteen_t *self, node_device_t *dev, s_term_t *t)
 /*  One round over the terminals that are due. -1 transport gone. */
 static int s_round(s_canteen_t *self, node_device_t *dev)
 {
-    int64_t now = s_now_ms();
+    int64_t now = bus_mono_ms();
     for (int i = 0; i < self->nterms; i++) {
         s_term_t *t = &self->terms[i];
         if (!t->up && t->ever && t->misses >= S_DOWN_MISSES && now < t->next_ms)
@@ -703,7 +697,7 @@ static int s_attach(void *state, node_device_t *dev)
         else {
             t->ever = true; /* asked: from now on a miss counts towards down */
             t->misses = S_DOWN_MISSES;
-            t->next_ms = s_now_ms() + S_DOWN_POLL_MS;
+            t->next_ms = bus_mono_ms() + S_DOWN_POLL_MS;
             s_report(dev, t);
         }
     }
@@ -716,10 +710,10 @@ static int s_attach(void *state, node_device_t *dev)
 static void s_idle(void *state, node_device_t *dev)
 {
     s_canteen_t *self = state;
-    int64_t end = s_now_ms() + S_WINDOW_MS;
+    int64_t end = bus_mono_ms() + S_WINDOW_MS;
     self->tap_seen = false;
     while (!node_device_stopping(dev)) {
-        int64_t start = s_now_ms();
+        int64_t start = bus_mono_ms();
         if (s_round(self, dev) < 0) {
             node_device_set_health(dev, NODE_HEALTH_OFFLINE, "line lost");
             return;
@@ -729,7 +723,7 @@ static void s_idle(void *state, node_device_t *dev)
         int64_t next = start + self->poll_ms;
         if (next >= end)
             return;
-        s_sleep_ms(next - s_now_ms());
+        s_sleep_ms(next - bus_mono_ms());
     }
 }
 

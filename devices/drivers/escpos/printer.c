@@ -32,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <bus/msg.h>
 #include "escpos.h"
 
 #define S_CHUNK     256  /* bytes sent between two status checks */
@@ -108,13 +109,6 @@ static void s_destroy(void *state)
 }
 
 /*  One real-time status byte for DLE EOT n; -1 when the printer does not answer. */
-static int64_t s_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int s_rt_status(node_device_t *dev, int n)
 {
     node_transport_t *t = node_device_transport(dev);
@@ -125,8 +119,8 @@ static int s_rt_status(node_device_t *dev, int n)
         return -1;
     /* a status byte has bits 1 and 4 set and bits 0 and 7 clear: anything else is noise the
        printer (or the line) sent meanwhile, skipped */
-    int64_t deadline = s_now_ms() + S_STATUS_MS;
-    for (int64_t left = S_STATUS_MS; left > 0; left = deadline - s_now_ms()) {
+    int64_t deadline = bus_mono_ms() + S_STATUS_MS;
+    for (int64_t left = S_STATUS_MS; left > 0; left = deadline - bus_mono_ms()) {
         ssize_t got = node_transport_read(t, &b, 1, (int)left, why, sizeof(why));
         if (got < 0)
             return -1;

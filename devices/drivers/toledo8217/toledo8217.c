@@ -30,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <bus/msg.h>
 #include "toledo8217.h"
 
 #define S_STX          0x02
@@ -73,13 +74,6 @@ typedef struct {
     bool weighing; /* a weigh lost its transport: run again (the same job) after reopening */
     int64_t weigh_deadline;
 } s_scale_t;
-
-static int64_t s_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void s_sleep_ms(int64_t ms)
 {
@@ -207,8 +201,8 @@ static s_reply_kind_t s_ask(s_scale_t *self, node_device_t *dev, char cmd, int t
     memset(reply, 0, sizeof(*reply));
     if (node_transport_write(t, &cmd, 1, S_WRITE_MS, why, sizeof(why)) != 0)
         return node_transport_is_open(t) ? S_REPLY_NONE : S_REPLY_GONE;
-    int64_t deadline = s_now_ms() + timeout_ms;
-    for (int64_t left = timeout_ms; left > 0; left = deadline - s_now_ms()) {
+    int64_t deadline = bus_mono_ms() + timeout_ms;
+    for (int64_t left = timeout_ms; left > 0; left = deadline - bus_mono_ms()) {
         uint8_t buf[64];
         ssize_t n = node_transport_read(t, buf, sizeof(buf), (int)left, why, sizeof(why));
         if (n < 0)
@@ -273,18 +267,18 @@ static void s_publish(node_device_t *dev, int64_t grams, const char *reason)
 static int s_weigh(s_scale_t *self, node_device_t *dev)
 {
     if (!self->weighing)
-        self->weigh_deadline = s_now_ms() + self->weigh_ms;
+        self->weigh_deadline = bus_mono_ms() + self->weigh_ms;
     self->weighing = false;
     int64_t deadline = self->weigh_deadline;
     const char *reason = "no answer";
     bool answered = false;
     while (!node_device_stopping(dev)) {
-        int64_t asked = s_now_ms();
+        int64_t asked = bus_mono_ms();
         s_reply_t reply;
         s_reply_kind_t kind = s_ask(self, dev, 'W', S_REPLY_MS, &reply);
         if (kind == S_REPLY_GONE) {
             node_device_set_health(dev, NODE_HEALTH_OFFLINE, "no answer");
-            if (s_now_ms() < deadline && !node_device_stopping(dev)) {
+            if (bus_mono_ms() < deadline && !node_device_stopping(dev)) {
                 self->weighing = true;
                 return 0;
             }
@@ -316,7 +310,7 @@ static int s_weigh(s_scale_t *self, node_device_t *dev)
         int64_t next = asked + self->poll_ms;
         if (next >= deadline)
             break;
-        s_sleep_ms(next - s_now_ms());
+        s_sleep_ms(next - bus_mono_ms());
     }
     if (!answered)
         s_offline(dev); /* attach asks again once it is reopened */

@@ -31,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <bus/msg.h>
 #include "zvt.h"
 
 #define S_DLE 0x10
@@ -105,13 +106,6 @@ typedef struct {
     int unsent_tries; /* times the job unsent_key found the line gone before it was sent */
     char unsent_key[NODE_DEVICE_KEY_MAX + 1];
 } s_zvt_t;
-
-static int64_t s_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /*  CRC-16/KERMIT (reflected 0x8408, initial 0, no final xor) of len bytes, continuing crc. */
 static uint16_t s_crc(uint16_t crc, const uint8_t *data, size_t len)
@@ -315,7 +309,7 @@ static s_unit_t s_read_unit(s_zvt_t *self, node_device_t *dev, int64_t deadline)
             if (u != S_UNIT_NONE)
                 return u;
         }
-        int64_t left = deadline - s_now_ms();
+        int64_t left = deadline - bus_mono_ms();
         if (left <= 0)
             return S_UNIT_NONE;
         ssize_t n =
@@ -358,7 +352,7 @@ static int s_send_apdu(s_zvt_t *self, node_device_t *dev, const uint8_t *apdu, s
             self->resends++;
         if (s_write(dev, frame, n) != 0)
             return node_transport_is_open(node_device_transport(dev)) ? -1 : -2;
-        int64_t deadline = s_now_ms() + self->t3_ms;
+        int64_t deadline = bus_mono_ms() + self->t3_ms;
         for (;;) {
             s_unit_t u = s_read_unit(self, dev, deadline);
             if (u == S_UNIT_ACK)
@@ -391,7 +385,7 @@ static s_unit_t s_recv_apdu(s_zvt_t *self, node_device_t *dev, int64_t deadline)
         return s_write(dev, &ack, 1) == 0 ? S_UNIT_FRAME : S_UNIT_GONE;
     }
     for (;;) {
-        int64_t now = s_now_ms();
+        int64_t now = bus_mono_ms();
         if (now >= deadline || node_device_stopping(dev))
             return S_UNIT_NONE;
         int64_t until = now + S_SLICE_MS < deadline ? now + S_SLICE_MS : deadline;
@@ -573,8 +567,8 @@ static s_dlg_t s_dialogue(s_zvt_t *self, node_device_t *dev, const uint8_t *apdu
     s_rx_reset(self);
     if (s_send_apdu(self, dev, apdu, len) != 0)
         return S_DLG_NOT_SENT;
-    int64_t end = s_now_ms() + self->t4_ms;
-    int64_t t3 = s_now_ms() + self->t3_ms;
+    int64_t end = bus_mono_ms() + self->t4_ms;
+    int64_t t3 = bus_mono_ms() + self->t3_ms;
     if (s_recv_apdu(self, dev, t3 < end ? t3 : end) != S_UNIT_FRAME)
         return S_DLG_UNKNOWN;
     if (self->frame[0] == 0x84) {

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <bus/msg.h>
 #include "node/device.h"
 
 #define S_IDLE_MS        1000
@@ -47,13 +48,6 @@ struct node_device {
     node_transport_stats_t tstats;
     int64_t next_idle_ms; /* the device's thread's own */
 };
-
-static int64_t s_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static const char *const s_health_names[] = {"ok", "warn", "error", "offline"};
 
@@ -157,7 +151,7 @@ static void *s_run(void *arg)
             job = self->queue[self->head];
         pthread_mutex_unlock(&self->lock);
         if (!have) {
-            int64_t now = s_now_ms();
+            int64_t now = bus_mono_ms();
             if (now >= self->next_idle_ms) {
                 self->driver->idle(self->state, self);
                 self->next_idle_ms = now + S_IDLE_MS;

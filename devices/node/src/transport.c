@@ -22,6 +22,7 @@
 
 #include <libserialport.h>
 
+#include <bus/msg.h>
 #include "node/transport.h"
 
 typedef enum { S_SERIAL, S_TCP } s_kind_t;
@@ -40,13 +41,6 @@ struct node_transport_t {
     node_transport_stats_t stats;
     size_t last_written; /* by the last write call, also when it failed */
 };
-
-static int64_t s_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int s_fail(char *why, size_t size, const char *what, const char *detail)
 {
@@ -335,7 +329,7 @@ int node_transport_write(node_transport_t *self, const void *data, size_t len, i
     if (self->fd < 0)
         return s_fail(why, size, "not open", NULL);
     const uint8_t *p = data;
-    int64_t deadline = s_now_ms() + timeout_ms;
+    int64_t deadline = bus_mono_ms() + timeout_ms;
     self->last_written = 0;
     while (len > 0) {
         ssize_t n = send(self->fd, p, len, MSG_NOSIGNAL);
@@ -353,7 +347,7 @@ int node_transport_write(node_transport_t *self, const void *data, size_t len, i
             s_broken(self);
             return s_fail(why, size, "write", strerror(e));
         }
-        int left = (int)(deadline - s_now_ms());
+        int left = (int)(deadline - bus_mono_ms());
         struct pollfd pfd = {.fd = self->fd, .events = POLLOUT};
         if (left <= 0 || poll(&pfd, 1, left) == 0)
             return s_fail(why, size, "write", "timed out (the device takes no more data)");
