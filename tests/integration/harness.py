@@ -557,6 +557,22 @@ class Bus:
         return reply
 
 
+def journal_sales(path):
+    """The sale documents in a register's journal, in order."""
+    return [msgpack.unpackb(p) for (_, kind, _, p) in journal_records(path) if kind == 1]
+
+
+def journal_audits(path, kind):
+    """The audit records of type kind in a register's journal, in order, each with its record
+    number as _seq."""
+    out = []
+    for (seq, k, _, p) in journal_records(path):
+        d = msgpack.unpackb(p) if k == 2 else {}
+        if d.get("type") == kind:
+            out.append(dict(d, _seq=seq))
+    return out
+
+
 def rsa_key_files(directory, name):
     """A new RSA-2048 key pair written as DIR/NAME.key (PKCS#8 PEM) and DIR/NAME.pub (public
     key PEM): a merchant's or an app's key for the payment provider emulators. Returns (key,

@@ -10,11 +10,8 @@ counts."""
 import os
 import subprocess
 import sys
-import time
 
-import msgpack
-
-from harness import BIN, SRC, Checks, Stack, journal_records, wait_for
+from harness import BIN, Checks, SRC, Stack, journal_audits, journal_sales, wait_for
 
 sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
 from zvt_terminal import ZvtTerminal  # noqa: E402
@@ -62,11 +59,10 @@ try:
                 if t["kind"] == "authorize" and t["state"] == "approved"]
 
     def audits(kind):
-        return [d for d in (msgpack.unpackb(p) for (_, k, _, p) in journal_records(r01.journal)
-                            if k == 2) if d.get("type") == kind]
+        return journal_audits(r01.journal, kind)
 
     def sales():
-        return [msgpack.unpackb(p) for (_, k, _, p) in journal_records(r01.journal) if k == 1]
+        return journal_sales(r01.journal)
 
     def settled(last):
         s = r01.cmd("state")

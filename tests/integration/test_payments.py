@@ -18,9 +18,8 @@ import subprocess
 import sys
 import time
 
-import msgpack
-
-from harness import BIN, SRC, Bus, Checks, Stack, journal_records, rsa_key_files, wait_for
+from harness import (BIN, SRC, Bus, Checks, Stack, journal_audits, journal_sales, rsa_key_files,
+                     wait_for)
 
 sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
 from alipay import Alipay  # noqa: E402
@@ -310,15 +309,14 @@ try:
     c.check(till.cmd("login ann 1111")["ok"], "Ann logs in at R02")
 
     def audits(kind):
-        return [d for d in (msgpack.unpackb(p) for (_, k, _, p) in journal_records(till.journal)
-                            if k == 2) if d.get("type") == kind]
+        return journal_audits(till.journal, kind)
 
     def sales():
-        return [msgpack.unpackb(p) for (_, k, _, p) in journal_records(till.journal) if k == 1]
+        return journal_sales(till.journal)
 
     till.cmd("scan 6901234500097")
     r = till.cmd("pay code 6901234500097")
-    c.check(not r["ok"] and r["error"] == "bad_code", f"a product barcode is no payment code")
+    c.check(not r["ok"] and r["error"] == "bad_code", "a product barcode is no payment code")
     before = charges()
     r = till.cmd("pay code 134567890123456789")
     c.check(r["ok"] and r.get("wallet", {}).get("provider") == "wechat",

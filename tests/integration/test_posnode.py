@@ -23,7 +23,7 @@ import time
 
 import msgpack
 
-from harness import (BIN, SRC, Bus, Checks, Stack, journal_records, wait_for)
+from harness import (BIN, SRC, Bus, Checks, Stack, journal_records, journal_sales, wait_for)
 
 STORE = "S1"
 c = Checks("test_posnode")
@@ -65,10 +65,6 @@ def sale(till, *lines, tender="pay cash"):
             c.fail(f"{line}: {r.get('error')} {r.get('message')}")
             return r
     return till.cmd(tender)
-
-
-def journal_sales(path):
-    return [msgpack.unpackb(p) for (_, kind, _, p) in journal_records(path) if kind == 1]
 
 
 def day_report():

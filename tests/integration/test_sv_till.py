@@ -12,9 +12,7 @@ import signal
 import subprocess
 import time
 
-import msgpack
-
-from harness import BIN, SRC, Checks, Stack, journal_records, wait_for
+from harness import BIN, Checks, SRC, Stack, journal_audits, journal_sales, wait_for
 
 STORE = "S1"
 MILK = "6901234500035"  # 3.50
@@ -48,15 +46,10 @@ try:
     c.check(r01.cmd("login ann 1111")["ok"], "Ann logs in")
 
     def audits(kind):
-        out = []
-        for (seq, k, _, p) in journal_records(r01.journal):
-            d = msgpack.unpackb(p) if k == 2 else {}
-            if d.get("type") == kind:
-                out.append(dict(d, _seq=seq))
-        return out
+        return journal_audits(r01.journal, kind)
 
     def sales():
-        return [msgpack.unpackb(p) for (_, k, _, p) in journal_records(r01.journal) if k == 1]
+        return journal_sales(r01.journal)
 
     def info(card):
         return r01.cmd(f"sv-info {card}").get("sv", {})
