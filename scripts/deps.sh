@@ -2,13 +2,14 @@
 # Install the Debian packages posbus needs to build, test and run its demo and benchmarks
 # (clang and libclang-rt-14-dev build the libFuzzer targets: scripts/fuzz.sh, make test;
 # python3-pil and fonts-wqy-microhei render the printer simulator's receipts: devices/sim;
-# libcurl4-openssl-dev and libjansson-dev: the payments service's HTTPS and JSON).
+# libcurl4-openssl-dev and libjansson-dev: the payments service's HTTPS and JSON;
+# libmicrohttpd-dev: its HTTPS endpoint for refund notifications).
 # As root it runs apt-get itself; otherwise it prints the exact command and stops.
 set -e
 PKGS="build-essential cmake pkg-config libzmq3-dev libczmq-dev libmsgpack-dev libhiredis-dev
 libserialport-dev libssl-dev redis-server redis-tools python3 python3-zmq python3-msgpack
 python3-cryptography socat procps clang libclang-rt-14-dev tmux libncurses-dev
-python3-pil fonts-wqy-microhei libcurl4-openssl-dev libjansson-dev"
+python3-pil fonts-wqy-microhei libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev"
 
 missing=""
 for p in $PKGS; do

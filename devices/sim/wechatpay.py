@@ -399,6 +399,7 @@ class WechatPay:
         self.listen = (host or "127.0.0.1", int(port))
         self.control = control
         self.refund_delay = float(refund_delay)
+        self.refund_query_lag = 0.0      # seconds a refund query still says PROCESSING after it
         self.platform = ensure_files(dir)
         self.ca_file = os.path.join(dir, "ca.pem")
         self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -788,7 +789,13 @@ class WechatPay:
             r = self.refunds.get(orn)
             if r is None:
                 return error(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
-            return Reply(200, self._refund_body(r))
+            body = self._refund_body(r)
+            if time.monotonic() < r["due"] + self.refund_query_lag:
+                # a query served from a replica behind the notification (refund_query_lag):
+                # only the notification tells the end in time
+                body["status"] = "PROCESSING"
+                body.pop("success_time", None)
+            return Reply(200, body)
 
     def _ticker(self):
         while not self._stopping.wait(TICK):
@@ -1014,6 +1021,10 @@ class WechatPay:
         self.refund_delay = max(0.0, float(req["seconds"]))
         return {"ok": True}
 
+    def _cmd_refund_query_lag(self, req):
+        self.refund_query_lag = max(0.0, float(req["seconds"]))
+        return {"ok": True}
+
     def _cmd_bill_edit(self, req):
         e = self.bill_edits
         if req.get("clear"):
@@ -1051,7 +1062,8 @@ class WechatPay:
                 "charges": self.charges, "next": self.next, "faults": self.faults,
                 "platform_key": self.key_in_use, "serial": PLATFORM_SERIALS[self.key_in_use],
                 "clock_offset_s": self.clock_offset, "reverse_status": self.reverse_status,
-                "refund_delay": self.refund_delay, "port": self.port, "dir": self.dir}
+                "refund_delay": self.refund_delay,
+                "refund_query_lag": self.refund_query_lag, "port": self.port, "dir": self.dir}
 
     def _cmd_quit(self, req):
         threading.Thread(target=self.stop, daemon=True).start()

@@ -485,6 +485,20 @@ def test_refunds(c, tmp, emu, cl, mkey, v3key):
         c.eq(until(lambda: trade(emu, "REFUND0001")["refunds"][0]["notify"]["delivered"]),
              True, "status: RF0001's notification delivered")
         c.eq(trade(emu, "REFUND0001")["refunds"][0]["notify"]["attempts"], 2, "on attempt 2")
+
+        # refund_query_lag: the query still says PROCESSING after the refund succeeded
+        c.eq(emu.command({"cmd": "refund_query_lag", "seconds": 60})["ok"], True,
+             "control: refund_query_lag")
+        cl.pay("REFUND0002", 500)
+        c.eq(cl.refund("REFUND0002", "RF0010", 500, 500).status, 200, "a refund to lag")
+        c.check(until(lambda: trade(emu, "REFUND0002")["refunds"][0]["status"] == "SUCCESS"),
+                "the lagged refund succeeds")
+        q = cl.call("GET", "/v3/refund/domestic/refunds/RF0010")
+        c.check(q.status == 200 and cl.signed(q) and q.json["status"] == "PROCESSING" and
+                "success_time" not in q.json, "lagged: its query still says PROCESSING")
+        emu.command({"cmd": "refund_query_lag", "seconds": 0})
+        c.eq(cl.call("GET", "/v3/refund/domestic/refunds/RF0010").json["status"], "SUCCESS",
+             "no lag: its query says SUCCESS")
     finally:
         rcv.stop()
 

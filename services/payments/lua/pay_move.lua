@@ -1,14 +1,28 @@
 -- pay_move.lua: record one step's outcome (payments). A transition is kept in the history.
--- KEYS: 1 pay:{S}:<intent>, 2 paydue:{S}, 3 payhist:{S}:<intent>.
--- ARGV: 1 owner, 2 now ms, 3 state, 4 reason, 5 next due ms, 6 intent, 7 keep ('1': the
---       owner keeps the lease, e.g. the mark "sent" before the provider is called), then
---       field, value pairs to set.
--- 0 when owner no longer holds the intent (its lease ran out and another took it: this
--- step's outcome is not recorded, the other worker finds it out again), -1 when keep is asked
--- but the intent was cancelled meanwhile (nothing is sent), 2 when a success was recorded as
--- 'reversing' (cancelled meanwhile), else 1.
+-- KEYS: 1 pay:{S}:<intent>, 2 paydue:{S}, 3 payhist:{S}:<intent>; for a refund (KEYS 1 and 3
+--       payref:{S}:<no>, payhist:{S}:R:<no>) also 4 pay:{S}:<intent> and 5 payhist:{S}:<intent>
+--       of the paid intent (one store's hash tag).
+-- ARGV: 1 owner ('*': a provider's notification, whoever holds the lease), 2 now ms, 3 state,
+--       4 reason, 5 next due ms, 6 intent (the due member), 7 keep ('1': the owner keeps the
+--       lease, e.g. the mark "sent" before the provider is called), 8 retention s (0: forever),
+--       then field, value pairs to set.
+-- 3 when it is final already (a notification and a query's answer that both tell the end: the
+-- second changes nothing), 0 when owner no longer holds the intent (its lease ran out and
+-- another took it: this step's outcome is not recorded, the other worker finds it out again),
+-- -1 when keep is asked but the intent was cancelled meanwhile (nothing is sent), 2 when a
+-- success was recorded as 'reversing' (cancelled meanwhile), else 1.
+local function is_final(s)
+  return s == 'succeeded' or s == 'failed' or s == 'reversed' or s == 'refunded'
+end
 local f = redis.call('HMGET', KEYS[1], 'owner', 'state', 'reason', 'cancel')
-if f[1] ~= ARGV[1] then
+if not f[2] then
+  return 0 -- gone (expired, or never there)
+end
+if is_final(f[2]) then
+  return 3
+end
+local notified = ARGV[1] == '*'
+if f[1] ~= ARGV[1] and not notified then
   return 0
 end
 if ARGV[7] == '1' and f[4] == '1' then
@@ -21,14 +35,13 @@ if state == 'succeeded' and f[4] == '1' then
   state, reason, due = 'reversing', 'paid after it was cancelled: ' .. reason, ARGV[2]
   result = 2
 end
-local final = state == 'succeeded' or state == 'failed' or state == 'reversed' or
-              state == 'refunded'
-for i = 8, #ARGV, 2 do
+local final = is_final(state)
+for i = 9, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', KEYS[1], 'state', state, 'reason', reason, 'updated_ms', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'steps', 1)
-if ARGV[7] ~= '1' then
+if ARGV[7] ~= '1' and (final or not notified) then
   redis.call('HSET', KEYS[1], 'owner', '', 'lease_until', '0',
              'due_ms', final and '0' or due)
   if final then

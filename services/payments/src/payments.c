@@ -32,6 +32,13 @@
     intent not succeeded --reverse-after-ms after it was created is
     reversed, and the reversal's answer decides. Every transition is kept
     with its time and reason (payhist).
+
+    Refunds move the same way (R:<refund number> in the due set). WeChat
+    also tells a refund's end by a notification to --notify-url; with
+    --notify-listen this process serves it (notify.c, its own thread and
+    Redis connection) and records it through the very path a refund
+    query's answer takes (s_refund_record, pay_move.lua), so a notification
+    and a query that tell the same end record it once.
     =========================================================================
 */
 #include <ctype.h>
@@ -51,6 +58,7 @@
 
 #include "alipay.h"
 #include "http.h"
+#include "notify.h"
 #include "recon.h"
 #include "stored.h"
 #include "svc_caller.h"
@@ -103,6 +111,13 @@ static const bus_opt_t s_options[] = {
      "the 32-byte API v3 key (refund notifications)"},
     {"wechat-ca-file", BUS_OPT_STR, NULL, 0, 0, "CA certificates to trust (default: the system's)"},
     {"wechat-timeout-ms", BUS_OPT_INT, "10000", 500, 120000, "one WeChat call's deadline"},
+    {"notify-listen", BUS_OPT_STR, NULL, 0, 0,
+     "HOST:PORT of the HTTPS endpoint for WeChat refund notifications (unset: none)"},
+    {"notify-url", BUS_OPT_STR, NULL, 0, 0,
+     "the https:// URL WeChat posts refund notifications to, sent with every refund (its path "
+     "is the one served)"},
+    {"notify-cert", BUS_OPT_STR, NULL, 0, 0, "the notify endpoint's certificate chain (PEM file)"},
+    {"notify-key", BUS_OPT_STR, NULL, 0, 0, "the notify endpoint's private key (PEM file)"},
     {"alipay-gateway", BUS_OPT_STR, "https://openapi.alipay.com/gateway.do", 0, 0,
      "Alipay open platform gateway"},
     {"alipay-app-id", BUS_OPT_STR, NULL, 0, 0, "Alipay app id (unset: Alipay is off)"},
@@ -149,10 +164,14 @@ struct s_app {
     atomic_bool stop;
     s_worker_t workers[S_WORKERS_MAX];
     int nworkers;
+    s_worker_t notifier; /* the notify endpoint's thread: not started here, no provider */
+    pay_notify_t *notify;
+    int64_t retention_s; /* EXPIRE of an intent's keys once it is over; 0 none */
     bus_stats_t *stats;
     int64_t *c_requests, *c_created, *c_conflicts, *c_bad, *c_redis_errors, *c_steps,
         *c_succeeded, *c_failed, *c_reversed, *c_unknown, *c_provider_calls, *c_unverified,
-        *c_lost_leases;
+        *c_lost_leases, *c_notified, *c_notify_unverified, *c_notify_unreadable,
+        *c_notify_ignored;
 };
 
 /* One intent as a worker claimed it. */
@@ -273,23 +292,35 @@ static int s_move(s_worker_t *w, const s_intent_t *in, const char *state, const 
                   int64_t next_due, bool keep, const char *const *fields)
 {
     char key[BUS_KEY_MAX], due[BUS_KEY_MAX], hist[BUS_KEY_MAX], now[24], next[24];
+    char paid[BUS_KEY_MAX], paidhist[BUS_KEY_MAX], ttl[24];
     snprintf(now, sizeof(now), "%" PRId64, bus_now_ms());
     snprintf(next, sizeof(next), "%" PRId64, next_due);
+    snprintf(ttl, sizeof(ttl), "%" PRId64, w->app->retention_s);
     char member[96];
+    int nkeys = 3;
     if (in->refund_no[0]) { /* a refund: its own hash, due and history as R:<refund_no> */
         snprintf(member, sizeof(member), "R:%s", in->refund_no);
         bus_key_payref(key, in->store, in->refund_no);
+        bus_key_pay(paid, in->store, in->intent);
+        bus_key_payhist(paidhist, in->store, in->intent);
+        nkeys = 5;
     } else {
         snprintf(member, sizeof(member), "%s", in->intent);
         bus_key_pay(key, in->store, in->intent);
     }
-    const char *argv[32] = {key, bus_key_paydue(due, in->store),
-                            bus_key_payhist(hist, in->store, member), w->owner, now, state,
-                            reason, next, member, keep ? "1" : "0"};
-    int argc = 10;
-    for (int i = 0; fields && fields[i] && argc < 30; i++)
+    const char *argv[40] = {key, bus_key_paydue(due, in->store),
+                            bus_key_payhist(hist, in->store, member)};
+    int argc = 3;
+    if (nkeys == 5) {
+        argv[argc++] = paid;
+        argv[argc++] = paidhist;
+    }
+    const char *args[] = {w->owner, now, state, reason, next, member, keep ? "1" : "0", ttl};
+    for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++)
+        argv[argc++] = args[i];
+    for (int i = 0; fields && fields[i] && argc < 38; i++)
         argv[argc++] = fields[i];
-    redisReply *r = bus_redis_evalsha(w->redis, w->move, 3, argc, argv, NULL);
+    redisReply *r = bus_redis_evalsha(w->redis, w->move, nkeys, argc, argv, NULL);
     int rc = bus_redis_reply_ok(r) && r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -2;
     if (r)
         freeReplyObject(r);
@@ -300,6 +331,9 @@ static int s_move(s_worker_t *w, const s_intent_t *in, const char *state, const 
                  bus_redis_errstr(w->redis));
     } else if (rc == 0) {
         bus_stats_inc(app->c_lost_leases, 1);
+    } else if (rc == 3) { /* final already: told by a notification, or by a query before it */
+        bus_debug("payments.intent", "%s%s%s: %s already final: %s not recorded", in->intent,
+                  in->refund_no[0] ? " refund " : "", in->refund_no, in->provider, state);
     } else if (rc == 2) { /* paid while the register gave it up: reversed next */
         bus_info("payments.intent", "%s %s: paid after it was cancelled: reversing", in->intent,
                  in->provider);
@@ -435,6 +469,33 @@ static void s_step_provider(s_worker_t *w, const pay_provider_t *p, const s_inte
                next, false, NULL);
 }
 
+/*  Record what the provider said of a refund, a query's answer or a notification alike (so
+    both arriving together record it once: pay_move.lua answers 3 to the second): succeeded,
+    failed (its reserved amount given back to the intent), or still pending or unknown, asked
+    again at next. s_move's code. */
+static int s_refund_record(s_worker_t *w, const s_intent_t *in, const pay_outcome_t *o,
+                           int64_t next)
+{
+    const char *tx[] = {"refund_id", o->transaction_id, NULL};
+    if (o->result == PAY_SUCCESS)
+        return s_move(w, in, "succeeded", o->why, 0, false, tx);
+    if (o->result != PAY_FAILED)
+        return s_move(w, in, o->result == PAY_PAYING ? "pending" : "unknown", o->why, next,
+                      false, NULL);
+    int rc = s_move(w, in, "failed", o->why, 0, false, NULL);
+    if (rc == 1) {
+        char key[BUS_KEY_MAX], ref[BUS_KEY_MAX];
+        const char *argv[] = {bus_key_pay(key, in->store, in->intent),
+                              bus_key_payref(ref, in->store, in->refund_no)};
+        redisReply *r = bus_redis_evalsha(w->redis, w->release, 2, 2, argv, NULL);
+        if (!bus_redis_reply_ok(r))
+            bus_stats_inc(w->app->c_redis_errors, 1);
+        if (r)
+            freeReplyObject(r);
+    }
+    return rc;
+}
+
 /*  One step of a refund: ask for it (the providers take an out_refund_no once, so asking again
     after a lost answer or a refund they never saw is safe), then query until it is final. A
     failed refund gives its reserved amount back to the intent. */
@@ -457,23 +518,7 @@ static void s_step_refund(s_worker_t *w, const pay_provider_t *p, const s_intent
         bus_stats_inc(app->c_provider_calls, 1);
         p->refund(p->client, in->intent, in->refund_no, in->amount, in->total, &o);
     }
-    const char *tx[] = {"refund_id", o.transaction_id, NULL};
-    if (o.result == PAY_SUCCESS) {
-        s_move(w, in, "succeeded", o.why, 0, false, tx);
-    } else if (o.result == PAY_FAILED) {
-        if (s_move(w, in, "failed", o.why, 0, false, NULL) == 1) {
-            char key[BUS_KEY_MAX], ref[BUS_KEY_MAX];
-            const char *argv[] = {bus_key_pay(key, in->store, in->intent),
-                                  bus_key_payref(ref, in->store, in->refund_no)};
-            redisReply *r = bus_redis_evalsha(w->redis, w->release, 2, 2, argv, NULL);
-            if (!bus_redis_reply_ok(r))
-                bus_stats_inc(app->c_redis_errors, 1);
-            if (r)
-                freeReplyObject(r);
-        }
-    } else {
-        s_move(w, in, o.result == PAY_PAYING ? "pending" : "unknown", o.why, next, false, NULL);
-    }
+    s_refund_record(w, in, &o, next);
 }
 
 /*  Claim intent of store and take one step. */
@@ -947,6 +992,160 @@ static int s_refund_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *rep
     return s_refund_answer(app, svc, store, no, reply);
 }
 
+/* ---- refund notifications ------------------------------------------------------------ */
+
+/*  The refund out_refund_no of trade out_trade_no, looked for in every store (a notification
+    does not name the store; refund numbers are unique per merchant). 1 found (in filled), 0 none,
+    -1 Redis failed. */
+static int s_refund_find(s_worker_t *w, const char *no, const char *out_trade_no, s_intent_t *in)
+{
+    redisReply *stores = bus_redis_command(w->redis, "SMEMBERS %s", BUS_KEY_STORES);
+    if (!bus_redis_reply_ok(stores) || stores->type != REDIS_REPLY_ARRAY) {
+        if (stores)
+            freeReplyObject(stores);
+        return -1;
+    }
+    int found = 0;
+    for (size_t i = 0; i < stores->elements && found == 0; i++) {
+        const char *store = stores->element[i]->str;
+        char key[BUS_KEY_MAX];
+        if (!store || !bus_identity_id_ok(store))
+            continue;
+        redisReply *r = bus_redis_command(w->redis, "HMGET %s intent amount provider state",
+                                          bus_key_payref(key, store, no));
+        if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+            found = -1;
+        } else if (r->element[0]->str && r->element[1]->str && r->element[2]->str &&
+                   r->element[3]->str && strcmp(r->element[2]->str, "wechat") == 0 &&
+                   (!out_trade_no[0] || strcmp(r->element[0]->str, out_trade_no) == 0)) {
+            memset(in, 0, sizeof(*in));
+            snprintf(in->store, sizeof(in->store), "%s", store);
+            snprintf(in->refund_no, sizeof(in->refund_no), "%s", no);
+            snprintf(in->intent, sizeof(in->intent), "%s", r->element[0]->str);
+            snprintf(in->provider, sizeof(in->provider), "wechat");
+            snprintf(in->state, sizeof(in->state), "%s", r->element[3]->str);
+            in->amount = strtoll(r->element[1]->str, NULL, 10);
+            in->sent = true;
+            found = 1;
+        }
+        if (r)
+            freeReplyObject(r);
+    }
+    freeReplyObject(stores);
+    return found;
+}
+
+/*  A POST to the notify endpoint (its own thread and Redis connection: app->notifier). It is
+    recorded by the same path as a refund query's answer (s_refund_record) before it is
+    answered 204; anything that cannot be trusted is answered 4xx (WeChat sends it again). */
+static int s_notified(void *arg, const pay_notify_req_t *req)
+{
+    s_worker_t *w = arg;
+    s_app_t *app = w->app;
+    pay_wechat_notice_t n;
+    char why[300];
+    int rc = pay_wechat_notice_open(app->wx, req->timestamp, req->nonce, req->serial,
+                                    req->signature, req->body, req->len, &n, why, sizeof(why));
+    if (rc == PAY_WX_NOTICE_UNVERIFIED) {
+        bus_stats_inc(app->c_notify_unverified, 1);
+        bus_warn("payments.notify", "notification refused: %s", why);
+        return 401;
+    }
+    if (rc != 0) {
+        bus_stats_inc(app->c_notify_unreadable, 1);
+        bus_warn("payments.notify", "notification refused: %s", why);
+        return 400;
+    }
+    int status = 204;
+    s_intent_t in;
+    int found = 0;
+    if (strncmp(n.event_type, "REFUND.", 7) != 0 || !s_refund_no_ok(n.out_refund_no)) {
+        bus_stats_inc(app->c_notify_ignored, 1);
+        bus_info("payments.notify", "%.40s notification ignored: not about a refund of ours",
+                 n.event_type);
+        goto out;
+    }
+    found = s_refund_find(w, n.out_refund_no, n.out_trade_no, &in);
+    if (found < 0) {
+        bus_stats_inc(app->c_redis_errors, 1);
+        bus_warn("payments.notify", "refund %s: cannot read it: %s", n.out_refund_no,
+                 bus_redis_errstr(w->redis));
+        status = 503;
+        goto out;
+    }
+    if (found == 0) { /* another system's refund, or one long expired: nothing to do here */
+        bus_stats_inc(app->c_notify_ignored, 1);
+        bus_info("payments.notify", "%.40s for refund %s: no such WeChat refund here",
+                 n.event_type, n.out_refund_no);
+        goto out;
+    }
+    pay_outcome_t o;
+    pay_wechat_notice_outcome(&n, in.intent, in.amount, &o);
+    char reason[PAY_WHY_MAX + 16];
+    snprintf(reason, sizeof(reason), "notified: %s", o.why);
+    snprintf(o.why, sizeof(o.why), "%s", reason);
+    rc = s_refund_record(w, &in, &o, bus_now_ms() + app->interval_ms);
+    if (rc == -2) {
+        status = 503; /* not stored: WeChat sends it again */
+        goto out;
+    }
+    bus_stats_inc(app->c_notified, 1);
+    bus_info("payments.notify", "%.40s for refund %s of %s in store %s: %s", n.event_type,
+             in.refund_no, in.intent, in.store, rc == 3 ? "final already" : o.why);
+out:
+    pay_wechat_notice_close(&n);
+    return status;
+}
+
+/*  The notify endpoint, when --notify-listen is set. 0, or -1 (logged). */
+static int s_notify_start(s_app_t *app)
+{
+    bus_config_t *c = app->config;
+    const char *listen = bus_config_str(c, "notify-listen");
+    const char *url = bus_config_str(c, "notify-url");
+    if (url && (!app->wx || pay_wechat_cfg_set_notify_url(app->wx, url) != 0)) {
+        bus_error("payments.config", "notify-url: %s", app->wx ? "an https:// URL without query "
+                  "(at most 255 bytes)" : "WeChat Pay is not configured");
+        return -1;
+    }
+    if (!listen)
+        return 0;
+    const char *path = url ? strchr(url + strlen("https://"), '/') : NULL;
+    if (!app->wx || !pay_wechat_has_apiv3(app->wx) || !path) {
+        bus_error("payments.config", "notify-listen needs WeChat Pay with its API v3 key "
+                  "(wechat-apiv3-key-file) and notify-url with a path");
+        return -1;
+    }
+    s_worker_t *w = &app->notifier;
+    const char *err = "";
+    w->app = app;
+    w->index = -1;
+    snprintf(w->owner, sizeof(w->owner), "*");
+    w->redis = bus_redis_new_from_config(app->config, &err);
+    w->move = w->redis ? bus_redis_script(w->redis, pay_move_lua) : -1;
+    w->release = w->redis ? bus_redis_script(w->redis, refund_release_lua) : -1;
+    if (!w->redis || w->move < 0 || w->release < 0) {
+        bus_error("payments.start", "notify: %s", *err ? err : "out of memory");
+        return -1;
+    }
+    char why[300];
+    app->notify = pay_notify_new(listen, path, bus_config_str(c, "notify-cert"),
+                                 bus_config_str(c, "notify-key"), s_notified, w, why, sizeof(why));
+    if (!app->notify) {
+        bus_error("payments.start", "%s", why);
+        return -1;
+    }
+    bus_info("payments.notify", "listening on port %d for WeChat notifications to %s",
+             pay_notify_port(app->notify), url);
+    return 0;
+}
+
+static void s_notify_stop(s_app_t *app)
+{
+    pay_notify_destroy(&app->notify);
+    bus_redis_destroy(&app->notifier.redis);
+}
+
 /* ---- start and stop ----------------------------------------------------------------- */
 
 static int s_workers_start(s_app_t *app, const char *instance)
@@ -1102,6 +1301,10 @@ int main(int argc, char **argv)
     app.c_provider_calls = bus_stats_counter(app.stats, "provider_calls");
     app.c_unverified = bus_stats_counter(app.stats, "unverified_answers");
     app.c_lost_leases = bus_stats_counter(app.stats, "lost_leases");
+    app.c_notified = bus_stats_counter(app.stats, "notifications");
+    app.c_notify_unverified = bus_stats_counter(app.stats, "notifications_unverified");
+    app.c_notify_unreadable = bus_stats_counter(app.stats, "notifications_undecryptable");
+    app.c_notify_ignored = bus_stats_counter(app.stats, "notifications_ignored");
     static const bus_method_t methods[] = {
         {"payment.pay", s_pay, BUS_METHOD_IDEMPOTENT, BUS_ROLE_REGISTER},
         {"payment.get", s_get, BUS_METHOD_READ, BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR |
@@ -1112,7 +1315,7 @@ int main(int argc, char **argv)
         {"payment.refund_get", s_refund_get, BUS_METHOD_READ,
          BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE},
         {NULL, NULL, 0, 0}};
-    int rc = app.create < 0 || app.cancel < 0 || app.refund < 0 || !app.c_lost_leases ||
+    int rc = app.create < 0 || app.cancel < 0 || app.refund < 0 || !app.c_notify_ignored ||
                      bus_service_methods(core.svc, methods, &app) != 0
                  ? -1
                  : 0;
@@ -1127,9 +1330,12 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = s_alipay_load(&app);
     if (rc == 0)
+        rc = s_notify_start(&app); /* before the workers: it sets the notify URL they send */
+    if (rc == 0)
         rc = s_workers_start(&app, bus_service_instance(core.svc));
     if (rc == 0)
         svc_core_run(&core, NULL, NULL);
+    s_notify_stop(&app);
     s_workers_stop(&app);
     bus_info("payments.stopping", "intents=%" PRId64 " succeeded=%" PRId64 " reversed=%" PRId64,
              bus_stats_load(app.c_created), bus_stats_load(app.c_succeeded),

@@ -1,4 +1,5 @@
 /*  rsa.c - SHA256withRSA keys, signatures and base64 (part of payments; rsa.h) */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -57,16 +58,23 @@ int pay_rsa_sign(EVP_PKEY *key, const void *msg, size_t len, char *out, size_t s
     return 0;
 }
 
+int pay_base64_decode(const char *in, unsigned char *out, size_t size)
+{
+    size_t len = in ? strlen(in) : 0;
+    if (len < 4 || len % 4 != 0 || 3 * (len / 4) > size || len > INT32_MAX)
+        return -1;
+    int n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
+    if (n < 0)
+        return -1;
+    return n - (in[len - 1] == '=') - (in[len - 2] == '='); /* DecodeBlock counts padding */
+}
+
 bool pay_rsa_verify(EVP_PKEY *key, const void *msg, size_t len, const char *sig64)
 {
     unsigned char sig[S_SIG_MAX];
-    size_t slen = sig64 ? strlen(sig64) : 0;
-    if (slen < 4 || slen % 4 != 0 || 3 * (slen / 4) > sizeof(sig))
-        return false;
-    int n = EVP_DecodeBlock(sig, (const unsigned char *)sig64, (int)slen);
+    int n = pay_base64_decode(sig64, sig, sizeof(sig));
     if (n < 0)
         return false;
-    n -= (sig64[slen - 1] == '=') + (sig64[slen - 2] == '='); /* DecodeBlock counts padding */
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     bool ok = md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
               EVP_DigestVerify(md, sig, (size_t)n, msg, len) == 1;

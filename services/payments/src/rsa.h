@@ -16,5 +16,7 @@ EVP_PKEY *pay_rsa_public(const char *path);
 int pay_rsa_sign(EVP_PKEY *key, const void *msg, size_t len, char *out, size_t size);
 /*  Does sig64 (standard base64) verify msg under key? */
 bool pay_rsa_verify(EVP_PKEY *key, const void *msg, size_t len, const char *sig64);
+/*  Decode standard base64 (padded) into out. Its length, or -1 (not base64, out too small). */
+int pay_base64_decode(const char *in, unsigned char *out, size_t size);
 
 #endif

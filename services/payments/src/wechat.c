@@ -31,6 +31,7 @@ struct pay_wechat_cfg {
     bool has_apiv3;
     char *ca_file;
     int timeout_ms;
+    char notify_url[256]; /* sent with every refund; "" none */
 };
 
 struct pay_wechat {
@@ -171,24 +172,19 @@ void pay_wechat_destroy(pay_wechat_t **self_p)
 
 /* ---- signing and verifying ----------------------------------------------------------- */
 
-/*  Check the answer's Wechatpay-* headers against its body. true when it verifies; else why. */
-static bool s_verify(pay_wechat_t *self, char *why, size_t size)
+bool pay_wechat_verify(const pay_wechat_cfg_t *cfg, const char *ts, const char *nonce,
+                       const char *serial, const char *sig64, const void *body, size_t len,
+                       const char *what, char *why, size_t size)
 {
-    const pay_wechat_cfg_t *cfg = self->cfg;
-    const pay_http_answer_t *a = &self->answer;
-    const char *ts = pay_http_header(a, "Wechatpay-Timestamp");
-    const char *nonce = pay_http_header(a, "Wechatpay-Nonce");
-    const char *serial = pay_http_header(a, "Wechatpay-Serial");
-    const char *sig64 = pay_http_header(a, "Wechatpay-Signature");
     if (!ts || !nonce || !serial || !sig64) {
-        snprintf(why, size, "the answer has no Wechatpay signature headers");
+        snprintf(why, size, "the %s has no Wechatpay signature headers", what);
         return false;
     }
     char *end;
     long long t = strtoll(ts, &end, 10);
     long long now = (long long)time(NULL);
     if (*end || end == ts || t < now - S_SKEW_S || t > now + S_SKEW_S) {
-        snprintf(why, size, "the answer's timestamp is more than %d s from ours", S_SKEW_S);
+        snprintf(why, size, "the %s's timestamp is more than %d s from ours", what, S_SKEW_S);
         return false;
     }
     EVP_PKEY *key = NULL;
@@ -196,22 +192,32 @@ static bool s_verify(pay_wechat_t *self, char *why, size_t size)
         if (strcmp(cfg->platform[i].serial, serial) == 0)
             key = cfg->platform[i].key;
     if (!key) {
-        snprintf(why, size, "the answer is signed with platform key %.80s, which we do not hold",
-                 serial);
+        snprintf(why, size, "the %s is signed with platform key %.80s, which we do not hold",
+                 what, serial);
         return false;
     }
     bus_buf_t msg = {0};
     int ok = bus_buf_append(&msg, ts, strlen(ts)) == 0 && bus_buf_append(&msg, "\n", 1) == 0 &&
              bus_buf_append(&msg, nonce, strlen(nonce)) == 0 &&
-             bus_buf_append(&msg, "\n", 1) == 0 &&
-             bus_buf_append(&msg, a->body.data, a->body.len) == 0 &&
+             bus_buf_append(&msg, "\n", 1) == 0 && bus_buf_append(&msg, body, len) == 0 &&
              bus_buf_append(&msg, "\n", 1) == 0;
     ok = ok && pay_rsa_verify(key, msg.data, msg.len, sig64);
     bus_buf_free(&msg);
     if (!ok)
-        snprintf(why, size, "the answer's signature does not verify with platform key %.80s",
+        snprintf(why, size, "the %s's signature does not verify with platform key %.80s", what,
                  serial);
     return ok;
+}
+
+/*  Check the answer's Wechatpay-* headers against its body. true when it verifies; else why. */
+static bool s_verify(pay_wechat_t *self, char *why, size_t size)
+{
+    const pay_http_answer_t *a = &self->answer;
+    return pay_wechat_verify(self->cfg, pay_http_header(a, "Wechatpay-Timestamp"),
+                             pay_http_header(a, "Wechatpay-Nonce"),
+                             pay_http_header(a, "Wechatpay-Serial"),
+                             pay_http_header(a, "Wechatpay-Signature"), a->body.data, a->body.len,
+                             "answer", why, size);
 }
 
 /*  One signed call: method path (with its query) and body (NULL: none). Fills self->answer;
@@ -445,8 +451,8 @@ void pay_wechat_reverse(pay_wechat_t *self, const char *out_trade_no, pay_outcom
 
 /*  A verified refund object: its state, when it is this trade's refund of this amount (a refund
     number another store of the same merchant used is never taken as this one). */
-static void s_refund_state(json_t *j, const char *out_trade_no, int64_t amount,
-                           pay_outcome_t *out)
+static void s_refund_state(json_t *j, const char *status_field, const char *out_trade_no,
+                           int64_t amount, pay_outcome_t *out)
 {
     const char *no = json_string_value(json_object_get(j, "out_trade_no"));
     json_t *refund = json_object_get(json_object_get(j, "amount"), "refund");
@@ -456,7 +462,7 @@ static void s_refund_state(json_t *j, const char *out_trade_no, int64_t amount,
                  no ? no : "?");
         return; /* PAY_UNKNOWN */
     }
-    s_copy(out->trade_state, sizeof(out->trade_state), j, "status");
+    s_copy(out->trade_state, sizeof(out->trade_state), j, status_field);
     s_copy(out->transaction_id, sizeof(out->transaction_id), j, "refund_id");
     const char *st = out->trade_state;
     if (strcmp(st, "SUCCESS") == 0) {
@@ -485,6 +491,11 @@ void pay_wechat_refund(pay_wechat_t *self, const char *out_trade_no, const char 
     json_t *req = json_pack("{s:s, s:s, s:{s:I, s:I, s:s}}", "out_trade_no", out_trade_no,
                             "out_refund_no", out_refund_no, "amount", "refund",
                             (json_int_t)amount, "total", (json_int_t)total, "currency", "CNY");
+    if (req && self->cfg->notify_url[0] &&
+        json_object_set_new(req, "notify_url", json_string(self->cfg->notify_url)) != 0) {
+        json_decref(req);
+        req = NULL;
+    }
     char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
     if (!body) {
@@ -497,7 +508,7 @@ void pay_wechat_refund(pay_wechat_t *self, const char *out_trade_no, const char 
         return;
     json_t *j = s_json(self);
     if (out->status == 200 && j) {
-        s_refund_state(j, out_trade_no, amount, out);
+        s_refund_state(j, "status", out_trade_no, amount, out);
     } else if (j) {
         s_error(j, out);
         /* refused: more than was paid, a trade not paid, bad parameters: nothing refunded */
@@ -520,13 +531,129 @@ void pay_wechat_refund_query(pay_wechat_t *self, const char *out_trade_no,
         return;
     json_t *j = s_json(self);
     if (out->status == 200 && j) {
-        s_refund_state(j, out_trade_no, amount, out);
+        s_refund_state(j, "status", out_trade_no, amount, out);
     } else if (j) {
         s_error(j, out);
         if (out->status == 404 && strcmp(out->code, "RESOURCE_NOT_EXISTS") == 0)
             out->result = PAY_NOT_FOUND;
     }
     json_decref(j);
+}
+
+/* ---- refund notifications ------------------------------------------------------------ */
+
+bool pay_wechat_has_apiv3(const pay_wechat_cfg_t *cfg)
+{
+    return cfg && cfg->has_apiv3;
+}
+
+int pay_wechat_cfg_set_notify_url(pay_wechat_cfg_t *cfg, const char *url)
+{
+    if (!url || strncmp(url, "https://", 8) != 0 || strlen(url) >= sizeof(cfg->notify_url) ||
+        strpbrk(url, "?# \t\r\n\"\\"))
+        return -1;
+    snprintf(cfg->notify_url, sizeof(cfg->notify_url), "%s", url);
+    return 0;
+}
+
+/*  AEAD_AES_256_GCM: ciphertext (base64, the tag its last 16 bytes) under the API v3 key, with
+    nonce and associated data ad, as a JSON object (caller decrefs). NULL when it does not open;
+    the plaintext is wiped once parsed. */
+static json_t *s_open_resource(const pay_wechat_cfg_t *cfg, const char *ct64, const char *nonce,
+                               const char *ad)
+{
+    size_t cap = ct64 ? strlen(ct64) / 4 * 3 : 0;
+    size_t nlen = nonce ? strlen(nonce) : 0;
+    if (cap < 17 || nlen < 1 || nlen > 64)
+        return NULL;
+    unsigned char *ct = malloc(cap), *plain = malloc(cap);
+    json_t *j = NULL;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int n = ct && plain ? pay_base64_decode(ct64, ct, cap) : -1, len = 0, fin = 0;
+    if (!ctx || n < 17)
+        goto out;
+    n -= 16;
+    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, (int)nlen, NULL) != 1 ||
+        EVP_DecryptInit_ex(ctx, NULL, NULL, cfg->apiv3, (const unsigned char *)nonce) != 1)
+        goto out;
+    if (ad && *ad &&
+        EVP_DecryptUpdate(ctx, NULL, &len, (const unsigned char *)ad, (int)strlen(ad)) != 1)
+        goto out;
+    if (EVP_DecryptUpdate(ctx, plain, &len, ct, n) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, ct + n) != 1 ||
+        EVP_DecryptFinal_ex(ctx, plain + len, &fin) != 1)
+        goto out; /* another key, altered bytes or data: the tag does not match */
+    j = json_loadb((const char *)plain, (size_t)(len + fin), 0, NULL);
+    if (j && !json_is_object(j)) {
+        json_decref(j);
+        j = NULL;
+    }
+out:
+    EVP_CIPHER_CTX_free(ctx);
+    if (plain)
+        OPENSSL_cleanse(plain, cap);
+    free(plain);
+    free(ct);
+    return j;
+}
+
+int pay_wechat_notice_open(const pay_wechat_cfg_t *cfg, const char *ts, const char *nonce,
+                           const char *serial, const char *sig64, const void *body, size_t len,
+                           pay_wechat_notice_t *n, char *why, size_t size)
+{
+    memset(n, 0, sizeof(*n));
+    if (!pay_wechat_verify(cfg, ts, nonce, serial, sig64, body, len, "notification", why, size))
+        return PAY_WX_NOTICE_UNVERIFIED;
+    if (!cfg->has_apiv3) {
+        snprintf(why, size, "no API v3 key to decrypt the notification with");
+        return PAY_WX_NOTICE_UNREADABLE;
+    }
+    json_t *env = json_loadb(body, len, 0, NULL);
+    json_t *res = json_object_get(env, "resource");
+    const char *type = json_string_value(json_object_get(env, "event_type"));
+    const char *alg = json_string_value(json_object_get(res, "algorithm"));
+    if (!json_is_object(env) || !type || !json_is_object(res) || !alg ||
+        strcmp(alg, "AEAD_AES_256_GCM") != 0) {
+        json_decref(env);
+        snprintf(why, size, "not a notification with an AEAD_AES_256_GCM resource");
+        return PAY_WX_NOTICE_UNREADABLE;
+    }
+    snprintf(n->event_type, sizeof(n->event_type), "%s", type);
+    json_t *plain = s_open_resource(
+        cfg, json_string_value(json_object_get(res, "ciphertext")),
+        json_string_value(json_object_get(res, "nonce")),
+        json_string_value(json_object_get(res, "associated_data")));
+    json_decref(env);
+    if (!plain) {
+        snprintf(why, size, "the %.40s notification's resource does not decrypt with our API "
+                 "v3 key", n->event_type);
+        return PAY_WX_NOTICE_UNREADABLE;
+    }
+    const char *mchid = json_string_value(json_object_get(plain, "mchid"));
+    if (mchid && strcmp(mchid, cfg->mchid) != 0) {
+        json_decref(plain);
+        snprintf(why, size, "the notification is for merchant %.32s", mchid);
+        return PAY_WX_NOTICE_UNREADABLE;
+    }
+    s_copy(n->out_refund_no, sizeof(n->out_refund_no), plain, "out_refund_no");
+    s_copy(n->out_trade_no, sizeof(n->out_trade_no), plain, "out_trade_no");
+    n->resource = plain;
+    return 0;
+}
+
+void pay_wechat_notice_outcome(const pay_wechat_notice_t *n, const char *out_trade_no,
+                               int64_t amount, pay_outcome_t *out)
+{
+    s_reset(out);
+    out->verified = true;
+    s_refund_state(n->resource, "refund_status", out_trade_no, amount, out);
+}
+
+void pay_wechat_notice_close(pay_wechat_notice_t *n)
+{
+    json_decref(n->resource);
+    n->resource = NULL;
 }
 
 /* ---- as a provider ------------------------------------------------------------------- */

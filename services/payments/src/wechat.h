@@ -71,6 +71,41 @@ void pay_wechat_refund(pay_wechat_t *self, const char *out_trade_no, const char 
 void pay_wechat_refund_query(pay_wechat_t *self, const char *out_trade_no,
                              const char *out_refund_no, int64_t amount, pay_outcome_t *out);
 
+/*  Does the answer or notification body (len bytes) verify with the platform key serial names,
+    its timestamp ts within 300 s of ours? what ("answer", "notification") names it in why. */
+bool pay_wechat_verify(const pay_wechat_cfg_t *cfg, const char *ts, const char *nonce,
+                       const char *serial, const char *sig64, const void *body, size_t len,
+                       const char *what, char *why, size_t size);
+
+/*  A refund notification (REFUND.SUCCESS, REFUND.ABNORMAL, REFUND.CLOSED) as it was opened:
+    verified like an answer, its resource decrypted with the API v3 key. The ids are copied;
+    the rest of the plaintext stays inside and is never logged. */
+#define PAY_WX_NOTICE_UNVERIFIED -1 /* no signature, a wrong one, an unknown key, a stale time */
+#define PAY_WX_NOTICE_UNREADABLE -2 /* verified, but no resource that decrypts with our key */
+
+typedef struct {
+    char event_type[40];
+    char out_refund_no[72]; /* "" when the plaintext has none (not a refund) */
+    char out_trade_no[40];
+    void *resource; /* the plaintext (json_t) */
+} pay_wechat_notice_t;
+
+bool pay_wechat_has_apiv3(const pay_wechat_cfg_t *cfg);
+/*  The https:// URL WeChat sends refund notifications to (notify_url of every refund asked for
+    from now on). 0, or -1 when it is not an https URL without query, at most 255 bytes. */
+int pay_wechat_cfg_set_notify_url(pay_wechat_cfg_t *cfg, const char *url);
+/*  Open a notification: the Wechatpay-* headers and the body. 0 (close n after), or
+    PAY_WX_NOTICE_UNVERIFIED / PAY_WX_NOTICE_UNREADABLE with why (no key material, no plaintext). */
+int pay_wechat_notice_open(const pay_wechat_cfg_t *cfg, const char *ts, const char *nonce,
+                           const char *serial, const char *sig64, const void *body, size_t len,
+                           pay_wechat_notice_t *n, char *why, size_t size);
+/*  What an opened refund notification says of the refund of out_trade_no for amount fen, read
+    exactly as a refund query's answer is: PAY_SUCCESS (refund_id in transaction_id), PAY_FAILED
+    (CLOSED), PAY_UNKNOWN (ABNORMAL, another trade or amount). */
+void pay_wechat_notice_outcome(const pay_wechat_notice_t *n, const char *out_trade_no,
+                               int64_t amount, pay_outcome_t *out);
+void pay_wechat_notice_close(pay_wechat_notice_t *n);
+
 /*  The calls as a pay_provider_t for payments.c (client: self). */
 pay_provider_t pay_wechat_provider(pay_wechat_t *self);
 
