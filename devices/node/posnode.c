@@ -39,6 +39,7 @@
 
 #include <bus/bus.h>
 #include <node/cashier.h>
+#include <node/canteen.h>
 #include <node/catalog.h>
 #include <node/config.h>
 #include <node/key.h>
@@ -80,6 +81,9 @@ static const bus_opt_t s_options[] = {
     {"devices", BUS_OPT_STR, "", 0, 0,
      "a file naming the register's peripherals, one per line: NAME DRIVER TRANSPORT [OPTIONS] "
      "(docs/posnode.md); empty: none"},
+    {"canteen-sku", BUS_OPT_STR, "CANTEEN", 0, 0,
+     "the catalog item a canteen terminal's tap sells (at the tap's amount; a plain "
+     "\"Canteen\" line when the catalog has no such item)"},
     {"journal-retention-days", BUS_OPT_INT, "90", 0, 36500,
      "archived journal segments (closed by a Z report, every sale acknowledged) are deleted "
      "after this many days; 0: kept for ever"},
@@ -102,6 +106,7 @@ typedef struct {
     node_catalog_t *catalog;
     node_svcard_t *svcards; /* stored-value cards: blocklist, offline caps (svcards.mp) */
     node_till_t *till;
+    node_canteen_t *canteen; /* canteen terminals' taps, collects and blocklist */
     node_uplink_t *uplink;
     bus_client_t *client; /* the till's own, for park, recall and returns */
     int listen_fd;
@@ -237,25 +242,40 @@ static void s_displays(s_node_t *self, const bus_val_t *reply);
 
 static void s_printed(s_node_t *self, const bus_val_t *body);
 
+/*  A canteen line's event (docs/canteen-protocol.md): the canteen module's business. */
+static bool s_canteen_event(const char *event)
+{
+    static const char *const names[] = {"tap",      "offline_tx",      "collected",
+                                        "terminal", "blocklist_stale", "answered"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(event, names[i]) == 0)
+            return true;
+    return false;
+}
+
 static void s_device_event(void *arg, const char *device, const char *event, bus_val_t **body)
 {
     s_node_t *self = arg;
     if (strcmp(event, "done") == 0)
         s_printed(self, *body);
+    bool canteen = s_canteen_event(event);
     if (strcmp(event, "scan") == 0 || strcmp(event, "weight") == 0 ||
         strcmp(event, "intermediate") == 0 || strcmp(event, "result") == 0 ||
-        strcmp(event, "status") == 0) {
+        strcmp(event, "status") == 0 || canteen) {
         /* for the till: handed to its thread (this is the device's); a card terminal's
-           results are never dropped for a flooding scanner (the bound is for scans) */
+           results and a canteen line's taps are never dropped for a flooding scanner (the
+           bound is for scans) */
         bus_val_t *item = bus_val_new_map();
         bus_val_map_set_str(item, "device", device);
         bus_val_map_set_str(item, "event", event);
+        bus_val_map_set_int(item, "at_ms", bus_mono_ms());
         bus_val_t *copy = *body ? bus_val_dup(*body) : bus_val_new_map();
         bus_val_map_set(item, "body", &copy);
         pthread_mutex_lock(&self->dev_lock);
         if (!self->dev_inbox)
             self->dev_inbox = bus_val_new_arr();
-        if (bus_val_size(self->dev_inbox) < S_INBOX_MAX || strcmp(event, "result") == 0)
+        if (bus_val_size(self->dev_inbox) < S_INBOX_MAX || strcmp(event, "result") == 0 ||
+            canteen)
             bus_val_arr_push(self->dev_inbox, &item);
         else
             self->inbox_dropped++;
@@ -603,6 +623,14 @@ static node_device_t *s_device_named(s_node_t *self, const char *name)
     return NULL;
 }
 
+/*  The canteen module's jobs for a canteen line. */
+static int s_canteen_submit(void *arg, const char *device, const char *key, const char *verb,
+                            const char *data)
+{
+    node_device_t *dev = s_device_named(arg, device);
+    return dev ? node_device_submit(dev, key, verb, data, strlen(data)) : -1;
+}
+
 /*  The till's device hook: printers take "print" {text} (lines separated by \n) and "drawer". */
 static int s_device_command(void *arg, const char *device, const char *command,
                             const bus_val_t *args, char *err, size_t size)
@@ -847,6 +875,19 @@ static void s_device_inbox(s_node_t *self)
         bool valid = false, stable = false;
         int64_t grams = 0;
         const char *code = bus_val_map_get_str(body, "code");
+        if (s_canteen_event(event)) {
+            int64_t at = 0;
+            bus_val_map_get_int(item, "at_ms", &at);
+            bus_val_t *reply =
+                node_canteen_event(self->canteen, bus_val_map_get_str(item, "device"), event, body,
+                                   at, bus_mono_ms());
+            if (reply) { /* a tap sold or refused: journaled; shown, never printed here */
+                s_journaled(self);
+                s_device_answer(self, reply);
+                bus_val_destroy(&reply);
+            }
+            continue;
+        }
         if (strcmp(event, "status") == 0) { /* a card terminal's health: the till's business */
             const char *name = bus_val_map_get_str(item, "device");
             node_device_t *dev = name ? s_device_named(self, name) : NULL;
@@ -1034,6 +1075,12 @@ static void s_run(s_node_t *self)
         s_devices_tell(self);
         node_till_card_tick(self->till);
         node_till_sv_tick(self->till); /* card blocklist, offline card deductions uploaded */
+        bus_val_t *tapped;
+        while ((tapped = node_canteen_tick(self->canteen, bus_mono_ms()))) {
+            s_journaled(self);
+            s_device_answer(self, tapped);
+            bus_val_destroy(&tapped);
+        }
         bus_val_t *paid = node_till_wallet_tick(self->till); /* a code payment's answer */
         if (paid) {
             s_status(self, paid);
@@ -1193,6 +1240,11 @@ static int s_start(s_node_t *self)
              ncards, nblocked, node_svcard_since(self->svcards), node_till_sv_pending(self->till));
     node_till_set_svcards(self->till, self->svcards,
                           S_SV_PULL_BEATS * bus_config_int(self->config, "node-heartbeat-ms"));
+    self->canteen = node_canteen_new(self->till, self->svcards,
+                                     bus_config_str(self->config, "canteen-sku"), s_canteen_submit,
+                                     self);
+    if (!self->canteen)
+        return -1;
     snprintf(path, sizeof(path), "%s/config.mp", self->dir);
     bus_val_t *doc = node_config_load(path, why, sizeof(why));
     if (doc)
@@ -1274,6 +1326,7 @@ static void s_stop(s_node_t *self)
         pthread_mutex_destroy(&self->dev_lock);
     }
     bus_val_destroy(&self->dev_inbox);
+    node_canteen_destroy(&self->canteen);
     node_uplink_stop(&self->uplink);
     bus_info("posnode.stopping",
              "last_sale=%" PRId64 " acked=%" PRId64 " uploaded=%" PRId64 " duplicates=%" PRId64,

@@ -892,6 +892,13 @@ static int s_collect(s_canteen_t *self, node_device_t *dev, const node_job_t *jo
     uint32_t from = (uint32_t)after, last = from;
     int64_t count = 0;
     bool ok = false;
+    if (from > 0) { /* the host holds everything up to after (journaled): the terminal may
+                       forget it now, and only now */
+        uint8_t d[4];
+        s_put32(d, from);
+        if (s_command(self, dev, t, S_CMD_ACK, d, 4) != 1)
+            goto out;
+    }
     for (int frames = 0; frames < S_COLLECT_MAX; frames++) {
         uint8_t d[5], rcmd, rdata[S_LEN_MAX];
         size_t rlen;
@@ -924,12 +931,11 @@ static int s_collect(s_canteen_t *self, node_device_t *dev, const node_job_t *jo
         }
         if (top == last)
             break;
-        /* published before the ack: a lost ack gives them again, never loses one */
-        s_put32(d, top);
-        if (s_command(self, dev, t, S_CMD_ACK, d, 4) != 1)
-            break;
+        /* not acknowledged here: the host sends `collect T LAST` once it holds them, which
+           acks them then (a host that stops before that gets them again, never loses one) */
         last = top;
     }
+out:;
     bus_val_t *b = bus_val_new_map();
     bus_val_map_set_int(b, "terminal", t->addr);
     bus_val_map_set_int(b, "after", from);

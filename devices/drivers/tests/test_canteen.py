@@ -189,9 +189,15 @@ def test_pty():
         c.eq((done["count"], done["last"], done["ok"]), (15, first + 14, True),
              "collected {count 15, last seq}")
         st2 = line.terminal(2)
-        c.eq((st2["offline"], st2["acked"]), ([], 15), "the terminal was acked: nothing left")
-        c.eq(tool.job("col2", "collect", f"2 {first + 14}"), "done", "a second collect")
-        c.eq(len(tool.seen("offline_tx")), 15, "finds nothing more")
+        c.eq((len(st2["offline"]), st2["acked"]), (15, 0),
+             "nothing acked before the host says it holds them")
+        c.eq(tool.job("col1b", "collect", f"2 {first - 1}"), "done", "the same collect again")
+        c.eq(len(tool.seen("offline_tx")), 30, "gives the same 15 again (the host dedupes)")
+        c.eq(tool.job("col2", "collect", f"2 {first + 14}"), "done",
+             "collect after the last one held")
+        st2 = line.terminal(2)
+        c.eq((st2["offline"], st2["acked"]), ([], 15), "acks them: nothing left")
+        c.eq(len(tool.seen("offline_tx")), 30, "and finds nothing more")
 
         # garbled replies and garbage: counted, never fatal
         _, before = tool.stats()

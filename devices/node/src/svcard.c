@@ -171,6 +171,19 @@ void node_svcard_set_since(node_svcard_t *self, int64_t version)
     self->since = version;
 }
 
+const char *node_svcard_next_blocked(const node_svcard_t *self, size_t *pos)
+{
+    size_t n = self ? bus_val_size(self->cards) : 0;
+    while (*pos < n) {
+        size_t i = (*pos)++;
+        bool blocked = false;
+        if (bus_val_map_get_bool(bus_val_map_value(self->cards, i), "blocked", &blocked) &&
+            blocked)
+            return bus_val_map_key(self->cards, i);
+    }
+    return NULL;
+}
+
 size_t node_svcard_count(const node_svcard_t *self, size_t *blocked)
 {
     size_t n = bus_val_size(self->cards), b = 0;

@@ -48,6 +48,9 @@
 #define S_WALLET_GIVEN_UP "given up: cancelled when payments answers"
 #define S_LOST_ASK_MS     5000 /* how often a charge without a sale is taken back */
 #define S_SV_PENDING_MAX  256  /* offline card deductions waiting for their upload */
+#define S_TAP_KEY_MAX     64   /* bytes of a canteen tap's key ("tap:<device>:<terminal>:<seq>") */
+#define S_TAP_KEYS        1024 /* canteen taps sold, remembered (a tap comes again only soon) */
+#define S_TAP_LINES       64   /* canteen terminals (device and address) with a collect cursor */
 #define S_SV_RETRY_MS     3000 /* payments unreachable: when the uploads and the pull try again */
 
 /* An offline stored-value deduction waiting for its upload (card.offline), or an attempt to
@@ -161,6 +164,20 @@ struct node_till_t {
     int nsv_online;
     s_sv_pending_t sv_asked; /* replay only: the last card.pay journaled with no result yet */
     int nsv;
+    /* canteen terminals' taps sold (their keys, the last S_TAP_KEYS, carried into the next
+       segment) and per terminal the last offline transaction sold (everything up to it is held
+       here: the terminal may forget it); a tap's sale is sold once, however often it comes */
+    char tap_done[S_TAP_KEYS][S_TAP_KEY_MAX + 1];
+    int tap_done_next;
+    struct {
+        char line[S_TAP_KEY_MAX + 1]; /* "<device>:<terminal>" */
+        int64_t held;
+    } tap_cursor[S_TAP_LINES];
+    int ntap_cursor;
+    struct {                          /* replay: the tap whose sale comes next */
+        char key[S_TAP_KEY_MAX + 1];
+        int64_t sale_seq, held;       /* held: its offline seq, 0 online */
+    } tap_replay;
 };
 
 /* One command being answered. */
@@ -507,12 +524,44 @@ static void s_done_carry(const node_till_t *self, bus_val_t *mark)
     }
     if (keys)
         bus_val_map_set(mark, "command_keys", &keys);
+    bus_val_t *taps = bus_val_new_arr();
+    for (int i = 0; taps && i < S_TAP_KEYS; i++) { /* oldest first */
+        const char *k = self->tap_done[(self->tap_done_next + i) % S_TAP_KEYS];
+        bus_val_t *v = k[0] ? bus_val_new_str(k) : NULL;
+        if (v)
+            bus_val_arr_push(taps, &v);
+    }
+    if (taps)
+        bus_val_map_set(mark, "tap_keys", &taps);
+    bus_val_t *held = bus_val_new_map();
+    for (int i = 0; held && i < self->ntap_cursor; i++)
+        bus_val_map_set_int(held, self->tap_cursor[i].line, self->tap_cursor[i].held);
+    if (held)
+        bus_val_map_set(mark, "tap_held", &held);
     bus_val_map_set_int(mark, "card_trace", self->card_trace);
     bus_val_map_set_int(mark, "card_since_eod", self->card_since_eod);
 }
 
+static void s_tap_sold(node_till_t *self, const char *key, int64_t held);
+
 static int s_done_load(node_till_t *self, const bus_val_t *mark)
 {
+    bus_val_t *taps = bus_val_map_get(mark, "tap_keys");
+    for (size_t i = 0; i < bus_val_size(taps); i++) {
+        const char *k = bus_val_get_str(bus_val_arr_get(taps, i), NULL);
+        if (k && strlen(k) <= S_TAP_KEY_MAX)
+            s_tap_sold(self, k, 0);
+    }
+    bus_val_t *held = bus_val_map_get(mark, "tap_held");
+    for (size_t i = 0; i < bus_val_size(held); i++) {
+        const char *line = bus_val_map_key(held, i);
+        int64_t v = 0;
+        if (line && bus_val_get_int(bus_val_map_value(held, i), &v)) {
+            char key[S_TAP_KEY_MAX + 1];
+            if (snprintf(key, sizeof(key), "tap:%s:%" PRId64, line, v) < (int)sizeof(key))
+                s_tap_sold(self, key, v);
+        }
+    }
     bus_val_map_get_int(mark, "card_trace", &self->card_trace);
     bus_val_map_get_int(mark, "card_since_eod", &self->card_since_eod);
     bus_val_t *keys = bus_val_map_get(mark, "command_keys");
@@ -692,6 +741,9 @@ static int s_replay(node_till_t *self, char *why, size_t size)
             s_shift_sale(&self->shift, doc);
             self->card_since_eod += s_card_tenders(doc);
             s_lost_drop(self, 0, NULL, n, 0);
+            if (self->tap_replay.key[0] && self->tap_replay.sale_seq == n)
+                s_tap_sold(self, self->tap_replay.key, self->tap_replay.held);
+            self->tap_replay.key[0] = '\0';
         } else if (e.kind == NODE_JOURNAL_AUDIT && doc) {
             s_shift_audit(&self->shift, doc);
             const char *type = bus_val_map_get_str(doc, "type");
@@ -699,6 +751,16 @@ static int s_replay(node_till_t *self, char *why, size_t size)
             s_card_replay(self, type, doc);
             s_wallet_replay(self, type, doc);
             s_sv_replay(self, type, doc);
+            const char *tap = bus_val_map_get_str(doc, "tap");
+            if (tap && strlen(tap) <= S_TAP_KEY_MAX && type &&
+                (strcmp(type, "sv_request") == 0 || strcmp(type, "sv_offline") == 0)) {
+                snprintf(self->tap_replay.key, sizeof(self->tap_replay.key), "%s", tap);
+                self->tap_replay.sale_seq = 0;
+                self->tap_replay.held = 0;
+                bus_val_map_get_int(doc, "sale_seq", &self->tap_replay.sale_seq);
+                if (strcmp(type, "sv_offline") == 0)
+                    bus_val_map_get_int(doc, "tap_seq", &self->tap_replay.held);
+            }
             if (type && key && strcmp(type, "device_command") == 0 && s_done_add(self, key) != 0) {
                 snprintf(why, size, "out of memory");
                 bus_val_destroy(&doc);
@@ -2220,6 +2282,11 @@ static void s_sv_replay(node_till_t *self, const char *type, const bus_val_t *do
     } else if (strcmp(type, "sv_offline") == 0 && card) {
         if (self->sv_asked.sale_seq == seq && self->sv_asked.attempt == attempt)
             self->sv_asked.sale_seq = 0;
+        if (seq > self->sv_attempt_seq ||
+            (seq == self->sv_attempt_seq && attempt > self->sv_attempt)) {
+            self->sv_attempt_seq = seq; /* a tap's offline deduction has no sv_request */
+            self->sv_attempt = attempt;
+        }
         bus_val_map_get_int(doc, "taken_ms", &ts);
         s_sv_add(self, card, seq, attempt, amount, ts);
     } else if (strcmp(type, "sv_voidreq") == 0 && card) {
@@ -2320,49 +2387,58 @@ static void s_sv_tender(s_cmd_t *c, int64_t amount, const char *msg)
 /*  Payments cannot be reached: the card is taken here if the register's own copy allows it
     (not blocked, the amount within its offline cap and its last known balance, counting what
     was taken offline and not uploaded yet); journaled as sv_offline and uploaded later. */
-static int s_sv_offline(s_cmd_t *c, const char *card, int64_t seq, int64_t attempt, int64_t amount,
-                        const char *why, bool sent)
+/*  Why the register's own copy refuses card for amount offline (a code, msg filled), or NULL
+    when it may be taken. */
+static const char *s_sv_offline_refusal(node_till_t *self, const char *card, int64_t amount,
+                                        const char *why, char *msg, size_t size)
 {
-    node_till_t *self = c->till;
     node_svcard_info_t info;
     node_svcard_get(self->svcards, card, &info);
     int64_t spent = s_sv_spent(self, card);
     const char *code = NULL;
-    char msg[NODE_TILL_WHY_MAX * 2];
     if (!self->svcards) {
         code = "no_offline";
-        snprintf(msg, sizeof(msg),
+        snprintf(msg, size,
                  "payments cannot be reached (%s) and this register keeps no card store: take "
                  "another tender",
                  why);
     } else if (info.blocked) {
         code = "card_blocked";
-        snprintf(msg, sizeof(msg),
+        snprintf(msg, size,
                  "card %s is blocked (the register's blocklist): take another tender", card);
     } else if (!info.known || info.cap <= 0) {
         code = "no_offline";
-        snprintf(msg, sizeof(msg), "payments cannot be reached and card %s %s: take another tender",
+        snprintf(msg, size, "payments cannot be reached and card %s %s: take another tender",
                  card,
                  info.known ? "may not be used offline (its offline cap is 0)"
                             : "was never seen online here");
     } else if (amount + spent > info.cap) {
         code = "over_offline_cap";
-        snprintf(msg, sizeof(msg),
+        snprintf(msg, size,
                  "payments cannot be reached and card %s may take %" PRId64 ".%02" PRId64
                  " offline (%" PRId64 ".%02" PRId64 " taken already): take another tender",
                  card, info.cap / 100, info.cap % 100, spent / 100, spent % 100);
     } else if (amount + spent > info.balance) {
         code = "insufficient_balance";
-        snprintf(msg, sizeof(msg),
+        snprintf(msg, size,
                  "payments cannot be reached and card %s had %" PRId64 ".%02" PRId64
                  " when last seen (%" PRId64 ".%02" PRId64 " taken offline since)",
                  card, info.balance / 100, info.balance % 100, spent / 100, spent % 100);
     } else if (self->nsv >= S_SV_PENDING_MAX - S_SV_GIVEUP_ROOM) {
         code = "no_offline";
-        snprintf(msg, sizeof(msg),
+        snprintf(msg, size,
                  "%d card deductions wait for payments already: take another tender",
                  self->nsv);
     }
+    return code;
+}
+
+static int s_sv_offline(s_cmd_t *c, const char *card, int64_t seq, int64_t attempt, int64_t amount,
+                        const char *why, bool sent)
+{
+    node_till_t *self = c->till;
+    char msg[NODE_TILL_WHY_MAX * 2];
+    const char *code = s_sv_offline_refusal(self, card, amount, why, msg, sizeof(msg));
     if (code) {
         bus_val_t *extra = bus_val_new_map();
         bus_val_map_set_bool(extra, "ok", false);
@@ -2687,6 +2763,331 @@ static int s_sv_give_up(node_till_t *self, const char *card, int64_t sale_seq, i
         self->sv[i].gave_up = true;
     self->sv_upload_ms = 0; /* sent at the next tick */
     return 0;
+}
+
+/* ---- canteen terminals' taps ------------------------------------------------------------ */
+
+static bool s_tap_is_sold(const node_till_t *self, const char *key)
+{
+    for (int i = 0; i < S_TAP_KEYS; i++)
+        if (self->tap_done[i][0] && strcmp(self->tap_done[i], key) == 0)
+            return true;
+    return false;
+}
+
+/*  The collect cursor of a terminal ("<device>:<terminal>", len bytes at line), created when
+    asked: its index, or -1. */
+static int s_tap_line(node_till_t *self, const char *line, size_t len, bool create)
+{
+    for (int i = 0; i < self->ntap_cursor; i++)
+        if (strlen(self->tap_cursor[i].line) == len &&
+            strncmp(self->tap_cursor[i].line, line, len) == 0)
+            return i;
+    if (!create || self->ntap_cursor == S_TAP_LINES || len > S_TAP_KEY_MAX)
+        return -1;
+    int i = self->ntap_cursor++;
+    memcpy(self->tap_cursor[i].line, line, len);
+    self->tap_cursor[i].line[len] = '\0';
+    self->tap_cursor[i].held = 0;
+    return i;
+}
+
+/*  Remember key ("tap:<device>:<terminal>:<seq>") as sold; held > 0: it was that terminal's
+    offline transaction held, so the terminal may forget everything up to it. */
+static void s_tap_sold(node_till_t *self, const char *key, int64_t held)
+{
+    if (!s_tap_is_sold(self, key)) {
+        snprintf(self->tap_done[self->tap_done_next], S_TAP_KEY_MAX + 1, "%s", key);
+        self->tap_done_next = (self->tap_done_next + 1) % S_TAP_KEYS;
+    }
+    const char *end = strrchr(key, ':');
+    if (held <= 0 || strncmp(key, "tap:", 4) != 0 || !end || end <= key + 4)
+        return;
+    int i = s_tap_line(self, key + 4, (size_t)(end - key - 4), true);
+    if (i >= 0 && held > self->tap_cursor[i].held)
+        self->tap_cursor[i].held = held;
+}
+
+int64_t node_till_tap_held(node_till_t *self, const char *device, int terminal)
+{
+    char line[S_TAP_KEY_MAX + 1];
+    int n = snprintf(line, sizeof(line), "%s:%d", device, terminal);
+    int i = n > 0 && n < (int)sizeof(line) ? s_tap_line(self, line, (size_t)n, false) : -1;
+    return i < 0 ? 0 : self->tap_cursor[i].held;
+}
+
+/*  Whether the next sale number belongs to the cashier's ticket already: a tender on it, a
+    payment under way, a pending write, or a charge being taken back that was made for it. A
+    tap's sale must not take that number (the charge would count as sold). */
+static bool s_next_sale_held(const node_till_t *self)
+{
+    int64_t next = self->sale_seq + 1;
+    if (self->pending || (self->ticket && pos_ticket_tender_count(self->ticket) > 0))
+        return true;
+    if ((self->card.key[0] && self->card.sale_seq == next) || self->wallet.sale_seq == next)
+        return true;
+    for (int i = 0; i < self->nlost; i++)
+        if (self->lost[i].sale_seq == next)
+            return true;
+    return false;
+}
+
+/*  The tap as a sale of its own (sale number sale_seq + 1): one line (the catalog's item sku
+    at the tap's amount, or a plain canteen line), paid by the card; the cashier's ticket is
+    left as it is. 0, or -1 with the error in c. */
+static int s_tap_sale(s_cmd_t *c, const node_till_tap_t *tap)
+{
+    node_till_t *self = c->till;
+    const char *sku = tap->sku && *tap->sku ? tap->sku : "CANTEEN";
+    const node_catalog_item_t *ci =
+        self->catalog ? node_catalog_lookup(self->catalog, sku, NULL) : NULL;
+    pos_item_t item;
+    memset(&item, 0, sizeof(item));
+    if (ci && strcmp(ci->sku, sku) == 0) {
+        node_catalog_to_pos(ci, &item);
+    } else {
+        snprintf(item.sku, sizeof(item.sku), "%s", sku);
+        snprintf(item.name, sizeof(item.name), "Canteen");
+    }
+    item.price = tap->amount;
+    item.member_price = 0;
+    item.unit = POS_UNIT_PCS;
+    int64_t now = s_now(self);
+    pos_ticket_t *t = pos_ticket_new();
+    pos_sale_t sale;
+    pos_sale_init(&sale);
+    int index = -1, rc = -1;
+    if (!t) {
+        s_err(c, "internal", "out of memory");
+    } else {
+        pos_ticket_set_time(t, now);
+        if (pos_ticket_add_line(t, &item, 1, &index) != POS_OK ||
+            pos_ticket_compute(t) != POS_OK ||
+            pos_ticket_add_tender(t, POS_TENDER_STORED_VALUE, tap->amount) != POS_OK ||
+            !pos_ticket_is_paid(t) ||
+            pos_sale_from_ticket(&sale, t, self->store, self->reg, self->sale_seq + 1,
+                                 tap->device, now) != POS_OK)
+            s_err(c, "internal", "the tap's sale cannot be built");
+        else
+            rc = s_commit(c, &sale);
+    }
+    pos_sale_clear(&sale);
+    pos_ticket_destroy(&t);
+    return rc;
+}
+
+/*  The terminal's display text for a decline code (at most 32 bytes in GB18030). */
+static const char *s_tap_text(const char *code)
+{
+    if (!code)
+        return "\xe6\x8b\x92\xe7\xbb\x9d"; /* 拒绝 */
+    if (strcmp(code, "insufficient_balance") == 0 || strcmp(code, "over_offline_cap") == 0)
+        return "\xe4\xbd\x99\xe9\xa2\x9d\xe4\xb8\x8d\xe8\xb6\xb3"; /* 余额不足 */
+    if (strcmp(code, "card_blocked") == 0)
+        return "\xe5\x8d\xa1\xe5\xb7\xb2\xe6\x8c\x82\xe5\xa4\xb1"; /* 卡已挂失 */
+    if (strncmp(code, "limit", 5) == 0 || strstr(code, "limit"))
+        return "\xe8\xb6\x85\xe5\x87\xba\xe9\x99\x90\xe9\xa2\x9d"; /* 超出限额 */
+    if (strcmp(code, "stopped") == 0)
+        return "\xe6\x9a\x82\xe5\x81\x9c\xe6\x9c\x8d\xe5\x8a\xa1"; /* 暂停服务 */
+    if (strcmp(code, "unknown_card") == 0 || strcmp(code, "not_found") == 0 ||
+        strcmp(code, "no_offline") == 0)
+        return "\xe6\x97\xa0\xe6\x95\x88\xe5\x8d\xa1"; /* 无效卡 */
+    return "\xe6\x8b\x92\xe7\xbb\x9d";
+}
+
+static void s_tap_verdict(bus_val_t *reply, const char *verdict, const char *code)
+{
+    bus_val_map_set_str(reply, "verdict", verdict);
+    if (strcmp(verdict, "decline") == 0)
+        bus_val_map_set_str(reply, "text", s_tap_text(code));
+}
+
+/*  An offline transaction the terminal took: recorded as it happened (sv_offline, flagged
+    with what the register's own copy says of it, never refused: the meal was given), uploaded
+    with card.offline like every offline deduction, and sold. */
+static void s_tap_offline(s_cmd_t *c, const node_till_tap_t *tap, const char *key, int64_t seq,
+                          int64_t attempt)
+{
+    node_till_t *self = c->till;
+    char msg[NODE_TILL_WHY_MAX * 2];
+    const char *flag = s_sv_offline_refusal(self, tap->card, tap->amount, "offline", msg,
+                                            sizeof(msg));
+    bus_val_t *extra = bus_val_new_map();
+    bus_val_map_set_int(extra, "taken_ms", tap->ts_ms > 0 ? tap->ts_ms : s_now(self));
+    bus_val_map_set_str(extra, "why", "taken by the canteen terminal offline");
+    bus_val_map_set_str(extra, "tap", key);
+    bus_val_map_set_int(extra, "tap_seq", tap->seq);
+    if (flag && strcmp(flag, "no_offline") != 0) /* the register's cap says no: flagged */
+        bus_val_map_set_str(extra, "flag", flag);
+    if (s_sv_record(self, "offline", tap->card, seq, attempt, tap->amount, extra) != 0) {
+        s_err(c, "stopped", "%s", self->stopped_why);
+        return;
+    }
+    self->sv_attempt_seq = seq;
+    self->sv_attempt = attempt;
+    s_sv_add(self, tap->card, seq, attempt, tap->amount,
+             tap->ts_ms > 0 ? tap->ts_ms : s_now(self));
+    if (s_tap_sale(c, tap) == 0) {
+        s_tap_sold(self, key, tap->seq);
+        s_tap_verdict(c->reply, "approve", NULL);
+        if (flag)
+            bus_val_map_set_str(c->reply, "flag", flag);
+    }
+}
+
+bus_val_t *node_till_tap(node_till_t *self, const node_till_tap_t *tap)
+{
+    bus_val_t *reply = bus_val_new_map();
+    s_cmd_t c = {.till = self, .reply = reply, .cmd = "tap"};
+    bus_val_map_set_bool(reply, "ok", true);
+    bus_val_map_set_str(reply, "cmd", "tap");
+    char key[S_TAP_KEY_MAX + 1];
+    int n = snprintf(key, sizeof(key), "tap:%s:%d:%" PRId64, tap->device ? tap->device : "",
+                     tap->terminal, tap->seq);
+    if (!tap->device || !*tap->device || n <= 0 || n >= (int)sizeof(key) || tap->terminal < 1 ||
+        tap->terminal > 32 || tap->seq < 1 || tap->amount < 1 ||
+        !node_svcard_id_ok(tap->card)) {
+        s_err(&c, "bad_tap", "a tap needs a device, terminal 1-32, seq >= 1, an amount and a card");
+        s_tap_verdict(reply, "decline", NULL);
+        return reply;
+    }
+    bus_val_map_set_str(reply, "key", key);
+    bus_val_map_set_str(reply, "card", tap->card);
+    bus_val_map_set_int(reply, "amount", tap->amount);
+    if (s_tap_is_sold(self, key) ||
+        (tap->offline && tap->seq <= node_till_tap_held(self, tap->device, tap->terminal))) {
+        bus_val_map_set_bool(reply, "duplicate", true); /* sold already: the same verdict */
+        if (tap->offline) /* sold online, then taken offline too (the answer came late): the
+                             terminal may forget it (in memory: a restart finds it sold again) */
+            s_tap_sold(self, key, tap->seq);
+        s_tap_verdict(reply, "approve", NULL);
+        return reply;
+    }
+    if (self->stopped) {
+        s_err(&c, "stopped", "%s", self->stopped_why);
+        s_tap_verdict(reply, tap->offline ? "busy" : "decline", "stopped");
+        return reply;
+    }
+    int64_t seq = self->sale_seq + 1;
+    int64_t attempt = self->sv_attempt_seq == seq ? self->sv_attempt + 1 : 1;
+    if (s_next_sale_held(self) || attempt > 99 ||
+        (tap->offline && self->nsv >= S_SV_PENDING_MAX - S_SV_GIVEUP_ROOM)) {
+        /* later: online, the terminal decides alone meanwhile; offline, it keeps it */
+        s_tap_verdict(reply, "busy", NULL);
+        return reply;
+    }
+    if (tap->offline) {
+        s_tap_offline(&c, tap, key, seq, attempt);
+        if (bus_val_map_get(reply, "error"))
+            s_tap_verdict(reply, "busy", NULL);
+        return reply;
+    }
+    bus_val_t *req = bus_val_new_map();
+    bus_val_map_set_str(req, "tap", key);
+    if (s_sv_record(self, "request", tap->card, seq, attempt, tap->amount, req) != 0) {
+        s_err(&c, "stopped", "%s", self->stopped_why);
+        s_tap_verdict(reply, "decline", "stopped");
+        return reply;
+    }
+    self->sv_attempt_seq = seq;
+    self->sv_attempt = attempt;
+    char sale_id[POS_SALE_ID_MAX + 1], err[NODE_TILL_WHY_MAX] = "";
+    pos_sale_make_id(sale_id, sizeof(sale_id), self->store, self->reg, seq);
+    bool offline = true, asked = false;
+    bus_val_t *r = NULL;
+    if (self->sv_down && self->svcards) {
+        snprintf(err, sizeof(err), "payments did not answer lately");
+    } else if (self->hooks.request) {
+        bus_val_t *body = bus_val_new_map();
+        bus_val_map_set_str(body, "card", tap->card);
+        bus_val_map_set_int(body, "amount", tap->amount);
+        bus_val_map_set_str(body, "sale_id", sale_id);
+        bus_val_map_set_int(body, "attempt", attempt);
+        asked = true;
+        r = self->hooks.request(self->hooks.arg, "payments", "card.pay", &body, &offline, err,
+                                sizeof(err));
+        bus_val_destroy(&body);
+    }
+    bus_val_t *extra = bus_val_new_map();
+    const char *code = NULL;
+    char codebuf[40] = "", msg[NODE_TILL_WHY_MAX * 2];
+    int64_t balance = 0;
+    if (!r && (offline || strncmp(err, "unavailable", 11) == 0)) {
+        if (self->svcards && !self->sv_down) {
+            self->sv_down = true;
+            self->sv_pull_ms = s_now(self) + S_SV_RETRY_MS;
+        }
+        code = s_sv_offline_refusal(self, tap->card, tap->amount, err, msg, sizeof(msg));
+        if (!code) { /* taken here, within the card's offline cap */
+            bus_val_map_set_int(extra, "taken_ms", s_now(self));
+            bus_val_map_set_str(extra, "why", err[0] ? err : "no back office");
+            if (s_sv_record(self, "offline", tap->card, seq, attempt, tap->amount, extra) != 0) {
+                s_err(&c, "stopped", "%s", self->stopped_why);
+                s_tap_verdict(reply, "decline", "stopped");
+                return reply;
+            }
+            s_sv_add(self, tap->card, seq, attempt, tap->amount, s_now(self));
+            bus_val_map_set_bool(reply, "offline", true);
+        } else {
+            bus_val_map_set_bool(extra, "ok", false);
+            bus_val_map_set_str(extra, "mode", "offline");
+            bus_val_map_set_str(extra, "code", code);
+            if (s_sv_record(self, "result", tap->card, seq, attempt, tap->amount, extra) == 0 &&
+                asked)
+                s_sv_give_up(self, tap->card, seq, attempt, tap->amount,
+                             "refused offline after the online request timed out");
+            bus_val_map_set_str(reply, "reason", code);
+            s_err(&c, "sv_declined", "%s", msg);
+            s_tap_verdict(reply, "decline", code);
+            return reply;
+        }
+    } else {
+        bus_val_map_set_str(extra, "mode", "online");
+        bus_val_map_set_bool(extra, "ok", r != NULL);
+        if (r) {
+            bus_val_map_get_int(r, "balance", &balance);
+            bus_val_map_set_int(extra, "balance", balance);
+        } else {
+            snprintf(codebuf, sizeof(codebuf), "%.*s", (int)strcspn(err, ":"), err);
+            bus_val_map_set_str(extra, "code", codebuf);
+            bus_val_map_set_str(extra, "message", err);
+        }
+        int rec = s_sv_record(self, "result", tap->card, seq, attempt, tap->amount, extra);
+        if (!r) {
+            if (strcmp(codebuf, "card_blocked") == 0 && self->svcards) {
+                node_svcard_block(self->svcards, tap->card, true);
+                s_sv_save(self);
+            }
+            s_sv_refresh(self, tap->card); /* its cap and balance, for offline use */
+            bus_val_map_set_str(reply, "reason", codebuf);
+            s_err(&c, rec == 0 ? "sv_declined" : "stopped", "card not charged (%s)", err);
+            s_tap_verdict(reply, "decline", codebuf);
+            return reply;
+        }
+        bus_val_destroy(&r);
+        if (self->svcards) {
+            node_svcard_seen(self->svcards, tap->card, -1, balance, -1, s_now(self));
+            s_sv_save(self);
+        }
+        bus_val_map_set_int(reply, "card_balance", balance);
+    }
+    if (s_tap_sale(&c, tap) != 0) {
+        /* charged, not sold (the journal refused the sale): at the next start the charge of a
+           sale number never sold is given back (card.void) */
+        s_tap_verdict(reply, "decline", "stopped");
+        return reply;
+    }
+    s_tap_sold(self, key, 0);
+    s_tap_verdict(reply, "approve", NULL);
+    if (!bus_val_map_get(reply, "offline"))
+        s_sv_refresh(self, tap->card); /* its offline cap, which may have changed */
+    if (!bus_val_map_get(reply, "offline")) {
+        char text[40];
+        snprintf(text, sizeof(text), "\xe4\xbd\x99\xe9\xa2\x9d %" PRId64 ".%02" PRId64, /* 余额 */
+                 balance / 100, balance % 100);
+        bus_val_map_set_str(reply, "text", text);
+    }
+    return reply;
 }
 
 static int s_cmd_pay(s_cmd_t *c)

@@ -63,6 +63,9 @@ int node_svcard_seen(node_svcard_t *self, const char *card, int64_t cap, int64_t
 int node_svcard_block(node_svcard_t *self, const char *card, bool blocked);
 int64_t node_svcard_since(const node_svcard_t *self);
 void node_svcard_set_since(node_svcard_t *self, int64_t version);
+/*  The blocked cards one by one (borrowed ids, valid until the store changes): start with
+    *pos = 0; NULL when there are no more. */
+const char *node_svcard_next_blocked(const node_svcard_t *self, size_t *pos);
 /*  Cards known, and of those blocked. */
 size_t node_svcard_count(const node_svcard_t *self, size_t *blocked);
 

@@ -177,6 +177,32 @@ void node_till_sv_tick(node_till_t *self);
 /*  Offline deductions not uploaded yet. */
 size_t node_till_sv_pending(const node_till_t *self);
 
+/*  A canteen terminal's card tap (docs/posnode.md "Canteen terminals"): asked online, or an
+    offline transaction the terminal took itself and the register collected. */
+typedef struct {
+    const char *device; /* the canteen line's device name */
+    int terminal;       /* its address, 1-32 */
+    int64_t seq;        /* the terminal's transaction number */
+    const char *card;   /* the card's number, in decimal */
+    int64_t amount;     /* fen */
+    int64_t ts_ms;      /* offline: when the card was tapped */
+    bool offline;       /* the terminal took it (recorded, never refused) */
+    const char *sku;    /* the catalog item a tap sells (NULL: "CANTEEN") */
+} node_till_tap_t;
+
+/*  Sell a tap: a sale of its own (one line at the tap's amount, paid by the card as stored
+    value), beside the cashier's ticket and never taking the sale number that ticket holds.
+    Online, card.pay as `pay sv` does (offline within the card's cap when payments cannot be
+    reached); an offline transaction is journaled as an sv_offline deduction (flagged when the
+    register's copy would have refused it) and uploaded. Each tap ("tap:DEVICE:TERMINAL:SEQ")
+    is sold once, also after a restart or a Z. The reply (caller destroys) has verdict
+    "approve" (text: the balance; duplicate when sold before), "decline" (text for the
+    terminal, reason) or "busy" (not now: the cashier's ticket holds the next sale number, or
+    the journal refuses; an online tap is left to the terminal, an offline one stays in it). */
+bus_val_t *node_till_tap(node_till_t *self, const node_till_tap_t *tap);
+/*  The terminal's last offline transaction sold: everything up to it is held here. */
+int64_t node_till_tap_held(node_till_t *self, const char *device, int terminal);
+
 /*  The last journal record, the last sale number written, and whether selling is stopped
     (the journal refused a write; node_till_stopped_why says why). */
 uint64_t node_till_last_record(const node_till_t *self);
