@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """test_refund_notify - WeChat refund notifications reach the payments service's HTTPS endpoint
-and finish refunds.
+and finish refunds; intents that are over are kept for the retention, then expire.
 
 The emulator (devices/sim/wechatpay.py) sends REFUND.SUCCESS to the notify_url the service put
 into its refund request, while its refund query keeps answering PROCESSING (refund_query_lag):
@@ -8,7 +8,9 @@ only the notification can finish the refund in time, and it does. The same notif
 changes nothing. A tampered signature, a resource encrypted with another key and a replay with a
 stale timestamp are refused (4xx), counted and change nothing; the genuine one then finishes the
 refund. REFUND.CLOSED fails a refund and gives its amount back; a notification for a refund
-posbus never made is answered without harm."""
+posbus never made is answered without harm. Retention: a failed payment's keys, a paid one's
+(once no refund of it is open, and not while one is), a reversed one's, its refunds', the day
+index and the day's reconciliation result carry a TTL; the due set does not."""
 import base64
 import datetime
 import http.client
@@ -34,6 +36,7 @@ from wechatpay import WechatPay  # noqa: E402
 STORE = "S1"
 MCHID, APPID, SERIAL = "1900000001", "wx0000000000000001", "3775B6A45ACD588826D15E583A95F5DD"
 V3KEY = b"0123456789abcdef0123456789ABCDEF"
+RETENTION_S = 3600
 
 
 def tls_files(directory):
@@ -90,7 +93,8 @@ try:
         "--wechat-apiv3-key-file", apiv3_file, "--wechat-ca-file", wx.ca_file,
         "--wechat-timeout-ms", "2000", "--query-interval-ms", "400", "--reverse-after-ms",
         "6000", "--lease-ms", "8000", "--notify-listen", f"127.0.0.1:{port}", "--notify-url",
-        notify_url, "--notify-cert", cert_file, "--notify-key", tls_key_file)
+        notify_url, "--notify-cert", cert_file, "--notify-key", tls_key_file,
+        "--retention-s", str(RETENTION_S))
     c.check(st.wait_healthy(["payments"]), "payments healthy")
     reg = Bus(st, cert=st.key("register", "S1.R01"))
     ops = Bus(st)
@@ -163,10 +167,24 @@ try:
         finally:
             conn.close()
 
+    def ttl(key):
+        return rd.call("TTL", key)
+
     # --- a refund finished by its notification while the query still says PROCESSING ---
     intent, end = pay(1000)
     c.eq(end.get("state"), "succeeded", "paid")
+    c.check(0 < ttl(f"pay:{{S1}}:{intent}") <= RETENTION_S and
+            0 < ttl(f"payhist:{{S1}}:{intent}") <= RETENTION_S,
+            f"retention: a paid intent's keys expire in {RETENTION_S} s")
+    day = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))).strftime("%Y-%m-%d")
+    c.check(ttl(f"payday:{{S1}}:{day}") > RETENTION_S,
+            f"retention: the day index outlives its intents: {ttl(f'payday:{{S1}}:{day}')}")
+    r = ops.call("payments", "payment.recon.put", {"store": STORE, "day": day,
+                                                   "provider": "wechat", "result": {"n": 1}})
+    c.check(r["type"] == "reply" and ttl(f"payrec:{{S1}}:{day}") > RETENTION_S,
+            f"retention: the day's reconciliation result too: {ttl(f'payrec:{{S1}}:{day}')}")
     c.check(refund(intent, "RN-1", 600)["type"] == "reply", "a refund of 6.00")
+    c.eq(ttl(f"pay:{{S1}}:{intent}"), -1, "retention: an intent with an open refund is kept")
     t0 = time.monotonic()
     c.check(wait_for(lambda: refund_get("RN-1").get("state") == "succeeded", 10),
             f"the notification finished the refund: {refund_get('RN-1')}")
@@ -181,6 +199,10 @@ try:
     c.check(took < 8, f"in {took:.1f} s, while a query would say PROCESSING for 600 s")
     n0 = counters()
     c.check(n0.get("notifications", 0) >= 1, f"counted: {n0.get('notifications')}")
+    c.check(0 < ttl(f"pay:{{S1}}:{intent}") <= RETENTION_S and
+            0 < ttl("payref:{S1}:RN-1") <= RETENTION_S and
+            0 < ttl("payhist:{S1}:R:RN-1") <= RETENTION_S,
+            "retention: the refund's keys and the paid intent's again (no refund open)")
 
     # the same notification again (WeChat resends it): answered, nothing changes
     hist = rd.call("LRANGE", "payhist:{S1}:R:RN-1", 0, -1)
@@ -195,6 +217,7 @@ try:
     c.check(wx.command({"cmd": "refund_delay", "seconds": 600})["ok"], "the next refunds wait")
     c.check(refund(intent, "RN-2", 300)["type"] == "reply", "a second refund, 3.00")
     c.check(wait_for(lambda: wx_refund("RN-2")[1] is not None, 10), "at WeChat, PROCESSING")
+    c.eq(ttl(f"pay:{{S1}}:{intent}"), -1, "retention: open again, kept again")
     body, headers = notice(plain_of("RN-2"))
     bad = dict(headers)
     sig = bad["Wechatpay-Signature"]
@@ -229,6 +252,9 @@ try:
     c.eq(post(*notice(plain_of("RN-3", "CLOSED"), event="REFUND.CLOSED")), 204, "CLOSED: 204")
     c.eq(refund_get("RN-3").get("state"), "failed", "the refund failed")
     c.eq(rd.call("HGET", f"pay:{{S1}}:{intent}", "refunded"), b"900", "its 1.00 given back")
+    c.check(0 < ttl(f"pay:{{S1}}:{intent}") <= RETENTION_S and
+            0 < ttl("payref:{S1}:RN-3") <= RETENTION_S,
+            "retention: every refund over, the intent expires again")
 
     # --- a notification for a refund posbus never made: answered, nothing written ---
     plain = plain_of("RN-1")
@@ -238,6 +264,29 @@ try:
     c.eq(rd.call("EXISTS", "payref:{S1}:NOT-OURS-1"), 0, "nothing written for it")
     c.eq(counters().get("notifications_ignored", 0) - before.get("notifications_ignored", 0), 1,
          "counted as ignored")
+
+    # --- retention of a failed payment ---
+    wx.mode("declined")
+    failed, end = pay(500)
+    c.eq(end.get("state"), "failed", "declined: failed")
+    c.check(0 < ttl(f"pay:{{S1}}:{failed}") <= RETENTION_S and
+            0 < ttl(f"payhist:{{S1}}:{failed}") <= RETENTION_S,
+            "retention: a failed intent's keys expire too")
+    wx.mode("success")
+    paid, end = pay(700)
+    r = reg.call("payments", "payment.cancel", {"intent": paid})
+    last = {}
+
+    def reversed_():
+        last.update(reg.call("payments", "payment.get", {"intent": paid})["body"])
+        return last.get("state") == "reversed"
+    c.check(r["type"] == "reply" and wait_for(reversed_, 20),
+            f"a payment cancelled after it was paid: reversed: {last.get('state')}")
+    c.check(0 < ttl(f"pay:{{S1}}:{paid}") <= RETENTION_S and
+            0 < ttl(f"payhist:{{S1}}:{paid}") <= RETENTION_S,
+            "retention: reversed, its keys expire again")
+    c.check(ttl("paydue:{S1}") < 0 and ttl("stores") < 0,
+            "the due set and the store set carry no TTL")
 finally:
     if wx:
         wx.stop()

@@ -1,7 +1,9 @@
 -- pay_cancel.lua: the register gives a payment up (payments): it is reversed, whatever it
 -- came to. KEYS: 1 pay:{S}:<intent>, 2 paydue:{S}, 3 payhist:{S}:<intent>.
 -- ARGV: 1 intent, 2 now ms, 3 register asking, 4 sale id and 5 attempt (when the register
--- names the intent by them).
+-- names the intent by them), 6 retention s (0: forever) of an intent written failed here.
+-- A succeeded intent cancelled is not over any more: its keys lose their retention EXPIRE
+-- (pay_move.lua gives it again when it ends).
 -- {'none'} no such intent (named by its id), {'other'} another register's, {state} otherwise:
 -- failed and reversed stay as they are (nothing charged); a succeeded one goes back to
 -- 'reversing'; any other is marked cancel and made due now (a worker reverses it; one not yet
@@ -17,6 +19,10 @@ if not f[1] and ARGV[4] ~= '' then
              'deadline_ms', ARGV[2], 'due_ms', '0', 'owner', '', 'lease_until', '0',
              'steps', '0', 'transaction_id', '')
   redis.call('RPUSH', KEYS[3], ARGV[2] .. ' failed cancelled before it arrived')
+  if tonumber(ARGV[6]) > 0 then
+    redis.call('EXPIRE', KEYS[1], ARGV[6])
+    redis.call('EXPIRE', KEYS[3], ARGV[6])
+  end
   return {'failed'}
 end
 if not f[1] then
@@ -36,6 +42,8 @@ if f[1] == 'succeeded' then
   redis.call('HSET', KEYS[1], 'state', 'reversing', 'reason', 'cancelled after it was paid',
              'updated_ms', ARGV[2])
   redis.call('RPUSH', KEYS[3], ARGV[2] .. ' reversing cancelled after it was paid')
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[3])
 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return {redis.call('HGET', KEYS[1], 'state')}

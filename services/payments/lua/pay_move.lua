@@ -11,6 +11,9 @@
 -- another took it: this step's outcome is not recorded, the other worker finds it out again),
 -- -1 when keep is asked but the intent was cancelled meanwhile (nothing is sent), 2 when a
 -- success was recorded as 'reversing' (cancelled meanwhile), else 1.
+-- Retention: the step that makes it final gives its keys an EXPIRE; a refund's end gives the
+-- paid intent's keys theirs again once no other refund of it is open (refund_create.lua
+-- removed it while one was).
 local function is_final(s)
   return s == 'succeeded' or s == 'failed' or s == 'reversed' or s == 'refunded'
 end
@@ -61,5 +64,23 @@ end
 if f[2] ~= state or f[3] ~= reason then
   redis.call('RPUSH', KEYS[3], ARGV[2] .. ' ' .. state .. ' ' .. reason)
   redis.call('LTRIM', KEYS[3], -200, -1)
+end
+if final then
+  local ttl = tonumber(ARGV[8])
+  if ttl > 0 then
+    redis.call('EXPIRE', KEYS[1], ttl)
+    redis.call('EXPIRE', KEYS[3], ttl)
+  end
+  if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then
+    local open = redis.call('HINCRBY', KEYS[4], 'refunds_open', -1)
+    if open < 0 then -- a refund made before refunds were counted
+      redis.call('HSET', KEYS[4], 'refunds_open', '0')
+      open = 0
+    end
+    if open == 0 and ttl > 0 and is_final(redis.call('HGET', KEYS[4], 'state')) then
+      redis.call('EXPIRE', KEYS[4], ttl)
+      redis.call('EXPIRE', KEYS[5], ttl)
+    end
+  end
 end
 return result

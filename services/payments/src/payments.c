@@ -39,6 +39,11 @@
     Redis connection) and records it through the very path a refund
     query's answer takes (s_refund_record, pay_move.lua), so a notification
     and a query that tell the same end record it once.
+
+    Nothing is swept: the script that makes an intent or a refund final
+    gives its keys an EXPIRE of --retention-days (docs/payments.md
+    "Retention"), and the scripts that reopen one (a refund, a cancel after
+    payment) take it away.
     =========================================================================
 */
 #include <ctype.h>
@@ -85,6 +90,8 @@
 #define S_ATTEMPT_MAX 99
 #define S_SCAN_BATCH  16    /* due intents taken from one store per scan */
 #define S_ERR_NOT_FOUND "not_found"
+#define S_DAY_S       86400
+#define S_DAY_MARGIN  2     /* days a day index outlives the retention of its intents */
 
 static const bus_opt_t s_options[] = {
     {"service-name", BUS_OPT_STR, "payments", 0, 0, "name this service registers under"},
@@ -96,6 +103,11 @@ static const bus_opt_t s_options[] = {
     {"lease-ms", BUS_OPT_INT, "60000", 1000, 3600000,
      "a worker holds an intent this long for one step (more than a provider call takes)"},
     {"scan-ms", BUS_OPT_INT, "500", 50, 60000, "how often idle workers look for due intents"},
+    {"retention-days", BUS_OPT_INT, "400", 0, 36500,
+     "an intent that is over is kept this many days with its history and refunds, then expires "
+     "(0: kept forever; a year of reconciliation and a margin)"},
+    {"retention-s", BUS_OPT_INT, "0", 0, 3153600000,
+     "tests: the retention in seconds instead (0: retention-days decides)"},
     {"meals", BUS_OPT_STR, PAYMENTS_MEALS_DEFAULT, 0, 0,
      "stored-value cards: meal windows in local time, name=HH:MM-HH:MM[,...]"},
     {"wechat-base-url", BUS_OPT_STR, "https://api.mch.weixin.qq.com", 0, 0,
@@ -167,6 +179,7 @@ struct s_app {
     s_worker_t notifier; /* the notify endpoint's thread: not started here, no provider */
     pay_notify_t *notify;
     int64_t retention_s; /* EXPIRE of an intent's keys once it is over; 0 none */
+    int64_t day_ttl_s;   /* EXPIRE of a day index (payday, payrec); 0 none */
     bus_stats_t *stats;
     int64_t *c_requests, *c_created, *c_conflicts, *c_bad, *c_redis_errors, *c_steps,
         *c_succeeded, *c_failed, *c_reversed, *c_unknown, *c_provider_calls, *c_unverified,
@@ -753,13 +766,15 @@ static int s_pay(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     snprintf(amount_s, sizeof(amount_s), "%" PRId64, amount);
     snprintf(now_s, sizeof(now_s), "%" PRId64, now);
     snprintf(deadline_s, sizeof(deadline_s), "%" PRId64, now + app->reverse_ms);
-    char day[16], daykey[BUS_KEY_MAX];
+    char day[16], daykey[BUS_KEY_MAX], day_ttl[24];
     pay_recon_day(now, day, sizeof(day));
+    snprintf(day_ttl, sizeof(day_ttl), "%" PRId64, app->day_ttl_s);
     const char *argv[] = {bus_key_pay(key, node.store, intent), bus_key_paydue(due, node.store),
                           bus_key_payhist(hist, node.store, intent),
                           bus_key_payday(daykey, node.store, day), intent, node.store, node.reg,
-                          sale_id, attempt_s, provider, amount_s, code, hash, now_s, deadline_s};
-    redisReply *r = bus_redis_evalsha(app->redis, app->create, 4, 15, argv, NULL);
+                          sale_id, attempt_s, provider, amount_s, code, hash, now_s, deadline_s,
+                          day_ttl};
+    redisReply *r = bus_redis_evalsha(app->redis, app->create, 4, 16, argv, NULL);
     if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         !r->element[0]->str)
         return s_redis_failed(app, svc, r, "intent");
@@ -837,12 +852,13 @@ static int s_cancel(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     }
     if (!intent || !pos_sale_id_ok(intent, S_INTENT_MAX, "-"))
         return s_bad(app, svc, "intent: %s", "an intent id (as payment.pay answered)");
-    char key[BUS_KEY_MAX], due[BUS_KEY_MAX], hist[BUS_KEY_MAX], now_s[24];
+    char key[BUS_KEY_MAX], due[BUS_KEY_MAX], hist[BUS_KEY_MAX], now_s[24], ttl[24];
     snprintf(now_s, sizeof(now_s), "%" PRId64, bus_now_ms());
+    snprintf(ttl, sizeof(ttl), "%" PRId64, app->retention_s);
     const char *argv[] = {bus_key_pay(key, node.store, intent), bus_key_paydue(due, node.store),
                           bus_key_payhist(hist, node.store, intent), intent, now_s, node.reg,
-                          sale_id && attempt_s[0] ? sale_id : "", attempt_s};
-    redisReply *r = bus_redis_evalsha(app->redis, app->cancel, 3, 8, argv, NULL);
+                          sale_id && attempt_s[0] ? sale_id : "", attempt_s, ttl};
+    redisReply *r = bus_redis_evalsha(app->redis, app->cancel, 3, 9, argv, NULL);
     if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         !r->element[0]->str)
         return s_redis_failed(app, svc, r, "intent");
@@ -943,14 +959,15 @@ static int s_refund(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     if (reason && strlen(reason) > 80)
         return s_bad(app, svc, "reason: %s", "at most 80 bytes");
     char key[BUS_KEY_MAX], ref[BUS_KEY_MAX], due[BUS_KEY_MAX], hist[BUS_KEY_MAX], member[80];
-    char amount_s[24], now_s[24];
+    char paidhist[BUS_KEY_MAX], amount_s[24], now_s[24];
     snprintf(member, sizeof(member), "R:%s", no);
     snprintf(amount_s, sizeof(amount_s), "%" PRId64, amount);
     snprintf(now_s, sizeof(now_s), "%" PRId64, bus_now_ms());
     const char *argv[] = {bus_key_pay(key, store, intent), bus_key_payref(ref, store, no),
                           bus_key_paydue(due, store), bus_key_payhist(hist, store, member),
-                          no, intent, amount_s, now_s, reason ? reason : ""};
-    redisReply *r = bus_redis_evalsha(app->redis, app->refund, 4, 9, argv, NULL);
+                          bus_key_payhist(paidhist, store, intent), no, intent, amount_s, now_s,
+                          reason ? reason : ""};
+    redisReply *r = bus_redis_evalsha(app->redis, app->refund, 5, 10, argv, NULL);
     if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         !r->element[0]->str)
         return s_redis_failed(app, svc, r, "refund");
@@ -1261,6 +1278,10 @@ int main(int argc, char **argv)
     app.reverse_ms = bus_config_int(config, "reverse-after-ms");
     app.lease_ms = bus_config_int(config, "lease-ms");
     app.scan_ms = bus_config_int(config, "scan-ms");
+    app.retention_s = bus_config_int(config, "retention-s");
+    if (app.retention_s == 0)
+        app.retention_s = bus_config_int(config, "retention-days") * S_DAY_S;
+    app.day_ttl_s = app.retention_s > 0 ? app.retention_s + S_DAY_MARGIN * S_DAY_S : 0;
     int64_t call_ms = 0; /* the longest call of a provider configured here */
     if (bus_config_str(config, "wechat-mchid"))
         call_ms = bus_config_int(config, "wechat-timeout-ms");
@@ -1324,7 +1345,7 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = payments_stored_methods(core.svc, app.redis, config);
     if (rc == 0)
-        rc = pay_recon_methods(core.svc, app.redis, app.stats);
+        rc = pay_recon_methods(core.svc, app.redis, app.stats, app.day_ttl_s);
     if (rc == 0)
         rc = s_wechat_load(&app);
     if (rc == 0)

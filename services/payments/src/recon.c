@@ -18,6 +18,7 @@
 typedef struct {
     bus_redis_t *redis;
     int64_t *c_bad, *c_redis_errors;
+    int64_t day_ttl_s; /* a kept result expires like the day's index; 0 never */
 } s_recon_t;
 
 static s_recon_t s_self; /* one per process, like the service */
@@ -161,6 +162,12 @@ static int s_put(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     if (!bus_redis_reply_ok(r))
         return s_failed(svc, r, "result");
     freeReplyObject(r);
+    if (s_self.day_ttl_s > 0) {
+        r = bus_redis_command(s_self.redis, "EXPIRE %s %" PRId64, key, s_self.day_ttl_s);
+        if (!bus_redis_reply_ok(r))
+            return s_failed(svc, r, "result's retention");
+        freeReplyObject(r);
+    }
     bus_val_map_set_bool(reply, "kept", true);
     return 0;
 }
@@ -192,9 +199,11 @@ static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     return 0;
 }
 
-int pay_recon_methods(bus_service_t *svc, bus_redis_t *redis, bus_stats_t *stats)
+int pay_recon_methods(bus_service_t *svc, bus_redis_t *redis, bus_stats_t *stats,
+                      int64_t day_ttl_s)
 {
     s_self.redis = redis;
+    s_self.day_ttl_s = day_ttl_s;
     s_self.c_bad = bus_stats_counter(stats, "bad_requests");
     s_self.c_redis_errors = bus_stats_counter(stats, "redis_errors");
     static const bus_method_t methods[] = {

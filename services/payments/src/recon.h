@@ -20,7 +20,9 @@
 /*  The provider's day (Beijing time, UTC+8) of ms since the epoch: "YYYY-MM-DD". */
 void pay_recon_day(int64_t ms, char *out, size_t size);
 
-/*  Register payment.list, payment.recon.put and payment.recon.get on svc. 0 or -1. */
-int pay_recon_methods(bus_service_t *svc, bus_redis_t *redis, bus_stats_t *stats);
+/*  Register payment.list, payment.recon.put and payment.recon.get on svc; a kept result expires
+    after day_ttl_s (0: never), like the day index. 0 or -1. */
+int pay_recon_methods(bus_service_t *svc, bus_redis_t *redis, bus_stats_t *stats,
+                      int64_t day_ttl_s);
 
 #endif
