@@ -216,6 +216,15 @@ for reg in R01 R02; do
         done
         { echo "card zvt serial:$VAR/R01-card.tty,baud=9600,data=8,parity=none,stop=2"
           echo "vfd vfd serial:$VAR/R01-vfd.tty"; } >> "$VAR/R01-devices.conf"
+    else
+        # R02 also drives a line of two canteen terminals (消费机, simulator on a pty): a card
+        # tap there is sold by R02 as a stored-value sale (docs/posnode.md "Canteen terminals")
+        /usr/bin/python3 devices/sim/canteen_terminal.py --pty "$VAR/R02-canteen.tty" \
+            --control "$VAR/R02-canteen.ctl" --terminals 1,2 > "$LOGS/canteen-R02.log" 2>&1 &
+        PIDS+=($!)
+        for _ in $(seq 50); do [ -e "$VAR/R02-canteen.ctl" ] && break; sleep 0.1; done
+        echo "canteen canteen serial:$VAR/R02-canteen.tty,baud=9600 terminals=1,2" \
+            >> "$VAR/R02-devices.conf"
     fi
     "$BIN/posnode" --pub-endpoint "$PUB" --sub-endpoint "$SUB" --req-endpoint "$REQ" \
         --cert "$KEYS/register-$STORE-$reg.cert_secret" --server-cert "$KEYS/busd.cert" \
@@ -327,6 +336,32 @@ print("%d asked, %d fen charged: %s (emulator: %d charges, %d bad signatures sin
 }
 echo "-- R01's WeChat code payments: $(wechat_summary "$VAR/R01-code.answers" \
     "$(ctl "$VAR/wechatpay.ctl" '{"cmd": "status"}')")"
+# canteen cards (stored value at payments) tapped on R02's canteen terminals: R02 asks
+# payments (card.pay) while the terminal waits and answers with the balance left
+for card in 20240001 20240002; do
+    "${POSCTL[@]}" card create "$card" --holder "Diner $card" --offline-cap 20 >/dev/null 2>&1 || true
+done
+"${POSCTL[@]}" card topup 20240001 100 >/dev/null
+"${POSCTL[@]}" card topup 20240002 5 >/dev/null
+canteen_tap() { # terminal card fen: tap, wait for the terminal's verdict, print it
+    local seq k out
+    seq=$(ctl "$VAR/R02-canteen.ctl" "{\"cmd\": \"tap\", \"terminal\": $1, \"card\": $2, \"amount\": $3}" |
+        /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin).get("seq", 0))')
+    for ((k = 0; k < 40; k++)); do
+        out=$(ctl "$VAR/R02-canteen.ctl" "{\"cmd\": \"status\"}" | /usr/bin/python3 -c 'import json, sys
+t = json.load(sys.stdin)["terminals"][sys.argv[1]]
+v = t["settled"].get(sys.argv[2])
+print(v + " (" + t["text"] + ")" if v else "")' "$1" "$seq")
+        [ -n "$out" ] && break
+        sleep 0.1
+    done
+    echo "   terminal $1, card $2, $(($3 / 100)).$(printf %02d $(($3 % 100))): ${out:-no answer}"
+}
+echo "-- R02's canteen terminals:"
+canteen_tap 1 20240001 1250
+canteen_tap 2 20240002 800
+canteen_tap 2 20240001 650
+echo "   card 20240001: $("${POSCTL[@]}" card get 20240001 | grep -E "^balance" | head -1)"
 sleep 2
 last=$(ls "$VAR/receipts/R02"/receipt-*.txt 2>/dev/null | tail -1)
 echo "-- R02's last receipt, as its printer printed it ($last, and the .png beside it):"
