@@ -497,6 +497,8 @@ static bus_val_t *s_reprint(s_node_t *self, const char *sale_id)
     return reply;
 }
 
+static node_device_t *s_device_named(s_node_t *self, const char *name);
+
 /*  Receipts of sales journaled but not printed when posnode last stopped (the printer was out
     of paper, or posnode was killed): printed now, marked as copies (part of one may have
     reached the printer before), keyed by their sale ids (at most the last 20; older ones by
@@ -511,6 +513,13 @@ static void s_print_missed(s_node_t *self)
     for (int64_t k = from; k <= last; k++) {
         bus_val_t *doc = node_till_sale_doc(self->till, k);
         const char *id = bus_val_map_get_str(doc, "sale_id");
+        const char *cashier = bus_val_map_get_str(doc, "cashier");
+        node_device_t *dev = cashier ? s_device_named(self, cashier) : NULL;
+        bus_val_t *h = dev ? node_device_health(dev) : NULL;
+        const char *kind = bus_val_map_get_str(h, "kind");
+        if (kind && strcmp(kind, "canteen") == 0)
+            id = NULL; /* a canteen tap's sale: the terminal showed it, nothing to print */
+        bus_val_destroy(&h);
         if (id) {
             bus_info("posnode.devices", "printing %s: its receipt was not printed before", id);
             /* marked as a copy: a part may have reached the printer before the stop */

@@ -171,6 +171,21 @@ try:
     c.eq(x.get("report", {}).get("tenders", {}).get("stored_value"), want,
          f"X report: stored_value = the taps' sales ({want} fen): {x}")
     c.eq(want, 1250 + 800 + 500 + 500 + 600, "12.50 + 8.00 + 5.00 + 5.00 + 6.00")
+
+    # 7. a declined tap's attempt on the next sale number is not made again after a Z and a
+    #    restart (payments keeps every attempt's answer: the same attempt would be refused again)
+    seq = line.tap(1, card=1002, amount=500)["seq"]
+    c.eq(wait_for(lambda: settled(1, seq), WAIT) and settled(1, seq), "declined",
+         "5.00 on card 1002 (1.00): declined")
+    z = r01.cmd("z")
+    c.check(z.get("ok") and z.get("report", {}).get("type") == "z", f"Z report: {z.get('error')}")
+    st.kill("r01", signal.SIGTERM)
+    r01 = start()
+    st.posctl("card", "topup", "1002", "10", check=True)
+    seq = line.tap(1, card=1002, amount=500)["seq"]
+    c.eq(wait_for(lambda: settled(1, seq), WAIT) and settled(1, seq), "approved",
+         "topped up, after the Z and a restart: the same tap approved (a new attempt)")
+    c.check(wait_for(lambda: balance("1002") == 600, WAIT), "card 1002: 1.00 + 10.00 - 5.00")
 finally:
     if line:
         line.stop()

@@ -853,10 +853,15 @@ static int s_blocklist(s_canteen_t *self, node_device_t *dev, const node_job_t *
         s_put32(ops + 5 * n + 1, (uint32_t)card);
         n++;
     }
-    if (version <= self->bl_latest) {
+    bool have_full = false; /* a full list at this version kept already */
+    for (int i = 0; i < self->nsegs; i++)
+        have_full = have_full || (self->segs[i].base == 0 && self->segs[i].version == version);
+    if (version < self->bl_latest || (version == self->bl_latest && (base != 0 || have_full))) {
         rc = 1; /* had it already (a job submitted again) */
         goto out_free;
     }
+    /* else a newer update, or the full list at the latest version for a terminal older than
+       every update kept (after blocklist_stale) */
     while (self->nsegs == S_SEGMENTS_MAX || (self->nsegs && self->total_ops + n > S_OPS_MAX)) {
         self->total_ops -= self->segs[0].nops;
         free(self->segs[0].ops);

@@ -273,6 +273,13 @@ def test_tcp():
         c.eq(tool.event("blocklist_stale", lambda b: b["terminal"] == 2),
              {"terminal": 2, "version": 0},
              "tcp: terminal 2 (at 0, no update from 0 kept): blocklist_stale")
+        c.check(line.terminal(2)["blocklist_version"] == 0,
+                "tcp: terminal 2 stays at 0 meanwhile")
+        c.eq(tool.job("tcp-bl4f", "blocklist", "0 4 clear +555"), "done",
+             "tcp: the full list at the same version 4 (the host's answer to blocklist_stale)")
+        c.check(wait_for(lambda: line.terminal(2)["blocklist"] == [555] and
+                         line.terminal(2)["blocklist_version"] == 4, WAIT),
+                "tcp: terminal 2 (at 0) brought to version 4 by it")
         c.eq(tool.job("tcp-bl5", "blocklist", "0 5 clear +555 +556"), "done",
              "tcp: a full list (base 0) as version 5")
         c.check(wait_for(lambda: all(line.terminal(t)["blocklist"] == [555, 556] and

@@ -23,7 +23,8 @@
 #define S_TERMS          32    /* addresses 1-32 */
 #define S_FRESH_MS       2000  /* a tap older than this is left to the terminal's own rule */
 #define S_COLLECT_RETRY  5000  /* ms before a collect that failed or left some is sent again */
-#define S_BLOCKLIST_MAX  100000 /* cards one full list carries at most */
+#define S_BLOCKLIST_MAX  60000 /* cards one full list carries at most (the driver keeps 65536
+                                   operations) */
 
 typedef struct {
     bool tap;           /* a tap the till was busy for, asked again while fresh */

@@ -50,7 +50,8 @@
 #define S_SV_PENDING_MAX  256  /* offline card deductions waiting for their upload */
 #define S_TAP_KEY_MAX     64   /* bytes of a canteen tap's key ("tap:<device>:<terminal>:<seq>") */
 #define S_TAP_KEYS        1024 /* canteen taps sold, remembered (a tap comes again only soon) */
-#define S_TAP_LINES       64   /* canteen terminals (device and address) with a collect cursor */
+#define S_TAP_LINES       256  /* canteen terminals (device and address) with a collect cursor:
+                                  8 lines of 32, node/canteen.h's bound */
 #define S_SV_RETRY_MS     3000 /* payments unreachable: when the uploads and the pull try again */
 
 /* An offline stored-value deduction waiting for its upload (card.offline), or an attempt to
@@ -178,6 +179,9 @@ struct node_till_t {
         char key[S_TAP_KEY_MAX + 1];
         int64_t sale_seq, held;       /* held: its offline seq, 0 online */
     } tap_replay;
+    /* a tap charged (or deducted offline) whose sale the journal refused: given up before any
+       other sale takes its number (sale_seq 0: none) */
+    s_sv_pending_t tap_unsold;
 };
 
 /* One command being answered. */
@@ -540,9 +544,16 @@ static void s_done_carry(const node_till_t *self, bus_val_t *mark)
         bus_val_map_set(mark, "tap_held", &held);
     bus_val_map_set_int(mark, "card_trace", self->card_trace);
     bus_val_map_set_int(mark, "card_since_eod", self->card_since_eod);
+    /* the attempts made for the next sale number: a payment attempt is never made twice
+       under one sale id and attempt, also across a Z */
+    bus_val_map_set_int(mark, "sv_attempt_seq", self->sv_attempt_seq);
+    bus_val_map_set_int(mark, "sv_attempt", self->sv_attempt);
+    bus_val_map_set_int(mark, "wallet_attempt_seq", self->wallet_attempt_seq);
+    bus_val_map_set_int(mark, "wallet_attempt", self->wallet_attempt);
 }
 
 static void s_tap_sold(node_till_t *self, const char *key, int64_t held);
+static bool s_tap_sale_of(const char *key, const bus_val_t *doc);
 
 static int s_done_load(node_till_t *self, const bus_val_t *mark)
 {
@@ -564,6 +575,10 @@ static int s_done_load(node_till_t *self, const bus_val_t *mark)
     }
     bus_val_map_get_int(mark, "card_trace", &self->card_trace);
     bus_val_map_get_int(mark, "card_since_eod", &self->card_since_eod);
+    bus_val_map_get_int(mark, "sv_attempt_seq", &self->sv_attempt_seq);
+    bus_val_map_get_int(mark, "sv_attempt", &self->sv_attempt);
+    bus_val_map_get_int(mark, "wallet_attempt_seq", &self->wallet_attempt_seq);
+    bus_val_map_get_int(mark, "wallet_attempt", &self->wallet_attempt);
     bus_val_t *keys = bus_val_map_get(mark, "command_keys");
     for (size_t i = 0; i < bus_val_size(keys); i++) {
         const char *k = bus_val_get_str(bus_val_arr_get(keys, i), NULL);
@@ -741,7 +756,8 @@ static int s_replay(node_till_t *self, char *why, size_t size)
             s_shift_sale(&self->shift, doc);
             self->card_since_eod += s_card_tenders(doc);
             s_lost_drop(self, 0, NULL, n, 0);
-            if (self->tap_replay.key[0] && self->tap_replay.sale_seq == n)
+            if (self->tap_replay.key[0] && self->tap_replay.sale_seq == n &&
+                s_tap_sale_of(self->tap_replay.key, doc))
                 s_tap_sold(self, self->tap_replay.key, self->tap_replay.held);
             self->tap_replay.key[0] = '\0';
         } else if (e.kind == NODE_JOURNAL_AUDIT && doc) {
@@ -752,6 +768,11 @@ static int s_replay(node_till_t *self, char *why, size_t size)
             s_wallet_replay(self, type, doc);
             s_sv_replay(self, type, doc);
             const char *tap = bus_val_map_get_str(doc, "tap");
+            bool refused = false;
+            if (type && (strcmp(type, "sv_voidreq") == 0 ||
+                         (strcmp(type, "sv_result") == 0 &&
+                          bus_val_map_get_bool(doc, "ok", &refused) && !refused)))
+                self->tap_replay.key[0] = '\0'; /* that tap is not sold */
             if (tap && strlen(tap) <= S_TAP_KEY_MAX && type &&
                 (strcmp(type, "sv_request") == 0 || strcmp(type, "sv_offline") == 0)) {
                 snprintf(self->tap_replay.key, sizeof(self->tap_replay.key), "%s", tap);
@@ -1455,10 +1476,14 @@ static void s_receipt(node_till_t *self, const char *sale_id, const node_cashier
 }
 
 /*  Journal a finished sale (ticket paid, or a no-sale) as sale number sale_seq + 1. */
+static int s_tap_give_up_unsold(node_till_t *self);
+
 static int s_commit(s_cmd_t *c, pos_sale_t *sale)
 {
     node_till_t *self = c->till;
     char why[POS_WHY_MAX];
+    if (s_tap_give_up_unsold(self) != 0) /* a tap's charge must not count as this sale */
+        return s_err(c, "stopped", "%s", self->stopped_why);
     if (pos_sale_check(sale, why, sizeof(why)) != POS_OK)
         return s_err(c, "bad_sale", "the sale does not add up: %s", why);
     bus_val_t *doc = node_sale_doc(sale);
@@ -2767,6 +2792,47 @@ static int s_sv_give_up(node_till_t *self, const char *card, int64_t sale_seq, i
 
 /* ---- canteen terminals' taps ------------------------------------------------------------ */
 
+/*  Whether sale doc is the sale of the tap with key "tap:DEVICE:...": a tap's sale names the
+    canteen line's device as its cashier. */
+static bool s_tap_sale_of(const char *key, const bus_val_t *doc)
+{
+    const char *cashier = bus_val_map_get_str(doc, "cashier");
+    size_t n = cashier ? strlen(cashier) : 0;
+    return n && strncmp(key, "tap:", 4) == 0 && strncmp(key + 4, cashier, n) == 0 &&
+           key[4 + n] == ':';
+}
+
+/*  The tap whose sale the journal refused is given up (card.void) before anything else is
+    sold. 0, or -1 when the journal refuses that too (nothing may be sold then). */
+static int s_tap_give_up_unsold(node_till_t *self)
+{
+    s_sv_pending_t u = self->tap_unsold;
+    if (!u.sale_seq)
+        return 0;
+    if (u.sale_seq <= self->sale_seq) { /* cannot happen: every commit gives it up first */
+        self->tap_unsold.sale_seq = 0;
+        return 0;
+    }
+    if (s_sv_give_up(self, u.card, u.sale_seq, u.attempt, u.amount,
+                     "the tap's sale could not be written") != 0)
+        return -1;
+    self->tap_unsold.sale_seq = 0;
+    return 0;
+}
+
+/*  A tap charged (sale_seq, attempt) whose sale was not written: given up now, or before the
+    next sale if the journal refuses even that. */
+static void s_tap_unsold(node_till_t *self, const char *card, int64_t sale_seq, int64_t attempt,
+                         int64_t amount)
+{
+    memset(&self->tap_unsold, 0, sizeof(self->tap_unsold));
+    snprintf(self->tap_unsold.card, sizeof(self->tap_unsold.card), "%s", card);
+    self->tap_unsold.sale_seq = sale_seq;
+    self->tap_unsold.attempt = attempt;
+    self->tap_unsold.amount = amount;
+    s_tap_give_up_unsold(self);
+}
+
 static bool s_tap_is_sold(const node_till_t *self, const char *key)
 {
     for (int i = 0; i < S_TAP_KEYS; i++)
@@ -2822,7 +2888,8 @@ int64_t node_till_tap_held(node_till_t *self, const char *device, int terminal)
 static bool s_next_sale_held(const node_till_t *self)
 {
     int64_t next = self->sale_seq + 1;
-    if (self->pending || (self->ticket && pos_ticket_tender_count(self->ticket) > 0))
+    if (self->pending || (self->ticket && pos_ticket_tender_count(self->ticket) > 0) ||
+        self->tap_unsold.sale_seq)
         return true;
     if ((self->card.key[0] && self->card.sale_seq == next) || self->wallet.sale_seq == next)
         return true;
@@ -2912,8 +2979,12 @@ static void s_tap_offline(s_cmd_t *c, const node_till_tap_t *tap, const char *ke
     char msg[NODE_TILL_WHY_MAX * 2];
     const char *flag = s_sv_offline_refusal(self, tap->card, tap->amount, "offline", msg,
                                             sizeof(msg));
+    int64_t now = s_now(self);
+    /* the terminal's clock: never later than the register's (payments refuses a deduction
+       from the future, and this one happened) */
+    int64_t taken = tap->ts_ms > 0 && tap->ts_ms < now ? tap->ts_ms : now;
     bus_val_t *extra = bus_val_new_map();
-    bus_val_map_set_int(extra, "taken_ms", tap->ts_ms > 0 ? tap->ts_ms : s_now(self));
+    bus_val_map_set_int(extra, "taken_ms", taken);
     bus_val_map_set_str(extra, "why", "taken by the canteen terminal offline");
     bus_val_map_set_str(extra, "tap", key);
     bus_val_map_set_int(extra, "tap_seq", tap->seq);
@@ -2925,13 +2996,14 @@ static void s_tap_offline(s_cmd_t *c, const node_till_tap_t *tap, const char *ke
     }
     self->sv_attempt_seq = seq;
     self->sv_attempt = attempt;
-    s_sv_add(self, tap->card, seq, attempt, tap->amount,
-             tap->ts_ms > 0 ? tap->ts_ms : s_now(self));
+    s_sv_add(self, tap->card, seq, attempt, tap->amount, taken);
     if (s_tap_sale(c, tap) == 0) {
         s_tap_sold(self, key, tap->seq);
         s_tap_verdict(c->reply, "approve", NULL);
         if (flag)
             bus_val_map_set_str(c->reply, "flag", flag);
+    } else { /* not sold: its deduction is given up; the terminal gives the tap again */
+        s_tap_unsold(self, tap->card, seq, attempt, tap->amount);
     }
 }
 
@@ -3072,8 +3144,9 @@ bus_val_t *node_till_tap(node_till_t *self, const node_till_tap_t *tap)
         bus_val_map_set_int(reply, "card_balance", balance);
     }
     if (s_tap_sale(&c, tap) != 0) {
-        /* charged, not sold (the journal refused the sale): at the next start the charge of a
-           sale number never sold is given back (card.void) */
+        /* charged, not sold (the journal refused the sale): given back (card.void) before any
+           other sale takes the number, or at the next start */
+        s_tap_unsold(self, tap->card, seq, attempt, tap->amount);
         s_tap_verdict(reply, "decline", "stopped");
         return reply;
     }
@@ -3083,8 +3156,9 @@ bus_val_t *node_till_tap(node_till_t *self, const node_till_tap_t *tap)
         s_sv_refresh(self, tap->card); /* its offline cap, which may have changed */
     if (!bus_val_map_get(reply, "offline")) {
         char text[40];
-        snprintf(text, sizeof(text), "\xe4\xbd\x99\xe9\xa2\x9d %" PRId64 ".%02" PRId64, /* 余额 */
-                 balance / 100, balance % 100);
+        int64_t a = balance < 0 ? -balance : balance;
+        snprintf(text, sizeof(text), "\xe4\xbd\x99\xe9\xa2\x9d %s%" PRId64 ".%02" PRId64, /* 余额 */
+                 balance < 0 ? "-" : "", a / 100, a % 100);
         bus_val_map_set_str(reply, "text", text);
     }
     return reply;
