@@ -77,7 +77,7 @@ static const char *const s_role_names[NODE_ROLE__COUNT] = {"cashier", "superviso
 
 static const char *const s_action_names[NODE_ACTION__COUNT] = {
     "void_line", "return",   "price_override", "discount_over_cap",
-    "no_sale",   "x_report", "z_report"};
+    "no_sale",   "x_report", "z_report",       "refund_cash"};
 
 /*  Defaults: a cashier sells and asks; a supervisor runs the floor but does not close the day;
     a manager does everything. Configuration may give any cashier its own mask. */
@@ -85,7 +85,8 @@ static const uint32_t s_role_perms[NODE_ROLE__COUNT] = {
     0,
     NODE_PERM(NODE_ACTION_VOID_LINE) | NODE_PERM(NODE_ACTION_RETURN) |
         NODE_PERM(NODE_ACTION_PRICE_OVERRIDE) | NODE_PERM(NODE_ACTION_DISCOUNT_OVER_CAP) |
-        NODE_PERM(NODE_ACTION_NO_SALE) | NODE_PERM(NODE_ACTION_X_REPORT),
+        NODE_PERM(NODE_ACTION_NO_SALE) | NODE_PERM(NODE_ACTION_X_REPORT) |
+        NODE_PERM(NODE_ACTION_REFUND_CASH),
     NODE_PERM_ALL,
 };
 

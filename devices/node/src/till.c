@@ -65,6 +65,20 @@ typedef struct {
 #define S_SV_ONLINE_MAX 16 /* online card deductions remembered while the journal is read */
 #define S_SV_GIVEUP_ROOM 16 /* pending slots offline deductions leave free for give-ups */
 
+#define S_REFUND_PLAN_MAX  16 /* wallet refunds one return sale sends */
+#define S_REFUND_QUEUE_MAX 64 /* wallet refunds journaled and not yet taken by payments */
+#define S_RET_SALES_MAX    16 /* sales one return ticket returns from */
+#define S_REFUND_RETRY_MS  3000
+
+/* A refund of a return sale to a wallet payment of the sale it returns (payment.refund). */
+typedef struct {
+    int64_t sale_seq; /* the return sale */
+    char intent[48];
+    char provider[8];
+    char refund_no[48];
+    int64_t amount;
+} s_refund_t;
+
 /* The shift: what the X report shows, from the last Z report (or the first record) on. */
 typedef struct {
     int64_t sales, returns, nosales;
@@ -182,6 +196,21 @@ struct node_till_t {
     /* a tap charged (or deducted offline) whose sale the journal refused: given up before any
        other sale takes its number (sale_seq 0: none) */
     s_sv_pending_t tap_unsold;
+    /* returns: refunds to the wallet payments the returned sales were paid with, planned on
+       the open ticket (`pay refund`), journaled (refund_plan) before its sale and sent to
+       payments (payment.refund) after it until payments answers (refund_done); read back
+       from the journal at start */
+    s_refund_t plan[S_REFUND_PLAN_MAX];
+    int nplan;
+    s_refund_t refunds[S_REFUND_QUEUE_MAX];
+    int nrefunds;
+    int64_t refund_ms;
+    /* the open ticket's returned sales (sale.get): the cash they took, net of change (a cash
+       payout beyond it needs refund_cash), and whether one had another tender */
+    char ret_of[S_RET_SALES_MAX][POS_SALE_ID_MAX + 1];
+    int nret_of;
+    int64_t ret_cash;
+    bool ret_noncash;
 };
 
 /* One command being answered. */
@@ -728,6 +757,7 @@ static void s_wallet_replay(node_till_t *self, const char *type, const bus_val_t
 /*  Read the journal through: the last sale number, and the shift since the last Z. */
 static void s_sv_replay(node_till_t *self, const char *type, const bus_val_t *doc);
 static void s_sv_lost_tickets(node_till_t *self);
+static void s_refund_replay(node_till_t *self, const char *type, const bus_val_t *doc);
 
 static int s_replay(node_till_t *self, char *why, size_t size)
 {
@@ -767,6 +797,7 @@ static int s_replay(node_till_t *self, char *why, size_t size)
             s_card_replay(self, type, doc);
             s_wallet_replay(self, type, doc);
             s_sv_replay(self, type, doc);
+            s_refund_replay(self, type, doc);
             const char *tap = bus_val_map_get_str(doc, "tap");
             bool refused = false;
             if (type && (strcmp(type, "sv_voidreq") == 0 ||
@@ -846,6 +877,11 @@ node_till_t *node_till_open(const char *journal_path, const node_key_t *key, con
             if (self->lost[i].sale_seq > self->sale_seq)
                 self->lost[k++] = self->lost[i];
         self->nlost = k;
+        k = 0; /* refunds planned for a return whose sale was never written: never sent */
+        for (int i = 0; i < self->nrefunds; i++)
+            if (self->refunds[i].sale_seq <= self->sale_seq)
+                self->refunds[k++] = self->refunds[i];
+        self->nrefunds = k;
         s_sv_lost_tickets(self);
     } else {
         snprintf(why, size, "journal %s: %s", journal_path, replay);
@@ -996,6 +1032,10 @@ static void s_ticket_close(node_till_t *self)
     self->next_qty = 0;
     self->discount_bp = self->discount_amount = 0;
     self->pending = false;
+    self->nplan = 0;
+    self->nret_of = 0;
+    self->ret_cash = 0;
+    self->ret_noncash = false;
 }
 
 static bool s_has_lines(node_till_t *self)
@@ -1508,10 +1548,18 @@ static int s_commit(s_cmd_t *c, pos_sale_t *sale)
     return 0;
 }
 
+static int s_refund_journal(s_cmd_t *c, int64_t sale_seq);
+static void s_refund_queue(node_till_t *self);
+static int s_refund_send(node_till_t *self);
+static bus_val_t *s_request(s_cmd_t *c, const char *service, const char *method, bus_val_t *body,
+                            bool *offline, bool quiet_offline);
+
 static int s_complete(s_cmd_t *c)
 {
     node_till_t *self = c->till;
     const node_cashier_t *who = node_session_cashier(self->session);
+    if (self->nplan && s_refund_journal(c, self->sale_seq + 1) != 0)
+        return -1; /* the refunds are journaled before the sale that makes them due */
     pos_sale_t sale;
     pos_sale_init(&sale);
     if (pos_sale_from_ticket(&sale, self->ticket, self->store, self->reg, self->sale_seq + 1,
@@ -1521,6 +1569,7 @@ static int s_complete(s_cmd_t *c)
     }
     int rc = s_commit(c, &sale);
     if (rc == 0) {
+        s_refund_queue(self); /* sent to payments from the next tick */
         bus_val_map_set_int(c->reply, "change", pos_ticket_totals(self->ticket)->change);
         for (int i = 0; i < pos_ticket_tender_count(self->ticket); i++)
             if (pos_ticket_tender(self->ticket, i)->kind == POS_TENDER_CASH)
@@ -2706,6 +2755,15 @@ void node_till_sv_tick(node_till_t *self)
     if (!self->hooks.request)
         return;
     int64_t now = s_now(self);
+    if (self->nrefunds && now >= self->refund_ms) { /* returns refunded to wallet payments */
+        for (int n = 0; n < 10; n++) {
+            int rc = s_refund_send(self);
+            if (rc < 0)
+                self->refund_ms = now + S_REFUND_RETRY_MS;
+            if (rc <= 0)
+                break;
+        }
+    }
     if (self->svcards && (self->sv_blocklist_ms > 0 || self->sv_down) && now >= self->sv_pull_ms) {
         /* also the probe that finds payments back after it did not answer */
         int rc = s_sv_pull(self);
@@ -2788,6 +2846,304 @@ static int s_sv_give_up(node_till_t *self, const char *card, int64_t sale_seq, i
         self->sv[i].gave_up = true;
     self->sv_upload_ms = 0; /* sent at the next tick */
     return 0;
+}
+
+/* ---- returns refunded to the tenders they were paid with --------------------------------- */
+
+static int s_refund_find(const s_refund_t *list, int n, const char *refund_no)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(list[i].refund_no, refund_no) == 0)
+            return i;
+    return -1;
+}
+
+static void s_refund_drop(node_till_t *self, const char *refund_no)
+{
+    int i = s_refund_find(self->refunds, self->nrefunds, refund_no);
+    if (i < 0)
+        return;
+    memmove(self->refunds + i, self->refunds + i + 1,
+            (size_t)(self->nrefunds - i - 1) * sizeof(self->refunds[0]));
+    self->nrefunds--;
+}
+
+static void s_refund_add(node_till_t *self, const s_refund_t *r)
+{
+    if (s_refund_find(self->refunds, self->nrefunds, r->refund_no) >= 0 ||
+        self->nrefunds == S_REFUND_QUEUE_MAX)
+        return; /* `pay refund` refuses to plan past the bound */
+    self->refunds[self->nrefunds++] = *r;
+}
+
+/*  refund_plan (refunds journaled with their sale number) and refund_done read back. */
+static void s_refund_replay(node_till_t *self, const char *type, const bus_val_t *doc)
+{
+    if (!type)
+        return;
+    if (strcmp(type, "refund_done") == 0) {
+        const char *no = bus_val_map_get_str(doc, "refund_no");
+        if (no)
+            s_refund_drop(self, no);
+        return;
+    }
+    if (strcmp(type, "refund_plan") != 0)
+        return;
+    int64_t seq = 0;
+    bus_val_map_get_int(doc, "sale_seq", &seq);
+    bus_val_t *list = bus_val_map_get(doc, "refunds");
+    for (size_t i = 0; i < bus_val_size(list); i++) {
+        const bus_val_t *m = bus_val_arr_get(list, i);
+        const char *intent = bus_val_map_get_str(m, "intent");
+        const char *provider = bus_val_map_get_str(m, "provider");
+        const char *no = bus_val_map_get_str(m, "refund_no");
+        s_refund_t r = {.sale_seq = seq};
+        if (!intent || !no || !bus_val_map_get_int(m, "amount", &r.amount) ||
+            strlen(intent) >= sizeof(r.intent) || strlen(no) >= sizeof(r.refund_no))
+            continue;
+        snprintf(r.intent, sizeof(r.intent), "%s", intent);
+        snprintf(r.provider, sizeof(r.provider), "%s", provider ? provider : "");
+        snprintf(r.refund_no, sizeof(r.refund_no), "%s", no);
+        s_refund_add(self, &r);
+    }
+}
+
+/*  Journal the open ticket's planned refunds for sale number sale_seq. 0, or -1 (error set). */
+static int s_refund_journal(s_cmd_t *c, int64_t sale_seq)
+{
+    node_till_t *self = c->till;
+    bus_val_t *doc = bus_val_new_map();
+    bus_val_map_set_str(doc, "type", "refund_plan");
+    bus_val_map_set_int(doc, "sale_seq", sale_seq);
+    bus_val_t *list = bus_val_new_arr();
+    for (int i = 0; i < self->nplan; i++) {
+        self->plan[i].sale_seq = sale_seq;
+        bus_val_t *m = bus_val_new_map();
+        bus_val_map_set_str(m, "intent", self->plan[i].intent);
+        bus_val_map_set_str(m, "provider", self->plan[i].provider);
+        bus_val_map_set_str(m, "refund_no", self->plan[i].refund_no);
+        bus_val_map_set_int(m, "amount", self->plan[i].amount);
+        bus_val_arr_push(list, &m);
+    }
+    bus_val_map_set(doc, "refunds", &list);
+    if (s_audit_record(self, &doc) != 0)
+        return s_err(c, "stopped", "%s", self->stopped_why);
+    return 0;
+}
+
+/*  The sale is written: its planned refunds are due. */
+static void s_refund_queue(node_till_t *self)
+{
+    for (int i = 0; i < self->nplan; i++)
+        s_refund_add(self, &self->plan[i]);
+    self->nplan = 0;
+    self->refund_ms = 0;
+}
+
+/*  What a returned sale (sale.get's document) tells the return: the cash it took net of its
+    change, and whether another tender paid part of it. */
+static void s_return_original(const bus_val_t *sale, int64_t *cash, bool *noncash)
+{
+    *cash = 0;
+    *noncash = false;
+    int64_t change = 0;
+    bus_val_t *tenders = bus_val_map_get(sale, "tenders");
+    for (size_t i = 0; i < bus_val_size(tenders); i++) {
+        const bus_val_t *t = bus_val_arr_get(tenders, i);
+        const char *kind = bus_val_map_get_str(t, "kind");
+        int64_t amount = 0;
+        bus_val_map_get_int(t, "amount", &amount);
+        if (kind && strcmp(kind, "cash") == 0)
+            *cash += amount;
+        else if (amount > 0)
+            *noncash = true;
+    }
+    bus_val_map_get_int(sale, "change", &change);
+    *cash = *cash > change ? *cash - change : 0;
+}
+
+/*  Remember a returned sale on the open ticket (once per sale). */
+static void s_return_remember(node_till_t *self, const char *sale_id, int64_t cash, bool noncash)
+{
+    for (int i = 0; i < self->nret_of; i++)
+        if (strcmp(self->ret_of[i], sale_id) == 0)
+            return;
+    if (self->nret_of == S_RET_SALES_MAX)
+        return;
+    snprintf(self->ret_of[self->nret_of++], POS_SALE_ID_MAX + 1, "%s", sale_id);
+    self->ret_cash += cash;
+    self->ret_noncash = self->ret_noncash || noncash;
+}
+
+/*  The cash a return ticket pays out with one more cash tender of amount (negative): beyond
+    the cash its returned sales took, a supervisor decides (refund_cash). True when allowed. */
+static bool s_refund_cash_ok(s_cmd_t *c, int64_t amount)
+{
+    node_till_t *self = c->till;
+    int64_t out = -amount;
+    for (int i = 0; i < pos_ticket_tender_count(self->ticket); i++) {
+        const pos_tender_t *t = pos_ticket_tender(self->ticket, i);
+        if (t->kind == POS_TENDER_CASH && t->amount < 0)
+            out -= t->amount;
+    }
+    if (out <= self->ret_cash)
+        return true;
+    bus_val_t *ctx = bus_val_new_map();
+    bus_val_map_set_int(ctx, "cash_out", out);
+    bus_val_map_set_int(ctx, "cash_of_returned_sales", self->ret_cash);
+    bus_val_map_set_int(ctx, "sale_seq", self->sale_seq + 1);
+    if (!s_authorize(c, NODE_ACTION_REFUND_CASH, ctx)) {
+        bus_val_map_set_str(c->reply, "hint",
+                            "the returned sales were paid otherwise: pay refund (back to WeChat "
+                            "or Alipay), pay card (the terminal), or a supervisor approves cash");
+        return false;
+    }
+    return true;
+}
+
+/*  pay refund: the open return ticket's refund sent back to the WeChat and Alipay payments of
+    the sales it returns (payment.refundable: what each may still give back), as much as is
+    due; each becomes a (negative) tender now and is sent to payments once the sale is written.
+    What is left is paid out by the terminal (pay card) or in cash. */
+static int s_refund_start(s_cmd_t *c)
+{
+    node_till_t *self = c->till;
+    if (c->argc != 1)
+        return s_err(c, "usage", "pay refund");
+    if (self->stopped)
+        return s_err(c, "stopped", "%s", self->stopped_why);
+    if (!s_has_lines(self) || pos_ticket_remaining(self->ticket) >= 0)
+        return s_err(c, "no_refund", "pay refund pays out a return: nothing is owed here");
+    if (self->nplan)
+        return s_err(c, "refund_planned", "the refunds are planned: pay the rest (card or cash)");
+    if (self->nrefunds + S_REFUND_PLAN_MAX > S_REFUND_QUEUE_MAX)
+        return s_err(c, "refund_waiting", "%d refunds wait for payments: pay card or cash",
+                     self->nrefunds);
+    int64_t due = -pos_ticket_remaining(self->ticket);
+    int64_t seq = self->sale_seq + 1;
+    char sale_id[POS_SALE_ID_MAX + 1];
+    pos_sale_make_id(sale_id, sizeof(sale_id), self->store, self->reg, seq);
+    s_refund_t plan[S_REFUND_PLAN_MAX];
+    int n = 0;
+    for (int i = 0; i < pos_ticket_line_count(self->ticket) && due > 0; i++) {
+        const pos_line_t *l = pos_ticket_line(self->ticket, i);
+        bool seen = false;
+        for (int k = 0; k < i && !seen; k++) {
+            const pos_line_t *e = pos_ticket_line(self->ticket, k);
+            seen = e->is_return && !e->voided && strcmp(e->return_of, l->return_of) == 0;
+        }
+        if (!l->is_return || l->voided || seen)
+            continue;
+        bool offline = false;
+        bus_val_t *body = bus_val_new_map();
+        bus_val_map_set_str(body, "sale_id", l->return_of);
+        bus_val_t *r = s_request(c, "payments", "payment.refundable", body, &offline, false);
+        if (!r)
+            return -1; /* the error is set: nothing planned */
+        bus_val_t *intents = bus_val_map_get(r, "intents");
+        for (size_t k = 0; k < bus_val_size(intents) && due > 0 && n < S_REFUND_PLAN_MAX; k++) {
+            const bus_val_t *m = bus_val_arr_get(intents, k);
+            const char *intent = bus_val_map_get_str(m, "intent");
+            const char *provider = bus_val_map_get_str(m, "provider");
+            int64_t left = 0;
+            bus_val_map_get_int(m, "refundable", &left);
+            int kind = provider ? pos_tender_parse(provider) : -1;
+            if (!intent || strlen(intent) >= sizeof(plan[0].intent) || left <= 0 ||
+                (kind != POS_TENDER_WECHAT && kind != POS_TENDER_ALIPAY))
+                continue;
+            int64_t a = left < due ? left : due;
+            s_refund_t *p = &plan[n];
+            memset(p, 0, sizeof(*p));
+            p->sale_seq = seq;
+            snprintf(p->intent, sizeof(p->intent), "%s", intent);
+            snprintf(p->provider, sizeof(p->provider), "%s", provider);
+            snprintf(p->refund_no, sizeof(p->refund_no), "%s-r%d", sale_id, n + 1);
+            p->amount = a;
+            n++;
+            due -= a;
+        }
+        bus_val_destroy(&r);
+    }
+    if (n == 0)
+        return s_err(c, "no_wallet",
+                     "the returned sales have no WeChat or Alipay payment left to refund: pay "
+                     "card (the terminal) or cash");
+    bus_val_t *list = bus_val_new_arr();
+    for (int i = 0; i < n; i++) {
+        if (pos_ticket_add_tender(self->ticket, (pos_tender_kind_t)pos_tender_parse(plan[i].provider),
+                                  -plan[i].amount) != POS_OK) {
+            bus_val_destroy(&list);
+            for (int k = 0; k < i; k++) /* cannot happen (the amounts fit what is due) */
+                pos_ticket_add_tender(self->ticket,
+                                      (pos_tender_kind_t)pos_tender_parse(plan[k].provider),
+                                      plan[k].amount);
+            return s_err(c, "internal", "the ticket took no refund tender: tell a manager");
+        }
+        self->plan[i] = plan[i];
+        bus_val_t *m = bus_val_new_map();
+        bus_val_map_set_str(m, "provider", plan[i].provider);
+        bus_val_map_set_str(m, "intent", plan[i].intent);
+        bus_val_map_set_int(m, "amount", plan[i].amount);
+        bus_val_arr_push(list, &m);
+    }
+    self->nplan = n;
+    bus_val_map_set(c->reply, "refunds", &list);
+    if (pos_ticket_is_paid(self->ticket))
+        return s_complete(c);
+    bus_val_map_set_str(c->reply, "message",
+                        "refunded to the wallets as far as they paid; pay the rest by card or "
+                        "cash");
+    return 0;
+}
+
+/*  Send the first due refund (payment.refund; the same refund number is the same refund).
+    1 sent and answered (or refused for good: journaled for an operator), 0 nothing due, -1
+    payments could not be reached, -2 the journal refused the record. */
+static int s_refund_send(node_till_t *self)
+{
+    if (!self->nrefunds || !self->hooks.request)
+        return 0;
+    s_refund_t r = self->refunds[0];
+    char sale_id[POS_SALE_ID_MAX + 1], reason[64], err[NODE_TILL_WHY_MAX] = "";
+    pos_sale_make_id(sale_id, sizeof(sale_id), self->store, self->reg, r.sale_seq);
+    snprintf(reason, sizeof(reason), "return %s", sale_id);
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_str(body, "intent", r.intent);
+    bus_val_map_set_str(body, "refund_no", r.refund_no);
+    bus_val_map_set_int(body, "amount", r.amount);
+    bus_val_map_set_str(body, "reason", reason);
+    bool offline = false;
+    bus_val_t *rep = self->hooks.request(self->hooks.arg, "payments", "payment.refund", &body,
+                                         &offline, err, sizeof(err));
+    bus_val_destroy(&body);
+    if (!rep && (offline || strncmp(err, "unavailable", 11) == 0))
+        return -1;
+    bus_val_t *doc = bus_val_new_map();
+    bus_val_map_set_str(doc, "type", "refund_done");
+    bus_val_map_set_str(doc, "refund_no", r.refund_no);
+    bus_val_map_set_str(doc, "intent", r.intent);
+    bus_val_map_set_str(doc, "provider", r.provider);
+    bus_val_map_set_int(doc, "amount", r.amount);
+    bus_val_map_set_int(doc, "sale_seq", r.sale_seq);
+    const char *state = rep ? bus_val_map_get_str(rep, "state") : NULL;
+    if (state)
+        bus_val_map_set_str(doc, "state", state);
+    if (!rep) /* too_much, not_paid, conflict...: it can never be taken; kept for an operator */
+        bus_val_map_set_str(doc, "refused", err);
+    bus_val_destroy(&rep);
+    bus_val_t *event = bus_val_dup(doc);
+    if (s_audit_record(self, &doc) != 0) {
+        bus_val_destroy(&event);
+        return -2; /* sent again later: payments takes it once */
+    }
+    s_publish(self, "refund", "node.refund", &event);
+    s_refund_drop(self, r.refund_no);
+    return 1;
+}
+
+size_t node_till_refunds_pending(const node_till_t *self)
+{
+    return (size_t)self->nrefunds;
 }
 
 /* ---- canteen terminals' taps ------------------------------------------------------------ */
@@ -3175,8 +3531,12 @@ static int s_cmd_pay(s_cmd_t *c)
         return s_wallet_start(c);
     if (c->argc >= 1 && strcmp(c->argv[0], "sv") == 0)
         return s_sv_start(c);
+    if (c->argc >= 1 && strcmp(c->argv[0], "refund") == 0)
+        return s_refund_start(c);
     if (c->argc < 1 || c->argc > 2)
-        return s_err(c, "usage", "pay cash|card|wechat|alipay|stored_value|other [AMOUNT]");
+        return s_err(c, "usage",
+                     "pay cash|card|wechat|alipay|stored_value|other [AMOUNT], pay code CODE, "
+                     "pay sv CARD, pay refund");
     if (self->stopped)
         return s_err(c, "stopped", "%s", self->stopped_why);
     if (!s_has_lines(self))
@@ -3199,6 +3559,8 @@ static int s_cmd_pay(s_cmd_t *c)
         amount = -amount; /* a refund is paid out */
     if (amount == 0 && !pos_ticket_is_paid(self->ticket))
         return s_err(c, "bad_amount", "a tender of 0");
+    if (kind == POS_TENDER_CASH && amount < 0 && !s_refund_cash_ok(c, amount))
+        return -1; /* more cash out than the returned sales took in cash */
     if (terminal && amount != 0)
         return s_card_start(c, amount);
     if (amount != 0) {
@@ -3287,6 +3649,11 @@ static void s_rotate(node_till_t *self, bus_val_t *reply)
     if (acked < self->sale_seq) {
         bus_val_map_set_str(reply, "journal",
                             "kept open: not every sale is acknowledged yet (next Z archives it)");
+        return;
+    }
+    if (self->nrefunds) { /* their refund_plan records are read back from this segment */
+        bus_val_map_set_str(reply, "journal",
+                            "kept open: refunds wait for payments (next Z archives it)");
         return;
     }
     if (self->nsv) { /* their sv_offline records are read back from this segment at start */
@@ -3558,8 +3925,11 @@ static int s_cmd_return(s_cmd_t *c)
     bus_val_map_set_str(body, "sale_id", sale_id);
     bool offline = false;
     bus_val_t *rep = s_request(c, "sales", "sale.get", body, &offline, true);
+    int64_t ret_cash = 0;
+    bool ret_noncash = false;
     if (rep) {
         bool ok = s_original_line(bus_val_map_get(rep, "sale"), sku, &item, &per_unit, &sold);
+        s_return_original(bus_val_map_get(rep, "sale"), &ret_cash, &ret_noncash);
         bus_val_destroy(&rep);
         if (!ok)
             return s_err(c, "not_on_sale", "%s sold no %s", sale_id, sku);
@@ -3601,6 +3971,12 @@ static int s_cmd_return(s_cmd_t *c)
         e = s_compute(self);
     if (e != POS_OK)
         return s_err(c, "refused", "cannot add the return: %s", pos_strerror(e));
+    if (offline) { /* the supervisor who approved it decides the cash too */
+        int64_t a = pos_ticket_line(t, index)->amount;
+        self->ret_cash += a < 0 ? -a : a;
+    } else {
+        s_return_remember(self, sale_id, ret_cash, ret_noncash);
+    }
     bus_val_map_set_int(c->reply, "line", index + 1);
     return 0;
 }
@@ -3662,6 +4038,8 @@ static void s_state(node_till_t *self, bus_val_t *reply)
                         self->catalog ? node_catalog_version(self->catalog) : 0);
     if (self->nsv) /* offline card deductions not uploaded yet */
         bus_val_map_set_int(reply, "sv_unsent", self->nsv);
+    if (self->nrefunds) /* refunds of returns not taken by payments yet */
+        bus_val_map_set_int(reply, "refunds_pending", self->nrefunds);
 }
 
 static int s_dispatch(s_cmd_t *c)

@@ -141,9 +141,9 @@ static void t_defaults(void)
 {
     /* cashier none; supervisor everything but z_report; manager all */
     static const bool expect[NODE_ROLE__COUNT][NODE_ACTION__COUNT] = {
-        {false, false, false, false, false, false, false},
-        {true, true, true, true, true, true, false},
-        {true, true, true, true, true, true, true},
+        {false, false, false, false, false, false, false, false},
+        {true, true, true, true, true, true, false, true},
+        {true, true, true, true, true, true, true, true},
     };
     for (int r = 0; r < NODE_ROLE__COUNT; r++)
         for (int a = 0; a < NODE_ACTION__COUNT; a++)

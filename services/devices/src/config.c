@@ -540,7 +540,7 @@ static int s_cashier_add(bus_service_t *svc, const bus_msg_t *req, bus_val_t *re
         bus_val_destroy(&row);
         return s_bad(self, svc,
                      "permissions: action names, each once (void_line, return, price_override, "
-                     "discount_over_cap, no_sale, x_report, z_report)");
+                     "discount_over_cap, no_sale, x_report, z_report, refund_cash)");
     }
     bus_val_map_set_bool(row, "active", true);
     const char *store;

@@ -689,7 +689,8 @@ static int s_answer(s_app_t *app, bus_service_t *svc, const char *store, const c
     }
     static const char *const texts[] = {"register", "sale_id", "provider", "state", "reason",
                                         "transaction_id", NULL};
-    static const char *const ints[] = {"amount", "attempt", "created_ms", "updated_ms", NULL};
+    static const char *const ints[] = {"amount", "attempt", "created_ms", "updated_ms",
+                                       "refunded", NULL};
     const char *state = "", *owner_reg = "";
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
@@ -993,6 +994,51 @@ static int s_refund(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     if (strcmp(what, "created") == 0)
         s_hand_over(app, store, member);
     return s_refund_answer(app, svc, store, no, reply);
+}
+
+/*  payment.refundable {sale_id, store?}: the paid intents of a sale (any register of the
+    store: a sale is returned at any till) with what each may still give back, so a return can
+    be refunded to the tenders the sale was paid with: {sale_id, store, intents: [{intent,
+    attempt, provider, amount, refunded, refundable}]}. */
+static int s_refundable(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_app_t *app = arg;
+    const bus_val_t *body = bus_msg_body(req);
+    const char *store = s_refund_store(app, svc, body);
+    if (!store)
+        return -1;
+    const char *sale_id = bus_val_map_get_str(body, "sale_id");
+    if (!sale_id || !pos_sale_id_ok(sale_id, POS_SALE_ID_MAX, "-"))
+        return s_bad(app, svc, "sale_id: %s", "a sale id");
+    bus_val_t *list = bus_val_new_arr();
+    for (int64_t attempt = 1; attempt <= S_ATTEMPT_MAX; attempt++) {
+        char intent[S_INTENT_MAX + 8], key[BUS_KEY_MAX];
+        s_intent_id(sale_id, attempt, intent, sizeof(intent));
+        redisReply *r = bus_redis_command(app->redis, "HMGET %s state amount refunded provider",
+                                          bus_key_pay(key, store, intent));
+        if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+            bus_val_destroy(&list);
+            return s_redis_failed(app, svc, r, "intent");
+        }
+        const char *state = r->element[0]->str;
+        int64_t amount = r->element[1]->str ? strtoll(r->element[1]->str, NULL, 10) : 0;
+        int64_t refunded = r->element[2]->str ? strtoll(r->element[2]->str, NULL, 10) : 0;
+        if (state && strcmp(state, "succeeded") == 0 && amount > 0) {
+            bus_val_t *m = bus_val_new_map();
+            bus_val_map_set_str(m, "intent", intent);
+            bus_val_map_set_int(m, "attempt", attempt);
+            bus_val_map_set_str(m, "provider", r->element[3]->str ? r->element[3]->str : "");
+            bus_val_map_set_int(m, "amount", amount);
+            bus_val_map_set_int(m, "refunded", refunded);
+            bus_val_map_set_int(m, "refundable", amount > refunded ? amount - refunded : 0);
+            bus_val_arr_push(list, &m);
+        }
+        freeReplyObject(r);
+    }
+    bus_val_map_set_str(reply, "sale_id", sale_id);
+    bus_val_map_set_str(reply, "store", store);
+    bus_val_map_set(reply, "intents", &list);
+    return 0;
 }
 
 /*  payment.refund_get {refund_no, store?}. */
@@ -1334,6 +1380,8 @@ int main(int argc, char **argv)
         {"payment.refund", s_refund, BUS_METHOD_IDEMPOTENT,
          BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR},
         {"payment.refund_get", s_refund_get, BUS_METHOD_READ,
+         BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE},
+        {"payment.refundable", s_refundable, BUS_METHOD_READ,
          BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE},
         {NULL, NULL, 0, 0}};
     int rc = app.create < 0 || app.cancel < 0 || app.refund < 0 || !app.c_notify_ignored ||

@@ -62,6 +62,8 @@ typedef enum {
     NODE_ACTION_NO_SALE,           /* "no_sale" */
     NODE_ACTION_X_REPORT,          /* "x_report" */
     NODE_ACTION_Z_REPORT,          /* "z_report" */
+    NODE_ACTION_REFUND_CASH,       /* "refund_cash": a return paid out in cash beyond the cash
+                                      the returned sales took (instead of their tenders) */
     NODE_ACTION__COUNT
 } node_action_t;
 

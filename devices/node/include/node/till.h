@@ -177,6 +177,15 @@ void node_till_sv_tick(node_till_t *self);
 /*  Offline deductions not uploaded yet. */
 size_t node_till_sv_pending(const node_till_t *self);
 
+/*  Returns refunded to the tenders they were paid with (docs/posnode.md "Returns"): `pay
+    refund` on a return ticket sends what is owed back to the WeChat and Alipay payments of the
+    returned sales (payment.refundable says what each may still give back), as (negative)
+    wechat/alipay tenders; they are journaled (refund_plan) with the sale and sent to payments
+    (payment.refund) by node_till_sv_tick once it is written, until payments answers
+    (refund_done), also after a restart. Cash paid out beyond the cash the returned sales took
+    needs refund_cash (a supervisor). Refunds journaled and not yet taken by payments: */
+size_t node_till_refunds_pending(const node_till_t *self);
+
 /*  A canteen terminal's card tap (docs/posnode.md "Canteen terminals"): asked online, or an
     offline transaction the terminal took itself and the register collected. */
 typedef struct {

@@ -1,0 +1,214 @@
+#!/usr/bin/python3
+"""test_return_refund - a return is refunded to the tenders its sale was paid with: sales rung
+at R01 and paid by WeChat and Alipay payment codes (one split with cash) are returned at R02, where
+`pay refund` sends what is owed back to the wallet payments (payment.refundable: what each may
+still give back) as wechat/alipay tenders of the return sale, journaled (refund_plan) before the
+sale and sent to payments (payment.refund) after it until payments answers (refund_done): the
+emulators' books show each refund once, with the right amount, against the original payment;
+partial returns refund partially and several refunds never add up to more than was paid (what
+is left goes to cash); a cashier cannot pay a WeChat sale's return out in cash, a supervisor
+can; a refund waiting for payments when posnode is killed with SIGKILL is sent after its
+restart, once."""
+import os
+import signal
+import subprocess
+import sys
+
+from harness import (BIN, SRC, Checks, Stack, journal_audits, journal_sales, rsa_key_files,
+                     wait_for)
+
+sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
+from alipay import Alipay  # noqa: E402
+from wechatpay import WechatPay  # noqa: E402
+
+STORE = "S1"
+MCHID, APPID, SERIAL = "1900000001", "wx0000000000000001", "3775B6A45ACD588826D15E583A95F5DD"
+APP_ID = "2021000000000001"
+RICE, MILK = "6901234500011", "6901234500035"  # 49.90, 3.50
+WX_CODE, ALI_CODE = "134567890123456789", "2812345678901234"
+WAIT = 20
+c = Checks("test_return_refund")
+st = Stack("return_refund")
+wx = ali = None
+try:
+    st.start_redis()
+    st.start_busd()
+    key, key_file, pub_file = rsa_key_files(st.tmp, "merchant")
+    apiv3_file = os.path.join(st.tmp, "apiv3.key")
+    with open(apiv3_file, "w") as f:
+        f.write("0123456789abcdef0123456789ABCDEF")
+    wdir = os.path.join(st.tmp, "wechat")
+    wx = WechatPay(wdir, MCHID, APPID, SERIAL, pub_file, apiv3_file)
+    wx.start()
+    _, app_key_file, app_pub_file = rsa_key_files(st.tmp, "app")
+    adir = os.path.join(st.tmp, "alipay")
+    ali = Alipay(adir, APP_ID, app_pub_file)
+    ali.start()
+    pay_args = ["--wechat-base-url", f"https://127.0.0.1:{wx.port}", "--wechat-mchid", MCHID,
+                "--wechat-appid", APPID, "--wechat-serial", SERIAL, "--wechat-key-file",
+                key_file, "--wechat-platform-keys",
+                f"PUB_KEY_ID_0000000000000001={wdir}/platform-1.pem,"
+                f"5157F09EFDC096DE15EBE81A47057A7232F1B8E1={wdir}/platform-2.pem",
+                "--wechat-apiv3-key-file", apiv3_file, "--wechat-ca-file", wx.ca_file,
+                "--wechat-timeout-ms", "2000", "--query-interval-ms", "400",
+                "--alipay-gateway", f"https://127.0.0.1:{ali.port}/gateway.do",
+                "--alipay-app-id", APP_ID, "--alipay-key-file", app_key_file,
+                "--alipay-public-key-file", os.path.join(adir, "alipay.pem"),
+                "--alipay-ca-file", ali.ca_file, "--alipay-timeout-ms", "2000"]
+    for s in ("sales", "inventory", "devices"):
+        st.start_service(s, s)
+    st.start_service("payments", "payments", *pay_args)
+    c.check(st.wait_healthy(["sales", "inventory", "devices", "payments"]),
+            "back office healthy")
+    st.posctl("store", "add", STORE, "Returns store", check=True)
+    st.posctl("catalog", "import", os.path.join(SRC, "scripts", "sample", "catalog.csv"),
+              check=True)
+    for cid, name, role, pin in (("ann", "Ann", "cashier", "1111"),
+                                 ("sue", "Sue", "supervisor", "2222")):
+        subprocess.run([f"{BIN}/posctl", *st.conn_args(), "cashier", "add", "--store", STORE,
+                        "--id", cid, "--name", name, "--role", role], input=pin + "\n",
+                       text=True, capture_output=True, check=True)
+    r01 = st.start_posnode("r01", STORE, "R01")
+    r02 = st.start_posnode("r02", STORE, "R02", "--request-timeout-ms", "800")
+    for t in (r01, r02):
+        wait_for(lambda: t.cmd("state")["config_version"] >= 1, WAIT)
+        c.check(t.cmd("login ann 1111")["ok"], "Ann logs in")
+
+    def sell(lines, *pays):
+        """Ring lines at R01 and pay; the sale id once it is written."""
+        last = r01.cmd("state")["last_sale"]
+        for code in lines:
+            r01.cmd(f"scan {code}")
+        for p in pays:
+            r = r01.cmd(p)
+            c.check(r["ok"], f"R01 {p}: {r.get('message')}")
+        c.check(wait_for(lambda: r01.cmd("state")["last_sale"] == last + 1, WAIT),
+                "the sale completes")
+        return journal_sales(r01.journal)[-1]
+
+    def wx_refunds(sale_id):
+        t = next((t for t in wx.status()["trades"] if t["out_trade_no"] == f"{sale_id}-1"), {})
+        return [(r["out_refund_no"], r["amount"]) for r in t.get("refunds", [])]
+
+    def ali_refunds(sale_id):
+        t = next((t for t in ali.status()["trades"] if t["out_trade_no"] == f"{sale_id}-1"), {})
+        return [(r["out_request_no"], r["amount_fen"]) for r in t.get("refunds", [])]
+
+    def ret_line(sale, sku):
+        """A return line at R02 (a cashier's return, approved by Sue)."""
+        r = r02.cmd(f"return {sale['sale_id']} {sku} 1 approve sue 2222")
+        c.check(r["ok"], f"return {sku} of {sale['sale_id']}: {r.get('message')}")
+
+    def done(refund_no):
+        return next((a for a in journal_audits(r02.journal, "refund_done")
+                     if a.get("refund_no") == refund_no), None)
+
+    # sale A: 53.40 by WeChat; sale B: 53.40 as 10.00 cash + 43.40 Alipay
+    a = sell([RICE, MILK], f"pay code {WX_CODE}")
+    c.eq(a["tenders"], [{"kind": "wechat", "amount": 5340}], "sale A paid by WeChat")
+    b = sell([RICE, MILK], "pay cash 10", f"pay code {ALI_CODE}")
+    c.eq(b["tenders"], [{"kind": "cash", "amount": 1000}, {"kind": "alipay", "amount": 4340}],
+         "sale B paid 10.00 cash + 43.40 Alipay")
+
+    # 1. a WeChat sale's return at another register: not in cash by a cashier, back to WeChat
+    ret_line(a, "RICE5")
+    r = r02.cmd("pay cash")
+    c.check(not r["ok"] and r["error"] == "not_permitted" and "refund_cash" in r["message"],
+            f"Ann cannot pay a WeChat sale's return out in cash: {r.get('message')}")
+    last = r02.cmd("state")["last_sale"]
+    r = r02.cmd("pay refund")
+    c.check(r["ok"] and r.get("sale_id") and
+            r.get("refunds") == [{"provider": "wechat", "intent": f"{a['sale_id']}-1",
+                                  "amount": 4990}],
+            f"pay refund: 49.90 back to A's WeChat payment, the return sale written: {r}")
+    ret = journal_sales(r02.journal)[-1]
+    c.eq((ret["seq"], ret["tenders"], ret["total"]),
+         (last + 1, [{"kind": "wechat", "amount": -4990}], -4990),
+         "the return sale carries the WeChat refund as its tender")
+    no1 = f"{ret['sale_id']}-r1"
+    plan = journal_audits(r02.journal, "refund_plan")
+    c.check(plan and plan[-1]["sale_seq"] == ret["seq"] and
+            plan[-1]["refunds"][0]["refund_no"] == no1, "refund_plan journaled with the sale")
+    c.check(wait_for(lambda: done(no1), WAIT), "refund_done journaled once payments took it")
+    c.check(wait_for(lambda: wx_refunds(a["sale_id"]) == [(no1, 4990)], WAIT),
+            f"the WeChat emulator booked 49.90 against A's payment: {wx_refunds(a['sale_id'])}")
+
+    # 2. several partial refunds never more than was paid
+    ret_line(a, "MILK1")
+    r = r02.cmd("pay refund")
+    c.check(r["ok"] and [x["amount"] for x in r.get("refunds", [])] == [350],
+            f"the milk: the 3.50 A's WeChat payment still holds: {r.get('refunds')}")
+    no2 = f"{journal_sales(r02.journal)[-1]['sale_id']}-r1"
+    c.check(wait_for(lambda: sorted(wx_refunds(a["sale_id"])) == sorted([(no1, 4990),
+                                                                         (no2, 350)]), WAIT),
+            "the emulator: 49.90 + 3.50 refunded, all A paid")
+    ret_line(a, "MILK1")
+    r = r02.cmd("pay refund")
+    c.check(not r["ok"] and r["error"] == "no_wallet",
+            f"A's WeChat payment has nothing left to give back: {r.get('message')}")
+    r02.cmd("cancel")
+
+    # 3. a split sale: Alipay's part back to Alipay, the rest in cash (what B took in cash)
+    ret_line(b, "RICE5")
+    r = r02.cmd("pay refund")
+    c.check(r["ok"] and r.get("refunds") == [{"provider": "alipay",
+                                              "intent": f"{b['sale_id']}-1", "amount": 4340}] and
+            r["ticket"]["remaining"] == -650,
+            f"pay refund: 43.40 back to Alipay, 6.50 still owed: {r.get('refunds')}")
+    r = r02.cmd("pay cash")
+    c.check(r["ok"] and r.get("sale_id"), f"6.50 in cash: within B's 10.00 cash, no approval: "
+            f"{r.get('message')}")
+    ret = journal_sales(r02.journal)[-1]
+    c.eq(ret["tenders"], [{"kind": "alipay", "amount": -4340}, {"kind": "cash", "amount": -650}],
+         "the return sale: -43.40 Alipay, -6.50 cash")
+    c.check(wait_for(lambda: ali_refunds(b["sale_id"]) == [(f"{ret['sale_id']}-r1", 4340)],
+                     WAIT), f"the Alipay emulator booked 43.40: {ali_refunds(b['sale_id'])}")
+
+    # 4. a supervisor may choose cash: the WeChat payment is then left as it is
+    d = sell([MILK], f"pay code {WX_CODE}")
+    ret_line(d, "MILK1")
+    r = r02.cmd("pay cash approve sue 2222")
+    c.check(r["ok"] and r.get("approved_by") == "sue" and r.get("sale_id"),
+            f"Sue approves paying D's return in cash: {r.get('message')}")
+    c.eq(wx_refunds(d["sale_id"]), [], "nothing refunded to D's WeChat payment")
+
+    # 5. a refund waiting for payments when posnode is killed: sent after its restart, once
+    e = sell([RICE], f"pay code {WX_CODE}")
+    pay_proc = st.procs["payments"]
+    pay_proc.send_signal(signal.SIGSTOP)
+    ret_line(e, "RICE5")
+    r = r02.cmd("pay refund")
+    c.check(r["ok"] is False and r.get("error") in ("offline", "refused"),
+            f"payments stopped: nothing planned while it cannot say what may be refunded: "
+            f"{r.get('error')}")
+    pay_proc.send_signal(signal.SIGCONT)
+    r = r02.cmd("pay refund")
+    c.check(r["ok"] and r.get("sale_id"), "payments back: planned and the return sale written")
+    no5 = f"{journal_sales(r02.journal)[-1]['sale_id']}-r1"
+    c.check(wait_for(lambda: done(no5), WAIT), "sent and answered")
+    c.eq(wx_refunds(e["sale_id"]), [(no5, 4990)], "booked once")
+
+    # RICE 49.90 paid 10.00 cash + 39.90 WeChat: planned while payments answers, written (the
+    # cash part) after payments stalled, posnode killed before payments took the refund
+    f = sell([RICE], "pay cash 10", f"pay code {WX_CODE}")
+    ret_line(f, "RICE5")
+    r = r02.cmd("pay refund")
+    c.check(r["ok"] and not r.get("sale_id") and r["ticket"]["remaining"] == -1000,
+            f"39.90 planned back to WeChat, 10.00 still owed: {r.get('refunds')}")
+    pay_proc.send_signal(signal.SIGSTOP)
+    r = r02.cmd("pay cash")
+    no6 = f"{r.get('sale_id')}-r1"
+    c.check(r["ok"] and r.get("sale_id"), "the return sale written while payments stalls")
+    c.check(wait_for(lambda: r02.cmd("state").get("refunds_pending") == 1, WAIT),
+            "the refund waits for payments")
+    st.kill("r02", signal.SIGKILL)
+    pay_proc.send_signal(signal.SIGCONT)
+    r02 = st.start_posnode("r02", STORE, "R02", "--request-timeout-ms", "800")
+    c.check(wait_for(lambda: done(no6), WAIT), "after the restart the refund is sent")
+    c.check(wait_for(lambda: wx_refunds(f["sale_id"]) == [(no6, 3990)], WAIT),
+            f"booked once: {wx_refunds(f['sale_id'])}")
+    c.eq(len([x for x in journal_audits(r02.journal, "refund_done")
+              if x.get("refund_no") == no6]), 1, "one refund_done for it")
+finally:
+    st.stop_all(c)
+c.finish()
