@@ -148,6 +148,11 @@ char *bus_key_payref(char *buf, const char *store, const char *no)
     return s_key(buf, "payref:{%s}:%s", store, no);
 }
 
+char *bus_key_svsale(char *buf, const char *store, const char *sale_id)
+{
+    return s_key(buf, "svsale:{%s}:%s", store, sale_id);
+}
+
 char *bus_key_svc(char *buf, const char *card, const char *suffix)
 {
     return s_key(buf, "svc:{%s}%s", card, suffix ? suffix : "");
@@ -271,6 +276,7 @@ int bus_keys_test(const char *data_md, bool verbose)
     failed += s_expect(bus_key_payrec(b, "S", "<day>"), "payrec:{S}:<day>", verbose);
     failed += s_expect(bus_key_payref(b, "S", "<refund_no>"), "payref:{S}:<refund_no>",
                        verbose);
+    failed += s_expect(bus_key_svsale(b, "S", "<sale_id>"), "svsale:{S}:<sale_id>", verbose);
     failed += s_expect(bus_key_svc(b, "<card>", NULL), "svc:{<card>}", verbose);
     failed += s_expect(bus_key_svc(b, "<card>", ":ops"), "svc:{<card>}:ops", verbose);
     failed += s_expect(bus_key_rep(b, "S", "<day>", NULL), "rep:{S}:<day>", verbose);

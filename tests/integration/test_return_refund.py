@@ -1,21 +1,22 @@
 #!/usr/bin/python3
 """test_return_refund - a return is refunded to the tenders its sale was paid with: sales rung
-at R01 and paid by WeChat and Alipay payment codes (one split with cash) are returned at R02, where
-`pay refund` sends what is owed back to the wallet payments (payment.refundable: what each may
-still give back) as wechat/alipay tenders of the return sale, journaled (refund_plan) before the
-sale and sent to payments (payment.refund) after it until payments answers (refund_done): the
-emulators' books show each refund once, with the right amount, against the original payment;
-partial returns refund partially and several refunds never add up to more than was paid (what
-is left goes to cash); a cashier cannot pay a WeChat sale's return out in cash, a supervisor
-can; a refund waiting for payments when posnode is killed with SIGKILL is sent after its
-restart, once."""
+at R01 and paid by WeChat and Alipay payment codes and stored-value cards (some split with cash)
+are returned at R02, where `pay refund` sends what is owed back to those payments (what each may
+still give back: payment.refundable, card.sale; each sale at most what the ticket returns of it)
+as tenders of the return sale, written into the sale's own record and sent to payments
+(payment.refund, card.refund) once it is written, until payments answers (refund_done): the
+emulators' books and the cards show each refund once, with the right amount; partial returns
+refund partially and several refunds never add up to more than was paid; a cashier cannot pay a
+WeChat sale's return out in cash, a supervisor can; a refund waiting for payments when posnode
+is killed with SIGKILL is sent after its restart, once."""
 import os
 import signal
 import subprocess
 import sys
+import time
 
-from harness import (BIN, SRC, Checks, Stack, journal_audits, journal_sales, rsa_key_files,
-                     wait_for)
+from harness import (BIN, SRC, Bus, Checks, Stack, journal_audits, journal_sales,
+                     rsa_key_files, wait_for)
 
 sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
 from alipay import Alipay  # noqa: E402
@@ -126,9 +127,9 @@ try:
          (last + 1, [{"kind": "wechat", "amount": -4990}], -4990),
          "the return sale carries the WeChat refund as its tender")
     no1 = f"{ret['sale_id']}-r1"
-    plan = journal_audits(r02.journal, "refund_plan")
-    c.check(plan and plan[-1]["sale_seq"] == ret["seq"] and
-            plan[-1]["refunds"][0]["refund_no"] == no1, "refund_plan journaled with the sale")
+    c.check(ret.get("refunds") == [{"intent": f"{a['sale_id']}-1", "provider": "wechat",
+                                    "refund_no": no1, "amount": 4990}],
+            f"the refunds are written in the return sale's own record: {ret.get('refunds')}")
     c.check(wait_for(lambda: done(no1), WAIT), "refund_done journaled once payments took it")
     c.check(wait_for(lambda: wx_refunds(a["sale_id"]) == [(no1, 4990)], WAIT),
             f"the WeChat emulator booked 49.90 against A's payment: {wx_refunds(a['sale_id'])}")
@@ -205,10 +206,97 @@ try:
     pay_proc.send_signal(signal.SIGCONT)
     r02 = st.start_posnode("r02", STORE, "R02", "--request-timeout-ms", "800")
     c.check(wait_for(lambda: done(no6), WAIT), "after the restart the refund is sent")
+    c.check(r02.cmd("login ann 1111")["ok"], "Ann logs in again")
     c.check(wait_for(lambda: wx_refunds(f["sale_id"]) == [(no6, 3990)], WAIT),
             f"booked once: {wx_refunds(f['sale_id'])}")
     c.eq(len([x for x in journal_audits(r02.journal, "refund_done")
               if x.get("refund_no") == no6]), 1, "one refund_done for it")
+
+    # 6. stored-value cards: a return goes back to the card that paid, never more than it took
+    for card, topup in (("SVR1", "100"), ("SVR2", "100")):
+        st.posctl("card", "create", card, "--holder", "Holder " + card, "--offline-cap", "20",
+                  check=True)
+        st.posctl("card", "topup", card, topup, check=True)
+
+    def balance(card):
+        return st.posctl_json("card", "get", card)["balance"]
+
+    g = sell([RICE, MILK], "pay sv SVR1")
+    c.eq(g["tenders"], [{"kind": "stored_value", "amount": 5340}], "sale G paid by card SVR1")
+    h = sell([RICE], "pay cash 20", "pay sv SVR2")
+    c.eq(h["tenders"], [{"kind": "cash", "amount": 2000}, {"kind": "stored_value", "amount": 2990}],
+         "sale H paid 20.00 cash + 29.90 card SVR2")
+    c.eq((balance("SVR1"), balance("SVR2")), (4660, 7010), "the cards were charged")
+    ret_line(g, "RICE5")
+    r = r02.cmd("pay refund")
+    c.check(r["ok"] and r.get("refunds") == [{"provider": "sv", "card": "SVR1", "amount": 4990}],
+            f"pay refund: 49.90 back to card SVR1: {r.get('refunds')}")
+    ret = journal_sales(r02.journal)[-1]
+    c.eq(ret["tenders"], [{"kind": "stored_value", "amount": -4990}],
+         "the return sale's tender: -49.90 stored_value")
+    c.check(wait_for(lambda: done(f"{ret['sale_id']}-r1"), WAIT), "card.refund answered")
+    c.eq(balance("SVR1"), 4660 + 4990, "SVR1 has the 49.90 back")
+    ret_line(g, "MILK1")
+    ret_line(g, "MILK1")
+    r = r02.cmd("pay refund")
+    c.check(r["ok"] and [x["amount"] for x in r.get("refunds", [])] == [350] and
+            r["ticket"]["remaining"] == -350,
+            f"two milks returned: 3.50 is all G's card payment has left: {r.get('refunds')}")
+    r = r02.cmd("pay cash")
+    c.check(not r["ok"] and r["error"] == "not_permitted",
+            "the other 3.50 in cash: G took no cash, so a supervisor decides")
+    r = r02.cmd("cancel")
+    c.check(r["ok"] and not r.get("ticket"), "the ticket with planned refunds only is cancelled")
+    time.sleep(0.5)
+    c.eq(balance("SVR1"), 4660 + 4990, "nothing was sent for it")
+    ret_line(h, "RICE5")
+    r = r02.cmd("pay refund")
+    c.check(r["ok"] and r.get("refunds") == [{"provider": "sv", "card": "SVR2", "amount": 2990}] and
+            r["ticket"]["remaining"] == -2000,
+            f"split sale H: 29.90 back to SVR2, 20.00 still owed: {r.get('refunds')}")
+    r = r02.cmd("pay cash")
+    c.check(r["ok"] and r.get("sale_id"), "20.00 in cash (what H took in cash)")
+    ret = journal_sales(r02.journal)[-1]
+    c.check(wait_for(lambda: done(f"{ret['sale_id']}-r1"), WAIT), "card.refund answered")
+    c.eq(balance("SVR2"), 10000, "SVR2 is whole again")
+
+    # 7. one ticket returning from a cash sale and a WeChat sale: each sale's payment gives back
+    #    only what the ticket returns of that sale
+    k = sell([MILK], "pay cash 5")
+    m = sell([RICE, MILK], f"pay code {WX_CODE}")
+    ret_line(k, "MILK1")
+    ret_line(m, "RICE5")
+    r = r02.cmd("pay refund")
+    c.check(r["ok"] and [x["amount"] for x in r.get("refunds", [])] == [4990] and
+            r["ticket"]["remaining"] == -350,
+            f"WeChat gives back the rice only (49.90 of 53.40 owed): {r.get('refunds')}")
+    r = r02.cmd("pay cash")
+    c.check(r["ok"] and r.get("sale_id"),
+            f"the milk's 3.50 in cash: what the cash sale took: {r.get('message')}")
+
+    # payments itself never gives back more than a deduction took, and a refund number once
+    bus = Bus(st, cert=st.key("register", "S1.R02"))
+    cs = bus.call("payments", "card.sale", {"sale_id": g["sale_id"]})["body"]
+    c.eq([(d["card"], d["amount"], d["refunded"], d["refundable"]) for d in cs["deductions"]],
+         [("SVR1", 5340, 4990, 350)], f"card.sale: G's deduction, 49.90 of 53.40 given back")
+    args = {"card": "SVR1", "sale_id": g["sale_id"], "attempt": cs["deductions"][0]["attempt"]}
+    r = bus.call("payments", "card.refund", {**args, "amount": 351, "refund_no": "T-1"})
+    c.check(r["type"] == "error" and r["body"]["code"] == "too_much",
+            f"3.51 more: too_much: {r['body'].get('message')}")
+    r = bus.call("payments", "card.refund", {**args, "amount": 100, "refund_no": "T-2"})
+    c.check(r["type"] == "reply" and r["body"]["balance"] == 4660 + 4990 + 100 and
+            not r["body"]["duplicate"], "1.00 given back by hand")
+    r = bus.call("payments", "card.refund", {**args, "amount": 100, "refund_no": "T-2"})
+    c.check(r["type"] == "reply" and r["body"]["duplicate"] and
+            r["body"]["balance"] == 4660 + 4990 + 100, "the same refund number: the same refund")
+    r = bus.call("payments", "card.refund", {**args, "amount": 200, "refund_no": "T-2"})
+    c.check(r["type"] == "error" and r["body"]["code"] == "conflict",
+            "the same number with another amount: conflict")
+    r = bus.call("payments", "card.refund", {**args, "sale_id": "S2-R01-000001", "amount": 1,
+                                             "refund_no": "T-3"})
+    c.check(r["type"] == "error" and r["body"]["code"] == "bad_request",
+            f"another store's sale: refused: {r['body'].get('message')}")
+    c.eq(balance("SVR1"), 4660 + 4990 + 100, "SVR1: nothing else moved")
 finally:
     st.stop_all(c)
 c.finish()

@@ -70,13 +70,17 @@ typedef struct {
 #define S_RET_SALES_MAX    16 /* sales one return ticket returns from */
 #define S_REFUND_RETRY_MS  3000
 
-/* A refund of a return sale to a wallet payment of the sale it returns (payment.refund). */
+/* A refund of a return sale to a wallet payment of the sale it returns (payment.refund), or to
+   a stored-value deduction of it (provider "sv": card.refund of card, of_sale and attempt). */
 typedef struct {
     int64_t sale_seq; /* the return sale */
     char intent[48];
     char provider[8];
-    char refund_no[48];
+    char refund_no[POS_SALE_ID_MAX + 8];
     int64_t amount;
+    char card[NODE_SVCARD_ID_MAX + 1];
+    char of_sale[POS_SALE_ID_MAX + 1];
+    int64_t attempt;
 } s_refund_t;
 
 /* The shift: what the X report shows, from the last Z report (or the first record) on. */
@@ -205,12 +209,17 @@ struct node_till_t {
     s_refund_t refunds[S_REFUND_QUEUE_MAX];
     int nrefunds;
     int64_t refund_ms;
-    /* the open ticket's returned sales (sale.get): the cash they took, net of change (a cash
-       payout beyond it needs refund_cash), and whether one had another tender */
-    char ret_of[S_RET_SALES_MAX][POS_SALE_ID_MAX + 1];
-    int nret_of;
-    int64_t ret_cash;
-    bool ret_noncash;
+    /* the open ticket's returned sales (sale.get): the cash each took net of change, and
+       what it took by card; a payout in cash or by card beyond them (each capped at what the
+       ticket returns of that sale) needs refund_cash. Offline returns (a supervisor approved
+       them) are not capped. */
+    struct {
+        char id[POS_SALE_ID_MAX + 1];
+        int64_t cash, card;
+    } ret[S_RET_SALES_MAX];
+    int nret;
+    bool plan_commit;       /* s_commit writes the plan into the sale it journals */
+    int64_t refunds_refused; /* refunds payments refused for good (journal): for an operator */
 };
 
 /* One command being answered. */
@@ -786,6 +795,7 @@ static int s_replay(node_till_t *self, char *why, size_t size)
             s_shift_sale(&self->shift, doc);
             self->card_since_eod += s_card_tenders(doc);
             s_lost_drop(self, 0, NULL, n, 0);
+            s_refund_replay(self, "sale", doc);
             if (self->tap_replay.key[0] && self->tap_replay.sale_seq == n &&
                 s_tap_sale_of(self->tap_replay.key, doc))
                 s_tap_sold(self, self->tap_replay.key, self->tap_replay.held);
@@ -1033,9 +1043,7 @@ static void s_ticket_close(node_till_t *self)
     self->discount_bp = self->discount_amount = 0;
     self->pending = false;
     self->nplan = 0;
-    self->nret_of = 0;
-    self->ret_cash = 0;
-    self->ret_noncash = false;
+    self->nret = 0;
 }
 
 static bool s_has_lines(node_till_t *self)
@@ -1371,7 +1379,11 @@ static int s_cmd_void(s_cmd_t *c)
 static int s_cmd_cancel(s_cmd_t *c)
 {
     node_till_t *self = c->till;
-    if (!s_can_sell(c))
+    bool planned_only = self->ticket && self->nplan &&
+                        pos_ticket_tender_count(self->ticket) == self->nplan;
+    if (planned_only && !s_need_cashier(c)) /* planned refunds only: nothing was sent yet */
+        return -1;
+    if (!planned_only && !s_can_sell(c))
         return -1;
     if (!self->ticket)
         return s_err(c, "no_ticket", "no ticket is open");
@@ -1517,6 +1529,7 @@ static void s_receipt(node_till_t *self, const char *sale_id, const node_cashier
 
 /*  Journal a finished sale (ticket paid, or a no-sale) as sale number sale_seq + 1. */
 static int s_tap_give_up_unsold(node_till_t *self);
+static bus_val_t *s_refund_val(node_till_t *self, int64_t sale_seq);
 
 static int s_commit(s_cmd_t *c, pos_sale_t *sale)
 {
@@ -1529,6 +1542,13 @@ static int s_commit(s_cmd_t *c, pos_sale_t *sale)
     bus_val_t *doc = node_sale_doc(sale);
     if (!doc)
         return s_err(c, "internal", "out of memory");
+    if (self->plan_commit && self->nplan) { /* one record: the refunds exist iff the sale does */
+        bus_val_t *refunds = s_refund_val(self, sale->seq);
+        if (!refunds || bus_val_map_set(doc, "refunds", &refunds) != 0) {
+            bus_val_destroy(&doc);
+            return s_err(c, "internal", "out of memory");
+        }
+    }
     int64_t rec = s_append(self, NODE_JOURNAL_SALE, doc);
     if (rec < 0) {
         bus_val_destroy(&doc);
@@ -1548,7 +1568,6 @@ static int s_commit(s_cmd_t *c, pos_sale_t *sale)
     return 0;
 }
 
-static int s_refund_journal(s_cmd_t *c, int64_t sale_seq);
 static void s_refund_queue(node_till_t *self);
 static int s_refund_send(node_till_t *self);
 static bus_val_t *s_request(s_cmd_t *c, const char *service, const char *method, bus_val_t *body,
@@ -1558,8 +1577,6 @@ static int s_complete(s_cmd_t *c)
 {
     node_till_t *self = c->till;
     const node_cashier_t *who = node_session_cashier(self->session);
-    if (self->nplan && s_refund_journal(c, self->sale_seq + 1) != 0)
-        return -1; /* the refunds are journaled before the sale that makes them due */
     pos_sale_t sale;
     pos_sale_init(&sale);
     if (pos_sale_from_ticket(&sale, self->ticket, self->store, self->reg, self->sale_seq + 1,
@@ -1567,7 +1584,9 @@ static int s_complete(s_cmd_t *c)
         pos_sale_clear(&sale);
         return s_err(c, "internal", "cannot build the sale");
     }
+    self->plan_commit = true; /* the planned refunds go into the sale's own record */
     int rc = s_commit(c, &sale);
+    self->plan_commit = false;
     if (rc == 0) {
         s_refund_queue(self); /* sent to payments from the next tick */
         bus_val_map_set_int(c->reply, "change", pos_ticket_totals(self->ticket)->change);
@@ -2876,7 +2895,39 @@ static void s_refund_add(node_till_t *self, const s_refund_t *r)
     self->refunds[self->nrefunds++] = *r;
 }
 
-/*  refund_plan (refunds journaled with their sale number) and refund_done read back. */
+/*  A refund as the sale record carries it. */
+static bus_val_t *s_refund_entry(const s_refund_t *r)
+{
+    bus_val_t *m = bus_val_new_map();
+    bus_val_map_set_str(m, "intent", r->intent);
+    bus_val_map_set_str(m, "provider", r->provider);
+    bus_val_map_set_str(m, "refund_no", r->refund_no);
+    bus_val_map_set_int(m, "amount", r->amount);
+    if (r->card[0]) {
+        bus_val_map_set_str(m, "card", r->card);
+        bus_val_map_set_str(m, "of_sale", r->of_sale);
+        bus_val_map_set_int(m, "attempt", r->attempt);
+    }
+    return m;
+}
+
+/*  The planned refunds of sale number sale_seq, for its record. */
+static bus_val_t *s_refund_val(node_till_t *self, int64_t sale_seq)
+{
+    bus_val_t *list = bus_val_new_arr();
+    for (int i = 0; list && i < self->nplan; i++) {
+        self->plan[i].sale_seq = sale_seq;
+        bus_val_t *m = s_refund_entry(&self->plan[i]);
+        if (!m || bus_val_arr_push(list, &m) != 0) {
+            bus_val_destroy(&list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
+/*  Read back: a sale record's refunds (due from then on) and refund_done records (taken, or
+    refused for good). */
 static void s_refund_replay(node_till_t *self, const char *type, const bus_val_t *doc)
 {
     if (!type)
@@ -2885,50 +2936,35 @@ static void s_refund_replay(node_till_t *self, const char *type, const bus_val_t
         const char *no = bus_val_map_get_str(doc, "refund_no");
         if (no)
             s_refund_drop(self, no);
+        if (bus_val_map_get(doc, "refused"))
+            self->refunds_refused++;
         return;
     }
-    if (strcmp(type, "refund_plan") != 0)
+    if (strcmp(type, "sale") != 0)
         return;
     int64_t seq = 0;
-    bus_val_map_get_int(doc, "sale_seq", &seq);
+    bus_val_map_get_int(doc, "seq", &seq);
     bus_val_t *list = bus_val_map_get(doc, "refunds");
     for (size_t i = 0; i < bus_val_size(list); i++) {
         const bus_val_t *m = bus_val_arr_get(list, i);
         const char *intent = bus_val_map_get_str(m, "intent");
         const char *provider = bus_val_map_get_str(m, "provider");
         const char *no = bus_val_map_get_str(m, "refund_no");
+        const char *card = bus_val_map_get_str(m, "card");
+        const char *of = bus_val_map_get_str(m, "of_sale");
         s_refund_t r = {.sale_seq = seq};
+        bus_val_map_get_int(m, "attempt", &r.attempt);
         if (!intent || !no || !bus_val_map_get_int(m, "amount", &r.amount) ||
-            strlen(intent) >= sizeof(r.intent) || strlen(no) >= sizeof(r.refund_no))
+            strlen(intent) >= sizeof(r.intent) || strlen(no) >= sizeof(r.refund_no) ||
+            (card && strlen(card) >= sizeof(r.card)) || (of && strlen(of) >= sizeof(r.of_sale)))
             continue;
+        snprintf(r.card, sizeof(r.card), "%s", card ? card : "");
+        snprintf(r.of_sale, sizeof(r.of_sale), "%s", of ? of : "");
         snprintf(r.intent, sizeof(r.intent), "%s", intent);
         snprintf(r.provider, sizeof(r.provider), "%s", provider ? provider : "");
         snprintf(r.refund_no, sizeof(r.refund_no), "%s", no);
         s_refund_add(self, &r);
     }
-}
-
-/*  Journal the open ticket's planned refunds for sale number sale_seq. 0, or -1 (error set). */
-static int s_refund_journal(s_cmd_t *c, int64_t sale_seq)
-{
-    node_till_t *self = c->till;
-    bus_val_t *doc = bus_val_new_map();
-    bus_val_map_set_str(doc, "type", "refund_plan");
-    bus_val_map_set_int(doc, "sale_seq", sale_seq);
-    bus_val_t *list = bus_val_new_arr();
-    for (int i = 0; i < self->nplan; i++) {
-        self->plan[i].sale_seq = sale_seq;
-        bus_val_t *m = bus_val_new_map();
-        bus_val_map_set_str(m, "intent", self->plan[i].intent);
-        bus_val_map_set_str(m, "provider", self->plan[i].provider);
-        bus_val_map_set_str(m, "refund_no", self->plan[i].refund_no);
-        bus_val_map_set_int(m, "amount", self->plan[i].amount);
-        bus_val_arr_push(list, &m);
-    }
-    bus_val_map_set(doc, "refunds", &list);
-    if (s_audit_record(self, &doc) != 0)
-        return s_err(c, "stopped", "%s", self->stopped_why);
-    return 0;
 }
 
 /*  The sale is written: its planned refunds are due. */
@@ -2940,12 +2976,10 @@ static void s_refund_queue(node_till_t *self)
     self->refund_ms = 0;
 }
 
-/*  What a returned sale (sale.get's document) tells the return: the cash it took net of its
-    change, and whether another tender paid part of it. */
-static void s_return_original(const bus_val_t *sale, int64_t *cash, bool *noncash)
+/*  What a returned sale (sale.get's document) took in cash, net of its change, and by card. */
+static void s_return_original(const bus_val_t *sale, int64_t *cash, int64_t *card)
 {
-    *cash = 0;
-    *noncash = false;
+    *cash = *card = 0;
     int64_t change = 0;
     bus_val_t *tenders = bus_val_map_get(sale, "tenders");
     for (size_t i = 0; i < bus_val_size(tenders); i++) {
@@ -2955,56 +2989,105 @@ static void s_return_original(const bus_val_t *sale, int64_t *cash, bool *noncas
         bus_val_map_get_int(t, "amount", &amount);
         if (kind && strcmp(kind, "cash") == 0)
             *cash += amount;
-        else if (amount > 0)
-            *noncash = true;
+        else if (kind && strcmp(kind, "card") == 0)
+            *card += amount;
     }
     bus_val_map_get_int(sale, "change", &change);
     *cash = *cash > change ? *cash - change : 0;
 }
 
 /*  Remember a returned sale on the open ticket (once per sale). */
-static void s_return_remember(node_till_t *self, const char *sale_id, int64_t cash, bool noncash)
+static void s_return_remember(node_till_t *self, const char *sale_id, int64_t cash, int64_t card)
 {
-    for (int i = 0; i < self->nret_of; i++)
-        if (strcmp(self->ret_of[i], sale_id) == 0)
+    for (int i = 0; i < self->nret; i++)
+        if (strcmp(self->ret[i].id, sale_id) == 0)
             return;
-    if (self->nret_of == S_RET_SALES_MAX)
-        return;
-    snprintf(self->ret_of[self->nret_of++], POS_SALE_ID_MAX + 1, "%s", sale_id);
-    self->ret_cash += cash;
-    self->ret_noncash = self->ret_noncash || noncash;
+    if (self->nret == S_RET_SALES_MAX)
+        return; /* its payouts then need refund_cash */
+    int i = self->nret++;
+    snprintf(self->ret[i].id, sizeof(self->ret[i].id), "%s", sale_id);
+    self->ret[i].cash = cash;
+    self->ret[i].card = card;
 }
 
-/*  The cash a return ticket pays out with one more cash tender of amount (negative): beyond
-    the cash its returned sales took, a supervisor decides (refund_cash). True when allowed. */
-static bool s_refund_cash_ok(s_cmd_t *c, int64_t amount)
+/*  What the open ticket returns of sale_id: its return lines not voided (fen, >= 0). */
+static int64_t s_ret_value(node_till_t *self, const char *sale_id)
+{
+    int64_t v = 0;
+    for (int i = 0; i < pos_ticket_line_count(self->ticket); i++) {
+        const pos_line_t *l = pos_ticket_line(self->ticket, i);
+        if (l->is_return && !l->voided && strcmp(l->return_of, sale_id) == 0)
+            v += l->amount < 0 ? -l->amount : l->amount;
+    }
+    return v;
+}
+
+/*  A payout in cash or by card (kind) of amount (negative) on a return ticket: within what the
+    returned sales took that way (each capped at what the ticket returns of it), or a supervisor
+    decides (refund_cash), so a sale paid by WeChat is not turned into cash or onto another
+    card. True when allowed. */
+static bool s_payout_ok(s_cmd_t *c, pos_tender_kind_t kind, int64_t amount)
 {
     node_till_t *self = c->till;
-    int64_t out = -amount;
+    int64_t out = -amount, allowed = 0;
     for (int i = 0; i < pos_ticket_tender_count(self->ticket); i++) {
         const pos_tender_t *t = pos_ticket_tender(self->ticket, i);
-        if (t->kind == POS_TENDER_CASH && t->amount < 0)
+        if (t->kind == kind && t->amount < 0)
             out -= t->amount;
     }
-    if (out <= self->ret_cash)
+    for (int i = 0; i < self->nret; i++) {
+        int64_t took = kind == POS_TENDER_CASH ? self->ret[i].cash : self->ret[i].card;
+        int64_t value = s_ret_value(self, self->ret[i].id);
+        allowed += took < value ? took : value;
+    }
+    if (out <= allowed)
         return true;
     bus_val_t *ctx = bus_val_new_map();
-    bus_val_map_set_int(ctx, "cash_out", out);
-    bus_val_map_set_int(ctx, "cash_of_returned_sales", self->ret_cash);
+    bus_val_map_set_str(ctx, "tender", pos_tender_name(kind));
+    bus_val_map_set_int(ctx, "paid_out", out);
+    bus_val_map_set_int(ctx, "returned_sales_took", allowed);
     bus_val_map_set_int(ctx, "sale_seq", self->sale_seq + 1);
     if (!s_authorize(c, NODE_ACTION_REFUND_CASH, ctx)) {
         bus_val_map_set_str(c->reply, "hint",
-                            "the returned sales were paid otherwise: pay refund (back to WeChat "
-                            "or Alipay), pay card (the terminal), or a supervisor approves cash");
+                            "the returned sales were paid otherwise: pay refund (back to WeChat, "
+                            "Alipay or the stored-value card), or a supervisor approves");
         return false;
     }
     return true;
 }
 
-/*  pay refund: the open return ticket's refund sent back to the WeChat and Alipay payments of
-    the sales it returns (payment.refundable: what each may still give back), as much as is
-    due; each becomes a (negative) tender now and is sent to payments once the sale is written.
-    What is left is paid out by the terminal (pay card) or in cash. */
+/*  What this register has planned or queued (not yet taken by payments) against one intent or
+    one card deduction, so two quick returns of a sale never plan more than it holds. */
+static int64_t s_refund_owed(const node_till_t *self, const s_refund_t *plan, int nplan,
+                             const char *intent, const char *card, const char *of_sale,
+                             int64_t attempt)
+{
+    int64_t sum = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        const s_refund_t *list = pass ? self->refunds : plan;
+        int n = pass ? self->nrefunds : nplan;
+        for (int i = 0; i < n; i++) {
+            const s_refund_t *r = &list[i];
+            bool same = card ? strcmp(r->card, card) == 0 && strcmp(r->of_sale, of_sale) == 0 &&
+                                   r->attempt == attempt
+                             : !r->card[0] && strcmp(r->intent, intent) == 0;
+            if (same)
+                sum += r->amount;
+        }
+    }
+    return sum;
+}
+
+static pos_tender_kind_t s_refund_kind(const s_refund_t *r)
+{
+    return r->card[0] ? POS_TENDER_STORED_VALUE : (pos_tender_kind_t)pos_tender_parse(r->provider);
+}
+
+/*  pay refund: what the open return ticket owes goes back to the WeChat and Alipay payments
+    (payment.refundable) and the stored-value cards (card.sale) of the sales it returns, each
+    sale up to what the ticket returns of it and each payment up to what it may still give
+    back; each part becomes a (negative) tender now, written into the sale's record and sent to
+    payments once the sale is written. What is left is paid out by the terminal or in cash. */
 static int s_refund_start(s_cmd_t *c)
 {
     node_till_t *self = c->till;
@@ -3014,6 +3097,9 @@ static int s_refund_start(s_cmd_t *c)
         return s_err(c, "stopped", "%s", self->stopped_why);
     if (!s_has_lines(self) || pos_ticket_remaining(self->ticket) >= 0)
         return s_err(c, "no_refund", "pay refund pays out a return: nothing is owed here");
+    if ((self->wallet.sale_seq && !self->wallet.orphan) ||
+        (self->card.key[0] && !self->card.orphan))
+        return s_err(c, "wallet_waiting", "a payment is under way: wait for its answer");
     if (self->nplan)
         return s_err(c, "refund_planned", "the refunds are planned: pay the rest (card or cash)");
     if (self->nrefunds + S_REFUND_PLAN_MAX > S_REFUND_QUEUE_MAX)
@@ -3034,55 +3120,76 @@ static int s_refund_start(s_cmd_t *c)
         }
         if (!l->is_return || l->voided || seen)
             continue;
-        bool offline = false;
-        bus_val_t *body = bus_val_new_map();
-        bus_val_map_set_str(body, "sale_id", l->return_of);
-        bus_val_t *r = s_request(c, "payments", "payment.refundable", body, &offline, false);
-        if (!r)
-            return -1; /* the error is set: nothing planned */
-        bus_val_t *intents = bus_val_map_get(r, "intents");
-        for (size_t k = 0; k < bus_val_size(intents) && due > 0 && n < S_REFUND_PLAN_MAX; k++) {
-            const bus_val_t *m = bus_val_arr_get(intents, k);
-            const char *intent = bus_val_map_get_str(m, "intent");
-            const char *provider = bus_val_map_get_str(m, "provider");
-            int64_t left = 0;
-            bus_val_map_get_int(m, "refundable", &left);
-            int kind = provider ? pos_tender_parse(provider) : -1;
-            if (!intent || strlen(intent) >= sizeof(plan[0].intent) || left <= 0 ||
-                (kind != POS_TENDER_WECHAT && kind != POS_TENDER_ALIPAY))
-                continue;
-            int64_t a = left < due ? left : due;
-            s_refund_t *p = &plan[n];
-            memset(p, 0, sizeof(*p));
-            p->sale_seq = seq;
-            snprintf(p->intent, sizeof(p->intent), "%s", intent);
-            snprintf(p->provider, sizeof(p->provider), "%s", provider);
-            snprintf(p->refund_no, sizeof(p->refund_no), "%s-r%d", sale_id, n + 1);
-            p->amount = a;
-            n++;
-            due -= a;
+        int64_t cap = s_ret_value(self, l->return_of); /* what this ticket returns of it */
+        static const char *const methods[] = {"payment.refundable", "card.sale"};
+        for (int m = 0; m < 2 && due > 0 && cap > 0; m++) {
+            bool offline = false, wallet = m == 0;
+            bus_val_t *body = bus_val_new_map();
+            bus_val_map_set_str(body, "sale_id", l->return_of);
+            bus_val_t *r = s_request(c, "payments", methods[m], body, &offline, false);
+            if (!r)
+                return -1; /* the error is set: nothing planned */
+            bus_val_t *list = bus_val_map_get(r, wallet ? "intents" : "deductions");
+            for (size_t k = 0; k < bus_val_size(list) && due > 0 && cap > 0 &&
+                               n < S_REFUND_PLAN_MAX;
+                 k++) {
+                const bus_val_t *e = bus_val_arr_get(list, k);
+                const char *intent = bus_val_map_get_str(e, "intent");
+                const char *provider = bus_val_map_get_str(e, "provider");
+                const char *card = bus_val_map_get_str(e, "card");
+                int64_t left = 0, attempt = 0;
+                bus_val_map_get_int(e, "refundable", &left);
+                bus_val_map_get_int(e, "attempt", &attempt);
+                int kind = wallet && provider ? pos_tender_parse(provider) : -1;
+                if (wallet ? !intent || strlen(intent) >= sizeof(plan[0].intent) ||
+                                 (kind != POS_TENDER_WECHAT && kind != POS_TENDER_ALIPAY)
+                           : !card || !node_svcard_id_ok(card) || attempt < 1)
+                    continue;
+                left -= s_refund_owed(self, plan, n, wallet ? intent : NULL,
+                                      wallet ? NULL : card, l->return_of, attempt);
+                if (left <= 0)
+                    continue;
+                int64_t a = left < due ? left : due;
+                a = a < cap ? a : cap;
+                s_refund_t *p = &plan[n];
+                memset(p, 0, sizeof(*p));
+                p->sale_seq = seq;
+                snprintf(p->intent, sizeof(p->intent), "%s", wallet ? intent : "sv");
+                snprintf(p->provider, sizeof(p->provider), "%s", wallet ? provider : "sv");
+                snprintf(p->refund_no, sizeof(p->refund_no), "%s-r%d", sale_id, n + 1);
+                if (!wallet) {
+                    snprintf(p->card, sizeof(p->card), "%s", card);
+                    snprintf(p->of_sale, sizeof(p->of_sale), "%s", l->return_of);
+                    p->attempt = attempt;
+                }
+                p->amount = a;
+                n++;
+                due -= a;
+                cap -= a;
+            }
+            bus_val_destroy(&r);
         }
-        bus_val_destroy(&r);
     }
     if (n == 0)
         return s_err(c, "no_wallet",
-                     "the returned sales have no WeChat or Alipay payment left to refund: pay "
-                     "card (the terminal) or cash");
+                     "the returned sales have no WeChat, Alipay or card payment left to refund: "
+                     "pay card (the terminal) or cash");
     bus_val_t *list = bus_val_new_arr();
     for (int i = 0; i < n; i++) {
-        if (pos_ticket_add_tender(self->ticket, (pos_tender_kind_t)pos_tender_parse(plan[i].provider),
-                                  -plan[i].amount) != POS_OK) {
+        if (pos_ticket_add_tender(self->ticket, s_refund_kind(&plan[i]), -plan[i].amount) !=
+            POS_OK) {
             bus_val_destroy(&list);
             for (int k = 0; k < i; k++) /* cannot happen (the amounts fit what is due) */
-                pos_ticket_add_tender(self->ticket,
-                                      (pos_tender_kind_t)pos_tender_parse(plan[k].provider),
-                                      plan[k].amount);
+                pos_ticket_add_tender(self->ticket, s_refund_kind(&plan[k]), plan[k].amount);
             return s_err(c, "internal", "the ticket took no refund tender: tell a manager");
         }
         self->plan[i] = plan[i];
         bus_val_t *m = bus_val_new_map();
         bus_val_map_set_str(m, "provider", plan[i].provider);
-        bus_val_map_set_str(m, "intent", plan[i].intent);
+        if (plan[i].card[0])
+            bus_val_map_set_str(m, "card", plan[i].card);
+        else
+            bus_val_map_set_str(m, "intent", plan[i].intent);
         bus_val_map_set_int(m, "amount", plan[i].amount);
         bus_val_arr_push(list, &m);
     }
@@ -3091,8 +3198,8 @@ static int s_refund_start(s_cmd_t *c)
     if (pos_ticket_is_paid(self->ticket))
         return s_complete(c);
     bus_val_map_set_str(c->reply, "message",
-                        "refunded to the wallets as far as they paid; pay the rest by card or "
-                        "cash");
+                        "refunded to the payments the returned sales were paid with, as far as "
+                        "they go; pay the rest by card or cash");
     return 0;
 }
 
@@ -3108,16 +3215,29 @@ static int s_refund_send(node_till_t *self)
     pos_sale_make_id(sale_id, sizeof(sale_id), self->store, self->reg, r.sale_seq);
     snprintf(reason, sizeof(reason), "return %s", sale_id);
     bus_val_t *body = bus_val_new_map();
-    bus_val_map_set_str(body, "intent", r.intent);
     bus_val_map_set_str(body, "refund_no", r.refund_no);
     bus_val_map_set_int(body, "amount", r.amount);
-    bus_val_map_set_str(body, "reason", reason);
+    if (r.card[0]) { /* back to the stored-value card that paid */
+        bus_val_map_set_str(body, "card", r.card);
+        bus_val_map_set_str(body, "sale_id", r.of_sale);
+        bus_val_map_set_int(body, "attempt", r.attempt);
+    } else {
+        bus_val_map_set_str(body, "intent", r.intent);
+        bus_val_map_set_str(body, "reason", reason);
+    }
     bool offline = false;
-    bus_val_t *rep = self->hooks.request(self->hooks.arg, "payments", "payment.refund", &body,
+    bus_val_t *rep = self->hooks.request(self->hooks.arg, "payments",
+                                         r.card[0] ? "card.refund" : "payment.refund", &body,
                                          &offline, err, sizeof(err));
     bus_val_destroy(&body);
-    if (!rep && (offline || strncmp(err, "unavailable", 11) == 0))
-        return -1;
+    static const char *const final_codes[] = {"too_much", "not_paid", "conflict", "not_found",
+                                              "bad_request", "forbidden"};
+    bool refused = false;
+    for (size_t i = 0; !rep && i < sizeof(final_codes) / sizeof(final_codes[0]); i++)
+        refused = refused || (strncmp(err, final_codes[i], strlen(final_codes[i])) == 0 &&
+                              err[strlen(final_codes[i])] == ':');
+    if (!rep && (offline || !refused))
+        return -1; /* not reached, or a passing fault (unavailable, internal): asked again */
     bus_val_t *doc = bus_val_new_map();
     bus_val_map_set_str(doc, "type", "refund_done");
     bus_val_map_set_str(doc, "refund_no", r.refund_no);
@@ -3128,6 +3248,16 @@ static int s_refund_send(node_till_t *self)
     const char *state = rep ? bus_val_map_get_str(rep, "state") : NULL;
     if (state)
         bus_val_map_set_str(doc, "state", state);
+    int64_t balance = 0;
+    if (rep && r.card[0] && bus_val_map_get_int(rep, "balance", &balance)) {
+        bus_val_map_set_str(doc, "state", "succeeded"); /* the card has it back at once */
+        bus_val_map_set_str(doc, "card", r.card);
+        bus_val_map_set_int(doc, "balance", balance);
+        if (self->svcards) {
+            node_svcard_seen(self->svcards, r.card, -1, balance, -1, s_now(self));
+            s_sv_save(self);
+        }
+    }
     if (!rep) /* too_much, not_paid, conflict...: it can never be taken; kept for an operator */
         bus_val_map_set_str(doc, "refused", err);
     bus_val_destroy(&rep);
@@ -3138,6 +3268,8 @@ static int s_refund_send(node_till_t *self)
     }
     s_publish(self, "refund", "node.refund", &event);
     s_refund_drop(self, r.refund_no);
+    if (refused)
+        self->refunds_refused++;
     return 1;
 }
 
@@ -3559,8 +3691,9 @@ static int s_cmd_pay(s_cmd_t *c)
         amount = -amount; /* a refund is paid out */
     if (amount == 0 && !pos_ticket_is_paid(self->ticket))
         return s_err(c, "bad_amount", "a tender of 0");
-    if (kind == POS_TENDER_CASH && amount < 0 && !s_refund_cash_ok(c, amount))
-        return -1; /* more cash out than the returned sales took in cash */
+    if ((kind == POS_TENDER_CASH || kind == POS_TENDER_CARD) && amount < 0 &&
+        !s_payout_ok(c, (pos_tender_kind_t)kind, amount))
+        return -1; /* more out than the returned sales took that way */
     if (terminal && amount != 0)
         return s_card_start(c, amount);
     if (amount != 0) {
@@ -3925,11 +4058,10 @@ static int s_cmd_return(s_cmd_t *c)
     bus_val_map_set_str(body, "sale_id", sale_id);
     bool offline = false;
     bus_val_t *rep = s_request(c, "sales", "sale.get", body, &offline, true);
-    int64_t ret_cash = 0;
-    bool ret_noncash = false;
+    int64_t ret_cash = 0, ret_card = 0;
     if (rep) {
         bool ok = s_original_line(bus_val_map_get(rep, "sale"), sku, &item, &per_unit, &sold);
-        s_return_original(bus_val_map_get(rep, "sale"), &ret_cash, &ret_noncash);
+        s_return_original(bus_val_map_get(rep, "sale"), &ret_cash, &ret_card);
         bus_val_destroy(&rep);
         if (!ok)
             return s_err(c, "not_on_sale", "%s sold no %s", sale_id, sku);
@@ -3971,12 +4103,10 @@ static int s_cmd_return(s_cmd_t *c)
         e = s_compute(self);
     if (e != POS_OK)
         return s_err(c, "refused", "cannot add the return: %s", pos_strerror(e));
-    if (offline) { /* the supervisor who approved it decides the cash too */
-        int64_t a = pos_ticket_line(t, index)->amount;
-        self->ret_cash += a < 0 ? -a : a;
-    } else {
-        s_return_remember(self, sale_id, ret_cash, ret_noncash);
-    }
+    if (offline) /* the supervisor who approved it decides how it is paid out too */
+        s_return_remember(self, sale_id, INT64_MAX / 4, INT64_MAX / 4);
+    else
+        s_return_remember(self, sale_id, ret_cash, ret_card);
     bus_val_map_set_int(c->reply, "line", index + 1);
     return 0;
 }
@@ -4040,6 +4170,8 @@ static void s_state(node_till_t *self, bus_val_t *reply)
         bus_val_map_set_int(reply, "sv_unsent", self->nsv);
     if (self->nrefunds) /* refunds of returns not taken by payments yet */
         bus_val_map_set_int(reply, "refunds_pending", self->nrefunds);
+    if (self->refunds_refused) /* refused by payments for good: an operator refunds by hand */
+        bus_val_map_set_int(reply, "refunds_refused", self->refunds_refused);
 }
 
 static int s_dispatch(s_cmd_t *c)

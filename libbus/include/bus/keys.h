@@ -70,6 +70,8 @@ char *bus_key_paydue(char *buf, const char *store);                      /* payd
 char *bus_key_payday(char *buf, const char *store, const char *day);     /* payday:{S}:<day> */
 char *bus_key_payrec(char *buf, const char *store, const char *day);     /* payrec:{S}:<day> */
 char *bus_key_payref(char *buf, const char *store, const char *no);      /* payref:{S}:<no> */
+/* the stored-value deductions of a sale, by card and attempt (so a return finds them) */
+char *bus_key_svsale(char *buf, const char *store, const char *sale_id); /* svsale:{S}:<sale> */
 /* a stored-value card svc:{<card>} and its parts svc:{<card>}<suffix>, suffix one of "",
    ":ops", ":spent", ":log" (one hash tag per card: a script touches one card only) */
 char *bus_key_svc(char *buf, const char *card, const char *suffix);

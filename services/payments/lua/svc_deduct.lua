@@ -38,7 +38,8 @@ local outcome, flags, after = 'ok', '-', balance
 if ARGV[1] == 'void' then
   outcome = 'voided'
   if prior_outcome == 'ok' then -- taken: given back
-    local taken = tonumber(string.match(prior, '^%S+ (%S+)'))
+    local taken = tonumber(string.match(prior, '^%S+ (%S+)')) -
+                  tonumber(redis.call('HGET', KEYS[2], 'rf:' .. ARGV[2]) or '0')
     after = redis.call('HINCRBY', KEYS[1], 'balance', taken)
     redis.call('HINCRBY', KEYS[1], 'version', 1)
     redis.call('HSET', KEYS[1], 'updated_ms', ARGV[4])
@@ -91,7 +92,7 @@ redis.call('LPUSH', KEYS[4], ARGV[2] .. ' ' .. result)
 while redis.call('LLEN', KEYS[4]) > tonumber(ARGV[9]) do
   local op, res = string.match(redis.call('RPOP', KEYS[4]), '^(%S+) (.*)$')
   if op and redis.call('HGET', KEYS[2], op) == res then
-    redis.call('HDEL', KEYS[2], op)
+    redis.call('HDEL', KEYS[2], op, 'rf:' .. op)
   end
 end
 return {'new', result, f[1], f[6], f[7]}

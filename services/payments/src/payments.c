@@ -1014,16 +1014,18 @@ static int s_refundable(bus_service_t *svc, const bus_msg_t *req, bus_val_t *rep
     for (int64_t attempt = 1; attempt <= S_ATTEMPT_MAX; attempt++) {
         char intent[S_INTENT_MAX + 8], key[BUS_KEY_MAX];
         s_intent_id(sale_id, attempt, intent, sizeof(intent));
-        redisReply *r = bus_redis_command(app->redis, "HMGET %s state amount refunded provider",
-                                          bus_key_pay(key, store, intent));
-        if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+        redisReply *r =
+            bus_redis_command(app->redis, "HMGET %s state amount refunded provider cancel",
+                              bus_key_pay(key, store, intent));
+        if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
             bus_val_destroy(&list);
             return s_redis_failed(app, svc, r, "intent");
         }
         const char *state = r->element[0]->str;
         int64_t amount = r->element[1]->str ? strtoll(r->element[1]->str, NULL, 10) : 0;
         int64_t refunded = r->element[2]->str ? strtoll(r->element[2]->str, NULL, 10) : 0;
-        if (state && strcmp(state, "succeeded") == 0 && amount > 0) {
+        bool cancelled = r->element[4]->str && strcmp(r->element[4]->str, "1") == 0;
+        if (state && strcmp(state, "succeeded") == 0 && amount > 0 && !cancelled) {
             bus_val_t *m = bus_val_new_map();
             bus_val_map_set_str(m, "intent", intent);
             bus_val_map_set_int(m, "attempt", attempt);

@@ -59,6 +59,7 @@
 #include "svc_blockread_lua.h"
 #include "svc_create_lua.h"
 #include "svc_deduct_lua.h"
+#include "svc_refund_lua.h"
 #include "svc_listed_lua.h"
 #include "svc_status_lua.h"
 #include "svc_topup_lua.h"
@@ -73,6 +74,8 @@
 #define S_MEALS_MAX        8
 #define S_MEAL_NAME_MAX    16
 #define S_LOG_MAX          "1000"   /* operations kept per card (log and ops together) */
+#define S_SALE_INDEX_TTL_S "34560000" /* a sale's deductions noted for returns: 400 days */
+#define S_SALE_FIELD_MAX 48    /* "<card> <attempt>" of the sale index */
 #define S_SPENT_TTL_S      "259200" /* spent counters live 3 days after their last write */
 #define S_SPENT_DAYS       2        /* spent fields of days older than today - 2 are dropped */
 #define S_PAGE_MAX         500      /* blocklist changes per page */
@@ -95,11 +98,12 @@ typedef struct {
 
 static struct {
     bus_redis_t *redis;
-    int create, topup, deduct, status, blocklist, listed, blockread, unpend;
+    int create, topup, deduct, status, blocklist, listed, blockread, unpend, refund;
     s_meal_t meals[S_MEALS_MAX];
     int nmeals;
     int64_t *c_created, *c_topups, *c_deductions, *c_refused_blocked, *c_refused_balance,
         *c_refused_daily, *c_refused_meal, *c_offline, *c_offline_flagged, *c_duplicates, *c_voids,
+        *c_refunds,
         *c_conflicts, *c_blocks, *c_unblocks, *c_repairs, *c_bad, *c_redis_errors;
 } s_st;
 
@@ -582,6 +586,9 @@ static void s_count(const s_result_t *res)
         bus_stats_inc(s_st.c_deductions, 1);
 }
 
+static void s_sale_index(const char *store, const char *sale_id, const char *card,
+                         int64_t attempt, int64_t amount, bool add);
+
 /*  card.pay, card.offline and card.void: one deduction of one of the register's sales, by
     mode "pay", "offline" (the till did it already at ts, ms) or "void" (the register gives the
     attempt up). */
@@ -666,6 +673,10 @@ static int s_deduct(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
         bus_stats_inc(s_st.c_duplicates, 1);
     else
         s_count(&res);
+    if (strcmp(res.outcome, "ok") == 0) /* taken: a return of the sale finds it */
+        s_sale_index(node.store, sale_id, card, attempt, res.amount, true);
+    else if (strcmp(res.outcome, "voided") == 0)
+        s_sale_index(node.store, sale_id, card, attempt, 0, false);
     if (!dup && strcmp(res.flags, "-") != 0)
         bus_warn("payments.card",
                  "card %s: offline deduction %s flagged: %s (balance %" PRId64 " fen)", card, op,
@@ -820,6 +831,184 @@ static int s_blocklist(bus_service_t *svc, const bus_msg_t *req, bus_val_t *repl
     return 0;
 }
 
+/* ---- returns: a sale's deductions found (card.sale) and given back (card.refund) ---------- */
+
+/*  Note (or, given back by a void, forget) a sale's deduction in svsale:{S}:<sale_id>, so a
+    return of the sale finds it at any register. Another hash tag than the card's: written after
+    the card's script, again by the same request asked again; a failure is logged and counted
+    (the return is then paid another way). */
+static void s_sale_index(const char *store, const char *sale_id, const char *card,
+                         int64_t attempt, int64_t amount, bool add)
+{
+    char key[BUS_KEY_MAX], field[S_SALE_FIELD_MAX];
+    snprintf(field, sizeof(field), "%s %" PRId64, card, attempt);
+    bus_key_svsale(key, store, sale_id);
+    redisReply *r = add ? bus_redis_command(s_st.redis, "HSET %s %s %" PRId64, key, field, amount)
+                        : bus_redis_command(s_st.redis, "HDEL %s %s", key, field);
+    bool ok = bus_redis_reply_ok(r);
+    freeReplyObject(r);
+    if (ok && add) {
+        r = bus_redis_command(s_st.redis, "EXPIRE %s %s", key, S_SALE_INDEX_TTL_S);
+        ok = bus_redis_reply_ok(r);
+        freeReplyObject(r);
+    }
+    if (!ok) {
+        bus_stats_inc(s_st.c_redis_errors, 1);
+        bus_warn("payments.card", "sale %s: card %s attempt %" PRId64 " not noted for returns",
+                 sale_id, card, attempt);
+    }
+}
+
+/*  The store a sale id belongs to, for the caller: a register's own, others' named. */
+static const char *s_sale_store(bus_service_t *svc, const bus_val_t *body, const char *sale_id,
+                                char *store, size_t size)
+{
+    const bus_identity_t *me = bus_service_caller(svc);
+    const char *want = me->role == BUS_ROLE_REGISTER ? me->store : bus_val_map_get_str(body, "store");
+    if (!want || !bus_identity_id_ok(want)) {
+        s_bad(svc, "store: the sale's store id");
+        return NULL;
+    }
+    size_t n = strlen(want);
+    if (!sale_id || !pos_sale_id_ok(sale_id, POS_SALE_ID_MAX, "-") ||
+        strncmp(sale_id, want, n) != 0 || sale_id[n] != '-') {
+        s_bad(svc, "sale_id: a sale id of the store");
+        return NULL;
+    }
+    snprintf(store, size, "%s", want);
+    return store;
+}
+
+/*  card.sale {sale_id, store?}: the stored-value deductions that paid a sale, with what each
+    may still give back: {sale_id, deductions: [{card, attempt, amount, refunded, refundable}]}. */
+static int s_sale(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    (void)arg;
+    const bus_val_t *body = bus_msg_body(req);
+    const char *sale_id = bus_val_map_get_str(body, "sale_id");
+    char store[BUS_ID_PART_MAX + 1], key[BUS_KEY_MAX];
+    if (!s_sale_store(svc, body, sale_id, store, sizeof(store)))
+        return -1;
+    redisReply *r = bus_redis_command(s_st.redis, "HGETALL %s", bus_key_svsale(key, store, sale_id));
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
+        return s_redis_failed(svc, r, "sale index");
+    bus_val_t *list = bus_val_new_arr();
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        char card[S_SALE_FIELD_MAX], ops[BUS_KEY_MAX], field[POS_SALE_ID_MAX + 40];
+        int64_t attempt = 0, amount = 0, refunded = 0;
+        const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
+        if (!f || !v || sscanf(f, "%32s %" SCNd64, card, &attempt) != 2)
+            continue;
+        amount = strtoll(v, NULL, 10);
+        snprintf(field, sizeof(field), "rf:d:%s:%" PRId64, sale_id, attempt);
+        redisReply *q = bus_redis_command(s_st.redis, "HGET %s %s",
+                                          bus_key_svc(ops, card, ":ops"), field);
+        if (!bus_redis_reply_ok(q)) {
+            bus_val_destroy(&list);
+            freeReplyObject(r);
+            return s_redis_failed(svc, q, "card refunds");
+        }
+        if (q->type == REDIS_REPLY_STRING)
+            refunded = strtoll(q->str, NULL, 10);
+        freeReplyObject(q);
+        bus_val_t *m = bus_val_new_map();
+        bus_val_map_set_str(m, "card", card);
+        bus_val_map_set_int(m, "attempt", attempt);
+        bus_val_map_set_int(m, "amount", amount);
+        bus_val_map_set_int(m, "refunded", refunded);
+        bus_val_map_set_int(m, "refundable", amount > refunded ? amount - refunded : 0);
+        bus_val_arr_push(list, &m);
+    }
+    freeReplyObject(r);
+    bus_val_map_set_str(reply, "sale_id", sale_id);
+    bus_val_map_set(reply, "deductions", &list);
+    return 0;
+}
+
+/*  card.refund {card, sale_id, attempt, amount, refund_no, store?}: give part or all of one
+    deduction of a sale back to the card (a return refunded to the tender it was paid with);
+    never more than the deduction took, all refunds of it together; the same refund number
+    asked again is the same refund. */
+static int s_refund(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    (void)arg;
+    const bus_val_t *body = bus_msg_body(req);
+    const char *card = s_card(svc, body);
+    if (!card)
+        return -1;
+    const char *sale_id = bus_val_map_get_str(body, "sale_id");
+    const char *no = bus_val_map_get_str(body, "refund_no");
+    char store[BUS_ID_PART_MAX + 1];
+    if (!s_sale_store(svc, body, sale_id, store, sizeof(store)))
+        return -1;
+    int64_t attempt = 0, amount = 0;
+    if (!bus_val_map_get_int(body, "attempt", &attempt) || attempt < 1 || attempt > S_ATTEMPT_MAX)
+        return s_bad(svc, "attempt: the deduction's attempt, 1 to 99");
+    if (!bus_val_map_get_int(body, "amount", &amount) || amount < 1 || amount > POS_AMOUNT_MAX)
+        return s_bad(svc, "amount: fen, from 1 to 10^12");
+    size_t n = no ? strlen(no) : 0;
+    bool no_ok = n >= 1 && n <= 64;
+    for (size_t i = 0; no_ok && i < n; i++)
+        no_ok = isalnum((unsigned char)no[i]) || no[i] == '_' || no[i] == '-';
+    if (!no_ok)
+        return s_bad(svc, "refund_no: 1-64 letters, digits, '_' or '-'");
+    char key[BUS_KEY_MAX], ops[BUS_KEY_MAX], log[BUS_KEY_MAX], dop[POS_SALE_ID_MAX + 8];
+    char rop[72], amount_s[24], now_s[24];
+    snprintf(dop, sizeof(dop), "d:%s:%" PRId64, sale_id, attempt);
+    snprintf(rop, sizeof(rop), "r:%s", no);
+    snprintf(amount_s, sizeof(amount_s), "%" PRId64, amount);
+    snprintf(now_s, sizeof(now_s), "%" PRId64, bus_now_ms());
+    const char *argv[] = {bus_key_svc(key, card, NULL), bus_key_svc(ops, card, ":ops"),
+                          bus_key_svc(log, card, ":log"), dop, rop, amount_s, now_s,
+                          s_who(svc), S_LOG_MAX};
+    redisReply *r = bus_redis_evalsha(s_st.redis, s_st.refund, 3, 9, argv, NULL);
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        !r->element[0]->str)
+        return s_redis_failed(svc, r, "card refund");
+    char kind[16], extra[160] = "";
+    snprintf(kind, sizeof(kind), "%s", r->element[0]->str);
+    if (r->elements > 1 && r->element[1]->str)
+        snprintf(extra, sizeof(extra), "%s", r->element[1]->str);
+    freeReplyObject(r);
+    if (strcmp(kind, "none") == 0)
+        return bus_service_error(svc, S_ERR_NOT_FOUND, "no card %s", card);
+    if (strcmp(kind, "not_found") == 0)
+        return bus_service_error(svc, S_ERR_NOT_FOUND,
+                                 "card %s has no deduction %s (or it is too old to be known)",
+                                 card, dop);
+    if (strcmp(kind, "not_paid") == 0)
+        return bus_service_error(svc, "not_paid", "card %s: %s took nothing (%s)", card, dop,
+                                 extra);
+    if (strcmp(kind, "conflict") == 0) {
+        bus_stats_inc(s_st.c_conflicts, 1);
+        return bus_service_error(svc, "conflict",
+                                 "refund %s was made for another deduction or amount", no);
+    }
+    if (strcmp(kind, "too_much") == 0) {
+        bus_stats_inc(s_st.c_bad, 1);
+        return bus_service_error(svc, "too_much",
+                                 "more than %s took: at most %s fen may still be given back",
+                                 dop, extra);
+    }
+    int64_t got = 0, balance = 0;
+    if (sscanf(extra, "%" SCNd64 " %" SCNd64, &got, &balance) != 2)
+        return s_redis_failed(svc, NULL, "card refund result");
+    bool dup = strcmp(kind, "dup") == 0;
+    if (!dup) {
+        bus_stats_inc(s_st.c_refunds, 1);
+        bus_info("payments.card", "card %s: %" PRId64 " fen of %s given back (%s) by %s", card,
+                 got, dop, no, s_who(svc));
+    }
+    bus_val_map_set_str(reply, "card", card);
+    bus_val_map_set_str(reply, "sale_id", sale_id);
+    bus_val_map_set_int(reply, "attempt", attempt);
+    bus_val_map_set_str(reply, "refund_no", no);
+    bus_val_map_set_int(reply, "amount", got);
+    bus_val_map_set_int(reply, "balance", balance);
+    bus_val_map_set_bool(reply, "duplicate", dup);
+    return 0;
+}
+
 /* ---- start ------------------------------------------------------------------------------ */
 
 int payments_stored_methods(bus_service_t *svc, bus_redis_t *redis, bus_config_t *config)
@@ -839,6 +1028,7 @@ int payments_stored_methods(bus_service_t *svc, bus_redis_t *redis, bus_config_t
     s_st.listed = bus_redis_script(redis, svc_listed_lua);
     s_st.blockread = bus_redis_script(redis, svc_blockread_lua);
     s_st.unpend = bus_redis_script(redis, svc_unpend_lua);
+    s_st.refund = bus_redis_script(redis, svc_refund_lua);
     bus_stats_t *stats = bus_service_stats(svc);
     s_st.c_created = bus_stats_counter(stats, "cards_created");
     s_st.c_topups = bus_stats_counter(stats, "card_topups");
@@ -851,6 +1041,7 @@ int payments_stored_methods(bus_service_t *svc, bus_redis_t *redis, bus_config_t
     s_st.c_offline_flagged = bus_stats_counter(stats, "card_offline_flagged");
     s_st.c_duplicates = bus_stats_counter(stats, "card_duplicates");
     s_st.c_voids = bus_stats_counter(stats, "card_voids");
+    s_st.c_refunds = bus_stats_counter(stats, "card_refunds");
     s_st.c_conflicts = bus_stats_counter(stats, "card_conflicts");
     s_st.c_blocks = bus_stats_counter(stats, "card_blocks");
     s_st.c_unblocks = bus_stats_counter(stats, "card_unblocks");
@@ -867,9 +1058,13 @@ int payments_stored_methods(bus_service_t *svc, bus_redis_t *redis, bus_config_t
         {"card.block", s_block, BUS_METHOD_CHANGE, BUS_METHOD_CHANGE_ROLES},
         {"card.unblock", s_unblock, BUS_METHOD_CHANGE, BUS_METHOD_CHANGE_ROLES},
         {"card.blocklist", s_blocklist, BUS_METHOD_READ, S_EVERYONE},
+        {"card.sale", s_sale, BUS_METHOD_READ, S_EVERYONE},
+        {"card.refund", s_refund, BUS_METHOD_IDEMPOTENT,
+         BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR},
         {NULL, NULL, 0, 0}};
     if (s_st.create < 0 || s_st.topup < 0 || s_st.deduct < 0 || s_st.status < 0 ||
         s_st.blocklist < 0 || s_st.listed < 0 || s_st.blockread < 0 || s_st.unpend < 0 ||
+        s_st.refund < 0 || !s_st.c_refunds ||
         !s_st.c_redis_errors || bus_service_methods(svc, methods, NULL) != 0) {
         bus_error("payments.start", "cannot register the card methods or scripts: out of memory");
         return -1;
