@@ -297,6 +297,11 @@ try:
     c.check(r["type"] == "error" and r["body"]["code"] == "bad_request",
             f"another store's sale: refused: {r['body'].get('message')}")
     c.eq(balance("SVR1"), 4660 + 4990 + 100, "SVR1: nothing else moved")
+    st_r02 = {}
+    c.check(wait_for(lambda: st_r02.update(r02.cmd("state")) or
+                     (st_r02.get("unsynced") == 0 and not st_r02.get("upload_blocked")), WAIT),
+            f"every return sale (refunds in its record) taken by sales: {st_r02.get('unsynced')}"
+            f" {st_r02.get('upload_blocked')}")
 finally:
     st.stop_all(c)
 c.finish()
