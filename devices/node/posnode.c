@@ -84,6 +84,10 @@ static const bus_opt_t s_options[] = {
     {"canteen-sku", BUS_OPT_STR, "CANTEEN", 0, 0,
      "the catalog item a canteen terminal's tap sells (at the tap's amount; a plain "
      "\"Canteen\" line when the catalog has no such item)"},
+    {"canteen-fees", BUS_OPT_STR, "", 0, 0,
+     "a file with the canteen terminals' settings, meal periods and fee rules, one per line: "
+     "params WAIT_MS OFFLINE_MAX_FEN; meal ID HH:MM-HH:MM; fee MEAL CARD_CLASS FEN "
+     "(docs/posnode.md); empty: none"},
     {"journal-retention-days", BUS_OPT_INT, "90", 0, 36500,
      "archived journal segments (closed by a Z report, every sale acknowledged) are deleted "
      "after this many days; 0: kept for ever"},
@@ -1249,9 +1253,22 @@ static int s_start(s_node_t *self)
              ncards, nblocked, node_svcard_since(self->svcards), node_till_sv_pending(self->till));
     node_till_set_svcards(self->till, self->svcards,
                           S_SV_PULL_BEATS * bus_config_int(self->config, "node-heartbeat-ms"));
+    char fees[2048] = "";
+    const char *fees_path = bus_config_str(self->config, "canteen-fees");
+    if (fees_path && *fees_path) {
+        uint8_t *data = NULL;
+        size_t len = 0;
+        if (node_file_read(fees_path, sizeof(fees) - 1, &data, &len, why, sizeof(why)) != 0) {
+            bus_error("posnode.canteen", "--canteen-fees %s: %s", fees_path, why);
+            return -1;
+        }
+        memcpy(fees, data, len);
+        fees[len] = '\0';
+        free(data);
+    }
     self->canteen = node_canteen_new(self->till, self->svcards,
-                                     bus_config_str(self->config, "canteen-sku"), s_canteen_submit,
-                                     self);
+                                     bus_config_str(self->config, "canteen-sku"), fees,
+                                     s_canteen_submit, self);
     if (!self->canteen)
         return -1;
     snprintf(path, sizeof(path), "%s/config.mp", self->dir);

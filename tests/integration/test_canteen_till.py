@@ -55,9 +55,14 @@ try:
     with open(devices_file, "w") as f:
         f.write(f"line1 canteen tcp:127.0.0.1:{line.port} terminals=1,2,poll_ms=50\n")
 
+    fees_file = os.path.join(st.tmp, "canteen-fees")
+    with open(fees_file, "w") as f:
+        f.write("params 3000 1500\nmeal 1 06:00-10:00\nmeal 2 10:30-14:00\n"
+                "fee 1 0 500\nfee 2 0 1250\n")
+
     def start():
         return st.start_posnode("r01", STORE, "R01", "--devices", devices_file,
-                                "--request-timeout-ms", "500")
+                                "--request-timeout-ms", "500", "--canteen-fees", fees_file)
 
     r01 = start()
     wait_for(lambda: r01.cmd("state")["config_version"] >= 1, WAIT)
@@ -73,6 +78,11 @@ try:
 
     c.check(wait_for(lambda: line.terminal(1)["clock"] and line.terminal(2)["clock"], WAIT),
             "both terminals were given the time")
+    c.check(wait_for(lambda: all(line.terminal(t)["offline_max"] == 1500 and
+                                 line.terminal(t)["fees"] == [[1, 0, 500], [2, 0, 1250]] and
+                                 len(line.terminal(t)["meals"]) == 2 for t in (1, 2)), WAIT),
+            f"--canteen-fees pushed to both: offline limit 15.00, two meals, two fee rules: "
+            f"{line.terminal(1)['meals']} {line.terminal(1)['fees']}")
 
     # 1. an online tap: sold while the terminal waits, the balance shown, the card charged once
     seq = line.tap(1, card=1001, amount=1250)["seq"]
@@ -115,7 +125,7 @@ try:
     c.check(r["ok"] and r["ticket"]["tenders"], "a partial cash tender on Ann's ticket")
     seq = line.tap(2, card=1004, amount=800)["seq"]
     c.eq(wait_for(lambda: settled(2, seq), WAIT) and settled(2, seq), "offline_approved",
-         "the tap waits out the terminal's online wait: approved offline (8.00 <= 20.00)")
+         "the tap waits out the terminal's online wait: approved offline (8.00 <= 15.00)")
     time.sleep(1)
     c.eq(len(tap_sales()), 1, "not sold while Ann's ticket holds the next sale number")
     r = r01.cmd("pay cash")

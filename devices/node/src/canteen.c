@@ -47,6 +47,7 @@ struct node_canteen_t {
     node_till_t *till;
     node_svcard_t *svcards;
     char sku[40];
+    char *fees; /* the `fees` job text, or NULL */
     node_canteen_submit_fn submit;
     void *arg;
     s_line_t lines[S_LINES];
@@ -56,11 +57,15 @@ struct node_canteen_t {
 };
 
 node_canteen_t *node_canteen_new(node_till_t *till, node_svcard_t *svcards, const char *sku,
-                                 node_canteen_submit_fn submit, void *arg)
+                                 const char *fees, node_canteen_submit_fn submit, void *arg)
 {
     node_canteen_t *self = calloc(1, sizeof(*self));
     if (!self)
         return NULL;
+    if (fees && *fees && !(self->fees = strdup(fees))) {
+        free(self);
+        return NULL;
+    }
     self->till = till;
     self->svcards = svcards;
     snprintf(self->sku, sizeof(self->sku), "%s", sku && *sku ? sku : "CANTEEN");
@@ -75,9 +80,13 @@ void node_canteen_destroy(node_canteen_t **self_p)
         return;
     for (int i = 0; i < (*self_p)->nlines; i++)
         free((*self_p)->lines[i].cards);
+    free((*self_p)->fees);
     free(*self_p);
     *self_p = NULL;
 }
+
+static int s_submit(node_canteen_t *self, const s_line_t *l, const char *what, const char *verb,
+                    const char *data);
 
 static s_line_t *s_line(node_canteen_t *self, const char *device)
 {
@@ -89,6 +98,8 @@ static s_line_t *s_line(node_canteen_t *self, const char *device)
     s_line_t *l = &self->lines[self->nlines++];
     memset(l, 0, sizeof(*l));
     snprintf(l->name, sizeof(l->name), "%s", device);
+    if (self->fees && s_submit(self, l, "fees", "fees", self->fees) < 0)
+        bus_warn("posnode.canteen", "%s: the fee rules were not queued", l->name);
     return l;
 }
 

@@ -46,9 +46,12 @@ typedef int (*node_canteen_submit_fn)(void *arg, const char *device, const char 
                                       const char *verb, const char *data);
 
 /*  till and svcards (may be NULL: no blocklist) borrowed; sku: the catalog item a tap sells
-    (NULL: "CANTEEN"). NULL when memory runs out. */
+    (NULL: "CANTEEN"); fees (copied; NULL or "": none): the terminals' online wait, offline
+    limit, meal periods and fee rules in the driver's `fees` job text (docs/canteen-protocol.md),
+    sent to each line when it first reports, and kept and pushed by the driver to every terminal
+    that (re)starts. NULL when memory runs out. */
 node_canteen_t *node_canteen_new(node_till_t *till, node_svcard_t *svcards, const char *sku,
-                                 node_canteen_submit_fn submit, void *arg);
+                                 const char *fees, node_canteen_submit_fn submit, void *arg);
 void node_canteen_destroy(node_canteen_t **self_p);
 
 /*  An event of the canteen device named device, published by its driver at at_ms (monotonic
