@@ -32,6 +32,10 @@ Why it is built this way:
   thread) and the control socket server. All state sits behind one lock; nothing sleeps
   holding it.
 - Amounts are integer fen everywhere; yuan strings are parsed and formatted with integers.
+- The day's statement (bill(day)) is the merchant's 业务明细 CSV as Alipay's 账单 download gives
+  it: GBK, `#` lines around a header and one row per payment and per refund, the fields Excel
+  would mangle ended with a tab. It is made from the same books the gateway answers from, so a
+  reconciliation of a clean day has nothing to find; bill_edit plants the differences.
 
 Run with Debian's /usr/bin/python3 (python3-cryptography)."""
 import argparse
@@ -90,6 +94,22 @@ OUT_REQUEST_NO = re.compile(r"[0-9A-Za-z_-]{1,64}")
 AUTH_CODE = re.compile(r"(?:2[5-9]|30)[0-9]{14,22}")
 YUAN = re.compile(r"(0|[1-9][0-9]{0,8})\.([0-9]{2})")
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+# the statement (业务明细): its columns in Alipay's order, and those written with a tab after
+# them (Alipay's way of keeping spreadsheets from turning long numbers into floats)
+BILL_COLUMNS = ("支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,"
+                "终端号,对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,"
+                "商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,"
+                "退款批次号/请求号,服务费（元）,分润（元）,备注").split(",")
+BILL_TABBED = ("支付宝交易号", "商户订单号", "业务类型", "门店编号", "门店名称", "操作员", "终端号",
+               "对方账户", "商家红包消费金额（元）", "退款批次号/请求号")
+BILL_ZERO = ("支付宝红包（元）", "集分宝（元）", "支付宝优惠（元）", "商家优惠（元）", "券核销金额（元）",
+             "商家红包消费金额（元）", "卡消费金额（元）", "分润（元）")
+BILL_ACCOUNT = "20881021462251350156"
+BILL_RULE = "#" + "-" * 41 + "业务明细列表" + "-" * 40
+BILL_RULE_END = "#" + "-" * 41 + "业务明细列表结束" + "-" * 36
+FEE_PER_MILLE = 6            # the statement's 服务费: 0.60% of the amount, rounded half up
 
 
 # ---- small helpers ------------------------------------------------------------------------
@@ -414,6 +434,7 @@ class Alipay:
         self.requests = {}
         self.pay_calls = self.bad_signatures = self.bad_requests = self.charges = 0
         self.seq = int.from_bytes(secrets.token_bytes(3), "big")
+        self.bill_edits = {"drop": set(), "amount": {}, "add": []}
 
     # -- life
     def start(self):
@@ -694,6 +715,9 @@ class Alipay:
                 return system_error(m)
             t = {"out_trade_no": otn, "trade_no": self._new_trade_no(), "auth_code": code,
                  "amount_fen": fen, "subject": d["subject"], "state": "WAIT_BUYER_PAY",
+                 "store_id": str(d.get("store_id", "")),
+                 "operator_id": str(d.get("operator_id", "")),
+                 "terminal_id": str(d.get("terminal_id", "")),
                  "created": time.time(), "paid_at": None, "pay_due": None, "pay_seconds": 0.0,
                  "cancel_action": None, "finished": False, "refunds": [],
                  "scenario": scenario}
@@ -823,6 +847,67 @@ class Alipay:
                             gmt_refund_pay=beijing(r["created"]))
             return Reply(response_key(m), body)
 
+    # -- the statement (业务明细)
+    def bill(self, day, encoding="gbk"):
+        """The day's 业务明细 statement (day YYYY-MM-DD, Beijing time) as bytes in encoding
+        (gbk as Alipay's download; utf-8 for a file someone converted)."""
+        with self.lock:
+            rows, edits = [], self.bill_edits
+            for t in self.trades.values():
+                self._settle(t)
+                if t["paid_at"] is None or t["out_trade_no"] in edits["drop"]:
+                    continue
+                if beijing(t["paid_at"])[:10] == day:
+                    amount = edits["amount"].get(t["out_trade_no"], t["amount_fen"])
+                    rows.append(self._bill_row(t, "交易", t["paid_at"], amount, ""))
+                if t["cancel_action"] == "refund" and beijing(t["cancelled_at"])[:10] == day:
+                    rows.append(self._bill_row(t, "退款", t["cancelled_at"], -t["amount_fen"],
+                                               "", "撤销"))
+                for r in t["refunds"]:
+                    if beijing(r["created"])[:10] == day:
+                        rows.append(self._bill_row(t, "退款", r["created"], -r["amount_fen"],
+                                                   r["out_request_no"], r["reason"]))
+            rows += [self._added_row(a) for a in edits["add"] if a["bill_date"] == day]
+        rows.sort(key=lambda row: row[0])
+        start = datetime.datetime.strptime(day, "%Y-%m-%d")
+        end = start + datetime.timedelta(days=1)
+        lines = ["#支付宝业务明细查询", f"#账号：[{BILL_ACCOUNT}]",
+                 f"#起始日期：[{start:%Y年%m月%d日} 00:00:00]   终止日期：[{end:%Y年%m月%d日} 00:00:00]",
+                 BILL_RULE, ",".join(BILL_COLUMNS)]
+        count = {"交易": 0, "退款": 0}
+        net = {"交易": 0, "退款": 0}
+        for _, v in rows:
+            count[v["业务类型"]] += 1
+            net[v["业务类型"]] += v["商家实收（元）"]
+            lines.append(",".join((yuan(v[c]) if isinstance(v[c], int) else v[c]) +
+                                  ("\t" if c in BILL_TABBED else "") for c in BILL_COLUMNS))
+        lines += [BILL_RULE_END,
+                  f"#交易合计：{count['交易']}笔，商家实收共{yuan(net['交易'])}元，商家优惠共0.00元",
+                  f"#退款合计：{count['退款']}笔，商家实收退款共{yuan(net['退款'])}元，商家优惠退款共0.00元",
+                  f"#导出时间：[{datetime.datetime.now(BEIJING):%Y年%m月%d日 %H:%M:%S}]"]
+        return ("\r\n".join(lines) + "\r\n").encode(encoding, errors="replace")
+
+    def _bill_row(self, t, kind, when, amount, request_no, note=""):
+        """One statement row: (when, {column: value}), amounts as int fen (negative on a
+        refund row, the service fee's sign the other way)."""
+        fee = (abs(amount) * FEE_PER_MILLE + 500) // 1000
+        v = {c: 0 if c in BILL_ZERO else "" for c in BILL_COLUMNS}
+        v.update({"支付宝交易号": t["trade_no"], "商户订单号": t["out_trade_no"], "业务类型": kind,
+                  "商品名称": t["subject"], "创建时间": beijing(t["created"]),
+                  "完成时间": beijing(when), "门店编号": t.get("store_id", ""),
+                  "操作员": t.get("operator_id", ""), "终端号": t.get("terminal_id", ""),
+                  "对方账户": BUYER_LOGON_ID, "订单金额（元）": amount, "商家实收（元）": amount,
+                  "退款批次号/请求号": request_no, "服务费（元）": -fee if amount > 0 else fee,
+                  "备注": note})
+        return when, v
+
+    def _added_row(self, a):
+        t = {"trade_no": a["trade_no"], "out_trade_no": a["out_trade_no"],
+             "subject": a["subject"], "created": a["time"]}
+        if a["request_no"]:
+            return self._bill_row(t, "退款", a["time"], -a["amount"], a["request_no"])
+        return self._bill_row(t, "交易", a["time"], a["amount"], "")
+
     # -- control
     def command(self, req):
         """One control command (a dict) -> its answer dict (any thread)."""
@@ -874,6 +959,43 @@ class Alipay:
             return {"ok": False, "error": f"the trade is {t['state']}, not TRADE_SUCCESS"}
         t["finished"] = True
         return {"ok": True}
+
+    def _cmd_bill(self, req):
+        day = str(req.get("day", datetime.datetime.now(BEIJING).strftime("%Y-%m-%d")))
+        encoding = req.get("encoding", "gbk")
+        if not DAY.fullmatch(day) or encoding not in ("gbk", "utf-8"):
+            return {"ok": False, "error": "day: YYYY-MM-DD; encoding: gbk or utf-8"}
+        data = self.bill(day, encoding)
+        return {"ok": True, "day": day, "encoding": encoding,
+                "bill": base64.b64encode(data).decode()}
+
+    def _cmd_bill_edit(self, req):
+        e = self.bill_edits
+        if req.get("clear"):
+            e["drop"], e["amount"], e["add"] = set(), {}, []
+        drop, amount, add = req.get("drop", []), dict(req.get("amount", {})), []
+        if not isinstance(drop, list) or \
+                not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_FEN
+                        for v in amount.values()):
+            return {"ok": False, "error": "drop: a list; amount values: integer fen > 0"}
+        today = datetime.datetime.now(BEIJING).strftime("%Y-%m-%d")
+        for a in req.get("add", []):
+            fen = a.get("amount") if isinstance(a, dict) else None
+            if not isinstance(fen, int) or isinstance(fen, bool) or not 0 < fen <= MAX_FEN or \
+                    not OUT_TRADE_NO.fullmatch(str(a.get("out_trade_no", ""))) or \
+                    not DAY.fullmatch(str(a.get("bill_date", today))):
+                return {"ok": False, "error": "add: objects with out_trade_no and integer fen "
+                                              "amount > 0 (bill_date YYYY-MM-DD)"}
+            add.append({"out_trade_no": str(a["out_trade_no"]), "amount": fen,
+                        "request_no": str(a.get("out_request_no", "")),
+                        "trade_no": str(a.get("trade_no") or self._new_trade_no()),
+                        "subject": str(a.get("subject", "")),
+                        "time": float(a.get("time", time.time())),
+                        "bill_date": str(a.get("bill_date", today))})
+        e["drop"].update(str(x) for x in drop)
+        e["amount"].update({str(k): v for k, v in amount.items()})
+        e["add"] += add
+        return {"ok": True, "drop": sorted(e["drop"]), "amount": e["amount"], "add": e["add"]}
 
     def _cmd_status(self, req):
         trades = []

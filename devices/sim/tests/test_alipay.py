@@ -8,7 +8,9 @@ It must refuse a request whose signature, app_id, signed string or timestamp is 
 itself signed), answer every method with its <method>_response, charge once for a replayed
 pay, make every scenario do what it says (the money booked as status() reports), cancel
 (close or refund), refund up to the total and no further, idempotently, and answer refund
-queries; two requests must share one connection. Then the program form: the ready line,
+queries; two requests must share one connection. The day's statement (业务明细, GBK) lists
+every paid trade, refund and cancel of a paid trade with the real columns, tab padding and
+totals, and bill_edit plants differences in it. Then the program form: the ready line,
 DIR/port, the control socket, SIGTERM exits 0.
 
 Waits are on conditions with deadlines, never fixed sleeps."""
@@ -455,6 +457,105 @@ def test_refunds(c, tmp, emu, cl, akey):
          "refund of a finished trade: ACQ.TRADE_HAS_FINISHED")
 
 
+def parse_bill(data, encoding="gbk"):
+    """A statement as (comment lines, header, rows as {column: value without its tab}, raw
+    cells of the first row)."""
+    lines = data.decode(encoding).split("\r\n")
+    comments = [ln for ln in lines if ln.startswith("#")]
+    table = [ln.split(",") for ln in lines if ln and not ln.startswith("#")]
+    header = table[0]
+    rows = [dict(zip(header, (v.rstrip("\t") for v in cells))) for cells in table[1:]]
+    return comments, header, rows, table[1] if len(table) > 1 else []
+
+
+def test_bill(c, tmp):
+    d = os.path.join(tmp, "bill")
+    akey, pub = app_files(tmp)
+    with Alipay(d, APP_ID, pub) as emu:
+        cl = Client(emu.port, emu.ca_file, akey, alipay_key(d))
+        try:
+            day = datetime.datetime.now(BEIJING).strftime("%Y-%m-%d")
+            cl.pay("BILL000001", "10.00", store_id="S1", terminal_id="R01")
+            cl.pay("BILL000002", "20.50")
+            cl.refund("BILL000002", "5.00", "RB0001")
+            cl.pay("BILL000003", "3.00")
+            cl.cancel("BILL000003")
+            emu.mode("declined")
+            cl.pay("BILL000004", "4.00")
+            emu.mode("waiting_then_timeout")
+            cl.pay("BILL000005", "5.00")
+            raw = emu.bill(day)
+            try:
+                raw.decode("utf-8")
+                c.fail("the statement is GBK, as Alipay's download")
+            except UnicodeDecodeError:
+                pass
+            comments, header, rows, first = parse_bill(raw)
+            c.eq(header, "支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,"
+                 "操作员,终端号,对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,"
+                 "支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,"
+                 "卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注".split(","),
+                 "bill: the 25 columns of 业务明细, in Alipay's order")
+            c.check(comments[0] == "#支付宝业务明细查询" and comments[1].startswith("#账号：[") and
+                    comments[2].startswith(f"#起始日期：[{day[:4]}年{day[5:7]}月{day[8:]}日 ")
+                    and "业务明细列表" in comments[3] and "业务明细列表结束" in comments[4],
+                    f"bill: the # lines above and below the rows: {comments[:5]}")
+            c.eq(sorted((r["商户订单号"], r["业务类型"], r["订单金额（元）"], r["商家实收（元）"],
+                         r["退款批次号/请求号"]) for r in rows),
+                 [("BILL000001", "交易", "10.00", "10.00", ""),
+                  ("BILL000002", "交易", "20.50", "20.50", ""),
+                  ("BILL000002", "退款", "-5.00", "-5.00", "RB0001"),
+                  ("BILL000003", "交易", "3.00", "3.00", ""),
+                  ("BILL000003", "退款", "-3.00", "-3.00", "")],
+                 "bill: one 交易 row per paid trade, one negative 退款 row per refund (with its "
+                 "out_request_no) and per cancel of a paid trade; nothing unpaid")
+            c.check(first[0].endswith("\t") and first[1].endswith("\t") and
+                    not first[11].endswith("\t"),
+                    "bill: the numbers Excel would mangle end with a tab, amounts do not")
+            b1 = next(r for r in rows if r["商户订单号"] == "BILL000001")
+            t1 = trade(emu, "BILL000001")
+            c.eq((b1["支付宝交易号"], b1["门店编号"], b1["终端号"], b1["完成时间"], b1["服务费（元）"]),
+                 (t1["trade_no"], "S1", "R01", t1["gmt_payment"], "-0.06"),
+                 "bill: trade_no, store, terminal, the time paid, the 0.60% fee")
+            c.eq(comments[5:7], ["#交易合计：3笔，商家实收共33.50元，商家优惠共0.00元",
+                                 "#退款合计：2笔，商家实收退款共-8.00元，商家优惠退款共0.00元"],
+                 "bill: the totals below the rows")
+            c.eq(emu.bill(day, "utf-8").decode("utf-8"), raw.decode("gbk"),
+                 "bill: the same statement in UTF-8 when asked")
+            a = emu.command({"cmd": "bill", "day": day})
+            c.eq((a["ok"], base64.b64decode(a["bill"]) == raw, a["encoding"]), (True, True, "gbk"),
+                 "command bill: the statement, base64")
+            c.eq(emu.command({"cmd": "bill", "day": "tomorrow"})["ok"], False,
+                 "command bill: a bad day refused")
+            other = parse_bill(emu.bill("2001-01-01"))
+            c.eq((other[2], other[0][5]), ([], "#交易合计：0笔，商家实收共0.00元，商家优惠共0.00元"),
+                 "bill of another day: no rows, zero totals")
+
+            e = emu.command({"cmd": "bill_edit", "drop": ["BILL000001"],
+                             "amount": {"BILL000002": 2060},
+                             "add": [{"out_trade_no": "NOTOURS001", "amount": 1234},
+                                     {"out_trade_no": "BILL000003", "out_request_no": "RX1",
+                                      "amount": 100}]})
+            c.eq(e["ok"], True, "bill_edit accepted")
+            comments, _, rows, _ = parse_bill(emu.bill(day))
+            c.eq(sorted((r["商户订单号"], r["业务类型"], r["订单金额（元）"], r["退款批次号/请求号"])
+                        for r in rows),
+                 [("BILL000002", "交易", "20.60", ""), ("BILL000002", "退款", "-5.00", "RB0001"),
+                  ("BILL000003", "交易", "3.00", ""), ("BILL000003", "退款", "-1.00", "RX1"),
+                  ("BILL000003", "退款", "-3.00", ""), ("NOTOURS001", "交易", "12.34", "")],
+                 "edited bill: dropped, amount replaced, a trade and a refund added")
+            c.eq(comments[5], "#交易合计：3笔，商家实收共35.94元，商家优惠共0.00元",
+                 "edited bill: the totals follow the rows")
+            for bad in ({"amount": {"X": 1.5}}, {"add": [{"out_trade_no": "X1", "amount": -1}]},
+                        {"add": [{"amount": 100}]}, {"drop": "BILL000002"}):
+                c.eq(emu.command({"cmd": "bill_edit", **bad})["ok"], False,
+                     f"bill_edit refused: {bad}")
+            emu.command({"cmd": "bill_edit", "clear": True})
+            c.eq(len(parse_bill(emu.bill(day))[2]), 5, "bill_edit clear: the real rows again")
+        finally:
+            cl.close()
+
+
 def test_class(c, tmp):
     d = os.path.join(tmp, "class")
     akey, pub = app_files(tmp)
@@ -514,6 +615,9 @@ def test_program(c, tmp):
              [("PROG000001", "TRADE_CLOSED"), ("PROG000002", "TRADE_SUCCESS")],
              "control: status")
         c.eq(st["charges"], 1, "control: one charge")
+        b = ctl({"cmd": "bill", "encoding": "utf-8"})
+        c.check(b["ok"] and ",PROG000002\t,交易\t," in base64.b64decode(b["bill"]).decode(),
+                "control: bill, today's statement")
         c.eq(ctl({"cmd": "nonsense"})["ok"], False, "control: an unknown command refused")
         cl.close()
         proc.send_signal(signal.SIGTERM)
@@ -530,4 +634,4 @@ def test_program(c, tmp):
 
 
 if __name__ == "__main__":
-    run("test_alipay", test_class, test_program)
+    run("test_alipay", test_class, test_bill, test_program)
