@@ -2,33 +2,43 @@
     payments.c - posctl payments: reconciliation (对账) and a day's intents
     (docs/payments.md "Reconciliation")
 
-    posctl payments reconcile --store S --date YYYY-MM-DD FILE
+    posctl payments reconcile --store S --date YYYY-MM-DD [--provider P] FILE
     posctl payments list --store S --date YYYY-MM-DD
 
-    FILE is the provider's statement for the day: WeChat Pay's trade bill
-    (ALL), as GET /v3/bill/tradebill gives it: comma-separated, every data
-    field prefixed with a backtick, amounts in yuan, payments and refunds as
-    separate rows, then a summary header and a summary row. Columns are
-    found by their names, never by position (WeChat does not promise the
-    order). The statement is compared with the intents the payments service
-    holds: the day's and its neighbours' (a trade created before midnight
-    may be paid after it), each counted on the day it was paid. Every row
-    and intent ends in exactly one class: matched, missing_here (the
-    provider has a payment posbus does not hold as paid), missing_at_provider
-    (posbus holds a payment of that day the statement lacks),
-    amount_mismatch, refund_mismatch (a refund row posbus holds no
-    succeeded refund of that payment and amount for: its refund number is
-    posbus's refund_no), or summary_mismatch (the statement's
-    own summary does not add up to its rows). The result is printed, kept
-    in the payments service for the day (the Z report shows it) and the
-    exit code is 1 when there is any difference.
+    FILE is one provider's statement for the day, told by its header unless
+    --provider says: WeChat Pay's trade bill (ALL), as GET /v3/bill/tradebill
+    gives it (comma-separated, every data field prefixed with a backtick,
+    payments and refunds as separate rows, then a summary header and a
+    summary row), or Alipay's 业务明细 as the merchant's 账单 download gives
+    it (GBK, `#` lines above and below, fields padded with a tab, one 交易
+    row per payment and one 退款 row per refund, negative, carrying the
+    refund's out_request_no). Columns are found by their names, never by
+    position (neither provider promises the order). The file is read as
+    UTF-8 when it is valid UTF-8, else as GBK (GB18030, its superset): a
+    download opened and saved again by a spreadsheet may be either.
+
+    The statement is compared with the intents of its provider that the
+    payments service holds: the day's and its neighbours' (a trade created
+    before midnight may be paid after it), each counted on the day it was
+    paid. Every row and intent ends in exactly one class: matched,
+    missing_here (the provider has a payment posbus does not hold as paid,
+    or holds as another provider's), missing_at_provider (posbus holds a
+    payment of that day the statement lacks), amount_mismatch,
+    refund_mismatch (a refund row posbus holds no succeeded refund of that
+    payment and amount for: its refund number is posbus's refund_no), or
+    summary_mismatch (the statement's own summary does not add up to its
+    rows). The result is printed, kept in the payments service for the day
+    and provider (the Z report shows one line per provider) and the exit
+    code is 1 when there is any difference.
 
     Amounts are read with libpos's decimal parser into fen; no floating
     point.
     =========================================================================
 */
 #include <errno.h>
+#include <iconv.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +57,9 @@
 #define S_PAGE        200
 
 const bus_opt_t posctl_payments_opts[] = {
-    {"provider", BUS_OPT_STR, "wechat", 0, 0,
-     "payments reconcile: whose statement FILE is (wechat: the trade bill, ALL)"},
+    {"provider", BUS_OPT_STR, NULL, 0, 0,
+     "payments reconcile: whose statement FILE is: wechat (the trade bill, ALL) or alipay "
+     "(业务明细); left out: told by the file's header"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 /* The columns of the WeChat trade bill that matter here. */
@@ -56,6 +67,12 @@ enum { C_TIME, C_TXN, C_OTN, C_STATE, C_TOTAL, C_REFUND_NO, C_REFUND, C__COUNT }
 static const char *const s_columns[C__COUNT] = {"交易时间", "微信订单号", "商户订单号",
                                                 "交易状态", "订单金额", "商户退款单号",
                                                 "退款金额"};
+
+/* The columns of Alipay's 业务明细 that matter here. */
+enum { A_TXN, A_OTN, A_TYPE, A_TOTAL, A_NET, A_REQUEST_NO, A__COUNT };
+static const char *const s_alipay_columns[A__COUNT] = {"支付宝交易号",   "商户订单号",
+                                                       "业务类型",       "订单金额（元）",
+                                                       "商家实收（元）", "退款批次号/请求号"};
 
 /* One payment row of the statement. */
 typedef struct {
@@ -65,12 +82,12 @@ typedef struct {
 } s_row_t;
 
 typedef struct {
+    const char *provider; /* "wechat" or "alipay" */
     s_row_t *rows;
     size_t n, cap;
     int64_t refunds, refund_total; /* refund rows */
-    int64_t sum_total;             /* of payment rows */
     bool summary_ok;
-    char summary_why[160];
+    char summary_why[200];
     bus_val_t *refund_rows; /* [{out_trade_no, out_refund_no, amount}] */
 } s_bill_t;
 
@@ -105,18 +122,82 @@ static const char *s_cell(const char *f)
     return f;
 }
 
+/*  An Alipay field without the spaces and tabs around it (Alipay pads with a tab). */
+static char *s_trim(char *f)
+{
+    while (*f == ' ' || *f == '\t')
+        f++;
+    size_t n = strlen(f);
+    while (n > 0 && (f[n - 1] == ' ' || f[n - 1] == '\t'))
+        f[--n] = '\0';
+    return f;
+}
+
 static bool s_fen(const char *text, int64_t *fen)
 {
     return *text && pos_money_parse(text, true, fen) == POS_OK;
 }
 
-/*  Read and parse the statement. 0, or -1 after printing why. */
-static int s_read_bill(const char *path, s_bill_t *bill)
+/*  Whether data[0..len) is well-formed UTF-8 (no overlong forms, no surrogates). */
+static bool s_utf8_ok(const unsigned char *p, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = p[i];
+        size_t n = c < 0x80                 ? 0
+                   : c >= 0xC2 && c <= 0xDF ? 1
+                   : c >= 0xE0 && c <= 0xEF ? 2
+                   : c >= 0xF0 && c <= 0xF4 ? 3
+                                            : 9;
+        if (n == 9 || i + n >= len)
+            return false;
+        for (size_t k = 1; k <= n; k++)
+            if ((p[i + k] & 0xC0) != 0x80)
+                return false;
+        if ((c == 0xE0 && p[i + 1] < 0xA0) || (c == 0xED && p[i + 1] >= 0xA0) ||
+            (c == 0xF0 && p[i + 1] < 0x90) || (c == 0xF4 && p[i + 1] >= 0x90))
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
+/*  data[0..len) from GB18030 (GBK's superset: what Alipay's downloads are in) to UTF-8, in a
+    new buffer the caller frees; NULL (after printing why) when it is not GBK text either. */
+static char *s_from_gbk(const char *path, char *data, size_t len, size_t *out_len)
+{
+    iconv_t cd = iconv_open("UTF-8", "GB18030");
+    if (cd == (iconv_t)-1) {
+        fprintf(stderr, "posctl: %s: not UTF-8, and GBK cannot be read here: %s\n", path,
+                strerror(errno));
+        return NULL;
+    }
+    size_t cap = len * 2 + 1; /* a GBK character (2 bytes) is 3 in UTF-8; ASCII stays 1 */
+    char *out = malloc(cap);
+    char *in = data, *o = out;
+    size_t in_left = len, out_left = cap - 1;
+    size_t r = out ? iconv(cd, &in, &in_left, &o, &out_left) : (size_t)-1;
+    int err = errno;
+    iconv_close(cd);
+    if (!out || r == (size_t)-1) {
+        fprintf(stderr, "posctl: %s: neither UTF-8 nor GBK text (byte %zu: %s)\n", path,
+                len - in_left, out ? strerror(err) : "out of memory");
+        free(out);
+        return NULL;
+    }
+    *o = '\0';
+    *out_len = (size_t)(o - out);
+    return out;
+}
+
+/*  The statement as UTF-8 without a byte order mark, NUL-terminated, in a buffer the caller
+    frees; NULL after printing why. */
+static char *s_load(const char *path, size_t *len_out)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "posctl: %s: %s\n", path, strerror(errno));
-        return -1;
+        return NULL;
     }
     char *data = malloc(S_FILE_MAX + 1);
     size_t len = data ? fread(data, 1, S_FILE_MAX + 1, f) : 0;
@@ -124,11 +205,86 @@ static int s_read_bill(const char *path, s_bill_t *bill)
     if (!data || len > S_FILE_MAX) {
         fprintf(stderr, "posctl: %s: %s\n", path, data ? "larger than 64 MiB" : "out of memory");
         free(data);
-        return -1;
+        return NULL;
     }
+    if (len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0) {
+        memmove(data, data + 3, len - 3); /* a byte order mark */
+        len -= 3;
+    }
+    data[len] = '\0';
+    if (!s_utf8_ok((const unsigned char *)data, len)) {
+        char *utf8 = s_from_gbk(path, data, len, &len);
+        free(data);
+        data = utf8;
+    }
+    *len_out = len;
+    return data;
+}
+
+/*  Whose statement data is, told by its header row (the first line that is neither blank nor
+    a `#` comment): "alipay" when it names 支付宝交易号, "wechat" when it names 交易时间 (WeChat's
+    first column, wherever it stands); else NULL. */
+static const char *s_detect(const char *data)
+{
+    const char *p = data;
+    while (*p) {
+        const char *end = strchr(p, '\n');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        const char *q = p;
+        while (q < p + n && (*q == ' ' || *q == '\t' || *q == '\r'))
+            q++;
+        if (q < p + n && *q != '#') {
+            char line[S_RECORD_MAX];
+            snprintf(line, sizeof(line), "%.*s", (int)n, p);
+            if (strstr(line, "支付宝交易号"))
+                return "alipay";
+            return strstr(line, "交易时间") ? "wechat" : NULL;
+        }
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    return NULL;
+}
+
+/*  A payment row to bill: 0, or -1 (out of memory, printed). */
+static int s_add_row(s_bill_t *bill, const char *otn, const char *txn, const char *state,
+                     int64_t total)
+{
+    if (bill->n == bill->cap) {
+        size_t cap = bill->cap ? bill->cap * 2 : 256;
+        s_row_t *p = realloc(bill->rows, cap * sizeof(*p));
+        if (!p) {
+            fprintf(stderr, "posctl: out of memory\n");
+            return -1;
+        }
+        bill->rows = p;
+        bill->cap = cap;
+    }
+    s_row_t *row = &bill->rows[bill->n++];
+    memset(row, 0, sizeof(*row));
+    snprintf(row->otn, sizeof(row->otn), "%s", otn);
+    snprintf(row->txn, sizeof(row->txn), "%s", txn);
+    snprintf(row->state, sizeof(row->state), "%s", state);
+    row->total = total;
+    return 0;
+}
+
+static void s_add_refund(s_bill_t *bill, const char *otn, const char *no, int64_t amount)
+{
+    bill->refunds++;
+    bill->refund_total += amount;
+    bus_val_t *r = bus_val_new_map();
+    bus_val_map_set_str(r, "out_trade_no", otn);
+    bus_val_map_set_str(r, "out_refund_no", no);
+    bus_val_map_set_int(r, "amount", amount);
+    bus_val_arr_push(bill->refund_rows, &r);
+}
+
+/*  Parse WeChat's trade bill. 0, or -1 after printing why. */
+static int s_parse_wechat(const char *path, const char *data, size_t len, s_bill_t *bill)
+{
     size_t off = 0;
-    if (len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0)
-        off = 3; /* a byte order mark */
     char out[S_RECORD_MAX];
     char *fields[S_FIELDS_MAX];
     int col[C__COUNT], sum_count = -1, sum_refund = -1;
@@ -213,41 +369,19 @@ static int s_read_bill(const char *path, s_bill_t *bill)
                 rc = -1;
                 break;
             }
-            bill->refunds++;
-            bill->refund_total += amount;
-            bus_val_t *r = bus_val_new_map();
-            bus_val_map_set_str(r, "out_trade_no", s_cell(fields[col[C_OTN]]));
-            bus_val_map_set_str(r, "out_refund_no", s_cell(fields[col[C_REFUND_NO]]));
-            bus_val_map_set_int(r, "amount", amount);
-            bus_val_arr_push(bill->refund_rows, &r);
+            s_add_refund(bill, s_cell(fields[col[C_OTN]]), s_cell(fields[col[C_REFUND_NO]]),
+                         amount);
             continue;
         }
-        if (bill->n == bill->cap) {
-            size_t cap = bill->cap ? bill->cap * 2 : 256;
-            s_row_t *p = realloc(bill->rows, cap * sizeof(*p));
-            if (!p) {
-                fprintf(stderr, "posctl: out of memory\n");
-                rc = -1;
-                break;
-            }
-            bill->rows = p;
-            bill->cap = cap;
-        }
-        s_row_t *row = &bill->rows[bill->n];
-        memset(row, 0, sizeof(*row));
-        snprintf(row->otn, sizeof(row->otn), "%s", s_cell(fields[col[C_OTN]]));
-        snprintf(row->txn, sizeof(row->txn), "%s", s_cell(fields[col[C_TXN]]));
-        snprintf(row->state, sizeof(row->state), "%s", state);
-        if (!s_fen(s_cell(fields[col[C_TOTAL]]), &row->total)) {
+        int64_t total = 0;
+        if (!s_fen(s_cell(fields[col[C_TOTAL]]), &total)) {
             fprintf(stderr, "posctl: %s line %d: amount %s\n", path, line,
                     s_cell(fields[col[C_TOTAL]]));
             rc = -1;
             break;
         }
-        bill->sum_total += row->total;
-        bill->n++;
+        rc = s_add_row(bill, s_cell(fields[col[C_OTN]]), s_cell(fields[col[C_TXN]]), state, total);
     }
-    free(data);
     if (rc == 0 && !header) {
         fprintf(stderr, "posctl: %s: empty\n", path);
         rc = -1;
@@ -256,6 +390,185 @@ static int s_read_bill(const char *path, s_bill_t *bill)
         bill->summary_ok = false;
         snprintf(bill->summary_why, sizeof(bill->summary_why), "the statement has no summary");
     }
+    return rc;
+}
+
+/*  Alipay's own totals, from its `#` lines below the rows. */
+typedef struct {
+    int64_t count, net;
+    bool found;
+} s_alipay_total_t;
+
+/*  "#<label>：N笔，<net_label>X元，..." into *t; a line that is not that label: unchanged. A line
+    with the label that does not read: found, with count -1 (so it cannot add up). */
+static void s_alipay_total(const char *line, const char *label, const char *net_label,
+                           s_alipay_total_t *t)
+{
+    const char *p = strstr(line, label);
+    if (!p)
+        return;
+    t->found = true;
+    t->count = -1;
+    char *end = NULL;
+    p += strlen(label);
+    long long count = strtoll(p, &end, 10);
+    if (end == p || strncmp(end, "笔", strlen("笔")) != 0)
+        return;
+    const char *q = strstr(end, net_label);
+    const char *yuan_end = q ? strstr(q + strlen(net_label), "元") : NULL;
+    char text[32];
+    if (!yuan_end || yuan_end - (q + strlen(net_label)) >= (ptrdiff_t)sizeof(text))
+        return;
+    q += strlen(net_label);
+    snprintf(text, sizeof(text), "%.*s", (int)(yuan_end - q), q);
+    if (s_fen(text, &t->net))
+        t->count = count;
+}
+
+/*  Parse Alipay's 业务明细. 0, or -1 after printing why. */
+static int s_parse_alipay(const char *path, const char *data, size_t len, s_bill_t *bill)
+{
+    size_t off = 0;
+    char out[S_RECORD_MAX];
+    char *fields[S_FIELDS_MAX];
+    int col[A__COUNT];
+    bool header = false;
+    int line = 0, rc = 0;
+    int64_t trade_net = 0, refund_net = 0;
+    s_alipay_total_t trades = {0}, refunds = {0};
+    for (int i = 0; i < A__COUNT; i++)
+        col[i] = -1;
+    while (rc == 0 && off < len) {
+        if (data[off] == '#') { /* a comment: the account, the period, the totals */
+            const char *end = memchr(data + off, '\n', len - off);
+            size_t n = end ? (size_t)(end - (data + off)) : len - off;
+            char text[1024];
+            snprintf(text, sizeof(text), "%.*s", (int)(n < sizeof(text) ? n : sizeof(text) - 1),
+                     data + off);
+            s_alipay_total(text, "交易合计：", "商家实收共", &trades);
+            s_alipay_total(text, "退款合计：", "商家实收退款共", &refunds);
+            off += end ? n + 1 : n;
+            line++;
+            continue;
+        }
+        size_t used = 0;
+        int n = posctl_csv_record(data + off, len - off, true, &used, out, sizeof(out), fields,
+                                  S_FIELDS_MAX, &line);
+        if (n < 0) {
+            fprintf(stderr, "posctl: %s line %d: %s\n", path, line + 1, posctl_csv_strerror(n));
+            rc = -1;
+            break;
+        }
+        if (n == 0)
+            break;
+        off += used;
+        for (int k = 0; k < n; k++)
+            fields[k] = s_trim(fields[k]);
+        if (n == 1 && !*fields[0])
+            continue; /* a blank line */
+        if (!header) {
+            for (int k = 0; k < n; k++)
+                for (int c = 0; c < A__COUNT; c++)
+                    if (strcmp(fields[k], s_alipay_columns[c]) == 0)
+                        col[c] = k;
+            for (int c = 0; c < A__COUNT; c++)
+                if (col[c] < 0) {
+                    fprintf(stderr,
+                            "posctl: %s: no column %s in the header (not Alipay's "
+                            "业务明细?)\n",
+                            path, s_alipay_columns[c]);
+                    rc = -1;
+                }
+            header = true;
+            continue;
+        }
+        int need = 0;
+        for (int c = 0; c < A__COUNT; c++)
+            need = col[c] > need ? col[c] : need;
+        if (n <= need) {
+            fprintf(stderr, "posctl: %s line %d: %d fields, the header has more\n", path, line, n);
+            rc = -1;
+            break;
+        }
+        const char *type = fields[col[A_TYPE]];
+        bool refund = strcmp(type, "退款") == 0;
+        int64_t total = 0, net = 0;
+        if (!refund && strcmp(type, "交易") != 0) {
+            fprintf(stderr, "posctl: %s line %d: 业务类型 %s: neither 交易 nor 退款\n", path, line,
+                    type);
+            rc = -1;
+        } else if (!s_fen(fields[col[A_TOTAL]], &total) || !s_fen(fields[col[A_NET]], &net) ||
+                   (refund ? total > 0 : total < 0)) {
+            fprintf(stderr,
+                    "posctl: %s line %d: amount %s (%s): yuan with up to 2 decimals, "
+                    "negative on a refund\n",
+                    path, line, fields[col[A_TOTAL]], type);
+            rc = -1;
+        } else if (refund) {
+            refund_net += net;
+            s_add_refund(bill, fields[col[A_OTN]], fields[col[A_REQUEST_NO]], -total);
+        } else {
+            trade_net += net;
+            rc = s_add_row(bill, fields[col[A_OTN]], fields[col[A_TXN]], "SUCCESS", total);
+        }
+    }
+    if (rc == 0 && !header) {
+        fprintf(stderr, "posctl: %s: empty\n", path);
+        rc = -1;
+    }
+    if (rc != 0)
+        return -1;
+    /*  A payment cancelled (撤销) after it was paid is refunded without a request number: that
+        pair is the trade reversed, as WeChat lists REVOKED. */
+    for (size_t i = 0; i < bus_val_size(bill->refund_rows); i++) {
+        const bus_val_t *r = bus_val_arr_get(bill->refund_rows, i);
+        const char *no = bus_val_map_get_str(r, "out_refund_no");
+        const char *otn = bus_val_map_get_str(r, "out_trade_no");
+        int64_t amount = 0;
+        bus_val_map_get_int(r, "amount", &amount);
+        for (size_t k = 0; no && !*no && otn && k < bill->n; k++)
+            if (strcmp(bill->rows[k].otn, otn) == 0 && bill->rows[k].total == amount)
+                snprintf(bill->rows[k].state, sizeof(bill->rows[k].state), "REVOKED");
+    }
+    bill->summary_ok = trades.found && refunds.found && trades.count == (int64_t)bill->n &&
+                       trades.net == trade_net && refunds.count == bill->refunds &&
+                       refunds.net == refund_net;
+    if (!trades.found || !refunds.found)
+        snprintf(bill->summary_why, sizeof(bill->summary_why),
+                 "the statement has no 交易合计 or 退款合计 line");
+    else if (!bill->summary_ok)
+        snprintf(bill->summary_why, sizeof(bill->summary_why),
+                 "the summary says %" PRId64 " payments and %" PRId64 " refunds (fen net %" PRId64
+                 " and %" PRId64 "); the rows are %zu and %" PRId64 " (%" PRId64 " and %" PRId64
+                 ")",
+                 trades.count, refunds.count, trades.net, refunds.net, bill->n, bill->refunds,
+                 trade_net, refund_net);
+    return 0;
+}
+
+/*  Read the statement and parse it as provider's (NULL: told by its header). 0, or -1 after
+    printing why. */
+static int s_read_bill(const char *path, const char *provider, s_bill_t *bill)
+{
+    size_t len = 0;
+    char *data = s_load(path, &len);
+    if (!data)
+        return -1;
+    if (!provider)
+        provider = s_detect(data);
+    int rc = -1;
+    if (!provider)
+        fprintf(stderr,
+                "posctl: %s: no column 交易时间 (WeChat's trade bill) or 支付宝交易号 "
+                "(Alipay's 业务明细) in the header: whose statement is it? "
+                "(--provider)\n",
+                path);
+    else if (strcmp(provider, "alipay") == 0)
+        rc = s_parse_alipay(path, data, len, bill);
+    else
+        rc = s_parse_wechat(path, data, len, bill);
+    bill->provider = provider;
+    free(data);
     return rc;
 }
 
@@ -313,7 +626,17 @@ static s_row_t *s_find(s_bill_t *bill, const char *otn)
     return NULL;
 }
 
-/*  Compare: the result map {store, day, provider, file, rows, matched, differences, diffs[]}. */
+/*  The intent id among intents, or NULL. */
+static const bus_val_t *s_intent(const bus_val_t *intents, const char *id)
+{
+    for (size_t i = 0; id && i < bus_val_size(intents); i++) {
+        const char *in = bus_val_map_get_str(bus_val_arr_get(intents, i), "intent");
+        if (in && strcmp(in, id) == 0)
+            return bus_val_arr_get(intents, i);
+    }
+    return NULL;
+}
+
 /*  posbus's refund under a statement row's refund number: the refund's map (caller destroys),
     or NULL when posbus has none (or payments cannot say). */
 static bus_val_t *s_refund_of(bus_client_t *client, const char *store, const char *no)
@@ -329,6 +652,9 @@ static bus_val_t *s_refund_of(bus_client_t *client, const char *store, const cha
     return out;
 }
 
+/*  Compare bill with the intents of its provider: the result map {store, day, provider, file,
+    rows, matched, differences, provider_paid, here_paid, checked_ms, diffs[]}. Another
+    provider's intents are not this statement's business, unless a row names one. */
 static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_t *intents,
                             const char *store, const char *day, const char *path)
 {
@@ -342,7 +668,7 @@ static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_
         int64_t amount = 0, updated = 0;
         bus_val_map_get_int(in, "amount", &amount);
         bus_val_map_get_int(in, "updated_ms", &updated);
-        if (!id || !state || !provider || strcmp(provider, "wechat") != 0)
+        if (!id || !state || !provider || strcmp(provider, bill->provider) != 0)
             continue;
         char paid_day[16];
         s_day_of(updated, paid_day, sizeof(paid_day));
@@ -373,18 +699,42 @@ static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_
                    "succeeded here, not in the statement");
         }
     }
-    for (size_t i = 0; i < bill->n; i++)
-        if (!bill->rows[i].seen)
-            s_diff(diffs, &ndiff, "missing_here", bill->rows[i].otn, 0, bill->rows[i].total,
-                   strcmp(bill->rows[i].state, "SUCCESS") == 0
+    for (size_t i = 0; i < bill->n; i++) {
+        const s_row_t *row = &bill->rows[i];
+        const bus_val_t *other = row->seen ? NULL : s_intent(intents, row->otn);
+        const char *other_provider = other ? bus_val_map_get_str(other, "provider") : NULL;
+        char why[120];
+        if (other_provider)
+            snprintf(why, sizeof(why), "in the %s statement, a %s payment here", bill->provider,
+                     other_provider);
+        if (!row->seen)
+            s_diff(diffs, &ndiff, "missing_here", row->otn, 0, row->total,
+                   other_provider ? why
+                   : strcmp(row->state, "SUCCESS") == 0
                        ? "in the statement, no such payment here"
                        : "in the statement (not paid), no such intent here");
+    }
     for (size_t i = 0; i < bus_val_size(bill->refund_rows); i++) {
         const bus_val_t *r = bus_val_arr_get(bill->refund_rows, i);
         int64_t amount = 0, here = 0;
         bus_val_map_get_int(r, "amount", &amount);
         const char *otn = bus_val_map_get_str(r, "out_trade_no");
         const char *no = bus_val_map_get_str(r, "out_refund_no");
+        if (no && !*no) { /* Alipay's refund of a payment cancelled (撤销) after it was paid */
+            const bus_val_t *in = s_intent(intents, otn);
+            const char *state = in ? bus_val_map_get_str(in, "state") : NULL;
+            const char *provider = in ? bus_val_map_get_str(in, "provider") : NULL;
+            int64_t paid = -1;
+            if (in)
+                bus_val_map_get_int(in, "amount", &paid);
+            if (state && provider && strcmp(state, "reversed") == 0 &&
+                strcmp(provider, bill->provider) == 0 && paid == amount)
+                matched++;
+            else
+                s_diff(diffs, &ndiff, "refund_mismatch", otn ? otn : "", 0, amount,
+                       "cancelled (撤销) at the provider, not reversed here");
+            continue;
+        }
         bus_val_t *mine = s_refund_of(client, store, no);
         const char *of = mine ? bus_val_map_get_str(mine, "intent") : NULL;
         const char *state = mine ? bus_val_map_get_str(mine, "state") : NULL;
@@ -408,12 +758,16 @@ static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_
     bus_val_t *res = bus_val_new_map();
     bus_val_map_set_str(res, "store", store);
     bus_val_map_set_str(res, "day", day);
-    bus_val_map_set_str(res, "provider", "wechat");
+    bus_val_map_set_str(res, "provider", bill->provider);
     bus_val_map_set_str(res, "file", path);
     bus_val_map_set_int(res, "rows", (int64_t)bill->n + bill->refunds);
     bus_val_map_set_int(res, "matched", matched);
     bus_val_map_set_int(res, "differences", ndiff);
-    bus_val_map_set_int(res, "provider_paid", bill->sum_total);
+    int64_t provider_paid = 0; /* what stayed paid there: not a trade reversed (REVOKED) */
+    for (size_t i = 0; i < bill->n; i++)
+        if (strcmp(bill->rows[i].state, "SUCCESS") == 0)
+            provider_paid += bill->rows[i].total;
+    bus_val_map_set_int(res, "provider_paid", provider_paid);
     bus_val_map_set_int(res, "here_paid", here_paid);
     bus_val_map_set_int(res, "checked_ms", bus_now_ms());
     bus_val_map_set(res, "diffs", &diffs);
@@ -475,13 +829,13 @@ static void s_print_result(const bus_val_t *res, const char *format)
 static int s_reconcile(bus_config_t *config, const char *store, const char *day,
                        const char *path, const char *format)
 {
-    if (strcmp(bus_config_str(config, "provider"), "wechat") != 0) {
-        fprintf(stderr, "posctl: payments reconcile: only WeChat Pay's trade bill is read "
-                        "(--provider wechat)\n");
+    const char *provider = bus_config_str(config, "provider");
+    if (provider && strcmp(provider, "wechat") != 0 && strcmp(provider, "alipay") != 0) {
+        fprintf(stderr, "posctl: payments reconcile: --provider wechat or alipay\n");
         return POSCTL_EXIT_USAGE;
     }
     s_bill_t bill = {.refund_rows = bus_val_new_arr()};
-    if (s_read_bill(path, &bill) != 0) {
+    if (s_read_bill(path, provider, &bill) != 0) {
         free(bill.rows);
         bus_val_destroy(&bill.refund_rows);
         return POSCTL_EXIT_FAIL;
@@ -499,7 +853,7 @@ static int s_reconcile(bus_config_t *config, const char *store, const char *day,
         bus_val_t *body = bus_val_new_map();
         bus_val_map_set_str(body, "store", store);
         bus_val_map_set_str(body, "day", day);
-        bus_val_map_set_str(body, "provider", "wechat");
+        bus_val_map_set_str(body, "provider", bill.provider);
         bus_val_map_set(body, "result", &res);
         bus_msg_t *kept = posctl_call(client, S_SERVICE, "payment.recon.put", &body);
         rc = !kept ? POSCTL_EXIT_FAIL : ndiff ? POSCTL_EXIT_FAIL : POSCTL_EXIT_OK;
@@ -513,6 +867,14 @@ static int s_reconcile(bus_config_t *config, const char *store, const char *day,
     return rc;
 }
 
+static int s_usage(void)
+{
+    fprintf(stderr, "posctl: usage: payments reconcile --store S --date YYYY-MM-DD "
+                    "[--provider wechat|alipay] FILE\n"
+                    "       payments list --store S --date YYYY-MM-DD\n");
+    return POSCTL_EXIT_USAGE;
+}
+
 int posctl_payments(bus_config_t *config)
 {
     int argc = bus_config_argc(config);
@@ -523,9 +885,7 @@ int posctl_payments(bus_config_t *config)
     bool ok_format = !strcmp(format, "table") || !strcmp(format, "csv") ||
                      !strcmp(format, "json");
     if (!store || !day || !ok_format) {
-        fprintf(stderr, "posctl: usage: payments reconcile --store S --date YYYY-MM-DD FILE | "
-                        "payments list --store S --date YYYY-MM-DD\n");
-        return POSCTL_EXIT_USAGE;
+        return s_usage();
     }
     if (!strcmp(sub, "reconcile") && argc == 3)
         return s_reconcile(config, store, day, bus_config_arg(config, 2), format);
@@ -545,7 +905,5 @@ int posctl_payments(bus_config_t *config)
         bus_client_destroy(&client);
         return rep ? POSCTL_EXIT_OK : POSCTL_EXIT_FAIL;
     }
-    fprintf(stderr, "posctl: usage: payments reconcile --store S --date YYYY-MM-DD FILE | "
-                    "payments list --store S --date YYYY-MM-DD\n");
-    return POSCTL_EXIT_USAGE;
+    return s_usage();
 }
