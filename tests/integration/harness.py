@@ -590,6 +590,61 @@ def rsa_key_files(directory, name):
     return key, key_file, pub_file
 
 
+class PaymentEmulators:
+    """The WeChat Pay and Alipay emulators (devices/sim/wechatpay.py, alipay.py) started for a
+    stack, with the merchant's and the app's keys in its TMP, and `args`: the payments service's
+    options that point at them. Stopped with stop(). Attributes: wx, ali, args, merchant_key
+    (the RSA key object), merchant_key_file, apiv3_file, wechat_dir, alipay_dir."""
+    MCHID, APPID, SERIAL = "1900000001", "wx0000000000000001", "3775B6A45ACD588826D15E583A95F5DD"
+    APP_ID = "2021000000000001"
+    APIV3_KEY = "0123456789abcdef0123456789ABCDEF"
+
+    def __init__(self, stack, wechat=True, alipay=True):
+        sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
+        self.wx = self.ali = None
+        self.args = []
+        try:
+            if wechat:
+                from wechatpay import WechatPay
+                self.merchant_key, self.merchant_key_file, pub_file = rsa_key_files(stack.tmp,
+                                                                                   "merchant")
+                self.apiv3_file = os.path.join(stack.tmp, "apiv3.key")
+                with open(self.apiv3_file, "w") as f:
+                    f.write(self.APIV3_KEY)
+                self.wechat_dir = wdir = os.path.join(stack.tmp, "wechat")
+                self.wx = WechatPay(wdir, self.MCHID, self.APPID, self.SERIAL, pub_file,
+                                    self.apiv3_file)
+                self.wx.start()
+                self.args += ["--wechat-base-url", f"https://127.0.0.1:{self.wx.port}",
+                              "--wechat-mchid", self.MCHID, "--wechat-appid", self.APPID,
+                              "--wechat-serial", self.SERIAL, "--wechat-key-file",
+                              self.merchant_key_file, "--wechat-platform-keys",
+                              f"PUB_KEY_ID_0000000000000001={wdir}/platform-1.pem,"
+                              f"5157F09EFDC096DE15EBE81A47057A7232F1B8E1={wdir}/platform-2.pem",
+                              "--wechat-apiv3-key-file", self.apiv3_file, "--wechat-ca-file",
+                              self.wx.ca_file, "--wechat-timeout-ms", "2000"]
+            if alipay:
+                from alipay import Alipay
+                _, app_key_file, app_pub_file = rsa_key_files(stack.tmp, "app")
+                self.alipay_dir = adir = os.path.join(stack.tmp, "alipay")
+                self.ali = Alipay(adir, self.APP_ID, app_pub_file)
+                self.ali.start()
+                self.args += ["--alipay-gateway", f"https://127.0.0.1:{self.ali.port}/gateway.do",
+                              "--alipay-app-id", self.APP_ID, "--alipay-key-file", app_key_file,
+                              "--alipay-public-key-file", os.path.join(adir, "alipay.pem"),
+                              "--alipay-ca-file", self.ali.ca_file, "--alipay-timeout-ms",
+                              "2000"]
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self):
+        for emu in (self.wx, self.ali):
+            if emu:
+                emu.stop()
+        self.wx = self.ali = None
+
+
 def wait_for(cond, timeout, what=None, step=0.1):
     """Poll cond every step seconds until it returns something true or timeout seconds have
     passed; returns its last value (falsy on a timeout, after saying what was not reached)."""

@@ -15,47 +15,22 @@ import subprocess
 import sys
 import time
 
-from harness import (BIN, SRC, Bus, Checks, Stack, journal_audits, journal_sales,
-                     rsa_key_files, wait_for)
-
-sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
-from alipay import Alipay  # noqa: E402
-from wechatpay import WechatPay  # noqa: E402
+from harness import (BIN, SRC, Bus, Checks, PaymentEmulators, Stack, journal_audits,
+                     journal_sales, wait_for)
 
 STORE = "S1"
-MCHID, APPID, SERIAL = "1900000001", "wx0000000000000001", "3775B6A45ACD588826D15E583A95F5DD"
-APP_ID = "2021000000000001"
 RICE, MILK = "6901234500011", "6901234500035"  # 49.90, 3.50
 WX_CODE, ALI_CODE = "134567890123456789", "2812345678901234"
 WAIT = 20
 c = Checks("test_return_refund")
 st = Stack("return_refund")
-wx = ali = None
+emus = None
 try:
     st.start_redis()
     st.start_busd()
-    key, key_file, pub_file = rsa_key_files(st.tmp, "merchant")
-    apiv3_file = os.path.join(st.tmp, "apiv3.key")
-    with open(apiv3_file, "w") as f:
-        f.write("0123456789abcdef0123456789ABCDEF")
-    wdir = os.path.join(st.tmp, "wechat")
-    wx = WechatPay(wdir, MCHID, APPID, SERIAL, pub_file, apiv3_file)
-    wx.start()
-    _, app_key_file, app_pub_file = rsa_key_files(st.tmp, "app")
-    adir = os.path.join(st.tmp, "alipay")
-    ali = Alipay(adir, APP_ID, app_pub_file)
-    ali.start()
-    pay_args = ["--wechat-base-url", f"https://127.0.0.1:{wx.port}", "--wechat-mchid", MCHID,
-                "--wechat-appid", APPID, "--wechat-serial", SERIAL, "--wechat-key-file",
-                key_file, "--wechat-platform-keys",
-                f"PUB_KEY_ID_0000000000000001={wdir}/platform-1.pem,"
-                f"5157F09EFDC096DE15EBE81A47057A7232F1B8E1={wdir}/platform-2.pem",
-                "--wechat-apiv3-key-file", apiv3_file, "--wechat-ca-file", wx.ca_file,
-                "--wechat-timeout-ms", "2000", "--query-interval-ms", "400",
-                "--alipay-gateway", f"https://127.0.0.1:{ali.port}/gateway.do",
-                "--alipay-app-id", APP_ID, "--alipay-key-file", app_key_file,
-                "--alipay-public-key-file", os.path.join(adir, "alipay.pem"),
-                "--alipay-ca-file", ali.ca_file, "--alipay-timeout-ms", "2000"]
+    emus = PaymentEmulators(st)
+    wx, ali = emus.wx, emus.ali
+    pay_args = emus.args + ["--query-interval-ms", "400"]
     for s in ("sales", "inventory", "devices"):
         st.start_service(s, s)
     st.start_service("payments", "payments", *pay_args)
@@ -303,5 +278,7 @@ try:
             f"every return sale (refunds in its record) taken by sales: {st_r02.get('unsynced')}"
             f" {st_r02.get('upload_blocked')}")
 finally:
+    if emus:
+        emus.stop()
     st.stop_all(c)
 c.finish()
