@@ -117,8 +117,10 @@ static void s_usage(bus_config_t *config)
         "  card block|unblock CARD --reason R   refuse the card at every register, or not\n"
         "  card list-blocked [--since V]   the cards blocked now, or the changes after list\n"
         "                           version V (--format table|csv|json: fen in json)\n"
-        "  payments reconcile --store S --date D FILE   compare WeChat Pay's trade bill of day\n"
-        "                           D with the intents; exit 1 on differences; kept for the Z\n"
+        "  payments reconcile --store S --date D [--provider wechat|alipay] FILE   compare a\n"
+        "                           provider's statement of day D (WeChat's trade bill,\n"
+        "                           Alipay's 业务明细) with its intents; exit 1 on differences;\n"
+        "                           kept for the Z\n"
         "  payments list --store S --date D   the intents created on the provider's day D\n"
         "options:\n");
     bus_config_usage(config, stdout);
