@@ -81,6 +81,23 @@ pos_err_t pos_money_parse(const char *text, bool allow_negative, int64_t *fen)
     return POS_OK;
 }
 
+char *pos_money_format_yuan(int64_t fen, char *buf, size_t size)
+{
+    unsigned long long abs = fen < 0 ? 0ULL - (unsigned long long)fen : (unsigned long long)fen;
+    char digits[24], grouped[40];
+    int n = snprintf(digits, sizeof(digits), "%llu", abs / POS_FEN_PER_YUAN);
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && (n - i) % 3 == 0)
+            grouped[k++] = ',';
+        grouped[k++] = digits[i];
+    }
+    grouped[k] = '\0';
+    snprintf(buf, size, "%s\xc2\xa5%s.%02llu", fen < 0 ? "-" : "", grouped,
+             abs % POS_FEN_PER_YUAN);
+    return buf;
+}
+
 char *pos_money_format(int64_t fen, char *buf, size_t size)
 {
     unsigned long long abs = fen < 0 ? 0ULL - (unsigned long long)fen : (unsigned long long)fen;

@@ -37,6 +37,20 @@ int main(void)
     CHECK(strcmp(pos_money_format(1250, buf, sizeof(buf)), "12.50") == 0, "format 12.50");
     CHECK(strcmp(pos_money_format(-5, buf, sizeof(buf)), "-0.05") == 0, "format -0.05");
     CHECK(strcmp(pos_money_format(0, buf, sizeof(buf)), "0.00") == 0, "format 0.00");
+    char yuan[POS_MONEY_YUAN_MAX];
+    CHECK(strcmp(pos_money_format_yuan(1953039, yuan, sizeof(yuan)), "¥19,530.39") == 0,
+          "yuan: ¥19,530.39");
+    CHECK(strcmp(pos_money_format_yuan(-5, yuan, sizeof(yuan)), "-¥0.05") == 0, "yuan: -¥0.05");
+    CHECK(strcmp(pos_money_format_yuan(99999, yuan, sizeof(yuan)), "¥999.99") == 0,
+          "yuan: no separator under 1000");
+    CHECK(strcmp(pos_money_format_yuan(100000, yuan, sizeof(yuan)), "¥1,000.00") == 0,
+          "yuan: ¥1,000.00");
+    CHECK(strcmp(pos_money_format_yuan(123456789012, yuan, sizeof(yuan)), "¥1,234,567,890.12") ==
+              0,
+          "yuan: ¥1,234,567,890.12");
+    CHECK(strcmp(pos_money_format_yuan(INT64_MIN, yuan, sizeof(yuan)),
+                 "-¥92,233,720,368,547,758.08") == 0,
+          "yuan: INT64_MIN");
     CHECK(strcmp(pos_money_format(INT64_MIN, buf, sizeof(buf)), "-92233720368547758.08") == 0,
           "format INT64_MIN");
 

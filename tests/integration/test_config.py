@@ -151,7 +151,7 @@ c.check(by_id["P3"]["qty"] == 3 and by_id["P3"]["amount"] == 1000 and
         by_id["P4"]["qty"] == 2 and by_id["P4"]["free_qty"] == 1 and by_id["P5"]["price"] == 990,
         f"qty_break, buy_x_get_y and member_price fields: {listed}")
 table = posctl_ok("promo", "list", "--store", STORE)
-c.check("P3" in table and "3 for 10.00" in table and "12.50% off" in table,
+c.check("P3" in table and "3 for ¥10.00" in table and "12.50% off" in table,
         f"the table says what each promotion does:\n{table}")
 posctl_ok("promo", "end", "--store", STORE, "--id", "P1")
 c.eq(version(), 6, "promo end bumps the version")

@@ -46,6 +46,11 @@ pos_err_t pos_money_parse(const char *text, bool allow_negative, int64_t *fen);
 /* Write fen as "12.50", "-0.05" into buf (at least 24 bytes); returns buf. */
 char *pos_money_format(int64_t fen, char *buf, size_t size);
 
+/* Write fen for people, as yuan with thousands separators: "¥19,530.39", "-¥0.05" into buf
+   (at least POS_MONEY_YUAN_MAX bytes; UTF-8); returns buf. */
+#define POS_MONEY_YUAN_MAX 40
+char *pos_money_format_yuan(int64_t fen, char *buf, size_t size);
+
 /* round(a * b / c) half away from zero, in 128-bit arithmetic. c must not be 0.
    POS_EOVERFLOW when the result does not fit int64. */
 pos_err_t pos_muldiv(int64_t a, int64_t b, int64_t c, int64_t *out);

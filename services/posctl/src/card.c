@@ -85,10 +85,13 @@ static void s_print_card(const bus_val_t *card, const char *format)
     if (*s_str(card, "reason"))
         bus_val_map_set_str(out, "reason", s_str(card, "reason"));
     bus_val_map_set_str(out, "meal", *s_str(card, "meal") ? s_str(card, "meal") : "(none now)");
-    for (int i = 0; money[i]; i++) {
-        char yuan[32];
+    bool csv = !strcmp(format, "csv");
+    for (int i = 0; money[i]; i++) { /* yuan for people; csv keeps plain decimals */
+        char yuan[POS_MONEY_YUAN_MAX];
+        int64_t fen = s_int(card, money[i]);
         bus_val_map_set_str(out, money[i],
-                            pos_money_format(s_int(card, money[i]), yuan, sizeof(yuan)));
+                            csv ? pos_money_format(fen, yuan, sizeof(yuan))
+                                : pos_money_format_yuan(fen, yuan, sizeof(yuan)));
     }
     bus_val_map_set_int(out, "version", s_int(card, "version"));
     posctl_print(out, format);
@@ -151,11 +154,12 @@ static int s_topup(bus_config_t *config, const char *card, const char *amount_te
         posctl_print(b, format);
     else {
         bool dup = false;
-        char amount[32], balance[32];
+        char amount[POS_MONEY_YUAN_MAX], balance[POS_MONEY_YUAN_MAX];
         bus_val_map_get_bool(b, "duplicate", &dup);
         printf("card %s %stopped up %s by op id %s: balance %s\n", card, dup ? "already " : "",
-               pos_money_format(s_int(b, "amount"), amount, sizeof(amount)), s_str(b, "op_id"),
-               pos_money_format(s_int(b, "balance"), balance, sizeof(balance)));
+               pos_money_format_yuan(s_int(b, "amount"), amount, sizeof(amount)),
+               s_str(b, "op_id"),
+               pos_money_format_yuan(s_int(b, "balance"), balance, sizeof(balance)));
     }
     bus_msg_destroy(&reply);
     return POSCTL_EXIT_OK;

@@ -190,19 +190,19 @@ static void s_promo_value(const bus_val_t *p, char *out, size_t size)
     bus_val_map_get_int(p, "qty", &qty);
     bus_val_map_get_int(p, "free_qty", &free_qty);
     bus_val_map_get_int(p, "price", &price);
-    char money[32];
+    char money[POS_MONEY_YUAN_MAX];
     kind = kind ? kind : "";
     if (!strcmp(kind, "percent"))
         snprintf(out, size, "%s%% off", pos_money_format(bp, money, sizeof(money)));
     else if (!strcmp(kind, "amount"))
-        snprintf(out, size, "%s off", pos_money_format(amount, money, sizeof(money)));
+        snprintf(out, size, "%s off", pos_money_format_yuan(amount, money, sizeof(money)));
     else if (!strcmp(kind, "qty_break"))
         snprintf(out, size, "%" PRId64 " for %s", qty,
-                 pos_money_format(amount, money, sizeof(money)));
+                 pos_money_format_yuan(amount, money, sizeof(money)));
     else if (!strcmp(kind, "buy_x_get_y"))
         snprintf(out, size, "buy %" PRId64 " get %" PRId64, qty, free_qty);
     else
-        snprintf(out, size, "member %s", pos_money_format(price, money, sizeof(money)));
+        snprintf(out, size, "member %s", pos_money_format_yuan(price, money, sizeof(money)));
 }
 
 /*  ms since the epoch as local "YYYY-MM-DD HH:MM", "" for 0. */

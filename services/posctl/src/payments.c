@@ -795,9 +795,14 @@ static void s_print_result(const bus_val_t *res, const char *format)
         int64_t here = 0, there = 0;
         bus_val_map_get_int(d, "here", &here);
         bus_val_map_get_int(d, "provider", &there);
-        char a[32], b[32];
-        pos_money_format(here, a, sizeof(a));
-        pos_money_format(there, b, sizeof(b));
+        char a[POS_MONEY_YUAN_MAX], b[POS_MONEY_YUAN_MAX]; /* csv: plain decimals */
+        if (csv) {
+            pos_money_format(here, a, sizeof(a));
+            pos_money_format(there, b, sizeof(b));
+        } else {
+            pos_money_format_yuan(here, a, sizeof(a));
+            pos_money_format_yuan(there, b, sizeof(b));
+        }
         const char *kind = bus_val_map_get_str(d, "kind");
         const char *otn = bus_val_map_get_str(d, "out_trade_no");
         const char *detail = bus_val_map_get_str(d, "detail");
@@ -817,13 +822,13 @@ static void s_print_result(const bus_val_t *res, const char *format)
     bus_val_map_get_int(res, "differences", &ndiff);
     bus_val_map_get_int(res, "provider_paid", &paid);
     bus_val_map_get_int(res, "here_paid", &here);
-    char a[32], b[32];
+    char a[POS_MONEY_YUAN_MAX], b[POS_MONEY_YUAN_MAX];
     if (!csv)
         printf("%s %s: %" PRId64 " statement rows, %" PRId64 " matched, %" PRId64
                " differences; paid %s at the provider, %s here\n",
                bus_val_map_get_str(res, "provider"), bus_val_map_get_str(res, "day"), rows,
-               matched, ndiff, pos_money_format(paid, a, sizeof(a)),
-               pos_money_format(here, b, sizeof(b)));
+               matched, ndiff, pos_money_format_yuan(paid, a, sizeof(a)),
+               pos_money_format_yuan(here, b, sizeof(b)));
 }
 
 static int s_reconcile(bus_config_t *config, const char *store, const char *day,

@@ -23,6 +23,8 @@ bus_val_t *posctl_call_pages(bus_client_t *client, const char *service, const ch
                              int64_t page_max, int64_t want);
 /* Print a reply body as JSON, or as table/csv when flat enough. */
 void posctl_print(const bus_val_t *body, const char *format);
+/*  Whether a field (dotted path or column name) holds money in fen: shown as yuan in tables. */
+bool posctl_money_key(const char *path);
 /* Print one CSV cell to stdout, quoted when needed, then a comma or (last) a newline. */
 void posctl_print_csv_cell(const char *text, bool last);
 

@@ -15,6 +15,9 @@
     =========================================================================
 */
 #include <unistd.h>
+
+#include <pos/money.h>
+
 #include "csv.h"
 #include "posctl.h"
 
@@ -96,6 +99,52 @@ void posctl_print_csv_cell(const char *text, bool last)
     putchar(last ? '\n' : ',');
 }
 
+/*  Whether a field (its dotted path, or a table's column) holds money in fen, by the names
+    posbus gives money: tables show it as yuan for people (¥19,530.39), csv and json keep fen. */
+bool posctl_money_key(const char *path)
+{
+    static const char *const names[] = {
+        "gross",        "net",           "total",         "discounts",    "returns",
+        "change",       "cash_rounding", "amount",        "tax",          "expected_cash",
+        "balance",      "paid",          "due",           "cash_in",      "cash_out",
+        "refunded",     "refundable",    "provider_paid", "here_paid",    "price",
+        "member_price", "unit_price",    "daily_limit",   "meal_limit",   "offline_cap",
+        "promo_discount", "ticket_discount", "promo_discounts", "spent", NULL};
+    if (strncmp(path, "tenders.", 8) == 0 || strstr(path, ".tenders."))
+        return true; /* every tender kind */
+    const char *last = strrchr(path, '.');
+    last = last ? last + 1 : path;
+    for (int i = 0; names[i]; i++)
+        if (strcmp(last, names[i]) == 0)
+            return true;
+    return false;
+}
+
+/*  A value as table text: money (by its path) as yuan, strings as they are, others as JSON. */
+static void s_cell_text(const bus_val_t *v, const char *path, bus_buf_t *cell)
+{
+    int64_t fen;
+    const char *s = bus_val_get_str(v, NULL);
+    if (s) {
+        bus_buf_append(cell, s, strlen(s));
+    } else if (path && posctl_money_key(path) && bus_val_get_int(v, &fen)) {
+        char yuan[POS_MONEY_YUAN_MAX];
+        pos_money_format_yuan(fen, yuan, sizeof(yuan));
+        bus_buf_append(cell, yuan, strlen(yuan));
+    } else {
+        bus_val_to_json(v, cell);
+    }
+}
+
+/*  text left-aligned in width columns (UTF-8 counted by characters). */
+static void s_pad(const char *text, int width)
+{
+    int chars = 0;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        chars += (*p & 0xC0) != 0x80;
+    printf("%s%*s", text, chars < width ? width - chars : 0, "");
+}
+
 /*  Flatten nested maps into "a.b.c" = value rows. */
 static void s_flatten(const bus_val_t *v, const char *prefix, bool csv)
 {
@@ -108,12 +157,18 @@ static void s_flatten(const bus_val_t *v, const char *prefix, bool csv)
         return;
     }
     bus_buf_t out = {0};
-    bus_val_to_json(v, &out);
     if (csv) {
+        bus_val_to_json(v, &out);
         posctl_print_csv_cell(prefix, false);
         posctl_print_csv_cell((const char *)out.data, true);
-    } else
-        printf("%-40s %s\n", prefix, (const char *)out.data);
+    } else {
+        int64_t fen;
+        if (posctl_money_key(prefix) && bus_val_get_int(v, &fen))
+            s_cell_text(v, prefix, &out); /* yuan, unquoted */
+        else
+            bus_val_to_json(v, &out);
+        printf("%-40s %s\n", prefix, out.data ? (const char *)out.data : "");
+    }
     bus_buf_free(&out);
 }
 
@@ -143,17 +198,14 @@ void posctl_print(const bus_val_t *body, const char *format)
             bus_val_t *row = bus_val_arr_get(rows, r);
             for (size_t c = 0; c < ncols; c++) {
                 bus_buf_t cell = {0};
-                bus_val_t *v = bus_val_map_get(row, bus_val_map_key(first, c));
-                const char *s = bus_val_get_str(v, NULL);
-                if (s)
-                    bus_buf_append(&cell, s, strlen(s));
-                else
-                    bus_val_to_json(v, &cell);
+                const char *col = bus_val_map_key(first, c);
+                bus_val_t *v = bus_val_map_get(row, col);
+                s_cell_text(v, csv ? NULL : col, &cell); /* csv keeps fen */
                 const char *text = cell.data ? (const char *)cell.data : "";
                 if (csv)
                     posctl_print_csv_cell(text, c + 1 == ncols);
                 else
-                    printf("%-16s", text);
+                    s_pad(text, 16);
                 bus_buf_free(&cell);
             }
             if (!csv || ncols == 0)
