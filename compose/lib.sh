@@ -1,0 +1,35 @@
+# Shared by compose/up, compose/down and tests/compose: how the stack is named and reached.
+# COMPOSE_PROJECT_NAME (default posbus) names containers, networks and volumes; POSBUS_LOCK, when
+# set, is a file that heavy steps (debootstrap, image builds) hold with flock, for shared machines.
+COMPOSE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-posbus}
+DC=(docker-compose -f "$COMPOSE_DIR/compose.yaml")
+command -v docker-compose >/dev/null 2>&1 || DC=(docker compose -f "$COMPOSE_DIR/compose.yaml")
+
+heavy() { # run a heavy step, under the lock when there is one
+    if [ -n "${POSBUS_LOCK:-}" ]; then flock "$POSBUS_LOCK" "$@"; else "$@"; fi
+}
+
+# wait_healthy SECONDS: until every running container of the project that has a healthcheck is
+# healthy (one-shot containers must have exited 0); prints the laggards and fails on a timeout
+wait_healthy() {
+    local deadline=$((SECONDS + $1)) bad c line
+    while :; do
+        bad=()
+        for c in $(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"); do
+            line=$(docker inspect -f '{{.Name}} {{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$c")
+            set -- $line
+            case "$2/$4" in
+            running/healthy | running/none) ;;
+            exited/none) [ "$3" = 0 ] || bad+=("$1:exited($3)") ;;
+            *) bad+=("$1:$2/$4") ;;
+            esac
+        done
+        [ ${#bad[@]} = 0 ] && return 0
+        if [ $SECONDS -ge $deadline ]; then
+            echo "compose: not healthy after $1 s: ${bad[*]}" >&2
+            return 1
+        fi
+        sleep 2
+    done
+}
