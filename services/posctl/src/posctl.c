@@ -66,6 +66,8 @@ static void s_usage(bus_config_t *config)
         "usage: posctl [options] COMMAND [ARGS]\n"
         "  ping                     health of busd and every service instance\n"
         "  stats TARGET             counters of busd, a service or service@instance\n"
+        "  top [--store S] [--expect LIST] [--interval-ms N] [--once]   one live screen of\n"
+        "                           the system: instances, rates, registers, alerts\n"
         "  tail [PREFIX]            print events as JSON lines\n"
         "  keygen                   create busd's certificate in --keys-dir (if missing)\n"
         "  keygen ROLE NAME...      and an enrolled key per NAME; ROLE: service (named after\n"
@@ -272,6 +274,7 @@ int main(int argc, char **argv)
         bus_config_add(config, posctl_device_opts) != 0 ||
         bus_config_add(config, posctl_card_opts) != 0 ||
         bus_config_add(config, posctl_payments_opts) != 0 ||
+        bus_config_add(config, posctl_top_opts) != 0 ||
         bus_config_add(config, bus_program_opts) != 0)
         return S_EXIT_USAGE;
     int rc = bus_config_load(config, argc, argv);
@@ -296,6 +299,8 @@ int main(int argc, char **argv)
     const char *cmd = bus_config_arg(config, 0);
     if (streq(cmd, "ping"))
         rc = s_ping(config, &cfg);
+    else if (streq(cmd, "top"))
+        rc = posctl_top(config, &cfg);
     else if (streq(cmd, "stats") && bus_config_argc(config) == 2)
         rc = s_stats(config, &cfg, bus_config_arg(config, 1));
     else if (streq(cmd, "tail") && bus_config_str(config, "from"))

@@ -65,6 +65,9 @@ int posctl_device(bus_config_t *config);
    payments service, amounts in yuan (card.c). Exit code. */
 int posctl_card(bus_config_t *config);
 int posctl_payments(bus_config_t *config);
+/*  posctl top: the live screen (top.c). */
+extern const bus_opt_t posctl_top_opts[];
+int posctl_top(bus_config_t *config, const bus_conn_cfg_t *cfg);
 
 /* Options of these commands, added to posctl's table. */
 extern const bus_opt_t posctl_retail_opts[];
