@@ -1,0 +1,152 @@
+#!/bin/bash
+# End-to-end test of the compose stack (compose/): build, up, wait until healthy, ring 200
+# tickets through the two demo registers (posnode R01 and R02 in their containers, on their
+# line interfaces), restart inventory and reporting in the middle, scale reporting to 2, then
+# the day report, the Z report and the stock must be exact to the fen and the piece, no entry
+# parked; `down -v` must leave no container, network or volume of the project.
+# Skipped (exit 77) unless POSBUS_COMPOSE_TEST=1; needs root (it may install and start Docker,
+# see compose/up). Prints timings: base images, image build, up, test, down.
+#   POSBUS_LOCK=/tmp/posbus.lock  hold this lock during the heavy steps (shared machines)
+#   POSBUS_COMPOSE_TICKETS=N      tickets per register per phase (default 25: 4 phases, 2 registers)
+set -euo pipefail
+if [ "${POSBUS_COMPOSE_TEST:-0}" != 1 ]; then
+    echo "skipped: set POSBUS_COMPOSE_TEST=1 to run the compose end-to-end test"
+    exit 77
+fi
+[ "$(id -u)" = 0 ] || { echo "test_compose: needs root (Docker)" >&2; exit 1; }
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+export COMPOSE_PROJECT_NAME=posbuse2e$$
+source "$SRC/compose/lib.sh"
+STORE=S001
+N=${POSBUS_COMPOSE_TICKETS:-25}
+T0=$SECONDS
+# busd is published on free ports of 127.0.0.1, so a stack already running elsewhere is fine
+read -r POSBUS_PUB_PORT POSBUS_SUB_PORT POSBUS_REQ_PORT < <(python3 -c 'import socket
+ss = [socket.socket() for _ in range(3)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+export POSBUS_PUB_PORT POSBUS_SUB_PORT POSBUS_REQ_PORT POSBUS_BIND_ADDR=127.0.0.1
+LOG=$(mktemp -d /tmp/posbus-compose-test.XXXXXX)
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+cleanup() {
+    local rc=$?
+    if [ $rc != 0 ] && [ "${cleaned:-0}" = 0 ]; then
+        echo "== logs of the failed run (last lines per service), kept in $LOG"
+        "${DC[@]}" --profile demo logs --no-color --tail 30 > "$LOG/compose.log" 2>&1 || true
+        tail -n 200 "$LOG/compose.log"
+        "${DC[@]}" --profile demo --profile emulators down -v --remove-orphans >/dev/null 2>&1 || true
+    fi
+}
+trap cleanup EXIT
+
+echo "== compose/up --demo (project $COMPOSE_PROJECT_NAME, busd on 127.0.0.1:$POSBUS_REQ_PORT)"
+"$SRC/compose/up" --demo | tee "$LOG/up.log"
+T_UP=$SECONDS
+
+cid() { "${DC[@]}" ps -q "$1" | head -1; }
+BUSD=$(cid busd)
+# posctl with the operator key, run in busd's container (its endpoints are busd's own)
+posctl() { docker exec -i "$BUSD" posctl --cert /keys/operator-admin.cert_secret "$@"; }
+
+# ring N identical tickets at a register: RICE5 (49.90) + 3 COLA (3.00) in cash
+ring() {
+    local reg=$1 n=$2 i
+    {
+        echo "login ann 1111"
+        for ((i = 0; i < n; i++)); do
+            echo "scan 6901234500011"
+            echo "scan COLA 3"
+            echo "pay cash 100"
+        done
+        echo "logout"
+    } | docker exec -i "$(cid "register-${reg,,}")" socat -t 30 - UNIX-CONNECT:/state/till.sock \
+        >> "$LOG/$reg.answers"
+}
+phase() { # ring $N at both registers at once while "$@" runs
+    ring R01 "$N" & local p1=$!
+    ring R02 "$N" & local p2=$!
+    [ $# -gt 0 ] && "$@"
+    wait $p1 || fail "ringing at R01"
+    wait $p2 || fail "ringing at R02"
+}
+
+T1=$SECONDS
+echo "== ringing $((8 * N)) tickets at R01 and R02"
+phase
+echo "== restart inventory and reporting while the registers ring"
+phase "${DC[@]}" restart inventory reporting
+echo "== scale reporting to 2 while the registers ring"
+phase "${DC[@]}" --profile demo up -d --no-recreate --scale reporting=2 reporting
+phase
+wait_healthy 120 || fail "not healthy after the restart and scaling"
+[ "$("${DC[@]}" ps -q reporting | wc -l)" = 2 ] || fail "reporting is not at 2 instances"
+
+sold=$(cat "$LOG"/R0?.answers | grep -c '"sale_id"' || true)
+want=$((8 * N))
+[ "$sold" = "$want" ] || fail "registers answered $sold sales, not $want (see $LOG/R0?.answers)"
+# what the registers took, from their answers: every sale's total (fen) is the 100.00 paid in
+# cash less its change
+total=$(cat "$LOG"/R0?.answers | python3 -c 'import json, sys
+t = 0
+for line in sys.stdin:
+    a = json.loads(line)
+    if a.get("ok") and a.get("sale_id"):
+        t += 10000 - a["change"]
+print(t)')
+echo "registers: $sold sales, $total fen"
+
+# everything uploaded (unsynced 0 at both registers), then applied by every consumer
+for reg in R01 R02; do
+    for _ in $(seq 120); do
+        u=$(echo state | docker exec -i "$(cid "register-${reg,,}")" socat -t 5 - \
+            UNIX-CONNECT:/state/till.sock | python3 -c 'import json, sys; print(json.load(sys.stdin)["unsynced"])')
+        [ "$u" = 0 ] && break
+        sleep 0.5
+    done
+    [ "$u" = 0 ] || fail "$reg still has $u unsynced sales"
+done
+day() { posctl report day --store "$STORE" --format json; }
+for _ in $(seq 120); do
+    got=$(day | python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["totals"]["sale_tickets"], d["totals"]["total"], d["tenders"]["cash"] - d["totals"]["change"], all(r["complete"] for r in d["registers"].values()))' 2>/dev/null || true)
+    [ "$got" = "$want $total $total True" ] && break
+    sleep 0.5
+done
+[ "$got" = "$want $total $total True" ] ||
+    { day; fail "day report: tickets, total, cash kept, complete: '$got', want '$want $total $total True'"; }
+for sku_want in "RICE5 $((100000 - want))" "COLA $((100000 - 3 * want))"; do
+    set -- $sku_want
+    for _ in $(seq 60); do
+        q=$(posctl stock get --store "$STORE" "$1" --format json | python3 -c 'import json, sys
+print(json.load(sys.stdin)["qty"])')
+        [ "$q" = "$2" ] && break
+        sleep 0.5
+    done
+    [ "$q" = "$2" ] || fail "stock of $1 is $q, want $2"
+done
+for svc in inventory reporting; do
+    dead=$(posctl dead "$svc" --format json 2>/dev/null | python3 -c 'import json, sys
+print(json.load(sys.stdin)["total"])')
+    [ "$dead" = 0 ] || fail "$svc parked $dead entries"
+done
+# the Z report closes the day: the same figures, every register complete
+posctl report z --store "$STORE" --format json > "$LOG/z.json" || { cat "$LOG/z.json"; fail "Z report"; }
+z=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
+print(d["report"], d["totals"]["sale_tickets"], d["totals"]["total"], d["expected_cash"], all(r["complete"] for r in d["registers"].values()))' "$LOG/z.json")
+[ "$z" = "Z $want $total $total True" ] || fail "Z report: '$z', want 'Z $want $total $total True'"
+echo "Z report: $want tickets, $total fen, expected cash $total fen"
+T_TEST=$((SECONDS - T1))
+echo "ok: $want sales, $total fen, stock RICE5 and COLA exact, nothing parked, Z report taken"
+
+T2=$SECONDS
+"$SRC/compose/down"
+cleaned=1
+left=$( (docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"
+    docker network ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"
+    docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"
+    docker volume ls -q | grep "^${COMPOSE_PROJECT_NAME}_" || true) | wc -l)
+[ "$left" = 0 ] || fail "down -v left $left containers, networks or volumes"
+echo "timings: $(grep -E '^compose: (base images|images built|up and healthy)' "$LOG/up.log" | tr '\n' ' ')"
+rm -rf "$LOG"
+echo "timings: up (all) $((T_UP - T0)) s, test $T_TEST s, down $((SECONDS - T2)) s, total $((SECONDS - T0)) s"
+echo "PASS"
