@@ -146,7 +146,7 @@ left=$( (docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJE
     docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"
     docker volume ls -q | grep "^${COMPOSE_PROJECT_NAME}_" || true) | wc -l)
 [ "$left" = 0 ] || fail "down -v left $left containers, networks or volumes"
-echo "timings: $(grep -E '^compose: (base images|images built|up and healthy)' "$LOG/up.log" | tr '\n' ' ')"
+echo "timings: $(grep -E '^compose: (base images [0-9]|images built|up and healthy)' "$LOG/up.log" | tr '\n' ' ')"
 rm -rf "$LOG"
 echo "timings: up (all) $((T_UP - T0)) s, test $T_TEST s, down $((SECONDS - T2)) s, total $((SECONDS - T0)) s"
 echo "PASS"
