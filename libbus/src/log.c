@@ -53,12 +53,40 @@ bool bus_log_enabled(bus_log_level_t level)
     return level <= s_level;
 }
 
-/*  Append text to line at *used as a JSON string body (no quotes), escaping as needed. */
+/*  Length of the valid UTF-8 sequence at p (1..4), 0 if p does not start one (a stray
+    continuation byte, an overlong form, a surrogate, past U+10FFFF, or cut short). */
+static size_t s_utf8_len(const unsigned char *p)
+{
+    size_t n = p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 ? 2 : 0;
+    if (n == 0 || p[0] > 0xf4)
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    if ((n == 3 && p[0] == 0xe0 && p[1] < 0xa0) || (n == 3 && p[0] == 0xed && p[1] >= 0xa0) ||
+        (n == 4 && p[0] == 0xf0 && p[1] < 0x90) || (n == 4 && p[0] == 0xf4 && p[1] >= 0x90))
+        return 0;
+    return n;
+}
+
+/*  Append text to line at *used as a JSON string body (no quotes), escaping as needed. Bytes
+    that are not UTF-8 become U+FFFD and a character is never cut, so that every line parses as
+    JSON whatever a message carries (names from the network, a cut message). */
 static void s_json_escape(char *line, size_t *used, size_t cap, const char *text)
 {
     static const char hex[] = "0123456789abcdef";
     for (const unsigned char *p = (const unsigned char *)text; *p && *used + 7 < cap; p++) {
-        if (*p == '"' || *p == '\\') {
+        if (*p >= 0x80) {
+            size_t n = s_utf8_len(p);
+            if (n == 0) {
+                memcpy(line + *used, "\\ufffd", 6);
+                *used += 6;
+            } else {
+                memcpy(line + *used, p, n);
+                *used += n;
+                p += n - 1;
+            }
+        } else if (*p == '"' || *p == '\\') {
             line[(*used)++] = '\\';
             line[(*used)++] = (char)*p;
         } else if (*p < 0x20) {

@@ -31,6 +31,7 @@
 #include "bus/proto.h"
 #include "bus/keys.h"
 #include "bus/log.h"
+#include "bus/metrics.h"
 #include "bus/redis.h"
 
 #define S_DEFAULT_HEARTBEAT_MS 1000
@@ -62,7 +63,8 @@ typedef struct {
     bus_handler_fn *fn;
     void *arg;
     s_kind_t kind;
-    unsigned roles; /* bus_role_t bits allowed to call it */
+    unsigned roles;     /* bus_role_t bits allowed to call it */
+    bus_hist_t latency; /* request to reply, every outcome (owner thread only) */
 } s_handler_t;
 
 struct bus_service {
@@ -86,6 +88,7 @@ struct bus_service {
     bus_identity_t caller; /* of the request being handled */
     bool warned_unchecked;
     bus_stats_t *stats;
+    const char *const *gauges; /* stats that are levels (metrics page), or NULL */
     int64_t *c_requests, *c_errors, *c_rejected, *c_bad_frames, *c_unknown, *c_forbidden;
     int64_t *c_cache_hits, *c_cache_busy, *c_cache_errors;
     bus_codec_stats_t codec;
@@ -204,7 +207,7 @@ void bus_service_destroy(bus_service_t **self_p)
 static int s_on(bus_service_t *self, const char *method, bus_handler_fn *fn, void *arg,
                 s_kind_t kind, unsigned roles)
 {
-    s_handler_t *h = malloc(sizeof(*h));
+    s_handler_t *h = calloc(1, sizeof(*h));
     if (!h)
         return -1;
     h->fn = fn;
@@ -520,6 +523,16 @@ static bool s_allowed(bus_service_t *self, const s_handler_t *h, const char *met
     return false;
 }
 
+static int64_t s_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void s_run(bus_service_t *self, s_handler_t *h, const bus_msg_t *req, zframe_t *client,
+                  zframe_t *corr);
+
 static void s_dispatch(bus_service_t *self, zframe_t *client, zframe_t *corr, zframe_t *payload)
 {
     bus_reject_t reason;
@@ -545,16 +558,23 @@ static void s_dispatch(bus_service_t *self, zframe_t *client, zframe_t *corr, zf
         bus_msg_destroy(&req);
         return;
     }
-    if (!s_allowed(self, h, bus_msg_type(req), client, corr)) {
-        bus_msg_destroy(&req);
+    int64_t started = s_mono_us();
+    s_run(self, h, req, client, corr);
+    bus_hist_observe(&h->latency, s_mono_us() - started);
+    bus_msg_destroy(&req);
+}
+
+/*  Run the handler of a request whose method is known (role check, reply cache, handler) and
+    answer it. */
+static void s_run(bus_service_t *self, s_handler_t *h, const bus_msg_t *req, zframe_t *client,
+                  zframe_t *corr)
+{
+    if (!s_allowed(self, h, bus_msg_type(req), client, corr))
         return;
-    }
     char key[BUS_KEY_MAX];
     bool cached = self->cache && h->kind == S_CACHED;
-    if (cached && s_cache_claim(self, req, key, client, corr) != 0) {
-        bus_msg_destroy(&req); /* answered from the cache, or refused */
-        return;
-    }
+    if (cached && s_cache_claim(self, req, key, client, corr) != 0)
+        return; /* answered from the cache, or refused */
     bus_val_t *reply = bus_val_new_map();
     if (reply && h->fn(self, req, reply, h->arg) == 0) {
         if (cached)
@@ -568,7 +588,6 @@ static void s_dispatch(bus_service_t *self, zframe_t *client, zframe_t *corr, zf
             s_cache_store_error(self, key);
         s_reply_error(self, client, corr);
     }
-    bus_msg_destroy(&req);
 }
 
 int bus_service_handle(bus_service_t *self)
@@ -650,4 +669,31 @@ const char *bus_service_instance(bus_service_t *self)
 bus_stats_t *bus_service_stats(bus_service_t *self)
 {
     return self->stats;
+}
+
+void bus_service_set_gauges(bus_service_t *self, const char *const *names)
+{
+    self->gauges = names;
+}
+
+void bus_service_metrics(bus_metrics_out_t *out, void *arg)
+{
+    bus_service_t *self = arg;
+    bus_metrics_out_stats(out, self->stats, self->gauges);
+    const char *accepted[] = {"outcome", "accepted", NULL};
+    bus_metrics_out_counter(out, "codec_messages", "messages decoded, by outcome", accepted,
+                            (int64_t)self->codec.accepted);
+    for (int r = 1; r < BUS_REJ__COUNT; r++) {
+        const char *labels[] = {"outcome", bus_reject_name((bus_reject_t)r), NULL};
+        bus_metrics_out_counter(out, "codec_messages", NULL, labels,
+                                (int64_t)self->codec.rejected[r]);
+    }
+    bus_metrics_out_gauge(out, "uptime_seconds", "seconds since the instance started", NULL,
+                          (bus_mono_ms() - self->started_mono) / 1000);
+    for (s_handler_t *h = zhashx_first(self->handlers); h; h = zhashx_next(self->handlers)) {
+        const char *labels[] = {"method", zhashx_cursor(self->handlers), NULL};
+        bus_metrics_out_histogram(out, "request_duration_seconds",
+                                  "time from a request's arrival to its reply, by method", labels,
+                                  &h->latency);
+    }
 }

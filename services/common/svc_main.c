@@ -1,10 +1,12 @@
 /*  svc_main.c - option loading shared by sales, inventory and reporting (not part of libbus: it
     prints usage and errors, which a library must not). */
+#include <sys/socket.h>
 #include "svc_main.h"
 
 #define S_WORKER_BLOCK_MS 500
 #define S_RETRY_MS        300 /* retry hint when Redis is down */
 #define S_GROUP_MAX       128
+#define S_LAG_SCAN_MAX    1000 /* entries counted one by one when Redis cannot say the lag */
 
 /*  The one stream worker of a consumer process (inventory and reporting run one each), as the
     main thread sees it: its counters, copied into the service's stats by the main thread (the
@@ -14,6 +16,7 @@ static struct {
     bus_stream_worker_t *worker;
     bus_redis_t *redis;
     char group[S_GROUP_MAX];
+    char stream[S_GROUP_MAX];
     int64_t *c_applied, *c_parked, *c_claimed, *c_errors;
 } s_consumer;
 
@@ -83,6 +86,7 @@ bus_stream_worker_t *svc_consumer_start(bus_config_t *config, bus_service_t *svc
         return NULL;
     }
     snprintf(s_consumer.group, sizeof(s_consumer.group), "%s", group);
+    snprintf(s_consumer.stream, sizeof(s_consumer.stream), "%s", stream);
     bus_stats_t *stats = bus_service_stats(svc);
     s_consumer.c_applied = bus_stats_counter(stats, "stream_applied");
     s_consumer.c_parked = bus_stats_counter(stats, "stream_parked");
@@ -110,10 +114,77 @@ out_redis:
     return NULL;
 }
 
+/*  Entries of the stream the group has not been handed yet, when XINFO GROUPS could not say
+    (Redis 7.0 answers nil after deletions inside the stream): counted from the group's last
+    delivered id, up to S_LAG_SCAN_MAX; -1 when there are more or Redis cannot be asked. */
+static int64_t s_lag_counted(const char *last_delivered)
+{
+    char start[S_GROUP_MAX];
+    snprintf(start, sizeof(start), "(%s", last_delivered);
+    redisReply *r = bus_redis_command(s_consumer.redis, "XRANGE %s %s + COUNT %d",
+                                      s_consumer.stream, start, S_LAG_SCAN_MAX);
+    int64_t lag = r && r->type == REDIS_REPLY_ARRAY && r->elements < S_LAG_SCAN_MAX
+                      ? (int64_t)r->elements
+                      : -1;
+    if (r)
+        freeReplyObject(r);
+    return lag;
+}
+
+/*  Metrics collector of a consumer: its group's lag (entries not yet delivered to the group)
+    and pending entries (delivered, not acknowledged), from XINFO GROUPS on the main thread's
+    own connection. Nothing when Redis cannot be asked (the stats say why). */
+static void s_consumer_metrics(bus_metrics_out_t *out, void *arg)
+{
+    (void)arg;
+    if (!s_consumer.worker || !s_consumer.redis)
+        return;
+    redisReply *r = bus_redis_command(s_consumer.redis, "XINFO GROUPS %s", s_consumer.stream);
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        const redisReply *g = r->element[i];
+        const char *name = NULL, *last = NULL;
+        int64_t pending = -1, lag = -1;
+        bool lag_known = false;
+        for (size_t k = 0; g->type == REDIS_REPLY_ARRAY && k + 1 < g->elements; k += 2) {
+            const redisReply *key = g->element[k], *val = g->element[k + 1];
+            if (key->type != REDIS_REPLY_STRING)
+                continue;
+            if (strcmp(key->str, "name") == 0 && val->type == REDIS_REPLY_STRING)
+                name = val->str;
+            else if (strcmp(key->str, "last-delivered-id") == 0 && val->type == REDIS_REPLY_STRING)
+                last = val->str;
+            else if (strcmp(key->str, "pending") == 0 && val->type == REDIS_REPLY_INTEGER)
+                pending = val->integer;
+            else if (strcmp(key->str, "lag") == 0 && val->type == REDIS_REPLY_INTEGER) {
+                lag = val->integer;
+                lag_known = true;
+            }
+        }
+        if (!name || strcmp(name, s_consumer.group) != 0)
+            continue;
+        if (!lag_known && last)
+            lag = s_lag_counted(last);
+        const char *labels[] = {"stream", s_consumer.stream, "group", s_consumer.group, NULL};
+        const char *lag_help = "stream entries not yet delivered to the consumer group";
+        if (lag >= 0)
+            bus_metrics_out_gauge(out, "stream_lag_entries", lag_help, labels, lag);
+        else
+            bus_metrics_out_gauge_nan(out, "stream_lag_entries", lag_help, labels);
+        if (pending >= 0)
+            bus_metrics_out_gauge(out, "stream_pending_entries",
+                                  "entries delivered to the group and not yet acknowledged", labels,
+                                  pending);
+    }
+    if (r)
+        freeReplyObject(r);
+}
+
 /* Options every service has. */
 static const bus_opt_t s_service_opts[] = {
     {"reply-cache-ttl-s", BUS_OPT_INT, "86400", 60, 2592000,
      "keep the reply to a state-changing request this long, for retries of it"},
+    {"log-stdout", BUS_OPT_BOOL, "false", 0, 0,
+     "write log lines to standard output instead of standard error"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool consumer, int argc,
@@ -123,7 +194,7 @@ bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool co
     bus_config_t *config = bus_config_new(program, own);
     if (!config || bus_config_add(config, bus_conn_opts) ||
         bus_config_add(config, bus_redis_opts) || bus_config_add(config, bus_program_opts) ||
-        bus_config_add(config, s_service_opts) ||
+        bus_config_add(config, s_service_opts) || bus_config_add(config, bus_metrics_opts) ||
         (consumer && bus_config_add(config, svc_consumer_opts))) {
         bus_config_destroy(&config);
         return NULL;
@@ -144,6 +215,17 @@ bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool co
         bus_config_destroy(&config);
         return NULL;
     }
+    const char *listen = bus_config_str(config, "metrics-listen");
+    struct sockaddr_storage sa;
+    unsigned sa_len;
+    if (listen && *listen && bus_metrics_parse_listen(listen, &sa, &sa_len) != 0) {
+        fprintf(stderr, "%s: metrics-listen: expected ADDRESS:PORT such as 127.0.0.1:9101\n",
+                program);
+        bus_config_destroy(&config);
+        return NULL;
+    }
+    if (bus_config_bool(config, "log-stdout"))
+        bus_log_set_stream(stdout);
     bus_program_signals();
     if (bus_config_bool(config, "insecure"))
         bus_warn("service.insecure", "plaintext tcp:// to busd (development only)");
@@ -180,6 +262,21 @@ int svc_core_start(svc_core_t *core, bus_config_t *config, const char *program, 
         svc_core_stop(core);
         return -1;
     }
+    core->metrics = bus_metrics_new_from_config(config, program, &err);
+    if (!core->metrics && err) {
+        bus_error("service.start", "%s cannot serve metrics: %s", program, err);
+        svc_core_stop(core);
+        return -1;
+    }
+    if (bus_metrics_add_collector(core->metrics, bus_service_metrics, core->svc) != 0 ||
+        (consumer && bus_metrics_add_collector(core->metrics, s_consumer_metrics, NULL) != 0)) {
+        bus_error("service.start", "%s cannot register its metrics", program);
+        svc_core_stop(core);
+        return -1;
+    }
+    if (core->metrics)
+        bus_info("service.metrics", "serving http://%s/metrics (port %d)",
+                 bus_config_str(config, "metrics-listen"), bus_metrics_port(core->metrics));
     if (bus_redis_connect(core->redis) != 0)
         bus_warn("service.redis", "not reachable yet, will retry: %s",
                  bus_redis_errstr(core->redis));
@@ -194,6 +291,7 @@ void svc_core_run(svc_core_t *core, void (*tick)(void *arg), void *arg)
         bus_service_poll(core->svc, S_POLL_MS);
         if (tick)
             tick(arg);
+        bus_metrics_tick(core->metrics);
     }
     s_consumer_refresh();
     if (s_consumer.worker)
@@ -207,6 +305,7 @@ void svc_core_run(svc_core_t *core, void (*tick)(void *arg), void *arg)
 
 void svc_core_stop(svc_core_t *core)
 {
+    bus_metrics_destroy(&core->metrics); /* first: its collectors use what follows */
     s_consumer.worker = NULL;
     bus_redis_destroy(&s_consumer.redis);
     bus_pub_destroy(&core->wpub);

@@ -3,10 +3,11 @@
 #define SVC_MAIN_H_INCLUDED
 
 #include <bus/bus.h>
+#include <bus/metrics.h>
 
-/* Build the option table (own options + connection + Redis + logging, + svc_consumer_opts for a
-   service that follows the sales stream), load file, environment
-   and flags, answer --help and --example-config, set up logging and signal handling. Returns the
+/* Build the option table (own options + connection + Redis + logging + metrics, plus
+   svc_consumer_opts for a service that follows the sales stream), load file, environment and
+   flags, answer --help and --example-config, set up logging and signal handling. Returns the
    loaded configuration, or NULL when main should return *exit_code (0 after --help or
    --example-config, 2 after printing a configuration error). */
 bus_config_t *svc_config_load(const char *program, const bus_opt_t *own, bool consumer, int argc,
@@ -35,6 +36,10 @@ typedef struct {
     bus_redis_t *redis, *wredis; /* wredis: consumers only */
     bus_service_t *svc;
     bus_pub_t *pub, *wpub; /* wpub: consumers only */
+    /* --metrics-listen: NULL when off. It already exposes the service's stats, method latencies
+       and (consumers) the stream group's lag; a service adds its own gauges with
+       bus_metrics_add_collector(core->metrics, fn, arg) (a no-op when off). */
+    bus_metrics_t *metrics;
 } svc_core_t;
 
 /* Create everything from a loaded configuration (taken over: freed by svc_core_stop). Redis may

@@ -132,6 +132,14 @@ zsock_t *bus_service_sock(bus_service_t *self);
 const char *bus_service_name(bus_service_t *self);
 const char *bus_service_instance(bus_service_t *self);
 bus_stats_t *bus_service_stats(bus_service_t *self);
+/* A bus_metrics_fn (bus/metrics.h; arg is the service): its stats counters, the codec's
+   accepted and rejected messages, uptime, and a request_duration_seconds histogram per method.
+   Owner thread only, like every other call here. */
+struct bus_metrics_out;
+/* Which of the service's stats are levels (gauges on the metrics page) rather than counts:
+   names is a static NULL-terminated list, or NULL (the default: every stat is a counter). */
+void bus_service_set_gauges(bus_service_t *self, const char *const *names);
+void bus_service_metrics(struct bus_metrics_out *out, void *arg);
 
 #ifdef __cplusplus
 }

@@ -33,6 +33,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 #include <bus/bus.h>
+#include <bus/metrics.h>
 
 #define S_PROGRAM         "busd"
 #define S_PROXY_BURST     1000 /* messages moved per socket per poll, as zmq_proxy does */
@@ -69,7 +70,12 @@ static const bus_opt_t s_options[] = {
     {"hwm", BUS_OPT_INT, "100000", 100, 10000000,
      "per-peer high-water mark; a subscriber further behind loses events"},
     {"linger-ms", BUS_OPT_INT, "1000", 0, 60000, "on shutdown, time to flush queued messages"},
+    {"log-stdout", BUS_OPT_BOOL, "false", 0, 0,
+     "write log lines to standard output instead of standard error"},
     {NULL, 0, NULL, 0, 0, NULL}};
+
+/* The stats that are levels, not counts (exposed as gauges on the metrics page). */
+static const char *const s_gauges[] = {"keys_enrolled", "instances", "services", NULL};
 
 typedef struct s_service s_service_t;
 
@@ -136,6 +142,7 @@ typedef struct {
     int64_t *c_bad_frames, *c_expired, *c_lost_replies, *c_registered, *c_byes;
     bus_codec_stats_t codec;
     bus_buf_t buf;
+    bus_metrics_t *metrics; /* --metrics-listen; NULL when off */
 } s_busd_t;
 
 static void s_service_free(void **item)
@@ -1099,13 +1106,26 @@ static void s_busd_run(s_busd_t *self)
             s_purge(self);
             next_purge = bus_mono_ms() + S_PURGE_EVERY_MS;
         }
+        bus_metrics_tick(self->metrics);
     }
+}
+
+/*  The metrics page: every stats value, the levels refreshed first (as "stats" does). */
+static void s_metrics(bus_metrics_out_t *out, void *arg)
+{
+    s_busd_t *self = arg;
+    bus_stats_set(self->stats, "instances", (int64_t)zhashx_size(self->workers));
+    bus_stats_set(self->stats, "services", (int64_t)zhashx_size(self->services));
+    bus_metrics_out_stats(out, self->stats, s_gauges);
+    bus_metrics_out_gauge(out, "uptime_seconds", "seconds since busd started", NULL,
+                          (bus_mono_ms() - self->started) / 1000);
 }
 
 int main(int argc, char **argv)
 {
     bus_config_t *config = bus_config_new(S_PROGRAM, s_options);
-    if (!config || bus_config_add(config, bus_program_opts) != 0)
+    if (!config || bus_config_add(config, bus_program_opts) != 0 ||
+        bus_config_add(config, bus_metrics_opts) != 0)
         return 2;
     int rc = bus_config_load(config, argc, argv);
     if (rc == 1) {
@@ -1124,9 +1144,19 @@ int main(int argc, char **argv)
         bus_config_destroy(&config);
         return 0;
     }
+    if (bus_config_bool(config, "log-stdout"))
+        bus_log_set_stream(stdout);
     bus_program_signals();
     s_busd_t *busd = s_busd_new(config);
     if (!busd) {
+        bus_config_destroy(&config);
+        return 1;
+    }
+    const char *err = NULL;
+    busd->metrics = bus_metrics_new_from_config(config, S_PROGRAM, &err);
+    if (err || bus_metrics_add_collector(busd->metrics, s_metrics, busd) != 0) {
+        bus_error("busd.metrics", "cannot serve metrics: %s", err ? err : "out of memory");
+        s_busd_destroy(&busd);
         bus_config_destroy(&config);
         return 1;
     }
@@ -1134,6 +1164,7 @@ int main(int argc, char **argv)
     s_busd_run(busd);
     bus_info("busd.stopping", "events=%" PRId64 " requests=%" PRId64, *busd->c_events,
              *busd->c_requests);
+    bus_metrics_destroy(&busd->metrics);
     s_busd_destroy(&busd);
     bus_config_destroy(&config);
     return 0;

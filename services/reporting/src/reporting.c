@@ -1512,6 +1512,8 @@ int main(int argc, char **argv)
     self.c_refused = bus_stats_counter(stats, "sales_refused");
     self.g_lag_p50 = bus_stats_counter(stats, "apply_lag_p50_ms");
     self.g_lag_p99 = bus_stats_counter(stats, "apply_lag_p99_ms");
+    static const char *const gauges[] = {"apply_lag_p50_ms", "apply_lag_p99_ms", NULL};
+    bus_service_set_gauges(self.svc, gauges); /* levels, not counts, on the metrics page */
     self.lag = calloc(S_LAG_BUCKETS, sizeof(*self.lag));
     /* every report is read-only and open to every role (docs/protocol.md) */
     static const bus_method_t methods[] = {
