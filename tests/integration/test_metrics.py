@@ -14,8 +14,9 @@ Runs a private redis-server, busd, sales, inventory, reporting, devices and paym
   3. the request latency histogram of stock.get counts exactly the requests sent;
   4. the stream lag of the inventory and reporting groups is exposed, is seen above 0 while
      reporting lets entries gather, and is 0 (nothing pending either) once caught up;
-  5. other paths answer 404, other methods 405, and a scrape takes well under a second;
-  6. with --log-json --log-stdout every line on standard output is one JSON object with ts,
+  5. devices shows a register's unsynced sales, online state and peripherals' health;
+  6. other paths answer 404, other methods 405, and a scrape takes well under a second;
+  7. with --log-json --log-stdout every line on standard output is one JSON object with ts,
      prog, level, event, msg; text stays the default.
 """
 import json
@@ -310,7 +311,31 @@ try:
     c.check(all(xinfo.get(g, {}).get("lag") == 0 for g in ("inventory", "reporting")),
             "Redis agrees: both groups' lag is 0")
 
-    # --- 5. other paths and methods; scrape time ---
+    # --- 5. devices: the node registry as gauges ---
+    reg = Bus(st, st.key("register", f"{STORE}.R09"))
+    devices = [{"name": "scanner", "kind": "scanner", "health": "ok", "detail": ""},
+               {"name": "printer", "kind": "printer", "health": "error", "detail": "无纸 no paper"}]
+    r = reg.call("devices", "node.hello", {"version": "1.0", "devices": devices,
+                                           "config_version": 0})
+    c.check(r["type"] == "reply", f"node.hello of R09: {r['body']}")
+    r = reg.call("devices", "node.heartbeat", {"last_seq": 12, "unsynced": 3,
+                                               "config_version": 0})
+    c.check(r["type"] == "reply", f"node.heartbeat of R09: {r['body']}")
+    dp = ports["devices"]
+    c.check(wait_for(lambda: metric(dp, "posbus_devices_node_unsynced_sales", store=STORE,
+                                    register="R09") == 3, 5),
+            "devices: node_unsynced_sales of R09 is the 3 its heartbeat said")
+    c.eq(metric(dp, "posbus_devices_node_online", store=STORE, register="R09"), 1,
+         "devices: node_online of R09")
+    c.check(metric(dp, "posbus_devices_device_health", register="R09", device="printer",
+                   health="error") == 1 and
+            metric(dp, "posbus_devices_device_health", register="R09", device="printer",
+                   health="ok") == 0 and
+            metric(dp, "posbus_devices_device_health", register="R09", device="scanner",
+                   health="ok") == 1,
+            "devices: device_health is 1 for each peripheral's reported health, 0 for the others")
+
+    # --- 6. other paths and methods; scrape time ---
     c.eq(scrape(ports["sales"], "/")[0], 404, "GET / answers")
     c.eq(scrape(ports["sales"], "/metricsx")[0], 404, "GET /metricsx answers")
     c.eq(scrape(ports["sales"], method="POST")[0], 405, "POST /metrics answers")
@@ -328,7 +353,7 @@ try:
     c.check(times[10] < 0.5, f"a scrape takes well under a second (median {times[10]:.4f} s)")
     c.eq(scrape(ports["devices"])[0], 200, "devices still serves after garbage")
 
-    # --- 6. JSON log lines on standard output ---
+    # --- 7. JSON log lines on standard output ---
     json_log.flush()
     lines = open(f"{st.tmp}/reporting.stdout", encoding="utf-8").read().splitlines()
     parsed = []

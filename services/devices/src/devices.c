@@ -740,6 +740,116 @@ static int s_list(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, vo
     return rc;
 }
 
+/* ---- metrics --------------------------------------------------------------------------- */
+
+#define S_METRICS_NODES_MAX 2000 /* registers on one page; a bigger chain needs its own exporter   \
+                                  */
+
+/*  The gauges of one node from HMGET last_heartbeat_ms unsynced devices. */
+static void s_metrics_node(s_devices_t *self, bus_metrics_out_t *out, const char *store,
+                           const char *reg, const redisReply *h, int64_t now)
+{
+    if (!h || h->type != REDIS_REPLY_ARRAY || h->elements != 3)
+        return;
+    int64_t hb = s_elem_int(h, 0);
+    const char *const labels[] = {"store", store, "register", reg, NULL};
+    bus_metrics_out_gauge(out, "node_online",
+                          "1 when the register's last hello or heartbeat is recent "
+                          "(node-offline-ms)",
+                          labels, hb > 0 && now - hb <= self->offline_ms);
+    bus_metrics_out_gauge(out, "node_unsynced_sales",
+                          "sales the register journaled and has not uploaded yet (its last "
+                          "heartbeat)",
+                          labels, s_elem_int(h, 1));
+}
+
+/*  One series per peripheral and health state, 1 for the state it is in. */
+static void s_metrics_devices(bus_metrics_out_t *out, const char *store, const char *reg,
+                              const redisReply *h)
+{
+    static const char *const states[] = {"ok", "warn", "error", "offline", NULL};
+    bus_val_t *devices =
+        h && h->type == REDIS_REPLY_ARRAY && h->elements == 3 ? s_elem_arr(h, 2) : NULL;
+    for (size_t i = 0; i < bus_val_size(devices); i++) {
+        const bus_val_t *d = bus_val_arr_get(devices, i);
+        const char *name = bus_val_get_str(bus_val_map_get(d, "name"), NULL);
+        const char *kind = bus_val_get_str(bus_val_map_get(d, "kind"), NULL);
+        const char *health = bus_val_get_str(bus_val_map_get(d, "health"), NULL);
+        if (!name || !kind || !health)
+            continue;
+        for (int k = 0; states[k]; k++) {
+            const char *const labels[] = {"store", store, "register", reg,       "device", name,
+                                          "kind",  kind,  "health",   states[k], NULL};
+            bus_metrics_out_gauge(out, "device_health",
+                                  "1 for the health a register's peripheral last reported", labels,
+                                  strcmp(health, states[k]) == 0);
+        }
+    }
+    bus_val_destroy(&devices);
+}
+
+/*  The node registry as gauges: every register's online state and unsynced sales, and every
+    peripheral's health, up to S_METRICS_NODES_MAX registers (node_metrics_truncated says when
+    there were more). Two pipelined rounds per store; nothing when Redis cannot be asked. */
+static void s_metrics(bus_metrics_out_t *out, void *arg)
+{
+    s_devices_t *self = arg;
+    redisReply *stores = bus_redis_command(self->redis, "SMEMBERS %s", BUS_KEY_STORES);
+    size_t nstores = 0, total = 0;
+    const char **ids =
+        stores && stores->type == REDIS_REPLY_ARRAY ? s_sorted(stores, &nstores) : NULL;
+    /* per store: its registers, then their hashes, kept to write the two families in turn */
+    size_t cap = S_METRICS_NODES_MAX;
+    const char **regs = calloc(cap, sizeof(*regs)), **regstore = calloc(cap, sizeof(*regstore));
+    redisReply **sets = calloc(nstores + 1, sizeof(*sets)), **rows = calloc(cap, sizeof(*rows));
+    bool truncated = false;
+    for (size_t i = 0; regs && regstore && sets && rows && i < nstores; i++) {
+        char key[BUS_KEY_MAX];
+        bus_key_nodes(key, ids[i]);
+        sets[i] = bus_redis_command(self->redis, "SMEMBERS %s", key);
+        size_t n = 0;
+        const char **members =
+            sets[i] && sets[i]->type == REDIS_REPLY_ARRAY ? s_sorted(sets[i], &n) : NULL;
+        size_t first = total, queued = 0;
+        for (size_t j = 0; members && j < n; j++) {
+            if (total >= cap) {
+                truncated = true;
+                break;
+            }
+            bus_key_node(key, ids[i], members[j]);
+            if (bus_redis_append(self->redis, "HMGET %s last_heartbeat_ms unsynced devices", key) !=
+                0)
+                break;
+            regs[total] = members[j];
+            regstore[total++] = ids[i];
+            queued++;
+        }
+        for (size_t j = 0; j < queued; j++) /* every reply read: the connection stays in step */
+            rows[first + j] = bus_redis_get_reply(self->redis);
+        free(members);
+    }
+    int64_t now = bus_now_ms();
+    for (size_t i = 0; i < total; i++)
+        s_metrics_node(self, out, regstore[i], regs[i], rows[i], now);
+    for (size_t i = 0; i < total; i++)
+        s_metrics_devices(out, regstore[i], regs[i], rows[i]);
+    bus_metrics_out_gauge(out, "node_metrics_truncated",
+                          "1 when there are more registers than the page shows", NULL, truncated);
+    for (size_t i = 0; rows && i < total; i++)
+        if (rows[i])
+            freeReplyObject(rows[i]);
+    for (size_t i = 0; sets && i < nstores; i++)
+        if (sets[i])
+            freeReplyObject(sets[i]);
+    free(rows);
+    free(sets);
+    free(regstore);
+    free(regs);
+    free(ids);
+    if (stores)
+        freeReplyObject(stores);
+}
+
 int main(int argc, char **argv)
 {
     int exit_code;
@@ -780,6 +890,8 @@ int main(int argc, char **argv)
     devices_commands_t *cmds = devices_commands_new(self.redis, self.pub, self.stats);
     if (rc == 0)
         rc = cmds ? devices_commands_methods(cmds, core.svc) : -1;
+    if (rc == 0)
+        rc = bus_metrics_add_collector(core.metrics, s_metrics, &self);
     if (rc != 0 || self.hello < 0 || self.heartbeat < 0 || !self.c_redis_errors) {
         bus_error("devices.start", "cannot register methods or scripts: out of memory");
         rc = -1;
