@@ -38,6 +38,7 @@
 #include <openssl/crypto.h>
 
 #include <bus/bus.h>
+#include <bus/metrics.h>
 #include <node/cashier.h>
 #include <node/canteen.h>
 #include <node/catalog.h>
@@ -111,6 +112,7 @@ typedef struct {
     node_svcard_t *svcards; /* stored-value cards: blocklist, offline caps (svcards.mp) */
     node_till_t *till;
     node_canteen_t *canteen; /* canteen terminals' taps, collects and blocklist */
+    bus_metrics_t *metrics;  /* --metrics-listen: Prometheus text on GET /metrics */
     node_uplink_t *uplink;
     bus_client_t *client; /* the till's own, for park, recall and returns */
     int listen_fd;
@@ -1086,6 +1088,7 @@ static void s_run(s_node_t *self)
             s_tui_input(self);
         s_journaled(self);
         s_devices_tell(self);
+        bus_metrics_tick(self->metrics);
         node_till_card_tick(self->till);
         node_till_sv_tick(self->till); /* card blocklist, offline card deductions uploaded */
         bus_val_t *tapped;
@@ -1102,6 +1105,70 @@ static void s_run(s_node_t *self)
             bus_val_destroy(&paid);
         }
     }
+}
+
+/* ---- metrics --------------------------------------------------------------------------- */
+
+/*  What a register shows a scraper (docs/metrics.md "posnode"): its sales and uploads, what
+    waits for the back office, its peripherals' health, its canteen lines. The till's thread
+    (bus_metrics_tick is called from the main loop). */
+static void s_metrics(bus_metrics_out_t *out, void *arg)
+{
+    s_node_t *self = arg;
+    node_uplink_status_t st = {0};
+    if (self->uplink)
+        node_uplink_status(self->uplink, &st);
+    int64_t last = node_till_last_sale(self->till);
+    const char *const reg[] = {"store", self->store, "register", self->reg, NULL};
+    bus_metrics_out_gauge(out, "last_sale", "the last sale number journaled", reg, last);
+    bus_metrics_out_gauge(out, "unsynced_sales",
+                          "sales journaled and not yet acknowledged by the back office", reg,
+                          last > st.acked ? last - st.acked : 0);
+    bus_metrics_out_gauge(out, "online", "1 when the last request to the back office was answered",
+                          reg, st.online);
+    bus_metrics_out_gauge(out, "upload_blocked",
+                          "1 when the back office refuses a sale and the uploads wait on it", reg,
+                          st.blocked[0] != '\0');
+    bus_metrics_out_gauge(out, "selling_stopped",
+                          "1 when the journal refused a write and selling stopped", reg,
+                          node_till_stopped(self->till));
+    bus_metrics_out_counter(out, "uploads", "sales uploaded and acknowledged since start", reg,
+                            st.uploaded);
+    bus_metrics_out_counter(out, "upload_errors", "upload attempts that failed since start", reg,
+                            st.upload_errors);
+    bus_metrics_out_gauge(out, "card_deductions_pending",
+                          "stored-value deductions taken offline, not yet uploaded", reg,
+                          (int64_t)node_till_sv_pending(self->till));
+    bus_metrics_out_gauge(out, "refunds_pending",
+                          "refunds of returns journaled, not yet taken by payments", reg,
+                          (int64_t)node_till_refunds_pending(self->till));
+    bus_metrics_out_counter(out, "scans_dropped",
+                            "scans and weights dropped past the inbox's bound since start", reg,
+                            self->inbox_dropped);
+    for (int i = 0; i < self->ndevices; i++) {
+        bus_val_t *h = node_device_health(self->devices[i]);
+        const char *name = bus_val_map_get_str(h, "name");
+        const char *kind = bus_val_map_get_str(h, "kind");
+        const char *health = bus_val_map_get_str(h, "health");
+        const char *const labels[] = {"device", name ? name : "?", "kind", kind ? kind : "?",
+                                      NULL};
+        int64_t state = !health || !strcmp(health, "ok") ? 0 : !strcmp(health, "warn") ? 1 : 2;
+        bus_metrics_out_gauge(out, "device_health",
+                              "a peripheral's health: 0 ok, 1 warn, 2 offline or failed", labels,
+                              state);
+        bus_val_destroy(&h);
+    }
+    bus_val_t *c = node_canteen_stats(self->canteen);
+    static const char *const taps[] = {"taps", "approved", "declined", "left_to_terminal",
+                                       "offline_sold", "duplicates", "conflicts", NULL};
+    for (int i = 0; c && taps[i]; i++) {
+        int64_t v = 0;
+        bus_val_map_get_int(c, taps[i], &v);
+        const char *const labels[] = {"what", taps[i], NULL};
+        bus_metrics_out_counter(out, "canteen_taps", "canteen terminals' taps since start, by what "
+                                "became of them", labels, v);
+    }
+    bus_val_destroy(&c);
 }
 
 /* ---- start and stop ------------------------------------------------------------------ */
@@ -1271,6 +1338,14 @@ static int s_start(s_node_t *self)
                                      s_canteen_submit, self);
     if (!self->canteen)
         return -1;
+    const char *merr = NULL;
+    self->metrics = bus_metrics_new_from_config(self->config, S_PROGRAM, &merr);
+    if (!self->metrics && merr) {
+        bus_error("posnode.metrics", "--metrics-listen: %s", merr);
+        return -1;
+    }
+    if (self->metrics && bus_metrics_add_collector(self->metrics, s_metrics, self) != 0)
+        return -1;
     snprintf(path, sizeof(path), "%s/config.mp", self->dir);
     bus_val_t *doc = node_config_load(path, why, sizeof(why));
     if (doc)
@@ -1352,6 +1427,7 @@ static void s_stop(s_node_t *self)
         pthread_mutex_destroy(&self->dev_lock);
     }
     bus_val_destroy(&self->dev_inbox);
+    bus_metrics_destroy(&self->metrics);
     node_canteen_destroy(&self->canteen);
     node_uplink_stop(&self->uplink);
     bus_info("posnode.stopping",
@@ -1379,6 +1455,7 @@ int main(int argc, char **argv)
 {
     bus_config_t *config = bus_config_new(S_PROGRAM, s_options);
     if (!config || bus_config_add(config, bus_conn_opts) != 0 ||
+        bus_config_add(config, bus_metrics_opts) != 0 ||
         bus_config_add(config, bus_program_opts) != 0) {
         fprintf(stderr, "posnode: %s\n", config ? bus_config_error(config) : "out of memory");
         bus_config_destroy(&config);

@@ -10,12 +10,15 @@ to what the journal holds, also across a restart of posnode; a card blocked at p
 the terminals' blocklist. Every tap is a sale with the stored_value tender, and the register's X
 report adds them up to the fen."""
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
-from harness import BIN, Checks, SRC, Stack, journal_audits, journal_sales, wait_for
+from harness import (BIN, Checks, SRC, Stack, free_port, journal_audits, journal_sales,
+                     wait_for)
 
 sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
 from canteen_terminal import CanteenLine  # noqa: E402
@@ -60,9 +63,29 @@ try:
         f.write("params 3000 1500\nmeal 1 06:00-10:00\nmeal 2 10:30-14:00\n"
                 "fee 1 0 500\nfee 2 0 1250\n")
 
+    metrics_port = free_port()
+
     def start():
         return st.start_posnode("r01", STORE, "R01", "--devices", devices_file,
-                                "--request-timeout-ms", "500", "--canteen-fees", fees_file)
+                                "--request-timeout-ms", "500", "--canteen-fees", fees_file,
+                                "--metrics-listen", f"127.0.0.1:{metrics_port}",
+                                "--metrics-refresh-ms", "200")
+
+    def metric(name, **labels):
+        """posnode's metric posbus_posnode_NAME{labels} from GET /metrics, or None."""
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                          timeout=2).read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            m = re.match(r"posbus_posnode_(\w+)(?:\{(.*)\})? (\S+)$", line)
+            if not m or m.group(1) != name:
+                continue
+            got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+            if all(got.get(k) == v for k, v in labels.items()):
+                return int(m.group(3))
+        return None
 
     r01 = start()
     wait_for(lambda: r01.cmd("state")["config_version"] >= 1, WAIT)
@@ -92,6 +115,13 @@ try:
     c.eq(balance("1001"), 8750, "card 1001: 100.00 - 12.50")
     ts = tap_sales()
     c.eq(len(ts), 1, "one sale for the tap")
+    c.check(wait_for(lambda: metric("canteen_taps_total", what="approved") == 1, WAIT),
+            "posnode's metrics: canteen_taps_total{what=approved} 1")
+    c.eq(metric("device_health", device="line1", kind="canteen"), 0,
+         "device_health{device=line1,kind=canteen} 0 (ok)")
+    c.check(wait_for(lambda: metric("unsynced_sales", register="R01") == 0 and
+                     metric("last_sale", register="R01") == 1, WAIT),
+            "last_sale 1, unsynced_sales 0 once sales acknowledged it")
     c.check(ts and ts[0]["tenders"] == [{"kind": "stored_value", "amount": 1250}] and
             ts[0]["lines"][0]["sku"] == "CANTEEN" and ts[0]["total"] == 1250,
             f"a CANTEEN line of 12.50 paid by stored_value: {ts[:1]}")
@@ -152,10 +182,14 @@ try:
          "5.00 + 18.00 over the cap: declined")
     c.eq(line.terminal(1)["text"], "余额不足", "the terminal says so")
     c.eq(len(tap_sales()), 3, "one more tap sale")
+    c.check(wait_for(lambda: metric("card_deductions_pending") == 1, WAIT),
+            "metrics: 1 card deduction waits for payments")
     st.start_service("payments", "payments")
     c.check(st.wait_healthy(["payments"]), "payments back")
     c.check(wait_for(lambda: balance("1001") == 8250, WAIT),
             "the offline deduction is uploaded once: 87.50 - 5.00 = 82.50")
+    c.check(wait_for(lambda: metric("card_deductions_pending") == 0, WAIT),
+            "card_deductions_pending back to 0")
 
     # 5. a burst of offline transactions, then posnode restarted with more waiting
     line.queue_offline(2, 5, 1001, 100)
