@@ -742,8 +742,7 @@ static int s_list(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, vo
 
 /* ---- metrics --------------------------------------------------------------------------- */
 
-#define S_METRICS_NODES_MAX 2000 /* registers on one page; a bigger chain needs its own exporter   \
-                                  */
+#define S_METRICS_NODES_MAX 500 /* registers on one page (~26 series each, ~1.7 MB at most) */
 
 /*  The gauges of one node from HMGET last_heartbeat_ms unsynced devices. */
 static void s_metrics_node(s_devices_t *self, bus_metrics_out_t *out, const char *store,
