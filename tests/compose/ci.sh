@@ -1,0 +1,33 @@
+#!/bin/bash
+# CI (.ci/run): the compose end-to-end test (test_compose.sh) wherever this machine can run a
+# Docker engine. It installs docker.io, docker-compose and debootstrap if they are missing and
+# starts dockerd (as compose/up does); a machine where that cannot work (not root, no package
+# archive, a container without the privileges dockerd needs) is reported and skipped, never
+# counted as a pass of the test. Once the engine runs, the test's exit code is CI's.
+set -uo pipefail
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+skip() { echo "compose e2e: SKIPPED on this machine: $*"; exit 0; }
+[ "$(id -u)" = 0 ] || skip "not root"
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "compose e2e: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+        >/tmp/posbus-ci-docker-apt.log 2>&1 || skip "cannot install ${missing[*]} (see /tmp/posbus-ci-docker-apt.log)"
+fi
+if ! docker info >/dev/null 2>&1; then
+    echo "compose e2e: starting dockerd"
+    if [ -d /run/systemd/system ]; then
+        systemctl start docker >/dev/null 2>&1 || true
+    else
+        setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &
+    fi
+    for _ in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+    docker info >/dev/null 2>&1 ||
+        skip "dockerd does not start here: $(tail -n 3 /var/log/dockerd.log 2>/dev/null | tr '\n' ' ')"
+fi
+echo "compose e2e: Docker $(docker version -f '{{.Server.Version}}' 2>/dev/null) runs: the test counts"
+POSBUS_COMPOSE_TEST=1 exec bash "$SRC/tests/compose/test_compose.sh"
