@@ -17,9 +17,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
-from harness import (BIN, SRC, Bus, Checks, Stack, journal_audits, journal_sales, rsa_key_files,
-                     wait_for)
+from harness import (BIN, SRC, Bus, Checks, Stack, free_port, journal_audits, journal_sales,
+                     rsa_key_files, wait_for)
 
 sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
 from alipay import Alipay  # noqa: E402
@@ -62,8 +63,22 @@ try:
                  "--alipay-app-id", APP_ID, "--alipay-key-file", app_key_file,
                  "--alipay-public-key-file", os.path.join(adir, "alipay.pem"),
                  "--alipay-ca-file", ali.ca_file, "--alipay-timeout-ms", "2000"]
+    metrics_port = free_port()
+    pay_args += ["--metrics-listen", f"127.0.0.1:{metrics_port}", "--metrics-refresh-ms", "200"]
     st.start_service("payments", "payments", *pay_args)
     c.check(st.wait_healthy(["payments"]), "payments healthy")
+
+    def open_payments():
+        """posbus_payments_payments_open{store=S1} from payments' metrics page, or None."""
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                          timeout=2).read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith('posbus_payments_payments_open{store="S1"} '):
+                return int(line.split()[-1])
+        return None
 
     reg = Bus(st, cert=st.key("register", "S1.R01"))
     other = Bus(st, cert=st.key("register", "S1.R02"))
@@ -129,9 +144,12 @@ try:
     i = r["body"]["intent"]
     c.check(wait_for(lambda: get(i)["body"].get("state") == "pending", 5),
             "user paying: pending while the customer confirms")
+    c.check(wait_for(lambda: (open_payments() or 0) >= 1, 5),
+            "metrics: payments_open{store=S1} counts it while it is open")
     end = final(i)
     c.check(end.get("state") == "succeeded", f"then succeeded: {end.get('reason')}")
     c.eq(charges(), 2, "charged once")
+    c.check(wait_for(lambda: open_payments() == 0, 5), "metrics: payments_open back to 0")
 
     # --- confirming until the deadline: reversed, not charged ---
     wx.mode("userpaying_then_timeout")

@@ -1304,6 +1304,34 @@ static int s_alipay_load(s_app_t *app)
     return 0;
 }
 
+/*  The metrics page's gauges of payments' own (docs/metrics.md): per registered store, the
+    intents and refunds not final yet (the due set the workers carry: pending, unknown, being
+    reversed). The main thread, with its own Redis connection; a store that cannot be read is
+    left out of this page. */
+static void s_metrics(bus_metrics_out_t *out, void *arg)
+{
+    s_app_t *app = arg;
+    redisReply *stores = bus_redis_command(app->redis, "SMEMBERS %s", BUS_KEY_STORES);
+    for (size_t i = 0; bus_redis_reply_ok(stores) && stores->type == REDIS_REPLY_ARRAY &&
+                       i < stores->elements && i < 1000;
+         i++) {
+        const char *store = stores->element[i]->str;
+        char due[BUS_KEY_MAX];
+        if (!store || !bus_identity_id_ok(store))
+            continue;
+        redisReply *r = bus_redis_command(app->redis, "ZCARD %s", bus_key_paydue(due, store));
+        if (bus_redis_reply_ok(r) && r->type == REDIS_REPLY_INTEGER) {
+            const char *const labels[] = {"store", store, NULL};
+            bus_metrics_out_gauge(out, "payments_open",
+                                  "payment intents and refunds not final yet (carried by the "
+                                  "workers: pending, unknown, being reversed)",
+                                  labels, r->integer);
+        }
+        freeReplyObject(r);
+    }
+    freeReplyObject(stores);
+}
+
 int main(int argc, char **argv)
 {
     int exit_code;
@@ -1392,6 +1420,8 @@ int main(int argc, char **argv)
                  : 0;
     if (rc != 0)
         bus_error("payments.start", "cannot register methods or scripts: out of memory");
+    if (rc == 0)
+        rc = bus_metrics_add_collector(core.metrics, s_metrics, &app);
     if (rc == 0)
         rc = payments_stored_methods(core.svc, app.redis, config);
     if (rc == 0)
