@@ -379,9 +379,14 @@ echo "== day report (posctl report day --store $STORE)"
 echo
 echo "== top items"
 "${POSCTL[@]}" report items --store "$STORE" --top 5
+echo
+echo "== the live view (posctl top --once; run posctl top for the live screen)"
+"${POSCTL[@]}" top --once --interval-ms 1000 --store "$STORE" \
+    --expect "sales,inventory,reporting,devices,payments" || true
 
 echo
 echo "posbus is running. Try, in another terminal:"
+echo "  $BIN/posctl ${CLIENT[*]} top           # the live screen: instances, rates, registers, alerts"
 echo "  $BIN/posctl ${CLIENT[*]} ping          # health of every instance"
 echo "  $BIN/posctl ${CLIENT[*]} stats busd    # busd's counters"
 echo "  $BIN/posctl ${CLIENT[*]} tail          # every event as a JSON line"
