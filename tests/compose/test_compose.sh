@@ -1,7 +1,8 @@
 #!/bin/bash
 # End-to-end test of the compose stack (compose/): build, up, wait until healthy, ring 200
 # tickets through the two demo registers (posnode R01 and R02 in their containers, on their
-# line interfaces), restart inventory and reporting in the middle, scale reporting to 2, then
+# line interfaces), restart inventory and reporting in the middle, scale reporting to 2,
+# upgrade sales (its image built again, its container recreated) while they ring, then
 # the day report, the Z report and the stock must be exact to the fen and the piece, no entry
 # parked; `down -v` must leave no container, network or volume of the project.
 # Skipped (exit 77) unless POSBUS_COMPOSE_TEST=1; needs root (it may install and start Docker,
@@ -86,7 +87,12 @@ echo "== restart inventory and reporting while the registers ring"
 phase "${DC[@]}" restart inventory reporting
 echo "== scale reporting to 2 while the registers ring"
 phase "${DC[@]}" --profile demo up -d --no-recreate --scale reporting=2 reporting
-phase
+# an upgrade of one service: its image built again and its container recreated, under load
+upgrade_sales() {
+    "${DC[@]}" build -q sales && "${DC[@]}" up -d --no-deps --force-recreate sales
+}
+echo "== upgrade sales (rebuild and recreate) while the registers ring"
+phase upgrade_sales
 wait_healthy 120 || fail "not healthy after the restart and scaling"
 [ "$("${DC[@]}" ps -q reporting | wc -l)" = 2 ] || fail "reporting is not at 2 instances"
 
