@@ -658,6 +658,53 @@ def wait_for(cond, timeout, what=None, step=0.1):
     return value
 
 
+def check_books(checks, stack, bus, tickets, sim_summary, initial, store="S1", timeout=120):
+    """After a simulated day (posctl sim's JSON summary): every sale the simulator rang up is in
+    the sales stream once, the committed totals add up to the simulator's own sum, and the day
+    report and the stock (initial: SKU -> quantity received) agree with the sums computed from
+    the sale documents, to the fen and the piece, with no dead letter. Returns the stream's
+    sale documents."""
+    docs, after = [], "0"
+    while True:
+        page = bus.call("sales", "sale.replay", {"after": after, "count": 1000})["body"]
+        docs += page["sales"]
+        after = page["last"]
+        if not page["more"]:
+            break
+    ids = [d["sale_id"] for d in docs]
+    checks.eq(len(ids), tickets, "sales in the stream")
+    checks.eq(len(set(ids)), tickets, "distinct sale ids in the stream (no sale twice)")
+    total = sum(d["total"] for d in docs)
+    sold = {}
+    for d in docs:
+        for line in d["lines"]:
+            if not line.get("voided"):
+                sold[line["sku"]] = sold.get(line["sku"], 0) + line["qty"]
+    checks.eq(total, sim_summary.get("total_fen"),
+              "sum of committed totals vs the simulator's own sum")
+
+    def report():
+        r = bus.call("reporting", "report.day", {"store": store}, allow_timeout=True)
+        return r["body"]["totals"] if r and r["type"] == "reply" else {}
+    wait_for(lambda: report().get("total") == total, timeout, "report total reaches the sum")
+    got = report()
+    checks.eq(got.get("total"), total,
+              "report.day total (fen) vs the sum of the committed sale documents")
+
+    def stock():
+        r = bus.call("inventory", "stock.get", {"store": store}, allow_timeout=True)
+        return r["body"]["stock"] if r and r["type"] == "reply" else {}
+    want = {sku: initial[sku] - sold.get(sku, 0) for sku in initial}
+    wait_for(lambda: stock() == want, timeout, "stock reaches initial - sold")
+    have = stock()
+    checks.eq({k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}, {},
+              "SKUs whose stock is not initial - sold (got, want)")
+    dead = sum(int(stack.redis_cli("XLEN", f"dead:{{{g}}}").stdout.strip() or 0)
+               for g in ("inventory", "reporting"))
+    checks.eq(dead, 0, "sales parked as dead letters by inventory and reporting")
+    return docs
+
+
 def extract_doc_block(marker, path):
     """The python block after <!-- marker --> in a doc file, written to path."""
     text = open(os.path.join(SRC, "docs", "protocol.md"), encoding="utf-8").read()

@@ -13,7 +13,7 @@ import json
 import os
 import signal
 
-from harness import Bus, Checks, Stack, SRC, wait_for as poll
+from harness import Bus, Checks, Stack, SRC, check_books, wait_for as poll
 
 TICKETS = 2400
 REGISTERS = 4
@@ -89,47 +89,5 @@ c.eq(summary.get("acknowledged"), TICKETS, "sales acknowledged")
 print(f"simulator: {summary.get('retries')} retries, {summary.get('duplicates')} duplicate "
       f"answers, {summary.get('elapsed_ms')} ms", flush=True)
 
-docs, after = [], "0"
-while True:
-    page = bus.call("sales", "sale.replay", {"after": after, "count": 1000})["body"]
-    docs += page["sales"]
-    after = page["last"]
-    if not page["more"]:
-        break
-ids = [d["sale_id"] for d in docs]
-c.eq(len(ids), TICKETS, "sales in the stream")
-c.eq(len(set(ids)), TICKETS, "distinct sale ids in the stream (no sale twice)")
-total = sum(d["total"] for d in docs)
-sold = {}
-for d in docs:
-    for line in d["lines"]:
-        if not line.get("voided"):
-            sold[line["sku"]] = sold.get(line["sku"], 0) + line["qty"]
-c.eq(total, summary.get("total_fen"), "sum of committed totals vs the simulator's own sum")
-
-
-def report():
-    r = bus.call("reporting", "report.day", {"store": "S1"}, allow_timeout=True)
-    return r["body"]["totals"] if r and r["type"] == "reply" else {}
-
-
-wait_for(lambda: report().get("total") == total, 120, "report total reaches the stream's sum")
-got = report()
-c.eq((got.get("total"), got.get("tickets")), (total, TICKETS),
-     "day report: total (fen) and tickets vs the committed sale documents")
-
-
-def stock():
-    r = bus.call("inventory", "stock.get", {"store": "S1"}, allow_timeout=True)
-    return r["body"]["stock"] if r and r["type"] == "reply" else {}
-
-
-want_stock = {sku: initial[sku] - sold.get(sku, 0) for sku in initial}
-wait_for(lambda: stock() == want_stock, 120, "stock reaches initial - sold")
-have = stock()
-c.eq({k: (have.get(k), v) for k, v in want_stock.items() if have.get(k) != v}, {},
-     "SKUs whose stock is not initial - sold (got, want)")
-dead = int(st.redis_cli("XLEN", "dead:{inventory}").stdout.strip() or 0) + \
-    int(st.redis_cli("XLEN", "dead:{reporting}").stdout.strip() or 0)
-c.eq(dead, 0, "sales parked as dead letters by inventory and reporting")
+check_books(c, st, bus, TICKETS, summary, initial)
 c.finish()
