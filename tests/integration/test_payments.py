@@ -69,16 +69,18 @@ try:
     c.check(st.wait_healthy(["payments"]), "payments healthy")
 
     def open_payments():
-        """posbus_payments_payments_open{store=S1} from payments' metrics page, or None."""
+        """posbus_payments_payments_open{store=S1,state=*} summed from payments' metrics page,
+        or None."""
         try:
             text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
                                           timeout=2).read().decode()
         except OSError:
             return None
+        total = None
         for line in text.splitlines():
-            if line.startswith('posbus_payments_payments_open{store="S1"} '):
-                return int(line.split()[-1])
-        return None
+            if line.startswith('posbus_payments_payments_open{store="S1",'):
+                total = (total or 0) + int(line.split()[-1])
+        return total
 
     reg = Bus(st, cert=st.key("register", "S1.R01"))
     other = Bus(st, cert=st.key("register", "S1.R02"))
@@ -146,6 +148,10 @@ try:
             "user paying: pending while the customer confirms")
     c.check(wait_for(lambda: (open_payments() or 0) >= 1, 5),
             "metrics: payments_open{store=S1} counts it while it is open")
+    c.check(wait_for(lambda: 'posbus_payments_payments_open{store="S1",state="pending"} 1' in
+                     urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                            timeout=2).read().decode(), 5),
+            "metrics: by state: pending 1")
     end = final(i)
     c.check(end.get("state") == "succeeded", f"then succeeded: {end.get('reason')}")
     c.eq(charges(), 2, "charged once")

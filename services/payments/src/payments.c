@@ -1305,12 +1305,17 @@ static int s_alipay_load(s_app_t *app)
 }
 
 /*  The metrics page's gauges of payments' own (docs/metrics.md): per registered store, the
-    intents and refunds not final yet (the due set the workers carry: pending, unknown, being
-    reversed). The main thread, with its own Redis connection; a store that cannot be read is
+    intents and refunds not final yet (the due set the workers carry), by state (pending,
+    unknown, ...), reading at most S_METRICS_OPEN_MAX of them a store (the rest counted as
+    "unread"). The main thread, with its own Redis connection; a store that cannot be read is
     left out of this page. */
+#define S_METRICS_OPEN_MAX 200
 static void s_metrics(bus_metrics_out_t *out, void *arg)
 {
     s_app_t *app = arg;
+    static const char *const states[] = {"created", "pending", "unknown", "succeeded",
+                                         "failed",  "reversed", "refunded", "other", "unread"};
+    enum { S_NSTATES = sizeof(states) / sizeof(states[0]) };
     redisReply *stores = bus_redis_command(app->redis, "SMEMBERS %s", BUS_KEY_STORES);
     for (size_t i = 0; bus_redis_reply_ok(stores) && stores->type == REDIS_REPLY_ARRAY &&
                        i < stores->elements && i < 1000;
@@ -1319,13 +1324,39 @@ static void s_metrics(bus_metrics_out_t *out, void *arg)
         char due[BUS_KEY_MAX];
         if (!store || !bus_identity_id_ok(store))
             continue;
-        redisReply *r = bus_redis_command(app->redis, "ZCARD %s", bus_key_paydue(due, store));
-        if (bus_redis_reply_ok(r) && r->type == REDIS_REPLY_INTEGER) {
-            const char *const labels[] = {"store", store, NULL};
+        redisReply *r = bus_redis_command(app->redis, "ZRANGE %s 0 -1",
+                                          bus_key_paydue(due, store));
+        if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(r);
+            continue;
+        }
+        int64_t count[S_NSTATES] = {0};
+        for (size_t k = 0; k < r->elements; k++) {
+            const char *member = r->element[k]->str;
+            char key[BUS_KEY_MAX];
+            if (k >= S_METRICS_OPEN_MAX || !member) {
+                count[S_NSTATES - 1]++;
+                continue;
+            }
+            bool refund = strncmp(member, "R:", 2) == 0;
+            redisReply *q = bus_redis_command(app->redis, "HGET %s state",
+                                              refund ? bus_key_payref(key, store, member + 2)
+                                                     : bus_key_pay(key, store, member));
+            int idx = S_NSTATES - 2; /* other */
+            for (int st = 0; q && q->type == REDIS_REPLY_STRING && st < S_NSTATES - 2; st++)
+                if (strcmp(q->str, states[st]) == 0)
+                    idx = st;
+            count[idx]++;
+            freeReplyObject(q);
+        }
+        for (int st = 0; st < S_NSTATES; st++) {
+            if (!count[st] && strcmp(states[st], "pending") != 0)
+                continue; /* every store shows pending, 0 or not; others when there are some */
+            const char *const labels[] = {"store", store, "state", states[st], NULL};
             bus_metrics_out_gauge(out, "payments_open",
                                   "payment intents and refunds not final yet (carried by the "
-                                  "workers: pending, unknown, being reversed)",
-                                  labels, r->integer);
+                                  "workers), by state",
+                                  labels, count[st]);
         }
         freeReplyObject(r);
     }
