@@ -31,6 +31,8 @@ static void s_consumer_refresh(void)
     *s_consumer.c_errors = bus_stream_worker_errors(s_consumer.worker);
 }
 
+static int s_stream_lag(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg);
+
 /*  dead.list {after?: stream id, count?: 1..BUS_STREAM_DEAD_LIST_MAX}: the entries this
     consumer group parked, oldest first (read-only). */
 static int s_dead_list(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
@@ -93,8 +95,9 @@ bus_stream_worker_t *svc_consumer_start(bus_config_t *config, bus_service_t *svc
     s_consumer.c_claimed = bus_stats_counter(stats, "stream_claimed");
     s_consumer.c_errors = bus_stats_counter(stats, "stream_errors");
     if (!s_consumer.c_applied || !s_consumer.c_parked || !s_consumer.c_claimed ||
-        !s_consumer.c_errors || bus_service_on_read(svc, "dead.list", s_dead_list, NULL) != 0) {
-        bus_error("service.start", "cannot register dead.list: out of memory");
+        !s_consumer.c_errors || bus_service_on_read(svc, "dead.list", s_dead_list, NULL) != 0 ||
+        bus_service_on_read(svc, "stream.lag", s_stream_lag, NULL) != 0) {
+        bus_error("service.start", "cannot register dead.list and stream.lag: out of memory");
         goto out_redis;
     }
     const char *consumer = bus_config_str(config, "consumer-name");
@@ -131,20 +134,21 @@ static int64_t s_lag_counted(const char *last_delivered)
     return lag;
 }
 
-/*  Metrics collector of a consumer: its group's lag (entries not yet delivered to the group)
-    and pending entries (delivered, not acknowledged), from XINFO GROUPS on the main thread's
-    own connection. Nothing when Redis cannot be asked (the stats say why). */
-static void s_consumer_metrics(bus_metrics_out_t *out, void *arg)
+/*  This consumer's group as XINFO GROUPS tells it on the main thread's own connection: lag
+    (entries not yet delivered to the group; -1 unknown) and pending (delivered, not yet
+    acknowledged; -1 unknown). 0, or -1 when Redis cannot be asked or has no such group. */
+static int s_group_info(int64_t *lag, int64_t *pending)
 {
-    (void)arg;
+    *lag = *pending = -1;
     if (!s_consumer.worker || !s_consumer.redis)
-        return;
+        return -1;
+    int rc = -1;
     redisReply *r = bus_redis_command(s_consumer.redis, "XINFO GROUPS %s", s_consumer.stream);
-    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements && rc != 0; i++) {
         const redisReply *g = r->element[i];
         const char *name = NULL, *last = NULL;
-        int64_t pending = -1, lag = -1;
         bool lag_known = false;
+        int64_t l = -1, p = -1;
         for (size_t k = 0; g->type == REDIS_REPLY_ARRAY && k + 1 < g->elements; k += 2) {
             const redisReply *key = g->element[k], *val = g->element[k + 1];
             if (key->type != REDIS_REPLY_STRING)
@@ -154,29 +158,57 @@ static void s_consumer_metrics(bus_metrics_out_t *out, void *arg)
             else if (strcmp(key->str, "last-delivered-id") == 0 && val->type == REDIS_REPLY_STRING)
                 last = val->str;
             else if (strcmp(key->str, "pending") == 0 && val->type == REDIS_REPLY_INTEGER)
-                pending = val->integer;
+                p = val->integer;
             else if (strcmp(key->str, "lag") == 0 && val->type == REDIS_REPLY_INTEGER) {
-                lag = val->integer;
+                l = val->integer;
                 lag_known = true;
             }
         }
         if (!name || strcmp(name, s_consumer.group) != 0)
             continue;
-        if (!lag_known && last)
-            lag = s_lag_counted(last);
-        const char *labels[] = {"stream", s_consumer.stream, "group", s_consumer.group, NULL};
-        const char *lag_help = "stream entries not yet delivered to the consumer group";
-        if (lag >= 0)
-            bus_metrics_out_gauge(out, "stream_lag_entries", lag_help, labels, lag);
-        else
-            bus_metrics_out_gauge_nan(out, "stream_lag_entries", lag_help, labels);
-        if (pending >= 0)
-            bus_metrics_out_gauge(out, "stream_pending_entries",
-                                  "entries delivered to the group and not yet acknowledged", labels,
-                                  pending);
+        *lag = !lag_known && last ? s_lag_counted(last) : l;
+        *pending = p;
+        rc = 0;
     }
     if (r)
         freeReplyObject(r);
+    return rc;
+}
+
+/*  Metrics collector of a consumer: its group's lag and pending entries (s_group_info).
+    Nothing when Redis cannot be asked (the stats say why). */
+static void s_consumer_metrics(bus_metrics_out_t *out, void *arg)
+{
+    (void)arg;
+    int64_t lag, pending;
+    if (s_group_info(&lag, &pending) != 0)
+        return;
+    const char *labels[] = {"stream", s_consumer.stream, "group", s_consumer.group, NULL};
+    const char *lag_help = "stream entries not yet delivered to the consumer group";
+    if (lag >= 0)
+        bus_metrics_out_gauge(out, "stream_lag_entries", lag_help, labels, lag);
+    else
+        bus_metrics_out_gauge_nan(out, "stream_lag_entries", lag_help, labels);
+    if (pending >= 0)
+        bus_metrics_out_gauge(out, "stream_pending_entries",
+                              "entries delivered to the group and not yet acknowledged", labels,
+                              pending);
+}
+
+/*  stream.lag {}: this consumer group's lag and pending entries (read-only; posctl top shows
+    them): {stream, group, lag, pending}, -1 where Redis could not say. */
+static int s_stream_lag(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    (void)req;
+    (void)arg;
+    int64_t lag, pending;
+    if (s_group_info(&lag, &pending) != 0)
+        return bus_service_unavailable(svc, S_RETRY_MS, "stream.lag: storage unavailable, retry");
+    bus_val_map_set_str(reply, "stream", s_consumer.stream);
+    bus_val_map_set_str(reply, "group", s_consumer.group);
+    bus_val_map_set_int(reply, "lag", lag);
+    bus_val_map_set_int(reply, "pending", pending);
+    return 0;
 }
 
 /* Options every service has. */

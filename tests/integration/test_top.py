@@ -39,6 +39,8 @@ try:
                                                                      re.M),
             "the register, online")
     c.check("alerts: none" in out, "no alert")
+    c.check(re.search(r"^inventory\s+\S+\s+ok\s+\S+\s+\S+\s+\d+\s+\S+\s+0\s+0$", out, re.M),
+            "inventory: lag 0 and nothing parked once caught up")
 
     # sales flowing: inventory and reporting apply them
     sim = st.posctl_popen("sim", "sim", "--store", STORE, "--registers", "2", "--sales", "400",
@@ -48,7 +50,8 @@ try:
     def applying():
         o = st.posctl("top", "--once", "--interval-ms", "1000", "--store", STORE).stdout
         for s in ("inventory", "reporting"):
-            m = re.search(rf"^{s}\s+\S+\s+ok\s+\S+\s+\S+\s+\d+\s+(\d+\.\d)", o, re.M)
+            m = re.search(rf"^{s}\s+\S+\s+ok\s+\S+\s+\S+\s+\d+\s+(\d+\.\d)\s+\d+\s", o,
+                          re.M)
             rates[s] = float(m.group(1)) if m else 0.0  # a display rate, not money
         return all(v > 0 for v in rates.values())
     c.check(wait_for(applying, 30), f"while sales flow: applied/s above 0: {rates}")

@@ -7,7 +7,8 @@
     service for the registers (node.list); rates are the counters' growth
     since the last round. Alerts name what an operator should look at: a
     service with no healthy instance, an unhealthy instance, error replies
-    going up, dead letters parked, a register offline or with sales not yet
+    going up, dead letters parked, a consumer falling behind (its group's lag
+    above 1000 and not shrinking), a register offline or with sales not yet
     uploaded for long, a device not ok.
 
     Only requests everyone may make (read-only): posctl top never changes
@@ -43,6 +44,7 @@ typedef struct {
     bool answered, healthy;
     int64_t uptime_ms;
     int64_t requests, errors, applied, parked; /* -1: the counter does not exist */
+    int64_t lag;                               /* a consumer's group lag (stream.lag), or -1 */
 } s_inst_t;
 
 typedef struct {
@@ -103,6 +105,13 @@ static void s_round(bus_client_t *client, s_round_t *r)
         in->applied = b ? s_counter(b, "stream_applied") : -1;
         in->parked = b ? s_counter(b, "stream_parked") : -1;
         bus_msg_destroy(&s);
+        in->lag = -1;
+        if (in->applied >= 0) { /* a consumer of the sales stream: how far behind it is */
+            bus_msg_t *l = bus_client_request(client, target, "stream.lag", NULL);
+            if (l)
+                bus_val_map_get_int(bus_msg_body(l), "lag", &in->lag);
+            bus_msg_destroy(&l);
+        }
     }
     bus_msg_destroy(&m);
 }
@@ -247,21 +256,26 @@ static int s_screen(bus_client_t *client, bus_config_t *config, const s_round_t 
                s_rate(r->busd_requests, prev ? prev->busd_requests : -1, ms, a, sizeof(a)),
                s_rate(r->busd_events, prev ? prev->busd_events : -1, ms, b, sizeof(b)));
     }
-    printf("\n%-12s %-40s %-9s %-7s %-8s %-7s %-10s %s\n", "service", "instance", "state",
-           "uptime", "req/s", "errors", "applied/s", "parked");
+    printf("\n%-12s %-40s %-9s %-7s %-8s %-7s %-10s %-7s %s\n", "service", "instance", "state",
+           "uptime", "req/s", "errors", "applied/s", "lag", "parked");
     for (int i = 0; i < r->ninst; i++) {
         const s_inst_t *in = &r->inst[i], *was = s_before(prev, in);
         s_uptime(in->uptime_ms, up, sizeof(up));
         const char *state = !in->answered ? "silent" : in->healthy ? "ok" : "UNHEALTHY";
-        char errors[24] = "-", parked[24] = "-";
+        char errors[24] = "-", parked[24] = "-", lag[24] = "-";
         if (in->errors >= 0)
             snprintf(errors, sizeof(errors), "%" PRId64, in->errors);
         if (in->parked >= 0)
             snprintf(parked, sizeof(parked), "%" PRId64, in->parked);
-        printf("%-12s %-40.40s %-9s %-7s %-8s %-7s %-10s %s\n", in->service, in->instance, state,
-               in->answered ? up : "-",
+        if (in->lag >= 0)
+            snprintf(lag, sizeof(lag), "%" PRId64, in->lag);
+        printf("%-12s %-40.40s %-9s %-7s %-8s %-7s %-10s %-7s %s\n", in->service, in->instance,
+               state, in->answered ? up : "-",
                s_rate(in->requests, was ? was->requests : -1, ms, a, sizeof(a)), errors,
-               s_rate(in->applied, was ? was->applied : -1, ms, c, sizeof(c)), parked);
+               s_rate(in->applied, was ? was->applied : -1, ms, c, sizeof(c)), lag, parked);
+        if (was && in->lag > 1000 && was->lag >= 0 && in->lag >= was->lag)
+            s_alert(&alerts, "%s@%s: %" PRId64 " sales not yet applied and not shrinking",
+                    in->service, in->instance, in->lag);
         if (!in->answered || !in->healthy)
             s_alert(&alerts, "%s@%s is %s", in->service, in->instance, state);
         if (was && in->errors > was->errors && was->errors >= 0)
