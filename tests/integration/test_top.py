@@ -42,6 +42,15 @@ try:
     c.check(re.search(r"^inventory\s+\S+\s+ok\s+\S+\s+\S+\s+\d+\s+\S+\s+0\s+0$", out, re.M),
             "inventory: lag 0 and nothing parked once caught up")
 
+    # posctl ping --instance-prefix: one instance asked (a container's healthcheck)
+    r = st.posctl("ping", "--instance-prefix", "inventory-")
+    rows = [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
+    c.check(r.returncode == 0 and rows == ["busd", "inventory"],
+            f"ping --instance-prefix inventory-: busd and inventory's instance only: {rows}")
+    r = st.posctl("ping", "--instance-prefix", "-")
+    c.check(r.returncode == 0 and [line.split()[0] for line in r.stdout.splitlines()] == ["busd"],
+            "ping --instance-prefix -: busd alone")
+
     # sales flowing: inventory and reporting apply them
     sim = st.posctl_popen("sim", "sim", "--store", STORE, "--registers", "2", "--sales", "400",
                           "--first-seq", "1", "--seed", "7")

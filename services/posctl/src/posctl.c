@@ -51,6 +51,9 @@ static const bus_opt_t s_options[] = {
     {"retries", BUS_OPT_INT, "1", 0, 100, "resends after a request times out"},
     {"expect", BUS_OPT_STR, "", 0, 0,
      "ping: comma-separated services that must have at least one healthy instance"},
+    {"instance-prefix", BUS_OPT_STR, "", 0, 0,
+     "ping: ask only the instances whose id starts with this (e.g. sales-HOSTNAME-: one "
+     "container's own instance, for its healthcheck); busd is always asked"},
     {"count", BUS_OPT_INT, "0", 0, INT64_MAX,
      "tail: stop after this many events (0 = never); dead: entries to list (0 = 100); "
      "stock history: moves to show, newest first (0 = 100)"},
@@ -169,11 +172,13 @@ static int s_ping(bus_config_t *config, const bus_conn_cfg_t *cfg)
     bus_msg_t *list = bus_client_request(client, BUS_BROKER_SERVICE, "services", NULL);
     bus_val_t *instances = list ? bus_val_map_get(bus_msg_body(list), "instances") : NULL;
     zhashx_t *healthy = zhashx_new();
+    const char *prefix = bus_config_str(config, "instance-prefix");
+    size_t plen = prefix ? strlen(prefix) : 0;
     for (size_t i = 0; i < bus_val_size(instances); i++) {
         bus_val_t *item = bus_val_arr_get(instances, i);
         const char *service = bus_val_map_get_str(item, "service");
         const char *instance = bus_val_map_get_str(item, "instance");
-        if (!service || !instance)
+        if (!service || !instance || (plen && strncmp(instance, prefix, plen) != 0))
             continue;
         char target[BUS_SERVICE_NAME_MAX + BUS_INSTANCE_MAX + 2];
         snprintf(target, sizeof(target), "%s@%s", service, instance);
