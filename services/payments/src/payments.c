@@ -1010,32 +1010,54 @@ static int s_refundable(bus_service_t *svc, const bus_msg_t *req, bus_val_t *rep
     const char *sale_id = bus_val_map_get_str(body, "sale_id");
     if (!sale_id || !pos_sale_id_ok(sale_id, POS_SALE_ID_MAX, "-"))
         return s_bad(app, svc, "sale_id: %s", "a sale id");
-    bus_val_t *list = bus_val_new_arr();
-    for (int64_t attempt = 1; attempt <= S_ATTEMPT_MAX; attempt++) {
+    /* every attempt's intent in one round trip (attempts need not be contiguous: a request
+       that never reached payments leaves its number unused) */
+    int queued = 0;
+    bool ok = true;
+    for (int64_t attempt = 1; ok && attempt <= S_ATTEMPT_MAX; attempt++) {
         char intent[S_INTENT_MAX + 8], key[BUS_KEY_MAX];
         s_intent_id(sale_id, attempt, intent, sizeof(intent));
-        redisReply *r =
-            bus_redis_command(app->redis, "HMGET %s state amount refunded provider cancel",
-                              bus_key_pay(key, store, intent));
+        ok = bus_redis_append(app->redis, "HMGET %s state amount refunded provider cancel",
+                              bus_key_pay(key, store, intent)) == 0;
+        queued += ok;
+    }
+    redisReply *replies[S_ATTEMPT_MAX] = {0};
+    for (int i = 0; i < queued; i++) /* every reply read, so the connection stays in step */
+        replies[i] = bus_redis_get_reply(app->redis);
+    bus_val_t *list = bus_val_new_arr();
+    for (int i = 0; ok && i < queued; i++) {
+        redisReply *r = replies[i];
         if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
-            bus_val_destroy(&list);
-            return s_redis_failed(app, svc, r, "intent");
+            ok = false;
+            break;
         }
         const char *state = r->element[0]->str;
         int64_t amount = r->element[1]->str ? strtoll(r->element[1]->str, NULL, 10) : 0;
         int64_t refunded = r->element[2]->str ? strtoll(r->element[2]->str, NULL, 10) : 0;
         bool cancelled = r->element[4]->str && strcmp(r->element[4]->str, "1") == 0;
         if (state && strcmp(state, "succeeded") == 0 && amount > 0 && !cancelled) {
+            char intent[S_INTENT_MAX + 8];
+            s_intent_id(sale_id, i + 1, intent, sizeof(intent));
             bus_val_t *m = bus_val_new_map();
             bus_val_map_set_str(m, "intent", intent);
-            bus_val_map_set_int(m, "attempt", attempt);
+            bus_val_map_set_int(m, "attempt", i + 1);
             bus_val_map_set_str(m, "provider", r->element[3]->str ? r->element[3]->str : "");
             bus_val_map_set_int(m, "amount", amount);
             bus_val_map_set_int(m, "refunded", refunded);
             bus_val_map_set_int(m, "refundable", amount > refunded ? amount - refunded : 0);
             bus_val_arr_push(list, &m);
         }
-        freeReplyObject(r);
+    }
+    redisReply *bad = NULL;
+    for (int i = 0; i < queued; i++) {
+        if (!ok && !bad && !bus_redis_reply_ok(replies[i]))
+            bad = replies[i]; /* handed to s_redis_failed, which frees it */
+        else
+            freeReplyObject(replies[i]);
+    }
+    if (!ok) {
+        bus_val_destroy(&list);
+        return s_redis_failed(app, svc, bad, "intent");
     }
     bus_val_map_set_str(reply, "sale_id", sale_id);
     bus_val_map_set_str(reply, "store", store);
@@ -1331,17 +1353,21 @@ static void s_metrics(bus_metrics_out_t *out, void *arg)
             continue;
         }
         int64_t count[S_NSTATES] = {0};
-        for (size_t k = 0; k < r->elements; k++) {
-            const char *member = r->element[k]->str;
+        size_t n = r->elements < S_METRICS_OPEN_MAX ? r->elements : S_METRICS_OPEN_MAX;
+        count[S_NSTATES - 1] = (int64_t)(r->elements - n); /* unread */
+        size_t queued = 0;
+        for (size_t k = 0; k < n; k++) { /* their states in one round trip */
+            const char *member = r->element[k]->str ? r->element[k]->str : "";
             char key[BUS_KEY_MAX];
-            if (k >= S_METRICS_OPEN_MAX || !member) {
-                count[S_NSTATES - 1]++;
-                continue;
-            }
             bool refund = strncmp(member, "R:", 2) == 0;
-            redisReply *q = bus_redis_command(app->redis, "HGET %s state",
-                                              refund ? bus_key_payref(key, store, member + 2)
-                                                     : bus_key_pay(key, store, member));
+            if (bus_redis_append(app->redis, "HGET %s state",
+                                 refund ? bus_key_payref(key, store, member + 2)
+                                        : bus_key_pay(key, store, member)) != 0)
+                break;
+            queued++;
+        }
+        for (size_t k = 0; k < queued; k++) {
+            redisReply *q = bus_redis_get_reply(app->redis);
             int idx = S_NSTATES - 2; /* other */
             for (int st = 0; q && q->type == REDIS_REPLY_STRING && st < S_NSTATES - 2; st++)
                 if (strcmp(q->str, states[st]) == 0)
