@@ -46,7 +46,6 @@
     payment) take it away.
     =========================================================================
 */
-#include <ctype.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -884,13 +883,7 @@ static int s_cancel(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
 
 static bool s_refund_no_ok(const char *no)
 {
-    size_t n = no ? strlen(no) : 0;
-    if (n < 1 || n > S_REFUND_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)no[i]) && no[i] != '_' && no[i] != '-')
-            return false;
-    return true;
+    return pos_sale_id_ok(no, S_REFUND_MAX, "-"); /* letters, digits, '_' or '-' */
 }
 
 /*  The refund's hash as a reply. 0, or -1 (answered) when there is none. */

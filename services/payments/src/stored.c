@@ -946,11 +946,7 @@ static int s_refund(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
         return s_bad(svc, "attempt: the deduction's attempt, 1 to 99");
     if (!bus_val_map_get_int(body, "amount", &amount) || amount < 1 || amount > POS_AMOUNT_MAX)
         return s_bad(svc, "amount: fen, from 1 to 10^12");
-    size_t n = no ? strlen(no) : 0;
-    bool no_ok = n >= 1 && n <= 64;
-    for (size_t i = 0; no_ok && i < n; i++)
-        no_ok = isalnum((unsigned char)no[i]) || no[i] == '_' || no[i] == '-';
-    if (!no_ok)
+    if (!pos_sale_id_ok(no, 64, "-")) /* as payment.refund's numbers */
         return s_bad(svc, "refund_no: 1-64 letters, digits, '_' or '-'");
     char key[BUS_KEY_MAX], ops[BUS_KEY_MAX], log[BUS_KEY_MAX], dop[POS_SALE_ID_MAX + 8];
     char rop[72], amount_s[24], now_s[24];
