@@ -658,6 +658,19 @@ def wait_for(cond, timeout, what=None, step=0.1):
     return value
 
 
+def receive_opening_stock(stack, bus, store, pieces, grams):
+    """Receive opening stock of every catalog item at store (pieces, or grams for items sold by
+    weight), each under its own move id; returns SKU -> quantity received."""
+    snap = bus.call("inventory", "catalog.snapshot", {"count": 1000})["body"]
+    initial = {}
+    for it in snap["items"]:
+        qty = grams if it["unit"] == "kg" else pieces
+        stack.posctl("stock", "receive", "--store", store, it["sku"], str(qty), "--ref", "INIT",
+                     "--move-id", "init-" + it["sku"], check=True)
+        initial[it["sku"]] = qty
+    return initial
+
+
 def check_books(checks, stack, bus, tickets, sim_summary, initial, store="S1", timeout=120):
     """After a simulated day (posctl sim's JSON summary): every sale the simulator rang up is in
     the sales stream once, the committed totals add up to the simulator's own sum, and the day

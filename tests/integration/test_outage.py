@@ -14,7 +14,8 @@ import os
 import subprocess
 import time
 
-from harness import Bus, Checks, Stack, SRC, check_books, wait_for as poll
+from harness import (Bus, Checks, Stack, SRC, check_books, receive_opening_stock,
+                     wait_for as poll)
 
 TICKETS = 3000
 REGISTERS = 4
@@ -43,13 +44,7 @@ st.posctl("store", "add", "S1", "Outage store", check=True)
 st.posctl("catalog", "import", os.path.join(SRC, "scripts", "sample", "catalog.csv"), check=True)
 bus = Bus(st)
 
-snap = bus.call("inventory", "catalog.snapshot", {"count": 1000})["body"]
-initial = {}
-for it in snap["items"]:
-    qty = 5_000_000 if it["unit"] == "kg" else 50_000
-    st.posctl("stock", "receive", "--store", "S1", it["sku"], str(qty), "--ref", "INIT",
-              "--move-id", "init-" + it["sku"], check=True)
-    initial[it["sku"]] = qty
+initial = receive_opening_stock(st, bus, "S1", 50_000, 5_000_000)
 
 
 def counter(service, name):

@@ -23,7 +23,8 @@ from collections import defaultdict
 import msgpack
 import zmq
 
-from harness import Bus, Checks, Failure, Stack, extract_doc_block, load_cert, SRC
+from harness import (Bus, Checks, Failure, Stack, extract_doc_block, load_cert,
+                     receive_opening_stock, SRC)
 
 c = Checks("test_retail")
 st = Stack("retail")
@@ -114,13 +115,7 @@ c.check(st.posctl_json("catalog", "get", "6901234500011")["item"]["sku"] == "RIC
         "catalog get by barcode")
 
 # --- initial stock ------------------------------------------------------------------------
-snap = bus.call("inventory", "catalog.snapshot", {"count": 1000})["body"]
-initial = {}
-for it in snap["items"]:
-    qty = 500000 if it["unit"] == "kg" else 5000
-    st.posctl("stock", "receive", "--store", "S001", it["sku"], str(qty), "--ref", "INIT",
-              "--move-id", "init-" + it["sku"], check=True)
-    initial[it["sku"]] = qty
+initial = receive_opening_stock(st, bus, "S001", 5000, 500000)
 again = st.posctl_json("stock", "receive", "--store", "S001", "MILK1", "5000", "--ref", "INIT",
                        "--move-id", "init-MILK1")
 c.check(again["duplicate"] and again["balance"] == 5000,
