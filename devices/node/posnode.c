@@ -1007,23 +1007,27 @@ static void s_tui_input(s_node_t *self)
     }
 }
 
+/* The socket appears at PATH only once it listens: it is bound under a temporary name and
+   renamed into place, so a client that waits for the file never finds it refusing. */
 static int s_listen(const char *path)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(addr.sun_path)) {
+    int len = snprintf(addr.sun_path, sizeof(addr.sun_path), "%s.%ld.new", path, (long)getpid());
+    if (len < 0 || (size_t)len >= sizeof(addr.sun_path)) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    strcpy(addr.sun_path, path);
-    unlink(path);
+    unlink(addr.sun_path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     mode_t old = umask(0077); /* the till's socket is the cashier's: owner only */
     int rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
     umask(old);
-    if (rc != 0 || listen(fd, 4) != 0) {
+    if (rc != 0 || listen(fd, 4) != 0 || rename(addr.sun_path, path) != 0) {
         int e = errno;
+        if (rc == 0)
+            unlink(addr.sun_path);
         close(fd);
         errno = e;
         return -1;
