@@ -3,8 +3,17 @@
 # set, is a file that heavy steps (debootstrap, image builds) hold with flock, for shared machines.
 COMPOSE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-posbus}
-DC=(docker-compose -f "$COMPOSE_DIR/compose.yaml")
-command -v docker-compose >/dev/null 2>&1 || DC=(docker compose -f "$COMPOSE_DIR/compose.yaml")
+# POSBUS_COMPOSE=v1 (docker-compose 1.29) or v2 (the `docker compose` plugin) chooses; unset,
+# docker-compose when there is one, else the plugin
+case "${POSBUS_COMPOSE:-}" in
+v1) DC=(docker-compose -f "$COMPOSE_DIR/compose.yaml") ;;
+v2) DC=(docker compose -f "$COMPOSE_DIR/compose.yaml") ;;
+"")
+    DC=(docker-compose -f "$COMPOSE_DIR/compose.yaml")
+    command -v docker-compose >/dev/null 2>&1 || DC=(docker compose -f "$COMPOSE_DIR/compose.yaml")
+    ;;
+*) echo "compose: POSBUS_COMPOSE is v1 or v2, not '$POSBUS_COMPOSE'" >&2; return 2 ;;
+esac
 
 heavy() { # run a heavy step, under the lock when there is one
     if [ -n "${POSBUS_LOCK:-}" ]; then flock "$POSBUS_LOCK" "$@"; else "$@"; fi

@@ -2,13 +2,15 @@
 # End-to-end test of the compose stack (compose/): build, up, wait until healthy, ring 200
 # tickets through the two demo registers (posnode R01 and R02 in their containers, on their
 # line interfaces), restart inventory and reporting in the middle, scale reporting to 2,
-# upgrade sales (its image built again, its container recreated) while they ring, then
+# upgrade sales (its image built again, its container recreated), then scale reporting to 3
+# and inventory to 2, all while they ring; then
 # the day report, the Z report and the stock must be exact to the fen and the piece, no entry
 # parked; `down -v` must leave no container, network or volume of the project.
 # Skipped (exit 77) unless POSBUS_COMPOSE_TEST=1; needs root (it may install and start Docker,
 # see compose/up). Prints timings: base images, image build, up, test, down.
 #   POSBUS_LOCK=/tmp/posbus.lock  hold this lock during the heavy steps (shared machines)
-#   POSBUS_COMPOSE_TICKETS=N      tickets per register per phase (default 25: 4 phases, 2 registers)
+#   POSBUS_COMPOSE_TICKETS=N      tickets per register per phase (default 20: 5 phases, 2 registers)
+#   POSBUS_COMPOSE=v1|v2          docker-compose 1.29 or the `docker compose` plugin (compose/lib.sh)
 set -euo pipefail
 if [ "${POSBUS_COMPOSE_TEST:-0}" != 1 ]; then
     echo "skipped: set POSBUS_COMPOSE_TEST=1 to run the compose end-to-end test"
@@ -19,7 +21,7 @@ SRC=$(cd "$(dirname "$0")/../.." && pwd)
 export COMPOSE_PROJECT_NAME=posbuse2e$$
 source "$SRC/compose/lib.sh"
 STORE=S001
-N=${POSBUS_COMPOSE_TICKETS:-25}
+N=${POSBUS_COMPOSE_TICKETS:-20}
 T0=$SECONDS
 # busd is published on free ports of 127.0.0.1, so a stack already running elsewhere is fine
 read -r POSBUS_PUB_PORT POSBUS_SUB_PORT POSBUS_REQ_PORT < <(python3 -c 'import socket
@@ -41,7 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== compose/up --demo (project $COMPOSE_PROJECT_NAME, busd on 127.0.0.1:$POSBUS_REQ_PORT)"
+echo "== compose/up --demo with $("${DC[@]}" version --short 2>/dev/null || echo "${DC[0]}") (project $COMPOSE_PROJECT_NAME, busd on 127.0.0.1:$POSBUS_REQ_PORT)"
 "$SRC/compose/up" --demo | tee "$LOG/up.log"
 T_UP=$SECONDS
 
@@ -81,7 +83,7 @@ phase() { # ring $N at both registers at once while "$@" runs; with a command, t
 }
 
 T1=$SECONDS
-echo "== ringing $((8 * N)) tickets at R01 and R02"
+echo "== ringing $((10 * N)) tickets at R01 and R02"
 phase
 echo "== restart inventory and reporting while the registers ring"
 phase "${DC[@]}" restart inventory reporting
@@ -93,11 +95,16 @@ upgrade_sales() {
 }
 echo "== upgrade sales (rebuild and recreate) while the registers ring"
 phase upgrade_sales
-wait_healthy 120 || fail "not healthy after the restart and scaling"
 [ "$("${DC[@]}" ps -q reporting | wc -l)" = 2 ] || fail "reporting is not at 2 instances"
+echo "== scale reporting to 3 and inventory to 2 while the registers ring"
+phase "${DC[@]}" --profile demo up -d --no-recreate --scale reporting=3 --scale inventory=2 \
+    reporting inventory
+wait_healthy 120 || fail "not healthy after the restart, scaling and upgrade"
+[ "$("${DC[@]}" ps -q reporting | wc -l)" = 3 ] || fail "reporting is not at 3 instances"
+[ "$("${DC[@]}" ps -q inventory | wc -l)" = 2 ] || fail "inventory is not at 2 instances"
 
 sold=$(cat "$LOG"/R0?.answers | grep -c '"sale_id"' || true)
-want=$((8 * N))
+want=$((10 * N))
 [ "$sold" = "$want" ] || fail "registers answered $sold sales, not $want (see $LOG/R0?.answers)"
 # what the registers took, from their answers: every sale's total (fen) is the 100.00 paid in
 # cash less its change
