@@ -12,7 +12,7 @@ Why it is built this way:
   over the exact bytes of the response object. A client that gets any of that wrong (sorting,
   URL decoding, sign_type in the signed string, the Beijing timestamp, re-serialising the
   answer before checking it) fails here, not in production.
-- One place decides, one place talks. Alipay.handle() takes (query string, headers, body) and
+- One place decides, one place talks. Alipay.handle() takes (method, path, headers, body) and
   returns a Reply: the response key, the response object and how to deliver it (signed,
   tampered, late, or not at all). The HTTP handler only reads requests and writes Replies, so
   every fault is a property of a Reply and the pay scenarios and the query/cancel/refund
@@ -28,9 +28,9 @@ Why it is built this way:
   TRADE_SUCCESS after N seconds is settled on the next query or status), so there is no timer
   to race a query, and no thread besides the servers'. Refunds succeed at once, as Alipay's
   当面付 refunds answer.
-- Threads: http.server's ThreadingHTTPServer (one thread per connection, TLS handshake on that
-  thread) and the control socket server. All state sits behind one lock; nothing sleeps
-  holding it.
+- Threads: the HTTPS and control socket servers of providercore.py (which this shares with
+  wechatpay.py: the files, TLS, the servers, the life, the command line). All state sits
+  behind one lock; nothing sleeps holding it.
 - Amounts are integer fen everywhere; yuan strings are parsed and formatted with integers.
 - The day's statement (bill(day)) is the merchant's 业务明细 CSV as Alipay's 账单 download gives
   it: GBK, `#` lines around a header and one row per payment and per refund, the fields Excel
@@ -38,41 +38,26 @@ Why it is built this way:
   reconciliation of a clean day has nothing to find; bill_edit plants the differences.
 
 Run with Debian's /usr/bin/python3 (python3-cryptography)."""
-import argparse
 import base64
 import datetime
-import http.server
-import ipaddress
 import json
 import logging
 import os
 import re
 import secrets
-import signal
-import socket
-import socketserver
-import ssl
 import sys
-import threading
 import time
 import urllib.parse
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+import providercore
+from providercore import is_int, jdump, load_public_key, rsa_sign, rsa_verify, yuan
 
 LOG = logging.getLogger("alipay")
 LOG.addHandler(logging.NullHandler())
 
 # ---- defaults and limits ------------------------------------------------------------------
 MAX_SKEW = 900               # seconds a request's timestamp may be off Beijing time (UNVERIFIED)
-HANDSHAKE_TIMEOUT = 10.0     # seconds a client may take for the TLS handshake
-IDLE_TIMEOUT = 60.0          # seconds a keep-alive connection may stay idle
-MAX_BODY = 1 << 20           # bytes a request body may have
 WAITING_SECONDS = 4.0        # waiting_then_success: seconds until paid
-SLOW_SECONDS = 10.0
 MAX_FEN = 100_000_000_00     # Alipay's largest total_amount, 100000000.00 yuan
 GATEWAY = "/gateway.do"
 BEIJING = datetime.timezone(datetime.timedelta(hours=8))
@@ -118,30 +103,10 @@ def beijing(t):
     return datetime.datetime.fromtimestamp(int(t), BEIJING).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def yuan(fen):
-    """Integer fen as yuan with two decimals, without floating point."""
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
-
-
 def fen_of(text):
     """A yuan string with exactly two decimals as integer fen, or None."""
     m = YUAN.fullmatch(text) if isinstance(text, str) else None
     return int(m.group(1)) * 100 + int(m.group(2)) if m else None
-
-
-def rsa_sign(key, message):
-    return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
-
-
-def rsa_verify(pub, signature_b64, message):
-    """Whether signature_b64 is a valid SHA256withRSA signature of message."""
-    try:
-        pub.verify(base64.b64decode(signature_b64, validate=True), message,
-                   padding.PKCS1v15(), hashes.SHA256())
-        return True
-    except (InvalidSignature, ValueError, TypeError):
-        return False
 
 
 def sign_content(params):
@@ -152,121 +117,15 @@ def sign_content(params):
     return "&".join(f"{k}={v}" for k, v in items).encode()
 
 
-def jdump(obj):
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def write_atomic(path, data, mode=0o644):
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _pem_key(key):
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _pem_pub(key):
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def ensure_files(d):
-    """Create in d what is missing: the CA (ca.pem, ca.key), the server certificate for
-    127.0.0.1 and localhost (server.pem, server.key) and Alipay's own key pair (alipay.key,
-    alipay.pem). Files already there are kept, so a client may keep trusting ca.pem and
-    alipay.pem across runs. Returns Alipay's private key."""
-    os.makedirs(d, exist_ok=True)
-    p = lambda name: os.path.join(d, name)  # noqa: E731
-    now = datetime.datetime.now(datetime.timezone.utc)
-    fresh_ca = not (os.path.exists(p("ca.pem")) and os.path.exists(p("ca.key")))
-    if fresh_ca:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "posbus alipay emulator CA")])
-        ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - datetime.timedelta(days=1))
-              .not_valid_after(now + datetime.timedelta(days=3650))
-              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-              .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
-                                           False), critical=True)
-              .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                             critical=False)
-              .sign(ca_key, hashes.SHA256()))
-        write_atomic(p("ca.key"), _pem_key(ca_key), 0o600)
-        write_atomic(p("ca.pem"), ca.public_bytes(serialization.Encoding.PEM))
-    if fresh_ca or not (os.path.exists(p("server.pem")) and os.path.exists(p("server.key"))):
-        with open(p("ca.key"), "rb") as f:
-            ca_key = serialization.load_pem_private_key(f.read(), None)
-        with open(p("ca.pem"), "rb") as f:
-            ca = x509.load_pem_x509_certificate(f.read())
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-                .issuer_name(ca.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=3650))
-                .add_extension(x509.SubjectAlternativeName([
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.DNSName("localhost")]), critical=False)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False,
-                                             False, False), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                               critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                    ca_key.public_key()), critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        write_atomic(p("server.key"), _pem_key(key), 0o600)
-        write_atomic(p("server.pem"), cert.public_bytes(serialization.Encoding.PEM))
-    if os.path.exists(p("alipay.key")):
-        with open(p("alipay.key"), "rb") as f:
-            key = serialization.load_pem_private_key(f.read(), None)
-    else:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        write_atomic(p("alipay.key"), _pem_key(key), 0o600)
-    if not os.path.exists(p("alipay.pem")):
-        write_atomic(p("alipay.pem"), _pem_pub(key))
-    return key
-
-
-def load_public_key(path):
-    """The app's RSA public key from a PEM public key or certificate (ValueError if not)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if b"BEGIN CERTIFICATE" in data:
-        pub = x509.load_pem_x509_certificate(data).public_key()
-    else:
-        pub = serialization.load_pem_public_key(data)
-    if not isinstance(pub, rsa.RSAPublicKey):
-        raise ValueError(f"{path}: not an RSA public key")
-    return pub
-
-
 # ---- what goes back -----------------------------------------------------------------------
-class Reply:
+class Reply(providercore.Delivery):
     """An answer and how to deliver it: `{"<key>":<obj>,"sign":".."}` signed over the bytes of
     obj (or `raw` as it is, unsigned: a 404), with obj changed after signing (`tamper`), after
     `delay` seconds, or not at all (`drop`: the connection closes)."""
 
     def __init__(self, key, obj, status=200, raw=None):
+        super().__init__()
         self.key, self.obj, self.status, self.raw = key, obj, status, raw
-        self.tamper = self.drop = False
-        self.delay = 0.0
-
-    def fault(self, kind, kw):
-        """Apply a delivery fault (FAULT_KINDS other than system_error)."""
-        if kind == "drop":
-            self.drop = True
-        elif kind == "slow":
-            self.delay = float(kw.get("seconds", SLOW_SECONDS))
-        elif kind == "tampered_signature":
-            self.tamper = True
-        return self
 
 
 def response_key(method):
@@ -301,218 +160,52 @@ def tampered(obj_raw):
     return obj_raw[:-1] + b',"tampered":true}' if obj_raw.endswith(b"}") else obj_raw + b" "
 
 
-# ---- the HTTPS side -----------------------------------------------------------------------
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = IDLE_TIMEOUT
-
-    def setup(self):
-        emu = self.server.emu
-        self.request.settimeout(HANDSHAKE_TIMEOUT)
-        # headers and body go out in separate sends: without this the body waits for the
-        # client's delayed ACK (about 40 ms an answer)
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.request = emu.tls.wrap_socket(self.request, server_side=True)
-        emu._track(self.request, True)
-        super().setup()
-
-    def finish(self):
-        try:
-            super().finish()
-        finally:
-            self.server.emu._track(self.request, False)
-            self.request.close()
-
-    def log_message(self, fmt, *args):
-        LOG.debug("http: " + fmt, *args)
-
-    def _any(self):
-        emu = self.server.emu
-        url = urllib.parse.urlsplit(self.path)
-        if self.headers.get("Transfer-Encoding"):
-            reply = Reply(None, None, 411, b"Content-Length required\n")
-            self.close_connection = True
-        else:
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if not 0 <= length <= MAX_BODY:
-                reply = Reply(None, None, 400, b"bad Content-Length\n")
-                self.close_connection = True
-            else:
-                body = self.rfile.read(length) if length else b""
-                if self.command != "POST" or url.path != GATEWAY:
-                    emu._count("other")
-                    reply = Reply(None, None, 404, b"not found: POST /gateway.do only\n")
-                else:
-                    reply = emu.handle(url.query, self.headers, body)
-        self._deliver(reply)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
-
-    def _deliver(self, reply):
-        emu = self.server.emu
-        if reply.delay and emu._stopping.wait(reply.delay):
-            reply.drop = True
-        if reply.drop:
-            self.close_connection = True
-            try:
-                self.request.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
-        if reply.raw is not None:
-            body, ctype = reply.raw, "text/plain; charset=utf-8"
-        else:
-            body, ctype = emu.answer(reply), "application/json;charset=utf-8"
-        self.send_response(reply.status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
-        self.wfile.flush()
-
-
-class _HttpsServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def handle_error(self, request, client_address):
-        LOG.debug("connection from %s ended: %s", client_address, sys.exc_info()[1])
-
-
-class _ControlHandler(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile:
-            if not line.strip():
-                continue
-            try:
-                req = json.loads(line)
-                answer = self.server.emu.command(req) if isinstance(req, dict) else \
-                    {"ok": False, "error": "a command is a JSON object"}
-            except ValueError as e:
-                answer = {"ok": False, "error": f"bad JSON: {e}"}
-            self.wfile.write(jdump(answer) + b"\n")
-            self.wfile.flush()
-
-
-class _ControlServer(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-    block_on_close = False
-
-
 # ---- the provider -------------------------------------------------------------------------
-class Alipay:
+class Alipay(providercore.Provider):
     """The emulator on threads of the calling process: start(), stop(), port, ca_file,
-    command(dict), mode(next, **kw), status(); a context manager. listen is "127.0.0.1:PORT"
-    (0: a free port); control, a unix socket path for the JSON-lines control socket."""
+    public_key_file, command(dict), mode(next, **kw), status(), bill(day); a context manager.
+    listen is "HOST:PORT" (127.0.0.1 or 0.0.0.0; port 0: a free port); control, a unix socket
+    path for the JSON-lines control socket; cert_hosts, more names for the server
+    certificate."""
+    NAME = "alipay"
+    SCENARIOS = SCENARIOS
+    FAULT_KINDS = FAULT_KINDS
+    FAULT_ENDPOINTS = FAULT_ENDPOINTS
+    READY_PATH = GATEWAY
+    WAITING = "WAIT_BUYER_PAY"
 
-    def __init__(self, dir, app_id, app_public_key_path, listen="127.0.0.1:0", control=None):
-        self.dir, self.app_id = dir, app_id
+    def __init__(self, dir, app_id, app_public_key_path, listen="127.0.0.1:0", control=None,
+                 cert_hosts=()):
+        self.app_id = app_id
         self.app_pub = load_public_key(app_public_key_path)
-        host, _, port = listen.rpartition(":")
-        self.listen = (host or "127.0.0.1", int(port))
-        self.control = control
-        self.key = ensure_files(dir)
-        self.ca_file = os.path.join(dir, "ca.pem")
+        super().__init__(dir, listen, control, cert_hosts)
+        self.key = providercore.ensure_rsa_key(dir, "alipay.key", "alipay.pem")
         self.public_key_file = os.path.join(dir, "alipay.pem")
-        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.tls.load_cert_chain(os.path.join(dir, "server.pem"), os.path.join(dir, "server.key"))
-        self.lock = threading.RLock()
-        self._stopping = threading.Event()
-        self.stopped = threading.Event()
-        self._conns = set()
-        self._threads = []
-        self.httpd = self.ctl = None
-        self.port = None
-        # Alipay's books and the script
+        # Alipay's books beyond providercore's
         self.trades = {}                 # out_trade_no -> trade dict
-        self.next = {"next": "success"}
-        self.faults = {}                 # endpoint -> {"kind", "count", ...}
-        self.requests = {}
         self.pay_calls = self.bad_signatures = self.bad_requests = self.charges = 0
-        self.seq = int.from_bytes(secrets.token_bytes(3), "big")
-        self.bill_edits = {"drop": set(), "amount": {}, "add": []}
 
-    # -- life
-    def start(self):
-        port_file = os.path.join(self.dir, "port")
-        if os.path.exists(port_file):
-            os.unlink(port_file)
-        self.httpd = _HttpsServer(self.listen, _Handler)
-        self.httpd.emu = self
-        self.port = self.httpd.server_address[1]
-        self._spawn(self.httpd.serve_forever, "https")
-        write_atomic(port_file, f"{self.port}\n".encode())
-        if self.control:
-            if os.path.exists(self.control):
-                os.unlink(self.control)
-            self.ctl = _ControlServer(self.control, _ControlHandler)
-            self.ctl.emu = self
-            self._spawn(self.ctl.serve_forever, "control")
-        LOG.info("ready: https 127.0.0.1:%d%s dir %s", self.port, GATEWAY, self.dir)
-        return self
-
-    def stop(self):
-        if self._stopping.is_set():
-            self.stopped.wait()
-            return
-        self._stopping.set()
-        if self.ctl:
-            self.ctl.shutdown()
-            self.ctl.server_close()
-            if os.path.exists(self.control):
-                os.unlink(self.control)
-        if self.httpd:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            with self.lock:
-                conns = list(self._conns)
-            for s in conns:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            port_file = os.path.join(self.dir, "port")
-            if os.path.exists(port_file):
-                os.unlink(port_file)
-        for t in self._threads:
-            if t is not threading.current_thread():
-                t.join(2.0)
-        LOG.info("stopped: %d pay calls, %d charges, %d bad signatures",
-                 self.pay_calls, self.charges, self.bad_signatures)
-        self.stopped.set()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def _spawn(self, fn, name):
-        t = threading.Thread(target=fn, name=f"alipay-{name}", daemon=True)
-        t.start()
-        self._threads.append(t)
-
-    def _track(self, sock, add):
-        with self.lock:
-            (self._conns.add if add else self._conns.discard)(sock)
-
-    def _count(self, name):
-        with self.lock:
-            self.requests[name] = self.requests.get(name, 0) + 1
+    def stopped_note(self):
+        return f"{self.pay_calls} pay calls, {self.charges} charges, " \
+            f"{self.bad_signatures} bad signatures"
 
     # -- signing
-    def answer(self, reply):
-        """The body of reply: the response object serialised once, signed as those bytes and
-        spliced in unchanged (changed after signing when tampered)."""
+    def render(self, reply):
+        """reply's status, headers and body on the wire: a plain-text raw one as it is, else
+        the response object serialised once, signed as those bytes and spliced in unchanged
+        (changed after signing when tampered)."""
+        if reply.raw is not None:
+            return reply.status, [("Content-Type", "text/plain; charset=utf-8")], reply.raw
         obj = jdump(reply.obj)
         sig = rsa_sign(self.key, obj)
         if reply.tamper:
             obj = tampered(obj)
-        return b'{"' + reply.key.encode() + b'":' + obj + b',"sign":"' + sig.encode() + b'"}'
+        body = b'{"' + reply.key.encode() + b'":' + obj + b',"sign":"' + sig.encode() + b'"}'
+        return reply.status, [("Content-Type", "application/json;charset=utf-8")], body
+
+    def refusal(self, status, text):
+        return Reply(None, None, status, text.encode() + b"\n")
+
 
     def _params(self, query, headers, body):
         """The request's parameters (query string, then a form body over it) or why not."""
@@ -565,9 +258,13 @@ class Alipay:
         return None
 
     # -- requests
-    def handle(self, query, headers, body):
-        """The Reply to one POST /gateway.do (any thread)."""
-        p, why = self._params(query, headers, body)
+    def handle(self, http_method, path, headers, body):
+        """The Reply to one HTTP request (any thread): POST /gateway.do, or a 404."""
+        url = urllib.parse.urlsplit(path)
+        if http_method != "POST" or url.path != GATEWAY:
+            self._count("other")
+            return Reply(None, None, 404, b"not found: POST /gateway.do only\n")
+        p, why = self._params(url.query, headers, body)
         method = (p or {}).get("method", "")
         self._count(method if method in METHODS else "other")
         if p is None:
@@ -593,28 +290,11 @@ class Alipay:
         if method == "alipay.trade.pay":
             return self._pay_method(biz)
         endpoint = next(k for k, v in FAULT_ENDPOINTS.items() if v == method)
-        fault = self._take_fault(endpoint)
         extra = {"retry_flag": "Y"} if endpoint == "cancel" else {}
-        if fault and fault["kind"] == "system_error" and not fault.get("applied", False):
-            return system_error(method, **extra)
-        reply = getattr(self, "_" + endpoint)(method, biz)
-        if fault:
-            if fault["kind"] == "system_error":
-                reply = system_error(method, **extra)
-            else:
-                reply.fault(fault["kind"], fault)
+        reply = self.faulted(endpoint, lambda: getattr(self, "_" + endpoint)(method, biz),
+                             lambda done: system_error(method, **extra))
         LOG.debug("%s: %s", method, reply.obj.get("code"))
         return reply
-
-    def _take_fault(self, endpoint):
-        with self.lock:
-            f = self.faults.get(endpoint)
-            if not f:
-                return None
-            f["count"] -= 1
-            if f["count"] <= 0:
-                del self.faults[endpoint]
-            return dict(f)
 
     # -- trades
     def _new_trade_no(self):
@@ -628,12 +308,6 @@ class Alipay:
         t["paid_at"] = time.time() if when is None else when
         self.charges += 1
         LOG.info("charged %s: %d fen", t["out_trade_no"], t["amount_fen"])
-
-    def _settle(self, t):
-        """Bring a trade whose state depends on time up to now."""
-        if t["state"] == "WAIT_BUYER_PAY" and t["pay_due"] is not None \
-                and time.monotonic() >= t["pay_due"]:
-            self._charge(t, t["created"] + t["pay_seconds"])
 
     @staticmethod
     def _refunded(t):
@@ -736,11 +410,7 @@ class Alipay:
             self._charge(t, t["created"])
             if scenario == "system_error":
                 return system_error(m)
-            reply = self._pay_body(t)
-            kind = {"drop_after_charge": "drop"}.get(scenario, scenario)
-            if kind in FAULT_KINDS:
-                reply.fault(kind, mode)
-            return reply
+            return self.scripted(self._pay_body(t), mode)
 
     def _trade(self, d):
         """The trade d names by out_trade_no (or trade_no), settled; None if unknown."""
@@ -909,47 +579,6 @@ class Alipay:
         return self._bill_row(t, "交易", a["time"], a["amount"], "")
 
     # -- control
-    def command(self, req):
-        """One control command (a dict) -> its answer dict (any thread)."""
-        cmd = req.get("cmd")
-        try:
-            fn = getattr(self, "_cmd_" + str(cmd), None)
-            if fn is None:
-                return {"ok": False, "error": f"unknown command {cmd!r}"}
-            with self.lock:
-                return fn(req)
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
-            return {"ok": False, "error": f"bad {cmd}: {e}"}
-
-    def mode(self, next, **kw):
-        return self.command({"cmd": "mode", "next": next, **kw})
-
-    def status(self):
-        return self.command({"cmd": "status"})
-
-    def _cmd_mode(self, req):
-        if req.get("next") not in SCENARIOS:
-            return {"ok": False, "error": f"next must be one of {', '.join(SCENARIOS)}"}
-        if "seconds" in req:
-            float(req["seconds"])
-        self.next = {k: v for k, v in req.items() if k != "cmd"}
-        return {"ok": True, "next": self.next}
-
-    def _cmd_faults(self, req):
-        if req.get("clear"):
-            self.faults = {}
-        count = int(req.get("count", 1))
-        kw = {k: v for k, v in req.items() if k in ("seconds", "applied")}
-        for ep in FAULT_ENDPOINTS:
-            if ep in req:
-                if req[ep] not in FAULT_KINDS:
-                    return {"ok": False, "error": f"{ep}: one of {', '.join(FAULT_KINDS)}"}
-                if count > 0:
-                    self.faults[ep] = {"kind": req[ep], "count": count, **kw}
-                else:
-                    self.faults.pop(ep, None)
-        return {"ok": True, "faults": self.faults}
-
     def _cmd_finish(self, req):
         t = self.trades.get(req.get("out_trade_no"))
         if t is None:
@@ -975,13 +604,13 @@ class Alipay:
             e["drop"], e["amount"], e["add"] = set(), {}, []
         drop, amount, add = req.get("drop", []), dict(req.get("amount", {})), []
         if not isinstance(drop, list) or \
-                not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_FEN
+                not all(is_int(v) and 0 < v <= MAX_FEN
                         for v in amount.values()):
             return {"ok": False, "error": "drop: a list; amount values: integer fen > 0"}
         today = datetime.datetime.now(BEIJING).strftime("%Y-%m-%d")
         for a in req.get("add", []):
             fen = a.get("amount") if isinstance(a, dict) else None
-            if not isinstance(fen, int) or isinstance(fen, bool) or not 0 < fen <= MAX_FEN or \
+            if not is_int(fen) or not 0 < fen <= MAX_FEN or \
                     not OUT_TRADE_NO.fullmatch(str(a.get("out_trade_no", ""))) or \
                     not DAY.fullmatch(str(a.get("bill_date", today))):
                 return {"ok": False, "error": "add: objects with out_trade_no and integer fen "
@@ -1016,37 +645,16 @@ class Alipay:
                 "bad_requests": self.bad_requests, "charges": self.charges, "next": self.next,
                 "faults": self.faults, "port": self.port, "dir": self.dir}
 
-    def _cmd_quit(self, req):
-        threading.Thread(target=self.stop, daemon=True).start()
-        return {"ok": True}
-
-
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Alipay face-to-face barcode pay emulator")
-    ap.add_argument("--listen", default="127.0.0.1:0", help="127.0.0.1:PORT (0: a free port)")
-    ap.add_argument("--dir", required=True, help="certificates, keys and the port file")
-    ap.add_argument("--app-id", required=True)
-    ap.add_argument("--app-public-key", required=True, help="PEM public key or certificate")
-    ap.add_argument("--control", help="unix socket path for the JSON-lines control socket")
-    ap.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
-    args = ap.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="alipay: %(levelname)s %(message)s")
-    try:
-        emu = Alipay(args.dir, args.app_id, args.app_public_key, listen=args.listen,
-                     control=args.control).start()
-    except (ValueError, OSError) as e:
-        LOG.error("cannot start: %s", e)
-        return 2
+    def add_args(ap):
+        ap.add_argument("--app-id", required=True)
+        ap.add_argument("--app-public-key", required=True, help="PEM public key or certificate")
 
-    def on_signal(signum, frame):
-        threading.Thread(target=emu.stop, daemon=True).start()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print(json.dumps({"ready": True, "port": emu.port, "dir": args.dir}), flush=True)
-    while not emu.stopped.wait(0.5):
-        pass
-    return 0
+    def make(args):
+        return Alipay(args.dir, args.app_id, args.app_public_key, listen=args.listen,
+                      control=args.control, cert_hosts=args.cert_host)
+    return providercore.main(argv, Alipay, "Alipay face-to-face barcode pay emulator",
+                             add_args, make)
 
 
 if __name__ == "__main__":

@@ -27,49 +27,37 @@ Why it is built this way:
   after N seconds is settled on the next query or status), so no timer can race a query. Only
   refunds need a clock thread (one, ticking every TICK), because their success notification
   is pushed to the client.
-- Threads: http.server's ThreadingHTTPServer (one thread per connection, TLS handshake on that
-  thread), the control socket server, the refund ticker and one short-lived thread per
-  notification. All state sits behind one lock; nothing sleeps holding it.
+- Threads: the HTTPS and control socket servers of providercore.py (which this shares with
+  alipay.py: the files, TLS, the servers, the life, the command line), the refund ticker and
+  one short-lived thread per notification. All state sits behind one lock; nothing sleeps
+  holding it.
 - Amounts are integer fen everywhere; the bill's yuan are formatted from integers.
 
 Run with Debian's /usr/bin/python3 (python3-cryptography)."""
-import argparse
 import base64
 import datetime
 import gzip
 import hashlib
 import http.client
-import http.server
-import ipaddress
 import json
 import logging
-import os
 import re
 import secrets
-import signal
-import socket
-import socketserver
 import ssl
 import sys
-import threading
 import time
 import urllib.parse
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+import providercore
+from providercore import is_int, jdump, load_public_key, rsa_sign, rsa_verify, yuan
 
 LOG = logging.getLogger("wechatpay")
 LOG.addHandler(logging.NullHandler())
 
 # ---- defaults and limits ------------------------------------------------------------------
 MAX_SKEW = 300               # seconds a request's timestamp may be off
-HANDSHAKE_TIMEOUT = 10.0     # seconds a client may take for the TLS handshake
-IDLE_TIMEOUT = 60.0          # seconds a keep-alive connection may stay idle
-MAX_BODY = 1 << 20           # bytes a request body may have
 TICK = 0.05                  # seconds between two looks at the refunds in progress
 REFUND_DELAY = 0.5           # seconds a refund stays PROCESSING
 NOTIFY_ATTEMPTS = 3          # a notification not answered 2xx is sent this often in all
@@ -77,7 +65,6 @@ NOTIFY_RETRY = 1.0           # seconds between two attempts
 NOTIFY_TIMEOUT = 5.0         # seconds the notify target has to answer (WeChat's rule)
 BILL_TOKEN_TTL = 300         # seconds a download_url works
 USERPAYING_SECONDS = 4.0     # userpaying_then_success: seconds until paid
-SLOW_SECONDS = 10.0
 SKEW_SECONDS = 600
 FEE_PER_MILLE = 6            # the bill's 手续费: 0.60% of the order, rounded half up
 PLATFORM_SERIALS = {1: "PUB_KEY_ID_0000000000000001",
@@ -103,6 +90,7 @@ OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_*-]{6,32}")
 OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_*@|-]{1,64}")
 AUTH_CODE = re.compile(r"1[0-5][0-9]{16}")
 AUTH_HEADER = re.compile(r'(\w+)="([^"]*)"')
+HOST_PORT = re.compile(r"[0-9A-Za-z.:\[\]-]{1,255}")  # a Host header to echo
 NOTIFY_URL = re.compile(r"(https?)://127\.0\.0\.1(?::([0-9]{1,5}))?(/[^\s]*)?")
 
 
@@ -110,128 +98,6 @@ NOTIFY_URL = re.compile(r"(https?)://127\.0\.0\.1(?::([0-9]{1,5}))?(/[^\s]*)?")
 def rfc3339(t):
     """Wall time t (epoch seconds) as WeChat writes it: 2026-11-26T01:30:00+08:00."""
     return datetime.datetime.fromtimestamp(int(t), BEIJING).isoformat()
-
-
-def yuan(fen):
-    """Integer fen as yuan with two decimals, without floating point."""
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
-
-
-def is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def rsa_sign(key, message):
-    return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
-
-
-def rsa_verify(pub, signature_b64, message):
-    """Whether signature_b64 is a valid SHA256withRSA signature of message."""
-    try:
-        pub.verify(base64.b64decode(signature_b64, validate=True), message,
-                   padding.PKCS1v15(), hashes.SHA256())
-        return True
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-
-
-def jdump(obj):
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def write_atomic(path, data, mode=0o644):
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _pem_key(key):
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _pem_pub(key):
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def ensure_files(d):
-    """Create in d what is missing: the CA (ca.pem, ca.key), the server certificate for
-    127.0.0.1 and localhost (server.pem, server.key) and the platform key pairs
-    (platform-N.key, platform-N.pem). Files already there are kept, so a client may keep
-    trusting ca.pem across runs. Returns {1: key, 2: key}."""
-    os.makedirs(d, exist_ok=True)
-    p = lambda name: os.path.join(d, name)  # noqa: E731
-    now = datetime.datetime.now(datetime.timezone.utc)
-    fresh_ca = not (os.path.exists(p("ca.pem")) and os.path.exists(p("ca.key")))
-    if fresh_ca:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "posbus wechatpay emulator CA")])
-        ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - datetime.timedelta(days=1))
-              .not_valid_after(now + datetime.timedelta(days=3650))
-              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-              .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
-                                           False), critical=True)
-              .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                             critical=False)
-              .sign(ca_key, hashes.SHA256()))
-        write_atomic(p("ca.key"), _pem_key(ca_key), 0o600)
-        write_atomic(p("ca.pem"), ca.public_bytes(serialization.Encoding.PEM))
-    if fresh_ca or not (os.path.exists(p("server.pem")) and os.path.exists(p("server.key"))):
-        with open(p("ca.key"), "rb") as f:
-            ca_key = serialization.load_pem_private_key(f.read(), None)
-        with open(p("ca.pem"), "rb") as f:
-            ca = x509.load_pem_x509_certificate(f.read())
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-                .issuer_name(ca.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=3650))
-                .add_extension(x509.SubjectAlternativeName([
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.DNSName("localhost")]), critical=False)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False,
-                                             False, False), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                               critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                    ca_key.public_key()), critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        write_atomic(p("server.key"), _pem_key(key), 0o600)
-        write_atomic(p("server.pem"), cert.public_bytes(serialization.Encoding.PEM))
-    keys = {}
-    for n in PLATFORM_SERIALS:
-        kpath, ppath = p(f"platform-{n}.key"), p(f"platform-{n}.pem")
-        if os.path.exists(kpath):
-            with open(kpath, "rb") as f:
-                keys[n] = serialization.load_pem_private_key(f.read(), None)
-        else:
-            keys[n] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            write_atomic(kpath, _pem_key(keys[n]), 0o600)
-        if not os.path.exists(ppath):
-            write_atomic(ppath, _pem_pub(keys[n]))
-    return keys
-
-
-def load_public_key(path):
-    """The merchant's RSA public key from a PEM public key or certificate (ValueError if not)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if b"BEGIN CERTIFICATE" in data:
-        pub = x509.load_pem_x509_certificate(data).public_key()
-    else:
-        pub = serialization.load_pem_public_key(data)
-    if not isinstance(pub, rsa.RSAPublicKey):
-        raise ValueError(f"{path}: not an RSA public key")
-    return pub
 
 
 def load_api_v3_key(path):
@@ -244,31 +110,27 @@ def load_api_v3_key(path):
 
 
 # ---- what goes back -----------------------------------------------------------------------
-class Reply:
+class Reply(providercore.Delivery):
     """An answer and how to deliver it: signed (unless `unsigned`, the bill download), with the
     body changed after signing (`tamper`), its timestamp `skew` seconds off, without Wechatpay-*
     headers (`strip`), after `delay` seconds, or not at all (`drop`: the connection closes)."""
 
     def __init__(self, status, body=None, raw=None, content_type="application/json"):
+        super().__init__()
         self.status = status
         self.raw = raw if raw is not None else (b"" if body is None else jdump(body))
         self.content_type = content_type
-        self.unsigned = self.tamper = self.strip = self.drop = False
+        self.unsigned = self.strip = False
         self.skew = 0
-        self.delay = 0.0
 
     def fault(self, kind, kw):
         """Apply a delivery fault (FAULT_KINDS other than system_error)."""
-        if kind == "drop":
-            self.drop = True
-        elif kind == "slow":
-            self.delay = float(kw.get("seconds", SLOW_SECONDS))
-        elif kind == "tampered_signature":
-            self.tamper = True
-        elif kind == "clock_skew":
+        if kind == "clock_skew":
             self.skew = int(kw.get("seconds", SKEW_SECONDS))
         elif kind == "strip_headers":
             self.strip = True
+        else:
+            super().fault(kind, kw)
         return self
 
 
@@ -283,214 +145,70 @@ def tampered(raw):
     return raw + b" "
 
 
-# ---- the HTTPS side -----------------------------------------------------------------------
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = IDLE_TIMEOUT
-
-    def setup(self):
-        emu = self.server.emu
-        self.request.settimeout(HANDSHAKE_TIMEOUT)
-        # headers and body go out in separate sends: without this the body waits for the
-        # client's delayed ACK (about 40 ms an answer)
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.request = emu.tls.wrap_socket(self.request, server_side=True)
-        emu._track(self.request, True)
-        super().setup()
-
-    def finish(self):
-        try:
-            super().finish()
-        finally:
-            self.server.emu._track(self.request, False)
-            self.request.close()
-
-    def log_message(self, fmt, *args):
-        LOG.debug("http: " + fmt, *args)
-
-    def _any(self):
-        emu = self.server.emu
-        if self.headers.get("Transfer-Encoding"):
-            reply = error(411, "PARAM_ERROR", "Content-Length required")
-            self.close_connection = True
-        else:
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if not 0 <= length <= MAX_BODY:
-                reply = error(400, "PARAM_ERROR", "bad Content-Length")
-                self.close_connection = True
-            else:
-                body = self.rfile.read(length) if length else b""
-                reply = emu.handle(self.command, self.path, self.headers, body)
-        self._deliver(reply)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
-
-    def _deliver(self, reply):
-        emu = self.server.emu
-        if reply.delay and emu._stopping.wait(reply.delay):
-            reply.drop = True
-        if reply.drop:
-            self.close_connection = True
-            try:
-                self.request.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
-        body = reply.raw
-        headers = [("Content-Type", reply.content_type), ("Request-ID", secrets.token_hex(16))]
-        if not reply.unsigned and not reply.strip:
-            headers += emu.sign_headers(body, reply.skew)
-            if reply.tamper:
-                body = tampered(body)
-        headers.append(("Content-Length", str(len(body))))
-        self.send_response(reply.status)
-        for k, v in headers:
-            self.send_header(k, v)
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
-        self.wfile.flush()
-
-
-class _HttpsServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def handle_error(self, request, client_address):
-        LOG.debug("connection from %s ended: %s", client_address, sys.exc_info()[1])
-
-
-class _ControlHandler(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile:
-            if not line.strip():
-                continue
-            try:
-                req = json.loads(line)
-                answer = self.server.emu.command(req) if isinstance(req, dict) else \
-                    {"ok": False, "error": "a command is a JSON object"}
-            except ValueError as e:
-                answer = {"ok": False, "error": f"bad JSON: {e}"}
-            self.wfile.write(jdump(answer) + b"\n")
-            self.wfile.flush()
-
-
-class _ControlServer(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-    block_on_close = False
+class _Handler(providercore.Handler):
+    """This provider's connections: providercore's, in a class of its own so that a wrapper
+    (bench/bench_payments.py) can time them."""
 
 
 # ---- the provider -------------------------------------------------------------------------
-class WechatPay:
+class WechatPay(providercore.Provider):
     """The emulator on threads of the calling process: start(), stop(), port, ca_file,
-    command(dict), mode(next, **kw), status(); a context manager. listen is "127.0.0.1:PORT"
-    (0: a free port); control, a unix socket path for the JSON-lines control socket."""
+    command(dict), mode(next, **kw), status(); a context manager. listen is "HOST:PORT"
+    (127.0.0.1 or 0.0.0.0; port 0: a free port); control, a unix socket path for the
+    JSON-lines control socket; cert_hosts, more names for the server certificate."""
+    NAME = "wechatpay"
+    SCENARIOS = SCENARIOS
+    FAULT_KINDS = FAULT_KINDS
+    FAULT_ENDPOINTS = FAULT_ENDPOINTS
+    MODE_NUMBERS = ("seconds", "no_reverse_s")
+    WAITING = "USERPAYING"
+    HANDLER = _Handler
 
     def __init__(self, dir, mchid, appid, merchant_serial, merchant_public_key_pem_path,
-                 api_v3_key_path, listen="127.0.0.1:0", control=None, refund_delay=REFUND_DELAY):
-        self.dir, self.mchid, self.appid = dir, mchid, appid
+                 api_v3_key_path, listen="127.0.0.1:0", control=None, refund_delay=REFUND_DELAY,
+                 cert_hosts=()):
+        self.mchid, self.appid = mchid, appid
         self.merchant_serial = merchant_serial
         self.merchant_pub = load_public_key(merchant_public_key_pem_path)
         self.api_v3_key = load_api_v3_key(api_v3_key_path)
-        host, _, port = listen.rpartition(":")
-        self.listen = (host or "127.0.0.1", int(port))
-        self.control = control
+        super().__init__(dir, listen, control, cert_hosts)
         self.refund_delay = float(refund_delay)
         self.refund_query_lag = 0.0      # seconds a refund query still says PROCESSING after it
-        self.platform = ensure_files(dir)
-        self.ca_file = os.path.join(dir, "ca.pem")
-        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.tls.load_cert_chain(os.path.join(dir, "server.pem"), os.path.join(dir, "server.key"))
-        self.lock = threading.RLock()
-        self._stopping = threading.Event()
-        self.stopped = threading.Event()
-        self._conns = set()
-        self._threads = []
-        self.httpd = self.ctl = None
-        self.port = None
-        # the provider's books and the script
+        self.platform = {n: providercore.ensure_rsa_key(dir, f"platform-{n}.key",
+                                                        f"platform-{n}.pem")
+                         for n in PLATFORM_SERIALS}
+        # the provider's books and the script beyond providercore's
         self.trades = {}                 # out_trade_no -> trade dict
         self.refunds = {}                # out_refund_no -> refund dict
         self.bill_tokens = {}            # token -> (expiry, bytes)
-        self.bill_edits = {"drop": set(), "amount": {}, "add": []}
-        self.next = {"next": "success"}
-        self.faults = {}                 # endpoint -> {"kind", "count", ...}
         self.key_in_use = 1
         self.clock_offset = 0
         self.reverse_status = 200
-        self.requests = {}
         self.codepay_calls = self.bad_signatures = self.charges = 0
-        self.seq = int.from_bytes(secrets.token_bytes(3), "big")
 
     # -- life
-    def start(self):
-        port_file = os.path.join(self.dir, "port")
-        if os.path.exists(port_file):
-            os.unlink(port_file)
-        self.httpd = _HttpsServer(self.listen, _Handler)
-        self.httpd.emu = self
-        self.port = self.httpd.server_address[1]
-        self._spawn(self.httpd.serve_forever, "https")
+    def started(self):
         self._spawn(self._ticker, "refunds")
-        write_atomic(port_file, f"{self.port}\n".encode())
-        if self.control:
-            if os.path.exists(self.control):
-                os.unlink(self.control)
-            self.ctl = _ControlServer(self.control, _ControlHandler)
-            self.ctl.emu = self
-            self._spawn(self.ctl.serve_forever, "control")
-        LOG.info("ready: https 127.0.0.1:%d dir %s", self.port, self.dir)
-        return self
 
-    def stop(self):
-        if self._stopping.is_set():
-            self.stopped.wait()
-            return
-        self._stopping.set()
-        if self.ctl:
-            self.ctl.shutdown()
-            self.ctl.server_close()
-            if os.path.exists(self.control):
-                os.unlink(self.control)
-        if self.httpd:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            with self.lock:
-                conns = list(self._conns)
-            for s in conns:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            port_file = os.path.join(self.dir, "port")
-            if os.path.exists(port_file):
-                os.unlink(port_file)
-        for t in self._threads:
-            if t is not threading.current_thread():
-                t.join(2.0)
-        LOG.info("stopped: %d codepay calls, %d charges, %d bad signatures",
-                 self.codepay_calls, self.charges, self.bad_signatures)
-        self.stopped.set()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def _spawn(self, fn, name):
-        t = threading.Thread(target=fn, name=f"wechatpay-{name}", daemon=True)
-        t.start()
-        self._threads.append(t)
-
-    def _track(self, sock, add):
-        with self.lock:
-            (self._conns.add if add else self._conns.discard)(sock)
+    def stopped_note(self):
+        return (f"{self.codepay_calls} codepay calls, {self.charges} charges, "
+                f"{self.bad_signatures} bad signatures")
 
     # -- signing
+    def render(self, reply):
+        """reply's status, headers and body on the wire: signed unless unsigned or stripped,
+        the body tampered after signing when asked."""
+        body = reply.raw
+        headers = [("Content-Type", reply.content_type), ("Request-ID", secrets.token_hex(16))]
+        if not reply.unsigned and not reply.strip:
+            headers += self.sign_headers(body, reply.skew)
+            if reply.tamper:
+                body = tampered(body)
+        return reply.status, headers, body
+
+    def refusal(self, status, text):
+        return error(status, "PARAM_ERROR", text)
+
     def sign_headers(self, body, skew=0):
         """The Wechatpay-* headers of an answer (or a notification) with this body."""
         ts = str(int(time.time()) + self.clock_offset + skew)
@@ -543,12 +261,11 @@ class WechatPay:
                 and method == "GET":
             route = ("refund_query", segs[5])
         elif method == "GET" and url.path == "/v3/bill/tradebill":
-            route = ("tradebill",)
+            route = ("tradebill", headers.get("Host"))
         elif method == "GET" and url.path == "/v3/billdownload/file":
             route = ("billdownload",)
         name = route[0] if route else "other"
-        with self.lock:
-            self.requests[name] = self.requests.get(name, 0) + 1
+        self._count(name)
         why = self._authorized(method, path, headers, body)
         if why:
             with self.lock:
@@ -569,28 +286,12 @@ class WechatPay:
             with self.lock:
                 self.codepay_calls += 1
             return self._codepay(data)
-        fault = self._take_fault(name)
-        if fault and fault["kind"] == "system_error" and not fault.get("applied", False):
-            return error(500, "SYSTEM_ERROR", "系统错误 (scripted, nothing done)")
-        handler = getattr(self, "_" + name)
-        reply = handler(query, data, *route[1:])
-        if fault:
-            if fault["kind"] == "system_error":
-                reply = error(500, "SYSTEM_ERROR", "系统错误 (scripted, done)")
-            else:
-                reply.fault(fault["kind"], fault)
+        reply = self.faulted(
+            name, lambda: getattr(self, "_" + name)(query, data, *route[1:]),
+            lambda done: error(500, "SYSTEM_ERROR",
+                               f"系统错误 (scripted, {'done' if done else 'nothing done'})"))
         LOG.debug("%s %s: %d", method, url.path, reply.status)
         return reply
-
-    def _take_fault(self, endpoint):
-        with self.lock:
-            f = self.faults.get(endpoint)
-            if not f:
-                return None
-            f["count"] -= 1
-            if f["count"] <= 0:
-                del self.faults[endpoint]
-            return dict(f)
 
     # -- trades
     def _new_id(self, prefix, digits):
@@ -599,18 +300,12 @@ class WechatPay:
         core = f"{prefix}{self.seq % 10**8:08d}{day}"
         return core + "".join(secrets.choice("0123456789") for _ in range(digits - len(core)))
 
-    def _pay(self, t, when=None):
+    def _charge(self, t, when=None):
         t["state"] = "SUCCESS"
         t["paid_at"] = time.time() if when is None else when
         t["transaction_id"] = self._new_id("4200", 28)
         self.charges += 1
         LOG.info("charged %s: %d fen", t["out_trade_no"], t["amount"])
-
-    def _settle(self, t):
-        """Bring a trade whose state depends on time up to now."""
-        if t["state"] == "USERPAYING" and t["pay_due"] is not None \
-                and time.monotonic() >= t["pay_due"]:
-            self._pay(t, t["created"] + t["pay_seconds"])
 
     def _trade_body(self, t):
         """A trade as a query answers it."""
@@ -690,14 +385,10 @@ class WechatPay:
                     t["pay_due"] = time.monotonic() + t["pay_seconds"]
                 t["no_reverse_until"] = time.monotonic() + float(mode.get("no_reverse_s", 0))
                 return Reply(202, {"trade_state": "USERPAYING"})
-            self._pay(t, now)
+            self._charge(t, now)
             if scenario == "system_error":
                 return error(500, "SYSTEM_ERROR", "系统错误")
-            reply = Reply(200, self._trade_body(t))
-            kind = {"drop_after_charge": "drop"}.get(scenario, scenario)
-            if kind in FAULT_KINDS:
-                reply.fault(kind, mode)
-            return reply
+            return self.scripted(Reply(200, self._trade_body(t)), mode)
 
     def _query(self, query, data, otn):
         if query.get("mchid") != self.mchid:
@@ -930,7 +621,7 @@ class WechatPay:
         when = a.get("time", time.time())
         return self._bill_row(when, t, str(a.get("state", "SUCCESS")), total, None)
 
-    def _tradebill(self, query, data, *_):
+    def _tradebill(self, query, data, host=None):
         day = query.get("bill_date", "")
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
             return error(400, "PARAM_ERROR", "bill_date must be YYYY-MM-DD")
@@ -945,9 +636,12 @@ class WechatPay:
             now = time.monotonic()
             self.bill_tokens = {k: v for k, v in self.bill_tokens.items() if v[0] > now}
             self.bill_tokens[token] = (now + BILL_TOKEN_TTL, data)
+        # on the host the client called, as WeChat's own: 127.0.0.1:PORT, or the compose
+        # service name the server certificate was made for (--cert-host)
+        if not host or not HOST_PORT.fullmatch(host):
+            host = f"127.0.0.1:{self.port}"
         return Reply(200, {"hash_type": "SHA1", "hash_value": hashlib.sha1(raw).hexdigest(),
-                           "download_url": f"https://127.0.0.1:{self.port}"
-                                           f"/v3/billdownload/file?token={token}"})
+                           "download_url": f"https://{host}/v3/billdownload/file?token={token}"})
 
     def _billdownload(self, query, data, *_):
         with self.lock:
@@ -959,48 +653,6 @@ class WechatPay:
         return reply
 
     # -- control
-    def command(self, req):
-        """One control command (a dict) -> its answer dict (any thread)."""
-        cmd = req.get("cmd")
-        try:
-            fn = getattr(self, "_cmd_" + str(cmd), None)
-            if fn is None:
-                return {"ok": False, "error": f"unknown command {cmd!r}"}
-            with self.lock:
-                return fn(req)
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
-            return {"ok": False, "error": f"bad {cmd}: {e}"}
-
-    def mode(self, next, **kw):
-        return self.command({"cmd": "mode", "next": next, **kw})
-
-    def status(self):
-        return self.command({"cmd": "status"})
-
-    def _cmd_mode(self, req):
-        if req.get("next") not in SCENARIOS:
-            return {"ok": False, "error": f"next must be one of {', '.join(SCENARIOS)}"}
-        for k in ("seconds", "no_reverse_s"):
-            if k in req:
-                float(req[k])
-        self.next = {k: v for k, v in req.items() if k != "cmd"}
-        return {"ok": True, "next": self.next}
-
-    def _cmd_faults(self, req):
-        if req.get("clear"):
-            self.faults = {}
-        count = int(req.get("count", 1))
-        kw = {k: v for k, v in req.items() if k in ("seconds", "applied")}
-        for ep in FAULT_ENDPOINTS:
-            if ep in req:
-                if req[ep] not in FAULT_KINDS:
-                    return {"ok": False, "error": f"{ep}: one of {', '.join(FAULT_KINDS)}"}
-                if count > 0:
-                    self.faults[ep] = {"kind": req[ep], "count": count, **kw}
-                else:
-                    self.faults.pop(ep, None)
-        return {"ok": True, "faults": self.faults}
-
     def _cmd_platform_key(self, req):
         if req.get("use") not in PLATFORM_SERIALS:
             return {"ok": False, "error": "use must be 1 or 2"}
@@ -1065,42 +717,23 @@ class WechatPay:
                 "refund_delay": self.refund_delay,
                 "refund_query_lag": self.refund_query_lag, "port": self.port, "dir": self.dir}
 
-    def _cmd_quit(self, req):
-        threading.Thread(target=self.stop, daemon=True).start()
-        return {"ok": True}
-
-
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="WeChat Pay API v3 codepay provider emulator")
-    ap.add_argument("--listen", default="127.0.0.1:0", help="127.0.0.1:PORT (0: a free port)")
-    ap.add_argument("--dir", required=True, help="certificates, keys and the port file")
-    ap.add_argument("--mchid", required=True)
-    ap.add_argument("--appid", required=True)
-    ap.add_argument("--merchant-serial", required=True)
-    ap.add_argument("--merchant-public-key", required=True, help="PEM public key or certificate")
-    ap.add_argument("--api-v3-key-file", required=True, help="file holding the 32-byte key")
-    ap.add_argument("--control", help="unix socket path for the JSON-lines control socket")
-    ap.add_argument("--refund-delay", type=float, default=REFUND_DELAY)
-    ap.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
-    args = ap.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="wechatpay: %(levelname)s %(message)s")
-    try:
-        emu = WechatPay(args.dir, args.mchid, args.appid, args.merchant_serial,
-                        args.merchant_public_key, args.api_v3_key_file, listen=args.listen,
-                        control=args.control, refund_delay=args.refund_delay).start()
-    except (ValueError, OSError) as e:
-        LOG.error("cannot start: %s", e)
-        return 2
+    def add_args(ap):
+        ap.add_argument("--mchid", required=True)
+        ap.add_argument("--appid", required=True)
+        ap.add_argument("--merchant-serial", required=True)
+        ap.add_argument("--merchant-public-key", required=True,
+                        help="PEM public key or certificate")
+        ap.add_argument("--api-v3-key-file", required=True, help="file holding the 32-byte key")
+        ap.add_argument("--refund-delay", type=float, default=REFUND_DELAY)
 
-    def on_signal(signum, frame):
-        threading.Thread(target=emu.stop, daemon=True).start()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print(json.dumps({"ready": True, "port": emu.port, "dir": args.dir}), flush=True)
-    while not emu.stopped.wait(0.5):
-        pass
-    return 0
+    def make(args):
+        return WechatPay(args.dir, args.mchid, args.appid, args.merchant_serial,
+                         args.merchant_public_key, args.api_v3_key_file, listen=args.listen,
+                         control=args.control, refund_delay=args.refund_delay,
+                         cert_hosts=args.cert_host)
+    return providercore.main(argv, WechatPay, "WeChat Pay API v3 codepay provider emulator",
+                             add_args, make)
 
 
 if __name__ == "__main__":

@@ -16,21 +16,16 @@ DIR/port, the control socket, SIGTERM exits 0.
 Waits are on conditions with deadlines, never fixed sleeps."""
 import base64
 import datetime
-import http.client
 import json
 import os
-import signal
-import socket
-import ssl
-import subprocess
 import time
 import urllib.parse
 
-import simtest
-from simtest import PY, WAIT, run, sim_path  # noqa: E402 (sys.path too)
+from simtest import WAIT, run  # noqa: E402 (sys.path too)
+from providertest import (Connection, check_files, rsa_key_file, start_program,  # noqa: E402
+                          stop_program, test_cert_hosts, trade, until)
 from alipay import Alipay  # noqa: E402
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -42,12 +37,7 @@ BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 
 def app_files(tmp):
     """The app's key pair: (private key, public PEM path)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pub = os.path.join(tmp, "app-pub.pem")
-    with open(pub, "wb") as f:
-        f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                              serialization.PublicFormat.SubjectPublicKeyInfo))
-    return key, pub
+    return rsa_key_file(tmp, "app-pub.pem")
 
 
 def alipay_key(d):
@@ -95,8 +85,7 @@ class Client:
 
     def __init__(self, port, ca, key, pub):
         self.port, self.key, self.pub = port, key, pub
-        self.ctx = ssl.create_default_context(cafile=ca)   # verifies the name 127.0.0.1 too
-        self.conn = None
+        self.http = Connection(port, ca)
 
     def sign(self, params, key=None, skip=("sign",)):
         text = "&".join(f"{k}={v}" for k, v in sorted(params.items(), key=lambda kv:
@@ -125,21 +114,8 @@ class Client:
         else:
             body = urllib.parse.urlencode(params)
         headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
-        if self.conn is None:
-            self.conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx,
-                                                    timeout=timeout)
-        self.conn.timeout = timeout
-        if self.conn.sock is not None:
-            self.conn.sock.settimeout(timeout)
-        try:
-            self.conn.request("POST", path, body.encode(), headers)
-            sockname = self.conn.sock.getsockname()
-            resp = self.conn.getresponse()
-            return Answer(resp, resp.read(), sockname, method, self.pub)
-        except (OSError, http.client.HTTPException):
-            self.conn.close()
-            self.conn = None
-            return None
+        got = self.http.exchange("POST", path, body.encode(), headers, timeout)
+        return Answer(*got, method, self.pub) if got else None
 
     def pay(self, otn, amount="10.00", code=AUTH_CODE, timeout=WAIT, **extra):
         biz = {"out_trade_no": otn, "scene": "bar_code", "auth_code": code,
@@ -163,36 +139,13 @@ class Client:
                          {"out_trade_no": otn, "out_request_no": orn})
 
     def close(self):
-        if self.conn:
-            self.conn.close()
-
-
-def until(pred, timeout=WAIT, step=0.05):
-    """pred()'s first truthy value, or the last one after timeout."""
-    deadline = time.time() + timeout
-    while True:
-        v = pred()
-        if v or time.time() > deadline:
-            return v
-        time.sleep(step)
-
-
-def trade(emu, otn):
-    return next((t for t in emu.status()["trades"] if t["out_trade_no"] == otn), None)
+        self.http.close()
 
 
 def test_files_and_signatures(c, tmp, emu, cl, akey):
     d = emu.dir
-    for name in ("ca.pem", "ca.key", "server.pem", "server.key", "alipay.key", "alipay.pem"):
-        c.check(os.path.exists(os.path.join(d, name)), f"{name} created")
-    with open(os.path.join(d, "port")) as f:
-        c.eq(int(f.read()), emu.port, "DIR/port holds the port")
-    with open(os.path.join(d, "server.pem"), "rb") as f:
-        san = x509.load_pem_x509_certificate(f.read()).extensions.get_extension_for_class(
-            x509.SubjectAlternativeName).value
-    c.check("127.0.0.1" in [str(i) for i in san.get_values_for_type(x509.IPAddress)] and
-            "localhost" in san.get_values_for_type(x509.DNSName),
-            "server certificate: subjectAltName IP 127.0.0.1 and DNS localhost")
+    check_files(c, emu, ("ca.pem", "ca.key", "server.pem", "server.key", "alipay.key",
+                         "alipay.pem"))
     with open(os.path.join(d, "alipay.key"), "rb") as f:
         k = serialization.load_pem_private_key(f.read(), None)
     c.check(k.key_size == 2048 and k.public_key().public_numbers() == cl.pub.public_numbers(),
@@ -577,61 +530,35 @@ def test_class(c, tmp):
     print(f"in-process tests: {time.time() - t0:.1f} s", flush=True)
 
 
-class Proc:
-    def __init__(self, proc):
-        self.proc = proc
-
-
 def test_program(c, tmp):
-    d = os.path.join(tmp, "prog")
     akey, pub = app_files(tmp)
     control = os.path.join(tmp, "alipay.sock")
-    with open(os.path.join(tmp, "prog-stderr.log"), "w+") as err:
-        proc = subprocess.Popen([PY, sim_path("alipay.py"), "--listen", "127.0.0.1:0",
-                                 "--dir", d, "--app-id", APP_ID, "--app-public-key", pub,
-                                 "--control", control],
-                                stdout=subprocess.PIPE, stderr=err, text=True)
-        simtest.PROGRAMS.append(Proc(proc))
-        ready = json.loads(proc.stdout.readline() or "{}")
-        c.check(ready.get("ready") is True and ready.get("dir") == d, "program: ready line")
-        with open(os.path.join(d, "port")) as f:
-            port = int(f.read())
-        c.eq(ready.get("port"), port, "program: DIR/port matches the ready line")
+    proc, port, ctl, err = start_program(
+        c, tmp, "alipay.py", ["--app-id", APP_ID, "--app-public-key", pub], control)
+    d = os.path.join(tmp, "prog")
+    cl = Client(port, os.path.join(d, "ca.pem"), akey, alipay_key(d))
+    c.eq(ctl({"cmd": "mode", "next": "declined"})["ok"], True, "control: mode")
+    c.eq(cl.pay("PROG000001")["sub_code"], "ACQ.BUYER_BALANCE_NOT_ENOUGH",
+         "program: the scripted decline")
+    c.eq(cl.pay("PROG000002")["code"], "10000", "program: then success")
+    st = ctl({"cmd": "status"})
+    c.eq([(t["out_trade_no"], t["state"]) for t in st["trades"]],
+         [("PROG000001", "TRADE_CLOSED"), ("PROG000002", "TRADE_SUCCESS")],
+         "control: status")
+    c.eq(st["charges"], 1, "control: one charge")
+    b = ctl({"cmd": "bill", "encoding": "utf-8"})
+    c.check(b["ok"] and ",PROG000002\t,交易\t," in base64.b64decode(b["bill"]).decode(),
+            "control: bill, today's statement")
+    c.eq(ctl({"cmd": "nonsense"})["ok"], False, "control: an unknown command refused")
+    cl.close()
+    stop_program(c, tmp, proc, control, err)
 
-        def ctl(req):
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(WAIT)
-                s.connect(control)
-                s.sendall(json.dumps(req).encode() + b"\n")
-                return json.loads(s.makefile().readline())
 
-        cl = Client(port, os.path.join(d, "ca.pem"), akey, alipay_key(d))
-        c.eq(ctl({"cmd": "mode", "next": "declined"})["ok"], True, "control: mode")
-        c.eq(cl.pay("PROG000001")["sub_code"], "ACQ.BUYER_BALANCE_NOT_ENOUGH",
-             "program: the scripted decline")
-        c.eq(cl.pay("PROG000002")["code"], "10000", "program: then success")
-        st = ctl({"cmd": "status"})
-        c.eq([(t["out_trade_no"], t["state"]) for t in st["trades"]],
-             [("PROG000001", "TRADE_CLOSED"), ("PROG000002", "TRADE_SUCCESS")],
-             "control: status")
-        c.eq(st["charges"], 1, "control: one charge")
-        b = ctl({"cmd": "bill", "encoding": "utf-8"})
-        c.check(b["ok"] and ",PROG000002\t,交易\t," in base64.b64decode(b["bill"]).decode(),
-                "control: bill, today's statement")
-        c.eq(ctl({"cmd": "nonsense"})["ok"], False, "control: an unknown command refused")
-        cl.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            rc = None
-        c.eq(rc, 0, "program: SIGTERM exits 0")
-        c.check(not os.path.exists(control), "program: control socket removed")
-        c.check(not os.path.exists(os.path.join(d, "port")), "program: DIR/port removed")
-        if rc != 0:
-            err.seek(0)
-            print(err.read())
+def test_names(c, tmp):
+    _, pub = app_files(tmp)
+    test_cert_hosts(c, tmp, lambda d, listen, hosts: Alipay(d, APP_ID, pub, listen=listen,
+                                                             cert_hosts=hosts))
 
 
 if __name__ == "__main__":
-    run("test_alipay", test_class, test_bill, test_program)
+    run("test_alipay", test_class, test_bill, test_program, test_names)

@@ -15,24 +15,20 @@ the ready line, DIR/port, the control socket, SIGTERM exits 0.
 Waits are on conditions with deadlines, never fixed sleeps."""
 import base64
 import hashlib
-import http.client
 import http.server
 import json
 import os
 import secrets
-import signal
-import socket
 import ssl
-import subprocess
 import threading
 import time
 import urllib.parse
 
-import simtest
-from simtest import PY, WAIT, run, sim_path  # noqa: E402 (sys.path too)
+from simtest import WAIT, run  # noqa: E402 (sys.path too)
+from providertest import (Connection, check_files, handshake, rsa_key_file,  # noqa: E402
+                          start_program, stop_program, test_cert_hosts, trade, until)
 from wechatpay import WechatPay  # noqa: E402
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -45,11 +41,7 @@ AUTH_CODE = "134567890123456789"
 
 def merchant_files(tmp):
     """A merchant key pair and an API v3 key: (private key, public PEM path, v3 key path)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pub = os.path.join(tmp, "merchant-pub.pem")
-    with open(pub, "wb") as f:
-        f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+    key, pub = rsa_key_file(tmp, "merchant-pub.pem")
     v3 = os.path.join(tmp, "apiv3.key")
     api_key = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(32))
     with open(v3, "w") as f:
@@ -93,8 +85,7 @@ class Client:
 
     def __init__(self, port, ca, key, platform):
         self.port, self.key, self.platform = port, key, platform
-        self.ctx = ssl.create_default_context(cafile=ca)   # verifies the name 127.0.0.1 too
-        self.conn = None
+        self.http = Connection(port, ca)
 
     def auth(self, method, path, body, key=None, serial=SERIAL, mchid=MCHID, ts=None):
         ts = str(int(time.time()) if ts is None else ts)
@@ -112,21 +103,9 @@ class Client:
                    auth if auth is not None else self.auth(method, path, raw, **kw)}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        if self.conn is None:
-            self.conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx,
-                                                    timeout=timeout)
-        self.conn.timeout = timeout
-        if self.conn.sock is not None:
-            self.conn.sock.settimeout(timeout)
-        try:
-            self.conn.request(method, path, raw if body is not None else None, headers)
-            sockname = self.conn.sock.getsockname()
-            resp = self.conn.getresponse()
-            return Answer(resp, resp.read(), sockname)
-        except (OSError, http.client.HTTPException):
-            self.conn.close()
-            self.conn = None
-            return None
+        got = self.http.exchange(method, path, raw if body is not None else None, headers,
+                                 timeout)
+        return Answer(*got) if got else None
 
     def signed(self, a):
         """True/False: whether a's signature verifies with the key its serial names; None
@@ -161,22 +140,7 @@ class Client:
         return self.call("POST", "/v3/refund/domestic/refunds", body)
 
     def close(self):
-        if self.conn:
-            self.conn.close()
-
-
-def until(pred, timeout=WAIT, step=0.05):
-    """pred()'s first truthy value, or the last one after timeout."""
-    deadline = time.time() + timeout
-    while True:
-        v = pred()
-        if v or time.time() > deadline:
-            return v
-        time.sleep(step)
-
-
-def trade(emu, otn):
-    return next((t for t in emu.status()["trades"] if t["out_trade_no"] == otn), None)
+        self.http.close()
 
 
 class Receiver:
@@ -222,17 +186,8 @@ class Receiver:
 
 def test_files_and_signatures(c, tmp, emu, cl, mkey):
     d = emu.dir
-    for name in ("ca.pem", "server.pem", "server.key", "platform-1.key", "platform-1.pem",
-                 "platform-2.key", "platform-2.pem"):
-        c.check(os.path.exists(os.path.join(d, name)), f"{name} created")
-    with open(os.path.join(d, "port")) as f:
-        c.eq(int(f.read()), emu.port, "DIR/port holds the port")
-    with open(os.path.join(d, "server.pem"), "rb") as f:
-        san = x509.load_pem_x509_certificate(f.read()).extensions.get_extension_for_class(
-            x509.SubjectAlternativeName).value
-    c.check("127.0.0.1" in [str(i) for i in san.get_values_for_type(x509.IPAddress)] and
-            "localhost" in san.get_values_for_type(x509.DNSName),
-            "server certificate: subjectAltName IP 127.0.0.1 and DNS localhost")
+    check_files(c, emu, ("ca.pem", "server.pem", "server.key", "platform-1.key",
+                         "platform-1.pem", "platform-2.key", "platform-2.pem"))
     with open(os.path.join(d, "platform-1.key"), "rb") as f:
         k1 = serialization.load_pem_private_key(f.read(), None)
     c.check(k1.key_size == 2048 and k1.public_key().public_numbers() ==
@@ -597,57 +552,35 @@ def test_class(c, tmp):
     print(f"in-process tests: {time.time() - t0:.1f} s", flush=True)
 
 
-class Proc:
-    def __init__(self, proc):
-        self.proc = proc
-
-
 def test_program(c, tmp):
-    d = os.path.join(tmp, "prog")
     mkey, pub, v3, _ = merchant_files(tmp)
     control = os.path.join(tmp, "wechatpay.sock")
-    with open(os.path.join(tmp, "prog-stderr.log"), "w+") as err:
-        proc = subprocess.Popen([PY, sim_path("wechatpay.py"), "--listen", "127.0.0.1:0",
-                                 "--dir", d, "--mchid", MCHID, "--appid", APPID,
-                                 "--merchant-serial", SERIAL, "--merchant-public-key", pub,
-                                 "--api-v3-key-file", v3, "--control", control],
-                                stdout=subprocess.PIPE, stderr=err, text=True)
-        simtest.PROGRAMS.append(Proc(proc))
-        ready = json.loads(proc.stdout.readline() or "{}")
-        c.check(ready.get("ready") is True and ready.get("dir") == d, "program: ready line")
-        with open(os.path.join(d, "port")) as f:
-            port = int(f.read())
-        c.eq(ready.get("port"), port, "program: DIR/port matches the ready line")
+    proc, port, ctl, err = start_program(
+        c, tmp, "wechatpay.py", ["--mchid", MCHID, "--appid", APPID, "--merchant-serial", SERIAL,
+                                 "--merchant-public-key", pub, "--api-v3-key-file", v3,
+                                 "--cert-host", "payments-emulators"], control)
+    d = os.path.join(tmp, "prog")
+    c.eq(handshake(port, os.path.join(d, "ca.pem"), "payments-emulators"), None,
+         "program: --cert-host, connected by that name")
+    cl = Client(port, os.path.join(d, "ca.pem"), mkey, platform_keys(d))
+    c.eq(ctl({"cmd": "mode", "next": "declined"})["ok"], True, "control: mode")
+    c.eq(cl.pay("PROG000001").status, 403, "program: the scripted decline")
+    c.eq(cl.pay("PROG000002").status, 200, "program: then success")
+    st = ctl({"cmd": "status"})
+    c.eq([(t["out_trade_no"], t["state"]) for t in st["trades"]],
+         [("PROG000001", "PAYERROR"), ("PROG000002", "SUCCESS")], "control: status")
+    c.eq(st["charges"], 1, "control: one charge")
+    c.eq(ctl({"cmd": "platform_key", "use": 3})["ok"], False, "control: a bad key refused")
+    c.eq(ctl({"cmd": "nonsense"})["ok"], False, "control: an unknown command refused")
+    cl.close()
+    stop_program(c, tmp, proc, control, err)
 
-        def ctl(req):
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(WAIT)
-                s.connect(control)
-                s.sendall(json.dumps(req).encode() + b"\n")
-                return json.loads(s.makefile().readline())
 
-        cl = Client(port, os.path.join(d, "ca.pem"), mkey, platform_keys(d))
-        c.eq(ctl({"cmd": "mode", "next": "declined"})["ok"], True, "control: mode")
-        c.eq(cl.pay("PROG000001").status, 403, "program: the scripted decline")
-        c.eq(cl.pay("PROG000002").status, 200, "program: then success")
-        st = ctl({"cmd": "status"})
-        c.eq([(t["out_trade_no"], t["state"]) for t in st["trades"]],
-             [("PROG000001", "PAYERROR"), ("PROG000002", "SUCCESS")], "control: status")
-        c.eq(st["charges"], 1, "control: one charge")
-        c.eq(ctl({"cmd": "platform_key", "use": 3})["ok"], False, "control: a bad key refused")
-        c.eq(ctl({"cmd": "nonsense"})["ok"], False, "control: an unknown command refused")
-        cl.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            rc = None
-        c.eq(rc, 0, "program: SIGTERM exits 0")
-        c.check(not os.path.exists(control), "program: control socket removed")
-        if rc != 0:
-            err.seek(0)
-            print(err.read())
+def test_names(c, tmp):
+    _, pub, v3, _ = merchant_files(tmp)
+    test_cert_hosts(c, tmp, lambda d, listen, hosts: WechatPay(
+        d, MCHID, APPID, SERIAL, pub, v3, listen=listen, cert_hosts=hosts))
 
 
 if __name__ == "__main__":
-    run("test_wechatpay", test_class, test_program)
+    run("test_wechatpay", test_class, test_program, test_names)
