@@ -3,7 +3,8 @@
 # tickets through the two demo registers (posnode R01 and R02 in their containers, on their
 # line interfaces), restart inventory and reporting in the middle, scale reporting to 2,
 # upgrade sales (its image built again, its container recreated), then scale reporting to 3
-# and inventory to 2, all while they ring; then
+# and inventory to 2, all while they ring; then a WeChat and an Alipay payment-code ticket at
+# R01 through the emulators profile, payments recreated between the two; then
 # the day report, the Z report and the stock must be exact to the fen and the piece, no entry
 # parked; `down -v` must leave no container, network or volume of the project.
 # Skipped (exit 77) unless POSBUS_COMPOSE_TEST=1; needs root (it may install and start Docker,
@@ -29,6 +30,8 @@ ss = [socket.socket() for _ in range(3)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 export POSBUS_PUB_PORT POSBUS_SUB_PORT POSBUS_REQ_PORT POSBUS_BIND_ADDR=127.0.0.1
+# payments is configured against the emulators profile (compose/bin/posbus-payments)
+export POSBUS_EMULATORS=1
 LOG=$(mktemp -d /tmp/posbus-compose-test.XXXXXX)
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -36,7 +39,7 @@ cleanup() {
     local rc=$?
     if [ $rc != 0 ] && [ "${cleaned:-0}" = 0 ]; then
         echo "== logs of the failed run (last lines per service), kept in $LOG"
-        "${DC[@]}" --profile demo logs --no-color --tail 30 > "$LOG/compose.log" 2>&1 || true
+        "${DC[@]}" --profile demo --profile emulators logs --no-color --tail 30 > "$LOG/compose.log" 2>&1 || true
         tail -n 200 "$LOG/compose.log"
         "${DC[@]}" --profile demo --profile emulators down -v --remove-orphans >/dev/null 2>&1 || true
     fi
@@ -44,7 +47,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== compose/up --demo with $("${DC[@]}" version --short 2>/dev/null || echo "${DC[0]}") (project $COMPOSE_PROJECT_NAME, busd on 127.0.0.1:$POSBUS_REQ_PORT)"
-"$SRC/compose/up" --demo | tee "$LOG/up.log"
+"$SRC/compose/up" --demo --emulators | tee "$LOG/up.log"
 T_UP=$SECONDS
 
 cid() { "${DC[@]}" ps -q "$1" | head -1; }
@@ -88,7 +91,7 @@ phase
 echo "== restart inventory and reporting while the registers ring"
 phase "${DC[@]}" restart inventory reporting
 echo "== scale reporting to 2 while the registers ring"
-phase "${DC[@]}" --profile demo up -d --no-recreate --scale reporting=2 reporting
+phase "${DC[@]}" --profile demo --profile emulators up -d --no-recreate --scale reporting=2 reporting
 # an upgrade of one service: its image built again and its container recreated, under load
 upgrade_sales() {
     "${DC[@]}" build -q sales && "${DC[@]}" up -d --no-deps --force-recreate sales
@@ -97,11 +100,51 @@ echo "== upgrade sales (rebuild and recreate) while the registers ring"
 phase upgrade_sales
 [ "$("${DC[@]}" ps -q reporting | wc -l)" = 2 ] || fail "reporting is not at 2 instances"
 echo "== scale reporting to 3 and inventory to 2 while the registers ring"
-phase "${DC[@]}" --profile demo up -d --no-recreate --scale reporting=3 --scale inventory=2 \
-    reporting inventory
+phase "${DC[@]}" --profile demo --profile emulators up -d --no-recreate --scale reporting=3 \
+    --scale inventory=2 reporting inventory
 wait_healthy 120 || fail "not healthy after the restart, scaling and upgrade"
 [ "$("${DC[@]}" ps -q reporting | wc -l)" = 3 ] || fail "reporting is not at 3 instances"
 [ "$("${DC[@]}" ps -q inventory | wc -l)" = 2 ] || fail "inventory is not at 2 instances"
+
+# payment codes at R01: payments charges the emulators' container by its name; payments is
+# recreated between the two (the emulators stay where they are and payments finds them again)
+till() { # REG: the lines on stdin to REG's line interface, its answers on stdout
+    docker exec -i "$(cid "register-${1,,}")" socat -t 30 - UNIX-CONNECT:/state/till.sock
+}
+emu() { # wechatpay|alipay JSON: a command on an emulator's control socket, its answer
+    docker exec -i "$(cid emulators)" python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
+f.write(sys.argv[2] + "\n"); f.flush(); print(f.readline().strip())' "/tmp/$1.ctl" "$2"
+}
+charges() { emu "$1" '{"cmd": "status"}' | python3 -c 'import json, sys; print(json.load(sys.stdin)["charges"])'; }
+CODE_SALES=0 CODE_TOTAL=0
+declare -A CODE_TENDER
+code_ticket() { # PROVIDER CODE: one RICE5 at R01 paid by a payment code
+    local before last wallet due
+    before=$(echo state | till R01 | python3 -c 'import json, sys; print(json.load(sys.stdin)["last_sale"])')
+    # the ticket's total, as the till priced it, from its answer to `pay code`
+    due=$(printf 'login ann 1111\nscan 6901234500011\npay code %s\n' "$2" | till R01 |
+        tee -a "$LOG/code.answers" | tail -1 | python3 -c 'import json, sys
+a = json.load(sys.stdin); print(a["ticket"]["total"] if a.get("ok") else "refused: " + a.get("message", ""))')
+    [[ $due =~ ^[0-9]+$ ]] || fail "R01 did not take the $1 code: $due"
+    for _ in $(seq 150); do
+        read -r last wallet < <(echo state | till R01 | python3 -c 'import json, sys
+s = json.load(sys.stdin); print(s["last_sale"], (s.get("wallet") or {}).get("state", "none"))')
+        [ "$last" -gt "$before" ] && [ "$wallet" = none ] && break
+        sleep 0.2
+    done
+    echo logout | till R01 >/dev/null
+    [ "$last" -gt "$before" ] || fail "the $1 code ticket did not complete (payment: $wallet)"
+    CODE_SALES=$((CODE_SALES + 1)) CODE_TOTAL=$((CODE_TOTAL + due)) CODE_TENDER[$1]=$due
+    echo "   $1: sale $last paid by code ($due fen), the emulator charged $(charges "$1") time(s)"
+}
+echo "== a WeChat payment code at R01, payments recreated, an Alipay payment code"
+code_ticket wechatpay 134567890123456789
+"${DC[@]}" --profile emulators up -d --no-deps --force-recreate payments
+wait_healthy 120 || fail "payments not healthy after it was recreated"
+code_ticket alipay 2812345678901234567
+[ "$(charges wechatpay) $(charges alipay)" = "1 1" ] ||
+    fail "the emulators charged $(charges wechatpay) and $(charges alipay) times, not once each"
 
 sold=$(cat "$LOG"/R0?.answers | grep -c '"sale_id"' || true)
 want=$((10 * N))
@@ -128,14 +171,17 @@ for reg in R01 R02; do
     [ "$u" = 0 ] || fail "$reg still has $u unsynced sales"
 done
 day() { posctl report day --store "$STORE" --format json; }
+# the day: the cash tickets and the two code tickets; cash kept, WeChat and Alipay tenders
+expect="$((want + CODE_SALES)) $((total + CODE_TOTAL)) $total ${CODE_TENDER[wechatpay]} ${CODE_TENDER[alipay]} True"
 for _ in $(seq 120); do
-    got=$(day | python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["totals"]["sale_tickets"], d["totals"]["total"], d["tenders"]["cash"] - d["totals"]["change"], all(r["complete"] for r in d["registers"].values()))' 2>/dev/null || true)
-    [ "$got" = "$want $total $total True" ] && break
+    got=$(day | python3 -c 'import json, sys; d = json.load(sys.stdin); t = d["tenders"]
+print(d["totals"]["sale_tickets"], d["totals"]["total"], t["cash"] - d["totals"]["change"], t.get("wechat"), t.get("alipay"), all(r["complete"] for r in d["registers"].values()))' 2>/dev/null || true)
+    [ "$got" = "$expect" ] && break
     sleep 0.5
 done
-[ "$got" = "$want $total $total True" ] ||
-    { day; fail "day report: tickets, total, cash kept, complete: '$got', want '$want $total $total True'"; }
-for sku_want in "RICE5 $((100000 - want))" "COLA $((100000 - 3 * want))"; do
+[ "$got" = "$expect" ] ||
+    { day; fail "day report: tickets, total, cash kept, wechat, alipay, complete: '$got', want '$expect'"; }
+for sku_want in "RICE5 $((100000 - want - CODE_SALES))" "COLA $((100000 - 3 * want))"; do
     set -- $sku_want
     for _ in $(seq 60); do
         q=$(posctl stock get --store "$STORE" "$1" --format json | python3 -c 'import json, sys
@@ -154,10 +200,11 @@ done
 posctl report z --store "$STORE" --format json > "$LOG/z.json" || { cat "$LOG/z.json"; fail "Z report"; }
 z=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
 print(d["report"], d["totals"]["sale_tickets"], d["totals"]["total"], d["expected_cash"], all(r["complete"] for r in d["registers"].values()))' "$LOG/z.json")
-[ "$z" = "Z $want $total $total True" ] || fail "Z report: '$z', want 'Z $want $total $total True'"
-echo "Z report: $want tickets, $total fen, expected cash $total fen"
+zwant="Z $((want + CODE_SALES)) $((total + CODE_TOTAL)) $total True"
+[ "$z" = "$zwant" ] || fail "Z report: '$z', want '$zwant'"
+echo "Z report: $((want + CODE_SALES)) tickets, $((total + CODE_TOTAL)) fen, expected cash $total fen"
 T_TEST=$((SECONDS - T1))
-echo "ok: $want sales, $total fen, stock RICE5 and COLA exact, nothing parked, Z report taken"
+echo "ok: $want cash and 2 code sales, $((total + CODE_TOTAL)) fen, stock RICE5 and COLA exact, nothing parked, Z report taken"
 
 T2=$SECONDS
 "$SRC/compose/down"
