@@ -21,6 +21,7 @@ are watched while their cause lasts (wait_for, never a fixed sleep as the check)
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -236,8 +237,8 @@ CAUSES = {
     "online": ("devices stopped with SIGSTOP (heartbeats time out)", "1, 0, then 1"),
     "upload_blocked": ("the return of a sale whose entry was deleted from sales:stream: sales "
                        "refuses it (bad_return)", "0, then 1"),
-    "selling_stopped": ("EXEMPT", "needs the journal's disk to fail (full or I/O error) under "
-                        "a running posnode"),
+    "selling_stopped": ("the journal's file size limited (RLIMIT_FSIZE, as a full disk) while "
+                        "a sale is paid", "0, 1, then 0 once the sale is written"),
     "uploads_total": ("sales uploaded", UP),
     "upload_errors_total": ("uploads while sales is stopped", UP),
     "card_deductions_pending": ("EXEMPT", "needs a stored-value tender taken offline at the "
@@ -631,6 +632,27 @@ try:
     observe("posnode", "online", lambda: m("posnode", "online") == 1, "1 again")
     observe("devices", "node_online", lambda: m("devices", "node_online", register="R01") == 1,
             "1 while posnode runs")
+    # the journal's disk full (its file may grow by 200 bytes only): selling stops, and the
+    # same sale is written once there is room again
+    observe("posnode", "selling_stopped", lambda: m("posnode", "selling_stopped") == 0,
+            "0 before")
+    pid = st.procs["r01"].pid
+    unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    resource.prlimit(pid, resource.RLIMIT_FSIZE,
+                     (os.path.getsize(r01.journal) + 200, resource.RLIM_INFINITY))
+    try:
+        r = sell("scan COLA")
+        c.check(not r.get("ok") and r.get("stopped") is True,
+                f"R01 stops selling with the journal full: {r.get('message')}")
+        observe("posnode", "selling_stopped", lambda: m("posnode", "selling_stopped") == 1,
+                "1 while the journal cannot be written")
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, unlimited)
+    r = r01.cmd("pay")
+    c.check(r.get("ok") and r.get("stopped") is False,
+            f"with room again the sale is written: {r.get('sale_id')} {r.get('message')}")
+    observe("posnode", "selling_stopped", lambda: m("posnode", "selling_stopped") == 0,
+            "0 once the sale is written")
     # a return sales must refuse: its original's entry is gone from the stream
     observe("posnode", "upload_blocked", lambda: m("posnode", "upload_blocked") == 0,
             "0 before")
