@@ -1,31 +1,77 @@
 #!/bin/bash
 # Run the whole posbus system locally, without Docker: a private redis-server, busd and every
-# service that exists, all under var/demo. Shows their health, then waits; Ctrl-C stops
-# everything cleanly in reverse order. Usage: scripts/demo.sh [BUILD_DIR]
+# service that exists, all under var/demo (POSBUS_DEMO_VAR). Shows their health, then waits;
+# Ctrl-C stops everything cleanly in reverse order. Usage: scripts/demo.sh [BUILD_DIR]
+# BUILD_DIR (default build): absolute, or relative to the current directory or to the
+# repository's root. Every port is on 127.0.0.1 and overridable, so that a second demo (or a
+# test, tests/integration/test_demo.sh) runs beside one already running:
 #   POSBUS_DEMO_SECONDS=N  stop by itself after N seconds (for unattended runs)
 #   POSBUS_DEMO_TICKETS=N, POSBUS_DEMO_SALES=N  tickets per register, simulated sales
 #   POSBUS_DEMO_CODE_TICKETS=N  tickets R01 takes by WeChat payment code (default 2)
+#   POSBUS_DEMO_STORE=S  the store's id (default S001)
+#   POSBUS_DEMO_VAR=DIR  where keys, data, logs and receipts live (default var/demo; a relative
+#                        DIR is taken from the repository's root)
+#   POSBUS_DEMO_REDIS_PORT=P  redis-server's port (default 6390)
+#   POSBUS_DEMO_PUB_PORT=P, POSBUS_DEMO_SUB_PORT=P, POSBUS_DEMO_REQ_PORT=P  busd's three
+#                        sockets (default 5560, 5561, 5562)
 #   POSBUS_DEMO_WECHAT_PORT=P  the WeChat Pay emulator's HTTPS port (default 5563)
 set -euo pipefail
-cd "$(dirname "$0")/.."
 BUILD=${1:-build}
-BIN="$PWD/$BUILD/bin"
-VAR="$PWD/var/demo"
+# resolved before the cd below, which would change what a relative BUILD_DIR means
+case "$BUILD" in
+    /*) ;;
+    *) [ -d "$BUILD/bin" ] && BUILD="$PWD/$BUILD" ;;
+esac
+cd "$(dirname "$0")/.."
+case "$BUILD" in
+    /*) BIN="$BUILD/bin" ;;
+    *) BIN="$PWD/$BUILD/bin" ;;
+esac
+[ -x "$BIN/busd" ] || { echo "demo: no $BIN/busd; build first (make build)" >&2; exit 1; }
+VAR=${POSBUS_DEMO_VAR:-var/demo}
+case "$VAR" in /*) ;; *) VAR="$PWD/$VAR" ;; esac
 KEYS="$VAR/keys"
 LOGS="$VAR/log"
 mkdir -p "$VAR" "$LOGS"
 chmod 700 "$VAR"
 
 PIDS=()
+STOP_WAIT_S=15 # a program still there this long after SIGTERM is killed (and named)
+SLEEP_PID=
+s_alive() { # our child $1 has not exited (a zombie, exited but not yet waited for, has)
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat:0:1}" != Z ]
+}
 stop_all() {
     trap - INT TERM EXIT
+    local i k pid
+    [ -n "$SLEEP_PID" ] && kill "$SLEEP_PID" 2>/dev/null
     echo
     echo "== stopping (reverse order)"
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        kill -TERM "${PIDS[$i]}" 2>/dev/null || true
-        wait "${PIDS[$i]}" 2>/dev/null || true
+        pid=${PIDS[$i]}
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((k = 0; k < STOP_WAIT_S * 10; k++)); do
+            s_alive "$pid" || break
+            sleep 0.1
+        done
+        if s_alive "$pid"; then
+            echo "demo: $(tr '\0' ' ' < "/proc/$pid/cmdline" | cut -c1-80) did not stop; killed" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
     done
     echo "== stopped; logs in $LOGS"
+}
+# sleep that a signal to this script alone (kill PID, not Ctrl-C) interrupts at once: bash runs
+# a trap only after the foreground command, but at once during wait
+pause() {
+    sleep "$1" &
+    SLEEP_PID=$!
+    wait "$SLEEP_PID" || true
+    SLEEP_PID=
 }
 # Ctrl-C or SIGTERM in the middle of the store day stops everything and ends the script there
 trap 'stop_all; exit 130' INT
@@ -396,8 +442,8 @@ echo "  $BIN/posctl ${CLIENT[*]} keys list      # enrolled keys with their roles
 echo "  $BIN/posctl ${CLIENT[*]} node list      # registers: online, unsynced, devices"
 echo "  socat - UNIX-CONNECT:$VAR/R01.sock     # ring a ticket at R01 (docs/posnode.md)"
 if [ -n "${POSBUS_DEMO_SECONDS:-}" ]; then
-    sleep "$POSBUS_DEMO_SECONDS"
+    pause "$POSBUS_DEMO_SECONDS"
 else
     echo "Ctrl-C stops everything."
-    while true; do sleep 3600; done
+    while true; do pause 3600; done
 fi
