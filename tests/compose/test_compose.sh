@@ -30,8 +30,9 @@ ss = [socket.socket() for _ in range(3)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 export POSBUS_PUB_PORT POSBUS_SUB_PORT POSBUS_REQ_PORT POSBUS_BIND_ADDR=127.0.0.1
-# payments is configured against the emulators profile (compose/bin/posbus-payments)
-export POSBUS_EMULATORS=1
+# payments is configured against the emulators profile (compose/bin/posbus-payments); every
+# program logs JSON lines
+export POSBUS_EMULATORS=1 POSBUS_LOG_JSON=true
 LOG=$(mktemp -d /tmp/posbus-compose-test.XXXXXX)
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -203,6 +204,35 @@ print(d["report"], d["totals"]["sale_tickets"], d["totals"]["total"], d["expecte
 zwant="Z $((want + CODE_SALES)) $((total + CODE_TOTAL)) $total True"
 [ "$z" = "$zwant" ] || fail "Z report: '$z', want '$zwant'"
 echo "Z report: $((want + CODE_SALES)) tickets, $((total + CODE_TOTAL)) fen, expected cash $total fen"
+# metrics: every program serves its page on :9100 inside the network (scraped from R01's
+# container, which has python3); sales, recreated in the upgrade, counts what it committed
+# since: at least the last phase's tickets and the code tickets, at most every sale
+docker exec -i "$(cid register-r01)" python3 - "$((2 * N + CODE_SALES))" "$((want + CODE_SALES))" \
+    <<'PY' || fail "metrics"
+import re, sys, urllib.request
+low, high = int(sys.argv[1]), int(sys.argv[2])
+for host, prog in [("busd", "busd"), ("sales", "sales"), ("inventory", "inventory"),
+                   ("reporting", "reporting"), ("devices", "devices"), ("payments", "payments"),
+                   ("127.0.0.1", "posnode")]:
+    page = urllib.request.urlopen(f"http://{host}:9100/metrics", timeout=5).read().decode()
+    assert re.search(rf'^posbus_{prog}_info{{[^}}]*version="[^"]+"[^}}]*}} 1$', page, re.M), \
+        f"{host}: no posbus_{prog}_info"
+    if prog == "sales":
+        got = int(float(re.search(r"^posbus_sales_sales_committed_total (\S+)$", page, re.M)[1]))
+        assert low <= got <= high, f"sales committed {got} since its upgrade, not {low}..{high}"
+    print(f"   {host}:9100/metrics: {len(page)} bytes")
+PY
+# logs: with POSBUS_LOG_JSON=true every line of every posbus program is one JSON object
+for svc in busd sales inventory reporting devices payments register-r01; do
+    docker logs "$(cid $svc)" 2>&1 | python3 -c 'import json, sys
+n = 0
+for line in sys.stdin:
+    d = json.loads(line)
+    assert {"ts", "prog", "level", "event", "msg"} <= d.keys(), line
+    n += 1
+assert n > 0, "no log line"' || fail "$svc: a log line that is not a JSON object with ts, prog, level, event, msg"
+done
+echo "   logs of busd, the five services and R01: JSON lines"
 T_TEST=$((SECONDS - T1))
 echo "ok: $want cash and 2 code sales, $((total + CODE_TOTAL)) fen, stock RICE5 and COLA exact, nothing parked, Z report taken"
 
