@@ -217,10 +217,12 @@ for sku in $(tail -n +2 scripts/sample/catalog.csv | cut -d, -f1); do
     "${POSCTL[@]}" stock receive --store "$STORE" "$sku" 100000 --ref OPENING \
         --move-id "opening-$STORE-$sku" >/dev/null 2>&1
 done
-# registers continue their sequences across demo runs
+# simulated registers R11-R13 (not R01/R02: those are the posnodes below, whose sequences
+# sales would take these for and ask them to resend); they continue their sequences across
+# demo runs
 FIRST=$(( $(date +%s) % 100000 * 10 + 1 ))
-"${POSCTL[@]}" sim --store "$STORE" --registers 3 --sales "${POSBUS_DEMO_SALES:-300}" \
-    --first-seq "$FIRST" --seed "$FIRST" > "$VAR/sim.json"
+"${POSCTL[@]}" sim --store "$STORE" --registers 3 --register-base 10 \
+    --sales "${POSBUS_DEMO_SALES:-300}" --first-seq "$FIRST" --seed "$FIRST" > "$VAR/sim.json"
 echo "rang up: $(cat "$VAR/sim.json")"
 sleep 1
 
@@ -437,7 +439,7 @@ echo "  $BIN/posctl ${CLIENT[*]} ping          # health of every instance"
 echo "  $BIN/posctl ${CLIENT[*]} stats busd    # busd's counters"
 echo "  $BIN/posctl ${CLIENT[*]} tail          # every event as a JSON line"
 echo "  $BIN/posctl ${CLIENT[*]} report z --store $STORE   # close the day"
-echo "  $BIN/posctl ${CLIENT[*]} sim --store $STORE --sales 100 --first-seq $((FIRST + 1000))"
+echo "  $BIN/posctl ${CLIENT[*]} sim --store $STORE --register-base 10 --sales 100 --first-seq $((FIRST + 1000))"
 echo "  $BIN/posctl ${CLIENT[*]} keys list      # enrolled keys with their roles"
 echo "  $BIN/posctl ${CLIENT[*]} node list      # registers: online, unsynced, devices"
 echo "  socat - UNIX-CONNECT:$VAR/R01.sock     # ring a ticket at R01 (docs/posnode.md)"
