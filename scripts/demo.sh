@@ -47,7 +47,7 @@ s_alive() { # our child $1 has not exited (a zombie, exited but not yet waited f
 stop_all() {
     trap - INT TERM EXIT
     local i k pid
-    [ -n "$SLEEP_PID" ] && kill "$SLEEP_PID" 2>/dev/null
+    [ -z "$SLEEP_PID" ] || kill "$SLEEP_PID" 2>/dev/null || true
     echo
     echo "== stopping (reverse order)"
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do

@@ -1007,8 +1007,9 @@ static void s_tui_input(s_node_t *self)
     }
 }
 
-/* The socket appears at PATH only once it listens: it is bound under a temporary name and
-   renamed into place, so a client that waits for the file never finds it refusing. */
+/* This process's socket appears at PATH only once it listens: it is bound under a temporary
+   name (PATH.<pid>.new, so PATH may be up to 12 bytes shorter than sun_path allows) and
+   renamed into place over whatever was there (a stale socket of a crashed run included). */
 static int s_listen(const char *path)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};

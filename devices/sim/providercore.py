@@ -401,13 +401,14 @@ class Provider:
         self.port = self.httpd.server_address[1]
         self._spawn(self.httpd.serve_forever, "https")
         self.started()
-        write_atomic(port_file, f"{self.port}\n".encode())
         if self.control:
             if os.path.exists(self.control):
                 os.unlink(self.control)
             self.ctl = _ControlServer(self.control, _ControlHandler)
             self.ctl.emu = self
             self._spawn(self.ctl.serve_forever, "control")
+        # the port file last: whoever waits for it finds the control socket there too
+        write_atomic(port_file, f"{self.port}\n".encode())
         self.log.info("ready: https %s:%d%s dir %s", self.listen[0], self.port, self.READY_PATH,
                       self.dir)
         return self

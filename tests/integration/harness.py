@@ -645,6 +645,18 @@ class PaymentEmulators:
         self.wx = self.ali = None
 
 
+def sim_control(path, cmd, **kw):
+    """One command on a simulator's JSON-lines control socket (devices/sim: {"cmd": cmd, ...kw}
+    in, one JSON object out); returns the answer as a dict."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)  # a hung simulator fails the test with a message, not a hang
+        s.connect(path)
+        f = s.makefile("rw")
+        f.write(json.dumps({"cmd": cmd, **kw}) + "\n")
+        f.flush()
+        return json.loads(f.readline())
+
+
 def wait_for(cond, timeout, what=None, step=0.1):
     """Poll cond every step seconds until it returns something true or timeout seconds have
     passed; returns its last value (falsy on a timeout, after saying what was not reached)."""

@@ -18,12 +18,10 @@ reporting, devices, payments and one posnode with a simulated receipt printer, e
 
 Counters are compared between a scrape of every page after start and one at the end; gauges
 are watched while their cause lasts (wait_for, never a fixed sleep as the check)."""
-import json
 import os
 import re
 import resource
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -33,7 +31,7 @@ import msgpack
 import zmq
 
 from harness import (BIN, SRC, Bus, Checks, PaymentEmulators, Stack, free_port, journal_sales,
-                     load_cert, wait_for)
+                     load_cert, sim_control, wait_for)
 
 STORE = "S1"
 REFRESH_MS = "100"
@@ -337,8 +335,10 @@ try:
                       f"{st.keys}/clients", "--heartbeat-ms", "250", "--heartbeat-timeout-ms",
                       "4000", *margs("busd")])
     emu = PaymentEmulators(st, alipay=False)
-    extra = {"inventory": ["--gather-ms", "1000", "--claim-idle-ms", "3000"],
-             "reporting": ["--gather-ms", "1000", "--claim-idle-ms", "3000"],
+    # claim-idle-ms: long enough for both groups' pending entry to be seen on a slow machine
+    # before an instance claims it, short enough to see the claim within WAIT
+    extra = {"inventory": ["--gather-ms", "1000", "--claim-idle-ms", "6000"],
+             "reporting": ["--gather-ms", "1000", "--claim-idle-ms", "6000"],
              "devices": ["--node-offline-ms", "1500"], "payments": emu.args}
     for p in SERVICES:
         st.start_service(p, p, *margs(p), *extra.get(p, []))
@@ -605,14 +605,7 @@ try:
             == 0, "0 again")
 
     def printer(cmd, **kw):
-        s = socket.socket(socket.AF_UNIX)
-        s.connect(control)
-        f = s.makefile("rw")
-        f.write(json.dumps({"cmd": cmd, **kw}) + "\n")
-        f.flush()
-        answer = f.readline()
-        s.close()
-        return answer
+        return sim_control(control, cmd, **kw)
     observe("posnode", "device_health", lambda: m("posnode", "device_health", device="printer")
             == 0, "0 (ok) with paper")
     printer("paper", state="out")
@@ -626,7 +619,7 @@ try:
     st.procs["devices"].send_signal(signal.SIGSTOP)
     try:
         observe("posnode", "online", lambda: m("posnode", "online") == 0,
-                "0 while devices does not answer", timeout=3)
+                "0 while devices does not answer", timeout=10)
     finally:
         st.procs["devices"].send_signal(signal.SIGCONT)
     observe("posnode", "online", lambda: m("posnode", "online") == 1, "1 again")

@@ -7,11 +7,10 @@ total, the LED price display the total and then the change; the devices' health 
 office."""
 import json
 import os
-import socket
 import subprocess
 import time
 
-from harness import BIN, SRC, Bus, Checks, Stack, wait_for
+from harness import BIN, SRC, Bus, Checks, Stack, sim_control, wait_for
 
 STORE = "S1"
 c = Checks("test_peripherals")
@@ -40,14 +39,7 @@ for name in SIMS:
 
 
 def sim(name, cmd, **kw):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(controls[name])
-    f = s.makefile("rw")
-    f.write(json.dumps({"cmd": cmd, **kw}) + "\n")
-    f.flush()
-    answer = json.loads(f.readline())
-    s.close()
-    return answer
+    return sim_control(controls[name], cmd, **kw)
 
 
 devices_file = os.path.join(st.tmp, "devices.conf")

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import unicodedata
@@ -23,7 +22,8 @@ import unicodedata
 import msgpack
 import zmq
 
-from harness import BIN, SRC, Bus, Checks, Stack, journal_records, load_cert, wait_for
+from harness import (BIN, SRC, Checks, Stack, journal_records, load_cert, sim_control,
+                     wait_for)
 
 STORE = "S1"
 c = Checks("test_printer")
@@ -52,14 +52,7 @@ wait_for(lambda: os.path.exists(link) and os.path.exists(control), 10, "the prin
 
 
 def sim(cmd, **kw):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(control)
-    f = s.makefile("rw")
-    f.write(json.dumps({"cmd": cmd, **kw}) + "\n")
-    f.flush()
-    answer = json.loads(f.readline())
-    s.close()
-    return answer
+    return sim_control(control, cmd, **kw)
 
 
 devices_file = os.path.join(st.tmp, "devices.conf")
