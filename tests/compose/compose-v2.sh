@@ -1,7 +1,7 @@
 #!/bin/bash
 # Make Docker Compose v2 (the `docker compose` CLI plugin) available for the compose test on a
 # Debian 12 machine, which packages only docker-compose 1.29: takes the docker-compose package
-# of Debian 13 (trixie, a static Go program that needs only libc6 >= 2.34) from Debian's own
+# of Debian 13 (trixie: a Go program that needs only libc6 >= 2.34) from Debian's own
 # archive through apt, which checks the archive's signature, without touching apt's sources or
 # installing anything system-wide. Prints the directory to use as DOCKER_CONFIG (its
 # cli-plugins/docker-compose is the plugin); exits non-zero when it cannot.
@@ -17,6 +17,14 @@ fi
 mirror=${POSBUS_DEBIAN_MIRROR:-$(grep -rhoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' \
     /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | awk '{print $2; exit}' || true)}
 mirror=${mirror:-http://deb.debian.org/debian}
+# one fetch at a time in DIR (two CI jobs on one machine share it)
+mkdir -p "$DIR"
+exec 9>"$DIR/.lock"
+flock 9
+if [ -x "$PLUGIN" ] && DOCKER_CONFIG=$DIR/docker docker compose version >/dev/null 2>&1; then
+    echo "$DIR/docker"
+    exit 0
+fi
 rm -rf "$DIR/apt" "$DIR/deb"
 mkdir -p "$DIR/apt/lists/partial" "$DIR/apt/cache/archives/partial" "$DIR/deb" "$(dirname "$PLUGIN")"
 echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" \
