@@ -151,16 +151,22 @@ out_has() { # TAG REGEX: a line of the demo's output matches
     grep -qE -- "$2" "$TMP/$1.out" || { echo "no line like /$2/ in the demo's output"; return 1; }
 }
 
+until_demo() { # N CMD...: CMD every 0.1 s, at most N times, until it succeeds or the demo ends
+    local k
+    for ((k = 0; k < $1; k++)); do
+        "${@:2}" && return 0
+        kill -0 "$DEMO_PID" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
 # ---- run 1: a whole store day, stopping by itself --------------------------------------------
 start_demo day 12
 echo "demo 1: pid $DEMO_PID, ports ${PORTS[*]}, var $VAR"
 t0=$SECONDS
 # while it waits out POSBUS_DEMO_SECONDS: the day report as JSON, to compare with what it printed
-for ((k = 0; k < 1500; k++)); do
-    grep -q "^posbus is running" "$TMP/day.out" && break
-    kill -0 "$DEMO_PID" 2>/dev/null || break
-    sleep 0.1
-done
+until_demo 1500 grep -q "^posbus is running" "$TMP/day.out" || true
 if grep -q "^posbus is running" "$TMP/day.out"; then
     timeout 20 "$BIN/posctl" --config "$VAR/posctl.conf" report day --store "$STORE" \
         --format json > "$TMP/day.json" 2> "$TMP/day-json.err"
@@ -264,11 +270,7 @@ rm -f "$VAR/R01.answers"
 start_demo ctrl-c 600
 echo "demo 2: pid $DEMO_PID, ports ${PORTS[*]}"
 t0=$SECONDS
-for ((k = 0; k < 1200; k++)); do
-    grep -qs '"sale_id"' "$VAR/R01.answers" && break
-    kill -0 "$DEMO_PID" 2>/dev/null || break
-    sleep 0.1
-done
+until_demo 1200 grep -qs '"sale_id"' "$VAR/R01.answers" || true
 check "the second run got as far as R01 ringing a sale" grep -qs '"sale_id"' "$VAR/R01.answers"
 [ -s "$VAR/R01.answers" ] || tail -n 30 "$TMP/ctrl-c.out"
 echo "Ctrl-C after $((SECONDS - t0)) s"
