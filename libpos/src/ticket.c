@@ -448,6 +448,16 @@ int64_t pos_ticket_remaining(pos_ticket_t *self)
     return left;
 }
 
+int64_t pos_ticket_remaining_for(pos_ticket_t *self, pos_tender_kind_t kind)
+{
+    int64_t left = pos_ticket_remaining(self);
+    if (kind == POS_TENDER_CASH)
+        return left;
+    const pos_totals_t *t = &self->totals;
+    int64_t exact = t->total - t->paid;
+    return t->total >= 0 ? (exact > 0 ? exact : 0) : (exact < 0 ? exact : 0);
+}
+
 pos_err_t pos_ticket_add_tender(pos_ticket_t *self, pos_tender_kind_t kind, int64_t amount)
 {
     if ((int)kind < 0 || kind >= POS_TENDER__COUNT)
@@ -460,8 +470,9 @@ pos_err_t pos_ticket_add_tender(pos_ticket_t *self, pos_tender_kind_t kind, int6
         return POS_ERANGE;
     int64_t left = pos_ticket_remaining(self);
     if (refund) {
-        /* left is <= 0: what is still to hand back is due - paid */
-        int64_t to_refund = t->due - t->paid;
+        /* left is <= 0: what is still to hand back is due - paid in cash (rounded), the
+           exact total - paid by any other tender */
+        int64_t to_refund = kind == POS_TENDER_CASH ? t->due - t->paid : t->total - t->paid;
         if (amount < to_refund)
             return POS_EOVERPAY;
     } else if (left == 0)

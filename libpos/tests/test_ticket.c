@@ -313,6 +313,50 @@ static void s_test_tenders(void)
     pos_ticket_add_tender(t, POS_TENDER_CASH, 300);
     CHECK(pos_ticket_is_paid(t) && pos_ticket_totals(t)->change == 60,
           "cash 3.00 gives 0.60 change");
+    CHECK(pos_ticket_remaining_for(t, POS_TENDER_WECHAT) == 0 &&
+              pos_ticket_remaining_for(t, POS_TENDER_CASH) == 0,
+          "nothing left for any tender once paid");
+
+    /* cash rounding is for cash only: a card or a wallet pays the exact 12.35, with no
+       rounding at all, and a refund to them gives back the exact amount */
+    pos_ticket_t *w = pos_ticket_new();
+    pos_ticket_set_cash_rounding(w, true);
+    pos_ticket_add_line(w, &odd, 1, NULL);
+    pos_ticket_compute(w);
+    CHECK(pos_ticket_remaining_for(w, POS_TENDER_CASH) == 1240 &&
+              pos_ticket_remaining_for(w, POS_TENDER_WECHAT) == 1235 &&
+              pos_ticket_remaining_for(w, POS_TENDER_CARD) == 1235,
+          "12.35: 12.40 in cash, 12.35 by wallet or card");
+    CHECK(pos_ticket_add_tender(w, POS_TENDER_WECHAT, 1240) == POS_EOVERPAY,
+          "a wallet never pays the cash rounding");
+    CHECK(pos_ticket_add_tender(w, POS_TENDER_WECHAT, 1235) == POS_OK && pos_ticket_is_paid(w) &&
+              pos_ticket_totals(w)->cash_rounding == 0 && pos_ticket_totals(w)->due == 1235,
+          "paid by wallet to the fen: no rounding, due 12.35");
+    pos_ticket_destroy(&w);
+    w = pos_ticket_new();
+    pos_ticket_set_cash_rounding(w, true);
+    pos_ticket_add_return(w, &odd, 1, 1003, "S001-R01-000042", NULL);
+    pos_ticket_compute(w);
+    CHECK(pos_ticket_remaining_for(w, POS_TENDER_CASH) == -1000 &&
+              pos_ticket_remaining_for(w, POS_TENDER_ALIPAY) == -1003,
+          "a 10.03 refund: 10.00 in cash, 10.03 to a wallet");
+    CHECK(pos_ticket_add_tender(w, POS_TENDER_ALIPAY, -1004) == POS_EOVERPAY,
+          "never more than the refund to a wallet");
+    CHECK(pos_ticket_add_tender(w, POS_TENDER_ALIPAY, -1003) == POS_OK && pos_ticket_is_paid(w) &&
+              pos_ticket_totals(w)->cash_rounding == 0,
+          "refunded to the wallet to the fen (was short by the rounding)");
+    pos_ticket_destroy(&w);
+    w = pos_ticket_new();
+    pos_ticket_set_cash_rounding(w, true);
+    pos_ticket_add_return(w, &odd, 1, 1003, "S001-R01-000042", NULL);
+    pos_ticket_compute(w);
+    CHECK(pos_ticket_add_tender(w, POS_TENDER_WECHAT, -503) == POS_OK &&
+              pos_ticket_remaining_for(w, POS_TENDER_CASH) == -500 &&
+              pos_ticket_add_tender(w, POS_TENDER_CASH, -501) == POS_EOVERPAY &&
+              pos_ticket_add_tender(w, POS_TENDER_CASH, -500) == POS_OK && pos_ticket_is_paid(w),
+          "part to a wallet (5.03), the rest in cash rounded (5.00)");
+    pos_ticket_destroy(&w);
+
     pos_receipt_header_t h;
     memset(&h, 0, sizeof(h));
     snprintf(h.store_name, sizeof(h.store_name), "好又多超市");

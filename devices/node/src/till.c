@@ -1698,7 +1698,7 @@ static void s_card_reverse(node_till_t *self, const char *key, const bus_val_t *
 static int s_card_start(s_cmd_t *c, int64_t amount)
 {
     node_till_t *self = c->till;
-    int64_t remaining = pos_ticket_remaining(self->ticket);
+    int64_t remaining = pos_ticket_remaining_for(self->ticket, POS_TENDER_CARD);
     if ((amount > 0 && amount > remaining) || (amount < 0 && amount < remaining))
         return s_err(c, "bad_amount", "a card pays at most what is still due");
     const char *verb = amount > 0 ? "authorize" : "refund";
@@ -2114,7 +2114,9 @@ static int s_wallet_start(s_cmd_t *c)
         return s_err(c, "bad_code",
                      "not a payment code: WeChat codes are 18 digits from 10-15, Alipay codes "
                      "16-24 digits from 25-30");
-    int64_t remaining = pos_ticket_remaining(self->ticket), amount = remaining;
+    /* a code pays to the fen: cash rounding is for the cash part only */
+    int64_t remaining = pos_ticket_remaining_for(self->ticket, pos_tender_parse(provider));
+    int64_t amount = remaining;
     if (c->argc == 3 && !s_money(c->argv[2], false, &amount))
         return s_err(c, "bad_amount", "amount: yuan with at most two decimals");
     if (amount <= 0 || amount > remaining)
@@ -2577,7 +2579,8 @@ static int s_sv_start(s_cmd_t *c)
     const char *card = c->argv[1];
     if (!node_svcard_id_ok(card))
         return s_err(c, "bad_card", "a card id is 1-32 letters, digits, _ or -");
-    int64_t remaining = pos_ticket_remaining(self->ticket), amount = remaining;
+    int64_t remaining = pos_ticket_remaining_for(self->ticket, POS_TENDER_STORED_VALUE);
+    int64_t amount = remaining;
     if (c->argc == 3 && !s_money(c->argv[2], false, &amount))
         return s_err(c, "bad_amount", "amount: yuan with at most two decimals");
     if (amount <= 0 || amount > remaining)
@@ -3095,7 +3098,8 @@ static int s_refund_start(s_cmd_t *c)
         return s_err(c, "usage", "pay refund");
     if (self->stopped)
         return s_err(c, "stopped", "%s", self->stopped_why);
-    if (!s_has_lines(self) || pos_ticket_remaining(self->ticket) >= 0)
+    /* wallets and cards refund to the fen: cash rounding is for a cash payout only */
+    if (!s_has_lines(self) || pos_ticket_remaining_for(self->ticket, POS_TENDER_WECHAT) >= 0)
         return s_err(c, "no_refund", "pay refund pays out a return: nothing is owed here");
     if ((self->wallet.sale_seq && !self->wallet.orphan) ||
         (self->card.key[0] && !self->card.orphan))
@@ -3105,7 +3109,7 @@ static int s_refund_start(s_cmd_t *c)
     if (self->nrefunds + S_REFUND_PLAN_MAX > S_REFUND_QUEUE_MAX)
         return s_err(c, "refund_waiting", "%d refunds wait for payments: pay card or cash",
                      self->nrefunds);
-    int64_t due = -pos_ticket_remaining(self->ticket);
+    int64_t due = -pos_ticket_remaining_for(self->ticket, POS_TENDER_WECHAT);
     int64_t seq = self->sale_seq + 1;
     char sale_id[POS_SALE_ID_MAX + 1];
     pos_sale_make_id(sale_id, sizeof(sale_id), self->store, self->reg, seq);
@@ -3682,7 +3686,8 @@ static int s_cmd_pay(s_cmd_t *c)
     if (self->card.key[0] && (!self->card.orphan || terminal))
         return s_err(c, "card_waiting", "the card terminal has %s: wait for its answer",
                      self->card.orphan ? "an unresolved payment" : "the payment");
-    int64_t remaining = pos_ticket_remaining(self->ticket), amount = remaining;
+    /* without an amount: what is still due for this tender (cash rounded, any other exact) */
+    int64_t amount = pos_ticket_remaining_for(self->ticket, (pos_tender_kind_t)kind);
     if (c->argc == 2 && !s_money(c->argv[1], true, &amount))
         return s_err(c, "bad_amount", "amount: yuan with at most two decimals%s",
                      kind == POS_TENDER_STORED_VALUE ? " (a card through payments: pay sv CARD)"

@@ -81,6 +81,40 @@ static node_till_t *s_open(node_key_t *key, node_session_t *session, node_catalo
     return till;
 }
 
+/* A payments service that accepts every payment code at once: it records the amount asked. */
+static int64_t s_code_amount = -1;
+
+static bus_val_t *s_payments_hook(void *arg, const char *service, const char *method,
+                                  bus_val_t **body, bool *offline, char *err, size_t size)
+{
+    (void)arg;
+    if (strcmp(service, "payments") != 0 || strcmp(method, "payment.pay") != 0) {
+        *offline = true;
+        snprintf(err, size, "the back office cannot be reached (test)");
+        return NULL;
+    }
+    *offline = false;
+    bus_val_map_get_int(*body, "amount", &s_code_amount);
+    bus_val_t *r = bus_val_new_map();
+    bus_val_map_set_str(r, "intent", "S1-R02-000001-01");
+    bus_val_map_set_str(r, "state", "succeeded");
+    bus_val_map_set_bool(r, "final", true);
+    return r;
+}
+
+/* A number from the X report: report.KEY, or report.tenders.KEY with tenders true. */
+static int64_t s_x(node_till_t *till, const char *key, bool tenders)
+{
+    bus_val_t *r = node_till_command(till, "x approve max 9999");
+    const bus_val_t *m = bus_val_map_get(r, "report");
+    if (tenders)
+        m = bus_val_map_get(m, "tenders");
+    int64_t v = -1;
+    bus_val_map_get_int(m, key, &v);
+    bus_val_destroy(&r);
+    return v;
+}
+
 static int s_sales_in(const char *file)
 {
     node_journal_status_t st;
@@ -302,6 +336,44 @@ int main(void)
     CHECK(s_published > 0, "audit records were published (%d)", s_published);
 
     node_till_destroy(&till);
+
+    /* --- cash rounding is for cash only: a code and a card pay the exact total -------------- */
+    char path2[PATH_MAX];
+    snprintf(path2, sizeof(path2), "%s/journal-r02", s_dir);
+    node_till_hooks_t hooks = {
+        .publish = s_publish_hook, .acked = s_acked_hook, .request = s_payments_hook};
+    till = node_till_open(path2, key, "S1", "R02", session, &hooks, why, sizeof(why));
+    CHECK(till != NULL, "a till with a payments service (%s)", why);
+    node_till_set_catalog(till, cat);
+    cfg.cash_rounding = true;
+    cfg.version = 2;
+    CHECK(node_till_set_config(till, &cfg, why, sizeof(why)) == 0, "cash rounding on (%s)", why);
+    CHECK(s_run(till, "weigh APPLE 965", NULL, NULL, 0), "965 g of apples (Ann still logged in)");
+    bus_val_t *st = node_till_command(till, "state");
+    int64_t total = -1, remaining = -1;
+    bus_val_map_get_int(bus_val_map_get(st, "ticket"), "total", &total);
+    bus_val_map_get_int(bus_val_map_get(st, "ticket"), "remaining", &remaining);
+    bus_val_destroy(&st);
+    CHECK(total == 1235 && remaining == 1240,
+          "12.35, which cash settles with 12.40 (total %lld, remaining %lld)", (long long)total,
+          (long long)remaining);
+    CHECK(s_run(till, "pay code 134567890123456789", "sale_id", out, sizeof(out)) &&
+              !strcmp(out, "S1-R02-000001"),
+          "paid by a WeChat code: S1-R02-000001 (%s)", out);
+    CHECK_EQ(s_code_amount, 1235, "the code was charged 12.35, not the cash-rounded 12.40");
+    CHECK(s_run(till, "weigh APPLE 965", NULL, NULL, 0) &&
+              s_run(till, "pay card", "sale_id", out, sizeof(out)) && !strcmp(out, "S1-R02-000002"),
+          "pay card without an amount takes the exact 12.35 (%s)", out);
+    CHECK(s_run(till, "weigh APPLE 965", NULL, NULL, 0) &&
+              s_run(till, "pay cash 20", "sale_id", out, sizeof(out)) &&
+              !strcmp(out, "S1-R02-000003"),
+          "in cash it is 12.40 (%s)", out);
+    CHECK(s_x(till, "wechat", true) == 1235 && s_x(till, "card", true) == 1235 &&
+              s_x(till, "cash", true) == 2000 && s_x(till, "cash_rounding", false) == 5 &&
+              s_x(till, "total", false) == 3 * 1235,
+          "the X report: wechat 12.35, card 12.35, cash rounding 0.05 from the cash sale only");
+    node_till_destroy(&till);
+
     node_session_destroy(&session);
     node_config_clear(&cfg);
     node_catalog_destroy(&cat);

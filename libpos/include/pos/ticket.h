@@ -154,12 +154,18 @@ pos_err_t pos_ticket_set_discount_amount(pos_ticket_t *self, int64_t fen);
 /* Price everything; call after any change. Tenders already added are kept. */
 pos_err_t pos_ticket_compute(pos_ticket_t *self);
 
-/* Add a tender after compute. Non-cash tenders may not exceed what is still due (POS_EOVERPAY);
-   cash may, and the excess is change. Cash rounding (when on) applies when cash settles. For a
-   refund (negative total) tenders are negative and may not exceed the refund. */
+/* Add a tender after compute. Non-cash tenders may not exceed what is still due without cash
+   rounding (POS_EOVERPAY); cash may, and the excess is change. Cash rounding (when on) applies
+   to the part cash settles only. For a refund (negative total) tenders are negative and may not
+   exceed the refund: cash its rounded remainder, other tenders the exact one. */
 pos_err_t pos_ticket_add_tender(pos_ticket_t *self, pos_tender_kind_t kind, int64_t amount);
-/* Amount still to pay (>= 0 for sales), counting cash rounding if the rest would be cash. */
+/* Amount still to pay (>= 0 for sales, <= 0 for refunds), counting cash rounding if the rest
+   would be cash. */
 int64_t pos_ticket_remaining(pos_ticket_t *self);
+/* What a tender of KIND settles of the rest: pos_ticket_remaining for cash; for any other
+   tender the exact rest without cash rounding (a card or a wallet pays, or refunds, to the
+   fen). */
+int64_t pos_ticket_remaining_for(pos_ticket_t *self, pos_tender_kind_t kind);
 bool pos_ticket_is_paid(pos_ticket_t *self);
 
 const pos_totals_t *pos_ticket_totals(pos_ticket_t *self);
