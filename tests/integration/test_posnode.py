@@ -190,6 +190,22 @@ c.check(synced(r01, 20), "the return is uploaded")
 got = ops.call("sales", "sale.get", {"store": STORE, "sale_id": r.get("sale_id", "")})
 c.check(got["type"] == "reply" and got["body"]["sale"]["kind"] == "return" and
         got["body"]["sale"]["total"] == -300, f"sales accepted the return: {got['body']}")
+got = ops.call("sales", "sale.get", {"store": STORE, "sale_id": "S1-R01-000001"})
+c.check(got["type"] == "reply" and got["body"].get("returned") == {"COLA": 1},
+        f"sale.get says what was returned of sale 1 so far: {got['body'].get('returned')}")
+# sale 1 sold 3 COLA and 1 came back: a return checks what is left, also across its own lines
+# (sales would refuse the sale, and a refused sale stops the register's uploads)
+r = r01.cmd("return S1-R01-000001 COLA 3 approve sue 2222")
+c.check(not r["ok"] and r["error"] == "too_many" and "1 returned already" in r["message"],
+        f"3 more of the 3 sold, 1 returned already: refused: {r.get('message')}")
+r = r01.cmd("return S1-R01-000001 COLA 1 approve sue 2222")
+c.check(r["ok"], f"1 more is fine: {r.get('message')}")
+r = r01.cmd("return S1-R01-000001 COLA 2 approve sue 2222")
+c.check(not r["ok"] and r["error"] == "too_many" and "1 on this ticket" in r["message"],
+        f"2 more beside the 1 on this ticket: refused: {r.get('message')}")
+r = r01.cmd("pay cash")
+c.check(r["ok"] and r.get("sale_id") and synced(r01, 20),
+        f"the second return is paid out and uploaded, nothing blocked: {r.get('message')}")
 r = r01.cmd("cash-out 20.50 to the bank")
 c.check(not r["ok"] and r["error"] == "not_permitted",
         "cash out opens the drawer: a cashier alone may not")

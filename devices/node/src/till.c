@@ -4067,11 +4067,25 @@ static int s_cmd_return(s_cmd_t *c)
     if (rep) {
         bool ok = s_original_line(bus_val_map_get(rep, "sale"), sku, &item, &per_unit, &sold);
         s_return_original(bus_val_map_get(rep, "sale"), &ret_cash, &ret_card);
+        /* what earlier returns took back (sales keeps it), and this ticket's own return lines
+           of it: sales refuses a return beyond what is left, and a refused sale would stop
+           this register's uploads */
+        int64_t before = 0, here = 0;
+        bus_val_map_get_int(bus_val_map_get(rep, "returned"), sku, &before);
         bus_val_destroy(&rep);
+        for (int i = 0; self->ticket && i < pos_ticket_line_count(self->ticket); i++) {
+            const pos_line_t *l = pos_ticket_line(self->ticket, i);
+            if (l->is_return && !l->voided && strcmp(l->return_of, sale_id) == 0 &&
+                strcmp(l->item.sku, sku) == 0)
+                here -= l->qty;
+        }
         if (!ok)
             return s_err(c, "not_on_sale", "%s sold no %s", sale_id, sku);
-        if (qty > sold)
-            return s_err(c, "too_many", "%s sold %" PRId64 " of %s", sale_id, sold, sku);
+        if (qty > sold - before - here)
+            return s_err(c, "too_many",
+                         "%s sold %" PRId64 " of %s; %" PRId64 " returned already, %" PRId64
+                         " on this ticket",
+                         sale_id, sold, sku, before, here);
     } else if (offline) {
         /* offline with the receipt: the refund per unit as printed, and a supervisor */
         if (c->argc != 4 || !s_money(c->argv[3], false, &per_unit))

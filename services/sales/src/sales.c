@@ -399,6 +399,32 @@ static const char *s_entry_field(const redisReply *e, const char *name, size_t *
     return NULL;
 }
 
+/*  What the returns committed so far took back of a sale, per SKU: reply.returned {sku: qty}
+    (pieces or grams; the commit script keeps it in the returned hash), so that a register
+    checks a new return against what is left, not against what was sold. */
+static int s_returned_so_far(s_sales_t *self, bus_service_t *svc, const char *store,
+                             const char *id, bus_val_t *reply)
+{
+    char key[BUS_KEY_MAX];
+    if (!bus_key_returned(key, store, id))
+        return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "sale id too long");
+    redisReply *h = bus_redis_command(self->redis, "HGETALL %s", key);
+    if (!bus_redis_reply_ok(h) || h->type != REDIS_REPLY_ARRAY)
+        return s_redis_failed(self, svc, h, "returns lookup");
+    bus_val_t *returned = bus_val_new_map();
+    for (size_t i = 0; i + 1 < h->elements; i += 2) {
+        const char *sku = s_elem_str(h, i), *qty = s_elem_str(h, i + 1);
+        char *end = NULL;
+        long long q = qty ? strtoll(qty, &end, 10) : 0;
+        /* fen:<sku> fields are the fen refunded: not a SKU (':' never occurs in one) */
+        if (sku && !strchr(sku, ':') && end && end != qty && *end == '\0' && q > 0)
+            bus_val_map_set_int(returned, sku, q);
+    }
+    freeReplyObject(h);
+    bus_val_map_set(reply, "returned", &returned);
+    return 0;
+}
+
 static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
 {
     s_sales_t *self = arg;
@@ -430,10 +456,12 @@ static int s_get(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     const char *bday = s_elem_str(r, 1), *flags = s_elem_str(r, 2);
     bus_val_t *event = sale ? s_sale_event(sale, sid, bday ? bday : "", flags ? flags : "") : NULL;
     int rc = 0;
-    if (event)
+    if (event) {
         bus_val_map_set(reply, "sale", &event);
-    else
+        rc = s_returned_so_far(self, svc, store, id, reply);
+    } else {
         rc = bus_service_error(svc, BUS_ERR_INTERNAL, "sale %s has no stream entry", id);
+    }
     bus_val_destroy(&sale);
     freeReplyObject(e);
     freeReplyObject(r);
