@@ -25,7 +25,9 @@ static const char *const s_errors[] = {"ok",
                                        "not found",
                                        "not allowed in this state",
                                        "non-cash tender larger than the amount due",
-                                       "too many entries"};
+                                       "too many entries",
+                                       "leaves 0.01-0.04 for cash, which cash rounding cannot "
+                                       "settle: pay the exact rest, or leave at least 0.05"};
 
 const char *pos_strerror(pos_err_t err)
 {

@@ -458,42 +458,64 @@ int64_t pos_ticket_remaining_for(pos_ticket_t *self, pos_tender_kind_t kind)
     return t->total >= 0 ? (exact > 0 ? exact : 0) : (exact < 0 ? exact : 0);
 }
 
-pos_err_t pos_ticket_add_tender(pos_ticket_t *self, pos_tender_kind_t kind, int64_t amount)
+static bool s_has_cash(const pos_ticket_t *self)
+{
+    for (int i = 0; i < self->ntenders; i++)
+        if (self->tenders[i].kind == POS_TENDER_CASH)
+            return true;
+    return false;
+}
+
+pos_err_t pos_ticket_check_tender(pos_ticket_t *self, pos_tender_kind_t kind, int64_t amount)
 {
     if ((int)kind < 0 || kind >= POS_TENDER__COUNT)
         return POS_ERANGE;
     if (self->ntenders == POS_TENDERS_MAX)
         return POS_ELIMIT;
     pos_totals_t *t = &self->totals;
-    bool refund = t->total < 0;
+    bool refund = t->total < 0, cash = kind == POS_TENDER_CASH;
     if (amount == 0 || (refund ? amount > 0 : amount < 0))
         return POS_ERANGE;
-    int64_t left = pos_ticket_remaining(self);
+    pos_ticket_remaining(self);
+    int64_t exact = t->total - t->paid; /* what is left without cash rounding */
     if (refund) {
-        /* left is <= 0: what is still to hand back is due - paid in cash (rounded), the
-           exact total - paid by any other tender */
-        int64_t to_refund = kind == POS_TENDER_CASH ? t->due - t->paid : t->total - t->paid;
-        if (amount < to_refund)
+        /* what is still to hand back: due - paid in cash (rounded), the exact rest by any
+           other tender */
+        if (amount < (cash ? t->due - t->paid : exact))
             return POS_EOVERPAY;
-    } else if (left == 0)
+    } else if (pos_ticket_is_paid(self)) {
         return POS_ESTATE; /* already paid */
-    else if (kind != POS_TENDER_CASH) {
-        /* a non-cash tender may settle at most the unrounded remainder */
-        int64_t exact = t->total - t->paid;
-        if (amount > exact)
-            return POS_EOVERPAY;
+    } else if (!cash && amount > exact) {
+        return POS_EOVERPAY; /* a non-cash tender settles at most the exact rest */
     }
+    /* cash rounding needs a cash tender to settle it: a non-cash tender may not leave a rest
+       that rounds to nothing (0.01-0.04) while no cash is tendered */
+    int64_t rest = exact - amount;
+    if (!cash && self->cash_rounding && rest != 0 && pos_cash_round(rest) == 0 &&
+        !s_has_cash(self))
+        return POS_ECASHREST;
+    return POS_OK;
+}
+
+pos_err_t pos_ticket_add_tender(pos_ticket_t *self, pos_tender_kind_t kind, int64_t amount)
+{
+    pos_err_t err = pos_ticket_check_tender(self, kind, amount);
+    if (err != POS_OK)
+        return err;
     self->tenders[self->ntenders].kind = kind;
     self->tenders[self->ntenders++].amount = amount;
     pos_ticket_remaining(self);
     return POS_OK;
 }
 
+/*  Paid when the tenders reach what is due; a due that cash rounding changed counts only with
+    a cash tender (the rounding is cash's: without one the exact total must be reached). */
 bool pos_ticket_is_paid(pos_ticket_t *self)
 {
     pos_ticket_remaining(self);
     const pos_totals_t *t = &self->totals;
-    return t->total >= 0 ? t->paid >= t->due : t->paid == t->due;
+    int64_t due = t->cash_rounding != 0 && !s_has_cash(self) ? t->total : t->due;
+    return t->total >= 0 ? t->paid >= due : t->paid == due;
 }
 
 const pos_totals_t *pos_ticket_totals(pos_ticket_t *self)

@@ -357,6 +357,47 @@ static void s_test_tenders(void)
           "part to a wallet (5.03), the rest in cash rounded (5.00)");
     pos_ticket_destroy(&w);
 
+    /* the rounding is cash's: a non-cash tender may not leave 0.01-0.04 with no cash tendered
+       (it would round to nothing and the sale could never be written) */
+    w = pos_ticket_new();
+    pos_ticket_set_cash_rounding(w, true);
+    pos_ticket_add_line(w, &odd, 1, NULL);
+    pos_ticket_compute(w);
+    CHECK(pos_ticket_check_tender(w, POS_TENDER_STORED_VALUE, 1231) == POS_ECASHREST &&
+              pos_ticket_add_tender(w, POS_TENDER_WECHAT, 1231) == POS_ECASHREST &&
+              pos_ticket_tender_count(w) == 0 && !pos_ticket_is_paid(w),
+          "12.31 of 12.35 by card or wallet refused (was: paid, then refused by the sale check)");
+    CHECK(pos_ticket_check_tender(w, POS_TENDER_CARD, 1230) == POS_OK &&
+              pos_ticket_tender_count(w) == 0,
+          "12.30 leaves 0.05, which cash settles with 0.10; checking adds nothing");
+    CHECK(pos_ticket_add_tender(w, POS_TENDER_CASH, 1000) == POS_OK &&
+              pos_ticket_add_tender(w, POS_TENDER_CARD, 231) == POS_OK && pos_ticket_is_paid(w) &&
+              pos_ticket_totals(w)->cash_rounding == -4 && pos_ticket_totals(w)->due == 1231,
+          "with cash tendered, card 2.31 is fine: the cash part 10.04 rounds to 10.00");
+    pos_ticket_destroy(&w);
+    pos_item_t tiny = s_item("T3", 3, 0, "x"); /* an exchange that nets 0.03 */
+    w = pos_ticket_new();
+    pos_ticket_set_cash_rounding(w, true);
+    pos_ticket_add_line(w, &tiny, 1, NULL);
+    pos_ticket_compute(w);
+    CHECK(!pos_ticket_is_paid(w) && pos_ticket_remaining(w) == 0 &&
+              pos_ticket_remaining_for(w, POS_TENDER_CARD) == 3,
+          "0.03 due: cash would round it away, but it is not paid without a tender");
+    CHECK(pos_ticket_add_tender(w, POS_TENDER_CASH, 10) == POS_OK && pos_ticket_is_paid(w) &&
+              pos_ticket_totals(w)->change == 10 && pos_ticket_totals(w)->cash_rounding == -3,
+          "cash 0.10: rounded to 0.00, 0.10 back");
+    pos_ticket_destroy(&w);
+    w = pos_ticket_new();
+    pos_ticket_set_cash_rounding(w, true);
+    pos_ticket_add_return(w, &odd, 1, 1003, "S001-R01-000042", NULL);
+    pos_ticket_compute(w);
+    CHECK(pos_ticket_add_tender(w, POS_TENDER_WECHAT, -1000) == POS_ECASHREST &&
+              pos_ticket_add_tender(w, POS_TENDER_WECHAT, -993) == POS_OK &&
+              pos_ticket_add_tender(w, POS_TENDER_CASH, -10) == POS_OK && pos_ticket_is_paid(w) &&
+              pos_ticket_totals(w)->cash_rounding == 0,
+          "a 10.03 refund: 10.00 to a wallet refused (0.03 left); 9.93 and 0.10 in cash");
+    pos_ticket_destroy(&w);
+
     pos_receipt_header_t h;
     memset(&h, 0, sizeof(h));
     snprintf(h.store_name, sizeof(h.store_name), "好又多超市");

@@ -1701,6 +1701,9 @@ static int s_card_start(s_cmd_t *c, int64_t amount)
     int64_t remaining = pos_ticket_remaining_for(self->ticket, POS_TENDER_CARD);
     if ((amount > 0 && amount > remaining) || (amount < 0 && amount < remaining))
         return s_err(c, "bad_amount", "a card pays at most what is still due");
+    pos_err_t fit = pos_ticket_check_tender(self->ticket, POS_TENDER_CARD, amount);
+    if (fit != POS_OK) /* before the terminal hears of it: no money moves for a refused amount */
+        return s_err(c, "bad_amount", "%s", pos_strerror(fit));
     const char *verb = amount > 0 ? "authorize" : "refund";
     char key[S_CARD_KEY_MAX + 1], data[48], err[NODE_TILL_WHY_MAX] = "";
     snprintf(key, sizeof(key), "card-%" PRId64 "-%" PRId64, self->sale_seq + 1, s_now(self));
@@ -2121,6 +2124,10 @@ static int s_wallet_start(s_cmd_t *c)
         return s_err(c, "bad_amount", "amount: yuan with at most two decimals");
     if (amount <= 0 || amount > remaining)
         return s_err(c, "bad_amount", "a code pays from 0.01 up to what is still due");
+    pos_err_t fit =
+        pos_ticket_check_tender(self->ticket, (pos_tender_kind_t)pos_tender_parse(provider), amount);
+    if (fit != POS_OK) /* before payments charges anything */
+        return s_err(c, "bad_amount", "%s", pos_strerror(fit));
     int64_t seq = self->sale_seq + 1;
     int64_t attempt = self->wallet_attempt_seq == seq ? self->wallet_attempt + 1 : 1;
     if (attempt > 99)
@@ -2587,6 +2594,9 @@ static int s_sv_start(s_cmd_t *c)
         return s_err(
             c, "bad_amount",
             "a card pays from 0.01 up to what is still due (refunds to a card are not taken here)");
+    pos_err_t fit = pos_ticket_check_tender(self->ticket, POS_TENDER_STORED_VALUE, amount);
+    if (fit != POS_OK) /* before the card is charged */
+        return s_err(c, "bad_amount", "%s", pos_strerror(fit));
     int64_t seq = self->sale_seq + 1;
     int64_t attempt = self->sv_attempt_seq == seq ? self->sv_attempt + 1 : 1;
     if (attempt > 99)
@@ -3174,6 +3184,15 @@ static int s_refund_start(s_cmd_t *c)
             bus_val_destroy(&r);
         }
     }
+    /* what is left after the plan goes out in cash: where cash is rounded, never leave it
+       0.01-0.04, which would round to nothing with no cash tendered; leave a whole 0.10 */
+    if (self->cfg.cash_rounding && due > 0 && pos_cash_round(due) == 0 && n > 0) {
+        int64_t cut = POS_CASH_STEP - due;
+        if (plan[n - 1].amount > cut)
+            plan[n - 1].amount -= cut;
+        else
+            n--; /* all of it to cash */
+    }
     if (n == 0)
         return s_err(c, "no_wallet",
                      "the returned sales have no WeChat, Alipay or card payment left to refund: "
@@ -3694,8 +3713,15 @@ static int s_cmd_pay(s_cmd_t *c)
                                                      : "");
     if (pos_ticket_totals(self->ticket)->total < 0 && amount > 0)
         amount = -amount; /* a refund is paid out */
-    if (amount == 0 && !pos_ticket_is_paid(self->ticket))
+    if (amount == 0 && !pos_ticket_is_paid(self->ticket)) {
+        int64_t rest = pos_ticket_remaining_for(self->ticket, POS_TENDER_CARD);
+        if (kind == POS_TENDER_CASH && rest != 0) /* 0.01-0.04 left: cash rounds it away */
+            return s_err(c, "bad_amount",
+                         "%" PRId64 " fen left, which cash rounds to nothing: pay it by card or "
+                         "wallet, or hand over cash with an amount (pay cash 0.10)",
+                         rest < 0 ? -rest : rest);
         return s_err(c, "bad_amount", "a tender of 0");
+    }
     if ((kind == POS_TENDER_CASH || kind == POS_TENDER_CARD) && amount < 0 &&
         !s_payout_ok(c, (pos_tender_kind_t)kind, amount))
         return -1; /* more out than the returned sales took that way */

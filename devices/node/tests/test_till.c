@@ -372,6 +372,18 @@ int main(void)
               s_x(till, "cash", true) == 2000 && s_x(till, "cash_rounding", false) == 5 &&
               s_x(till, "total", false) == 3 * 1235,
           "the X report: wechat 12.35, card 12.35, cash rounding 0.05 from the cash sale only");
+    s_code_amount = -1;
+    CHECK(s_run(till, "weigh APPLE 965", NULL, NULL, 0) &&
+              !s_run(till, "pay code 134567890123456789 12.31", "error", out, sizeof(out)) &&
+              !strcmp(out, "bad_amount") && s_code_amount == -1,
+          "a code for 12.31 of 12.35 (0.04 left, which cash would round away): refused before "
+          "payments is asked");
+    CHECK(!s_run(till, "pay card 12.31", "error", out, sizeof(out)) && !strcmp(out, "bad_amount"),
+          "so is a card for 12.31");
+    CHECK(s_run(till, "pay cash 10", NULL, NULL, 0) &&
+              s_run(till, "pay card 2.31", "sale_id", out, sizeof(out)) &&
+              !strcmp(out, "S1-R02-000004"),
+          "with cash tendered first the card takes 2.31 and the sale is written (%s)", out);
     node_till_destroy(&till);
 
     node_session_destroy(&session);

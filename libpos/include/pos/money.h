@@ -32,7 +32,9 @@ typedef enum {
     POS_ENOTFOUND,   /* line, SKU or tender not on the ticket */
     POS_ESTATE,      /* not allowed in the ticket's state (voided line, paid ticket...) */
     POS_EOVERPAY,    /* a non-cash tender larger than what is due */
-    POS_ELIMIT       /* too many lines, promotions or tenders */
+    POS_ELIMIT,      /* too many lines, promotions or tenders */
+    POS_ECASHREST    /* a non-cash tender that leaves cash 0.01-0.04, which cash rounding
+                        cannot settle (it would round to nothing with no cash tendered) */
 } pos_err_t;
 
 const char *pos_strerror(pos_err_t err);

@@ -159,6 +159,10 @@ pos_err_t pos_ticket_compute(pos_ticket_t *self);
    to the part cash settles only. For a refund (negative total) tenders are negative and may not
    exceed the refund: cash its rounded remainder, other tenders the exact one. */
 pos_err_t pos_ticket_add_tender(pos_ticket_t *self, pos_tender_kind_t kind, int64_t amount);
+/* Whether add_tender would take it (the same answer, nothing added): a register asks before
+   money moves (a card terminal, a wallet, a stored-value card). With cash rounding on and no
+   cash tendered, a non-cash tender that leaves 0.01-0.04 is POS_ECASHREST. */
+pos_err_t pos_ticket_check_tender(pos_ticket_t *self, pos_tender_kind_t kind, int64_t amount);
 /* Amount still to pay (>= 0 for sales, <= 0 for refunds), counting cash rounding if the rest
    would be cash. */
 int64_t pos_ticket_remaining(pos_ticket_t *self);
