@@ -206,6 +206,19 @@ c.check(not r["ok"] and r["error"] == "too_many" and "1 on this ticket" in r["me
 r = r01.cmd("pay cash")
 c.check(r["ok"] and r.get("sale_id") and synced(r01, 20),
         f"the second return is paid out and uploaded, nothing blocked: {r.get('message')}")
+# sale 1's 1234 g of apples were 15.80 (12.80/kg): returned in five parts, each rounded to the
+# fen at 12.80/kg, they would come to 15.81, which sales refuses; the last part is refunded at
+# the highest price per kg that keeps the whole within what was paid (12.79/kg: 15.51 for
+# 1213 g, where 15.52 is no price per kg's amount)
+for grams in (2, 3, 7, 9, 1213):
+    r = r01.cmd(f"return S1-R01-000001 APPLE {grams} approve sue 2222")
+    c.check(r["ok"], f"return {grams} g of apples: {r.get('message')}")
+c.eq(r["ticket"]["total"], -1579, "the five parts refund 15.79 of the 15.80 paid, not 15.81")
+r = r01.cmd("return S1-R01-000001 APPLE 1 approve sue 2222")
+c.check(not r["ok"] and r["error"] == "too_many", f"and not a gram more: {r.get('message')}")
+r = r01.cmd("pay cash")
+c.check(r["ok"] and r.get("sale_id") and synced(r01, 20),
+        f"paid out and uploaded: sales took it, nothing blocked: {r.get('message')}")
 r = r01.cmd("cash-out 20.50 to the bank")
 c.check(not r["ok"] and r["error"] == "not_permitted",
         "cash out opens the drawer: a cashier alone may not")

@@ -4031,7 +4031,7 @@ static int s_cmd_recall(s_cmd_t *c)
     discounts over the quantity, rounded down so that refunds never exceed it), its item, and
     the quantity sold. false if the sale has no live line of sku. */
 static bool s_original_line(const bus_val_t *sale, const char *sku, pos_item_t *item,
-                            int64_t *per_unit, int64_t *sold)
+                            int64_t *per_unit, int64_t *sold, int64_t *paid)
 {
     bus_val_t *lines = bus_val_map_get(sale, "lines");
     int64_t qty = 0, amount = 0;
@@ -4067,6 +4067,7 @@ static bool s_original_line(const bus_val_t *sale, const char *sku, pos_item_t *
     int64_t scale = item->unit == POS_UNIT_KG ? POS_GRAMS_PER_KG : 1;
     *per_unit = (int64_t)((__int128)amount * scale / qty);
     *sold = qty;
+    *paid = amount;
     return true;
 }
 
@@ -4091,19 +4092,24 @@ static int s_cmd_return(s_cmd_t *c)
     bus_val_t *rep = s_request(c, "sales", "sale.get", body, &offline, true);
     int64_t ret_cash = 0, ret_card = 0;
     if (rep) {
-        bool ok = s_original_line(bus_val_map_get(rep, "sale"), sku, &item, &per_unit, &sold);
+        int64_t paid = 0;
+        bool ok =
+            s_original_line(bus_val_map_get(rep, "sale"), sku, &item, &per_unit, &sold, &paid);
         s_return_original(bus_val_map_get(rep, "sale"), &ret_cash, &ret_card);
-        /* what earlier returns took back (sales keeps it), and this ticket's own return lines
-           of it: sales refuses a return beyond what is left, and a refused sale would stop
-           this register's uploads */
-        int64_t before = 0, here = 0;
+        /* what earlier returns took back and refunded (sales keeps both), and this ticket's own
+           return lines of it: sales refuses a return beyond what is left of either, and a
+           refused sale would stop this register's uploads */
+        int64_t before = 0, refunded = 0, here = 0, here_fen = 0;
         bus_val_map_get_int(bus_val_map_get(rep, "returned"), sku, &before);
+        bus_val_map_get_int(bus_val_map_get(rep, "refunded"), sku, &refunded);
         bus_val_destroy(&rep);
         for (int i = 0; self->ticket && i < pos_ticket_line_count(self->ticket); i++) {
             const pos_line_t *l = pos_ticket_line(self->ticket, i);
             if (l->is_return && !l->voided && strcmp(l->return_of, sale_id) == 0 &&
-                strcmp(l->item.sku, sku) == 0)
+                strcmp(l->item.sku, sku) == 0) {
                 here -= l->qty;
+                here_fen -= l->amount;
+            }
         }
         if (!ok)
             return s_err(c, "not_on_sale", "%s sold no %s", sale_id, sku);
@@ -4112,6 +4118,19 @@ static int s_cmd_return(s_cmd_t *c)
                          "%s sold %" PRId64 " of %s; %" PRId64 " returned already, %" PRId64
                          " on this ticket",
                          sale_id, sold, sku, before, here);
+        /* the refund never exceeds what is left of what was paid for it: a weighed item's
+           amount is rounded per return, so partial returns at the price per kg could add up
+           to a fen more; the last one is refunded at the highest price that fits */
+        int64_t left = paid - refunded - here_fen;
+        int64_t cap = item.unit == POS_UNIT_KG
+                          ? (int64_t)(((__int128)left * POS_GRAMS_PER_KG + POS_GRAMS_PER_KG / 2 - 1) /
+                                      qty)
+                          : left / qty;
+        if (left <= 0 || cap <= 0)
+            return s_err(c, "too_many", "%s: what was paid for %s is refunded already", sale_id,
+                         sku);
+        if (per_unit > cap)
+            per_unit = cap;
     } else if (offline) {
         /* offline with the receipt: the refund per unit as printed, and a supervisor */
         if (c->argc != 4 || !s_money(c->argv[3], false, &per_unit))

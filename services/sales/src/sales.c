@@ -400,8 +400,9 @@ static const char *s_entry_field(const redisReply *e, const char *name, size_t *
 }
 
 /*  What the returns committed so far took back of a sale, per SKU: reply.returned {sku: qty}
-    (pieces or grams; the commit script keeps it in the returned hash), so that a register
-    checks a new return against what is left, not against what was sold. */
+    (pieces or grams) and reply.refunded {sku: fen} (the commit script keeps both in the
+    returned hash), so that a register checks a new return against what is left, not against
+    what was sold. */
 static int s_returned_so_far(s_sales_t *self, bus_service_t *svc, const char *store,
                              const char *id, bus_val_t *reply)
 {
@@ -411,17 +412,22 @@ static int s_returned_so_far(s_sales_t *self, bus_service_t *svc, const char *st
     redisReply *h = bus_redis_command(self->redis, "HGETALL %s", key);
     if (!bus_redis_reply_ok(h) || h->type != REDIS_REPLY_ARRAY)
         return s_redis_failed(self, svc, h, "returns lookup");
-    bus_val_t *returned = bus_val_new_map();
+    bus_val_t *returned = bus_val_new_map(), *refunded = bus_val_new_map();
     for (size_t i = 0; i + 1 < h->elements; i += 2) {
-        const char *sku = s_elem_str(h, i), *qty = s_elem_str(h, i + 1);
+        const char *field = s_elem_str(h, i), *value = s_elem_str(h, i + 1);
         char *end = NULL;
-        long long q = qty ? strtoll(qty, &end, 10) : 0;
-        /* fen:<sku> fields are the fen refunded: not a SKU (':' never occurs in one) */
-        if (sku && !strchr(sku, ':') && end && end != qty && *end == '\0' && q > 0)
-            bus_val_map_set_int(returned, sku, q);
+        long long v = value ? strtoll(value, &end, 10) : 0;
+        if (!field || !end || end == value || *end != '\0' || v <= 0)
+            continue;
+        /* <sku>: the quantity returned; fen:<sku>: the fen refunded (':' is never in a SKU) */
+        if (strncmp(field, "fen:", 4) == 0)
+            bus_val_map_set_int(refunded, field + 4, v);
+        else if (!strchr(field, ':'))
+            bus_val_map_set_int(returned, field, v);
     }
     freeReplyObject(h);
     bus_val_map_set(reply, "returned", &returned);
+    bus_val_map_set(reply, "refunded", &refunded);
     return 0;
 }
 
