@@ -466,7 +466,15 @@ static bool s_has_cash(const pos_ticket_t *self)
     return false;
 }
 
-pos_err_t pos_ticket_check_tender(pos_ticket_t *self, pos_tender_kind_t kind, int64_t amount)
+/*  The rest after the tenders so far, when cash rounding cannot settle it: 0.01-0.04 left
+    with no cash tendered (a rounding needs a cash tender, and this one rounds to nothing). */
+static bool s_cash_rest_stranded(pos_ticket_t *self, int64_t rest)
+{
+    return self->cash_rounding && rest != 0 && pos_cash_round(rest) == 0 && !s_has_cash(self);
+}
+
+static pos_err_t s_check(pos_ticket_t *self, pos_tender_kind_t kind, int64_t amount,
+                         bool rest_rule)
 {
     if ((int)kind < 0 || kind >= POS_TENDER__COUNT)
         return POS_ERANGE;
@@ -488,24 +496,45 @@ pos_err_t pos_ticket_check_tender(pos_ticket_t *self, pos_tender_kind_t kind, in
     } else if (!cash && amount > exact) {
         return POS_EOVERPAY; /* a non-cash tender settles at most the exact rest */
     }
-    /* cash rounding needs a cash tender to settle it: a non-cash tender may not leave a rest
-       that rounds to nothing (0.01-0.04) while no cash is tendered */
-    int64_t rest = exact - amount;
-    if (!cash && self->cash_rounding && rest != 0 && pos_cash_round(rest) == 0 &&
-        !s_has_cash(self))
+    if (rest_rule && !cash && s_cash_rest_stranded(self, exact - amount))
         return POS_ECASHREST;
     return POS_OK;
 }
 
+pos_err_t pos_ticket_check_tender(pos_ticket_t *self, pos_tender_kind_t kind, int64_t amount)
+{
+    return s_check(self, kind, amount, true);
+}
+
 pos_err_t pos_ticket_add_tender(pos_ticket_t *self, pos_tender_kind_t kind, int64_t amount)
 {
-    pos_err_t err = pos_ticket_check_tender(self, kind, amount);
-    if (err != POS_OK)
-        return err;
-    self->tenders[self->ntenders].kind = kind;
-    self->tenders[self->ntenders++].amount = amount;
-    pos_ticket_remaining(self);
-    return POS_OK;
+    return pos_ticket_add_tenders(self, &(pos_tender_t){.kind = kind, .amount = amount}, 1);
+}
+
+pos_err_t pos_ticket_add_tenders(pos_ticket_t *self, const pos_tender_t *list, int n)
+{
+    int saved = self->ntenders;
+    if (n < 1 || n > POS_TENDERS_MAX - saved)
+        return n < 1 ? POS_ERANGE : POS_ELIMIT;
+    pos_err_t err = POS_OK;
+    bool noncash = false;
+    for (int i = 0; i < n && err == POS_OK; i++) {
+        err = s_check(self, list[i].kind, list[i].amount, false);
+        if (err == POS_OK) {
+            self->tenders[self->ntenders++] = list[i];
+            noncash = noncash || list[i].kind != POS_TENDER_CASH;
+            pos_ticket_remaining(self);
+        }
+    }
+    /* the 0.01-0.04 rule looks at what is left after all of them */
+    if (err == POS_OK && noncash &&
+        s_cash_rest_stranded(self, self->totals.total - self->totals.paid))
+        err = POS_ECASHREST;
+    if (err != POS_OK) {
+        self->ntenders = saved; /* all or nothing */
+        pos_ticket_remaining(self);
+    }
+    return err;
 }
 
 /*  Paid when the tenders reach what is due; a due that cash rounding changed counts only with

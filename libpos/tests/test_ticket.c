@@ -398,6 +398,36 @@ static void s_test_tenders(void)
           "a 10.03 refund: 10.00 to a wallet refused (0.03 left); 9.93 and 0.10 in cash");
     pos_ticket_destroy(&w);
 
+    /* refunds planned together go on all at once or not at all; the 0.01-0.04 rule looks at
+       what is left after the last */
+    w = pos_ticket_new();
+    pos_ticket_set_cash_rounding(w, true);
+    pos_ticket_add_return(w, &odd, 1, 1235, "S001-R01-000042", NULL);
+    pos_ticket_compute(w);
+    pos_tender_t plan3[] = {{POS_TENDER_WECHAT, -600}, {POS_TENDER_ALIPAY, -631},
+                            {POS_TENDER_STORED_VALUE, -3}};
+    CHECK(pos_ticket_add_tenders(w, plan3, 3) == POS_ECASHREST && pos_ticket_tender_count(w) == 0 &&
+              pos_ticket_totals(w)->paid == 0,
+          "6.00 + 6.31 + 0.03 of 12.35 leaves 0.01: refused, nothing added");
+    pos_tender_t plan2[] = {{POS_TENDER_WECHAT, -1231}, {POS_TENDER_STORED_VALUE, -4}};
+    CHECK(pos_ticket_add_tender(w, POS_TENDER_WECHAT, -1231) == POS_ECASHREST &&
+              pos_ticket_add_tenders(w, plan2, 2) == POS_OK && pos_ticket_tender_count(w) == 2 &&
+              pos_ticket_is_paid(w),
+          "12.31 alone would leave 0.04; with the card's 0.04 in the same plan it is whole");
+    pos_ticket_destroy(&w);
+    w = pos_ticket_new();
+    pos_ticket_add_return(w, &odd, 1, 1235, "S001-R01-000042", NULL);
+    pos_ticket_compute(w);
+    pos_tender_t many[POS_TENDERS_MAX + 1];
+    for (int i = 0; i < POS_TENDERS_MAX + 1; i++)
+        many[i] = (pos_tender_t){POS_TENDER_WECHAT, -1};
+    pos_tender_t over[] = {{POS_TENDER_WECHAT, -1000}, {POS_TENDER_ALIPAY, -300}};
+    CHECK(pos_ticket_add_tenders(w, many, POS_TENDERS_MAX + 1) == POS_ELIMIT &&
+              pos_ticket_add_tenders(w, over, 2) == POS_EOVERPAY &&
+              pos_ticket_tender_count(w) == 0,
+          "more tenders than a ticket holds, or more than is owed: refused, nothing added");
+    pos_ticket_destroy(&w);
+
     pos_receipt_header_t h;
     memset(&h, 0, sizeof(h));
     snprintf(h.store_name, sizeof(h.store_name), "好又多超市");

@@ -3125,6 +3125,12 @@ static int s_refund_start(s_cmd_t *c)
     pos_sale_make_id(sale_id, sizeof(sale_id), self->store, self->reg, seq);
     s_refund_t plan[S_REFUND_PLAN_MAX];
     int n = 0;
+    /* the ticket holds POS_TENDERS_MAX tenders: keep one for the card or cash rest */
+    int nmax = POS_TENDERS_MAX - pos_ticket_tender_count(self->ticket) - 1;
+    nmax = nmax < S_REFUND_PLAN_MAX ? nmax : S_REFUND_PLAN_MAX;
+    bool cash_tendered = false;
+    for (int i = 0; i < pos_ticket_tender_count(self->ticket); i++)
+        cash_tendered = cash_tendered || pos_ticket_tender(self->ticket, i)->kind == POS_TENDER_CASH;
     for (int i = 0; i < pos_ticket_line_count(self->ticket) && due > 0; i++) {
         const pos_line_t *l = pos_ticket_line(self->ticket, i);
         bool seen = false;
@@ -3145,7 +3151,7 @@ static int s_refund_start(s_cmd_t *c)
                 return -1; /* the error is set: nothing planned */
             bus_val_t *list = bus_val_map_get(r, wallet ? "intents" : "deductions");
             for (size_t k = 0; k < bus_val_size(list) && due > 0 && cap > 0 &&
-                               n < S_REFUND_PLAN_MAX;
+                               n < nmax;
                  k++) {
                 const bus_val_t *e = bus_val_arr_get(list, k);
                 const char *intent = bus_val_map_get_str(e, "intent");
@@ -3184,28 +3190,33 @@ static int s_refund_start(s_cmd_t *c)
             bus_val_destroy(&r);
         }
     }
-    /* what is left after the plan goes out in cash: where cash is rounded, never leave it
-       0.01-0.04, which would round to nothing with no cash tendered; leave a whole 0.10 */
-    if (self->cfg.cash_rounding && due > 0 && pos_cash_round(due) == 0 && n > 0) {
+    /* what is left after the plan goes out in cash: where cash is rounded and none is
+       tendered yet, never leave it 0.01-0.04, which would round to nothing; leave a whole
+       0.10 (taking it off the last planned refunds, as many as it needs) */
+    while (self->cfg.cash_rounding && !cash_tendered && due > 0 && pos_cash_round(due) == 0 &&
+           n > 0) {
         int64_t cut = POS_CASH_STEP - due;
-        if (plan[n - 1].amount > cut)
+        if (plan[n - 1].amount > cut) {
             plan[n - 1].amount -= cut;
-        else
-            n--; /* all of it to cash */
+            due += cut;
+        } else {
+            due += plan[--n].amount; /* all of it to cash */
+        }
     }
     if (n == 0)
         return s_err(c, "no_wallet",
                      "the returned sales have no WeChat, Alipay or card payment left to refund: "
                      "pay card (the terminal) or cash");
+    /* all the planned refunds become tenders at once, or none does */
+    pos_tender_t tenders[S_REFUND_PLAN_MAX];
+    for (int i = 0; i < n; i++)
+        tenders[i] = (pos_tender_t){.kind = s_refund_kind(&plan[i]), .amount = -plan[i].amount};
+    pos_err_t took = pos_ticket_add_tenders(self->ticket, tenders, n);
+    if (took != POS_OK)
+        return s_err(c, "refused", "the planned refunds do not fit the ticket: %s; pay card or "
+                     "cash", pos_strerror(took));
     bus_val_t *list = bus_val_new_arr();
     for (int i = 0; i < n; i++) {
-        if (pos_ticket_add_tender(self->ticket, s_refund_kind(&plan[i]), -plan[i].amount) !=
-            POS_OK) {
-            bus_val_destroy(&list);
-            for (int k = 0; k < i; k++) /* cannot happen (the amounts fit what is due) */
-                pos_ticket_add_tender(self->ticket, s_refund_kind(&plan[k]), plan[k].amount);
-            return s_err(c, "internal", "the ticket took no refund tender: tell a manager");
-        }
         self->plan[i] = plan[i];
         bus_val_t *m = bus_val_new_map();
         bus_val_map_set_str(m, "provider", plan[i].provider);
@@ -3715,11 +3726,16 @@ static int s_cmd_pay(s_cmd_t *c)
         amount = -amount; /* a refund is paid out */
     if (amount == 0 && !pos_ticket_is_paid(self->ticket)) {
         int64_t rest = pos_ticket_remaining_for(self->ticket, POS_TENDER_CARD);
-        if (kind == POS_TENDER_CASH && rest != 0) /* 0.01-0.04 left: cash rounds it away */
+        if (kind == POS_TENDER_CASH && rest > 0) /* 0.01-0.04 left: cash rounds it away */
             return s_err(c, "bad_amount",
                          "%" PRId64 " fen left, which cash rounds to nothing: pay it by card or "
                          "wallet, or hand over cash with an amount (pay cash 0.10)",
-                         rest < 0 ? -rest : rest);
+                         rest);
+        if (kind == POS_TENDER_CASH && rest < 0)
+            return s_err(c, "bad_amount",
+                         "%" PRId64 " fen to give back, which cash rounds to nothing: refund it "
+                         "by card or wallet, or cancel the ticket",
+                         -rest);
         return s_err(c, "bad_amount", "a tender of 0");
     }
     if ((kind == POS_TENDER_CASH || kind == POS_TENDER_CARD) && amount < 0 &&

@@ -163,6 +163,9 @@ pos_err_t pos_ticket_add_tender(pos_ticket_t *self, pos_tender_kind_t kind, int6
    money moves (a card terminal, a wallet, a stored-value card). With cash rounding on and no
    cash tendered, a non-cash tender that leaves 0.01-0.04 is POS_ECASHREST. */
 pos_err_t pos_ticket_check_tender(pos_ticket_t *self, pos_tender_kind_t kind, int64_t amount);
+/* Add n tenders at once, all or nothing: each is checked like add_tender in turn, the
+   0.01-0.04 rule once on what is left after the last (several refunds planned together). */
+pos_err_t pos_ticket_add_tenders(pos_ticket_t *self, const pos_tender_t *list, int n);
 /* Amount still to pay (>= 0 for sales, <= 0 for refunds), counting cash rounding if the rest
    would be cash. */
 int64_t pos_ticket_remaining(pos_ticket_t *self);
