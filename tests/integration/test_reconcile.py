@@ -15,26 +15,22 @@ import os
 import secrets
 import ssl
 import subprocess
-import sys
 import time
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from harness import BIN, SRC, Bus, Checks, Stack, rsa_key_files, wait_for
+from harness import BIN, Bus, Checks, PaymentEmulators, Stack, wait_for
 
-sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
-from wechatpay import WechatPay  # noqa: E402
 
 # the store runs on Beijing time, as the provider's statement does (so that its business day
 # and the statement's day are one, whatever this machine's zone)
 os.environ["TZ"] = "CST-8"
 time.tzset()
 STORE = "S1"
-MCHID, APPID, SERIAL = "1900000001", "wx0000000000000001", "3775B6A45ACD588826D15E583A95F5DD"
 c = Checks("test_reconcile")
 st = Stack("reconcile")
-wx = None
+emu = None
 try:
     st.start_redis()
     st.start_busd()
@@ -42,18 +38,9 @@ try:
         st.start_service(s, s)
     c.check(st.wait_healthy(["inventory", "sales", "reporting"]), "back office healthy")
     st.posctl("store", "add", STORE, "Reconcile store", check=True)
-    key, key_file, pub_file = rsa_key_files(st.tmp, "merchant")
-    apiv3 = os.path.join(st.tmp, "apiv3.key")
-    with open(apiv3, "w") as f:
-        f.write("0123456789abcdef0123456789ABCDEF")
-    wdir = os.path.join(st.tmp, "wechat")
-    wx = WechatPay(wdir, MCHID, APPID, SERIAL, pub_file, apiv3)
-    wx.start()
-    st.start_service("payments", "payments", "--wechat-base-url", f"https://127.0.0.1:{wx.port}",
-                     "--wechat-mchid", MCHID, "--wechat-appid", APPID, "--wechat-serial", SERIAL,
-                     "--wechat-key-file", key_file, "--wechat-platform-keys",
-                     f"PUB_KEY_ID_0000000000000001={wdir}/platform-1.pem",
-                     "--wechat-ca-file", wx.ca_file, "--wechat-timeout-ms", "2000",
+    emu = PaymentEmulators(st, alipay=False)
+    wx, key = emu.wx, emu.merchant_key
+    st.start_service("payments", "payments", *emu.args,
                      "--query-interval-ms", "300", "--reverse-after-ms", "3000",
                      "--lease-ms", "8000")
     c.check(st.wait_healthy(["payments"]), "payments healthy")
@@ -118,8 +105,8 @@ try:
         conn = http.client.HTTPSConnection("127.0.0.1", wx.port, context=ctx, timeout=10)
         conn.request("POST", path, raw_body, {
             "Content-Type": "application/json", "Accept": "application/json",
-            "Authorization": f'WECHATPAY2-SHA256-RSA2048 mchid="{MCHID}",nonce_str="{nonce}",'
-                             f'timestamp="{ts}",serial_no="{SERIAL}",signature="{sig}"'})
+            "Authorization": f'WECHATPAY2-SHA256-RSA2048 mchid="{emu.MCHID}",nonce_str="{nonce}",'
+                             f'timestamp="{ts}",serial_no="{emu.SERIAL}",signature="{sig}"'})
         resp = conn.getresponse()
         out = resp.status, resp.read()
         conn.close()
@@ -178,7 +165,7 @@ try:
     c.check("reconciliation.wechat" in z.stdout and "4 differences" in z.stdout,
             f"the Z report shows it:\n{z.stdout}{z.stderr}")
 finally:
-    if wx:
-        wx.stop()
+    if emu:
+        emu.stop()
     st.stop_all(c)
 c.finish()

@@ -15,25 +15,19 @@ import datetime
 import json
 import os
 import subprocess
-import sys
 import time
 
-from harness import BIN, SRC, Bus, Checks, Stack, rsa_key_files, wait_for
+from harness import BIN, Bus, Checks, PaymentEmulators, Stack, wait_for
 
-sys.path.insert(0, os.path.join(SRC, "devices", "sim"))
-from alipay import Alipay  # noqa: E402
-from wechatpay import WechatPay  # noqa: E402
 
 # the store runs on Beijing time, as the provider's statement does (see test_reconcile.py)
 os.environ["TZ"] = "CST-8"
 time.tzset()
 STORE = "S1"
-MCHID, APPID, SERIAL = "1900000001", "wx0000000000000001", "3775B6A45ACD588826D15E583A95F5DD"
-APP_ID = "2021000000000001"
 ACODE, WCODE = "284567890123456789", "134567890123456789"
 c = Checks("test_reconcile_alipay")
 st = Stack("reconcile_alipay")
-wx = ali = None
+emu = None
 try:
     st.start_redis()
     st.start_busd()
@@ -41,26 +35,9 @@ try:
         st.start_service(s, s)
     c.check(st.wait_healthy(["inventory", "sales", "reporting"]), "back office healthy")
     st.posctl("store", "add", STORE, "Reconcile store", check=True)
-    _, key_file, pub_file = rsa_key_files(st.tmp, "merchant")
-    apiv3 = os.path.join(st.tmp, "apiv3.key")
-    with open(apiv3, "w") as f:
-        f.write("0123456789abcdef0123456789ABCDEF")
-    wdir = os.path.join(st.tmp, "wechat")
-    wx = WechatPay(wdir, MCHID, APPID, SERIAL, pub_file, apiv3)
-    wx.start()
-    _, app_key_file, app_pub_file = rsa_key_files(st.tmp, "app")
-    adir = os.path.join(st.tmp, "alipay")
-    ali = Alipay(adir, APP_ID, app_pub_file)
-    ali.start()
-    st.start_service("payments", "payments", "--wechat-base-url", f"https://127.0.0.1:{wx.port}",
-                     "--wechat-mchid", MCHID, "--wechat-appid", APPID, "--wechat-serial", SERIAL,
-                     "--wechat-key-file", key_file, "--wechat-platform-keys",
-                     f"PUB_KEY_ID_0000000000000001={wdir}/platform-1.pem",
-                     "--wechat-ca-file", wx.ca_file, "--wechat-timeout-ms", "2000",
-                     "--alipay-gateway", f"https://127.0.0.1:{ali.port}/gateway.do",
-                     "--alipay-app-id", APP_ID, "--alipay-key-file", app_key_file,
-                     "--alipay-public-key-file", os.path.join(adir, "alipay.pem"),
-                     "--alipay-ca-file", ali.ca_file, "--alipay-timeout-ms", "2000",
+    emu = PaymentEmulators(st)
+    wx, ali = emu.wx, emu.ali
+    st.start_service("payments", "payments", *emu.args,
                      "--query-interval-ms", "300", "--reverse-after-ms", "3000",
                      "--lease-ms", "8000")
     c.check(st.wait_healthy(["payments"]), "payments healthy")
@@ -217,8 +194,7 @@ try:
             "reconciliation.wechat" in z.stdout and "1 matched, 0 differences" in z.stdout,
             f"the Z report shows both:\n{z.stdout}{z.stderr}")
 finally:
-    for emu in (wx, ali):
-        if emu:
-            emu.stop()
+    if emu:
+        emu.stop()
     st.stop_all(c)
 c.finish()
