@@ -645,6 +645,26 @@ class PaymentEmulators:
         self.wx = self.ali = None
 
 
+def sim_finished(c, stack, sim, tickets, refusal):
+    """Wait for a `posctl sim` started with stack.posctl_popen("sim", ...) and check its JSON
+    summary: exit 0, every one of `tickets` acknowledged, none refused (`refusal` says why none
+    may be), none given up. Prints its retries and duplicates; returns the summary."""
+    out, _ = sim.communicate(timeout=900)
+    stack.procs.pop("sim", None)
+    c.eq(sim.returncode, 0, "posctl sim exit code")
+    try:
+        summary = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        summary = {}
+        c.fail(f"posctl sim printed no JSON summary: {out[-500:]!r}")
+    c.eq(summary.get("unacknowledged"), [], "sales the simulator never got acknowledged")
+    c.eq(summary.get("refused"), 0, f"sales refused ({refusal})")
+    c.eq(summary.get("acknowledged"), tickets, "sales acknowledged")
+    print(f"simulator: {summary.get('retries')} retries, {summary.get('duplicates')} duplicate "
+          f"answers, {summary.get('elapsed_ms')} ms", flush=True)
+    return summary
+
+
 def sim_control(path, cmd, **kw):
     """One command on a simulator's JSON-lines control socket (devices/sim: {"cmd": cmd, ...kw}
     in, one JSON object out); returns the answer as a dict."""

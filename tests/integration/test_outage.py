@@ -9,13 +9,12 @@ refusal; the simulator resends until acknowledged. At the end: the simulator gav
 every sale it rang up is in the sales stream exactly once, and reports and stock agree with the
 sums the test computes from those sale documents."""
 import atexit
-import json
 import os
 import subprocess
 import time
 
 from harness import (Bus, Checks, Stack, SRC, check_books, receive_opening_stock,
-                     wait_for as poll)
+                     sim_finished, wait_for as poll)
 
 TICKETS = 3000
 REGISTERS = 4
@@ -107,19 +106,7 @@ c.check(wait_for(lambda: not refusing(), 30, "Redis writes again"), "space freed
         "again")
 
 # --- the simulator finishes: nothing given up -------------------------------------------------
-out, _ = sim.communicate(timeout=900)
-st.procs.pop("sim", None)
-c.eq(sim.returncode, 0, "posctl sim exit code")
-try:
-    summary = json.loads(out.strip().splitlines()[-1])
-except (ValueError, IndexError):
-    summary = {}
-    c.fail(f"posctl sim printed no JSON summary: {out[-500:]!r}")
-c.eq(summary.get("unacknowledged"), [], "sales the simulator never got acknowledged")
-c.eq(summary.get("refused"), 0, "sales refused (a transient failure must never be a refusal)")
-c.eq(summary.get("acknowledged"), TICKETS, "sales acknowledged")
-print(f"simulator: {summary.get('retries')} retries, {summary.get('duplicates')} duplicate "
-      f"answers, {summary.get('elapsed_ms')} ms", flush=True)
+summary = sim_finished(c, st, sim, TICKETS, "a transient failure must never be a refusal")
 
 # --- every sale exactly once in the stream, and the books agree -------------------------------
 docs = check_books(c, st, bus, TICKETS, summary, initial)

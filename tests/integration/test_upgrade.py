@@ -9,12 +9,11 @@ started again (their consumer group keeps its place in the stream; what the old 
 read and not acknowledged is claimed by the new one). At the end the simulator gave up on
 nothing, every sale is in the stream once, and the day report and the stock agree with the sums
 the test computes from the sale documents, to the fen and the piece, with no dead letter."""
-import json
 import os
 import signal
 
 from harness import (Bus, Checks, Stack, SRC, check_books, receive_opening_stock,
-                     wait_for as poll)
+                     sim_finished, wait_for as poll)
 
 TICKETS = 2400
 REGISTERS = 4
@@ -70,19 +69,7 @@ for svc in ("inventory", "reporting"):
     c.check(st.wait_healthy([svc]), f"{svc} replaced (SIGTERM, a new process) and healthy")
     wait_for(lambda: committed() >= before + 200, 60, f"sales flowing after {svc}'s upgrade")
 
-out, _ = sim.communicate(timeout=900)
-st.procs.pop("sim", None)
-c.eq(sim.returncode, 0, "posctl sim exit code")
-try:
-    summary = json.loads(out.strip().splitlines()[-1])
-except (ValueError, IndexError):
-    summary = {}
-    c.fail(f"posctl sim printed no JSON summary: {out[-500:]!r}")
-c.eq(summary.get("unacknowledged"), [], "sales the simulator never got acknowledged")
-c.eq(summary.get("refused"), 0, "sales refused (an upgrade must never be a refusal)")
-c.eq(summary.get("acknowledged"), TICKETS, "sales acknowledged")
-print(f"simulator: {summary.get('retries')} retries, {summary.get('duplicates')} duplicate "
-      f"answers, {summary.get('elapsed_ms')} ms", flush=True)
+summary = sim_finished(c, st, sim, TICKETS, "an upgrade must never be a refusal")
 
 check_books(c, st, bus, TICKETS, summary, initial)
 c.finish()
