@@ -50,7 +50,7 @@ CARD_NAME = b"Girocard"
 
 DLE, STX, ETX, ACK, NAK = 0x10, 0x02, 0x03, 0x06, 0x15
 RC_APPROVED, RC_DECLINED, RC_NOT_POSSIBLE, RC_NO_TRANSACTION = 0x00, 0x05, 0x83, 0xFF
-TX_MODES = ("approve", "decline", "slow", "lost_answer")
+TX_MODES = ("approve", "decline", "slow", "lost_answer", "partial")
 LINK_MODES = ("lost_ack", "nak", "bad_crc", "ack_lost")
 
 
@@ -175,6 +175,7 @@ class Terminal:
     def __init__(self):
         self.next_tx = "approve"
         self.slow_seconds = SLOW_SECONDS
+        self.partial_limit = 0   # "partial": the most the next authorization approves (fen)
         self.transactions = []   # {trace, amount, receipt, state, kind}
         self.trace = TRACE_FIRST
         self.receipt = RECEIPT_FIRST
@@ -301,6 +302,8 @@ class Terminal:
             self._book("authorize", amount, "approved")
             steps = steps[:2]  # then silence: booked, never told
         else:
+            if mode == "partial":  # a partial approval: the status tells the amount approved
+                amount = min(amount, self.partial_limit)
             tx = self._book("authorize", amount, "approved")
             steps += [(STEP_DELAY, apdu(0x04, 0x0F, self.status_data(tx))),
                       (STEP_DELAY, self.print_line("AUTHORIZATION")),
@@ -460,6 +463,11 @@ class Simulator(simcore.Simulator):
                     if not isinstance(s, (int, float)) or isinstance(s, bool) or not 0 <= s <= 600:
                         raise ValueError("seconds must be a number from 0 to 600")
                     self.terminal.slow_seconds = float(s)
+                if nxt == "partial":
+                    a = req.get("amount")
+                    if not isinstance(a, int) or isinstance(a, bool) or not 0 < a < 10**12:
+                        raise ValueError("partial needs amount: the fen approved, 1 or more")
+                    self.terminal.partial_limit = a
             elif nxt in LINK_MODES:
                 self.link_fault = nxt
             else:

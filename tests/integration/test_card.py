@@ -222,6 +222,29 @@ try:
             f"and its totals are compared too: {audits('card_eod')[-1:]}")
     r = r01.cmd("card-status")
     c.check(not r["ok"] and r["error"] == "no_card", "card-status with nothing at the terminal")
+
+    # 7. a partial approval: the amount the terminal approved is the tender, the rest stays due
+    c.check(r01.cmd("login ann 1111")["ok"], "Ann logs in again")
+    term.mode("partial", amount=350)
+    r01.cmd("scan 6901234500097")
+    r01.cmd("scan 6901234500103")
+    last = r01.cmd("state")["last_sale"]
+    r01.cmd("pay card")
+    c.check(wait_for(lambda: r01.cmd("state").get("card") is None, 10), "the terminal answered")
+    t = r01.cmd("state").get("ticket") or {}
+    c.check(t.get("tenders") == [{"kind": "card", "amount": 350}] and t.get("remaining") == 150,
+            f"5.00 asked, 3.50 approved: the card tender is 3.50, 1.50 still due: {t}")
+    r = r01.cmd("pay cash 1.50")
+    c.check(r["ok"] and r.get("sale_id"), f"the rest in cash: {r.get('message')}")
+    c.eq(sales()[-1]["tenders"], [{"kind": "card", "amount": 350}, {"kind": "cash", "amount": 150}],
+         "the sale's tenders: card 3.50 (what the terminal took) and cash 1.50")
+    c.eq(r01.cmd("state")["last_sale"], last + 1, "one sale")
+    p = st.posctl("device", "command", "--store", STORE, "--register", "R01", "--device", "card",
+                  "--command", "end_of_day", "--wait-ms", "10000")
+    c.check(wait_for(lambda: len(audits("card_eod")) == 3, 10) and
+            audits("card_eod")[-1].get("terminal_total") == 350 and
+            audits("card_eod")[-1].get("difference") == 0,
+            f"the terminal's end of day agrees with the card tenders: {audits('card_eod')[-1:]}")
     v = subprocess.run([f"{BIN}/posctl", "journal", "verify", r01.journal], capture_output=True,
                        text=True, timeout=60)
     c.check(v.returncode == 0, f"the journal verifies: {v.stdout.strip()[-80:]}")

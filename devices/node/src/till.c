@@ -1653,8 +1653,9 @@ static int s_card_record(node_till_t *self, const char *key, const bus_val_t *re
 }
 
 /*  A charge whose ticket is gone: reverse it (06 30 with the terminal's receipt number),
-    journaled first as a card_reversal record. Says what happened in reply's message. */
-static void s_card_reverse(node_till_t *self, const char *key, const bus_val_t *result,
+    journaled first as a card_reversal record. Says what happened in reply's message; 0 when the
+    reversal went to the terminal. */
+static int s_card_reverse(node_till_t *self, const char *key, const bus_val_t *result,
                            bus_val_t *reply)
 {
     int64_t receipt = -1, amount = 0;
@@ -1663,6 +1664,7 @@ static void s_card_reverse(node_till_t *self, const char *key, const bus_val_t *
     char msg[NODE_TILL_WHY_MAX], rkey[NODE_TILL_WHY_MAX], data[24], err[NODE_TILL_WHY_MAX] = "";
     snprintf(rkey, sizeof(rkey), "%s-rev", key);
     snprintf(data, sizeof(data), "%" PRId64, receipt);
+    bool sent = false;
     bus_val_t *doc = bus_val_new_map();
     bus_val_map_set_str(doc, "type", "card_reversal");
     bus_val_map_set_str(doc, "key", rkey);
@@ -1685,14 +1687,62 @@ static void s_card_reverse(node_till_t *self, const char *key, const bus_val_t *
                      "card payment %s was charged but has no sale; the reversal was not sent "
                      "(%s): reverse receipt %" PRId64 " at the terminal",
                      key, err, receipt);
-        else
+        else {
+            sent = true;
             snprintf(msg, sizeof(msg),
                      "card payment %s (%" PRId64 " fen) was charged but its ticket is gone: "
                      "reversing it",
                      key, amount);
+        }
     }
     bus_val_destroy(&doc);
     bus_val_map_set_str(reply, "message", msg);
+    return sent ? 0 : -1;
+}
+
+/*  An approved card payment or refund becomes the ticket's tender: of the amount the terminal
+    says it approved (its status information), which is not always the amount asked. Less than
+    asked (a partial approval) is booked as it is and the rest stays due; more than asked, none,
+    or an amount the ticket cannot take is reversed when it was a payment, and left to a manager
+    when it was a refund (the terminal's end of day shows the difference). */
+static void s_card_book(s_cmd_t *c, const char *key, const bus_val_t *body, int64_t asked)
+{
+    node_till_t *self = c->till;
+    int64_t told = 0, booked = asked;
+    if (bus_val_map_get_int(body, "amount", &told) && told >= 0)
+        booked = asked < 0 ? -told : told;
+    bool fits = booked != 0 && (asked < 0 ? booked >= asked : booked <= asked);
+    char a[32], b[32], msg[NODE_TILL_WHY_MAX];
+    pos_money_format(booked < 0 ? -booked : booked, a, sizeof(a));
+    pos_money_format(asked < 0 ? -asked : asked, b, sizeof(b));
+    if (!self->ticket || !fits ||
+        pos_ticket_add_tender(self->ticket, POS_TENDER_CARD, booked) != POS_OK) {
+        if (asked > 0) {
+            bus_val_t *scratch = bus_val_new_map();
+            if (s_card_reverse(self, key, body, scratch) == 0)
+                snprintf(msg, sizeof(msg), "the terminal approved %s of the %s asked, which the "
+                         "ticket cannot take: reversing it; take the tender again", a, b);
+            else
+                snprintf(msg, sizeof(msg), "the terminal approved %s of the %s asked, which the "
+                         "ticket cannot take: %s", a, b,
+                         bus_val_map_get_str(scratch, "message"));
+            bus_val_destroy(&scratch);
+            s_err(c, "card_amount", "%s", msg);
+        } else {
+            snprintf(msg, sizeof(msg), "the terminal refunded %s of the %s asked and the ticket "
+                     "cannot take it: tell a manager", a, b);
+            s_err(c, "card_amount", "%s", msg);
+        }
+        return;
+    }
+    if (booked != asked)
+        snprintf(msg, sizeof(msg), "card %s only %s of %s: the rest is still due",
+                 asked > 0 ? "approved" : "refunded", a, b);
+    else
+        snprintf(msg, sizeof(msg), "card approved");
+    bus_val_map_set_str(c->reply, "message", msg);
+    if (pos_ticket_is_paid(self->ticket) && node_session_cashier(self->session))
+        s_complete(c);
 }
 
 static int s_card_start(s_cmd_t *c, int64_t amount)
@@ -1864,13 +1914,8 @@ bus_val_t *node_till_card_event(node_till_t *self, const char *event, const bus_
                      strcmp(verb, "refund") == 0 ? "refund failed" : "declined",
                      text ? text : "no reason");
             s_err(&c, "card_declined", "%s", msg);
-        } else if (!self->ticket ||
-                   pos_ticket_add_tender(self->ticket, POS_TENDER_CARD, amount) != POS_OK) {
-            s_err(&c, "internal", "card approved but the ticket took no tender: tell a manager");
         } else {
-            bus_val_map_set_str(reply, "message", "card approved");
-            if (pos_ticket_is_paid(self->ticket) && node_session_cashier(self->session))
-                s_complete(&c);
+            s_card_book(&c, key, body, amount);
         }
     }
     s_state(self, reply);

@@ -102,6 +102,45 @@ static bus_val_t *s_payments_hook(void *arg, const char *service, const char *me
     return r;
 }
 
+/* A card terminal that takes every job: the last verb, key and data it was given. */
+static char s_card_verb[16], s_card_key[64], s_card_data[48];
+
+static int s_card_hook(void *arg, const char *verb, const char *key, const char *data, char *err,
+                       size_t size)
+{
+    (void)arg;
+    (void)err;
+    (void)size;
+    if (verb) {
+        snprintf(s_card_verb, sizeof(s_card_verb), "%s", verb);
+        snprintf(s_card_key, sizeof(s_card_key), "%s", key);
+        snprintf(s_card_data, sizeof(s_card_data), "%s", data ? data : "");
+    }
+    return 1;
+}
+
+/* The terminal's final answer to the job at it: approved for `amount` with receipt number
+   `receipt`. The till's answer's error code (or "") into out; its ticket's remaining due. */
+static int64_t s_card_answer(node_till_t *till, int64_t amount, int64_t receipt, char *out,
+                             size_t size)
+{
+    bus_val_t *b = bus_val_new_map();
+    bus_val_map_set_str(b, "verb", s_card_verb);
+    bus_val_map_set_str(b, "key", s_card_key);
+    bus_val_map_set_bool(b, "ok", true);
+    bus_val_map_set_int(b, "amount", amount);
+    bus_val_map_set_int(b, "receipt", receipt);
+    bus_val_map_set_int(b, "trace", receipt);
+    bus_val_t *r = node_till_card_event(till, "result", b);
+    bus_val_destroy(&b);
+    const char *e = bus_val_map_get_str(r, "error");
+    snprintf(out, size, "%s", e ? e : "");
+    int64_t remaining = -1;
+    bus_val_map_get_int(bus_val_map_get(r, "ticket"), "remaining", &remaining);
+    bus_val_destroy(&r);
+    return remaining;
+}
+
 /* A number from the X report: report.KEY, or report.tenders.KEY with tenders true. */
 static int64_t s_x(node_till_t *till, const char *key, bool tenders)
 {
@@ -384,6 +423,43 @@ int main(void)
               s_run(till, "pay card 2.31", "sale_id", out, sizeof(out)) &&
               !strcmp(out, "S1-R02-000004"),
           "with cash tendered first the card takes 2.31 and the sale is written (%s)", out);
+    node_till_destroy(&till);
+
+    /* --- the terminal approves another amount than asked: what it approved is booked ------- */
+    snprintf(path2, sizeof(path2), "%s/journal-r03", s_dir);
+    hooks.card = s_card_hook;
+    till = node_till_open(path2, key, "S1", "R03", session, &hooks, why, sizeof(why));
+    CHECK(till != NULL, "a till with a card terminal (%s)", why);
+    node_till_set_catalog(till, cat);
+    CHECK(node_till_set_config(till, &cfg, why, sizeof(why)) == 0, "cash rounding on (%s)", why);
+    CHECK(s_run(till, "weigh APPLE 965", NULL, NULL, 0) && s_run(till, "pay card", NULL, NULL, 0) &&
+              !strcmp(s_card_verb, "authorize") && !strncmp(s_card_data, "1235", 4),
+          "12.35 asked at the terminal (%s %s)", s_card_verb, s_card_data);
+    int64_t rest = s_card_answer(till, 1000, 11, out, sizeof(out));
+    CHECK(!out[0] && rest == 240,
+          "approved only 10.00 (a partial approval): booked 10.00, 2.40 still due in cash "
+          "(error '%s', remaining %lld)", out, (long long)rest);
+    CHECK(s_run(till, "pay cash 2.40", "sale_id", out, sizeof(out)) && !strcmp(out, "S1-R03-000001"),
+          "and the sale is written with cash for the rest (%s)", out);
+    CHECK_EQ(s_x(till, "card", true), 1000, "the X report's card is the 10.00 approved");
+    CHECK(s_run(till, "weigh APPLE 965", NULL, NULL, 0) && s_run(till, "pay card", NULL, NULL, 0),
+          "12.35 asked again");
+    rest = s_card_answer(till, 1232, 12, out, sizeof(out));
+    CHECK(!strcmp(out, "card_amount") && !strcmp(s_card_verb, "reversal") &&
+              !strcmp(s_card_data, "12") && rest == 1240,
+          "approved 12.32, which would leave 0.03 for cash to round away: reversed at once "
+          "(receipt %s, %s), nothing booked (remaining %lld)", s_card_data, out, (long long)rest);
+    CHECK(s_run(till, "pay card", NULL, NULL, 0), "asked again");
+    rest = s_card_answer(till, 1300, 13, out, sizeof(out));
+    CHECK(!strcmp(out, "card_amount") && !strcmp(s_card_verb, "reversal") &&
+              !strcmp(s_card_data, "13") && rest == 1240,
+          "approved 13.00 of 12.35 asked: reversed, nothing booked (%s, remaining %lld)", out,
+          (long long)rest);
+    CHECK(s_run(till, "pay card", NULL, NULL, 0) && s_card_answer(till, 1235, 14, out,
+                                                                  sizeof(out)) <= 0 &&
+              !out[0] && node_till_last_sale(till) == 2,
+          "approved as asked: the sale is written (%s)", out);
+    CHECK_EQ(s_x(till, "card", true), 2235, "the X report's card: 10.00 + 12.35");
     node_till_destroy(&till);
 
     node_session_destroy(&session);
