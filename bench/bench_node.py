@@ -99,7 +99,9 @@ if r.returncode != 0:
     fail(f"posctl cashier add: {r.stderr.strip()}")
 
 t0 = time.time()
-till = st.start_posnode("r01", STORE, REG)
+# posnode's own defaults for the heartbeat and the retry backoff (the harness shortens them for
+# tests): the catch-up is measured as a register in a store would do it
+till = st.start_posnode("r01", STORE, REG, "--node-heartbeat-ms", "2000", "--backoff-max-ms", "10000")
 pid = st.procs["r01"].pid
 if not wait_for(lambda: (lambda s: s["config_version"] >= 1 and s["catalog_version"] > 0)(
         till.cmd("state")), 60, "the configuration and the catalog"):

@@ -54,6 +54,7 @@
 #define S_UPLOADS_A_TURN 200  /* uploads between two looks at events and heartbeats */
 #define S_WINDOW         16   /* uploads in flight to one sales instance */
 #define S_BACKOFF_MIN_MS 100
+#define S_BACKOFF_ANSWERED_MS 1000
 #define S_PORTS_EVERY_MS 60000 /* serial ports listed again (a USB adapter plugged in) */
 #define S_PATH_MAX       4096
 
@@ -105,6 +106,9 @@ struct node_uplink_t {
     bool hello_done, want_catalog, want_config, want_commands;
     int64_t catalog_version, config_version, config_asked;
     int64_t next_hb_ms, next_try_ms, backoff_ms;
+    bool hb_unanswered; /* the last heartbeat had no answer: the back office was away */
+    bool refused;       /* the last failed upload was refused (its long wait needs a person) */
+    bool answered;      /* the last failed request had an answer ("not now"), not a timeout */
     bus_val_t *ports;      /* the serial ports as last listed (array); NULL: not known */
     bus_val_t *ports_sent; /* what devices last took (with the devices using them) */
     int64_t next_ports_ms;
@@ -270,6 +274,8 @@ static bus_val_t *s_call(node_uplink_t *self, const char *service, const char *m
     bus_msg_t *rep = bus_client_request(self->client, service, method, &body);
     if (!rep) {
         bus_client_err_t err = bus_client_errcode(self->client);
+        self->answered = err == BUS_CLIENT_REMOTE || err == BUS_CLIENT_UNAVAILABLE ||
+                         err == BUS_CLIENT_NO_SERVICE;
         if (err == BUS_CLIENT_REMOTE || err == BUS_CLIENT_UNAVAILABLE)
             snprintf(code, code_size, "%s",
                      err == BUS_CLIENT_UNAVAILABLE ? "unavailable"
@@ -284,9 +290,15 @@ static bus_val_t *s_call(node_uplink_t *self, const char *service, const char *m
     return out ? out : bus_val_new_map();
 }
 
+/*  Wait before the next try, twice as long as the last up to backoff_max_ms; up to
+    S_BACKOFF_ANSWERED_MS only while someone answers "not now" at once (busd with no sales
+    instance, a service without Redis): a cheap question, and the backlog goes as soon as the
+    service is back. After a refusal the wait is long (it needs a person). */
 static void s_backoff(node_uplink_t *self)
 {
     int64_t max = self->cfg.backoff_max_ms;
+    if (self->answered && !self->refused && max > S_BACKOFF_ANSWERED_MS)
+        max = S_BACKOFF_ANSWERED_MS;
     self->backoff_ms = self->backoff_ms ? self->backoff_ms * 2 : S_BACKOFF_MIN_MS;
     if (self->backoff_ms > max)
         self->backoff_ms = max;
@@ -444,8 +456,17 @@ static void s_heartbeat(node_uplink_t *self)
     char code[64];
     bus_val_t *rep = s_call(self, "devices", "node.heartbeat", body, code, sizeof(code));
     s_ports_answered(self, &ports, rep != NULL, code);
-    if (!rep)
+    if (!rep) {
+        self->hb_unanswered = !code[0];
         return;
+    }
+    if (self->hb_unanswered && !self->refused) {
+        /* the back office answers again: the backlog goes now, not after a backoff grown
+           while it was away (a refusal's long wait, which needs a person, is kept) */
+        self->backoff_ms = 0;
+        self->next_try_ms = bus_mono_ms();
+    }
+    self->hb_unanswered = false;
     int64_t committed = 0;
     if (bus_val_map_get_int(rep, "committed_seq", &committed) && committed > self->acked &&
         committed <= last_sale && committed <= self->sales_indexed)
@@ -536,6 +557,7 @@ static int s_upload(node_uplink_t *self, int64_t k)
 /*  A failed turn: wait before the next; after a refusal, wait long (it needs a person). */
 static void s_upload_failed(node_uplink_t *self, int r)
 {
+    self->refused = r < 0;
     if (r < 0)
         self->backoff_ms = self->cfg.backoff_max_ms / 2;
     s_backoff(self);
@@ -572,6 +594,7 @@ static void s_upload_window(node_uplink_t *self)
             }
             if (bus_client_send(self->client, target, "sale.upload", &doc, &corrs[n]) != 0) {
                 s_set_error(self, false, "sales: %s", bus_client_errstr(self->client));
+                self->answered = false;
                 return s_upload_failed(self, 0);
             }
             sales[n] = next++;
@@ -590,6 +613,7 @@ static void s_upload_window(node_uplink_t *self)
                                                                : "";
             s_set_error(self, err == BUS_CLIENT_REMOTE || err == BUS_CLIENT_UNAVAILABLE,
                         "sales sale.upload: %s", bus_client_errstr(self->client));
+            self->answered = code[0] != '\0';
             self->pinned[0] = '\0';
             return s_upload_failed(
                 self, which >= 0 ? s_upload_answer(self, sales[which], NULL, code) : 0);
