@@ -301,8 +301,10 @@ int64_t node_config_member_price(const node_config_t *self, const char *sku, int
 {
     for (int i = 0; i < self->nmember_prices; i++) {
         const node_member_price_t *m = &self->member_prices[i];
-        if (strcmp(m->sku, sku) == 0 &&
-            ((m->start_ms == 0 && m->end_ms == 0) || (m->start_ms <= now_ms && now_ms < m->end_ms)))
+        /* the window rule of libpos's promotions: from start_ms on, until before end_ms
+           (0: no end), so a member price and the promotions it runs beside agree */
+        if (strcmp(m->sku, sku) == 0 && now_ms >= m->start_ms &&
+            (m->end_ms == 0 || now_ms < m->end_ms))
             return m->price;
     }
     return 0;

@@ -1427,7 +1427,9 @@ static int s_cmd_discount(s_cmd_t *c)
         if (!s_money(arg, false, &bp) || bp > 10000)
             return s_err(c, "bad_discount", "percent: 0..100 with at most two decimals");
     } else if (!s_money(arg, false, &amount) || amount > base) {
-        return s_err(c, "bad_discount", "amount: 0..%" PRId64 " fen, in yuan", base);
+        char most[32];
+        return s_err(c, "bad_discount", "amount: 0.00 to %s yuan (what the items come to)",
+                     pos_money_format(base, most, sizeof(most)));
     }
     bool over =
         bp > self->cfg.discount_cap_bp ||
@@ -1488,7 +1490,9 @@ static int s_cmd_price(s_cmd_t *c)
 static int s_cmd_member(s_cmd_t *c)
 {
     node_till_t *self = c->till;
-    if (c->argc > 1)
+    /* anything but on or off is refused: a typo must not switch member prices on */
+    if (c->argc > 1 ||
+        (c->argc == 1 && strcmp(c->argv[0], "on") != 0 && strcmp(c->argv[0], "off") != 0))
         return s_err(c, "usage", "member [on|off]");
     if (!s_can_sell(c))
         return -1;

@@ -29,13 +29,28 @@ static int64_t s_acked_hook(void *arg)
     return s_acked;
 }
 
+static bus_val_t *s_last_audit; /* the last node.audit event published */
+
 static void s_publish_hook(void *arg, const char *what, const char *type, bus_val_t **body)
 {
     (void)arg;
     (void)what;
-    (void)type;
+    if (strcmp(type, "node.audit") == 0) {
+        bus_val_destroy(&s_last_audit);
+        s_last_audit = *body;
+        *body = NULL;
+    }
     bus_val_destroy(body);
     s_published++;
+}
+
+/* The clock of the till of s_keyed_in (promotion and member price windows). */
+static int64_t s_clock_ms;
+
+static int64_t s_clock_hook(void *arg)
+{
+    (void)arg;
+    return s_clock_ms;
 }
 
 /* Run line; the answer's ok, and its string key (or "") into out. */
@@ -160,6 +175,321 @@ static int s_sales_in(const char *file)
     if (node_journal_verify(file, NULL, &st) != 0)
         return -1;
     return (int)st.last_seq;
+}
+
+/* The ticket's (or with line > 0 that line's) integer key after running cmd; -1 if absent. */
+static int64_t s_tk(node_till_t *till, const char *cmd, int line, const char *key)
+{
+    bus_val_t *r = node_till_command(till, cmd);
+    const bus_val_t *t = bus_val_map_get(r, "ticket");
+    if (line > 0)
+        t = bus_val_arr_get(bus_val_map_get(t, "lines"), (size_t)line - 1);
+    int64_t v = -1;
+    bus_val_map_get_int(t, key, &v);
+    bool b;
+    if (v == -1 && bus_val_map_get_bool(t, key, &b))
+        v = b;
+    bus_val_destroy(&r);
+    return v;
+}
+
+/* Line n's string key in the till's state, into out ("" if absent). */
+static const char *s_tks(node_till_t *till, int n, const char *key, char *out, size_t size)
+{
+    bus_val_t *r = node_till_command(till, "state");
+    const bus_val_t *l =
+        bus_val_arr_get(bus_val_map_get(bus_val_map_get(r, "ticket"), "lines"), (size_t)n - 1);
+    const char *v = bus_val_map_get_str(l, key);
+    snprintf(out, size, "%s", v ? v : "");
+    bus_val_destroy(&r);
+    return out;
+}
+
+/* line is refused with error code want, and the ticket's total stays total. */
+static bool s_refused(node_till_t *till, const char *line, const char *want, int64_t total)
+{
+    bus_val_t *r = node_till_command(till, line);
+    bool ok = true;
+    bus_val_map_get_bool(r, "ok", &ok);
+    const char *e = bus_val_map_get_str(r, "error");
+    const char *m = bus_val_map_get_str(r, "message");
+    int64_t got = -1;
+    bus_val_map_get_int(bus_val_map_get(r, "ticket"), "total", &got);
+    bool pass = !ok && e && !strcmp(e, want) && m && *m && got == total;
+    CHECK(pass, "'%s' refused: %s (expected %s, total stays %lld; got %s, total %lld)", line,
+          m ? m : "?", want, (long long)total, e ? e : "ok", (long long)got);
+    bus_val_destroy(&r);
+    return pass;
+}
+
+static void s_promo_row(bus_val_t *arr, const char *id, const char *kind, const char *sku,
+                        const char *category, const char *k1, int64_t v1, const char *k2,
+                        int64_t v2, int64_t start_ms, int64_t end_ms)
+{
+    bus_val_t *p = bus_val_new_map();
+    bus_val_map_set_str(p, "id", id);
+    bus_val_map_set_str(p, "kind", kind);
+    bus_val_map_set_str(p, "sku", sku);
+    bus_val_map_set_str(p, "category", category);
+    if (k1)
+        bus_val_map_set_int(p, k1, v1);
+    if (k2)
+        bus_val_map_set_int(p, k2, v2);
+    bus_val_map_set_int(p, "start_ms", start_ms);
+    bus_val_map_set_int(p, "end_ms", end_ms);
+    bus_val_arr_push(arr, &p);
+}
+
+#define T0   1800000000000LL /* 2027-01-15: the window of the timed promotions */
+#define HOUR 3600000LL
+
+/*  qty, discount and member at a till whose configuration comes through node_config_parse with
+    a promotion of every kind: each changes the ticket as documented, bad input is refused with
+    a message and changes nothing. cashiers: Ann (cashier) and Max (manager), PINs 1111/9999. */
+static void s_keyed_in(node_key_t *key, node_session_t *session, node_catalog_t *cat,
+                       const node_config_t *base)
+{
+    /* --- the configuration document, as config.get serves it --- */
+    bus_val_t *doc = bus_val_new_map();
+    bus_val_map_set_int(doc, "version", 7);
+    bus_val_map_set_int(doc, "discount_cap_bp", 1000);
+    bus_val_t *rows = bus_val_new_arr();
+    for (size_t i = 0; i < base->ncashiers; i++) {
+        const node_cashier_t *c = &base->cashiers[i];
+        bus_val_t *row = bus_val_new_map();
+        bus_val_map_set_str(row, "id", c->id);
+        bus_val_map_set_str(row, "name", c->name);
+        bus_val_map_set_str(row, "role", node_role_name(c->role));
+        bus_val_map_set_str(row, "pin_hash", c->pin_hash);
+        bus_val_arr_push(rows, &row);
+    }
+    bus_val_map_set(doc, "cashiers", &rows);
+    rows = bus_val_new_arr();
+    s_promo_row(rows, "MILK3", "qty_break", "MILK", "", "qty", 3, "amount", 900, 0, 0);
+    s_promo_row(rows, "SNACK1", "amount", "", "snacks", "amount", 100, NULL, 0, T0, T0 + HOUR);
+    s_promo_row(rows, "WATER21", "buy_x_get_y", "WATER", "", "qty", 2, "free_qty", 1, 0, 0);
+    s_promo_row(rows, "COLA-M", "member_price", "COLA", "", "price", 250, NULL, 0, T0, T0 + HOUR);
+    s_promo_row(rows, "OIL-M", "member_price", "OIL", "", "price", 6000, NULL, 0, T0, 0);
+    bus_val_map_set(doc, "promotions", &rows);
+    node_config_t cfg;
+    node_config_init(&cfg);
+    char why[256] = "", out[64];
+    CHECK(node_config_parse(doc, &cfg, why, sizeof(why)) == 0, "the document parses (%s)", why);
+    const pos_promo_t *p = cfg.promos;
+    CHECK(cfg.npromos == 3 && cfg.nmember_prices == 2 && p[0].kind == POS_PROMO_QTY_BREAK &&
+              p[0].qty == 3 && p[0].amount == 900 && !strcmp(p[0].sku, "MILK") &&
+              p[1].kind == POS_PROMO_AMOUNT && p[1].amount == 100 &&
+              !strcmp(p[1].category, "snacks") && p[1].start_ms == T0 && p[1].end_ms == T0 + HOUR &&
+              p[2].kind == POS_PROMO_BUY_X_GET_Y && p[2].qty == 2 && p[2].free_qty == 1 &&
+              cfg.member_prices[0].price == 250 && !strcmp(cfg.member_prices[0].sku, "COLA"),
+          "qty_break, amount (category, window), buy_x_get_y and member_price parsed "
+          "(%d item promotions, %d member prices)",
+          cfg.npromos, cfg.nmember_prices);
+    CHECK(node_config_member_price(&cfg, "COLA", T0 - 1) == 0 &&
+              node_config_member_price(&cfg, "COLA", T0) == 250 &&
+              node_config_member_price(&cfg, "COLA", T0 + HOUR) == 0 &&
+              node_config_member_price(&cfg, "OIL", T0 + 1000 * HOUR) == 6000 &&
+              node_config_member_price(&cfg, "OIL", T0 - 1) == 0,
+          "member prices run from start_ms until before end_ms; no end_ms: from start_ms on "
+          "(as libpos runs promotions)");
+    /* a broken row refuses the whole document and keeps the old one */
+    rows = bus_val_new_arr();
+    s_promo_row(rows, "BAD", "qty_break", "MILK", "", "qty", 1, "amount", 900, 0, 0);
+    bus_val_map_set(doc, "promotions", &rows);
+    bus_val_map_set_int(doc, "version", 8);
+    CHECK(node_config_parse(doc, &cfg, why, sizeof(why)) == -1 && strstr(why, "BAD") &&
+              cfg.version == 7 && cfg.npromos == 3,
+          "a qty_break of 1 piece is refused, naming the row, the old configuration kept (%s)",
+          why);
+    bus_val_destroy(&doc);
+
+    node_catalog_item_t items[] = {
+        {.sku = "MILK",
+         .barcode = "",
+         .name = "牛奶",
+         .unit = "pcs",
+         .category = "dairy",
+         .price = 350,
+         .tax_rate_bp = 900,
+         .active = true},
+        {.sku = "CHIPS",
+         .barcode = "",
+         .name = "薯片",
+         .unit = "pcs",
+         .category = "snacks",
+         .price = 750,
+         .tax_rate_bp = 1300,
+         .active = true},
+        {.sku = "WATER",
+         .barcode = "",
+         .name = "水",
+         .unit = "pcs",
+         .category = "drinks",
+         .price = 200,
+         .tax_rate_bp = 1300,
+         .active = true},
+        {.sku = "OIL",
+         .barcode = "",
+         .name = "花生油",
+         .unit = "pcs",
+         .category = "grain",
+         .price = 6990,
+         .member_price = 6500,
+         .tax_rate_bp = 900,
+         .active = true},
+    };
+    for (size_t i = 0; i < sizeof(items) / sizeof(items[0]); i++)
+        node_catalog_put(cat, &items[i]);
+
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/journal-r04", s_dir);
+    node_till_hooks_t hooks = {
+        .publish = s_publish_hook, .acked = s_acked_hook, .now_ms = s_clock_hook};
+    s_clock_ms = T0 + HOUR / 2;
+    node_till_t *till = node_till_open(path, key, "S1", "R04", session, &hooks, why, sizeof(why));
+    CHECK(till != NULL, "a till with a clock of its own (%s)", why);
+    if (!till) {
+        node_config_clear(&cfg);
+        return;
+    }
+    node_till_set_catalog(till, cat);
+    CHECK(node_till_set_config(till, &cfg, why, sizeof(why)) == 0, "configuration 7 (%s)", why);
+    bus_val_t *r = node_till_command(till, "logout"); /* Ann, from the tills before */
+    bus_val_destroy(&r);
+    CHECK(s_run(till, "login ann 1111", NULL, NULL, 0), "Ann, a cashier, logs in");
+
+    /* --- qty: the quantity of the next scan --- */
+    CHECK(s_int(till, "qty 3", "next_qty") == 3, "qty 3 is taken for the next scan");
+    CHECK(s_tk(till, "scan COLA", 1, "qty") == 3 && s_tk(till, "state", 1, "gross") == 900 &&
+              s_tk(till, "state", 0, "total") == 900,
+          "scan COLA after qty 3: one line of 3 at 3.00, total 9.00 (%lld)",
+          (long long)s_tk(till, "state", 0, "total"));
+    CHECK(s_tk(till, "scan COLA", 2, "qty") == 1 && s_tk(till, "state", 0, "total") == 1200,
+          "the next scan is 1 again: total 12.00");
+    CHECK(s_int(till, "qty 5", "next_qty") == 5 && s_tk(till, "scan COLA 2", 3, "qty") == 2,
+          "a quantity typed with the scan wins over qty");
+    int64_t total = s_tk(till, "state", 0, "total");
+    CHECK_EQ(total, 1800, "COLA 3 + 1 + 2 = 18.00");
+    const char *bad_qty[] = {
+        "qty 0",   "qty -1",   "qty -0",  "qty 1000001", "qty 99999999999999999999",
+        "qty abc", "qty 2.5",  "qty +3",  "qty 3x",      "qty",
+        "qty 1 2", "qty 0x10", "qty 1e3", "qty ３"};
+    for (size_t i = 0; i < sizeof(bad_qty) / sizeof(bad_qty[0]); i++)
+        s_refused(till, bad_qty[i], "usage", total);
+    CHECK(s_tk(till, "scan COLA", 4, "qty") == 1,
+          "after the refused qty commands the next scan is 1 (no quantity was left behind)");
+    CHECK(s_int(till, "qty 1000000", "next_qty") == 1000000 &&
+              s_tk(till, "scan COLA", 5, "qty") == 1000000 &&
+              s_tk(till, "state", 0, "total") == 2100 + 300000000LL,
+          "qty 1000000 (the most) sells a million COLA: 3,000,021.00");
+    CHECK(s_run(till, "cancel approve max 9999", NULL, NULL, 0), "the ticket is cancelled");
+
+    /* --- discount: percent or amount, capped at 10% for a cashier --- */
+    s_refused(till, "discount 5%", "no_ticket", -1);
+    CHECK(s_tk(till, "scan COLA 10", 0, "total") == 3000, "COLA x10: 30.00");
+    CHECK(s_tk(till, "discount 5%", 0, "ticket_discount") == 150 &&
+              s_tk(till, "state", 0, "total") == 2850,
+          "discount 5%%: 1.50 off, total 28.50");
+    CHECK(s_tk(till, "discount 2.00", 0, "ticket_discount") == 200 &&
+              s_tk(till, "state", 0, "total") == 2800,
+          "discount 2.00 replaces it: total 28.00");
+    CHECK(s_tk(till, "discount 0", 0, "total") == 3000, "discount 0 removes it: 30.00");
+    CHECK(s_tk(till, "discount 12.5%", 0, "total") == 3000 &&
+              s_tk(till, "discount 10%", 0, "total") == 2700,
+          "12.5%% is over the cap for Ann alone, 10%% (the cap) is not: 27.00");
+    uint64_t records = node_till_last_record(till);
+    s_refused(till, "discount 10.01%", "not_permitted", 2700);
+    const char *action = bus_val_map_get_str(s_last_audit, "action");
+    const char *cashier = bus_val_map_get_str(s_last_audit, "cashier");
+    bool approved = true;
+    bus_val_map_get_bool(s_last_audit, "approved", &approved);
+    CHECK(node_till_last_record(till) == records + 1 && action &&
+              !strcmp(action, "discount_over_cap") && cashier && !strcmp(cashier, "ann") &&
+              !approved,
+          "the refusal is journaled and published: discount_over_cap, ann, not approved");
+    s_refused(till, "discount 3.01", "not_permitted", 2700);
+    CHECK(s_tk(till, "discount 20% approve max 9999", 0, "total") == 2400,
+          "20%% with the manager's approval: 24.00");
+    const char *approver = bus_val_map_get_str(s_last_audit, "approver");
+    action = bus_val_map_get_str(s_last_audit, "action");
+    approved = false;
+    bus_val_map_get_bool(s_last_audit, "approved", &approved);
+    CHECK(approved && approver && !strcmp(approver, "max") && action &&
+              !strcmp(action, "discount_over_cap"),
+          "its audit event names the action and the approver max");
+    const char *bad_discount[] = {
+        "discount -5%",    "discount -2.00", "discount 100.01%",
+        "discount 101%",   "discount 30.01", "discount 99999999999999999999",
+        "discount abc",    "discount %",     "discount 5%%",
+        "discount 5.001%", "discount 1e3",   "discount 0x10",
+        "discount 2.001",  "discount 5%x",   "discount ５%"};
+    for (size_t i = 0; i < sizeof(bad_discount) / sizeof(bad_discount[0]); i++)
+        s_refused(till, bad_discount[i], "bad_discount", 2400);
+    r = node_till_command(till, "discount 30.01");
+    const char *m = bus_val_map_get_str(r, "message");
+    CHECK(m && strstr(m, "0.00 to 30.00 yuan"), "the refusal says the most it may be: %s",
+          m ? m : "?");
+    bus_val_destroy(&r);
+    s_refused(till, "discount", "usage", 2400);
+    s_refused(till, "discount 5 %", "usage", 2400);
+    CHECK(s_tk(till, "discount 100% approve max 9999", 0, "total") == 0 &&
+              s_tk(till, "discount 30.00 approve max 9999", 0, "total") == 0,
+          "100%% and the whole 30.00 with approval: total 0.00");
+    CHECK(s_tk(till, "discount 0%", 0, "total") == 3000, "discount 0%% removes it");
+    CHECK(s_run(till, "pay cash", "sale_id", NULL, 0), "paid");
+
+    /* --- member: member prices of the configuration (in their window) and the catalog --- */
+    CHECK(s_tk(till, "scan COLA 2", 0, "total") == 600 &&
+              s_tk(till, "scan OIL", 0, "total") == 7590,
+          "COLA x2 and OIL: 75.90");
+    CHECK(s_tk(till, "member", 1, "unit_price") == 250 &&
+              s_tk(till, "state", 2, "unit_price") == 6000 &&
+              s_tk(till, "state", 0, "total") == 6500 && s_tk(till, "state", 0, "member") == 1,
+          "member: COLA at the configuration's 2.50, OIL at its 60.00 (below the catalog's "
+          "65.00): total 65.00");
+    CHECK(s_tk(till, "member off", 0, "total") == 7590 && s_tk(till, "state", 0, "member") == 0,
+          "member off: back to 75.90");
+    s_refused(till, "member maybe", "usage", 7590);
+    s_refused(till, "member 123456", "usage", 7590);
+    s_refused(till, "member on off", "usage", 7590);
+    CHECK(s_tk(till, "member on", 0, "total") == 6500, "member on: 65.00");
+    CHECK(s_run(till, "pay cash 100", "sale_id", NULL, 0), "paid");
+    s_clock_ms = T0 + HOUR; /* COLA's member price has ended; OIL's runs on */
+    CHECK(s_tk(till, "member on", 0, "member") == -1 &&
+              s_tk(till, "scan COLA", 1, "unit_price") == 300 &&
+              s_tk(till, "scan OIL", 2, "unit_price") == 6000,
+          "member on before the first scan; an hour later COLA's member price has ended (3.00), "
+          "OIL's (no end) has not (60.00)");
+    CHECK(s_run(till, "cancel approve max 9999", NULL, NULL, 0), "cancelled");
+    CHECK(s_tk(till, "scan COLA", 0, "member") == 0, "a new ticket starts without member prices");
+    s_clock_ms = T0 - 1;
+    CHECK(s_tk(till, "scan OIL", 2, "unit_price") == 6990 &&
+              s_tk(till, "member on", 2, "unit_price") == 6500,
+          "before OIL's member price starts the catalog's member price applies (65.00)");
+    CHECK(s_run(till, "cancel approve max 9999", NULL, NULL, 0), "cancelled");
+
+    /* --- every promotion kind, priced from the configuration --- */
+    s_clock_ms = T0 + HOUR / 2;
+    CHECK(s_tk(till, "scan MILK 4", 1, "promo_discount") == 150 &&
+              s_tk(till, "state", 0, "total") == 1250,
+          "MILK x4 at 3.50 with 3 for 9.00: 1.50 off (one set), total 12.50");
+    CHECK(s_tk(till, "scan MILK 2", 0, "total") == 1800 &&
+              s_tk(till, "state", 0, "promo_discounts") == 300,
+          "MILK x2 more (6 over two lines): two sets, 3.00 off, total 18.00");
+    CHECK(s_tk(till, "scan CHIPS 2", 3, "promo_discount") == 200 &&
+              !strcmp(s_tks(till, 3, "promo_id", out, sizeof(out)), "SNACK1"),
+          "CHIPS x2 (snacks, 1.00 off per piece in the window): 2.00 off by %s", out);
+    CHECK(s_tk(till, "scan WATER 3", 4, "promo_discount") == 200 &&
+              s_tk(till, "state", 0, "total") == 1800 + 1300 + 400,
+          "WATER x3 with buy 2 get 1: one free (2.00), total 35.00");
+    CHECK(s_run(till, "pay cash 50", "sale_id", NULL, 0), "paid");
+    s_clock_ms = T0 + HOUR;
+    CHECK(s_tk(till, "scan CHIPS 2", 1, "promo_discount") == 0 &&
+              s_tk(till, "scan WATER 2", 2, "promo_discount") == 0,
+          "after the window CHIPS pay full price; WATER x2 is no full set of 3");
+    CHECK(s_run(till, "pay cash 50", "sale_id", NULL, 0), "paid");
+    node_till_destroy(&till);
+    node_config_clear(&cfg);
 }
 
 int main(void)
@@ -462,7 +792,10 @@ int main(void)
     CHECK_EQ(s_x(till, "card", true), 2235, "the X report's card: 10.00 + 12.35");
     node_till_destroy(&till);
 
+    s_keyed_in(key, session, cat, &cfg);
+
     node_session_destroy(&session);
+    bus_val_destroy(&s_last_audit);
     node_config_clear(&cfg);
     node_catalog_destroy(&cat);
     node_key_destroy(&key);
