@@ -87,7 +87,7 @@ kind, b = call(op, "card.topup", {"card": "C1", "amount": 10000, "op_id": "top-1
 c.check(kind == "reply" and b["balance"] == 10000 and b["duplicate"],
         "the same op_id again: a duplicate, topped up once")
 kind, b = call(op, "card.topup", {"card": "C1", "amount": 500, "op_id": "top-1"})
-c.check(kind == "error" and b["code"] == "conflict", f"the op_id with another amount: conflict")
+c.check(kind == "error" and b["code"] == "conflict", "the op_id with another amount: conflict")
 c.eq(get("C1")["balance"], 10000, "balance after the top-ups")
 kind, b = call(r1, "card.topup", {"card": "C1", "amount": 500, "op_id": "top-2"})
 c.check(kind == "error" and b["code"] == "forbidden", "a register cannot top up")
@@ -210,6 +210,75 @@ c.check(s["card_offline"] == 3 and s["card_offline_flagged"] == 3, f"offline cou
 log = rc.call("LRANGE", "svc:{C3}:log", 0, -1)
 c.check(any(b"offline" in e and b"overdrawn" in e for e in log),
         "the card's log keeps the flagged offline deduction")
+
+# --- a void and a refund give the limits back: the day's and the meal's spending ---
+call(op, "card.create", {"card": "V1", "holder": "Zhao Liu", "daily_limit": 3000,
+                         "meal_limit": 2000})
+call(op, "card.topup", {"card": "V1", "amount": 20000, "op_id": "v1-1"})
+kind, b, lunch = pay("V1", 2000)
+c.check(kind == "reply", f"V1: 2000, the whole meal limit: {b}")
+kind, b, _ = pay("V1", 100)
+c.check(kind == "error" and b["code"] == "over_meal_limit", "V1: then 1.00 more is over the meal")
+kind, b, _ = pay("V1", 2000, sale=lunch, method="card.void")
+c.check(kind == "reply" and b["refunded"] == 2000 and b["balance"] == 20000,
+        f"V1: the 2000 voided: given back: {b}")
+g = get("V1")
+c.check(g["spent_today"] == 0 and g["spent_meal"] == 0,
+        f"V1: the void gives the day's and the meal's spending back (expected 0 and 0, got "
+        f"{g['spent_today']} and {g['spent_meal']})")
+kind, b, again = pay("V1", 2000)
+c.check(kind == "reply" and b["balance"] == 18000,
+        f"V1: after the void the card spends up to its meal limit again: {b.get('code', b)}")
+kind, b, _ = pay("V1", 2000, sale=lunch, method="card.void")
+c.check(kind == "reply" and b["duplicate"], "V1: the void sent again: a duplicate")
+g = get("V1")
+c.check(g["spent_today"] == 2000 and g["spent_meal"] == 2000,
+        f"V1: ... and gives nothing back twice (expected 2000 and 2000, got {g['spent_today']} "
+        f"and {g['spent_meal']})")
+refund = {"card": "V1", "sale_id": again, "attempt": 1, "amount": 500, "refund_no": "V1-RF-1"}
+kind, b = call(r1, "card.refund", refund)
+c.check(kind == "reply" and b["amount"] == 500 and b["balance"] == 18500,
+        f"V1: 5.00 of the 20.00 refunded: {b}")
+g = get("V1")
+c.check(g["spent_today"] == 1500 and g["spent_meal"] == 1500,
+        f"V1: a refund gives its amount of the spending back (expected 1500 and 1500, got "
+        f"{g['spent_today']} and {g['spent_meal']})")
+kind, b = call(r1, "card.refund", refund)
+c.check(kind == "reply" and b["duplicate"] and get("V1")["spent_meal"] == 1500,
+        "V1: the same refund again: a duplicate, nothing more given back")
+kind, b, _ = pay("V1", 500)
+c.check(kind == "reply", f"V1: the refunded 5.00 may be spent in this meal again: {b.get('code')}")
+kind, b, _ = pay("V1", 1)
+c.check(kind == "error" and b["code"] == "over_meal_limit",
+        "V1: and not a fen more than the meal limit")
+# a void after a part refund gives back the rest only: 2000 taken, 500 refunded, 1500 voided
+kind, b, _ = pay("V1", 2000, sale=again, method="card.void")
+c.check(kind == "reply" and b["refunded"] == 1500, f"V1: the refunded deduction voided: {b}")
+g = get("V1")
+c.check(g["spent_today"] == 500 and g["spent_meal"] == 500 and g["balance"] == 19500,
+        f"V1: spending back to the 5.00 still taken (expected 500, 500, balance 19500; got "
+        f"{g['spent_today']}, {g['spent_meal']}, {g['balance']})")
+kind, b, _ = pay("V1", 1500)
+c.check(kind == "reply", f"V1: up to the meal limit again: {b.get('code')}")
+# never below zero: spending someone reset meanwhile is not taken under 0
+kind, b, small = pay("V1", 100, reg="R02", method="card.offline", ts=int(time.time() * 1000))
+meal_field = [f for f in rc.call("HKEYS", "svc:{V1}:spent") if f.startswith(b"meal:")]
+for f in meal_field:
+    rc.call("HSET", "svc:{V1}:spent", f, 30)
+pay("V1", 100, reg="R02", sale=small, method="card.void")
+c.eq([int(rc.call("HGET", "svc:{V1}:spent", f)) for f in meal_field], [0],
+     "V1: a void never takes the meal's spending below zero (30 - 100)")
+# only the day it was counted in: an offline deduction of yesterday voided today
+yesterday = int(time.time() * 1000) - 86400 * 1000
+yday = "day:" + time.strftime("%Y%m%d", time.localtime(yesterday / 1000))
+before = get("V1")["spent_today"]
+kind, b, old = pay("V1", 700, reg="R02", method="card.offline", ts=yesterday)
+c.eq(int(rc.call("HGET", "svc:{V1}:spent", yday) or 0), 700,
+     f"V1: yesterday's offline deduction counted in {yday}")
+kind, b, _ = pay("V1", 700, reg="R02", sale=old, method="card.void")
+c.check(kind == "reply" and b["refunded"] == 700, f"V1: yesterday's deduction voided: {b}")
+c.eq((int(rc.call("HGET", "svc:{V1}:spent", yday) or 0), get("V1")["spent_today"]),
+     (0, before), f"V1: the void gives back to {yday} only, not to today's spending")
 
 # --- posctl ---
 r = st.posctl("card", "create", "P1", "--holder", "Chen Liu", "--daily-limit", "80",

@@ -10,11 +10,17 @@
 -- {'none'} no such card; {'conflict', result} this sale attempt was recorded with another
 -- amount; {'dup', result, status, version, listed} recorded already (nothing changes);
 -- {'new', result, status, version, listed}. result: "<outcome> <amount> <balance> <flags> <ms>
--- <mode> <register>", outcome ok (applied) or the refusal (blocked, balance, daily, meal),
--- flags '-' or what an applied offline deduction broke (blocked, overdrawn, over_daily,
--- over_meal, over_offline_cap). Every result is kept: the same request answers the same.
--- An offline upload of an attempt that was refused online is applied (the till took it offline
--- after the refusal; nothing was taken before) and replaces the refusal.
+-- <mode> <register> <day> <meal>", outcome ok (applied) or the refusal (blocked, balance,
+-- daily, meal), flags '-' or what an applied offline deduction broke (blocked, overdrawn,
+-- over_daily, over_meal, over_offline_cap), day and meal the spent fields an applied deduction
+-- added its amount to ('-': none), so that a void or a refund gives back to those and no
+-- other (results written before they were kept give back no spending). Every result is kept:
+-- the same request answers the same. An offline upload of an attempt that was refused online
+-- is applied (the till took it offline after the refusal; nothing was taken before) and
+-- replaces the refusal.
+-- A void gives back what the deduction took less what was refunded of it: to the balance, and
+-- to the day's and the meal's spending it was counted in (never below zero; a field dropped
+-- already is not written again), so a voided payment no longer counts against the limits.
 local f = redis.call('HMGET', KEYS[1], 'status', 'balance', 'daily_limit', 'meal_limit',
                      'offline_cap', 'version', 'listed')
 if not f[1] then
@@ -33,11 +39,23 @@ if prior and ARGV[1] ~= 'void' then
     return {'dup', prior, f[1], f[6], f[7]}
   end
 end
+-- Take n fen off the spent fields a deduction's result names, never below zero; a field no
+-- longer kept (dropped with its day) stays dropped. The day and meal fields, '-' for none.
+local function unspend(result, n)
+  local day, meal = string.match(result, '^%S+ %S+ %S+ %S+ %S+ %S+ %S+ (%S+) (%S+)')
+  for _, field in ipairs({day or '-', meal or '-'}) do
+    local spent = field ~= '-' and tonumber(redis.call('HGET', KEYS[3], field) or '') or nil
+    if spent then
+      redis.call('HSET', KEYS[3], field, string.format('%d', math.max(0, spent - n)))
+    end
+  end
+  return day or '-', meal or '-'
+end
 local amount, balance = tonumber(ARGV[3]), tonumber(f[2])
-local outcome, flags, after = 'ok', '-', balance
+local outcome, flags, after, day_field, meal_field = 'ok', '-', balance, '-', '-'
 if ARGV[1] == 'void' then
   outcome = 'voided'
-  if prior_outcome == 'ok' then -- taken: given back
+  if prior_outcome == 'ok' then -- taken: given back, and so is its spending
     local taken = tonumber(string.match(prior, '^%S+ (%S+)')) -
                   tonumber(redis.call('HGET', KEYS[2], 'rf:' .. ARGV[2]) or '0')
     after = redis.call('HINCRBY', KEYS[1], 'balance', taken)
@@ -45,6 +63,7 @@ if ARGV[1] == 'void' then
     redis.call('HSET', KEYS[1], 'updated_ms', ARGV[4])
     f[6] = string.format('%d', tonumber(f[6]) + 1)
     flags, amount = 'refunded', taken
+    day_field, meal_field = unspend(prior, taken)
   end
 else
   local daily, meal, cap = tonumber(f[3]), tonumber(f[4]), tonumber(f[5])
@@ -73,8 +92,10 @@ else
     redis.call('HSET', KEYS[1], 'updated_ms', ARGV[4])
     f[6] = string.format('%d', tonumber(f[6]) + 1)
     redis.call('HINCRBY', KEYS[3], ARGV[5], amount)
+    day_field = ARGV[5]
     if ARGV[6] ~= '' then
       redis.call('HINCRBY', KEYS[3], ARGV[6], amount)
+      meal_field = ARGV[6]
     end
     for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
       local d = string.match(field, '^%a+:(%d+)')
@@ -86,7 +107,8 @@ else
   end
 end
 local result = outcome .. ' ' .. string.format('%d', amount) .. ' ' .. string.format('%d', after) .. ' ' ..
-               flags .. ' ' .. ARGV[4] .. ' ' .. ARGV[1] .. ' ' .. ARGV[8]
+               flags .. ' ' .. ARGV[4] .. ' ' .. ARGV[1] .. ' ' .. ARGV[8] .. ' ' .. day_field ..
+               ' ' .. meal_field
 redis.call('HSET', KEYS[2], ARGV[2], result)
 redis.call('LPUSH', KEYS[4], ARGV[2] .. ' ' .. result)
 while redis.call('LLEN', KEYS[4]) > tonumber(ARGV[9]) do

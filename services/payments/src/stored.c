@@ -948,16 +948,16 @@ static int s_refund(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
         return s_bad(svc, "amount: fen, from 1 to 10^12");
     if (!pos_sale_id_ok(no, 64, "-")) /* as payment.refund's numbers */
         return s_bad(svc, "refund_no: 1-64 letters, digits, '_' or '-'");
-    char key[BUS_KEY_MAX], ops[BUS_KEY_MAX], log[BUS_KEY_MAX], dop[POS_SALE_ID_MAX + 8];
-    char rop[72], amount_s[24], now_s[24];
+    char key[BUS_KEY_MAX], ops[BUS_KEY_MAX], log[BUS_KEY_MAX], spent[BUS_KEY_MAX];
+    char dop[POS_SALE_ID_MAX + 8], rop[72], amount_s[24], now_s[24];
     snprintf(dop, sizeof(dop), "d:%s:%" PRId64, sale_id, attempt);
     snprintf(rop, sizeof(rop), "r:%s", no);
     snprintf(amount_s, sizeof(amount_s), "%" PRId64, amount);
     snprintf(now_s, sizeof(now_s), "%" PRId64, bus_now_ms());
     const char *argv[] = {bus_key_svc(key, card, NULL), bus_key_svc(ops, card, ":ops"),
-                          bus_key_svc(log, card, ":log"), dop, rop, amount_s, now_s,
-                          s_who(svc), S_LOG_MAX};
-    redisReply *r = bus_redis_evalsha(s_st.redis, s_st.refund, 3, 9, argv, NULL);
+                          bus_key_svc(log, card, ":log"), bus_key_svc(spent, card, ":spent"),
+                          dop, rop, amount_s, now_s, s_who(svc), S_LOG_MAX};
+    redisReply *r = bus_redis_evalsha(s_st.redis, s_st.refund, 4, 10, argv, NULL);
     if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         !r->element[0]->str)
         return s_redis_failed(svc, r, "card refund");
