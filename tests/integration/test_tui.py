@@ -10,6 +10,8 @@ barcode scanner type, read back with tmux capture-pane:
   - a barcode typed as digits + Enter is scanned; names (Chinese), the total, a refused
     command's message, F4 (void prompt), F2 (pay cash exact) and the completed sale with its
     id and change are shown; ONLINE, and unsynced falls to 0 by itself (the screen refreshes);
+  - with busd and the services stopped the header says OFFLINE and counts the sale rung
+    meanwhile (unsynced 1); back online it is uploaded and the count falls to 0;
   - sales holds the sale; SIGTERM stops posnode with exit 0 and the terminal restored."""
 import atexit
 import os
@@ -17,7 +19,6 @@ import re
 import shlex
 import signal
 import subprocess
-import time
 
 from harness import BIN, SRC, Bus, Checks, Stack, sanitizer_report, wait_for
 
@@ -168,6 +169,34 @@ c.check(s and "SALE S1-R01-000001" not in s, "a new ticket replaces the complete
 tmux("send-keys", "-t", "till", "F2")
 s = wait_screen(lambda t: "SALE S1-R01-000002 COMPLETE   Change 0.00" in t, "F2")
 c.check(s, "F2 pays cash exact: SALE S1-R01-000002 COMPLETE, Change 0.00")
+
+# ---- the back office goes away: OFFLINE, and the sale rung meanwhile is counted --------------
+c.check(wait_screen(lambda t: "ONLINE unsynced 0" in t, "sale 2 uploaded"),
+        "sale 2 is uploaded: ONLINE unsynced 0")
+for svc in SERVICES:
+    st.kill(svc, signal.SIGTERM)
+st.kill("busd", signal.SIGTERM)
+s = wait_screen(lambda t: "OFFLINE" in t, "OFFLINE")
+c.check(s and "OFFLINE unsynced 0" in s and "ONLINE" not in s,
+        "busd and the services stopped: the header says OFFLINE, unsynced 0 (expected "
+        f"'OFFLINE unsynced 0', got '{s.splitlines()[0].strip() if s else None}')")
+typed(COLA_BARCODE)
+s = wait_screen(lambda t: "TOTAL 3.00" in t and "SALE S1-R01-000002" not in t, "a third ticket")
+tmux("send-keys", "-t", "till", "F2")
+s = wait_screen(lambda t: "SALE S1-R01-000003 COMPLETE" in t, "the offline sale")
+c.check(s and "OFFLINE unsynced 1" in s,
+        "a sale rung offline completes at once; the header counts it: OFFLINE unsynced 1 "
+        f"(got '{s.splitlines()[0].strip() if s else None}')")
+st.start_busd()
+for svc in SERVICES:
+    st.start_service(svc, svc)
+c.check(st.wait_healthy(SERVICES), "the back office is back")
+s = wait_screen(lambda t: "ONLINE unsynced 0" in t, "ONLINE unsynced 0", timeout=60)
+c.check(s and "OFFLINE" not in s,
+        "back online the screen says so by itself, and the sale is uploaded: ONLINE unsynced 0")
+got = Bus(st).call("sales", "sale.get", {"store": STORE, "sale_id": "S1-R01-000003"})
+c.check(got and got["type"] == "reply" and got["body"].get("sale", {}).get("total") == 300,
+        f"sales holds the offline sale S1-R01-000003 (3.00): {got and got['body']}")
 
 c.check(screens and not any(PIN in t for t in screens),
         f"the PIN {PIN} is on none of the {len(screens)} screens captured")
