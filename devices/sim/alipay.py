@@ -68,7 +68,8 @@ METHODS = ("alipay.trade.pay", "alipay.trade.query", "alipay.trade.cancel",
            "alipay.trade.refund", "alipay.trade.fastpay.refund.query")
 SCENARIOS = ("success", "declined", "waiting_then_success", "waiting_then_timeout",
              "system_error", "drop_after_charge", "slow", "tampered_signature")
-FAULT_KINDS = ("system_error", "drop", "slow", "tampered_signature")
+FAULT_KINDS = ("system_error", "drop", "slow", "tampered_signature", "refused")
+REFUSED_SUB_CODE = "ACQ.TRADE_NOT_ALLOW_REFUND"  # the fault refused's default
 FAULT_ENDPOINTS = {"query": "alipay.trade.query", "cancel": "alipay.trade.cancel",
                    "refund": "alipay.trade.refund",
                    "refund_query": "alipay.trade.fastpay.refund.query"}
@@ -205,6 +206,13 @@ class Alipay(providercore.Provider):
 
     def refusal(self, status, text):
         return Reply(None, None, status, text.encode() + b"\n")
+
+    def refused_reply(self, endpoint, fault):
+        """The fault refused: 40004 with the scripted `sub_code` (ACQ.TRADE_NOT_ALLOW_REFUND),
+        nothing done."""
+        return business_failed(FAULT_ENDPOINTS[endpoint],
+                               str(fault.get("sub_code", REFUSED_SUB_CODE)),
+                               str(fault.get("message", f"{endpoint} refused (scripted)")))
 
 
     def _params(self, query, headers, body):

@@ -482,10 +482,14 @@ class Provider:
     def faulted(self, endpoint, act, failure):
         """act()'s Reply as endpoint's scripted fault has it: system_error answers
         failure(False) without act(), or failure(True) after it when the fault says
-        "applied"; the other kinds are delivery faults of act()'s Reply."""
+        "applied"; refused answers the provider's refused_reply(endpoint, fault) without
+        act(); the other kinds are delivery faults of act()'s Reply."""
         fault = self._take_fault(endpoint)
         if fault and fault["kind"] == "system_error" and not fault.get("applied", False):
             return failure(False)
+        if fault and fault["kind"] == "refused":
+            self.log.info("%s: scripted refusal, nothing done", endpoint)
+            return self.refused_reply(endpoint, fault)
         reply = act()
         if fault:
             if fault["kind"] == "system_error":
@@ -493,6 +497,11 @@ class Provider:
             else:
                 reply.fault(fault["kind"], fault)
         return reply
+
+    def refused_reply(self, endpoint, fault):
+        """The Reply of the fault refused (a provider listing it in FAULT_KINDS has one): a
+        signed business refusal with fault's code, nothing done."""
+        raise NotImplementedError(f"{self.NAME}: no refusal for {endpoint}")
 
     def scripted(self, reply, mode):
         """reply delivered as the pay scenario mode says (drop_after_charge: dropped; a
@@ -543,7 +552,8 @@ class Provider:
         if req.get("clear"):
             self.faults = {}
         count = int(req.get("count", 1))
-        kw = {k: v for k, v in req.items() if k in ("seconds", "applied")}
+        kw = {k: v for k, v in req.items()
+              if k in ("seconds", "applied", "status", "code", "sub_code", "message")}
         for ep in self.FAULT_ENDPOINTS:
             if ep in req:
                 if req[ep] not in self.FAULT_KINDS:

@@ -75,7 +75,8 @@ SCENARIOS = ("success", "declined", "userpaying_then_success", "userpaying_then_
              "system_error", "drop_after_charge", "slow", "tampered_signature", "clock_skew",
              "strip_headers")
 FAULT_KINDS = ("system_error", "drop", "slow", "tampered_signature", "clock_skew",
-               "strip_headers")
+               "strip_headers", "refused")
+REFUSED_STATUS, REFUSED_CODE = 403, "USER_ACCOUNT_ABNORMAL"  # the fault refused's default
 FAULT_ENDPOINTS = ("query", "reverse", "refund", "refund_query", "tradebill", "billdownload")
 STATE_DESC = {"SUCCESS": "支付成功", "REFUND": "转入退款", "NOTPAY": "未支付", "CLOSED": "已关闭",
               "REVOKED": "已撤销", "USERPAYING": "用户支付中，需要输入密码",
@@ -208,6 +209,13 @@ class WechatPay(providercore.Provider):
 
     def refusal(self, status, text):
         return error(status, "PARAM_ERROR", text)
+
+    def refused_reply(self, endpoint, fault):
+        """The fault refused: a signed error answer, `status` (403) and `code`
+        (USER_ACCOUNT_ABNORMAL) as scripted, nothing done."""
+        return error(int(fault.get("status", REFUSED_STATUS)),
+                     str(fault.get("code", REFUSED_CODE)),
+                     str(fault.get("message", f"{endpoint} refused (scripted)")))
 
     def sign_headers(self, body, skew=0):
         """The Wechatpay-* headers of an answer (or a notification) with this body."""

@@ -197,6 +197,9 @@ CAUSES = {
     "card_deductions_total": ("card.pay of a topped-up card", UP),
     "lost_leases_total": ("EXEMPT", "needs two payments instances racing for one intent's lease "
                           "(a worker stalled past its lease while another takes over)"),
+    "refunds_manual_total": ("EXEMPT", "needs a refund unresolved past --refund-deadline-s "
+                             "(every refund call and query failing): produced and checked by "
+                             "test_payments.py"),
     "hellos_total": ("posnode starting", UP),
     "heartbeats_total": ("posnode's heartbeats", UP),
     "resends_asked_total": ("a heartbeat of R03 saying it journaled sales the back office has "

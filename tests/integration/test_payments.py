@@ -122,6 +122,9 @@ try:
     end = final(intent)
     c.check(end.get("state") == "succeeded" and end.get("transaction_id"),
             f"success: succeeded with the provider's transaction id: {end}")
+    paid_ms = end.get("paid_ms")
+    c.check(isinstance(paid_ms, int) and abs(paid_ms - end["updated_ms"]) < 3000,
+            f"paid_ms: when it was paid (WeChat's success_time): {paid_ms} {end['updated_ms']}")
     c.eq(trade(intent)["state"], "SUCCESS", "the emulator charged it")
     r2, _ = pay(1234, sale=sale)
     c.check(r2["body"].get("state") == "succeeded" and r2["body"]["intent"] == intent,
@@ -274,6 +277,20 @@ try:
             "the same refund number again: the same refund, nothing more")
     c.check(refund(intent, "RF-4", 1)["body"].get("code") == "too_much",
             "nothing left to refund")
+    end = get(intent)["body"]
+    c.check(end.get("state") == "refunded" and end.get("final") and
+            end.get("refunded") == 1234 and end.get("refunds_succeeded") == 1234 and
+            end.get("paid_ms") == paid_ms,
+            f"refunded in full: the intent says refunded (paid_ms kept): {end}")
+    rd = st.redis()
+    hist = [h.decode() for h in rd.call("LRANGE", f"payhist:{{S1}}:{intent}", 0, -1)]
+    c.check(any(" refund RF-1 of 300 fen succeeded: " in h for h in hist) and
+            any(" refund RF-3 of 934 fen succeeded: " in h for h in hist) and
+            hist[-1].split(" ", 2)[1:] == ["refunded", "refunded in full: 1234 fen"],
+            f"the intent's history: each refund's end, then refunded with its reason: {hist}")
+    r = reg.call("payments", "payment.refundable", {"sale_id": sale})["body"]
+    c.check([(x["intent"], x["refunded"], x["refundable"]) for x in r.get("intents", [])] ==
+            [(intent, 1234, 0)], f"refundable: still listed as paid, nothing left: {r}")
     r = reg.call("payments", "payment.cancel", {"intent": intent})
     c.check(r["type"] == "error" and r["body"]["code"] == "has_refunds",
             f"a refunded payment is not reversed on top: {r['body'].get('message')}")
@@ -318,6 +335,107 @@ try:
     c.check(end.get("state") == "succeeded", f"resolved after the restart: {end.get('reason')}")
     c.eq(charges() - before, 1, "charged once")
     c.eq(wx.status()["codepay_calls"], codepays + 3, "the pay call was never made again")
+
+    # --- refunds that end without a refund: given back once, in the step that ends them ---
+    def hget(key, field):
+        v = rd.call("HGET", key, field)
+        return v.decode() if v is not None else None
+
+    def refunded_of(intent_id):
+        return int(hget(f"pay:{{S1}}:{intent_id}", "refunded") or 0)
+
+    def paid_intent(amount, code="134567890123456789"):
+        r, _ = pay(amount, code=code)
+        c.eq(final(r["body"]["intent"]).get("state"), "succeeded", f"paid {amount}")
+        return r["body"]["intent"]
+
+    def refund_to_end(intent_id, no, amount, want):
+        r = refund(intent_id, no, amount)
+        c.check(r["type"] == "reply", f"refund {no}: {r['body']}")
+        end = refund_final(no)
+        c.check(end.get("state") == want, f"refund {no}: {want} ({end.get('reason')})")
+        return end
+
+    # refused by WeChat (NOT_ENOUGH: nothing refunded): failed, the amount back once
+    i = paid_intent(500)
+    wx.command({"cmd": "faults", "refund": "refused", "code": "NOT_ENOUGH", "count": 1})
+    refund_to_end(i, "RF-N1", 500, "failed")
+    c.check(refunded_of(i) == 0 and hget("payref:{S1}:RF-N1", "released") == "1",
+            f"its 5.00 given back once: refunded {refunded_of(i)}")
+    refund_to_end(i, "RF-N2", 500, "succeeded")
+    c.check(get(i)["body"].get("state") == "refunded" and refunded_of(i) == 500,
+            "the whole 5.00 refunded again, the intent refunded")
+
+    # the crash window: payments killed right after the failed refund is recorded (a test
+    # hook): the amount is back already, since the same script did both
+    i = paid_intent(600)
+    st.kill("payments", signal.SIGTERM)
+    os.environ["PAYMENTS_TEST_CRASH"] = "refund_failed"
+    try:
+        st.start_service("payments", "payments", *pay_args)
+    finally:
+        del os.environ["PAYMENTS_TEST_CRASH"]
+    c.check(st.wait_healthy(["payments"]), "payments with the crash hook")
+    wx.command({"cmd": "faults", "refund": "refused", "code": "NOT_ENOUGH", "count": 1})
+    c.check(refund(i, "RF-K1", 600)["type"] == "reply", "a refund of 6.00, refused")
+    c.check(wait_for(lambda: st.procs["payments"].poll() is not None, 15),
+            "payments died right after recording the failed refund")
+    st.kill("payments")
+    c.check(hget("payref:{S1}:RF-K1", "state") == "failed" and refunded_of(i) == 0 and
+            hget("payref:{S1}:RF-K1", "released") == "1",
+            f"after the crash: failed and given back ({refunded_of(i)} reserved)")
+    st.start_service("payments", "payments", *pay_args)
+    c.check(st.wait_healthy(["payments"]), "payments back")
+    refund_to_end(i, "RF-K2", 600, "succeeded")
+    c.eq(refunded_of(i), 600, "the whole 6.00 refunded after the crash, once")
+
+    # refused with a code that says nothing of the refund, again and again: the query that
+    # finds no such refund ends it (failed), instead of asking for ever
+    i = paid_intent(700)
+    wx.command({"cmd": "faults", "refund": "refused", "code": "USER_ACCOUNT_ABNORMAL",
+                "count": 50})
+    end = refund_to_end(i, "RF-U1", 700, "failed")
+    c.check("USER_ACCOUNT_ABNORMAL" in end.get("reason", "") and refunded_of(i) == 0 and
+            not trade(i)["refunds"], f"refused, none at WeChat: failed, given back: {end}")
+    wx.command({"cmd": "faults", "clear": True})
+    refund_to_end(i, "RF-U2", 700, "succeeded")
+    ali.command({"cmd": "faults", "refund": "refused", "count": 50})
+    end = refund_to_end(alipay_paid, "RA-U1", 800, "failed")
+    c.check("ACQ.TRADE_NOT_ALLOW_REFUND" in end.get("reason", "") and
+            refunded_of(alipay_paid) == 700,
+            f"alipay: refused with an unmapped sub_code: failed, given back: {end}")
+    ali.command({"cmd": "faults", "clear": True})
+    refund_to_end(alipay_paid, "RA-U2", 800, "succeeded")
+    c.eq(get(alipay_paid)["body"].get("state"), "refunded", "alipay: refunded in full")
+
+    # never resolved (every refund call and query fails): left to an operator after
+    # --refund-deadline-s, its amount still reserved, counted; no more provider calls
+    i = paid_intent(900)
+    st.kill("payments", signal.SIGTERM)
+    st.start_service("payments", "payments", *pay_args, "--refund-deadline-s", "3")
+    c.check(st.wait_healthy(["payments"]), "payments with a 3 s refund deadline")
+    wx.command({"cmd": "faults", "refund": "system_error", "refund_query": "system_error",
+                "count": 10000})
+    t0 = time.time()
+    end = refund_to_end(i, "RF-M1", 400, "manual")
+    c.check(time.time() - t0 >= 2.5 and end.get("final") and
+            "check it at the provider" in end.get("reason", ""),
+            f"manual after the deadline ({time.time() - t0:.1f} s): {end.get('reason')}")
+    g = get(i)["body"]
+    c.check(g.get("refunded") == 400 and g.get("refunds_manual") == 400 and
+            g.get("state") == "succeeded", f"its 4.00 stays reserved on the intent: {g}")
+    c.eq(counters().get("refunds_manual", 0), 1, "counted in refunds_manual")
+    r = reg.call("payments", "payment.refundable", {"sale_id": g["sale_id"]})["body"]
+    c.check([(x["refunds_manual"], x["refundable"]) for x in r["intents"]] == [(400, 500)],
+            f"refundable shows it: {r}")
+    c.eq(rd.call("ZSCORE", "paydue:{S1}", "R:RF-M1"), None, "no longer due")
+    asked = wx.status()["requests"].get("refund_query", 0)
+    time.sleep(1.5)
+    c.eq(wx.status()["requests"].get("refund_query", 0), asked, "and not asked about again")
+    wx.command({"cmd": "faults", "clear": True})
+    st.kill("payments", signal.SIGTERM)
+    st.start_service("payments", "payments", *pay_args)
+    c.check(st.wait_healthy(["payments"]), "payments back with the usual options")
 
     # --- the register: posnode pays a scanned code through payments ---
     for svc in ("sales", "devices"):

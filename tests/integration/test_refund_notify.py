@@ -252,6 +252,15 @@ try:
     c.eq(post(*notice(plain_of("RN-3", "CLOSED"), event="REFUND.CLOSED")), 204, "CLOSED: 204")
     c.eq(refund_get("RN-3").get("state"), "failed", "the refund failed")
     c.eq(rd.call("HGET", f"pay:{{S1}}:{intent}", "refunded"), b"900", "its 1.00 given back")
+    c.eq(post(*notice(plain_of("RN-3", "CLOSED"), event="REFUND.CLOSED")), 204,
+         "CLOSED again: 204")
+    c.check(rd.call("HGET", f"pay:{{S1}}:{intent}", "refunded") == b"900" and
+            rd.call("HGET", "payref:{S1}:RN-3", "released") == b"1",
+            "and given back once only")
+    hist = [h.decode() for h in rd.call("LRANGE", f"payhist:{{S1}}:{intent}", 0, -1)]
+    c.check(sum(" refund RN-3 of 100 fen failed: notified: " in h for h in hist) == 1 and
+            sum(" refund RN-1 of 600 fen succeeded: notified: " in h for h in hist) == 1,
+            f"the paid intent's history has each refund's end once: {hist}")
     c.check(0 < ttl(f"pay:{{S1}}:{intent}") <= RETENTION_S and
             0 < ttl("payref:{S1}:RN-3") <= RETENTION_S,
             "retention: every refund over, the intent expires again")

@@ -392,6 +392,14 @@ def test_refunds(c, tmp, emu, cl, mkey, v3key):
         c.eq(a2.json["refund_id"], b["refund_id"], "the same out_refund_no: the same refund")
         a = cl.refund("REFUND0001", "RF0002", 401, 1000)
         c.check(a.status == 400 and a.json["code"] == "NOT_ENOUGH", "over-refund: NOT_ENOUGH")
+        c.eq(emu.command({"cmd": "faults", "refund": "refused", "status": 403,
+                          "code": "USER_ACCOUNT_ABNORMAL"})["ok"], True,
+             "faults: the next refund refused")
+        a = cl.refund("REFUND0001", "RF0003", 400, 1000, url)
+        c.check(a.status == 403 and a.json["code"] == "USER_ACCOUNT_ABNORMAL" and
+                cl.signed(a) and
+                cl.call("GET", "/v3/refund/domestic/refunds/RF0003").status == 404,
+                "refused: 403 with the scripted code, signed; nothing done (no such refund)")
         c.eq(cl.refund("REFUND0001", "RF0003", 400, 1000, url).status, 200,
              "the rest (400) can be refunded")
         c.eq(cl.refund("REFUND0001", "RF0004", 1, 1000).json["code"], "NOT_ENOUGH",

@@ -5,6 +5,7 @@
 -- A succeeded intent cancelled is not over any more: its keys lose their retention EXPIRE
 -- (pay_move.lua gives it again when it ends).
 -- {'none'} no such intent (named by its id), {'other'} another register's, {state} otherwise:
+-- {'has_refunds'} one with refunds (partly, or 'refunded' in full: not reversed on top);
 -- failed and reversed stay as they are (nothing charged); a succeeded one goes back to
 -- 'reversing'; any other is marked cancel and made due now (a worker reverses it; one not yet
 -- sent is never sent). An intent named by its sale and attempt that does not exist yet is
@@ -31,7 +32,7 @@ end
 if ARGV[3] ~= '' and f[2] ~= ARGV[3] then
   return {'other'}
 end
-if f[1] == 'failed' or f[1] == 'reversed' or f[1] == 'refunded' then
+if f[1] == 'failed' or f[1] == 'reversed' then
   return {f[1]}
 end
 if tonumber(redis.call('HGET', KEYS[1], 'refunded') or '0') > 0 then

@@ -6,7 +6,7 @@
 local f = redis.call('HMGET', KEYS[1], 'state', 'owner', 'lease_until', 'due_ms')
 local state = f[1]
 if not state or state == 'succeeded' or state == 'failed' or state == 'reversed' or
-   state == 'refunded' then
+   state == 'refunded' or state == 'manual' then
   redis.call('ZREM', KEYS[2], ARGV[4])
   return false
 end

@@ -5,17 +5,52 @@
 -- ARGV: 1 owner ('*': a provider's notification, whoever holds the lease), 2 now ms, 3 state,
 --       4 reason, 5 next due ms, 6 intent (the due member), 7 keep ('1': the owner keeps the
 --       lease, e.g. the mark "sent" before the provider is called), 8 retention s (0: forever),
---       then field, value pairs to set.
+--       then field, value pairs to set. A paid intent (state 'succeeded' asked) gets its
+--       `paid_ms` (a field given: the provider's time; else now) once.
 -- 3 when it is final already (a notification and a query's answer that both tell the end: the
 -- second changes nothing), 0 when owner no longer holds the intent (its lease ran out and
 -- another took it: this step's outcome is not recorded, the other worker finds it out again),
 -- -1 when keep is asked but the intent was cancelled meanwhile (nothing is sent), 2 when a
 -- success was recorded as 'reversing' (cancelled meanwhile), else 1.
+-- A refund's end is written to the paid intent in this same script, so no crash can come
+-- between them: a failed refund gives its reserved amount back to the intent's `refunded`
+-- (once: `released`); a succeeded one adds to its `refunds_succeeded`, and the intent becomes
+-- 'refunded' when those reach what was paid; a refund left to an operator ('manual') keeps its
+-- amount reserved and adds it to `refunds_manual`. Each end is a line in the intent's history.
 -- Retention: the step that makes it final gives its keys an EXPIRE; a refund's end gives the
 -- paid intent's keys theirs again once no other refund of it is open (refund_create.lua
 -- removed it while one was).
 local function is_final(s)
-  return s == 'succeeded' or s == 'failed' or s == 'reversed' or s == 'refunded'
+  return s == 'succeeded' or s == 'failed' or s == 'reversed' or s == 'refunded' or
+         s == 'manual'
+end
+
+-- the paid intent (KEYS 4, 5) told of its refund's end (KEYS 1), in the same step
+local function refund_ended(state, reason)
+  local r = redis.call('HMGET', KEYS[1], 'amount', 'released')
+  local amount = tonumber(r[1]) or 0
+  local p = redis.call('HMGET', KEYS[4], 'state', 'amount', 'refunded')
+  if not p[1] then
+    return -- the intent expired before its refund ended: nothing to tell
+  end
+  if state == 'failed' and r[2] ~= '1' then
+    local back = math.min(amount, tonumber(p[3] or '0'))
+    redis.call('HINCRBY', KEYS[4], 'refunded', -back)
+    redis.call('HSET', KEYS[1], 'released', '1')
+  elseif state == 'manual' then
+    redis.call('HINCRBY', KEYS[4], 'refunds_manual', amount)
+  end
+  redis.call('RPUSH', KEYS[5], ARGV[2] .. ' ' .. p[1] .. ' refund ' .. string.sub(ARGV[6], 3) ..
+             ' of ' .. amount .. ' fen ' .. state .. ': ' .. reason)
+  if state == 'succeeded' then
+    local done = redis.call('HINCRBY', KEYS[4], 'refunds_succeeded', amount)
+    if p[1] == 'succeeded' and done >= tonumber(p[2]) then
+      local why = 'refunded in full: ' .. p[2] .. ' fen'
+      redis.call('HSET', KEYS[4], 'state', 'refunded', 'reason', why, 'updated_ms', ARGV[2])
+      redis.call('RPUSH', KEYS[5], ARGV[2] .. ' refunded ' .. why)
+    end
+  end
+  redis.call('LTRIM', KEYS[5], -200, -1)
 end
 local f = redis.call('HMGET', KEYS[1], 'owner', 'state', 'reason', 'cancel')
 if not f[2] then
@@ -41,6 +76,9 @@ end
 local final = is_final(state)
 for i = 9, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if ARGV[3] == 'succeeded' and not KEYS[4] and redis.call('HEXISTS', KEYS[1], 'paid_ms') == 0 then
+  redis.call('HSET', KEYS[1], 'paid_ms', ARGV[2]) -- the provider said no time: now
 end
 redis.call('HSET', KEYS[1], 'state', state, 'reason', reason, 'updated_ms', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'steps', 1)
@@ -72,6 +110,7 @@ if final then
     redis.call('EXPIRE', KEYS[3], ttl)
   end
   if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then
+    refund_ended(state, reason)
     local open = redis.call('HINCRBY', KEYS[4], 'refunds_open', -1)
     if open < 0 then -- a refund made before refunds were counted
       redis.call('HSET', KEYS[4], 'refunds_open', '0')

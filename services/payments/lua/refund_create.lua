@@ -6,7 +6,7 @@
 -- used for another intent or amount), {'none'} no such intent, {'not_paid', state},
 -- {'too_much', what may still be refunded}. The amount is reserved on the intent (refunded)
 -- in the same step, so two refunds at once can never together pass what was paid; a refund
--- that fails gives it back (refund_release.lua). While a refund is open the paid intent is
+-- that fails gives it back in the script that records its end (pay_move.lua). While a refund is open the paid intent is
 -- not over: its keys lose their retention EXPIRE until the last open refund ends
 -- (pay_move.lua).
 local r = redis.call('HMGET', KEYS[2], 'intent', 'amount')
@@ -23,6 +23,9 @@ if not p[1] then
 end
 if p[6] == '1' then
   return {'not_paid', 'cancelled'} -- being reversed: the reversal gives the money back
+end
+if p[1] == 'refunded' then
+  return {'too_much', '0'} -- refunded in full already
 end
 if p[1] ~= 'succeeded' then
   return {'not_paid', p[1]}

@@ -453,6 +453,9 @@ void pay_alipay_refund(pay_alipay_t *self, const char *out_trade_no, const char 
                 strcmp(sub, "ACQ.INVALID_PARAMETER") == 0 ||
                 strcmp(sub, "ACQ.SELLER_BALANCE_NOT_ENOUGH") == 0)) {
         out->result = PAY_FAILED; /* refused: nothing was refunded */
+    } else if (code && (strcmp(code, "40002") == 0 || strcmp(code, "40004") == 0) &&
+               !(sub && strcmp(sub, "ACQ.SYSTEM_ERROR") == 0)) {
+        out->refused = true; /* another refusal: the refund query says whether one exists */
     } /* anything else (ACQ.SYSTEM_ERROR: "call again") decides nothing: queried */
     json_decref(resp);
 }

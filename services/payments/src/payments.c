@@ -38,7 +38,13 @@
     --notify-listen this process serves it (notify.c, its own thread and
     Redis connection) and records it through the very path a refund
     query's answer takes (s_refund_record, pay_move.lua), so a notification
-    and a query that tell the same end record it once.
+    and a query that tell the same end record it once. A refund's end is
+    written to its paid intent by the same script (its amount given back
+    when it failed; the intent 'refunded' once its refunds succeeded in
+    full), so no crash can leave one half done. Every refund ends: one the
+    provider refused and then says it does not have is failed, and one
+    still unresolved --refund-deadline-s after it was made is left to an
+    operator ('manual', its amount still reserved: money may have left).
 
     Nothing is swept: the script that makes an intent or a refund final
     gives its keys an EXPIRE of --retention-days (docs/payments.md
@@ -48,10 +54,12 @@
 */
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -74,7 +82,6 @@
 #include "pay_create_lua.h"
 #include "pay_move_lua.h"
 #include "refund_create_lua.h"
-#include "refund_release_lua.h"
 
 #define S_PROGRAM     "payments"
 #define S_RETRY_MS    500   /* hint sent with `unavailable` */
@@ -91,6 +98,8 @@
 #define S_ERR_NOT_FOUND "not_found"
 #define S_DAY_S       86400
 #define S_DAY_MARGIN  2     /* days a day index outlives the retention of its intents */
+#define S_CRASH_ENV   "PAYMENTS_TEST_CRASH" /* tests: "refund_failed" kills the process right
+                                               after a failed refund is recorded */
 
 static const bus_opt_t s_options[] = {
     {"service-name", BUS_OPT_STR, "payments", 0, 0, "name this service registers under"},
@@ -102,6 +111,9 @@ static const bus_opt_t s_options[] = {
     {"lease-ms", BUS_OPT_INT, "60000", 1000, 3600000,
      "a worker holds an intent this long for one step (more than a provider call takes)"},
     {"scan-ms", BUS_OPT_INT, "500", 50, 60000, "how often idle workers look for due intents"},
+    {"refund-deadline-s", BUS_OPT_INT, "259200", 1, 2592000,
+     "a refund still unresolved this long after it was made is left to an operator (state "
+     "manual: its amount stays reserved) instead of being asked about for ever"},
     {"retention-days", BUS_OPT_INT, "400", 0, 36500,
      "an intent that is over is kept this many days with its history and refunds, then expires "
      "(0: kept forever; a year of reconciliation and a margin)"},
@@ -147,7 +159,7 @@ typedef struct {
     pthread_t thread;
     bool started;
     bus_redis_t *redis;
-    int claim, move, release;
+    int claim, move;
     pay_wechat_t *wx;
     pay_alipay_t *ali;
     pay_provider_t providers[2];
@@ -167,6 +179,8 @@ struct s_app {
     pay_wechat_cfg_t *wx;
     pay_alipay_cfg_t *ali;
     int64_t interval_ms, reverse_ms, lease_ms, scan_ms;
+    int64_t refund_deadline_ms; /* a refund unresolved this long after it was made: manual */
+    bool crash_after_refund_failed; /* tests (S_CRASH_ENV) */
     int64_t settle_ms; /* after this long a pay call that the provider has not seen never will */
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -183,7 +197,7 @@ struct s_app {
     int64_t *c_requests, *c_created, *c_conflicts, *c_bad, *c_redis_errors, *c_steps,
         *c_succeeded, *c_failed, *c_reversed, *c_unknown, *c_provider_calls, *c_unverified,
         *c_lost_leases, *c_notified, *c_notify_unverified, *c_notify_unreadable,
-        *c_notify_ignored;
+        *c_notify_ignored, *c_refunds_manual;
 };
 
 /* One intent as a worker claimed it. */
@@ -196,12 +210,14 @@ typedef struct {
     /* a refund (refund_no set): the intent is the paid one it refunds; its hash is payref */
     char refund_no[72];
     int64_t total;
+    char refused[64]; /* the code of a verified refusal of the last refund call, "" none */
 } s_intent_t;
 
 static bool s_final(const char *state)
 {
     return strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
-           strcmp(state, "reversed") == 0 || strcmp(state, "refunded") == 0;
+           strcmp(state, "reversed") == 0 || strcmp(state, "refunded") == 0 ||
+           strcmp(state, "manual") == 0;
 }
 
 /* ---- payment codes and intent ids -------------------------------------------------- */
@@ -359,11 +375,27 @@ static int s_move(s_worker_t *w, const s_intent_t *in, const char *state, const 
             bus_stats_inc(app->c_reversed, 1);
         else if (strcmp(state, "unknown") == 0)
             bus_stats_inc(app->c_unknown, 1);
-        if (s_final(state))
+        if (strcmp(state, "manual") == 0) {
+            bus_stats_inc(app->c_refunds_manual, 1);
+            bus_warn("payments.refund", "refund %s of %s %s: left to an operator (%s)",
+                     in->refund_no, in->intent, in->provider, reason);
+        } else if (s_final(state))
             bus_info("payments.intent", "%s %s: %s (%s)", in->intent, in->provider, state,
                      reason);
     }
     return rc;
+}
+
+/*  The fields a success writes: the provider's transaction id and, when its answer said when
+    it was paid, paid_ms (else pay_move.lua writes the time it is recorded). */
+static void s_paid_fields(const pay_outcome_t *o, char paid[24], const char *fields[5])
+{
+    snprintf(paid, 24, "%" PRId64, o->paid_ms);
+    fields[0] = "transaction_id";
+    fields[1] = o->transaction_id;
+    fields[2] = o->paid_ms > 0 ? "paid_ms" : NULL;
+    fields[3] = paid;
+    fields[4] = NULL;
 }
 
 static void s_step_provider(s_worker_t *w, const pay_provider_t *p, const s_intent_t *in)
@@ -399,7 +431,9 @@ static void s_step_provider(s_worker_t *w, const pay_provider_t *p, const s_inte
         p->pay(p->client, in->intent, in->code, in->amount, desc, in->store, in->reg, &o);
         if (!o.verified && o.status)
             bus_stats_inc(app->c_unverified, 1);
-        const char *tx[] = {"transaction_id", o.transaction_id, NULL};
+        char paid[24];
+        const char *tx[5];
+        s_paid_fields(&o, paid, tx);
         switch (o.result) {
         case PAY_SUCCESS:
             s_move(w, in, "succeeded", o.why, 0, false, tx);
@@ -422,7 +456,9 @@ static void s_step_provider(s_worker_t *w, const pay_provider_t *p, const s_inte
                gone) is taken as paid; only one not paid is reversed */
             bus_stats_inc(app->c_provider_calls, 1);
             p->query(p->client, in->intent, in->amount, &o);
-            const char *tx[] = {"transaction_id", o.transaction_id, NULL};
+            char paid[24];
+            const char *tx[5];
+            s_paid_fields(&o, paid, tx);
             if (o.result == PAY_SUCCESS) {
                 s_move(w, in, "succeeded", o.why, 0, false, tx);
                 return;
@@ -469,7 +505,9 @@ static void s_step_provider(s_worker_t *w, const pay_provider_t *p, const s_inte
     p->query(p->client, in->intent, in->amount, &o);
     if (!o.verified && o.status)
         bus_stats_inc(app->c_unverified, 1);
-    const char *tx[] = {"transaction_id", o.transaction_id, NULL};
+    char paid[24];
+    const char *tx[5];
+    s_paid_fields(&o, paid, tx);
     if (o.result == PAY_SUCCESS)
         s_move(w, in, "succeeded", o.why, 0, false, tx);
     else if (o.result == PAY_CLOSED)
@@ -483,43 +521,51 @@ static void s_step_provider(s_worker_t *w, const pay_provider_t *p, const s_inte
 
 /*  Record what the provider said of a refund, a query's answer or a notification alike (so
     both arriving together record it once: pay_move.lua answers 3 to the second): succeeded,
-    failed (its reserved amount given back to the intent), or still pending or unknown, asked
-    again at next. s_move's code. */
+    failed (pay_move.lua gives its reserved amount back to the intent in the same step), or
+    still pending or unknown, asked again at next. refused: the code of a verified refusal of
+    the refund call just made ("" none), kept for the next query; NULL when no call was made.
+    s_move's code. */
 static int s_refund_record(s_worker_t *w, const s_intent_t *in, const pay_outcome_t *o,
-                           int64_t next)
+                           int64_t next, const char *refused)
 {
     const char *tx[] = {"refund_id", o->transaction_id, NULL};
     if (o->result == PAY_SUCCESS)
         return s_move(w, in, "succeeded", o->why, 0, false, tx);
-    if (o->result != PAY_FAILED)
-        return s_move(w, in, o->result == PAY_PAYING ? "pending" : "unknown", o->why, next,
-                      false, NULL);
-    int rc = s_move(w, in, "failed", o->why, 0, false, NULL);
-    if (rc == 1) {
-        char key[BUS_KEY_MAX], ref[BUS_KEY_MAX];
-        const char *argv[] = {bus_key_pay(key, in->store, in->intent),
-                              bus_key_payref(ref, in->store, in->refund_no)};
-        redisReply *r = bus_redis_evalsha(w->redis, w->release, 2, 2, argv, NULL);
-        if (!bus_redis_reply_ok(r))
-            bus_stats_inc(w->app->c_redis_errors, 1);
-        if (r)
-            freeReplyObject(r);
+    if (o->result == PAY_FAILED) {
+        int rc = s_move(w, in, "failed", o->why, 0, false, NULL);
+        if (rc == 1 && w->app->crash_after_refund_failed) {
+            /* tests: die where a second script once gave the amount back */
+            bus_warn("payments.test", "%s set: killed after refund %s failed", S_CRASH_ENV,
+                     in->refund_no);
+            kill(getpid(), SIGKILL);
+        }
+        return rc;
     }
-    return rc;
+    const char *mark[] = {"refused", refused, NULL};
+    return s_move(w, in, o->result == PAY_PAYING ? "pending" : "unknown", o->why, next, false,
+                  refused ? mark : NULL);
 }
 
 /*  One step of a refund: ask for it (the providers take an out_refund_no once, so asking again
     after a lost answer or a refund they never saw is safe), then query until it is final. A
-    failed refund gives its reserved amount back to the intent. */
+    refund call refused by a verified answer, then a query that says there is no such refund:
+    nothing was refunded, it failed. One not final --refund-deadline-s after it was made is
+    left to an operator (manual) instead of being asked about for ever. */
 static void s_step_refund(s_worker_t *w, const pay_provider_t *p, const s_intent_t *in)
 {
     s_app_t *app = w->app;
     int64_t now = bus_now_ms(), next = now + app->interval_ms;
     pay_outcome_t o;
     bool ask = !in->sent;
+    const char *refused = NULL;
     if (!ask) {
         bus_stats_inc(app->c_provider_calls, 1);
         p->refund_query(p->client, in->intent, in->refund_no, in->amount, &o);
+        if (o.result == PAY_NOT_FOUND && in->refused[0]) {
+            o.result = PAY_FAILED;
+            snprintf(o.why, sizeof(o.why), "refused (%s) and the provider has no such refund: "
+                     "nothing was refunded", in->refused);
+        }
         ask = o.result == PAY_NOT_FOUND;
     }
     if (ask) {
@@ -529,8 +575,19 @@ static void s_step_refund(s_worker_t *w, const pay_provider_t *p, const s_intent
             return;
         bus_stats_inc(app->c_provider_calls, 1);
         p->refund(p->client, in->intent, in->refund_no, in->amount, in->total, &o);
+        if (!o.verified && o.status)
+            bus_stats_inc(app->c_unverified, 1);
+        refused = o.result == PAY_UNKNOWN && o.refused ? o.code : "";
     }
-    s_refund_record(w, in, &o, next);
+    if (o.result != PAY_SUCCESS && o.result != PAY_FAILED &&
+        now >= in->created_ms + app->refund_deadline_ms) {
+        char why[PAY_WHY_MAX + 80];
+        snprintf(why, sizeof(why), "unresolved %" PRId64 " s after it was made (last: %s): "
+                 "check it at the provider", app->refund_deadline_ms / 1000, o.why);
+        s_move(w, in, "manual", why, 0, false, NULL);
+        return;
+    }
+    s_refund_record(w, in, &o, next, refused);
 }
 
 /*  Claim intent of store and take one step. */
@@ -589,6 +646,8 @@ static void s_step(s_worker_t *w, const char *store, const char *intent)
             in.sent = strcmp(v, "1") == 0;
         else if (strcmp(f, "cancel") == 0)
             in.cancel = strcmp(v, "1") == 0;
+        else if (strcmp(f, "refused") == 0 && refund)
+            snprintf(in.refused, sizeof(in.refused), "%s", v);
     }
     for (size_t i = 0; i < r->elements; i++) /* the code, before the reply is freed */
         if (r->element[i]->str)
@@ -688,8 +747,9 @@ static int s_answer(s_app_t *app, bus_service_t *svc, const char *store, const c
     }
     static const char *const texts[] = {"register", "sale_id", "provider", "state", "reason",
                                         "transaction_id", NULL};
-    static const char *const ints[] = {"amount", "attempt", "created_ms", "updated_ms",
-                                       "refunded", NULL};
+    static const char *const ints[] = {"amount",   "attempt",           "created_ms",
+                                       "updated_ms", "paid_ms",         "refunded",
+                                       "refunds_succeeded", "refunds_manual", NULL};
     const char *state = "", *owner_reg = "";
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
@@ -872,8 +932,8 @@ static int s_cancel(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
                                  intent);
     if (strcmp(what, "has_refunds") == 0)
         return bus_service_error(svc, "has_refunds",
-                                 "payment intent %s was partly refunded: it is not reversed; "
-                                 "refund the rest instead",
+                                 "payment intent %s has refunds: it is not reversed; refund "
+                                 "what is left of it instead",
                                  intent);
     s_hand_over(app, node.store, intent);
     return s_answer(app, svc, node.store, intent, NULL, reply);
@@ -907,7 +967,8 @@ static int s_refund_answer(s_app_t *app, bus_service_t *svc, const char *store, 
         if (r->element[i]->str && r->element[i + 1]->str &&
             strcmp(r->element[i]->str, "state") == 0)
             state = r->element[i + 1]->str;
-    bool final = strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0;
+    bool final = strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+                 strcmp(state, "manual") == 0;
     bus_val_map_set_str(reply, "refund_no", no);
     bus_val_map_set_str(reply, "store", store);
     bus_val_map_set_bool(reply, "final", final);
@@ -1010,7 +1071,8 @@ static int s_refundable(bus_service_t *svc, const bus_msg_t *req, bus_val_t *rep
     for (int64_t attempt = 1; ok && attempt <= S_ATTEMPT_MAX; attempt++) {
         char intent[S_INTENT_MAX + 8], key[BUS_KEY_MAX];
         s_intent_id(sale_id, attempt, intent, sizeof(intent));
-        ok = bus_redis_append(app->redis, "HMGET %s state amount refunded provider cancel",
+        ok = bus_redis_append(app->redis,
+                              "HMGET %s state amount refunded provider cancel refunds_manual",
                               bus_key_pay(key, store, intent)) == 0;
         queued += ok;
     }
@@ -1020,7 +1082,7 @@ static int s_refundable(bus_service_t *svc, const bus_msg_t *req, bus_val_t *rep
     bus_val_t *list = bus_val_new_arr();
     for (int i = 0; ok && i < queued; i++) {
         redisReply *r = replies[i];
-        if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
+        if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 6) {
             ok = false;
             break;
         }
@@ -1028,7 +1090,10 @@ static int s_refundable(bus_service_t *svc, const bus_msg_t *req, bus_val_t *rep
         int64_t amount = r->element[1]->str ? strtoll(r->element[1]->str, NULL, 10) : 0;
         int64_t refunded = r->element[2]->str ? strtoll(r->element[2]->str, NULL, 10) : 0;
         bool cancelled = r->element[4]->str && strcmp(r->element[4]->str, "1") == 0;
-        if (state && strcmp(state, "succeeded") == 0 && amount > 0 && !cancelled) {
+        int64_t manual = r->element[5]->str ? strtoll(r->element[5]->str, NULL, 10) : 0;
+        /* paid: succeeded, or refunded in full since (listed with nothing left) */
+        bool paid = state && (strcmp(state, "succeeded") == 0 || strcmp(state, "refunded") == 0);
+        if (paid && amount > 0 && !cancelled) {
             char intent[S_INTENT_MAX + 8];
             s_intent_id(sale_id, i + 1, intent, sizeof(intent));
             bus_val_t *m = bus_val_new_map();
@@ -1037,6 +1102,7 @@ static int s_refundable(bus_service_t *svc, const bus_msg_t *req, bus_val_t *rep
             bus_val_map_set_str(m, "provider", r->element[3]->str ? r->element[3]->str : "");
             bus_val_map_set_int(m, "amount", amount);
             bus_val_map_set_int(m, "refunded", refunded);
+            bus_val_map_set_int(m, "refunds_manual", manual);
             bus_val_map_set_int(m, "refundable", amount > refunded ? amount - refunded : 0);
             bus_val_arr_push(list, &m);
         }
@@ -1164,7 +1230,7 @@ static int s_notified(void *arg, const pay_notify_req_t *req)
     char reason[PAY_WHY_MAX + 16];
     snprintf(reason, sizeof(reason), "notified: %s", o.why);
     snprintf(o.why, sizeof(o.why), "%s", reason);
-    rc = s_refund_record(w, &in, &o, bus_now_ms() + app->interval_ms);
+    rc = s_refund_record(w, &in, &o, bus_now_ms() + app->interval_ms, NULL);
     if (rc == -2) {
         status = 503; /* not stored: WeChat sends it again */
         goto out;
@@ -1203,8 +1269,7 @@ static int s_notify_start(s_app_t *app)
     snprintf(w->owner, sizeof(w->owner), "*");
     w->redis = bus_redis_new_from_config(app->config, &err);
     w->move = w->redis ? bus_redis_script(w->redis, pay_move_lua) : -1;
-    w->release = w->redis ? bus_redis_script(w->redis, refund_release_lua) : -1;
-    if (!w->redis || w->move < 0 || w->release < 0) {
+    if (!w->redis || w->move < 0) {
         bus_error("payments.start", "notify: %s", *err ? err : "out of memory");
         return -1;
     }
@@ -1240,14 +1305,13 @@ static int s_workers_start(s_app_t *app, const char *instance)
         w->redis = bus_redis_new_from_config(app->config, &err);
         w->claim = w->redis ? bus_redis_script(w->redis, pay_claim_lua) : -1;
         w->move = w->redis ? bus_redis_script(w->redis, pay_move_lua) : -1;
-        w->release = w->redis ? bus_redis_script(w->redis, refund_release_lua) : -1;
         w->wx = app->wx ? pay_wechat_new(app->wx) : NULL;
         w->ali = app->ali ? pay_alipay_new(app->ali) : NULL;
         if (w->wx)
             w->providers[w->nproviders++] = pay_wechat_provider(w->wx);
         if (w->ali)
             w->providers[w->nproviders++] = pay_alipay_provider(w->ali);
-        if (!w->redis || w->claim < 0 || w->move < 0 || w->release < 0 || (app->wx && !w->wx) ||
+        if (!w->redis || w->claim < 0 || w->move < 0 || (app->wx && !w->wx) ||
             (app->ali && !w->ali)) {
             bus_error("payments.start", "worker %d: %s", i, *err ? err : "out of memory");
             return -1;
@@ -1404,6 +1468,9 @@ int main(int argc, char **argv)
     app.reverse_ms = bus_config_int(config, "reverse-after-ms");
     app.lease_ms = bus_config_int(config, "lease-ms");
     app.scan_ms = bus_config_int(config, "scan-ms");
+    app.refund_deadline_ms = bus_config_int(config, "refund-deadline-s") * 1000;
+    const char *crash = getenv(S_CRASH_ENV);
+    app.crash_after_refund_failed = crash && strcmp(crash, "refund_failed") == 0;
     app.retention_s = bus_config_int(config, "retention-s");
     if (app.retention_s == 0)
         app.retention_s = bus_config_int(config, "retention-days") * S_DAY_S;
@@ -1452,6 +1519,7 @@ int main(int argc, char **argv)
     app.c_notify_unverified = bus_stats_counter(app.stats, "notifications_unverified");
     app.c_notify_unreadable = bus_stats_counter(app.stats, "notifications_undecryptable");
     app.c_notify_ignored = bus_stats_counter(app.stats, "notifications_ignored");
+    app.c_refunds_manual = bus_stats_counter(app.stats, "refunds_manual");
     static const bus_method_t methods[] = {
         {"payment.pay", s_pay, BUS_METHOD_IDEMPOTENT, BUS_ROLE_REGISTER},
         {"payment.get", s_get, BUS_METHOD_READ, BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR |
@@ -1464,7 +1532,7 @@ int main(int argc, char **argv)
         {"payment.refundable", s_refundable, BUS_METHOD_READ,
          BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE},
         {NULL, NULL, 0, 0}};
-    int rc = app.create < 0 || app.cancel < 0 || app.refund < 0 || !app.c_notify_ignored ||
+    int rc = app.create < 0 || app.cancel < 0 || app.refund < 0 || !app.c_refunds_manual ||
                      bus_service_methods(core.svc, methods, &app) != 0
                  ? -1
                  : 0;

@@ -34,7 +34,11 @@ typedef struct {
     bool verified;           /* the answer's signature checked out */
     char transaction_id[72]; /* the provider's id, when charged */
     char trade_state[24];    /* as the provider said it, "" none */
+    int64_t paid_ms;         /* when it was paid, as the provider's answer says; 0 not said */
     char code[64];           /* the provider's error code, "" none */
+    bool refused;            /* a refund call refused by a verified answer that did not say
+                                nothing was refunded (an unmapped code): the refund query then
+                                decides (its refund not found: failed) */
     char why[PAY_WHY_MAX];   /* for the intent's history: what happened, no secrets */
 } pay_outcome_t;
 
@@ -50,7 +54,8 @@ typedef struct {
     /*  Refund amount fen of the paid trade (total fen) under out_refund_no. The providers take
         the same out_refund_no once, so a refund whose answer was lost may be asked again.
         PAY_SUCCESS refunded, PAY_PAYING in progress, PAY_FAILED refused (nothing refunded),
-        PAY_UNKNOWN. */
+        PAY_UNKNOWN (with refused set: a verified refusal with a code not known to mean
+        nothing was refunded). */
     void (*refund)(void *client, const char *out_trade_no, const char *out_refund_no,
                    int64_t amount, int64_t total, pay_outcome_t *out);
     /*  The refund's state: PAY_SUCCESS, PAY_PAYING, PAY_FAILED (closed or abnormal),

@@ -302,6 +302,23 @@ static bool s_definite_refusal(const char *code)
     return false;
 }
 
+/*  ms since the epoch of a time as WeChat writes it (RFC 3339 with its offset:
+    2026-11-26T01:30:00+08:00); 0 when it is not one. */
+static int64_t s_time_ms(const char *text)
+{
+    int y, mo, d, h, mi, sec, oh, om, n = 0;
+    char sign;
+    if (!text || sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%c%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec,
+                        &sign, &oh, &om, &n) != 9 || text[n] != '\0' ||
+        (sign != '+' && sign != '-') || y < 2000 || y > 9999 || mo < 1 || mo > 12 || d < 1 ||
+        d > 31 || h > 23 || mi > 59 || sec > 60 || oh > 14 || om > 59)
+        return 0;
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
+                    .tm_min = mi, .tm_sec = sec};
+    int64_t t = (int64_t)timegm(&tm) - (sign == '+' ? 1 : -1) * (oh * 3600 + om * 60);
+    return t > 0 ? t * 1000 : 0;
+}
+
 /*  A verified trade object (a pay answer or a query): its state for this trade and amount. */
 static void s_trade(json_t *j, const char *out_trade_no, int64_t amount, pay_outcome_t *out)
 {
@@ -322,6 +339,7 @@ static void s_trade(json_t *j, const char *out_trade_no, int64_t amount, pay_out
                      no ? no : "?", amount);
         } else {
             out->result = PAY_SUCCESS;
+            out->paid_ms = s_time_ms(json_string_value(json_object_get(j, "success_time")));
             snprintf(out->why, sizeof(out->why), "paid: %s", out->transaction_id);
         }
     } else if (strcmp(st, "NOTPAY") == 0) {
@@ -516,6 +534,12 @@ void pay_wechat_refund(pay_wechat_t *self, const char *out_trade_no, const char 
             (strcmp(out->code, "NOT_ENOUGH") == 0 || strcmp(out->code, "PARAM_ERROR") == 0 ||
              strcmp(out->code, "ORDER_NOT_EXIST") == 0))
             out->result = PAY_FAILED;
+        /* any other 4xx but "too often" or a system error refuses this call; whether a refund
+           exists is the query's to say */
+        else if (out->status >= 400 && out->status < 500 && out->status != 429 &&
+                 out->code[0] && strcmp(out->code, "SYSTEM_ERROR") != 0 &&
+                 strcmp(out->code, "FREQUENCY_LIMITED") != 0)
+            out->refused = true;
     }
     json_decref(j);
 }
