@@ -5,16 +5,23 @@ A real stack (redis, busd with identities, sales, inventory, reporting, devices)
 processes driven through their line interface:
   - cashiers and a promotion come from the devices service (posctl cashier/promo add); a
     running register applies a new promotion within seconds and sales accepts what it priced;
-  - permissions: a cashier cannot void, override a price or open the drawer alone; with a
-    supervisor's PIN it goes through and both names are in the journal;
+  - a qty_break, a category amount in a time window around now (and one tomorrow) and a
+    buy_x_get_y added with posctl promo add are priced by the running register as worked out
+    by hand, and sales accepts each sale without a review flag;
+  - permissions: a cashier cannot void, override a price, discount over the store's cap or
+    open the drawer alone; with a supervisor's PIN it goes through and both names are in the
+    journal; every decision, refusals included, is published as a node.audit event;
   - 500 sales rung while busd and sales are stopped arrive exactly once, in order, once they
-    start; the Z report matches the journal to the fen;
+    start; the day report and posctl report z (which closes the day) match the journal to the
+    fen;
   - SIGKILL after the journal write and before the acknowledgement: uploaded once after restart;
     a torn last record (a crash inside a write) is cut and selling resumes at the right number;
   - Redis restored from a copy taken earlier: heartbeats ask for what it lost and the journals
     fill it in; the Z report matches the journals again;
   - posctl journal verify passes on the real journal; a node refuses a certificate that is not
-    its register's, and sales refuses another register's journal uploaded with a foreign key."""
+    its register's, and sales refuses another register's journal uploaded with a foreign key;
+  - a register restarted while busd and the services are down sells at the price it learnt
+    last; the sale uploads once when they are back."""
 import os
 import shutil
 import signal
@@ -22,8 +29,10 @@ import subprocess
 import time
 
 import msgpack
+import zmq
 
-from harness import (BIN, SRC, Bus, Checks, Stack, journal_records, journal_sales, wait_for)
+from harness import (BIN, SRC, Bus, Checks, Stack, journal_audits, journal_records, journal_sales,
+                     load_cert, wait_for)
 
 STORE = "S1"
 c = Checks("test_posnode")
@@ -67,8 +76,41 @@ def sale(till, *lines, tender="pay cash"):
     return till.cmd(tender)
 
 
+closed_days = []  # days closed by posctl report z (their sales are no longer the current day's)
+
+
+def merge_reports(reports):
+    """Day reports (or Z reports) of consecutive days as one: totals added, each register's
+    sequence joined (complete when every day's is and they follow each other)."""
+    out = {"totals": {}, "registers": {}}
+    for rep in reports:
+        for k, v in rep.get("totals", {}).items():
+            out["totals"][k] = out["totals"].get(k, 0) + v
+        for reg, row in rep.get("registers", {}).items():
+            if not row.get("records"):
+                continue
+            have = out["registers"].get(reg)
+            if not have:
+                out["registers"][reg] = dict(row)
+                continue
+            have["complete"] = (have["complete"] and row["complete"] and
+                                have["last"] + 1 == row["first"])
+            for k, v in row.items():
+                if type(v) is int and k not in ("first", "last"):
+                    have[k] = have.get(k, 0) + v
+            have["last"] = row["last"]
+    return out
+
+
 def day_report():
-    return st.posctl_json("report", "day", "--store", STORE)
+    """The store's report over every day this test rang sales on (closed days, then today)."""
+    return merge_reports([st.posctl_json("report", "day", "--store", STORE, "--date", d)
+                          for d in closed_days] +
+                         [st.posctl_json("report", "day", "--store", STORE)])
+
+
+def config_version():
+    return st.posctl_json("promo", "list", "--store", STORE)["version"]
 
 
 def z_matches(label, journals, z=None):
@@ -128,7 +170,97 @@ got = ops.call("sales", "sale.get", {"store": STORE, "sale_id": r.get("sale_id",
 c.check(got["type"] == "reply" and "review" not in got["body"]["sale"],
         f"sales accepted the promoted sale without a review flag: {got['body']}")
 
+# --- the other promotion kinds, rung through the running register --------------------------------
+# MILK1 3.50, CHIPS 7.50 and NOODLE 4.50 (snacks), WATER 2.00 (scripts/sample/catalog.csv)
+now = time.time()
+
+
+def local(t):
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+PROMOS = [("MILK3", "--kind", "qty_break", "--sku", "MILK1", "--qty", "3", "--amount", "9.00"),
+          ("SNACKNOW", "--kind", "amount", "--category", "snacks", "--amount", "1.00", "--from",
+           local(now - 3600), "--to", local(now + 3600)),
+          ("SNACKLATER", "--kind", "amount", "--category", "snacks", "--amount", "3.00", "--from",
+           local(now + 86400), "--to", local(now + 2 * 86400)),
+          ("WATER21", "--kind", "buy_x_get_y", "--sku", "WATER", "--qty", "2", "--free", "1")]
+for promo_id, *args in PROMOS:
+    st.posctl("promo", "add", "--store", STORE, "--id", promo_id, *args, check=True)
+v = config_version()
+c.check(wait_for(lambda: r01.cmd("state")["config_version"] == v, 10),
+        f"R01 runs configuration {v}: 3 for 9.00, snacks 1.00 off this hour (3.00 off tomorrow), "
+        "buy 2 WATER get 1")
+promo_sales = []
+for label, scans, want_lines, want_total in (
+        ("MILK1 x4 at 3 for 9.00: one set, 10.50 -> 9.00", ["scan MILK1 4"],
+         [("MILK1", "MILK3", 150)], 1250),
+        ("CHIPS x2 and NOODLE: 1.00 off each piece within the hour, not tomorrow's 3.00",
+         ["scan CHIPS 2", "scan NOODLE"], [("CHIPS", "SNACKNOW", 200), ("NOODLE", "SNACKNOW", 100)],
+         1500 - 200 + 450 - 100),
+        ("WATER x7 at buy 2 get 1: two sets, two free", ["scan WATER 7"],
+         [("WATER", "WATER21", 400)], 1400 - 400)):
+    for line in scans:
+        r = r01.cmd(line)
+        c.check(r["ok"], f"{line}: {r.get('message')}")
+    got = [(x["sku"], x.get("promo_id"), x["promo_discount"]) for x in r["ticket"]["lines"]]
+    c.eq(got, want_lines, f"{label}: (sku, promotion, discount in fen) per line")
+    c.eq(r["ticket"]["total"], want_total, f"{label}: the ticket's total (fen)")
+    r = r01.cmd("pay cash 100")
+    c.check(r["ok"] and r.get("sale_id"), f"{label}: paid as {r.get('sale_id')}")
+    promo_sales.append((label, r.get("sale_id", ""), want_total))
+c.check(synced(r01, 20), "the three promoted sales are uploaded")
+for label, sale_id, want_total in promo_sales:
+    got = ops.call("sales", "sale.get", {"store": STORE, "sale_id": sale_id})
+    body = got["body"].get("sale", {}) if got["type"] == "reply" else got["body"]
+    c.check(got["type"] == "reply" and body.get("total") == want_total and "review" not in body,
+            f"sales accepted {sale_id} ({label}) at {want_total} fen without a review flag: "
+            f"total {body.get('total')}, review {body.get('review')}")
+for promo_id, *_ in PROMOS:  # the rest of the test prices without them
+    st.posctl("promo", "end", "--store", STORE, "--id", promo_id, check=True)
+v = config_version()
+c.check(wait_for(lambda: r01.cmd("state")["config_version"] == v, 10),
+        f"R01 runs configuration {v} with the four promotions ended")
+
 # --- permissions and approvals ----------------------------------------------------------------------
+# a consumer watching the register's node events (as test_printer watches its device events)
+watch = zmq.Context.instance().socket(zmq.SUB)
+me = load_cert(st.key("consumer", "watch"))
+watch.curve_publickey, watch.curve_secretkey = me["public"], me["secret"]
+watch.curve_serverkey = load_cert(st.server_cert())["public"]
+watch.setsockopt(zmq.LINGER, 0)
+watch.connect(st.sub)
+watch.setsockopt(zmq.SUBSCRIBE, b"node.S1.R01.")
+events = []
+
+
+def drain_events():
+    while watch.poll(50):
+        topic, payload = watch.recv_multipart()[:2]
+        events.append((topic.decode(), msgpack.unpackb(payload)))
+    return events
+
+
+def audits_published(pred, n=1, timeout=10):
+    """The audit events (bodies) published so far that satisfy pred, once there are n of them
+    (waiting up to timeout s); what there is on a timeout."""
+    def found():
+        return [e["body"] for t, e in drain_events() if t == "node.S1.R01.audit" and
+                e.get("type") == "node.audit" and pred(e.get("body", {}))]
+    wait_for(lambda: len(found()) >= n, timeout)
+    return found()
+
+
+def subscribed():
+    """An X report refused to Ann is a permission decision, published: once one arrives, the
+    subscription has reached busd."""
+    r01.cmd("x")
+    return wait_for(lambda: audits_published(lambda b: b.get("action") == "x_report", 1, 0), 1)
+
+
+c.check(wait_for(subscribed, 20), "a consumer subscribed to node.S1.R01. receives R01's audit "
+        "events")
+events.clear()
 r01.cmd("scan BEER")
 r01.cmd("scan CHIPS")
 for line, what in (("void 1", "void"), ("price 2 5.00", "price override")):
@@ -139,17 +271,63 @@ c.check(not r["ok"] and r["error"] == "not_permitted", "a wrong supervisor PIN a
 r = r01.cmd("void 1 approve sue 2222")
 c.check(r["ok"] and r["ticket"]["lines"][0]["voided"] and r.get("approved_by") == "sue",
         "with Sue's PIN the void goes through")
+voids = audits_published(lambda b: b.get("action") == "void_line", 3)
+c.eq([(b.get("cashier"), b.get("approver"), b.get("approved")) for b in voids],
+     [("ann", None, False), ("ann", "sue", False), ("ann", "sue", True)],
+     "node.audit events of the three void attempts (cashier, approver, approved): alone, a "
+     "wrong PIN, Sue's PIN")
+ok_void = voids[-1] if len(voids) == 3 else {}
+c.check(ok_void.get("cashier_name") == "Ann" and ok_void.get("approver_name") == "Sue" and
+        ok_void.get("sku") == "BEER" and ok_void.get("line") == 1 and
+        ok_void.get("store") == STORE and ok_void.get("register") == "R01" and
+        ok_void.get("reason") == "approved by supervisor",
+        f"the approved void's event names both people and the line: {ok_void}")
+c.check(voids and all("2222" not in str(b) and "9999" not in str(b) and "scrypt" not in str(b)
+                     for b in voids), "no PIN or PIN hash in any audit event")
 r = r01.cmd("price 2 5.00 approve sue 2222")
 c.check(r["ok"] and r["ticket"]["total"] == 500, f"price override approved: {r.get('message')}")
+# the store's discount cap is the default 10%
+r = r01.cmd("discount 20%")
+c.check(not r["ok"] and r["error"] == "not_permitted" and r["ticket"]["total"] == 500,
+        f"a cashier alone: 20% off (over the 10% cap) refused: {r.get('error')} "
+        f"{r.get('message')}, total {r['ticket']['total']}")
+r = r01.cmd("discount 20% approve sue 2222")
+c.check(r["ok"] and r.get("approved_by") == "sue" and r["ticket"]["ticket_discount"] == 100 and
+        r["ticket"]["total"] == 400, f"with Sue's PIN 20% off goes through: 5.00 -> 4.00 "
+        f"({r.get('message')}, total {r['ticket']['total']})")
+r = r01.cmd("discount 10%")
+c.check(r["ok"] and r["ticket"]["total"] == 450, f"10% (the cap) needs nobody: 4.50 "
+        f"({r.get('message')}, total {r['ticket']['total']})")
+r = r01.cmd("discount 0.40")
+c.check(r["ok"] and r["ticket"]["total"] == 460, f"0.40 (8%) needs nobody: 4.60 "
+        f"({r.get('message')}, total {r['ticket']['total']})")
+over = journal_audits(r01.journal, "audit")
+over = [(a.get("cashier"), a.get("approver"), a.get("approved"), a.get("percent_bp"))
+        for a in over if a.get("action") == "discount_over_cap"]
+c.eq(over, [("ann", None, False, 2000), ("ann", "sue", True, 2000)],
+     "the journal's discount_over_cap records (cashier, approver, approved, percent_bp): the "
+     "refusal and Sue's approval; the discounts under the cap need none")
+pub = audits_published(lambda b: b.get("action") == "discount_over_cap", 2)
+c.eq([(b.get("cashier"), b.get("approver"), b.get("approved")) for b in pub],
+     [("ann", None, False), ("ann", "sue", True)],
+     "and both are published as node.audit events")
 r = r01.cmd("pay cash")
-c.check(r["ok"], "the ticket is paid")
+c.check(r["ok"] and r.get("change") == 0, f"the discounted ticket is paid: {r.get('message')}")
+discounted = r.get("sale_id", "")
 r = r01.cmd("no-sale change for a customer")
 c.check(not r["ok"] and r["error"] == "not_permitted", "no-sale drawer open refused alone")
 r = r01.cmd("no-sale change for a customer approve sue 2222")
 c.check(r["ok"] and r.get("drawer_open"), "no-sale with approval opens the drawer (a nosale sale)")
 audits = [msgpack.unpackb(p) for (_, kind, _, p) in journal_records(r01.journal) if kind == 2]
 approved = [a for a in audits if a.get("approver") == "sue" and a.get("approved")]
-c.check({a.get("action") for a in approved} >= {"void_line", "price_override", "no_sale"} and
+c.check(synced(r01, 20), "the discounted sale is uploaded")
+got = ops.call("sales", "sale.get", {"store": STORE, "sale_id": discounted})
+c.check(got["type"] == "reply" and got["body"]["sale"]["total"] == 460 and
+        got["body"]["sale"].get("review") == "price_mismatch:CHIPS",
+        f"sales holds {discounted} at 4.60; only the overridden price is flagged for review, "
+        f"not the discount: {got['body']}")
+c.check({a.get("action") for a in approved} >= {"void_line", "price_override", "no_sale",
+                                                  "discount_over_cap"} and
         all(a.get("cashier") == "ann" for a in approved),
         f"the journal names both Ann and Sue on every approved action: {approved}")
 c.check(any(a.get("action") == "void_line" and not a.get("approved") for a in audits),
@@ -281,6 +459,15 @@ last = journal_sales(r01.journal)[-1]["seq"]
 c.eq(last, before + 501, "the journal holds them gap-free after the earlier sales")
 wait_for(lambda: day_report()["registers"].get("R01", {}).get("records") == last, 30)
 z_matches("after the outage", [r01.journal])
+day = st.posctl_json("report", "day", "--store", STORE)
+z = st.posctl_json("report", "z", "--store", STORE)  # closes the day at sales
+closed_days.append(z.get("day"))
+c.check(z.get("day") == day.get("day") and z.get("totals") == day.get("totals") and
+        z.get("tenders") == day.get("tenders"),
+        f"posctl report z closes {day.get('day')} with the day report's totals and tenders, to "
+        f"the fen: {z.get('totals')} {z.get('tenders')} / {day.get('totals')} "
+        f"{day.get('tenders')}")
+z_matches("after the outage, posctl report z", [r01.journal], z)
 
 # --- crashes ------------------------------------------------------------------------------------------
 st.kill("sales", signal.SIGTERM)
@@ -350,8 +537,10 @@ def proof_complete():
 c.check(wait_for(proof_complete, 60), "heartbeats asked for what Redis lost; the journals "
         "filled it in")
 z_matches("after the restore", [r01.journal, r02.journal])
-z_matches("the Z report", [r01.journal, r02.journal],
-          st.posctl_json("report", "z", "--store", STORE))
+z_matches("the Z reports", [r01.journal, r02.journal],
+          merge_reports([st.posctl_json("report", "z", "--store", STORE, "--date", d)
+                         for d in closed_days] +
+                        [st.posctl_json("report", "z", "--store", STORE)]))
 
 # --- the disk fills up: selling stops with a clear message, nothing is lost --------------------------------
 import resource  # noqa: E402
@@ -418,7 +607,9 @@ c.check(r["type"] == "error" and r["body"].get("code") == "forbidden",
 import glob  # noqa: E402
 posctl_in("7777\n", "cashier", "add", "--store", STORE, "--id", "max", "--name", "Max",
           "--role", "manager")
-wait_for(lambda: r01.cmd("state")["config_version"] >= 4, 15)
+v = config_version()
+c.check(wait_for(lambda: r01.cmd("state")["config_version"] == v, 15),
+        f"R01 runs configuration {v} with Max")
 c.check(synced(r01, 30), "R01 has everything acknowledged")
 last = journal_sales(r01.journal)[-1]["seq"]
 r = r01.cmd("z approve max 7777")
@@ -473,6 +664,44 @@ c.check(r.returncode == 0, f"and the operator's poll gets the answer: {r.stdout.
 done = [a for (_, kind, _, p) in journal_records(r01.journal) if kind == 2
         for a in [msgpack.unpackb(p)] if a.get("type") == "device_command"]
 c.eq([a.get("key") for a in done], ["msg-1"], "R01 journaled the command once")
+
+# --- started while the back office is down: the last prices it learnt ----------------------------
+catalog_before = r01.cmd("state")["catalog_version"]
+soap = os.path.join(st.tmp, "soap.csv")
+with open(soap, "w", encoding="utf-8") as f:
+    f.write("sku,barcode,name,price,tax_rate,unit,category,supplier,threshold,member_price\n"
+            'SOAP,6901234500158,"舒肤佳香皂",7.20,13,pcs,household,"Safeguard",12,\n')
+st.posctl("catalog", "import", soap, check=True)
+c.check(wait_for(lambda: r01.cmd("state")["catalog_version"] > catalog_before, 15),
+        "R01 learns the catalog change (SOAP 6.90 -> 7.20)")
+for s in SERVICES:
+    st.kill(s, signal.SIGTERM)
+st.kill("busd", signal.SIGTERM)
+st.kill("r01", signal.SIGTERM)
+r01 = st.start_posnode("r01", STORE, "R01")
+r = r01.cmd("login ann 1111")
+c.check(r["ok"] and r["online"] is False,
+        f"R01 started with no back office: Ann logs in (the configuration it kept): "
+        f"{r.get('message')} online={r.get('online')}")
+r = r01.cmd("scan SOAP")
+line = r["ticket"]["lines"][-1] if r.get("ticket") else {}
+c.check(r["ok"] and line.get("unit_price") == 720,
+        f"SOAP sells at the 7.20 it learnt before the restart: {line} {r.get('message')}")
+r = r01.cmd("pay cash 10")
+offline_sale = r.get("sale_id", "")
+c.check(r["ok"] and offline_sale and r.get("change") == 280 and r["unsynced"] == 1,
+        f"paid offline as {offline_sale}, change 2.80, 1 unsynced: {r.get('message')}")
+st.start_busd()
+for s in SERVICES:
+    st.start_service(s, s)
+c.check(st.wait_healthy(SERVICES), "the back office is back")
+c.check(synced(r01, 60), "the offline sale is uploaded")
+got = ops.call("sales", "sale.get", {"store": STORE, "sale_id": offline_sale})
+c.check(got["type"] == "reply" and got["body"]["sale"]["total"] == 720 and
+        "review" not in got["body"]["sale"],
+        f"sales holds {offline_sale} at 7.20 without a review flag: {got['body']}")
+c.eq(ops.call("sales", "stats", {})["body"]["counters"].get("sales_committed"), 1,
+     "the new sales instance committed it once (and nothing else)")
 
 st.stop_all(c)
 c.finish()
