@@ -170,29 +170,60 @@ def refund(seq, lines):
     return sale("R03", seq, lines, [{"kind": "card", "amount": total}], kind="return")
 
 
+def flagged(r, flag, what):
+    """Committed (never refused: the refund happened) and flagged for review with flag."""
+    body = r["body"]
+    return c.check(r["type"] == "reply" and body.get("duplicate") is False and
+                   flag in body.get("review", "").split(","),
+                   f"{what}: committed and flagged {flag}", expected=("reply", flag),
+                   actual=(r["type"], body.get("review"), body.get("message")))
+
+
 before = counters()
-r = upload(refund(2, [line("COLA", -1, 100000, return_of=oid)]))
-refused(r, "bad_return", "exceeds the 100 paid", "a 1.00 COLA refunded at 1,000.00")
-c.eq(st.redis_json("HGETALL", returned_key), {},
-     "the refused refund left the original's returned quantities untouched")
-r = upload(refund(2, [line("TEA", -1, 500, return_of=oid)]))
-refused(r, "bad_return", f"exceeds the {paid_tea} paid",
+accepted(upload(refund(2, [line("COLA", -1, 100, return_of=oid)])),
+         "one COLA refunded at the 1.00 paid")
+r = upload(refund(2, [line("COLA", -1, 100, return_of=oid)]))
+c.check(r["type"] == "reply" and r["body"].get("duplicate") is True and not r["body"].get("review"),
+        "the same return again: a duplicate, nothing booked twice", actual=r["body"])
+flagged(upload(refund(3, [line("COLA", -1, 100000, return_of=oid)])), "return_price:COLA",
+        "a 1.00 COLA refunded at 1,000.00")
+flagged(upload(refund(4, [line("TEA", -1, 500, return_of=oid)])), "return_price:TEA",
         "TEA refunded at its list price 5.00 though 4.50 was paid after the discount")
-r = upload(refund(2, [line("COLA", -1, 100, return_of=oid), line("COLA", -1, 101, return_of=oid)]))
-refused(r, "bad_return", "exceeds the 100 paid", "one line of two refunding 1 fen too much")
-accepted(upload(refund(2, [line("COLA", -3, 100, return_of=oid)])),
-         "all 3 COLA refunded at the 1.00 paid (the refusals took none of the quantity)")
-accepted(upload(refund(3, [line("TEA", -2, paid_tea, return_of=oid)])),
-         f"both TEA refunded at the {paid_tea} paid per unit")
-r = upload(refund(4, [line("COLA", -1, 100, return_of=oid)]))
-refused(r, "bad_return", "exceeds what", "a fourth COLA: more than was sold")
+flagged(upload(refund(5, [line("COLA", -1, 100, return_of=oid),
+                          line("COLA", -1, 101, return_of=oid)])),
+        "return_price:COLA", "one line of two refunding 1 fen too much")
+c.eq(st.redis_json("HGET", f"sale:{{{STORE}}}:{refund(5, [])['sale_id']}", "flags"),
+     "over_return:COLA,return_price:COLA,over_refund:COLA",
+     "that return took 2 COLA of the 1 left and 2.01 of the 1.00 left: all three flags kept on "
+     "the sale")
+r = upload(refund(6, [line("TEA", -1, 400, return_of=oid)]))
+c.check(r["type"] == "reply" and r["body"].get("duplicate") is False and
+        not r["body"].get("review"),
+        "the second TEA refunded at 4.00, what is left of the 9.00 paid: committed, not flagged",
+        actual=r["body"])
+flagged(upload(refund(7, [line("TEA", -1, paid_tea, return_of=oid)])), "over_return:TEA",
+        "a third TEA of two sold (the one at the list price took one already)")
+flagged(upload(refund(8, [line("MILK", -1, 100, return_of=oid)])), "over_return:MILK",
+        "a SKU the original never sold")
 c.eq(st.redis_json("HGETALL", returned_key),
-     {"COLA": "3", "fen:COLA": "300", "TEA": "2", "fen:TEA": str(2 * paid_tea)},
-     "returned quantities and refunds recorded once")
+     {"COLA": "4", "fen:COLA": str(100 + 100000 + 201), "TEA": "3",
+      "fen:TEA": str(500 + 400 + paid_tea), "MILK": "1", "fen:MILK": "100"},
+     "every return booked against the original once, beyond what it sold included")
+review = set(st.redis_json("SMEMBERS", f"review:{{{STORE}}}"))
+want = {refund(n, [])["sale_id"] for n in (3, 4, 5, 7, 8)}
+c.check(want <= review and refund(2, [])["sale_id"] not in review and
+        refund(6, [])["sale_id"] not in review,
+        "the five flagged returns are on the store's review list, the two good ones are not",
+        expected=sorted(want), actual=sorted(review))
 after = counters()
 c.eq((after["sales_refused"] - before["sales_refused"],
-      after["sales_committed"] - before["sales_committed"]), (4, 2),
-     "refund refusals counted; only the two good refunds committed")
+      after["sales_committed"] - before["sales_committed"],
+      after["sales_flagged_for_review"] - before["sales_flagged_for_review"]), (0, 7, 5),
+     "no return refused; seven committed, five of them flagged")
+mixed = refund(9, [line("TEA", -1, 450, return_of=oid), line("TEA", -1, 450, return_of=oid)])
+mixed["lines"][1].update(unit="kg", qty=-1000)  # 1 kg at 4.50 per kg: adds up on its own
+refused(upload(mixed), "bad_return", "mixes pcs and kg",
+        "a return mixing pcs and kg lines of one SKU (it contradicts itself)")
 
 
 # --- 3b. a return that arrives before its original (two registers' uploads cross) --------------

@@ -9,17 +9,21 @@
 --       8 number of originals, 9 return lines (MessagePack array of [original index, sku,
 --       unit, qty returned > 0, amount refunded >= 0, refunded per unit]), 10 request id,
 --       then the original ids
--- Returns {'ok', stream id, day, gap from, gap to}, {'dup', stream id, day, 0, 0, same request
--- (1: a retry of the request that committed it), review flags} or {'err', code, message}.
--- The request id is kept on the sale hash, so a retry of the committing request is told so and
--- answered with the first reply (the service layer's reply cache is not needed for uploads).
+-- Returns {'ok', stream id, day, gap from, gap to, review flags}, {'dup', stream id, day, 0, 0,
+-- same request (1: a retry of the request that committed it), review flags} or
+-- {'err', code, message}. The request id is kept on the sale hash, so a retry of the committing
+-- request is told so and answered with the first reply (the service layer's reply cache is not
+-- needed for uploads).
 --
 -- A returned hash holds, per SKU, the quantity returned so far (field <sku>) and the fen
 -- refunded so far (field fen:<sku>; ':' never occurs in a SKU). A return line may refund per
 -- unit at most what the original sale's lines of that SKU were paid per unit (their amount
 -- after discounts / their quantity, rounded up to the fen), and all returns of a SKU together
--- at most what was paid for it: a refund above the price paid is refused, like a quantity
--- above the quantity sold.
+-- at most what was paid for it. A return that breaks one of these rules happened all the same
+-- (the money left the drawer, and the register journaled it): it is committed, booked against
+-- its original, and flagged for review (over_return, return_price, over_refund, return_unit,
+-- original_gone), never refused, because a refusal would stop the register's uploads. Only a
+-- return that contradicts itself (pcs and kg lines of one SKU) is refused, as a corrupt sale.
 local sale_key, stream, seqh, pend, bdayk, review = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id, payload, reg, seq, store, flags, today = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
 local norig = tonumber(ARGV[8])
@@ -49,6 +53,16 @@ local function refuse(msg)
   return {'err', 'bad_return', msg}
 end
 
+-- review flags this script adds (a return beyond what its original allows), kept short
+local extra = {}
+local extra_len = #flags
+local function flag(f)
+  if extra_len + #f + 1 <= 1000 then
+    extra[#extra + 1] = f
+    extra_len = extra_len + #f + 1
+  end
+end
+
 local incr = {}
 if norig > 0 then
   local need = {}
@@ -76,41 +90,45 @@ if norig > 0 then
               ' is not known in this store (yet); retry once it is uploaded'}
     end
     local entry = redis.call('XRANGE', stream, osid, osid)[1]
-    if not entry then
-      return refuse('original sale ' .. oid .. ' is no longer in the sales stream')
+    local sold
+    if entry then
+      local opay
+      for f = 1, #entry[2], 2 do
+        if entry[2][f] == 'payload' then opay = entry[2][f + 1] end
+      end
+      sold = sold_by_sku(opay)
+    else
+      flag('original_gone:' .. oid) -- nothing to check against; booked all the same
     end
-    local opay
-    for f = 1, #entry[2], 2 do
-      if entry[2][f] == 'payload' then opay = entry[2][f + 1] end
-    end
-    local sold = sold_by_sku(opay)
     for sku, n in pairs(need[i]) do
-      local s = sold[sku] or {qty = 0, amount = 0, unit = n.unit}
-      local got = redis.call('HMGET', rkey, sku, 'fen:' .. sku)
-      local left = s.qty - tonumber(got[1] or '0')
-      local left_fen = s.amount - tonumber(got[2] or '0')
-      if n.qty > left then
-        return refuse('return of ' .. n.qty .. ' x ' .. sku .. ' exceeds what ' .. oid ..
-                      ' sold less earlier returns (' .. left .. ')')
-      end
-      if n.unit ~= s.unit then
-        return refuse('return of ' .. sku .. ' in ' .. n.unit .. ', sold in ' .. s.unit .. ' on ' .. oid)
-      end
-      -- paid per unit (per kg for weighed items), rounded up to the fen; exact in doubles
-      -- because libpos bounds every amount to 10^12 fen
-      local scale = s.unit == 'kg' and 1000 or 1
-      local paid = math.ceil(s.amount * scale / s.qty)
-      if n.per_unit > paid then
-        return refuse('return of ' .. sku .. ' at ' .. n.per_unit .. ' per ' .. (s.unit == 'kg' and 'kg' or 'unit') ..
-                      ' exceeds the ' .. paid .. ' paid on ' .. oid)
-      end
-      if n.refund > left_fen then
-        return refuse('refund of ' .. n.refund .. ' for ' .. sku .. ' exceeds what ' .. oid ..
-                      ' was paid for it less earlier refunds (' .. left_fen .. ')')
+      if sold then
+        local s = sold[sku] or {qty = 0, amount = 0, unit = n.unit}
+        local got = redis.call('HMGET', rkey, sku, 'fen:' .. sku)
+        local left = s.qty - tonumber(got[1] or '0')
+        local left_fen = s.amount - tonumber(got[2] or '0')
+        if n.unit ~= s.unit then
+          flag('return_unit:' .. sku)
+        elseif n.qty > left or s.qty <= 0 then
+          flag('over_return:' .. sku)
+        end
+        if n.unit == s.unit and s.qty > 0 then
+          -- paid per unit (per kg for weighed items), rounded up to the fen; exact in doubles
+          -- because libpos bounds every amount to 10^12 fen
+          local scale = s.unit == 'kg' and 1000 or 1
+          if n.per_unit > math.ceil(s.amount * scale / s.qty) then
+            flag('return_price:' .. sku)
+          end
+        end
+        if n.refund > left_fen then
+          flag('over_refund:' .. sku)
+        end
       end
       incr[#incr + 1] = {rkey, sku, n.qty, n.refund}
     end
   end
+end
+if #extra > 0 then
+  flags = (flags ~= '' and flags .. ',' or '') .. table.concat(extra, ',')
 end
 
 -- every check passed: from here on, only writes
@@ -148,4 +166,4 @@ local low = redis.call('ZRANGE', pend, 0, 0)
 if low[1] then
   gap_from, gap_to = contig + 1, tonumber(low[1]) - 1
 end
-return {'ok', sid, bday, gap_from, gap_to}
+return {'ok', sid, bday, gap_from, gap_to, flags}

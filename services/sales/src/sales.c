@@ -13,8 +13,10 @@
     atomically and validating everything before its first write; only then
     is the register acknowledged. A repeated upload is acknowledged as a
     duplicate and changes nothing. A sale that happened is never refused for
-    catalog reasons: an unknown SKU or a price that differs from the catalog
-    is committed and flagged for review.
+    catalog reasons, nor a return for going beyond its original (the money
+    left the drawer): an unknown SKU, a price that differs from the catalog,
+    a return of more than is left or at more than was paid is committed and
+    flagged for review.
 
     Redis down, or refusing writes (out of memory, disk error, a replica),
     is answered `unavailable` with a retry hint, never as a refusal: the
@@ -326,6 +328,10 @@ static int s_upload_reply(s_sales_t *self, bus_service_t *svc, const bus_val_t *
         return 0;
     }
     bus_stats_inc(self->c_committed, 1);
+    /* the script's flags: the catalog's and those of a return beyond what its original allows */
+    const char *committed_flags = r->elements >= 6 ? s_elem_str(r, 5) : NULL;
+    if (committed_flags)
+        flags = committed_flags;
     if (flags[0]) {
         bus_stats_inc(self->c_flagged, 1);
         bus_val_map_set_str(reply, "review", flags);
