@@ -108,6 +108,7 @@ struct node_till_t {
     int64_t next_qty;    /* `qty N`: the quantity of the next scan; 0 = 1 */
     int64_t discount_bp; /* the ticket discount as entered, re-applied on recompute */
     int64_t discount_amount;
+    bool discount_approved; /* discount_over_cap was granted for the discount entered */
     bool pending; /* paid, but the journal refused the sale: `pay` retries */
     int64_t sale_seq;
     s_shift_t shift;
@@ -1041,6 +1042,7 @@ static void s_ticket_close(node_till_t *self)
     self->member = false;
     self->next_qty = 0;
     self->discount_bp = self->discount_amount = 0;
+    self->discount_approved = false;
     self->pending = false;
     self->nplan = 0;
     self->nret = 0;
@@ -1407,6 +1409,31 @@ static int s_apply_discount(node_till_t *self)
     return e == POS_OK ? s_compute(self) : e;
 }
 
+/*  What a ticket discount applies to: the items after their promotions. */
+static int64_t s_discount_base(const node_till_t *self)
+{
+    const pos_totals_t *tot = pos_ticket_totals(self->ticket);
+    return tot->gross - tot->promo_discounts;
+}
+
+/*  Whether a discount of bp basis points, or of amount fen on base, is above the store's cap. */
+static bool s_over_cap(const node_till_t *self, int64_t bp, int64_t amount, int64_t base)
+{
+    return bp > self->cfg.discount_cap_bp ||
+           (amount > 0 && (__int128)amount * 10000 > (__int128)self->cfg.discount_cap_bp * base);
+}
+
+static bus_val_t *s_ctx_discount(const node_till_t *self, int64_t bp, int64_t amount)
+{
+    bus_val_t *ctx = bus_val_new_map();
+    bus_val_map_set_int(ctx, "percent_bp", bp);
+    bus_val_map_set_int(ctx, "amount", amount);
+    bus_val_map_set_int(ctx, "base", s_discount_base(self));
+    bus_val_map_set_int(ctx, "cap_bp", self->cfg.discount_cap_bp);
+    bus_val_map_set_int(ctx, "sale_seq", self->sale_seq + 1);
+    return ctx;
+}
+
 static int s_cmd_discount(s_cmd_t *c)
 {
     node_till_t *self = c->till;
@@ -1419,8 +1446,7 @@ static int s_cmd_discount(s_cmd_t *c)
     char *arg = c->argv[0];
     size_t len = strlen(arg);
     int64_t bp = 0, amount = 0;
-    const pos_totals_t *tot = pos_ticket_totals(self->ticket);
-    int64_t base = tot->gross - tot->promo_discounts;
+    int64_t base = s_discount_base(self);
     if (len > 1 && arg[len - 1] == '%') {
         arg[len - 1] = '\0';
         /* percent with up to two decimals is basis points: parse it as money */
@@ -1431,18 +1457,9 @@ static int s_cmd_discount(s_cmd_t *c)
         return s_err(c, "bad_discount", "amount: 0.00 to %s yuan (what the items come to)",
                      pos_money_format(base, most, sizeof(most)));
     }
-    bool over =
-        bp > self->cfg.discount_cap_bp ||
-        (amount > 0 && (__int128)amount * 10000 > (__int128)self->cfg.discount_cap_bp * base);
-    if (over) {
-        bus_val_t *ctx = bus_val_new_map();
-        bus_val_map_set_int(ctx, "percent_bp", bp);
-        bus_val_map_set_int(ctx, "amount", amount);
-        bus_val_map_set_int(ctx, "cap_bp", self->cfg.discount_cap_bp);
-        bus_val_map_set_int(ctx, "sale_seq", self->sale_seq + 1);
-        if (!s_authorize(c, NODE_ACTION_DISCOUNT_OVER_CAP, ctx))
-            return -1;
-    }
+    bool over = s_over_cap(self, bp, amount, base);
+    if (over && !s_authorize(c, NODE_ACTION_DISCOUNT_OVER_CAP, s_ctx_discount(self, bp, amount)))
+        return -1;
     int64_t old_bp = self->discount_bp, old_amount = self->discount_amount;
     self->discount_bp = bp;
     self->discount_amount = amount;
@@ -1452,6 +1469,7 @@ static int s_cmd_discount(s_cmd_t *c)
         s_apply_discount(self);
         return s_err(c, "bad_discount", "the ticket refuses that discount");
     }
+    self->discount_approved = over;
     return 0;
 }
 
@@ -1496,9 +1514,23 @@ static int s_cmd_member(s_cmd_t *c)
         return s_err(c, "usage", "member [on|off]");
     if (!s_can_sell(c))
         return -1;
+    bool was = self->member;
     self->member = !(c->argc == 1 && strcmp(c->argv[0], "off") == 0);
-    if (self->ticket)
-        s_compute(self);
+    if (!self->ticket)
+        return 0;
+    s_compute(self);
+    /* member prices lower what the items come to: a discount amount within the cap before may
+       be above it now, which is the cap's permission again */
+    if (self->discount_amount > 0 && !self->discount_approved &&
+        s_over_cap(self, 0, self->discount_amount, s_discount_base(self))) {
+        if (!s_authorize(c, NODE_ACTION_DISCOUNT_OVER_CAP,
+                         s_ctx_discount(self, 0, self->discount_amount))) {
+            self->member = was;
+            s_compute(self);
+            return -1;
+        }
+        self->discount_approved = true;
+    }
     return 0;
 }
 

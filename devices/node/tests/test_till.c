@@ -454,6 +454,24 @@ static void s_keyed_in(node_key_t *key, node_session_t *session, node_catalog_t 
     s_refused(till, "member on off", "usage", 7590);
     CHECK(s_tk(till, "member on", 0, "total") == 6500, "member on: 65.00");
     CHECK(s_run(till, "pay cash 100", "sale_id", NULL, 0), "paid");
+    /* a discount amount within the cap, then member prices under it: over the cap now */
+    CHECK(s_tk(till, "scan OIL", 0, "total") == 6990 &&
+              s_tk(till, "discount 6.99", 0, "total") == 6291,
+          "OIL 69.90 with 6.99 off (10%%, the cap): 62.91, Ann alone");
+    s_refused(till, "member on", "not_permitted", 6291);
+    CHECK(s_tk(till, "state", 0, "member") == 0,
+          "member prices stay off: 6.99 of the member price 60.00 would be 11.65%%");
+    CHECK(s_tk(till, "member on approve max 9999", 0, "total") == 5301 &&
+              s_tk(till, "state", 0, "member") == 1,
+          "with the manager's approval: 60.00 - 6.99 = 53.01");
+    CHECK(s_tk(till, "member off", 0, "total") == 6291 && s_tk(till, "member", 0, "total") == 5301,
+          "approved once, member prices go off and on again");
+    CHECK(s_run(till, "pay cash 60", "sale_id", NULL, 0), "paid");
+    CHECK(s_tk(till, "scan OIL", 0, "total") == 6990 &&
+              s_tk(till, "discount 10%", 0, "total") == 6291 &&
+              s_tk(till, "member on", 0, "total") == 5400,
+          "a percent stays a percent: 10%% off the member price 60.00 needs nobody (54.00)");
+    CHECK(s_run(till, "cancel approve max 9999", NULL, NULL, 0), "cancelled");
     s_clock_ms = T0 + HOUR; /* COLA's member price has ended; OIL's runs on */
     CHECK(s_tk(till, "member on", 0, "member") == -1 &&
               s_tk(till, "scan COLA", 1, "unit_price") == 300 &&
