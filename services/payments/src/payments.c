@@ -98,8 +98,9 @@
 #define S_ERR_NOT_FOUND "not_found"
 #define S_DAY_S       86400
 #define S_DAY_MARGIN  2     /* days a day index outlives the retention of its intents */
-#define S_CRASH_ENV   "PAYMENTS_TEST_CRASH" /* tests: "refund_failed" kills the process right
-                                               after a failed refund is recorded */
+/* tests: this environment variable set to "refund_failed" kills the process right after a
+   failed refund is recorded (test_payments.py reproduces a crash there) */
+#define S_CRASH_ENV "PAYMENTS_TEST_CRASH"
 
 static const bus_opt_t s_options[] = {
     {"service-name", BUS_OPT_STR, "payments", 0, 0, "name this service registers under"},
@@ -747,9 +748,9 @@ static int s_answer(s_app_t *app, bus_service_t *svc, const char *store, const c
     }
     static const char *const texts[] = {"register", "sale_id", "provider", "state", "reason",
                                         "transaction_id", NULL};
-    static const char *const ints[] = {"amount",   "attempt",           "created_ms",
-                                       "updated_ms", "paid_ms",         "refunded",
-                                       "refunds_succeeded", "refunds_manual", NULL};
+    static const char *const ints[] = {"amount", "attempt", "created_ms", "updated_ms",
+                                       "paid_ms", "refunded", "refunds_succeeded",
+                                       "refunds_manual", NULL};
     const char *state = "", *owner_reg = "";
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
