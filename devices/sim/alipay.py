@@ -75,7 +75,9 @@ FAULT_ENDPOINTS = {"query": "alipay.trade.query", "cancel": "alipay.trade.cancel
                    "refund_query": "alipay.trade.fastpay.refund.query"}
 PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
 
-OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_-]{1,64}")
+# out_trade_no: "64个字符以内、可包含字母、数字、下划线" (alipay.trade.pay); out_request_no: Alipay
+# documents only its length
+OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_]{1,64}")
 OUT_REQUEST_NO = re.compile(r"[0-9A-Za-z_-]{1,64}")
 AUTH_CODE = re.compile(r"(?:2[5-9]|30)[0-9]{14,22}")
 YUAN = re.compile(r"(0|[1-9][0-9]{0,8})\.([0-9]{2})")
@@ -297,6 +299,10 @@ class Alipay(providercore.Provider):
                                    "biz_content must be a JSON object")
         if method == "alipay.trade.pay":
             return self._pay_method(biz)
+        if "out_trade_no" in biz and not (isinstance(biz["out_trade_no"], str) and
+                                          OUT_TRADE_NO.fullmatch(biz["out_trade_no"])):
+            return business_failed(method, "ACQ.INVALID_PARAMETER",
+                                   "out_trade_no must be 1-64 of [0-9A-Za-z_]")
         endpoint = next(k for k, v in FAULT_ENDPOINTS.items() if v == method)
         extra = {"retry_flag": "Y"} if endpoint == "cancel" else {}
         reply = self.faulted(endpoint, lambda: getattr(self, "_" + endpoint)(method, biz),
@@ -355,7 +361,7 @@ class Alipay(providercore.Provider):
     def _pay_problem(self, d):
         if not isinstance(d.get("out_trade_no"), str) or \
                 not OUT_TRADE_NO.fullmatch(d["out_trade_no"]):
-            return "out_trade_no must be 1-64 of [0-9A-Za-z_-]"
+            return "out_trade_no must be 1-64 of [0-9A-Za-z_]"
         if d.get("scene") != "bar_code":
             return "scene must be bar_code"
         if not isinstance(d.get("auth_code"), str) or not AUTH_CODE.fullmatch(d["auth_code"]):

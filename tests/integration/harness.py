@@ -590,6 +590,12 @@ def rsa_key_files(directory, name):
     return key, key_file, pub_file
 
 
+def alipay_trade_no(intent):
+    """The out_trade_no Alipay (and its emulator) knows intent by: its wire form (pos/tradeno.h,
+    docs/payments.md): '-' as "__", '_' as "_u", letters and digits as they are."""
+    return "".join("__" if ch == "-" else "_u" if ch == "_" else ch for ch in intent)
+
+
 class PaymentEmulators:
     """The WeChat Pay and Alipay emulators (devices/sim/wechatpay.py, alipay.py) started for a
     stack, with the merchant's and the app's keys in its TMP, and `args`: the payments service's

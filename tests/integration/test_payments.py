@@ -221,7 +221,9 @@ try:
     ACODE = "284567890123456789"
 
     def atrade(otn):
-        return next((t for t in ali.status()["trades"] if t["out_trade_no"] == otn), None)
+        from harness import alipay_trade_no  # Alipay knows the intent by its wire form
+        return next((t for t in ali.status()["trades"]
+                     if t["out_trade_no"] == alipay_trade_no(otn)), None)
 
     r, _ = pay(1500, code=ACODE)
     i = alipay_paid = r["body"]["intent"]

@@ -10,14 +10,17 @@ header; the WeChat bill of the same day is clean too, the Alipay intents being n
 business. Then differences are planted: a payment dropped from the statement, an amount
 changed, a trade posbus never saw, a row naming a WeChat payment, a refund made at the provider
 alone, totals that do not add up. posctl payments reconcile finds each of them, as its own kind,
-and nothing else (exit 1); the result is kept beside WeChat's and the Z report shows both."""
+and nothing else (exit 1); the result is kept beside WeChat's and the Z report shows both.
+Alipay knows each intent by its wire form (letters, digits and '_' only: S1__R01__000001__1 for
+S1-R01-000001-1); the statement is read back into intent ids, and a 商户订单号 that is no wire form
+is reported as it stands."""
 import datetime
 import json
 import os
 import subprocess
 import time
 
-from harness import BIN, Bus, Checks, PaymentEmulators, Stack, wait_for
+from harness import BIN, Bus, Checks, PaymentEmulators, Stack, alipay_trade_no, wait_for
 
 
 # the store runs on Beijing time, as the provider's statement does (see test_reconcile.py)
@@ -104,6 +107,11 @@ try:
     except UnicodeDecodeError:
         gbk = True
     c.check(gbk, "and it is GBK, not UTF-8")
+    otns = [ln.split(",")[1].strip() for ln in text.split("\r\n")
+            if ln and not ln.startswith(("#", "支付宝交易号"))]
+    c.check(otns and all(o.replace("_", "").isalnum() for o in otns) and
+            alipay_trade_no(paid[0][0]) in otns and paid[0][0] not in otns,
+            f"the statement's 商户订单号 are the intents' wire forms, in Alipay's alphabet: {otns}")
     for name, data, extra in (("clean-gbk.csv", bill, ()),
                               ("clean-utf8.csv", text.encode(), ()),
                               ("clean-told.csv", bill, ("--provider", "alipay"))):
@@ -124,15 +132,22 @@ try:
     c.check(rc == 1 and "no column" in raw.stderr,
             f"an Alipay statement read as WeChat's: refused ({raw.stderr.strip()})")
 
-    e = ali.command({"cmd": "bill_edit", "drop": [paid[0][0]], "amount": {paid[1][0]: 2060},
-                     "add": [{"out_trade_no": "NOT-OURS-1", "amount": 1234},
-                             {"out_trade_no": wechat_paid[0], "amount": 500},
-                             {"out_trade_no": paid[2][0], "out_request_no": "R-1",
-                              "amount": 500}]})
+    c.eq(ali.command({"cmd": "bill_edit", "add": [{"out_trade_no": "NOT-OURS-1",
+                                                   "amount": 1234}]})["ok"], False,
+         "the emulator takes no out_trade_no outside Alipay's alphabet")
+    # the rows name the wire forms; the differences name the intents (NOT__OURS__1 reads as
+    # NOT-OURS-1; OTHER_SYS_1 is no wire form: another system's trade, as it stands)
+    e = ali.command({"cmd": "bill_edit", "drop": [alipay_trade_no(paid[0][0])],
+                     "amount": {alipay_trade_no(paid[1][0]): 2060},
+                     "add": [{"out_trade_no": "NOT__OURS__1", "amount": 1234},
+                             {"out_trade_no": "OTHER_SYS_1", "amount": 99},
+                             {"out_trade_no": alipay_trade_no(wechat_paid[0]), "amount": 500},
+                             {"out_trade_no": alipay_trade_no(paid[2][0]),
+                              "out_request_no": "R-1", "amount": 500}]})
     c.check(e["ok"], f"differences planted: {e}")
     planted = sorted([("missing_at_provider", paid[0][0]), ("amount_mismatch", paid[1][0]),
-                      ("missing_here", "NOT-OURS-1"), ("missing_here", wechat_paid[0]),
-                      ("refund_mismatch", paid[2][0])])
+                      ("missing_here", "NOT-OURS-1"), ("missing_here", "OTHER_SYS_1"),
+                      ("missing_here", wechat_paid[0]), ("refund_mismatch", paid[2][0])])
     bill = ali.bill(day)
     for name, data in (("planted-gbk.csv", bill), ("planted-utf8.csv", ali.bill(day, "utf-8"))):
         rc, res, raw = reconcile(name, data)
@@ -185,12 +200,12 @@ try:
     # kept for the day beside WeChat's, both shown in the Z report
     kept = Bus(st).call("payments", "payment.recon.get", {"store": STORE, "day": day})["body"]
     res_by = kept.get("results", {})
-    c.check(res_by.get("alipay", {}).get("differences") == 5 and
+    c.check(res_by.get("alipay", {}).get("differences") == 6 and
             res_by.get("wechat", {}).get("differences") == 0,
             f"one result per provider kept for the day: {sorted(res_by)}")
     z = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "report", "z", "--store", STORE],
                        capture_output=True, text=True, timeout=60)
-    c.check("reconciliation.alipay" in z.stdout and "5 differences" in z.stdout and
+    c.check("reconciliation.alipay" in z.stdout and "6 differences" in z.stdout and
             "reconciliation.wechat" in z.stdout and "1 matched, 0 differences" in z.stdout,
             f"the Z report shows both:\n{z.stdout}{z.stderr}")
 finally:

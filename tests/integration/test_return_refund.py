@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 
-from harness import (BIN, SRC, Bus, Checks, PaymentEmulators, Stack, journal_audits,
-                     journal_sales, wait_for)
+from harness import (BIN, SRC, Bus, Checks, PaymentEmulators, Stack, alipay_trade_no,
+                     journal_audits, journal_sales, wait_for)
 
 STORE = "S1"
 RICE, MILK = "6901234500011", "6901234500035"  # 49.90, 3.50
@@ -67,7 +67,8 @@ try:
         return [(r["out_refund_no"], r["amount"]) for r in t.get("refunds", [])]
 
     def ali_refunds(sale_id):
-        t = next((t for t in ali.status()["trades"] if t["out_trade_no"] == f"{sale_id}-1"), {})
+        otn = alipay_trade_no(f"{sale_id}-1")
+        t = next((t for t in ali.status()["trades"] if t["out_trade_no"] == otn), {})
         return [(r["out_request_no"], r["amount_fen"]) for r in t.get("refunds", [])]
 
     def ret_line(sale, sku):

@@ -185,9 +185,14 @@ def test_files_and_signatures(c, tmp, emu, cl, akey):
     a = cl.call(m, q, split=True)
     c.check(a.signed and a["sub_code"] == "ACQ.TRADE_NOT_EXIST",
             "common params in the query string, biz_content in the body: accepted")
+    # past the signature check (a value signed as sent would be 40002 isv.invalid-signature),
+    # then refused for its alphabet
     a = cl.call(m, {"out_trade_no": "A+B/C=D&E"}, timestamp=now_beijing())
+    c.check(a.signed and a["code"] == "40004" and a["sub_code"] == "ACQ.INVALID_PARAMETER",
+            "values with + / = & are signed URL-decoded (then the out_trade_no refused)")
+    a = cl.call(m, {"trade_no": "A+B/C=D&E"}, timestamp=now_beijing())
     c.check(a.signed and a["code"] == "40004" and a["sub_code"] == "ACQ.TRADE_NOT_EXIST",
-            "values with + / = & are signed URL-decoded")
+            "a trade_no with + / = &: signed URL-decoded, no such trade")
 
 
 def test_pay(c, tmp, emu, cl, akey):
@@ -227,11 +232,19 @@ def test_pay(c, tmp, emu, cl, akey):
         a = cl.pay("SALE000002", **kw)
         c.check(a.signed and a["code"] == "40004" and
                 a["sub_code"] == "ACQ.INVALID_PARAMETER", f"{what}: ACQ.INVALID_PARAMETER")
-    for otn in ("X" * 65, "SALE 02", ""):
+    for otn in ("X" * 65, "SALE 02", "", "S1-R01-000001-1", "SALE.02", "订单02"):
         c.eq(cl.pay(otn)["sub_code"], "ACQ.INVALID_PARAMETER",
-             f"out_trade_no {otn[:8]!r}..: ACQ.INVALID_PARAMETER")
+             f"out_trade_no {otn[:8]!r}..: ACQ.INVALID_PARAMETER (1-64 of [0-9A-Za-z_])")
     c.check(cl.pay("X" * 64, code="30" + "1" * 22)["code"] == "10000",
             "64-char out_trade_no, 24-digit auth_code starting 30: paid")
+    c.check(cl.pay("S1__R01__000001__1", code="30" + "2" * 22)["code"] == "10000",
+            "an out_trade_no with underscores: paid")
+    for what, a in (("query", cl.query("S1-R01-000001-1")),
+                    ("cancel", cl.cancel("S1-R01-000001-1")),
+                    ("refund", cl.refund("S1-R01-000001-1", "1.00", "RF0001")),
+                    ("refund query", cl.refund_query("X" * 65, "RF0001"))):
+        c.eq((a["code"], a["sub_code"]), ("40004", "ACQ.INVALID_PARAMETER"),
+             f"{what} naming an out_trade_no outside the alphabet: ACQ.INVALID_PARAMETER")
     c.eq(trade(emu, "SALE000002"), None, "refused pays book nothing")
     q = cl.query("SALE000001")
     c.check(q.signed and q["code"] == "10000" and q["trade_status"] == "TRADE_SUCCESS" and
@@ -500,7 +513,8 @@ def test_bill(c, tmp):
             c.eq(comments[5], "#交易合计：3笔，商家实收共35.94元，商家优惠共0.00元",
                  "edited bill: the totals follow the rows")
             for bad in ({"amount": {"X": 1.5}}, {"add": [{"out_trade_no": "X1", "amount": -1}]},
-                        {"add": [{"amount": 100}]}, {"drop": "BILL000002"}):
+                        {"add": [{"amount": 100}]}, {"drop": "BILL000002"},
+                        {"add": [{"out_trade_no": "NOT-OURS", "amount": 100}]}):
                 c.eq(emu.command({"cmd": "bill_edit", **bad})["ok"], False,
                      f"bill_edit refused: {bad}")
             emu.command({"cmd": "bill_edit", "clear": True})

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <pos/tradeno.h>
 
 #include "alipay.h"
 #include "http.h"
@@ -311,7 +312,8 @@ static bool s_definite_refusal(const char *sub)
     return false;
 }
 
-/*  A verified 10000 answer naming a trade: ours only for this out_trade_no and amount. */
+/*  A verified 10000 answer naming a trade: ours only for this out_trade_no (the wire form sent)
+    and amount. */
 static bool s_ours(json_t *resp, const char *out_trade_no, int64_t amount, pay_outcome_t *out)
 {
     const char *no = json_string_value(json_object_get(resp, "out_trade_no"));
@@ -325,6 +327,17 @@ static bool s_ours(json_t *resp, const char *out_trade_no, int64_t amount, pay_o
     }
     snprintf(out->transaction_id, sizeof(out->transaction_id), "%s", trade_no);
     return true;
+}
+
+/*  The intent id's wire form (pos/tradeno.h: Alipay takes only letters, digits and '_'); false
+    with out->why when it has none (intent ids always have one: nothing is sent then). */
+static bool s_wire(const char *intent, char wire[POS_ALIPAY_NO_MAX + 1], pay_outcome_t *out)
+{
+    if (pos_tradeno_alipay(intent, wire, POS_ALIPAY_NO_MAX + 1) == POS_OK)
+        return true;
+    snprintf(out->why, sizeof(out->why), "%.64s cannot be an Alipay out_trade_no: not sent",
+             intent ? intent : "(none)");
+    return false;
 }
 
 static void s_copy_str(char *dst, size_t size, json_t *obj, const char *key)
@@ -344,10 +357,14 @@ void pay_alipay_pay(pay_alipay_t *self, const char *out_trade_no, const char *au
                     pay_outcome_t *out)
 {
     s_reset(out);
-    char yuan[32];
+    char yuan[32], wire[POS_ALIPAY_NO_MAX + 1];
+    if (!s_wire(out_trade_no, wire, out)) {
+        out->result = PAY_FAILED; /* never sent: nothing charged */
+        return;
+    }
     pay_alipay_yuan(amount, yuan, sizeof(yuan));
     json_t *biz = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "out_trade_no",
-                            out_trade_no, "scene", "bar_code", "auth_code", auth_code, "subject",
+                            wire, "scene", "bar_code", "auth_code", auth_code, "subject",
                             subject, "total_amount", yuan, "product_code", "FACE_TO_FACE_PAYMENT",
                             "store_id", store, "terminal_id", device);
     json_t *resp = s_call(self, "alipay.trade.pay", biz, true, out);
@@ -356,7 +373,7 @@ void pay_alipay_pay(pay_alipay_t *self, const char *out_trade_no, const char *au
     const char *code = json_string_value(json_object_get(resp, "code"));
     const char *sub = json_string_value(json_object_get(resp, "sub_code"));
     if (code && strcmp(code, "10000") == 0) {
-        if (s_ours(resp, out_trade_no, amount, out))
+        if (s_ours(resp, wire, amount, out))
             out->result = PAY_SUCCESS;
     } else if (code && strcmp(code, "10003") == 0) {
         out->result = PAY_PAYING;
@@ -372,8 +389,10 @@ void pay_alipay_query(pay_alipay_t *self, const char *out_trade_no, int64_t amou
                       pay_outcome_t *out)
 {
     s_reset(out);
-    json_t *resp = s_call(self, "alipay.trade.query", json_pack("{s:s}", "out_trade_no",
-                                                                out_trade_no),
+    char wire[POS_ALIPAY_NO_MAX + 1];
+    if (!s_wire(out_trade_no, wire, out))
+        return;
+    json_t *resp = s_call(self, "alipay.trade.query", json_pack("{s:s}", "out_trade_no", wire),
                           false, out);
     if (!resp)
         return;
@@ -383,7 +402,7 @@ void pay_alipay_query(pay_alipay_t *self, const char *out_trade_no, int64_t amou
     snprintf(out->trade_state, sizeof(out->trade_state), "%s", status ? status : "");
     if (code && strcmp(code, "10000") == 0 && status) {
         if (strcmp(status, "TRADE_SUCCESS") == 0 || strcmp(status, "TRADE_FINISHED") == 0) {
-            if (s_ours(resp, out_trade_no, amount, out)) {
+            if (s_ours(resp, wire, amount, out)) {
                 out->result = PAY_SUCCESS;
                 snprintf(out->why, sizeof(out->why), "paid: %s", out->transaction_id);
             }
@@ -404,8 +423,10 @@ void pay_alipay_query(pay_alipay_t *self, const char *out_trade_no, int64_t amou
 void pay_alipay_cancel(pay_alipay_t *self, const char *out_trade_no, pay_outcome_t *out)
 {
     s_reset(out);
-    json_t *resp = s_call(self, "alipay.trade.cancel", json_pack("{s:s}", "out_trade_no",
-                                                                 out_trade_no),
+    char wire[POS_ALIPAY_NO_MAX + 1];
+    if (!s_wire(out_trade_no, wire, out))
+        return;
+    json_t *resp = s_call(self, "alipay.trade.cancel", json_pack("{s:s}", "out_trade_no", wire),
                           false, out);
     if (!resp)
         return;
@@ -426,10 +447,12 @@ void pay_alipay_refund(pay_alipay_t *self, const char *out_trade_no, const char 
                        int64_t amount, pay_outcome_t *out)
 {
     s_reset(out);
-    char yuan[32];
+    char yuan[32], wire[POS_ALIPAY_NO_MAX + 1];
+    if (!s_wire(out_trade_no, wire, out))
+        return;
     pay_alipay_yuan(amount, yuan, sizeof(yuan));
     json_t *resp = s_call(self, "alipay.trade.refund",
-                          json_pack("{s:s, s:s, s:s}", "out_trade_no", out_trade_no,
+                          json_pack("{s:s, s:s, s:s}", "out_trade_no", wire,
                                     "refund_amount", yuan, "out_request_no", out_request_no),
                           false, out);
     if (!resp)
@@ -464,8 +487,11 @@ void pay_alipay_refund_query(pay_alipay_t *self, const char *out_trade_no,
                              const char *out_request_no, int64_t amount, pay_outcome_t *out)
 {
     s_reset(out);
+    char wire[POS_ALIPAY_NO_MAX + 1];
+    if (!s_wire(out_trade_no, wire, out))
+        return;
     json_t *resp = s_call(self, "alipay.trade.fastpay.refund.query",
-                          json_pack("{s:s, s:s}", "out_trade_no", out_trade_no,
+                          json_pack("{s:s, s:s}", "out_trade_no", wire,
                                     "out_request_no", out_request_no),
                           false, out);
     if (!resp)

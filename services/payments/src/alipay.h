@@ -15,6 +15,12 @@
     Amounts go to Alipay as yuan with two decimals, made from the fen with
     integer arithmetic, and come back the same way.
 
+    out_trade_no is posbus's intent id everywhere in this interface; on the
+    wire it is its Alipay form (pos/tradeno.h: Alipay takes only letters,
+    digits and '_', and intent ids have '-'), and answers are checked against
+    that form. out_request_no (the refund number) goes as it is: Alipay
+    documents only its length (64) for it.
+
     pay_alipay_cfg_t is shared by every worker (read-only after load);
     pay_alipay_t is one worker's client (its own HTTPS connection).
     =========================================================================

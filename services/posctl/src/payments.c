@@ -31,6 +31,10 @@
     and provider (the Z report shows one line per provider) and the exit
     code is 1 when there is any difference.
 
+    Alipay's 商户订单号 is the intent id in Alipay's alphabet (pos/tradeno.h:
+    '-' is "__", '_' is "_u"); it is turned back into the intent id when the
+    statement is read, so the differences name intents as posbus does.
+
     Amounts are read with libpos's decimal parser into fen; no floating
     point.
     =========================================================================
@@ -45,6 +49,7 @@
 #include <time.h>
 
 #include <pos/money.h>
+#include <pos/tradeno.h>
 
 #include "csv.h"
 #include "posctl.h"
@@ -136,6 +141,13 @@ static char *s_trim(char *f)
 static bool s_fen(const char *text, int64_t *fen)
 {
     return *text && pos_money_parse(text, true, fen) == POS_OK;
+}
+
+/*  An Alipay statement's 商户订单号 as posbus's intent id, into buf; a number that is no
+    intent's wire form (another system's trade) as it stands. */
+static const char *s_alipay_intent(const char *otn, char *buf, size_t size)
+{
+    return pos_tradeno_from_alipay(otn, buf, size) == POS_OK ? buf : otn;
 }
 
 /*  Whether data[0..len) is well-formed UTF-8 (no overlong forms, no surrogates). */
@@ -505,11 +517,15 @@ static int s_parse_alipay(const char *path, const char *data, size_t len, s_bill
                     path, line, fields[col[A_TOTAL]], type);
             rc = -1;
         } else if (refund) {
+            char id[72];
             refund_net += net;
-            s_add_refund(bill, fields[col[A_OTN]], fields[col[A_REQUEST_NO]], -total);
+            s_add_refund(bill, s_alipay_intent(fields[col[A_OTN]], id, sizeof(id)),
+                         fields[col[A_REQUEST_NO]], -total);
         } else {
+            char id[72];
             trade_net += net;
-            rc = s_add_row(bill, fields[col[A_OTN]], fields[col[A_TXN]], "SUCCESS", total);
+            rc = s_add_row(bill, s_alipay_intent(fields[col[A_OTN]], id, sizeof(id)),
+                           fields[col[A_TXN]], "SUCCESS", total);
         }
     }
     if (rc == 0 && !header) {
