@@ -220,6 +220,29 @@ c.eq((after["sales_refused"] - before["sales_refused"],
       after["sales_committed"] - before["sales_committed"],
       after["sales_flagged_for_review"] - before["sales_flagged_for_review"]), (0, 7, 5),
      "no return refused; seven committed, five of them flagged")
+# the manager's list: posctl review list (every page), review done takes one off
+listed = {r["sale_id"]: r for r in st.posctl_json("review", "list", "--store", STORE)["sales"]}
+c.check(want <= set(listed) and
+        listed[refund(8, [])["sale_id"]]["flags"] == "over_return:MILK,over_refund:MILK" and
+        listed[refund(8, [])["sale_id"]]["business_day"],
+        "posctl review list shows the flagged returns with their flags and business day",
+        expected=sorted(want), actual={k: v["flags"] for k, v in listed.items()})
+done = st.posctl_json("review", "done", "--store", STORE, refund(8, [])["sale_id"])
+again = st.posctl_json("review", "done", "--store", STORE, refund(8, [])["sale_id"])
+left = {r["sale_id"] for r in st.posctl_json("review", "list", "--store", STORE)["sales"]}
+c.check(done["removed"] is True and again["removed"] is False and
+        refund(8, [])["sale_id"] not in left and want - {refund(8, [])["sale_id"]} <= left,
+        "posctl review done takes that one off the list (once), the others stay",
+        actual=(done, again, sorted(left)))
+c.eq(st.redis_json("HGET", f"sale:{{{STORE}}}:{refund(8, [])['sale_id']}", "flags"),
+     "over_return:MILK,over_refund:MILK", "its flags stay on the sale")
+r03 = Bus(st, st.key("register", f"{STORE}.R03"))
+for method, body in (("sale.review", {"store": STORE}),
+                     ("sale.reviewed", {"store": STORE, "sale_id": refund(3, [])["sale_id"]})):
+    r = r03.call("sales", method, body)
+    c.check(r["type"] == "error" and r["body"].get("code") == "forbidden",
+            f"a register may not call {method}", actual=r["body"])
+r03.sock.close(0)
 mixed = refund(9, [line("TEA", -1, 450, return_of=oid), line("TEA", -1, 450, return_of=oid)])
 mixed["lines"][1].update(unit="kg", qty=-1000)  # 1 kg at 4.50 per kg: adds up on its own
 refused(upload(mixed), "bad_return", "mixes pcs and kg",

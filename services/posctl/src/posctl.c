@@ -17,6 +17,8 @@
     posctl catalog import FILE.csv | catalog get BARCODE|SKU
     posctl stock get|history|reorder|receive|count|adjust|transfer --store S ...
     posctl report x|z|day|items|hours|baskets --store S [--date D] [--format table|csv|json]
+    posctl review list|done --store S [SALE_ID]   sales flagged for review (catalog
+                                differences, returns beyond their original); done: looked at
     posctl sim --store S [--registers N] [--sales N] [--seed N]   (a register simulator;
                                 resends each sale until acknowledged; exit 1 if any was not)
     posctl dead SERVICE [--after ID] [--count N]   dead letters of inventory or reporting
@@ -91,6 +93,8 @@ static void s_usage(bus_config_t *config)
         "                           count SKU QTY, adjust SKU DELTA --reason R,\n"
         "                           transfer SKU QTY --to STORE\n"
         "  report KIND --store S    x (--register R), z, day, items, hours, baskets\n"
+        "  review list --store S    sales flagged for review, with their flags;\n"
+        "                           review done --store S SALE_ID takes one off the list\n"
         "  sim --store S            ring up simulated tickets (--registers, --sales, --seed);\n"
         "                           resends each sale until acknowledged (--deadline-ms)\n"
         "  dead SERVICE             dead letters of inventory or reporting: entries that can\n"
@@ -322,6 +326,8 @@ int main(int argc, char **argv)
         rc = posctl_stock(config, &cfg);
     else if (streq(cmd, "report"))
         rc = posctl_report(config, &cfg);
+    else if (streq(cmd, "review"))
+        rc = posctl_review(config, &cfg);
     else if (streq(cmd, "sim"))
         rc = posctl_sim(config, &cfg);
     else if (streq(cmd, "dead"))

@@ -32,6 +32,8 @@ int posctl_store(bus_config_t *config, const bus_conn_cfg_t *cfg);
 int posctl_catalog(bus_config_t *config, const bus_conn_cfg_t *cfg);
 int posctl_stock(bus_config_t *config, const bus_conn_cfg_t *cfg);
 int posctl_report(bus_config_t *config, const bus_conn_cfg_t *cfg);
+/* review list --store S | review done --store S SALE_ID: sales flagged for review (retail.c) */
+int posctl_review(bus_config_t *config, const bus_conn_cfg_t *cfg);
 int posctl_sim(bus_config_t *config, const bus_conn_cfg_t *cfg);
 int posctl_dead(bus_config_t *config, const bus_conn_cfg_t *cfg);
 /* Key management on the keys directory (--keys-dir), without busd: keygen [ROLE NAME...],

@@ -505,16 +505,16 @@ static bool s_int_arg(const char *text, int64_t *out)
     return *end == '\0';
 }
 
-/*  Add the items of one stock.get or stock.reorder page to merged (SKU -> value): list is a map
-    {sku: qty} or an array of rows with a "sku". A SKU already in merged (Redis HSCAN may return
-    it on two pages) is replaced in place by this page's value, the fresher one. 0 or -1 when out
-    of memory. */
-static int s_merge_page(bus_val_t *merged, const bus_val_t *list)
+/*  Add the items of one page (stock.get, stock.reorder, sale.review) to merged (id -> value):
+    list is a map {id: value} or an array of rows whose field id_field names them. An id already
+    in merged (Redis HSCAN and SSCAN may return it on two pages) is replaced in place by this
+    page's value, the fresher one. 0 or -1 when out of memory. */
+static int s_merge_page(bus_val_t *merged, const bus_val_t *list, const char *id_field)
 {
     bool is_map = bus_val_type(list) == BUS_VAL_MAP;
     for (size_t i = 0; i < bus_val_size(list); i++) {
         const bus_val_t *v = is_map ? bus_val_map_value(list, i) : bus_val_arr_get(list, i);
-        const char *sku = is_map ? bus_val_map_key(list, i) : bus_val_map_get_str(v, "sku");
+        const char *sku = is_map ? bus_val_map_key(list, i) : bus_val_map_get_str(v, id_field);
         if (!sku)
             continue; /* a row without a SKU cannot be told apart from the others */
         bus_val_t *copy = bus_val_dup(v);
@@ -536,22 +536,23 @@ static bus_val_t *s_map_values(const bus_val_t *merged)
     return rows;
 }
 
-/*  A whole store's stock.get (key "stock", a map) or stock.reorder (key "rows", an array): send
-    req (not consumed) with cursor "0", then with each page's cursor while it says more. Returns
-    the first page's body with key holding every page's items, each SKU once with its last value,
-    and cursor "0", more false: what one page of a small store holds. The caller destroys it.
-    NULL after printing why. */
-static bus_val_t *s_scan_pages(bus_client_t *client, const char *method, const bus_val_t *req,
-                               const char *key)
+/*  A whole store's stock.get (key "stock", a map), stock.reorder (key "rows", an array of rows
+    named by "sku") or sale.review (key "sales", rows named by "sale_id"): send req (not
+    consumed) to service with cursor "0", then with each page's cursor while it says more.
+    Returns the first page's body with key holding every page's items, each once with its last
+    value, and cursor "0", more false: what one page of a small store holds. The caller destroys
+    it. NULL after printing why. */
+static bus_val_t *s_scan_pages(bus_client_t *client, const char *service, const char *method,
+                               const bus_val_t *req, const char *key, const char *id_field)
 {
     bus_val_t *all = NULL, *merged = bus_val_new_map();
     char cursor[S_CURSOR_MAX] = "0";
-    bool more = true;
+    bool more = true, rows = false;
     int rc = merged ? 0 : -1;
     while (rc == 0 && more) {
         bus_val_t *body = bus_val_dup(req);
         bus_val_map_set_str(body, "cursor", cursor);
-        bus_msg_t *reply = posctl_call(client, "inventory", method, &body);
+        bus_msg_t *reply = posctl_call(client, service, method, &body);
         if (!reply)
             goto out_destroy;
         const bus_val_t *page = bus_msg_body(reply);
@@ -565,14 +566,14 @@ static bus_val_t *s_scan_pages(bus_client_t *client, const char *method, const b
         }
         if (more)
             snprintf(cursor, sizeof(cursor), "%s", next);
-        if (!all)
+        if (!all) {
+            rows = bus_val_type(bus_val_map_get(page, key)) == BUS_VAL_ARR;
             all = bus_val_dup(page);
-        rc = all ? s_merge_page(merged, bus_val_map_get(page, key)) : -1;
+        }
+        rc = all ? s_merge_page(merged, bus_val_map_get(page, key), id_field) : -1;
         bus_msg_destroy(&reply);
     }
-    bus_val_t *items = rc != 0                    ? NULL
-                       : strcmp(key, "rows") == 0 ? s_map_values(merged)
-                                                  : bus_val_dup(merged);
+    bus_val_t *items = rc != 0 ? NULL : rows ? s_map_values(merged) : bus_val_dup(merged);
     if (!items || bus_val_map_set(all, key, &items) != 0 ||
         bus_val_map_set_str(all, "cursor", "0") != 0 ||
         bus_val_map_set_bool(all, "more", false) != 0) {
@@ -647,9 +648,9 @@ static int s_stock_call(bus_config_t *config, bus_client_t *client, const char *
 {
     bus_val_t *all = NULL;
     if (strcmp(method, "stock.get") == 0 && !bus_val_map_get(*body_p, "sku"))
-        all = s_scan_pages(client, method, *body_p, "stock");
+        all = s_scan_pages(client, "inventory", method, *body_p, "stock", "sku");
     else if (strcmp(method, "stock.reorder") == 0)
-        all = s_scan_pages(client, method, *body_p, "rows");
+        all = s_scan_pages(client, "inventory", method, *body_p, "rows", "sku");
     else if (strcmp(method, "stock.history") == 0) {
         int64_t want = bus_config_int(config, "count");
         all = posctl_call_pages(client, "inventory", method, *body_p, "moves", "before",
@@ -843,6 +844,39 @@ int posctl_report(bus_config_t *config, const bus_conn_cfg_t *cfg)
             bus_val_map_set_str(body, "register", bus_config_str(config, "register"));
         bus_val_map_set_int(body, "top", bus_config_int(config, "top"));
         rc = s_call_print(config, client, "reporting", method, &body);
+    }
+    bus_client_destroy(&client);
+    return rc;
+}
+
+/*  posctl review list --store S: the store's sales flagged for review (every page);
+    posctl review done --store S SALE_ID: one looked at, off the list. */
+int posctl_review(bus_config_t *config, const bus_conn_cfg_t *cfg)
+{
+    const char *sub = s_arg(config, 1);
+    const char *store = s_need_store(config);
+    bool list = sub && strcmp(sub, "list") == 0 && bus_config_argc(config) == 2;
+    bool done = sub && strcmp(sub, "done") == 0 && bus_config_argc(config) == 3;
+    if (!store || (!list && !done)) {
+        fprintf(stderr, "posctl: usage: review list --store S | review done --store S SALE_ID\n");
+        return POSCTL_EXIT_USAGE;
+    }
+    bus_client_t *client = posctl_client(config, cfg);
+    if (!client)
+        return POSCTL_EXIT_FAIL;
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_str(body, "store", store);
+    int rc;
+    if (done) {
+        bus_val_map_set_str(body, "sale_id", s_arg(config, 2));
+        rc = s_call_print(config, client, "sales", "sale.reviewed", &body);
+    } else {
+        bus_val_t *all = s_scan_pages(client, "sales", "sale.review", body, "sales", "sale_id");
+        bus_val_destroy(&body);
+        rc = all ? POSCTL_EXIT_OK : POSCTL_EXIT_FAIL;
+        if (all)
+            posctl_print(all, bus_config_str(config, "format"));
+        bus_val_destroy(&all);
     }
     bus_client_destroy(&client);
     return rc;

@@ -45,6 +45,7 @@
 #define S_REPLAY_DEFAULT    100
 #define S_REPLAY_BYTES      (512 * 1024) /* a page stays well under the 1 MiB payload limit */
 #define S_FLAGS_MAX         1024
+#define S_REVIEW_PAGE       100 /* SSCAN COUNT of a sale.review page */
 #define S_CATALOG_CHECK_MS  1000
 #define S_RETRY_MS          500  /* hint sent with `unavailable` */
 #define S_ORIGINAL_RETRY_MS 5000 /* hint for a return whose original is not uploaded yet */
@@ -663,6 +664,71 @@ static int s_parked(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, 
     return 0;
 }
 
+/*  sale.review {store, cursor?}: the store's sales flagged for review, a page (SSCAN) at a time:
+    {sales: [{sale_id, business_day, flags}], cursor, more}. */
+static int s_review(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_sales_t *self = arg;
+    const char *store = bus_val_map_get_str(bus_msg_body(req), "store");
+    const char *cursor = bus_val_map_get_str(bus_msg_body(req), "cursor");
+    char key[BUS_KEY_MAX], skey[BUS_KEY_MAX];
+    size_t n = cursor ? strlen(cursor) : 1;
+    bool digits = n > 0 && n <= 20;
+    for (size_t i = 0; cursor && i < n; i++)
+        digits = digits && cursor[i] >= '0' && cursor[i] <= '9';
+    if (!s_store_id_ok(store) || !digits || !bus_key_review(key, store))
+        return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store required; cursor digits");
+    redisReply *r = bus_redis_command(self->redis, "SSCAN %s %s COUNT %d", key,
+                                      cursor ? cursor : "0", S_REVIEW_PAGE);
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY)
+        return s_redis_failed(self, svc, r, "review list");
+    bus_val_t *list = bus_val_new_arr();
+    const redisReply *ids = r->element[1];
+    for (size_t i = 0; i < ids->elements; i++) {
+        const char *id = ids->element[i]->type == REDIS_REPLY_STRING ? ids->element[i]->str : NULL;
+        if (!id || !bus_key_sale(skey, store, id))
+            continue;
+        redisReply *h = bus_redis_command(self->redis, "HMGET %s bday flags", skey);
+        if (!bus_redis_reply_ok(h) || h->type != REDIS_REPLY_ARRAY || h->elements != 2) {
+            bus_val_destroy(&list);
+            freeReplyObject(r);
+            return s_redis_failed(self, svc, h, "review read");
+        }
+        bus_val_t *row = bus_val_new_map();
+        bus_val_map_set_str(row, "sale_id", id);
+        bus_val_map_set_str(row, "business_day", s_elem_str(h, 0) ? s_elem_str(h, 0) : "");
+        bus_val_map_set_str(row, "flags", s_elem_str(h, 1) ? s_elem_str(h, 1) : "");
+        bus_val_arr_push(list, &row);
+        freeReplyObject(h);
+    }
+    bus_val_map_set(reply, "sales", &list);
+    bus_val_map_set_str(reply, "cursor", r->element[0]->str);
+    bus_val_map_set_bool(reply, "more", strcmp(r->element[0]->str, "0") != 0);
+    freeReplyObject(r);
+    return 0;
+}
+
+/*  sale.reviewed {store, sale_id}: someone looked at a flagged sale: it leaves the review list
+    (its flags stay on the sale). {sale_id, removed} (false: it was not on the list). */
+static int s_reviewed(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_sales_t *self = arg;
+    const char *store = bus_val_map_get_str(bus_msg_body(req), "store");
+    const char *id = bus_val_map_get_str(bus_msg_body(req), "sale_id");
+    char key[BUS_KEY_MAX];
+    if (!s_store_id_ok(store) || !pos_sale_id_ok(id, POS_SALE_ID_MAX, "-") ||
+        !bus_key_review(key, store))
+        return bus_service_error(svc, BUS_ERR_BAD_REQUEST, "store and sale_id required");
+    redisReply *r = bus_redis_command(self->redis, "SREM %s %s", key, id);
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_INTEGER)
+        return s_redis_failed(self, svc, r, "review done");
+    bus_val_map_set_str(reply, "sale_id", id);
+    bus_val_map_set_bool(reply, "removed", r->integer == 1);
+    freeReplyObject(r);
+    return 0;
+}
+
 /*  Next calendar day after day (YYYY-MM-DD), or today if that is later. */
 static void s_next_day(const char *day, char *out, size_t size)
 {
@@ -789,6 +855,8 @@ int main(int argc, char **argv)
         {"sale.parked", s_parked, BUS_METHOD_READ, BUS_ROLES_ALL},
         {"day.close", s_close_day, BUS_METHOD_CHANGE, BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE},
         {"day.current", s_current_day, BUS_METHOD_READ, BUS_ROLES_ALL},
+        {"sale.review", s_review, BUS_METHOD_READ, BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE},
+        {"sale.reviewed", s_reviewed, BUS_METHOD_CHANGE, BUS_ROLE_OPERATOR},
         {NULL, NULL, 0, 0}};
     int rc = bus_service_methods(self.svc, methods, &self);
     if (rc != 0)
