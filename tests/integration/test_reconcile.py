@@ -6,7 +6,12 @@ declined); the emulator's trade bill of the day (its real layout: backticks, yua
 reconciles with no difference (exit 0). Then differences are planted: a payment dropped from
 the bill, an amount changed, a trade posbus never saw, a refund made at the provider, a summary
 that does not add up. posctl payments reconcile finds each of them, as its own kind, and
-nothing else (exit 1); the result is kept and the Z report shows it."""
+nothing else (exit 1); the result is kept and the Z report shows it.
+
+Then: a payment is counted on the day it was paid (paid_ms) even when a refund the next day has
+moved its updated_ms, and an intent refunded in full (state refunded) still matches its payment
+row; a statement with thousands of differences is kept all the same (its counts whole, the
+first differences listed, truncated) and the Z report shows it."""
 import base64
 import datetime
 import http.client
@@ -72,12 +77,12 @@ try:
     day = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))) \
         .strftime("%Y-%m-%d")
 
-    def reconcile(name, data):
+    def reconcile(name, data, date=None):
         path = os.path.join(st.tmp, name)
         with open(path, "wb") as f:
             f.write(data)
         r = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "payments", "reconcile",
-                            "--store", STORE, "--date", day, path, "--format", "json"],
+                            "--store", STORE, "--date", date or day, path, "--format", "json"],
                            capture_output=True, text=True, timeout=60)
         try:
             return r.returncode, json.loads(r.stdout.strip().splitlines()[-1]), r
@@ -164,6 +169,49 @@ try:
                        capture_output=True, text=True, timeout=60)
     c.check("reconciliation.wechat" in z.stdout and "4 differences" in z.stdout,
             f"the Z report shows it:\n{z.stdout}{z.stderr}")
+
+    # the paid day: paid[0] (dropped from the bill) was paid today; a refund tomorrow moves its
+    # updated_ms to tomorrow, paid_ms stays. paid[2] is refunded in full (state refunded).
+    tomorrow = (datetime.datetime.strptime(day, "%Y-%m-%d") +
+                datetime.timedelta(days=1)).strftime("%Y-%m-%d")
+
+    def intent_key(i):
+        return f"pay:{{{STORE}}}:{i}"
+    updated = int(st.redis_cli("HGET", intent_key(paid[0][0]), "updated_ms").stdout.strip())
+    st.redis_cli("HSETNX", intent_key(paid[0][0]), "paid_ms", updated)
+    st.redis_cli("HSET", intent_key(paid[0][0]), "updated_ms", updated + 86400 * 1000)
+    st.redis_cli("HSET", intent_key(paid[2][0]), "state", "refunded")
+    rc, res, raw = reconcile("paid-day.csv", wx.bill(day))
+    c.eq(sorted((d["kind"], d["out_trade_no"]) for d in res.get("diffs", [])), kinds,
+         "updated the next day, paid today: still missing from today's bill; refunded in full: "
+         "still its payment row's match (the same differences as before)")
+    c.eq(res.get("here_paid"), 1000 + 2050 + 3999, "paid here that day: the refunded one too")
+    rc, res, raw = reconcile("tomorrow.csv", wx.bill(tomorrow), tomorrow)
+    c.check(rc == 0 and res.get("differences") == 0,
+            f"tomorrow's bill: nothing missing (the payment updated then was paid today) "
+            f"({rc}, {res.get('diffs')}) {raw.stderr.strip()}")
+
+    # thousands of differences (a hostile or broken bill): kept all the same, cut to its counts
+    # and first differences, and the Z report shows the day
+    many = 6000
+    wx.command({"cmd": "bill_edit", "add": [{"out_trade_no": f"NOTOURS{n:025d}", "amount": 100}
+                                            for n in range(many)]})
+    rc, res, raw = reconcile("many.csv", wx.bill(day))
+    total = len(kinds) + many
+    c.check(rc == 1 and res.get("differences") == total and len(res.get("diffs", [])) == total,
+            f"{many} more rows no one here knows: {total} differences, all listed "
+            f"({rc}, {res.get('differences')}) {raw.stderr.strip()[:300]}")
+    kept = ops.call("payments", "payment.recon.get", {"store": STORE, "day": day})["body"]
+    w = kept.get("results", {}).get("wechat", {})
+    c.check(w.get("differences") == total and w.get("truncated") is True and
+            0 < w.get("listed", 0) == len(w.get("diffs", [])) < total and
+            w.get("diffs", [None])[0] == res.get("diffs", [None])[0] and
+            w.get("provider_paid") == res.get("provider_paid"),
+            f"kept: every count, the first {w.get('listed')} differences, truncated "
+            f"({w.get('differences')}, {w.get('truncated')})")
+    z = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "report", "z", "--store", STORE,
+                        "--date", day], capture_output=True, text=True, timeout=60)
+    c.check(f"{total} differences" in z.stdout, f"the Z report shows it:\n{z.stdout}{z.stderr}")
 finally:
     if emu:
         emu.stop()

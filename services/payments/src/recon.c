@@ -12,7 +12,8 @@
 
 #define S_RETRY_MS    500
 #define S_PAGE_MAX    200               /* intents of one payment.list page */
-#define S_RESULT_MAX  (512 * 1024)      /* bytes of a kept result */
+#define S_RESULT_MAX  (512 * 1024)      /* bytes of a kept result read back */
+#define S_RESULT_KEEP (256 * 1024)      /* bytes a result is cut to: two fit one bus reply */
 #define S_PROVIDER_RE "wechat or alipay"
 
 typedef struct {
@@ -68,7 +69,8 @@ static int s_store_day(bus_service_t *svc, const bus_val_t *body, const char **s
 
 /*  payment.list {store, day, after?: offset, count?}: the intents created on day, oldest
     first: {intents [{intent, register, sale_id, attempt, provider, amount, state, reason,
-    transaction_id, created_ms, updated_ms}], next (offset of the next page, -1 at the end)}. */
+    transaction_id, created_ms, updated_ms, paid_ms (when it succeeded; intents written before
+    it was kept have none)}], next (offset of the next page, -1 at the end)}. */
 static int s_list(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
 {
     (void)arg;
@@ -89,10 +91,11 @@ static int s_list(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, vo
                                         after + count);
     if (!bus_redis_reply_ok(ids) || ids->type != REDIS_REPLY_ARRAY)
         return s_failed(svc, ids, "day index");
-    static const char *const fields[] = {"register", "sale_id",  "attempt",    "provider",
-                                         "amount",   "state",    "reason",     "transaction_id",
-                                         "created_ms", "updated_ms"};
-    static const bool ints[] = {false, false, true, false, true, false, false, false, true, true};
+    static const char *const fields[] = {"register",   "sale_id",    "attempt", "provider",
+                                         "amount",     "state",      "reason",  "transaction_id",
+                                         "created_ms", "updated_ms", "paid_ms"};
+    static const bool ints[] = {false, false, true, false, true, false,
+                                false, false, true, true,  true};
     const size_t nf = sizeof(fields) / sizeof(fields[0]);
     bus_val_t *list = bus_val_new_arr();
     size_t n = ids->elements > (size_t)count ? (size_t)count : ids->elements;
@@ -101,7 +104,8 @@ static int s_list(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, vo
         const char *id = ids->element[i]->str;
         if (!id)
             continue;
-        const char *argv[2 + 10] = {"HMGET", bus_key_pay(key, store, id)};
+        const char *argv[2 + sizeof(fields) / sizeof(fields[0])] = {"HMGET",
+                                                                     bus_key_pay(key, store, id)};
         for (size_t k = 0; k < nf; k++)
             argv[2 + k] = fields[k];
         redisReply *r = bus_redis_commandargv(s_self.redis, (int)(2 + nf), argv, NULL);
@@ -134,7 +138,50 @@ static int s_list(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, vo
     return 0;
 }
 
-/*  payment.recon.put {store, day, provider, result}: keep the day's result for provider. */
+/*  result encoded into buf in at most S_RESULT_KEEP bytes: as it is, or with only the first
+    entries of its diffs that fit, truncated true and listed their number (its counts, such as
+    differences, stay whole). 0 whole, 1 cut, -1 when even without diffs it does not fit (or
+    out of memory). */
+static int s_fit(const bus_val_t *result, bus_buf_t *buf)
+{
+    if (bus_val_encode(result, buf) != 0)
+        return -1;
+    if (buf->len <= S_RESULT_KEEP)
+        return 0;
+    const bus_val_t *diffs = bus_val_map_get(result, "diffs");
+    if (diffs && bus_val_type(diffs) != BUS_VAL_ARR)
+        diffs = NULL; /* none of ours: dropped */
+    bus_val_t *cut = bus_val_dup(result), *kept = bus_val_new_arr(), *empty = bus_val_new_arr();
+    int rc = cut && kept && empty ? 0 : -1;
+    bus_val_map_set(cut, "diffs", &empty);
+    bus_val_map_set_bool(cut, "truncated", true);
+    bus_val_map_set_int(cut, "listed", INT64_MAX); /* the widest it can be */
+    bus_buf_reset(buf);
+    rc = rc == 0 ? bus_val_encode(cut, buf) : -1;
+    size_t used = buf->len + 8; /* 8: the longest head of the array */
+    for (size_t i = 0; rc == 0 && i < bus_val_size(diffs); i++) {
+        bus_buf_reset(buf);
+        if (bus_val_encode(bus_val_arr_get(diffs, i), buf) != 0 || used + buf->len > S_RESULT_KEEP)
+            break;
+        used += buf->len;
+        bus_val_t *d = bus_val_dup(bus_val_arr_get(diffs, i));
+        bus_val_arr_push(kept, &d);
+    }
+    bus_buf_reset(buf);
+    if (rc == 0 && used <= S_RESULT_KEEP) {
+        bus_val_map_set_int(cut, "listed", (int64_t)bus_val_size(kept));
+        bus_val_map_set(cut, "diffs", &kept);
+        rc = bus_val_encode(cut, buf) == 0 ? 1 : -1;
+    } else {
+        rc = -1;
+    }
+    bus_val_destroy(&kept);
+    bus_val_destroy(&cut);
+    return rc;
+}
+
+/*  payment.recon.put {store, day, provider, result}: keep the day's result for provider (a
+    large one cut to its counts and first differences, s_fit: the day always has its result). */
 static int s_put(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
 {
     (void)arg;
@@ -149,9 +196,10 @@ static int s_put(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
     if (!result || bus_val_type(result) != BUS_VAL_MAP)
         return s_bad(svc, "result: a map (as posctl payments reconcile makes it)");
     bus_buf_t buf = {0};
-    if (bus_val_encode(result, &buf) != 0 || buf.len > S_RESULT_MAX) {
+    int cut = s_fit(result, &buf);
+    if (cut < 0) {
         bus_buf_free(&buf);
-        return s_bad(svc, "result: at most 512 KiB");
+        return s_bad(svc, "result: at most 256 KiB without its diffs");
     }
     char key[BUS_KEY_MAX];
     const char *argv[] = {"HSET", bus_key_payrec(key, store, day), provider,
@@ -169,6 +217,7 @@ static int s_put(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, voi
         freeReplyObject(r);
     }
     bus_val_map_set_bool(reply, "kept", true);
+    bus_val_map_set_bool(reply, "truncated", cut == 1);
     return 0;
 }
 

@@ -35,6 +35,12 @@
     '-' is "__", '_' is "_u"); it is turned back into the intent id when the
     statement is read, so the differences name intents as posbus does.
 
+    A statement may be large (64 MiB, some 300000 rows) and made to hurt:
+    rows and intents are found through sorted indexes (bsearch), never by
+    scanning, so the comparison is O((rows + intents) log). The kept result
+    holds every count and the first differences that fit S_KEEP_MAX
+    ("truncated", "listed"), so the day's result is always kept.
+
     Amounts are read with libpos's decimal parser into fen; no floating
     point.
     =========================================================================
@@ -60,6 +66,7 @@
 #define S_RECORD_MAX  8192
 #define S_DIFFS_MAX   10000              /* differences listed (all are counted) */
 #define S_PAGE        200
+#define S_KEEP_MAX    (256 * 1024)       /* bytes of the result kept (two fit one bus reply) */
 
 const bus_opt_t posctl_payments_opts[] = {
     {"provider", BUS_OPT_STR, NULL, 0, 0,
@@ -86,9 +93,17 @@ typedef struct {
     bool seen; /* matched against an intent */
 } s_row_t;
 
+/* A sorted index entry: a key and where its owner is (a row, an intent), ordered by key and
+   then position, so the first of equal keys is the earliest. */
+typedef struct {
+    const char *key;
+    size_t at;
+} s_ix_t;
+
 typedef struct {
     const char *provider; /* "wechat" or "alipay" */
     s_row_t *rows;
+    s_ix_t *ix; /* rows by out_trade_no (after parsing) */
     size_t n, cap;
     int64_t refunds, refund_total; /* refund rows */
     bool summary_ok;
@@ -141,6 +156,27 @@ static char *s_trim(char *f)
 static bool s_fen(const char *text, int64_t *fen)
 {
     return *text && pos_money_parse(text, true, fen) == POS_OK;
+}
+
+static int s_ix_cmp(const void *a, const void *b)
+{
+    const s_ix_t *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : (x->at > y->at) - (x->at < y->at);
+}
+
+/*  The first entry of ix[0..n) (sorted) with key, or NULL. */
+static const s_ix_t *s_ix_find(const s_ix_t *ix, size_t n, const char *key)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(ix[mid].key, key) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return key && lo < n && strcmp(ix[lo].key, key) == 0 ? &ix[lo] : NULL;
 }
 
 /*  An Alipay statement's 商户订单号 as posbus's intent id, into buf; a number that is no
@@ -534,18 +570,6 @@ static int s_parse_alipay(const char *path, const char *data, size_t len, s_bill
     }
     if (rc != 0)
         return -1;
-    /*  A payment cancelled (撤销) after it was paid is refunded without a request number: that
-        pair is the trade reversed, as WeChat lists REVOKED. */
-    for (size_t i = 0; i < bus_val_size(bill->refund_rows); i++) {
-        const bus_val_t *r = bus_val_arr_get(bill->refund_rows, i);
-        const char *no = bus_val_map_get_str(r, "out_refund_no");
-        const char *otn = bus_val_map_get_str(r, "out_trade_no");
-        int64_t amount = 0;
-        bus_val_map_get_int(r, "amount", &amount);
-        for (size_t k = 0; no && !*no && otn && k < bill->n; k++)
-            if (strcmp(bill->rows[k].otn, otn) == 0 && bill->rows[k].total == amount)
-                snprintf(bill->rows[k].state, sizeof(bill->rows[k].state), "REVOKED");
-    }
     bill->summary_ok = trades.found && refunds.found && trades.count == (int64_t)bill->n &&
                        trades.net == trade_net && refunds.count == bill->refunds &&
                        refunds.net == refund_net;
@@ -559,6 +583,43 @@ static int s_parse_alipay(const char *path, const char *data, size_t len, s_bill
                  ")",
                  trades.count, refunds.count, trades.net, refunds.net, bill->n, bill->refunds,
                  trade_net, refund_net);
+    return 0;
+}
+
+/*  A payment cancelled (撤销) after it was paid is refunded without a request number in
+    Alipay's statement: that pair is the trade reversed, as WeChat lists REVOKED. */
+static void s_alipay_revoked(s_bill_t *bill)
+{
+    for (size_t i = 0; i < bus_val_size(bill->refund_rows); i++) {
+        const bus_val_t *r = bus_val_arr_get(bill->refund_rows, i);
+        const char *no = bus_val_map_get_str(r, "out_refund_no");
+        const char *otn = bus_val_map_get_str(r, "out_trade_no");
+        int64_t amount = 0;
+        bus_val_map_get_int(r, "amount", &amount);
+        if (!no || *no || !otn)
+            continue;
+        const s_ix_t *e = s_ix_find(bill->ix, bill->n, otn);
+        for (; e && e < bill->ix + bill->n && strcmp(e->key, otn) == 0; e++) {
+            s_row_t *row = &bill->rows[e->at];
+            if (row->total == amount && strcmp(row->state, "REVOKED") != 0) {
+                snprintf(row->state, sizeof(row->state), "REVOKED");
+                break;
+            }
+        }
+    }
+}
+
+/*  Index bill's payment rows by out_trade_no. 0, or -1 (out of memory, printed). */
+static int s_index_bill(s_bill_t *bill)
+{
+    bill->ix = malloc((bill->n ? bill->n : 1) * sizeof(*bill->ix));
+    if (!bill->ix) {
+        fprintf(stderr, "posctl: out of memory\n");
+        return -1;
+    }
+    for (size_t i = 0; i < bill->n; i++)
+        bill->ix[i] = (s_ix_t){.key = bill->rows[i].otn, .at = i};
+    qsort(bill->ix, bill->n, sizeof(*bill->ix), s_ix_cmp);
     return 0;
 }
 
@@ -585,6 +646,10 @@ static int s_read_bill(const char *path, const char *provider, s_bill_t *bill)
         rc = s_parse_wechat(path, data, len, bill);
     bill->provider = provider;
     free(data);
+    if (rc == 0)
+        rc = s_index_bill(bill);
+    if (rc == 0 && strcmp(provider, "alipay") == 0)
+        s_alipay_revoked(bill);
     return rc;
 }
 
@@ -634,23 +699,41 @@ static void s_diff(bus_val_t *diffs, int64_t *count, const char *kind, const cha
     bus_val_arr_push(diffs, &d);
 }
 
+/*  The statement's first payment row of otn, or NULL. */
 static s_row_t *s_find(s_bill_t *bill, const char *otn)
 {
-    for (size_t i = 0; i < bill->n; i++)
-        if (strcmp(bill->rows[i].otn, otn) == 0)
-            return &bill->rows[i];
-    return NULL;
+    const s_ix_t *e = s_ix_find(bill->ix, bill->n, otn);
+    return e ? &bill->rows[e->at] : NULL;
 }
 
-/*  The intent id among intents, or NULL. */
-static const bus_val_t *s_intent(const bus_val_t *intents, const char *id)
+/*  The intents by id: a sorted index (caller frees) of *n entries; NULL when out of memory. */
+static s_ix_t *s_index_intents(const bus_val_t *intents, size_t *n)
 {
-    for (size_t i = 0; id && i < bus_val_size(intents); i++) {
-        const char *in = bus_val_map_get_str(bus_val_arr_get(intents, i), "intent");
-        if (in && strcmp(in, id) == 0)
-            return bus_val_arr_get(intents, i);
+    s_ix_t *ix = malloc((bus_val_size(intents) + 1) * sizeof(*ix));
+    *n = 0;
+    for (size_t i = 0; ix && i < bus_val_size(intents); i++) {
+        const char *id = bus_val_map_get_str(bus_val_arr_get(intents, i), "intent");
+        if (id)
+            ix[(*n)++] = (s_ix_t){.key = id, .at = i};
     }
-    return NULL;
+    if (ix)
+        qsort(ix, *n, sizeof(*ix), s_ix_cmp);
+    return ix;
+}
+
+/*  The intent id among intents (indexed by ix[0..n)), or NULL. */
+static const bus_val_t *s_intent(const bus_val_t *intents, const s_ix_t *ix, size_t n,
+                                 const char *id)
+{
+    const s_ix_t *e = id ? s_ix_find(ix, n, id) : NULL;
+    return e ? bus_val_arr_get(intents, e->at) : NULL;
+}
+
+/*  Whether an intent in state was paid: succeeded, or refunded in full since (the payment row
+    is still in the statement of the day it was paid). */
+static bool s_paid_state(const char *state)
+{
+    return state && (strcmp(state, "succeeded") == 0 || strcmp(state, "refunded") == 0);
 }
 
 /*  posbus's refund under a statement row's refund number: the refund's map (caller destroys),
@@ -674,6 +757,12 @@ static bus_val_t *s_refund_of(bus_client_t *client, const char *store, const cha
 static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_t *intents,
                             const char *store, const char *day, const char *path)
 {
+    size_t nix = 0;
+    s_ix_t *ix = s_index_intents(intents, &nix);
+    if (!ix) {
+        fprintf(stderr, "posctl: out of memory\n");
+        return NULL;
+    }
     bus_val_t *diffs = bus_val_new_arr();
     int64_t ndiff = 0, matched = 0, here_paid = 0;
     for (size_t i = 0; i < bus_val_size(intents); i++) {
@@ -681,15 +770,18 @@ static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_
         const char *id = bus_val_map_get_str(in, "intent");
         const char *state = bus_val_map_get_str(in, "state");
         const char *provider = bus_val_map_get_str(in, "provider");
-        int64_t amount = 0, updated = 0;
+        int64_t amount = 0, when = 0;
         bus_val_map_get_int(in, "amount", &amount);
-        bus_val_map_get_int(in, "updated_ms", &updated);
+        /* the day it was paid: paid_ms; updated_ms moves on (a refund the next day) and is
+           only the fallback for intents written before paid_ms was */
+        if (!bus_val_map_get_int(in, "paid_ms", &when) || when <= 0)
+            bus_val_map_get_int(in, "updated_ms", &when);
         if (!id || !state || !provider || strcmp(provider, bill->provider) != 0)
             continue;
         char paid_day[16];
-        s_day_of(updated, paid_day, sizeof(paid_day));
+        s_day_of(when, paid_day, sizeof(paid_day));
         s_row_t *row = s_find(bill, id);
-        bool paid = strcmp(state, "succeeded") == 0;
+        bool paid = s_paid_state(state);
         if (row) {
             row->seen = true;
             bool row_paid = strcmp(row->state, "SUCCESS") == 0;
@@ -699,7 +791,7 @@ static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_
                 s_diff(diffs, &ndiff, "missing_here", id, 0, row->total, why);
             } else if (!row_paid && paid) {
                 char why[120];
-                snprintf(why, sizeof(why), "%s at the provider, succeeded here", row->state);
+                snprintf(why, sizeof(why), "%s at the provider, %s here", row->state, state);
                 s_diff(diffs, &ndiff, "missing_at_provider", id, amount, 0, why);
             } else if (row_paid && row->total != amount) {
                 s_diff(diffs, &ndiff, "amount_mismatch", id, amount, row->total,
@@ -717,7 +809,7 @@ static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_
     }
     for (size_t i = 0; i < bill->n; i++) {
         const s_row_t *row = &bill->rows[i];
-        const bus_val_t *other = row->seen ? NULL : s_intent(intents, row->otn);
+        const bus_val_t *other = row->seen ? NULL : s_intent(intents, ix, nix, row->otn);
         const char *other_provider = other ? bus_val_map_get_str(other, "provider") : NULL;
         char why[120];
         if (other_provider)
@@ -737,7 +829,7 @@ static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_
         const char *otn = bus_val_map_get_str(r, "out_trade_no");
         const char *no = bus_val_map_get_str(r, "out_refund_no");
         if (no && !*no) { /* Alipay's refund of a payment cancelled (撤销) after it was paid */
-            const bus_val_t *in = s_intent(intents, otn);
+            const bus_val_t *in = s_intent(intents, ix, nix, otn);
             const char *state = in ? bus_val_map_get_str(in, "state") : NULL;
             const char *provider = in ? bus_val_map_get_str(in, "provider") : NULL;
             int64_t paid = -1;
@@ -771,6 +863,7 @@ static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_
     }
     if (!bill->summary_ok)
         s_diff(diffs, &ndiff, "summary_mismatch", "", 0, 0, bill->summary_why);
+    free(ix);
     bus_val_t *res = bus_val_new_map();
     bus_val_map_set_str(res, "store", store);
     bus_val_map_set_str(res, "day", day);
@@ -786,8 +879,50 @@ static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_
     bus_val_map_set_int(res, "provider_paid", provider_paid);
     bus_val_map_set_int(res, "here_paid", here_paid);
     bus_val_map_set_int(res, "checked_ms", bus_now_ms());
+    bus_val_map_set_bool(res, "truncated", (int64_t)bus_val_size(diffs) < ndiff);
+    bus_val_map_set_int(res, "listed", (int64_t)bus_val_size(diffs));
     bus_val_map_set(res, "diffs", &diffs);
     return res;
+}
+
+/*  The result as kept: res itself when it encodes in limit bytes, else a copy (caller destroys)
+    with the first differences that fit, truncated true and listed their number (every count
+    stays). NULL when out of memory. */
+static bus_val_t *s_fit(const bus_val_t *res, size_t limit)
+{
+    bus_buf_t buf = {0};
+    if (bus_val_encode(res, &buf) != 0) {
+        bus_buf_free(&buf);
+        return NULL;
+    }
+    size_t total = buf.len;
+    bus_buf_reset(&buf);
+    bus_val_t *out = bus_val_dup(res);
+    bus_val_t *kept = bus_val_new_arr();
+    if (total <= limit || !out || !kept) {
+        bus_buf_free(&buf);
+        bus_val_destroy(&kept);
+        bus_val_destroy(&out);
+        return total <= limit ? (bus_val_t *)res : NULL;
+    }
+    const bus_val_t *diffs = bus_val_map_get(res, "diffs");
+    bus_val_t *empty = bus_val_new_arr();
+    bus_val_map_set(out, "diffs", &empty);
+    bus_val_map_set_bool(out, "truncated", true);
+    bus_val_map_set_int(out, "listed", INT64_MAX); /* the largest it can take */
+    size_t used = bus_val_encode(out, &buf) == 0 ? buf.len + 8 : limit; /* 8: the array's head */
+    for (size_t i = 0; i < bus_val_size(diffs) && used < limit; i++) {
+        bus_buf_reset(&buf);
+        if (bus_val_encode(bus_val_arr_get(diffs, i), &buf) != 0 || used + buf.len > limit)
+            break;
+        used += buf.len;
+        bus_val_t *d = bus_val_dup(bus_val_arr_get(diffs, i));
+        bus_val_arr_push(kept, &d);
+    }
+    bus_buf_free(&buf);
+    bus_val_map_set_int(out, "listed", (int64_t)bus_val_size(kept));
+    bus_val_map_set(out, "diffs", &kept);
+    return out;
 }
 
 static void s_print_result(const bus_val_t *res, const char *format)
@@ -838,12 +973,14 @@ static void s_print_result(const bus_val_t *res, const char *format)
     bus_val_map_get_int(res, "differences", &ndiff);
     bus_val_map_get_int(res, "provider_paid", &paid);
     bus_val_map_get_int(res, "here_paid", &here);
-    char a[POS_MONEY_YUAN_MAX], b[POS_MONEY_YUAN_MAX];
+    char a[POS_MONEY_YUAN_MAX], b[POS_MONEY_YUAN_MAX], listed[64] = "";
+    if ((int64_t)bus_val_size(diffs) < ndiff)
+        snprintf(listed, sizeof(listed), " (the first %zu listed)", bus_val_size(diffs));
     if (!csv)
         printf("%s %s: %" PRId64 " statement rows, %" PRId64 " matched, %" PRId64
-               " differences; paid %s at the provider, %s here\n",
+               " differences%s; paid %s at the provider, %s here\n",
                bus_val_map_get_str(res, "provider"), bus_val_map_get_str(res, "day"), rows,
-               matched, ndiff, pos_money_format_yuan(paid, a, sizeof(a)),
+               matched, ndiff, listed, pos_money_format_yuan(paid, a, sizeof(a)),
                pos_money_format_yuan(here, b, sizeof(b)));
 }
 
@@ -857,6 +994,7 @@ static int s_reconcile(bus_config_t *config, const char *store, const char *day,
     }
     s_bill_t bill = {.refund_rows = bus_val_new_arr()};
     if (s_read_bill(path, provider, &bill) != 0) {
+        free(bill.ix);
         free(bill.rows);
         bus_val_destroy(&bill.refund_rows);
         return POSCTL_EXIT_FAIL;
@@ -866,23 +1004,29 @@ static int s_reconcile(bus_config_t *config, const char *store, const char *day,
     bus_client_t *client = posctl_client(config, &cfg);
     bus_val_t *intents = client ? s_intents(client, store, day) : NULL;
     int rc = POSCTL_EXIT_FAIL;
-    if (intents) {
-        bus_val_t *res = s_compare(client, &bill, intents, store, day, path);
+    bus_val_t *res = intents ? s_compare(client, &bill, intents, store, day, path) : NULL;
+    bus_val_t *fit = res ? s_fit(res, S_KEEP_MAX) : NULL;
+    if (res && !fit)
+        fprintf(stderr, "posctl: out of memory\n");
+    if (fit) {
         s_print_result(res, format);
         int64_t ndiff = 0;
         bus_val_map_get_int(res, "differences", &ndiff);
+        if (fit == res)
+            res = NULL; /* given to the request */
         bus_val_t *body = bus_val_new_map();
         bus_val_map_set_str(body, "store", store);
         bus_val_map_set_str(body, "day", day);
         bus_val_map_set_str(body, "provider", bill.provider);
-        bus_val_map_set(body, "result", &res);
+        bus_val_map_set(body, "result", &fit);
         bus_msg_t *kept = posctl_call(client, S_SERVICE, "payment.recon.put", &body);
         rc = !kept ? POSCTL_EXIT_FAIL : ndiff ? POSCTL_EXIT_FAIL : POSCTL_EXIT_OK;
         bus_msg_destroy(&kept);
-        bus_val_destroy(&res);
     }
+    bus_val_destroy(&res);
     bus_val_destroy(&intents);
     bus_client_destroy(&client);
+    free(bill.ix);
     free(bill.rows);
     bus_val_destroy(&bill.refund_rows);
     return rc;
