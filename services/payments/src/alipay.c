@@ -50,12 +50,12 @@ pay_alipay_cfg_t *pay_alipay_cfg_load(const char *gateway, const char *app_id,
     snprintf(self->app_id, sizeof(self->app_id), "%s", app_id);
     if (!(self->key = pay_rsa_private(key_file))) {
         snprintf(why, size, "alipay: the app key file %s is not an RSA private key (PEM)",
-                 key_file ? key_file : "(none)");
+                 pay_path_shown(key_file));
         goto fail;
     }
     if (!(self->alipay = pay_rsa_public(public_key_file))) {
         snprintf(why, size, "alipay: %s holds no RSA public key of Alipay's",
-                 public_key_file ? public_key_file : "(none)");
+                 pay_path_shown(public_key_file));
         goto fail;
     }
     if (ca_file && *ca_file && !(self->ca_file = strdup(ca_file))) {

@@ -2,6 +2,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -9,6 +10,16 @@
 #include "rsa.h"
 
 #define S_SIG_MAX 1024 /* bytes of a decoded signature (RSA up to 8192 bits) */
+
+const char *pay_path_shown(const char *path)
+{
+    struct stat st;
+    if (!path || !*path)
+        return "(none)";
+    if (strlen(path) > 255 || strpbrk(path, "\n\r") || stat(path, &st) != 0)
+        return "(no such file; the value is not shown)";
+    return path;
+}
 
 EVP_PKEY *pay_rsa_private(const char *path)
 {

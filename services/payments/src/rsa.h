@@ -12,6 +12,9 @@
 EVP_PKEY *pay_rsa_private(const char *path);
 /*  An RSA public key from a PEM file holding a public key or a certificate; NULL otherwise. */
 EVP_PKEY *pay_rsa_public(const char *path);
+/*  path as it may appear in a log or an error: itself when it names an existing file, else a
+    placeholder. A key's text given where its file belongs must never be printed. */
+const char *pay_path_shown(const char *path);
 /*  base64(SHA256withRSA(msg)) into out. 0, or -1 (too small, a key that cannot sign). */
 int pay_rsa_sign(EVP_PKEY *key, const void *msg, size_t len, char *out, size_t size);
 /*  Does sig64 (standard base64) verify msg under key? */

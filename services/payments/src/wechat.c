@@ -73,7 +73,7 @@ pay_wechat_cfg_t *pay_wechat_cfg_load(const char *base_url, const char *mchid, c
     self->key = pay_rsa_private(key_file);
     if (!self->key) {
         snprintf(why, size, "wechat: the merchant key file %s is not an RSA private key (PEM)",
-                 key_file);
+                 pay_path_shown(key_file));
         goto fail;
     }
     /* "SERIAL=FILE[,SERIAL=FILE]" */
@@ -94,7 +94,7 @@ pay_wechat_cfg_t *pay_wechat_cfg_load(const char *base_url, const char *mchid, c
         self->platform[i].key = pay_rsa_public(eq + 1);
         if (!self->platform[i].key) {
             snprintf(why, size, "wechat: platform key %s: %s holds no RSA public key", item,
-                     eq + 1);
+                     pay_path_shown(eq + 1));
             goto fail;
         }
         self->nplatform++;
@@ -113,7 +113,8 @@ pay_wechat_cfg_t *pay_wechat_cfg_load(const char *base_url, const char *mchid, c
             n--;
         if (n != 32) {
             OPENSSL_cleanse(buf, sizeof(buf));
-            snprintf(why, size, "wechat: the API v3 key file %s must hold 32 bytes", apiv3_file);
+            snprintf(why, size, "wechat: the API v3 key file %s must hold 32 bytes",
+                     pay_path_shown(apiv3_file));
             goto fail;
         }
         memcpy(self->apiv3, buf, 32);
