@@ -170,6 +170,17 @@ try:
     c.check("reconciliation.wechat" in z.stdout and "4 differences" in z.stdout,
             f"the Z report shows it:\n{z.stdout}{z.stderr}")
 
+    # a statement's refund numbers are looked up 200 at a time
+    got = ops.call("payments", "payment.recon.refunds",
+                   {"store": STORE, "refund_nos": ["RF-OURS", "R-1", "no such", "RF-OURS"]})
+    c.eq(got["body"].get("refunds"), {"RF-OURS": {"intent": paid[1][0], "amount": 50,
+                                                  "provider": "wechat", "state": "succeeded"}},
+         "payment.recon.refunds: posbus's refund under its number, none for the others")
+    got = ops.call("payments", "payment.recon.refunds",
+                   {"store": STORE, "refund_nos": ["R"] * 201})
+    c.check(got["type"] == "error" and got["body"].get("code") == "bad_request",
+            f"more than 200 at once: bad_request ({got['body']})")
+
     # the paid day: paid[0] (dropped from the bill) was paid today; a refund tomorrow moves its
     # updated_ms to tomorrow, paid_ms stays. paid[2] is refunded in full (state refunded).
     tomorrow = (datetime.datetime.strptime(day, "%Y-%m-%d") +

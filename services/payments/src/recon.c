@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <bus/keys.h>
+#include <pos/sale.h>
 
 #include "recon.h"
 
@@ -15,6 +16,8 @@
 #define S_RESULT_MAX  (512 * 1024)      /* bytes of a kept result read back */
 #define S_RESULT_KEEP (256 * 1024)      /* bytes a result is cut to: two fit one bus reply */
 #define S_PROVIDER_RE "wechat or alipay"
+#define S_REFUNDS_MAX 200               /* refund numbers of one payment.recon.refunds */
+#define S_REFUND_MAX  64                /* bytes of a refund number */
 
 typedef struct {
     bus_redis_t *redis;
@@ -135,6 +138,66 @@ static int s_list(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, vo
     }
     bus_val_map_set(reply, "intents", &list);
     bus_val_map_set_int(reply, "next", more ? after + count : -1);
+    return 0;
+}
+
+/*  payment.recon.refunds {store, refund_nos: [up to 200]}: the store's refunds under those
+    numbers in one call (a statement may list hundreds of thousands of refund rows):
+    {refunds: {refund_no: {intent, amount, provider, state}}}, a number posbus has no refund
+    under (or that is no refund number) left out. */
+static int s_refunds(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    (void)arg;
+    const bus_val_t *body = bus_msg_body(req);
+    const char *store = bus_val_map_get_str(body, "store");
+    const bus_val_t *nos = bus_val_map_get(body, "refund_nos");
+    if (!store || !bus_identity_id_ok(store))
+        return s_bad(svc, "store: a store id");
+    if (!nos || bus_val_type(nos) != BUS_VAL_ARR || bus_val_size(nos) > S_REFUNDS_MAX)
+        return s_bad(svc, "refund_nos: an array of at most 200 refund numbers");
+    const char *asked[S_REFUNDS_MAX];
+    int queued = 0;
+    bool failed = false;
+    for (size_t i = 0; i < bus_val_size(nos); i++) {
+        const char *no = bus_val_get_str(bus_val_arr_get(nos, i), NULL);
+        char key[BUS_KEY_MAX];
+        if (!no || !pos_sale_id_ok(no, S_REFUND_MAX, "-") || !bus_key_payref(key, store, no))
+            continue; /* none could be kept under it */
+        if (bus_redis_append(s_self.redis, "HMGET %s intent amount provider state", key) != 0) {
+            failed = true;
+            break;
+        }
+        asked[queued++] = no;
+    }
+    redisReply *replies[S_REFUNDS_MAX] = {0};
+    for (int i = 0; i < queued; i++) /* every reply read, so the connection stays in step */
+        replies[i] = bus_redis_get_reply(s_self.redis);
+    bus_val_t *found = bus_val_new_map();
+    redisReply *bad = NULL;
+    for (int i = 0; i < queued; i++) {
+        redisReply *r = replies[i];
+        if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+            if (!failed) {
+                failed = true;
+                bad = r; /* handed to s_failed, which frees it (NULL: no answer) */
+                continue;
+            }
+        } else if (r->element[0]->str && r->element[1]->str) {
+            bus_val_t *m = bus_val_new_map();
+            bus_val_map_set_str(m, "intent", r->element[0]->str);
+            bus_val_map_set_int(m, "amount", strtoll(r->element[1]->str, NULL, 10));
+            bus_val_map_set_str(m, "provider", r->element[2]->str ? r->element[2]->str : "");
+            bus_val_map_set_str(m, "state", r->element[3]->str ? r->element[3]->str : "");
+            bus_val_map_set(found, asked[i], &m);
+        }
+        if (r)
+            freeReplyObject(r);
+    }
+    if (failed) {
+        bus_val_destroy(&found);
+        return s_failed(svc, bad, "refunds");
+    }
+    bus_val_map_set(reply, "refunds", &found);
     return 0;
 }
 
@@ -259,6 +322,8 @@ int pay_recon_methods(bus_service_t *svc, bus_redis_t *redis, bus_stats_t *stats
         {"payment.list", s_list, BUS_METHOD_READ, BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE},
         {"payment.recon.put", s_put, BUS_METHOD_CHANGE, BUS_ROLE_OPERATOR},
         {"payment.recon.get", s_get, BUS_METHOD_READ, BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE},
+        {"payment.recon.refunds", s_refunds, BUS_METHOD_READ,
+         BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE},
         {NULL, NULL, 0, 0}};
     return s_self.c_redis_errors ? bus_service_methods(svc, methods, NULL) : -1;
 }

@@ -37,7 +37,8 @@
 
     A statement may be large (64 MiB, some 300000 rows) and made to hurt:
     rows and intents are found through sorted indexes (bsearch), never by
-    scanning, so the comparison is O((rows + intents) log). The kept result
+    scanning, so the comparison is O((rows + intents) log); the refunds under
+    the statement's refund numbers are asked for 200 at a time. The kept result
     holds every count and the first differences that fit S_KEEP_MAX
     ("truncated", "listed"), so the day's result is always kept.
 
@@ -751,6 +752,42 @@ static bus_val_t *s_refund_of(bus_client_t *client, const char *store, const cha
     return out;
 }
 
+/*  posbus's refunds under the statement's refund numbers, asked for S_PAGE at a time
+    (payment.recon.refunds): a map refund_no -> {intent, amount, provider, state} (caller
+    destroys); NULL when the payments service does not answer that (one older than the method:
+    each refund is then asked for alone, s_refund_of). */
+static bus_val_t *s_refunds(bus_client_t *client, const char *store, const bus_val_t *rows)
+{
+    bus_val_t *all = bus_val_new_map(), *batch = NULL;
+    size_t n = bus_val_size(rows);
+    for (size_t i = 0; all && i <= n; i++) {
+        const bus_val_t *row = i < n ? bus_val_arr_get(rows, i) : NULL;
+        const char *no = row ? bus_val_map_get_str(row, "out_refund_no") : NULL;
+        if (no && *no && !bus_val_map_get(all, no)) {
+            bus_val_t *v = bus_val_new_str(no);
+            if (!batch)
+                batch = bus_val_new_arr();
+            bus_val_arr_push(batch, &v);
+        }
+        if (!batch || (bus_val_size(batch) < S_PAGE && i < n))
+            continue;
+        bus_val_t *body = bus_val_new_map();
+        bus_val_map_set_str(body, "store", store);
+        bus_val_map_set(body, "refund_nos", &batch);
+        bus_msg_t *rep = bus_client_request(client, S_SERVICE, "payment.recon.refunds", &body);
+        const bus_val_t *got = rep ? bus_val_map_get(bus_msg_body(rep), "refunds") : NULL;
+        if (!got || bus_val_type(got) != BUS_VAL_MAP)
+            bus_val_destroy(&all);
+        for (size_t k = 0; all && k < bus_val_size(got); k++) {
+            bus_val_t *v = bus_val_dup(bus_val_map_value(got, k));
+            bus_val_map_set(all, bus_val_map_key(got, k), &v);
+        }
+        bus_msg_destroy(&rep);
+    }
+    bus_val_destroy(&batch);
+    return all;
+}
+
 /*  Compare bill with the intents of its provider: the result map {store, day, provider, file,
     rows, matched, differences, provider_paid, here_paid, checked_ms, diffs[]}. Another
     provider's intents are not this statement's business, unless a row names one. */
@@ -764,6 +801,7 @@ static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_
         return NULL;
     }
     bus_val_t *diffs = bus_val_new_arr();
+    bus_val_t *refunds = s_refunds(client, store, bill->refund_rows);
     int64_t ndiff = 0, matched = 0, here_paid = 0;
     for (size_t i = 0; i < bus_val_size(intents); i++) {
         const bus_val_t *in = bus_val_arr_get(intents, i);
@@ -843,7 +881,10 @@ static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_
                        "cancelled (撤销) at the provider, not reversed here");
             continue;
         }
-        bus_val_t *mine = s_refund_of(client, store, no);
+        const bus_val_t *known = refunds && no ? bus_val_map_get(refunds, no) : NULL;
+        bus_val_t *mine = !refunds ? s_refund_of(client, store, no)
+                          : known  ? bus_val_dup(known)
+                                   : NULL;
         const char *of = mine ? bus_val_map_get_str(mine, "intent") : NULL;
         const char *state = mine ? bus_val_map_get_str(mine, "state") : NULL;
         if (mine)
@@ -864,6 +905,7 @@ static bus_val_t *s_compare(bus_client_t *client, s_bill_t *bill, const bus_val_
     if (!bill->summary_ok)
         s_diff(diffs, &ndiff, "summary_mismatch", "", 0, 0, bill->summary_why);
     free(ix);
+    bus_val_destroy(&refunds);
     bus_val_t *res = bus_val_new_map();
     bus_val_map_set_str(res, "store", store);
     bus_val_map_set_str(res, "day", day);
