@@ -184,13 +184,14 @@ PROMOS = [("MILK3", "--kind", "qty_break", "--sku", "MILK1", "--qty", "3", "--am
            local(now - 3600), "--to", local(now + 3600)),
           ("SNACKLATER", "--kind", "amount", "--category", "snacks", "--amount", "3.00", "--from",
            local(now + 86400), "--to", local(now + 2 * 86400)),
-          ("WATER21", "--kind", "buy_x_get_y", "--sku", "WATER", "--qty", "2", "--free", "1")]
+          ("WATER21", "--kind", "buy_x_get_y", "--sku", "WATER", "--qty", "2", "--free", "1"),
+          ("TEAMEMBER", "--kind", "member_price", "--sku", "TEA", "--price", "2.80")]
 for promo_id, *args in PROMOS:
     st.posctl("promo", "add", "--store", STORE, "--id", promo_id, *args, check=True)
 v = config_version()
 c.check(wait_for(lambda: r01.cmd("state")["config_version"] == v, 10),
         f"R01 runs configuration {v}: 3 for 9.00, snacks 1.00 off this hour (3.00 off tomorrow), "
-        "buy 2 WATER get 1")
+        "buy 2 WATER get 1, TEA 2.80 for members")
 promo_sales = []
 for label, scans, want_lines, want_total in (
         ("MILK1 x4 at 3 for 9.00: one set, 10.50 -> 9.00", ["scan MILK1 4"],
@@ -199,7 +200,9 @@ for label, scans, want_lines, want_total in (
          ["scan CHIPS 2", "scan NOODLE"], [("CHIPS", "SNACKNOW", 200), ("NOODLE", "SNACKNOW", 100)],
          1500 - 200 + 450 - 100),
         ("WATER x7 at buy 2 get 1: two sets, two free", ["scan WATER 7"],
-         [("WATER", "WATER21", 400)], 1400 - 400)):
+         [("WATER", "WATER21", 400)], 1400 - 400),
+        ("TEA x2 for a member at the promotion's member price 2.80 (the catalog has none)",
+         ["member on", "scan TEA 2"], [("TEA", None, 0)], 2 * 280)):
     for line in scans:
         r = r01.cmd(line)
         c.check(r["ok"], f"{line}: {r.get('message')}")
@@ -209,7 +212,7 @@ for label, scans, want_lines, want_total in (
     r = r01.cmd("pay cash 100")
     c.check(r["ok"] and r.get("sale_id"), f"{label}: paid as {r.get('sale_id')}")
     promo_sales.append((label, r.get("sale_id", ""), want_total))
-c.check(synced(r01, 20), "the three promoted sales are uploaded")
+c.check(synced(r01, 20), "the four promoted sales are uploaded")
 for label, sale_id, want_total in promo_sales:
     got = ops.call("sales", "sale.get", {"store": STORE, "sale_id": sale_id})
     body = got["body"].get("sale", {}) if got["type"] == "reply" else got["body"]
@@ -220,7 +223,7 @@ for promo_id, *_ in PROMOS:  # the rest of the test prices without them
     st.posctl("promo", "end", "--store", STORE, "--id", promo_id, check=True)
 v = config_version()
 c.check(wait_for(lambda: r01.cmd("state")["config_version"] == v, 10),
-        f"R01 runs configuration {v} with the four promotions ended")
+        f"R01 runs configuration {v} with the five promotions ended")
 
 # --- permissions and approvals ----------------------------------------------------------------------
 # a consumer watching the register's node events (as test_printer watches its device events)

@@ -65,6 +65,7 @@ typedef struct {
     int64_t catalog_version;
     int64_t next_catalog_check;
     zhashx_t *stores; /* known store ids */
+    zhashx_t *members; /* store -> s_members_t: its member-price promotions */
     bus_stats_t *stats;
     int64_t *c_committed, *c_retried, *c_waiting, *c_dups, *c_refused, *c_flagged, *c_gaps,
         *c_redis_errors, *c_other_register;
@@ -132,6 +133,85 @@ static void s_catalog_refresh(s_sales_t *self)
     }
 }
 
+/*  A store's member-price promotions (the devices service's cfg:{S}:promos, ended ones too: a
+    sale rung before one ended may upload later), read again when cfg:{S}'s version moves:
+    "<sku> <price>" of each, so a register's promotional member price is not taken for a price
+    the catalog does not know. */
+typedef struct {
+    int64_t version, next_check_ms;
+    zhashx_t *prices; /* "<sku> <price>" -> (void *)1 */
+} s_members_t;
+
+static void s_members_free(s_members_t **m_p)
+{
+    if (*m_p) {
+        zhashx_destroy(&(*m_p)->prices);
+        free(*m_p);
+        *m_p = NULL;
+    }
+}
+
+static void s_members_read(s_sales_t *self, s_members_t *m, const char *store)
+{
+    char key[BUS_KEY_MAX];
+    if (!bus_key_cfg(key, store, ""))
+        return;
+    redisReply *r = bus_redis_command(self->redis, "HGET %s version", key);
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        if (r)
+            freeReplyObject(r);
+        return; /* Redis trouble: keep what is known */
+    }
+    int64_t v = r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+    freeReplyObject(r);
+    if (v == m->version || !bus_key_cfg(key, store, ":promos"))
+        return;
+    r = bus_redis_command(self->redis, "HVALS %s", key);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return;
+    }
+    zhashx_purge(m->prices);
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        bus_val_t *p = e->type == REDIS_REPLY_STRING ? bus_val_decode(e->str, e->len, NULL, NULL)
+                                                     : NULL;
+        const char *kind = bus_val_map_get_str(p, "kind"), *sku = bus_val_map_get_str(p, "sku");
+        int64_t price = 0;
+        char k[POS_SKU_MAX + 32];
+        if (kind && sku && strcmp(kind, "member_price") == 0 &&
+            bus_val_map_get_int(p, "price", &price) && price > 0 &&
+            snprintf(k, sizeof(k), "%s %" PRId64, sku, price) < (int)sizeof(k))
+            zhashx_update(m->prices, k, (void *)1);
+        bus_val_destroy(&p);
+    }
+    freeReplyObject(r);
+    m->version = v;
+}
+
+/*  Is price a member price a promotion of the store gives sku? */
+static bool s_member_promo(s_sales_t *self, const char *store, const char *sku, int64_t price)
+{
+    s_members_t *m = zhashx_lookup(self->members, store);
+    if (!m) {
+        m = calloc(1, sizeof(*m));
+        if (!m || !(m->prices = zhashx_new())) {
+            s_members_free(&m);
+            return false;
+        }
+        m->version = -1;
+        zhashx_insert(self->members, store, m);
+    }
+    if (bus_mono_ms() >= m->next_check_ms) {
+        m->next_check_ms = bus_mono_ms() + S_CATALOG_CHECK_MS;
+        s_members_read(self, m, store);
+    }
+    char k[POS_SKU_MAX + 32];
+    snprintf(k, sizeof(k), "%s %" PRId64, sku, price);
+    return zhashx_lookup(m->prices, k) != NULL;
+}
+
 static const s_price_t *s_catalog_price(s_sales_t *self, const char *sku)
 {
     s_price_t *p = zhashx_lookup(self->catalog, sku);
@@ -172,7 +252,8 @@ static void s_review_flags(s_sales_t *self, const pos_sale_t *sale, char *flags,
         const char *flag = NULL;
         if (p && !p->known)
             flag = "unknown_sku";
-        else if (p && l->unit_price != p->price && l->unit_price != p->member_price)
+        else if (p && l->unit_price != p->price && l->unit_price != p->member_price &&
+                 !s_member_promo(self, sale->store, l->item.sku, l->unit_price))
             flag = "price_mismatch";
         if (flag && used + strlen(flag) + strlen(l->item.sku) + 3 < size)
             used += (size_t)snprintf(flags + used, size - used, "%s%s:%s", used ? "," : "", flag,
@@ -831,6 +912,8 @@ int main(int argc, char **argv)
     self.catalog = zhashx_new();
     zhashx_set_destructor(self.catalog, (zhashx_destructor_fn *)zstr_free);
     self.stores = zhashx_new();
+    self.members = zhashx_new();
+    zhashx_set_destructor(self.members, (zhashx_destructor_fn *)s_members_free);
     self.stats = bus_service_stats(self.svc);
     self.c_committed = bus_stats_counter(self.stats, "sales_committed");
     self.c_retried = bus_stats_counter(self.stats, "uploads_retried");
@@ -866,6 +949,7 @@ int main(int argc, char **argv)
     bus_info("sales.stopping", "committed=%" PRId64, bus_stats_load(self.c_committed));
     zhashx_destroy(&self.catalog);
     zhashx_destroy(&self.stores);
+    zhashx_destroy(&self.members);
     svc_core_stop(&core);
     return rc == 0 ? 0 : 1;
 }
