@@ -518,6 +518,7 @@ static int s_upload_answer(node_uplink_t *self, int64_t k, bus_val_t *rep, const
         bool dup = false;
         bus_val_map_get_bool(rep, "duplicate", &dup);
         bus_val_destroy(&rep);
+        self->refused = false; /* whatever blocked is through: the short waits apply again */
         pthread_mutex_lock(&self->lock);
         self->status.uploaded++;
         self->status.duplicates += dup;
