@@ -12,6 +12,7 @@ payment code routed by its digits (Alipay refused while it is not configured, an
 refused); another register cannot see an intent; a payment cancelled after it was paid is
 reversed; payments killed with SIGKILL in the middle of a charge resolves the intent after its
 restart without paying twice."""
+import datetime
 import os
 import signal
 import subprocess
@@ -245,6 +246,12 @@ try:
         c.check(end.get("state") == want, f"alipay {scenario}: {want} ({end.get('reason')})")
         paid = 1 if want == "succeeded" else 0
         c.eq(ali.status()["charges"] - before, paid, f"alipay {scenario}: charged {paid}")
+        if want == "succeeded":  # Alipay's time of payment (Beijing, to the second) is kept
+            gmt = atrade(i)["gmt_payment"]
+            at = datetime.datetime.strptime(gmt, "%Y-%m-%d %H:%M:%S").replace(
+                tzinfo=datetime.timezone(datetime.timedelta(hours=8)))
+            c.eq(end.get("paid_ms"), int(at.timestamp()) * 1000,
+                 f"alipay {scenario}: paid_ms is Alipay's gmt_payment {gmt}")
         if want == "reversed":
             c.eq(atrade(i)["state"], "TRADE_CLOSED", "alipay: cancelled at Alipay")
     c.eq(ali.status()["pay_calls"], 7, "alipay: one trade.pay per intent, none repeated")

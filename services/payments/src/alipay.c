@@ -314,6 +314,21 @@ static bool s_definite_refusal(const char *sub)
 
 /*  A verified 10000 answer naming a trade: ours only for this out_trade_no (the wire form sent)
     and amount. */
+/*  Alipay's "yyyy-MM-dd HH:mm:ss" in Beijing time (UTC+8, no daylight saving) as Unix ms;
+    0 when absent or malformed. */
+static int64_t s_beijing_ms(const char *text)
+{
+    int y, mo, d, h, mi, sec, n = 0;
+    if (!text || sscanf(text, "%4d-%2d-%2d %2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 ||
+        text[n] != '\0' || y < 2000 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 ||
+        h > 23 || mi > 59 || sec > 60)
+        return 0;
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
+                    .tm_min = mi, .tm_sec = sec};
+    int64_t t = (int64_t)timegm(&tm) - 8 * 3600;
+    return t > 0 ? t * 1000 : 0;
+}
+
 static bool s_ours(json_t *resp, const char *out_trade_no, int64_t amount, pay_outcome_t *out)
 {
     const char *no = json_string_value(json_object_get(resp, "out_trade_no"));
@@ -326,6 +341,10 @@ static bool s_ours(json_t *resp, const char *out_trade_no, int64_t amount, pay_o
         return false;
     }
     snprintf(out->transaction_id, sizeof(out->transaction_id), "%s", trade_no);
+    /* when it was paid: trade.pay says gmt_payment, trade.query send_pay_date */
+    const char *paid = json_string_value(json_object_get(resp, "gmt_payment"));
+    out->paid_ms = s_beijing_ms(paid ? paid : json_string_value(json_object_get(resp,
+                                                                                "send_pay_date")));
     return true;
 }
 
