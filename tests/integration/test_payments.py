@@ -441,6 +441,37 @@ try:
     asked = wx.status()["requests"].get("refund_query", 0)
     time.sleep(1.5)
     c.eq(wx.status()["requests"].get("refund_query", 0), asked, "and not asked about again")
+    # the operator finds out at the provider how they ended: posctl payments refund-resolve
+    refund_to_end(i, "RF-M2", 500, "manual")
+    c.eq(get(i)["body"].get("refunds_manual"), 900, "a second one, manual too: 9.00 reserved")
+    r = reg.call("payments", "payment.refund_resolve",
+                 {"store": STORE, "refund_no": "RF-M1", "state": "failed", "reason": "x"})
+    c.eq(r["body"].get("code"), "forbidden", "a register may not resolve a refund")
+    p = st.posctl("payments", "refund-resolve", "--store", STORE, "RF-M1", "failed", "--reason",
+                  "WeChat says REFUNDCLOSE")
+    e1 = reg.call("payments", "payment.refund_get", {"refund_no": "RF-M1"})["body"]
+    p2 = st.posctl("payments", "refund-resolve", "--store", STORE, "RF-M2", "succeeded",
+                   "--reason", "WeChat says SUCCESS")
+    e2 = reg.call("payments", "payment.refund_get", {"refund_no": "RF-M2"})["body"]
+    c.check(p.returncode == 0 and p2.returncode == 0 and e1.get("state") == "failed" and
+            e2.get("state") == "succeeded" and "resolved by" in e1.get("reason", "") and
+            "REFUNDCLOSE" in e1.get("reason", ""),
+            f"posctl refund-resolve: RF-M1 failed, RF-M2 succeeded, with who and why: {e1} {e2}")
+    g = get(i)["body"]
+    c.check(g.get("refunded") == 500 and g.get("refunds_manual") == 0 and
+            g.get("refunds_succeeded") == 500 and g.get("state") == "succeeded",
+            f"the intent: 4.00 given back, 5.00 refunded, nothing left to an operator: {g}")
+    r = reg.call("payments", "payment.refundable", {"sale_id": g["sale_id"]})["body"]
+    c.check([(x["refunds_manual"], x["refundable"]) for x in r["intents"]] == [(0, 400)],
+            f"and 4.00 may be refunded again: {r}")
+    p = st.posctl("payments", "refund-resolve", "--store", STORE, "RF-M1", "succeeded",
+                  "--reason", "again")
+    c.check(p.returncode != 0 and "not_manual" in p.stderr,
+            f"a refund that is no longer manual is not resolved again: {p.stderr.strip()}")
+    hist = [x.decode() for x in rd.call("LRANGE", f"payhist:{{S1}}:{i}", 0, -1)]
+    c.check(any("RF-M1" in x and "failed" in x for x in hist) and
+            any("RF-M2" in x and "succeeded" in x for x in hist),
+            f"both ends are in the intent's history: {hist[-3:]}")
     wx.command({"cmd": "faults", "clear": True})
     st.kill("payments", signal.SIGTERM)
     st.start_service("payments", "payments", *pay_args)

@@ -17,6 +17,9 @@
 -- (once: `released`); a succeeded one adds to its `refunds_succeeded`, and the intent becomes
 -- 'refunded' when those reach what was paid; a refund left to an operator ('manual') keeps its
 -- amount reserved and adds it to `refunds_manual`. Each end is a line in the intent's history.
+-- A 'manual' refund is the one final state that still moves: to 'succeeded' or 'failed' when
+-- told ('*': a verified notification, or an operator's payment.refund_resolve), which takes
+-- its amount off `refunds_manual` and then counts as that end.
 -- Retention: the step that makes it final gives its keys an EXPIRE; a refund's end gives the
 -- paid intent's keys theirs again once no other refund of it is open (refund_create.lua
 -- removed it while one was).
@@ -26,12 +29,15 @@ local function is_final(s)
 end
 
 -- the paid intent (KEYS 4, 5) told of its refund's end (KEYS 1), in the same step
-local function refund_ended(state, reason)
+local function refund_ended(state, reason, was_manual)
   local r = redis.call('HMGET', KEYS[1], 'amount', 'released')
   local amount = tonumber(r[1]) or 0
-  local p = redis.call('HMGET', KEYS[4], 'state', 'amount', 'refunded')
+  local p = redis.call('HMGET', KEYS[4], 'state', 'amount', 'refunded', 'refunds_manual')
   if not p[1] then
     return -- the intent expired before its refund ended: nothing to tell
+  end
+  if was_manual then
+    redis.call('HINCRBY', KEYS[4], 'refunds_manual', -math.min(amount, tonumber(p[4] or '0')))
   end
   if state == 'failed' and r[2] ~= '1' then
     local back = math.min(amount, tonumber(p[3] or '0'))
@@ -56,10 +62,12 @@ local f = redis.call('HMGET', KEYS[1], 'owner', 'state', 'reason', 'cancel')
 if not f[2] then
   return 0 -- gone (expired, or never there)
 end
-if is_final(f[2]) then
+local notified = ARGV[1] == '*'
+local was_manual = f[2] == 'manual' and KEYS[4] ~= nil and notified and
+                   (ARGV[3] == 'succeeded' or ARGV[3] == 'failed')
+if is_final(f[2]) and not was_manual then
   return 3
 end
-local notified = ARGV[1] == '*'
 if f[1] ~= ARGV[1] and not notified then
   return 0
 end
@@ -110,8 +118,13 @@ if final then
     redis.call('EXPIRE', KEYS[3], ttl)
   end
   if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then
-    refund_ended(state, reason)
-    local open = redis.call('HINCRBY', KEYS[4], 'refunds_open', -1)
+    refund_ended(state, reason, was_manual)
+    local open
+    if was_manual then -- it stopped being open when it became manual
+      open = tonumber(redis.call('HGET', KEYS[4], 'refunds_open') or '0')
+    else
+      open = redis.call('HINCRBY', KEYS[4], 'refunds_open', -1)
+    end
     if open < 0 then -- a refund made before refunds were counted
       redis.call('HSET', KEYS[4], 'refunds_open', '0')
       open = 0

@@ -176,7 +176,7 @@ typedef struct {
 struct s_app {
     bus_config_t *config;
     bus_redis_t *redis; /* the main thread's */
-    int create, cancel, refund;
+    int create, cancel, refund, move;
     pay_wechat_cfg_t *wx;
     pay_alipay_cfg_t *ali;
     int64_t interval_ms, reverse_ms, lease_ms, scan_ms;
@@ -979,6 +979,65 @@ static int s_refund_answer(s_app_t *app, bus_service_t *svc, const char *store, 
     return 0;
 }
 
+/*  payment.refund_resolve {store, refund_no, state: succeeded|failed, reason}: an operator who
+    found out at the provider how a refund left to them ('manual') ended says so. Recorded as
+    that end, in the same script as a worker's (pay_move.lua): succeeded counts as refunded,
+    failed gives the amount back to the intent. Only a manual refund moves (`not_manual`). */
+static int s_refund_resolve(bus_service_t *svc, const bus_msg_t *req, bus_val_t *reply, void *arg)
+{
+    s_app_t *app = arg;
+    const bus_val_t *body = bus_msg_body(req);
+    const char *store = bus_val_map_get_str(body, "store");
+    const char *no = bus_val_map_get_str(body, "refund_no");
+    const char *state = bus_val_map_get_str(body, "state");
+    const char *why = bus_val_map_get_str(body, "reason");
+    if (!store || !bus_identity_id_ok(store) || !no || !s_refund_no_ok(no) || !state ||
+        (strcmp(state, "succeeded") != 0 && strcmp(state, "failed") != 0) || !why || !*why ||
+        strlen(why) > 200)
+        return s_bad(app, svc, "%s", "store, refund_no, state (succeeded or failed) and a "
+                                     "reason (1-200 bytes) are needed");
+    char key[BUS_KEY_MAX];
+    redisReply *r = bus_redis_command(app->redis, "HMGET %s intent amount provider state",
+                                      bus_key_payref(key, store, no));
+    if (!bus_redis_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 4)
+        return s_redis_failed(app, svc, r, "refund");
+    const char *intent = r->element[0]->str, *amount = r->element[1]->str;
+    const char *provider = r->element[2]->str, *now = r->element[3]->str;
+    if (!intent || !amount || !provider || !now) {
+        freeReplyObject(r);
+        return bus_service_error(svc, S_ERR_NOT_FOUND, "no refund %s in store %s", no, store);
+    }
+    if (strcmp(now, "manual") != 0) {
+        int rc = bus_service_error(svc, "not_manual", "refund %s is %s, not left to an operator",
+                                   no, now);
+        freeReplyObject(r);
+        return rc;
+    }
+    s_intent_t in;
+    memset(&in, 0, sizeof(in));
+    snprintf(in.store, sizeof(in.store), "%s", store);
+    snprintf(in.refund_no, sizeof(in.refund_no), "%s", no);
+    snprintf(in.intent, sizeof(in.intent), "%s", intent);
+    snprintf(in.provider, sizeof(in.provider), "%s", provider);
+    snprintf(in.state, sizeof(in.state), "%s", now);
+    in.amount = strtoll(amount, NULL, 10);
+    in.sent = true;
+    freeReplyObject(r);
+    s_worker_t w = {.app = app, .index = -1, .redis = app->redis, .move = app->move};
+    snprintf(w.owner, sizeof(w.owner), "*"); /* told from outside, as a notification is */
+    char reason[300];
+    snprintf(reason, sizeof(reason), "resolved by %s: %s", bus_service_caller(svc)->name, why);
+    int rc = s_move(&w, &in, state, reason, 0, false, NULL);
+    if (rc == -2)
+        return bus_service_unavailable(svc, S_RETRY_MS, "Redis: %s",
+                                       bus_redis_errstr(app->redis));
+    if (rc != 1)
+        return bus_service_error(svc, "not_manual", "refund %s changed meanwhile", no);
+    bus_info("payments.refund", "refund %s of %s in store %s: %s by %s", no, in.intent, store,
+             state, bus_service_caller(svc)->name);
+    return s_refund_answer(app, svc, store, no, reply);
+}
+
 /*  The store a refund request is for: a register's own, else the body's. NULL (answered). */
 static const char *s_refund_store(s_app_t *app, bus_service_t *svc, const bus_val_t *body)
 {
@@ -1502,6 +1561,7 @@ int main(int argc, char **argv)
     app.create = bus_redis_script(app.redis, pay_create_lua);
     app.cancel = bus_redis_script(app.redis, pay_cancel_lua);
     app.refund = bus_redis_script(app.redis, refund_create_lua);
+    app.move = bus_redis_script(app.redis, pay_move_lua);
     app.stats = bus_service_stats(core.svc);
     app.c_requests = bus_stats_counter(app.stats, "pay_requests");
     app.c_created = bus_stats_counter(app.stats, "intents_created");
@@ -1532,8 +1592,10 @@ int main(int argc, char **argv)
          BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE},
         {"payment.refundable", s_refundable, BUS_METHOD_READ,
          BUS_ROLE_REGISTER | BUS_ROLE_OPERATOR | BUS_ROLE_SERVICE},
+        {"payment.refund_resolve", s_refund_resolve, BUS_METHOD_IDEMPOTENT, BUS_ROLE_OPERATOR},
         {NULL, NULL, 0, 0}};
-    int rc = app.create < 0 || app.cancel < 0 || app.refund < 0 || !app.c_refunds_manual ||
+    int rc = app.create < 0 || app.cancel < 0 || app.refund < 0 || app.move < 0 ||
+                     !app.c_refunds_manual ||
                      bus_service_methods(core.svc, methods, &app) != 0
                  ? -1
                  : 0;

@@ -1074,11 +1074,43 @@ static int s_reconcile(bus_config_t *config, const char *store, const char *day,
     return rc;
 }
 
+/*  payments refund-resolve: how a refund left to an operator (manual) ended, found out at the
+    provider; exit 0 when payments recorded it. */
+static int s_refund_resolve(bus_config_t *config, const char *store, const char *no,
+                            const char *state, const char *format)
+{
+    const char *reason = bus_config_str(config, "reason");
+    if (!reason || !*reason) {
+        fprintf(stderr, "posctl: payments refund-resolve needs --reason (what the provider "
+                        "says)\n");
+        return POSCTL_EXIT_USAGE;
+    }
+    bus_conn_cfg_t cfg;
+    bus_conn_cfg_from_config(&cfg, config);
+    bus_client_t *client = posctl_client(config, &cfg);
+    if (!client)
+        return POSCTL_EXIT_FAIL;
+    bus_val_t *body = bus_val_new_map();
+    bus_val_map_set_str(body, "store", store);
+    bus_val_map_set_str(body, "refund_no", no);
+    bus_val_map_set_str(body, "state", state);
+    bus_val_map_set_str(body, "reason", reason);
+    bus_msg_t *rep = posctl_call(client, S_SERVICE, "payment.refund_resolve", &body);
+    if (rep)
+        posctl_print(bus_msg_body(rep), format);
+    int rc = rep ? POSCTL_EXIT_OK : POSCTL_EXIT_FAIL;
+    bus_msg_destroy(&rep);
+    bus_client_destroy(&client);
+    return rc;
+}
+
 static int s_usage(void)
 {
     fprintf(stderr, "posctl: usage: payments reconcile --store S --date YYYY-MM-DD "
                     "[--provider wechat|alipay] FILE\n"
-                    "       payments list --store S --date YYYY-MM-DD\n");
+                    "       payments list --store S --date YYYY-MM-DD\n"
+                    "       payments refund-resolve --store S REFUND_NO succeeded|failed "
+                    "--reason TEXT\n");
     return POSCTL_EXIT_USAGE;
 }
 
@@ -1091,6 +1123,9 @@ int posctl_payments(bus_config_t *config)
     const char *format = bus_config_str(config, "format");
     bool ok_format = !strcmp(format, "table") || !strcmp(format, "csv") ||
                      !strcmp(format, "json");
+    if (!strcmp(sub, "refund-resolve") && argc == 4 && store && ok_format)
+        return s_refund_resolve(config, store, bus_config_arg(config, 2),
+                                bus_config_arg(config, 3), format);
     if (!store || !day || !ok_format) {
         return s_usage();
     }
