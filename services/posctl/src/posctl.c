@@ -131,6 +131,8 @@ static void s_usage(bus_config_t *config)
         "                           Alipay's 业务明细) with its intents; exit 1 on differences;\n"
         "                           kept for the Z\n"
         "  payments list --store S --date D   the intents created on the provider's day D\n"
+        "  payments refund-resolve --store S REFUND_NO succeeded|failed --reason TEXT\n"
+        "                           how a refund left to an operator (manual) ended\n"
         "options:\n");
     bus_config_usage(config, stdout);
 }
