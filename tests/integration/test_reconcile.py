@@ -89,6 +89,20 @@ try:
         except (ValueError, IndexError):
             return r.returncode, {}, r
 
+    # posctl payments list: the day's intents as payments keeps them
+    r = subprocess.run([f"{BIN}/posctl", *st.conn_args(), "payments", "list", "--store", STORE,
+                        "--date", day, "--format", "json"], capture_output=True, text=True,
+                       timeout=60)
+    try:
+        listed = json.loads(r.stdout.strip().splitlines()[-1]).get("intents", [])
+    except (ValueError, IndexError):
+        listed = []
+    c.eq(sorted((x["intent"], x["state"], x["amount"]) for x in listed),
+         sorted([(i, s, a) for (i, s), a in zip(paid + [reversed_, declined],
+                                                 (1000, 2050, 3999, 700, 800))]),
+         f"posctl payments list: the five intents with their states and amounts "
+         f"(exit {r.returncode} {r.stderr.strip()})")
+
     bill = wx.bill(day)
     c.check(b"`" in bill and "总交易单数".encode() in bill,
             "the emulator's bill has backticks and a summary")

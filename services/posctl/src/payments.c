@@ -1074,6 +1074,26 @@ static int s_reconcile(bus_config_t *config, const char *store, const char *day,
     return rc;
 }
 
+/*  Ask payments method with body (taken) and print the answer; the exit code. */
+static int s_ask_print(bus_config_t *config, const char *method, bus_val_t *body,
+                       const char *format)
+{
+    bus_conn_cfg_t cfg;
+    bus_conn_cfg_from_config(&cfg, config);
+    bus_client_t *client = posctl_client(config, &cfg);
+    if (!client) {
+        bus_val_destroy(&body);
+        return POSCTL_EXIT_FAIL;
+    }
+    bus_msg_t *rep = posctl_call(client, S_SERVICE, method, &body);
+    if (rep)
+        posctl_print(bus_msg_body(rep), format);
+    int rc = rep ? POSCTL_EXIT_OK : POSCTL_EXIT_FAIL;
+    bus_msg_destroy(&rep);
+    bus_client_destroy(&client);
+    return rc;
+}
+
 /*  payments refund-resolve: how a refund left to an operator (manual) ended, found out at the
     provider; exit 0 when payments recorded it. */
 static int s_refund_resolve(bus_config_t *config, const char *store, const char *no,
@@ -1085,23 +1105,12 @@ static int s_refund_resolve(bus_config_t *config, const char *store, const char 
                         "says)\n");
         return POSCTL_EXIT_USAGE;
     }
-    bus_conn_cfg_t cfg;
-    bus_conn_cfg_from_config(&cfg, config);
-    bus_client_t *client = posctl_client(config, &cfg);
-    if (!client)
-        return POSCTL_EXIT_FAIL;
     bus_val_t *body = bus_val_new_map();
     bus_val_map_set_str(body, "store", store);
     bus_val_map_set_str(body, "refund_no", no);
     bus_val_map_set_str(body, "state", state);
     bus_val_map_set_str(body, "reason", reason);
-    bus_msg_t *rep = posctl_call(client, S_SERVICE, "payment.refund_resolve", &body);
-    if (rep)
-        posctl_print(bus_msg_body(rep), format);
-    int rc = rep ? POSCTL_EXIT_OK : POSCTL_EXIT_FAIL;
-    bus_msg_destroy(&rep);
-    bus_client_destroy(&client);
-    return rc;
+    return s_ask_print(config, "payment.refund_resolve", body, format);
 }
 
 static int s_usage(void)
@@ -1132,20 +1141,10 @@ int posctl_payments(bus_config_t *config)
     if (!strcmp(sub, "reconcile") && argc == 3)
         return s_reconcile(config, store, day, bus_config_arg(config, 2), format);
     if (!strcmp(sub, "list") && argc == 2) {
-        bus_conn_cfg_t cfg;
-        bus_conn_cfg_from_config(&cfg, config);
-        bus_client_t *client = posctl_client(config, &cfg);
-        if (!client)
-            return POSCTL_EXIT_FAIL;
         bus_val_t *body = bus_val_new_map();
         bus_val_map_set_str(body, "store", store);
         bus_val_map_set_str(body, "day", day);
-        bus_msg_t *rep = posctl_call(client, S_SERVICE, "payment.list", &body);
-        if (rep)
-            posctl_print(bus_msg_body(rep), format);
-        bus_msg_destroy(&rep);
-        bus_client_destroy(&client);
-        return rep ? POSCTL_EXIT_OK : POSCTL_EXIT_FAIL;
+        return s_ask_print(config, "payment.list", body, format);
     }
     return s_usage();
 }
