@@ -15,6 +15,14 @@ v2) DC=(docker compose -f "$COMPOSE_DIR/compose.yaml") ;;
 *) echo "compose: POSBUS_COMPOSE is v1 or v2, not '$POSBUS_COMPOSE'" >&2; return 2 ;;
 esac
 
+# start_dockerd: dockerd in its own session, logging to /var/log/dockerd.log, holding none of
+# our descriptors beyond 0-2 (a lock our caller holds, e.g. flock's, must not live on in the
+# daemon and block everyone after us)
+start_dockerd() {
+    setsid bash -c 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done
+                    exec dockerd' >/var/log/dockerd.log 2>&1 </dev/null &
+}
+
 heavy() { # run a heavy step, under the lock when there is one
     if [ -n "${POSBUS_LOCK:-}" ]; then flock "$POSBUS_LOCK" "$@"; else "$@"; fi
 }

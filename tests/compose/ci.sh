@@ -23,7 +23,7 @@ if ! docker info >/dev/null 2>&1; then
     if [ -d /run/systemd/system ]; then
         systemctl start docker >/dev/null 2>&1 || true
     else
-        setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &
+        source "$SRC/compose/lib.sh" && start_dockerd
     fi
     for _ in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
     docker info >/dev/null 2>&1 ||
