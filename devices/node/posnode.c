@@ -141,6 +141,19 @@ static bus_val_t *s_request(void *arg, const char *service, const char *method, 
 {
     s_node_t *self = arg;
     *offline = false;
+    if (self->uplink) {
+        /* heartbeats go unanswered: asking would block the till for a whole request timeout
+           to learn the same; the first answered heartbeat opens the way again */
+        node_uplink_status_t st;
+        node_uplink_status(self->uplink, &st);
+        if (st.silent) {
+            *offline = true;
+            bus_val_destroy(body);
+            snprintf(err, size, "the back office cannot be reached (its heartbeats go "
+                                "unanswered)");
+            return NULL;
+        }
+    }
     bus_msg_t *rep = bus_client_request(self->client, service, method, body);
     if (!rep) {
         bus_client_err_t e = bus_client_errcode(self->client);

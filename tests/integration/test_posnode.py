@@ -444,6 +444,15 @@ r = r01.cmd("return S1-R01-000001 COLA 1 3.00 approve sue 2222")
 c.check(r["ok"] and r["ticket"]["total"] == -300, f"with Sue's approval it goes on: {r}")
 c.check(r01.cmd("pay cash")["ok"], "the offline refund is paid out")
 c.check(wait_for(lambda: r01.cmd("state")["online"] is False, 10), "the till shows offline")
+# with heartbeats unanswered the till does not wait a request timeout out to learn the same
+got = {}
+r01.cmd("scan COLA")
+c.check(wait_for(lambda: got.update(r01.cmd("park")) or
+                 "heartbeats go unanswered" in got.get("message", ""), 10),
+        f"a request of the till (park) is answered offline at once while heartbeats go "
+        f"unanswered: {got.get('error')} {got.get('message')}")
+r = r01.cmd("cancel approve sue 2222")
+c.check(r.get("ok"), f"that ticket cancelled (with Sue): {r.get('message')}")
 r = r01.cmd("state")
 c.check(r["online"] is False and r["unsynced"] == 501,
         f"offline, 501 unsynced shown to the cashier: online={r['online']} unsynced={r['unsynced']}")

@@ -456,6 +456,9 @@ static void s_heartbeat(node_uplink_t *self)
     char code[64];
     bus_val_t *rep = s_call(self, "devices", "node.heartbeat", body, code, sizeof(code));
     s_ports_answered(self, &ports, rep != NULL, code);
+    pthread_mutex_lock(&self->lock);
+    self->status.silent = !rep && !code[0];
+    pthread_mutex_unlock(&self->lock);
     if (!rep) {
         self->hb_unanswered = !code[0];
         return;

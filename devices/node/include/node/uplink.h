@@ -66,6 +66,8 @@ typedef struct {
 
 typedef struct {
     bool online;        /* the last request to the back office was answered */
+    bool silent;        /* the last heartbeat had no answer at all (busd or the network away):
+                           the till's own requests fail at once instead of waiting it out */
     int64_t last_sale;  /* what the till has journaled */
     int64_t acked;      /* every sale up to this one is acknowledged */
     int64_t unsynced;   /* last_sale - acked */
